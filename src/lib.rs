@@ -1,10 +1,35 @@
-//! shardalloc: mimalloc's design (free-list sharding) in Rust, with a `#![no_std]` core on a
-//! pluggable [`PageSource`].
+//! shardalloc: mimalloc's design (free-list sharding) in Rust, with a `#![no_std]` core on
+//! a pluggable [`PageSource`].
+//!
+//! Layers, dependencies pointing down:
+//! - `global`: which heap serves the caller — [`ShardAlloc`] (hosted, thread-local heaps)
+//!   or [`PerCpuAlloc`] (kernels, one heap per CPU);
+//! - `heap`: page queues per size class, the direct table for small sizes;
+//! - `page`: the three free lists of a page;
+//! - `segment`: segment layout, pointer → segment → page, commit/purge, abandon/reclaim;
+//! - `source`: the [`PageSource`] trait and its backends.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 #[cfg(feature = "std")]
 extern crate std;
 
+mod domain;
+mod global;
+mod heap;
+mod page;
+mod segment;
+pub mod size_class;
 pub mod source;
+mod stats;
+
+pub use domain::{Domain, DEFAULT_PURGE_DELAY};
+pub use global::percpu::{CpuLocal, PerCpuAlloc, SingleCpu};
 pub use source::{PageSource, Region, SourceConfig, SourceError};
+pub use stats::{StatCount, Stats};
+
+#[cfg(all(feature = "std", unix))]
+pub use global::hosted::{
+    alloc, check, collect, free, realloc, stats, thread_done, usable_size, Heap, ShardAlloc,
+    DOMAIN,
+};

@@ -13,13 +13,13 @@
 
 use core::ptr::NonNull;
 
-// mod region;
-// pub use region::RegionSource;
+mod region;
+pub use region::RegionSource;
 
 #[cfg(all(feature = "std", unix))]
-// mod mmap;
+mod mmap;
 #[cfg(all(feature = "std", unix))]
-// pub use mmap::Mmap;
+pub use mmap::Mmap;
 
 #[cfg(all(feature = "frames", target_arch = "x86_64"))]
 pub mod frames;

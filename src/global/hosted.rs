@@ -1,0 +1,482 @@
+//! Hosted programs (unix): a thread-local heap per thread, the `mmap` source, thread exit
+//! through a `pthread_key` destructor, `ShardAlloc` as `#[global_allocator]`, and
+//! first-class [`Heap`]s.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::Cell;
+use core::marker::PhantomData;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::domain::Domain;
+use crate::heap::{self, empty_heap, Collect, RawHeap, ThreadData};
+use crate::source::Mmap;
+use crate::stats::Stats;
+
+static MMAP: Mmap = Mmap;
+
+fn clock_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// The process's domain: all thread heaps of the hosted allocator share it.
+pub static DOMAIN: Domain = Domain::with_clock(&MMAP, Some(clock_ms));
+
+std::thread_local! {
+    // `const` initialised with no destructor: the access is a plain `%fs` load, and using
+    // it never allocates (std would register a destructor otherwise, which allocates).
+    static HEAP: Cell<*mut RawHeap> = const { Cell::new(empty_heap()) };
+}
+
+/// The calling thread's default heap (the empty heap before its first allocation).
+#[inline(always)]
+pub(crate) fn default_heap() -> *mut RawHeap {
+    HEAP.with(|h| h.get())
+}
+
+/// The calling thread's owner token (0 before its first allocation).
+#[inline(always)]
+fn thread_id() -> usize {
+    // SAFETY: the default heap is live (or the static empty heap).
+    unsafe { (*default_heap()).thread_id }
+}
+
+/// The pthread key whose destructor runs `thread_done`; `usize::MAX` until made.
+static KEY: AtomicUsize = AtomicUsize::new(usize::MAX);
+static KEY_ONCE: spin::Once<()> = spin::Once::new();
+
+unsafe extern "C" fn thread_done_cb(td: *mut libc::c_void) {
+    if td.is_null() {
+        return;
+    }
+    // SAFETY: the key's value is the thread data set by `thread_init` on this thread,
+    // which is exiting.
+    unsafe { thread_done_td(td as *mut ThreadData) };
+}
+
+/// # Safety
+/// `td` is the calling thread's data, and the thread uses its heaps no more.
+unsafe fn thread_done_td(td: *mut ThreadData) {
+    HEAP.with(|h| h.set(empty_heap()));
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let tld = ptr::addr_of_mut!((*td).tld);
+        // first-class heaps that outlive the thread become unusable, not dangling
+        let mut h = (*tld).heaps;
+        let backing = (*tld).heap_backing;
+        heap::thread_done(tld);
+        while !h.is_null() {
+            let next = (*h).next;
+            if h != backing {
+                detach_heap(h);
+            }
+            h = next;
+        }
+        DOMAIN.thread_data_free(td);
+    }
+}
+
+/// Makes a first-class heap inert after its thread is done: allocations return null.
+///
+/// # Safety
+/// `h` is a heap of the exiting thread, already abandoned.
+unsafe fn detach_heap(h: *mut RawHeap) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        (*h).tld = ptr::null_mut();
+        (*h).thread_id = 0;
+        (*h).pages_direct = [heap::empty_page(); crate::size_class::PAGES_DIRECT];
+    }
+}
+
+/// Initialises the calling thread's heap. Returns the empty heap when out of memory.
+#[cold]
+#[inline(never)]
+fn thread_init() -> *mut RawHeap {
+    let cur = default_heap();
+    // SAFETY: the default heap is live or the empty heap.
+    if unsafe { (*cur).is_initialized() } {
+        return cur;
+    }
+    KEY_ONCE.call_once(|| {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: valid out-pointer and an `extern "C"` destructor.
+        if unsafe { libc::pthread_key_create(&mut key, Some(thread_done_cb)) } == 0 {
+            KEY.store(key as usize, Ordering::Release);
+        }
+    });
+    // SAFETY: DOMAIN is a static.
+    let td = unsafe { DOMAIN.thread_data_alloc() };
+    if td.is_null() {
+        return cur;
+    }
+    let key = KEY.load(Ordering::Acquire);
+    if key != usize::MAX {
+        // SAFETY: the key exists. glibc keeps the first 32 keys' values inline in the
+        // thread descriptor, so this does not allocate for an early key.
+        unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, td as *const libc::c_void) };
+    }
+    // SAFETY: `td` is fresh and initialised.
+    let heap = unsafe { ptr::addr_of_mut!((*td).heap) };
+    HEAP.with(|h| h.set(heap));
+    heap
+}
+
+/// The calling thread's heap, initialised.
+#[inline]
+fn heap_initialized() -> *mut RawHeap {
+    let h = default_heap();
+    // SAFETY: live or the empty heap.
+    if unsafe { (*h).is_initialized() } {
+        h
+    } else {
+        thread_init()
+    }
+}
+
+/// Ends the calling thread's use of the allocator now (abandoning its segments to other
+/// threads), as its exit would. It may allocate again afterwards.
+pub fn thread_done() {
+    let h = default_heap();
+    // SAFETY: live or the empty heap.
+    if !unsafe { (*h).is_initialized() } {
+        return;
+    }
+    let key = KEY.load(Ordering::Acquire);
+    if key != usize::MAX {
+        // SAFETY: clearing our own slot so the destructor does not run twice.
+        unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, ptr::null()) };
+    }
+    // SAFETY: the backing heap is the first field of its thread data.
+    unsafe { thread_done_td(h as *mut ThreadData) };
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
+    let heap = heap_initialized();
+    // SAFETY: `heap` is ours (or the empty heap, which makes this return null).
+    unsafe { super::heap_alloc(heap, size, align, zero) }
+}
+
+/// Allocates `size` bytes aligned to `align` (a power of two) from the calling thread's
+/// heap; null when out of memory.
+///
+/// # Safety
+/// `align` is a power of two.
+#[inline(always)]
+pub unsafe fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
+    // SAFETY: the default heap belongs to this thread.
+    let p = unsafe { super::heap_alloc(default_heap(), size, align, zero) };
+    if !p.is_null() {
+        return p;
+    }
+    // SAFETY: forwarded.
+    unsafe { alloc_slow(size, align, zero) }
+}
+
+/// Frees a block of this allocator, from any thread.
+///
+/// # Safety
+/// `p` is null or a live block of this allocator (hosted domain), not used afterwards.
+#[inline(always)]
+pub unsafe fn free(p: *mut u8) {
+    // SAFETY: as the caller guarantees.
+    unsafe { heap::free(p, thread_id()) }
+}
+
+/// Re-allocates to `new_size` bytes aligned to `align`; null on failure (`p` stays valid).
+///
+/// # Safety
+/// `p` is null or a live block of this allocator; `align` is a power of two.
+pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize, zero: bool) -> *mut u8 {
+    let heap = heap_initialized();
+    // SAFETY: `heap` is ours; `p` as the caller guarantees.
+    unsafe { heap::realloc(heap, (*heap).thread_id, p, new_size, align, zero) }
+}
+
+/// The usable size of a block of this allocator.
+///
+/// # Safety
+/// `p` is a live block of this allocator.
+pub unsafe fn usable_size(p: *const u8) -> usize {
+    // SAFETY: as the caller guarantees.
+    unsafe { heap::usable_size(p) }
+}
+
+/// Frees empty pages of the calling thread and purges expired memory; `force` purges
+/// everything unused at once and frees emptied segments of exited threads.
+pub fn collect(force: bool) {
+    let h = default_heap();
+    // SAFETY: live or the empty heap.
+    if unsafe { (*h).is_initialized() } {
+        let mode = if force { Collect::Force } else { Collect::Normal };
+        // SAFETY: the calling thread owns its heaps.
+        unsafe {
+            let mut heap = (*(*h).tld).heaps;
+            while !heap.is_null() {
+                heap::heap_collect(heap, mode);
+                heap = (*heap).next;
+            }
+        }
+    } else if force {
+        DOMAIN.collect_abandoned();
+    }
+}
+
+/// Statistics of the hosted allocator (all threads).
+pub fn stats() -> Stats {
+    DOMAIN.stats()
+}
+
+/// Checks the calling thread's heap invariants (debug builds; a no-op in release).
+pub fn check() {
+    let h = default_heap();
+    // SAFETY: live or the empty heap; the thread owns it.
+    unsafe {
+        if (*h).is_initialized() {
+            heap::heap_check(h);
+        }
+    }
+}
+
+/// The global allocator for hosted Rust programs:
+///
+/// ```ignore
+/// #[global_allocator]
+/// static GLOBAL: shardalloc::ShardAlloc = shardalloc::ShardAlloc::new();
+/// ```
+#[derive(Clone, Copy, Default)]
+pub struct ShardAlloc;
+
+impl ShardAlloc {
+    pub const fn new() -> Self {
+        ShardAlloc
+    }
+
+    /// Statistics of the hosted allocator.
+    pub fn stats(&self) -> Stats {
+        stats()
+    }
+}
+
+// SAFETY: blocks are at least `layout.size()` bytes and aligned to `layout.align()`
+// (`heap_alloc`); each thread allocates only from its own heap; frees from any thread are
+// allowed by the core.
+unsafe impl GlobalAlloc for ShardAlloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: a Layout's alignment is a power of two.
+        unsafe { alloc(layout.size(), layout.align(), false) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as above.
+        unsafe { alloc(layout.size(), layout.align(), true) }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
+        // SAFETY: `p` was allocated by us (GlobalAlloc contract).
+        unsafe { free(p) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let heap = heap_initialized();
+        // SAFETY: `heap` is ours; `p` is live with `layout`.
+        unsafe { super::heap_realloc(heap, (*heap).thread_id, p, layout, new_size) }
+    }
+}
+
+/// A first-class heap, owned by the thread that made it.
+///
+/// Blocks from it may be freed by any thread ([`free`]). [`destroy`](Heap::destroy) frees
+/// all its blocks at once; [`delete`](Heap::delete) (and `drop`) hands the still-live
+/// blocks to the thread's default heap. `&Heap` implements
+/// `allocator_api2::alloc::Allocator`.
+pub struct Heap {
+    raw: *mut RawHeap,
+    /// Not `Send`/`Sync`: only the owning thread allocates from a heap.
+    _owner: PhantomData<*mut ()>,
+}
+
+impl Heap {
+    /// A new heap owned by the calling thread. Panics when out of memory (see
+    /// [`try_new`](Heap::try_new)).
+    pub fn new() -> Heap {
+        Self::try_new().expect("shardalloc: out of memory making a heap")
+    }
+
+    /// A new heap owned by the calling thread, or `None` when out of memory.
+    pub fn try_new() -> Option<Heap> {
+        let backing = heap_initialized();
+        // SAFETY: `backing` is ours; the new heap's memory is a block of it, big and
+        // aligned enough for a `RawHeap`.
+        unsafe {
+            if !(*backing).is_initialized() {
+                return None;
+            }
+            let mem = super::heap_alloc(
+                backing,
+                core::mem::size_of::<RawHeap>(),
+                core::mem::align_of::<RawHeap>(),
+                false,
+            ) as *mut RawHeap;
+            if mem.is_null() {
+                return None;
+            }
+            RawHeap::init(mem, (*backing).tld);
+            Some(Heap {
+                raw: mem,
+                _owner: PhantomData,
+            })
+        }
+    }
+
+    /// Whether the heap can allocate (false once its thread is done).
+    fn live(&self) -> bool {
+        // SAFETY: `raw` stays allocated until `self` is dropped.
+        unsafe { (*self.raw).is_initialized() }
+    }
+
+    /// Allocates `size` bytes aligned to `align` (a power of two); null when out of memory.
+    pub fn alloc(&self, size: usize, align: usize) -> *mut u8 {
+        if !align.is_power_of_two() {
+            return ptr::null_mut();
+        }
+        // SAFETY: the heap belongs to this thread (`Heap` is `!Send`).
+        unsafe { super::heap_alloc(self.raw, size, align, false) }
+    }
+
+    /// As [`alloc`](Heap::alloc), zeroed.
+    pub fn alloc_zeroed(&self, size: usize, align: usize) -> *mut u8 {
+        if !align.is_power_of_two() {
+            return ptr::null_mut();
+        }
+        // SAFETY: as above.
+        unsafe { super::heap_alloc(self.raw, size, align, true) }
+    }
+
+    /// Re-allocates a block (of any heap) into this heap when it must move.
+    ///
+    /// # Safety
+    /// `p` is null or a live block of this allocator.
+    pub unsafe fn realloc(&self, p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
+        if !align.is_power_of_two() || !self.live() {
+            return ptr::null_mut();
+        }
+        // SAFETY: the heap is ours; `p` as the caller guarantees.
+        unsafe { heap::realloc(self.raw, thread_id(), p, new_size, align, false) }
+    }
+
+    /// Whether `p` points into a live block of this heap.
+    pub fn contains(&self, p: *const u8) -> bool {
+        let mut found = false;
+        self.visit_blocks(|b, size| {
+            if (p as usize) >= b as usize && (p as usize) < b as usize + size {
+                found = true;
+                return false;
+            }
+            true
+        });
+        found
+    }
+
+    /// Calls `f(block, size)` for every live block; stops early when `f` returns false.
+    /// Returns whether every block was visited.
+    pub fn visit_blocks(&self, f: impl FnMut(*mut u8, usize) -> bool) -> bool {
+        if !self.live() {
+            return true;
+        }
+        // SAFETY: the heap is ours.
+        unsafe { heap::heap_visit_blocks(self.raw, f) }
+    }
+
+    /// Frees empty pages of this heap (and, with `force`, purges at once).
+    pub fn collect(&self, force: bool) {
+        if self.live() {
+            let mode = if force { Collect::Force } else { Collect::Normal };
+            // SAFETY: the heap is ours.
+            unsafe { heap::heap_collect(self.raw, mode) };
+        }
+    }
+
+    /// Frees every block of the heap at once, and the heap.
+    pub fn destroy(self) {
+        if self.live() {
+            // SAFETY: the heap is ours; the caller gives up all its blocks by destroying.
+            unsafe {
+                heap::heap_destroy_pages(self.raw);
+                heap::heap_unlink(self.raw);
+            }
+        }
+        self.release();
+    }
+
+    /// Frees the heap; its live blocks move to the thread's default heap.
+    pub fn delete(self) {
+        drop(self)
+    }
+
+    fn release(self) {
+        let raw = self.raw;
+        core::mem::forget(self);
+        // SAFETY: the heap struct is a block of the backing heap.
+        unsafe { free(raw as *mut u8) };
+    }
+}
+
+impl Default for Heap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Heap {
+    fn drop(&mut self) {
+        if self.live() {
+            // SAFETY: the heap and the backing heap are this thread's.
+            unsafe {
+                let backing = (*(*self.raw).tld).heap_backing;
+                heap::heap_absorb(backing, self.raw);
+                heap::heap_unlink(self.raw);
+            }
+        }
+        // SAFETY: the heap struct is a block of the backing heap.
+        unsafe { free(self.raw as *mut u8) };
+    }
+}
+
+// SAFETY: blocks are as large and aligned as the layout asks; `deallocate` frees blocks
+// of this allocator only (the caller's contract); `&Heap` never leaves its thread.
+unsafe impl allocator_api2::alloc::Allocator for &Heap {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        let p = Heap::alloc(self, layout.size(), layout.align());
+        let p = NonNull::new(p).ok_or(allocator_api2::alloc::AllocError)?;
+        // SAFETY: `p` is a live block of at least `layout.size()` bytes.
+        let size = unsafe { usable_size(p.as_ptr()) }.max(layout.size());
+        Ok(NonNull::slice_from_raw_parts(p, size))
+    }
+
+    fn allocate_zeroed(
+        &self,
+        layout: Layout,
+    ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        let p = Heap::alloc_zeroed(self, layout.size(), layout.align());
+        let p = NonNull::new(p).ok_or(allocator_api2::alloc::AllocError)?;
+        Ok(NonNull::slice_from_raw_parts(p, layout.size()))
+    }
+
+    unsafe fn deallocate(&self, p: NonNull<u8>, _layout: Layout) {
+        // SAFETY: `p` was allocated by this allocator (the caller's contract).
+        unsafe { free(p.as_ptr()) }
+    }
+}

@@ -1,0 +1,45 @@
+//! Which heap serves the caller: a thread-local heap (hosted) or the current CPU's heap
+//! (kernel), and the `GlobalAlloc` types built on that.
+
+use core::alloc::Layout;
+
+use crate::heap::{self, RawHeap};
+use crate::size_class::WORD;
+
+pub mod percpu;
+
+#[cfg(all(feature = "std", unix))]
+pub mod hosted;
+
+/// Allocates for `layout` from `heap`. Null when out of memory or when `heap` is the
+/// empty heap (the caller then initialises the thread and retries).
+///
+/// # Safety
+/// `heap` is the calling thread's (CPU's) heap or the empty heap.
+#[inline(always)]
+pub(crate) unsafe fn heap_alloc(heap: *mut RawHeap, size: usize, align: usize, zero: bool) -> *mut u8 {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        if align <= WORD {
+            heap::malloc(heap, size, zero)
+        } else {
+            heap::malloc_aligned(heap, size, align, zero)
+        }
+    }
+}
+
+/// Re-allocates for `GlobalAlloc::realloc`.
+///
+/// # Safety
+/// As `GlobalAlloc::realloc`, with `heap`/`tid` the caller's.
+#[inline]
+pub(crate) unsafe fn heap_realloc(
+    heap: *mut RawHeap,
+    tid: usize,
+    p: *mut u8,
+    layout: Layout,
+    new_size: usize,
+) -> *mut u8 {
+    // SAFETY: as the caller guarantees.
+    unsafe { heap::realloc(heap, tid, p, new_size, layout.align(), false) }
+}

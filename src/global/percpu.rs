@@ -1,0 +1,217 @@
+//! Kernels: one heap per CPU, safe against interrupts.
+//!
+//! The kernel tells shardalloc the current CPU and how to keep an interrupt handler from
+//! entering the allocator while this CPU is inside it ([`CpuLocal`]). Frees from any CPU
+//! are allowed: a block freed on another CPU goes to its page's `thread_free` list with one
+//! CAS.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use crate::domain::Domain;
+use crate::heap::{self, Collect, RawHeap};
+use crate::source::PageSource;
+use crate::stats::Stats;
+
+/// The kernel's side of per-CPU heaps.
+///
+/// # Safety
+/// Implementors guarantee that `cpu_index` is stable while `without_interrupts` runs (the
+/// code is not migrated to another CPU), that two CPUs never report the same index at
+/// the same time, and that nothing else that can allocate (an interrupt handler, another
+/// task preempting this one) runs on this CPU during `f`.
+pub unsafe trait CpuLocal: Sync {
+    /// Index of the current CPU, `< N` for a `PerCpuAlloc<_, N>`.
+    fn cpu_index(&self) -> usize;
+    /// Runs `f` so that nothing else on this CPU can enter the allocator meanwhile.
+    fn without_interrupts<R>(&self, f: impl FnOnce() -> R) -> R;
+}
+
+/// The default for simple kernels: every CPU shares heap 0 behind a spin lock, with
+/// interrupts disabled while it is held (on x86_64 with the `frames` feature; elsewhere
+/// the lock alone, so an interrupt handler must not allocate).
+pub struct SingleCpu {
+    lock: spin::Mutex<()>,
+}
+
+impl SingleCpu {
+    pub const fn new() -> Self {
+        SingleCpu {
+            lock: spin::Mutex::new(()),
+        }
+    }
+}
+
+impl Default for SingleCpu {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: index 0 is only used under the lock, so one CPU at a time; interrupts are off
+// while the lock is held (x86_64), so no handler on this CPU can enter meanwhile.
+unsafe impl CpuLocal for SingleCpu {
+    fn cpu_index(&self) -> usize {
+        0
+    }
+
+    fn without_interrupts<R>(&self, f: impl FnOnce() -> R) -> R {
+        #[cfg(all(feature = "frames", target_arch = "x86_64"))]
+        {
+            x86_64::instructions::interrupts::without_interrupts(|| {
+                let _g = self.lock.lock();
+                f()
+            })
+        }
+        #[cfg(not(all(feature = "frames", target_arch = "x86_64")))]
+        {
+            let _g = self.lock.lock();
+            f()
+        }
+    }
+}
+
+/// The global allocator for kernels: one heap per CPU (up to `N`), frees from any CPU.
+pub struct PerCpuAlloc<C: CpuLocal, const N: usize> {
+    domain: Domain,
+    cpu: C,
+    heaps: [AtomicPtr<RawHeap>; N],
+}
+
+impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
+    /// An allocator taking memory from `source`.
+    pub const fn new(source: &'static dyn PageSource, cpu: C) -> Self {
+        PerCpuAlloc {
+            domain: Domain::new(source),
+            cpu,
+            heaps: [const { AtomicPtr::new(ptr::null_mut()) }; N],
+        }
+    }
+
+    /// The shared state: statistics, options, memory limit.
+    pub fn domain(&self) -> &Domain {
+        &self.domain
+    }
+
+    /// A snapshot of the statistics.
+    pub fn stats(&self) -> Stats {
+        self.domain.stats()
+    }
+
+    /// The current CPU's heap, made on first use. Null when out of memory or when the
+    /// CPU index is out of range.
+    ///
+    /// Must run inside `without_interrupts`.
+    fn heap(&self) -> *mut RawHeap {
+        let idx = self.cpu.cpu_index();
+        if idx >= N {
+            return ptr::null_mut();
+        }
+        let heap = self.heaps[idx].load(Ordering::Acquire);
+        if !heap.is_null() {
+            return heap;
+        }
+        // SAFETY: `self` lives in a static (a global allocator), so the domain outlives
+        // the heap; only this CPU touches its slot, with interrupts off.
+        let td = unsafe { self.domain.thread_data_alloc() };
+        if td.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: `td` is fresh; its heap field is initialised.
+        let heap = unsafe { ptr::addr_of_mut!((*td).heap) };
+        self.heaps[idx].store(heap, Ordering::Release);
+        heap
+    }
+
+    /// Frees empty pages and purges memory of the calling CPU's heap; `force` purges at
+    /// once and returns emptied segments of other CPUs' exited heaps too.
+    pub fn collect(&self, force: bool) {
+        self.cpu.without_interrupts(|| {
+            let heap = self.heap();
+            if heap.is_null() {
+                return;
+            }
+            let mode = if force { Collect::Force } else { Collect::Normal };
+            // SAFETY: the current CPU owns `heap`, and nothing else on it runs meanwhile.
+            unsafe { heap::heap_collect(heap, mode) };
+        })
+    }
+
+    /// The usable size of a block of this allocator.
+    ///
+    /// # Safety
+    /// `p` is a live block allocated by this allocator.
+    pub unsafe fn usable_size(&self, p: *const u8) -> usize {
+        // SAFETY: as the caller guarantees.
+        unsafe { heap::usable_size(p) }
+    }
+
+    /// Checks the current CPU's heap invariants (debug builds; a no-op in release).
+    pub fn check(&self) {
+        self.cpu.without_interrupts(|| {
+            let heap = self.heap();
+            if !heap.is_null() {
+                // SAFETY: the current CPU owns `heap`.
+                unsafe { heap::heap_check(heap) };
+            }
+        })
+    }
+}
+
+// SAFETY: every heap is used by its CPU only, with interrupts off (the `CpuLocal`
+// contract); frees from other CPUs take the atomic path; blocks are as large and aligned
+// as the layout asks (see `heap::malloc_aligned`).
+unsafe impl<C: CpuLocal, const N: usize> GlobalAlloc for PerCpuAlloc<C, N> {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.cpu.without_interrupts(|| {
+            let heap = self.heap();
+            if heap.is_null() {
+                return ptr::null_mut();
+            }
+            // SAFETY: the current CPU owns `heap`.
+            unsafe { super::heap_alloc(heap, layout.size(), layout.align(), false) }
+        })
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        self.cpu.without_interrupts(|| {
+            let heap = self.heap();
+            if heap.is_null() {
+                return ptr::null_mut();
+            }
+            // SAFETY: the current CPU owns `heap`.
+            unsafe { super::heap_alloc(heap, layout.size(), layout.align(), true) }
+        })
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
+        self.cpu.without_interrupts(|| {
+            let idx = self.cpu.cpu_index();
+            let heap = if idx < N {
+                self.heaps[idx].load(Ordering::Relaxed)
+            } else {
+                ptr::null_mut()
+            };
+            let tid = if heap.is_null() {
+                0
+            } else {
+                // SAFETY: a CPU's heap stays alive.
+                unsafe { (*heap).thread_id }
+            };
+            // SAFETY: `p` is a live block of ours (GlobalAlloc contract).
+            unsafe { heap::free(p, tid) }
+        })
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        self.cpu.without_interrupts(|| {
+            let heap = self.heap();
+            if heap.is_null() {
+                return ptr::null_mut();
+            }
+            // SAFETY: the current CPU owns `heap`; `p` is live with `layout`.
+            unsafe { super::heap_realloc(heap, (*heap).thread_id, p, layout, new_size) }
+        })
+    }
+}

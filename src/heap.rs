@@ -1,0 +1,1078 @@
+//! Heaps: page queues per size class, the direct table for small sizes, and the
+//! malloc / free / realloc / aligned paths.
+//!
+//! A heap is owned by one thread (hosted) or one CPU (kernel). Only its owner allocates
+//! from it; any thread may free into it.
+
+use core::ptr::{self, addr_of, addr_of_mut};
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use crate::domain::Domain;
+use crate::page::{Block, Delayed, Page, PageQueue, FLAG_HAS_ALIGNED, FLAG_IN_FULL};
+use crate::segment::{self, ptr_segment, SegmentKind, SegmentsTld};
+use crate::size_class::*;
+
+/// Per-thread (per-CPU) data: its segments, its heaps, its clock.
+///
+/// Its address is the thread's owner token, stored in the segments it owns.
+pub(crate) struct Tld {
+    pub segments: SegmentsTld,
+    domain: *const Domain,
+    /// The thread's default heap (backing heap of first-class heaps).
+    pub heap_backing: *mut RawHeap,
+    /// All heaps of the thread, linked through `RawHeap::next`.
+    pub heaps: *mut RawHeap,
+    /// Allocation slow-path events of this thread.
+    pub heartbeat: u64,
+}
+
+impl Tld {
+    #[inline(always)]
+    pub(crate) fn token(&self) -> usize {
+        self as *const Tld as usize
+    }
+
+    #[inline(always)]
+    pub(crate) fn domain(&self) -> &'static Domain {
+        // SAFETY: set from a `&'static Domain` at initialisation.
+        unsafe { &*self.domain }
+    }
+}
+
+/// A thread's data and its default heap, allocated together from the page source.
+#[repr(C)]
+pub(crate) struct ThreadData {
+    pub heap: RawHeap,
+    pub tld: Tld,
+    /// Link in the domain's cache of unused thread data.
+    pub next_free: *mut ThreadData,
+}
+
+impl ThreadData {
+    /// # Safety
+    /// `td` points to writable memory for a `ThreadData`, used by no one else.
+    pub(crate) unsafe fn init(td: *mut ThreadData, domain: &Domain) {
+        // SAFETY: as the caller guarantees; fields are written before use.
+        unsafe {
+            let tld = addr_of_mut!((*td).tld);
+            let heap = addr_of_mut!((*td).heap);
+            ptr::write(
+                tld,
+                Tld {
+                    segments: SegmentsTld::new(),
+                    domain,
+                    heap_backing: heap,
+                    heaps: ptr::null_mut(),
+                    heartbeat: 0,
+                },
+            );
+            RawHeap::init(heap, tld);
+            (*td).next_free = ptr::null_mut();
+        }
+    }
+}
+
+/// Heap metadata.
+///
+/// Invariants (checked by `check` in debug builds):
+/// - `pages_direct[w]` is the first page of the queue of `bin(w * WORD)`, or the empty
+///   page when that queue is empty;
+/// - every page in `pages[b]` has this heap as owner and `page.bin() == b`;
+/// - `thread_id == tld.token()`, and 0 only for the static empty heap.
+#[repr(C)]
+pub(crate) struct RawHeap {
+    /// Direct table for small sizes, indexed by size in words (first: the fast path).
+    pub pages_direct: [*mut Page; PAGES_DIRECT],
+    /// The owner token of the owning thread (`Tld` address).
+    pub thread_id: usize,
+    pub tld: *mut Tld,
+    /// One queue per bin, plus the huge and full queues.
+    pub pages: [PageQueue; BIN_FULL + 1],
+    /// Blocks freed by other threads into full pages (see `Delayed`).
+    pub thread_delayed_free: AtomicPtr<Block>,
+    pub page_count: usize,
+    /// Range of bins that may hold retired pages.
+    pub retired_min: usize,
+    pub retired_max: usize,
+    /// Next heap of the same thread.
+    pub next: *mut RawHeap,
+}
+
+/// A wrapper making a never-written static shareable.
+#[repr(transparent)]
+pub(crate) struct Immutable<T>(pub T);
+// SAFETY: the wrapped statics (the empty page and heap) are never written: every path
+// that would write first checks that it is not the empty page/heap.
+unsafe impl<T> Sync for Immutable<T> {}
+
+pub(crate) static EMPTY_PAGE: Immutable<Page> = Immutable(Page::EMPTY);
+
+#[inline(always)]
+pub(crate) const fn empty_page() -> *mut Page {
+    addr_of!(EMPTY_PAGE.0) as *mut Page
+}
+
+const fn initial_queues() -> [PageQueue; BIN_FULL + 1] {
+    let mut q = [PageQueue::new(0); BIN_FULL + 1];
+    let mut i = 1;
+    while i < BIN_HUGE {
+        q[i] = PageQueue::new(bin_size(i));
+        i += 1;
+    }
+    q[BIN_HUGE] = PageQueue::new(LARGE_OBJ_SIZE_MAX + WORD);
+    q[BIN_FULL] = PageQueue::new(LARGE_OBJ_SIZE_MAX + 2 * WORD);
+    q
+}
+
+/// The heap of threads that have not allocated yet: all its direct entries point to the
+/// empty page, so the fast path falls through to the generic path, which sees the null
+/// `tld` and returns null — the caller then initialises the thread and retries.
+pub(crate) static EMPTY_HEAP: Immutable<RawHeap> = Immutable(RawHeap {
+    pages_direct: [addr_of!(EMPTY_PAGE.0) as *mut Page; PAGES_DIRECT],
+    thread_id: 0,
+    tld: ptr::null_mut(),
+    pages: initial_queues(),
+    thread_delayed_free: AtomicPtr::new(ptr::null_mut()),
+    page_count: 0,
+    retired_min: BIN_FULL,
+    retired_max: 0,
+    next: ptr::null_mut(),
+});
+
+#[inline(always)]
+pub(crate) const fn empty_heap() -> *mut RawHeap {
+    addr_of!(EMPTY_HEAP.0) as *mut RawHeap
+}
+
+/// How a heap collection goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Collect {
+    Normal,
+    Force,
+    /// The thread is done: detach every page from the heap.
+    Abandon,
+}
+
+impl RawHeap {
+    /// Initialises a heap of the thread of `tld` and links it into the thread's heaps.
+    ///
+    /// # Safety
+    /// `heap` is writable memory for a `RawHeap`; `tld` is live.
+    pub(crate) unsafe fn init(heap: *mut RawHeap, tld: *mut Tld) {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            ptr::write(
+                heap,
+                RawHeap {
+                    pages_direct: [empty_page(); PAGES_DIRECT],
+                    thread_id: (*tld).token(),
+                    tld,
+                    pages: initial_queues(),
+                    thread_delayed_free: AtomicPtr::new(ptr::null_mut()),
+                    page_count: 0,
+                    retired_min: BIN_FULL,
+                    retired_max: 0,
+                    next: (*tld).heaps,
+                },
+            );
+            (*tld).heaps = heap;
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn is_initialized(&self) -> bool {
+        !self.tld.is_null()
+    }
+
+    /// Pushes a block freed into a full page by another thread (lock-free stack).
+    ///
+    /// # Safety
+    /// `block` is a block of a page of this heap, given up by the caller.
+    pub(crate) unsafe fn push_delayed(&self, block: *mut Block) {
+        let mut head = self.thread_delayed_free.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the block is ours until the CAS publishes it.
+            unsafe { (*block).next = head };
+            match self.thread_delayed_free.compare_exchange_weak(
+                head,
+                block,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(cur) => head = cur,
+            }
+        }
+    }
+
+    /// Points the direct-table entries of `bin` at its queue's first page.
+    #[inline]
+    fn direct_update(&mut self, bin: usize) {
+        if bin >= BIN_HUGE {
+            return;
+        }
+        let bsize = bin_size(bin);
+        if bsize > SMALL_SIZE_MAX {
+            return;
+        }
+        let first = self.pages[bin].first;
+        let page = if first.is_null() { empty_page() } else { first };
+        let start = if bin == 1 { 0 } else { bin_size(bin - 1) / WORD + 1 };
+        let end = bsize / WORD;
+        for w in start..=end {
+            self.pages_direct[w] = page;
+        }
+    }
+
+    /// Puts an owned page (in no queue) into the queue that its flags and size select.
+    ///
+    /// # Safety
+    /// `page` is live, owned by this heap's thread, and in no queue.
+    pub(crate) unsafe fn page_queue_push(&mut self, page: *mut Page) {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            let bin = if kind_is_huge(page) { BIN_HUGE } else { (*page).bin() };
+            self.pages[bin].push_front(page);
+            self.page_count += 1;
+            self.direct_update(bin);
+        }
+    }
+
+    /// # Safety
+    /// `page` is in this heap's queue `bin`.
+    unsafe fn page_queue_remove(&mut self, page: *mut Page, bin: usize) {
+        // SAFETY: as the caller guarantees.
+        unsafe { self.pages[bin].remove(page) };
+        self.page_count -= 1;
+        self.direct_update(bin);
+    }
+
+    /// The bin of the queue that holds `page`.
+    ///
+    /// # Safety
+    /// `page` is live.
+    unsafe fn queue_bin_of(page: *mut Page) -> usize {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            if (*page).in_full() {
+                BIN_FULL
+            } else if kind_is_huge(page) {
+                BIN_HUGE
+            } else {
+                (*page).bin()
+            }
+        }
+    }
+}
+
+/// Whether a page is the page of a huge segment.
+///
+/// # Safety
+/// `page` is a live page of a segment.
+#[inline]
+unsafe fn kind_is_huge(page: *mut Page) -> bool {
+    // SAFETY: the page lives in its segment's header.
+    unsafe { (*ptr_segment((*page).page_start)).kind == SegmentKind::Huge }
+}
+
+// ---------------------------------------------------------------------------------------
+// statistics
+
+/// Brings the domain's `allocated` count up to date with the page's `used`.
+///
+/// # Safety
+/// The caller owns `page`.
+#[inline]
+unsafe fn page_sync_stats(page: *mut Page, domain: &Domain) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let p = &mut *page;
+        if p.used != p.stat_used {
+            let delta = p.used as i64 - p.stat_used as i64;
+            domain.stats.allocated.add(delta * p.block_size as i64);
+            p.stat_used = p.used;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// allocation
+
+/// Pops a block of `page` (whose `free` list is not empty), zeroing `size` bytes of it
+/// when asked.
+///
+/// # Safety
+/// The caller owns `page` and `page.free` is not null.
+#[inline(always)]
+unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
+    // SAFETY: as the caller guarantees; the block is free, so ours to hand out.
+    unsafe {
+        let block = (*page).free;
+        (*page).free = (*block).next;
+        (*page).used += 1;
+        if zero {
+            if (*page).free_is_zero {
+                (*block).next = ptr::null_mut();
+            } else {
+                ptr::write_bytes(block as *mut u8, 0, size);
+            }
+        }
+        block as *mut u8
+    }
+}
+
+/// Allocates `size <= SMALL_SIZE_MAX` bytes: a table load, a list pop and a store.
+/// About 8 instructions when the page has a free block.
+///
+/// # Safety
+/// `heap` is the calling thread's heap (or the empty heap).
+#[inline(always)]
+pub(crate) unsafe fn malloc_small(heap: *mut RawHeap, size: usize, zero: bool) -> *mut u8 {
+    debug_assert!(size <= SMALL_SIZE_MAX);
+    // SAFETY: the table entry is a live page (or the empty page, whose `free` is null and
+    // which is never written); the caller owns the heap.
+    unsafe {
+        let page = (*heap).pages_direct[wsize_from_size(size)];
+        if (*page).free.is_null() {
+            return malloc_generic(heap, size, zero, 0);
+        }
+        page_pop(page, size, zero)
+    }
+}
+
+/// Allocates `size` bytes aligned to `MAX_ALIGN_SIZE` when `size` is a multiple of it
+/// (to the word otherwise). Null when out of memory or when `heap` is the empty heap.
+///
+/// # Safety
+/// `heap` is the calling thread's heap (or the empty heap).
+#[inline(always)]
+pub(crate) unsafe fn malloc(heap: *mut RawHeap, size: usize, zero: bool) -> *mut u8 {
+    if size <= SMALL_SIZE_MAX {
+        // SAFETY: as the caller guarantees.
+        unsafe { malloc_small(heap, size, zero) }
+    } else {
+        // SAFETY: as the caller guarantees.
+        unsafe { malloc_generic(heap, size, zero, 0) }
+    }
+}
+
+/// The slow path: bookkeeping (delayed frees, retired pages, purges), then a page with
+/// room. `huge_align > 0` asks for a huge page with the block aligned to it.
+///
+/// # Safety
+/// `heap` is the calling thread's heap (or the empty heap).
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn malloc_generic(
+    heap: *mut RawHeap,
+    size: usize,
+    zero: bool,
+    huge_align: usize,
+) -> *mut u8 {
+    // SAFETY: the caller owns `heap`; `tld` is its thread's data.
+    unsafe {
+        if !(*heap).is_initialized() {
+            return ptr::null_mut();
+        }
+        if size > isize::MAX as usize - SEGMENT_SIZE {
+            (*(*heap).tld).domain().stats.out_of_memory.fetch_add(1, Ordering::Relaxed);
+            return ptr::null_mut();
+        }
+        let tld = &mut *(*heap).tld;
+        tld.heartbeat += 1;
+        let domain = tld.domain();
+        domain.tick();
+        heap_delayed_free_partial(heap);
+        heap_collect_retired(heap, false);
+        if tld.heartbeat % 16 == 0 {
+            segment::segments_purge(tld, false);
+        }
+        if cfg!(debug_assertions) && tld.heartbeat % 512 == 0 {
+            heap_check(heap);
+        }
+        let mut page = find_page(heap, size, huge_align);
+        if page.is_null() {
+            // out of memory: give everything unused back and try once more
+            heap_collect(heap, Collect::Force);
+            page = find_page(heap, size, huge_align);
+        }
+        if page.is_null() {
+            domain.stats.out_of_memory.fetch_add(1, Ordering::Relaxed);
+            return ptr::null_mut();
+        }
+        debug_assert!(!(*page).free.is_null());
+        let p = page_pop(page, size, zero);
+        page_sync_stats(page, domain);
+        p
+    }
+}
+
+/// # Safety
+/// `heap` is the calling thread's initialised heap.
+unsafe fn find_page(heap: *mut RawHeap, size: usize, huge_align: usize) -> *mut Page {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        if size > LARGE_OBJ_SIZE_MAX || huge_align > 0 {
+            return huge_page_alloc(heap, size, huge_align);
+        }
+        find_free_page(heap, bin(size))
+    }
+}
+
+/// # Safety
+/// `heap` is the calling thread's initialised heap.
+unsafe fn huge_page_alloc(heap: *mut RawHeap, size: usize, align: usize) -> *mut Page {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let tld = &mut *(*heap).tld;
+        let bsize = (size.max(1) + WORD - 1) & !(WORD - 1);
+        let page = segment::segment_page_alloc(heap, tld, bsize, Some(align.max(MAX_ALIGN_SIZE)));
+        if page.is_null() {
+            return page;
+        }
+        // its one block is handed out at once: treat it as full, so a remote free goes
+        // to our delayed list and we learn about it
+        (*page).use_delayed_free(Delayed::UseDelayedFree, false);
+        (*heap).pages[BIN_HUGE].push_front(page);
+        (*heap).page_count += 1;
+        page
+    }
+}
+
+/// Finds a page with room in queue `bin`, moving full pages to the full queue, or takes a
+/// fresh one.
+///
+/// # Safety
+/// `heap` is the calling thread's initialised heap.
+unsafe fn find_free_page(heap: *mut RawHeap, bin: usize) -> *mut Page {
+    // SAFETY: as the caller guarantees; pages in our queues are ours.
+    unsafe {
+        let domain = (*(*heap).tld).domain();
+        let mut page = (*heap).pages[bin].first;
+        while !page.is_null() {
+            let next = (*page).next;
+            (*page).collect(false);
+            if (*page).immediate_available() {
+                break;
+            }
+            if (*page).capacity < (*page).reserved {
+                (*page).extend_free();
+                break;
+            }
+            page_sync_stats(page, domain);
+            page_to_full(heap, page, bin);
+            page = next;
+        }
+        if page.is_null() {
+            page = page_fresh(heap, bin);
+            if page.is_null() {
+                return page;
+            }
+        } else if (*heap).pages[bin].first != page {
+            // keep the page with room first, where the direct table looks
+            (*heap).page_queue_remove(page, bin);
+            (*heap).page_queue_push(page);
+        }
+        (*page).retire_expire = 0;
+        debug_assert!((*page).immediate_available());
+        page
+    }
+}
+
+/// # Safety
+/// `heap` is the calling thread's initialised heap.
+unsafe fn page_fresh(heap: *mut RawHeap, bin: usize) -> *mut Page {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let tld = &mut *(*heap).tld;
+        let page = segment::segment_page_alloc(heap, tld, bin_size(bin), None);
+        if page.is_null() {
+            return page;
+        }
+        (*heap).page_queue_push(page);
+        page
+    }
+}
+
+/// Moves a page without room to the full queue, where remote frees notify the heap.
+///
+/// # Safety
+/// `page` is in `heap`'s queue `bin`, owned by the caller.
+unsafe fn page_to_full(heap: *mut RawHeap, page: *mut Page, bin: usize) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        debug_assert!(!(*page).in_full());
+        (*heap).page_queue_remove(page, bin);
+        (*page).flags |= FLAG_IN_FULL;
+        (*heap).page_queue_push(page);
+        (*page).use_delayed_free(Delayed::UseDelayedFree, false);
+        // a remote free may have landed just before the state switched
+        (*page).collect(false);
+        if (*page).immediate_available() {
+            page_unfull(heap, page);
+        }
+    }
+}
+
+/// Moves a page that has room again from the full queue back to its bin.
+///
+/// # Safety
+/// `page` is owned by `heap`'s thread and belongs to `heap`.
+unsafe fn page_unfull(heap: *mut RawHeap, page: *mut Page) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        (*page).use_delayed_free(Delayed::NoDelayedFree, false);
+        if !(*page).in_full() {
+            return;
+        }
+        (*heap).page_queue_remove(page, BIN_FULL);
+        (*page).flags &= !FLAG_IN_FULL;
+        let bin = RawHeap::queue_bin_of(page);
+        (*heap).pages[bin].push_back(page);
+        (*heap).page_count += 1;
+        (*heap).direct_update(bin);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// free
+
+/// Frees `p`. `tid` is the calling thread's owner token (0 if it has none).
+///
+/// # Safety
+/// `p` is null or a live block (or an aligned pointer into one) of this allocator.
+#[inline(always)]
+pub(crate) unsafe fn free(p: *mut u8, tid: usize) {
+    if p.is_null() {
+        return;
+    }
+    let segment = ptr_segment(p);
+    // SAFETY: `p` is a live block, so its segment and page are live.
+    unsafe {
+        debug_assert!((*segment).is_valid_cookie(), "free of a pointer not from shardalloc");
+        let page = (*segment).page_of(p);
+        let local = (*segment).thread_id.load(Ordering::Relaxed) == tid;
+        if local && (*page).flags == 0 {
+            // local free into a page that is neither full nor holds aligned blocks
+            let block = p as *mut Block;
+            (*block).next = (*page).local_free;
+            (*page).local_free = block;
+            (*page).used -= 1;
+            if (*page).used == 0 {
+                page_retire(page);
+            }
+        } else {
+            free_generic(page, local, p);
+        }
+    }
+}
+
+/// # Safety
+/// As `free`; `page` is the page of `p`.
+#[cold]
+#[inline(never)]
+unsafe fn free_generic(page: *mut Page, local: bool, p: *mut u8) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let block = if (*page).flags & FLAG_HAS_ALIGNED != 0 {
+            (*page).block_of(p)
+        } else {
+            p as *mut Block
+        };
+        if local {
+            free_block_local(page, block);
+        } else {
+            (*page).free_block_mt(block);
+        }
+    }
+}
+
+/// # Safety
+/// The caller owns `page`; `block` is a live block of it.
+unsafe fn free_block_local(page: *mut Page, block: *mut Block) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        (*block).next = (*page).local_free;
+        (*page).local_free = block;
+        (*page).used -= 1;
+        if (*page).used == 0 {
+            page_retire(page);
+        } else if (*page).in_full() {
+            page_unfull((*page).heap(), page);
+        }
+    }
+}
+
+/// A page whose blocks are all free: keep it a while if it is the only page of its
+/// size class (to avoid freeing and re-making it in a loop), else free it.
+///
+/// # Safety
+/// The caller owns `page`, which has a heap.
+#[cold]
+#[inline(never)]
+unsafe fn page_retire(page: *mut Page) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let heap = (*page).heap();
+        debug_assert!(!heap.is_null());
+        (*page).flags &= !FLAG_HAS_ALIGNED;
+        let bin = RawHeap::queue_bin_of(page);
+        if bin < BIN_HUGE && (*page).block_size <= MEDIUM_OBJ_SIZE_MAX {
+            let pq = &(*heap).pages[bin];
+            if pq.first == page && pq.last == page {
+                (*page).retire_expire = if (*page).block_size <= SMALL_OBJ_SIZE_MAX {
+                    16
+                } else {
+                    4
+                };
+                (*heap).retired_min = (*heap).retired_min.min(bin);
+                (*heap).retired_max = (*heap).retired_max.max(bin);
+                return;
+            }
+        }
+        page_free(heap, page, bin);
+    }
+}
+
+/// Takes `page` out of the heap and gives it back to its segment.
+///
+/// # Safety
+/// `page` is in `heap`'s queue `bin`, owned by the caller, with all blocks free (or the
+/// heap is being destroyed).
+unsafe fn page_free(heap: *mut RawHeap, page: *mut Page, bin: usize) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let tld = &mut *(*heap).tld;
+        (*heap).page_queue_remove(page, bin);
+        (*page).used = 0;
+        page_sync_stats(page, tld.domain());
+        segment::segment_page_free(page, tld);
+    }
+}
+
+/// Frees retired pages whose time ran out (all of them with `force`).
+///
+/// # Safety
+/// `heap` is the calling thread's initialised heap.
+unsafe fn heap_collect_retired(heap: *mut RawHeap, force: bool) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let (lo, hi) = ((*heap).retired_min, (*heap).retired_max);
+        if lo > hi {
+            return;
+        }
+        let mut min = BIN_FULL;
+        let mut max = 0;
+        for bin in lo..=hi.min(BIN_HUGE - 1) {
+            let page = (*heap).pages[bin].first;
+            if page.is_null() || (*page).retire_expire == 0 {
+                continue;
+            }
+            if (*page).all_free() {
+                (*page).retire_expire -= 1;
+                if force || (*page).retire_expire == 0 {
+                    page_free(heap, page, bin);
+                } else {
+                    min = min.min(bin);
+                    max = max.max(bin);
+                }
+            } else {
+                (*page).retire_expire = 0;
+            }
+        }
+        (*heap).retired_min = min;
+        (*heap).retired_max = max;
+    }
+}
+
+/// Frees the blocks that other threads freed into our full pages. Blocks whose freeing
+/// thread is still finishing stay for the next time, unless `all` (then we wait).
+///
+/// # Safety
+/// `heap` is the calling thread's initialised heap.
+unsafe fn heap_delayed_free(heap: *mut RawHeap, all: bool) {
+    // SAFETY: as the caller guarantees; blocks on the list belong to pages of this heap.
+    unsafe {
+        loop {
+            let mut block = (*heap).thread_delayed_free.swap(ptr::null_mut(), Ordering::Acquire);
+            if block.is_null() {
+                return;
+            }
+            let mut retry = false;
+            while !block.is_null() {
+                let next = (*block).next;
+                let page = (*ptr_segment(block as *const u8)).page_of(block as *const u8);
+                if (*page).is_delayed_freeing() {
+                    // the remote thread still holds the page state: later
+                    (*heap).push_delayed(block);
+                    retry = true;
+                } else {
+                    (*page).collect(false);
+                    free_block_local(page, block);
+                }
+                block = next;
+            }
+            if !all || !retry {
+                return;
+            }
+            core::hint::spin_loop();
+        }
+    }
+}
+
+#[inline]
+unsafe fn heap_delayed_free_partial(heap: *mut RawHeap) {
+    // SAFETY: forwarded.
+    unsafe {
+        if !(*heap).thread_delayed_free.load(Ordering::Relaxed).is_null() {
+            heap_delayed_free(heap, false);
+        }
+    }
+}
+
+/// Calls `f` on every page of the heap (`f` may free or move the page it is given).
+///
+/// # Safety
+/// `heap` is the calling thread's initialised heap.
+unsafe fn heap_for_each_page(heap: *mut RawHeap, mut f: impl FnMut(*mut Page, usize)) {
+    for bin in 0..=BIN_FULL {
+        // SAFETY: as the caller guarantees; `next` is read before `f` may unlink `page`.
+        unsafe {
+            let mut page = (*heap).pages[bin].first;
+            while !page.is_null() {
+                let next = (*page).next;
+                f(page, bin);
+                page = next;
+            }
+        }
+    }
+}
+
+/// Collects the heap: delayed frees, free lists, and frees empty pages; `Force` also
+/// purges at once and frees abandoned segments that emptied; `Abandon` detaches every
+/// page (the thread is done).
+///
+/// # Safety
+/// `heap` is the calling thread's initialised heap.
+pub(crate) unsafe fn heap_collect(heap: *mut RawHeap, mode: Collect) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let force = mode != Collect::Normal;
+        if mode == Collect::Abandon {
+            // no remote thread may use our delayed list from now on
+            heap_for_each_page(heap, |page, _| {
+                (*page).use_delayed_free(Delayed::NeverDelayedFree, false)
+            });
+        }
+        heap_delayed_free(heap, true);
+        heap_collect_retired(heap, force);
+        let domain = (*(*heap).tld).domain();
+        heap_for_each_page(heap, |page, bin| {
+            (*page).collect(force);
+            if (*page).all_free() {
+                page_free(heap, page, bin);
+            } else {
+                page_sync_stats(page, domain);
+            }
+        });
+        if mode == Collect::Abandon {
+            heap_for_each_page(heap, |page, bin| {
+                (*heap).page_queue_remove(page, bin);
+                (*page).xheap.store(ptr::null_mut(), Ordering::Release);
+            });
+        }
+        let tld = &mut *(*heap).tld;
+        segment::segments_purge(tld, force);
+        if force && tld.domain().abandoned_count() > 0 {
+            segment::abandoned_collect(tld);
+        }
+    }
+}
+
+/// The thread (or CPU) is done: detach its heaps and hand its segments to the domain.
+/// The heaps must not be used afterwards (the caller frees the thread data).
+///
+/// # Safety
+/// `tld` is the calling thread's data; its non-backing heaps are deleted or abandoned by
+/// this call.
+pub(crate) unsafe fn thread_done(tld: *mut Tld) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let mut heap = (*tld).heaps;
+        while !heap.is_null() {
+            let next = (*heap).next;
+            heap_collect(heap, Collect::Abandon);
+            heap = next;
+        }
+        let mut s = (*tld).segments.all;
+        while !s.is_null() {
+            let next = (*s).all_next;
+            if (*s).used > 0 {
+                segment::segment_abandon(s, &mut *tld);
+            }
+            s = next;
+        }
+        debug_assert!((*tld).segments.all.is_null(), "segments left after thread done");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// heaps
+
+/// Gives all pages of `heap` to `into` (same thread), so that `heap` can be freed while
+/// its blocks stay valid.
+///
+/// # Safety
+/// Both heaps belong to the calling thread; `heap` is not used afterwards.
+pub(crate) unsafe fn heap_absorb(into: *mut RawHeap, heap: *mut RawHeap) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        heap_delayed_free(heap, true);
+        heap_for_each_page(heap, |page, bin| {
+            (*heap).page_queue_remove(page, bin);
+            // wait out a remote free that is pushing to `heap`'s delayed list
+            while (*page).is_delayed_freeing() {
+                core::hint::spin_loop();
+            }
+            (*page).xheap.store(into, Ordering::Release);
+            (*into).pages[bin].push_back(page);
+            (*into).page_count += 1;
+            (*into).direct_update(bin);
+        });
+        // a remote free may still have reached `heap`'s list in the meantime
+        heap_delayed_free(heap, true);
+    }
+}
+
+/// Frees every page of `heap` at once, without looking at its blocks.
+///
+/// # Safety
+/// `heap` belongs to the calling thread; no block of it is used afterwards.
+pub(crate) unsafe fn heap_destroy_pages(heap: *mut RawHeap) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        heap_for_each_page(heap, |page, _| {
+            (*page).use_delayed_free(Delayed::NeverDelayedFree, false)
+        });
+        (*heap).thread_delayed_free.store(ptr::null_mut(), Ordering::Relaxed);
+        heap_for_each_page(heap, |page, bin| {
+            page_free(heap, page, bin);
+        });
+    }
+}
+
+/// Unlinks `heap` from its thread's list of heaps.
+///
+/// # Safety
+/// `heap` belongs to the calling thread.
+pub(crate) unsafe fn heap_unlink(heap: *mut RawHeap) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let tld = (*heap).tld;
+        let mut link: *mut *mut RawHeap = addr_of_mut!((*tld).heaps);
+        while !(*link).is_null() {
+            if *link == heap {
+                *link = (*heap).next;
+                return;
+            }
+            link = addr_of_mut!((**link).next);
+        }
+    }
+}
+
+/// Calls `f(block, block_size)` for every live block of `heap`; stops when `f` returns
+/// false. Returns whether all were visited.
+///
+/// # Safety
+/// `heap` is the calling thread's initialised heap.
+pub(crate) unsafe fn heap_visit_blocks(
+    heap: *mut RawHeap,
+    mut f: impl FnMut(*mut u8, usize) -> bool,
+) -> bool {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        heap_delayed_free(heap, true);
+        let mut go_on = true;
+        heap_for_each_page(heap, |page, _| {
+            if !go_on {
+                return;
+            }
+            (*page).collect(true);
+            go_on = page_visit_blocks(page, &mut f);
+        });
+        go_on
+    }
+}
+
+/// # Safety
+/// The caller owns `page`, whose free lists are collected into `free`.
+unsafe fn page_visit_blocks(page: *mut Page, f: &mut impl FnMut(*mut u8, usize) -> bool) -> bool {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let p = &*page;
+        let bsize = p.block_size;
+        let cap = p.capacity as usize;
+        if p.used == 0 {
+            return true;
+        }
+        if cap == 1 {
+            return f(p.page_start, bsize);
+        }
+        // small pages hold at most 64 KiB / 8 blocks
+        const MAX_BLOCKS: usize = SMALL_PAGE_SIZE / WORD;
+        let mut free_map = [0u64; MAX_BLOCKS / 64];
+        debug_assert!(cap <= MAX_BLOCKS);
+        let mut b = p.free;
+        while !b.is_null() {
+            let i = (b as usize - p.page_start as usize) / bsize;
+            free_map[i / 64] |= 1 << (i % 64);
+            b = (*b).next;
+        }
+        for i in 0..cap.min(MAX_BLOCKS) {
+            if free_map[i / 64] & (1 << (i % 64)) == 0 && !f(p.page_start.add(i * bsize), bsize) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Checks the invariants of the heap, its pages and their segments (debug builds).
+///
+/// # Safety
+/// `heap` is the calling thread's initialised heap.
+pub(crate) unsafe fn heap_check(heap: *mut RawHeap) {
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let mut count = 0;
+        heap_for_each_page(heap, |page, bin| {
+            count += 1;
+            assert_eq!((*page).heap(), heap, "page in a queue of another heap");
+            assert_eq!(RawHeap::queue_bin_of(page), bin, "page in the wrong queue");
+            (*page).check();
+            let segment = ptr_segment((*page).page_start);
+            assert_eq!((*segment).thread_id.load(Ordering::Relaxed), (*heap).thread_id);
+            (*segment).check();
+        });
+        assert_eq!(count, (*heap).page_count, "heap page count");
+        for w in 0..PAGES_DIRECT {
+            let bin = bin(w * WORD);
+            let first = (*heap).pages[bin].first;
+            let want = if first.is_null() { empty_page() } else { first };
+            assert_eq!((*heap).pages_direct[w], want, "direct table entry {w}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// sizes, alignment, realloc
+
+/// The usable size of the block at (or aligned into) `p`.
+///
+/// # Safety
+/// `p` is a live block of this allocator.
+pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let segment = ptr_segment(p);
+        let page = (*segment).page_of(p);
+        if (*page).flags & FLAG_HAS_ALIGNED != 0 {
+            let block = (*page).block_of(p as *mut u8) as usize;
+            (*page).block_size - (p as usize - block)
+        } else {
+            (*page).block_size
+        }
+    }
+}
+
+/// Alignments below this are served by over-allocating within a size class; above it, a
+/// huge segment places the block exactly.
+const OVERALLOC_ALIGN_MAX: usize = SEGMENT_SIZE / 8;
+
+/// Allocates `size` bytes aligned to `align` (a power of two).
+///
+/// # Safety
+/// `heap` is the calling thread's heap (or the empty heap); `align` is a power of two.
+pub(crate) unsafe fn malloc_aligned(
+    heap: *mut RawHeap,
+    size: usize,
+    align: usize,
+    zero: bool,
+) -> *mut u8 {
+    debug_assert!(align.is_power_of_two());
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        if align <= MAX_ALIGN_SIZE && size & (align - 1) == 0 && (size >= align || align <= WORD) {
+            return malloc(heap, size, zero);
+        }
+        // a small block that happens to be aligned already
+        if size <= SMALL_SIZE_MAX && align <= size {
+            let page = (*heap).pages_direct[wsize_from_size(size)];
+            let free = (*page).free;
+            if !free.is_null() && free as usize & (align - 1) == 0 {
+                return page_pop(page, size, zero);
+            }
+        }
+        if !(*heap).is_initialized() {
+            return ptr::null_mut();
+        }
+        let Some(padded) = size.checked_add(align - 1) else {
+            return ptr::null_mut();
+        };
+        if align <= OVERALLOC_ALIGN_MAX && padded <= LARGE_OBJ_SIZE_MAX {
+            let p = malloc(heap, padded, false);
+            if p.is_null() {
+                return p;
+            }
+            let aligned = ((p as usize + align - 1) & !(align - 1)) as *mut u8;
+            if aligned != p {
+                let page = (*ptr_segment(p)).page_of(p);
+                (*page).flags |= FLAG_HAS_ALIGNED;
+            }
+            if zero {
+                ptr::write_bytes(aligned, 0, size);
+            }
+            return aligned;
+        }
+        malloc_generic(heap, size, zero, align)
+    }
+}
+
+/// Re-allocates `p` (null: allocate) to `new_size` bytes aligned to `align`; in place when
+/// the block still fits and is not too wasteful. Null on failure (then `p` is untouched).
+///
+/// # Safety
+/// `heap` is the calling thread's heap, `tid` its token; `p` is null or a live block.
+pub(crate) unsafe fn realloc(
+    heap: *mut RawHeap,
+    tid: usize,
+    p: *mut u8,
+    new_size: usize,
+    align: usize,
+    zero: bool,
+) -> *mut u8 {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        if p.is_null() {
+            return malloc_aligned(heap, new_size, align, zero);
+        }
+        let size = usable_size(p);
+        if new_size <= size && new_size >= size / 2 && p as usize & (align - 1) == 0 {
+            return p;
+        }
+        let q = malloc_aligned(heap, new_size, align, false);
+        if q.is_null() {
+            return q;
+        }
+        let keep = size.min(new_size);
+        ptr::copy_nonoverlapping(p, q, keep);
+        if zero && new_size > keep {
+            ptr::write_bytes(q.add(keep), 0, new_size - keep);
+        }
+        free(p, tid);
+        q
+    }
+}

@@ -1,0 +1,513 @@
+//! One page: blocks of one size, and its three free lists (free-list sharding).
+//!
+//! - `free`: allocation pops from here (the fast path).
+//! - `local_free`: frees by the owning thread go here, so the allocation fast path has
+//!   one branch and the slow path (where collection happens) runs regularly.
+//! - `thread_free`: frees from other threads, pushed with one CAS. Its two low bits hold
+//!   the delayed-free state (see [`Delayed`]).
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use crate::heap::RawHeap;
+use crate::size_class::{bin, BIN_FULL, WORD};
+
+/// A free block: its first word links to the next free block.
+#[repr(C)]
+pub(crate) struct Block {
+    pub next: *mut Block,
+}
+
+/// The delayed-free state in the low bits of `Page::xthread_free`.
+///
+/// A page that is full sits in the heap's full queue, where the owner does not look for
+/// room. The first free into it from another thread goes to the heap's
+/// `thread_delayed_free` list instead of the page (so the owner learns the page has room),
+/// and switches the page to `NoDelayedFree`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(usize)]
+pub(crate) enum Delayed {
+    /// Next remote free goes to the owning heap's delayed list.
+    UseDelayedFree = 0,
+    /// A remote thread is pushing onto the heap's delayed list right now; the heap and
+    /// the page must stay alive until it switches to `NoDelayedFree`.
+    DelayedFreeing = 1,
+    /// Remote frees go to `thread_free`.
+    NoDelayedFree = 2,
+    /// As `NoDelayedFree`, and never switched to `UseDelayedFree` (abandoned page).
+    NeverDelayedFree = 3,
+}
+
+const DELAYED_MASK: usize = 3;
+
+#[inline(always)]
+fn tf_block(tf: usize) -> *mut Block {
+    (tf & !DELAYED_MASK) as *mut Block
+}
+#[inline(always)]
+fn tf_delayed(tf: usize) -> Delayed {
+    match tf & DELAYED_MASK {
+        0 => Delayed::UseDelayedFree,
+        1 => Delayed::DelayedFreeing,
+        2 => Delayed::NoDelayedFree,
+        _ => Delayed::NeverDelayedFree,
+    }
+}
+#[inline(always)]
+fn tf_make(block: *mut Block, d: Delayed) -> usize {
+    block as usize | d as usize
+}
+
+/// `Page::flags` bits. They share one byte so that `free` tests both with one compare.
+pub(crate) const FLAG_IN_FULL: u8 = 1;
+pub(crate) const FLAG_HAS_ALIGNED: u8 = 2;
+
+/// Free lists grow lazily, at most this many bytes of blocks at a time.
+const MAX_EXTEND_SIZE: usize = 4 * 1024;
+const MIN_EXTEND: usize = 4;
+
+/// Page metadata. It lives in the segment header, not in the page's memory.
+///
+/// Invariants (checked by [`Page::check`] in debug builds):
+/// - `used + |free| + |local_free| == capacity <= reserved`;
+/// - `used - |thread_free|` = blocks live in the page (blocks in `thread_free` were
+///   freed by other threads and are counted in `used` until collected);
+/// - every block of the lists lies in `[page_start, page_start + capacity * block_size)`
+///   at a multiple of `block_size`;
+/// - `flags & FLAG_IN_FULL` iff the page is in its heap's full queue;
+/// - a page with `segment_in_use == false` is in no queue and has no heap.
+#[repr(C)]
+pub(crate) struct Page {
+    // --- the fields of the allocation fast path come first, in one cache line
+    /// Blocks to allocate from.
+    pub free: *mut Block,
+    /// Blocks handed out and not yet collected back (see the invariants).
+    pub used: u32,
+    /// `FLAG_IN_FULL | FLAG_HAS_ALIGNED`.
+    pub flags: u8,
+    /// Every block in `free` reads as zero apart from its `next` word.
+    pub free_is_zero: bool,
+    /// The page's memory is usable (committed).
+    pub is_committed: bool,
+    /// The page's memory read as zero when it was (re)initialised.
+    pub is_zero_init: bool,
+    /// Frees by the owning thread.
+    pub local_free: *mut Block,
+    /// Size of every block of this page (for a huge page: the whole block).
+    pub block_size: usize,
+    /// Address of the first block.
+    pub page_start: *mut u8,
+    /// Blocks initialised so far (free list extended up to here).
+    pub capacity: u32,
+    /// Blocks that fit in the page.
+    pub reserved: u32,
+    /// `used` as of the last statistics synchronisation.
+    pub stat_used: u32,
+    /// Index of this page in its segment.
+    pub segment_idx: u8,
+    /// The page is handed out to a heap.
+    pub segment_in_use: bool,
+    /// Generic-malloc rounds left before a retired (empty) page is freed; 0 = not retired.
+    pub retire_expire: u8,
+    /// Remote frees (block list | `Delayed` state in the low 2 bits).
+    pub xthread_free: AtomicUsize,
+    /// The owning heap (null when abandoned or unused).
+    pub xheap: AtomicPtr<RawHeap>,
+    /// Links in the heap's page queue.
+    pub next: *mut Page,
+    pub prev: *mut Page,
+}
+
+impl Page {
+    /// An unused page (also the sentinel that empty direct-table entries point to).
+    pub(crate) const EMPTY: Page = Page {
+        free: ptr::null_mut(),
+        used: 0,
+        flags: 0,
+        free_is_zero: false,
+        is_committed: false,
+        is_zero_init: false,
+        local_free: ptr::null_mut(),
+        block_size: 0,
+        page_start: ptr::null_mut(),
+        capacity: 0,
+        reserved: 0,
+        stat_used: 0,
+        segment_idx: 0,
+        segment_in_use: false,
+        retire_expire: 0,
+        xthread_free: AtomicUsize::new(Delayed::NoDelayedFree as usize),
+        xheap: AtomicPtr::new(ptr::null_mut()),
+        next: ptr::null_mut(),
+        prev: ptr::null_mut(),
+    };
+
+    #[inline(always)]
+    pub(crate) fn heap(&self) -> *mut RawHeap {
+        self.xheap.load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    pub(crate) fn in_full(&self) -> bool {
+        self.flags & FLAG_IN_FULL != 0
+    }
+
+    #[inline(always)]
+    pub(crate) fn all_free(&self) -> bool {
+        self.used == 0
+    }
+
+    /// Blocks are available without collecting.
+    #[inline(always)]
+    pub(crate) fn immediate_available(&self) -> bool {
+        !self.free.is_null()
+    }
+
+    /// The queue bin this page belongs to (given its flags and size).
+    #[inline]
+    pub(crate) fn bin(&self) -> usize {
+        if self.in_full() {
+            BIN_FULL
+        } else {
+            bin(self.block_size)
+        }
+    }
+
+    /// The start of the block that contains `p` (for pointers moved by aligned
+    /// allocation).
+    #[inline]
+    pub(crate) fn block_of(&self, p: *mut u8) -> *mut Block {
+        let diff = p as usize - self.page_start as usize;
+        let adjust = diff % self.block_size;
+        p.wrapping_sub(adjust) as *mut Block
+    }
+
+    /// Initialises the page for blocks of `block_size` over `page_size` bytes from
+    /// `page_start` (already set), owned by `heap`, and makes its first blocks available.
+    ///
+    /// # Safety
+    /// The page is claimed from its segment, committed, and in no queue.
+    pub(crate) unsafe fn init(&mut self, heap: *mut RawHeap, block_size: usize, page_size: usize) {
+        debug_assert!(self.segment_in_use && self.is_committed);
+        debug_assert!(block_size >= WORD && block_size % WORD == 0);
+        self.block_size = block_size;
+        let reserved = page_size / block_size;
+        debug_assert!(reserved >= 1 && reserved <= u32::MAX as usize);
+        self.reserved = reserved as u32;
+        self.capacity = 0;
+        self.used = 0;
+        self.stat_used = 0;
+        self.flags = 0;
+        self.retire_expire = 0;
+        self.free = ptr::null_mut();
+        self.local_free = ptr::null_mut();
+        self.free_is_zero = false;
+        self.next = ptr::null_mut();
+        self.prev = ptr::null_mut();
+        self.xthread_free
+            .store(Delayed::NoDelayedFree as usize, Ordering::Release);
+        self.xheap.store(heap, Ordering::Release);
+        // SAFETY: the page is committed and `capacity < reserved`.
+        unsafe { self.extend_free() };
+    }
+
+    /// Adds up to `MAX_EXTEND_SIZE` bytes of fresh blocks to the (empty) `free` list, in
+    /// address order.
+    ///
+    /// # Safety
+    /// The page is committed, `free` is empty and `capacity < reserved`.
+    pub(crate) unsafe fn extend_free(&mut self) {
+        debug_assert!(self.free.is_null());
+        debug_assert!(self.capacity < self.reserved);
+        let bsize = self.block_size;
+        let mut extend = (MAX_EXTEND_SIZE / bsize).max(MIN_EXTEND);
+        extend = extend.min((self.reserved - self.capacity) as usize);
+        let start = self.page_start.wrapping_add(self.capacity as usize * bsize);
+        // SAFETY: blocks `capacity .. capacity + extend` lie inside the committed page,
+        // are unused (never handed out since the page was initialised), and each is at
+        // least one word, so writing their `next` words is in bounds and races with no one.
+        unsafe {
+            let mut block = start as *mut Block;
+            for i in 1..extend {
+                let next = start.add(i * bsize) as *mut Block;
+                (*block).next = next;
+                block = next;
+            }
+            (*block).next = ptr::null_mut();
+        }
+        self.free = start as *mut Block;
+        // fresh blocks of zeroed memory read as zero but for the `next` word
+        self.free_is_zero = self.is_zero_init;
+        self.capacity += extend as u32;
+    }
+
+    /// Moves the remote frees (`thread_free`) onto `local_free`.
+    ///
+    /// # Safety
+    /// Called by the page's owner (or by a thread that owns the page's abandoned segment).
+    unsafe fn thread_free_collect(&mut self) {
+        let mut tf = self.xthread_free.load(Ordering::Relaxed);
+        loop {
+            if tf_block(tf).is_null() {
+                return;
+            }
+            let new = tf_make(ptr::null_mut(), tf_delayed(tf));
+            match self.xthread_free.compare_exchange_weak(
+                tf,
+                new,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(cur) => tf = cur,
+            }
+        }
+        let head = tf_block(tf);
+        let mut count: u32 = 1;
+        // SAFETY: the list was taken whole by the CAS above; its blocks are blocks of this
+        // page freed by other threads (pushed with release ordering, read after acquire).
+        unsafe {
+            let mut tail = head;
+            while !(*tail).next.is_null() {
+                tail = (*tail).next;
+                count += 1;
+                debug_assert!(count <= self.capacity, "thread_free list longer than the page");
+            }
+            (*tail).next = self.local_free;
+        }
+        self.local_free = head;
+        debug_assert!(self.used >= count, "more remote frees than blocks in use");
+        self.used -= count;
+    }
+
+    /// Collects the page's free lists: remote frees onto `local_free`, and `local_free`
+    /// onto `free` when `free` is empty (or always, with `force`).
+    ///
+    /// # Safety
+    /// Called by the page's owner.
+    pub(crate) unsafe fn collect(&mut self, force: bool) {
+        // SAFETY: caller owns the page.
+        unsafe { self.thread_free_collect() };
+        if self.local_free.is_null() {
+            return;
+        }
+        if self.free.is_null() {
+            self.free = self.local_free;
+            self.local_free = ptr::null_mut();
+            self.free_is_zero = false;
+        } else if force {
+            // append `free` after `local_free`
+            let mut tail = self.local_free;
+            // SAFETY: `local_free` is a list of this page's blocks, owned by the caller.
+            unsafe {
+                while !(*tail).next.is_null() {
+                    tail = (*tail).next;
+                }
+                (*tail).next = self.free;
+            }
+            self.free = self.local_free;
+            self.local_free = ptr::null_mut();
+            self.free_is_zero = false;
+        }
+    }
+
+    /// Sets the delayed-free state, waiting while a remote thread is in `DelayedFreeing`.
+    /// `NeverDelayedFree` is only overridden with `override_never`.
+    pub(crate) fn use_delayed_free(&self, delay: Delayed, override_never: bool) {
+        let mut tf = self.xthread_free.load(Ordering::Acquire);
+        loop {
+            let old = tf_delayed(tf);
+            if old == Delayed::DelayedFreeing {
+                // a remote thread is pushing to our delayed list: it finishes in a moment
+                core::hint::spin_loop();
+                tf = self.xthread_free.load(Ordering::Acquire);
+                continue;
+            }
+            if old == delay || (old == Delayed::NeverDelayedFree && !override_never) {
+                return;
+            }
+            let new = tf_make(tf_block(tf), delay);
+            match self.xthread_free.compare_exchange_weak(
+                tf,
+                new,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(cur) => tf = cur,
+            }
+        }
+    }
+
+    /// Whether a remote free is between choosing the delayed list and finishing with it.
+    pub(crate) fn is_delayed_freeing(&self) -> bool {
+        tf_delayed(self.xthread_free.load(Ordering::Acquire)) == Delayed::DelayedFreeing
+    }
+
+    /// Frees `block` from a thread that does not own the page: one CAS onto
+    /// `thread_free`, or, the first time for a full page, onto the heap's delayed list.
+    ///
+    /// # Safety
+    /// `block` is a live block of this page; the caller gives it up.
+    pub(crate) unsafe fn free_block_mt(&self, block: *mut Block) {
+        let mut tf = self.xthread_free.load(Ordering::Relaxed);
+        let mut use_delayed;
+        loop {
+            use_delayed = tf_delayed(tf) == Delayed::UseDelayedFree;
+            let new = if use_delayed {
+                tf_make(tf_block(tf), Delayed::DelayedFreeing)
+            } else {
+                // SAFETY: the block is ours to write until the CAS publishes it.
+                unsafe { (*block).next = tf_block(tf) };
+                tf_make(block, tf_delayed(tf))
+            };
+            match self.xthread_free.compare_exchange_weak(
+                tf,
+                new,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(cur) => tf = cur,
+            }
+        }
+        if !use_delayed {
+            return;
+        }
+        // The page is full and its owner waits for news: push onto the heap's delayed list.
+        // The heap stays alive while we are `DelayedFreeing` (the owner waits for us before
+        // it abandons or deletes the heap, see `use_delayed_free`).
+        let heap = self.xheap.load(Ordering::Acquire);
+        if !heap.is_null() {
+            // SAFETY: `heap` is live (above); the delayed list is a lock-free stack.
+            unsafe { (*heap).push_delayed(block) };
+        }
+        // back to normal frees; nobody else changes the state while we are `DelayedFreeing`
+        let mut tf = self.xthread_free.load(Ordering::Relaxed);
+        loop {
+            debug_assert_eq!(tf_delayed(tf), Delayed::DelayedFreeing);
+            let new = tf_make(tf_block(tf), Delayed::NoDelayedFree);
+            match self.xthread_free.compare_exchange_weak(
+                tf,
+                new,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(cur) => tf = cur,
+            }
+        }
+        if heap.is_null() {
+            // no heap to tell (cannot happen for a page in a full queue, which has a
+            // heap): keep the block by freeing it normally
+            // SAFETY: as above.
+            unsafe { self.free_block_mt(block) };
+        }
+    }
+
+    /// Checks the page invariants (debug builds).
+    ///
+    /// # Safety
+    /// Called by the page's owner.
+    pub(crate) unsafe fn check(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        assert!(self.segment_in_use, "page in a queue but not in use");
+        assert!(self.used <= self.capacity && self.capacity <= self.reserved);
+        let end = self.page_start as usize + self.capacity as usize * self.block_size;
+        let mut n = 0u32;
+        for list in [self.free, self.local_free] {
+            let mut b = list;
+            while !b.is_null() {
+                let a = b as usize;
+                assert!(
+                    a >= self.page_start as usize && a < end,
+                    "free list block {a:#x} outside the page"
+                );
+                assert_eq!((a - self.page_start as usize) % self.block_size, 0);
+                n += 1;
+                assert!(n <= self.capacity, "free list cycle");
+                // SAFETY: the lists hold blocks of this page, owned by the caller.
+                b = unsafe { (*b).next };
+            }
+        }
+        assert_eq!(self.used + n, self.capacity, "used + |free| + |local_free| == capacity");
+    }
+
+}
+
+/// A queue of pages with blocks of one size class (or the full / huge queue).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub(crate) struct PageQueue {
+    pub first: *mut Page,
+    pub last: *mut Page,
+    pub block_size: usize,
+}
+
+impl PageQueue {
+    pub(crate) const fn new(block_size: usize) -> Self {
+        PageQueue {
+            first: ptr::null_mut(),
+            last: ptr::null_mut(),
+            block_size,
+        }
+    }
+
+    /// # Safety
+    /// `page` is a live page in no queue.
+    pub(crate) unsafe fn push_front(&mut self, page: *mut Page) {
+        // SAFETY: caller guarantees `page` is live and unlinked; `first` is live if set.
+        unsafe {
+            (*page).prev = ptr::null_mut();
+            (*page).next = self.first;
+            if !self.first.is_null() {
+                (*self.first).prev = page;
+            } else {
+                self.last = page;
+            }
+        }
+        self.first = page;
+    }
+
+    /// # Safety
+    /// `page` is a live page in no queue.
+    pub(crate) unsafe fn push_back(&mut self, page: *mut Page) {
+        // SAFETY: caller guarantees `page` is live and unlinked; `last` is live if set.
+        unsafe {
+            (*page).next = ptr::null_mut();
+            (*page).prev = self.last;
+            if !self.last.is_null() {
+                (*self.last).next = page;
+            } else {
+                self.first = page;
+            }
+        }
+        self.last = page;
+    }
+
+    /// # Safety
+    /// `page` is in this queue.
+    pub(crate) unsafe fn remove(&mut self, page: *mut Page) {
+        // SAFETY: `page` and its neighbours are live members of this queue.
+        unsafe {
+            let prev = (*page).prev;
+            let next = (*page).next;
+            if !prev.is_null() {
+                (*prev).next = next;
+            } else {
+                debug_assert!(self.first == page);
+                self.first = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            } else {
+                debug_assert!(self.last == page);
+                self.last = prev;
+            }
+            (*page).next = ptr::null_mut();
+            (*page).prev = ptr::null_mut();
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Size classes ("bins"), as mimalloc's: exact word multiples up to 8 words, then four
+//! classes per power of two, so internal waste is at most 12.5%.
+
+/// Machine word size in bytes; every block is a multiple of it.
+pub const WORD: usize = core::mem::size_of::<usize>();
+
+/// Segments are aligned to their size, so `(p - 1) & !SEGMENT_MASK` finds the segment
+/// of any block pointer `p` (blocks never start at a segment's first byte: the segment
+/// header is there, so `p - 1` maps a block that starts exactly one segment size in, as a
+/// 4 MiB-aligned huge block does, to its own segment).
+pub const SEGMENT_SHIFT: usize = 22;
+pub const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT; // 4 MiB
+pub const SEGMENT_MASK: usize = SEGMENT_SIZE - 1;
+
+pub const SMALL_PAGE_SHIFT: usize = 16;
+pub const SMALL_PAGE_SIZE: usize = 1 << SMALL_PAGE_SHIFT; // 64 KiB
+pub const MEDIUM_PAGE_SHIFT: usize = 19;
+pub const MEDIUM_PAGE_SIZE: usize = 1 << MEDIUM_PAGE_SHIFT; // 512 KiB
+
+pub const SMALL_PAGES_PER_SEGMENT: usize = SEGMENT_SIZE / SMALL_PAGE_SIZE; // 64
+pub const MEDIUM_PAGES_PER_SEGMENT: usize = SEGMENT_SIZE / MEDIUM_PAGE_SIZE; // 8
+
+/// Largest block served from small (64 KiB) pages.
+pub const SMALL_OBJ_SIZE_MAX: usize = SMALL_PAGE_SIZE / 4; // 16 KiB
+/// Largest block served from medium (512 KiB) pages.
+pub const MEDIUM_OBJ_SIZE_MAX: usize = MEDIUM_PAGE_SIZE / 4; // 128 KiB
+/// Largest block served from large pages (one page per segment); above: huge segments.
+pub const LARGE_OBJ_SIZE_MAX: usize = SEGMENT_SIZE / 2; // 2 MiB
+pub const LARGE_OBJ_WSIZE_MAX: usize = LARGE_OBJ_SIZE_MAX / WORD;
+
+/// Sizes up to this many words are served through the heap's direct page table.
+pub const SMALL_WSIZE_MAX: usize = 128;
+pub const SMALL_SIZE_MAX: usize = SMALL_WSIZE_MAX * WORD; // 1 KiB
+/// Entries of the direct table (`wsize` 0 ..= SMALL_WSIZE_MAX).
+pub const PAGES_DIRECT: usize = SMALL_WSIZE_MAX + 1;
+
+/// Every block of a size that is a multiple of this is aligned to it.
+pub const MAX_ALIGN_SIZE: usize = 16;
+
+/// Bin of huge blocks (one block per segment), and the bin of full pages.
+pub const BIN_HUGE: usize = 73;
+pub const BIN_FULL: usize = BIN_HUGE + 1;
+
+const _: () = assert!(SEGMENT_SIZE % SMALL_PAGE_SIZE == 0 && SEGMENT_SIZE % MEDIUM_PAGE_SIZE == 0);
+const _: () = assert!(SMALL_PAGES_PER_SEGMENT <= 64, "the purge mask is a u64");
+const _: () = assert!(bin(LARGE_OBJ_SIZE_MAX) < BIN_HUGE, "define more bins");
+const _: () = assert!(SMALL_SIZE_MAX <= SMALL_OBJ_SIZE_MAX);
+
+/// Bytes to words, rounding up.
+#[inline(always)]
+pub const fn wsize_from_size(size: usize) -> usize {
+    (size + WORD - 1) / WORD
+}
+
+/// The bin of a request of `size` bytes (`size <= LARGE_OBJ_SIZE_MAX` gives a bin below
+/// `BIN_HUGE`).
+#[inline]
+pub const fn bin(size: usize) -> usize {
+    let wsize = wsize_from_size(size);
+    if wsize <= 1 {
+        1
+    } else if wsize <= 8 {
+        wsize
+    } else if wsize > LARGE_OBJ_WSIZE_MAX {
+        BIN_HUGE
+    } else {
+        let w = wsize - 1;
+        let b = (usize::BITS - 1 - w.leading_zeros()) as usize; // highest set bit, >= 3
+        (b << 2) + ((w >> (b - 2)) & 3) - 3
+    }
+}
+
+/// The block size of `bin` (`1 <= bin < BIN_HUGE`): the largest size mapping to it.
+#[inline]
+pub const fn bin_size(bin: usize) -> usize {
+    let wsize = if bin <= 8 {
+        bin
+    } else {
+        let b = (bin + 3) >> 2;
+        let q = (bin + 3) & 3;
+        (5 + q) << (b - 2)
+    };
+    wsize * WORD
+}
+
+/// Block size to hand out for a request of `size` bytes (`size <= LARGE_OBJ_SIZE_MAX`).
+#[inline]
+pub const fn good_size(size: usize) -> usize {
+    bin_size(bin(size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiny_sizes_are_exact_words() {
+        for size in 1..=64 {
+            assert_eq!(good_size(size), wsize_from_size(size) * WORD, "size {size}");
+        }
+        assert_eq!(bin(0), 1);
+    }
+
+    #[test]
+    fn round_trip_and_waste_bound() {
+        let mut prev_bin = 0;
+        for size in 1..=LARGE_OBJ_SIZE_MAX {
+            let b = bin(size);
+            assert!(b >= prev_bin, "bins are monotone");
+            assert!((1..BIN_HUGE).contains(&b));
+            let bs = bin_size(b);
+            assert!(bs >= size, "size {size} bin {b} block {bs}");
+            // the block of the bin maps back to the same bin
+            assert_eq!(bin(bs), b, "round trip at size {size}");
+            // internal waste bound: 12.5% beyond the exact word sizes
+            if size > 8 * WORD {
+                assert!((bs - size) * 8 <= size, "waste at {size}: block {bs}");
+            }
+            // the previous bin's block is too small
+            if b > 1 {
+                assert!(bin_size(b - 1) < size);
+            }
+            prev_bin = b;
+        }
+        assert_eq!(bin(LARGE_OBJ_SIZE_MAX + 1), BIN_HUGE);
+    }
+
+    #[test]
+    fn sixteen_multiples_get_sixteen_multiple_blocks() {
+        for size in (16..=LARGE_OBJ_SIZE_MAX).step_by(16) {
+            assert_eq!(good_size(size) % 16, 0, "size {size}");
+        }
+    }
+
+    #[test]
+    fn known_bins() {
+        // a few values of mimalloc's table
+        assert_eq!(bin_size(9), 80);
+        assert_eq!(bin_size(12), 128);
+        assert_eq!(bin_size(13), 160);
+        assert_eq!(bin(SMALL_SIZE_MAX), bin(1024));
+        assert_eq!(bin_size(bin(LARGE_OBJ_SIZE_MAX)), LARGE_OBJ_SIZE_MAX);
+    }
+}

@@ -1,0 +1,540 @@
+//! `frames`: a page source for x86_64 kernels, over the `x86_64` crate's paging API.
+//!
+//! Segments are reserved in a virtual *window* that nothing else maps (for example
+//! `0xFFFF_9000_0000_0000`, a few GiB to 64 GiB long). Reserving only takes address space:
+//! a bitmap of 64 KiB granules records which parts of the window are taken. `commit` maps
+//! fresh zeroed frames with [`Mapper::map_to`]; `decommit` unmaps them and gives the frames
+//! back to the [`FrameDeallocator`], so freed memory really returns to the kernel.
+//!
+//! Multi-CPU kernels must tell the source how to flush the other CPUs' TLBs
+//! ([`FrameSource::set_tlb_shootdown`]): after pages are unmapped, their frames are handed
+//! back only once every CPU has dropped its stale translations, or a CPU could still write
+//! through an old translation into a frame that belongs to someone else. The source calls
+//! the hook with its lock held and interrupts off, so the hook must not wait for anything a
+//! CPU with interrupts off cannot give (an NMI-based flush works; an ordinary IPI may not).
+//!
+//! The source never allocates through any allocator: its state is fixed-size and lives in
+//! the `FrameSource` itself (put it in a `static`; [`FrameSource::new`] is `const`).
+//!
+//! Invariants (under the lock):
+//! - a granule's bit in `used` is set iff it belongs to a live region;
+//! - every page mapped by this source lies in a granule whose bit in `touched` is set (the
+//!   converse need not hold: `touched` only lets unmapping skip granules quickly);
+//! - `mapped_pages` = the number of pages of the window currently mapped by this source.
+
+use core::ptr::NonNull;
+
+use x86_64::instructions::interrupts;
+use x86_64::registers::model_specific::{Efer, EferFlags};
+use x86_64::structures::paging::mapper::MapToError;
+use x86_64::structures::paging::{
+    FrameAllocator, FrameDeallocator, Mapper, Page, PageTableFlags, PhysFrame, Size4KiB,
+};
+use x86_64::VirtAddr;
+
+use super::{PageSource, Region, SourceConfig, SourceError};
+
+/// OS page size.
+const PAGE: usize = 4096;
+/// Unit of the window's slot bitmap. Regions take whole granules of address space, but only
+/// their reported size (page multiples) is ever mapped.
+pub const GRANULE: usize = 64 * 1024;
+/// Largest window a `FrameSource` can manage (the bitmaps are sized for it: 2 × 128 KiB).
+pub const MAX_WINDOW: usize = 64 << 30;
+const WORDS: usize = MAX_WINDOW / GRANULE / 64;
+/// Frames unmapped before one TLB shootdown and hand-back (kept on the stack).
+const BATCH: usize = 64;
+
+/// Flushes stale translations of `[start, start + size)` on every *other* CPU, returning once
+/// they are gone. See the module docs for the constraints.
+pub type TlbShootdown = fn(start: VirtAddr, size: usize);
+
+/// Counters of a [`FrameSource`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameStats {
+    /// Pages of the window mapped now (each backed by one frame).
+    pub mapped_pages: usize,
+    /// Bytes of the window reserved by live regions (granule-rounded).
+    pub reserved: usize,
+    /// Live regions.
+    pub regions: usize,
+    /// Times `commit` or `alloc` failed for lack of frames (after undoing its work).
+    pub commit_failures: usize,
+}
+
+/// A bitmap over the window's granules.
+struct Bitmap([u64; WORDS]);
+
+impl Bitmap {
+    fn get(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// Sets (or clears) bits `[from, to)`.
+    fn set_range(&mut self, from: usize, to: usize, on: bool) {
+        let mut i = from;
+        while i < to {
+            let w = i / 64;
+            let lo = i % 64;
+            let hi = (to - w * 64).min(64);
+            let mask = if hi - lo == 64 { u64::MAX } else { ((1u64 << (hi - lo)) - 1) << lo };
+            if on {
+                self.0[w] |= mask;
+            } else {
+                self.0[w] &= !mask;
+            }
+            i = w * 64 + hi;
+        }
+    }
+
+    /// The first set bit in `[from, to)`, if any.
+    fn first_set(&self, from: usize, to: usize) -> Option<usize> {
+        let mut i = from;
+        while i < to {
+            let w = i / 64;
+            let bits = self.0[w] >> (i % 64);
+            if bits != 0 {
+                let j = i + bits.trailing_zeros() as usize;
+                return (j < to).then_some(j);
+            }
+            i = (w + 1) * 64;
+        }
+        None
+    }
+}
+
+struct Paging<M, A> {
+    mapper: M,
+    frames: A,
+}
+
+struct Inner<M, A> {
+    paging: Option<Paging<M, A>>,
+    window_start: u64,
+    /// Granules in the window.
+    granules: usize,
+    used: Bitmap,
+    touched: Bitmap,
+    /// No free granule lies below this one.
+    hint: usize,
+    flags: PageTableFlags,
+    shootdown: Option<TlbShootdown>,
+    stats: FrameStats,
+}
+
+/// The `frames` page source: a virtual window, mapped page by page on commit.
+///
+/// `M` maps pages (e.g. `OffsetPageTable<'static>`), `A` hands out and takes back physical
+/// frames; both live inside the source, behind its spin lock.
+pub struct FrameSource<M, A> {
+    inner: spin::Mutex<Inner<M, A>>,
+}
+
+impl<M, A> FrameSource<M, A>
+where
+    M: Mapper<Size4KiB> + Send,
+    A: FrameAllocator<Size4KiB> + FrameDeallocator<Size4KiB> + Send,
+{
+    /// An empty source: every `alloc` fails until [`init`](Self::init) gives it a mapper,
+    /// a frame allocator and a window.
+    pub const fn new() -> Self {
+        FrameSource {
+            inner: spin::Mutex::new(Inner {
+                paging: None,
+                window_start: 0,
+                granules: 0,
+                used: Bitmap([0; WORDS]),
+                touched: Bitmap([0; WORDS]),
+                hint: 0,
+                flags: PageTableFlags::empty(),
+                shootdown: None,
+                stats: FrameStats {
+                    mapped_pages: 0,
+                    reserved: 0,
+                    regions: 0,
+                    commit_failures: 0,
+                },
+            }),
+        }
+    }
+
+    /// Hands the source its mapper, frame allocator and window `[window_start,
+    /// window_start + window_size)`. Pages are mapped present, writable, and no-execute when
+    /// `EFER.NXE` is on.
+    ///
+    /// Panics if the window is not aligned to [`GRANULE`], is larger than [`MAX_WINDOW`], or
+    /// the source was initialised before.
+    ///
+    /// # Safety
+    /// Nothing else maps, unmaps or uses any address of the window (nor the page-table
+    /// entries that cover only the window) while the source lives; `mapper` maps the
+    /// page tables that the CPUs which use the source run on; the frames `frames` hands out
+    /// are unused RAM.
+    pub unsafe fn init(&self, mapper: M, frames: A, window_start: VirtAddr, window_size: usize) {
+        let start = window_start.as_u64();
+        assert!(start % GRANULE as u64 == 0 && window_size % GRANULE == 0);
+        assert!(window_size > 0 && window_size <= MAX_WINDOW, "window too large");
+        assert!(
+            start.checked_add(window_size as u64 - 1).is_some()
+                && VirtAddr::try_new(start + (window_size as u64 - 1)).is_ok(),
+            "window not canonical"
+        );
+        let mut flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
+        if Efer::read().contains(EferFlags::NO_EXECUTE_ENABLE) {
+            flags |= PageTableFlags::NO_EXECUTE;
+        }
+        self.with(|s| {
+            assert!(s.paging.is_none(), "FrameSource initialised twice");
+            s.paging = Some(Paging { mapper, frames });
+            s.window_start = start;
+            s.granules = window_size / GRANULE;
+            s.flags = flags;
+        });
+    }
+
+    /// Sets the TLB shootdown of a multi-CPU kernel (see the module docs). Without one, only
+    /// the calling CPU's TLB is flushed, which is right for one CPU.
+    pub fn set_tlb_shootdown(&self, f: TlbShootdown) {
+        self.with(|s| s.shootdown = Some(f));
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> FrameStats {
+        self.with(|s| s.stats)
+    }
+
+    /// Runs `f` on the frame allocator, under the source's lock (e.g. to count free
+    /// frames while nothing maps or unmaps). `None` before `init`.
+    pub fn with_frames<R>(&self, f: impl FnOnce(&mut A) -> R) -> Option<R> {
+        self.with(|s| s.paging.as_mut().map(|p| f(&mut p.frames)))
+    }
+
+    /// Takes the lock with interrupts off on this CPU (an interrupt handler that allocates
+    /// may reach the source while this CPU holds the lock otherwise).
+    fn with<R>(&self, f: impl FnOnce(&mut Inner<M, A>) -> R) -> R {
+        interrupts::without_interrupts(|| f(&mut self.inner.lock()))
+    }
+}
+
+impl<M, A> Default for FrameSource<M, A>
+where
+    M: Mapper<Size4KiB> + Send,
+    A: FrameAllocator<Size4KiB> + FrameDeallocator<Size4KiB> + Send,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<M, A> Inner<M, A>
+where
+    M: Mapper<Size4KiB>,
+    A: FrameAllocator<Size4KiB> + FrameDeallocator<Size4KiB>,
+{
+    /// Finds `n` free granules starting at a multiple of `align` (in granules) and takes
+    /// them. Returns the first granule.
+    fn reserve(&mut self, n: usize, align: usize) -> Option<usize> {
+        let mut i = self.hint.next_multiple_of(align);
+        while i.checked_add(n)? <= self.granules {
+            match self.used.first_set(i, i + n) {
+                None => {
+                    self.used.set_range(i, i + n, true);
+                    if i == self.hint {
+                        self.hint = self.used.first_clear_from(i + n, self.granules);
+                    }
+                    return Some(i);
+                }
+                Some(j) => i = (j + 1).next_multiple_of(align),
+            }
+        }
+        None
+    }
+
+    fn release(&mut self, first: usize, n: usize) {
+        self.used.set_range(first, first + n, false);
+        self.hint = self.hint.min(first);
+    }
+
+    fn granule_of(&self, addr: u64) -> usize {
+        ((addr - self.window_start) / GRANULE as u64) as usize
+    }
+
+    /// Whether `[addr, addr + size)` lies inside the window.
+    fn in_window(&self, addr: u64, size: usize) -> bool {
+        let end = self.window_start + (self.granules * GRANULE) as u64;
+        addr >= self.window_start && addr.checked_add(size as u64).is_some_and(|e| e <= end)
+    }
+
+    /// Maps every unmapped page of `[start, start + size)` to a fresh frame and zeroes it.
+    /// `Ok(true)` if all pages were fresh (so the whole range reads as zero). On failure,
+    /// unmaps the pages it mapped and gives their frames back: the range is as before.
+    ///
+    /// While the range is being mapped, each fresh page holds in its first word the address
+    /// of the previous fresh page (0 ends the chain): that is how the undo finds the pages
+    /// this call mapped without any other memory. The pages are zeroed once all are mapped.
+    fn map_range(&mut self, start: u64, size: usize) -> Result<bool, SourceError> {
+        let flags = self.flags;
+        let Some(p) = self.paging.as_mut() else { return Err(SourceError) };
+        let mut chain: u64 = 0;
+        let mut all_fresh = true;
+        let mut failed = false;
+        for i in 0..size / PAGE {
+            let addr = start + (i * PAGE) as u64;
+            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(addr));
+            if p.mapper.translate_page(page).is_ok() {
+                all_fresh = false;
+                continue;
+            }
+            let Some(frame) = p.frames.allocate_frame() else {
+                failed = true;
+                break;
+            };
+            // SAFETY: the page lies in the window, which only this source maps (init's
+            // contract), and is unmapped (checked above); the frame is unused RAM fresh from
+            // the frame allocator, so mapping it aliases nothing.
+            match unsafe { p.mapper.map_to(page, frame, flags, &mut p.frames) } {
+                Ok(flush) => flush.flush(),
+                Err(e) => {
+                    // SAFETY: the frame was never mapped; it goes back unused.
+                    unsafe { p.frames.deallocate_frame(frame) };
+                    if let MapToError::PageAlreadyMapped(_) = e {
+                        all_fresh = false;
+                        continue;
+                    }
+                    failed = true;
+                    break;
+                }
+            }
+            // SAFETY: the page was just mapped writable to a frame nobody else uses.
+            unsafe { (addr as *mut u64).write(chain) };
+            chain = addr;
+            self.stats.mapped_pages += 1;
+        }
+        let (first, last) = (self.granule_of(start), self.granule_of(start + size as u64 - 1));
+        self.touched.set_range(first, last + 1, true);
+        if failed {
+            self.stats.commit_failures += 1;
+            self.unmap_chain(chain, start, size);
+            return Err(SourceError);
+        }
+        while chain != 0 {
+            // SAFETY: every page on the chain was mapped by this call and is still mapped;
+            // its first word is the link written above.
+            unsafe {
+                let next = (chain as *const u64).read();
+                core::ptr::write_bytes(chain as *mut u8, 0, PAGE);
+                chain = next;
+            }
+        }
+        Ok(all_fresh)
+    }
+
+    /// Undo of a failed `map_range`: unmaps the pages on the chain and frees their frames.
+    fn unmap_chain(&mut self, mut chain: u64, start: u64, size: usize) {
+        let mut batch = FrameBatch::new();
+        while chain != 0 {
+            // SAFETY: the chain links pages this call mapped, still mapped; read the link
+            // before the page goes away.
+            let next = unsafe { (chain as *const u64).read() };
+            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(chain));
+            self.unmap_page(page, &mut batch, start, size);
+            chain = next;
+        }
+        self.finish_batch(&mut batch, start, size);
+    }
+
+    /// Unmaps `page` if it is mapped, queueing its frame in `batch`.
+    fn unmap_page(&mut self, page: Page<Size4KiB>, batch: &mut FrameBatch, start: u64, size: usize) {
+        let Some(p) = self.paging.as_mut() else { return };
+        if let Ok((frame, flush)) = p.mapper.unmap(page) {
+            flush.flush();
+            self.stats.mapped_pages -= 1;
+            if batch.push(frame) {
+                self.finish_batch(batch, start, size);
+            }
+        }
+    }
+
+    /// Flushes the other CPUs' TLBs, then gives the batch's frames back.
+    fn finish_batch(&mut self, batch: &mut FrameBatch, start: u64, size: usize) {
+        if batch.len == 0 {
+            return;
+        }
+        if let Some(shootdown) = self.shootdown {
+            shootdown(VirtAddr::new(start), size);
+        }
+        let Some(p) = self.paging.as_mut() else { return };
+        for &frame in &batch.frames[..batch.len] {
+            // SAFETY: the frame was unmapped from its only mapping and every CPU has flushed
+            // its TLB since (shootdown above, local flush at unmap): nothing refers to it.
+            unsafe { p.frames.deallocate_frame(frame) };
+        }
+        batch.len = 0;
+    }
+
+    /// Unmaps every mapped page of `[start, start + size)` and gives the frames back.
+    fn unmap_range(&mut self, start: u64, size: usize) {
+        let mut batch = FrameBatch::new();
+        let end = start + size as u64;
+        let mut g = self.granule_of(start);
+        let last = self.granule_of(end - 1);
+        while g <= last {
+            let g_start = self.window_start + (g * GRANULE) as u64;
+            let g_end = g_start + GRANULE as u64;
+            if self.touched.get(g) {
+                let from = g_start.max(start);
+                let to = g_end.min(end);
+                let mut a = from;
+                while a < to {
+                    let page = Page::<Size4KiB>::containing_address(VirtAddr::new(a));
+                    self.unmap_page(page, &mut batch, start, size);
+                    a += PAGE as u64;
+                }
+                if from == g_start && to == g_end {
+                    self.touched.set_range(g, g + 1, false);
+                }
+            }
+            g += 1;
+        }
+        self.finish_batch(&mut batch, start, size);
+    }
+}
+
+impl Bitmap {
+    /// The first clear bit at or after `from` (or `limit` if none before it).
+    fn first_clear_from(&self, from: usize, limit: usize) -> usize {
+        let mut i = from;
+        while i < limit {
+            let w = i / 64;
+            let bits = !self.0[w] >> (i % 64);
+            if bits != 0 {
+                return (i + bits.trailing_zeros() as usize).min(limit);
+            }
+            i = (w + 1) * 64;
+        }
+        limit
+    }
+}
+
+/// Frames unmapped but not yet given back (waiting for the TLB shootdown).
+struct FrameBatch {
+    frames: [PhysFrame<Size4KiB>; BATCH],
+    len: usize,
+}
+
+impl FrameBatch {
+    fn new() -> Self {
+        // A placeholder; only `frames[..len]` is ever read.
+        let zero = PhysFrame::containing_address(x86_64::PhysAddr::new(0));
+        FrameBatch { frames: [zero; BATCH], len: 0 }
+    }
+
+    /// Adds a frame; true when the batch is full.
+    fn push(&mut self, f: PhysFrame<Size4KiB>) -> bool {
+        self.frames[self.len] = f;
+        self.len += 1;
+        self.len == BATCH
+    }
+}
+
+// SAFETY:
+// - `alloc` takes granules that no live region holds (the `used` bitmap, under the lock) in
+//   a window that only this source maps (init's contract), so regions never overlap each
+//   other or anything else; the start is a multiple of `align` because the window start is
+//   aligned to `align` (checked) and the granule index is a multiple of `align / GRANULE`.
+// - committed ranges are mapped writable to fresh zeroed frames (`map_range`); `Ok(true)`
+//   only when every page of the range was fresh.
+// - `decommit` and `free` unmap only pages inside the given range.
+// - no method allocates: all state is in `self`, and frames come from the frame allocator.
+// - all methods take the lock, so any CPU may call them at any time.
+unsafe impl<M, A> PageSource for FrameSource<M, A>
+where
+    M: Mapper<Size4KiB> + Send,
+    A: FrameAllocator<Size4KiB> + FrameDeallocator<Size4KiB> + Send,
+{
+    fn config(&self) -> SourceConfig {
+        SourceConfig {
+            page_size: PAGE,
+            alloc_granularity: PAGE,
+            has_reserve: true,
+            decommit_zeroes: false,
+        }
+    }
+
+    unsafe fn alloc(&self, size: usize, align: usize, commit: bool) -> Option<Region> {
+        if size == 0 || !align.is_power_of_two() {
+            return None;
+        }
+        let size = size.checked_next_multiple_of(PAGE)?;
+        let n = size.div_ceil(GRANULE);
+        let align_granules = (align / GRANULE).max(1);
+        self.with(|s| {
+            s.paging.as_ref()?;
+            if s.window_start % align as u64 != 0 {
+                return None; // alignment beyond the window's own
+            }
+            let first = s.reserve(n, align_granules)?;
+            let start = s.window_start + (first * GRANULE) as u64;
+            if commit && s.map_range(start, size).is_err() {
+                s.release(first, n);
+                return None;
+            }
+            s.stats.reserved += n * GRANULE;
+            s.stats.regions += 1;
+            Some(Region {
+                // SAFETY: the window lies in canonical, non-null address space (init).
+                ptr: unsafe { NonNull::new_unchecked(start as *mut u8) },
+                size,
+                committed: commit,
+                zeroed: true,
+            })
+        })
+    }
+
+    unsafe fn free(&self, ptr: NonNull<u8>, size: usize) {
+        let start = ptr.as_ptr() as u64;
+        self.with(|s| {
+            assert!(s.in_window(start, size), "FrameSource::free: region not in the window");
+            s.unmap_range(start, size);
+            let n = size.div_ceil(GRANULE);
+            s.release(s.granule_of(start), n);
+            s.stats.reserved -= n * GRANULE;
+            s.stats.regions -= 1;
+        });
+    }
+
+    unsafe fn commit(&self, ptr: NonNull<u8>, size: usize) -> Result<bool, SourceError> {
+        let start = ptr.as_ptr() as u64;
+        self.with(|s| {
+            if !s.in_window(start, size) {
+                return Err(SourceError);
+            }
+            s.map_range(start, size)
+        })
+    }
+
+    unsafe fn decommit(&self, ptr: NonNull<u8>, size: usize) -> bool {
+        let start = ptr.as_ptr() as u64;
+        self.with(|s| {
+            if s.in_window(start, size) {
+                s.unmap_range(start, size);
+            }
+        });
+        true
+    }
+
+    unsafe fn protect(&self, ptr: NonNull<u8>, size: usize, protect: bool) -> bool {
+        let start = ptr.as_ptr() as u64;
+        self.with(|s| {
+            if !s.in_window(start, size) {
+                return false;
+            }
+            if protect {
+                s.unmap_range(start, size);
+                true
+            } else {
+                s.map_range(start, size).is_ok()
+            }
+        })
+    }
+}

@@ -1,0 +1,127 @@
+//! The unix page source: anonymous `mmap`.
+//!
+//! Linux overcommits: a fresh mapping takes physical memory only when touched, so the
+//! source reports memory as committed and the OS commits it page by page on first use.
+//! Purging uses `madvise(MADV_DONTNEED)`, after which the range reads as zero again and
+//! the resident memory falls at once.
+
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use super::{PageSource, Region, SourceConfig};
+
+/// Anonymous memory from `mmap`.
+pub struct Mmap;
+
+static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+fn page_size() -> usize {
+    let p = PAGE_SIZE.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let p = if p > 0 { p as usize } else { 4096 };
+    PAGE_SIZE.store(p, Ordering::Relaxed);
+    p
+}
+
+/// # Safety
+/// Plain anonymous mapping; no preconditions beyond `size > 0`.
+unsafe fn map(size: usize) -> Option<*mut u8> {
+    // SAFETY: anonymous private mapping at an address of the kernel's choosing.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        Some(p as *mut u8)
+    }
+}
+
+// SAFETY: every region is a fresh private anonymous mapping (disjoint from everything
+// else, zeroed, readable and writable); `decommit`/`reset` only advise on the given range;
+// nothing here allocates.
+unsafe impl PageSource for Mmap {
+    fn config(&self) -> SourceConfig {
+        let p = page_size();
+        SourceConfig {
+            page_size: p,
+            alloc_granularity: p,
+            has_reserve: false,
+            decommit_zeroes: true,
+        }
+    }
+
+    unsafe fn alloc(&self, size: usize, align: usize, _commit: bool) -> Option<Region> {
+        // SAFETY: size > 0 by the caller's contract.
+        let p = unsafe { map(size)? };
+        if p as usize & (align - 1) == 0 {
+            return Some(Region {
+                ptr: NonNull::new(p)?,
+                size,
+                committed: true,
+                zeroed: true,
+            });
+        }
+        // Not aligned: map `size + align` and trim the ends.
+        // SAFETY: unmapping the mapping we just made.
+        unsafe { libc::munmap(p as *mut libc::c_void, size) };
+        let total = size.checked_add(align)?;
+        // SAFETY: as above.
+        let p = unsafe { map(total)? };
+        let start = (p as usize + align - 1) & !(align - 1);
+        let head = start - p as usize;
+        let tail = total - head - size;
+        // SAFETY: the head and tail are parts of our mapping outside the kept range.
+        unsafe {
+            if head > 0 {
+                libc::munmap(p as *mut libc::c_void, head);
+            }
+            if tail > 0 {
+                libc::munmap((start + size) as *mut libc::c_void, tail);
+            }
+        }
+        Some(Region {
+            ptr: NonNull::new(start as *mut u8)?,
+            size,
+            committed: true,
+            zeroed: true,
+        })
+    }
+
+    unsafe fn free(&self, ptr: NonNull<u8>, size: usize) {
+        // SAFETY: the caller returns exactly a mapping of ours.
+        unsafe { libc::munmap(ptr.as_ptr() as *mut libc::c_void, size) };
+    }
+
+    unsafe fn decommit(&self, ptr: NonNull<u8>, size: usize) -> bool {
+        // SAFETY: the range is inside one of our mappings and holds no live data.
+        unsafe { libc::madvise(ptr.as_ptr() as *mut libc::c_void, size, libc::MADV_DONTNEED) };
+        false
+    }
+
+    unsafe fn reset(&self, ptr: NonNull<u8>, size: usize) {
+        // SAFETY: as for `decommit`; MADV_FREE keeps the range usable.
+        unsafe { libc::madvise(ptr.as_ptr() as *mut libc::c_void, size, libc::MADV_FREE) };
+    }
+
+    unsafe fn protect(&self, ptr: NonNull<u8>, size: usize, protect: bool) -> bool {
+        let prot = if protect {
+            libc::PROT_NONE
+        } else {
+            libc::PROT_READ | libc::PROT_WRITE
+        };
+        // SAFETY: the range is inside one of our mappings.
+        unsafe { libc::mprotect(ptr.as_ptr() as *mut libc::c_void, size, prot) == 0 }
+    }
+}

@@ -1,0 +1,63 @@
+//! Shared helpers of the hosted tests: a seeded generator, and the seed to print.
+#![allow(dead_code)]
+
+/// splitmix64: small, fast, and good enough to drive stress tests.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    /// A size with a realistic distribution: mostly small, sometimes large.
+    pub fn size(&mut self) -> usize {
+        match self.below(100) {
+            0..=69 => 1 + self.below(256) as usize,
+            70..=89 => 1 + self.below(4096) as usize,
+            90..=97 => 1 + self.below(256 * 1024) as usize,
+            _ => 1 + self.below(8 << 20) as usize,
+        }
+    }
+}
+
+/// The seed: `SEED` from the environment, else from the clock. Printed so that a
+/// failure can be replayed with `SEED=<n> cargo test ...`.
+pub fn seed(test: &str) -> u64 {
+    let s = std::env::var("SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("{test}: seed = {s} (replay with SEED={s})");
+    s
+}
+
+/// A byte pattern for block `id` at offset `i`.
+#[inline]
+pub fn pattern(id: u64, i: usize) -> u8 {
+    (id as usize).wrapping_mul(31).wrapping_add(i) as u8
+}
+
+pub fn fill(p: *mut u8, size: usize, id: u64) {
+    for i in 0..size {
+        // SAFETY: the caller passes a block of at least `size` bytes.
+        unsafe { *p.add(i) = pattern(id, i) };
+    }
+}
+
+pub fn verify(p: *const u8, size: usize, id: u64) -> bool {
+    (0..size).all(|i| unsafe { *p.add(i) } == pattern(id, i))
+}
