@@ -1,0 +1,64 @@
+//! The scenarios the command line can name. Each checks what it does with `assert!`: a
+//! failed check panics, and the panic handler fails the run with the message.
+
+use crate::apic;
+
+mod smoke;
+
+/// What the command line asked for.
+pub struct Args<'a> {
+    pub run: &'a str,
+    pub seed: u64,
+    pub tsc_per_us: u64,
+}
+
+impl<'a> Args<'a> {
+    /// Parses `run=a,b seed=N` (other words are ignored; the default is `run=smoke`).
+    pub fn parse(cmdline: &'a str, tsc_per_us: u64) -> Args<'a> {
+        let mut a = Args { run: "smoke", seed: 1, tsc_per_us };
+        for word in cmdline.split_ascii_whitespace() {
+            if let Some(v) = word.strip_prefix("run=") {
+                a.run = v;
+            } else if let Some(v) = word.strip_prefix("seed=") {
+                a.seed = v.parse().unwrap_or_else(|_| panic!("bad seed {v:?}"));
+            }
+        }
+        a
+    }
+}
+
+type Scenario = fn(&Args);
+
+const ALL: &[(&str, Scenario)] = &[("smoke", smoke::run)];
+
+/// Runs the scenarios named in `args.run`, in order.
+pub fn run(args: &Args) {
+    let names = if args.run == "all" { None } else { Some(args.run) };
+    let mut list: [Option<(&str, Scenario)>; 16] = [None; 16];
+    let mut n = 0;
+    match names {
+        None => {
+            for &s in ALL {
+                list[n] = Some(s);
+                n += 1;
+            }
+        }
+        Some(names) => {
+            for name in names.split(',').filter(|s| !s.is_empty()) {
+                let Some(&s) = ALL.iter().find(|(n, _)| *n == name) else {
+                    panic!("unknown scenario {name:?}");
+                };
+                assert!(n < list.len(), "too many scenarios");
+                list[n] = Some(s);
+                n += 1;
+            }
+        }
+    }
+    for (name, f) in list[..n].iter().flatten() {
+        println!("== {name} (seed {})", args.seed);
+        let t0 = apic::rdtsc();
+        f(args);
+        let ms = (apic::rdtsc() - t0) / args.tsc_per_us / 1000;
+        println!("== {name}: ok ({ms} ms)");
+    }
+}

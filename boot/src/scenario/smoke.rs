@@ -1,0 +1,120 @@
+//! `smoke`: the common collections and layouts, on the BSP.
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::alloc::Layout;
+
+
+
+pub fn run(_args: &super::Args) {
+    let b = Box::new(0x1234_5678u64);
+    assert_eq!(*b, 0x1234_5678);
+    drop(b);
+
+    let mut v: Vec<u32> = Vec::new();
+    for i in 0..100_000 {
+        v.push(i);
+    }
+    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32));
+    v.truncate(10);
+    v.shrink_to_fit();
+    assert_eq!(v, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+
+    let mut s = String::new();
+    for i in 0..1000 {
+        s.push_str(itoa(i, &mut [0; 20]));
+        s.push(' ');
+    }
+    assert!(s.starts_with("0 1 2 3 "));
+    assert!(s.ends_with(" 998 999 "));
+
+    let mut m = BTreeMap::new();
+    for i in 0..10_000u64 {
+        m.insert(i.wrapping_mul(0x9E37_79B9_7F4A_7C15), i);
+    }
+    assert_eq!(m.len(), 10_000);
+    for i in (0..10_000u64).step_by(2) {
+        assert_eq!(m.remove(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15)), Some(i));
+    }
+    assert_eq!(m.len(), 5_000);
+    drop(m);
+
+    // Every size class region and alignment, up to 4 MiB alignment and 16 MiB size (less
+    // when memory is small: a quarter of the free memory).
+    let big = (crate::mem::PHYS.free_frames() * 4096 / 4).min(16 << 20);
+    for shift in 0..=22 {
+        let align = 1usize << shift;
+        for &size in &[1usize, 24, 1000, 4096, 70_000, 600_000, 3 << 20, big] {
+            let l = Layout::from_size_align(size, align).unwrap();
+            // SAFETY: the layout has non-zero size.
+            let p = unsafe { alloc::alloc::alloc(l) };
+            assert!(!p.is_null(), "alloc({size}, align {align}) failed");
+            assert_eq!(p as usize % align, 0, "alloc({size}, align {align}) misaligned: {p:p}");
+            // SAFETY: p is a live block of `size` bytes.
+            unsafe {
+                p.add(size - 1).write(0x5A);
+                p.write(0xA5);
+                assert_eq!(p.read(), 0xA5);
+                assert_eq!(p.add(size - 1).read(), if size == 1 { 0xA5 } else { 0x5A });
+                alloc::alloc::dealloc(p, l);
+            }
+        }
+    }
+
+    // Zeroed allocations read as zero, also after reuse of dirty memory.
+    for size in [8usize, 512, 8192, 100_000, 2 << 20] {
+        let l = Layout::from_size_align(size, 8).unwrap();
+        // SAFETY: non-zero size; the block is written within bounds and freed once.
+        unsafe {
+            let p = alloc::alloc::alloc(l);
+            assert!(!p.is_null());
+            core::ptr::write_bytes(p, 0xEE, size);
+            alloc::alloc::dealloc(p, l);
+            let z = alloc::alloc::alloc_zeroed(l);
+            assert!(!z.is_null());
+            let s = core::slice::from_raw_parts(z, size);
+            assert!(s.iter().all(|&b| b == 0), "alloc_zeroed({size}) not zero");
+            alloc::alloc::dealloc(z, l);
+        }
+    }
+
+    // realloc keeps the contents, growing and shrinking across size classes.
+    let mut l = Layout::from_size_align(16, 16).unwrap();
+    // SAFETY: non-zero size.
+    let mut p = unsafe { alloc::alloc::alloc(l) };
+    assert!(!p.is_null());
+    // SAFETY: p has 16 bytes.
+    unsafe { core::ptr::write_bytes(p, 7, 16) };
+    for &new in &[100usize, 5000, 80_000, 1 << 20, 300, 17, 9 << 20, 64] {
+        // SAFETY: p is live with layout l; new > 0.
+        let q = unsafe { alloc::alloc::realloc(p, l, new) };
+        assert!(!q.is_null(), "realloc to {new} failed");
+        assert_eq!(q as usize % 16, 0);
+        let keep = l.size().min(new);
+        // SAFETY: q has at least `keep` initialised bytes, then `new` bytes in all.
+        unsafe {
+            assert!(core::slice::from_raw_parts(q, keep).iter().all(|&b| b == 7), "realloc lost data");
+            core::ptr::write_bytes(q, 7, new);
+        }
+        p = q;
+        l = Layout::from_size_align(new, 16).unwrap();
+    }
+    // SAFETY: p is live with layout l.
+    unsafe { alloc::alloc::dealloc(p, l) };
+    println!("smoke: Box, Vec, String, BTreeMap, alignments to 4 MiB, zeroed, realloc: fine");
+}
+
+fn itoa(mut n: u32, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    core::str::from_utf8(&buf[i..]).unwrap()
+}
