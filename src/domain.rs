@@ -265,3 +265,27 @@ impl Domain {
         }
     }
 }
+
+impl Domain {
+    /// Before `fork()`: takes the domain's locks, so that the child cannot inherit a lock
+    /// held by a thread that does not exist there. Pair with `fork_parent`/`fork_child`.
+    pub fn fork_prepare(&self) {
+        core::mem::forget(self.abandoned.lock());
+        core::mem::forget(self.td_cache.lock());
+    }
+
+    /// After `fork()`, in the parent: releases the locks taken by `fork_prepare`.
+    pub fn fork_parent(&self) {
+        // SAFETY: `fork_prepare` on this thread holds both locks (their guards forgotten).
+        unsafe {
+            self.td_cache.force_unlock();
+            self.abandoned.force_unlock();
+        }
+    }
+
+    /// After `fork()`, in the child: releases the locks taken by `fork_prepare` (the
+    /// child's only thread is the one that took them).
+    pub fn fork_child(&self) {
+        self.fork_parent()
+    }
+}

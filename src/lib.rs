@@ -19,6 +19,8 @@ mod global;
 mod heap;
 mod page;
 mod segment;
+#[cfg(feature = "std")]
+mod segment_map;
 pub mod size_class;
 pub mod source;
 mod stats;
@@ -30,6 +32,7 @@ pub use stats::{StatCount, Stats};
 
 #[cfg(all(feature = "std", unix))]
 pub use global::hosted::{
-    alloc, check, collect, free, realloc, stats, thread_done, usable_size, Heap, ShardAlloc,
+    alloc, check, collect, free, is_in_heap_region, realloc, stats, thread_done, usable_size,
+    Heap, ShardAlloc,
     DOMAIN,
 };

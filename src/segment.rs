@@ -85,6 +85,27 @@ pub(crate) fn ptr_segment(p: *const u8) -> *mut Segment {
     ((p as usize).wrapping_sub(1) & !SEGMENT_MASK) as *mut Segment
 }
 
+/// The segment of `p` if `p` points into a live segment of this process (hosted builds
+/// check the segment map first, so that `p` may be any pointer; elsewhere `p` must point
+/// into mapped memory and only the cookie is checked).
+pub(crate) fn checked_segment(p: *const u8) -> Option<*mut Segment> {
+    if p.is_null() {
+        return None;
+    }
+    let segment = ptr_segment(p);
+    #[cfg(feature = "std")]
+    if !crate::segment_map::contains(segment as usize) {
+        return None;
+    }
+    // SAFETY: the segment map says a live segment starts here (hosted), so its header is
+    // readable; the cookie tells a segment header from other memory.
+    if unsafe { (*segment).is_valid_cookie() } {
+        Some(segment)
+    } else {
+        None
+    }
+}
+
 impl Segment {
     /// The page containing block pointer `p`.
     ///
@@ -418,6 +439,8 @@ unsafe fn segment_alloc(
             q.push(segment);
         }
     }
+    #[cfg(feature = "std")]
+    crate::segment_map::set(seg_ptr as usize, true);
     domain.stats.segments.add(1);
     domain.stats.reserved.add(region.size as i64);
     segment
@@ -457,6 +480,8 @@ unsafe fn segment_free(segment: *mut Segment, tld: &mut Tld) {
         domain.stats.reserved.sub((*segment).region_size as i64);
         let (region, size) = ((*segment).region, (*segment).region_size);
         (*segment).cookie = 0;
+        #[cfg(feature = "std")]
+        crate::segment_map::set(segment as usize, false);
         domain.source.free(NonNull::new_unchecked(region), size);
         domain.unreserve(size);
     }

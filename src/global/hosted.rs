@@ -3,7 +3,6 @@
 //! first-class [`Heap`]s.
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::cell::Cell;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -28,16 +27,10 @@ fn clock_ms() -> u64 {
 /// The process's domain: all thread heaps of the hosted allocator share it.
 pub static DOMAIN: Domain = Domain::with_clock(&MMAP, Some(clock_ms));
 
-std::thread_local! {
-    // `const` initialised with no destructor: the access is a plain `%fs` load, and using
-    // it never allocates (std would register a destructor otherwise, which allocates).
-    static HEAP: Cell<*mut RawHeap> = const { Cell::new(empty_heap()) };
-}
-
 /// The calling thread's default heap (the empty heap before its first allocation).
 #[inline(always)]
 pub(crate) fn default_heap() -> *mut RawHeap {
-    HEAP.with(|h| h.get())
+    super::tls::get()
 }
 
 /// The calling thread's owner token (0 before its first allocation).
@@ -63,7 +56,7 @@ unsafe extern "C" fn thread_done_cb(td: *mut libc::c_void) {
 /// # Safety
 /// `td` is the calling thread's data, and the thread uses its heaps no more.
 unsafe fn thread_done_td(td: *mut ThreadData) {
-    HEAP.with(|h| h.set(empty_heap()));
+    super::tls::set(empty_heap());
     // SAFETY: as the caller guarantees.
     unsafe {
         let tld = ptr::addr_of_mut!((*td).tld);
@@ -124,7 +117,7 @@ fn thread_init() -> *mut RawHeap {
     }
     // SAFETY: `td` is fresh and initialised.
     let heap = unsafe { ptr::addr_of_mut!((*td).heap) };
-    HEAP.with(|h| h.set(heap));
+    super::tls::set(heap);
     heap
 }
 
@@ -479,4 +472,10 @@ unsafe impl allocator_api2::alloc::Allocator for &Heap {
         // SAFETY: `p` was allocated by this allocator (the caller's contract).
         unsafe { free(p.as_ptr()) }
     }
+}
+
+/// Whether `p` points into memory of a live segment of this allocator (any pointer may
+/// be asked).
+pub fn is_in_heap_region(p: *const u8) -> bool {
+    crate::segment::checked_segment(p).is_some()
 }

@@ -1,0 +1,45 @@
+//! A map of the live segments of the process (hosted builds): one bit per possible
+//! segment of the user address space, so that a pointer can be checked to belong to
+//! shardalloc before its segment header is read (for `mi_is_in_heap_region`, and for the
+//! detection of invalid frees).
+//!
+//! 2^47 bytes of user space / 4 MiB segments = 2^25 bits: 4 MiB of zero-initialised
+//! static memory, of which the OS backs only the parts that are touched.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::size_class::SEGMENT_SHIFT;
+
+const ADDRESS_BITS: usize = 47;
+const BITS: usize = 1 << (ADDRESS_BITS - SEGMENT_SHIFT);
+
+static MAP: [AtomicU64; BITS / 64] = [const { AtomicU64::new(0) }; BITS / 64];
+
+#[inline]
+fn index(segment: usize) -> Option<(usize, u64)> {
+    let i = segment >> SEGMENT_SHIFT;
+    if i >= BITS {
+        return None;
+    }
+    Some((i / 64, 1u64 << (i % 64)))
+}
+
+/// Marks the segment at `segment` live (or dead).
+pub(crate) fn set(segment: usize, live: bool) {
+    if let Some((w, bit)) = index(segment) {
+        if live {
+            MAP[w].fetch_or(bit, Ordering::Release);
+        } else {
+            MAP[w].fetch_and(!bit, Ordering::Release);
+        }
+    }
+}
+
+/// Whether a live segment starts at `segment`.
+#[inline]
+pub(crate) fn contains(segment: usize) -> bool {
+    match index(segment) {
+        Some((w, bit)) => MAP[w].load(Ordering::Acquire) & bit != 0,
+        None => false,
+    }
+}
