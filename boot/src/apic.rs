@@ -29,6 +29,16 @@ pub fn enable() {
     write(SVR, 0x100 | crate::idt::VEC_SPURIOUS as u32);
 }
 
+/// Masks every line of the legacy 8259 PICs (the LAPIC does interrupts here).
+pub fn mask_legacy_pic() {
+    // SAFETY: writing the interrupt mask registers of both 8259s (ports 0x21, 0xA1) only
+    // masks their lines; nothing else uses them.
+    unsafe {
+        Port::<u8>::new(0x21).write(0xFF);
+        Port::<u8>::new(0xA1).write(0xFF);
+    }
+}
+
 /// LAPIC ID of the calling CPU.
 pub fn id() -> u32 {
     read(ID) >> 24
@@ -64,8 +74,6 @@ pub const ICR_SIPI: u32 = 0x0000_4600;
 pub const ICR_NMI: u32 = 0x0000_0400;
 /// ICR: fixed delivery (or the vector in).
 pub const ICR_FIXED: u32 = 0x0000_0000;
-/// ICR shorthand: all CPUs but the sender.
-pub const ICR_ALL_BUT_SELF: u32 = 0x000C_0000;
 
 /// Starts the LAPIC timer in periodic mode: one interrupt `vector` every `count` ticks of
 /// the bus clock divided by 16.

@@ -1,28 +1,42 @@
-//! The kernel's global allocator.
-//!
-//! TEMPORARY until shardalloc's PerCpuAlloc exists: linked_list_allocator over one region of
-//! the frames source.
+//! The kernel's global allocator: shardalloc's [`PerCpuAlloc`], one heap per CPU, over the
+//! `frames` page source.
 
-use core::alloc::{GlobalAlloc, Layout};
-use linked_list_allocator::LockedHeap;
-use shardalloc::PageSource;
+use core::alloc::GlobalAlloc;
+use shardalloc::{CpuLocal, PerCpuAlloc};
 
+use crate::cpu::{self, MAX_CPUS};
 use crate::mem::SOURCE;
 
-#[global_allocator]
-static ALLOC: LockedHeap = LockedHeap::empty();
+/// The kernel's side of per-CPU heaps: the CPU index comes from the GS base, and
+/// "nothing else enters the allocator on this CPU" means interrupts off (there is no
+/// preemption other than interrupts).
+pub struct KernelCpus;
 
-pub fn init() {
-    let free = crate::mem::PHYS.free_frames() * 4096;
-    let size = (free / 2).min(64 << 20) & !0xFFF;
-    // SAFETY: size is a non-zero page multiple; align is the page size.
-    let r = unsafe { SOURCE.alloc(size, 4096, true) }.expect("heap region");
-    // SAFETY: the region is committed, ours alone, and lives forever.
-    unsafe { ALLOC.lock().init(r.ptr.as_ptr(), r.size) };
+// SAFETY: `cpu::current` is fixed per CPU (set once in init_this_cpu, distinct indices, code
+// never migrates), and with interrupts off nothing else runs on the CPU: NMIs only flush
+// the TLB and never allocate.
+unsafe impl CpuLocal for KernelCpus {
+    #[inline(always)]
+    fn cpu_index(&self) -> usize {
+        cpu::current()
+    }
+
+    #[inline(always)]
+    fn without_interrupts<R>(&self, f: impl FnOnce() -> R) -> R {
+        x86_64::instructions::interrupts::without_interrupts(f)
+    }
 }
 
+/// The global allocator.
+#[global_allocator]
+pub static ALLOC: PerCpuAlloc<KernelCpus, MAX_CPUS> = PerCpuAlloc::new(&SOURCE, KernelCpus);
+
+/// Nothing to set up: each CPU's heap is made on its first allocation, and the page source
+/// was initialised by `mem::init`.
+pub fn init() {}
+
 pub fn name() -> &'static str {
-    "linked_list_allocator (temporary)"
+    "shardalloc PerCpuAlloc"
 }
 
 /// The global allocator as a `dyn GlobalAlloc`, for the benchmarks.
@@ -30,7 +44,11 @@ pub fn global() -> &'static dyn GlobalAlloc {
     &ALLOC
 }
 
-#[allow(dead_code)]
-pub fn layout_ok(l: Layout) -> bool {
-    l.size() > 0
+/// Runs `collect(force)` of every CPU's heap (on every CPU at once).
+pub fn collect_all(force: bool) {
+    if force {
+        crate::smp::run_on_all(|_| ALLOC.collect(true));
+    } else {
+        crate::smp::run_on_all(|_| ALLOC.collect(false));
+    }
 }

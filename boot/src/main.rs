@@ -67,7 +67,9 @@ pub extern "C" fn kernel_main(start_info: u32) -> ! {
     };
     println!("shardalloc-kernel: cmdline \"{}\"", info.cmdline());
     mem::init(&info);
+    apic::mask_legacy_pic();
     apic::enable();
+    x86_64::instructions::interrupts::enable();
     let tsc_per_us = apic::tsc_per_us();
     smp::start_aps(info.rsdp);
     heap::init();

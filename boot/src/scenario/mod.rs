@@ -3,7 +3,12 @@
 
 use crate::apic;
 
+mod check;
+mod irq;
+mod oom;
 mod smoke;
+mod smp;
+mod stress;
 
 /// What the command line asked for.
 pub struct Args<'a> {
@@ -29,7 +34,13 @@ impl<'a> Args<'a> {
 
 type Scenario = fn(&Args);
 
-const ALL: &[(&str, Scenario)] = &[("smoke", smoke::run)];
+const ALL: &[(&str, Scenario)] = &[
+    ("smoke", smoke::run),
+    ("stress", stress::run),
+    ("smp", smp::run),
+    ("irq", irq::run),
+    ("oom", oom::run),
+];
 
 /// Runs the scenarios named in `args.run`, in order.
 pub fn run(args: &Args) {

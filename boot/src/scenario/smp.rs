@@ -1,0 +1,142 @@
+//! `smp`: every CPU allocates, and the blocks are freed on the next CPU (cross-CPU frees
+//! through lock-free mailboxes); at the end the allocator's statistics balance.
+
+use core::alloc::Layout;
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+use super::check::{fill, verify};
+use crate::cpu::MAX_CPUS;
+use crate::rng::Rng;
+use crate::{heap, smp};
+
+const ROUNDS: usize = 200;
+const PER_ROUND: usize = 32;
+/// Header of a block in a mailbox: next pointer, size, tag (the pattern follows).
+const HEADER: usize = 24;
+
+static SEED: AtomicU64 = AtomicU64::new(0);
+static MAILBOX: [AtomicPtr<u8>; MAX_CPUS] = [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CPUS];
+static PRODUCERS_DONE: AtomicUsize = AtomicUsize::new(0);
+static SENT: AtomicUsize = AtomicUsize::new(0);
+static RECEIVED: AtomicUsize = AtomicUsize::new(0);
+static BYTES: AtomicUsize = AtomicUsize::new(0);
+
+pub fn run(args: &super::Args) {
+    SEED.store(args.seed, Ordering::SeqCst);
+    PRODUCERS_DONE.store(0, Ordering::SeqCst);
+    SENT.store(0, Ordering::SeqCst);
+    RECEIVED.store(0, Ordering::SeqCst);
+    BYTES.store(0, Ordering::SeqCst);
+    heap::collect_all(true);
+    let before = heap::ALLOC.stats();
+    smp::run_on_all(worker);
+    heap::collect_all(true);
+    let after = heap::ALLOC.stats();
+    let (sent, received) = (SENT.load(Ordering::SeqCst), RECEIVED.load(Ordering::SeqCst));
+    println!(
+        "smp: {} cpus sent {} blocks ({} KiB) to their neighbours, {} received and freed",
+        smp::online(),
+        sent,
+        BYTES.load(Ordering::SeqCst) >> 10,
+        received
+    );
+    println!(
+        "smp: allocated bytes now {} (before {}), total +{}, freed +{}; {}",
+        after.allocated.current,
+        before.allocated.current,
+        after.allocated.total - before.allocated.total,
+        after.allocated.freed - before.allocated.freed,
+        after
+    );
+    assert_eq!(sent, received, "blocks lost between CPUs");
+    assert_eq!(
+        after.allocated.current, before.allocated.current,
+        "allocated bytes do not balance after every block was freed"
+    );
+    let grew = after.allocated.total - before.allocated.total;
+    assert!(
+        grew >= BYTES.load(Ordering::SeqCst) as i64,
+        "allocated.total grew by {grew}, less than the {} bytes allocated",
+        BYTES.load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        after.allocated.total - before.allocated.total,
+        after.allocated.freed - before.allocated.freed,
+        "allocated and freed totals differ"
+    );
+}
+
+fn layout(size: usize) -> Layout {
+    Layout::from_size_align(size, 8).unwrap()
+}
+
+fn worker(cpu: usize) {
+    let n = smp::online();
+    let to = (cpu + 1) % n;
+    let mut rng = Rng::new(SEED.load(Ordering::SeqCst) ^ (0xC0FFEE + cpu as u64));
+    let mut tag = (cpu as u64) << 40;
+    let mut received = 0;
+    for _ in 0..ROUNDS {
+        for _ in 0..PER_ROUND {
+            let size = if rng.below(50) == 0 { rng.size(HEADER, 128 << 10) } else { rng.size(HEADER, 2048) };
+            // SAFETY: size >= HEADER > 0.
+            let p = unsafe { alloc::alloc::alloc(layout(size)) };
+            assert!(!p.is_null(), "cpu {cpu}: alloc({size}) failed");
+            tag += 1;
+            // SAFETY: p has `size` >= HEADER bytes, 8-aligned.
+            unsafe {
+                (p as *mut usize).add(1).write(size);
+                (p as *mut u64).add(2).write(tag);
+                fill(p.add(HEADER), size - HEADER, tag);
+            }
+            BYTES.fetch_add(size, Ordering::Relaxed);
+            push(&MAILBOX[to], p);
+            SENT.fetch_add(1, Ordering::Relaxed);
+        }
+        received += drain(cpu);
+    }
+    PRODUCERS_DONE.fetch_add(1, Ordering::SeqCst);
+    loop {
+        received += drain(cpu);
+        if PRODUCERS_DONE.load(Ordering::SeqCst) == n {
+            // Everything pushed to us happened before its producer counted itself done.
+            received += drain(cpu);
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    RECEIVED.fetch_add(received, Ordering::SeqCst);
+}
+
+fn push(mailbox: &AtomicPtr<u8>, p: *mut u8) {
+    let mut head = mailbox.load(Ordering::Relaxed);
+    loop {
+        // SAFETY: p is our live block; its first word is the link.
+        unsafe { (p as *mut *mut u8).write(head) };
+        match mailbox.compare_exchange_weak(head, p, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(h) => head = h,
+        }
+    }
+}
+
+/// Takes the whole mailbox at once (so no ABA), checks and frees every block.
+fn drain(cpu: usize) -> usize {
+    let mut p = MAILBOX[cpu].swap(ptr::null_mut(), Ordering::Acquire);
+    let mut count = 0;
+    while !p.is_null() {
+        // SAFETY: blocks in the mailbox were pushed complete (Release/Acquire), nobody else
+        // can reach them once swapped out; the header says their size and tag.
+        unsafe {
+            let next = (p as *const *mut u8).read();
+            let size = (p as *const usize).add(1).read();
+            let tag = (p as *const u64).add(2).read();
+            verify(p.add(HEADER), size - HEADER, tag, "smp cross-cpu");
+            alloc::alloc::dealloc(p, layout(size));
+            p = next;
+        }
+        count += 1;
+    }
+    count
+}
