@@ -56,7 +56,7 @@ pub fn scaled(n: usize, scale: f64) -> usize {
 }
 
 /// A heap block of at least 8 bytes from the global allocator. Its first word holds its
-/// size and its last byte a tag derived from it, so freeing checks that nothing was
+/// size and, past the first word, its last byte a tag derived from it, so freeing checks that nothing was
 /// overwritten (a light content check that also keeps the optimizer from dropping work).
 pub struct Blk {
     ptr: NonNull<u8>,
@@ -89,7 +89,9 @@ impl Blk {
         // SAFETY: the block is `size >= 8` bytes, 8-aligned, and ours.
         unsafe {
             (ptr.as_ptr() as *mut usize).write(size);
-            ptr.as_ptr().add(size - 1).write(tag(size));
+            if size > 8 {
+                ptr.as_ptr().add(size - 1).write(tag(size));
+            }
         }
         Blk { ptr, size }
     }
@@ -112,7 +114,7 @@ impl Blk {
         let (s, t) = unsafe {
             (
                 (self.ptr.as_ptr() as *const usize).read(),
-                self.ptr.as_ptr().add(self.size - 1).read(),
+                if self.size > 8 { self.ptr.as_ptr().add(self.size - 1).read() } else { tag(8) },
             )
         };
         if s != self.size || t != tag(self.size) {
@@ -146,7 +148,9 @@ impl Blk {
         unsafe {
             debug_assert_eq!((ptr.as_ptr() as *const usize).read(), self.size);
             (ptr.as_ptr() as *mut usize).write(new_size);
-            ptr.as_ptr().add(new_size - 1).write(tag(new_size));
+            if new_size > 8 {
+                ptr.as_ptr().add(new_size - 1).write(tag(new_size));
+            }
         }
         self.ptr = ptr;
         self.size = new_size;

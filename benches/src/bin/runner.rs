@@ -1,1 +1,810 @@
-fn main() {}
+//! The benchmark runner: every workload x allocator in a process of its own, repeated;
+//! median time and peak RSS; Markdown tables and SVG charts of ratios to shardalloc.
+//!
+//! ```text
+//! runner [--quick] [--reps N] [--timeout SECS] [--alloc a,b,..] [--workload x,y,..]
+//!        [--out DIR] [--callgrind]
+//! ```
+//! The `bench-<alloc>` binaries are looked up next to this executable; allocators whose
+//! binary is missing are left out (the shardalloc one exists only when it was built with
+//! `--features shardalloc`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shardbench::WORKLOADS;
+
+/// Allocators in report order; the first present one is the reference of the ratios.
+const ALLOCATORS: &[&str] = &[
+    "shardalloc",
+    "mimalloc",
+    "jemalloc",
+    "snmalloc",
+    "system",
+    "baby-mimalloc",
+    "talc",
+    "rlsf",
+    "buddy",
+    "linked-list",
+];
+
+struct Opts {
+    quick: bool,
+    reps: usize,
+    timeout: Duration,
+    allocs: Option<Vec<String>>,
+    workloads: Option<Vec<String>>,
+    out: PathBuf,
+    callgrind: bool,
+}
+
+fn parse_opts() -> Opts {
+    let here = bench_dir();
+    let mut o = Opts {
+        quick: false,
+        reps: 0,
+        timeout: Duration::ZERO,
+        allocs: None,
+        workloads: None,
+        out: here.join("results"),
+        callgrind: false,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    let list = |s: &str| s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect();
+    while i < args.len() {
+        let val = |i: usize| -> &str {
+            args.get(i + 1).map(|s| s.as_str()).unwrap_or_else(|| {
+                eprintln!("{} needs a value", args[i]);
+                std::process::exit(2)
+            })
+        };
+        match args[i].as_str() {
+            "--quick" => o.quick = true,
+            "--callgrind" => o.callgrind = true,
+            "--reps" => {
+                o.reps = val(i).parse().expect("--reps N");
+                i += 1;
+            }
+            "--timeout" => {
+                o.timeout = Duration::from_secs_f64(val(i).parse().expect("--timeout SECS"));
+                i += 1;
+            }
+            "--alloc" => {
+                o.allocs = Some(list(val(i)));
+                i += 1;
+            }
+            "--workload" => {
+                o.workloads = Some(list(val(i)));
+                i += 1;
+            }
+            "--out" => {
+                o.out = PathBuf::from(val(i));
+                i += 1;
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: runner [--quick] [--reps N] [--timeout SECS] [--alloc a,b] [--workload x,y] [--out DIR] [--callgrind]\n\
+                     allocators: {}\nworkloads: {}",
+                    ALLOCATORS.join(", "),
+                    WORKLOADS.iter().map(|w| w.name).collect::<Vec<_>>().join(", ")
+                );
+                std::process::exit(0);
+            }
+            a => {
+                eprintln!("unknown argument {a:?} (try --help)");
+                std::process::exit(2);
+            }
+        }
+        i += 1;
+    }
+    if o.reps == 0 {
+        o.reps = if o.quick { 1 } else { 3 };
+    }
+    if o.timeout.is_zero() {
+        o.timeout = Duration::from_secs(if o.quick { 4 } else { 10 });
+    }
+    o
+}
+
+/// benches/ (the runner lives in benches/target/release).
+fn bench_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut d = exe.parent().unwrap().to_path_buf();
+    for _ in 0..4 {
+        if d.join("Cargo.toml").exists() && d.join("src/bin/runner.rs").exists() {
+            return d;
+        }
+        if !d.pop() {
+            break;
+        }
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bin_dir() -> PathBuf {
+    std::env::current_exe().unwrap().parent().unwrap().to_path_buf()
+}
+
+// ------------------------------------------------------------------ running one process
+
+#[derive(Clone, Debug)]
+enum Outcome {
+    Ok { time_ns: u64, check: u64 },
+    Failed(String),
+    Timeout,
+    Skipped,
+}
+
+#[derive(Clone, Debug)]
+struct Run {
+    outcome: Outcome,
+    wall_ns: u64,
+    maxrss_kb: u64,
+}
+
+fn spawn_measured(bin: &Path, args: &[&str], timeout: Duration) -> (Option<i32>, Option<i32>, String, String, Duration, u64, bool) {
+    let start = Instant::now();
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain data; all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut timed_out = false;
+    loop {
+        // SAFETY: pid is our own un-reaped child; status and ru are valid for writes.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        if r == pid {
+            break;
+        }
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            panic!("wait4: {e}");
+        }
+        if !timed_out && start.elapsed() > timeout {
+            timed_out = true;
+            // SAFETY: pid is our child and not yet reaped, so it names that process.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let wall = start.elapsed();
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_string(&mut out);
+    }
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.read_to_string(&mut err);
+    }
+    // The child was reaped by wait4 above; dropping `child` does not wait again.
+    drop(child);
+    let exited = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    let signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
+    (exited, signal, out, err, wall, ru.ru_maxrss as u64, timed_out)
+}
+
+fn run_one(bin: &Path, workload: &str, quick: bool, timeout: Duration) -> Run {
+    let mut args = vec![workload];
+    if quick {
+        args.push("--quick");
+    }
+    let (exited, signal, out, err, wall, maxrss, timed_out) = spawn_measured(bin, &args, timeout);
+    let outcome = if timed_out {
+        Outcome::Timeout
+    } else if exited != Some(0) {
+        let why = match (exited, signal) {
+            (Some(c), _) => format!("exit {c}"),
+            (_, Some(s)) => format!("signal {s}"),
+            _ => "failed".into(),
+        };
+        let first_err = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        let first_err: String = first_err.chars().take(120).collect();
+        Outcome::Failed(if first_err.is_empty() { why } else { format!("{why}: {first_err}") })
+    } else {
+        let field = |k: &str| -> Option<u64> {
+            out.split_whitespace().find_map(|t| t.strip_prefix(k)).and_then(|v| v.parse().ok())
+        };
+        match (field("time_ns="), field("check=")) {
+            (Some(time_ns), Some(check)) => Outcome::Ok { time_ns, check },
+            _ => Outcome::Failed(format!("unparsable output {:?}", out.trim())),
+        }
+    };
+    Run { outcome, wall_ns: wall.as_nanos() as u64, maxrss_kb: maxrss }
+}
+
+// ------------------------------------------------------------------ summary
+
+#[derive(Clone, Debug)]
+enum Cell {
+    Ok { time_ms: f64, rss_mib: f64 },
+    Failed(String),
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn summarize(runs: &[Run], expected_check: Option<u64>) -> Cell {
+    let mut times = Vec::new();
+    let mut rss = Vec::new();
+    for r in runs {
+        match &r.outcome {
+            Outcome::Ok { time_ns, check } => {
+                if let Some(c) = expected_check {
+                    if *check != c {
+                        return Cell::Failed(format!("wrong check {check} (others: {c})"));
+                    }
+                }
+                times.push(*time_ns as f64 / 1e6);
+                rss.push(r.maxrss_kb as f64 / 1024.0);
+            }
+            Outcome::Failed(why) => return Cell::Failed(why.clone()),
+            Outcome::Timeout => return Cell::Failed("timeout".into()),
+            Outcome::Skipped => {}
+        }
+    }
+    if times.is_empty() {
+        return Cell::Failed("no run".into());
+    }
+    Cell::Ok { time_ms: median(times), rss_mib: median(rss) }
+}
+
+fn geomean(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        None
+    } else {
+        Some((v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp())
+    }
+}
+
+fn cmd_output(cmd: &str, args: &[&str], dir: Option<&Path>) -> String {
+    let mut c = Command::new(cmd);
+    c.args(args);
+    if let Some(d) = dir {
+        c.current_dir(d);
+    }
+    c.output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|x| x.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+// ------------------------------------------------------------------ main benchmark
+
+fn main() {
+    let o = parse_opts();
+    let bins = bin_dir();
+    let allocs: Vec<&str> = ALLOCATORS
+        .iter()
+        .copied()
+        .filter(|a| o.allocs.as_ref().map_or(true, |l| l.iter().any(|x| x == a)))
+        .filter(|a| {
+            let ok = bins.join(format!("bench-{a}")).exists();
+            if !ok {
+                eprintln!("note: no {}/bench-{a}: {a} left out", bins.display());
+            }
+            ok
+        })
+        .collect();
+    if allocs.is_empty() {
+        eprintln!("no benchmark binaries found in {}", bins.display());
+        std::process::exit(1);
+    }
+    std::fs::create_dir_all(&o.out).expect("create output directory");
+    if o.callgrind {
+        callgrind(&o, &allocs);
+        return;
+    }
+    let workloads: Vec<&shardbench::Workload> = WORKLOADS
+        .iter()
+        .filter(|w| o.workloads.as_ref().map_or(true, |l| l.iter().any(|x| x == w.name)))
+        .collect();
+    let reference = allocs[0];
+    eprintln!(
+        "{} workloads x {} allocators x {} reps ({}), timeout {:?}; ratios to {reference}",
+        workloads.len(),
+        allocs.len(),
+        o.reps,
+        if o.quick { "quick" } else { "full" },
+        o.timeout
+    );
+
+    let load_before = loadavg();
+    let t_start = Instant::now();
+    let mut runs: BTreeMap<(usize, usize), Vec<Run>> = BTreeMap::new();
+    let mut csv = String::from("rep,workload,allocator,status,time_ns,wall_ns,maxrss_kb,check\n");
+    for rep in 0..o.reps {
+        for (wi, w) in workloads.iter().enumerate() {
+            for (ai, a) in allocs.iter().enumerate() {
+                let prev = runs.entry((wi, ai)).or_default();
+                // After a timeout or failure, later repetitions of that pair are skipped.
+                let give_up = prev.iter().any(|r| matches!(r.outcome, Outcome::Timeout | Outcome::Failed(_)));
+                let r = if give_up {
+                    Run { outcome: Outcome::Skipped, wall_ns: 0, maxrss_kb: 0 }
+                } else {
+                    run_one(&bins.join(format!("bench-{a}")), w.name, o.quick, o.timeout)
+                };
+                let (status, tns, check) = match &r.outcome {
+                    Outcome::Ok { time_ns, check } => ("ok".to_string(), time_ns.to_string(), check.to_string()),
+                    Outcome::Failed(why) => (format!("failed: {}", why.replace(',', ";")), String::new(), String::new()),
+                    Outcome::Timeout => ("timeout".into(), String::new(), String::new()),
+                    Outcome::Skipped => ("skipped".into(), String::new(), String::new()),
+                };
+                if !matches!(r.outcome, Outcome::Skipped) {
+                    eprintln!(
+                        "[{:>4.0}s] rep {} {:<14} {:<14} {}",
+                        t_start.elapsed().as_secs_f64(),
+                        rep + 1,
+                        w.name,
+                        a,
+                        match &r.outcome {
+                            Outcome::Ok { time_ns, .. } =>
+                                format!("{:>9.1} ms {:>8.1} MiB", *time_ns as f64 / 1e6, r.maxrss_kb as f64 / 1024.0),
+                            _ => status.clone(),
+                        }
+                    );
+                }
+                writeln!(csv, "{},{},{},{},{},{},{},{}", rep + 1, w.name, a, status, tns, r.wall_ns, r.maxrss_kb, check).unwrap();
+                prev.push(r);
+            }
+        }
+    }
+    let elapsed = t_start.elapsed();
+
+    // The check value all allocators agree on (deterministic workloads only).
+    let mut cells: BTreeMap<(usize, usize), Cell> = BTreeMap::new();
+    for (wi, w) in workloads.iter().enumerate() {
+        let expected = if w.deterministic {
+            let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+            for ai in 0..allocs.len() {
+                for r in &runs[&(wi, ai)] {
+                    if let Outcome::Ok { check, .. } = r.outcome {
+                        *counts.entry(check).or_default() += 1;
+                    }
+                }
+            }
+            counts.into_iter().max_by_key(|&(_, n)| n).map(|(c, _)| c)
+        } else {
+            None
+        };
+        for ai in 0..allocs.len() {
+            cells.insert((wi, ai), summarize(&runs[&(wi, ai)], expected));
+        }
+    }
+
+    std::fs::write(o.out.join("runs.csv"), &csv).expect("write runs.csv");
+    let load = (load_before, loadavg());
+    let md = report(&o, &workloads, &allocs, &cells, elapsed, load);
+    std::fs::write(o.out.join("results.md"), &md).expect("write results.md");
+    for (measure, file) in [(Measure::Time, "time.svg"), (Measure::Memory, "memory.svg")] {
+        if let Err(e) = chart(&o.out.join(file), measure, &workloads, &allocs, &cells, o.quick) {
+            eprintln!("chart {file}: {e}");
+        }
+    }
+    println!("{md}");
+    eprintln!(
+        "wrote {}/results.md, runs.csv, time.svg, memory.svg in {:.0} s",
+        o.out.display(),
+        elapsed.as_secs_f64()
+    );
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Measure {
+    Time,
+    Memory,
+}
+
+fn value(c: &Cell, m: Measure) -> Option<f64> {
+    match c {
+        Cell::Ok { time_ms, rss_mib } => Some(if m == Measure::Time { *time_ms } else { *rss_mib }),
+        Cell::Failed(_) => None,
+    }
+}
+
+fn report(
+    o: &Opts,
+    workloads: &[&shardbench::Workload],
+    allocs: &[&str],
+    cells: &BTreeMap<(usize, usize), Cell>,
+    elapsed: Duration,
+    load: (String, String),
+) -> String {
+    let reference = allocs[0];
+    let mut md = String::new();
+    writeln!(md, "# shardalloc benchmark results\n").unwrap();
+    writeln!(
+        md,
+        "- date: {} ; host: {} ({} cores), {}",
+        cmd_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"], None),
+        cpu_model(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cmd_output("rustc", &["--version"], None),
+    )
+    .unwrap();
+    let root = bench_dir().join("..");
+    writeln!(
+        md,
+        "- shardalloc commit: {}{}",
+        cmd_output("git", &["rev-parse", "--short", "HEAD"], Some(&root)),
+        if cmd_output("git", &["status", "--porcelain", "--", "src"], Some(&root)).is_empty() {
+            ""
+        } else {
+            " (with uncommitted changes in src/)"
+        }
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "- mode: {}; {} repetition(s) per cell, median shown; timeout {:.0} s per run; whole run {:.0} s",
+        if o.quick { "quick (1/4 of the work)" } else { "full" },
+        o.reps,
+        o.timeout.as_secs_f64(),
+        elapsed.as_secs_f64()
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "- load average (1/5/15 min) before: {}, after: {} (other work on the machine makes the figures noisy)",
+        load.0, load.1
+    )
+    .unwrap();
+    if reference != "shardalloc" {
+        writeln!(md, "- **shardalloc was not built**: ratios are to {reference}").unwrap();
+    }
+    writeln!(
+        md,
+        "- every figure is from a real run; `runs.csv` has each run. Ratios are to {reference} \
+         (below 1 = less than {reference}); a failed cell says why.\n"
+    )
+    .unwrap();
+
+    for (m, title, unit) in [
+        (Measure::Time, "Time", "workload time in ms (in-process wall clock, median)"),
+        (Measure::Memory, "Peak memory", "peak RSS in MiB (`wait4` maxrss, median)"),
+    ] {
+        writeln!(md, "## {title}\n\n{unit}; in parentheses the ratio to {reference}, lower is better.\n").unwrap();
+        write!(md, "| workload |").unwrap();
+        for a in allocs {
+            write!(md, " {a} |").unwrap();
+        }
+        write!(md, "\n|---|").unwrap();
+        for _ in allocs {
+            write!(md, "---:|").unwrap();
+        }
+        writeln!(md).unwrap();
+        let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); allocs.len()];
+        for (wi, w) in workloads.iter().enumerate() {
+            write!(md, "| {} |", w.name).unwrap();
+            let refv = value(&cells[&(wi, 0)], m);
+            for ai in 0..allocs.len() {
+                let c = &cells[&(wi, ai)];
+                match (value(c, m), refv) {
+                    (Some(v), Some(r)) => {
+                        let ratio = v / r;
+                        ratios[ai].push(ratio);
+                        if ai == 0 {
+                            write!(md, " {} |", fmt_num(v)).unwrap();
+                        } else {
+                            write!(md, " {} ({:.2}) |", fmt_num(v), ratio).unwrap();
+                        }
+                    }
+                    (Some(v), None) => write!(md, " {} |", fmt_num(v)).unwrap(),
+                    (None, _) => {
+                        let Cell::Failed(why) = c else { unreachable!() };
+                        write!(md, " **{}** |", why.replace('|', "/")).unwrap();
+                    }
+                }
+            }
+            writeln!(md).unwrap();
+        }
+        write!(md, "| **geometric mean of ratios** |").unwrap();
+        for (ai, r) in ratios.iter().enumerate() {
+            match geomean(r) {
+                Some(g) if r.len() == workloads.len() || ai == 0 => write!(md, " **{g:.2}** |").unwrap(),
+                Some(g) => write!(md, " **{g:.2}** ({} of {}) |", r.len(), workloads.len()).unwrap(),
+                None => write!(md, " – |").unwrap(),
+            }
+        }
+        writeln!(md, "\n").unwrap();
+    }
+    writeln!(md, "## Workloads\n").unwrap();
+    for w in workloads {
+        writeln!(md, "- **{}** ({} thread{}): {}", w.name, w.threads, if w.threads == 1 { "" } else { "s" }, w.about).unwrap();
+    }
+    writeln!(md, "\nCharts: `time.svg` and `memory.svg` (ratio to {reference} per workload, log scale).").unwrap();
+    md
+}
+
+fn fmt_num(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+// ------------------------------------------------------------------ charts
+
+fn register_font() -> Result<(), String> {
+    use std::sync::OnceLock;
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let mut candidates: Vec<PathBuf> = vec![
+            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf".into(),
+            "/usr/share/fonts/TTF/DejaVuSans.ttf".into(),
+            "/usr/share/fonts/dejavu/DejaVuSans.ttf".into(),
+        ];
+        let fc = cmd_output("fc-match", &["-f", "%{file}", "sans-serif:fontformat=TrueType"], None);
+        if fc != "?" {
+            candidates.push(fc.into());
+        }
+        for p in candidates {
+            if let Ok(bytes) = std::fs::read(&p) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, bytes).is_ok() {
+                    return Ok(());
+                }
+            }
+        }
+        Err("no TrueType font found (install fonts-dejavu-core)".into())
+    })
+    .clone()
+}
+
+const PALETTE: &[(u8, u8, u8)] = &[
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+];
+
+fn chart(
+    path: &Path,
+    m: Measure,
+    workloads: &[&shardbench::Workload],
+    allocs: &[&str],
+    cells: &BTreeMap<(usize, usize), Cell>,
+    quick: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    register_font()?;
+    let reference = allocs[0];
+    let others: Vec<usize> = (1..allocs.len()).collect();
+    // ratio[wi][k] for allocator others[k]
+    let mut lo = 1.0f64;
+    let mut hi = 1.0f64;
+    let mut ratio: Vec<Vec<Option<f64>>> = Vec::new();
+    for wi in 0..workloads.len() {
+        let refv = value(&cells[&(wi, 0)], m);
+        let row: Vec<Option<f64>> = others
+            .iter()
+            .map(|&ai| match (value(&cells[&(wi, ai)], m), refv) {
+                (Some(v), Some(r)) if r > 0.0 && v > 0.0 => Some(v / r),
+                _ => None,
+            })
+            .collect();
+        for r in row.iter().flatten() {
+            lo = lo.min(*r);
+            hi = hi.max(*r);
+        }
+        ratio.push(row);
+    }
+    let lo = (lo / 1.5).max(1e-3);
+    // Head room above the tallest bar for the legend.
+    let hi = (hi * 4.0).min(1e4);
+
+    let n = workloads.len();
+    let width = (220 + n * 95).max(900) as u32;
+    let root = SVGBackend::new(path, (width, 620)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let title = format!(
+        "{} relative to {reference} (lower is better; x = failed){}",
+        if m == Measure::Time { "Time" } else { "Peak RSS" },
+        if quick { " — quick run" } else { "" }
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..n as f64, (lo..hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_labels(20)
+        .y_desc(format!("ratio to {reference} (log scale)"))
+        .y_label_formatter(&|y| {
+            if *y >= 10.0 {
+                format!("{y:.0}x")
+            } else if *y >= 1.0 {
+                format!("{y:.1}x")
+            } else {
+                format!("{y:.2}x")
+            }
+        })
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    // The reference line.
+    chart.draw_series(LineSeries::new([(0.0, 1.0), (n as f64, 1.0)], BLACK.stroke_width(1)))?;
+    let k = others.len().max(1);
+    let bw = 0.8 / k as f64;
+    for (j, &ai) in others.iter().enumerate() {
+        let (r, g, b) = PALETTE[j % PALETTE.len()];
+        let color = RGBColor(r, g, b);
+        let bars: Vec<Rectangle<(f64, f64)>> = (0..n)
+            .filter_map(|wi| {
+                ratio[wi][j].map(|v| {
+                    let x0 = wi as f64 + 0.1 + j as f64 * bw;
+                    Rectangle::new([(x0, 1.0f64.min(v)), (x0 + bw * 0.9, 1.0f64.max(v))], color.filled())
+                })
+            })
+            .collect();
+        chart
+            .draw_series(bars)?
+            .label(allocs[ai])
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+        // Failed runs: a small "x" on the reference line.
+        let fails: Vec<Text<(f64, f64), String>> = (0..n)
+            .filter(|&wi| ratio[wi][j].is_none())
+            .map(|wi| {
+                let x0 = wi as f64 + 0.1 + j as f64 * bw;
+                Text::new("x".to_string(), (x0, 1.0), ("sans-serif", 12).into_font().color(&color))
+            })
+            .collect();
+        chart.draw_series(fails)?;
+    }
+    // Workload names under their groups (drawn on the root area in pixels).
+    let label_style = ("sans-serif", 14)
+        .into_font()
+        .color(&BLACK)
+        .pos(plotters::style::text_anchor::Pos::new(
+            plotters::style::text_anchor::HPos::Center,
+            plotters::style::text_anchor::VPos::Top,
+        ));
+    for (wi, w) in workloads.iter().enumerate() {
+        let (px, py) = chart.backend_coord(&(wi as f64 + 0.5, lo));
+        root.draw(&Text::new(w.name.to_string(), (px, py + 8), label_style.clone()))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ callgrind
+
+/// Instructions per malloc+free pair of the small-size fast path, by callgrind:
+/// (Ir(N2) - Ir(N1)) / (N2 - N1), which cancels start-up and exit.
+fn callgrind(o: &Opts, allocs: &[&str]) {
+    const N1: u64 = 200_000;
+    const N2: u64 = 1_200_000;
+    if cmd_output("valgrind", &["--version"], None) == "?" {
+        eprintln!("valgrind not found (apt-get install valgrind)");
+        std::process::exit(1);
+    }
+    let bins = bin_dir();
+    let count = |bin: &Path, mode: &str, n: u64| -> Result<u64, String> {
+        let out = Command::new("valgrind")
+            .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+            .arg(bin)
+            .args([mode, &n.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            return Err(format!("{}: {}", out.status, err.lines().last().unwrap_or("")));
+        }
+        err.lines()
+            .find_map(|l| l.split("Collected :").nth(1))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| "no 'Collected' line".to_string())
+    };
+    let per_pair = |bin: &Path, mode: &str| -> Result<f64, String> {
+        let a = count(bin, mode, N1)?;
+        let b = count(bin, mode, N2)?;
+        Ok((b as f64 - a as f64) / (N2 - N1) as f64)
+    };
+    let t0 = Instant::now();
+    let baseline = per_pair(&bins.join(format!("bench-{}", allocs[0])), "fastpath-baseline");
+    eprintln!("loop baseline: {baseline:?} instructions per iteration");
+    let mut rows = Vec::new();
+    for a in allocs {
+        let r = per_pair(&bins.join(format!("bench-{a}")), "fastpath");
+        eprintln!("{a:<14} {r:?}");
+        rows.push((a, r));
+    }
+    let mut md = String::new();
+    writeln!(md, "# Small-size fast path: instructions per malloc+free pair (callgrind)\n").unwrap();
+    writeln!(
+        md,
+        "- date: {}; shardalloc commit {}; {}",
+        cmd_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"], None),
+        cmd_output("git", &["rev-parse", "--short", "HEAD"], Some(&bench_dir().join(".."))),
+        cmd_output("valgrind", &["--version"], None)
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "- loop: `alloc(16 + 16*(i%4))`, one byte written and read, `dealloc`, through Rust's \
+         `#[global_allocator]` shims; figure = (Ir(N={N2}) - Ir(N={N1})) / {}.",
+        N2 - N1
+    )
+    .unwrap();
+    let base = baseline.as_ref().ok().copied();
+    match &baseline {
+        Ok(b) => writeln!(md, "- the same loop without the allocator costs {b:.1} instructions per iteration (subtracted in the last column).\n").unwrap(),
+        Err(e) => writeln!(md, "- loop baseline failed: {e}\n").unwrap(),
+    }
+    writeln!(md, "| allocator | instructions per pair | minus loop | ratio to {} |\n|---|---:|---:|---:|", allocs[0]).unwrap();
+    let refv = rows[0].1.as_ref().ok().copied();
+    for (a, r) in &rows {
+        match r {
+            Ok(v) => writeln!(
+                md,
+                "| {a} | {v:.1} | {} | {} |",
+                base.map_or("?".into(), |b| format!("{:.1}", v - b)),
+                refv.map_or("?".into(), |rv| format!("{:.2}", v / rv))
+            )
+            .unwrap(),
+            Err(e) => writeln!(md, "| {a} | **failed: {}** | | |", e.replace('|', "/")).unwrap(),
+        }
+    }
+    std::fs::write(o.out.join("callgrind.md"), &md).expect("write callgrind.md");
+    println!("{md}");
+    eprintln!("wrote {}/callgrind.md in {:.0} s", o.out.display(), t0.elapsed().as_secs_f64());
+}

@@ -13,8 +13,8 @@ use crate::util::{scaled, Blk, Tally};
 use std::thread;
 
 const OBJ_SIZE: usize = 8;
-const ITERATIONS: usize = 2_000; // per thread
-const REPETITIONS: usize = 5_000; // writes per object per iteration
+const ITERATIONS: usize = 4_000; // per thread
+const REPETITIONS: usize = 40_000; // writes per object per iteration
 
 #[inline(never)]
 fn hammer(b: &mut Blk, reps: usize) {

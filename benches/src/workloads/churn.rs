@@ -111,7 +111,7 @@ fn random_big(rng: &mut Rng, max_limbs: usize) -> Big {
     trim((0..n).map(|_| rng.next() as u32).collect())
 }
 
-const CFRAC_ITERS: usize = 60_000;
+const CFRAC_ITERS: usize = 120_000;
 
 pub fn run_cfrac(scale: f64) -> u64 {
     let iters = scaled(CFRAC_ITERS, scale);
@@ -186,7 +186,7 @@ fn weight(c: &Cube) -> u32 {
     c.iter().map(|w| w.count_ones()).sum()
 }
 
-const ESPRESSO_ROUNDS: usize = 2_500;
+const ESPRESSO_ROUNDS: usize = 5_000;
 
 pub fn run_espresso(scale: f64) -> u64 {
     let rounds = scaled(ESPRESSO_ROUNDS, scale);

@@ -7,7 +7,7 @@ use crate::util::{scaled, Blk, Rng, Tally};
 use std::collections::VecDeque;
 use std::hint::black_box;
 
-const ITERS: usize = 800;
+const ITERS: usize = 200;
 const PAGE: usize = 4096;
 
 fn touch(b: &mut Blk) {

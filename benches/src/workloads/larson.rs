@@ -12,7 +12,7 @@ use std::thread;
 const SLOTS: usize = 1000;
 const MIN: usize = 8;
 const MAX: usize = 1000;
-const OPS_PER_ROUND: usize = 25_000;
+const OPS_PER_ROUND: usize = 15_000;
 const ROUNDS: usize = 40;
 
 fn worker(mut slots: Vec<Blk>, seed: u64, rounds_left: usize, ops: usize, mut t: Tally) -> Tally {

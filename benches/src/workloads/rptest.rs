@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::thread;
 
 const SLOTS: usize = 4096;
-const LOOPS: usize = 3000;
+const LOOPS: usize = 2000;
 const REPLACE: usize = 64; // per loop
 const HANDOFF: usize = 32; // blocks passed to the next thread per loop
 

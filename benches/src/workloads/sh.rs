@@ -9,7 +9,8 @@ use crate::util::{scaled, Blk, Tally};
 use std::sync::Mutex;
 use std::thread;
 
-const PASSES: usize = 300;
+const SH6_PASSES: usize = 140;
+const SH8_PASSES: usize = 80;
 const PER_PASS: usize = 5000;
 const MIN: usize = 8;
 const MAX: usize = 512;
@@ -20,7 +21,7 @@ fn size_of(i: usize, pass: usize) -> usize {
 }
 
 fn run_sh(scale: f64, cross: bool, what: &str) -> u64 {
-    let passes = scaled(PASSES, scale);
+    let passes = scaled(if cross { SH8_PASSES } else { SH6_PASSES }, scale);
     let mailboxes: Vec<Mutex<Vec<Vec<Blk>>>> = (0..THREADS).map(|_| Mutex::new(Vec::new())).collect();
     let mut total = Tally::default();
     let tallies: Vec<Tally> = thread::scope(|s| {

@@ -7,7 +7,7 @@ use std::thread;
 
 const PAIRS: usize = 2; // 2 producers + 2 consumers = 4 threads
 const BATCH: usize = 256;
-const BATCHES: usize = 4000; // per producer
+const BATCHES: usize = 8000; // per producer
 const MIN: usize = 8;
 const MAX: usize = 256;
 
