@@ -38,6 +38,7 @@ static TO_IRQ: [AtomicPtr<u64>; MAX_CPUS] = [const { AtomicPtr::new(ptr::null_mu
 /// Handler → main flow: a block the main flow frees.
 static TO_MAIN: [AtomicPtr<u64>; MAX_CPUS] = [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CPUS];
 static SEED: AtomicU64 = AtomicU64::new(0);
+static LARGE: AtomicUsize = AtomicUsize::new(0);
 static HANDLER_OPS: AtomicUsize = AtomicUsize::new(0);
 static MAIN_OPS: AtomicUsize = AtomicUsize::new(0);
 
@@ -46,6 +47,7 @@ const TAG_BOX: u64 = 0x5EED_0000_0000_0000;
 pub fn run(args: &super::Args) {
     SEED.store(args.seed, Ordering::SeqCst);
     HANDLER_OPS.store(0, Ordering::SeqCst);
+    LARGE.store(super::stress::largest_block().min(64 << 10), Ordering::SeqCst);
     MAIN_OPS.store(0, Ordering::SeqCst);
     idt::set_timer_hook(Some(on_timer));
     smp::run_on_all(worker);
@@ -90,7 +92,7 @@ fn worker(cpu: usize) {
             assert!(b.iter().all(|&x| x == b[0]), "irq: block from the handler corrupt");
         }
         if live.len() < 64 && (live.is_empty() || rng.below(2) == 0) {
-            let layout = super::stress::random_layout(&mut rng, 64 << 10);
+            let layout = super::stress::random_layout(&mut rng, LARGE.load(Ordering::Relaxed));
             // SAFETY: non-zero size.
             let p = unsafe { alloc::alloc::alloc(layout) };
             assert!(!p.is_null());
@@ -163,7 +165,7 @@ fn on_timer() {
         }
         ops += 1;
     }
-    let layout = super::stress::random_layout(&mut st.rng, 32 << 10);
+    let layout = super::stress::random_layout(&mut st.rng, LARGE.load(Ordering::Relaxed).min(32 << 10));
     // SAFETY: non-zero size.
     let p = unsafe { alloc::alloc::alloc(layout) };
     assert!(!p.is_null(), "irq: alloc in handler failed");

@@ -1,5 +1,12 @@
 //! `smp`: every CPU allocates, and the blocks are freed on the next CPU (cross-CPU frees
-//! through lock-free mailboxes); at the end the allocator's statistics balance.
+//! through lock-free mailboxes); the allocator's statistics must account for the blocks
+//! while they live and balance once all are freed.
+//!
+//! Phase 1: every CPU allocates blocks and posts them to its neighbour without freeing any;
+//! then (all heaps collected) `allocated.current` must have grown by at least their bytes.
+//! Phase 2: every CPU frees what it was sent, while also allocating and sending more,
+//! all CPUs at once. At the end (heaps collected) `allocated.current` is back where it
+//! started, and the allocated and freed totals grew by the same amount.
 
 use core::alloc::Layout;
 use core::ptr;
@@ -10,6 +17,7 @@ use crate::cpu::MAX_CPUS;
 use crate::rng::Rng;
 use crate::{heap, smp};
 
+const HOLD: usize = 1000;
 const ROUNDS: usize = 200;
 const PER_ROUND: usize = 32;
 /// Header of a block in a mailbox: next pointer, size, tag (the pattern follows).
@@ -21,6 +29,8 @@ static PRODUCERS_DONE: AtomicUsize = AtomicUsize::new(0);
 static SENT: AtomicUsize = AtomicUsize::new(0);
 static RECEIVED: AtomicUsize = AtomicUsize::new(0);
 static BYTES: AtomicUsize = AtomicUsize::new(0);
+/// The rare big blocks go up to this size.
+static LARGE: AtomicUsize = AtomicUsize::new(0);
 
 pub fn run(args: &super::Args) {
     SEED.store(args.seed, Ordering::SeqCst);
@@ -28,9 +38,25 @@ pub fn run(args: &super::Args) {
     SENT.store(0, Ordering::SeqCst);
     RECEIVED.store(0, Ordering::SeqCst);
     BYTES.store(0, Ordering::SeqCst);
+    LARGE.store(super::stress::largest_block().min(128 << 10), Ordering::SeqCst);
     heap::collect_all(true);
     let before = heap::ALLOC.stats();
-    smp::run_on_all(worker);
+
+    smp::run_on_all(hold);
+    heap::collect_all(true);
+    let held = heap::ALLOC.stats();
+    let bytes = BYTES.load(Ordering::SeqCst) as i64;
+    let grew = held.allocated.current - before.allocated.current;
+    println!(
+        "smp: phase 1: {} blocks ({} bytes) posted across CPUs; allocated.current grew by {}",
+        SENT.load(Ordering::SeqCst),
+        bytes,
+        grew
+    );
+    assert!(grew >= bytes, "allocated.current grew by {grew} for {bytes} bytes of live blocks");
+    assert!(grew <= bytes + bytes / 4 + 16 * HOLD as i64 * smp::online() as i64, "allocated.current grew by {grew}: far more than the {bytes} bytes live");
+
+    smp::run_on_all(exchange);
     heap::collect_all(true);
     let after = heap::ALLOC.stats();
     let (sent, received) = (SENT.load(Ordering::SeqCst), RECEIVED.load(Ordering::SeqCst));
@@ -42,7 +68,7 @@ pub fn run(args: &super::Args) {
         received
     );
     println!(
-        "smp: allocated bytes now {} (before {}), total +{}, freed +{}; {}",
+        "smp: allocated.current {} (before {}), total +{}, freed +{}; {}",
         after.allocated.current,
         before.allocated.current,
         after.allocated.total - before.allocated.total,
@@ -53,12 +79,6 @@ pub fn run(args: &super::Args) {
     assert_eq!(
         after.allocated.current, before.allocated.current,
         "allocated bytes do not balance after every block was freed"
-    );
-    let grew = after.allocated.total - before.allocated.total;
-    assert!(
-        grew >= BYTES.load(Ordering::SeqCst) as i64,
-        "allocated.total grew by {grew}, less than the {} bytes allocated",
-        BYTES.load(Ordering::SeqCst)
     );
     assert_eq!(
         after.allocated.total - before.allocated.total,
@@ -71,28 +91,46 @@ fn layout(size: usize) -> Layout {
     Layout::from_size_align(size, 8).unwrap()
 }
 
-fn worker(cpu: usize) {
+fn rng_for(cpu: usize, phase: u64) -> Rng {
+    Rng::new(SEED.load(Ordering::SeqCst) ^ (0xC0FFEE + cpu as u64) ^ (phase << 32))
+}
+
+/// Allocates a block with a header and a pattern, and posts it to CPU `to`.
+fn send(cpu: usize, to: usize, rng: &mut Rng, tag: u64) {
+    let big = LARGE.load(Ordering::Relaxed);
+    let size = if rng.below(50) == 0 { rng.size(HEADER, big) } else { rng.size(HEADER, 2048) };
+    // SAFETY: size >= HEADER > 0.
+    let p = unsafe { alloc::alloc::alloc(layout(size)) };
+    assert!(!p.is_null(), "cpu {cpu}: alloc({size}) failed");
+    // SAFETY: p has `size` >= HEADER bytes, 8-aligned.
+    unsafe {
+        (p as *mut usize).add(1).write(size);
+        (p as *mut u64).add(2).write(tag);
+        fill(p.add(HEADER), size - HEADER, tag);
+    }
+    BYTES.fetch_add(size, Ordering::Relaxed);
+    push(&MAILBOX[to], p);
+    SENT.fetch_add(1, Ordering::Relaxed);
+}
+
+fn hold(cpu: usize) {
+    let to = (cpu + 1) % smp::online();
+    let mut rng = rng_for(cpu, 1);
+    for i in 0..HOLD {
+        send(cpu, to, &mut rng, ((cpu as u64) << 40) | (1 << 32) | i as u64);
+    }
+}
+
+fn exchange(cpu: usize) {
     let n = smp::online();
     let to = (cpu + 1) % n;
-    let mut rng = Rng::new(SEED.load(Ordering::SeqCst) ^ (0xC0FFEE + cpu as u64));
-    let mut tag = (cpu as u64) << 40;
+    let mut rng = rng_for(cpu, 2);
+    let mut tag = ((cpu as u64) << 40) | (2 << 32);
     let mut received = 0;
     for _ in 0..ROUNDS {
         for _ in 0..PER_ROUND {
-            let size = if rng.below(50) == 0 { rng.size(HEADER, 128 << 10) } else { rng.size(HEADER, 2048) };
-            // SAFETY: size >= HEADER > 0.
-            let p = unsafe { alloc::alloc::alloc(layout(size)) };
-            assert!(!p.is_null(), "cpu {cpu}: alloc({size}) failed");
             tag += 1;
-            // SAFETY: p has `size` >= HEADER bytes, 8-aligned.
-            unsafe {
-                (p as *mut usize).add(1).write(size);
-                (p as *mut u64).add(2).write(tag);
-                fill(p.add(HEADER), size - HEADER, tag);
-            }
-            BYTES.fetch_add(size, Ordering::Relaxed);
-            push(&MAILBOX[to], p);
-            SENT.fetch_add(1, Ordering::Relaxed);
+            send(cpu, to, &mut rng, tag);
         }
         received += drain(cpu);
     }
