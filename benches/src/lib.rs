@@ -125,12 +125,18 @@ fn usage(alloc: &str) -> ! {
     eprintln!("usage: bench-{alloc} <workload> [--quick] [--scale F]");
     eprintln!("       bench-{alloc} --list");
     eprintln!("       bench-{alloc} fastpath <N>            (malloc+free pairs, for callgrind)");
+    eprintln!("       bench-{alloc} fastpath-direct <N>     (the same over the allocator's own malloc/free)");
     eprintln!("       bench-{alloc} fastpath-baseline <N>   (the same loop without the allocator)");
     std::process::exit(2);
 }
 
 /// The `main` of every `bench-<alloc>` binary.
 pub fn bench_main(alloc: &str) {
+    bench_main_direct(alloc, None)
+}
+
+/// As [`bench_main`], with the allocator's own malloc/free loop for `fastpath-direct`.
+pub fn bench_main_direct(alloc: &str, direct: Option<fn(u64) -> u64>) {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
         usage(alloc);
@@ -142,12 +148,18 @@ pub fn bench_main(alloc: &str) {
             }
             return;
         }
-        "fastpath" | "fastpath-baseline" => {
+        "fastpath" | "fastpath-baseline" | "fastpath-direct" => {
             let n: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage(alloc));
-            let r = if args[0] == "fastpath" {
-                util::fastpath(n)
-            } else {
-                util::fastpath_baseline(n)
+            let r = match args[0].as_str() {
+                "fastpath" => util::fastpath(n),
+                "fastpath-baseline" => util::fastpath_baseline(n),
+                _ => match direct {
+                    Some(f) => f(n),
+                    None => {
+                        eprintln!("{alloc}: no direct malloc/free API");
+                        std::process::exit(4);
+                    }
+                },
             };
             println!("fastpath n={n} check={r}");
             return;
@@ -178,8 +190,23 @@ pub fn bench_main(alloc: &str) {
 }
 
 /// Generate a benchmark binary: `bench_binary!("name", Type, const_initialiser);`
+/// or, with the allocator's own malloc/free for `fastpath-direct`:
+/// `bench_binary!("name", Type, init; direct = |size| malloc_expr, |p| free_expr);`
 #[macro_export]
 macro_rules! bench_binary {
+    ($name:expr, $ty:ty, $init:expr; direct = $malloc:expr, $free:expr) => {
+        #[global_allocator]
+        static GLOBAL: $ty = $init;
+
+        #[inline(never)]
+        fn direct_fastpath(n: u64) -> u64 {
+            $crate::util::fastpath_with(n, $malloc, $free)
+        }
+
+        fn main() {
+            $crate::bench_main_direct($name, Some(direct_fastpath))
+        }
+    };
     ($name:expr, $ty:ty, $init:expr) => {
         #[global_allocator]
         static GLOBAL: $ty = $init;

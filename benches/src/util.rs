@@ -238,6 +238,27 @@ pub fn fastpath(n: u64) -> u64 {
     acc
 }
 
+/// The loop of [`fastpath`] over an allocator's own malloc/free (e.g. `mi_malloc`/`mi_free`),
+/// without Rust's `GlobalAlloc` shims.
+#[inline(always)]
+pub fn fastpath_with(n: u64, malloc: impl Fn(usize) -> *mut u8, free: impl Fn(*mut u8)) -> u64 {
+    let mut acc = 0u64;
+    for i in 0..n {
+        let size = 16 + ((i & 3) as usize) * 16;
+        let p = black_box(malloc(size));
+        if p.is_null() {
+            oom(Layout::from_size_align(size, 8).unwrap());
+        }
+        // SAFETY: p is a fresh block of at least 16 bytes.
+        unsafe {
+            p.write(i as u8);
+            acc = acc.wrapping_add(p.read() as u64);
+        }
+        free(black_box(p));
+    }
+    acc
+}
+
 /// The same loop as [`fastpath`] on a stack buffer: the loop's own cost.
 #[inline(never)]
 pub fn fastpath_baseline(n: u64) -> u64 {

@@ -764,9 +764,18 @@ fn callgrind(o: &Opts, allocs: &[&str]) {
     eprintln!("loop baseline: {baseline:?} instructions per iteration");
     let mut rows = Vec::new();
     for a in allocs {
-        let r = per_pair(&bins.join(format!("bench-{a}")), "fastpath");
-        eprintln!("{a:<14} {r:?}");
-        rows.push((a, r));
+        let bin = bins.join(format!("bench-{a}"));
+        let r = per_pair(&bin, "fastpath");
+        // Only some binaries have a direct malloc/free loop (exit 4 otherwise).
+        let has_direct = Command::new(&bin)
+            .args(["fastpath-direct", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_or(false, |s| s.success());
+        let d = has_direct.then(|| per_pair(&bin, "fastpath-direct"));
+        eprintln!("{a:<14} GlobalAlloc {r:?}; direct {d:?}");
+        rows.push((a, r, d));
     }
     let mut md = String::new();
     writeln!(md, "# Small-size fast path: instructions per malloc+free pair (callgrind)\n").unwrap();
@@ -780,29 +789,42 @@ fn callgrind(o: &Opts, allocs: &[&str]) {
     .unwrap();
     writeln!(
         md,
-        "- loop: `alloc(16 + 16*(i%4))`, one byte written and read, `dealloc`, through Rust's \
-         `#[global_allocator]` shims; figure = (Ir(N={N2}) - Ir(N={N1})) / {}.",
+        "- loop: allocate 16 + 16*(i%4) bytes, write and read one byte, free; \
+         figure = (Ir(N={N2}) - Ir(N={N1})) / {}, so start-up and exit cancel out.",
         N2 - N1
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "- *GlobalAlloc*: through Rust's `#[global_allocator]` (`std::alloc::alloc`/`dealloc` with \
+         align 8), the same path for every allocator. *direct*: the allocator's own entry points \
+         (`mi_malloc`/`mi_free`, glibc `malloc`/`free`, `shardalloc::alloc(size, 8, false)`/`shardalloc::free`)."
     )
     .unwrap();
     let base = baseline.as_ref().ok().copied();
     match &baseline {
-        Ok(b) => writeln!(md, "- the same loop without the allocator costs {b:.1} instructions per iteration (subtracted in the last column).\n").unwrap(),
+        Ok(b) => writeln!(md, "- the loop without any allocator costs {b:.1} instructions per iteration; the *minus loop* columns subtract it.\n").unwrap(),
         Err(e) => writeln!(md, "- loop baseline failed: {e}\n").unwrap(),
     }
-    writeln!(md, "| allocator | instructions per pair | minus loop | ratio to {} |\n|---|---:|---:|---:|", allocs[0]).unwrap();
+    writeln!(
+        md,
+        "| allocator | GlobalAlloc | minus loop | ratio to {r} | direct | minus loop |\n|---|---:|---:|---:|---:|---:|",
+        r = allocs[0]
+    )
+    .unwrap();
     let refv = rows[0].1.as_ref().ok().copied();
-    for (a, r) in &rows {
-        match r {
-            Ok(v) => writeln!(
-                md,
-                "| {a} | {v:.1} | {} | {} |",
-                base.map_or("?".into(), |b| format!("{:.1}", v - b)),
-                refv.map_or("?".into(), |rv| format!("{:.2}", v / rv))
-            )
-            .unwrap(),
-            Err(e) => writeln!(md, "| {a} | **failed: {}** | | |", e.replace('|', "/")).unwrap(),
-        }
+    let minus = |v: f64| base.map_or("?".into(), |b| format!("{:.1}", v - b));
+    for (a, r, d) in &rows {
+        let (gv, gm, gr) = match r {
+            Ok(v) => (format!("{v:.1}"), minus(*v), refv.map_or("?".into(), |rv| format!("{:.2}", v / rv))),
+            Err(e) => (format!("**failed: {}**", e.replace('|', "/")), String::new(), String::new()),
+        };
+        let (dv, dm) = match d {
+            Some(Ok(v)) => (format!("{v:.1}"), minus(*v)),
+            Some(Err(e)) => (format!("**failed: {}**", e.replace('|', "/")), String::new()),
+            None => ("–".into(), String::new()),
+        };
+        writeln!(md, "| {a} | {gv} | {gm} | {gr} | {dv} | {dm} |").unwrap();
     }
     std::fs::write(o.out.join("callgrind.md"), &md).expect("write callgrind.md");
     println!("{md}");
