@@ -38,12 +38,19 @@ pub fn cpus(rsdp: u64) -> Result<CpuList, &'static str> {
     let n = (root_len.saturating_sub(36)) / entry_size;
     for i in 0..n {
         let at = root + 36 + i * entry_size;
-        let table = if entry_size == 8 { read::<u64>(at) } else { read::<u32>(at) as u64 };
+        let table = if entry_size == 8 {
+            read::<u64>(at)
+        } else {
+            read::<u32>(at) as u64
+        };
         if table == 0 || table >= 0x1_0000_0000 || &read::<[u8; 4]>(table) != b"APIC" {
             continue;
         }
         let len = read::<u32>(table + 4) as u64;
-        let mut list = CpuList { ids: [0; 64], count: 0 };
+        let mut list = CpuList {
+            ids: [0; 64],
+            count: 0,
+        };
         let mut p = table + 44;
         while p + 2 <= table + len {
             let kind = read::<u8>(p);

@@ -266,7 +266,10 @@ pub fn efer_bits() -> u32 {
 
 /// `[start, end)` of the kernel image (text, data and bss) in physical memory.
 pub fn kernel_image() -> (u64, u64) {
-    (&raw const __kernel_start as u64, &raw const __kernel_end as u64)
+    (
+        &raw const __kernel_start as u64,
+        &raw const __kernel_end as u64,
+    )
 }
 
 /// Copies the AP trampoline to [`AP_TRAMPOLINE`] and fills in CR3, EFER bits and the entry.
@@ -285,7 +288,10 @@ pub unsafe fn install_ap_trampoline(entry: extern "C" fn() -> !) {
         let dst = AP_TRAMPOLINE as *mut u8;
         core::ptr::copy_nonoverlapping(start, dst, len);
         let slot = |sym: *const u8| dst.add(sym as usize - start as usize);
-        let cr3 = x86_64::registers::control::Cr3::read().0.start_address().as_u64();
+        let cr3 = x86_64::registers::control::Cr3::read()
+            .0
+            .start_address()
+            .as_u64();
         core::ptr::write_volatile(slot(&raw const ap_tramp_cr3) as *mut u64, cr3);
         core::ptr::write_volatile(slot(&raw const ap_tramp_entry) as *mut u64, entry as u64);
         core::ptr::write_volatile(slot(&raw const ap_tramp_efer) as *mut u32, efer_bits());
@@ -300,7 +306,8 @@ pub unsafe fn set_ap_stack(top: u64) {
     // SAFETY: see install_ap_trampoline: the slot lies in the copied trampoline.
     unsafe {
         let start = &raw const ap_tramp_start;
-        let dst = (AP_TRAMPOLINE as *mut u8).add(&raw const ap_tramp_stack as usize - start as usize);
+        let dst =
+            (AP_TRAMPOLINE as *mut u8).add(&raw const ap_tramp_stack as usize - start as usize);
         core::ptr::write_volatile(dst as *mut u64, top);
     }
 }

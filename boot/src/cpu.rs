@@ -27,7 +27,12 @@ pub struct PerCpu {
 }
 
 static PERCPU: [PerCpu; MAX_CPUS] = {
-    let mut a = [const { PerCpu { index: 0, apic_id: AtomicU32::new(u32::MAX) } }; MAX_CPUS];
+    let mut a = [const {
+        PerCpu {
+            index: 0,
+            apic_id: AtomicU32::new(u32::MAX),
+        }
+    }; MAX_CPUS];
     let mut i = 0;
     while i < MAX_CPUS {
         a[i].index = i;
@@ -81,7 +86,12 @@ pub fn init_this_cpu(index: usize, apic_id: u32) {
         let code = gdt.append(Descriptor::kernel_code_segment());
         let data = gdt.append(Descriptor::kernel_data_segment());
         let tss = gdt.append(Descriptor::tss_segment(tss));
-        Tables { gdt, code, data, tss }
+        Tables {
+            gdt,
+            code,
+            data,
+            tss,
+        }
     });
     t.gdt.load();
     // SAFETY: the selectors index the GDT just loaded, whose code segment is 64-bit and whose

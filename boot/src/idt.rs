@@ -157,8 +157,15 @@ struct Gate {
 }
 
 impl Gate {
-    const MISSING: Gate =
-        Gate { offset_low: 0, selector: 0, ist: 0, attrs: 0, offset_mid: 0, offset_high: 0, zero: 0 };
+    const MISSING: Gate = Gate {
+        offset_low: 0,
+        selector: 0,
+        ist: 0,
+        attrs: 0,
+        offset_mid: 0,
+        offset_high: 0,
+        zero: 0,
+    };
 
     /// A present DPL-0 interrupt gate (interrupts off in the handler).
     fn new(handler: unsafe extern "C" fn(), selector: u16, ist: u8) -> Gate {
@@ -299,10 +306,22 @@ fn fault(f: &TrapFrame) -> ! {
         let _ = writeln!(
             w,
             "    page fault: {} {} {}{}",
-            if e & 1 != 0 { "protection violation" } else { "page not present" },
+            if e & 1 != 0 {
+                "protection violation"
+            } else {
+                "page not present"
+            },
             if e & 2 != 0 { "on write" } else { "on read" },
-            if e & 16 != 0 { "(instruction fetch)" } else { "" },
-            if e & 8 != 0 { " (reserved bit set)" } else { "" }
+            if e & 16 != 0 {
+                "(instruction fetch)"
+            } else {
+                ""
+            },
+            if e & 8 != 0 {
+                " (reserved bit set)"
+            } else {
+                ""
+            }
         );
     }
     let _ = writeln!(
@@ -325,7 +344,12 @@ pub fn backtrace(w: &mut serial::Com1, mut rbp: u64) {
         }
         // SAFETY: rbp is 8-aligned and inside the identity-mapped low 4 GiB (checked above),
         // so reading two words there cannot fault; a garbage chain only prints garbage.
-        let (next, ret) = unsafe { ((rbp as *const u64).read(), (rbp as *const u64).add(1).read()) };
+        let (next, ret) = unsafe {
+            (
+                (rbp as *const u64).read(),
+                (rbp as *const u64).add(1).read(),
+            )
+        };
         let _ = write!(w, " {:#x}", ret);
         if next <= rbp {
             break;

@@ -42,7 +42,12 @@ pub fn init(info: &pvh::BootInfo) {
     // PHYS hands out only frames below `limit` that nothing uses.
     unsafe {
         let mapper = OffsetPageTable::new(&mut *pml4, VirtAddr::new(0));
-        SOURCE.init(mapper, Frames(&PHYS), VirtAddr::new(WINDOW_START), WINDOW_SIZE);
+        SOURCE.init(
+            mapper,
+            Frames(&PHYS),
+            VirtAddr::new(WINDOW_START),
+            WINDOW_SIZE,
+        );
     }
     SOURCE.set_tlb_shootdown(smp::tlb_shootdown);
     println!(
@@ -58,14 +63,22 @@ pub fn init(info: &pvh::BootInfo) {
 /// Identity-maps `[4 GiB, limit)` with 2 MiB pages, with page directories from PHYS.
 fn extend_identity_map(limit: u64) {
     let pdpt = boot::pdpt_addr() as *mut u64;
-    let nx = if boot::efer_bits() & 0x800 != 0 { 1u64 << 63 } else { 0 };
+    let nx = if boot::efer_bits() & 0x800 != 0 {
+        1u64 << 63
+    } else {
+        0
+    };
     for gib in 4..limit / GIB {
         let frame = PHYS.allocate().expect("no frame for the identity map");
         let pd = frame.start_address().as_u64();
         assert!(pd < 4 * GIB, "identity page directory above 4 GiB");
         for j in 0..512u64 {
             // SAFETY: `pd` is a fresh frame below 4 GiB, identity-mapped, owned by us.
-            unsafe { (pd as *mut u64).add(j as usize).write(gib * GIB + j * (2 << 20) | 0x83 | nx) };
+            unsafe {
+                (pd as *mut u64)
+                    .add(j as usize)
+                    .write(gib * GIB + j * (2 << 20) | 0x83 | nx)
+            };
         }
         // SAFETY: PDPT entries 4..512 are unused (the trampoline fills 0..4); APs are not up,
         // and a new entry needs no TLB flush.

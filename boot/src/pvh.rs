@@ -100,13 +100,15 @@ pub unsafe fn read(paddr: u64) -> Result<BootInfo, &'static str> {
     }
     for i in 0..si.memmap_entries as usize {
         // SAFETY: the memory map has `memmap_entries` entries (caller's guarantee).
-        let e = unsafe {
-            core::ptr::read_unaligned((si.memmap_paddr as *const MemmapEntry).add(i))
-        };
+        let e =
+            unsafe { core::ptr::read_unaligned((si.memmap_paddr as *const MemmapEntry).add(i)) };
         if e.kind != TYPE_RAM || e.size == 0 || out.nram == MAX_RANGES {
             continue;
         }
-        out.ram[out.nram] = RamRange { start: e.addr, end: e.addr.saturating_add(e.size) };
+        out.ram[out.nram] = RamRange {
+            start: e.addr,
+            end: e.addr.saturating_add(e.size),
+        };
         out.nram += 1;
     }
     out.ram[..out.nram].sort_unstable_by_key(|r| r.start);

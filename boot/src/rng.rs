@@ -30,7 +30,11 @@ impl Rng {
     pub fn size(&mut self, lo: usize, hi: usize) -> usize {
         let bits = usize::BITS - (hi.max(1)).leading_zeros();
         let b = 1 + self.below(bits as u64) as u32;
-        let cap = if b >= usize::BITS { hi } else { (1usize << b).min(hi) };
+        let cap = if b >= usize::BITS {
+            hi
+        } else {
+            (1usize << b).min(hi)
+        };
         lo + self.below((cap.saturating_sub(lo) + 1) as u64) as usize
     }
 }

@@ -42,7 +42,10 @@ pub fn start_aps(rsdp: u64) {
         }
         let index = online();
         if index >= cpu::MAX_CPUS {
-            println!("smp: more than {} CPUs; the rest stay parked", cpu::MAX_CPUS);
+            println!(
+                "smp: more than {} CPUs; the rest stay parked",
+                cpu::MAX_CPUS
+            );
             break;
         }
         BOOTING_INDEX.store(index, Ordering::SeqCst);

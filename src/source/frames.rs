@@ -77,7 +77,11 @@ impl Bitmap {
             let w = i / 64;
             let lo = i % 64;
             let hi = (to - w * 64).min(64);
-            let mask = if hi - lo == 64 { u64::MAX } else { ((1u64 << (hi - lo)) - 1) << lo };
+            let mask = if hi - lo == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << (hi - lo)) - 1) << lo
+            };
             if on {
                 self.0[w] |= mask;
             } else {
@@ -173,7 +177,10 @@ where
     pub unsafe fn init(&self, mapper: M, frames: A, window_start: VirtAddr, window_size: usize) {
         let start = window_start.as_u64();
         assert!(start % GRANULE as u64 == 0 && window_size % GRANULE == 0);
-        assert!(window_size > 0 && window_size <= MAX_WINDOW, "window too large");
+        assert!(
+            window_size > 0 && window_size <= MAX_WINDOW,
+            "window too large"
+        );
         assert!(
             start.checked_add(window_size as u64 - 1).is_some()
                 && VirtAddr::try_new(start + (window_size as u64 - 1)).is_ok(),
@@ -274,7 +281,9 @@ where
     /// this call mapped without any other memory. The pages are zeroed once all are mapped.
     fn map_range(&mut self, start: u64, size: usize) -> Result<bool, SourceError> {
         let flags = self.flags;
-        let Some(p) = self.paging.as_mut() else { return Err(SourceError) };
+        let Some(p) = self.paging.as_mut() else {
+            return Err(SourceError);
+        };
         let mut chain: u64 = 0;
         let mut all_fresh = true;
         let mut failed = false;
@@ -310,7 +319,10 @@ where
             chain = addr;
             self.stats.mapped_pages += 1;
         }
-        let (first, last) = (self.granule_of(start), self.granule_of(start + size as u64 - 1));
+        let (first, last) = (
+            self.granule_of(start),
+            self.granule_of(start + size as u64 - 1),
+        );
         self.touched.set_range(first, last + 1, true);
         if failed {
             self.stats.commit_failures += 1;
@@ -344,8 +356,16 @@ where
     }
 
     /// Unmaps `page` if it is mapped, queueing its frame in `batch`.
-    fn unmap_page(&mut self, page: Page<Size4KiB>, batch: &mut FrameBatch, start: u64, size: usize) {
-        let Some(p) = self.paging.as_mut() else { return };
+    fn unmap_page(
+        &mut self,
+        page: Page<Size4KiB>,
+        batch: &mut FrameBatch,
+        start: u64,
+        size: usize,
+    ) {
+        let Some(p) = self.paging.as_mut() else {
+            return;
+        };
         if let Ok((frame, flush)) = p.mapper.unmap(page) {
             flush.flush();
             self.stats.mapped_pages -= 1;
@@ -363,7 +383,9 @@ where
         if let Some(shootdown) = self.shootdown {
             shootdown(VirtAddr::new(start), size);
         }
-        let Some(p) = self.paging.as_mut() else { return };
+        let Some(p) = self.paging.as_mut() else {
+            return;
+        };
         for &frame in &batch.frames[..batch.len] {
             // SAFETY: the frame was unmapped from its only mapping and every CPU has flushed
             // its TLB since (shootdown above, local flush at unmap): nothing refers to it.
@@ -426,7 +448,10 @@ impl FrameBatch {
     fn new() -> Self {
         // A placeholder; only `frames[..len]` is ever read.
         let zero = PhysFrame::containing_address(x86_64::PhysAddr::new(0));
-        FrameBatch { frames: [zero; BATCH], len: 0 }
+        FrameBatch {
+            frames: [zero; BATCH],
+            len: 0,
+        }
     }
 
     /// Adds a frame; true when the batch is full.
@@ -494,7 +519,10 @@ where
     unsafe fn free(&self, ptr: NonNull<u8>, size: usize) {
         let start = ptr.as_ptr() as u64;
         self.with(|s| {
-            assert!(s.in_window(start, size), "FrameSource::free: region not in the window");
+            assert!(
+                s.in_window(start, size),
+                "FrameSource::free: region not in the window"
+            );
             s.unmap_range(start, size);
             let n = size.div_ceil(GRANULE);
             s.release(s.granule_of(start), n);

@@ -47,13 +47,19 @@ const TAG_BOX: u64 = 0x5EED_0000_0000_0000;
 pub fn run(args: &super::Args) {
     SEED.store(args.seed, Ordering::SeqCst);
     HANDLER_OPS.store(0, Ordering::SeqCst);
-    LARGE.store(super::stress::largest_block().min(64 << 10), Ordering::SeqCst);
+    LARGE.store(
+        super::stress::largest_block().min(64 << 10),
+        Ordering::SeqCst,
+    );
     MAIN_OPS.store(0, Ordering::SeqCst);
     idt::set_timer_hook(Some(on_timer));
     smp::run_on_all(worker);
     idt::set_timer_hook(None);
     heap::collect_all(true);
-    let ticks: usize = TICKS_SEEN[..smp::online()].iter().map(|t| t.load(Ordering::SeqCst)).sum();
+    let ticks: usize = TICKS_SEEN[..smp::online()]
+        .iter()
+        .map(|t| t.load(Ordering::SeqCst))
+        .sum();
     println!(
         "irq: {} timer interrupts on {} cpus; {} allocator ops in handlers, {} in main flows",
         ticks,
@@ -68,7 +74,13 @@ fn worker(cpu: usize) {
     TICKS_SEEN[cpu].store(0, Ordering::SeqCst);
     x86_64::instructions::interrupts::without_interrupts(|| {
         // SAFETY: interrupts are off and the timer not started: only we touch the slot.
-        unsafe { *STATE[cpu].0.get() = Some(IrqState { ring: [None; RING], rng: Rng::new(seed), tag: 0 }) };
+        unsafe {
+            *STATE[cpu].0.get() = Some(IrqState {
+                ring: [None; RING],
+                rng: Rng::new(seed),
+                tag: 0,
+            })
+        };
     });
     apic::timer_start(idt::VEC_TIMER, TIMER_COUNT);
 
@@ -80,7 +92,15 @@ fn worker(cpu: usize) {
         // Hand a block to the handler when its slot is empty.
         if TO_IRQ[cpu].load(Ordering::SeqCst).is_null() {
             let b = Box::new([TAG_BOX + ops as u64; 4]);
-            if TO_IRQ[cpu].compare_exchange(ptr::null_mut(), Box::into_raw(b) as *mut u64, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            if TO_IRQ[cpu]
+                .compare_exchange(
+                    ptr::null_mut(),
+                    Box::into_raw(b) as *mut u64,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
+                .is_err()
+            {
                 unreachable!("only this CPU fills its slot");
             }
         }
@@ -89,7 +109,10 @@ fn worker(cpu: usize) {
         if !p.is_null() {
             // SAFETY: the handler leaked a Box<[u64; 4]> into TO_MAIN; we own it now.
             let b = unsafe { Box::from_raw(p as *mut [u64; 4]) };
-            assert!(b.iter().all(|&x| x == b[0]), "irq: block from the handler corrupt");
+            assert!(
+                b.iter().all(|&x| x == b[0]),
+                "irq: block from the handler corrupt"
+            );
         }
         if live.len() < 64 && (live.is_empty() || rng.below(2) == 0) {
             let layout = super::stress::random_layout(&mut rng, LARGE.load(Ordering::Relaxed));
@@ -99,7 +122,11 @@ fn worker(cpu: usize) {
             tag += 1;
             // SAFETY: fresh block of layout.size() bytes.
             unsafe { fill(p, layout.size(), tag) };
-            live.push(Block { ptr: p, layout, tag });
+            live.push(Block {
+                ptr: p,
+                layout,
+                tag,
+            });
         } else {
             let b = live.swap_remove(rng.below(live.len() as u64) as usize);
             // SAFETY: b is live and filled with its tag.
@@ -145,13 +172,18 @@ fn on_timer() {
     let cpu = cpu::current();
     TICKS_SEEN[cpu].fetch_add(1, Ordering::SeqCst);
     // SAFETY: in the handler, interrupts are off: this CPU's slot is ours (see PerCpuIrq).
-    let Some(st) = (unsafe { &mut *STATE[cpu].0.get() }) else { return };
+    let Some(st) = (unsafe { &mut *STATE[cpu].0.get() }) else {
+        return;
+    };
     let mut ops = 0;
 
     // A short-lived vector.
     let n = 1 + st.rng.below(200) as usize;
     let v: Vec<u64> = (0..n as u64).map(|i| i ^ 0xABCD).collect();
-    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64 ^ 0xABCD), "irq: vector corrupt");
+    assert!(
+        v.iter().enumerate().all(|(i, &x)| x == i as u64 ^ 0xABCD),
+        "irq: vector corrupt"
+    );
     drop(v);
     ops += 2;
 
@@ -165,7 +197,8 @@ fn on_timer() {
         }
         ops += 1;
     }
-    let layout = super::stress::random_layout(&mut st.rng, LARGE.load(Ordering::Relaxed).min(32 << 10));
+    let layout =
+        super::stress::random_layout(&mut st.rng, LARGE.load(Ordering::Relaxed).min(32 << 10));
     // SAFETY: non-zero size.
     let p = unsafe { alloc::alloc::alloc(layout) };
     assert!(!p.is_null(), "irq: alloc in handler failed");
@@ -173,7 +206,11 @@ fn on_timer() {
     let tag = ((cpu as u64) << 56) | st.tag;
     // SAFETY: fresh block.
     unsafe { fill(p, layout.size(), tag) };
-    st.ring[i] = Some(Block { ptr: p, layout, tag });
+    st.ring[i] = Some(Block {
+        ptr: p,
+        layout,
+        tag,
+    });
     ops += 1;
 
     // Free the main flow's block, and hand it one of ours.
@@ -181,7 +218,10 @@ fn on_timer() {
     if !q.is_null() {
         // SAFETY: the main flow leaked a Box<[u64; 4]> into TO_IRQ.
         let b = unsafe { Box::from_raw(q as *mut [u64; 4]) };
-        assert!(b.iter().all(|&x| x == b[0]) && b[0] & TAG_BOX == TAG_BOX, "irq: block from main corrupt");
+        assert!(
+            b.iter().all(|&x| x == b[0]) && b[0] & TAG_BOX == TAG_BOX,
+            "irq: block from main corrupt"
+        );
         ops += 1;
     }
     if TO_MAIN[cpu].load(Ordering::SeqCst).is_null() {

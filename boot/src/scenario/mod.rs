@@ -3,6 +3,7 @@
 
 use crate::apic;
 
+mod bench;
 mod check;
 mod irq;
 mod oom;
@@ -20,7 +21,11 @@ pub struct Args<'a> {
 impl<'a> Args<'a> {
     /// Parses `run=a,b seed=N` (other words are ignored; the default is `run=smoke`).
     pub fn parse(cmdline: &'a str, tsc_per_us: u64) -> Args<'a> {
-        let mut a = Args { run: "smoke", seed: 1, tsc_per_us };
+        let mut a = Args {
+            run: "smoke",
+            seed: 1,
+            tsc_per_us,
+        };
         for word in cmdline.split_ascii_whitespace() {
             if let Some(v) = word.strip_prefix("run=") {
                 a.run = v;
@@ -40,11 +45,16 @@ const ALL: &[(&str, Scenario)] = &[
     ("smp", smp::run),
     ("irq", irq::run),
     ("oom", oom::run),
+    ("bench", bench::run),
 ];
 
 /// Runs the scenarios named in `args.run`, in order.
 pub fn run(args: &Args) {
-    let names = if args.run == "all" { None } else { Some(args.run) };
+    let names = if args.run == "all" {
+        None
+    } else {
+        Some(args.run)
+    };
     let mut list: [Option<(&str, Scenario)>; 16] = [None; 16];
     let mut n = 0;
     match names {

@@ -54,10 +54,17 @@ pub fn run(_args: &super::Args) {
     heap::collect_all(true);
     let free0 = mem::PHYS.free_frames();
     let mapped0 = mem::SOURCE.stats().mapped_pages;
-    println!("oom: {} frames free, {} pages mapped by the allocator", free0, mapped0);
+    println!(
+        "oom: {} frames free, {} pages mapped by the allocator",
+        free0, mapped0
+    );
 
     for round in 0..2 {
-        let mut chain = Chain { head: ptr::null_mut(), count: 0, bytes: 0 };
+        let mut chain = Chain {
+            head: ptr::null_mut(),
+            count: 0,
+            bytes: 0,
+        };
         let mut failures = 0;
         for &size in &SIZES {
             loop {
@@ -78,14 +85,27 @@ pub fn run(_args: &super::Args) {
         let free_at_oom = mem::PHYS.free_frames();
         // More ways to ask for memory that is not there, none of which may panic.
         let mut v: Vec<u8> = Vec::new();
-        assert!(v.try_reserve(64 << 20).is_err(), "try_reserve of 64 MiB succeeded at OOM");
+        assert!(
+            v.try_reserve(64 << 20).is_err(),
+            "try_reserve of 64 MiB succeeded at OOM"
+        );
         assert!(v.try_reserve(usize::MAX / 4).is_err());
         // Through the allocator object itself: the compiler may elide an unused
         // `alloc::alloc::alloc` and assume it succeeded.
-        for (size, zeroed) in [(1usize << 40, false), (8 << 20, true), (isize::MAX as usize - 4095, false)] {
+        for (size, zeroed) in [
+            (1usize << 40, false),
+            (8 << 20, true),
+            (isize::MAX as usize - 4095, false),
+        ] {
             let l = Layout::from_size_align(size, 4096).unwrap();
             // SAFETY: non-zero size; a block that comes back is freed with its layout.
-            let p = unsafe { if zeroed { heap::ALLOC.alloc_zeroed(l) } else { heap::ALLOC.alloc(l) } };
+            let p = unsafe {
+                if zeroed {
+                    heap::ALLOC.alloc_zeroed(l)
+                } else {
+                    heap::ALLOC.alloc(l)
+                }
+            };
             if !p.is_null() {
                 // SAFETY: as above.
                 unsafe { heap::ALLOC.dealloc(p, l) };
@@ -131,12 +151,20 @@ pub fn run(_args: &super::Args) {
     }
 
     // And memory is usable again: half of it in 64 KiB blocks, checked and freed.
-    let mut chain = Chain { head: ptr::null_mut(), count: 0, bytes: 0 };
+    let mut chain = Chain {
+        head: ptr::null_mut(),
+        count: 0,
+        bytes: 0,
+    };
     while chain.bytes < free0 * 4096 / 2 {
         let l = Layout::from_size_align(64 << 10, 8).unwrap();
         // SAFETY: non-zero size.
         let p = unsafe { alloc::alloc::alloc(l) };
-        assert!(!p.is_null(), "alloc failed after recovery at {} KiB", chain.bytes >> 10);
+        assert!(
+            !p.is_null(),
+            "alloc failed after recovery at {} KiB",
+            chain.bytes >> 10
+        );
         // SAFETY: p has 64 KiB.
         unsafe { fill(p.add(16), 48, (64 << 10) as u64) };
         chain.push(p, 64 << 10);

@@ -6,8 +6,6 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::alloc::Layout;
 
-
-
 pub fn run(_args: &super::Args) {
     let b = Box::new(0x1234_5678u64);
     assert_eq!(*b, 0x1234_5678);
@@ -51,7 +49,11 @@ pub fn run(_args: &super::Args) {
             // SAFETY: the layout has non-zero size.
             let p = unsafe { alloc::alloc::alloc(l) };
             assert!(!p.is_null(), "alloc({size}, align {align}) failed");
-            assert_eq!(p as usize % align, 0, "alloc({size}, align {align}) misaligned: {p:p}");
+            assert_eq!(
+                p as usize % align,
+                0,
+                "alloc({size}, align {align}) misaligned: {p:p}"
+            );
             // SAFETY: p is a live block of `size` bytes.
             unsafe {
                 p.add(size - 1).write(0x5A);
@@ -95,7 +97,10 @@ pub fn run(_args: &super::Args) {
         let keep = l.size().min(new);
         // SAFETY: q has at least `keep` initialised bytes, then `new` bytes in all.
         unsafe {
-            assert!(core::slice::from_raw_parts(q, keep).iter().all(|&b| b == 7), "realloc lost data");
+            assert!(
+                core::slice::from_raw_parts(q, keep).iter().all(|&b| b == 7),
+                "realloc lost data"
+            );
             core::ptr::write_bytes(q, 7, new);
         }
         p = q;

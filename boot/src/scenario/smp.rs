@@ -38,7 +38,10 @@ pub fn run(args: &super::Args) {
     SENT.store(0, Ordering::SeqCst);
     RECEIVED.store(0, Ordering::SeqCst);
     BYTES.store(0, Ordering::SeqCst);
-    LARGE.store(super::stress::largest_block().min(128 << 10), Ordering::SeqCst);
+    LARGE.store(
+        super::stress::largest_block().min(128 << 10),
+        Ordering::SeqCst,
+    );
     heap::collect_all(true);
     let before = heap::ALLOC.stats();
 
@@ -53,8 +56,14 @@ pub fn run(args: &super::Args) {
         bytes,
         grew
     );
-    assert!(grew >= bytes, "allocated.current grew by {grew} for {bytes} bytes of live blocks");
-    assert!(grew <= bytes + bytes / 4 + 16 * HOLD as i64 * smp::online() as i64, "allocated.current grew by {grew}: far more than the {bytes} bytes live");
+    assert!(
+        grew >= bytes,
+        "allocated.current grew by {grew} for {bytes} bytes of live blocks"
+    );
+    assert!(
+        grew <= bytes + bytes / 4 + 16 * HOLD as i64 * smp::online() as i64,
+        "allocated.current grew by {grew}: far more than the {bytes} bytes live"
+    );
 
     smp::run_on_all(exchange);
     heap::collect_all(true);
@@ -98,7 +107,11 @@ fn rng_for(cpu: usize, phase: u64) -> Rng {
 /// Allocates a block with a header and a pattern, and posts it to CPU `to`.
 fn send(cpu: usize, to: usize, rng: &mut Rng, tag: u64) {
     let big = LARGE.load(Ordering::Relaxed);
-    let size = if rng.below(50) == 0 { rng.size(HEADER, big) } else { rng.size(HEADER, 2048) };
+    let size = if rng.below(50) == 0 {
+        rng.size(HEADER, big)
+    } else {
+        rng.size(HEADER, 2048)
+    };
     // SAFETY: size >= HEADER > 0.
     let p = unsafe { alloc::alloc::alloc(layout(size)) };
     assert!(!p.is_null(), "cpu {cpu}: alloc({size}) failed");
@@ -117,7 +130,12 @@ fn hold(cpu: usize) {
     let to = (cpu + 1) % smp::online();
     let mut rng = rng_for(cpu, 1);
     for i in 0..HOLD {
-        send(cpu, to, &mut rng, ((cpu as u64) << 40) | (1 << 32) | i as u64);
+        send(
+            cpu,
+            to,
+            &mut rng,
+            ((cpu as u64) << 40) | (1 << 32) | i as u64,
+        );
     }
 }
 

@@ -65,7 +65,8 @@ pub fn random_layout(rng: &mut Rng, large: usize) -> Layout {
 }
 
 fn worker(cpu: usize) {
-    let mut rng = Rng::new(SEED.load(Ordering::SeqCst) ^ (cpu as u64 + 1).wrapping_mul(0x9E37_79B9));
+    let mut rng =
+        Rng::new(SEED.load(Ordering::SeqCst) ^ (cpu as u64 + 1).wrapping_mul(0x9E37_79B9));
     let large = LARGE.load(Ordering::SeqCst);
     let mut slots: Vec<Option<Block>> = (0..SLOTS).map(|_| None).collect();
     let mut next_tag = (cpu as u64) << 48;
@@ -77,11 +78,19 @@ fn worker(cpu: usize) {
                 // SAFETY: non-zero size.
                 let p = unsafe { alloc::alloc::alloc(layout) };
                 assert!(!p.is_null(), "cpu {cpu}: alloc({layout:?}) failed");
-                assert_eq!(p as usize % layout.align(), 0, "cpu {cpu}: misaligned {p:p} for {layout:?}");
+                assert_eq!(
+                    p as usize % layout.align(),
+                    0,
+                    "cpu {cpu}: misaligned {p:p} for {layout:?}"
+                );
                 next_tag += 1;
                 // SAFETY: p is a fresh block of layout.size() bytes.
                 unsafe { fill(p, layout.size(), next_tag) };
-                slots[i] = Some(Block { ptr: p, layout, tag: next_tag });
+                slots[i] = Some(Block {
+                    ptr: p,
+                    layout,
+                    tag: next_tag,
+                });
             }
             Some(b) if rng.below(2) == 0 => {
                 // SAFETY: b is live and was filled with its tag.
@@ -95,7 +104,11 @@ fn worker(cpu: usize) {
                 // SAFETY: b is live with b.layout; new > 0.
                 let q = unsafe { alloc::alloc::realloc(b.ptr, b.layout, new) };
                 assert!(!q.is_null(), "cpu {cpu}: realloc to {new} failed");
-                assert_eq!(q as usize % b.layout.align(), 0, "cpu {cpu}: realloc lost alignment");
+                assert_eq!(
+                    q as usize % b.layout.align(),
+                    0,
+                    "cpu {cpu}: realloc lost alignment"
+                );
                 let keep = b.layout.size().min(new);
                 next_tag += 1;
                 // SAFETY: q holds the first `keep` bytes of the old block and has `new` bytes.
@@ -104,7 +117,11 @@ fn worker(cpu: usize) {
                     fill(q, new, next_tag);
                 }
                 let layout = Layout::from_size_align(new, b.layout.align()).unwrap();
-                slots[i] = Some(Block { ptr: q, layout, tag: next_tag });
+                slots[i] = Some(Block {
+                    ptr: q,
+                    layout,
+                    tag: next_tag,
+                });
             }
         }
     }
