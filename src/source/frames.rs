@@ -60,6 +60,12 @@ pub struct FrameStats {
     pub regions: usize,
     /// Times `commit` or `alloc` failed for lack of frames (after undoing its work).
     pub commit_failures: usize,
+    /// Calls that mapped pages (`commit`, `alloc` with commit, `protect(off)`).
+    pub commits: usize,
+    /// Calls that unmapped pages (`decommit`, `free`, `protect(on)`).
+    pub decommits: usize,
+    /// TLB shootdowns requested (one per batch of unmapped frames).
+    pub shootdowns: usize,
 }
 
 /// A bitmap over the window's granules.
@@ -157,6 +163,9 @@ where
                     reserved: 0,
                     regions: 0,
                     commit_failures: 0,
+                    commits: 0,
+                    decommits: 0,
+                    shootdowns: 0,
                 },
             }),
         }
@@ -284,6 +293,7 @@ where
         let Some(p) = self.paging.as_mut() else {
             return Err(SourceError);
         };
+        self.stats.commits += 1;
         let mut chain: u64 = 0;
         let mut all_fresh = true;
         let mut failed = false;
@@ -381,6 +391,7 @@ where
             return;
         }
         if let Some(shootdown) = self.shootdown {
+            self.stats.shootdowns += 1;
             shootdown(VirtAddr::new(start), size);
         }
         let Some(p) = self.paging.as_mut() else {
@@ -396,6 +407,7 @@ where
 
     /// Unmaps every mapped page of `[start, start + size)` and gives the frames back.
     fn unmap_range(&mut self, start: u64, size: usize) {
+        self.stats.decommits += 1;
         let mut batch = FrameBatch::new();
         let end = start + size as u64;
         let mut g = self.granule_of(start);

@@ -40,12 +40,12 @@ static LARGE: AtomicUsize = AtomicUsize::new(0);
 
 type Workload = fn(&dyn GlobalAlloc, &mut Rng);
 
-const WORKLOADS: [(&str, Workload, bool); 5] = [
-    ("alloc-free pairs", pairs, false),
-    ("churn (512 live)", churn, false),
-    ("realloc growth", growth, false),
-    ("mixed sizes", mixed, false),
-    ("all CPUs, cross-CPU free", |_, _| cross_cpu(), true),
+const WORKLOADS: [(&str, Workload); 5] = [
+    ("alloc-free pairs", pairs),
+    ("churn (512 live)", churn),
+    ("realloc growth", growth),
+    ("mixed sizes", mixed),
+    ("all CPUs, cross-CPU free", |_, _| cross_cpu()),
 ];
 
 pub fn run(args: &super::Args) {
@@ -64,18 +64,43 @@ pub fn run(args: &super::Args) {
         smp::online(),
         LARGE.load(Ordering::SeqCst) >> 10
     );
+    if args.verbose {
+        let t0 = apic::rdtsc();
+        for i in 0..100_000u64 {
+            x86_64::instructions::interrupts::without_interrupts(|| core::hint::black_box(i));
+        }
+        let t1 = apic::rdtsc();
+        for i in 0..100_000u64 {
+            core::hint::black_box(crate::cpu::current() as u64 + i);
+        }
+        let t2 = apic::rdtsc();
+        println!(
+            "bench: without_interrupts(): {} cycles; cpu::current(): {} cycles",
+            (t1 - t0) / 100_000,
+            (t2 - t1) / 100_000
+        );
+    }
     let mut cycles = [[0u64; 4]; WORKLOADS.len()];
-    for (w, &(_, f, all_cpus)) in WORKLOADS.iter().enumerate() {
+    for (w, &(_, f)) in WORKLOADS.iter().enumerate() {
         for (a, slot) in cycles[w].iter_mut().enumerate() {
             CURRENT.store(a, Ordering::SeqCst);
-            let mut rng = Rng::new(args.seed ^ w as u64);
+            // A warm-up run first (untimed): the peers' regions are committed up front,
+            // shardalloc commits as it goes; the timed run starts from a warm heap.
+            f(allocator(a), &mut Rng::new(args.seed ^ w as u64));
+            let s0 = mem::SOURCE.stats();
             let t0 = apic::rdtsc();
-            if all_cpus {
-                f(allocator(a), &mut rng);
-            } else {
-                f(allocator(a), &mut rng);
-            }
+            f(allocator(a), &mut Rng::new(args.seed ^ w as u64));
             *slot = apic::rdtsc() - t0;
+            let s1 = mem::SOURCE.stats();
+            if a == 0 && args.verbose {
+                println!(
+                    "bench: {}: page source: {} commits, {} decommits, {} TLB shootdowns",
+                    WORKLOADS[w].0,
+                    s1.commits - s0.commits,
+                    s1.decommits - s0.decommits,
+                    s1.shootdowns - s0.shootdowns
+                );
+            }
         }
     }
     println!("bench: Mcycles on shardalloc, and peer / shardalloc ratios:");
@@ -83,7 +108,7 @@ pub fn run(args: &super::Args) {
         "  {:<28} {:>12} {:>12} {:>12} {:>12}",
         "workload", "shardalloc", NAMES[1], NAMES[2], NAMES[3]
     );
-    for (w, &(name, _, _)) in WORKLOADS.iter().enumerate() {
+    for (w, &(name, _)) in WORKLOADS.iter().enumerate() {
         let base = cycles[w][0].max(1);
         let r = |a: usize| cycles[w][a] as f64 / base as f64;
         println!(

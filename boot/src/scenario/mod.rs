@@ -16,19 +16,24 @@ pub struct Args<'a> {
     pub run: &'a str,
     pub seed: u64,
     pub tsc_per_us: u64,
+    /// `verbose`: print more detail.
+    pub verbose: bool,
 }
 
 impl<'a> Args<'a> {
-    /// Parses `run=a,b seed=N` (other words are ignored; the default is `run=smoke`).
+    /// Parses `run=a,b seed=N verbose` (other words are ignored; the default is `run=smoke`).
     pub fn parse(cmdline: &'a str, tsc_per_us: u64) -> Args<'a> {
         let mut a = Args {
             run: "smoke",
             seed: 1,
             tsc_per_us,
+            verbose: false,
         };
         for word in cmdline.split_ascii_whitespace() {
             if let Some(v) = word.strip_prefix("run=") {
                 a.run = v;
+            } else if word == "verbose" {
+                a.verbose = true;
             } else if let Some(v) = word.strip_prefix("seed=") {
                 a.seed = v.parse().unwrap_or_else(|_| panic!("bad seed {v:?}"));
             }

@@ -59,7 +59,7 @@ pub fn run(_args: &super::Args) {
         free0, mapped0
     );
 
-    for round in 0..2 {
+    for round in 0..3 {
         let mut chain = Chain {
             head: ptr::null_mut(),
             count: 0,
