@@ -245,12 +245,17 @@ unsafe impl RegionHeap for RlsfHeap {
     }
     #[inline]
     unsafe fn alloc(&mut self, layout: Layout) -> *mut u8 {
-        self.0.allocate(layout).map_or(ptr::null_mut(), |p| p.as_ptr())
+        self.0
+            .allocate(layout)
+            .map_or(ptr::null_mut(), |p| p.as_ptr())
     }
     #[inline]
     unsafe fn dealloc(&mut self, ptr: *mut u8, layout: Layout) {
         // SAFETY: ptr is live in this heap, allocated with this alignment.
-        unsafe { self.0.deallocate(NonNull::new_unchecked(ptr), layout.align()) }
+        unsafe {
+            self.0
+                .deallocate(NonNull::new_unchecked(ptr), layout.align())
+        }
     }
     unsafe fn realloc(&mut self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: as GlobalAlloc::realloc; same alignment as the original allocation.
@@ -322,7 +327,9 @@ unsafe impl RegionHeap for LinkedListHeap {
     }
     #[inline]
     unsafe fn alloc(&mut self, layout: Layout) -> *mut u8 {
-        self.0.allocate_first_fit(layout).map_or(ptr::null_mut(), |p| p.as_ptr())
+        self.0
+            .allocate_first_fit(layout)
+            .map_or(ptr::null_mut(), |p| p.as_ptr())
     }
     #[inline]
     unsafe fn dealloc(&mut self, ptr: *mut u8, layout: Layout) {

@@ -149,7 +149,10 @@ pub fn bench_main_direct(alloc: &str, direct: Option<fn(u64) -> u64>) {
             return;
         }
         "fastpath" | "fastpath-baseline" | "fastpath-direct" => {
-            let n: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage(alloc));
+            let n: u64 = args
+                .get(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| usage(alloc));
             let r = match args[0].as_str() {
                 "fastpath" => util::fastpath(n),
                 "fastpath-baseline" => util::fastpath_baseline(n),
@@ -177,7 +180,10 @@ pub fn bench_main_direct(alloc: &str, direct: Option<fn(u64) -> u64>) {
             "--quick" => scale = QUICK_SCALE,
             "--scale" => {
                 i += 1;
-                scale = args.get(i).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage(alloc));
+                scale = args
+                    .get(i)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| usage(alloc));
             }
             _ => usage(alloc),
         }
@@ -186,7 +192,10 @@ pub fn bench_main_direct(alloc: &str, direct: Option<fn(u64) -> u64>) {
     let t0 = Instant::now();
     let check = (w.run)(scale);
     let ns = t0.elapsed().as_nanos();
-    println!("workload={} alloc={alloc} time_ns={ns} check={check}", w.name);
+    println!(
+        "workload={} alloc={alloc} time_ns={ns} check={check}",
+        w.name
+    );
 }
 
 /// Generate a benchmark binary: `bench_binary!("name", Type, const_initialiser);`

@@ -13,7 +13,7 @@ impl Rng {
         Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
     }
     #[inline]
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -23,7 +23,7 @@ impl Rng {
     /// Uniform in `0..n` (n > 0).
     #[inline]
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
     /// Uniform in `lo..=hi`.
     #[inline]
@@ -46,7 +46,7 @@ impl Rng {
     }
     #[inline]
     pub fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
+        self.next_u64() % 100 < percent
     }
 }
 
@@ -85,7 +85,9 @@ impl Blk {
         let layout = Layout::from_size_align(size, ALIGN).unwrap();
         // SAFETY: layout has non-zero size.
         let p = unsafe { alloc(layout) };
-        let Some(ptr) = NonNull::new(black_box(p)) else { oom(layout) };
+        let Some(ptr) = NonNull::new(black_box(p)) else {
+            oom(layout)
+        };
         // SAFETY: the block is `size >= 8` bytes, 8-aligned, and ours.
         unsafe {
             (ptr.as_ptr() as *mut usize).write(size);
@@ -114,7 +116,11 @@ impl Blk {
         let (s, t) = unsafe {
             (
                 (self.ptr.as_ptr() as *const usize).read(),
-                if self.size > 8 { self.ptr.as_ptr().add(self.size - 1).read() } else { tag(8) },
+                if self.size > 8 {
+                    self.ptr.as_ptr().add(self.size - 1).read()
+                } else {
+                    tag(8)
+                },
             )
         };
         if s != self.size || t != tag(self.size) {
@@ -209,7 +215,10 @@ impl Tally {
     /// Every byte allocated was freed: the check value of a workload.
     pub fn finish(self, what: &str) -> u64 {
         if self.alloced != self.freed {
-            eprintln!("{what}: allocated {} bytes but freed {}", self.alloced, self.freed);
+            eprintln!(
+                "{what}: allocated {} bytes but freed {}",
+                self.alloced, self.freed
+            );
             std::process::exit(3);
         }
         self.alloced

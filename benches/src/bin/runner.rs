@@ -55,7 +55,12 @@ fn parse_opts() -> Opts {
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
-    let list = |s: &str| s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect();
+    let list = |s: &str| {
+        s.split(',')
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect()
+    };
     while i < args.len() {
         let val = |i: usize| -> &str {
             args.get(i + 1).map(|s| s.as_str()).unwrap_or_else(|| {
@@ -127,7 +132,11 @@ fn bench_dir() -> PathBuf {
 }
 
 fn bin_dir() -> PathBuf {
-    std::env::current_exe().unwrap().parent().unwrap().to_path_buf()
+    std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 // ------------------------------------------------------------------ running one process
@@ -143,11 +152,24 @@ enum Outcome {
 #[derive(Clone, Debug)]
 struct Run {
     outcome: Outcome,
+    /// Wall time of the whole process (start-up included), seen by the runner.
     wall_ns: u64,
+    /// User + system CPU time of the process.
+    cpu_ns: u64,
     maxrss_kb: u64,
 }
 
-fn spawn_measured(bin: &Path, args: &[&str], timeout: Duration) -> (Option<i32>, Option<i32>, String, String, Duration, u64, bool) {
+type Measured = (
+    Option<i32>,
+    Option<i32>,
+    String,
+    String,
+    Duration,
+    libc::rusage,
+    bool,
+);
+
+fn spawn_measured(bin: &Path, args: &[&str], timeout: Duration) -> Measured {
     let start = Instant::now();
     let mut child = Command::new(bin)
         .args(args)
@@ -194,7 +216,7 @@ fn spawn_measured(bin: &Path, args: &[&str], timeout: Duration) -> (Option<i32>,
     drop(child);
     let exited = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
     let signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
-    (exited, signal, out, err, wall, ru.ru_maxrss as u64, timed_out)
+    (exited, signal, out, err, wall, ru, timed_out)
 }
 
 fn run_one(bin: &Path, workload: &str, quick: bool, timeout: Duration) -> Run {
@@ -202,7 +224,9 @@ fn run_one(bin: &Path, workload: &str, quick: bool, timeout: Duration) -> Run {
     if quick {
         args.push("--quick");
     }
-    let (exited, signal, out, err, wall, maxrss, timed_out) = spawn_measured(bin, &args, timeout);
+    let (exited, signal, out, err, wall, ru, timed_out) = spawn_measured(bin, &args, timeout);
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    let cpu_ns = tv(ru.ru_utime) + tv(ru.ru_stime);
     let outcome = if timed_out {
         Outcome::Timeout
     } else if exited != Some(0) {
@@ -211,19 +235,34 @@ fn run_one(bin: &Path, workload: &str, quick: bool, timeout: Duration) -> Run {
             (_, Some(s)) => format!("signal {s}"),
             _ => "failed".into(),
         };
-        let first_err = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        let first_err = err
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
         let first_err: String = first_err.chars().take(120).collect();
-        Outcome::Failed(if first_err.is_empty() { why } else { format!("{why}: {first_err}") })
+        Outcome::Failed(if first_err.is_empty() {
+            why
+        } else {
+            format!("{why}: {first_err}")
+        })
     } else {
         let field = |k: &str| -> Option<u64> {
-            out.split_whitespace().find_map(|t| t.strip_prefix(k)).and_then(|v| v.parse().ok())
+            out.split_whitespace()
+                .find_map(|t| t.strip_prefix(k))
+                .and_then(|v| v.parse().ok())
         };
         match (field("time_ns="), field("check=")) {
             (Some(time_ns), Some(check)) => Outcome::Ok { time_ns, check },
             _ => Outcome::Failed(format!("unparsable output {:?}", out.trim())),
         }
     };
-    Run { outcome, wall_ns: wall.as_nanos() as u64, maxrss_kb: maxrss }
+    Run {
+        outcome,
+        wall_ns: wall.as_nanos() as u64,
+        cpu_ns,
+        maxrss_kb: ru.ru_maxrss as u64,
+    }
 }
 
 // ------------------------------------------------------------------ summary
@@ -266,7 +305,10 @@ fn summarize(runs: &[Run], expected_check: Option<u64>) -> Cell {
     if times.is_empty() {
         return Cell::Failed("no run".into());
     }
-    Cell::Ok { time_ms: median(times), rss_mib: median(rss) }
+    Cell::Ok {
+        time_ms: median(times),
+        rss_mib: median(rss),
+    }
 }
 
 fn geomean(v: &[f64]) -> Option<f64> {
@@ -316,7 +358,7 @@ fn main() {
     let allocs: Vec<&str> = ALLOCATORS
         .iter()
         .copied()
-        .filter(|a| o.allocs.as_ref().map_or(true, |l| l.iter().any(|x| x == a)))
+        .filter(|a| o.allocs.as_ref().is_none_or(|l| l.iter().any(|x| x == a)))
         .filter(|a| {
             let ok = bins.join(format!("bench-{a}")).exists();
             if !ok {
@@ -336,7 +378,11 @@ fn main() {
     }
     let workloads: Vec<&shardbench::Workload> = WORKLOADS
         .iter()
-        .filter(|w| o.workloads.as_ref().map_or(true, |l| l.iter().any(|x| x == w.name)))
+        .filter(|w| {
+            o.workloads
+                .as_ref()
+                .is_none_or(|l| l.iter().any(|x| x == w.name))
+        })
         .collect();
     let reference = allocs[0];
     eprintln!(
@@ -351,21 +397,35 @@ fn main() {
     let load_before = loadavg();
     let t_start = Instant::now();
     let mut runs: BTreeMap<(usize, usize), Vec<Run>> = BTreeMap::new();
-    let mut csv = String::from("rep,workload,allocator,status,time_ns,wall_ns,maxrss_kb,check\n");
+    let mut csv =
+        String::from("rep,workload,allocator,status,time_ns,wall_ns,cpu_ns,maxrss_kb,check\n");
     for rep in 0..o.reps {
         for (wi, w) in workloads.iter().enumerate() {
             for (ai, a) in allocs.iter().enumerate() {
                 let prev = runs.entry((wi, ai)).or_default();
                 // After a timeout or failure, later repetitions of that pair are skipped.
-                let give_up = prev.iter().any(|r| matches!(r.outcome, Outcome::Timeout | Outcome::Failed(_)));
+                let give_up = prev
+                    .iter()
+                    .any(|r| matches!(r.outcome, Outcome::Timeout | Outcome::Failed(_)));
                 let r = if give_up {
-                    Run { outcome: Outcome::Skipped, wall_ns: 0, maxrss_kb: 0 }
+                    Run {
+                        outcome: Outcome::Skipped,
+                        wall_ns: 0,
+                        cpu_ns: 0,
+                        maxrss_kb: 0,
+                    }
                 } else {
                     run_one(&bins.join(format!("bench-{a}")), w.name, o.quick, o.timeout)
                 };
                 let (status, tns, check) = match &r.outcome {
-                    Outcome::Ok { time_ns, check } => ("ok".to_string(), time_ns.to_string(), check.to_string()),
-                    Outcome::Failed(why) => (format!("failed: {}", why.replace(',', ";")), String::new(), String::new()),
+                    Outcome::Ok { time_ns, check } => {
+                        ("ok".to_string(), time_ns.to_string(), check.to_string())
+                    }
+                    Outcome::Failed(why) => (
+                        format!("failed: {}", why.replace(',', ";")),
+                        String::new(),
+                        String::new(),
+                    ),
                     Outcome::Timeout => ("timeout".into(), String::new(), String::new()),
                     Outcome::Skipped => ("skipped".into(), String::new(), String::new()),
                 };
@@ -377,13 +437,29 @@ fn main() {
                         w.name,
                         a,
                         match &r.outcome {
-                            Outcome::Ok { time_ns, .. } =>
-                                format!("{:>9.1} ms {:>8.1} MiB", *time_ns as f64 / 1e6, r.maxrss_kb as f64 / 1024.0),
+                            Outcome::Ok { time_ns, .. } => format!(
+                                "{:>9.1} ms {:>8.1} MiB",
+                                *time_ns as f64 / 1e6,
+                                r.maxrss_kb as f64 / 1024.0
+                            ),
                             _ => status.clone(),
                         }
                     );
                 }
-                writeln!(csv, "{},{},{},{},{},{},{},{}", rep + 1, w.name, a, status, tns, r.wall_ns, r.maxrss_kb, check).unwrap();
+                writeln!(
+                    csv,
+                    "{},{},{},{},{},{},{},{},{}",
+                    rep + 1,
+                    w.name,
+                    a,
+                    status,
+                    tns,
+                    r.wall_ns,
+                    r.cpu_ns,
+                    r.maxrss_kb,
+                    check
+                )
+                .unwrap();
                 prev.push(r);
             }
         }
@@ -416,7 +492,14 @@ fn main() {
     let md = report(&o, &workloads, &allocs, &cells, elapsed, load);
     std::fs::write(o.out.join("results.md"), &md).expect("write results.md");
     for (measure, file) in [(Measure::Time, "time.svg"), (Measure::Memory, "memory.svg")] {
-        if let Err(e) = chart(&o.out.join(file), measure, &workloads, &allocs, &cells, o.quick) {
+        if let Err(e) = chart(
+            &o.out.join(file),
+            measure,
+            &workloads,
+            &allocs,
+            &cells,
+            o.quick,
+        ) {
             eprintln!("chart {file}: {e}");
         }
     }
@@ -436,7 +519,11 @@ enum Measure {
 
 fn value(c: &Cell, m: Measure) -> Option<f64> {
     match c {
-        Cell::Ok { time_ms, rss_mib } => Some(if m == Measure::Time { *time_ms } else { *rss_mib }),
+        Cell::Ok { time_ms, rss_mib } => Some(if m == Measure::Time {
+            *time_ms
+        } else {
+            *rss_mib
+        }),
         Cell::Failed(_) => None,
     }
 }
@@ -489,7 +576,11 @@ fn report(
     )
     .unwrap();
     if reference != "shardalloc" {
-        writeln!(md, "- **shardalloc was not built**: ratios are to {reference}").unwrap();
+        writeln!(
+            md,
+            "- **shardalloc was not built**: ratios are to {reference}"
+        )
+        .unwrap();
     }
     writeln!(
         md,
@@ -499,10 +590,22 @@ fn report(
     .unwrap();
 
     for (m, title, unit) in [
-        (Measure::Time, "Time", "workload time in ms (in-process wall clock, median)"),
-        (Measure::Memory, "Peak memory", "peak RSS in MiB (`wait4` maxrss, median)"),
+        (
+            Measure::Time,
+            "Time",
+            "workload time in ms (in-process wall clock, median)",
+        ),
+        (
+            Measure::Memory,
+            "Peak memory",
+            "peak RSS in MiB (`wait4` maxrss, median)",
+        ),
     ] {
-        writeln!(md, "## {title}\n\n{unit}; in parentheses the ratio to {reference}, lower is better.\n").unwrap();
+        writeln!(
+            md,
+            "## {title}\n\n{unit}; in parentheses the ratio to {reference}, lower is better.\n"
+        )
+        .unwrap();
         write!(md, "| workload |").unwrap();
         for a in allocs {
             write!(md, " {a} |").unwrap();
@@ -540,8 +643,12 @@ fn report(
         write!(md, "| **geometric mean of ratios** |").unwrap();
         for (ai, r) in ratios.iter().enumerate() {
             match geomean(r) {
-                Some(g) if r.len() == workloads.len() || ai == 0 => write!(md, " **{g:.2}** |").unwrap(),
-                Some(g) => write!(md, " **{g:.2}** ({} of {}) |", r.len(), workloads.len()).unwrap(),
+                Some(g) if r.len() == workloads.len() || ai == 0 => {
+                    write!(md, " **{g:.2}** |").unwrap()
+                }
+                Some(g) => {
+                    write!(md, " **{g:.2}** ({} of {}) |", r.len(), workloads.len()).unwrap()
+                }
                 None => write!(md, " – |").unwrap(),
             }
         }
@@ -549,9 +656,21 @@ fn report(
     }
     writeln!(md, "## Workloads\n").unwrap();
     for w in workloads {
-        writeln!(md, "- **{}** ({} thread{}): {}", w.name, w.threads, if w.threads == 1 { "" } else { "s" }, w.about).unwrap();
+        writeln!(
+            md,
+            "- **{}** ({} thread{}): {}",
+            w.name,
+            w.threads,
+            if w.threads == 1 { "" } else { "s" },
+            w.about
+        )
+        .unwrap();
     }
-    writeln!(md, "\nCharts: `time.svg` and `memory.svg` (ratio to {reference} per workload, log scale).").unwrap();
+    writeln!(
+        md,
+        "\nCharts: `time.svg` and `memory.svg` (ratio to {reference} per workload, log scale)."
+    )
+    .unwrap();
     md
 }
 
@@ -576,14 +695,24 @@ fn register_font() -> Result<(), String> {
             "/usr/share/fonts/TTF/DejaVuSans.ttf".into(),
             "/usr/share/fonts/dejavu/DejaVuSans.ttf".into(),
         ];
-        let fc = cmd_output("fc-match", &["-f", "%{file}", "sans-serif:fontformat=TrueType"], None);
+        let fc = cmd_output(
+            "fc-match",
+            &["-f", "%{file}", "sans-serif:fontformat=TrueType"],
+            None,
+        );
         if fc != "?" {
             candidates.push(fc.into());
         }
         for p in candidates {
             if let Ok(bytes) = std::fs::read(&p) {
                 let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, bytes).is_ok() {
+                if plotters::style::register_font(
+                    "sans-serif",
+                    plotters::style::FontStyle::Normal,
+                    bytes,
+                )
+                .is_ok()
+                {
                     return Ok(());
                 }
             }
@@ -647,7 +776,11 @@ fn chart(
     root.fill(&WHITE)?;
     let title = format!(
         "{} relative to {reference} (lower is better; x = failed){}",
-        if m == Measure::Time { "Time" } else { "Peak RSS" },
+        if m == Measure::Time {
+            "Time"
+        } else {
+            "Peak RSS"
+        },
         if quick { " — quick run" } else { "" }
     );
     let mut chart = ChartBuilder::on(&root)
@@ -659,22 +792,51 @@ fn chart(
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .disable_y_mesh()
         .x_labels(0)
-        .y_labels(20)
+        .y_labels(0)
+        .y_label_formatter(&|_| String::new())
         .y_desc(format!("ratio to {reference} (log scale)"))
-        .y_label_formatter(&|y| {
-            if *y >= 10.0 {
-                format!("{y:.0}x")
-            } else if *y >= 1.0 {
-                format!("{y:.1}x")
-            } else {
-                format!("{y:.2}x")
-            }
-        })
         .label_style(("sans-serif", 14))
         .draw()?;
+    // Our own ticks at 1-2-5 steps: plotters' log axis labels nothing inside one decade.
+    let tick_style =
+        ("sans-serif", 13)
+            .into_font()
+            .color(&BLACK)
+            .pos(plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Right,
+                plotters::style::text_anchor::VPos::Center,
+            ));
+    let mut ticks = Vec::new();
+    let mut decade = 1e-3;
+    while decade <= 1e4 {
+        for m in [1.0, 2.0, 5.0] {
+            let v = decade * m;
+            if v >= lo && v <= hi {
+                ticks.push(v);
+            }
+        }
+        decade *= 10.0;
+    }
+    for &v in &ticks {
+        chart.draw_series(LineSeries::new(
+            [(0.0, v), (n as f64, v)],
+            RGBColor(220, 220, 220).stroke_width(1),
+        ))?;
+        let (px, py) = chart.backend_coord(&(0.0, v));
+        let label = if v >= 1.0 {
+            format!("{v}x")
+        } else {
+            format!("{}x", format!("{v:.3}").trim_end_matches('0'))
+        };
+        root.draw(&Text::new(label, (px - 6, py), tick_style.clone()))?;
+    }
     // The reference line.
-    chart.draw_series(LineSeries::new([(0.0, 1.0), (n as f64, 1.0)], BLACK.stroke_width(1)))?;
+    chart.draw_series(LineSeries::new(
+        [(0.0, 1.0), (n as f64, 1.0)],
+        BLACK.stroke_width(1),
+    ))?;
     let k = others.len().max(1);
     let bw = 0.8 / k as f64;
     for (j, &ai) in others.iter().enumerate() {
@@ -684,7 +846,10 @@ fn chart(
             .filter_map(|wi| {
                 ratio[wi][j].map(|v| {
                     let x0 = wi as f64 + 0.1 + j as f64 * bw;
-                    Rectangle::new([(x0, 1.0f64.min(v)), (x0 + bw * 0.9, 1.0f64.max(v))], color.filled())
+                    Rectangle::new(
+                        [(x0, 1.0f64.min(v)), (x0 + bw * 0.9, 1.0f64.max(v))],
+                        color.filled(),
+                    )
                 })
             })
             .collect();
@@ -697,22 +862,31 @@ fn chart(
             .filter(|&wi| ratio[wi][j].is_none())
             .map(|wi| {
                 let x0 = wi as f64 + 0.1 + j as f64 * bw;
-                Text::new("x".to_string(), (x0, 1.0), ("sans-serif", 12).into_font().color(&color))
+                Text::new(
+                    "x".to_string(),
+                    (x0, 1.0),
+                    ("sans-serif", 12).into_font().color(&color),
+                )
             })
             .collect();
         chart.draw_series(fails)?;
     }
     // Workload names under their groups (drawn on the root area in pixels).
-    let label_style = ("sans-serif", 14)
-        .into_font()
-        .color(&BLACK)
-        .pos(plotters::style::text_anchor::Pos::new(
-            plotters::style::text_anchor::HPos::Center,
-            plotters::style::text_anchor::VPos::Top,
-        ));
+    let label_style =
+        ("sans-serif", 14)
+            .into_font()
+            .color(&BLACK)
+            .pos(plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Center,
+                plotters::style::text_anchor::VPos::Top,
+            ));
     for (wi, w) in workloads.iter().enumerate() {
         let (px, py) = chart.backend_coord(&(wi as f64 + 0.5, lo));
-        root.draw(&Text::new(w.name.to_string(), (px, py + 8), label_style.clone()))?;
+        root.draw(&Text::new(
+            w.name.to_string(),
+            (px, py + 8),
+            label_style.clone(),
+        ))?;
     }
     chart
         .configure_series_labels()
@@ -747,7 +921,11 @@ fn callgrind(o: &Opts, allocs: &[&str]) {
             .map_err(|e| e.to_string())?;
         let err = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
-            return Err(format!("{}: {}", out.status, err.lines().last().unwrap_or("")));
+            return Err(format!(
+                "{}: {}",
+                out.status,
+                err.lines().last().unwrap_or("")
+            ));
         }
         err.lines()
             .find_map(|l| l.split("Collected :").nth(1))
@@ -760,7 +938,10 @@ fn callgrind(o: &Opts, allocs: &[&str]) {
         Ok((b as f64 - a as f64) / (N2 - N1) as f64)
     };
     let t0 = Instant::now();
-    let baseline = per_pair(&bins.join(format!("bench-{}", allocs[0])), "fastpath-baseline");
+    let baseline = per_pair(
+        &bins.join(format!("bench-{}", allocs[0])),
+        "fastpath-baseline",
+    );
     eprintln!("loop baseline: {baseline:?} instructions per iteration");
     let mut rows = Vec::new();
     for a in allocs {
@@ -772,18 +953,26 @@ fn callgrind(o: &Opts, allocs: &[&str]) {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .map_or(false, |s| s.success());
+            .is_ok_and(|s| s.success());
         let d = has_direct.then(|| per_pair(&bin, "fastpath-direct"));
         eprintln!("{a:<14} GlobalAlloc {r:?}; direct {d:?}");
         rows.push((a, r, d));
     }
     let mut md = String::new();
-    writeln!(md, "# Small-size fast path: instructions per malloc+free pair (callgrind)\n").unwrap();
+    writeln!(
+        md,
+        "# Small-size fast path: instructions per malloc+free pair (callgrind)\n"
+    )
+    .unwrap();
     writeln!(
         md,
         "- date: {}; shardalloc commit {}; {}",
         cmd_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"], None),
-        cmd_output("git", &["rev-parse", "--short", "HEAD"], Some(&bench_dir().join(".."))),
+        cmd_output(
+            "git",
+            &["rev-parse", "--short", "HEAD"],
+            Some(&bench_dir().join(".."))
+        ),
         cmd_output("valgrind", &["--version"], None)
     )
     .unwrap();
@@ -816,17 +1005,32 @@ fn callgrind(o: &Opts, allocs: &[&str]) {
     let minus = |v: f64| base.map_or("?".into(), |b| format!("{:.1}", v - b));
     for (a, r, d) in &rows {
         let (gv, gm, gr) = match r {
-            Ok(v) => (format!("{v:.1}"), minus(*v), refv.map_or("?".into(), |rv| format!("{:.2}", v / rv))),
-            Err(e) => (format!("**failed: {}**", e.replace('|', "/")), String::new(), String::new()),
+            Ok(v) => (
+                format!("{v:.1}"),
+                minus(*v),
+                refv.map_or("?".into(), |rv| format!("{:.2}", v / rv)),
+            ),
+            Err(e) => (
+                format!("**failed: {}**", e.replace('|', "/")),
+                String::new(),
+                String::new(),
+            ),
         };
         let (dv, dm) = match d {
             Some(Ok(v)) => (format!("{v:.1}"), minus(*v)),
-            Some(Err(e)) => (format!("**failed: {}**", e.replace('|', "/")), String::new()),
+            Some(Err(e)) => (
+                format!("**failed: {}**", e.replace('|', "/")),
+                String::new(),
+            ),
             None => ("–".into(), String::new()),
         };
         writeln!(md, "| {a} | {gv} | {gm} | {gr} | {dv} | {dm} |").unwrap();
     }
     std::fs::write(o.out.join("callgrind.md"), &md).expect("write callgrind.md");
     println!("{md}");
-    eprintln!("wrote {}/callgrind.md in {:.0} s", o.out.display(), t0.elapsed().as_secs_f64());
+    eprintln!(
+        "wrote {}/callgrind.md in {:.0} s",
+        o.out.display(),
+        t0.elapsed().as_secs_f64()
+    );
 }

@@ -17,6 +17,7 @@ fn trim(mut v: Big) -> Big {
     v
 }
 
+#[allow(clippy::needless_range_loop)]
 fn add(a: &Big, b: &Big) -> Big {
     let (a, b) = if a.len() >= b.len() { (a, b) } else { (b, a) };
     let mut r = Vec::with_capacity(a.len() + 1);
@@ -108,7 +109,7 @@ fn from_decimal(s: &str) -> Big {
 
 fn random_big(rng: &mut Rng, max_limbs: usize) -> Big {
     let n = rng.range(1, max_limbs);
-    trim((0..n).map(|_| rng.next() as u32).collect())
+    trim((0..n).map(|_| rng.next_u64() as u32).collect())
 }
 
 const CFRAC_ITERS: usize = 120_000;
@@ -133,7 +134,11 @@ pub fn run_cfrac(scale: f64) -> u64 {
         check = check.wrapping_add(dec.len() as u64).wrapping_add(r as u64);
         // Replace a pool entry; keep numbers from growing without bound.
         let i = rng.below(pool.len());
-        pool[i] = if q.len() > 12 { random_big(&mut rng, 8) } else { q };
+        pool[i] = if q.len() > 12 {
+            random_big(&mut rng, 8)
+        } else {
+            q
+        };
         black_box(&pool);
     }
     check
@@ -195,7 +200,7 @@ pub fn run_espresso(scale: f64) -> u64 {
     let mut cover: Vec<Cube> = Vec::new();
     for round in 0..rounds {
         let words = 1 + round % 6;
-        if cover.first().map_or(true, |c| c.len() != words) {
+        if cover.first().is_none_or(|c| c.len() != words) {
             cover = (0..150).map(|_| random_cube(&mut rng, words)).collect();
         }
         // Expand: pairwise intersections and supercubes of random pairs.

@@ -27,7 +27,11 @@ pub fn run(scale: f64) -> u64 {
         let r = rng.below(100);
         if r < 45 {
             let i = rng.below(SMALL_SLOTS);
-            let size = if rng.chance(90) { rng.range(8, 128) } else { rng.range(129, 1024) };
+            let size = if rng.chance(90) {
+                rng.range(8, 128)
+            } else {
+                rng.range(129, 1024)
+            };
             let mut b = t.alloc(size);
             b.fill(op as u8, 24);
             if let Some(old) = small[i].replace(b) {

@@ -52,7 +52,11 @@ pub fn run(scale: f64) -> u64 {
                 let mut s = String::new();
                 let mut i = 0u64;
                 while s.len() < target {
-                    s.push_str(if i % 3 == 0 { "alloc " } else { "realloc-growth " });
+                    s.push_str(if i.is_multiple_of(3) {
+                        "alloc "
+                    } else {
+                        "realloc-growth "
+                    });
                     i += 1;
                 }
                 check = check.wrapping_add(s.len() as u64);

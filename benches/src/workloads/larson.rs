@@ -30,7 +30,7 @@ fn worker(mut slots: Vec<Blk>, seed: u64, rounds_left: usize, ops: usize, mut t:
         return t;
     }
     // Hand the live array to a successor thread and die.
-    let next_seed = rng.next();
+    let next_seed = rng.next_u64();
     thread::spawn(move || worker(slots, next_seed, rounds_left - 1, ops, t))
         .join()
         .unwrap()
@@ -39,12 +39,12 @@ fn worker(mut slots: Vec<Blk>, seed: u64, rounds_left: usize, ops: usize, mut t:
 pub fn run(scale: f64) -> u64 {
     let ops = scaled(OPS_PER_ROUND, scale);
     let mut total = Tally::default();
-    let mut rng = Rng::new(0x1a25_0e);
+    let mut rng = Rng::new(0x001a_250e);
     let handles: Vec<_> = (0..THREADS)
         .map(|k| {
             let mut t = Tally::default();
             let slots: Vec<Blk> = (0..SLOTS).map(|_| t.alloc(rng.range(MIN, MAX))).collect();
-            let seed = rng.next() ^ k as u64;
+            let seed = rng.next_u64() ^ k as u64;
             thread::spawn(move || worker(slots, seed, ROUNDS, ops, t))
         })
         .collect();

@@ -64,11 +64,13 @@ fn worker(transfer: &[AtomicPtr<Blk>], seed: u64, steps: usize) -> Tally {
 
 pub fn run(scale: f64) -> u64 {
     let steps = scaled(STEPS, scale);
-    let transfer: Vec<AtomicPtr<Blk>> = (0..TRANSFERS).map(|_| AtomicPtr::new(ptr::null_mut())).collect();
+    let transfer: Vec<AtomicPtr<Blk>> = (0..TRANSFERS)
+        .map(|_| AtomicPtr::new(ptr::null_mut()))
+        .collect();
     let mut total = Tally::default();
-    let mut rng = Rng::new(0x057e_55);
+    let mut rng = Rng::new(0x0005_7e55);
     for _round in 0..ROUNDS {
-        let seeds: Vec<u64> = (0..THREADS).map(|_| rng.next()).collect();
+        let seeds: Vec<u64> = (0..THREADS).map(|_| rng.next_u64()).collect();
         let tallies: Vec<Tally> = thread::scope(|s| {
             let hs: Vec<_> = seeds
                 .iter()

@@ -14,7 +14,8 @@ const HANDOFF: usize = 32; // blocks passed to the next thread per loop
 
 pub fn run(scale: f64) -> u64 {
     let loops = scaled(LOOPS, scale);
-    let mailboxes: Vec<Mutex<Vec<Vec<Blk>>>> = (0..THREADS).map(|_| Mutex::new(Vec::new())).collect();
+    let mailboxes: Vec<Mutex<Vec<Vec<Blk>>>> =
+        (0..THREADS).map(|_| Mutex::new(Vec::new())).collect();
     let mut total = Tally::default();
     let tallies: Vec<Tally> = thread::scope(|s| {
         let hs: Vec<_> = (0..THREADS)
@@ -23,7 +24,9 @@ pub fn run(scale: f64) -> u64 {
                 s.spawn(move || {
                     let mut t = Tally::default();
                     let mut rng = Rng::new(0x0e57 + k as u64 * 7919);
-                    let mut slots: Vec<Blk> = (0..SLOTS).map(|_| t.alloc(rng.log_range(16, 16384))).collect();
+                    let mut slots: Vec<Blk> = (0..SLOTS)
+                        .map(|_| t.alloc(rng.log_range(16, 16384)))
+                        .collect();
                     for l in 0..loops {
                         for _ in 0..REPLACE {
                             let i = rng.below(SLOTS);

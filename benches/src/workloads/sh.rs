@@ -22,7 +22,8 @@ fn size_of(i: usize, pass: usize) -> usize {
 
 fn run_sh(scale: f64, cross: bool, what: &str) -> u64 {
     let passes = scaled(if cross { SH8_PASSES } else { SH6_PASSES }, scale);
-    let mailboxes: Vec<Mutex<Vec<Vec<Blk>>>> = (0..THREADS).map(|_| Mutex::new(Vec::new())).collect();
+    let mailboxes: Vec<Mutex<Vec<Vec<Blk>>>> =
+        (0..THREADS).map(|_| Mutex::new(Vec::new())).collect();
     let mut total = Tally::default();
     let tallies: Vec<Tally> = thread::scope(|s| {
         let hs: Vec<_> = (0..THREADS)
@@ -42,7 +43,11 @@ fn run_sh(scale: f64, cross: bool, what: &str) -> u64 {
                         if cross && pass % 4 == 1 {
                             // Realloc every 8th object, up or down.
                             for (i, b) in v.iter_mut().enumerate().step_by(8) {
-                                let n = if i % 16 == 0 { b.size() * 2 + 24 } else { b.size() / 2 + 8 };
+                                let n = if i % 16 == 0 {
+                                    b.size() * 2 + 24
+                                } else {
+                                    b.size() / 2 + 8
+                                };
                                 t.alloced -= b.size() as u64;
                                 b.resize(n);
                                 t.alloced += b.size() as u64;

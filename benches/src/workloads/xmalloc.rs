@@ -18,7 +18,7 @@ pub fn run(scale: f64) -> u64 {
         let (tx, rx) = sync_channel::<Vec<Blk>>(32);
         threads.push(thread::spawn(move || {
             let mut t = Tally::default();
-            let mut rng = Rng::new(0x0a11_0c + p as u64);
+            let mut rng = Rng::new(0x000a_110c + p as u64);
             for _ in 0..batches {
                 let mut batch = Vec::with_capacity(BATCH);
                 for j in 0..BATCH {
