@@ -78,7 +78,7 @@ impl ThreadData {
 /// - `pages_direct[w]` is the first page of the queue of `bin(w * WORD)`, or the empty
 ///   page when that queue is empty;
 /// - every page in `pages[b]` has this heap as owner and `page.bin() == b`;
-/// - `thread_id == tld.token()`, and 0 only for the static empty heap.
+/// - `thread_id == tld.token()`, and `NO_THREAD` for the empty heap (and dead heaps).
 #[repr(C)]
 pub(crate) struct RawHeap {
     /// Direct table for small sizes, indexed by size in words (first: the fast path).
@@ -97,6 +97,11 @@ pub(crate) struct RawHeap {
     /// Next heap of the same thread.
     pub next: *mut RawHeap,
 }
+
+/// The owner token of a thread without a heap. Never a segment's `thread_id`: owners are
+/// `Tld` addresses (aligned, so never 1) and abandoned segments have 0 — a thread without
+/// heap must never see an abandoned segment as its own.
+pub(crate) const NO_THREAD: usize = 1;
 
 /// A wrapper making a never-written static shareable.
 #[repr(transparent)]
@@ -129,7 +134,7 @@ const fn initial_queues() -> [PageQueue; BIN_FULL + 1] {
 /// `tld` and returns null — the caller then initialises the thread and retries.
 pub(crate) static EMPTY_HEAP: Immutable<RawHeap> = Immutable(RawHeap {
     pages_direct: [addr_of!(EMPTY_PAGE.0) as *mut Page; PAGES_DIRECT],
-    thread_id: 0,
+    thread_id: NO_THREAD,
     tld: ptr::null_mut(),
     pages: initial_queues(),
     thread_delayed_free: AtomicPtr::new(ptr::null_mut()),
@@ -387,7 +392,7 @@ pub(crate) unsafe fn malloc_generic(
         if tld.heartbeat % 16 == 0 {
             segment::segments_purge(tld, false);
         }
-        if cfg!(debug_assertions) && tld.heartbeat % 512 == 0 {
+        if cfg!(debug_assertions) && tld.heartbeat % 4096 == 0 {
             heap_check(heap);
         }
         let mut page = find_page(heap, size, huge_align);

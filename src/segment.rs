@@ -557,9 +557,16 @@ pub(crate) unsafe fn segment_page_alloc(
                         break segment_page_claim(first, tld);
                     }
                     // before asking the source, take over segments of exited threads
-                    if reclaimed < 8 && try_reclaim_one(heap, tld) {
-                        reclaimed += 1;
-                        continue;
+                    // (segments that turn out empty are freed and do not count)
+                    if reclaimed < RECLAIM_MAX {
+                        match try_reclaim_one(heap, tld) {
+                            Reclaim::Kept => {
+                                reclaimed += 1;
+                                continue;
+                            }
+                            Reclaim::Freed => continue,
+                            Reclaim::None => {}
+                        }
                     }
                     let s = segment_alloc(tld, kind, 0, 0);
                     if s.is_null() {
@@ -569,8 +576,15 @@ pub(crate) unsafe fn segment_page_alloc(
                 }
             }
             SegmentKind::Large | SegmentKind::Huge => {
-                if tld.domain().abandoned_count() > 0 {
-                    let _ = try_reclaim_one(heap, tld);
+                // no reclaimed segment serves a new large/huge page, but taking a few
+                // over frees the emptied ones
+                let mut reclaimed = 0;
+                while reclaimed < RECLAIM_MAX {
+                    match try_reclaim_one(heap, tld) {
+                        Reclaim::Kept => reclaimed += 1,
+                        Reclaim::Freed => {}
+                        Reclaim::None => break,
+                    }
                 }
                 let s = segment_alloc(tld, kind, block_size, huge_align);
                 if s.is_null() {
@@ -596,6 +610,27 @@ pub(crate) unsafe fn segment_page_alloc(
     }
 }
 
+/// Takes a page that is given back to its segment out of the statistics.
+///
+/// # Safety
+/// `page` is a page of `seg` in use, all of its blocks free.
+unsafe fn page_release_stats(page: *mut Page, seg: &Segment) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let domain = &*seg.domain;
+        domain.stats.pages.sub(1);
+        // blocks counted as allocated at the last synchronisation are gone now
+        domain
+            .stats
+            .allocated
+            .sub((*page).stat_used as i64 * (*page).block_size as i64);
+        (*page).stat_used = 0;
+        if seg.kind == SegmentKind::Huge {
+            domain.stats.huge.sub((*page).block_size as i64);
+        }
+    }
+}
+
 /// Returns a page whose blocks are all free to its segment; frees the segment if it
 /// becomes empty, else schedules the page's purge.
 ///
@@ -607,10 +642,7 @@ pub(crate) unsafe fn segment_page_free(page: *mut Page, tld: &mut Tld) {
         let segment = ptr_segment((*page).page_start);
         let seg = &mut *segment;
         let domain = &*seg.domain;
-        domain.stats.pages.sub(1);
-        if seg.kind == SegmentKind::Huge {
-            domain.stats.huge.sub((*page).block_size as i64);
-        }
+        page_release_stats(page, seg);
         let keep = ((*page).page_start, (*page).segment_idx, (*page).is_committed);
         ptr::write(page, Page::EMPTY);
         (*page).page_start = keep.0;
@@ -723,20 +755,38 @@ pub(crate) unsafe fn segment_abandon(segment: *mut Segment, tld: &mut Tld) {
 ///
 /// # Safety
 /// `heap` belongs to the calling thread, whose data is `tld`.
-pub(crate) unsafe fn try_reclaim_one(heap: *mut RawHeap, tld: &mut Tld) -> bool {
+pub(crate) unsafe fn try_reclaim_one(heap: *mut RawHeap, tld: &mut Tld) -> Reclaim {
     let Some(segment) = tld.domain().pop_abandoned() else {
-        return false;
+        return Reclaim::None;
     };
-    // SAFETY: popping gave us exclusive ownership of the abandoned segment.
-    unsafe { segment_reclaim(segment, heap, tld) };
     tld.domain().stats.reclaimed.fetch_add(1, Ordering::Relaxed);
-    true
+    // SAFETY: popping gave us exclusive ownership of the abandoned segment.
+    if unsafe { segment_reclaim(segment, heap, tld) } {
+        Reclaim::Kept
+    } else {
+        Reclaim::Freed
+    }
 }
 
+/// What `try_reclaim_one` did.
+pub(crate) enum Reclaim {
+    /// No abandoned segment.
+    None,
+    /// A segment was taken over and still holds live blocks.
+    Kept,
+    /// A segment was taken over and freed: all its blocks had been freed.
+    Freed,
+}
+
+/// Most abandoned segments with live blocks a thread takes over at once.
+const RECLAIM_MAX: usize = 8;
+
+/// Returns whether the segment is still alive (false: it was empty and is freed).
+///
 /// # Safety
 /// `segment` was popped from the abandoned list by the caller; `heap` and `tld` are the
 /// caller's.
-unsafe fn segment_reclaim(segment: *mut Segment, heap: *mut RawHeap, tld: &mut Tld) {
+unsafe fn segment_reclaim(segment: *mut Segment, heap: *mut RawHeap, tld: &mut Tld) -> bool {
     // SAFETY: we own the segment now; its pages in use have no heap.
     unsafe {
         let seg = &mut *segment;
@@ -760,7 +810,7 @@ unsafe fn segment_reclaim(segment: *mut Segment, heap: *mut RawHeap, tld: &mut T
                 (*page).xheap.store(ptr::null_mut(), Ordering::Relaxed);
                 segment_page_free(page, tld);
                 if last {
-                    return;
+                    return false;
                 }
             } else {
                 (*heap).page_queue_push(page);
@@ -773,6 +823,7 @@ unsafe fn segment_reclaim(segment: *mut Segment, heap: *mut RawHeap, tld: &mut T
             }
         }
         seg.check();
+        true
     }
 }
 
@@ -802,8 +853,7 @@ pub(crate) unsafe fn abandoned_collect(tld: &mut Tld) {
                 (*page).collect(false);
                 if (*page).all_free() {
                     let last = seg.used == 1;
-                    // the segment is not linked to `tld`: `segment_page_free` frees it
-                    // without unlinking when it was the last page
+                    page_release_stats(page, seg);
                     ptr::write(
                         page,
                         Page {
@@ -814,10 +864,6 @@ pub(crate) unsafe fn abandoned_collect(tld: &mut Tld) {
                         },
                     );
                     seg.used -= 1;
-                    (*seg.domain).stats.pages.sub(1);
-                    if seg.kind == SegmentKind::Huge {
-                        (*seg.domain).stats.huge.sub(seg.segment_size as i64 - seg.info_size as i64);
-                    }
                     if last {
                         segment_free(segment, tld);
                         freed = true;

@@ -33,7 +33,7 @@ pub(crate) fn default_heap() -> *mut RawHeap {
     super::tls::get()
 }
 
-/// The calling thread's owner token (0 before its first allocation).
+/// The calling thread's owner token (`NO_THREAD` before its first allocation).
 #[inline(always)]
 fn thread_id() -> usize {
     // SAFETY: the default heap is live (or the static empty heap).
@@ -83,7 +83,7 @@ unsafe fn detach_heap(h: *mut RawHeap) {
     // SAFETY: as the caller guarantees.
     unsafe {
         (*h).tld = ptr::null_mut();
-        (*h).thread_id = 0;
+        (*h).thread_id = heap::NO_THREAD;
         (*h).pages_direct = [heap::empty_page(); crate::size_class::PAGES_DIRECT];
     }
 }

@@ -194,7 +194,7 @@ unsafe impl<C: CpuLocal, const N: usize> GlobalAlloc for PerCpuAlloc<C, N> {
                 ptr::null_mut()
             };
             let tid = if heap.is_null() {
-                0
+                heap::NO_THREAD
             } else {
                 // SAFETY: a CPU's heap stays alive.
                 unsafe { (*heap).thread_id }

@@ -1,0 +1,114 @@
+//! First-class heaps: the `Allocator` trait, visiting, destroy, delete, and frees from
+//! other threads.
+use allocator_api2::vec::Vec as AVec;
+use shardalloc::Heap;
+
+#[global_allocator]
+static GLOBAL: shardalloc::ShardAlloc = shardalloc::ShardAlloc::new();
+
+#[test]
+fn vec_in_a_heap() {
+    let heap = Heap::new();
+    let mut v: AVec<u64, &Heap> = AVec::new_in(&heap);
+    for i in 0..100_000 {
+        v.push(i);
+    }
+    assert_eq!(v.iter().sum::<u64>(), 99_999 * 100_000 / 2);
+    assert!(heap.contains(v.as_ptr() as *const u8));
+    let other = Heap::new();
+    assert!(!other.contains(v.as_ptr() as *const u8));
+    drop(v);
+    drop(other);
+}
+
+#[test]
+fn visit_counts_live_blocks() {
+    let heap = Heap::new();
+    let mut ptrs = Vec::new();
+    for i in 0..1000usize {
+        ptrs.push(heap.alloc(16 + i % 200, 8));
+    }
+    let big = heap.alloc(3 << 20, 8);
+    for p in ptrs.drain(..500) {
+        unsafe { shardalloc::free(p) };
+    }
+    let mut n = 0;
+    let mut bytes = 0;
+    heap.visit_blocks(|_, size| {
+        n += 1;
+        bytes += size;
+        true
+    });
+    assert_eq!(n, 501);
+    assert!(bytes >= 3 << 20);
+    for p in ptrs {
+        assert!(heap.contains(p));
+        unsafe { shardalloc::free(p) };
+    }
+    unsafe { shardalloc::free(big) };
+    let mut n = 0;
+    heap.visit_blocks(|_, _| {
+        n += 1;
+        true
+    });
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn destroy_frees_everything_at_once() {
+    shardalloc::collect(true);
+    let before = shardalloc::stats().pages.current;
+    let heap = Heap::new();
+    for i in 0..20_000usize {
+        let p = heap.alloc(8 + i % 3000, 8);
+        assert!(!p.is_null());
+    }
+    let _huge = heap.alloc(10 << 20, 4096);
+    assert!(shardalloc::stats().pages.current > before);
+    heap.destroy();
+    shardalloc::collect(true);
+    // other tests run in parallel: allow their pages, but ours (hundreds) are gone
+    assert!(shardalloc::stats().pages.current < before + 50);
+}
+
+#[test]
+fn delete_keeps_blocks_alive_in_the_default_heap() {
+    let heap = Heap::new();
+    let blocks: Vec<*mut u8> = (0..5000)
+        .map(|i| {
+            let p = heap.alloc(64, 8);
+            unsafe { p.write_bytes(i as u8, 64) };
+            p
+        })
+        .collect();
+    heap.delete();
+    shardalloc::check();
+    for (i, p) in blocks.iter().enumerate() {
+        assert!((0..64).all(|k| unsafe { *p.add(k) } == i as u8));
+    }
+    for p in blocks {
+        unsafe { shardalloc::free(p) };
+    }
+    shardalloc::check();
+}
+
+#[test]
+fn blocks_freed_by_other_threads() {
+    let heap = Heap::new();
+    let blocks: Vec<usize> = (0..20_000).map(|i| heap.alloc(24 + i % 500, 8) as usize).collect();
+    let (a, b) = blocks.split_at(10_000);
+    let (a, b) = (a.to_vec(), b.to_vec());
+    let t1 = std::thread::spawn(move || a.into_iter().for_each(|p| unsafe { shardalloc::free(p as *mut u8) }));
+    let t2 = std::thread::spawn(move || b.into_iter().for_each(|p| unsafe { shardalloc::free(p as *mut u8) }));
+    t1.join().unwrap();
+    t2.join().unwrap();
+    heap.collect(true);
+    let mut n = 0;
+    heap.visit_blocks(|_, _| {
+        n += 1;
+        true
+    });
+    assert_eq!(n, 0, "blocks freed remotely are collected back");
+    // and the heap allocates again
+    assert!(!heap.alloc(100, 8).is_null());
+}

@@ -1,0 +1,73 @@
+//! Freed memory goes back to the OS: the resident set (from /proc/self/statm) falls after
+//! a large free, and after many small frees once the purge delay has passed.
+//! One test function, alone in its binary: RSS is a property of the whole process.
+
+#[global_allocator]
+static GLOBAL: shardalloc::ShardAlloc = shardalloc::ShardAlloc::new();
+
+fn rss() -> usize {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = s.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+const MB: usize = 1 << 20;
+
+#[test]
+fn resident_memory_falls_after_free() {
+    // 1. one huge block: its segment goes back at once
+    let base = rss();
+    let size = 256 * MB;
+    let p = unsafe { shardalloc::alloc(size, 8, false) };
+    assert!(!p.is_null());
+    for i in (0..size).step_by(4096) {
+        unsafe { *p.add(i) = 1 };
+    }
+    let high = rss();
+    assert!(high >= base + 240 * MB, "touching 256 MiB raised RSS only {base} -> {high}");
+    unsafe { shardalloc::free(p) };
+    let after = rss();
+    eprintln!("huge: {} -> {} -> {} MiB", base / MB, high / MB, after / MB);
+    assert!(after < base + 16 * MB, "RSS stayed at {after} after freeing the huge block");
+
+    // 2. many small blocks, one survivor per segment: the emptied pages are purged after
+    //    the purge delay, while the segments stay
+    let base = rss();
+    let n = 200 * MB / 1024;
+    let blocks: Vec<usize> = (0..n)
+        .map(|_| {
+            let p = unsafe { shardalloc::alloc(1000, 8, false) };
+            unsafe { p.write_bytes(7, 1000) };
+            p as usize
+        })
+        .collect();
+    let high = rss();
+    assert!(high >= base + 150 * MB, "small blocks raised RSS only {base} -> {high}");
+    let mut seen = std::collections::HashSet::new();
+    let mut kept = Vec::new();
+    for &b in &blocks {
+        if seen.insert(b >> 22) {
+            kept.push(b); // first block of each segment stays
+        } else {
+            unsafe { shardalloc::free(b as *mut u8) };
+        }
+    }
+    let segments = shardalloc::stats().segments.current;
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    shardalloc::collect(false); // not forced: the delay has expired
+    let after = rss();
+    eprintln!(
+        "small: {} -> {} -> {} MiB ({} survivors, {} segments)",
+        base / MB,
+        high / MB,
+        after / MB,
+        kept.len(),
+        segments
+    );
+    assert!(segments >= kept.len() as i64);
+    assert!(after < base + 40 * MB, "RSS stayed at {} MiB after the purge delay", after / MB);
+    assert!(shardalloc::stats().purged >= 100 * MB as i64);
+    for b in kept {
+        unsafe { shardalloc::free(b as *mut u8) };
+    }
+}
