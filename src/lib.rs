@@ -14,6 +14,8 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "override")]
+mod c_api;
 mod domain;
 mod global;
 mod heap;

@@ -123,7 +123,7 @@ fn thread_init() -> *mut RawHeap {
 
 /// The calling thread's heap, initialised.
 #[inline]
-fn heap_initialized() -> *mut RawHeap {
+pub(crate) fn heap_initialized() -> *mut RawHeap {
     let h = default_heap();
     // SAFETY: live or the empty heap.
     if unsafe { (*h).is_initialized() } {

@@ -11,7 +11,7 @@ pub mod percpu;
 #[cfg(all(feature = "std", unix))]
 pub mod hosted;
 #[cfg(all(feature = "std", unix))]
-mod tls;
+pub(crate) mod tls;
 
 /// Allocates for `layout` from `heap`. Null when out of memory or when `heap` is the
 /// empty heap (the caller then initialises the thread and retries).

@@ -1,0 +1,275 @@
+//! The libc, glibc and C++ allocation symbols. Each is a forward into `semantics.rs`,
+//! which owns what they mean.
+//!
+//! C++ `operator new` must throw `std::bad_alloc` when it fails. Rust cannot throw a C++
+//! exception (and this library aborts on unwinding), so the throwing forms print an error
+//! and abort the process instead; the `nothrow` forms return NULL.
+
+use core::ffi::c_void;
+
+use super::semantics as s;
+
+// ---------------------------------------------------------------------------------------
+// C and POSIX
+
+#[no_mangle]
+pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    // SAFETY: the default heap.
+    unsafe { s::malloc(None, size) as *mut c_void }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    // SAFETY: `p` is null or ours (the C contract; violations are checked, see check.rs).
+    unsafe { s::free(p as *mut u8) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
+    // SAFETY: the default heap.
+    unsafe { s::calloc(None, count, size) as *mut c_void }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: `p` is null or ours (the C contract).
+    unsafe { s::realloc(p as *mut u8, size) as *mut c_void }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn reallocarray(p: *mut c_void, count: usize, size: usize) -> *mut c_void {
+    // SAFETY: `p` is null or ours (the C contract).
+    unsafe { s::reallocarray(p as *mut u8, count, size) as *mut c_void }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> i32 {
+    // SAFETY: `out` is null or writable (the C contract).
+    unsafe { s::posix_memalign(out as *mut *mut u8, align, size) }
+}
+
+#[no_mangle]
+pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    s::aligned_alloc(align, size) as *mut c_void
+}
+
+#[no_mangle]
+pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    s::memalign(align, size) as *mut c_void
+}
+
+#[no_mangle]
+pub extern "C" fn valloc(size: usize) -> *mut c_void {
+    s::valloc(size) as *mut c_void
+}
+
+#[no_mangle]
+pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    s::pvalloc(size) as *mut c_void
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+    // SAFETY: `p` is null, foreign (then 0) or a live block of ours.
+    unsafe { s::usable_size(p as *const u8) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn cfree(p: *mut c_void) {
+    // SAFETY: as `free`.
+    unsafe { s::free(p as *mut u8) }
+}
+
+/// C23 (glibc 2.39+): the size is a hint we do not need.
+#[no_mangle]
+pub unsafe extern "C" fn free_sized(p: *mut c_void, _size: usize) {
+    // SAFETY: as `free`.
+    unsafe { s::free(p as *mut u8) }
+}
+
+/// C23 (glibc 2.39+).
+#[no_mangle]
+pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _align: usize, _size: usize) {
+    // SAFETY: as `free`.
+    unsafe { s::free(p as *mut u8) }
+}
+
+/// glibc: there is nothing to trim beyond what a forced collection gives back.
+#[no_mangle]
+pub extern "C" fn malloc_trim(_pad: usize) -> i32 {
+    crate::global::hosted::collect(true);
+    1
+}
+
+// ---------------------------------------------------------------------------------------
+// glibc's internal names (used by some programs and by glibc's own hooks)
+
+#[no_mangle]
+pub unsafe extern "C" fn __libc_malloc(size: usize) -> *mut c_void {
+    // SAFETY: forwarded.
+    unsafe { malloc(size) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __libc_free(p: *mut c_void) {
+    // SAFETY: forwarded.
+    unsafe { free(p) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __libc_calloc(count: usize, size: usize) -> *mut c_void {
+    // SAFETY: forwarded.
+    unsafe { calloc(count, size) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: forwarded.
+    unsafe { realloc(p, size) }
+}
+
+#[no_mangle]
+pub extern "C" fn __libc_memalign(align: usize, size: usize) -> *mut c_void {
+    memalign(align, size)
+}
+
+#[no_mangle]
+pub extern "C" fn __libc_valloc(size: usize) -> *mut c_void {
+    valloc(size)
+}
+
+#[no_mangle]
+pub extern "C" fn __libc_pvalloc(size: usize) -> *mut c_void {
+    pvalloc(size)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn __posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> i32 {
+    // SAFETY: forwarded.
+    unsafe { posix_memalign(out, align, size) }
+}
+
+// ---------------------------------------------------------------------------------------
+// C++ (Itanium ABI names; x86_64: size_t is `m`, std::align_val_t is a size_t enum)
+
+#[cold]
+#[inline(never)]
+fn new_failed(size: usize, align: usize) -> ! {
+    super::fatal(format_args!(
+        "operator new({size}, align {align}) failed: out of memory (std::bad_alloc cannot \
+         be thrown from shardalloc; aborting)"
+    ))
+}
+
+/// Throwing `new`: a block, or abort.
+#[inline]
+pub(crate) fn new_or_abort(size: usize, align: usize) -> *mut u8 {
+    // SAFETY: the default heap.
+    let p = unsafe {
+        if align <= 16 {
+            s::malloc(None, size)
+        } else {
+            s::malloc_aligned_at(None, size, align, 0, false)
+        }
+    };
+    if p.is_null() {
+        new_failed(size, align)
+    }
+    p
+}
+
+/// `nothrow` `new`: a block or NULL.
+#[inline]
+pub(crate) fn new_nothrow(size: usize, align: usize) -> *mut u8 {
+    // SAFETY: the default heap.
+    unsafe {
+        if align <= 16 {
+            s::malloc(None, size)
+        } else {
+            s::malloc_aligned_at(None, size, align, 0, false)
+        }
+    }
+}
+
+/// operator new(size_t)
+#[no_mangle]
+pub extern "C" fn _Znwm(size: usize) -> *mut c_void {
+    new_or_abort(size, 1) as *mut c_void
+}
+
+/// operator new[](size_t)
+#[no_mangle]
+pub extern "C" fn _Znam(size: usize) -> *mut c_void {
+    new_or_abort(size, 1) as *mut c_void
+}
+
+/// operator new(size_t, const std::nothrow_t&)
+#[no_mangle]
+pub extern "C" fn _ZnwmRKSt9nothrow_t(size: usize, _nt: *const c_void) -> *mut c_void {
+    new_nothrow(size, 1) as *mut c_void
+}
+
+/// operator new[](size_t, const std::nothrow_t&)
+#[no_mangle]
+pub extern "C" fn _ZnamRKSt9nothrow_t(size: usize, _nt: *const c_void) -> *mut c_void {
+    new_nothrow(size, 1) as *mut c_void
+}
+
+/// operator new(size_t, std::align_val_t)
+#[no_mangle]
+pub extern "C" fn _ZnwmSt11align_val_t(size: usize, align: usize) -> *mut c_void {
+    new_or_abort(size, align) as *mut c_void
+}
+
+/// operator new[](size_t, std::align_val_t)
+#[no_mangle]
+pub extern "C" fn _ZnamSt11align_val_t(size: usize, align: usize) -> *mut c_void {
+    new_or_abort(size, align) as *mut c_void
+}
+
+/// operator new(size_t, std::align_val_t, const std::nothrow_t&)
+#[no_mangle]
+pub extern "C" fn _ZnwmSt11align_val_tRKSt9nothrow_t(
+    size: usize,
+    align: usize,
+    _nt: *const c_void,
+) -> *mut c_void {
+    new_nothrow(size, align) as *mut c_void
+}
+
+/// operator new[](size_t, std::align_val_t, const std::nothrow_t&)
+#[no_mangle]
+pub extern "C" fn _ZnamSt11align_val_tRKSt9nothrow_t(
+    size: usize,
+    align: usize,
+    _nt: *const c_void,
+) -> *mut c_void {
+    new_nothrow(size, align) as *mut c_void
+}
+
+/// Every `operator delete` form: the size and alignment are hints we do not need.
+macro_rules! deletes {
+    ($($name:ident($($arg:ident: $ty:ty),*);)*) => {$(
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(p: *mut c_void $(, $arg: $ty)*) {
+            $(let _ = $arg;)*
+            // SAFETY: `p` is null or a block from `new` (the C++ contract).
+            unsafe { s::free(p as *mut u8) }
+        }
+    )*};
+}
+
+deletes! {
+    _ZdlPv();
+    _ZdaPv();
+    _ZdlPvm(size: usize);
+    _ZdaPvm(size: usize);
+    _ZdlPvSt11align_val_t(align: usize);
+    _ZdaPvSt11align_val_t(align: usize);
+    _ZdlPvmSt11align_val_t(size: usize, align: usize);
+    _ZdaPvmSt11align_val_t(size: usize, align: usize);
+    _ZdlPvRKSt9nothrow_t(nt: *const c_void);
+    _ZdaPvRKSt9nothrow_t(nt: *const c_void);
+    _ZdlPvSt11align_val_tRKSt9nothrow_t(align: usize, nt: *const c_void);
+    _ZdaPvSt11align_val_tRKSt9nothrow_t(align: usize, nt: *const c_void);
+}

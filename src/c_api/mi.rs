@@ -1,0 +1,556 @@
+//! mimalloc's C API (`include/mimalloc.h`, mimalloc 2.0.9's declarations) on the
+//! calling thread's default heap: basic, aligned, zero-initialised re-allocation, posix
+//! and C++ (`mi_new*`) families, and process/thread control. Heaps are in `heaps.rs`,
+//! options in `options.rs`, statistics in `stats.rs`.
+
+use core::ffi::{c_char, c_int, c_void};
+use core::ptr;
+
+use super::semantics as s;
+use crate::global::hosted;
+
+type P = *mut c_void;
+
+// ---------------------------------------------------------------------------------------
+// basic
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_malloc(size: usize) -> P {
+    // SAFETY: the default heap.
+    unsafe { s::malloc(None, size) as P }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_calloc(count: usize, size: usize) -> P {
+    // SAFETY: the default heap.
+    unsafe { s::calloc(None, count, size) as P }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_realloc(p: P, size: usize) -> P {
+    // SAFETY: `p` is null or ours (the caller's contract).
+    unsafe { s::mi_realloc(None, p as *mut u8, size) as P }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_expand(p: P, size: usize) -> P {
+    // SAFETY: `p` is null or ours.
+    unsafe { s::expand(p as *mut u8, size) as P }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi__expand(p: P, size: usize) -> P {
+    // SAFETY: forwarded.
+    unsafe { mi_expand(p, size) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_free(p: P) {
+    // SAFETY: `p` is null or ours.
+    unsafe { s::free(p as *mut u8) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_strdup(str: *const c_char) -> *mut c_char {
+    // SAFETY: `str` is null or a C string.
+    unsafe { s::strndup(None, str as *const u8, usize::MAX) as *mut c_char }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_strndup(str: *const c_char, n: usize) -> *mut c_char {
+    // SAFETY: `str` is null or a C string (or `n` readable bytes).
+    unsafe { s::strndup(None, str as *const u8, n) as *mut c_char }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_realpath(fname: *const c_char, resolved: *mut c_char) -> *mut c_char {
+    // SAFETY: the C contract of realpath.
+    unsafe { s::realpath(None, fname as *const u8, resolved as *mut u8) as *mut c_char }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_malloc_small(size: usize) -> P {
+    // SAFETY: forwarded.
+    unsafe { mi_malloc(size) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_zalloc_small(size: usize) -> P {
+    // SAFETY: forwarded.
+    unsafe { mi_zalloc(size) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_zalloc(size: usize) -> P {
+    // SAFETY: the default heap.
+    unsafe { s::zalloc(None, size) as P }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_mallocn(count: usize, size: usize) -> P {
+    // SAFETY: the default heap.
+    unsafe { s::mallocn(None, count, size) as P }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_reallocn(p: P, count: usize, size: usize) -> P {
+    match s::count_size(count, size) {
+        // SAFETY: forwarded.
+        Some(total) => unsafe { mi_realloc(p, total) },
+        None => ptr::null_mut(),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_reallocf(p: P, size: usize) -> P {
+    // SAFETY: `p` is null or ours.
+    unsafe { s::reallocf(None, p as *mut u8, size) as P }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_usable_size(p: *const c_void) -> usize {
+    // SAFETY: `p` is null, foreign or a live block of ours.
+    unsafe { s::usable_size(p as *const u8) }
+}
+
+#[no_mangle]
+pub extern "C" fn mi_good_size(size: usize) -> usize {
+    s::good_usable_size(size)
+}
+
+// ---------------------------------------------------------------------------------------
+// aligned
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_malloc_aligned(size: usize, align: usize) -> P {
+    // SAFETY: the default heap.
+    unsafe { s::malloc_aligned_at(None, size, align, 0, false) as P }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_malloc_aligned_at(size: usize, align: usize, offset: usize) -> P {
+    // SAFETY: the default heap.
+    unsafe { s::malloc_aligned_at(None, size, align, offset, false) as P }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_zalloc_aligned(size: usize, align: usize) -> P {
+    // SAFETY: the default heap.
+    unsafe { s::malloc_aligned_at(None, size, align, 0, true) as P }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_zalloc_aligned_at(size: usize, align: usize, offset: usize) -> P {
+    // SAFETY: the default heap.
+    unsafe { s::malloc_aligned_at(None, size, align, offset, true) as P }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_calloc_aligned(count: usize, size: usize, align: usize) -> P {
+    match s::count_size(count, size) {
+        // SAFETY: the default heap.
+        Some(total) => unsafe { s::malloc_aligned_at(None, total, align, 0, true) as P },
+        None => ptr::null_mut(),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_calloc_aligned_at(
+    count: usize,
+    size: usize,
+    align: usize,
+    offset: usize,
+) -> P {
+    match s::count_size(count, size) {
+        // SAFETY: the default heap.
+        Some(total) => unsafe { s::malloc_aligned_at(None, total, align, offset, true) as P },
+        None => ptr::null_mut(),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_realloc_aligned(p: P, size: usize, align: usize) -> P {
+    // SAFETY: `p` is null or ours.
+    unsafe { s::realloc_aligned_at(None, p as *mut u8, size, align, 0, false) as P }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_realloc_aligned_at(
+    p: P,
+    size: usize,
+    align: usize,
+    offset: usize,
+) -> P {
+    // SAFETY: `p` is null or ours.
+    unsafe { s::realloc_aligned_at(None, p as *mut u8, size, align, offset, false) as P }
+}
+
+// ---------------------------------------------------------------------------------------
+// zero-initialised re-allocation
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_rezalloc(p: P, size: usize) -> P {
+    // SAFETY: `p` is null or ours.
+    unsafe { s::rezalloc(None, p as *mut u8, size) as P }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_recalloc(p: P, count: usize, size: usize) -> P {
+    match s::count_size(count, size) {
+        // SAFETY: `p` is null or ours.
+        Some(total) => unsafe { s::rezalloc(None, p as *mut u8, total) as P },
+        None => ptr::null_mut(),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_rezalloc_aligned(p: P, size: usize, align: usize) -> P {
+    // SAFETY: `p` is null or ours.
+    unsafe { s::realloc_aligned_at(None, p as *mut u8, size, align, 0, true) as P }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_rezalloc_aligned_at(
+    p: P,
+    size: usize,
+    align: usize,
+    offset: usize,
+) -> P {
+    // SAFETY: `p` is null or ours.
+    unsafe { s::realloc_aligned_at(None, p as *mut u8, size, align, offset, true) as P }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_recalloc_aligned(p: P, count: usize, size: usize, align: usize) -> P {
+    match s::count_size(count, size) {
+        // SAFETY: `p` is null or ours.
+        Some(total) => unsafe {
+            s::realloc_aligned_at(None, p as *mut u8, total, align, 0, true) as P
+        },
+        None => ptr::null_mut(),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_recalloc_aligned_at(
+    p: P,
+    count: usize,
+    size: usize,
+    align: usize,
+    offset: usize,
+) -> P {
+    match s::count_size(count, size) {
+        // SAFETY: `p` is null or ours.
+        Some(total) => unsafe {
+            s::realloc_aligned_at(None, p as *mut u8, total, align, offset, true) as P
+        },
+        None => ptr::null_mut(),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_aligned_recalloc(p: P, count: usize, size: usize, align: usize) -> P {
+    // SAFETY: forwarded.
+    unsafe { mi_recalloc_aligned(p, count, size, align) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_aligned_offset_recalloc(
+    p: P,
+    count: usize,
+    size: usize,
+    align: usize,
+    offset: usize,
+) -> P {
+    // SAFETY: forwarded.
+    unsafe { mi_recalloc_aligned_at(p, count, size, align, offset) }
+}
+
+// ---------------------------------------------------------------------------------------
+// posix and friends
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_cfree(p: P) {
+    // mimalloc's "checked free": only pointers of ours are freed, others ignored quietly
+    if !p.is_null() && crate::segment::checked_segment(p as *const u8).is_some() {
+        // SAFETY: a block of ours (the caller's contract for ours).
+        unsafe { s::free(p as *mut u8) }
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_malloc_size(p: *const c_void) -> usize {
+    // SAFETY: forwarded.
+    unsafe { mi_usable_size(p) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_malloc_usable_size(p: *const c_void) -> usize {
+    // SAFETY: forwarded.
+    unsafe { mi_usable_size(p) }
+}
+
+#[no_mangle]
+pub extern "C" fn mi_malloc_good_size(size: usize) -> usize {
+    s::good_usable_size(size)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_posix_memalign(out: *mut P, align: usize, size: usize) -> c_int {
+    // SAFETY: `out` is null or writable.
+    unsafe { s::posix_memalign(out as *mut *mut u8, align, size) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_memalign(align: usize, size: usize) -> P {
+    // SAFETY: the default heap.
+    unsafe { s::malloc_aligned_at(None, size, align, 0, false) as P }
+}
+
+#[no_mangle]
+pub extern "C" fn mi_valloc(size: usize) -> P {
+    s::valloc(size) as P
+}
+
+#[no_mangle]
+pub extern "C" fn mi_pvalloc(size: usize) -> P {
+    s::pvalloc(size) as P
+}
+
+#[no_mangle]
+pub extern "C" fn mi_aligned_alloc(align: usize, size: usize) -> P {
+    s::aligned_alloc(align, size) as P
+}
+
+/// mimalloc's `mi_reallocarray`: overflow fails with `EOVERFLOW`; unlike glibc's
+/// `reallocarray`, a zero size gives a small block.
+#[no_mangle]
+pub unsafe extern "C" fn mi_reallocarray(p: P, count: usize, size: usize) -> P {
+    let Some(total) = count.checked_mul(size) else {
+        super::set_errno(::libc::EOVERFLOW);
+        return ptr::null_mut();
+    };
+    // SAFETY: `p` is null or ours.
+    unsafe { mi_realloc(p, total) }
+}
+
+/// NetBSD's `reallocarr`: `p` points to the pointer to re-allocate; 0 or an errno value.
+#[no_mangle]
+pub unsafe extern "C" fn mi_reallocarr(p: P, count: usize, size: usize) -> c_int {
+    let op = p as *mut P;
+    if op.is_null() {
+        super::set_errno(::libc::EINVAL);
+        return ::libc::EINVAL;
+    }
+    // SAFETY: `op` points to a pointer that is null or ours (the caller's contract).
+    unsafe {
+        let q = mi_reallocarray(*op, count, size);
+        if q.is_null() {
+            return *::libc::__errno_location();
+        }
+        *op = q;
+    }
+    0
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_wcsdup(str: *const u16) -> *mut u16 {
+    if str.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: `str` is a NUL-terminated array of u16.
+    unsafe {
+        let mut len = 0;
+        while *str.add(len) != 0 {
+            len += 1;
+        }
+        let p = s::malloc(None, (len + 1) * 2) as *mut u16;
+        if !p.is_null() {
+            ptr::copy_nonoverlapping(str, p, len + 1);
+        }
+        p
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_mbsdup(str: *const u8) -> *mut u8 {
+    // SAFETY: forwarded.
+    unsafe { mi_strdup(str as *const c_char) as *mut u8 }
+}
+
+/// Windows' `_dupenv_s`: a copy of the environment variable `name` (NULL if unset).
+#[no_mangle]
+pub unsafe extern "C" fn mi_dupenv_s(
+    buf: *mut *mut c_char,
+    size: *mut usize,
+    name: *const c_char,
+) -> c_int {
+    if buf.is_null() || name.is_null() {
+        return ::libc::EINVAL;
+    }
+    // SAFETY: `buf`, `size` are writable (or `size` null); `name` is a C string.
+    unsafe {
+        if !size.is_null() {
+            *size = 0;
+        }
+        let v = ::libc::getenv(name);
+        if v.is_null() {
+            *buf = ptr::null_mut();
+            return 0;
+        }
+        let copy = mi_strdup(v);
+        *buf = copy;
+        if copy.is_null() {
+            return ::libc::ENOMEM;
+        }
+        if !size.is_null() {
+            *size = ::libc::strlen(copy) + 1;
+        }
+    }
+    0
+}
+
+/// Windows' `_wdupenv_s`: wide environments do not exist on unix.
+#[no_mangle]
+pub unsafe extern "C" fn mi_wdupenv_s(
+    buf: *mut *mut u16,
+    size: *mut usize,
+    name: *const u16,
+) -> c_int {
+    if buf.is_null() || name.is_null() {
+        return ::libc::EINVAL;
+    }
+    // SAFETY: writable out-pointers (the caller's contract).
+    unsafe {
+        *buf = ptr::null_mut();
+        if !size.is_null() {
+            *size = 0;
+        }
+    }
+    ::libc::EINVAL
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_free_size(p: P, _size: usize) {
+    // SAFETY: forwarded.
+    unsafe { mi_free(p) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_free_size_aligned(p: P, _size: usize, _align: usize) {
+    // SAFETY: forwarded.
+    unsafe { mi_free(p) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_free_aligned(p: P, _align: usize) {
+    // SAFETY: forwarded.
+    unsafe { mi_free(p) }
+}
+
+// ---------------------------------------------------------------------------------------
+// C++ semantics: `mi_new` fails by aborting (see exports.rs)
+
+#[no_mangle]
+pub extern "C" fn mi_new(size: usize) -> P {
+    super::exports::new_or_abort(size, 1) as P
+}
+
+#[no_mangle]
+pub extern "C" fn mi_new_aligned(size: usize, align: usize) -> P {
+    super::exports::new_or_abort(size, align) as P
+}
+
+#[no_mangle]
+pub extern "C" fn mi_new_nothrow(size: usize) -> P {
+    super::exports::new_nothrow(size, 1) as P
+}
+
+#[no_mangle]
+pub extern "C" fn mi_new_aligned_nothrow(size: usize, align: usize) -> P {
+    super::exports::new_nothrow(size, align) as P
+}
+
+#[no_mangle]
+pub extern "C" fn mi_new_n(count: usize, size: usize) -> P {
+    match count.checked_mul(size) {
+        Some(total) => super::exports::new_or_abort(total, 1) as P,
+        None => super::fatal(format_args!("mi_new_n({count}, {size}): size overflows")),
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_new_realloc(p: P, size: usize) -> P {
+    // SAFETY: `p` is null or ours.
+    let q = unsafe { mi_realloc(p, size) };
+    if q.is_null() {
+        super::fatal(format_args!("mi_new_realloc({p:p}, {size}): out of memory"));
+    }
+    q
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mi_new_reallocn(p: P, count: usize, size: usize) -> P {
+    match count.checked_mul(size) {
+        // SAFETY: forwarded.
+        Some(total) => unsafe { mi_new_realloc(p, total) },
+        None => super::fatal(format_args!(
+            "mi_new_reallocn({count}, {size}): size overflows"
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// process and threads
+
+#[no_mangle]
+pub extern "C" fn mi_collect(force: bool) {
+    hosted::collect(force)
+}
+
+/// mimalloc's version scheme (major * 100 + minor): the API level we implement.
+#[no_mangle]
+pub extern "C" fn mi_version() -> c_int {
+    209
+}
+
+#[no_mangle]
+pub extern "C" fn mi_process_init() {
+    super::init::init();
+}
+
+#[no_mangle]
+pub extern "C" fn mi_process_done() {
+    super::init::done();
+}
+
+#[no_mangle]
+pub extern "C" fn mi_thread_init() {
+    let _ = hosted::heap_initialized();
+}
+
+#[no_mangle]
+pub extern "C" fn mi_thread_done() {
+    super::heaps::reset_default_to_backing();
+    hosted::thread_done();
+}
+
+#[no_mangle]
+pub extern "C" fn mi_is_in_heap_region(p: *const c_void) -> bool {
+    hosted::is_in_heap_region(p as *const u8)
+}
+
+/// Whether `malloc` in this process is shardalloc's (preloaded or linked before libc),
+/// rather than only the `mi_*` API (e.g. after `dlopen`).
+#[no_mangle]
+pub extern "C" fn mi_is_redirected() -> bool {
+    // SAFETY: looks up the symbol `malloc` as the process resolves it (by name, read only).
+    let m = unsafe { ::libc::dlsym(::libc::RTLD_DEFAULT, c"malloc".as_ptr()) };
+    m as usize == super::exports::malloc as *const () as usize
+}
+
+/// `shardalloc.h`: the version of the library, major * 10000 + minor * 100 + patch.
+#[no_mangle]
+pub extern "C" fn shardalloc_version() -> c_int {
+    100
+}

@@ -1,0 +1,477 @@
+//! Options, with mimalloc's `mi_option_t` numbering (mimalloc 2.0.9), read from the
+//! environment at load time (`SHARDALLOC_<NAME>`, else `MIMALLOC_<NAME>`), and the output
+//! and error handlers (`mi_register_output`, `mi_register_error`).
+//!
+//! Options shardalloc acts on: `show_errors` (also turns on checked `free`, see
+//! `check.rs`), `show_stats` (statistics at exit), `verbose`, `decommit_delay` (alias
+//! `purge_delay`, `reset_delay`: the domain's purge delay in ms; -1 never purges),
+//! `max_errors`, `max_warnings`. The others are kept (`mi_option_get` returns what was set)
+//! and otherwise ignored, as mimalloc does with its deprecated options. Beyond mimalloc:
+//! `SHARDALLOC_LIMIT` (or `MIMALLOC_LIMIT`), a cap on the memory reserved from the OS, in
+//! bytes with an optional `K`/`M`/`G` suffix (`shardalloc_set_limit` in `shardalloc.h`).
+//!
+//! The environment is read by walking `environ` (no `getenv` copies, no allocation).
+
+use core::ffi::{c_char, c_int, c_long, c_void};
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering::Relaxed};
+
+use super::{write_stderr, LineBuf};
+use crate::global::hosted::DOMAIN;
+
+pub(crate) const SHOW_ERRORS: usize = 0;
+pub(crate) const SHOW_STATS: usize = 1;
+pub(crate) const VERBOSE: usize = 2;
+pub(crate) const DECOMMIT_DELAY: usize = 15;
+pub(crate) const MAX_ERRORS: usize = 19;
+pub(crate) const MAX_WARNINGS: usize = 20;
+pub(crate) const LAST: usize = 26;
+
+/// mimalloc 2.0.9's option names (index = `mi_option_t` value) and defaults.
+const OPTIONS: [(&str, i64); LAST] = [
+    ("show_errors", 0),
+    ("show_stats", 0),
+    ("verbose", 0),
+    ("eager_commit", 1),
+    ("eager_region_commit", 0),
+    ("reset_decommits", 0),
+    ("large_os_pages", 0),
+    ("reserve_huge_os_pages", 0),
+    ("reserve_huge_os_pages_at", -1),
+    ("reserve_os_memory", 0),
+    ("segment_cache", 0),
+    ("page_reset", 0),
+    ("abandoned_page_decommit", 0),
+    ("segment_reset", 0),
+    ("eager_commit_delay", 1),
+    ("decommit_delay", crate::DEFAULT_PURGE_DELAY),
+    ("use_numa_nodes", 0),
+    ("limit_os_alloc", 0),
+    ("os_tag", 100),
+    ("max_errors", 16),
+    ("max_warnings", 16),
+    ("max_segment_reclaim", 8),
+    ("allow_decommit", 1),
+    ("segment_decommit_delay", 500),
+    ("decommit_extend_delay", 1),
+    ("destroy_on_exit", 0),
+];
+
+/// Other names accepted in the environment: (name, option).
+const ALIASES: [(&str, usize); 2] = [
+    ("purge_delay", DECOMMIT_DELAY),
+    ("reset_delay", DECOMMIT_DELAY),
+];
+
+static VALUES: [AtomicI64; LAST] = {
+    let mut v = [const { AtomicI64::new(0) }; LAST];
+    let mut i = 0;
+    while i < LAST {
+        v[i] = AtomicI64::new(OPTIONS[i].1);
+        i += 1;
+    }
+    v
+};
+/// Set by the environment or `mi_option_set`: `mi_option_set_default` leaves it alone.
+static EXPLICIT: [AtomicBool; LAST] = [const { AtomicBool::new(false) }; LAST];
+
+/// Checked `free` (double and invalid frees detected and reported): on with `show_errors`.
+pub(crate) static CHECK_FREE: AtomicBool = AtomicBool::new(false);
+
+static ERRORS: AtomicUsize = AtomicUsize::new(0);
+static WARNINGS: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) type OutputFun = unsafe extern "C" fn(msg: *const c_char, arg: *mut c_void);
+pub(crate) type ErrorFun = unsafe extern "C" fn(err: c_int, arg: *mut c_void);
+
+static OUTPUT_FUN: AtomicUsize = AtomicUsize::new(0);
+static OUTPUT_ARG: AtomicUsize = AtomicUsize::new(0);
+static ERROR_FUN: AtomicUsize = AtomicUsize::new(0);
+static ERROR_ARG: AtomicUsize = AtomicUsize::new(0);
+
+/// The value of option `opt`; 0 for values outside mimalloc's range.
+pub(crate) fn get(opt: usize) -> i64 {
+    if opt == DECOMMIT_DELAY {
+        return DOMAIN.purge_delay();
+    }
+    VALUES.get(opt).map_or(0, |v| v.load(Relaxed))
+}
+
+pub(crate) fn enabled(opt: usize) -> bool {
+    get(opt) != 0
+}
+
+/// Sets option `opt` (ignored outside mimalloc's range) and applies it.
+pub(crate) fn set(opt: usize, value: i64) {
+    if opt >= LAST {
+        return;
+    }
+    VALUES[opt].store(value, Relaxed);
+    EXPLICIT[opt].store(true, Relaxed);
+    apply(opt);
+}
+
+/// Sets option `opt` unless it was set explicitly (environment or `set`).
+pub(crate) fn set_default(opt: usize, value: i64) {
+    if opt >= LAST || EXPLICIT[opt].load(Relaxed) {
+        return;
+    }
+    VALUES[opt].store(value, Relaxed);
+    apply(opt);
+}
+
+fn apply(opt: usize) {
+    let v = VALUES[opt].load(Relaxed);
+    match opt {
+        SHOW_ERRORS => CHECK_FREE.store(v != 0, Relaxed),
+        DECOMMIT_DELAY => DOMAIN.set_purge_delay(if v < 0 { -1 } else { v }),
+        _ => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// the environment
+
+extern "C" {
+    static environ: *const *const c_char;
+}
+
+/// Calls `f(name, value)` for each `NAME=value` entry of the environment.
+fn for_each_env(mut f: impl FnMut(&[u8], &[u8])) {
+    // SAFETY: `environ` is the process's NULL-terminated array of NUL-terminated strings;
+    // we only read it (at load time, before the program could change it concurrently).
+    unsafe {
+        let mut e = environ;
+        if e.is_null() {
+            return;
+        }
+        while !(*e).is_null() {
+            let s = core::ffi::CStr::from_ptr(*e).to_bytes();
+            if let Some(eq) = s.iter().position(|&c| c == b'=') {
+                f(&s[..eq], &s[eq + 1..]);
+            }
+            e = e.add(1);
+        }
+    }
+}
+
+/// Whether `var` is `prefix` followed by `name`, ignoring case.
+fn env_name_is(var: &[u8], prefix: &[u8], name: &str) -> bool {
+    var.len() == prefix.len() + name.len()
+        && var[..prefix.len()].eq_ignore_ascii_case(prefix)
+        && var[prefix.len()..].eq_ignore_ascii_case(name.as_bytes())
+}
+
+/// Looks up `SHARDALLOC_<name>`, else `MIMALLOC_<name>`, and calls `f` with its value.
+fn with_env(name: &str, mut f: impl FnMut(&[u8])) -> bool {
+    let mut ours: Option<(*const u8, usize)> = None;
+    let mut theirs: Option<(*const u8, usize)> = None;
+    for_each_env(|var, value| {
+        if env_name_is(var, b"SHARDALLOC_", name) {
+            ours = Some((value.as_ptr(), value.len()));
+        } else if env_name_is(var, b"MIMALLOC_", name) {
+            theirs = Some((value.as_ptr(), value.len()));
+        }
+    });
+    match ours.or(theirs) {
+        Some((p, n)) => {
+            // SAFETY: the pointer and length came from a live environment string.
+            f(unsafe { core::slice::from_raw_parts(p, n) });
+            true
+        }
+        None => false,
+    }
+}
+
+/// Parses an option value as mimalloc does: `1/true/yes/on`, `0/false/no/off`, or a
+/// (possibly negative) number with an optional size suffix (`K`, `M`, `G`, optionally
+/// followed by `B` or `iB`), which multiplies by `unit_k` per `K`.
+pub(crate) fn parse_value(v: &[u8], unit_k: i64) -> Option<i64> {
+    let v = trim(v);
+    for t in [&b"1"[..], b"true", b"yes", b"on"] {
+        if v.eq_ignore_ascii_case(t) {
+            return Some(1);
+        }
+    }
+    for f in [&b"0"[..], b"false", b"no", b"off"] {
+        if v.eq_ignore_ascii_case(f) {
+            return Some(0);
+        }
+    }
+    let (neg, digits) = match v.first() {
+        Some(b'-') => (true, &v[1..]),
+        _ => (false, v),
+    };
+    let n_digits = digits.iter().take_while(|c| c.is_ascii_digit()).count();
+    if n_digits == 0 {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &c in &digits[..n_digits] {
+        n = n.checked_mul(10)?.checked_add((c - b'0') as i64)?;
+    }
+    let mut suffix = &digits[n_digits..];
+    let mult: i64 = match suffix.first().map(|c| c.to_ascii_uppercase()) {
+        None => 1,
+        Some(b'K') => unit_k,
+        Some(b'M') => unit_k.checked_mul(1024)?,
+        Some(b'G') => unit_k.checked_mul(1024 * 1024)?,
+        Some(_) => return None,
+    };
+    if mult != 1 {
+        suffix = &suffix[1..];
+        if suffix.eq_ignore_ascii_case(b"iB") {
+            suffix = &[];
+        } else if suffix.eq_ignore_ascii_case(b"B") {
+            suffix = &[];
+        }
+    }
+    if !suffix.is_empty() {
+        return None;
+    }
+    let n = n.checked_mul(mult)?;
+    Some(if neg { -n } else { n })
+}
+
+fn trim(mut v: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = v {
+        if first.is_ascii_whitespace() {
+            v = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = v {
+        if last.is_ascii_whitespace() {
+            v = rest;
+        } else {
+            break;
+        }
+    }
+    v
+}
+
+/// Reads every option from the environment (called once, at load time).
+pub(crate) fn init_from_env() {
+    for (opt, (name, _)) in OPTIONS.iter().enumerate() {
+        read_env_option(opt, name);
+    }
+    for (name, opt) in ALIASES {
+        if !EXPLICIT[opt].load(Relaxed) {
+            read_env_option(opt, name);
+        }
+    }
+    with_env("LIMIT", |v| match parse_value(v, 1024) {
+        Some(n) if n >= 0 => DOMAIN.set_limit(n as usize),
+        _ => warning(format_args!(
+            "environment option LIMIT has an invalid value: {}",
+            Bytes(v)
+        )),
+    });
+    if enabled(VERBOSE) {
+        for (opt, (name, _)) in OPTIONS.iter().enumerate() {
+            message(format_args!("option '{}': {}\n", name, get(opt)));
+        }
+        message(format_args!("option 'limit': {}\n", DOMAIN.limit()));
+    }
+}
+
+fn read_env_option(opt: usize, name: &str) {
+    with_env(name, |v| match parse_value(v, 1) {
+        Some(n) => set(opt, n),
+        None => warning(format_args!(
+            "environment option {} has an invalid value: {}",
+            name,
+            Bytes(v)
+        )),
+    });
+}
+
+/// Shows environment bytes as text (lossy).
+struct Bytes<'a>(&'a [u8]);
+
+impl fmt::Display for Bytes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for &b in self.0 {
+            let c = if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '?'
+            };
+            fmt::Write::write_char(f, c)?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// output
+
+pub(crate) fn register_output(fun: Option<OutputFun>, arg: *mut c_void) {
+    OUTPUT_ARG.store(arg as usize, Relaxed);
+    OUTPUT_FUN.store(fun.map_or(0, |f| f as usize), Relaxed);
+}
+
+pub(crate) fn register_error(fun: Option<ErrorFun>, arg: *mut c_void) {
+    ERROR_ARG.store(arg as usize, Relaxed);
+    ERROR_FUN.store(fun.map_or(0, |f| f as usize), Relaxed);
+}
+
+/// Hands a NUL-terminated piece of text to `out` (with `arg`), or to the registered output
+/// handler, or to stderr.
+pub(crate) fn output_to(out: Option<OutputFun>, arg: *mut c_void, piece: &[u8]) {
+    let (fun, arg) = match out {
+        Some(f) => (f as usize, arg),
+        None => (
+            OUTPUT_FUN.load(Relaxed),
+            OUTPUT_ARG.load(Relaxed) as *mut c_void,
+        ),
+    };
+    if fun == 0 {
+        write_stderr(&piece[..piece.len() - 1]);
+    } else {
+        // SAFETY: `fun` was registered (or passed) as an `mi_output_fun`; `piece` is
+        // NUL-terminated.
+        unsafe {
+            let f: OutputFun = core::mem::transmute::<usize, OutputFun>(fun);
+            f(piece.as_ptr() as *const c_char, arg);
+        }
+    }
+}
+
+/// Writes a formatted message to `out` (see [`output_to`]).
+pub(crate) fn print_to(out: Option<OutputFun>, arg: *mut c_void, args: fmt::Arguments<'_>) {
+    let mut buf = LineBuf::new(|piece: &[u8]| output_to(out, arg, piece));
+    let _ = fmt::write(&mut buf, args);
+}
+
+/// A message to the registered output (or stderr), prefixed with "shardalloc: ".
+pub(crate) fn message(args: fmt::Arguments<'_>) {
+    print_to(
+        None,
+        core::ptr::null_mut(),
+        format_args!("shardalloc: {}", args),
+    );
+}
+
+/// A warning: shown when `show_errors` or `verbose` is on, at most `max_warnings` times.
+pub(crate) fn warning(args: fmt::Arguments<'_>) {
+    if !(enabled(SHOW_ERRORS) || enabled(VERBOSE)) {
+        return;
+    }
+    let n = WARNINGS.fetch_add(1, Relaxed) as i64;
+    if n < get(MAX_WARNINGS) {
+        message(format_args!("warning: {}\n", args));
+    }
+}
+
+/// An error: shown when `show_errors` or `verbose` is on (at most `max_errors` times), and
+/// passed to the registered error handler with its errno-style code.
+pub(crate) fn error(err: c_int, args: fmt::Arguments<'_>) {
+    if enabled(SHOW_ERRORS) || enabled(VERBOSE) {
+        let n = ERRORS.fetch_add(1, Relaxed) as i64;
+        if n < get(MAX_ERRORS) {
+            message(format_args!("error: {}\n", args));
+        }
+    }
+    let fun = ERROR_FUN.load(Relaxed);
+    if fun != 0 {
+        // SAFETY: registered as an `mi_error_fun`.
+        unsafe {
+            let f: ErrorFun = core::mem::transmute::<usize, ErrorFun>(fun);
+            f(err, ERROR_ARG.load(Relaxed) as *mut c_void);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// C API
+
+/// `mi_option_t` arrives as a C `int`; negative values are out of range.
+fn opt_index(option: c_int) -> usize {
+    if option < 0 {
+        usize::MAX
+    } else {
+        option as usize
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn mi_option_is_enabled(option: c_int) -> bool {
+    enabled(opt_index(option))
+}
+
+#[no_mangle]
+pub extern "C" fn mi_option_enable(option: c_int) {
+    set(opt_index(option), 1)
+}
+
+#[no_mangle]
+pub extern "C" fn mi_option_disable(option: c_int) {
+    set(opt_index(option), 0)
+}
+
+#[no_mangle]
+pub extern "C" fn mi_option_set_enabled(option: c_int, enable: bool) {
+    set(opt_index(option), enable as i64)
+}
+
+#[no_mangle]
+pub extern "C" fn mi_option_set_enabled_default(option: c_int, enable: bool) {
+    set_default(opt_index(option), enable as i64)
+}
+
+#[no_mangle]
+pub extern "C" fn mi_option_get(option: c_int) -> c_long {
+    get(opt_index(option)) as c_long
+}
+
+#[no_mangle]
+pub extern "C" fn mi_option_get_clamp(option: c_int, min: c_long, max: c_long) -> c_long {
+    let v = get(opt_index(option)) as c_long;
+    if v < min {
+        min
+    } else if v > max {
+        max
+    } else {
+        v
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn mi_option_set(option: c_int, value: c_long) {
+    set(opt_index(option), value as i64)
+}
+
+#[no_mangle]
+pub extern "C" fn mi_option_set_default(option: c_int, value: c_long) {
+    set_default(opt_index(option), value as i64)
+}
+
+#[no_mangle]
+pub extern "C" fn mi_register_output(out: Option<OutputFun>, arg: *mut c_void) {
+    register_output(out, arg)
+}
+
+#[no_mangle]
+pub extern "C" fn mi_register_error(fun: Option<ErrorFun>, arg: *mut c_void) {
+    register_error(fun, arg)
+}
+
+/// `shardalloc.h`: caps the bytes reserved from the OS (0 = no cap).
+#[no_mangle]
+pub extern "C" fn shardalloc_set_limit(bytes: usize) {
+    DOMAIN.set_limit(bytes)
+}
+
+/// `shardalloc.h`: the cap on bytes reserved from the OS (0 = none).
+#[no_mangle]
+pub extern "C" fn shardalloc_limit() -> usize {
+    DOMAIN.limit()
+}
+
+/// `shardalloc.h`: bytes currently reserved from the OS.
+#[no_mangle]
+pub extern "C" fn shardalloc_reserved() -> usize {
+    DOMAIN.reserved()
+}
