@@ -293,7 +293,10 @@ pub unsafe fn install_ap_trampoline(entry: extern "C" fn() -> !) {
             .start_address()
             .as_u64();
         core::ptr::write_volatile(slot(&raw const ap_tramp_cr3) as *mut u64, cr3);
-        core::ptr::write_volatile(slot(&raw const ap_tramp_entry) as *mut u64, entry as u64);
+        core::ptr::write_volatile(
+            slot(&raw const ap_tramp_entry) as *mut u64,
+            entry as usize as u64,
+        );
         core::ptr::write_volatile(slot(&raw const ap_tramp_efer) as *mut u32, efer_bits());
     }
 }

@@ -339,7 +339,7 @@ fn fault(f: &TrapFrame) -> ! {
 pub fn backtrace(w: &mut serial::Com1, mut rbp: u64) {
     let _ = write!(w, "    backtrace:");
     for _ in 0..24 {
-        if rbp == 0 || rbp % 8 != 0 || rbp >= 0x1_0000_0000 || rbp < 0x10_0000 {
+        if !rbp.is_multiple_of(8) || !(0x10_0000..0x1_0000_0000).contains(&rbp) {
             break;
         }
         // SAFETY: rbp is 8-aligned and inside the identity-mapped low 4 GiB (checked above),

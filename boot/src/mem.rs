@@ -54,7 +54,7 @@ pub fn init(info: &pvh::BootInfo) {
         "memory: kernel {:#x}..{:#x}, {} MiB usable in {} ranges, {} frames free",
         kstart,
         kend,
-        PHYS.total_frames() * 4096 >> 20,
+        (PHYS.total_frames() * 4096) >> 20,
         info.ram().len(),
         PHYS.free_frames()
     );
@@ -77,7 +77,7 @@ fn extend_identity_map(limit: u64) {
             unsafe {
                 (pd as *mut u64)
                     .add(j as usize)
-                    .write(gib * GIB + j * (2 << 20) | 0x83 | nx)
+                    .write((gib * GIB + j * (2 << 20)) | 0x83 | nx)
             };
         }
         // SAFETY: PDPT entries 4..512 are unused (the trampoline fills 0..4); APs are not up,

@@ -185,7 +185,7 @@ where
     /// are unused RAM.
     pub unsafe fn init(&self, mapper: M, frames: A, window_start: VirtAddr, window_size: usize) {
         let start = window_start.as_u64();
-        assert!(start % GRANULE as u64 == 0 && window_size % GRANULE == 0);
+        assert!(start.is_multiple_of(GRANULE as u64) && window_size.is_multiple_of(GRANULE));
         assert!(
             window_size > 0 && window_size <= MAX_WINDOW,
             "window too large"
