@@ -505,6 +505,7 @@ pub unsafe extern "C" fn mi_new_reallocn(p: P, count: usize, size: usize) -> P {
 
 #[no_mangle]
 pub extern "C" fn mi_collect(force: bool) {
+    run_deferred_free(force);
     hosted::collect(force)
 }
 
@@ -553,4 +554,33 @@ pub extern "C" fn mi_is_redirected() -> bool {
 #[no_mangle]
 pub extern "C" fn shardalloc_version() -> c_int {
     100
+}
+
+type DeferredFreeFun = unsafe extern "C" fn(force: bool, heartbeat: u64, arg: *mut c_void);
+
+static DEFERRED_FREE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+static DEFERRED_ARG: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+static DEFERRED_BEAT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Registers a function that `mi_collect` calls first, so the program can free memory it
+/// holds back (mimalloc also calls it on allocation slow paths; shardalloc's core has no
+/// hook there, so only collections call it).
+#[no_mangle]
+pub extern "C" fn mi_register_deferred_free(fun: Option<DeferredFreeFun>, arg: *mut c_void) {
+    use core::sync::atomic::Ordering::Relaxed;
+    DEFERRED_ARG.store(arg as usize, Relaxed);
+    DEFERRED_FREE.store(fun.map_or(0, |f| f as usize), Relaxed);
+}
+
+pub(crate) fn run_deferred_free(force: bool) {
+    use core::sync::atomic::Ordering::Relaxed;
+    let f = DEFERRED_FREE.load(Relaxed);
+    if f != 0 {
+        let beat = DEFERRED_BEAT.fetch_add(1, Relaxed) + 1;
+        // SAFETY: registered as an `mi_deferred_free_fun`.
+        unsafe {
+            let f: DeferredFreeFun = core::mem::transmute::<usize, DeferredFreeFun>(f);
+            f(force, beat, DEFERRED_ARG.load(Relaxed) as *mut c_void);
+        }
+    }
 }
