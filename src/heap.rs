@@ -461,8 +461,10 @@ unsafe fn find_free_page(heap: *mut RawHeap, bin: usize) -> *mut Page {
                 break;
             }
             if (*page).capacity < (*page).reserved {
-                (*page).extend_free();
-                break;
+                if segment::page_extend(page) {
+                    break;
+                }
+                // out of memory committing more of a large page: try other pages
             }
             page_sync_stats(page, domain);
             page_to_full(heap, page, bin);

@@ -91,6 +91,9 @@ pub(crate) struct Page {
     pub is_committed: bool,
     /// The page's memory read as zero when it was (re)initialised.
     pub is_zero_init: bool,
+    /// While `!is_committed`: bytes from `page_start` committed so far (large pages on a
+    /// source with reserve commit as their free list grows, not all at once).
+    pub partial_commit: usize,
     /// Frees by the owning thread.
     pub local_free: *mut Block,
     /// Size of every block of this page (for a huge page: the whole block).
@@ -127,6 +130,7 @@ impl Page {
         free_is_zero: false,
         is_committed: false,
         is_zero_init: false,
+        partial_commit: 0,
         local_free: ptr::null_mut(),
         block_size: 0,
         page_start: ptr::null_mut(),
@@ -183,12 +187,13 @@ impl Page {
     }
 
     /// Initialises the page for blocks of `block_size` over `page_size` bytes from
-    /// `page_start` (already set), owned by `heap`, and makes its first blocks available.
+    /// `page_start` (already set), owned by `heap`. The caller then extends its free list
+    /// (`segment::page_extend`).
     ///
     /// # Safety
-    /// The page is claimed from its segment, committed, and in no queue.
+    /// The page is claimed from its segment and in no queue.
     pub(crate) unsafe fn init(&mut self, heap: *mut RawHeap, block_size: usize, page_size: usize) {
-        debug_assert!(self.segment_in_use && self.is_committed);
+        debug_assert!(self.segment_in_use);
         debug_assert!(block_size >= WORD && block_size % WORD == 0);
         self.block_size = block_size;
         let reserved = page_size / block_size;
@@ -207,21 +212,24 @@ impl Page {
         self.xthread_free
             .store(Delayed::NoDelayedFree as usize, Ordering::Release);
         self.xheap.store(heap, Ordering::Release);
-        // SAFETY: the page is committed and `capacity < reserved`.
-        unsafe { self.extend_free() };
+    }
+
+    /// How many blocks the next `extend_free` adds.
+    pub(crate) fn extend_count(&self) -> usize {
+        let extend = (MAX_EXTEND_SIZE / self.block_size).max(MIN_EXTEND);
+        extend.min((self.reserved - self.capacity) as usize)
     }
 
     /// Adds up to `MAX_EXTEND_SIZE` bytes of fresh blocks to the (empty) `free` list, in
     /// address order.
     ///
     /// # Safety
-    /// The page is committed, `free` is empty and `capacity < reserved`.
+    /// The blocks it adds are committed, `free` is empty and `capacity < reserved`.
     pub(crate) unsafe fn extend_free(&mut self) {
         debug_assert!(self.free.is_null());
         debug_assert!(self.capacity < self.reserved);
         let bsize = self.block_size;
-        let mut extend = (MAX_EXTEND_SIZE / bsize).max(MIN_EXTEND);
-        extend = extend.min((self.reserved - self.capacity) as usize);
+        let extend = self.extend_count();
         let start = self.page_start.wrapping_add(self.capacity as usize * bsize);
         // SAFETY: blocks `capacity .. capacity + extend` lie inside the committed page,
         // are unused (never handed out since the page was initialised), and each is at

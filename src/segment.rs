@@ -470,6 +470,8 @@ unsafe fn segment_free(segment: *mut Segment, tld: &mut Tld) {
             let page = &*(*segment).page(i);
             if page.is_committed {
                 committed += (*segment).page_area(i).1;
+            } else {
+                committed += page.partial_commit;
             }
         }
         if matches!((*segment).kind, SegmentKind::Large | SegmentKind::Huge) {
@@ -508,7 +510,8 @@ unsafe fn segment_page_claim(segment: *mut Segment, tld: &mut Tld) -> *mut Page 
             return page;
         }
         let idx = (*page).segment_idx as usize;
-        if !(*page).is_committed {
+        let lazy = seg.kind == SegmentKind::Large;
+        if !(*page).is_committed && !lazy {
             let domain = &*seg.domain;
             let (start, size) = seg.page_area(idx);
             match domain.source.commit(NonNull::new_unchecked(start), size) {
@@ -529,6 +532,62 @@ unsafe fn segment_page_claim(segment: *mut Segment, tld: &mut Tld) -> *mut Page 
             }
         }
         page
+    }
+}
+
+/// Claims the first page of a segment just allocated; frees the segment when that fails
+/// (out of memory committing the page), so that it does not linger empty.
+///
+/// # Safety
+/// `s` is a fresh segment of `tld` with no page in use.
+unsafe fn claim_fresh(s: *mut Segment, tld: &mut Tld) -> *mut Page {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let page = segment_page_claim(s, tld);
+        if page.is_null() && (*s).used == 0 {
+            segment_free(s, tld);
+        }
+        page
+    }
+}
+
+/// Extends the page's free list, committing the memory of the new blocks first when the
+/// page is committed lazily (large pages on a source with reserve). False when out of
+/// memory.
+///
+/// # Safety
+/// The caller owns `page`; its `free` list is empty and `capacity < reserved`.
+pub(crate) unsafe fn page_extend(page: *mut Page) -> bool {
+    // SAFETY: as the caller guarantees; the range committed lies in the page's area.
+    unsafe {
+        let p = &mut *page;
+        if !p.is_committed {
+            let seg = &*ptr_segment(p.page_start);
+            let domain = &*seg.domain;
+            let os_page = domain.config().page_size.max(4096);
+            let (start, area) = seg.page_area(p.segment_idx as usize);
+            let blocks_end = (p.capacity as usize + p.extend_count()) * p.block_size;
+            let need = ((blocks_end + os_page - 1) & !(os_page - 1)).min(area);
+            if need > p.partial_commit {
+                let from = start.add(p.partial_commit);
+                match domain.source.commit(NonNull::new_unchecked(from), need - p.partial_commit) {
+                    Ok(zero) => {
+                        if !zero {
+                            p.is_zero_init = false;
+                        }
+                        domain.stats.committed.add((need - p.partial_commit) as i64);
+                        p.partial_commit = need;
+                    }
+                    Err(_) => return false,
+                }
+            }
+            if p.partial_commit == area {
+                p.is_committed = true;
+                p.partial_commit = 0;
+            }
+        }
+        p.extend_free();
+        true
     }
 }
 
@@ -572,7 +631,7 @@ pub(crate) unsafe fn segment_page_alloc(
                     if s.is_null() {
                         break ptr::null_mut();
                     }
-                    break segment_page_claim(s, tld);
+                    break claim_fresh(s, tld);
                 }
             }
             SegmentKind::Large | SegmentKind::Huge => {
@@ -590,7 +649,7 @@ pub(crate) unsafe fn segment_page_alloc(
                 if s.is_null() {
                     ptr::null_mut()
                 } else {
-                    segment_page_claim(s, tld)
+                    claim_fresh(s, tld)
                 }
             }
         };
@@ -601,6 +660,12 @@ pub(crate) unsafe fn segment_page_alloc(
         let (_, psize) = (*segment).page_area((*page).segment_idx as usize);
         let bsize = if kind == SegmentKind::Huge { psize } else { block_size };
         (*page).init(heap, bsize, psize);
+        if !page_extend(page) {
+            // out of memory committing its first blocks: give the page back
+            (*page).xheap.store(ptr::null_mut(), Ordering::Relaxed);
+            segment_page_free_unused(page, tld);
+            return ptr::null_mut();
+        }
         let domain = tld.domain();
         domain.stats.pages.add(1);
         if kind == SegmentKind::Huge {
@@ -643,11 +708,17 @@ pub(crate) unsafe fn segment_page_free(page: *mut Page, tld: &mut Tld) {
         let seg = &mut *segment;
         let domain = &*seg.domain;
         page_release_stats(page, seg);
-        let keep = ((*page).page_start, (*page).segment_idx, (*page).is_committed);
+        let keep = (
+            (*page).page_start,
+            (*page).segment_idx,
+            (*page).is_committed,
+            (*page).partial_commit,
+        );
         ptr::write(page, Page::EMPTY);
         (*page).page_start = keep.0;
         (*page).segment_idx = keep.1;
         (*page).is_committed = keep.2;
+        (*page).partial_commit = keep.3;
         (*page).is_zero_init = false;
         seg.used -= 1;
         if seg.used == 0 {
@@ -657,7 +728,7 @@ pub(crate) unsafe fn segment_page_free(page: *mut Page, tld: &mut Tld) {
         // schedule the purge of the page's memory
         let idx = keep.1 as usize;
         let delay = domain.purge_delay();
-        if delay >= 0 && keep.2 {
+        if delay >= 0 && (keep.2 || keep.3 > 0) {
             seg.purge_mask |= 1u64 << idx;
             seg.purge_expire = domain.now().saturating_add(delay as u64);
             if delay == 0 {
@@ -669,6 +740,23 @@ pub(crate) unsafe fn segment_page_free(page: *mut Page, tld: &mut Tld) {
                 q.push(segment);
             }
         }
+    }
+}
+
+/// Gives back a page that was claimed but could not be initialised (no blocks).
+///
+/// # Safety
+/// `page` is in use, in no queue, with no blocks handed out, owned by `tld`'s thread.
+unsafe fn segment_page_free_unused(page: *mut Page, tld: &mut Tld) {
+    // SAFETY: as the caller guarantees; counted in `pages` only once initialised, so
+    // balance the subtraction that `segment_page_free` makes.
+    unsafe {
+        let seg = &*ptr_segment((*page).page_start);
+        (*seg.domain).stats.pages.add(1);
+        if seg.kind == SegmentKind::Huge {
+            (*seg.domain).stats.huge.add((*page).block_size as i64);
+        }
+        segment_page_free(page, tld);
     }
 }
 
@@ -694,13 +782,15 @@ pub(crate) unsafe fn segment_purge(segment: *mut Segment, force: bool) {
             mask &= mask - 1;
             let page = &mut *seg.page(idx);
             debug_assert!(!page.segment_in_use);
-            if !page.is_committed {
+            let (start, area) = seg.page_area(idx);
+            let size = if page.is_committed { area } else { page.partial_commit };
+            if size == 0 {
                 continue;
             }
-            let (start, size) = seg.page_area(idx);
             let needs_recommit = domain.source.decommit(NonNull::new_unchecked(start), size);
             if needs_recommit {
                 page.is_committed = false;
+                page.partial_commit = 0;
                 domain.stats.committed.sub(size as i64);
             } else if cfg.decommit_zeroes {
                 page.is_zero_init = true;
@@ -860,6 +950,7 @@ pub(crate) unsafe fn abandoned_collect(tld: &mut Tld) {
                             page_start: (*page).page_start,
                             segment_idx: (*page).segment_idx,
                             is_committed: (*page).is_committed,
+                            partial_commit: (*page).partial_commit,
                             ..Page::EMPTY
                         },
                     );
