@@ -111,7 +111,7 @@ fn parse_opts() -> Opts {
         o.reps = if o.quick { 1 } else { 3 };
     }
     if o.timeout.is_zero() {
-        o.timeout = Duration::from_secs(if o.quick { 4 } else { 10 });
+        o.timeout = Duration::from_secs(if o.quick { 4 } else { 6 });
     }
     o
 }
