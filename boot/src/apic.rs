@@ -1,6 +1,7 @@
 //! The local APIC (xAPIC, memory-mapped at 0xFEE00000, identity-mapped uncached by the
 //! boot trampoline), the PIT as a delay source, and the TSC.
 
+use core::sync::atomic::{AtomicBool, Ordering};
 use x86_64::instructions::port::Port;
 
 const LAPIC: u64 = 0xFEE0_0000;
@@ -11,6 +12,7 @@ const ICR_LOW: u32 = 0x300;
 const ICR_HIGH: u32 = 0x310;
 const LVT_TIMER: u32 = 0x320;
 const TIMER_INIT: u32 = 0x380;
+const TIMER_CURRENT: u32 = 0x390;
 const TIMER_DIV: u32 = 0x3E0;
 
 fn read(reg: u32) -> u32 {
@@ -90,7 +92,7 @@ pub fn timer_stop() {
 }
 
 /// Busy-waits `us` microseconds on PIT channel 2 (mode 0, gate through port 0x61).
-pub fn pit_delay_us(mut us: u64) {
+fn pit_delay_us(mut us: u64) {
     const PIT_HZ: u64 = 1_193_182;
     while us > 0 {
         let chunk = us.min(50_000);
@@ -116,16 +118,55 @@ pub fn pit_delay_us(mut us: u64) {
     }
 }
 
+/// Busy-waits `us` microseconds on the calling CPU's LAPIC timer (one-shot, masked,
+/// divide by 1), taking QEMU's APIC bus clock of 1 GHz. Only for bring-up: it stops the
+/// timer's periodic mode.
+fn lapic_delay_us(mut us: u64) {
+    while us > 0 {
+        let chunk = us.min(4_000_000);
+        us -= chunk;
+        write(TIMER_DIV, 0b1011); // divide by 1
+        write(LVT_TIMER, 1 << 16); // one-shot, masked
+        write(TIMER_INIT, (chunk * 1000) as u32);
+        while read(TIMER_CURRENT) != 0 {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// The PIT does not count here (e.g. `-machine microvm`): delays use the LAPIC timer.
+static LAPIC_CLOCK: AtomicBool = AtomicBool::new(false);
+
+/// Busy-waits `us` microseconds (PIT, or the LAPIC timer where the PIT does not count).
+pub fn delay_us(us: u64) {
+    if LAPIC_CLOCK.load(Ordering::Relaxed) {
+        lapic_delay_us(us)
+    } else {
+        pit_delay_us(us)
+    }
+}
+
+/// TSC ticks per microsecond, measured over 10 ms of the PIT; where the PIT does not
+/// count (the 10 ms pass in under a quarter of the time the LAPIC timer takes), of the
+/// LAPIC timer, which then also serves [`delay_us`]. Call on the BSP, LAPIC enabled.
+pub fn calibrate_tsc() -> u64 {
+    let t0 = rdtsc();
+    pit_delay_us(10_000);
+    let t1 = rdtsc();
+    lapic_delay_us(10_000);
+    let t2 = rdtsc();
+    let (pit, lapic) = (t1 - t0, t2 - t1);
+    if pit * 4 < lapic {
+        LAPIC_CLOCK.store(true, Ordering::Relaxed);
+        (lapic / 10_000).max(1)
+    } else {
+        (pit / 10_000).max(1)
+    }
+}
+
 /// The time stamp counter.
 #[inline]
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC is available on every x86_64 CPU and has no side effects.
     unsafe { core::arch::x86_64::_rdtsc() }
-}
-
-/// TSC ticks per microsecond, measured against the PIT over 10 ms.
-pub fn tsc_per_us() -> u64 {
-    let t0 = rdtsc();
-    pit_delay_us(10_000);
-    ((rdtsc() - t0) / 10_000).max(1)
 }

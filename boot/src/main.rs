@@ -70,7 +70,7 @@ pub extern "C" fn kernel_main(start_info: u32) -> ! {
     apic::mask_legacy_pic();
     apic::enable();
     x86_64::instructions::interrupts::enable();
-    let tsc_per_us = apic::tsc_per_us();
+    let tsc_per_us = apic::calibrate_tsc();
     smp::start_aps(info.rsdp);
     heap::init();
     println!(

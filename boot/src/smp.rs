@@ -54,15 +54,15 @@ pub fn start_aps(rsdp: u64) {
         // no AP reads the slot meanwhile.
         unsafe { boot::set_ap_stack(cpu::ap_stack_top(index)) };
         apic::send_ipi(id, apic::ICR_INIT);
-        apic::pit_delay_us(10_000);
+        apic::delay_us(10_000);
         let vector = (boot::AP_TRAMPOLINE >> 12) as u32;
         for _ in 0..2 {
             apic::send_ipi(id, apic::ICR_SIPI | vector);
-            apic::pit_delay_us(200);
+            apic::delay_us(200);
         }
         let mut waited_ms = 0;
         while !AP_READY.load(Ordering::SeqCst) && waited_ms < 2000 {
-            apic::pit_delay_us(1000);
+            apic::delay_us(1000);
             waited_ms += 1;
         }
         if AP_READY.load(Ordering::SeqCst) {

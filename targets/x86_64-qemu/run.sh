@@ -3,7 +3,7 @@
 #   targets/x86_64-qemu/run.sh -m 64M -smp 2 -append "run=all seed=7"
 # Defaults: -m 64M -smp 1 -append "run=smoke". Exit status: QEMU's (33 = the kernel
 # reported success; 1 = it reported failure; 0 = triple fault; 124 = timeout).
-# Environment: TIMEOUT (seconds, default 120), MACHINE (q35 or microvm, default q35),
+# Environment: TIMEOUT (seconds, default 120), MACHINE (q35 or microvm, both work; default q35),
 # NO_BUILD=1 to skip the build, KERNEL to boot another ELF.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

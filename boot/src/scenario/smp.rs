@@ -25,6 +25,9 @@ const HEADER: usize = 24;
 
 static SEED: AtomicU64 = AtomicU64::new(0);
 static MAILBOX: [AtomicPtr<u8>; MAX_CPUS] = [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CPUS];
+/// Blocks posted to each mailbox and not yet taken (see `send`).
+static PENDING: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+const MAX_PENDING: usize = 512;
 static PRODUCERS_DONE: AtomicUsize = AtomicUsize::new(0);
 static SENT: AtomicUsize = AtomicUsize::new(0);
 static RECEIVED: AtomicUsize = AtomicUsize::new(0);
@@ -122,6 +125,7 @@ fn send(cpu: usize, to: usize, rng: &mut Rng, tag: u64) {
         fill(p.add(HEADER), size - HEADER, tag);
     }
     BYTES.fetch_add(size, Ordering::Relaxed);
+    PENDING[to].fetch_add(1, Ordering::SeqCst);
     push(&MAILBOX[to], p);
     SENT.fetch_add(1, Ordering::Relaxed);
 }
@@ -147,6 +151,12 @@ fn exchange(cpu: usize) {
     let mut received = 0;
     for _ in 0..ROUNDS {
         for _ in 0..PER_ROUND {
+            // Wait while the neighbour is far behind (draining our own mailbox meanwhile),
+            // so the live set stays bounded however the CPUs are scheduled.
+            while PENDING[to].load(Ordering::SeqCst) > MAX_PENDING {
+                received += drain(cpu);
+                core::hint::spin_loop();
+            }
             tag += 1;
             send(cpu, to, &mut rng, tag);
         }
@@ -194,5 +204,6 @@ fn drain(cpu: usize) -> usize {
         }
         count += 1;
     }
+    PENDING[cpu].fetch_sub(count, Ordering::SeqCst);
     count
 }
