@@ -59,6 +59,7 @@ pub fn run(_args: &super::Args) {
         free0, mapped0
     );
 
+    let mut regions_after_first = None;
     for round in 0..3 {
         let mut chain = Chain {
             head: ptr::null_mut(),
@@ -148,6 +149,17 @@ pub fn run(_args: &super::Args) {
             free1,
             free0
         );
+        // Running out must not leave segments behind: what stays after the first round
+        // (the heaps' own metadata) stays the same in the next ones.
+        match regions_after_first {
+            None => regions_after_first = Some((st.regions, st.mapped_pages)),
+            Some((regions, mapped)) => assert!(
+                st.regions <= regions && st.mapped_pages <= mapped,
+                "segments leak at OOM: {} regions / {} pages mapped after round {round}, {regions} / {mapped} after round 0",
+                st.regions,
+                st.mapped_pages
+            ),
+        }
     }
 
     // And memory is usable again: half of it in 64 KiB blocks, checked and freed.

@@ -34,9 +34,9 @@ pub fn run(args: &super::Args) {
 /// The largest block the random workloads use, so that the live set fits in memory.
 ///
 /// A per-CPU heap holds a page per size class in use: 64 KiB for blocks up to 16 KiB,
-/// 512 KiB up to 128 KiB, and a whole 4 MiB segment for each block up to 2 MiB (committed
-/// whole, see boot/CORE_BUGS.md). With less than 24 MiB per CPU the workloads keep to
-/// small blocks (up to 16 KiB); otherwise they go up to 1 MiB.
+/// 512 KiB up to 128 KiB, and a 4 MiB segment (committed as it fills) for each block up to
+/// 2 MiB. With less than 24 MiB per CPU the workloads keep to small blocks (up to 16 KiB);
+/// otherwise they go up to 1 MiB.
 pub fn largest_block() -> usize {
     let per_cpu = mem::PHYS.free_frames() * 4096 / smp::online();
     if per_cpu < 24 << 20 {
