@@ -921,11 +921,12 @@ fn callgrind(o: &Opts, allocs: &[&str]) {
             .map_err(|e| e.to_string())?;
         let err = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
-            return Err(format!(
-                "{}: {}",
-                out.status,
-                err.lines().last().unwrap_or("")
-            ));
+            // The program's own message, not valgrind's (lines starting "==pid==").
+            let msg = err
+                .lines()
+                .find(|l| !l.starts_with("==") && !l.trim().is_empty())
+                .unwrap_or("");
+            return Err(format!("{}: {msg}", out.status));
         }
         err.lines()
             .find_map(|l| l.split("Collected :").nth(1))
