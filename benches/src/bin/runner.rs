@@ -332,6 +332,20 @@ fn cmd_output(cmd: &str, args: &[&str], dir: Option<&Path>) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// The shardalloc commit measured, and whether src/ had uncommitted changes.
+fn commit_desc() -> String {
+    let root = bench_dir().join("..");
+    format!(
+        "{}{}",
+        cmd_output("git", &["rev-parse", "--short", "HEAD"], Some(&root)),
+        if cmd_output("git", &["status", "--porcelain", "--", "src"], Some(&root)).is_empty() {
+            ""
+        } else {
+            " (with uncommitted changes in src/)"
+        }
+    )
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -548,18 +562,7 @@ fn report(
         cmd_output("rustc", &["--version"], None),
     )
     .unwrap();
-    let root = bench_dir().join("..");
-    writeln!(
-        md,
-        "- shardalloc commit: {}{}",
-        cmd_output("git", &["rev-parse", "--short", "HEAD"], Some(&root)),
-        if cmd_output("git", &["status", "--porcelain", "--", "src"], Some(&root)).is_empty() {
-            ""
-        } else {
-            " (with uncommitted changes in src/)"
-        }
-    )
-    .unwrap();
+    writeln!(md, "- shardalloc commit: {}", commit_desc()).unwrap();
     writeln!(
         md,
         "- mode: {}; {} repetition(s) per cell, median shown; timeout {:.0} s per run; whole run {:.0} s",
@@ -969,11 +972,7 @@ fn callgrind(o: &Opts, allocs: &[&str]) {
         md,
         "- date: {}; shardalloc commit {}; {}",
         cmd_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"], None),
-        cmd_output(
-            "git",
-            &["rev-parse", "--short", "HEAD"],
-            Some(&bench_dir().join(".."))
-        ),
+        commit_desc(),
         cmd_output("valgrind", &["--version"], None)
     )
     .unwrap();
