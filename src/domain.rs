@@ -21,6 +21,7 @@ pub struct Domain {
     abandoned_count: AtomicUsize,
     /// Cache of thread data blocks of exited threads (reused by new threads).
     td_cache: spin::Mutex<TdCache>,
+    segment_cache: spin::Mutex<SegmentCache>,
     /// Purge delay in time units of `now()`; negative = never purge.
     purge_delay: AtomicI64,
     /// Most bytes that may be reserved from the source (0 = no limit), and how many are.
@@ -29,6 +30,26 @@ pub struct Domain {
     /// Milliseconds since some start; without a clock, time counts slow-path events.
     clock: Option<fn() -> u64>,
     ticks: AtomicUsize,
+}
+
+/// A segment region kept for reuse after its segment emptied.
+#[derive(Clone, Copy)]
+pub(crate) struct Cached {
+    pub ptr: *mut u8,
+    pub size: usize,
+    /// Bytes of it counted in the `committed` statistic.
+    pub committed: usize,
+    pub expire: u64,
+}
+
+const CACHE_MAX: usize = 16;
+
+/// Recently freed segment regions (sources without reserve only: their memory is always
+/// committed, so a region can serve any new segment). Reusing one saves the source calls
+/// and the page faults of fresh memory; after a delay they go back to the source.
+struct SegmentCache {
+    entries: [Cached; CACHE_MAX],
+    len: usize,
 }
 
 struct AbandonedList {
@@ -45,10 +66,14 @@ struct TdCache {
 unsafe impl Send for AbandonedList {}
 // SAFETY: as above.
 unsafe impl Send for TdCache {}
+// SAFETY: the cached regions are owned by the cache alone, touched under its mutex.
+unsafe impl Send for SegmentCache {}
 
 const TD_CACHE_MAX: usize = 32;
-/// Default purge delay, in milliseconds (with a clock) or slow-path events (without).
+/// Default purge delay, in milliseconds (with a clock).
 pub const DEFAULT_PURGE_DELAY: i64 = 10;
+/// Default purge delay without a clock, in allocation slow-path events (of all heaps).
+pub const DEFAULT_PURGE_DELAY_TICKS: i64 = 1000;
 
 impl Domain {
     /// A domain taking segments from `source`, with no clock: purge delays count
@@ -70,7 +95,20 @@ impl Domain {
                 head: ptr::null_mut(),
                 count: 0,
             }),
-            purge_delay: AtomicI64::new(DEFAULT_PURGE_DELAY),
+            segment_cache: spin::Mutex::new(SegmentCache {
+                entries: [Cached {
+                    ptr: ptr::null_mut(),
+                    size: 0,
+                    committed: 0,
+                    expire: 0,
+                }; CACHE_MAX],
+                len: 0,
+            }),
+            purge_delay: AtomicI64::new(if clock.is_some() {
+                DEFAULT_PURGE_DELAY
+            } else {
+                DEFAULT_PURGE_DELAY_TICKS
+            }),
             limit: AtomicUsize::new(0),
             reserved: AtomicUsize::new(0),
             clock,
@@ -144,6 +182,98 @@ impl Domain {
 
     pub(crate) fn unreserve(&self, bytes: usize) {
         self.reserved.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Takes a cached region of `min..=max` bytes (the smallest that fits).
+    pub(crate) fn cache_take(&self, min: usize, max: usize) -> Option<Cached> {
+        let mut c = self.segment_cache.lock();
+        let mut best: Option<usize> = None;
+        for i in 0..c.len {
+            let s = c.entries[i].size;
+            if s >= min && s <= max && best.is_none_or(|b| s < c.entries[b].size) {
+                best = Some(i);
+            }
+        }
+        let i = best?;
+        let e = c.entries[i];
+        let last = c.len - 1;
+        c.entries[i] = c.entries[last];
+        c.len = last;
+        Some(e)
+    }
+
+    /// Keeps an emptied segment's region for reuse (evicting the oldest when full).
+    ///
+    /// # Safety
+    /// The region (exactly as allocated from the source) is unused; the cache owns it.
+    pub(crate) unsafe fn cache_put(&self, ptr: *mut u8, size: usize, committed: usize) {
+        let delay = self.purge_delay().max(1) as u64;
+        // cached regions wait ten purge delays (100 ms by default) before going back
+        let entry = Cached {
+            ptr,
+            size,
+            committed,
+            expire: self.now().saturating_add(delay * 10),
+        };
+        let evicted = {
+            let mut c = self.segment_cache.lock();
+            if c.len < CACHE_MAX {
+                let n = c.len;
+                c.entries[n] = entry;
+                c.len += 1;
+                None
+            } else {
+                // the oldest expires first
+                let mut oldest = 0;
+                for i in 1..CACHE_MAX {
+                    if c.entries[i].expire < c.entries[oldest].expire {
+                        oldest = i;
+                    }
+                }
+                let e = c.entries[oldest];
+                c.entries[oldest] = entry;
+                Some(e)
+            }
+        };
+        if let Some(e) = evicted {
+            // SAFETY: the evicted region is the cache's alone.
+            unsafe { self.cache_release(e) };
+        }
+    }
+
+    /// Gives cached regions whose delay expired (all with `force`) back to the source.
+    pub(crate) fn cache_collect(&self, force: bool) {
+        let now = self.now();
+        loop {
+            let e = {
+                let mut c = self.segment_cache.lock();
+                let mut found = None;
+                for i in 0..c.len {
+                    if force || c.entries[i].expire <= now {
+                        found = Some(i);
+                        break;
+                    }
+                }
+                let Some(i) = found else { return };
+                let e = c.entries[i];
+                let last = c.len - 1;
+                c.entries[i] = c.entries[last];
+                c.len = last;
+                e
+            };
+            // SAFETY: taken out of the cache, so ours alone.
+            unsafe { self.cache_release(e) };
+        }
+    }
+
+    /// # Safety
+    /// `e` was taken out of the cache.
+    unsafe fn cache_release(&self, e: Cached) {
+        self.stats.committed.sub(e.committed as i64);
+        self.stats.reserved.sub(e.size as i64);
+        // SAFETY: the region is exactly as the source handed it out, unused.
+        unsafe { self.source.free(NonNull::new_unchecked(e.ptr), e.size) };
+        self.unreserve(e.size);
     }
 
     pub(crate) fn abandoned_count(&self) -> usize {
@@ -248,7 +378,8 @@ impl Domain {
         self.unreserve(size);
     }
 
-    /// Frees abandoned segments whose blocks were all freed since their thread exited.
+    /// Frees abandoned segments whose blocks were all freed since their thread exited, and
+    /// gives cached segment regions back to the source.
     pub fn collect_abandoned(&self) {
         // A temporary thread data gives the collection an owner token.
         // SAFETY: the thread data is freed again before we return.
@@ -263,6 +394,7 @@ impl Domain {
             debug_assert!(tld.segments.all.is_null());
             self.thread_data_free(td);
         }
+        self.cache_collect(true);
     }
 }
 
@@ -272,12 +404,14 @@ impl Domain {
     pub fn fork_prepare(&self) {
         core::mem::forget(self.abandoned.lock());
         core::mem::forget(self.td_cache.lock());
+        core::mem::forget(self.segment_cache.lock());
     }
 
     /// After `fork()`, in the parent: releases the locks taken by `fork_prepare`.
     pub fn fork_parent(&self) {
         // SAFETY: `fork_prepare` on this thread holds both locks (their guards forgotten).
         unsafe {
+            self.segment_cache.force_unlock();
             self.td_cache.force_unlock();
             self.abandoned.force_unlock();
         }

@@ -244,6 +244,20 @@ impl RawHeap {
     }
 
     /// # Safety
+    /// `page` is a huge page in this heap's huge queue.
+    pub(crate) unsafe fn huge_queue_remove(&mut self, page: *mut Page) {
+        // SAFETY: as the caller guarantees.
+        unsafe { self.page_queue_remove(page, BIN_HUGE) }
+    }
+
+    /// # Safety
+    /// `page` is a huge page of this heap in no queue.
+    pub(crate) unsafe fn huge_queue_push(&mut self, page: *mut Page) {
+        // SAFETY: as the caller guarantees.
+        unsafe { self.page_queue_push(page) }
+    }
+
+    /// # Safety
     /// `page` is in this heap's queue `bin`.
     unsafe fn page_queue_remove(&mut self, page: *mut Page, bin: usize) {
         // SAFETY: as the caller guarantees.
@@ -391,6 +405,7 @@ pub(crate) unsafe fn malloc_generic(
         heap_collect_retired(heap, false);
         if tld.heartbeat % 16 == 0 {
             segment::segments_purge(tld, false);
+            domain.cache_collect(false);
         }
         if cfg!(debug_assertions) && tld.heartbeat % 4096 == 0 {
             heap_check(heap);
@@ -790,9 +805,11 @@ pub(crate) unsafe fn heap_collect(heap: *mut RawHeap, mode: Collect) {
         }
         let tld = &mut *(*heap).tld;
         segment::segments_purge(tld, force);
-        if force && tld.domain().abandoned_count() > 0 {
+        // (not when abandoning: a dying thread should not walk every abandoned segment)
+        if mode == Collect::Force && tld.domain().abandoned_count() > 0 {
             segment::abandoned_collect(tld);
         }
+        tld.domain().cache_collect(force);
     }
 }
 
@@ -1069,6 +1086,22 @@ pub(crate) unsafe fn realloc(
         let size = usable_size(p);
         if new_size <= size && new_size >= size / 2 && p as usize & (align - 1) == 0 {
             return p;
+        }
+        // a huge block of ours grows or shrinks by remapping its segment: no copy
+        if new_size > LARGE_OBJ_SIZE_MAX && align <= MAX_ALIGN_SIZE && !zero {
+            let segment = ptr_segment(p);
+            let page = (*segment).page_of(p);
+            if (*segment).kind == SegmentKind::Huge
+                && (*segment).thread_id.load(Ordering::Relaxed) == tid
+                && (*page).page_start == p
+                && (*heap).is_initialized()
+                && (*page).heap() == heap
+            {
+                let q = segment::huge_remap(heap, page, &mut *(*heap).tld, new_size);
+                if !q.is_null() {
+                    return q;
+                }
+            }
         }
         let q = malloc_aligned(heap, new_size, align, false);
         if q.is_null() {

@@ -27,7 +27,7 @@ pub mod size_class;
 pub mod source;
 mod stats;
 
-pub use domain::{Domain, DEFAULT_PURGE_DELAY};
+pub use domain::{Domain, DEFAULT_PURGE_DELAY, DEFAULT_PURGE_DELAY_TICKS};
 pub use global::percpu::{CpuLocal, PerCpuAlloc, SingleCpu};
 pub use source::{PageSource, Region, SourceConfig, SourceError};
 pub use stats::{StatCount, Stats};

@@ -358,19 +358,48 @@ unsafe fn segment_alloc(
     } else {
         SEGMENT_SIZE
     };
+    let mut segment_size = segment_size;
     let region_size = front + segment_size;
-    if !domain.reserve_within_limit(region_size) {
-        return ptr::null_mut();
-    }
     // Small/medium/large segments are committed page by page when the source can reserve;
     // huge ones are needed whole at once.
     let commit_all = !cfg.has_reserve || kind == SegmentKind::Huge;
-    // SAFETY: size is a non-zero multiple of the allocation granularity, align a power of
-    // two at least the OS page.
-    let region = unsafe { domain.source.alloc(region_size, region_align, commit_all) };
-    let Some(region) = region else {
-        domain.unreserve(region_size);
-        return ptr::null_mut();
+    // a recently emptied segment region, still resident (sources without reserve)
+    let cached = if !cfg.has_reserve && front == 0 {
+        let max = if kind == SegmentKind::Huge { region_size + region_size / 2 } else { region_size };
+        domain.cache_take(region_size, max)
+    } else {
+        None
+    };
+    let region = if let Some(c) = cached {
+        if kind == SegmentKind::Huge {
+            segment_size = c.size; // the block gets the whole region
+        }
+        // the region stays counted as reserved; its committed bytes are re-counted below
+        domain.stats.committed.sub(c.committed as i64);
+        domain.stats.reserved.sub(c.size as i64);
+        crate::source::Region {
+            // SAFETY: cached regions came from the source, never null.
+            ptr: unsafe { NonNull::new_unchecked(c.ptr) },
+            size: c.size,
+            committed: true,
+            zeroed: false,
+        }
+    } else {
+        if !domain.reserve_within_limit(region_size) {
+            // cached regions count against the limit: give them back and try again
+            domain.cache_collect(true);
+            if !domain.reserve_within_limit(region_size) {
+                return ptr::null_mut();
+            }
+        }
+        // SAFETY: size is a non-zero multiple of the allocation granularity, align a power
+        // of two at least the OS page.
+        let region = unsafe { domain.source.alloc(region_size, region_align, commit_all) };
+        let Some(region) = region else {
+            domain.unreserve(region_size);
+            return ptr::null_mut();
+        };
+        region
     };
     let seg_ptr = region.ptr.as_ptr().wrapping_add(front);
     debug_assert_eq!(seg_ptr as usize & SEGMENT_MASK, 0);
@@ -446,7 +475,11 @@ unsafe fn segment_alloc(
     segment
 }
 
-/// Gives an empty segment back to the source.
+/// Segment regions up to this size are cached for reuse when they empty; bigger ones go
+/// back to the source at once (the faults of re-touching them dwarf the source calls).
+const CACHE_SIZE_MAX: usize = 8 * SEGMENT_SIZE;
+
+/// Gives an empty segment back to the source (or to the domain's cache of regions).
 ///
 /// # Safety
 /// `segment` is owned by `tld` (or by nobody: abandoned and popped by the caller, then
@@ -477,13 +510,22 @@ unsafe fn segment_free(segment: *mut Segment, tld: &mut Tld) {
         if matches!((*segment).kind, SegmentKind::Large | SegmentKind::Huge) {
             committed = (*segment).segment_size.min(committed);
         }
-        domain.stats.committed.sub(committed as i64);
         domain.stats.segments.sub(1);
-        domain.stats.reserved.sub((*segment).region_size as i64);
         let (region, size) = ((*segment).region, (*segment).region_size);
         (*segment).cookie = 0;
         #[cfg(feature = "std")]
         crate::segment_map::set(segment as usize, false);
+        if !domain.config().has_reserve
+            && region == segment as *mut u8
+            && size <= CACHE_SIZE_MAX
+            && domain.purge_delay() >= 0
+        {
+            // keep it a while: the next segment reuses it without faulting memory in
+            domain.cache_put(region, size, committed);
+            return;
+        }
+        domain.stats.committed.sub(committed as i64);
+        domain.stats.reserved.sub(size as i64);
         domain.source.free(NonNull::new_unchecked(region), size);
         domain.unreserve(size);
     }
@@ -974,6 +1016,92 @@ pub(crate) unsafe fn abandoned_collect(tld: &mut Tld) {
             let next = (*keep).abandoned_next;
             domain.push_abandoned(keep);
             keep = next;
+        }
+    }
+}
+
+/// Resizes the huge block of `page` in place or by moving its segment with the source's
+/// `remap` (no copy), so that its block holds `new_size` bytes. Returns the new block
+/// address, or null when the source cannot (the block is then untouched).
+///
+/// # Safety
+/// `page` is the page of a huge segment owned by the calling thread (data `tld`), whose
+/// one block is live and owned by the caller; `heap` is the page's heap, and the page
+/// sits in its `BIN_HUGE` queue.
+pub(crate) unsafe fn huge_remap(
+    heap: *mut RawHeap,
+    page: *mut Page,
+    tld: &mut Tld,
+    new_size: usize,
+) -> *mut u8 {
+    // SAFETY: as the caller guarantees; the segment header moves with the segment, so
+    // every link into it (the heap queue, the thread's segment list, the segment map) is
+    // undone before and redone after.
+    unsafe {
+        let segment = ptr_segment((*page).page_start);
+        let seg = &mut *segment;
+        let domain = &*seg.domain;
+        if seg.region != segment as *mut u8 {
+            return ptr::null_mut(); // alignment front part: keep it simple, copy instead
+        }
+        let cfg = domain.config();
+        let gran = cfg.alloc_granularity.max(cfg.page_size).max(4096);
+        let Some(want) = seg.info_size.checked_add(new_size) else {
+            return ptr::null_mut();
+        };
+        let new_seg_size = (want + gran - 1) & !(gran - 1);
+        let old_seg_size = seg.segment_size;
+        let old_region_size = seg.region_size;
+        if new_seg_size > old_region_size && !domain.reserve_within_limit(new_seg_size - old_region_size) {
+            return ptr::null_mut();
+        }
+        (*heap).huge_queue_remove(page);
+        tld.segments.unlink(segment);
+        #[cfg(feature = "std")]
+        crate::segment_map::set(segment as usize, false);
+        let moved = domain.source.remap(
+            NonNull::new_unchecked(segment as *mut u8),
+            old_region_size,
+            new_seg_size,
+            SEGMENT_SIZE,
+        );
+        let (new_seg, region_size) = match moved {
+            Some(r) => (r.ptr.as_ptr() as *mut Segment, r.size),
+            None => {
+                if new_seg_size > old_region_size {
+                    domain.unreserve(new_seg_size - old_region_size);
+                }
+                (segment, old_region_size)
+            }
+        };
+        let seg = &mut *new_seg;
+        let page = seg.page(0);
+        if moved.is_some() {
+            if region_size < old_region_size {
+                domain.unreserve(old_region_size - region_size);
+            }
+            seg.cookie = SEGMENT_COOKIE ^ new_seg as usize;
+            seg.region = new_seg as *mut u8;
+            seg.region_size = region_size;
+            seg.segment_size = new_seg_size;
+            let old_bsize = (*page).block_size;
+            let (start, psize) = seg.page_area(0);
+            (*page).page_start = start;
+            (*page).block_size = psize;
+            let delta = psize as i64 - old_bsize as i64;
+            domain.stats.huge.add(delta);
+            domain.stats.allocated.add(delta * (*page).stat_used as i64);
+            domain.stats.reserved.add(region_size as i64 - old_region_size as i64);
+            domain.stats.committed.add(new_seg_size as i64 - old_seg_size as i64);
+        }
+        #[cfg(feature = "std")]
+        crate::segment_map::set(new_seg as usize, true);
+        tld.segments.link(new_seg);
+        (*heap).huge_queue_push(page);
+        if moved.is_some() {
+            (*page).page_start
+        } else {
+            ptr::null_mut()
         }
     }
 }

@@ -70,4 +70,25 @@ fn resident_memory_falls_after_free() {
     for b in kept {
         unsafe { shardalloc::free(b as *mut u8) };
     }
+
+    // 3. mid-sized huge blocks: their regions are cached for reuse a short while, then
+    //    returned
+    let base = rss();
+    let blocks: Vec<usize> = (0..8)
+        .map(|_| {
+            let p = unsafe { shardalloc::alloc(12 * MB, 8, false) };
+            unsafe { p.write_bytes(3, 12 * MB) };
+            p as usize
+        })
+        .collect();
+    let high = rss();
+    for b in blocks {
+        unsafe { shardalloc::free(b as *mut u8) };
+    }
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    shardalloc::collect(false);
+    let after = rss();
+    eprintln!("cached: {} -> {} -> {} MiB", base / MB, high / MB, after / MB);
+    assert!(high >= base + 90 * MB);
+    assert!(after < base + 16 * MB, "RSS stayed at {} MiB after the cache delay", after / MB);
 }

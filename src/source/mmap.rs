@@ -99,6 +99,52 @@ unsafe impl PageSource for Mmap {
         })
     }
 
+    unsafe fn remap(
+        &self,
+        ptr: NonNull<u8>,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+    ) -> Option<Region> {
+        let old = ptr.as_ptr() as *mut libc::c_void;
+        // SAFETY: `old` is exactly one of our mappings; without MREMAP_MAYMOVE the kernel
+        // only grows or shrinks it where it is.
+        let p = unsafe { libc::mremap(old, old_size, new_size, 0) };
+        if p != libc::MAP_FAILED {
+            return Some(Region {
+                ptr,
+                size: new_size,
+                committed: true,
+                zeroed: false,
+            });
+        }
+        // Move: reserve an aligned place for the new size, then move the pages there
+        // (page tables are moved, no bytes are copied).
+        // SAFETY: a fresh reservation of ours, later replaced whole by the moved mapping.
+        let target = unsafe { self.alloc(new_size, align, false)? };
+        // SAFETY: both ranges are ours; MREMAP_FIXED replaces the reservation at `target`.
+        let p = unsafe {
+            libc::mremap(
+                old,
+                old_size,
+                new_size,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                target.ptr.as_ptr() as *mut libc::c_void,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            // SAFETY: the reservation is unused.
+            unsafe { libc::munmap(target.ptr.as_ptr() as *mut libc::c_void, new_size) };
+            return None;
+        }
+        Some(Region {
+            ptr: target.ptr,
+            size: new_size,
+            committed: true,
+            zeroed: false,
+        })
+    }
+
     unsafe fn free(&self, ptr: NonNull<u8>, size: usize) {
         // SAFETY: the caller returns exactly a mapping of ours.
         unsafe { libc::munmap(ptr.as_ptr() as *mut libc::c_void, size) };

@@ -133,6 +133,25 @@ pub unsafe trait PageSource: Sync {
         let _ = (ptr, size);
     }
 
+    /// Resizes a whole region to `new_size` bytes aligned to `align`, keeping the first
+    /// `min(old_size, new_size)` bytes of content, moving it if need be (`mremap`). The
+    /// result is committed. `None` when the source cannot (the default), and then the old
+    /// region is untouched.
+    ///
+    /// # Safety
+    /// `ptr`/`old_size` are exactly a live region of committed memory; on success it is
+    /// replaced by the returned region (the old one must not be used or freed).
+    unsafe fn remap(
+        &self,
+        ptr: NonNull<u8>,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+    ) -> Option<Region> {
+        let _ = (ptr, old_size, new_size, align);
+        None
+    }
+
     /// Makes the range inaccessible (`protect == true`, a guard page) or accessible again.
     /// Returns `false` if the source cannot protect memory (the default).
     ///
