@@ -545,9 +545,24 @@ pub extern "C" fn mi_is_in_heap_region(p: *const c_void) -> bool {
 /// rather than only the `mi_*` API (e.g. after `dlopen`).
 #[no_mangle]
 pub extern "C" fn mi_is_redirected() -> bool {
-    // SAFETY: looks up the symbol `malloc` as the process resolves it (by name, read only).
-    let m = unsafe { ::libc::dlsym(::libc::RTLD_DEFAULT, c"malloc".as_ptr()) };
-    m as usize == super::exports::malloc as *const () as usize
+    static MARKER: u8 = 0;
+    // SAFETY: looks up the symbol `malloc` as the process resolves it, and which loaded
+    // object holds it and which holds our `MARKER` (read-only queries, out-pointers on the
+    // stack).
+    unsafe {
+        let m = ::libc::dlsym(::libc::RTLD_DEFAULT, c"malloc".as_ptr());
+        if m.is_null() {
+            return false;
+        }
+        let mut theirs: ::libc::Dl_info = core::mem::zeroed();
+        let mut ours: ::libc::Dl_info = core::mem::zeroed();
+        if ::libc::dladdr(m, &mut theirs) == 0
+            || ::libc::dladdr(core::ptr::addr_of!(MARKER) as *const c_void, &mut ours) == 0
+        {
+            return false;
+        }
+        theirs.dli_fbase == ours.dli_fbase
+    }
 }
 
 /// `shardalloc.h`: the version of the library, major * 10000 + minor * 100 + patch.

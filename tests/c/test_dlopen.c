@@ -1,0 +1,62 @@
+// dlopen(libshardalloc.so) into a program that is not linked with it: it loads (no
+// "cannot allocate memory in static TLS block"), its mi_* API works from several threads
+// (the thread-local heap slot is the library's own TLS), and malloc stays glibc's.
+//
+//   test_dlopen /path/to/libshardalloc.so
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdbool.h>
+
+typedef void* (*malloc_fn)(size_t);
+typedef void (*free_fn)(void*);
+typedef size_t (*usable_fn)(const void*);
+typedef bool (*region_fn)(const void*);
+typedef void* (*heap_fn)(void);
+static malloc_fn mi_malloc_p;
+static free_fn mi_free_p;
+static usable_fn mi_usable_p;
+static region_fn mi_region_p;
+static heap_fn mi_heap_default_p;
+static int failed = 0;
+
+static void* worker(void* arg) {
+  void* keep[1000];
+  for (int i = 0; i < 1000; i++) {
+    keep[i] = mi_malloc_p(16 + i);
+    if (!keep[i] || !mi_region_p(keep[i]) || mi_usable_p(keep[i]) < (size_t)(16 + i)) failed = 1;
+    memset(keep[i], i, 16 + i);
+  }
+  void* h = mi_heap_default_p();
+  if (arg && h == arg) failed = 1;   // each thread has its own heap
+  for (int i = 0; i < 1000; i++) mi_free_p(keep[i]);
+  return h;
+}
+
+int main(int argc, char** argv) {
+  if (argc < 2) { fprintf(stderr, "usage: test_dlopen lib.so\n"); return 2; }
+  void* lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+  if (!lib) { fprintf(stderr, "dlopen failed: %s\n", dlerror()); return 1; }
+  mi_malloc_p = (malloc_fn)dlsym(lib, "mi_malloc");
+  mi_free_p = (free_fn)dlsym(lib, "mi_free");
+  mi_usable_p = (usable_fn)dlsym(lib, "mi_usable_size");
+  mi_region_p = (region_fn)dlsym(lib, "mi_is_in_heap_region");
+  mi_heap_default_p = (heap_fn)dlsym(lib, "mi_heap_get_default");
+  bool (*redirected)(void) = (bool (*)(void))dlsym(lib, "mi_is_redirected");
+  if (!mi_malloc_p || !mi_free_p || !mi_usable_p || !mi_region_p || !mi_heap_default_p || !redirected) {
+    fprintf(stderr, "dlsym failed\n"); return 1;
+  }
+  if (redirected()) { fprintf(stderr, "malloc should still be glibc's after dlopen\n"); failed = 1; }
+  void* g = malloc(100);                 // glibc's
+  if (mi_region_p(g)) { fprintf(stderr, "glibc block claimed by shardalloc\n"); failed = 1; }
+  free(g);
+  void* main_heap = worker(NULL);
+  pthread_t t[4];
+  for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, worker, main_heap);
+  for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+  printf("test_dlopen: %s\n", failed ? "FAILED" : "ok");
+  return failed;
+}
