@@ -17,7 +17,7 @@ use core::sync::atomic::Ordering::{Acquire, Relaxed};
 use super::options::{error, CHECK_FREE};
 use crate::global::hosted;
 use crate::page::{Block, Page, FLAG_HAS_ALIGNED};
-use crate::segment::{checked_segment, Segment};
+use crate::segment::{checked_segment, ptr_segment, Segment};
 
 /// `free`.
 ///
@@ -33,7 +33,9 @@ pub(crate) unsafe fn free(p: *mut u8) {
         // SAFETY: forwarded.
         return unsafe { free_checked(p) };
     }
-    if checked_segment(p).is_none() {
+    // The segment map alone: a set bit means a live segment starts there (the cookie
+    // check of `checked_segment` would only repeat that).
+    if !crate::segment_map::contains(ptr_segment(p) as usize) {
         return invalid_free(p, "not allocated by shardalloc");
     }
     // SAFETY: `p` lies in a live segment of ours; the caller vouches for the rest.

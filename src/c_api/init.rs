@@ -9,6 +9,8 @@
 //! exist there; parent and child release them. Registered at load time, our prepare
 //! handler runs after those of libraries loaded later (handlers run in reverse order of
 //! registration), so their allocations in prepare handlers do not wait for our locks.
+//! A `dlopen`ed library pins itself (`RTLD_NODELETE`): `dlclose` must not unmap code
+//! that exiting threads (their thread-key destructor) and later frees still run.
 //! The thread-key `Once` of the hosted binding is completed here too (by initialising the
 //! loading thread), so that no `fork` can catch it half-done.
 
@@ -43,6 +45,31 @@ pub(crate) fn init() {
     // in glibc.
     unsafe { ::libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
     let _ = hosted::heap_initialized();
+    pin_library();
+}
+
+/// Makes a `dlopen`ed library stay loaded after `dlclose`: threads that allocated keep a
+/// thread-key destructor pointing into our code (and blocks of ours may still be freed),
+/// so unmapping the library would crash them. (A no-op when preloaded or linked.)
+fn pin_library() {
+    static MARKER: u8 = 0;
+    // SAFETY: dladdr fills a stack `Dl_info`; dlopen with RTLD_NOLOAD only finds the
+    // already-loaded object by the name dladdr gave and marks it NODELETE.
+    unsafe {
+        let mut info: ::libc::Dl_info = core::mem::zeroed();
+        if ::libc::dladdr(
+            core::ptr::addr_of!(MARKER) as *const ::libc::c_void,
+            &mut info,
+        ) == 0
+            || info.dli_fname.is_null()
+        {
+            return;
+        }
+        let _ = ::libc::dlopen(
+            info.dli_fname,
+            ::libc::RTLD_NOW | ::libc::RTLD_NOLOAD | ::libc::RTLD_NODELETE,
+        );
+    }
 }
 
 /// Process end: statistics if asked for (idempotent).

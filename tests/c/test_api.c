@@ -639,6 +639,32 @@ static void free_from_fresh_thread(void) {
   mi_collect(true);
 }
 
+static pthread_key_t late_key;
+static void late_destructor(void* v) {
+  // runs after shardalloc's own thread-exit destructor (its key is older): allocating
+  // here makes the thread start over, and glibc calls shardalloc's destructor again
+  free(v);
+  void* p = malloc(100);
+  memset(p, 1, 100);
+  free(p);
+}
+static void* thread_with_late_destructor(void* arg) {
+  (void)arg;
+  pthread_setspecific(late_key, malloc(64));
+  free(malloc(1000));
+  return NULL;
+}
+static void thread_exit_destructors(void) {
+  pthread_key_create(&late_key, late_destructor);
+  for (int i = 0; i < 40; i++) {
+    pthread_t t;
+    pthread_create(&t, NULL, thread_with_late_destructor, NULL);
+    pthread_join(t, NULL);
+  }
+  pthread_key_delete(late_key);
+  void* p = malloc(10); CHECK(p != NULL); free(p);
+}
+
 // ---------------------------------------------------------------------------------------
 // cases that need an environment (run by c_api.rs)
 
@@ -723,6 +749,7 @@ static const test_case_t cases[] = {
   {"limit", limit, 1},
   {"thread-done", thread_done, 1},
   {"free-from-fresh-thread", free_from_fresh_thread, 1},
+  {"thread-exit-destructors", thread_exit_destructors, 1},
   {"checked-free", checked_free, 0},
   {"env-limit", env_limit, 0},
   {"env-mimalloc-names", env_mimalloc_names, 0},

@@ -36,6 +36,16 @@ static void* worker(void* arg) {
   return h;
 }
 
+static pthread_barrier_t barrier;
+static void* late_worker(void* arg) {
+  (void)arg;
+  void* p = mi_malloc_p(100);
+  pthread_barrier_wait(&barrier);
+  pthread_barrier_wait(&barrier);
+  mi_free_p(p);                            // the library is dlclosed by now
+  return NULL;
+}
+
 int main(int argc, char** argv) {
   if (argc < 2) { fprintf(stderr, "usage: test_dlopen lib.so\n"); return 2; }
   void* lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
@@ -57,6 +67,15 @@ int main(int argc, char** argv) {
   pthread_t t[4];
   for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, worker, main_heap);
   for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+  // dlclose while a thread that allocated is still alive: when it exits afterwards, its
+  // thread-key destructor must still find shardalloc's code (the library pins itself)
+  pthread_t late;
+  pthread_barrier_init(&barrier, NULL, 2);
+  pthread_create(&late, NULL, late_worker, NULL);
+  pthread_barrier_wait(&barrier);          // it has allocated
+  if (dlclose(lib) != 0) { fprintf(stderr, "dlclose failed: %s\n", dlerror()); failed = 1; }
+  pthread_barrier_wait(&barrier);          // now let it exit
+  pthread_join(late, NULL);
   printf("test_dlopen: %s\n", failed ? "FAILED" : "ok");
   return failed;
 }
