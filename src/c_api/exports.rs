@@ -166,7 +166,7 @@ fn new_failed(size: usize, align: usize) -> ! {
 pub(crate) fn new_or_abort(size: usize, align: usize) -> *mut u8 {
     // SAFETY: the default heap.
     let p = unsafe {
-        if align <= 16 {
+        if align <= crate::size_class::WORD {
             s::malloc(None, size)
         } else {
             s::malloc_aligned_at(None, size, align, 0, false)
@@ -183,7 +183,7 @@ pub(crate) fn new_or_abort(size: usize, align: usize) -> *mut u8 {
 pub(crate) fn new_nothrow(size: usize, align: usize) -> *mut u8 {
     // SAFETY: the default heap.
     unsafe {
-        if align <= 16 {
+        if align <= crate::size_class::WORD {
             s::malloc(None, size)
         } else {
             s::malloc_aligned_at(None, size, align, 0, false)

@@ -31,6 +31,10 @@ int main() {
   ::operator delete(raw, 100, std::align_val_t(4096));
   raw = ::operator new[](100, std::align_val_t(64), std::nothrow); CHECK(((uintptr_t)raw & 63) == 0);
   ::operator delete[](raw, std::align_val_t(64), std::nothrow);
+  for (size_t n = 1; n < 100; n++) {      // an explicit alignment of 16 holds for every size
+    raw = ::operator new(n, std::align_val_t(16)); CHECK(((uintptr_t)raw & 15) == 0);
+    ::operator delete(raw, std::align_val_t(16));
+  }
   raw = ::operator new(10); ::operator delete(raw, 10);
   raw = ::operator new[](10); ::operator delete[](raw, 10);
   raw = ::operator new(10, std::nothrow); ::operator delete(raw, std::nothrow);
