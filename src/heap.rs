@@ -804,7 +804,8 @@ pub(crate) unsafe fn heap_collect(heap: *mut RawHeap, mode: Collect) {
             });
         }
         let tld = &mut *(*heap).tld;
-        segment::segments_purge(tld, force);
+        // a dying thread leaves pending purges to whoever takes its segments over
+        segment::segments_purge(tld, mode == Collect::Force);
         // (not when abandoning: a dying thread should not walk every abandoned segment)
         if mode == Collect::Force && tld.domain().abandoned_count() > 0 {
             segment::abandoned_collect(tld);

@@ -867,7 +867,9 @@ pub(crate) unsafe fn segment_abandon(segment: *mut Segment, tld: &mut Tld) {
     // SAFETY: as the caller guarantees.
     unsafe {
         debug_assert!((*segment).used > 0);
-        segment_purge(segment, true);
+        // pending purges stay pending: the thread that reclaims the segment (or a forced
+        // collection) does them, so a segment that is taken over at once is not faulted
+        // back in
         if (*segment).in_free_queue {
             if let Some(q) = tld.segments.queue_for((*segment).kind) {
                 q.remove(segment);
@@ -1005,6 +1007,7 @@ pub(crate) unsafe fn abandoned_collect(tld: &mut Tld) {
                 }
             }
             if !freed {
+                segment_purge(segment, true);
                 seg.abandoned_next = keep;
                 keep = segment;
             }
