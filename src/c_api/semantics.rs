@@ -19,7 +19,7 @@ use crate::global::hosted;
 use crate::heap::{self, RawHeap};
 use crate::page::FLAG_HAS_ALIGNED;
 use crate::segment::{checked_segment, ptr_segment};
-use crate::size_class::{good_size, LARGE_OBJ_SIZE_MAX};
+use crate::size_class::{good_size, LARGE_OBJ_SIZE_MAX, SEGMENT_SIZE};
 
 /// Largest alignment served (beyond it, allocation fails with `ENOMEM`): aligned huge
 /// blocks reserve `alignment` bytes of address space.
@@ -131,12 +131,25 @@ unsafe fn raw_alloc_at(
             }
             return p;
         }
+        // `p` inside the block must find the block's segment through `p - 1`, so it may
+        // lie at most a segment size into a huge segment; blocks aligned to a segment
+        // size or more already start there. (mimalloc likewise refuses an offset with
+        // its largest alignments.)
+        if align >= SEGMENT_SIZE {
+            return ptr::null_mut();
+        }
         let Some(total) = size.checked_add(adjust) else {
             return ptr::null_mut();
         };
         let b = raw_alloc(heap, total, align, zero);
         if b.is_null() {
             return b;
+        }
+        if ptr_segment(b.add(adjust)) != ptr_segment(b) {
+            // cannot happen with the core's layouts (see above); never hand out a
+            // pointer that `free` would not recognise
+            free(b);
+            return ptr::null_mut();
         }
         // `p` points inside the block: mark its page so that `free` and `usable_size`
         // find the block start. The page belongs to our heap (we just allocated from it).
@@ -350,7 +363,24 @@ fn alignment_ok(align: usize) -> bool {
     true
 }
 
+/// An alignment offset is possible below a segment size of alignment (see `raw_alloc_at`).
+fn offset_ok(align: usize, offset: usize) -> bool {
+    if align >= SEGMENT_SIZE && offset & (align - 1) != 0 {
+        super::options::error(
+            ::libc::EINVAL,
+            format_args!(
+                "aligned allocation: alignment {align} cannot be combined with offset {offset}"
+            ),
+        );
+        set_errno(::libc::EINVAL);
+        return false;
+    }
+    true
+}
+
 /// `mi_malloc_aligned_at` and friends: `size` bytes with `p + offset` aligned to `align`.
+/// With an offset that is not a multiple of `align`, alignments of a segment size (4 MiB)
+/// and more fail with `EINVAL`.
 ///
 /// # Safety
 /// As [`malloc`].
@@ -361,7 +391,7 @@ pub(crate) unsafe fn malloc_aligned_at(
     offset: usize,
     zero: bool,
 ) -> *mut u8 {
-    if !alignment_ok(align) {
+    if !alignment_ok(align) || !offset_ok(align, offset) {
         return ptr::null_mut();
     }
     // SAFETY: as the caller guarantees.
@@ -380,7 +410,7 @@ pub(crate) unsafe fn realloc_aligned_at(
     offset: usize,
     zero: bool,
 ) -> *mut u8 {
-    if !alignment_ok(align) || !realloc_arg_ok(p, "realloc") {
+    if !alignment_ok(align) || !offset_ok(align, offset) || !realloc_arg_ok(p, "realloc") {
         return ptr::null_mut();
     }
     // SAFETY: as the caller guarantees.

@@ -322,6 +322,21 @@ static void mi_aligned(void) {
       mi_free(p);
     }
   }
+  // offsets with huge blocks: fine below a segment size (4 MiB) of alignment, refused
+  // (EINVAL) from there on, as mimalloc refuses them for its largest alignments
+  for (size_t a = 64; a <= ((size_t)2 << 20); a *= 8) {
+    unsigned char* p = mi_malloc_aligned_at((size_t)5 << 20, a, 24);
+    CHECK(p && aligned_to(p + 24, a) && mi_usable_size(p) >= ((size_t)5 << 20) && mi_is_in_heap_region(p));
+    p[((size_t)5 << 20) - 1] = 1;
+    p = mi_realloc_aligned_at(p, (size_t)9 << 20, a, 24);
+    CHECK(p && aligned_to(p + 24, a) && p[((size_t)5 << 20) - 1] == 1);
+    mi_free(p);
+  }
+  errno = 0;
+  CHECK(mi_malloc_aligned_at((size_t)5 << 20, (size_t)8 << 20, 24) == NULL && errno == EINVAL);
+  CHECK(mi_malloc_aligned_at(100, (size_t)4 << 20, 8) == NULL);
+  void* big_ok = mi_malloc_aligned_at(100, (size_t)8 << 20, (size_t)16 << 20);   // offset a multiple
+  CHECK(big_ok && aligned_to(big_ok, (size_t)8 << 20)); mi_free(big_ok);
   // realloc_aligned keeps contents and alignment
   unsigned char* p = mi_malloc_aligned(100, 64);
   fill(p, 100, 1);
