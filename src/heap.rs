@@ -625,14 +625,45 @@ unsafe fn free_block_local(page: *mut Page, block: *mut Block) {
     }
 }
 
+/// Generic-malloc rounds a retired page is kept before it is freed.
+#[inline(always)]
+fn retire_cycles(block_size: usize) -> u8 {
+    if block_size <= SMALL_OBJ_SIZE_MAX {
+        16
+    } else {
+        4
+    }
+}
+
 /// A page whose blocks are all free: keep it a while if it is the only page of its
 /// size class (to avoid freeing and re-making it in a loop), else free it.
 ///
 /// # Safety
 /// The caller owns `page`, which has a heap.
+#[inline(always)]
+unsafe fn page_retire(page: *mut Page) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        // Already retired and still the only page of its queue (one block allocated and
+        // freed in a loop): just restart its countdown. (`retire_expire != 0` implies its
+        // bin is in the heap's retired range; a page with no queue neighbours is alone.)
+        if (*page).retire_expire != 0
+            && (*page).flags == 0
+            && (*page).next.is_null()
+            && (*page).prev.is_null()
+        {
+            (*page).retire_expire = retire_cycles((*page).block_size);
+            return;
+        }
+        page_retire_slow(page)
+    }
+}
+
+/// # Safety
+/// As `page_retire`.
 #[cold]
 #[inline(never)]
-unsafe fn page_retire(page: *mut Page) {
+unsafe fn page_retire_slow(page: *mut Page) {
     // SAFETY: as the caller guarantees.
     unsafe {
         let heap = (*page).heap();
@@ -642,11 +673,7 @@ unsafe fn page_retire(page: *mut Page) {
         if bin < BIN_HUGE && (*page).block_size <= MEDIUM_OBJ_SIZE_MAX {
             let pq = &(*heap).pages[bin];
             if pq.first == page && pq.last == page {
-                (*page).retire_expire = if (*page).block_size <= SMALL_OBJ_SIZE_MAX {
-                    16
-                } else {
-                    4
-                };
+                (*page).retire_expire = retire_cycles((*page).block_size);
                 (*heap).retired_min = (*heap).retired_min.min(bin);
                 (*heap).retired_max = (*heap).retired_max.max(bin);
                 return;
