@@ -36,7 +36,13 @@ static void* worker(void* arg) {
   return h;
 }
 
-static pthread_barrier_t barrier;
+static pthread_barrier_t barrier, early_go;
+static void* worker(void* arg);
+static void* early_worker(void* arg) {
+  (void)arg;
+  pthread_barrier_wait(&early_go);
+  return worker(NULL);
+}
 static void* late_worker(void* arg) {
   (void)arg;
   void* p = mi_malloc_p(100);
@@ -48,6 +54,11 @@ static void* late_worker(void* arg) {
 
 int main(int argc, char** argv) {
   if (argc < 2) { fprintf(stderr, "usage: test_dlopen lib.so\n"); return 2; }
+  // a thread that exists before the library is loaded: glibc must give it the library's
+  // static TLS initialised (the heap slot starts as the empty heap, not as zero)
+  pthread_barrier_init(&early_go, NULL, 2);
+  pthread_t early;
+  pthread_create(&early, NULL, early_worker, NULL);
   void* lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
   if (!lib) { fprintf(stderr, "dlopen failed: %s\n", dlerror()); return 1; }
   mi_malloc_p = (malloc_fn)dlsym(lib, "mi_malloc");
@@ -63,6 +74,8 @@ int main(int argc, char** argv) {
   void* g = malloc(100);                 // glibc's
   if (mi_region_p(g)) { fprintf(stderr, "glibc block claimed by shardalloc\n"); failed = 1; }
   free(g);
+  pthread_barrier_wait(&early_go);         // the library is loaded: go
+  pthread_join(early, NULL);
   void* main_heap = worker(NULL);
   pthread_t t[4];
   for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, worker, main_heap);
