@@ -7,6 +7,7 @@
 #include <map>
 #include <vector>
 #include <memory>
+#include <thread>
 
 // weak: the program runs linked with -lshardalloc or preloaded; either way the symbol is
 // there, and a run without shardalloc fails the checks instead of failing to link
@@ -18,6 +19,14 @@ static int failures = 0;
 
 struct alignas(256) Big { char data[1000]; };
 static volatile size_t huge = SIZE_MAX / 2;
+
+// thread_local objects with destructors that free (run at thread exit, before the
+// pthread key destructors, so the thread's heap is still there)
+struct Holder {
+  std::vector<std::string> v;
+  ~Holder() { v.clear(); v.shrink_to_fit(); std::string s(1000, 'y'); }
+};
+thread_local Holder holder;
 
 int main() {
   int* a = new int(5); CHECK(ours(a)); delete a;
@@ -47,6 +56,10 @@ int main() {
   for (int i = 0; i < 20000; i++) m[std::to_string(i)].push_back(i);
   CHECK(m.size() == 20000 && m["777"][0] == 777);
   auto sp = std::make_shared<std::string>(1000, 'x'); CHECK(ours(sp.get()));
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 8; t++)
+    ts.emplace_back([t] { for (int i = 0; i < 1000; i++) holder.v.push_back(std::string(20 + i % 50, char('a' + t))); });
+  for (auto& t : ts) t.join();
   std::printf("test_cxx: %s\n", failures ? "FAILED" : "ok");
   return failures ? 1 : 0;
 }
