@@ -38,13 +38,20 @@ fn workload(a: &'static (dyn GlobalAlloc + Sync)) -> f64 {
                     for _ in 0..STEPS {
                         let r = rng(&mut s);
                         let i = (r % SLOTS as u64) as usize;
-                        let size = if r >> 60 == 0 { 1 + (r >> 32) % 8192 } else { 8 + (r >> 32) % 256 } as usize;
+                        let size = if r >> 60 == 0 {
+                            1 + (r >> 32) % 8192
+                        } else {
+                            8 + (r >> 32) % 256
+                        } as usize;
                         let (old, old_size) = slots.0[i];
                         unsafe {
                             if old != 0 {
                                 // check the first byte survived, then free
                                 assert_eq!(*(old as *const u8), old_size as u8);
-                                a.dealloc(old as *mut u8, Layout::from_size_align_unchecked(old_size, 8));
+                                a.dealloc(
+                                    old as *mut u8,
+                                    Layout::from_size_align_unchecked(old_size, 8),
+                                );
                             }
                             let p = a.alloc(Layout::from_size_align_unchecked(size, 8));
                             assert!(!p.is_null());
@@ -91,9 +98,23 @@ fn main() {
     }
     let (s, g) = (median(t_shard), median(t_sys));
     let ops = (THREADS * ROUNDS * STEPS) as f64;
-    println!("  shardalloc   {:7.1} ms  ({:.1} M malloc+free/s)", s * 1e3, ops / s / 1e6);
-    println!("  glibc malloc {:7.1} ms  ({:.1} M malloc+free/s)", g * 1e3, ops / g / 1e6);
-    println!("  glibc / shardalloc time ratio: {:.2}x (median of 5, same run)", g / s);
+    println!(
+        "  shardalloc   {:7.1} ms  ({:.1} M malloc+free/s)",
+        s * 1e3,
+        ops / s / 1e6
+    );
+    println!(
+        "  glibc malloc {:7.1} ms  ({:.1} M malloc+free/s)",
+        g * 1e3,
+        ops / g / 1e6
+    );
+    println!(
+        "  glibc / shardalloc time ratio: {:.2}x (median of 5, same run)",
+        g / s
+    );
     shardalloc::collect(true);
-    println!("\nshardalloc statistics (whole process):\n{}", shardalloc::stats());
+    println!(
+        "\nshardalloc statistics (whole process):\n{}",
+        shardalloc::stats()
+    );
 }

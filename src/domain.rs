@@ -374,7 +374,10 @@ impl Domain {
         let gran = cfg.alloc_granularity.max(cfg.page_size);
         let size = (core::mem::size_of::<ThreadData>() + gran - 1) & !(gran - 1);
         // SAFETY: `td` is a region of exactly `size` bytes from `alloc` above.
-        unsafe { self.source.free(NonNull::new_unchecked(td as *mut u8), size) };
+        unsafe {
+            self.source
+                .free(NonNull::new_unchecked(td as *mut u8), size)
+        };
         self.unreserve(size);
     }
 

@@ -19,6 +19,7 @@ pub(crate) struct Tld {
     pub segments: SegmentsTld,
     domain: *const Domain,
     /// The thread's default heap (backing heap of first-class heaps).
+    #[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer
     pub heap_backing: *mut RawHeap,
     /// All heaps of the thread, linked through `RawHeap::next`.
     pub heaps: *mut RawHeap,
@@ -132,6 +133,7 @@ const fn initial_queues() -> [PageQueue; BIN_FULL + 1] {
 /// The heap of threads that have not allocated yet: all its direct entries point to the
 /// empty page, so the fast path falls through to the generic path, which sees the null
 /// `tld` and returns null — the caller then initialises the thread and retries.
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer
 pub(crate) static EMPTY_HEAP: Immutable<RawHeap> = Immutable(RawHeap {
     pages_direct: [addr_of!(EMPTY_PAGE.0) as *mut Page; PAGES_DIRECT],
     thread_id: NO_THREAD,
@@ -145,6 +147,7 @@ pub(crate) static EMPTY_HEAP: Immutable<RawHeap> = Immutable(RawHeap {
 });
 
 #[inline(always)]
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer
 pub(crate) const fn empty_heap() -> *mut RawHeap {
     addr_of!(EMPTY_HEAP.0) as *mut RawHeap
 }
@@ -222,7 +225,11 @@ impl RawHeap {
         }
         let first = self.pages[bin].first;
         let page = if first.is_null() { empty_page() } else { first };
-        let start = if bin == 1 { 0 } else { bin_size(bin - 1) / WORD + 1 };
+        let start = if bin == 1 {
+            0
+        } else {
+            bin_size(bin - 1) / WORD + 1
+        };
         let end = bsize / WORD;
         for w in start..=end {
             self.pages_direct[w] = page;
@@ -236,7 +243,11 @@ impl RawHeap {
     pub(crate) unsafe fn page_queue_push(&mut self, page: *mut Page) {
         // SAFETY: as the caller guarantees.
         unsafe {
-            let bin = if kind_is_huge(page) { BIN_HUGE } else { (*page).bin() };
+            let bin = if kind_is_huge(page) {
+                BIN_HUGE
+            } else {
+                (*page).bin()
+            };
             self.pages[bin].push_front(page);
             self.page_count += 1;
             self.direct_update(bin);
@@ -394,7 +405,11 @@ pub(crate) unsafe fn malloc_generic(
             return ptr::null_mut();
         }
         if size > isize::MAX as usize - SEGMENT_SIZE {
-            (*(*heap).tld).domain().stats.out_of_memory.fetch_add(1, Ordering::Relaxed);
+            (*(*heap).tld)
+                .domain()
+                .stats
+                .out_of_memory
+                .fetch_add(1, Ordering::Relaxed);
             return ptr::null_mut();
         }
         let tld = &mut *(*heap).tld;
@@ -571,7 +586,10 @@ pub(crate) unsafe fn free(p: *mut u8, tid: usize) {
     let segment = ptr_segment(p);
     // SAFETY: `p` is a live block, so its segment and page are live.
     unsafe {
-        debug_assert!((*segment).is_valid_cookie(), "free of a pointer not from shardalloc");
+        debug_assert!(
+            (*segment).is_valid_cookie(),
+            "free of a pointer not from shardalloc"
+        );
         let page = (*segment).page_of(p);
         let local = (*segment).thread_id.load(Ordering::Relaxed) == tid;
         if local && (*page).flags == 0 {
@@ -743,7 +761,9 @@ unsafe fn heap_delayed_free(heap: *mut RawHeap, all: bool) {
     // SAFETY: as the caller guarantees; blocks on the list belong to pages of this heap.
     unsafe {
         loop {
-            let mut block = (*heap).thread_delayed_free.swap(ptr::null_mut(), Ordering::Acquire);
+            let mut block = (*heap)
+                .thread_delayed_free
+                .swap(ptr::null_mut(), Ordering::Acquire);
             if block.is_null() {
                 return;
             }
@@ -773,7 +793,11 @@ unsafe fn heap_delayed_free(heap: *mut RawHeap, all: bool) {
 unsafe fn heap_delayed_free_partial(heap: *mut RawHeap) {
     // SAFETY: forwarded.
     unsafe {
-        if !(*heap).thread_delayed_free.load(Ordering::Relaxed).is_null() {
+        if !(*heap)
+            .thread_delayed_free
+            .load(Ordering::Relaxed)
+            .is_null()
+        {
             heap_delayed_free(heap, false);
         }
     }
@@ -847,6 +871,7 @@ pub(crate) unsafe fn heap_collect(heap: *mut RawHeap, mode: Collect) {
 /// # Safety
 /// `tld` is the calling thread's data; its non-backing heaps are deleted or abandoned by
 /// this call.
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer
 pub(crate) unsafe fn thread_done(tld: *mut Tld) {
     // SAFETY: as the caller guarantees.
     unsafe {
@@ -864,7 +889,10 @@ pub(crate) unsafe fn thread_done(tld: *mut Tld) {
             }
             s = next;
         }
-        debug_assert!((*tld).segments.all.is_null(), "segments left after thread done");
+        debug_assert!(
+            (*tld).segments.all.is_null(),
+            "segments left after thread done"
+        );
     }
 }
 
@@ -876,6 +904,7 @@ pub(crate) unsafe fn thread_done(tld: *mut Tld) {
 ///
 /// # Safety
 /// Both heaps belong to the calling thread; `heap` is not used afterwards.
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer
 pub(crate) unsafe fn heap_absorb(into: *mut RawHeap, heap: *mut RawHeap) {
     // SAFETY: as the caller guarantees.
     unsafe {
@@ -900,13 +929,16 @@ pub(crate) unsafe fn heap_absorb(into: *mut RawHeap, heap: *mut RawHeap) {
 ///
 /// # Safety
 /// `heap` belongs to the calling thread; no block of it is used afterwards.
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer
 pub(crate) unsafe fn heap_destroy_pages(heap: *mut RawHeap) {
     // SAFETY: as the caller guarantees.
     unsafe {
         heap_for_each_page(heap, |page, _| {
             (*page).use_delayed_free(Delayed::NeverDelayedFree, false)
         });
-        (*heap).thread_delayed_free.store(ptr::null_mut(), Ordering::Relaxed);
+        (*heap)
+            .thread_delayed_free
+            .store(ptr::null_mut(), Ordering::Relaxed);
         heap_for_each_page(heap, |page, bin| {
             page_free(heap, page, bin);
         });
@@ -917,6 +949,7 @@ pub(crate) unsafe fn heap_destroy_pages(heap: *mut RawHeap) {
 ///
 /// # Safety
 /// `heap` belongs to the calling thread.
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer
 pub(crate) unsafe fn heap_unlink(heap: *mut RawHeap) {
     // SAFETY: as the caller guarantees.
     unsafe {
@@ -937,6 +970,7 @@ pub(crate) unsafe fn heap_unlink(heap: *mut RawHeap) {
 ///
 /// # Safety
 /// `heap` is the calling thread's initialised heap.
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer
 pub(crate) unsafe fn heap_visit_blocks(
     heap: *mut RawHeap,
     mut f: impl FnMut(*mut u8, usize) -> bool,
@@ -958,6 +992,7 @@ pub(crate) unsafe fn heap_visit_blocks(
 
 /// # Safety
 /// The caller owns `page`, whose free lists are collected into `free`.
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer
 unsafe fn page_visit_blocks(page: *mut Page, f: &mut impl FnMut(*mut u8, usize) -> bool) -> bool {
     // SAFETY: as the caller guarantees.
     unsafe {
@@ -1006,7 +1041,10 @@ pub(crate) unsafe fn heap_check(heap: *mut RawHeap) {
             assert_eq!(RawHeap::queue_bin_of(page), bin, "page in the wrong queue");
             (*page).check();
             let segment = ptr_segment((*page).page_start);
-            assert_eq!((*segment).thread_id.load(Ordering::Relaxed), (*heap).thread_id);
+            assert_eq!(
+                (*segment).thread_id.load(Ordering::Relaxed),
+                (*heap).thread_id
+            );
             (*segment).check();
         });
         assert_eq!(count, (*heap).page_count, "heap page count");

@@ -279,7 +279,10 @@ impl Page {
             while !(*tail).next.is_null() {
                 tail = (*tail).next;
                 count += 1;
-                debug_assert!(count <= self.capacity, "thread_free list longer than the page");
+                debug_assert!(
+                    count <= self.capacity,
+                    "thread_free list longer than the page"
+                );
             }
             (*tail).next = self.local_free;
         }
@@ -440,9 +443,12 @@ impl Page {
                 b = unsafe { (*b).next };
             }
         }
-        assert_eq!(self.used + n, self.capacity, "used + |free| + |local_free| == capacity");
+        assert_eq!(
+            self.used + n,
+            self.capacity,
+            "used + |free| + |local_free| == capacity"
+        );
     }
-
 }
 
 /// A queue of pages with blocks of one size class (or the full / huge queue).

@@ -88,6 +88,7 @@ pub(crate) fn ptr_segment(p: *const u8) -> *mut Segment {
 /// The segment of `p` if `p` points into a live segment of this process (hosted builds
 /// check the segment map first, so that `p` may be any pointer; elsewhere `p` must point
 /// into mapped memory and only the cookie is checked).
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer
 pub(crate) fn checked_segment(p: *const u8) -> Option<*mut Segment> {
     if p.is_null() {
         return None;
@@ -167,7 +168,10 @@ impl Segment {
             let page = unsafe { &*self.page(i) };
             if page.segment_in_use {
                 used += 1;
-                assert!(self.purge_mask & (1 << i) == 0, "purge pending on a page in use");
+                assert!(
+                    self.purge_mask & (1 << i) == 0,
+                    "purge pending on a page in use"
+                );
             }
         }
         assert_eq!(used, self.used, "segment used count");
@@ -352,7 +356,9 @@ unsafe fn segment_alloc(
             info_size = align_up(info_size, huge_align);
         }
         match info_size.checked_add(huge_size) {
-            Some(s) if s <= isize::MAX as usize / 2 => align_up(s, cfg.alloc_granularity.max(os_page)),
+            Some(s) if s <= isize::MAX as usize / 2 => {
+                align_up(s, cfg.alloc_granularity.max(os_page))
+            }
             _ => return ptr::null_mut(),
         }
     } else {
@@ -365,7 +371,11 @@ unsafe fn segment_alloc(
     let commit_all = !cfg.has_reserve || kind == SegmentKind::Huge;
     // a recently emptied segment region, still resident (sources without reserve)
     let cached = if !cfg.has_reserve && front == 0 {
-        let max = if kind == SegmentKind::Huge { region_size + region_size / 2 } else { region_size };
+        let max = if kind == SegmentKind::Huge {
+            region_size + region_size / 2
+        } else {
+            region_size
+        };
         domain.cache_take(region_size, max)
     } else {
         None
@@ -612,7 +622,10 @@ pub(crate) unsafe fn page_extend(page: *mut Page) -> bool {
             let need = ((blocks_end + os_page - 1) & !(os_page - 1)).min(area);
             if need > p.partial_commit {
                 let from = start.add(p.partial_commit);
-                match domain.source.commit(NonNull::new_unchecked(from), need - p.partial_commit) {
+                match domain
+                    .source
+                    .commit(NonNull::new_unchecked(from), need - p.partial_commit)
+                {
                     Ok(zero) => {
                         if !zero {
                             p.is_zero_init = false;
@@ -645,7 +658,11 @@ pub(crate) unsafe fn segment_page_alloc(
     block_size: usize,
     huge: Option<usize>,
 ) -> *mut Page {
-    let kind = if huge.is_some() { SegmentKind::Huge } else { kind_for(block_size) };
+    let kind = if huge.is_some() {
+        SegmentKind::Huge
+    } else {
+        kind_for(block_size)
+    };
     let huge_align = huge.unwrap_or(0);
     // SAFETY: the caller owns `heap` and `tld`; all segments reached are owned by `tld`.
     unsafe {
@@ -653,7 +670,10 @@ pub(crate) unsafe fn segment_page_alloc(
             SegmentKind::Small | SegmentKind::Medium => {
                 let mut reclaimed = 0;
                 loop {
-                    let first = tld.segments.queue_for(kind).map_or(ptr::null_mut(), |q| q.first);
+                    let first = tld
+                        .segments
+                        .queue_for(kind)
+                        .map_or(ptr::null_mut(), |q| q.first);
                     if !first.is_null() {
                         break segment_page_claim(first, tld);
                     }
@@ -700,7 +720,11 @@ pub(crate) unsafe fn segment_page_alloc(
         }
         let segment = ptr_segment((*page).page_start);
         let (_, psize) = (*segment).page_area((*page).segment_idx as usize);
-        let bsize = if kind == SegmentKind::Huge { psize } else { block_size };
+        let bsize = if kind == SegmentKind::Huge {
+            psize
+        } else {
+            block_size
+        };
         (*page).init(heap, bsize, psize);
         if !page_extend(page) {
             // out of memory committing its first blocks: give the page back
@@ -825,7 +849,11 @@ pub(crate) unsafe fn segment_purge(segment: *mut Segment, force: bool) {
             let page = &mut *seg.page(idx);
             debug_assert!(!page.segment_in_use);
             let (start, area) = seg.page_area(idx);
-            let size = if page.is_committed { area } else { page.partial_commit };
+            let size = if page.is_committed {
+                area
+            } else {
+                page.partial_commit
+            };
             if size == 0 {
                 continue;
             }
@@ -837,7 +865,10 @@ pub(crate) unsafe fn segment_purge(segment: *mut Segment, force: bool) {
             } else if cfg.decommit_zeroes {
                 page.is_zero_init = true;
             }
-            domain.stats.purged.fetch_add(size as i64, Ordering::Relaxed);
+            domain
+                .stats
+                .purged
+                .fetch_add(size as i64, Ordering::Relaxed);
         }
         seg.purge_mask = 0;
     }
@@ -863,6 +894,7 @@ pub(crate) unsafe fn segments_purge(tld: &mut Tld, force: bool) {
 ///
 /// # Safety
 /// `segment` is owned by `tld`, and has pages in use.
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer
 pub(crate) unsafe fn segment_abandon(segment: *mut Segment, tld: &mut Tld) {
     // SAFETY: as the caller guarantees.
     unsafe {
@@ -1055,7 +1087,9 @@ pub(crate) unsafe fn huge_remap(
         let new_seg_size = (want + gran - 1) & !(gran - 1);
         let old_seg_size = seg.segment_size;
         let old_region_size = seg.region_size;
-        if new_seg_size > old_region_size && !domain.reserve_within_limit(new_seg_size - old_region_size) {
+        if new_seg_size > old_region_size
+            && !domain.reserve_within_limit(new_seg_size - old_region_size)
+        {
             return ptr::null_mut();
         }
         (*heap).huge_queue_remove(page);
@@ -1094,8 +1128,14 @@ pub(crate) unsafe fn huge_remap(
             let delta = psize as i64 - old_bsize as i64;
             domain.stats.huge.add(delta);
             domain.stats.allocated.add(delta * (*page).stat_used as i64);
-            domain.stats.reserved.add(region_size as i64 - old_region_size as i64);
-            domain.stats.committed.add(new_seg_size as i64 - old_seg_size as i64);
+            domain
+                .stats
+                .reserved
+                .add(region_size as i64 - old_region_size as i64);
+            domain
+                .stats
+                .committed
+                .add(new_seg_size as i64 - old_seg_size as i64);
         }
         #[cfg(feature = "std")]
         crate::segment_map::set(new_seg as usize, true);

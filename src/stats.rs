@@ -191,7 +191,11 @@ impl fmt::Display for Bytes {
 impl fmt::Display for Stats {
     /// A table like `mi_stats_print`'s.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{:<12} {:>12} {:>12} {:>12} {:>12}", "", "peak", "total", "freed", "current")?;
+        writeln!(
+            f,
+            "{:<12} {:>12} {:>12} {:>12} {:>12}",
+            "", "peak", "total", "freed", "current"
+        )?;
         let bytes_rows: [(&str, &StatCount); 4] = [
             ("allocated", &self.allocated),
             ("huge", &self.huge),
@@ -239,7 +243,10 @@ struct Padded {
 
 impl Bytes {
     fn to_padded(&self) -> Padded {
-        let mut p = Padded { buf: [0; 24], len: 0 };
+        let mut p = Padded {
+            buf: [0; 24],
+            len: 0,
+        };
         let _ = fmt::write(&mut p, format_args!("{}", self));
         p
     }

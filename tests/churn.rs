@@ -21,7 +21,11 @@ impl Blk {
         Blk(p, size, id)
     }
     fn check_and_free(self, seed: u64) {
-        assert!(common::verify(self.0, self.1, self.2), "block {} corrupted (seed {seed})", self.2);
+        assert!(
+            common::verify(self.0, self.1, self.2),
+            "block {} corrupted (seed {seed})",
+            self.2
+        );
         unsafe { shardalloc::free(self.0) };
     }
 }

@@ -95,11 +95,19 @@ fn delete_keeps_blocks_alive_in_the_default_heap() {
 #[test]
 fn blocks_freed_by_other_threads() {
     let heap = Heap::new();
-    let blocks: Vec<usize> = (0..20_000).map(|i| heap.alloc(24 + i % 500, 8) as usize).collect();
+    let blocks: Vec<usize> = (0..20_000)
+        .map(|i| heap.alloc(24 + i % 500, 8) as usize)
+        .collect();
     let (a, b) = blocks.split_at(10_000);
     let (a, b) = (a.to_vec(), b.to_vec());
-    let t1 = std::thread::spawn(move || a.into_iter().for_each(|p| unsafe { shardalloc::free(p as *mut u8) }));
-    let t2 = std::thread::spawn(move || b.into_iter().for_each(|p| unsafe { shardalloc::free(p as *mut u8) }));
+    let t1 = std::thread::spawn(move || {
+        a.into_iter()
+            .for_each(|p| unsafe { shardalloc::free(p as *mut u8) })
+    });
+    let t2 = std::thread::spawn(move || {
+        b.into_iter()
+            .for_each(|p| unsafe { shardalloc::free(p as *mut u8) })
+    });
     t1.join().unwrap();
     t2.join().unwrap();
     heap.collect(true);

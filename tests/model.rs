@@ -31,7 +31,11 @@ fn write(p: *mut u8, size: usize, id: u64) {
 fn check(p: *const u8, size: usize, id: u64, what: &str, seed: u64) {
     for i in marks(size) {
         let got = unsafe { *p.add(i) };
-        assert_eq!(got, common::pattern(id, i), "{what}: block {id} byte {i} corrupted (seed {seed})");
+        assert_eq!(
+            got,
+            common::pattern(id, i),
+            "{what}: block {id} byte {i} corrupted (seed {seed})"
+        );
     }
 }
 
@@ -57,41 +61,86 @@ fn run(seed: u64, ops: usize) {
             };
             let zero = rng.below(4) == 0;
             let p = unsafe { shardalloc::alloc(size, align, zero) };
-            assert!(!p.is_null(), "op {op}: alloc({size}, {align}) failed (seed {seed})");
+            assert!(
+                !p.is_null(),
+                "op {op}: alloc({size}, {align}) failed (seed {seed})"
+            );
             assert_eq!(p as usize % align, 0, "op {op}: misaligned (seed {seed})");
             assert!(unsafe { shardalloc::usable_size(p) } >= size);
             if zero {
                 for i in marks(size) {
-                    assert_eq!(unsafe { *p.add(i) }, 0, "op {op}: zeroed alloc not zero at {i} (seed {seed})");
+                    assert_eq!(
+                        unsafe { *p.add(i) },
+                        0,
+                        "op {op}: zeroed alloc not zero at {i} (seed {seed})"
+                    );
                 }
             }
-            assert!(!overlaps(&live, p as usize, size), "op {op}: overlap (seed {seed})");
+            assert!(
+                !overlaps(&live, p as usize, size),
+                "op {op}: overlap (seed {seed})"
+            );
             next_id += 1;
             write(p, size, next_id);
-            live.insert(p as usize, Live { size, align, id: next_id });
+            live.insert(
+                p as usize,
+                Live {
+                    size,
+                    align,
+                    id: next_id,
+                },
+            );
         } else if r < 80 {
             // free a random live block
-            let k = *live.keys().nth(rng.below(live.len() as u64) as usize).unwrap();
+            let k = *live
+                .keys()
+                .nth(rng.below(live.len() as u64) as usize)
+                .unwrap();
             let l = live.remove(&k).unwrap();
             check(k as *const u8, l.size, l.id, "free", seed);
             unsafe { shardalloc::free(k as *mut u8) };
         } else {
             // realloc a random live block, keeping its alignment
-            let k = *live.keys().nth(rng.below(live.len() as u64) as usize).unwrap();
+            let k = *live
+                .keys()
+                .nth(rng.below(live.len() as u64) as usize)
+                .unwrap();
             let l = live.remove(&k).unwrap();
             check(k as *const u8, l.size, l.id, "realloc (before)", seed);
-            let new_size = if rng.below(2) == 0 { rng.size() } else { l.size / 2 + 1 };
+            let new_size = if rng.below(2) == 0 {
+                rng.size()
+            } else {
+                l.size / 2 + 1
+            };
             let q = unsafe { shardalloc::realloc(k as *mut u8, new_size, l.align, false) };
             assert!(!q.is_null(), "op {op}: realloc failed (seed {seed})");
-            assert_eq!(q as usize % l.align, 0, "op {op}: realloc lost alignment (seed {seed})");
+            assert_eq!(
+                q as usize % l.align,
+                0,
+                "op {op}: realloc lost alignment (seed {seed})"
+            );
             let keep = l.size.min(new_size);
             for i in marks(l.size).filter(|&i| i < keep) {
-                assert_eq!(unsafe { *q.add(i) }, common::pattern(l.id, i), "op {op}: realloc lost byte {i} (seed {seed})");
+                assert_eq!(
+                    unsafe { *q.add(i) },
+                    common::pattern(l.id, i),
+                    "op {op}: realloc lost byte {i} (seed {seed})"
+                );
             }
-            assert!(!overlaps(&live, q as usize, new_size), "op {op}: overlap after realloc (seed {seed})");
+            assert!(
+                !overlaps(&live, q as usize, new_size),
+                "op {op}: overlap after realloc (seed {seed})"
+            );
             next_id += 1;
             write(q, new_size, next_id);
-            live.insert(q as usize, Live { size: new_size, align: l.align, id: next_id });
+            live.insert(
+                q as usize,
+                Live {
+                    size: new_size,
+                    align: l.align,
+                    id: next_id,
+                },
+            );
         }
         if op % 5000 == 0 {
             shardalloc::check();

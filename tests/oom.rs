@@ -31,12 +31,19 @@ fn fill_until_null(a: &PerCpuAlloc<SingleCpu, 1>, layout: Layout) -> Vec<*mut u8
 fn region_runs_out_then_recovers() {
     let src = region();
     let total = src.free_bytes();
-    let a: &'static PerCpuAlloc<SingleCpu, 1> = Box::leak(Box::new(PerCpuAlloc::new(src, SingleCpu::new())));
-    for (round, size) in [24usize, 3000, 100_000, 1 << 20, 5 << 20].into_iter().enumerate() {
+    let a: &'static PerCpuAlloc<SingleCpu, 1> =
+        Box::leak(Box::new(PerCpuAlloc::new(src, SingleCpu::new())));
+    for (round, size) in [24usize, 3000, 100_000, 1 << 20, 5 << 20]
+        .into_iter()
+        .enumerate()
+    {
         let layout = Layout::from_size_align(size, 8).unwrap();
         let blocks = fill_until_null(a, layout);
         let got = blocks.len() * size;
-        assert!(got > REGION / 3, "round {round}: only {got} bytes of {size}-byte blocks before null");
+        assert!(
+            got > REGION / 3,
+            "round {round}: only {got} bytes of {size}-byte blocks before null"
+        );
         // other sizes fail too, or fit in what remains
         let big = unsafe { a.alloc(Layout::from_size_align(32 << 20, 8).unwrap()) };
         assert!(big.is_null());
@@ -47,9 +54,21 @@ fn region_runs_out_then_recovers() {
         }
         a.collect(true);
         // everything but the heap metadata (counted in `reserved`) went back
-        assert_eq!(src.free_bytes() + a.domain().reserved(), total, "round {round}");
-        assert!(a.domain().reserved() <= 16 << 10, "round {round}: {} bytes reserved", a.domain().reserved());
-        assert_eq!(a.stats().segments.current, 0, "round {round}: segments left");
+        assert_eq!(
+            src.free_bytes() + a.domain().reserved(),
+            total,
+            "round {round}"
+        );
+        assert!(
+            a.domain().reserved() <= 16 << 10,
+            "round {round}: {} bytes reserved",
+            a.domain().reserved()
+        );
+        assert_eq!(
+            a.stats().segments.current,
+            0,
+            "round {round}: segments left"
+        );
         // and it allocates again
         let p = unsafe { a.alloc(Layout::from_size_align(8 << 20, 64).unwrap()) };
         assert!(!p.is_null(), "round {round}: no recovery");
@@ -61,7 +80,8 @@ fn region_runs_out_then_recovers() {
 #[test]
 fn limit_caps_a_domain() {
     let src = region();
-    let a: &'static PerCpuAlloc<SingleCpu, 1> = Box::leak(Box::new(PerCpuAlloc::new(src, SingleCpu::new())));
+    let a: &'static PerCpuAlloc<SingleCpu, 1> =
+        Box::leak(Box::new(PerCpuAlloc::new(src, SingleCpu::new())));
     a.domain().set_limit(20 << 20);
     let layout = Layout::from_size_align(1000, 8).unwrap();
     let blocks = fill_until_null(a, layout);

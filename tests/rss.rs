@@ -24,11 +24,17 @@ fn resident_memory_falls_after_free() {
         unsafe { *p.add(i) = 1 };
     }
     let high = rss();
-    assert!(high >= base + 240 * MB, "touching 256 MiB raised RSS only {base} -> {high}");
+    assert!(
+        high >= base + 240 * MB,
+        "touching 256 MiB raised RSS only {base} -> {high}"
+    );
     unsafe { shardalloc::free(p) };
     let after = rss();
     eprintln!("huge: {} -> {} -> {} MiB", base / MB, high / MB, after / MB);
-    assert!(after < base + 16 * MB, "RSS stayed at {after} after freeing the huge block");
+    assert!(
+        after < base + 16 * MB,
+        "RSS stayed at {after} after freeing the huge block"
+    );
 
     // 2. many small blocks, one survivor per segment: the emptied pages are purged after
     //    the purge delay, while the segments stay
@@ -42,7 +48,10 @@ fn resident_memory_falls_after_free() {
         })
         .collect();
     let high = rss();
-    assert!(high >= base + 150 * MB, "small blocks raised RSS only {base} -> {high}");
+    assert!(
+        high >= base + 150 * MB,
+        "small blocks raised RSS only {base} -> {high}"
+    );
     let mut seen = std::collections::HashSet::new();
     let mut kept = Vec::new();
     for &b in &blocks {
@@ -65,7 +74,11 @@ fn resident_memory_falls_after_free() {
         segments
     );
     assert!(segments >= kept.len() as i64);
-    assert!(after < base + 40 * MB, "RSS stayed at {} MiB after the purge delay", after / MB);
+    assert!(
+        after < base + 40 * MB,
+        "RSS stayed at {} MiB after the purge delay",
+        after / MB
+    );
     assert!(shardalloc::stats().purged >= 100 * MB as i64);
     for b in kept {
         unsafe { shardalloc::free(b as *mut u8) };
@@ -88,7 +101,16 @@ fn resident_memory_falls_after_free() {
     std::thread::sleep(std::time::Duration::from_millis(150));
     shardalloc::collect(false);
     let after = rss();
-    eprintln!("cached: {} -> {} -> {} MiB", base / MB, high / MB, after / MB);
+    eprintln!(
+        "cached: {} -> {} -> {} MiB",
+        base / MB,
+        high / MB,
+        after / MB
+    );
     assert!(high >= base + 90 * MB);
-    assert!(after < base + 16 * MB, "RSS stayed at {} MiB after the cache delay", after / MB);
+    assert!(
+        after < base + 16 * MB,
+        "RSS stayed at {} MiB after the cache delay",
+        after / MB
+    );
 }

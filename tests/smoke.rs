@@ -80,7 +80,9 @@ fn threads_allocate_and_free_across() {
     let handles: Vec<_> = (0..4)
         .map(|t| {
             std::thread::spawn(move || {
-                let v: Vec<Box<[u8]>> = (0..10_000).map(|i| vec![t as u8; 1 + i % 300].into_boxed_slice()).collect();
+                let v: Vec<Box<[u8]>> = (0..10_000)
+                    .map(|i| vec![t as u8; 1 + i % 300].into_boxed_slice())
+                    .collect();
                 v
             })
         })

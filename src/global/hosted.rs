@@ -209,7 +209,11 @@ pub fn collect(force: bool) {
     let h = default_heap();
     // SAFETY: live or the empty heap.
     if unsafe { (*h).is_initialized() } {
-        let mode = if force { Collect::Force } else { Collect::Normal };
+        let mode = if force {
+            Collect::Force
+        } else {
+            Collect::Normal
+        };
         // SAFETY: the calling thread owns its heaps.
         unsafe {
             let mut heap = (*(*h).tld).heaps;
@@ -396,7 +400,11 @@ impl Heap {
     /// Frees empty pages of this heap (and, with `force`, purges at once).
     pub fn collect(&self, force: bool) {
         if self.live() {
-            let mode = if force { Collect::Force } else { Collect::Normal };
+            let mode = if force {
+                Collect::Force
+            } else {
+                Collect::Normal
+            };
             // SAFETY: the heap is ours.
             unsafe { heap::heap_collect(self.raw, mode) };
         }

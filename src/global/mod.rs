@@ -19,7 +19,12 @@ pub(crate) mod tls;
 /// # Safety
 /// `heap` is the calling thread's (CPU's) heap or the empty heap.
 #[inline(always)]
-pub(crate) unsafe fn heap_alloc(heap: *mut RawHeap, size: usize, align: usize, zero: bool) -> *mut u8 {
+pub(crate) unsafe fn heap_alloc(
+    heap: *mut RawHeap,
+    size: usize,
+    align: usize,
+    zero: bool,
+) -> *mut u8 {
     // SAFETY: as the caller guarantees.
     unsafe {
         if align <= WORD {

@@ -132,7 +132,11 @@ impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
             if heap.is_null() {
                 return;
             }
-            let mode = if force { Collect::Force } else { Collect::Normal };
+            let mode = if force {
+                Collect::Force
+            } else {
+                Collect::Normal
+            };
             // SAFETY: the current CPU owns `heap`, and nothing else on it runs meanwhile.
             unsafe { heap::heap_collect(heap, mode) };
         })

@@ -107,7 +107,13 @@ impl State {
                 (true, false) => self.ranges[i].end = a,
                 (false, true) => self.ranges[i].start = end,
                 (true, true) => {
-                    if !self.insert_at(i + 1, Range { start: end, end: r.end }) {
+                    if !self.insert_at(
+                        i + 1,
+                        Range {
+                            start: end,
+                            end: r.end,
+                        },
+                    ) {
                         continue; // no room to track the tail: try elsewhere
                     }
                     self.ranges[i].end = a;
@@ -122,7 +128,10 @@ impl State {
     fn free(&mut self, start: usize, size: usize) {
         let end = start + size;
         let i = self.ranges[..self.len].partition_point(|r| r.end <= start);
-        debug_assert!(i == self.len || self.ranges[i].start >= end, "double free of a region");
+        debug_assert!(
+            i == self.len || self.ranges[i].start >= end,
+            "double free of a region"
+        );
         let merge_prev = i > 0 && self.ranges[i - 1].end == start;
         let merge_next = i < self.len && self.ranges[i].start == end;
         match (merge_prev, merge_next) {
