@@ -110,7 +110,7 @@ unsafe fn free_checked(p: *mut u8) {
             // Only when it looks like that do we search the lists (as mimalloc does).
             let next = (*block).next as usize;
             let looks_free =
-                next == 0 || (next >= start && next < end && (next - start) % bsize == 0);
+                next == 0 || (next >= start && next < end && (next - start).is_multiple_of(bsize));
             if looks_free {
                 let cap = (*page).capacity;
                 // acquire: the pushing threads wrote the blocks' links before their release CAS

@@ -330,7 +330,7 @@ pub extern "C" fn mi_heap_check_owned(h: H, p: *const c_void) -> bool {
         // SAFETY: the page is in use (checked), so its fields are meaningful.
         Some(page) => unsafe {
             (*page).heap() == h
-                && (p as usize - (*page).page_start as usize) % (*page).block_size == 0
+                && (p as usize - (*page).page_start as usize).is_multiple_of((*page).block_size)
         },
         None => false,
     }

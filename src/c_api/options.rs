@@ -220,9 +220,7 @@ pub(crate) fn parse_value(v: &[u8], unit_k: i64) -> Option<i64> {
     };
     if mult != 1 {
         suffix = &suffix[1..];
-        if suffix.eq_ignore_ascii_case(b"iB") {
-            suffix = &[];
-        } else if suffix.eq_ignore_ascii_case(b"B") {
+        if suffix.eq_ignore_ascii_case(b"iB") || suffix.eq_ignore_ascii_case(b"B") {
             suffix = &[];
         }
     }
@@ -438,14 +436,18 @@ pub extern "C" fn mi_option_get_clamp(option: c_int, min: c_long, max: c_long) -
     }
 }
 
+// `c_long` is `i64` here but `i32` on other targets
+#[allow(clippy::useless_conversion)]
 #[no_mangle]
 pub extern "C" fn mi_option_set(option: c_int, value: c_long) {
-    set(opt_index(option), value as i64)
+    set(opt_index(option), i64::from(value))
 }
 
+// `c_long` is `i64` here but `i32` on other targets
+#[allow(clippy::useless_conversion)]
 #[no_mangle]
 pub extern "C" fn mi_option_set_default(option: c_int, value: c_long) {
-    set_default(opt_index(option), value as i64)
+    set_default(opt_index(option), i64::from(value))
 }
 
 #[no_mangle]

@@ -423,7 +423,10 @@ pub(crate) unsafe fn realloc_aligned_at(
 /// # Safety
 /// `out` is null or writable.
 pub(crate) unsafe fn posix_memalign(out: *mut *mut u8, align: usize, size: usize) -> i32 {
-    if out.is_null() || !align.is_power_of_two() || align % core::mem::size_of::<usize>() != 0 {
+    if out.is_null()
+        || !align.is_power_of_two()
+        || !align.is_multiple_of(core::mem::size_of::<usize>())
+    {
         return ::libc::EINVAL;
     }
     if align > ALIGNMENT_MAX {
