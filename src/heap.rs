@@ -436,6 +436,10 @@ pub(crate) unsafe fn malloc_generic(
             return ptr::null_mut();
         }
         debug_assert!(!(*page).free.is_null());
+        if cfg!(debug_assertions) {
+            (*page).check();
+            (*ptr_segment((*page).page_start)).check();
+        }
         let p = page_pop(page, size, zero);
         page_sync_stats(page, domain);
         p
@@ -591,6 +595,12 @@ pub(crate) unsafe fn free(p: *mut u8, tid: usize) {
             "free of a pointer not from shardalloc"
         );
         let page = (*segment).page_of(p);
+        debug_assert!((*page).segment_in_use, "free into a page not in use (double free?)");
+        debug_assert!(
+            (*page).flags & FLAG_HAS_ALIGNED != 0
+                || (p as usize - (*page).page_start as usize) % (*page).block_size == 0,
+            "free of a pointer inside a block"
+        );
         let local = (*segment).thread_id.load(Ordering::Relaxed) == tid;
         if local && (*page).flags == 0 {
             // local free into a page that is neither full nor holds aligned blocks
@@ -620,6 +630,9 @@ unsafe fn free_generic(page: *mut Page, local: bool, p: *mut u8) {
             p as *mut Block
         };
         if local {
+            if cfg!(debug_assertions) {
+                (*page).check();
+            }
             free_block_local(page, block);
         } else {
             (*page).free_block_mt(block);
