@@ -924,11 +924,13 @@ pub(crate) unsafe fn heap_absorb(into: *mut RawHeap, heap: *mut RawHeap) {
         heap_delayed_free(heap, true);
         heap_for_each_page(heap, |page, bin| {
             (*heap).page_queue_remove(page, bin);
-            // wait out a remote free that is pushing to `heap`'s delayed list
+            (*page).xheap.store(into, Ordering::Release);
+            // A remote free may have read the old heap just before the store and be
+            // pushing to its delayed list: wait until it is done, so that from here on
+            // only `into` is used, and the final pass below sees its block.
             while (*page).is_delayed_freeing() {
                 core::hint::spin_loop();
             }
-            (*page).xheap.store(into, Ordering::Release);
             (*into).pages[bin].push_back(page);
             (*into).page_count += 1;
             (*into).direct_update(bin);
