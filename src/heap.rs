@@ -925,6 +925,7 @@ pub(crate) unsafe fn heap_absorb(into: *mut RawHeap, heap: *mut RawHeap) {
         heap_for_each_page(heap, |page, bin| {
             (*heap).page_queue_remove(page, bin);
             (*page).xheap.store(into, Ordering::Release);
+            (*page).retire_expire = 0; // `into`'s retired range does not cover it
             // A remote free may have read the old heap just before the store and be
             // pushing to its delayed list: wait until it is done, so that from here on
             // only `into` is used, and the final pass below sees its block.

@@ -680,7 +680,7 @@ pub(crate) unsafe fn segment_page_alloc(
                     // before asking the source, take over segments of exited threads
                     // (segments that turn out empty are freed and do not count)
                     if reclaimed < RECLAIM_MAX {
-                        match try_reclaim_one(heap, tld) {
+                        match try_reclaim_one(tld.heap_backing, tld) {
                             Reclaim::Kept => {
                                 reclaimed += 1;
                                 continue;
@@ -701,7 +701,7 @@ pub(crate) unsafe fn segment_page_alloc(
                 // over frees the emptied ones
                 let mut reclaimed = 0;
                 while reclaimed < RECLAIM_MAX {
-                    match try_reclaim_one(heap, tld) {
+                    match try_reclaim_one(tld.heap_backing, tld) {
                         Reclaim::Kept => reclaimed += 1,
                         Reclaim::Freed => {}
                         Reclaim::None => break,
@@ -917,7 +917,9 @@ pub(crate) unsafe fn segment_abandon(segment: *mut Segment, tld: &mut Tld) {
 }
 
 /// Takes over one abandoned segment, if any: its pages go to `heap`, empty pages are
-/// freed. Returns whether a segment was taken.
+/// freed. `heap` must be the thread's backing heap: a first-class heap must only ever
+/// hold its own blocks, or destroying it would free blocks of others (as mimalloc's
+/// `no_reclaim` heaps). Returns what happened.
 ///
 /// # Safety
 /// `heap` belongs to the calling thread, whose data is `tld`.

@@ -6,6 +6,10 @@ use shardalloc::Heap;
 #[global_allocator]
 static GLOBAL: shardalloc::ShardAlloc = shardalloc::ShardAlloc::new();
 
+/// Held by the tests that read process-wide statistics or make many pages, so that they
+/// do not disturb each other (the others make few pages).
+static BIG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn vec_in_a_heap() {
     let heap = Heap::new();
@@ -56,6 +60,7 @@ fn visit_counts_live_blocks() {
 
 #[test]
 fn destroy_frees_everything_at_once() {
+    let _g = BIG.lock().unwrap_or_else(|e| e.into_inner());
     shardalloc::collect(true);
     let before = shardalloc::stats().pages.current;
     let heap = Heap::new();
@@ -119,4 +124,54 @@ fn blocks_freed_by_other_threads() {
     assert_eq!(n, 0, "blocks freed remotely are collected back");
     // and the heap allocates again
     assert!(!heap.alloc(100, 8).is_null());
+}
+
+/// A first-class heap never takes over segments of exited threads: its visit sees only
+/// its own blocks, and destroying it leaves other blocks alone.
+#[test]
+fn first_class_heaps_do_not_reclaim_foreign_blocks() {
+    let _g = BIG.lock().unwrap_or_else(|e| e.into_inner());
+    for round in 0..4u8 {
+        // a thread leaves a few live blocks in each of many segments, then exits: its
+        // segments are abandoned
+        let left: Vec<usize> = std::thread::spawn(move || {
+            let all: Vec<usize> = (0..40_000)
+                .map(|_| unsafe { shardalloc::alloc(1000, 8, false) } as usize)
+                .collect();
+            let mut keep = Vec::new();
+            for (i, p) in all.into_iter().enumerate() {
+                if i % 500 == 0 {
+                    unsafe { (p as *mut u8).write_bytes(round, 1000) };
+                    keep.push(p);
+                } else {
+                    unsafe { shardalloc::free(p as *mut u8) };
+                }
+            }
+            keep
+        })
+        .join()
+        .unwrap();
+        // a fresh thread makes a heap and allocates enough in it to need new segments
+        std::thread::spawn(move || {
+            let heap = Heap::new();
+            let mine: Vec<*mut u8> = (0..40_000).map(|_| heap.alloc(1000, 8)).collect();
+            let mut n = 0;
+            heap.visit_blocks(|_, _| {
+                n += 1;
+                true
+            });
+            assert_eq!(n, mine.len(), "round {round}: the heap holds foreign blocks");
+            heap.destroy();
+        })
+        .join()
+        .unwrap();
+        for p in left {
+            let p = p as *mut u8;
+            assert!(
+                (0..1000).all(|k| unsafe { *p.add(k) } == round),
+                "round {round}: a block of the exited thread was overwritten"
+            );
+            unsafe { shardalloc::free(p) };
+        }
+    }
 }
