@@ -13,7 +13,8 @@
  * - realloc(p, 0) frees p and returns NULL (glibc); mi_realloc(p, 0) returns a block;
  * - free() of a pointer shardalloc never handed out is reported (with show_errors) and
  *   ignored; with SHARDALLOC_SHOW_ERRORS=1, double frees too;
- * - throwing operator new aborts with a message when out of memory (Rust cannot throw).
+ * - throwing operator new calls std::new_handler and retries when out of memory; with no
+ *   handler it aborts with a message (Rust cannot throw std::bad_alloc).
  *
  * Environment (SHARDALLOC_<NAME>, or mimalloc's MIMALLOC_<NAME>):
  *   SHOW_STATS=1      print statistics at exit

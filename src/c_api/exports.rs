@@ -1,9 +1,12 @@
 //! The libc, glibc and C++ allocation symbols. Each is a forward into `semantics.rs`,
 //! which owns what they mean.
 //!
-//! C++ `operator new` must throw `std::bad_alloc` when it fails. Rust cannot throw a C++
-//! exception (and this library aborts on unwinding), so the throwing forms print an error
-//! and abort the process instead; the `nothrow` forms return NULL.
+//! C++ `operator new`, when out of memory, calls the program's `std::new_handler` (if
+//! one is installed) and retries, as the standard says; without a handler it must throw
+//! `std::bad_alloc`. Rust cannot throw a C++ exception, so the throwing forms then print
+//! an error and abort the process; a handler that throws also aborts (the exception
+//! cannot unwind through this library, built with `panic = "abort"`). The `nothrow`
+//! forms return NULL.
 
 use core::ffi::c_void;
 
@@ -161,21 +164,48 @@ fn new_failed(size: usize, align: usize) -> ! {
     ))
 }
 
-/// Throwing `new`: a block, or abort.
+/// A C++ `std::new_handler`: may free memory and return, or throw (which aborts here).
+type NewHandler = unsafe extern "C-unwind" fn();
+
+/// The program's current `std::new_handler`, through libstdc++'s
+/// `std::get_new_handler()` (looked up on the first failure; none without libstdc++).
+fn current_new_handler() -> Option<NewHandler> {
+    use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    // 0: not looked up yet, 1: absent, else the address of std::get_new_handler
+    static GET: AtomicUsize = AtomicUsize::new(0);
+    let mut get = GET.load(Relaxed);
+    if get == 0 {
+        // SAFETY: a by-name symbol lookup.
+        let f = unsafe { ::libc::dlsym(::libc::RTLD_DEFAULT, c"_ZSt15get_new_handlerv".as_ptr()) };
+        get = if f.is_null() { 1 } else { f as usize };
+        GET.store(get, Relaxed);
+    }
+    if get == 1 {
+        return None;
+    }
+    // SAFETY: the symbol is `std::new_handler std::get_new_handler() noexcept`, and a
+    // `new_handler` is a `void (*)()` (null when none is set).
+    unsafe {
+        let get: extern "C" fn() -> Option<NewHandler> = core::mem::transmute(get);
+        get()
+    }
+}
+
+/// Throwing `new`: a block; when out of memory, the new handler's turn and a retry, or
+/// abort.
 #[inline]
 pub(crate) fn new_or_abort(size: usize, align: usize) -> *mut u8 {
-    // SAFETY: the default heap.
-    let p = unsafe {
-        if align <= crate::size_class::WORD {
-            s::malloc(None, size)
-        } else {
-            s::malloc_aligned_at(None, size, align, 0, false)
+    loop {
+        let p = new_nothrow(size, align);
+        if !p.is_null() {
+            return p;
         }
-    };
-    if p.is_null() {
-        new_failed(size, align)
+        match current_new_handler() {
+            // SAFETY: the program's handler, called as C++ would call it.
+            Some(handler) => unsafe { handler() },
+            None => new_failed(size, align),
+        }
     }
-    p
 }
 
 /// `nothrow` `new`: a block or NULL.

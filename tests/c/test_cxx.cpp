@@ -12,6 +12,8 @@
 // weak: the program runs linked with -lshardalloc or preloaded; either way the symbol is
 // there, and a run without shardalloc fails the checks instead of failing to link
 extern "C" bool mi_is_in_heap_region(const void* p) __attribute__((weak));
+extern "C" void shardalloc_set_limit(size_t) __attribute__((weak));
+extern "C" size_t shardalloc_reserved(void) __attribute__((weak));
 static bool ours(const void* p) { return mi_is_in_heap_region && mi_is_in_heap_region(p); }
 
 static int failures = 0;
@@ -27,6 +29,16 @@ struct Holder {
   ~Holder() { v.clear(); v.shrink_to_fit(); std::string s(1000, 'y'); }
 };
 thread_local Holder holder;
+
+// a new_handler that frees a reserve and returns: operator new must retry and succeed
+static void* reserve = nullptr;
+static int handler_calls = 0;
+static void release_reserve() {
+  handler_calls++;
+  std::free(reserve);
+  reserve = nullptr;
+  std::set_new_handler(nullptr);
+}
 
 int main() {
   int* a = new int(5); CHECK(ours(a)); delete a;
@@ -56,6 +68,19 @@ int main() {
   for (int i = 0; i < 20000; i++) m[std::to_string(i)].push_back(i);
   CHECK(m.size() == 20000 && m["777"][0] == 777);
   auto sp = std::make_shared<std::string>(1000, 'x'); CHECK(ours(sp.get()));
+  if (shardalloc_set_limit && shardalloc_reserved) {
+    shardalloc_set_limit(shardalloc_reserved() + (64 << 20));
+    reserve = std::malloc(48 << 20);
+    CHECK(reserve != nullptr);
+    std::set_new_handler(release_reserve);
+    char* big = new char[32 << 20];          // over the cap until the handler frees
+    CHECK(big != nullptr && handler_calls == 1 && reserve == nullptr);
+    big[0] = 1;
+    delete[] big;
+    shardalloc_set_limit(0);
+  } else {
+    CHECK(!"shardalloc not loaded");
+  }
   std::vector<std::thread> ts;
   for (int t = 0; t < 8; t++)
     ts.emplace_back([t] { for (int i = 0; i < 1000; i++) holder.v.push_back(std::string(20 + i % 50, char('a' + t))); });
