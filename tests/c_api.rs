@@ -393,4 +393,44 @@ int main(void) {
     assert!(out.status.success(), "{}", show(&out));
     let out = run_ok(&exe, &[], &[], 30);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1 1 1\n");
+    if !have("g++") {
+        return;
+    }
+    // C++: mimalloc.h's STL allocators
+    let src = dir.join("user.cpp");
+    std::fs::write(
+        &src,
+        r#"#include <mimalloc.h>
+#include <vector>
+#include <cstdio>
+int main() {
+  std::vector<int, mi_stl_allocator<int>> v;
+  for (int i = 0; i < 100000; i++) v.push_back(i);
+  mi_heap_stl_allocator<int> ha;
+  std::vector<int, mi_heap_stl_allocator<int>> hv(ha);
+  for (int i = 0; i < 1000; i++) hv.push_back(i);
+  mi_heap_destroy_stl_allocator<int> da;
+  std::vector<int, mi_heap_destroy_stl_allocator<int>> dv(da);
+  for (int i = 0; i < 1000; i++) dv.push_back(i);
+  std::printf("%zu %zu %zu %d\n", v.size(), hv.size(), dv.size(), (int)mi_is_in_heap_region(v.data()));
+}
+"#,
+    )
+    .unwrap();
+    let exe = dir.join("userxx");
+    let out = Command::new("g++")
+        .args(["-std=c++17", "-Wall", "-I"])
+        .arg(root().join("include"))
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", lib.display()))
+        .arg("-lshardalloc")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-Wl,--disable-new-dtags")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let out = run_ok(&exe, &[], &[], 30);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "100000 1000 1000 1\n");
 }
