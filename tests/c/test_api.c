@@ -266,6 +266,18 @@ static void mi_basic(void) {
   errno = 0;
   CHECK(mi_reallocf(p, SIZE_MAX) == NULL); CHECK(errno == ENOMEM);   // and p is freed
   CHECK(mi_usable_size(NULL) == 0);
+  // SIZE_MAX everywhere: NULL with ENOMEM, never a crash or a tiny block
+  void* q = mi_malloc(16);
+  errno = 0; CHECK(mi_malloc(size_max) == NULL && errno == ENOMEM);
+  errno = 0; CHECK(mi_zalloc(size_max) == NULL && errno == ENOMEM);
+  errno = 0; CHECK(mi_calloc(1, size_max) == NULL && errno == ENOMEM);
+  errno = 0; CHECK(mi_malloc_aligned(size_max, 64) == NULL && errno == ENOMEM);
+  errno = 0; CHECK(mi_zalloc_aligned_at(size_max - 8, 64, 8) == NULL && errno == ENOMEM);
+  errno = 0; CHECK(mi_realloc(q, size_max) == NULL && errno == ENOMEM);
+  errno = 0; CHECK(mi_rezalloc(q, size_max) == NULL && errno == ENOMEM);
+  errno = 0; CHECK(mi_realloc_aligned(q, size_max, 32) == NULL && errno == ENOMEM);
+  CHECK(mi_usable_size(q) >= 16);              // q survived every failure
+  mi_free(q);
   for (size_t n = 0; n < 100000; n = n * 2 + 1) CHECK(mi_good_size(n) >= n);
   CHECK(mi_good_size(10000000) >= 10000000);
   p = mi_malloc(100);
@@ -479,6 +491,8 @@ static void heap_basics(void) {
   a = mi_heap_recalloc_aligned_at(h, a, 2, 3000, 64, 8); CHECK(a && all_zero(a, 6000));
   a = mi_heap_alloc_new(h, 10); CHECK(a);
   a = mi_heap_alloc_new_n(h, 10, 10); CHECK(a);
+  errno = 0; CHECK(mi_heap_malloc(h, size_max) == NULL && errno == ENOMEM);
+  errno = 0; CHECK(mi_heap_zalloc_aligned(h, size_max, 16) == NULL && errno == ENOMEM);
   mi_heap_collect(h, true);
   mi_heap_destroy(h);                        // frees everything at once
   mi_free(other);
