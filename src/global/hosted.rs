@@ -88,6 +88,19 @@ unsafe fn detach_heap(h: *mut RawHeap) {
     }
 }
 
+#[cfg(not(feature = "override"))]
+extern "C" fn fork_prepare() {
+    DOMAIN.fork_prepare();
+}
+#[cfg(not(feature = "override"))]
+extern "C" fn fork_parent() {
+    DOMAIN.fork_parent();
+}
+#[cfg(not(feature = "override"))]
+extern "C" fn fork_child() {
+    DOMAIN.fork_child();
+}
+
 /// Initialises the calling thread's heap. Returns the empty heap when out of memory.
 #[cold]
 #[inline(never)]
@@ -103,6 +116,15 @@ fn thread_init() -> *mut RawHeap {
         if unsafe { libc::pthread_key_create(&mut key, Some(thread_done_cb)) } == 0 {
             KEY.store(key as usize, Ordering::Release);
         }
+        // fork() in a multi-threaded program: the child must not inherit a domain lock
+        // held by a thread that does not exist there. (The C library registers these at
+        // load time instead. Here glibc's own malloc serves pthread_atfork's bookkeeping,
+        // so this does not re-enter us.)
+        #[cfg(not(feature = "override"))]
+        // SAFETY: plain `extern "C"` handlers.
+        unsafe {
+            libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child))
+        };
     });
     // SAFETY: DOMAIN is a static.
     let td = unsafe { DOMAIN.thread_data_alloc() };
