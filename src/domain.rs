@@ -22,6 +22,8 @@ pub struct Domain {
     /// Cache of thread data blocks of exited threads (reused by new threads).
     td_cache: spin::Mutex<TdCache>,
     segment_cache: spin::Mutex<SegmentCache>,
+    /// Entries in `segment_cache` (read without the lock).
+    cache_len: AtomicUsize,
     /// Purge delay in time units of `now()`; negative = never purge.
     purge_delay: AtomicI64,
     /// Most bytes that may be reserved from the source (0 = no limit), and how many are.
@@ -104,6 +106,7 @@ impl Domain {
                 }; CACHE_MAX],
                 len: 0,
             }),
+            cache_len: AtomicUsize::new(0),
             purge_delay: AtomicI64::new(if clock.is_some() {
                 DEFAULT_PURGE_DELAY
             } else {
@@ -186,6 +189,9 @@ impl Domain {
 
     /// Takes a cached region of `min..=max` bytes (the smallest that fits).
     pub(crate) fn cache_take(&self, min: usize, max: usize) -> Option<Cached> {
+        if self.cache_len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         let mut c = self.segment_cache.lock();
         let mut best: Option<usize> = None;
         for i in 0..c.len {
@@ -199,6 +205,7 @@ impl Domain {
         let last = c.len - 1;
         c.entries[i] = c.entries[last];
         c.len = last;
+        self.cache_len.store(last, Ordering::Relaxed);
         Some(e)
     }
 
@@ -221,6 +228,7 @@ impl Domain {
                 let n = c.len;
                 c.entries[n] = entry;
                 c.len += 1;
+                self.cache_len.store(c.len, Ordering::Relaxed);
                 None
             } else {
                 // the oldest expires first
@@ -243,6 +251,9 @@ impl Domain {
 
     /// Gives cached regions whose delay expired (all with `force`) back to the source.
     pub(crate) fn cache_collect(&self, force: bool) {
+        if self.cache_len.load(Ordering::Relaxed) == 0 {
+            return; // the common case, without touching the lock
+        }
         let now = self.now();
         loop {
             let e = {
@@ -259,6 +270,7 @@ impl Domain {
                 let last = c.len - 1;
                 c.entries[i] = c.entries[last];
                 c.len = last;
+                self.cache_len.store(last, Ordering::Relaxed);
                 e
             };
             // SAFETY: taken out of the cache, so ours alone.
