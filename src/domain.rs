@@ -45,6 +45,8 @@ pub(crate) struct Cached {
 }
 
 const CACHE_MAX: usize = 16;
+/// Most bytes the segment cache holds (it keeps memory resident for a while).
+const CACHE_BYTES_MAX: usize = 256 << 20;
 
 /// Recently freed segment regions (sources without reserve only: their memory is always
 /// committed, so a region can serve any new segment). Reusing one saves the source calls
@@ -52,6 +54,7 @@ const CACHE_MAX: usize = 16;
 struct SegmentCache {
     entries: [Cached; CACHE_MAX],
     len: usize,
+    bytes: usize,
 }
 
 struct AbandonedList {
@@ -105,6 +108,7 @@ impl Domain {
                     expire: 0,
                 }; CACHE_MAX],
                 len: 0,
+                bytes: 0,
             }),
             cache_len: AtomicUsize::new(0),
             purge_delay: AtomicI64::new(if clock.is_some() {
@@ -205,6 +209,7 @@ impl Domain {
         let last = c.len - 1;
         c.entries[i] = c.entries[last];
         c.len = last;
+        c.bytes -= e.size;
         self.cache_len.store(last, Ordering::Relaxed);
         Some(e)
     }
@@ -224,10 +229,13 @@ impl Domain {
         };
         let evicted = {
             let mut c = self.segment_cache.lock();
-            if c.len < CACHE_MAX {
+            if c.bytes + size > CACHE_BYTES_MAX {
+                Some(entry) // too much cached already: back to the source at once
+            } else if c.len < CACHE_MAX {
                 let n = c.len;
                 c.entries[n] = entry;
                 c.len += 1;
+                c.bytes += size;
                 self.cache_len.store(c.len, Ordering::Relaxed);
                 None
             } else {
@@ -240,6 +248,7 @@ impl Domain {
                 }
                 let e = c.entries[oldest];
                 c.entries[oldest] = entry;
+                c.bytes = c.bytes - e.size + size;
                 Some(e)
             }
         };
@@ -270,6 +279,7 @@ impl Domain {
                 let last = c.len - 1;
                 c.entries[i] = c.entries[last];
                 c.len = last;
+                c.bytes -= e.size;
                 self.cache_len.store(last, Ordering::Relaxed);
                 e
             };

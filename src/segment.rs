@@ -413,6 +413,20 @@ unsafe fn segment_alloc(
     };
     let seg_ptr = region.ptr.as_ptr().wrapping_add(front);
     debug_assert_eq!(seg_ptr as usize & SEGMENT_MASK, 0);
+    // Large and huge blocks are touched in big pieces: large OS pages save most page
+    // faults. Small and medium pages keep small OS pages, so that a thread touching a few
+    // blocks does not make 2 MiB resident (a cached region may change its use).
+    let large_kind = matches!(kind, SegmentKind::Large | SegmentKind::Huge);
+    if large_kind || cached.is_some() {
+        // SAFETY: the segment range lies inside the region just obtained.
+        unsafe {
+            domain.source.advise_large_pages(
+                NonNull::new_unchecked(seg_ptr),
+                segment_size,
+                large_kind,
+            )
+        };
+    }
     let mut zeroed = region.zeroed;
     let committed = region.committed;
     if !committed {
@@ -487,7 +501,7 @@ unsafe fn segment_alloc(
 
 /// Segment regions up to this size are cached for reuse when they empty; bigger ones go
 /// back to the source at once (the faults of re-touching them dwarf the source calls).
-const CACHE_SIZE_MAX: usize = 8 * SEGMENT_SIZE;
+const CACHE_SIZE_MAX: usize = 16 * SEGMENT_SIZE;
 
 /// Gives an empty segment back to the source (or to the domain's cache of regions).
 ///

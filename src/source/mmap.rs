@@ -192,6 +192,21 @@ unsafe impl PageSource for Mmap {
         unsafe { libc::madvise(ptr.as_ptr() as *mut libc::c_void, size, libc::MADV_FREE) };
     }
 
+    unsafe fn advise_large_pages(&self, ptr: NonNull<u8>, size: usize, large: bool) {
+        #[cfg(target_os = "linux")]
+        {
+            let advice = if large {
+                libc::MADV_HUGEPAGE
+            } else {
+                libc::MADV_NOHUGEPAGE
+            };
+            // SAFETY: the range is inside one of our mappings; this is only advice.
+            unsafe { libc::madvise(ptr.as_ptr() as *mut libc::c_void, size, advice) };
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (ptr, size, large);
+    }
+
     unsafe fn protect(&self, ptr: NonNull<u8>, size: usize, protect: bool) -> bool {
         let prot = if protect {
             libc::PROT_NONE

@@ -152,6 +152,16 @@ pub unsafe trait PageSource: Sync {
         None
     }
 
+    /// Tells the source whether the range will hold large blocks, touched in big pieces:
+    /// then it may back it with large OS pages (transparent huge pages), which makes far
+    /// fewer page faults. The default does nothing.
+    ///
+    /// # Safety
+    /// The range lies inside one live region.
+    unsafe fn advise_large_pages(&self, ptr: NonNull<u8>, size: usize, large: bool) {
+        let _ = (ptr, size, large);
+    }
+
     /// Makes the range inaccessible (`protect == true`, a guard page) or accessible again.
     /// Returns `false` if the source cannot protect memory (the default).
     ///
