@@ -46,7 +46,7 @@ pub(crate) struct Cached {
 
 const CACHE_MAX: usize = 16;
 /// Most bytes the segment cache holds (it keeps memory resident for a while).
-const CACHE_BYTES_MAX: usize = 256 << 20;
+const CACHE_BYTES_MAX: usize = 64 << 20;
 
 /// Recently freed segment regions (sources without reserve only: their memory is always
 /// committed, so a region can serve any new segment). Reusing one saves the source calls
