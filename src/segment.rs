@@ -417,14 +417,14 @@ unsafe fn segment_alloc(
     // page faults. Other segments keep small OS pages, so that touching a few blocks does
     // not make 2 MiB resident (measured: large pages too raised the peak RSS of mstress
     // from 25 to 82 MiB). A cached region may change its use, so it is told either way.
-    let large_kind = kind == SegmentKind::Huge; // (the advice is about OS pages)
-    if large_kind || cached.is_some() {
+    let huge = kind == SegmentKind::Huge;
+    if huge || cached.is_some() {
         // SAFETY: the segment range lies inside the region just obtained.
         unsafe {
             domain.source.advise_large_pages(
                 NonNull::new_unchecked(seg_ptr),
                 segment_size,
-                large_kind,
+                huge,
             )
         };
     }
