@@ -57,6 +57,17 @@ struct SegmentCache {
     bytes: usize,
 }
 
+impl SegmentCache {
+    /// Takes entry `i` out (the last entry moves into its place).
+    fn remove(&mut self, i: usize) -> Cached {
+        let e = self.entries[i];
+        self.len -= 1;
+        self.entries[i] = self.entries[self.len];
+        self.bytes -= e.size;
+        e
+    }
+}
+
 struct AbandonedList {
     head: *mut Segment,
 }
@@ -205,12 +216,8 @@ impl Domain {
             }
         }
         let i = best?;
-        let e = c.entries[i];
-        let last = c.len - 1;
-        c.entries[i] = c.entries[last];
-        c.len = last;
-        c.bytes -= e.size;
-        self.cache_len.store(last, Ordering::Relaxed);
+        let e = c.remove(i);
+        self.cache_len.store(c.len, Ordering::Relaxed);
         Some(e)
     }
 
@@ -275,12 +282,8 @@ impl Domain {
                     }
                 }
                 let Some(i) = found else { return };
-                let e = c.entries[i];
-                let last = c.len - 1;
-                c.entries[i] = c.entries[last];
-                c.len = last;
-                c.bytes -= e.size;
-                self.cache_len.store(last, Ordering::Relaxed);
+                let e = c.remove(i);
+                self.cache_len.store(c.len, Ordering::Relaxed);
                 e
             };
             // SAFETY: taken out of the cache, so ours alone.

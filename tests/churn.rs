@@ -1,34 +1,10 @@
 //! Thread churn: thousands of threads exit with live blocks that other threads free.
 //! Alone in its test binary, so that the allocator's statistics are its own.
 mod common;
-use common::{seed, Rng};
+use common::{seed, Blk, Rng};
 
 #[global_allocator]
 static GLOBAL: shardalloc::ShardAlloc = shardalloc::ShardAlloc::new();
-
-struct Blk(*mut u8, usize, u64);
-unsafe impl Send for Blk {}
-
-impl Blk {
-    fn new(rng: &mut Rng, id: u64) -> Blk {
-        let size = match rng.below(10) {
-            0 => 1 + rng.below(200_000) as usize,
-            _ => 1 + rng.below(512) as usize,
-        };
-        let p = unsafe { shardalloc::alloc(size, 8, false) };
-        assert!(!p.is_null());
-        common::fill(p, size, id);
-        Blk(p, size, id)
-    }
-    fn check_and_free(self, seed: u64) {
-        assert!(
-            common::verify(self.0, self.1, self.2),
-            "block {} corrupted (seed {seed})",
-            self.2
-        );
-        unsafe { shardalloc::free(self.0) };
-    }
-}
 
 /// Thousands of threads that allocate, free part, and exit with live blocks that the
 /// main thread frees: reserved memory stays bounded (abandoned segments are reclaimed).

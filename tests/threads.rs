@@ -1,36 +1,11 @@
 //! Multi-threaded stress: cross-thread frees, threads that come and go with live data,
-//! content checks; and thread churn that must not leak.
+//! content checks. (Thread churn and leaks: `churn.rs`.)
 mod common;
-use common::{seed, Rng};
+use common::{seed, Blk, Rng};
 use std::sync::mpsc;
 
 #[global_allocator]
 static GLOBAL: shardalloc::ShardAlloc = shardalloc::ShardAlloc::new();
-
-/// A block owned by the test, sent between threads.
-struct Blk(*mut u8, usize, u64);
-unsafe impl Send for Blk {}
-
-impl Blk {
-    fn new(rng: &mut Rng, id: u64) -> Blk {
-        let size = match rng.below(10) {
-            0 => 1 + rng.below(200_000) as usize,
-            _ => 1 + rng.below(512) as usize,
-        };
-        let p = unsafe { shardalloc::alloc(size, 8, false) };
-        assert!(!p.is_null());
-        common::fill(p, size, id);
-        Blk(p, size, id)
-    }
-    fn check_and_free(self, seed: u64) {
-        assert!(
-            common::verify(self.0, self.1, self.2),
-            "block {} corrupted (seed {seed})",
-            self.2
-        );
-        unsafe { shardalloc::free(self.0) };
-    }
-}
 
 /// Threads in a ring: each allocates, keeps some blocks, and sends the rest to its
 /// neighbour, which checks and frees them. Threads are replaced by new ones in rounds,

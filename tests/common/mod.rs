@@ -61,3 +61,32 @@ pub fn fill(p: *mut u8, size: usize, id: u64) {
 pub fn verify(p: *const u8, size: usize, id: u64) -> bool {
     (0..size).all(|i| unsafe { *p.add(i) } == pattern(id, i))
 }
+
+/// A block owned by a test and sent between threads: checked and freed by whoever ends
+/// up with it.
+pub struct Blk(pub *mut u8, pub usize, pub u64);
+// SAFETY: a block is plain memory owned by whoever holds the `Blk`.
+unsafe impl Send for Blk {}
+
+impl Blk {
+    /// Mostly small blocks, one in ten up to 200 KB, filled with the pattern of `id`.
+    pub fn new(rng: &mut Rng, id: u64) -> Blk {
+        let size = match rng.below(10) {
+            0 => 1 + rng.below(200_000) as usize,
+            _ => 1 + rng.below(512) as usize,
+        };
+        let p = unsafe { shardalloc::alloc(size, 8, false) };
+        assert!(!p.is_null());
+        fill(p, size, id);
+        Blk(p, size, id)
+    }
+
+    pub fn check_and_free(self, seed: u64) {
+        assert!(
+            verify(self.0, self.1, self.2),
+            "block {} corrupted (seed {seed})",
+            self.2
+        );
+        unsafe { shardalloc::free(self.0) };
+    }
+}
