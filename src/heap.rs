@@ -25,12 +25,25 @@ pub(crate) struct Tld {
     pub heaps: *mut RawHeap,
     /// Allocation slow-path events of this thread.
     pub heartbeat: u64,
+    /// Bytes allocated / freed (as counted at page synchronisations) not yet added to the
+    /// domain's statistics.
+    pub stat_allocated: i64,
+    pub stat_freed: i64,
 }
 
 impl Tld {
     #[inline(always)]
     pub(crate) fn token(&self) -> usize {
         self as *const Tld as usize
+    }
+
+    /// Adds the thread's pending statistics to the domain's.
+    pub(crate) fn flush_stats(&mut self) {
+        let domain = self.domain();
+        domain.stats.allocated.add(self.stat_allocated);
+        domain.stats.allocated.sub(self.stat_freed);
+        self.stat_allocated = 0;
+        self.stat_freed = 0;
     }
 
     #[inline(always)]
@@ -65,6 +78,8 @@ impl ThreadData {
                     heap_backing: heap,
                     heaps: ptr::null_mut(),
                     heartbeat: 0,
+                    stat_allocated: 0,
+                    stat_freed: 0,
                 },
             );
             RawHeap::init(heap, tld);
@@ -308,19 +323,31 @@ unsafe fn kind_is_huge(page: *mut Page) -> bool {
 // ---------------------------------------------------------------------------------------
 // statistics
 
-/// Brings the domain's `allocated` count up to date with the page's `used`.
+/// Bytes of `allocated` changes a thread gathers before it adds them to the domain's
+/// shared counters (so that the allocation slow path of several threads does not fight
+/// over one cache line of atomics).
+const STATS_BATCH: i64 = 256 << 10;
+
+/// Brings the thread's pending `allocated` count up to date with the page's `used`.
 ///
 /// # Safety
-/// The caller owns `page`.
+/// The caller owns `page`; `tld` is its thread's data.
 #[inline]
-unsafe fn page_sync_stats(page: *mut Page, domain: &Domain) {
+unsafe fn page_sync_stats(page: *mut Page, tld: &mut Tld) {
     // SAFETY: as the caller guarantees.
     unsafe {
         let p = &mut *page;
         if p.used != p.stat_used {
-            let delta = p.used as i64 - p.stat_used as i64;
-            domain.stats.allocated.add(delta * p.block_size as i64);
+            let delta = (p.used as i64 - p.stat_used as i64) * p.block_size as i64;
             p.stat_used = p.used;
+            if delta > 0 {
+                tld.stat_allocated += delta;
+            } else {
+                tld.stat_freed -= delta;
+            }
+            if tld.stat_allocated + tld.stat_freed >= STATS_BATCH {
+                tld.flush_stats();
+            }
         }
     }
 }
@@ -441,7 +468,7 @@ pub(crate) unsafe fn malloc_generic(
             (*ptr_segment((*page).page_start)).check();
         }
         let p = page_pop(page, size, zero);
-        page_sync_stats(page, domain);
+        page_sync_stats(page, &mut *(*heap).tld);
         p
     }
 }
@@ -486,7 +513,7 @@ unsafe fn huge_page_alloc(heap: *mut RawHeap, size: usize, align: usize) -> *mut
 unsafe fn find_free_page(heap: *mut RawHeap, bin: usize) -> *mut Page {
     // SAFETY: as the caller guarantees; pages in our queues are ours.
     unsafe {
-        let domain = (*(*heap).tld).domain();
+        
         let mut page = (*heap).pages[bin].first;
         while !page.is_null() {
             let next = (*page).next;
@@ -500,7 +527,7 @@ unsafe fn find_free_page(heap: *mut RawHeap, bin: usize) -> *mut Page {
                 }
                 // out of memory committing more of a large page: try other pages
             }
-            page_sync_stats(page, domain);
+            page_sync_stats(page, &mut *(*heap).tld);
             page_to_full(heap, page, bin);
             page = next;
         }
@@ -725,7 +752,7 @@ unsafe fn page_free(heap: *mut RawHeap, page: *mut Page, bin: usize) {
         let tld = &mut *(*heap).tld;
         (*heap).page_queue_remove(page, bin);
         (*page).used = 0;
-        page_sync_stats(page, tld.domain());
+        page_sync_stats(page, tld);
         segment::segment_page_free(page, tld);
     }
 }
@@ -852,15 +879,15 @@ pub(crate) unsafe fn heap_collect(heap: *mut RawHeap, mode: Collect) {
         }
         heap_delayed_free(heap, true);
         heap_collect_retired(heap, force);
-        let domain = (*(*heap).tld).domain();
         heap_for_each_page(heap, |page, bin| {
             (*page).collect(force);
             if (*page).all_free() {
                 page_free(heap, page, bin);
             } else {
-                page_sync_stats(page, domain);
+                page_sync_stats(page, &mut *(*heap).tld);
             }
         });
+        (*(*heap).tld).flush_stats();
         if mode == Collect::Abandon {
             heap_for_each_page(heap, |page, bin| {
                 (*heap).page_queue_remove(page, bin);

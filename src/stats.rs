@@ -4,7 +4,9 @@
 //! malloc/free fast path, so they stay on in release builds at no measurable cost.
 //! Block-level counts (`allocated`) are synchronised per page whenever the owning heap
 //! touches the page on a slow path (collect, retire, refill, thread exit), so they can lag
-//! the truth by the blocks handed out from pages since their last slow-path event.
+//! the truth by the blocks handed out from pages since their last slow-path event; and
+//! each thread adds its changes to the shared counters in batches of 256 KiB (at once on
+//! collection, thread exit, and when the thread itself reads the statistics).
 
 use core::fmt;
 use core::sync::atomic::{AtomicI64, Ordering::Relaxed};

@@ -249,8 +249,16 @@ pub fn collect(force: bool) {
     }
 }
 
-/// Statistics of the hosted allocator (all threads).
+/// Statistics of the hosted allocator (all threads; other threads' block counts may lag
+/// by up to 256 KiB each, see `Stats`).
 pub fn stats() -> Stats {
+    let h = default_heap();
+    // SAFETY: live or the empty heap; the thread owns its data.
+    unsafe {
+        if (*h).is_initialized() {
+            (*(*h).tld).flush_stats();
+        }
+    }
     DOMAIN.stats()
 }
 

@@ -94,8 +94,19 @@ impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
         &self.domain
     }
 
-    /// A snapshot of the statistics.
+    /// A snapshot of the statistics (other CPUs' block counts may lag by up to 256 KiB
+    /// each, see `Stats`).
     pub fn stats(&self) -> Stats {
+        self.cpu.without_interrupts(|| {
+            let idx = self.cpu.cpu_index();
+            if idx < N {
+                let heap = self.heaps[idx].load(Ordering::Acquire);
+                if !heap.is_null() {
+                    // SAFETY: the current CPU owns its heap and thread data.
+                    unsafe { (*(*heap).tld).flush_stats() };
+                }
+            }
+        });
         self.domain.stats()
     }
 
