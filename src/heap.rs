@@ -1,5 +1,6 @@
-//! Heaps: page queues per size class, the direct table for small sizes, and the
-//! malloc / free / realloc / aligned paths.
+//! Heaps: page queues per size class, the direct table for small sizes, finding a page
+//! with room, retired pages, delayed frees, collection, and first-class heap operations
+//! (absorb, destroy, visit). The allocation paths are in `alloc`, frees in `free`.
 //!
 //! A heap is owned by one thread (hosted) or one CPU (kernel). Only its owner allocates
 //! from it; any thread may free into it.
@@ -8,7 +9,8 @@ use core::ptr::{self, addr_of, addr_of_mut};
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::domain::Domain;
-use crate::page::{Block, Delayed, Page, PageQueue, FLAG_HAS_ALIGNED, FLAG_IN_FULL};
+use crate::free::free_block_local;
+use crate::page::{Block, Delayed, Page, PageQueue, FLAG_IN_FULL};
 use crate::segment::{self, ptr_segment, SegmentKind, SegmentsTld};
 use crate::size_class::*;
 
@@ -296,7 +298,7 @@ impl RawHeap {
     ///
     /// # Safety
     /// `page` is live.
-    unsafe fn queue_bin_of(page: *mut Page) -> usize {
+    pub(crate) unsafe fn queue_bin_of(page: *mut Page) -> usize {
         // SAFETY: as the caller guarantees.
         unsafe {
             if (*page).in_full() {
@@ -333,7 +335,7 @@ const STATS_BATCH: i64 = 256 << 10;
 /// # Safety
 /// The caller owns `page`; `tld` is its thread's data.
 #[inline]
-unsafe fn page_sync_stats(page: *mut Page, tld: &mut Tld) {
+pub(crate) unsafe fn page_sync_stats(page: *mut Page, tld: &mut Tld) {
     // SAFETY: as the caller guarantees.
     unsafe {
         let p = &mut *page;
@@ -353,167 +355,16 @@ unsafe fn page_sync_stats(page: *mut Page, tld: &mut Tld) {
 }
 
 // ---------------------------------------------------------------------------------------
-// allocation
-
-/// Pops a block of `page` (whose `free` list is not empty), zeroing `size` bytes of it
-/// when asked.
-///
-/// # Safety
-/// The caller owns `page` and `page.free` is not null.
-#[inline(always)]
-unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
-    // SAFETY: as the caller guarantees; the block is free, so ours to hand out.
-    unsafe {
-        let block = (*page).free;
-        (*page).free = (*block).next;
-        (*page).used += 1;
-        if zero {
-            if (*page).free_is_zero {
-                (*block).next = ptr::null_mut();
-            } else {
-                ptr::write_bytes(block as *mut u8, 0, size);
-            }
-        }
-        block as *mut u8
-    }
-}
-
-/// Allocates `size <= SMALL_SIZE_MAX` bytes: a table load, a list pop and a store.
-/// About 8 instructions when the page has a free block.
-///
-/// # Safety
-/// `heap` is the calling thread's heap (or the empty heap).
-#[inline(always)]
-pub(crate) unsafe fn malloc_small(heap: *mut RawHeap, size: usize, zero: bool) -> *mut u8 {
-    debug_assert!(size <= SMALL_SIZE_MAX);
-    // SAFETY: the table entry is a live page (or the empty page, whose `free` is null and
-    // which is never written); the caller owns the heap.
-    unsafe {
-        let page = (*heap).pages_direct[wsize_from_size(size)];
-        if (*page).free.is_null() {
-            return malloc_generic(heap, size, zero, 0);
-        }
-        page_pop(page, size, zero)
-    }
-}
-
-/// Allocates `size` bytes aligned to `MAX_ALIGN_SIZE` when `size` is a multiple of it
-/// (to the word otherwise). Null when out of memory or when `heap` is the empty heap.
-///
-/// # Safety
-/// `heap` is the calling thread's heap (or the empty heap).
-#[inline(always)]
-pub(crate) unsafe fn malloc(heap: *mut RawHeap, size: usize, zero: bool) -> *mut u8 {
-    if size <= SMALL_SIZE_MAX {
-        // SAFETY: as the caller guarantees.
-        unsafe { malloc_small(heap, size, zero) }
-    } else {
-        // SAFETY: as the caller guarantees.
-        unsafe { malloc_generic(heap, size, zero, 0) }
-    }
-}
-
-/// The slow path: bookkeeping (delayed frees, retired pages, purges), then a page with
-/// room. `huge_align > 0` asks for a huge page with the block aligned to it.
-///
-/// # Safety
-/// `heap` is the calling thread's heap (or the empty heap).
-#[cold]
-#[inline(never)]
-pub(crate) unsafe fn malloc_generic(
-    heap: *mut RawHeap,
-    size: usize,
-    zero: bool,
-    huge_align: usize,
-) -> *mut u8 {
-    // SAFETY: the caller owns `heap`; `tld` is its thread's data.
-    unsafe {
-        if !(*heap).is_initialized() {
-            return ptr::null_mut();
-        }
-        if size > isize::MAX as usize - SEGMENT_SIZE {
-            (*(*heap).tld)
-                .domain()
-                .stats
-                .out_of_memory
-                .fetch_add(1, Ordering::Relaxed);
-            return ptr::null_mut();
-        }
-        let tld = &mut *(*heap).tld;
-        tld.heartbeat += 1;
-        let domain = tld.domain();
-        domain.tick();
-        heap_delayed_free_partial(heap);
-        heap_collect_retired(heap, false);
-        if tld.heartbeat % 16 == 0 {
-            segment::segments_purge(tld, false);
-            domain.cache_collect(false);
-        }
-        if cfg!(debug_assertions) && tld.heartbeat % 4096 == 0 {
-            heap_check(heap);
-        }
-        let mut page = find_page(heap, size, huge_align);
-        if page.is_null() {
-            // out of memory: give everything unused back and try once more
-            heap_collect(heap, Collect::Force);
-            page = find_page(heap, size, huge_align);
-        }
-        if page.is_null() {
-            domain.stats.out_of_memory.fetch_add(1, Ordering::Relaxed);
-            return ptr::null_mut();
-        }
-        debug_assert!(!(*page).free.is_null());
-        if cfg!(debug_assertions) {
-            (*page).check();
-            (*ptr_segment((*page).page_start)).check();
-        }
-        let p = page_pop(page, size, zero);
-        page_sync_stats(page, &mut *(*heap).tld);
-        p
-    }
-}
-
-/// # Safety
-/// `heap` is the calling thread's initialised heap.
-unsafe fn find_page(heap: *mut RawHeap, size: usize, huge_align: usize) -> *mut Page {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        if size > LARGE_OBJ_SIZE_MAX || huge_align > 0 {
-            return huge_page_alloc(heap, size, huge_align);
-        }
-        find_free_page(heap, bin(size))
-    }
-}
-
-/// # Safety
-/// `heap` is the calling thread's initialised heap.
-unsafe fn huge_page_alloc(heap: *mut RawHeap, size: usize, align: usize) -> *mut Page {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        let tld = &mut *(*heap).tld;
-        let bsize = (size.max(1) + WORD - 1) & !(WORD - 1);
-        let page = segment::segment_page_alloc(heap, tld, bsize, Some(align.max(MAX_ALIGN_SIZE)));
-        if page.is_null() {
-            return page;
-        }
-        // its one block is handed out at once: treat it as full, so a remote free goes
-        // to our delayed list and we learn about it
-        (*page).use_delayed_free(Delayed::UseDelayedFree, false);
-        (*heap).pages[BIN_HUGE].push_front(page);
-        (*heap).page_count += 1;
-        page
-    }
-}
+// page queues: finding room, full pages
 
 /// Finds a page with room in queue `bin`, moving full pages to the full queue, or takes a
 /// fresh one.
 ///
 /// # Safety
 /// `heap` is the calling thread's initialised heap.
-unsafe fn find_free_page(heap: *mut RawHeap, bin: usize) -> *mut Page {
+pub(crate) unsafe fn find_free_page(heap: *mut RawHeap, bin: usize) -> *mut Page {
     // SAFETY: as the caller guarantees; pages in our queues are ours.
     unsafe {
-        
         let mut page = (*heap).pages[bin].first;
         while !page.is_null() {
             let next = (*page).next;
@@ -586,7 +437,7 @@ unsafe fn page_to_full(heap: *mut RawHeap, page: *mut Page, bin: usize) {
 ///
 /// # Safety
 /// `page` is owned by `heap`'s thread and belongs to `heap`.
-unsafe fn page_unfull(heap: *mut RawHeap, page: *mut Page) {
+pub(crate) unsafe fn page_unfull(heap: *mut RawHeap, page: *mut Page) {
     // SAFETY: as the caller guarantees.
     unsafe {
         (*page).use_delayed_free(Delayed::NoDelayedFree, false);
@@ -603,150 +454,14 @@ unsafe fn page_unfull(heap: *mut RawHeap, page: *mut Page) {
 }
 
 // ---------------------------------------------------------------------------------------
-// free
-
-/// Frees `p`. `tid` is the calling thread's owner token (0 if it has none).
-///
-/// # Safety
-/// `p` is null or a live block (or an aligned pointer into one) of this allocator.
-#[inline(always)]
-pub(crate) unsafe fn free(p: *mut u8, tid: usize) {
-    if p.is_null() {
-        return;
-    }
-    let segment = ptr_segment(p);
-    // SAFETY: `p` is a live block, so its segment and page are live.
-    unsafe {
-        debug_assert!(
-            (*segment).is_valid_cookie(),
-            "free of a pointer not from shardalloc"
-        );
-        let page = (*segment).page_of(p);
-        debug_assert!((*page).segment_in_use, "free into a page not in use (double free?)");
-        debug_assert!(
-            (*page).flags & FLAG_HAS_ALIGNED != 0
-                || (p as usize - (*page).page_start as usize) % (*page).block_size == 0,
-            "free of a pointer inside a block"
-        );
-        let local = (*segment).thread_id.load(Ordering::Relaxed) == tid;
-        if local && (*page).flags == 0 {
-            // local free into a page that is neither full nor holds aligned blocks
-            let block = p as *mut Block;
-            (*block).next = (*page).local_free;
-            (*page).local_free = block;
-            (*page).used -= 1;
-            if (*page).used == 0 {
-                page_retire(page);
-            }
-        } else {
-            free_generic(page, local, p);
-        }
-    }
-}
-
-/// # Safety
-/// As `free`; `page` is the page of `p`.
-#[cold]
-#[inline(never)]
-unsafe fn free_generic(page: *mut Page, local: bool, p: *mut u8) {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        let block = if (*page).flags & FLAG_HAS_ALIGNED != 0 {
-            (*page).block_of(p)
-        } else {
-            p as *mut Block
-        };
-        if local {
-            if cfg!(debug_assertions) {
-                (*page).check();
-            }
-            free_block_local(page, block);
-        } else {
-            (*page).free_block_mt(block);
-        }
-    }
-}
-
-/// # Safety
-/// The caller owns `page`; `block` is a live block of it.
-unsafe fn free_block_local(page: *mut Page, block: *mut Block) {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        (*block).next = (*page).local_free;
-        (*page).local_free = block;
-        (*page).used -= 1;
-        if (*page).used == 0 {
-            page_retire(page);
-        } else if (*page).in_full() {
-            page_unfull((*page).heap(), page);
-        }
-    }
-}
-
-/// Generic-malloc rounds a retired page is kept before it is freed.
-#[inline(always)]
-fn retire_cycles(block_size: usize) -> u8 {
-    if block_size <= SMALL_OBJ_SIZE_MAX {
-        16
-    } else {
-        4
-    }
-}
-
-/// A page whose blocks are all free: keep it a while if it is the only page of its
-/// size class (to avoid freeing and re-making it in a loop), else free it.
-///
-/// # Safety
-/// The caller owns `page`, which has a heap.
-#[inline(always)]
-unsafe fn page_retire(page: *mut Page) {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        // Already retired and still the only page of its queue (one block allocated and
-        // freed in a loop): just restart its countdown. (`retire_expire != 0` implies its
-        // bin is in the heap's retired range; a page with no queue neighbours is alone.)
-        if (*page).retire_expire != 0
-            && (*page).flags == 0
-            && (*page).next.is_null()
-            && (*page).prev.is_null()
-        {
-            (*page).retire_expire = retire_cycles((*page).block_size);
-            return;
-        }
-        page_retire_slow(page)
-    }
-}
-
-/// # Safety
-/// As `page_retire`.
-#[cold]
-#[inline(never)]
-unsafe fn page_retire_slow(page: *mut Page) {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        let heap = (*page).heap();
-        debug_assert!(!heap.is_null());
-        (*page).flags &= !FLAG_HAS_ALIGNED;
-        let bin = RawHeap::queue_bin_of(page);
-        if bin < BIN_HUGE && (*page).block_size <= MEDIUM_OBJ_SIZE_MAX {
-            let pq = &(*heap).pages[bin];
-            if pq.first == page && pq.last == page {
-                (*page).retire_expire = retire_cycles((*page).block_size);
-                (*heap).retired_min = (*heap).retired_min.min(bin);
-                (*heap).retired_max = (*heap).retired_max.max(bin);
-                return;
-            }
-        }
-        page_free(heap, page, bin);
-    }
-}
+// retired pages, delayed frees, collection
 
 /// Takes `page` out of the heap and gives it back to its segment.
 ///
 /// # Safety
 /// `page` is in `heap`'s queue `bin`, owned by the caller, with all blocks free (or the
 /// heap is being destroyed).
-unsafe fn page_free(heap: *mut RawHeap, page: *mut Page, bin: usize) {
+pub(crate) unsafe fn page_free(heap: *mut RawHeap, page: *mut Page, bin: usize) {
     // SAFETY: as the caller guarantees.
     unsafe {
         let tld = &mut *(*heap).tld;
@@ -761,7 +476,7 @@ unsafe fn page_free(heap: *mut RawHeap, page: *mut Page, bin: usize) {
 ///
 /// # Safety
 /// `heap` is the calling thread's initialised heap.
-unsafe fn heap_collect_retired(heap: *mut RawHeap, force: bool) {
+pub(crate) unsafe fn heap_collect_retired(heap: *mut RawHeap, force: bool) {
     // SAFETY: as the caller guarantees.
     unsafe {
         let (lo, hi) = ((*heap).retired_min, (*heap).retired_max);
@@ -830,7 +545,7 @@ unsafe fn heap_delayed_free(heap: *mut RawHeap, all: bool) {
 }
 
 #[inline]
-unsafe fn heap_delayed_free_partial(heap: *mut RawHeap) {
+pub(crate) unsafe fn heap_delayed_free_partial(heap: *mut RawHeap) {
     // SAFETY: forwarded.
     unsafe {
         if !(*heap)
@@ -953,9 +668,9 @@ pub(crate) unsafe fn heap_absorb(into: *mut RawHeap, heap: *mut RawHeap) {
             (*heap).page_queue_remove(page, bin);
             (*page).xheap.store(into, Ordering::Release);
             (*page).retire_expire = 0; // `into`'s retired range does not cover it
-            // A remote free may have read the old heap just before the store and be
-            // pushing to its delayed list: wait until it is done, so that from here on
-            // only `into` is used, and the final pass below sees its block.
+                                       // A remote free may have read the old heap just before the store and be
+                                       // pushing to its delayed list: wait until it is done, so that from here on
+                                       // only `into` is used, and the final pass below sees its block.
             while (*page).is_delayed_freeing() {
                 core::hint::spin_loop();
             }
@@ -1097,131 +812,5 @@ pub(crate) unsafe fn heap_check(heap: *mut RawHeap) {
             let want = if first.is_null() { empty_page() } else { first };
             assert_eq!((*heap).pages_direct[w], want, "direct table entry {w}");
         }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// sizes, alignment, realloc
-
-/// The usable size of the block at (or aligned into) `p`.
-///
-/// # Safety
-/// `p` is a live block of this allocator.
-pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        let segment = ptr_segment(p);
-        let page = (*segment).page_of(p);
-        if (*page).flags & FLAG_HAS_ALIGNED != 0 {
-            let block = (*page).block_of(p as *mut u8) as usize;
-            (*page).block_size - (p as usize - block)
-        } else {
-            (*page).block_size
-        }
-    }
-}
-
-/// Alignments below this are served by over-allocating within a size class; above it, a
-/// huge segment places the block exactly.
-const OVERALLOC_ALIGN_MAX: usize = SEGMENT_SIZE / 8;
-
-/// Allocates `size` bytes aligned to `align` (a power of two).
-///
-/// # Safety
-/// `heap` is the calling thread's heap (or the empty heap); `align` is a power of two.
-pub(crate) unsafe fn malloc_aligned(
-    heap: *mut RawHeap,
-    size: usize,
-    align: usize,
-    zero: bool,
-) -> *mut u8 {
-    debug_assert!(align.is_power_of_two());
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        if align <= MAX_ALIGN_SIZE && size & (align - 1) == 0 && (size >= align || align <= WORD) {
-            return malloc(heap, size, zero);
-        }
-        // a small block that happens to be aligned already
-        if size <= SMALL_SIZE_MAX && align <= size {
-            let page = (*heap).pages_direct[wsize_from_size(size)];
-            let free = (*page).free;
-            if !free.is_null() && free as usize & (align - 1) == 0 {
-                return page_pop(page, size, zero);
-            }
-        }
-        if !(*heap).is_initialized() {
-            return ptr::null_mut();
-        }
-        let Some(padded) = size.checked_add(align - 1) else {
-            return ptr::null_mut();
-        };
-        if align <= OVERALLOC_ALIGN_MAX && padded <= LARGE_OBJ_SIZE_MAX {
-            let p = malloc(heap, padded, false);
-            if p.is_null() {
-                return p;
-            }
-            let aligned = ((p as usize + align - 1) & !(align - 1)) as *mut u8;
-            if aligned != p {
-                let page = (*ptr_segment(p)).page_of(p);
-                (*page).flags |= FLAG_HAS_ALIGNED;
-            }
-            if zero {
-                ptr::write_bytes(aligned, 0, size);
-            }
-            return aligned;
-        }
-        malloc_generic(heap, size, zero, align)
-    }
-}
-
-/// Re-allocates `p` (null: allocate) to `new_size` bytes aligned to `align`; in place when
-/// the block still fits and is not too wasteful. Null on failure (then `p` is untouched).
-///
-/// # Safety
-/// `heap` is the calling thread's heap, `tid` its token; `p` is null or a live block.
-pub(crate) unsafe fn realloc(
-    heap: *mut RawHeap,
-    tid: usize,
-    p: *mut u8,
-    new_size: usize,
-    align: usize,
-    zero: bool,
-) -> *mut u8 {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        if p.is_null() {
-            return malloc_aligned(heap, new_size, align, zero);
-        }
-        let size = usable_size(p);
-        if new_size <= size && new_size >= size / 2 && p as usize & (align - 1) == 0 {
-            return p;
-        }
-        // a huge block of ours grows or shrinks by remapping its segment: no copy
-        if new_size > LARGE_OBJ_SIZE_MAX && align <= MAX_ALIGN_SIZE && !zero {
-            let segment = ptr_segment(p);
-            let page = (*segment).page_of(p);
-            if (*segment).kind == SegmentKind::Huge
-                && (*segment).thread_id.load(Ordering::Relaxed) == tid
-                && (*page).page_start == p
-                && (*heap).is_initialized()
-                && (*page).heap() == heap
-            {
-                let q = segment::huge_remap(heap, page, &mut *(*heap).tld, new_size);
-                if !q.is_null() {
-                    return q;
-                }
-            }
-        }
-        let q = malloc_aligned(heap, new_size, align, false);
-        if q.is_null() {
-            return q;
-        }
-        let keep = size.min(new_size);
-        ptr::copy_nonoverlapping(p, q, keep);
-        if zero && new_size > keep {
-            ptr::write_bytes(q.add(keep), 0, new_size - keep);
-        }
-        free(p, tid);
-        q
     }
 }

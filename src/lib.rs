@@ -4,7 +4,8 @@
 //! Layers, dependencies pointing down:
 //! - `global`: which heap serves the caller — [`ShardAlloc`] (hosted, thread-local heaps)
 //!   or [`PerCpuAlloc`] (kernels, one heap per CPU);
-//! - `heap`: page queues per size class, the direct table for small sizes;
+//! - `alloc`, `free`: the malloc and free paths (fast and generic), aligned, realloc;
+//! - `heap`: page queues per size class, the direct table for small sizes, collection;
 //! - `page`: the three free lists of a page;
 //! - `segment`: segment layout, pointer → segment → page, commit/purge, abandon/reclaim;
 //! - `source`: the [`PageSource`] trait and its backends.
@@ -14,9 +15,11 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+mod alloc;
 #[cfg(feature = "override")]
 mod c_api;
 mod domain;
+mod free;
 mod global;
 mod heap;
 mod page;
@@ -34,7 +37,6 @@ pub use stats::{StatCount, Stats};
 
 #[cfg(all(feature = "std", unix))]
 pub use global::hosted::{
-    alloc, check, collect, free, is_in_heap_region, realloc, stats, thread_done, usable_size,
-    Heap, ShardAlloc,
-    DOMAIN,
+    alloc, check, collect, free, is_in_heap_region, realloc, stats, thread_done, usable_size, Heap,
+    ShardAlloc, DOMAIN,
 };

@@ -421,11 +421,9 @@ unsafe fn segment_alloc(
     if huge || cached.is_some() {
         // SAFETY: the segment range lies inside the region just obtained.
         unsafe {
-            domain.source.advise_large_pages(
-                NonNull::new_unchecked(seg_ptr),
-                segment_size,
-                huge,
-            )
+            domain
+                .source
+                .advise_large_pages(NonNull::new_unchecked(seg_ptr), segment_size, huge)
         };
     }
     let mut zeroed = region.zeroed;

@@ -16,7 +16,7 @@ use core::ptr;
 
 use super::set_errno;
 use crate::global::hosted;
-use crate::heap::{self, RawHeap};
+use crate::heap::RawHeap;
 use crate::page::FLAG_HAS_ALIGNED;
 use crate::segment::{checked_segment, ptr_segment};
 use crate::size_class::{good_size, LARGE_OBJ_SIZE_MAX, SEGMENT_SIZE};
@@ -96,7 +96,7 @@ unsafe fn raw_alloc(heap: Option<*mut RawHeap>, size: usize, align: usize, zero:
 unsafe fn zero_tail(p: *mut u8, from: usize) {
     // SAFETY: the usable size bytes of a live block are ours to write.
     unsafe {
-        let usable = heap::usable_size(p);
+        let usable = crate::alloc::usable_size(p);
         if usable > from {
             ptr::write_bytes(p.add(from), 0, usable - from);
         }
@@ -182,7 +182,7 @@ unsafe fn raw_realloc_at(
         if p.is_null() {
             return raw_alloc_at(heap, new_size, align, offset, zero);
         }
-        let size = heap::usable_size(p);
+        let size = crate::alloc::usable_size(p);
         if new_size <= size
             && new_size >= size / 2
             && (p as usize).wrapping_add(offset) & (align - 1) == 0
@@ -291,7 +291,7 @@ pub(crate) unsafe fn mi_realloc(heap: Option<*mut RawHeap>, p: *mut u8, size: us
     // SAFETY: as the caller guarantees.
     unsafe {
         let h = heap_or_default(heap);
-        or_enomem(heap::realloc(h, (*h).thread_id, p, size, 1, false))
+        or_enomem(crate::alloc::realloc(h, (*h).thread_id, p, size, 1, false))
     }
 }
 
@@ -498,7 +498,7 @@ pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
         return 0;
     }
     // SAFETY: a live block of ours (the caller's contract, segment checked).
-    unsafe { heap::usable_size(p) }
+    unsafe { crate::alloc::usable_size(p) }
 }
 
 /// `mi_expand`: `p` when `size` fits in its block, else NULL (nothing moves).

@@ -203,7 +203,7 @@ pub unsafe fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
     // SAFETY: as the caller guarantees.
-    unsafe { heap::free(p, thread_id()) }
+    unsafe { crate::free::free(p, thread_id()) }
 }
 
 /// Re-allocates to `new_size` bytes aligned to `align`; null on failure (`p` stays valid).
@@ -213,7 +213,7 @@ pub unsafe fn free(p: *mut u8) {
 pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize, zero: bool) -> *mut u8 {
     let heap = heap_initialized();
     // SAFETY: `heap` is ours; `p` as the caller guarantees.
-    unsafe { heap::realloc(heap, (*heap).thread_id, p, new_size, align, zero) }
+    unsafe { crate::alloc::realloc(heap, (*heap).thread_id, p, new_size, align, zero) }
 }
 
 /// The usable size of a block of this allocator.
@@ -222,7 +222,7 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize, zero: bool) -> 
 /// `p` is a live block of this allocator.
 pub unsafe fn usable_size(p: *const u8) -> usize {
     // SAFETY: as the caller guarantees.
-    unsafe { heap::usable_size(p) }
+    unsafe { crate::alloc::usable_size(p) }
 }
 
 /// Frees empty pages of the calling thread and purges expired memory; `force` purges
@@ -401,7 +401,7 @@ impl Heap {
             return ptr::null_mut();
         }
         // SAFETY: the heap is ours; `p` as the caller guarantees.
-        unsafe { heap::realloc(self.raw, thread_id(), p, new_size, align, false) }
+        unsafe { crate::alloc::realloc(self.raw, thread_id(), p, new_size, align, false) }
     }
 
     /// Whether `p` points into a live block of this heap.

@@ -3,7 +3,7 @@
 
 use core::alloc::Layout;
 
-use crate::heap::{self, RawHeap};
+use crate::heap::RawHeap;
 use crate::size_class::WORD;
 
 pub mod percpu;
@@ -28,9 +28,9 @@ pub(crate) unsafe fn heap_alloc(
     // SAFETY: as the caller guarantees.
     unsafe {
         if align <= WORD {
-            heap::malloc(heap, size, zero)
+            crate::alloc::malloc(heap, size, zero)
         } else {
-            heap::malloc_aligned(heap, size, align, zero)
+            crate::alloc::malloc_aligned(heap, size, align, zero)
         }
     }
 }
@@ -48,5 +48,5 @@ pub(crate) unsafe fn heap_realloc(
     new_size: usize,
 ) -> *mut u8 {
     // SAFETY: as the caller guarantees.
-    unsafe { heap::realloc(heap, tid, p, new_size, layout.align(), false) }
+    unsafe { crate::alloc::realloc(heap, tid, p, new_size, layout.align(), false) }
 }

@@ -159,7 +159,7 @@ impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
     /// `p` is a live block allocated by this allocator.
     pub unsafe fn usable_size(&self, p: *const u8) -> usize {
         // SAFETY: as the caller guarantees.
-        unsafe { heap::usable_size(p) }
+        unsafe { crate::alloc::usable_size(p) }
     }
 
     /// Checks the current CPU's heap invariants (debug builds; a no-op in release).
@@ -176,7 +176,7 @@ impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
 
 // SAFETY: every heap is used by its CPU only, with interrupts off (the `CpuLocal`
 // contract); frees from other CPUs take the atomic path; blocks are as large and aligned
-// as the layout asks (see `heap::malloc_aligned`).
+// as the layout asks (see `alloc::malloc_aligned`).
 unsafe impl<C: CpuLocal, const N: usize> GlobalAlloc for PerCpuAlloc<C, N> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.cpu.without_interrupts(|| {
@@ -215,7 +215,7 @@ unsafe impl<C: CpuLocal, const N: usize> GlobalAlloc for PerCpuAlloc<C, N> {
                 unsafe { (*heap).thread_id }
             };
             // SAFETY: `p` is a live block of ours (GlobalAlloc contract).
-            unsafe { heap::free(p, tid) }
+            unsafe { crate::free::free(p, tid) }
         })
     }
 
