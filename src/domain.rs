@@ -418,7 +418,7 @@ impl Domain {
         // SAFETY: `td` is fresh and ours; abandoned segments popped become ours.
         unsafe {
             let tld: &mut Tld = &mut (*td).tld;
-            crate::segment::abandoned_collect(tld);
+            crate::abandon::abandoned_collect(tld);
             debug_assert!(tld.segments.all.is_null());
             self.thread_data_free(td);
         }

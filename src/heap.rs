@@ -614,7 +614,7 @@ pub(crate) unsafe fn heap_collect(heap: *mut RawHeap, mode: Collect) {
         segment::segments_purge(tld, mode == Collect::Force);
         // (not when abandoning: a dying thread should not walk every abandoned segment)
         if mode == Collect::Force && tld.domain().abandoned_count() > 0 {
-            segment::abandoned_collect(tld);
+            crate::abandon::abandoned_collect(tld);
         }
         tld.domain().cache_collect(force);
     }
@@ -640,7 +640,7 @@ pub(crate) unsafe fn thread_done(tld: *mut Tld) {
         while !s.is_null() {
             let next = (*s).all_next;
             if (*s).used > 0 {
-                segment::segment_abandon(s, &mut *tld);
+                crate::abandon::segment_abandon(s, &mut *tld);
             }
             s = next;
         }

@@ -7,7 +7,8 @@
 //! - `alloc`, `free`: the malloc and free paths (fast and generic), aligned, realloc;
 //! - `heap`: page queues per size class, the direct table for small sizes, collection;
 //! - `page`: the three free lists of a page;
-//! - `segment`: segment layout, pointer → segment → page, commit/purge, abandon/reclaim;
+//! - `segment`: segment layout, pointer → segment → page, commit/purge; `abandon`:
+//!   abandon/reclaim of the segments of exited threads;
 //! - `source`: the [`PageSource`] trait and its backends.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -15,6 +16,7 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+mod abandon;
 mod alloc;
 #[cfg(feature = "override")]
 mod c_api;
