@@ -135,6 +135,23 @@ impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
         heap
     }
 
+    /// The current CPU's owner token (`NO_THREAD` before its heap exists).
+    #[inline]
+    fn current_tid(&self) -> usize {
+        let idx = self.cpu.cpu_index();
+        let heap = if idx < N {
+            self.heaps[idx].load(Ordering::Relaxed)
+        } else {
+            ptr::null_mut()
+        };
+        if heap.is_null() {
+            heap::NO_THREAD
+        } else {
+            // SAFETY: a CPU's heap stays alive.
+            unsafe { (*heap).thread_id }
+        }
+    }
+
     /// Frees empty pages and purges memory of the calling CPU's heap; `force` purges at
     /// once and returns emptied segments of other CPUs' exited heaps too.
     pub fn collect(&self, force: bool) {
@@ -201,19 +218,28 @@ unsafe impl<C: CpuLocal, const N: usize> GlobalAlloc for PerCpuAlloc<C, N> {
     }
 
     unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
+        if p.is_null() {
+            return;
+        }
+        // A block of a segment another CPU owns is freed with one CAS, which is safe from
+        // any context: no need to hold interrupts off. The owner check uses the current
+        // CPU's token read without the guard: if it is stale (we moved to another CPU),
+        // "not ours" stays a correct decision (the atomic path serves the owner too),
+        // and "ours" is checked again under the guard below.
+        // SAFETY: `p` is a live block of ours (GlobalAlloc contract), so its segment
+        // header is readable.
+        let owner = unsafe {
+            (*crate::segment::ptr_segment(p))
+                .thread_id
+                .load(Ordering::Relaxed)
+        };
+        if owner != self.current_tid() {
+            // SAFETY: `NO_THREAD` owns no segment: this takes the atomic path.
+            unsafe { crate::free::free(p, heap::NO_THREAD) };
+            return;
+        }
         self.cpu.without_interrupts(|| {
-            let idx = self.cpu.cpu_index();
-            let heap = if idx < N {
-                self.heaps[idx].load(Ordering::Relaxed)
-            } else {
-                ptr::null_mut()
-            };
-            let tid = if heap.is_null() {
-                heap::NO_THREAD
-            } else {
-                // SAFETY: a CPU's heap stays alive.
-                unsafe { (*heap).thread_id }
-            };
+            let tid = self.current_tid();
             // SAFETY: `p` is a live block of ours (GlobalAlloc contract).
             unsafe { crate::free::free(p, tid) }
         })
