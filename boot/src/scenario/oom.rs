@@ -134,7 +134,7 @@ pub fn run(_args: &super::Args) {
         // Page tables of the window that got built stay (a few frames per 2 MiB mapped).
         let bound = free0 / 100 + 64;
         println!(
-            "oom round {}: after free + collect: {} frames free (start {}, bound {}), {} pages still mapped, {} regions; {}",
+            "oom round {}: after free + collect: {} frames free (start {}, bound {}), {} pages still mapped, {} regions; statistics:\n{}",
             round,
             free1,
             free0,

@@ -80,7 +80,7 @@ pub fn run(args: &super::Args) {
         received
     );
     println!(
-        "smp: allocated.current {} (before {}), total +{}, freed +{}; {}",
+        "smp: allocated.current {} (before {}), total +{}, freed +{}; statistics:\n{}",
         after.allocated.current,
         before.allocated.current,
         after.allocated.total - before.allocated.total,

@@ -23,7 +23,7 @@ pub fn run(args: &super::Args) {
     smp::run_on_all(worker);
     heap::collect_all(true);
     println!(
-        "stress: {} ops on {} cpus (largest block {} KiB); {}",
+        "stress: {} ops on {} cpus (largest block {} KiB); statistics:\n{}",
         OPS_DONE.load(Ordering::SeqCst),
         smp::online(),
         LARGE.load(Ordering::SeqCst) >> 10,
