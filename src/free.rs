@@ -8,7 +8,8 @@ use crate::page::{Block, Page, FLAG_HAS_ALIGNED};
 use crate::segment::ptr_segment;
 use crate::size_class::*;
 
-/// Frees `p`. `tid` is the calling thread's owner token (0 if it has none).
+/// Frees `p`. `tid` is the calling thread's owner token (`heap::NO_THREAD` if it has no
+/// heap).
 ///
 /// # Safety
 /// `p` is null or a live block (or an aligned pointer into one) of this allocator.
