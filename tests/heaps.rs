@@ -160,7 +160,11 @@ fn first_class_heaps_do_not_reclaim_foreign_blocks() {
                 n += 1;
                 true
             });
-            assert_eq!(n, mine.len(), "round {round}: the heap holds foreign blocks");
+            assert_eq!(
+                n,
+                mine.len(),
+                "round {round}: the heap holds foreign blocks"
+            );
             heap.destroy();
         })
         .join()
