@@ -12,7 +12,7 @@ mod harness;
 
 use std::process::Command;
 
-use harness::{build, have, lib_dir, out_dir, preload, root, run_ok, show, Link};
+use harness::{build, have, lib_dir, preload, root, run_ok, show, Link};
 
 // ---------------------------------------------------------------------------------------
 // the library itself
@@ -349,88 +349,15 @@ fn cxx_new_and_delete() {
 #[test]
 fn mimalloc_users_compile_unchanged() {
     need_gcc!();
-    // a program written for mimalloc: its header, its macros, its types, -lshardalloc
-    let dir = out_dir().join("mimalloc-user");
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("user.c");
-    std::fs::write(
-        &src,
-        r#"#include <mimalloc.h>
-#include <stdio.h>
-#include <string.h>
-typedef struct { int x; double y; } point_t;
-int main(void) {
-  point_t* p = mi_malloc_tp(point_t);
-  point_t* ps = mi_calloc_tp(point_t, 10);
-  ps = mi_reallocn_tp(ps, point_t, 20);
-  mi_heap_t* h = mi_heap_new();
-  point_t* q = mi_heap_malloc_tp(h, point_t);
-  mi_option_t opt = mi_option_show_errors;
-  mi_option_set_enabled(opt, false);
-  mi_heap_area_t area; memset(&area, 0, sizeof area);
-  printf("%d %d %d\n", p != NULL && ps != NULL && q != NULL, MI_SMALL_SIZE_MAX == 1024, mi_option_decommit_delay == 15);
-  mi_free(p); mi_free(ps); mi_heap_destroy(h);
-  return 0;
-}
-"#,
-    )
-    .unwrap();
-    let lib = lib_dir().unwrap();
-    let exe = dir.join("user");
-    let out = Command::new("gcc")
-        .arg("-Wall")
-        .arg("-I")
-        .arg(root().join("include"))
-        .arg(&src)
-        .arg("-o")
-        .arg(&exe)
-        .arg(format!("-L{}", lib.display()))
-        .arg("-lshardalloc")
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .arg("-Wl,--disable-new-dtags")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
+    // programs written for mimalloc: its header, its macros, its types, -lshardalloc
+    let exe = build("mimalloc_user.c", Link::Shared, &[]);
     let out = run_ok(&exe, &[], &[], 30);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1 1 1\n");
     if !have("g++") {
         return;
     }
     // C++: mimalloc.h's STL allocators
-    let src = dir.join("user.cpp");
-    std::fs::write(
-        &src,
-        r#"#include <mimalloc.h>
-#include <vector>
-#include <cstdio>
-int main() {
-  std::vector<int, mi_stl_allocator<int>> v;
-  for (int i = 0; i < 100000; i++) v.push_back(i);
-  mi_heap_stl_allocator<int> ha;
-  std::vector<int, mi_heap_stl_allocator<int>> hv(ha);
-  for (int i = 0; i < 1000; i++) hv.push_back(i);
-  mi_heap_destroy_stl_allocator<int> da;
-  std::vector<int, mi_heap_destroy_stl_allocator<int>> dv(da);
-  for (int i = 0; i < 1000; i++) dv.push_back(i);
-  std::printf("%zu %zu %zu %d\n", v.size(), hv.size(), dv.size(), (int)mi_is_in_heap_region(v.data()));
-}
-"#,
-    )
-    .unwrap();
-    let exe = dir.join("userxx");
-    let out = Command::new("g++")
-        .args(["-std=c++17", "-Wall", "-I"])
-        .arg(root().join("include"))
-        .arg(&src)
-        .arg("-o")
-        .arg(&exe)
-        .arg(format!("-L{}", lib.display()))
-        .arg("-lshardalloc")
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .arg("-Wl,--disable-new-dtags")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
+    let exe = build("mimalloc_user.cpp", Link::Shared, &[]);
     let out = run_ok(&exe, &[], &[], 30);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "100000 1000 1000 1\n");
 }
