@@ -1,136 +1,171 @@
-//! Abandon and reclaim: a dying thread hands its segments that still hold live blocks to
-//! the domain; other threads take them over (and free those that emptied meanwhile).
+//! Abandon and reclaim: an owner that is done (an exiting thread) hands its segments that
+//! still hold live blocks to the domain's [`Abandoned`] list; other owners take them over
+//! (and free those whose blocks were all freed meanwhile).
+//!
+//! Segment-level only: a reclaimed segment is handed back to the caller, whose live pages
+//! it then adopts into a heap of its choice.
 
 use core::ptr;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::heap::{RawHeap, Tld};
-use crate::page::{Delayed, Page};
-use crate::segment::{
-    page_release_stats, segment_free, segment_page_free, segment_purge, Segment, SegmentKind,
-};
+use crate::page::{Delayed, FLAG_IN_FULL};
+use crate::segment::{page_free, segment_purge, Segment, SegmentsTld};
 
-/// Hands a segment of the exiting thread to the domain. Its pages must have been
-/// detached from their heaps (no heap, `NeverDelayedFree`).
+/// The abandoned segments of a domain: a stack under a spin lock.
+///
+/// Invariants: the list holds `count` segments, each with `owner == ABANDONED`, linked
+/// through `abandoned_next`, and no one else touches them until they are popped.
+pub(crate) struct Abandoned {
+    head: spin::Mutex<AbandonedHead>,
+    /// Segments in the list (read without the lock).
+    count: AtomicUsize,
+}
+
+struct AbandonedHead(*mut Segment);
+
+// SAFETY: the segments in the list belong to no thread (their owner gave them up); they
+// are only touched under the mutex until popped.
+unsafe impl Send for AbandonedHead {}
+
+impl Abandoned {
+    pub(crate) const fn new() -> Self {
+        Abandoned {
+            head: spin::Mutex::new(AbandonedHead(ptr::null_mut())),
+            count: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// # Safety
+    /// `segment` is abandoned: no thread owns it, and the caller gives it up.
+    unsafe fn push(&self, segment: *mut Segment) {
+        let mut head = self.head.lock();
+        // SAFETY: the caller hands the segment over; only its link is touched.
+        unsafe { (*segment).abandoned_next = head.0 };
+        head.0 = segment;
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes one abandoned segment; the caller then has it to itself.
+    fn pop(&self) -> Option<*mut Segment> {
+        if self.count() == 0 {
+            return None;
+        }
+        let mut head = self.head.lock();
+        let s = head.0;
+        if s.is_null() {
+            return None;
+        }
+        // SAFETY: segments in the list are live and only linked under the lock; once
+        // unlinked the segment is exclusively ours.
+        unsafe {
+            head.0 = (*s).abandoned_next;
+            (*s).abandoned_next = ptr::null_mut();
+        }
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        Some(s)
+    }
+
+    /// Before `fork()`: takes the lock (released by `fork_release`).
+    pub(crate) fn fork_lock(&self) {
+        core::mem::forget(self.head.lock());
+    }
+
+    /// After `fork()`: releases the lock taken by `fork_lock`.
+    ///
+    /// # Safety
+    /// `fork_lock` was called on this thread (in this process or its parent).
+    pub(crate) unsafe fn fork_release(&self) {
+        // SAFETY: `fork_lock` holds the lock with its guard forgotten.
+        unsafe { self.head.force_unlock() };
+    }
+}
+
+/// Gives a segment of `ctx`'s owner up to `abandoned`. Its pages in use must have been
+/// detached from their heaps already (no heap, `NeverDelayedFree`). Pending purges stay
+/// pending: whoever reclaims the segment (or a forced collection) does them, so that a
+/// segment taken over at once is not faulted back in.
 ///
 /// # Safety
-/// `segment` is owned by `tld`, and has pages in use.
-#[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer
-pub(crate) unsafe fn segment_abandon(segment: *mut Segment, tld: &mut Tld) {
+/// `segment` is owned by `ctx`'s owner (the calling thread) and has pages in use.
+pub(crate) unsafe fn segment_abandon(
+    segment: *mut Segment,
+    ctx: &mut SegmentsTld,
+    abandoned: &Abandoned,
+) {
     // SAFETY: as the caller guarantees.
     unsafe {
         debug_assert!((*segment).used > 0);
-        // pending purges stay pending: the thread that reclaims the segment (or a forced
-        // collection) does them, so a segment that is taken over at once is not faulted
-        // back in
-        if (*segment).in_free_queue {
-            if let Some(q) = tld.segments.queue_for((*segment).kind) {
-                q.remove(segment);
-            }
-        }
-        tld.segments.unlink(segment);
-        (*segment).tld = ptr::null_mut();
-        (*segment).thread_id.store(0, Ordering::Release);
-        let domain = &*(*segment).domain;
-        domain.stats.abandoned.fetch_add(1, Ordering::Relaxed);
-        domain.push_abandoned(segment);
+        ctx.disown(segment);
+        (*(*segment).os)
+            .stats
+            .abandoned
+            .fetch_add(1, Ordering::Relaxed);
+        abandoned.push(segment);
     }
 }
 
-/// Takes over one abandoned segment, if any: its pages go to `heap`, empty pages are
-/// freed. `heap` must be the thread's backing heap: a first-class heap must only ever
-/// hold its own blocks, or destroying it would free blocks of others (as mimalloc's
-/// `no_reclaim` heaps). Returns what happened.
-///
-/// # Safety
-/// `heap` belongs to the calling thread, whose data is `tld`.
-pub(crate) unsafe fn try_reclaim_one(heap: *mut RawHeap, tld: &mut Tld) -> Reclaim {
-    let Some(segment) = tld.domain().pop_abandoned() else {
-        return Reclaim::None;
-    };
-    tld.domain().stats.reclaimed.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: popping gave us exclusive ownership of the abandoned segment.
-    if unsafe { segment_reclaim(segment, heap, tld) } {
-        Reclaim::Kept
-    } else {
-        Reclaim::Freed
-    }
-}
-
-/// What `try_reclaim_one` did.
+/// What `reclaim_one` did.
 pub(crate) enum Reclaim {
     /// No abandoned segment.
     None,
-    /// A segment was taken over and still holds live blocks.
-    Kept,
+    /// A segment was taken over and still holds live blocks: the caller adopts its pages
+    /// in use (they have no heap yet).
+    Kept(*mut Segment),
     /// A segment was taken over and freed: all its blocks had been freed.
     Freed,
 }
 
-/// Most abandoned segments with live blocks a thread takes over at once.
+/// Most abandoned segments with live blocks an owner takes over at once.
 pub(crate) const RECLAIM_MAX: usize = 8;
 
-/// Returns whether the segment is still alive (false: it was empty and is freed).
-///
-/// # Safety
-/// `segment` was popped from the abandoned list by the caller; `heap` and `tld` are the
-/// caller's.
-unsafe fn segment_reclaim(segment: *mut Segment, heap: *mut RawHeap, tld: &mut Tld) -> bool {
-    // SAFETY: we own the segment now; its pages in use have no heap.
+/// Takes over one abandoned segment, if any, for `ctx`'s owner: remote frees are
+/// collected, pages that emptied are freed, and the segment is freed when none is left.
+/// The pages still in use have no heap and use no delayed free; the caller must give each
+/// to a heap (set its `xheap` and queue it) before it allocates or frees again.
+pub(crate) fn reclaim_one(ctx: &mut SegmentsTld, abandoned: &Abandoned) -> Reclaim {
+    let Some(segment) = abandoned.pop() else {
+        return Reclaim::None;
+    };
+    ctx.os().stats.reclaimed.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: popping gave us the abandoned segment to ourselves; its pages in use have
+    // no heap, so only remote frees (atomic) touch them meanwhile.
     unsafe {
+        ctx.adopt(segment);
         let seg = &mut *segment;
-        debug_assert!(seg.tld.is_null());
-        seg.thread_id.store(tld.token(), Ordering::Release);
-        seg.tld = tld;
-        tld.segments.link(segment);
-        // while we take over, it is in no queue; pages that turn out empty are freed below
         for i in 0..seg.capacity {
             let page = seg.page(i);
             if !(*page).segment_in_use {
                 continue;
             }
-            (*page).xheap.store(heap, Ordering::Release);
+            // the page was never-delayed while abandoned; it has no heap to notify
             (*page).use_delayed_free(Delayed::NoDelayedFree, true);
             (*page).collect(false);
-            (*page).flags &= !crate::page::FLAG_IN_FULL;
-            if (*page).all_free() {
-                // `segment_page_free` may free the segment when this was its last page
-                let last = seg.used == 1;
-                (*page).xheap.store(ptr::null_mut(), Ordering::Relaxed);
-                segment_page_free(page, tld);
-                if last {
-                    return false;
-                }
-            } else {
-                (*heap).page_queue_push(page);
+            (*page).flags &= !FLAG_IN_FULL;
+            if (*page).all_free() && page_free(page) {
+                return Reclaim::Freed; // that was its last page
             }
         }
-        let small_or_medium = matches!(seg.kind, SegmentKind::Small | SegmentKind::Medium);
-        if small_or_medium && seg.used < seg.capacity && !seg.in_free_queue {
-            if let Some(q) = tld.segments.queue_for(seg.kind) {
-                q.push(segment);
-            }
-        }
+        ctx.requeue(segment);
         seg.check();
-        true
+        Reclaim::Kept(segment)
     }
 }
 
-/// Collects abandoned segments: frees those whose blocks were all freed meanwhile and
-/// puts the others back. Used by forced collection, so that memory freed by other
+/// Collects the abandoned segments: frees those whose blocks were all freed meanwhile and
+/// puts the others back, purged. Used by forced collection, so that memory freed by other
 /// threads after its owner exited goes back to the source.
-///
-/// # Safety
-/// `tld` is the calling thread's data.
-pub(crate) unsafe fn abandoned_collect(tld: &mut Tld) {
-    let domain = tld.domain();
+pub(crate) fn abandoned_collect(abandoned: &Abandoned) {
     let mut keep: *mut Segment = ptr::null_mut();
-    let n = domain.abandoned_count();
-    for _ in 0..n {
-        let Some(segment) = domain.pop_abandoned() else {
+    for _ in 0..abandoned.count() {
+        let Some(segment) = abandoned.pop() else {
             break;
         };
-        // SAFETY: popped, so exclusively ours; its pages have no heap.
+        // SAFETY: popped, so ours alone; its pages have no heap (only remote frees touch
+        // them, atomically), and no owner: freed pages do not go to any free queue.
         unsafe {
             let seg = &mut *segment;
             let mut freed = false;
@@ -140,25 +175,9 @@ pub(crate) unsafe fn abandoned_collect(tld: &mut Tld) {
                     continue;
                 }
                 (*page).collect(false);
-                if (*page).all_free() {
-                    let last = seg.used == 1;
-                    page_release_stats(page, seg);
-                    ptr::write(
-                        page,
-                        Page {
-                            page_start: (*page).page_start,
-                            segment_idx: (*page).segment_idx,
-                            is_committed: (*page).is_committed,
-                            partial_commit: (*page).partial_commit,
-                            ..Page::EMPTY
-                        },
-                    );
-                    seg.used -= 1;
-                    if last {
-                        segment_free(segment, tld);
-                        freed = true;
-                        break;
-                    }
+                if (*page).all_free() && page_free(page) {
+                    freed = true;
+                    break;
                 }
             }
             if !freed {
@@ -172,7 +191,7 @@ pub(crate) unsafe fn abandoned_collect(tld: &mut Tld) {
         // SAFETY: the segments of `keep` were popped by us and are still abandoned.
         unsafe {
             let next = (*keep).abandoned_next;
-            domain.push_abandoned(keep);
+            abandoned.push(keep);
             keep = next;
         }
     }

@@ -1,15 +1,18 @@
-//! Allocation: the small-size fast path through the direct table, the generic path, huge
-//! blocks, aligned allocation, `realloc` and `usable_size`.
+//! Allocation, top to bottom: the small-size fast path through the direct table, the
+//! generic path (bookkeeping, then a page with room), finding or making a page (taking
+//! over abandoned segments first, initialising and extending fresh pages), huge blocks,
+//! aligned allocation and `realloc`.
 
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-use crate::heap::{
-    find_free_page, heap_check, heap_collect, heap_collect_retired, heap_delayed_free_partial,
-    page_sync_stats, Collect, RawHeap,
-};
+use crate::abandon::{reclaim_one, Reclaim, RECLAIM_MAX};
+use crate::collect::{heap_collect, Collect};
+use crate::free::{heap_collect_retired, heap_delayed_free_partial, usable_size};
+use crate::heap::{heap_check, page_sync_stats, RawHeap};
 use crate::page::{Delayed, Page, FLAG_HAS_ALIGNED};
-use crate::segment::{self, ptr_segment, SegmentKind};
+use crate::page_queue::page_to_full;
+use crate::segment::{self, kind_for, ptr_segment, SegmentKind};
 use crate::size_class::*;
 
 /// Pops a block of `page` (whose `free` list is not empty), zeroing `size` bytes of it
@@ -91,6 +94,7 @@ pub(crate) unsafe fn malloc_generic(
         if size > isize::MAX as usize - SEGMENT_SIZE {
             (*(*heap).tld)
                 .domain()
+                .os
                 .stats
                 .out_of_memory
                 .fetch_add(1, Ordering::Relaxed);
@@ -98,13 +102,13 @@ pub(crate) unsafe fn malloc_generic(
         }
         let tld = &mut *(*heap).tld;
         tld.heartbeat += 1;
-        let domain = tld.domain();
-        domain.tick();
+        let os = &tld.domain().os;
+        os.tick();
         heap_delayed_free_partial(heap);
         heap_collect_retired(heap, false);
         if tld.heartbeat % 16 == 0 {
-            segment::segments_purge(tld, false);
-            domain.cache_collect(false);
+            segment::segments_purge(&mut tld.segments, false);
+            os.cache_collect(false);
         }
         if cfg!(debug_assertions) && tld.heartbeat % 4096 == 0 {
             heap_check(heap);
@@ -116,7 +120,7 @@ pub(crate) unsafe fn malloc_generic(
             page = find_page(heap, size, huge_align);
         }
         if page.is_null() {
-            domain.stats.out_of_memory.fetch_add(1, Ordering::Relaxed);
+            os.stats.out_of_memory.fetch_add(1, Ordering::Relaxed);
             return ptr::null_mut();
         }
         debug_assert!(!(*page).free.is_null());
@@ -142,45 +146,166 @@ unsafe fn find_page(heap: *mut RawHeap, size: usize, huge_align: usize) -> *mut 
     }
 }
 
+/// Finds a page with room in queue `bin`, moving full pages to the full queue, or takes a
+/// fresh one.
+///
+/// # Safety
+/// `heap` is the calling thread's initialised heap.
+unsafe fn find_free_page(heap: *mut RawHeap, bin: usize) -> *mut Page {
+    // SAFETY: the caller owns the heap; pages in its queues are its own.
+    unsafe {
+        let mut page = (*heap).pages[bin].first();
+        while !page.is_null() {
+            let next = (*page).links.next;
+            (*page).collect(false);
+            if (*page).immediate_available() {
+                break;
+            }
+            if (*page).capacity < (*page).reserved {
+                if page_extend(page) {
+                    break;
+                }
+                // out of memory committing more of a large page: try other pages
+            }
+            page_sync_stats(page, &mut *(*heap).tld);
+            page_to_full(heap, page, bin);
+            page = next;
+        }
+        if page.is_null() {
+            page = page_fresh(heap, bin_size(bin), None);
+            if page.is_null() {
+                return page;
+            }
+        } else if (*heap).pages[bin].first() != page {
+            // keep the page with room first, where the direct table looks
+            (*heap).queue_remove(page, bin);
+            (*heap).queue_push(page);
+        }
+        (*page).retire_expire = 0;
+        debug_assert!((*page).immediate_available());
+        page
+    }
+}
+
+/// A fresh page for blocks of `block_size` (a huge page with its block aligned to
+/// `align` for `huge = Some(align)`), initialised for `heap`, with its first blocks, in its
+/// queue. Before asking the segment layer for a new page, the thread takes over segments
+/// of exited threads (their live pages go to its backing heap). Null when out of memory.
+///
+/// # Safety
+/// `heap` is the calling thread's initialised heap.
+unsafe fn page_fresh(heap: *mut RawHeap, block_size: usize, huge: Option<usize>) -> *mut Page {
+    // SAFETY: the caller owns the heap and its thread's data.
+    unsafe {
+        let tld = &mut *(*heap).tld;
+        let kind = if huge.is_some() {
+            SegmentKind::Huge
+        } else {
+            kind_for(block_size)
+        };
+        // Take over abandoned segments while there is no free page of this kind (a new
+        // large or huge page never comes from one, but emptied ones are freed on the way).
+        // Segments that turn out empty are freed and do not count.
+        let abandoned = &tld.domain().abandoned;
+        let mut reclaimed = 0;
+        while reclaimed < RECLAIM_MAX && !tld.segments.has_free_page(kind) {
+            match reclaim_one(&mut tld.segments, abandoned) {
+                Reclaim::Kept(segment) => {
+                    adopt_pages(tld.heap_backing, segment);
+                    reclaimed += 1;
+                }
+                Reclaim::Freed => {}
+                Reclaim::None => break,
+            }
+        }
+        let page = segment::page_alloc(&mut tld.segments, block_size, huge);
+        if page.is_null() {
+            return page;
+        }
+        let psize = segment::page_size(page);
+        let bsize = if huge.is_some() { psize } else { block_size };
+        (*page).init(heap, bsize, psize);
+        if !page_extend(page) {
+            // out of memory committing its first blocks: give the page back
+            segment::page_free(page);
+            return ptr::null_mut();
+        }
+        (*heap).queue_push(page);
+        page
+    }
+}
+
+/// Gives the pages in use of a segment just reclaimed to `heap`. A first-class heap must
+/// only ever hold its own blocks, or destroying it would free blocks of others, so `heap`
+/// is the thread's backing heap (as mimalloc's `no_reclaim` heaps).
+///
+/// # Safety
+/// `heap` is the calling thread's backing heap; `segment` was just reclaimed by it.
+unsafe fn adopt_pages(heap: *mut RawHeap, segment: *mut segment::Segment) {
+    // SAFETY: as the caller guarantees: the segment and its pages are ours, the pages in
+    // use have no heap and are in no queue.
+    unsafe {
+        let seg = &*segment;
+        for i in 0..seg.capacity {
+            let page = seg.page(i);
+            if (*page).segment_in_use {
+                (*page).xheap.store(heap, Ordering::Release);
+                (*heap).queue_push(page);
+            }
+        }
+    }
+}
+
+/// Extends the page's free list by up to 4 KiB of fresh blocks, committing their memory
+/// first when the page is committed lazily. False when out of memory.
+///
+/// # Safety
+/// The calling thread owns `page`; its `free` list is empty and `capacity < reserved`.
+unsafe fn page_extend(page: *mut Page) -> bool {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let p = &mut *page;
+        let blocks_end = (p.capacity as usize + p.extend_count()) * p.block_size;
+        if !segment::page_commit(page, blocks_end) {
+            return false;
+        }
+        p.extend_free();
+        true
+    }
+}
+
+/// A huge page for one block of `size` bytes aligned to `align`, in the heap's huge queue.
+///
 /// # Safety
 /// `heap` is the calling thread's initialised heap.
 unsafe fn huge_page_alloc(heap: *mut RawHeap, size: usize, align: usize) -> *mut Page {
     // SAFETY: as the caller guarantees.
     unsafe {
-        let tld = &mut *(*heap).tld;
         let bsize = (size.max(1) + WORD - 1) & !(WORD - 1);
-        let page = segment::segment_page_alloc(heap, tld, bsize, Some(align.max(MAX_ALIGN_SIZE)));
+        let page = page_fresh(heap, bsize, Some(align.max(MAX_ALIGN_SIZE)));
         if page.is_null() {
             return page;
         }
         // its one block is handed out at once: treat it as full, so a remote free goes
         // to our delayed list and we learn about it
         (*page).use_delayed_free(Delayed::UseDelayedFree, false);
-        (*heap).pages[BIN_HUGE].push_front(page);
-        (*heap).page_count += 1;
         page
     }
 }
 
 // ---------------------------------------------------------------------------------------
-// sizes, alignment, realloc
+// alignment, realloc
 
-/// The usable size of the block at (or aligned into) `p`.
+/// Marks the page of `block` as holding pointers into blocks (aligned or offset ones),
+/// so that `free` and `usable_size` find the block start from them.
 ///
 /// # Safety
-/// `p` is a live block of this allocator.
-pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        let segment = ptr_segment(p);
-        let page = (*segment).page_of(p);
-        if (*page).flags & FLAG_HAS_ALIGNED != 0 {
-            let block = (*page).block_of(p as *mut u8) as usize;
-            (*page).block_size - (p as usize - block)
-        } else {
-            (*page).block_size
-        }
-    }
+/// `block` is a live block just allocated by the calling thread from its own heap.
+#[inline]
+pub(crate) unsafe fn mark_aligned(block: *mut u8) {
+    // SAFETY: the block is live, so its page is; the calling thread owns the page (it just
+    // allocated from it), so it may write the flags.
+    unsafe { (*(*ptr_segment(block)).page_of(block)).flags |= FLAG_HAS_ALIGNED };
 }
 
 /// Alignments below this are served by over-allocating within a size class; above it, a
@@ -224,8 +349,7 @@ pub(crate) unsafe fn malloc_aligned(
             }
             let aligned = ((p as usize + align - 1) & !(align - 1)) as *mut u8;
             if aligned != p {
-                let page = (*ptr_segment(p)).page_of(p);
-                (*page).flags |= FLAG_HAS_ALIGNED;
+                mark_aligned(p);
             }
             if zero {
                 ptr::write_bytes(aligned, 0, size);
@@ -240,10 +364,11 @@ pub(crate) unsafe fn malloc_aligned(
 /// the block still fits and is not too wasteful. Null on failure (then `p` is untouched).
 ///
 /// # Safety
-/// `heap` is the calling thread's heap, `tid` its token; `p` is null or a live block.
+/// `heap` is the calling thread's heap, `owner` its owner token; `p` is null or a live
+/// block.
 pub(crate) unsafe fn realloc(
     heap: *mut RawHeap,
-    tid: usize,
+    owner: usize,
     p: *mut u8,
     new_size: usize,
     align: usize,
@@ -263,14 +388,18 @@ pub(crate) unsafe fn realloc(
             let segment = ptr_segment(p);
             let page = (*segment).page_of(p);
             if (*segment).kind == SegmentKind::Huge
-                && (*segment).thread_id.load(Ordering::Relaxed) == tid
+                && (*segment).owner.load(Ordering::Relaxed) == owner
                 && (*page).page_start == p
                 && (*heap).is_initialized()
                 && (*page).heap() == heap
             {
-                let q = segment::huge_remap(heap, page, &mut *(*heap).tld, new_size);
-                if !q.is_null() {
-                    return q;
+                // the segment header (and so the page) may move: out of the queue meanwhile
+                (*heap).queue_remove(page, BIN_HUGE);
+                let moved = segment::huge_remap(page, new_size);
+                let page = if moved.is_null() { page } else { moved };
+                (*heap).queue_push(page);
+                if !moved.is_null() {
+                    return (*moved).page_start;
                 }
             }
         }
@@ -283,7 +412,7 @@ pub(crate) unsafe fn realloc(
         if zero && new_size > keep {
             ptr::write_bytes(q.add(keep), 0, new_size - keep);
         }
-        crate::free::free(p, tid);
+        crate::free::free(p, owner);
         q
     }
 }

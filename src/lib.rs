@@ -1,39 +1,69 @@
 //! shardalloc: mimalloc's design (free-list sharding) in Rust, with a `#![no_std]` core on
 //! a pluggable [`PageSource`].
 //!
-//! Layers, dependencies pointing down:
-//! - `global`: which heap serves the caller — [`ShardAlloc`] (hosted, thread-local heaps)
-//!   or [`PerCpuAlloc`] (kernels, one heap per CPU);
-//! - `alloc`, `free`: the malloc and free paths (fast and generic), aligned, realloc;
-//! - `heap`: page queues per size class, the direct table for small sizes, collection;
-//! - `page`: the three free lists of a page;
-//! - `segment`: segment layout, pointer → segment → page, commit/purge; `abandon`:
-//!   abandon/reclaim of the segments of exited threads;
-//! - `source`: the [`PageSource`] trait and its backends.
+//! # Layers
+//!
+//! Each file imports only files of the layers below it, or earlier in its own row
+//! (checked by `scripts/layers.py`):
+//!
+//! | layer | files |
+//! |---|---|
+//! | C API | `c_api/` (feature `override`) |
+//! | which heap serves the caller | `global/hosted.rs` (+ `global/tls.rs`), `global/percpu.rs`, `global/mod.rs` |
+//! | thread data | `thread.rs`: a thread's (CPU's) data, thread exit |
+//! | first-class heaps | `first_class.rs`: new, delete, destroy, visit |
+//! | allocation | `alloc.rs`: malloc fast and generic paths, fresh pages, huge, aligned, realloc |
+//! | collection | `collect.rs` |
+//! | free | `free.rs`: the whole free path, `usable_size`, the checks of checked mode |
+//! | heap | `heap.rs` (heap and thread-context structs), `page_queue.rs` (queue operations) |
+//! | domain | `domain.rs`: what the heaps of one allocator share |
+//! | segment | `segment.rs` (layout, claim/free pages, commit, purge), `abandon.rs` |
+//! | page | `page.rs`: one page and its three free lists |
+//! | accounting | `os.rs` (limit, statistics, clock), `cache.rs` (region cache) |
+//! | page source | `source/` |
+//! | leaves | `size_class.rs`, `stats.rs`, `list.rs`, `segment_map.rs` |
+//!
+//! The one deliberate back-edge: a page records its owning heap (`page.rs` names
+//! `heap::RawHeap`), because a remote free into a full page must reach that heap's
+//! delayed-free list (mimalloc's `xheap`). Nothing else points up.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
 #[cfg(feature = "std")]
 extern crate std;
 
-mod abandon;
-mod alloc;
-#[cfg(feature = "override")]
-mod c_api;
-mod domain;
-mod free;
-mod global;
-mod heap;
-mod page;
-mod segment;
+// leaves
+mod list;
 #[cfg(feature = "std")]
 mod segment_map;
 pub mod size_class;
-pub mod source;
 mod stats;
+// page source and accounting
+mod cache;
+mod os;
+pub mod source;
+// page, segment, domain
+mod abandon;
+mod domain;
+mod page;
+mod segment;
+// heap layer and the data paths
+mod alloc;
+mod collect;
+mod first_class;
+mod free;
+mod heap;
+mod page_queue;
+mod thread;
+// which heap serves the caller, and the C API
+#[cfg(feature = "override")]
+mod c_api;
+mod global;
 
-pub use domain::{Domain, DEFAULT_PURGE_DELAY, DEFAULT_PURGE_DELAY_TICKS};
+pub use domain::Domain;
 pub use global::percpu::{CpuLocal, PerCpuAlloc, SingleCpu};
+pub use os::{DEFAULT_PURGE_DELAY, DEFAULT_PURGE_DELAY_TICKS};
 pub use source::{PageSource, Region, SourceConfig, SourceError};
 pub use stats::{StatCount, Stats};
 

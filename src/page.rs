@@ -9,7 +9,8 @@
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-use crate::heap::RawHeap;
+use crate::heap::RawHeap; // the one back-edge: a page knows its owning heap (see lib.rs)
+use crate::list::{Linked, Links, List};
 use crate::size_class::{bin, BIN_FULL, WORD};
 
 /// A free block: its first word links to the next free block.
@@ -114,11 +115,23 @@ pub(crate) struct Page {
     pub retire_expire: u8,
     /// Remote frees (block list | `Delayed` state in the low 2 bits).
     pub xthread_free: AtomicUsize,
-    /// The owning heap (null when abandoned or unused).
+    /// The owning heap (null when abandoned or unused). Remote frees read it to reach
+    /// the heap's delayed-free list (the one upward reference of the core).
     pub xheap: AtomicPtr<RawHeap>,
     /// Links in the heap's page queue.
-    pub next: *mut Page,
-    pub prev: *mut Page,
+    pub links: Links<Page>,
+}
+
+/// Marker: a page is in (at most) one of its heap's page queues.
+pub(crate) enum InQueue {}
+
+// SAFETY: `links` returns the page's one `links` field.
+unsafe impl Linked<InQueue> for Page {
+    #[inline(always)]
+    unsafe fn links(node: *mut Self) -> *mut Links<Self> {
+        // SAFETY: `node` is live (the trait's contract); no reference is made.
+        unsafe { ptr::addr_of_mut!((*node).links) }
+    }
 }
 
 impl Page {
@@ -142,8 +155,7 @@ impl Page {
         retire_expire: 0,
         xthread_free: AtomicUsize::new(Delayed::NoDelayedFree as usize),
         xheap: AtomicPtr::new(ptr::null_mut()),
-        next: ptr::null_mut(),
-        prev: ptr::null_mut(),
+        links: Links::new(),
     };
 
     #[inline(always)]
@@ -188,7 +200,7 @@ impl Page {
 
     /// Initialises the page for blocks of `block_size` over `page_size` bytes from
     /// `page_start` (already set), owned by `heap`. The caller then extends its free list
-    /// (`segment::page_extend`).
+    /// (`alloc::page_extend`).
     ///
     /// # Safety
     /// The page is claimed from its segment and in no queue.
@@ -207,8 +219,7 @@ impl Page {
         self.free = ptr::null_mut();
         self.local_free = ptr::null_mut();
         self.free_is_zero = false;
-        self.next = ptr::null_mut();
-        self.prev = ptr::null_mut();
+        self.links = Links::new();
         self.xthread_free
             .store(Delayed::NoDelayedFree as usize, Ordering::Release);
         self.xheap.store(heap, Ordering::Release);
@@ -355,16 +366,18 @@ impl Page {
         tf_delayed(self.xthread_free.load(Ordering::Acquire)) == Delayed::DelayedFreeing
     }
 
-    /// Frees `block` from a thread that does not own the page: one CAS onto
-    /// `thread_free`, or, the first time for a full page, onto the heap's delayed list.
+    /// Pushes `block`, freed by a thread that does not own the page, onto `thread_free`
+    /// with one CAS. Returns false instead when the page is full and its heap waits for
+    /// news (`UseDelayedFree`): then the state is now `DelayedFreeing`, and the caller
+    /// pushes the block onto the heap's delayed list and calls `delayed_freeing_done`.
     ///
     /// # Safety
-    /// `block` is a live block of this page; the caller gives it up.
-    pub(crate) unsafe fn free_block_mt(&self, block: *mut Block) {
+    /// `block` is a live block of this page, given up by the caller.
+    #[inline]
+    pub(crate) unsafe fn thread_free_push(&self, block: *mut Block) -> bool {
         let mut tf = self.xthread_free.load(Ordering::Relaxed);
-        let mut use_delayed;
         loop {
-            use_delayed = tf_delayed(tf) == Delayed::UseDelayedFree;
+            let use_delayed = tf_delayed(tf) == Delayed::UseDelayedFree;
             let new = if use_delayed {
                 tf_make(tf_block(tf), Delayed::DelayedFreeing)
             } else {
@@ -378,22 +391,16 @@ impl Page {
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => break,
+                Ok(_) => return !use_delayed,
                 Err(cur) => tf = cur,
             }
         }
-        if !use_delayed {
-            return;
-        }
-        // The page is full and its owner waits for news: push onto the heap's delayed list.
-        // The heap stays alive while we are `DelayedFreeing` (the owner waits for us before
-        // it abandons or deletes the heap, see `use_delayed_free`).
-        let heap = self.xheap.load(Ordering::Acquire);
-        if !heap.is_null() {
-            // SAFETY: `heap` is live (above); the delayed list is a lock-free stack.
-            unsafe { (*heap).push_delayed(block) };
-        }
-        // back to normal frees; nobody else changes the state while we are `DelayedFreeing`
+    }
+
+    /// Ends the `DelayedFreeing` state that a `thread_free_push` returning false began:
+    /// remote frees go to `thread_free` again.
+    pub(crate) fn delayed_freeing_done(&self) {
+        // nobody else changes the state while we are `DelayedFreeing`
         let mut tf = self.xthread_free.load(Ordering::Relaxed);
         loop {
             debug_assert_eq!(tf_delayed(tf), Delayed::DelayedFreeing);
@@ -404,16 +411,39 @@ impl Page {
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => break,
+                Ok(_) => return,
                 Err(cur) => tf = cur,
             }
         }
-        if heap.is_null() {
-            // no heap to tell (cannot happen for a page in a full queue, which has a
-            // heap): keep the block by freeing it normally
-            // SAFETY: as above.
-            unsafe { self.free_block_mt(block) };
-        }
+    }
+
+    #[cfg_attr(not(feature = "override"), allow(dead_code))] // used by checked mode (C API)
+    /// The first block of `thread_free` (acquire: the pushing threads wrote the blocks'
+    /// links before their release CAS).
+    pub(crate) fn thread_free_list(&self) -> *mut Block {
+        tf_block(self.xthread_free.load(Ordering::Acquire))
+    }
+
+    #[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer
+    /// Whether `p` lies in the blocks handed out so far (`capacity` blocks from
+    /// `page_start`).
+    #[inline]
+    pub(crate) fn blocks_contain(&self, p: *const u8) -> bool {
+        let start = self.page_start as usize;
+        let end = start + self.capacity as usize * self.block_size;
+        (p as usize) >= start && (p as usize) < end
+    }
+
+    /// Makes the page unused again, keeping what describes its memory (start, index,
+    /// commit state); its memory no longer reads as zero.
+    pub(crate) fn reset(&mut self) {
+        *self = Page {
+            page_start: self.page_start,
+            segment_idx: self.segment_idx,
+            is_committed: self.is_committed,
+            partial_commit: self.partial_commit,
+            ..Page::EMPTY
+        };
     }
 
     /// Checks the page invariants (debug builds).
@@ -451,77 +481,26 @@ impl Page {
     }
 }
 
-/// A queue of pages with blocks of one size class (or the full / huge queue).
+/// A queue of pages with blocks of one size class (or the full or huge queue) of a heap.
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub(crate) struct PageQueue {
-    pub first: *mut Page,
-    pub last: *mut Page,
+    pub list: List<Page, InQueue>,
+    /// The block size of the size class (for the huge and full queues, a marker above
+    /// every class).
     pub block_size: usize,
 }
 
 impl PageQueue {
     pub(crate) const fn new(block_size: usize) -> Self {
         PageQueue {
-            first: ptr::null_mut(),
-            last: ptr::null_mut(),
+            list: List::new(),
             block_size,
         }
     }
 
-    /// # Safety
-    /// `page` is a live page in no queue.
-    pub(crate) unsafe fn push_front(&mut self, page: *mut Page) {
-        // SAFETY: caller guarantees `page` is live and unlinked; `first` is live if set.
-        unsafe {
-            (*page).prev = ptr::null_mut();
-            (*page).next = self.first;
-            if !self.first.is_null() {
-                (*self.first).prev = page;
-            } else {
-                self.last = page;
-            }
-        }
-        self.first = page;
-    }
-
-    /// # Safety
-    /// `page` is a live page in no queue.
-    pub(crate) unsafe fn push_back(&mut self, page: *mut Page) {
-        // SAFETY: caller guarantees `page` is live and unlinked; `last` is live if set.
-        unsafe {
-            (*page).next = ptr::null_mut();
-            (*page).prev = self.last;
-            if !self.last.is_null() {
-                (*self.last).next = page;
-            } else {
-                self.first = page;
-            }
-        }
-        self.last = page;
-    }
-
-    /// # Safety
-    /// `page` is in this queue.
-    pub(crate) unsafe fn remove(&mut self, page: *mut Page) {
-        // SAFETY: `page` and its neighbours are live members of this queue.
-        unsafe {
-            let prev = (*page).prev;
-            let next = (*page).next;
-            if !prev.is_null() {
-                (*prev).next = next;
-            } else {
-                debug_assert!(self.first == page);
-                self.first = next;
-            }
-            if !next.is_null() {
-                (*next).prev = prev;
-            } else {
-                debug_assert!(self.last == page);
-                self.last = prev;
-            }
-            (*page).next = ptr::null_mut();
-            (*page).prev = ptr::null_mut();
-        }
+    #[inline(always)]
+    pub(crate) fn first(&self) -> *mut Page {
+        self.list.first
     }
 }

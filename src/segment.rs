@@ -9,17 +9,20 @@
 //!
 //! Memory inside a segment is committed page by page as pages are claimed, and purged
 //! (decommitted or reset) a short delay after a page empties. Empty segments go back to
-//! the source, after a short stay in the domain's cache of regions (sources without
-//! reserve, up to 64 MiB). A dying thread abandons its segments to the domain and another
-//! thread reclaims them (`abandon`).
+//! the source through [`Os`] (which may cache their region a while).
+//!
+//! This layer knows no heap. It works for an owner described by a [`SegmentsTld`] (its
+//! queues of segments with free pages, its list of segments, its [`Os`]), as mimalloc's
+//! segment functions take a `mi_segments_tld_t`: [`page_alloc`] hands out a claimed page,
+//! [`page_free`] takes one back. What a page holds, and which heap, is the caller's
+//! business. Abandoning and reclaiming segments is in `abandon`.
 
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::abandon::{try_reclaim_one, Reclaim, RECLAIM_MAX};
-use crate::domain::Domain;
-use crate::heap::{RawHeap, Tld};
+use crate::list::{Linked, Links, List};
+use crate::os::Os;
 use crate::page::Page;
 use crate::size_class::*;
 
@@ -31,18 +34,28 @@ pub(crate) enum SegmentKind {
     Huge,
 }
 
+/// The owner token of abandoned segments.
+pub(crate) const ABANDONED: usize = 0;
+/// The owner token of a thread that has no segments yet. It is never a segment's owner:
+/// owners are `SegmentsTld` addresses (aligned, so never 1) and abandoned segments have
+/// `ABANDONED` — a thread without segments must never see an abandoned segment as its own.
+pub(crate) const NO_OWNER: usize = 1;
+
 /// Segment header.
 ///
 /// Invariants (checked by [`Segment::check`] in debug builds):
 /// - `used` = pages with `segment_in_use`, `used <= capacity`;
-/// - the segment is in its owner's free queue iff it is small/medium, owned, and
-///   `used < capacity`;
-/// - `thread_id == 0` iff the segment is abandoned (then `tld` is null);
-/// - `purge_mask` bits are set only for pages not in use.
+/// - the segment is in its owner's free queue (`in_free_queue`) iff it is small/medium,
+///   owned, and `used < capacity`;
+/// - `owner == ABANDONED` iff the segment is abandoned, and then `ctx` is null; otherwise
+///   `owner` is the address of `*ctx`;
+/// - `purge_mask` bits are set only for pages not in use;
+/// - `committed` = the bytes of the region counted as committed in `os.stats`.
 #[repr(C)]
 pub(crate) struct Segment {
-    /// Owner token (the owning `Tld`'s address); 0 when abandoned. Read by every `free`.
-    pub thread_id: AtomicUsize,
+    /// Owner token (the owning `SegmentsTld`'s address); `ABANDONED` when abandoned. Read
+    /// by every `free`.
+    pub owner: AtomicUsize,
     /// Pages are `1 << page_shift` bytes (small, medium); `usize::BITS - 1` for large and
     /// huge segments, so that every pointer maps to page 0.
     pub page_shift: usize,
@@ -60,26 +73,47 @@ pub(crate) struct Segment {
     /// alignments).
     pub region: *mut u8,
     pub region_size: usize,
-    pub domain: *const Domain,
-    /// The owning thread's data (null when abandoned).
-    pub tld: *mut Tld,
+    /// Bytes of the region counted as committed.
+    pub committed: usize,
+    pub os: *const Os,
+    /// The owner's segment data (null when abandoned).
+    pub ctx: *mut SegmentsTld,
     /// Links in the owner's free queue (small/medium segments with free pages).
-    pub next: *mut Segment,
-    pub prev: *mut Segment,
+    free_links: Links<Segment>,
     pub in_free_queue: bool,
     /// Links in the owner's list of all its segments.
-    pub all_next: *mut Segment,
-    pub all_prev: *mut Segment,
+    all_links: Links<Segment>,
     /// Link in the domain's abandoned list.
     pub abandoned_next: *mut Segment,
     /// Pages waiting to be purged, and when (domain time).
     pub purge_mask: u64,
     pub purge_expire: u64,
     /// Page metadata; really `capacity` entries (the header is sized for them).
-    pub pages: [Page; 1],
+    pages: [Page; 1],
 }
 
 const SEGMENT_COOKIE: usize = 0x5a4d_a110_c5e9_0d17;
+
+/// Marker: a segment in its owner's queue of segments with free pages.
+pub(crate) enum FreeQueue {}
+/// Marker: a segment in its owner's list of all its segments.
+pub(crate) enum AllSegments {}
+
+// SAFETY: returns the segment's `free_links` field, used by no other kind.
+unsafe impl Linked<FreeQueue> for Segment {
+    unsafe fn links(node: *mut Self) -> *mut Links<Self> {
+        // SAFETY: `node` is live (the trait's contract); no reference is made.
+        unsafe { ptr::addr_of_mut!((*node).free_links) }
+    }
+}
+
+// SAFETY: returns the segment's `all_links` field, used by no other kind.
+unsafe impl Linked<AllSegments> for Segment {
+    unsafe fn links(node: *mut Self) -> *mut Links<Self> {
+        // SAFETY: `node` is live (the trait's contract); no reference is made.
+        unsafe { ptr::addr_of_mut!((*node).all_links) }
+    }
+}
 
 /// The segment of a block pointer.
 #[inline(always)]
@@ -109,6 +143,44 @@ pub(crate) fn checked_segment(p: *const u8) -> Option<*mut Segment> {
     }
 }
 
+/// Why a pointer is not inside a block of a page in use (see [`checked_page`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer
+pub(crate) enum NotInBlocks {
+    /// Not in a live segment of ours.
+    NotOurs,
+    /// In a segment, but in its header or past its pages.
+    NotInAPage,
+    /// In a page that is not in use (a double free, say).
+    PageNotInUse,
+    /// In a page in use, but outside the blocks handed out so far.
+    OutsideBlocks,
+}
+
+/// The page whose handed-out blocks contain `p`, checked: the one pointer → page lookup
+/// for pointers that may be anything (`free` checks, `mi_heap_contains_block`, ...).
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer
+pub(crate) fn checked_page(p: *const u8) -> Result<*mut Page, NotInBlocks> {
+    let segment = checked_segment(p).ok_or(NotInBlocks::NotOurs)?;
+    // SAFETY: the segment is live (segment map and cookie): its header and page table are
+    // readable; the index is checked against the page count before the page is read.
+    unsafe {
+        let seg = &*segment;
+        let idx = (p as usize - segment as usize) >> seg.page_shift;
+        if idx >= seg.capacity {
+            return Err(NotInBlocks::NotInAPage);
+        }
+        let page = seg.page(idx);
+        if !(*page).segment_in_use {
+            return Err(NotInBlocks::PageNotInUse);
+        }
+        if !(*page).blocks_contain(p) {
+            return Err(NotInBlocks::OutsideBlocks);
+        }
+        Ok(page)
+    }
+}
+
 impl Segment {
     /// The page containing block pointer `p`.
     ///
@@ -127,30 +199,34 @@ impl Segment {
     #[inline(always)]
     pub(crate) unsafe fn page(&self, idx: usize) -> *mut Page {
         // SAFETY: the header was sized for `capacity` pages; `pages` is its trailing array.
-        unsafe { (self.pages.as_ptr() as *mut Page).add(idx) }
+        unsafe { (ptr::addr_of!(self.pages) as *mut Page).add(idx) }
     }
 
     pub(crate) fn is_valid_cookie(&self) -> bool {
         self.cookie == SEGMENT_COOKIE ^ (self as *const Segment as usize)
     }
 
-    /// Size of page `idx`'s memory and its start, excluding the header for page 0.
-    fn page_area(&self, idx: usize) -> (*mut u8, usize) {
+    /// Small and medium segments hold several pages and sit in free queues.
+    fn has_queue(&self) -> bool {
+        matches!(self.kind, SegmentKind::Small | SegmentKind::Medium)
+    }
+
+    /// Start and size of page `idx`'s memory (page 0 excludes the header).
+    pub(crate) fn page_area(&self, idx: usize) -> (*mut u8, usize) {
         let base = self as *const Segment as *mut u8;
-        match self.kind {
-            SegmentKind::Small | SegmentKind::Medium => {
-                let psize = 1usize << self.page_shift;
-                let start = base.wrapping_add(idx * psize);
-                if idx == 0 {
-                    (start.wrapping_add(self.info_size), psize - self.info_size)
-                } else {
-                    (start, psize)
-                }
+        if self.has_queue() {
+            let psize = 1usize << self.page_shift;
+            let start = base.wrapping_add(idx * psize);
+            if idx == 0 {
+                (start.wrapping_add(self.info_size), psize - self.info_size)
+            } else {
+                (start, psize)
             }
-            SegmentKind::Large | SegmentKind::Huge => (
+        } else {
+            (
                 base.wrapping_add(self.info_size),
                 self.segment_size - self.info_size,
-            ),
+            )
         }
     }
 
@@ -166,7 +242,7 @@ impl Segment {
         assert!(self.used <= self.capacity);
         let mut used = 0;
         for i in 0..self.capacity {
-            // SAFETY: i < capacity.
+            // SAFETY: i < capacity; the caller owns the segment, so no one writes its pages.
             let page = unsafe { &*self.page(i) };
             if page.segment_in_use {
                 used += 1;
@@ -177,92 +253,62 @@ impl Segment {
             }
         }
         assert_eq!(used, self.used, "segment used count");
-        let small_or_medium = matches!(self.kind, SegmentKind::Small | SegmentKind::Medium);
-        if !self.tld.is_null() {
+        if self.ctx.is_null() {
+            assert_eq!(self.owner.load(Ordering::Relaxed), ABANDONED);
+        } else {
+            assert_eq!(self.owner.load(Ordering::Relaxed), self.ctx as usize);
             assert_eq!(
                 self.in_free_queue,
-                small_or_medium && self.used < self.capacity,
+                self.has_queue() && self.used < self.capacity,
                 "free queue membership"
             );
         }
     }
 }
 
-/// A doubly linked queue of segments (through `next`/`prev`).
-pub(crate) struct SegmentQueue {
-    pub first: *mut Segment,
-    pub last: *mut Segment,
-}
-
-impl SegmentQueue {
-    pub(crate) const fn new() -> Self {
-        SegmentQueue {
-            first: ptr::null_mut(),
-            last: ptr::null_mut(),
-        }
-    }
-
-    /// # Safety
-    /// `s` is live and in no queue.
-    pub(crate) unsafe fn push(&mut self, s: *mut Segment) {
-        // SAFETY: caller guarantees `s` is live and unlinked.
-        unsafe {
-            (*s).next = ptr::null_mut();
-            (*s).prev = self.last;
-            if self.last.is_null() {
-                self.first = s;
-            } else {
-                (*self.last).next = s;
-            }
-            self.last = s;
-            (*s).in_free_queue = true;
-        }
-    }
-
-    /// # Safety
-    /// `s` is in this queue.
-    pub(crate) unsafe fn remove(&mut self, s: *mut Segment) {
-        // SAFETY: `s` and its neighbours are live members of this queue.
-        unsafe {
-            let (prev, next) = ((*s).prev, (*s).next);
-            if prev.is_null() {
-                self.first = next;
-            } else {
-                (*prev).next = next;
-            }
-            if next.is_null() {
-                self.last = prev;
-            } else {
-                (*next).prev = prev;
-            }
-            (*s).next = ptr::null_mut();
-            (*s).prev = ptr::null_mut();
-            (*s).in_free_queue = false;
-        }
-    }
-}
-
-/// What a thread keeps about its segments.
+/// What an owner (a thread or CPU) keeps about its segments: the segment layer's whole
+/// context. Its address is the owner token stored in the segments it owns, so it must not
+/// move while it owns segments.
+///
+/// Invariants: `all` holds exactly the segments whose `ctx` is this, `count` of them;
+/// `small_free`/`medium_free` hold those of them with `in_free_queue`.
 pub(crate) struct SegmentsTld {
-    /// Small and medium segments with free pages.
-    pub small_free: SegmentQueue,
-    pub medium_free: SegmentQueue,
-    /// All segments owned by the thread.
-    pub all: *mut Segment,
-    pub count: usize,
+    small_free: List<Segment, FreeQueue>,
+    medium_free: List<Segment, FreeQueue>,
+    all: List<Segment, AllSegments>,
+    count: usize,
+    os: *const Os,
 }
 
 impl SegmentsTld {
-    pub(crate) const fn new() -> Self {
+    pub(crate) const fn new(os: &'static Os) -> Self {
         SegmentsTld {
-            small_free: SegmentQueue::new(),
-            medium_free: SegmentQueue::new(),
-            all: ptr::null_mut(),
+            small_free: List::new(),
+            medium_free: List::new(),
+            all: List::new(),
             count: 0,
+            os,
         }
     }
 
-    pub(crate) fn queue_for(&mut self, kind: SegmentKind) -> Option<&mut SegmentQueue> {
+    /// The owner token of this owner's segments.
+    #[inline(always)]
+    pub(crate) fn owner(&self) -> usize {
+        self as *const SegmentsTld as usize
+    }
+
+    #[inline(always)]
+    pub(crate) fn os(&self) -> &'static Os {
+        // SAFETY: set from a `&'static Os` at construction.
+        unsafe { &*self.os }
+    }
+
+    /// Whether this owner has no segment.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    fn free_queue(&mut self, kind: SegmentKind) -> Option<&mut List<Segment, FreeQueue>> {
         match kind {
             SegmentKind::Small => Some(&mut self.small_free),
             SegmentKind::Medium => Some(&mut self.medium_free),
@@ -270,39 +316,113 @@ impl SegmentsTld {
         }
     }
 
+    /// Whether a segment of this owner has a free page of `kind` (small or medium).
+    pub(crate) fn has_free_page(&self, kind: SegmentKind) -> bool {
+        match kind {
+            SegmentKind::Small => !self.small_free.is_empty(),
+            SegmentKind::Medium => !self.medium_free.is_empty(),
+            _ => false,
+        }
+    }
+
     /// # Safety
-    /// `s` is live, owned by this thread, and in no list.
-    pub(crate) unsafe fn link(&mut self, s: *mut Segment) {
+    /// `s` is a live segment of this owner in no free queue.
+    unsafe fn free_queue_push(&mut self, s: *mut Segment) {
         // SAFETY: as the caller guarantees.
-        unsafe {
-            (*s).all_prev = ptr::null_mut();
-            (*s).all_next = self.all;
-            if !self.all.is_null() {
-                (*self.all).all_prev = s;
+        let kind = unsafe { (*s).kind };
+        if let Some(q) = self.free_queue(kind) {
+            // SAFETY: `s` is live and in no free queue.
+            unsafe {
+                q.push_back(s);
+                (*s).in_free_queue = true;
             }
         }
-        self.all = s;
+    }
+
+    /// # Safety
+    /// `s` is a live segment of this owner.
+    unsafe fn free_queue_remove(&mut self, s: *mut Segment) {
+        // SAFETY: `s` is live (caller); `in_free_queue` says it is in its kind's queue.
+        unsafe {
+            if (*s).in_free_queue {
+                if let Some(q) = self.free_queue((*s).kind) {
+                    q.remove(s);
+                }
+                (*s).in_free_queue = false;
+            }
+        }
+    }
+
+    /// Adds `s` to the list of this owner's segments (its `owner`/`ctx` are the caller's
+    /// business).
+    ///
+    /// # Safety
+    /// `s` is live and in no list of all segments.
+    unsafe fn link(&mut self, s: *mut Segment) {
+        // SAFETY: as the caller guarantees.
+        unsafe { self.all.push_front(s) };
         self.count += 1;
     }
 
     /// # Safety
-    /// `s` is in the list of all segments.
-    pub(crate) unsafe fn unlink(&mut self, s: *mut Segment) {
+    /// `s` is in this owner's list of all segments.
+    unsafe fn unlink(&mut self, s: *mut Segment) {
+        // SAFETY: as the caller guarantees.
+        unsafe { self.all.remove(s) };
+        self.count -= 1;
+    }
+
+    /// Takes `s` over: it becomes this owner's (in no free queue yet).
+    ///
+    /// # Safety
+    /// `s` is a live segment that no one owns (abandoned, and popped by the caller).
+    pub(crate) unsafe fn adopt(&mut self, s: *mut Segment) {
+        // SAFETY: as the caller guarantees: no one else touches `s`.
+        unsafe {
+            debug_assert!((*s).ctx.is_null());
+            (*s).ctx = self;
+            (*s).owner.store(self.owner(), Ordering::Release);
+            self.link(s);
+        }
+    }
+
+    /// Gives `s` up: it is abandoned (owned by no one) from now on.
+    ///
+    /// # Safety
+    /// `s` is a segment of this owner.
+    pub(crate) unsafe fn disown(&mut self, s: *mut Segment) {
         // SAFETY: as the caller guarantees.
         unsafe {
-            let (prev, next) = ((*s).all_prev, (*s).all_next);
-            if prev.is_null() {
-                self.all = next;
-            } else {
-                (*prev).all_next = next;
-            }
-            if !next.is_null() {
-                (*next).all_prev = prev;
-            }
-            (*s).all_next = ptr::null_mut();
-            (*s).all_prev = ptr::null_mut();
+            self.free_queue_remove(s);
+            self.unlink(s);
+            (*s).ctx = ptr::null_mut();
+            (*s).owner.store(ABANDONED, Ordering::Release);
         }
-        self.count -= 1;
+    }
+
+    /// Puts an owned small/medium segment with free pages into its free queue, if it is
+    /// not there yet.
+    ///
+    /// # Safety
+    /// `s` is a segment of this owner.
+    pub(crate) unsafe fn requeue(&mut self, s: *mut Segment) {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            if !(*s).in_free_queue && (*s).used < (*s).capacity {
+                self.free_queue_push(s);
+            }
+        }
+    }
+
+    /// Calls `f` on each segment of the owner of `ctx`; `f` may free or give up (through
+    /// `ctx`) the segment it is given, but no other. (It takes a raw pointer so that `f`
+    /// may change the lists.)
+    ///
+    /// # Safety
+    /// `ctx` is live and its owner is the calling thread.
+    pub(crate) unsafe fn for_each(ctx: *mut SegmentsTld, f: impl FnMut(*mut Segment)) {
+        // SAFETY: `ctx` is live (caller); its list is well formed (its invariants).
+        unsafe { List::<Segment, AllSegments>::walk((*ctx).all.first, f) }
     }
 }
 
@@ -324,20 +444,21 @@ pub(crate) fn kind_for(block_size: usize) -> SegmentKind {
     }
 }
 
-/// Allocates a segment from the domain's source and links it to `tld`.
-/// For huge segments, `huge_size` is the block size and `huge_align` its alignment.
-///
-/// # Safety
-/// `tld` is the calling thread's data.
-unsafe fn segment_alloc(
-    tld: &mut Tld,
+/// Segment regions up to this size are cached for reuse when they empty; bigger ones go
+/// back to the source at once (the faults of re-touching them dwarf the source calls).
+const CACHE_SIZE_MAX: usize = 16 * SEGMENT_SIZE;
+
+/// Allocates a segment for `ctx`'s owner. For huge segments, `huge_size` is the block
+/// size and `huge_align` its alignment. Null when out of memory.
+fn segment_alloc(
+    ctx: &mut SegmentsTld,
     kind: SegmentKind,
     huge_size: usize,
     huge_align: usize,
 ) -> *mut Segment {
-    let domain = tld.domain();
-    let cfg = domain.config();
-    let os_page = cfg.page_size.max(4096);
+    let os = ctx.os();
+    let cfg = os.config();
+    let os_page = os.page_size();
     let (capacity, page_shift) = match kind {
         SegmentKind::Small => (SMALL_PAGES_PER_SEGMENT, SMALL_PAGE_SHIFT),
         SegmentKind::Medium => (MEDIUM_PAGES_PER_SEGMENT, MEDIUM_PAGE_SHIFT),
@@ -347,7 +468,8 @@ unsafe fn segment_alloc(
     let mut info_size = align_up(header, os_page);
     let mut front = 0;
     let mut region_align = SEGMENT_SIZE;
-    let segment_size = if kind == SegmentKind::Huge {
+    let mut segment_size = SEGMENT_SIZE;
+    if kind == SegmentKind::Huge {
         if huge_align > SEGMENT_SIZE {
             // the block sits exactly one segment size into the segment (found through
             // `p - 1`), and the segment starts `align - SEGMENT_SIZE` into the region
@@ -357,16 +479,13 @@ unsafe fn segment_alloc(
         } else if huge_align > os_page {
             info_size = align_up(info_size, huge_align);
         }
-        match info_size.checked_add(huge_size) {
+        segment_size = match info_size.checked_add(huge_size) {
             Some(s) if s <= isize::MAX as usize / 2 => {
                 align_up(s, cfg.alloc_granularity.max(os_page))
             }
             _ => return ptr::null_mut(),
-        }
-    } else {
-        SEGMENT_SIZE
-    };
-    let mut segment_size = segment_size;
+        };
+    }
     let region_size = front + segment_size;
     // Small/medium/large segments are committed page by page when the source can reserve;
     // huge ones are needed whole at once.
@@ -378,77 +497,57 @@ unsafe fn segment_alloc(
         } else {
             region_size
         };
-        domain.cache_take(region_size, max)
+        os.cache_take(region_size, max)
     } else {
         None
     };
-    let region = if let Some(c) = cached {
-        if kind == SegmentKind::Huge {
-            segment_size = c.size; // the block gets the whole region
-        }
-        // the region stays counted as reserved; its committed bytes are re-counted below
-        domain.stats.committed.sub(c.committed as i64);
-        domain.stats.reserved.sub(c.size as i64);
-        crate::source::Region {
-            // SAFETY: cached regions came from the source, never null.
-            ptr: unsafe { NonNull::new_unchecked(c.ptr) },
-            size: c.size,
-            committed: true,
-            zeroed: false,
-        }
-    } else {
-        if !domain.reserve_within_limit(region_size) {
-            // cached regions count against the limit: give them back and try again
-            domain.cache_collect(true);
-            if !domain.reserve_within_limit(region_size) {
-                return ptr::null_mut();
+    let from_cache = cached.is_some();
+    let region = match cached {
+        Some(r) => {
+            if kind == SegmentKind::Huge {
+                segment_size = r.size; // the block gets the whole region
             }
+            r
         }
         // SAFETY: size is a non-zero multiple of the allocation granularity, align a power
         // of two at least the OS page.
-        let region = unsafe { domain.source.alloc(region_size, region_align, commit_all) };
-        let Some(region) = region else {
-            domain.unreserve(region_size);
-            return ptr::null_mut();
-        };
-        region
+        None => match unsafe { os.alloc(region_size, region_align, commit_all) } {
+            Some(r) => r,
+            None => return ptr::null_mut(),
+        },
     };
     let seg_ptr = region.ptr.as_ptr().wrapping_add(front);
     debug_assert_eq!(seg_ptr as usize & SEGMENT_MASK, 0);
+    // SAFETY: `seg_ptr` is inside the region, not null.
+    let seg_nn = unsafe { NonNull::new_unchecked(seg_ptr) };
     // A huge block (over 2 MiB) is touched in big pieces: large OS pages save most of its
     // page faults. Other segments keep small OS pages, so that touching a few blocks does
     // not make 2 MiB resident (measured: large pages too raised the peak RSS of mstress
     // from 25 to 82 MiB). A cached region may change its use, so it is told either way.
     let huge = kind == SegmentKind::Huge;
-    if huge || cached.is_some() {
+    if huge || from_cache {
         // SAFETY: the segment range lies inside the region just obtained.
-        unsafe {
-            domain
-                .source
-                .advise_large_pages(NonNull::new_unchecked(seg_ptr), segment_size, huge)
-        };
+        unsafe { os.advise_large_pages(seg_nn, segment_size, huge) };
     }
     let mut zeroed = region.zeroed;
-    let committed = region.committed;
-    if !committed {
+    let mut committed = if region.committed { region.size } else { 0 };
+    if !region.committed {
         // commit the header (and for huge segments, everything)
         let n = if commit_all { segment_size } else { info_size };
         // SAFETY: the range lies at the start of the live region just allocated.
-        match unsafe { domain.source.commit(NonNull::new_unchecked(seg_ptr), n) } {
-            Ok(z) => zeroed = z,
-            Err(_) => {
+        match unsafe { os.commit(seg_nn, n) } {
+            Some(z) => zeroed = z,
+            None => {
                 // SAFETY: giving back the region just allocated, unused.
-                unsafe { domain.source.free(region.ptr, region.size) };
-                domain.unreserve(region_size);
+                unsafe { os.free(region.ptr, region.size, 0) };
                 return ptr::null_mut();
             }
         }
-        domain.stats.committed.add(n as i64);
-    } else {
-        domain.stats.committed.add(segment_size as i64);
+        committed = n;
     }
     let segment = seg_ptr as *mut Segment;
-    // SAFETY: the header range is committed and ours; we initialise every field.
+    // SAFETY: the header range is committed and ours alone; every field is written before
+    // the segment is published (linked, or put in the segment map).
     unsafe {
         if !zeroed {
             ptr::write_bytes(seg_ptr, 0, header);
@@ -456,7 +555,7 @@ unsafe fn segment_alloc(
         ptr::write(
             segment,
             Segment {
-                thread_id: AtomicUsize::new(tld.token()),
+                owner: AtomicUsize::new(ctx.owner()),
                 page_shift,
                 cookie: SEGMENT_COOKIE ^ seg_ptr as usize,
                 kind,
@@ -466,13 +565,12 @@ unsafe fn segment_alloc(
                 info_size,
                 region: region.ptr.as_ptr(),
                 region_size: region.size,
-                domain,
-                tld,
-                next: ptr::null_mut(),
-                prev: ptr::null_mut(),
+                committed,
+                os,
+                ctx,
+                free_links: Links::new(),
                 in_free_queue: false,
-                all_next: ptr::null_mut(),
-                all_prev: ptr::null_mut(),
+                all_links: Links::new(),
                 abandoned_next: ptr::null_mut(),
                 purge_mask: 0,
                 purge_expire: 0,
@@ -480,371 +578,241 @@ unsafe fn segment_alloc(
             },
         );
         for i in 0..capacity {
-            let page = (*segment).page(i);
-            ptr::write(page, Page::EMPTY);
             let (start, _) = (*segment).page_area(i);
-            (*page).segment_idx = i as u8;
-            (*page).page_start = start;
-            (*page).is_committed = commit_all || committed;
-            (*page).is_zero_init = zeroed;
+            let page = (*segment).page(i);
+            ptr::write(
+                page,
+                Page {
+                    segment_idx: i as u8,
+                    page_start: start,
+                    is_committed: commit_all || region.committed,
+                    is_zero_init: zeroed,
+                    ..Page::EMPTY
+                },
+            );
         }
-        tld.segments.link(segment);
-        if let Some(q) = tld.segments.queue_for(kind) {
-            q.push(segment);
-        }
+        ctx.link(segment);
+        ctx.free_queue_push(segment);
     }
     #[cfg(feature = "std")]
     crate::segment_map::set(seg_ptr as usize, true);
-    domain.stats.segments.add(1);
-    domain.stats.reserved.add(region.size as i64);
+    os.stats.segments.add(1);
     segment
 }
 
-/// Segment regions up to this size are cached for reuse when they empty; bigger ones go
-/// back to the source at once (the faults of re-touching them dwarf the source calls).
-const CACHE_SIZE_MAX: usize = 16 * SEGMENT_SIZE;
-
-/// Gives an empty segment back to the source (or to the domain's cache of regions).
+/// Gives an empty segment back to the source (or to the region cache). Its owner, if any,
+/// forgets it.
 ///
 /// # Safety
-/// `segment` is owned by `tld` (or by nobody: abandoned and popped by the caller, then
-/// `tld` is the caller's), has no page in use, and nothing refers to it any more.
-pub(crate) unsafe fn segment_free(segment: *mut Segment, tld: &mut Tld) {
-    // SAFETY: as the caller guarantees.
+/// `segment` has no page in use, and is owned by the calling thread or by no one
+/// (abandoned and popped by the caller); nothing refers to it any more.
+pub(crate) unsafe fn segment_free(segment: *mut Segment) {
+    // SAFETY: as the caller guarantees: the segment and its owner's lists are ours.
     unsafe {
         debug_assert_eq!((*segment).used, 0);
-        let domain = &*(*segment).domain;
-        if (*segment).in_free_queue {
-            if let Some(q) = tld.segments.queue_for((*segment).kind) {
-                q.remove(segment);
-            }
+        let seg = &mut *segment;
+        let os = &*seg.os;
+        if !seg.ctx.is_null() {
+            let ctx = &mut *seg.ctx;
+            ctx.free_queue_remove(segment);
+            ctx.unlink(segment);
         }
-        if !(*segment).tld.is_null() {
-            tld.segments.unlink(segment);
-        }
-        // committed accounting: pages decommitted (needing recommit) were subtracted
-        let mut committed = (*segment).info_size;
-        for i in 0..(*segment).capacity {
-            let page = &*(*segment).page(i);
-            if page.is_committed {
-                committed += (*segment).page_area(i).1;
-            } else {
-                committed += page.partial_commit;
-            }
-        }
-        if matches!((*segment).kind, SegmentKind::Large | SegmentKind::Huge) {
-            committed = (*segment).segment_size.min(committed);
-        }
-        domain.stats.segments.sub(1);
-        let (region, size) = ((*segment).region, (*segment).region_size);
-        (*segment).cookie = 0;
+        os.stats.segments.sub(1);
+        let (region, size, committed) = (seg.region, seg.region_size, seg.committed);
+        seg.cookie = 0;
         #[cfg(feature = "std")]
         crate::segment_map::set(segment as usize, false);
-        if !domain.config().has_reserve
+        let region_nn = NonNull::new_unchecked(region);
+        if !os.config().has_reserve
             && region == segment as *mut u8
             && size <= CACHE_SIZE_MAX
-            && domain.purge_delay() >= 0
+            && os.purge_delay() >= 0
         {
             // keep it a while: the next segment reuses it without faulting memory in
-            domain.cache_put(region, size, committed);
-            return;
+            os.cache_put(region_nn, size, committed);
+        } else {
+            os.free(region_nn, size, committed);
         }
-        domain.stats.committed.sub(committed as i64);
-        domain.stats.reserved.sub(size as i64);
-        domain.source.free(NonNull::new_unchecked(region), size);
-        domain.unreserve(size);
     }
 }
 
-/// Claims a free page of `segment` for use.
+/// Claims the first free page of `segment` (committing it unless it is a large page,
+/// which commits as its blocks are made). Null when out of memory.
 ///
 /// # Safety
-/// `segment` is owned by `tld` and has a page that is not in use.
-unsafe fn segment_page_claim(segment: *mut Segment, tld: &mut Tld) -> *mut Page {
+/// `segment` is owned by the calling thread and has a page that is not in use.
+unsafe fn page_claim(segment: *mut Segment) -> *mut Page {
     // SAFETY: as the caller guarantees; the page array has `capacity` entries.
     unsafe {
         let seg = &mut *segment;
-        let mut page = ptr::null_mut();
-        for i in 0..seg.capacity {
-            let p = seg.page(i);
-            if !(*p).segment_in_use {
-                page = p;
-                break;
-            }
-        }
-        debug_assert!(!page.is_null(), "segment in free queue without a free page");
-        if page.is_null() {
-            return page;
-        }
-        let idx = (*page).segment_idx as usize;
+        let Some(idx) = (0..seg.capacity).find(|&i| !(*seg.page(i)).segment_in_use) else {
+            debug_assert!(false, "segment in a free queue without a free page");
+            return ptr::null_mut();
+        };
+        let page = seg.page(idx);
         let lazy = seg.kind == SegmentKind::Large;
         if !(*page).is_committed && !lazy {
-            let domain = &*seg.domain;
             let (start, size) = seg.page_area(idx);
-            match domain.source.commit(NonNull::new_unchecked(start), size) {
-                Ok(zero) => {
+            match (*seg.os).commit(NonNull::new_unchecked(start), size) {
+                Some(zero) => {
                     (*page).is_committed = true;
                     (*page).is_zero_init = zero;
-                    domain.stats.committed.add(size as i64);
+                    seg.committed += size;
                 }
-                Err(_) => return ptr::null_mut(),
+                None => return ptr::null_mut(),
             }
         }
         seg.purge_mask &= !(1u64 << idx);
         (*page).segment_in_use = true;
         seg.used += 1;
-        if seg.used == seg.capacity && seg.in_free_queue {
-            if let Some(q) = tld.segments.queue_for(seg.kind) {
-                q.remove(segment);
-            }
+        if seg.used == seg.capacity {
+            (*seg.ctx).free_queue_remove(segment);
+        }
+        let os = &*seg.os;
+        os.stats.pages.add(1);
+        if seg.kind == SegmentKind::Huge {
+            os.stats.huge.add(seg.page_area(idx).1 as i64);
         }
         page
     }
 }
 
-/// Claims the first page of a segment just allocated; frees the segment when that fails
-/// (out of memory committing the page), so that it does not linger empty.
+/// Claims a page for blocks of `block_size` from a segment of `ctx`'s owner with a free
+/// page, or from a new segment. `huge_align = Some(align)` asks for a huge segment whose
+/// one block is aligned to `align`. The page is in use and otherwise blank (no blocks);
+/// its usable size is [`page_size`]. Null when out of memory.
 ///
-/// # Safety
-/// `s` is a fresh segment of `tld` with no page in use.
-unsafe fn claim_fresh(s: *mut Segment, tld: &mut Tld) -> *mut Page {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        let page = segment_page_claim(s, tld);
-        if page.is_null() && (*s).used == 0 {
-            segment_free(s, tld);
-        }
-        page
-    }
-}
-
-/// Extends the page's free list, committing the memory of the new blocks first when the
-/// page is committed lazily (large pages on a source with reserve). False when out of
-/// memory.
-///
-/// # Safety
-/// The caller owns `page`; its `free` list is empty and `capacity < reserved`.
-pub(crate) unsafe fn page_extend(page: *mut Page) -> bool {
-    // SAFETY: as the caller guarantees; the range committed lies in the page's area.
-    unsafe {
-        let p = &mut *page;
-        if !p.is_committed {
-            let seg = &*ptr_segment(p.page_start);
-            let domain = &*seg.domain;
-            let os_page = domain.config().page_size.max(4096);
-            let (start, area) = seg.page_area(p.segment_idx as usize);
-            let blocks_end = (p.capacity as usize + p.extend_count()) * p.block_size;
-            let need = ((blocks_end + os_page - 1) & !(os_page - 1)).min(area);
-            if need > p.partial_commit {
-                let from = start.add(p.partial_commit);
-                match domain
-                    .source
-                    .commit(NonNull::new_unchecked(from), need - p.partial_commit)
-                {
-                    Ok(zero) => {
-                        if !zero {
-                            p.is_zero_init = false;
-                        }
-                        domain.stats.committed.add((need - p.partial_commit) as i64);
-                        p.partial_commit = need;
-                    }
-                    Err(_) => return false,
-                }
-            }
-            if p.partial_commit == area {
-                p.is_committed = true;
-                p.partial_commit = 0;
-            }
-        }
-        p.extend_free();
-        true
-    }
-}
-
-/// Finds or makes a page for blocks of `block_size` and hands it to `heap`, initialised.
-/// `huge = Some(align)` asks for a huge segment with its block aligned to `align`.
-/// Null when out of memory.
-///
-/// # Safety
-/// `heap` belongs to the calling thread, whose data is `tld`.
-pub(crate) unsafe fn segment_page_alloc(
-    heap: *mut RawHeap,
-    tld: &mut Tld,
+/// Reclaiming abandoned segments first is the caller's policy (see `abandon`).
+pub(crate) fn page_alloc(
+    ctx: &mut SegmentsTld,
     block_size: usize,
-    huge: Option<usize>,
+    huge_align: Option<usize>,
 ) -> *mut Page {
-    let kind = if huge.is_some() {
+    let kind = if huge_align.is_some() {
         SegmentKind::Huge
     } else {
         kind_for(block_size)
     };
-    let huge_align = huge.unwrap_or(0);
-    // SAFETY: the caller owns `heap` and `tld`; all segments reached are owned by `tld`.
+    let queued = match ctx.free_queue(kind) {
+        Some(q) => q.first,
+        None => ptr::null_mut(),
+    };
+    if !queued.is_null() {
+        // SAFETY: segments in our free queue are ours and have a free page.
+        return unsafe { page_claim(queued) };
+    }
+    let s = segment_alloc(ctx, kind, block_size, huge_align.unwrap_or(0));
+    if s.is_null() {
+        return s as *mut Page;
+    }
+    // SAFETY: `s` is a fresh segment of ours with every page free.
     unsafe {
-        let page = match kind {
-            SegmentKind::Small | SegmentKind::Medium => {
-                let mut reclaimed = 0;
-                loop {
-                    let first = tld
-                        .segments
-                        .queue_for(kind)
-                        .map_or(ptr::null_mut(), |q| q.first);
-                    if !first.is_null() {
-                        break segment_page_claim(first, tld);
-                    }
-                    // before asking the source, take over segments of exited threads
-                    // (segments that turn out empty are freed and do not count)
-                    if reclaimed < RECLAIM_MAX {
-                        match try_reclaim_one(tld.heap_backing, tld) {
-                            Reclaim::Kept => {
-                                reclaimed += 1;
-                                continue;
-                            }
-                            Reclaim::Freed => continue,
-                            Reclaim::None => {}
-                        }
-                    }
-                    let s = segment_alloc(tld, kind, 0, 0);
-                    if s.is_null() {
-                        break ptr::null_mut();
-                    }
-                    break claim_fresh(s, tld);
-                }
-            }
-            SegmentKind::Large | SegmentKind::Huge => {
-                // no reclaimed segment serves a new large/huge page, but taking a few
-                // over frees the emptied ones
-                let mut reclaimed = 0;
-                while reclaimed < RECLAIM_MAX {
-                    match try_reclaim_one(tld.heap_backing, tld) {
-                        Reclaim::Kept => reclaimed += 1,
-                        Reclaim::Freed => {}
-                        Reclaim::None => break,
-                    }
-                }
-                let s = segment_alloc(tld, kind, block_size, huge_align);
-                if s.is_null() {
-                    ptr::null_mut()
-                } else {
-                    claim_fresh(s, tld)
-                }
-            }
-        };
+        let page = page_claim(s);
         if page.is_null() {
-            return page;
-        }
-        let segment = ptr_segment((*page).page_start);
-        let (_, psize) = (*segment).page_area((*page).segment_idx as usize);
-        let bsize = if kind == SegmentKind::Huge {
-            psize
-        } else {
-            block_size
-        };
-        (*page).init(heap, bsize, psize);
-        if !page_extend(page) {
-            // out of memory committing its first blocks: give the page back
-            (*page).xheap.store(ptr::null_mut(), Ordering::Relaxed);
-            segment_page_free_unused(page, tld);
-            return ptr::null_mut();
-        }
-        let domain = tld.domain();
-        domain.stats.pages.add(1);
-        if kind == SegmentKind::Huge {
-            domain.stats.huge.add(bsize as i64);
+            // out of memory committing its first page: do not keep it empty
+            segment_free(s);
         }
         page
     }
 }
 
-/// Takes a page that is given back to its segment out of the statistics.
+/// The usable size of a claimed page's memory.
 ///
 /// # Safety
-/// `page` is a page of `seg` in use, all of its blocks free.
-pub(crate) unsafe fn page_release_stats(page: *mut Page, seg: &Segment) {
-    // SAFETY: as the caller guarantees.
+/// `page` is a page of a live segment.
+pub(crate) unsafe fn page_size(page: *const Page) -> usize {
+    // SAFETY: the page lives in its segment's header.
     unsafe {
-        let domain = &*seg.domain;
-        domain.stats.pages.sub(1);
-        // blocks counted as allocated at the last synchronisation are gone now
-        domain
-            .stats
-            .allocated
-            .sub((*page).stat_used as i64 * (*page).block_size as i64);
-        (*page).stat_used = 0;
-        if seg.kind == SegmentKind::Huge {
-            domain.stats.huge.sub((*page).block_size as i64);
-        }
+        let seg = &*ptr_segment((*page).page_start);
+        seg.page_area((*page).segment_idx as usize).1
     }
 }
 
-/// Returns a page whose blocks are all free to its segment; frees the segment if it
-/// becomes empty, else schedules the page's purge.
+/// Makes sure the first `bytes` of the page's memory are committed (pages committed
+/// lazily: large pages on a source with reserve). False when out of memory.
 ///
 /// # Safety
-/// `page` is in no queue, owned by the thread of `tld`, and all its blocks are free.
-pub(crate) unsafe fn segment_page_free(page: *mut Page, tld: &mut Tld) {
+/// The calling thread owns the page's segment; the page is in use.
+pub(crate) unsafe fn page_commit(page: *mut Page, bytes: usize) -> bool {
+    // SAFETY: as the caller guarantees; the range committed lies in the page's area.
+    unsafe {
+        let p = &mut *page;
+        if p.is_committed {
+            return true;
+        }
+        let seg = &mut *ptr_segment(p.page_start);
+        let os = &*seg.os;
+        let (start, area) = seg.page_area(p.segment_idx as usize);
+        let need = align_up(bytes, os.page_size()).min(area);
+        if need > p.partial_commit {
+            let from = NonNull::new_unchecked(start.add(p.partial_commit));
+            let Some(zero) = os.commit(from, need - p.partial_commit) else {
+                return false;
+            };
+            if !zero {
+                p.is_zero_init = false;
+            }
+            seg.committed += need - p.partial_commit;
+            p.partial_commit = need;
+        }
+        if p.partial_commit == area {
+            p.is_committed = true;
+            p.partial_commit = 0;
+        }
+        true
+    }
+}
+
+/// Gives a page whose blocks are all free (or forgotten) back to its segment: it is no
+/// longer counted, its metadata is reset, its memory's purge is scheduled, and the
+/// segment is freed when this was its last page in use. Returns whether the segment was
+/// freed.
+///
+/// # Safety
+/// `page` is in use and in no heap queue; its segment is owned by the calling thread or
+/// abandoned and popped by it; no block of the page is used afterwards.
+pub(crate) unsafe fn page_free(page: *mut Page) -> bool {
     // SAFETY: as the caller guarantees.
     unsafe {
         let segment = ptr_segment((*page).page_start);
         let seg = &mut *segment;
-        let domain = &*seg.domain;
-        page_release_stats(page, seg);
-        let keep = (
-            (*page).page_start,
-            (*page).segment_idx,
-            (*page).is_committed,
-            (*page).partial_commit,
-        );
-        ptr::write(page, Page::EMPTY);
-        (*page).page_start = keep.0;
-        (*page).segment_idx = keep.1;
-        (*page).is_committed = keep.2;
-        (*page).partial_commit = keep.3;
-        (*page).is_zero_init = false;
+        let os = &*seg.os;
+        // the page's statistics: blocks counted as allocated at its last synchronisation
+        // are gone now
+        os.stats.pages.sub(1);
+        os.stats
+            .allocated
+            .sub((*page).stat_used as i64 * (*page).block_size as i64);
+        if seg.kind == SegmentKind::Huge {
+            os.stats.huge.sub((*page).block_size as i64);
+        }
+        (*page).reset();
         seg.used -= 1;
         if seg.used == 0 {
-            segment_free(segment, tld);
-            return;
+            segment_free(segment);
+            return true;
         }
         // schedule the purge of the page's memory
-        let idx = keep.1 as usize;
-        let delay = domain.purge_delay();
-        if delay >= 0 && (keep.2 || keep.3 > 0) {
+        let idx = (*page).segment_idx as usize;
+        let delay = os.purge_delay();
+        if delay >= 0 && ((*page).is_committed || (*page).partial_commit > 0) {
             seg.purge_mask |= 1u64 << idx;
-            seg.purge_expire = domain.now().saturating_add(delay as u64);
+            seg.purge_expire = os.now().saturating_add(delay as u64);
             if delay == 0 {
                 segment_purge(segment, true);
             }
         }
-        if !seg.in_free_queue {
-            if let Some(q) = tld.segments.queue_for(seg.kind) {
-                q.push(segment);
-            }
+        if !seg.ctx.is_null() {
+            (*seg.ctx).requeue(segment);
         }
+        false
     }
 }
 
-/// Gives back a page that was claimed but could not be initialised (no blocks).
+/// Purges the pages in the segment's purge mask (if their delay ran out, or `force`).
 ///
 /// # Safety
-/// `page` is in use, in no queue, with no blocks handed out, owned by `tld`'s thread.
-unsafe fn segment_page_free_unused(page: *mut Page, tld: &mut Tld) {
-    // SAFETY: as the caller guarantees; counted in `pages` only once initialised, so
-    // balance the subtraction that `segment_page_free` makes.
-    unsafe {
-        let seg = &*ptr_segment((*page).page_start);
-        (*seg.domain).stats.pages.add(1);
-        if seg.kind == SegmentKind::Huge {
-            (*seg.domain).stats.huge.add((*page).block_size as i64);
-        }
-        segment_page_free(page, tld);
-    }
-}
-
-/// Purges the pages in the segment's purge mask (if their delay expired, or `force`).
-///
-/// # Safety
-/// The caller owns the segment.
+/// The calling thread owns the segment (or popped it from the abandoned list).
 pub(crate) unsafe fn segment_purge(segment: *mut Segment, force: bool) {
     // SAFETY: as the caller guarantees; the purged pages are not in use.
     unsafe {
@@ -852,11 +820,11 @@ pub(crate) unsafe fn segment_purge(segment: *mut Segment, force: bool) {
         if seg.purge_mask == 0 {
             return;
         }
-        let domain = &*seg.domain;
-        if !force && domain.now() < seg.purge_expire {
+        let os = &*seg.os;
+        if !force && os.now() < seg.purge_expire {
             return;
         }
-        let cfg = domain.config();
+        let decommit_zeroes = os.config().decommit_zeroes;
         let mut mask = seg.purge_mask;
         while mask != 0 {
             let idx = mask.trailing_zeros() as usize;
@@ -872,128 +840,85 @@ pub(crate) unsafe fn segment_purge(segment: *mut Segment, force: bool) {
             if size == 0 {
                 continue;
             }
-            let needs_recommit = domain.source.decommit(NonNull::new_unchecked(start), size);
-            if needs_recommit {
+            if os.decommit(NonNull::new_unchecked(start), size) {
                 page.is_committed = false;
                 page.partial_commit = 0;
-                domain.stats.committed.sub(size as i64);
-            } else if cfg.decommit_zeroes {
+                seg.committed -= size;
+            } else if decommit_zeroes {
                 page.is_zero_init = true;
             }
-            domain
-                .stats
-                .purged
-                .fetch_add(size as i64, Ordering::Relaxed);
         }
         seg.purge_mask = 0;
     }
 }
 
-/// Purges every segment of the thread whose purge delay expired (all with `force`).
-///
-/// # Safety
-/// `tld` is the calling thread's data.
-pub(crate) unsafe fn segments_purge(tld: &mut Tld, force: bool) {
-    let mut s = tld.segments.all;
-    while !s.is_null() {
-        // SAFETY: `s` is in the owner's list, so live and owned.
-        unsafe {
-            segment_purge(s, force);
-            s = (*s).all_next;
-        }
-    }
+/// Purges every segment of `ctx`'s owner whose purge delay ran out (all with `force`).
+pub(crate) fn segments_purge(ctx: &mut SegmentsTld, force: bool) {
+    // SAFETY: `ctx` is ours (a `&mut`), so are its segments; purging changes no list.
+    unsafe { SegmentsTld::for_each(ctx, |s| segment_purge(s, force)) };
 }
 
-/// Resizes the huge block of `page` in place or by moving its segment with the source's
-/// `remap` (no copy), so that its block holds `new_size` bytes. Returns the new block
-/// address, or null when the source cannot (the block is then untouched).
+/// Resizes the huge block of `page` by moving or resizing its segment with the source's
+/// `remap` (no copy), so that its block holds `new_size` bytes. Returns the page at its
+/// new place (its block starts at its `page_start`), or null when the source cannot (the
+/// page is then untouched).
 ///
 /// # Safety
-/// `page` is the page of a huge segment owned by the calling thread (data `tld`), whose
-/// one block is live and owned by the caller; `heap` is the page's heap, and the page
-/// sits in its `BIN_HUGE` queue.
-pub(crate) unsafe fn huge_remap(
-    heap: *mut RawHeap,
-    page: *mut Page,
-    tld: &mut Tld,
-    new_size: usize,
-) -> *mut u8 {
-    // SAFETY: as the caller guarantees; the segment header moves with the segment, so
-    // every link into it (the heap queue, the thread's segment list, the segment map) is
-    // undone before and redone after.
+/// `page` is the page of a huge segment owned by the calling thread, whose one block is
+/// live and owned by the caller, and the page is in no queue (the segment header, and so
+/// the page, may move).
+pub(crate) unsafe fn huge_remap(page: *mut Page, new_size: usize) -> *mut Page {
+    // SAFETY: as the caller guarantees; every link into the segment header (the owner's
+    // segment list, the segment map) is undone before it moves and redone after.
     unsafe {
         let segment = ptr_segment((*page).page_start);
         let seg = &mut *segment;
-        let domain = &*seg.domain;
+        debug_assert_eq!(seg.kind, SegmentKind::Huge);
         if seg.region != segment as *mut u8 {
             return ptr::null_mut(); // alignment front part: keep it simple, copy instead
         }
-        let cfg = domain.config();
+        let os = &*seg.os;
+        let cfg = os.config();
         let gran = cfg.alloc_granularity.max(cfg.page_size).max(4096);
         let Some(want) = seg.info_size.checked_add(new_size) else {
             return ptr::null_mut();
         };
-        let new_seg_size = (want + gran - 1) & !(gran - 1);
-        let old_seg_size = seg.segment_size;
-        let old_region_size = seg.region_size;
-        if new_seg_size > old_region_size
-            && !domain.reserve_within_limit(new_seg_size - old_region_size)
-        {
-            return ptr::null_mut();
-        }
-        (*heap).huge_queue_remove(page);
-        tld.segments.unlink(segment);
+        let new_seg_size = align_up(want, gran);
+        let ctx = &mut *seg.ctx;
+        ctx.unlink(segment);
         #[cfg(feature = "std")]
         crate::segment_map::set(segment as usize, false);
-        let moved = domain.source.remap(
+        let moved = os.remap(
             NonNull::new_unchecked(segment as *mut u8),
-            old_region_size,
+            seg.region_size,
+            seg.committed,
             new_seg_size,
             SEGMENT_SIZE,
         );
-        let (new_seg, region_size) = match moved {
-            Some(r) => (r.ptr.as_ptr() as *mut Segment, r.size),
-            None => {
-                if new_seg_size > old_region_size {
-                    domain.unreserve(new_seg_size - old_region_size);
-                }
-                (segment, old_region_size)
-            }
+        let Some(r) = moved else {
+            #[cfg(feature = "std")]
+            crate::segment_map::set(segment as usize, true);
+            ctx.link(segment);
+            return ptr::null_mut();
         };
+        let new_seg = r.ptr.as_ptr() as *mut Segment;
         let seg = &mut *new_seg;
+        seg.cookie = SEGMENT_COOKIE ^ new_seg as usize;
+        seg.region = new_seg as *mut u8;
+        seg.region_size = r.size;
+        seg.committed = r.size;
+        seg.segment_size = new_seg_size;
         let page = seg.page(0);
-        if moved.is_some() {
-            if region_size < old_region_size {
-                domain.unreserve(old_region_size - region_size);
-            }
-            seg.cookie = SEGMENT_COOKIE ^ new_seg as usize;
-            seg.region = new_seg as *mut u8;
-            seg.region_size = region_size;
-            seg.segment_size = new_seg_size;
-            let old_bsize = (*page).block_size;
-            let (start, psize) = seg.page_area(0);
-            (*page).page_start = start;
-            (*page).block_size = psize;
-            let delta = psize as i64 - old_bsize as i64;
-            domain.stats.huge.add(delta);
-            domain.stats.allocated.add(delta * (*page).stat_used as i64);
-            domain
-                .stats
-                .reserved
-                .add(region_size as i64 - old_region_size as i64);
-            domain
-                .stats
-                .committed
-                .add(new_seg_size as i64 - old_seg_size as i64);
-        }
+        let old_bsize = (*page).block_size;
+        let (start, psize) = seg.page_area(0);
+        (*page).page_start = start;
+        (*page).block_size = psize;
+        let delta = psize as i64 - old_bsize as i64;
+        os.stats.huge.add(delta);
+        os.stats.allocated.add(delta * (*page).stat_used as i64);
         #[cfg(feature = "std")]
         crate::segment_map::set(new_seg as usize, true);
-        tld.segments.link(new_seg);
-        (*heap).huge_queue_push(page);
-        if moved.is_some() {
-            (*page).page_start
-        } else {
-            ptr::null_mut()
-        }
+        ctx.link(new_seg);
+        page
     }
 }

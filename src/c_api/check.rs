@@ -12,12 +12,12 @@
 //! a double free is reported and ignored. Frees of blocks owned by other threads are not
 //! checked for double frees.
 
-use core::sync::atomic::Ordering::{Acquire, Relaxed};
+use core::sync::atomic::Ordering::Relaxed;
 
 use super::options::{error, CHECK_FREE};
+use crate::free::{check_block, BadFree};
 use crate::global::hosted;
-use crate::page::{Block, Page, FLAG_HAS_ALIGNED};
-use crate::segment::{checked_segment, ptr_segment, Segment};
+use crate::segment::{ptr_segment, NotInBlocks};
 
 /// `free`.
 ///
@@ -53,76 +53,25 @@ fn invalid_free(p: *mut u8, why: &str) {
 
 #[cold]
 #[inline(never)]
-fn double_free(p: *mut u8) {
-    error(::libc::EAGAIN, format_args!("double free of {p:p}"));
-}
-
-/// Whether `b` is in the list starting at `head` (at most `limit` steps: a corrupted list
-/// cannot make us loop).
-///
-/// # Safety
-/// The list is a free list of a page owned by the calling thread.
-unsafe fn in_list(mut head: *mut Block, b: *mut Block, limit: u32) -> bool {
-    let mut n = 0;
-    while !head.is_null() && n <= limit {
-        if head == b {
-            return true;
-        }
-        // SAFETY: as the caller guarantees, list members are free blocks of the page.
-        head = unsafe { (*head).next };
-        n += 1;
-    }
-    false
-}
-
-#[cold]
-#[inline(never)]
 unsafe fn free_checked(p: *mut u8) {
-    let Some(segment) = checked_segment(p) else {
-        return invalid_free(p, "not allocated by shardalloc");
-    };
-    // SAFETY: the segment is live (segment map and cookie); its header and page table are
-    // readable. The page's lists are read only when the calling thread owns the segment.
-    unsafe {
-        let seg: &Segment = &*segment;
-        let idx = (p as usize - segment as usize) >> seg.page_shift;
-        if idx >= seg.capacity {
-            return invalid_free(p, "not inside a page");
+    // SAFETY: the default heap is live or the static empty heap.
+    let owner = unsafe { (*hosted::default_heap()).owner };
+    match check_block(p, owner) {
+        // SAFETY: checked to be a block of a page in use, not free already (as far as
+        // the calling thread can see); the caller vouches for the rest.
+        Ok(()) => unsafe { hosted::free(p) },
+        Err(BadFree::DoubleFree) => {
+            error(::libc::EAGAIN, format_args!("double free of {p:p}"));
         }
-        let page: *mut Page = seg.page(idx);
-        if !(*page).segment_in_use {
-            return invalid_free(p, "in a page that is not in use: double free?");
-        }
-        let start = (*page).page_start as usize;
-        let bsize = (*page).block_size;
-        let end = start + (*page).capacity as usize * bsize;
-        if (p as usize) < start || p as usize >= end {
-            return invalid_free(p, "outside the blocks of its page");
-        }
-        let offset = (p as usize - start) % bsize;
-        if offset != 0 && (*page).flags & FLAG_HAS_ALIGNED == 0 {
-            return invalid_free(p, "not the start of a block");
-        }
-        let block = (p as usize - offset) as *mut Block;
-        let tid = (*hosted::default_heap()).thread_id;
-        if seg.thread_id.load(Relaxed) == tid {
-            // A free block's first word is the next free block of the page (or null).
-            // Only when it looks like that do we search the lists (as mimalloc does).
-            let next = (*block).next as usize;
-            let looks_free =
-                next == 0 || (next >= start && next < end && (next - start).is_multiple_of(bsize));
-            if looks_free {
-                let cap = (*page).capacity;
-                // acquire: the pushing threads wrote the blocks' links before their release CAS
-                let tf = ((*page).xthread_free.load(Acquire) & !3) as *mut Block;
-                if in_list((*page).free, block, cap)
-                    || in_list((*page).local_free, block, cap)
-                    || in_list(tf, block, cap)
-                {
-                    return double_free(p);
-                }
-            }
-        }
-        hosted::free(p)
+        Err(BadFree::NotBlockStart) => invalid_free(p, "not the start of a block"),
+        Err(BadFree::NotInBlocks(why)) => invalid_free(
+            p,
+            match why {
+                NotInBlocks::NotOurs => "not allocated by shardalloc",
+                NotInBlocks::NotInAPage => "not inside a page",
+                NotInBlocks::PageNotInUse => "in a page that is not in use: double free?",
+                NotInBlocks::OutsideBlocks => "outside the blocks of its page",
+            },
+        ),
     }
 }

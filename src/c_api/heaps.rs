@@ -10,11 +10,12 @@ use core::ffi::{c_char, c_void};
 use core::ptr;
 
 use super::semantics as s;
+use crate::collect::{heap_collect, Collect};
+use crate::first_class;
 use crate::global::{hosted, tls};
-use crate::heap::{self, Collect, RawHeap};
-use crate::page::Page;
-use crate::segment::checked_segment;
-use crate::size_class::{BIN_FULL, SMALL_PAGE_SIZE, WORD};
+use crate::heap::RawHeap;
+use crate::segment::checked_page;
+use crate::size_class::WORD;
 
 type H = *mut RawHeap;
 type P = *mut c_void;
@@ -28,7 +29,7 @@ unsafe fn owned(h: H) -> bool {
     unsafe {
         !h.is_null()
             && (*h).is_initialized()
-            && (*h).thread_id == (*hosted::heap_initialized()).thread_id
+            && (*h).owner == (*hosted::heap_initialized()).owner
     }
 }
 
@@ -64,24 +65,16 @@ pub(crate) fn reset_default_to_backing() {
 #[no_mangle]
 pub extern "C" fn mi_heap_new() -> H {
     let b = backing();
-    // SAFETY: `b` is ours (or the empty heap, checked); the new heap's memory is a block
-    // of the backing heap, big and aligned enough for a `RawHeap`.
+    // SAFETY: `b` is this thread's backing heap (or the empty heap, checked).
     unsafe {
         if !(*b).is_initialized() {
             return ptr::null_mut();
         }
-        let mem = crate::global::heap_alloc(
-            b,
-            core::mem::size_of::<RawHeap>(),
-            core::mem::align_of::<RawHeap>(),
-            false,
-        ) as H;
-        if mem.is_null() {
+        let h = first_class::heap_new(b);
+        if h.is_null() {
             super::set_errno(::libc::ENOMEM);
-            return mem;
         }
-        RawHeap::init(mem, (*b).tld);
-        mem
+        h
     }
 }
 
@@ -116,12 +109,10 @@ unsafe fn heap_release(h: H, destroy: bool) {
             tls::set(b);
         }
         if destroy {
-            heap::heap_destroy_pages(h);
+            first_class::heap_destroy(h);
         } else {
-            heap::heap_absorb(b, h);
+            first_class::heap_delete(h);
         }
-        heap::heap_unlink(h);
-        s::free(h as *mut u8);
     }
 }
 
@@ -165,7 +156,7 @@ pub unsafe extern "C" fn mi_heap_collect(h: H, force: bool) {
     // SAFETY: the caller's contract; only our own heaps are collected.
     unsafe {
         if owned(h) {
-            heap::heap_collect(
+            heap_collect(
                 h,
                 if force {
                     Collect::Force
@@ -291,33 +282,11 @@ heap_fns! {
 // ---------------------------------------------------------------------------------------
 // analysis
 
-/// The page of `p` if `p` points into the blocks of a page in use.
-fn page_of_ptr(p: *const c_void) -> Option<*mut Page> {
-    let segment = checked_segment(p as *const u8)?;
-    // SAFETY: the segment is live; its header and page table are readable.
-    unsafe {
-        let idx = (p as usize - segment as usize) >> (*segment).page_shift;
-        if idx >= (*segment).capacity {
-            return None;
-        }
-        let page = (*segment).page(idx);
-        if !(*page).segment_in_use {
-            return None;
-        }
-        let start = (*page).page_start as usize;
-        let end = start + (*page).capacity as usize * (*page).block_size;
-        if (p as usize) < start || p as usize >= end {
-            return None;
-        }
-        Some(page)
-    }
-}
-
 /// Whether `p` points into a block of a page of heap `h` (any pointer may be asked).
 #[no_mangle]
 pub extern "C" fn mi_heap_contains_block(h: H, p: *const c_void) -> bool {
     // SAFETY: a page in use has a live owner field.
-    !h.is_null() && page_of_ptr(p).is_some_and(|page| unsafe { (*page).heap() } == h)
+    !h.is_null() && checked_page(p as *const u8).is_ok_and(|page| unsafe { (*page).heap() } == h)
 }
 
 /// Whether `p` is the start of a block of heap `h` (any pointer may be asked).
@@ -326,13 +295,13 @@ pub extern "C" fn mi_heap_check_owned(h: H, p: *const c_void) -> bool {
     if h.is_null() || (p as usize) & (WORD - 1) != 0 {
         return false;
     }
-    match page_of_ptr(p) {
+    match checked_page(p as *const u8) {
         // SAFETY: the page is in use (checked), so its fields are meaningful.
-        Some(page) => unsafe {
+        Ok(page) => unsafe {
             (*page).heap() == h
                 && (p as usize - (*page).page_start as usize).is_multiple_of((*page).block_size)
         },
-        None => false,
+        Err(_) => false,
     }
 }
 
@@ -374,76 +343,22 @@ pub unsafe extern "C" fn mi_heap_visit_blocks(
         return false;
     };
     // SAFETY: the caller's contract; only our own heaps are visited. Collecting first
-    // makes every page's `used` and `free` list exact (delayed and remote frees applied).
+    // applies delayed and remote frees and frees empty pages.
     unsafe {
         if !owned(h) {
             return false;
         }
-        heap::heap_collect(h, Collect::Normal);
-        for bin in 0..=BIN_FULL {
-            let mut page = (*h).pages[bin].first;
-            while !page.is_null() {
-                let next = (*page).next;
-                (*page).collect(true);
-                if !visit_page(h, page, visit_blocks, visitor, arg) {
-                    return false;
-                }
-                page = next;
-            }
-        }
-    }
-    true
-}
-
-/// # Safety
-/// `page` is a page of `h`, owned by the calling thread, with its lists collected.
-unsafe fn visit_page(
-    h: H,
-    page: *mut Page,
-    visit_blocks: bool,
-    visitor: BlockVisitFun,
-    arg: P,
-) -> bool {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        let p = &*page;
-        let bsize = p.block_size;
-        let cap = p.capacity as usize;
-        let area = HeapArea {
-            blocks: p.page_start as P,
-            reserved: p.reserved as usize * bsize,
-            committed: cap * bsize,
-            used: p.used as usize,
-            block_size: bsize,
-            full_block_size: bsize,
-        };
-        let hc = h as *const c_void;
-        if !visitor(hc, &area, ptr::null_mut(), bsize, arg) {
-            return false;
-        }
-        if !visit_blocks || p.used == 0 {
-            return true;
-        }
-        // one bit per block of the page: set for free blocks (a 64 KiB page of 8-byte
-        // blocks has the most: 8192)
-        const MAX_BLOCKS: usize = SMALL_PAGE_SIZE / WORD;
-        if cap > MAX_BLOCKS {
-            return true;
-        }
-        let mut free_map = [0u64; MAX_BLOCKS / 64];
-        let mut b = p.free;
-        while !b.is_null() {
-            let i = (b as usize - p.page_start as usize) / bsize;
-            free_map[i / 64] |= 1 << (i % 64);
-            b = (*b).next;
-        }
-        for i in 0..cap {
-            if free_map[i / 64] & (1 << (i % 64)) == 0
-                && !visitor(hc, &area, p.page_start.add(i * bsize) as P, bsize, arg)
-            {
-                return false;
-            }
-        }
-        true
+        heap_collect(h, Collect::Normal);
+        first_class::heap_visit(h, visit_blocks, |area, block| {
+            let a = HeapArea {
+                blocks: area.blocks as P,
+                reserved: area.reserved,
+                committed: area.committed,
+                used: area.used,
+                block_size: area.block_size,
+                full_block_size: area.block_size,
+            };
+            visitor(h as *const c_void, &a, block as P, area.block_size, arg)
+        })
     }
 }

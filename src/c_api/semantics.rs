@@ -17,7 +17,6 @@ use core::ptr;
 use super::set_errno;
 use crate::global::hosted;
 use crate::heap::RawHeap;
-use crate::page::FLAG_HAS_ALIGNED;
 use crate::segment::{checked_segment, ptr_segment};
 use crate::size_class::{good_size, LARGE_OBJ_SIZE_MAX, SEGMENT_SIZE};
 
@@ -96,7 +95,7 @@ unsafe fn raw_alloc(heap: Option<*mut RawHeap>, size: usize, align: usize, zero:
 unsafe fn zero_tail(p: *mut u8, from: usize) {
     // SAFETY: the usable size bytes of a live block are ours to write.
     unsafe {
-        let usable = crate::alloc::usable_size(p);
+        let usable = crate::free::usable_size(p);
         if usable > from {
             ptr::write_bytes(p.add(from), 0, usable - from);
         }
@@ -153,8 +152,7 @@ unsafe fn raw_alloc_at(
         }
         // `p` points inside the block: mark its page so that `free` and `usable_size`
         // find the block start. The page belongs to our heap (we just allocated from it).
-        let page = (*ptr_segment(b)).page_of(b);
-        (*page).flags |= FLAG_HAS_ALIGNED;
+        crate::alloc::mark_aligned(b);
         let p = b.add(adjust);
         if zero {
             zero_tail(p, size);
@@ -182,7 +180,7 @@ unsafe fn raw_realloc_at(
         if p.is_null() {
             return raw_alloc_at(heap, new_size, align, offset, zero);
         }
-        let size = crate::alloc::usable_size(p);
+        let size = crate::free::usable_size(p);
         if new_size <= size
             && new_size >= size / 2
             && (p as usize).wrapping_add(offset) & (align - 1) == 0
@@ -291,7 +289,7 @@ pub(crate) unsafe fn mi_realloc(heap: Option<*mut RawHeap>, p: *mut u8, size: us
     // SAFETY: as the caller guarantees.
     unsafe {
         let h = heap_or_default(heap);
-        or_enomem(crate::alloc::realloc(h, (*h).thread_id, p, size, 1, false))
+        or_enomem(crate::alloc::realloc(h, (*h).owner, p, size, 1, false))
     }
 }
 
@@ -498,7 +496,7 @@ pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
         return 0;
     }
     // SAFETY: a live block of ours (the caller's contract, segment checked).
-    unsafe { crate::alloc::usable_size(p) }
+    unsafe { crate::free::usable_size(p) }
 }
 
 /// `mi_expand`: `p` when `size` fits in its block, else NULL (nothing moves).

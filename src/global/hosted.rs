@@ -7,10 +7,13 @@ use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::collect::{heap_collect, Collect};
 use crate::domain::Domain;
-use crate::heap::{self, empty_heap, Collect, RawHeap, ThreadData};
+use crate::first_class;
+use crate::heap::{empty_heap, heap_check, RawHeap};
 use crate::source::Mmap;
 use crate::stats::Stats;
+use crate::thread::{self, ThreadData};
 
 static MMAP: Mmap = Mmap;
 
@@ -33,11 +36,11 @@ pub(crate) fn default_heap() -> *mut RawHeap {
     super::tls::get()
 }
 
-/// The calling thread's owner token (`NO_THREAD` before its first allocation).
+/// The calling thread's owner token (`NO_OWNER` before its first allocation).
 #[inline(always)]
-fn thread_id() -> usize {
+fn owner() -> usize {
     // SAFETY: the default heap is live (or the static empty heap).
-    unsafe { (*default_heap()).thread_id }
+    unsafe { (*default_heap()).owner }
 }
 
 /// The pthread key whose destructor runs `thread_done`; `usize::MAX` until made.
@@ -57,34 +60,11 @@ unsafe extern "C" fn thread_done_cb(td: *mut libc::c_void) {
 /// `td` is the calling thread's data, and the thread uses its heaps no more.
 unsafe fn thread_done_td(td: *mut ThreadData) {
     super::tls::set(empty_heap());
-    // SAFETY: as the caller guarantees.
+    // SAFETY: as the caller guarantees; first-class heaps that outlive the thread become
+    // inert (allocation returns null), not dangling.
     unsafe {
-        let tld = ptr::addr_of_mut!((*td).tld);
-        // first-class heaps that outlive the thread become unusable, not dangling
-        let mut h = (*tld).heaps;
-        let backing = (*tld).heap_backing;
-        heap::thread_done(tld);
-        while !h.is_null() {
-            let next = (*h).next;
-            if h != backing {
-                detach_heap(h);
-            }
-            h = next;
-        }
-        DOMAIN.thread_data_free(td);
-    }
-}
-
-/// Makes a first-class heap inert after its thread is done: allocations return null.
-///
-/// # Safety
-/// `h` is a heap of the exiting thread, already abandoned.
-unsafe fn detach_heap(h: *mut RawHeap) {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        (*h).tld = ptr::null_mut();
-        (*h).thread_id = heap::NO_THREAD;
-        (*h).pages_direct = [heap::empty_page(); crate::size_class::PAGES_DIRECT];
+        thread::thread_done(ptr::addr_of_mut!((*td).tld));
+        thread::thread_data_free(&DOMAIN, td);
     }
 }
 
@@ -126,8 +106,7 @@ fn thread_init() -> *mut RawHeap {
             libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child))
         };
     });
-    // SAFETY: DOMAIN is a static.
-    let td = unsafe { DOMAIN.thread_data_alloc() };
+    let td = thread::thread_data_alloc(&DOMAIN);
     if td.is_null() {
         return cur;
     }
@@ -203,7 +182,7 @@ pub unsafe fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
     // SAFETY: as the caller guarantees.
-    unsafe { crate::free::free(p, thread_id()) }
+    unsafe { crate::free::free(p, owner()) }
 }
 
 /// Re-allocates to `new_size` bytes aligned to `align`; null on failure (`p` stays valid).
@@ -213,7 +192,7 @@ pub unsafe fn free(p: *mut u8) {
 pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize, zero: bool) -> *mut u8 {
     let heap = heap_initialized();
     // SAFETY: `heap` is ours; `p` as the caller guarantees.
-    unsafe { crate::alloc::realloc(heap, (*heap).thread_id, p, new_size, align, zero) }
+    unsafe { crate::alloc::realloc(heap, (*heap).owner, p, new_size, align, zero) }
 }
 
 /// The usable size of a block of this allocator.
@@ -222,7 +201,7 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize, zero: bool) -> 
 /// `p` is a live block of this allocator.
 pub unsafe fn usable_size(p: *const u8) -> usize {
     // SAFETY: as the caller guarantees.
-    unsafe { crate::alloc::usable_size(p) }
+    unsafe { crate::free::usable_size(p) }
 }
 
 /// Frees empty pages of the calling thread and purges expired memory; `force` purges
@@ -240,7 +219,7 @@ pub fn collect(force: bool) {
         unsafe {
             let mut heap = (*(*h).tld).heaps;
             while !heap.is_null() {
-                heap::heap_collect(heap, mode);
+                heap_collect(heap, mode);
                 heap = (*heap).next;
             }
         }
@@ -268,7 +247,7 @@ pub fn check() {
     // SAFETY: live or the empty heap; the thread owns it.
     unsafe {
         if (*h).is_initialized() {
-            heap::heap_check(h);
+            heap_check(h);
         }
     }
 }
@@ -319,7 +298,7 @@ unsafe impl GlobalAlloc for ShardAlloc {
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let heap = heap_initialized();
         // SAFETY: `heap` is ours; `p` is live with `layout`.
-        unsafe { super::heap_realloc(heap, (*heap).thread_id, p, layout, new_size) }
+        unsafe { super::heap_realloc(heap, (*heap).owner, p, layout, new_size) }
     }
 }
 
@@ -345,24 +324,17 @@ impl Heap {
     /// A new heap owned by the calling thread, or `None` when out of memory.
     pub fn try_new() -> Option<Heap> {
         let backing = heap_initialized();
-        // SAFETY: `backing` is ours; the new heap's memory is a block of it, big and
-        // aligned enough for a `RawHeap`.
+        // SAFETY: `backing` is this thread's heap (or the empty heap, checked).
         unsafe {
             if !(*backing).is_initialized() {
                 return None;
             }
-            let mem = super::heap_alloc(
-                backing,
-                core::mem::size_of::<RawHeap>(),
-                core::mem::align_of::<RawHeap>(),
-                false,
-            ) as *mut RawHeap;
-            if mem.is_null() {
+            let raw = first_class::heap_new(backing);
+            if raw.is_null() {
                 return None;
             }
-            RawHeap::init(mem, (*backing).tld);
             Some(Heap {
-                raw: mem,
+                raw,
                 _owner: PhantomData,
             })
         }
@@ -401,7 +373,7 @@ impl Heap {
             return ptr::null_mut();
         }
         // SAFETY: the heap is ours; `p` as the caller guarantees.
-        unsafe { crate::alloc::realloc(self.raw, thread_id(), p, new_size, align, false) }
+        unsafe { crate::alloc::realloc(self.raw, owner(), p, new_size, align, false) }
     }
 
     /// Whether `p` points into a live block of this heap.
@@ -419,12 +391,16 @@ impl Heap {
 
     /// Calls `f(block, size)` for every live block; stops early when `f` returns false.
     /// Returns whether every block was visited.
-    pub fn visit_blocks(&self, f: impl FnMut(*mut u8, usize) -> bool) -> bool {
+    pub fn visit_blocks(&self, mut f: impl FnMut(*mut u8, usize) -> bool) -> bool {
         if !self.live() {
             return true;
         }
-        // SAFETY: the heap is ours.
-        unsafe { heap::heap_visit_blocks(self.raw, f) }
+        // SAFETY: the heap is this thread's (`Heap` is `!Send`); `f` cannot reach it.
+        unsafe {
+            first_class::heap_visit(self.raw, true, |area, block| {
+                block.is_null() || f(block, area.block_size)
+            })
+        }
     }
 
     /// Frees empty pages of this heap (and, with `force`, purges at once).
@@ -436,32 +412,27 @@ impl Heap {
                 Collect::Normal
             };
             // SAFETY: the heap is ours.
-            unsafe { heap::heap_collect(self.raw, mode) };
+            unsafe { heap_collect(self.raw, mode) };
         }
     }
 
     /// Frees every block of the heap at once, and the heap.
     pub fn destroy(self) {
-        if self.live() {
-            // SAFETY: the heap is ours; the caller gives up all its blocks by destroying.
-            unsafe {
-                heap::heap_destroy_pages(self.raw);
-                heap::heap_unlink(self.raw);
-            }
+        let raw = self.raw;
+        let live = self.live();
+        core::mem::forget(self);
+        if live {
+            // SAFETY: the heap is this thread's; the caller gives up all its blocks.
+            unsafe { first_class::heap_destroy(raw) };
+        } else {
+            // SAFETY: its thread is done: only the struct, a block of ours, is left.
+            unsafe { free(raw as *mut u8) };
         }
-        self.release();
     }
 
     /// Frees the heap; its live blocks move to the thread's default heap.
     pub fn delete(self) {
         drop(self)
-    }
-
-    fn release(self) {
-        let raw = self.raw;
-        core::mem::forget(self);
-        // SAFETY: the heap struct is a block of the backing heap.
-        unsafe { free(raw as *mut u8) };
     }
 }
 
@@ -474,15 +445,12 @@ impl Default for Heap {
 impl Drop for Heap {
     fn drop(&mut self) {
         if self.live() {
-            // SAFETY: the heap and the backing heap are this thread's.
-            unsafe {
-                let backing = (*(*self.raw).tld).heap_backing;
-                heap::heap_absorb(backing, self.raw);
-                heap::heap_unlink(self.raw);
-            }
+            // SAFETY: the heap is this thread's; its blocks stay valid in the backing heap.
+            unsafe { first_class::heap_delete(self.raw) };
+        } else {
+            // SAFETY: its thread is done: only the struct, a block of ours, is left.
+            unsafe { free(self.raw as *mut u8) };
         }
-        // SAFETY: the heap struct is a block of the backing heap.
-        unsafe { free(self.raw as *mut u8) };
     }
 }
 

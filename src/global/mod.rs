@@ -38,15 +38,15 @@ pub(crate) unsafe fn heap_alloc(
 /// Re-allocates for `GlobalAlloc::realloc`.
 ///
 /// # Safety
-/// As `GlobalAlloc::realloc`, with `heap`/`tid` the caller's.
+/// As `GlobalAlloc::realloc`, with `heap`/`owner` the caller's heap and owner token.
 #[inline]
 pub(crate) unsafe fn heap_realloc(
     heap: *mut RawHeap,
-    tid: usize,
+    owner: usize,
     p: *mut u8,
     layout: Layout,
     new_size: usize,
 ) -> *mut u8 {
     // SAFETY: as the caller guarantees.
-    unsafe { crate::alloc::realloc(heap, tid, p, new_size, layout.align(), false) }
+    unsafe { crate::alloc::realloc(heap, owner, p, new_size, layout.align(), false) }
 }

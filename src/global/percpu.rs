@@ -9,10 +9,13 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
+use crate::collect::{heap_collect, Collect};
 use crate::domain::Domain;
-use crate::heap::{self, Collect, RawHeap};
+use crate::heap::{heap_check, RawHeap};
+use crate::segment::{ptr_segment, NO_OWNER};
 use crate::source::PageSource;
 use crate::stats::Stats;
+use crate::thread::thread_data_alloc;
 
 /// The kernel's side of per-CPU heaps.
 ///
@@ -123,9 +126,11 @@ impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
         if !heap.is_null() {
             return heap;
         }
-        // SAFETY: `self` lives in a static (a global allocator), so the domain outlives
-        // the heap; only this CPU touches its slot, with interrupts off.
-        let td = unsafe { self.domain.thread_data_alloc() };
+        // SAFETY: `self` lives in a static (a global allocator: `GlobalAlloc` is only used
+        // through one), so the domain outlives the heap and never moves.
+        let domain: &'static Domain = unsafe { &*(&self.domain as *const Domain) };
+        // only this CPU touches its slot, with interrupts off
+        let td = thread_data_alloc(domain);
         if td.is_null() {
             return ptr::null_mut();
         }
@@ -135,9 +140,9 @@ impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
         heap
     }
 
-    /// The current CPU's owner token (`NO_THREAD` before its heap exists).
+    /// The current CPU's owner token (`NO_OWNER` before its heap exists).
     #[inline]
-    fn current_tid(&self) -> usize {
+    fn current_owner(&self) -> usize {
         let idx = self.cpu.cpu_index();
         let heap = if idx < N {
             self.heaps[idx].load(Ordering::Relaxed)
@@ -145,10 +150,10 @@ impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
             ptr::null_mut()
         };
         if heap.is_null() {
-            heap::NO_THREAD
+            NO_OWNER
         } else {
             // SAFETY: a CPU's heap stays alive.
-            unsafe { (*heap).thread_id }
+            unsafe { (*heap).owner }
         }
     }
 
@@ -166,7 +171,7 @@ impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
                 Collect::Normal
             };
             // SAFETY: the current CPU owns `heap`, and nothing else on it runs meanwhile.
-            unsafe { heap::heap_collect(heap, mode) };
+            unsafe { heap_collect(heap, mode) };
         })
     }
 
@@ -176,7 +181,7 @@ impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
     /// `p` is a live block allocated by this allocator.
     pub unsafe fn usable_size(&self, p: *const u8) -> usize {
         // SAFETY: as the caller guarantees.
-        unsafe { crate::alloc::usable_size(p) }
+        unsafe { crate::free::usable_size(p) }
     }
 
     /// Checks the current CPU's heap invariants (debug builds; a no-op in release).
@@ -185,7 +190,7 @@ impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
             let heap = self.heap();
             if !heap.is_null() {
                 // SAFETY: the current CPU owns `heap`.
-                unsafe { heap::heap_check(heap) };
+                unsafe { heap_check(heap) };
             }
         })
     }
@@ -228,20 +233,16 @@ unsafe impl<C: CpuLocal, const N: usize> GlobalAlloc for PerCpuAlloc<C, N> {
         // and "ours" is checked again under the guard below.
         // SAFETY: `p` is a live block of ours (GlobalAlloc contract), so its segment
         // header is readable.
-        let owner = unsafe {
-            (*crate::segment::ptr_segment(p))
-                .thread_id
-                .load(Ordering::Relaxed)
-        };
-        if owner != self.current_tid() {
-            // SAFETY: `NO_THREAD` owns no segment: this takes the atomic path.
-            unsafe { crate::free::free(p, heap::NO_THREAD) };
+        let owner = unsafe { (*ptr_segment(p)).owner.load(Ordering::Relaxed) };
+        if owner != self.current_owner() {
+            // SAFETY: `NO_OWNER` owns no segment: this takes the atomic path.
+            unsafe { crate::free::free(p, NO_OWNER) };
             return;
         }
         self.cpu.without_interrupts(|| {
-            let tid = self.current_tid();
+            let owner = self.current_owner();
             // SAFETY: `p` is a live block of ours (GlobalAlloc contract).
-            unsafe { crate::free::free(p, tid) }
+            unsafe { crate::free::free(p, owner) }
         })
     }
 
@@ -252,7 +253,7 @@ unsafe impl<C: CpuLocal, const N: usize> GlobalAlloc for PerCpuAlloc<C, N> {
                 return ptr::null_mut();
             }
             // SAFETY: the current CPU owns `heap`; `p` is live with `layout`.
-            unsafe { super::heap_realloc(heap, (*heap).thread_id, p, layout, new_size) }
+            unsafe { super::heap_realloc(heap, (*heap).owner, p, layout, new_size) }
         })
     }
 }

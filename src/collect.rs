@@ -1,0 +1,67 @@
+//! Collection of a heap: apply delayed and remote frees, free empty pages, purge expired
+//! memory; forced collection purges at once and frees abandoned segments that emptied;
+//! abandoning collection detaches every page from the heap (its thread is done).
+
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+use crate::abandon::abandoned_collect;
+use crate::free::{heap_collect_retired, heap_delayed_free};
+use crate::heap::{for_each_page, page_sync_stats, RawHeap};
+use crate::page::Delayed;
+use crate::page_queue::page_free;
+use crate::segment::segments_purge;
+
+/// How a heap collection goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Collect {
+    /// Free empty pages, purge what is due.
+    Normal,
+    /// Also purge everything unused at once, and collect abandoned segments.
+    Force,
+    /// The thread is done: also detach every page from the heap.
+    Abandon,
+}
+
+/// Collects the heap (see [`Collect`]).
+///
+/// # Safety
+/// `heap` is the calling thread's initialised heap.
+pub(crate) unsafe fn heap_collect(heap: *mut RawHeap, mode: Collect) {
+    // SAFETY: the caller owns the heap, its pages and its thread's segments.
+    unsafe {
+        let force = mode != Collect::Normal;
+        if mode == Collect::Abandon {
+            // no remote thread may use our delayed list from now on
+            for_each_page(heap, |page, _| {
+                (*page).use_delayed_free(Delayed::NeverDelayedFree, false)
+            });
+        }
+        heap_delayed_free(heap, true);
+        heap_collect_retired(heap, force);
+        for_each_page(heap, |page, bin| {
+            (*page).collect(force);
+            if (*page).all_free() {
+                page_free(heap, page, bin);
+            } else {
+                page_sync_stats(page, &mut *(*heap).tld);
+            }
+        });
+        let tld = &mut *(*heap).tld;
+        tld.flush_stats();
+        if mode == Collect::Abandon {
+            for_each_page(heap, |page, bin| {
+                (*heap).queue_remove(page, bin);
+                (*page).xheap.store(ptr::null_mut(), Ordering::Release);
+            });
+        }
+        // a dying thread leaves pending purges to whoever takes its segments over
+        segments_purge(&mut tld.segments, mode == Collect::Force);
+        let domain = tld.domain();
+        // (not when abandoning: a dying thread should not walk every abandoned segment)
+        if mode == Collect::Force && domain.abandoned.count() > 0 {
+            abandoned_collect(&domain.abandoned);
+        }
+        domain.os.cache_collect(force);
+    }
+}

@@ -1,0 +1,309 @@
+//! Domain accounting above the page source, as mimalloc's `os.c`: every call the core
+//! makes into the [`PageSource`] goes through [`Os`], which keeps
+//! - the memory limit (bytes reserved from the source, capped),
+//! - the statistics of reserved, committed and purged bytes,
+//! - the segment-region cache (`cache`),
+//! - the clock and the purge delay.
+//!
+//! Nothing here knows segments, pages or heaps: it deals in regions and byte ranges.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+
+use crate::cache::{Cached, RegionCache};
+use crate::source::{PageSource, Region, SourceConfig};
+use crate::stats::AtomicStats;
+
+/// Default purge delay, in milliseconds (with a clock).
+pub const DEFAULT_PURGE_DELAY: i64 = 10;
+/// Default purge delay without a clock, in allocation slow-path events (of all heaps).
+pub const DEFAULT_PURGE_DELAY_TICKS: i64 = 1000;
+
+/// A page source with its accounting. See the module documentation.
+///
+/// Invariants: `reserved` = bytes of the live regions from `alloc` (cached ones included)
+/// and never more than a non-zero `limit` (except when the limit was lowered below it);
+/// `stats.reserved` and `stats.committed` count the same regions, `committed` by what each
+/// caller reported committing.
+pub(crate) struct Os {
+    pub source: &'static dyn PageSource,
+    pub stats: AtomicStats,
+    cache: RegionCache,
+    /// Purge delay in time units of `now()`; negative = never purge.
+    purge_delay: AtomicI64,
+    /// Most bytes that may be reserved from the source (0 = no limit), and how many are.
+    limit: AtomicUsize,
+    reserved: AtomicUsize,
+    /// Milliseconds since some start; without a clock, time counts slow-path events.
+    clock: Option<fn() -> u64>,
+    ticks: AtomicUsize,
+}
+
+impl Os {
+    pub(crate) const fn new(source: &'static dyn PageSource, clock: Option<fn() -> u64>) -> Self {
+        Os {
+            source,
+            stats: AtomicStats::new(),
+            cache: RegionCache::new(),
+            purge_delay: AtomicI64::new(if clock.is_some() {
+                DEFAULT_PURGE_DELAY
+            } else {
+                DEFAULT_PURGE_DELAY_TICKS
+            }),
+            limit: AtomicUsize::new(0),
+            reserved: AtomicUsize::new(0),
+            clock,
+            ticks: AtomicUsize::new(0),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn config(&self) -> SourceConfig {
+        self.source.config()
+    }
+
+    /// The OS page size, at least 4 KiB.
+    #[inline]
+    pub(crate) fn page_size(&self) -> usize {
+        self.config().page_size.max(4096)
+    }
+
+    /// Domain time: milliseconds with a clock, else a count of slow-path events.
+    pub(crate) fn now(&self) -> u64 {
+        match self.clock {
+            Some(c) => c(),
+            None => self.ticks.load(Ordering::Relaxed) as u64,
+        }
+    }
+
+    /// Advances clock-less time (called on allocation slow paths).
+    pub(crate) fn tick(&self) {
+        if self.clock.is_none() {
+            self.ticks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn purge_delay(&self) -> i64 {
+        self.purge_delay.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_purge_delay(&self, delay: i64) {
+        self.purge_delay.store(delay, Ordering::Relaxed)
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_limit(&self, bytes: usize) {
+        self.limit.store(bytes, Ordering::Relaxed)
+    }
+
+    pub(crate) fn reserved(&self) -> usize {
+        self.reserved.load(Ordering::Relaxed)
+    }
+
+    /// Counts `bytes` more as reserved if that stays within the limit.
+    pub(crate) fn reserve_within_limit(&self, bytes: usize) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        let prev = self.reserved.fetch_add(bytes, Ordering::Relaxed);
+        if limit != 0 && prev.saturating_add(bytes) > limit {
+            self.reserved.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    pub(crate) fn unreserve(&self, bytes: usize) {
+        self.reserved.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// A region of at least `size` bytes aligned to `align` from the source, within the
+    /// limit (cached regions are given back first when they stand in the way). A committed
+    /// region counts as committed in full. `None` when out of memory or past the limit.
+    ///
+    /// # Safety
+    /// `size` is a non-zero multiple of the allocation granularity, `align` a power of two
+    /// at least the OS page size.
+    pub(crate) unsafe fn alloc(&self, size: usize, align: usize, commit: bool) -> Option<Region> {
+        if !self.reserve_within_limit(size) {
+            self.cache_collect(true);
+            if !self.reserve_within_limit(size) {
+                return None;
+            }
+        }
+        // SAFETY: as the caller guarantees.
+        let Some(region) = (unsafe { self.source.alloc(size, align, commit) }) else {
+            self.unreserve(size);
+            return None;
+        };
+        if region.size != size {
+            // the source rounded up: count what it really gave
+            self.reserved.fetch_add(region.size, Ordering::Relaxed);
+            self.unreserve(size);
+        }
+        self.stats.reserved.add(region.size as i64);
+        if region.committed {
+            self.stats.committed.add(region.size as i64);
+        }
+        Some(region)
+    }
+
+    /// Gives a region back to the source; `committed` is how many of its bytes are counted
+    /// as committed.
+    ///
+    /// # Safety
+    /// `ptr`/`size` are exactly a live region from `alloc`, unused from now on.
+    pub(crate) unsafe fn free(&self, ptr: NonNull<u8>, size: usize, committed: usize) {
+        self.stats.committed.sub(committed as i64);
+        self.stats.reserved.sub(size as i64);
+        // SAFETY: as the caller guarantees.
+        unsafe { self.source.free(ptr, size) };
+        self.unreserve(size);
+    }
+
+    /// Commits a range; `Some(zeroed)` on success.
+    ///
+    /// # Safety
+    /// The range lies inside a live region from `alloc`.
+    pub(crate) unsafe fn commit(&self, ptr: NonNull<u8>, size: usize) -> Option<bool> {
+        // SAFETY: as the caller guarantees.
+        let zeroed = unsafe { self.source.commit(ptr, size) }.ok()?;
+        self.stats.committed.add(size as i64);
+        Some(zeroed)
+    }
+
+    /// Purges a range that holds no live data; returns whether it needs a recommit (it is
+    /// then no longer counted as committed).
+    ///
+    /// # Safety
+    /// The range lies inside a live region from `alloc` and holds no live data.
+    pub(crate) unsafe fn decommit(&self, ptr: NonNull<u8>, size: usize) -> bool {
+        // SAFETY: as the caller guarantees.
+        let needs_recommit = unsafe { self.source.decommit(ptr, size) };
+        if needs_recommit {
+            self.stats.committed.sub(size as i64);
+        }
+        self.stats
+            .purged
+            .fetch_add(size as i64, Ordering::Relaxed);
+        needs_recommit
+    }
+
+    /// Resizes a whole committed region with the source's `remap` (the limit is checked
+    /// for growth). On success the old region is gone and the new one is counted
+    /// (reserved and committed in full); `None` leaves everything as it was.
+    ///
+    /// # Safety
+    /// `ptr`/`old_size` are exactly a live, fully committed region from `alloc` that counts
+    /// `old_committed` committed bytes.
+    pub(crate) unsafe fn remap(
+        &self,
+        ptr: NonNull<u8>,
+        old_size: usize,
+        old_committed: usize,
+        new_size: usize,
+        align: usize,
+    ) -> Option<Region> {
+        if new_size > old_size && !self.reserve_within_limit(new_size - old_size) {
+            return None;
+        }
+        // SAFETY: as the caller guarantees.
+        let moved = unsafe { self.source.remap(ptr, old_size, new_size, align) };
+        let Some(r) = moved else {
+            if new_size > old_size {
+                self.unreserve(new_size - old_size);
+            }
+            return None;
+        };
+        // `reserved` now holds max(old, new) bytes for it: bring it to `r.size`
+        let held = old_size.max(new_size);
+        if r.size > held {
+            self.reserved.fetch_add(r.size - held, Ordering::Relaxed);
+        } else {
+            self.unreserve(held - r.size);
+        }
+        self.stats.reserved.add(r.size as i64 - old_size as i64);
+        self.stats
+            .committed
+            .add(r.size as i64 - old_committed as i64);
+        Some(r)
+    }
+
+    /// Tells the source whether the range will hold large blocks.
+    ///
+    /// # Safety
+    /// The range lies inside a live region from `alloc`.
+    pub(crate) unsafe fn advise_large_pages(&self, ptr: NonNull<u8>, size: usize, large: bool) {
+        // SAFETY: as the caller guarantees.
+        unsafe { self.source.advise_large_pages(ptr, size, large) }
+    }
+
+    /// A cached region of `min..=max` bytes (sources without reserve). It stays counted as
+    /// reserved, and counts as committed in full from now on.
+    pub(crate) fn cache_take(&self, min: usize, max: usize) -> Option<Region> {
+        let c = self.cache.take(min, max)?;
+        self.stats
+            .committed
+            .add(c.size as i64 - c.committed as i64);
+        Some(Region {
+            // SAFETY: cached regions came from the source, never null.
+            ptr: unsafe { NonNull::new_unchecked(c.ptr) },
+            size: c.size,
+            committed: true,
+            zeroed: false,
+        })
+    }
+
+    /// Keeps an unused region for reuse a while (ten purge delays), or gives it back to
+    /// the source when the cache is full (evicting the oldest).
+    ///
+    /// # Safety
+    /// As for `free`: the region is exactly one from `alloc`, unused from now on.
+    pub(crate) unsafe fn cache_put(&self, ptr: NonNull<u8>, size: usize, committed: usize) {
+        let delay = self.purge_delay().max(1) as u64;
+        let entry = Cached {
+            ptr: ptr.as_ptr(),
+            size,
+            committed,
+            expire: self.now().saturating_add(delay * 10),
+        };
+        if let Some(e) = self.cache.put(entry) {
+            // SAFETY: the cache handed it back, so it is ours and unused.
+            unsafe { self.free_cached(e) };
+        }
+    }
+
+    /// Gives cached regions whose delay ran out (all with `force`) back to the source.
+    pub(crate) fn cache_collect(&self, force: bool) {
+        if self.cache.is_empty() {
+            return; // the common case, without touching the lock
+        }
+        let now = self.now();
+        while let Some(e) = self.cache.take_expired(now, force) {
+            // SAFETY: taken out of the cache, so ours alone and unused.
+            unsafe { self.free_cached(e) };
+        }
+    }
+
+    /// # Safety
+    /// `e` was taken out of the cache.
+    unsafe fn free_cached(&self, e: Cached) {
+        // SAFETY: cached regions are whole regions from `alloc`, never null.
+        unsafe { self.free(NonNull::new_unchecked(e.ptr), e.size, e.committed) }
+    }
+
+    /// Before `fork()`: takes the cache's lock.
+    pub(crate) fn fork_lock(&self) {
+        self.cache.fork_lock();
+    }
+
+    /// After `fork()`: releases the lock taken by `fork_lock`.
+    ///
+    /// # Safety
+    /// `fork_lock` was called on this thread (in this process or its parent).
+    pub(crate) unsafe fn fork_release(&self) {
+        // SAFETY: as the caller guarantees.
+        unsafe { self.cache.fork_release() }
+    }
+}

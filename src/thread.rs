@@ -1,0 +1,116 @@
+//! Thread data: a thread's (or CPU's) heap context ([`Tld`]) and default heap, allocated
+//! together from the domain, and what happens when the thread is done: its heaps are
+//! collected and detached, and its segments that still hold live blocks are abandoned to
+//! the domain for other threads to reclaim.
+
+use core::ptr::{self, addr_of_mut, NonNull};
+
+use crate::abandon::segment_abandon;
+use crate::collect::{heap_collect, Collect};
+use crate::domain::Domain;
+use crate::heap::{RawHeap, Tld};
+
+/// A thread's data and its default heap, allocated together from the page source.
+///
+/// Invariant: `tld.heap_backing == &heap`, and `heap` is in `tld`'s list of heaps.
+#[repr(C)]
+pub(crate) struct ThreadData {
+    pub heap: RawHeap,
+    pub tld: Tld,
+}
+
+/// Bytes of a thread-data block from the source (whole OS pages).
+fn block_size(domain: &Domain) -> usize {
+    let cfg = domain.os.config();
+    let gran = cfg.alloc_granularity.max(cfg.page_size);
+    (core::mem::size_of::<ThreadData>() + gran - 1) & !(gran - 1)
+}
+
+/// Makes a thread's data (its `Tld` and backing heap), from the domain's cache of blocks
+/// or the source. Null when out of memory.
+pub(crate) fn thread_data_alloc(domain: &'static Domain) -> *mut ThreadData {
+    let td = match domain.thread_block_take() {
+        Some(b) => b.as_ptr() as *mut ThreadData,
+        None => {
+            let os = &domain.os;
+            let size = block_size(domain);
+            // SAFETY: `size` is a multiple of the granularity, the alignment the OS page.
+            let Some(region) = (unsafe { os.alloc(size, os.config().page_size, true) }) else {
+                return ptr::null_mut();
+            };
+            // SAFETY: the range is the region just allocated.
+            if !region.committed && unsafe { os.commit(region.ptr, size) }.is_none() {
+                // SAFETY: giving back the unused region.
+                unsafe { os.free(region.ptr, region.size, 0) };
+                return ptr::null_mut();
+            }
+            debug_assert!(region.size >= core::mem::size_of::<ThreadData>());
+            region.ptr.as_ptr() as *mut ThreadData
+        }
+    };
+    // SAFETY: `td` is a usable block of `size_of::<ThreadData>()` bytes, ours alone, and
+    // it never moves: the `Tld` may give out its address as the owner token.
+    unsafe {
+        let tld = addr_of_mut!((*td).tld);
+        let heap = addr_of_mut!((*td).heap);
+        ptr::write(tld, Tld::new(domain));
+        RawHeap::init(heap, tld);
+        (*tld).heap_backing = heap;
+    }
+    domain.os.stats.threads.add(1);
+    td
+}
+
+/// Returns the data of a thread that is done (after `thread_done`).
+///
+/// # Safety
+/// `td` came from `thread_data_alloc` of `domain` and is no longer used.
+pub(crate) unsafe fn thread_data_free(domain: &Domain, td: *mut ThreadData) {
+    domain.os.stats.threads.sub(1);
+    // SAFETY: `td` is not null (it came from `thread_data_alloc`).
+    let block = unsafe { NonNull::new_unchecked(td as *mut u8) };
+    // SAFETY: the block is unused (caller), word-aligned and large.
+    if unsafe { domain.thread_block_put(block) } {
+        return;
+    }
+    let size = block_size(domain);
+    // SAFETY: the block is a whole region of `size` bytes from `thread_data_alloc`,
+    // committed in full.
+    unsafe { domain.os.free(block, size, size) };
+}
+
+/// The thread (or CPU) is done: collects and detaches its heaps and hands its segments to
+/// the domain. Its first-class heaps become inert (allocation returns null; the caller
+/// still frees their structs); the thread data must not be used afterwards except to be
+/// freed.
+///
+/// # Safety
+/// `tld` is the calling thread's data.
+pub(crate) unsafe fn thread_done(tld: *mut Tld) {
+    // SAFETY: the calling thread owns its data, heaps and segments.
+    unsafe {
+        let mut heap = (*tld).heaps;
+        while !heap.is_null() {
+            let next = (*heap).next;
+            heap_collect(heap, Collect::Abandon);
+            heap = next;
+        }
+        let abandoned = &(*tld).domain().abandoned;
+        let segments = addr_of_mut!((*tld).segments);
+        crate::segment::SegmentsTld::for_each(segments, |s| {
+            if (*s).used > 0 {
+                segment_abandon(s, &mut *segments, abandoned);
+            }
+        });
+        debug_assert!((*segments).is_empty(), "segments left after thread done");
+        let backing = (*tld).heap_backing;
+        let mut heap = (*tld).heaps;
+        while !heap.is_null() {
+            let next = (*heap).next;
+            if heap != backing {
+                (*heap).detach();
+            }
+            heap = next;
+        }
+    }
+}
