@@ -4,7 +4,7 @@
 //! # Layers
 //!
 //! Each file imports only files of the layers below it, or earlier in its own row
-//! (checked by `scripts/layers.py`):
+//! (checked by `tests/layers.rs`):
 //!
 //! | layer | files |
 //! |---|---|

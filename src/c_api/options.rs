@@ -44,7 +44,7 @@ const OPTIONS: [(&str, i64); LAST] = [
     ("abandoned_page_decommit", 0),
     ("segment_reset", 0),
     ("eager_commit_delay", 1),
-    ("decommit_delay", crate::DEFAULT_PURGE_DELAY),
+    ("decommit_delay", crate::os::DEFAULT_PURGE_DELAY),
     ("use_numa_nodes", 0),
     ("limit_os_alloc", 0),
     ("os_tag", 100),

@@ -1,0 +1,256 @@
+//! The layers of `src/` hold: every `crate::…` path in a file names a module of a lower
+//! layer (or of the same directory), except the one named back-edge `page.rs -> heap.rs`.
+//! The layer order is the table of `src/lib.rs`; this test reads the sources, so a new
+//! upward import fails here with the file and the path that makes it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Layer rank of each file of `src/` (directory entries cover all files in them), bottom
+/// first. Same rank = same row of the table in `src/lib.rs`.
+const LAYERS: &[(&str, u32)] = &[
+    ("size_class.rs", 0),
+    ("stats.rs", 0),
+    ("list.rs", 0),
+    ("segment_map.rs", 1),
+    ("source/", 2),
+    ("cache.rs", 3),
+    ("os.rs", 4),
+    ("page.rs", 5),
+    ("segment.rs", 6),
+    ("abandon.rs", 7),
+    ("domain.rs", 8),
+    ("heap.rs", 9),
+    ("page_queue.rs", 10),
+    ("free.rs", 11),
+    ("collect.rs", 12),
+    ("alloc.rs", 13),
+    ("first_class.rs", 14),
+    ("thread.rs", 15),
+    ("global/", 16),
+    ("c_api/", 17),
+    ("lib.rs", 18),
+];
+
+/// The one deliberate upward edge (a page knows its owning heap, for delayed frees).
+const BACK_EDGE: (&str, &str) = ("page.rs", "heap.rs");
+
+fn rank(file: &str) -> (u32, &'static str) {
+    for &(name, r) in LAYERS {
+        if file == name || (name.ends_with('/') && file.starts_with(name)) {
+            return (r, name);
+        }
+    }
+    panic!("{file}: not in the layer table of tests/layers.rs (and src/lib.rs)");
+}
+
+fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rs_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The source without comments and string/char literals (so that paths in them do not
+/// count).
+fn code_only(src: &str) -> String {
+    let b = src.as_bytes();
+    let mut out = String::with_capacity(src.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'/' && b.get(i + 1) == Some(&b'/') {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+        } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            i += 2;
+            while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                i += 1;
+            }
+            i += 2;
+        } else if c == b'r' && (b.get(i + 1) == Some(&b'"') || b.get(i + 1) == Some(&b'#'))
+            && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'))
+        {
+            // raw string r"..." / r#"..."#
+            let mut j = i + 1;
+            let mut hashes = 0;
+            while b.get(j) == Some(&b'#') {
+                hashes += 1;
+                j += 1;
+            }
+            if b.get(j) != Some(&b'"') {
+                out.push(c as char);
+                i += 1;
+                continue;
+            }
+            j += 1;
+            loop {
+                if j >= b.len() {
+                    break;
+                }
+                if b[j] == b'"' && (0..hashes).all(|k| b.get(j + 1 + k) == Some(&b'#')) {
+                    j += 1 + hashes;
+                    break;
+                }
+                j += 1;
+            }
+            out.push_str("\"\"");
+            i = j;
+        } else if c == b'"' {
+            i += 1;
+            while i < b.len() && b[i] != b'"' {
+                if b[i] == b'\\' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            i += 1;
+            out.push_str("\"\"");
+        } else if c == b'\'' && b.get(i + 2) == Some(&b'\'') {
+            out.push_str("' '");
+            i += 3;
+        } else if c == b'\'' && b.get(i + 1) == Some(&b'\\') {
+            // '\n', '\x7f', '\u{..}'
+            i += 2;
+            while i < b.len() && b[i] != b'\'' {
+                i += 1;
+            }
+            i += 1;
+            out.push_str("' '");
+        } else {
+            out.push(c as char);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn ident(s: &[u8], mut i: usize) -> (String, usize) {
+    let start = i;
+    while i < s.len() && (s[i].is_ascii_alphanumeric() || s[i] == b'_') {
+        i += 1;
+    }
+    (String::from_utf8_lossy(&s[start..i]).into_owned(), i)
+}
+
+fn skip_ws(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && s[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    i
+}
+
+/// Parses the path after `crate::` at `i` into the module paths it names (a `{..}` group
+/// names several). Returns them as segment lists.
+fn paths(s: &[u8], i: usize, prefix: Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
+    let mut i = skip_ws(s, i);
+    if s.get(i) == Some(&b'{') {
+        i += 1;
+        loop {
+            i = skip_ws(s, i);
+            match s.get(i) {
+                Some(b'}') => return i + 1,
+                Some(b',') => i += 1,
+                None => return i,
+                _ => {
+                    let before = i;
+                    i = paths(s, i, prefix.clone(), out);
+                    if i == before {
+                        i += 1;
+                    }
+                }
+            }
+        }
+    }
+    let mut segs = prefix;
+    loop {
+        let (id, j) = ident(s, i);
+        if id.is_empty() {
+            out.push(segs);
+            return i;
+        }
+        segs.push(id);
+        i = skip_ws(s, j);
+        if s.get(i) == Some(&b':') && s.get(i + 1) == Some(&b':') {
+            i = skip_ws(s, i + 2);
+            if s.get(i) == Some(&b'{') {
+                return paths(s, i, segs, out);
+            }
+        } else {
+            out.push(segs);
+            return i;
+        }
+    }
+}
+
+#[test]
+fn core_layers_point_down() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rs_files(&src, &mut files);
+    // module path ("global::hosted") -> file ("global/hosted.rs")
+    let mut modules: BTreeMap<String, String> = BTreeMap::new();
+    for f in &files {
+        let rel = f.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
+        let m = rel.trim_end_matches(".rs").trim_end_matches("/mod").replace('/', "::");
+        modules.insert(m, rel);
+    }
+    let mut edges: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for f in &files {
+        let rel = f.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
+        let code = code_only(&std::fs::read_to_string(f).unwrap());
+        let s = code.as_bytes();
+        let mut at = 0;
+        while let Some(k) = code[at..].find("crate::") {
+            let pos = at + k;
+            at = pos + 7;
+            if pos > 0 && (s[pos - 1].is_ascii_alphanumeric() || s[pos - 1] == b'_') {
+                continue; // e.g. `$crate::`, `my_crate::`
+            }
+            let mut found = Vec::new();
+            paths(s, at, Vec::new(), &mut found);
+            for segs in found {
+                // the longest prefix that is a module; items of the crate root are lib.rs
+                let target = (1..=segs.len())
+                    .rev()
+                    .find_map(|n| modules.get(&segs[..n].join("::")).cloned())
+                    .unwrap_or_else(|| "lib.rs".to_string());
+                if target != rel {
+                    edges.insert((rel.clone(), target, segs.join("::")));
+                }
+            }
+        }
+    }
+    let mut wrong = Vec::new();
+    let mut back_edge_seen = false;
+    let mut listed = BTreeSet::new();
+    for (from, to, path) in &edges {
+        listed.insert(format!("{from} -> {to}"));
+        let (rf, gf) = rank(from);
+        let (rt, gt) = rank(to);
+        let same_dir = gf.ends_with('/') && gf == gt;
+        if (from.as_str(), to.as_str()) == BACK_EDGE {
+            back_edge_seen = true;
+            continue;
+        }
+        if !(rt < rf || same_dir) {
+            wrong.push(format!("{from} -> {to} (crate::{path})"));
+        }
+    }
+    eprintln!("{} edges between files of src/:", listed.len());
+    for e in &listed {
+        eprintln!("  {e}");
+    }
+    // the parser really saw the code: the core's known edges are there
+    assert!(listed.len() > 60, "only {} edges found: parser broken?", listed.len());
+    assert!(back_edge_seen, "the named back-edge page.rs -> heap.rs was not found");
+    for must in ["alloc.rs -> free.rs", "segment.rs -> os.rs", "thread.rs -> abandon.rs"] {
+        assert!(listed.contains(must), "edge {must} not found: parser broken?");
+    }
+    assert!(wrong.is_empty(), "imports pointing up a layer:\n{}", wrong.join("\n"));
+}
