@@ -8,8 +8,9 @@
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::os::Os;
 use crate::page::{Delayed, FLAG_IN_FULL};
-use crate::segment::{page_free, segment_purge, Segment, SegmentsTld};
+use crate::segment::{page_free, page_free_in, segment_purge, Segment, SegmentsTld};
 
 /// The abandoned segments of a domain: a stack under a spin lock.
 ///
@@ -96,16 +97,18 @@ pub(crate) unsafe fn segment_abandon(
     ctx: &mut SegmentsTld,
     abandoned: &Abandoned,
 ) {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        debug_assert!((*segment).used > 0);
-        ctx.disown(segment);
-        (*(*segment).os)
-            .stats
-            .abandoned
-            .fetch_add(1, Ordering::Relaxed);
-        abandoned.push(segment);
-    }
+    // SAFETY: `segment` is live and `ctx`'s, the calling thread's (the `# Safety` contract),
+    // so no other thread writes its header; only read here, and the reference ends before
+    // `disown` writes it.
+    let seg = unsafe { &*segment };
+    debug_assert!(seg.used > 0);
+    // SAFETY: `os` was set at the segment's creation from its owner's `&'static Os`.
+    let os: &'static Os = unsafe { &*seg.os };
+    // SAFETY: `segment` is a segment of `ctx` (the `# Safety` contract).
+    unsafe { ctx.disown(segment) };
+    os.stats.abandoned.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: just disowned, so no thread owns it, and the calling thread gives it up here.
+    unsafe { abandoned.push(segment) };
 }
 
 /// What `reclaim_one` did.
@@ -131,28 +134,37 @@ pub(crate) fn reclaim_one(ctx: &mut SegmentsTld, abandoned: &Abandoned) -> Recla
         return Reclaim::None;
     };
     ctx.os().stats.reclaimed.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: popping gave us the abandoned segment to ourselves; its pages in use have
-    // no heap, so only remote frees (atomic) touch them meanwhile.
-    unsafe {
-        ctx.adopt(segment);
-        let seg = &mut *segment;
-        for i in 0..seg.capacity {
-            let page = seg.page(i);
-            if !(*page).segment_in_use {
-                continue;
-            }
-            // the page was never-delayed while abandoned; it has no heap to notify
-            (*page).use_delayed_free(Delayed::NoDelayedFree, true);
-            (*page).collect(false);
-            (*page).flags &= !FLAG_IN_FULL;
-            if (*page).all_free() && page_free(page) {
-                return Reclaim::Freed; // that was its last page
-            }
+    // SAFETY: popping gave us the abandoned segment to ourselves: live, owned by no one.
+    unsafe { ctx.adopt(segment) };
+    // SAFETY: the segment is live and now the calling thread's; `capacity` is fixed at its
+    // creation.
+    let capacity = unsafe { (*segment).capacity };
+    for i in 0..capacity {
+        // SAFETY: `i < capacity`; the temporary `&Segment` ends at once.
+        let page = unsafe { (*segment).page(i) };
+        // SAFETY: the page metadata lies in the header of our live segment. Its pages in use
+        // have no heap, so only remote frees touch them meanwhile, and only `xthread_free`,
+        // atomically. The reference is not used once the page is given back.
+        let pg = unsafe { &mut *page };
+        if !pg.segment_in_use {
+            continue;
         }
-        ctx.requeue(segment);
-        seg.check();
-        Reclaim::Kept(segment)
+        // the page was never-delayed while abandoned; it has no heap to notify
+        pg.use_delayed_free(Delayed::NoDelayedFree, true);
+        // SAFETY: the calling thread owns the page's segment now.
+        unsafe { pg.collect(false) };
+        pg.flags &= !FLAG_IN_FULL;
+        // SAFETY: the page is in use, in no heap queue, and all its blocks are free; its
+        // segment is `ctx`'s (adopted above), and `ctx` is passed down.
+        if pg.all_free() && unsafe { page_free_in(Some(&mut *ctx), page) } {
+            return Reclaim::Freed; // that was its last page
+        }
     }
+    // SAFETY: the segment is live (not freed above) and `ctx`'s.
+    unsafe { ctx.requeue(segment) };
+    // SAFETY: the segment is the calling thread's.
+    unsafe { (*segment).check() };
+    Reclaim::Kept(segment)
 }
 
 /// Collects the abandoned segments: frees those whose blocks were all freed meanwhile and
@@ -164,35 +176,45 @@ pub(crate) fn abandoned_collect(abandoned: &Abandoned) {
         let Some(segment) = abandoned.pop() else {
             break;
         };
-        // SAFETY: popped, so ours alone; its pages have no heap (only remote frees touch
-        // them, atomically), and no owner: freed pages do not go to any free queue.
-        unsafe {
-            let seg = &mut *segment;
-            let mut freed = false;
-            for i in 0..seg.capacity {
-                let page = seg.page(i);
-                if !(*page).segment_in_use {
-                    continue;
-                }
-                (*page).collect(false);
-                if (*page).all_free() && page_free(page) {
-                    freed = true;
-                    break;
-                }
+        // SAFETY: popped, so live and the calling thread's alone; `capacity` is fixed at
+        // the segment's creation.
+        let capacity = unsafe { (*segment).capacity };
+        let mut freed = false;
+        for i in 0..capacity {
+            // SAFETY: `i < capacity`; the temporary `&Segment` ends at once.
+            let page = unsafe { (*segment).page(i) };
+            // SAFETY: the page metadata lies in the header of the popped segment. Its pages
+            // have no heap, so only remote frees touch them meanwhile, and only
+            // `xthread_free`, atomically. The reference is not used once the page is given
+            // back.
+            let pg = unsafe { &mut *page };
+            if !pg.segment_in_use {
+                continue;
             }
-            if !freed {
-                segment_purge(segment, true);
-                seg.abandoned_next = keep;
-                keep = segment;
+            // SAFETY: the calling thread popped the page's segment, so it has it alone.
+            unsafe { pg.collect(false) };
+            // SAFETY: the page is in use, in no heap queue, and all its blocks are free;
+            // its segment was popped by the calling thread and has no owner, so no
+            // `SegmentsTld` is reached.
+            if pg.all_free() && unsafe { page_free(page) } {
+                freed = true;
+                break;
             }
+        }
+        if !freed {
+            // SAFETY: popped by the calling thread, which has it alone.
+            unsafe { segment_purge(segment, true) };
+            // SAFETY: still live (not freed) and ours alone; no reference into it is live.
+            unsafe { (*segment).abandoned_next = keep };
+            keep = segment;
         }
     }
     while !keep.is_null() {
-        // SAFETY: the segments of `keep` were popped by us and are still abandoned.
-        unsafe {
-            let next = (*keep).abandoned_next;
-            abandoned.push(keep);
-            keep = next;
-        }
+        // SAFETY: the segments of `keep` were popped by us and are still live and ours
+        // alone (abandoned, in no list but `keep`).
+        let next = unsafe { (*keep).abandoned_next };
+        // SAFETY: `keep` is abandoned (no owner), and the calling thread gives it up here.
+        unsafe { abandoned.push(keep) };
+        keep = next;
     }
 }

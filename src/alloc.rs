@@ -9,7 +9,7 @@ use core::sync::atomic::Ordering;
 use crate::abandon::{reclaim_one, Reclaim, RECLAIM_MAX};
 use crate::collect::{heap_collect, Collect};
 use crate::free::{heap_collect_retired, heap_delayed_free_partial, usable_size};
-use crate::heap::{heap_check, page_sync_stats, RawHeap};
+use crate::heap::{heap_check, page_sync_stats, OwnedHeap, RawHeap};
 use crate::page::{Delayed, Page, FLAG_HAS_ALIGNED};
 use crate::page_queue::page_to_full;
 use crate::segment::{self, kind_for, ptr_segment, SegmentKind};
@@ -19,23 +19,27 @@ use crate::size_class::*;
 /// when asked.
 ///
 /// # Safety
-/// The caller owns `page` and `page.free` is not null.
+/// The calling thread owns `page`, `page.free` is not null, and its blocks hold at least
+/// `size` bytes.
 #[inline(always)]
 unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
-    // SAFETY: as the caller guarantees; the block is free, so ours to hand out.
+    // SAFETY: the calling thread owns the page (caller), so nothing else writes it.
+    let page = unsafe { &mut *page };
+    let block = page.free;
+    // SAFETY: `block` is a free block of the page (not null, caller): ours to read and to
+    // hand out, at least `size` bytes long.
     unsafe {
-        let block = (*page).free;
-        (*page).free = (*block).next;
-        (*page).used += 1;
+        page.free = (*block).next;
         if zero {
-            if (*page).free_is_zero {
+            if page.free_is_zero {
                 (*block).next = ptr::null_mut();
             } else {
                 ptr::write_bytes(block as *mut u8, 0, size);
             }
         }
-        block as *mut u8
     }
+    page.used += 1;
+    block as *mut u8
 }
 
 /// Allocates `size <= SMALL_SIZE_MAX` bytes: a table load, a list pop and a store.
@@ -46,15 +50,17 @@ unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
 #[inline(always)]
 pub(crate) unsafe fn malloc_small(heap: *mut RawHeap, size: usize, zero: bool) -> *mut u8 {
     debug_assert!(size <= SMALL_SIZE_MAX);
-    // SAFETY: the table entry is a live page (or the empty page, whose `free` is null and
-    // which is never written); the caller owns the heap.
-    unsafe {
-        let page = (*heap).pages_direct[wsize_from_size(size)];
-        if (*page).free.is_null() {
-            return malloc_generic(heap, size, zero, 0);
-        }
-        page_pop(page, size, zero)
+    // SAFETY: the heap is the caller's (or the never-written empty heap); its direct-table
+    // entry is a live page of it, or the empty page, whose `free` is null.
+    let page = unsafe { (*heap).pages_direct[wsize_from_size(size)] };
+    // SAFETY: as above, the page is readable.
+    if unsafe { (*page).free.is_null() } {
+        // SAFETY: forwarding the caller's heap.
+        return unsafe { malloc_generic(heap, size, zero, 0) };
     }
+    // SAFETY: a page of the caller's heap with a free block of its size class, which
+    // holds `size` bytes (the table maps `size` to that class).
+    unsafe { page_pop(page, size, zero) }
 }
 
 /// Allocates `size` bytes aligned to `MAX_ALIGN_SIZE` when `size` is a multiple of it
@@ -65,10 +71,10 @@ pub(crate) unsafe fn malloc_small(heap: *mut RawHeap, size: usize, zero: bool) -
 #[inline(always)]
 pub(crate) unsafe fn malloc(heap: *mut RawHeap, size: usize, zero: bool) -> *mut u8 {
     if size <= SMALL_SIZE_MAX {
-        // SAFETY: as the caller guarantees.
+        // SAFETY: forwarding the caller's heap; `size` is small.
         unsafe { malloc_small(heap, size, zero) }
     } else {
-        // SAFETY: as the caller guarantees.
+        // SAFETY: forwarding the caller's heap.
         unsafe { malloc_generic(heap, size, zero, 0) }
     }
 }
@@ -86,75 +92,73 @@ pub(crate) unsafe fn malloc_generic(
     zero: bool,
     huge_align: usize,
 ) -> *mut u8 {
-    // SAFETY: the caller owns `heap`; `tld` is its thread's data.
+    // SAFETY: the heap is the caller's or the static empty heap: readable.
+    if !unsafe { (*heap).is_initialized() } {
+        return ptr::null_mut();
+    }
+    // SAFETY: an initialised heap of the calling thread (caller).
+    let heap = unsafe { OwnedHeap::new(heap) };
+    // SAFETY: the token proves the heap's thread context is live and ours.
+    let tld = unsafe { &mut *heap.tld() };
+    let os = &tld.domain().os;
+    if size > isize::MAX as usize - SEGMENT_SIZE {
+        os.stats.out_of_memory.fetch_add(1, Ordering::Relaxed);
+        return ptr::null_mut();
+    }
+    tld.heartbeat += 1;
+    let heartbeat = tld.heartbeat;
+    os.tick();
+    heap_delayed_free_partial(heap);
+    heap_collect_retired(heap, false);
+    if heartbeat % 16 == 0 {
+        // SAFETY: as above (no other reference to the context is alive here).
+        segment::segments_purge(unsafe { &mut (*heap.tld()).segments }, false);
+        os.cache_collect(false);
+    }
+    if cfg!(debug_assertions) && heartbeat % 4096 == 0 {
+        heap_check(heap);
+    }
+    let mut page = find_page(heap, size, huge_align);
+    if page.is_null() {
+        // out of memory: give everything unused back and try once more
+        heap_collect(heap, Collect::Force);
+        page = find_page(heap, size, huge_align);
+    }
+    if page.is_null() {
+        os.stats.out_of_memory.fetch_add(1, Ordering::Relaxed);
+        return ptr::null_mut();
+    }
+    // SAFETY: `find_page` returns a page of our heap with a free block, big enough for
+    // `size`; the heap's thread context is ours.
     unsafe {
-        if !(*heap).is_initialized() {
-            return ptr::null_mut();
-        }
-        if size > isize::MAX as usize - SEGMENT_SIZE {
-            (*(*heap).tld)
-                .domain()
-                .os
-                .stats
-                .out_of_memory
-                .fetch_add(1, Ordering::Relaxed);
-            return ptr::null_mut();
-        }
-        let tld = &mut *(*heap).tld;
-        tld.heartbeat += 1;
-        let os = &tld.domain().os;
-        os.tick();
-        heap_delayed_free_partial(heap);
-        heap_collect_retired(heap, false);
-        if tld.heartbeat % 16 == 0 {
-            segment::segments_purge(&mut tld.segments, false);
-            os.cache_collect(false);
-        }
-        if cfg!(debug_assertions) && tld.heartbeat % 4096 == 0 {
-            heap_check(heap);
-        }
-        let mut page = find_page(heap, size, huge_align);
-        if page.is_null() {
-            // out of memory: give everything unused back and try once more
-            heap_collect(heap, Collect::Force);
-            page = find_page(heap, size, huge_align);
-        }
-        if page.is_null() {
-            os.stats.out_of_memory.fetch_add(1, Ordering::Relaxed);
-            return ptr::null_mut();
-        }
         debug_assert!(!(*page).free.is_null());
         if cfg!(debug_assertions) {
             (*page).check();
             (*ptr_segment((*page).page_start)).check();
         }
         let p = page_pop(page, size, zero);
-        page_sync_stats(page, &mut *(*heap).tld);
+        page_sync_stats(page, &mut *heap.tld());
         p
     }
 }
 
-/// # Safety
-/// `heap` is the calling thread's initialised heap.
-unsafe fn find_page(heap: *mut RawHeap, size: usize, huge_align: usize) -> *mut Page {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        if size > LARGE_OBJ_SIZE_MAX || huge_align > 0 {
-            return huge_page_alloc(heap, size, huge_align);
-        }
-        find_free_page(heap, bin(size))
+/// A page of the heap with a free block for `size` bytes (a huge page aligned to
+/// `huge_align` when it is not 0). Null when out of memory.
+fn find_page(heap: OwnedHeap, size: usize, huge_align: usize) -> *mut Page {
+    if size > LARGE_OBJ_SIZE_MAX || huge_align > 0 {
+        return huge_page_alloc(heap, size, huge_align);
     }
+    find_free_page(heap, bin(size))
 }
 
 /// Finds a page with room in queue `bin`, moving full pages to the full queue, or takes a
 /// fresh one.
-///
-/// # Safety
-/// `heap` is the calling thread's initialised heap.
-unsafe fn find_free_page(heap: *mut RawHeap, bin: usize) -> *mut Page {
-    // SAFETY: the caller owns the heap; pages in its queues are its own.
+fn find_free_page(heap: OwnedHeap, bin: usize) -> *mut Page {
+    let h = heap.as_ptr();
+    // SAFETY: the token proves the heap is ours, and with it the pages in its queues and
+    // its thread context: nothing else writes them.
     unsafe {
-        let mut page = (*heap).pages[bin].first();
+        let mut page = (*h).pages[bin].first();
         while !page.is_null() {
             let next = (*page).links.next;
             (*page).collect(false);
@@ -167,7 +171,7 @@ unsafe fn find_free_page(heap: *mut RawHeap, bin: usize) -> *mut Page {
                 }
                 // out of memory committing more of a large page: try other pages
             }
-            page_sync_stats(page, &mut *(*heap).tld);
+            page_sync_stats(page, &mut *heap.tld());
             page_to_full(heap, page, bin);
             page = next;
         }
@@ -176,10 +180,10 @@ unsafe fn find_free_page(heap: *mut RawHeap, bin: usize) -> *mut Page {
             if page.is_null() {
                 return page;
             }
-        } else if (*heap).pages[bin].first() != page {
+        } else if (*h).pages[bin].first() != page {
             // keep the page with room first, where the direct table looks
-            (*heap).queue_remove(page, bin);
-            (*heap).queue_push(page);
+            (*h).queue_remove(page, bin);
+            (*h).queue_push(page);
         }
         (*page).retire_expire = 0;
         debug_assert!((*page).immediate_available());
@@ -188,51 +192,55 @@ unsafe fn find_free_page(heap: *mut RawHeap, bin: usize) -> *mut Page {
 }
 
 /// A fresh page for blocks of `block_size` (a huge page with its block aligned to
-/// `align` for `huge = Some(align)`), initialised for `heap`, with its first blocks, in its
-/// queue. Before asking the segment layer for a new page, the thread takes over segments
-/// of exited threads (their live pages go to its backing heap). Null when out of memory.
-///
-/// # Safety
-/// `heap` is the calling thread's initialised heap.
-unsafe fn page_fresh(heap: *mut RawHeap, block_size: usize, huge: Option<usize>) -> *mut Page {
-    // SAFETY: the caller owns the heap and its thread's data.
-    unsafe {
-        let tld = &mut *(*heap).tld;
-        let kind = if huge.is_some() {
-            SegmentKind::Huge
-        } else {
-            kind_for(block_size)
-        };
-        // Take over abandoned segments while there is no free page of this kind (a new
-        // large or huge page never comes from one, but emptied ones are freed on the way).
-        // Segments that turn out empty are freed and do not count.
-        let abandoned = &tld.domain().abandoned;
-        let mut reclaimed = 0;
-        while reclaimed < RECLAIM_MAX && !tld.segments.has_free_page(kind) {
-            match reclaim_one(&mut tld.segments, abandoned) {
-                Reclaim::Kept(segment) => {
-                    adopt_pages(tld.heap_backing, segment);
-                    reclaimed += 1;
-                }
-                Reclaim::Freed => {}
-                Reclaim::None => break,
+/// `align` for `huge = Some(align)`), initialised for the heap, with its first blocks, in
+/// its queue. Before asking the segment layer for a new page, the thread takes over
+/// segments of exited threads (their live pages go to its backing heap). Null when out of
+/// memory.
+fn page_fresh(heap: OwnedHeap, block_size: usize, huge: Option<usize>) -> *mut Page {
+    let kind = if huge.is_some() {
+        SegmentKind::Huge
+    } else {
+        kind_for(block_size)
+    };
+    // SAFETY: the token proves the heap's thread context is live and ours; no other
+    // reference to it is alive while this one is used.
+    let tld = unsafe { &mut *heap.tld() };
+    // Take over abandoned segments while there is no free page of this kind (a new large
+    // or huge page never comes from one, but emptied ones are freed on the way). Segments
+    // that turn out empty are freed and do not count.
+    let abandoned = &tld.domain().abandoned;
+    let mut reclaimed = 0;
+    while reclaimed < RECLAIM_MAX && !tld.segments.has_free_page(kind) {
+        match reclaim_one(&mut tld.segments, abandoned) {
+            Reclaim::Kept(segment) => {
+                // SAFETY: the backing heap of our thread is initialised and ours.
+                let backing = unsafe { OwnedHeap::new(tld.heap_backing) };
+                // SAFETY: the segment was just reclaimed by us.
+                unsafe { adopt_pages(backing, segment) };
+                reclaimed += 1;
             }
+            Reclaim::Freed => {}
+            Reclaim::None => break,
         }
-        let page = segment::page_alloc(&mut tld.segments, block_size, huge);
-        if page.is_null() {
-            return page;
-        }
+    }
+    let page = segment::page_alloc(&mut tld.segments, block_size, huge);
+    if page.is_null() {
+        return page;
+    }
+    // SAFETY: the page was just claimed for us: in use, in no queue, with no blocks; its
+    // segment is ours.
+    unsafe {
         let psize = segment::page_size(page);
         let bsize = if huge.is_some() { psize } else { block_size };
-        (*page).init(heap, bsize, psize);
+        (*page).init(heap.as_ptr(), bsize, psize);
         if !page_extend(page) {
             // out of memory committing its first blocks: give the page back
             segment::page_free(page);
             return ptr::null_mut();
         }
-        (*heap).queue_push(page);
-        page
+        (*heap.as_ptr()).queue_push(page);
     }
+    page
 }
 
 /// Gives the pages in use of a segment just reclaimed to `heap`. A first-class heap must
@@ -241,16 +249,17 @@ unsafe fn page_fresh(heap: *mut RawHeap, block_size: usize, huge: Option<usize>)
 ///
 /// # Safety
 /// `heap` is the calling thread's backing heap; `segment` was just reclaimed by it.
-unsafe fn adopt_pages(heap: *mut RawHeap, segment: *mut segment::Segment) {
-    // SAFETY: as the caller guarantees: the segment and its pages are ours, the pages in
-    // use have no heap and are in no queue.
-    unsafe {
-        let seg = &*segment;
-        for i in 0..seg.capacity {
+unsafe fn adopt_pages(heap: OwnedHeap, segment: *mut segment::Segment) {
+    // SAFETY: the segment was reclaimed by us (caller), so it and its pages are ours.
+    let seg = unsafe { &*segment };
+    for i in 0..seg.capacity {
+        // SAFETY: `i < capacity`; a reclaimed page in use has no heap and is in no queue,
+        // and its remote frees use no delayed list, so we may give it to our heap.
+        unsafe {
             let page = seg.page(i);
             if (*page).segment_in_use {
-                (*page).xheap.store(heap, Ordering::Release);
-                (*heap).queue_push(page);
+                (*page).xheap.store(heap.as_ptr(), Ordering::Release);
+                (*heap.as_ptr()).queue_push(page);
             }
         }
     }
@@ -262,35 +271,28 @@ unsafe fn adopt_pages(heap: *mut RawHeap, segment: *mut segment::Segment) {
 /// # Safety
 /// The calling thread owns `page`; its `free` list is empty and `capacity < reserved`.
 unsafe fn page_extend(page: *mut Page) -> bool {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        let p = &mut *page;
-        let blocks_end = (p.capacity as usize + p.extend_count()) * p.block_size;
-        if !segment::page_commit(page, blocks_end) {
-            return false;
-        }
-        p.extend_free();
-        true
+    // SAFETY: the calling thread owns the page (caller).
+    let blocks_end = unsafe { ((*page).capacity as usize + (*page).extend_count()) * (*page).block_size };
+    // SAFETY: the page is in use and its segment ours (caller).
+    if !unsafe { segment::page_commit(page, blocks_end) } {
+        return false;
     }
+    // SAFETY: the new blocks are committed now, `free` is empty and there is room (caller).
+    unsafe { (*page).extend_free() };
+    true
 }
 
 /// A huge page for one block of `size` bytes aligned to `align`, in the heap's huge queue.
-///
-/// # Safety
-/// `heap` is the calling thread's initialised heap.
-unsafe fn huge_page_alloc(heap: *mut RawHeap, size: usize, align: usize) -> *mut Page {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        let bsize = (size.max(1) + WORD - 1) & !(WORD - 1);
-        let page = page_fresh(heap, bsize, Some(align.max(MAX_ALIGN_SIZE)));
-        if page.is_null() {
-            return page;
-        }
-        // its one block is handed out at once: treat it as full, so a remote free goes
-        // to our delayed list and we learn about it
-        (*page).use_delayed_free(Delayed::UseDelayedFree, false);
-        page
+fn huge_page_alloc(heap: OwnedHeap, size: usize, align: usize) -> *mut Page {
+    let bsize = (size.max(1) + WORD - 1) & !(WORD - 1);
+    let page = page_fresh(heap, bsize, Some(align.max(MAX_ALIGN_SIZE)));
+    if !page.is_null() {
+        // its one block is handed out at once: treat it as full, so a remote free goes to
+        // our delayed list and we learn about it
+        // SAFETY: a fresh page of our heap; its delayed-free state is atomic.
+        unsafe { (*page).use_delayed_free(Delayed::UseDelayedFree, false) };
     }
+    page
 }
 
 // ---------------------------------------------------------------------------------------
@@ -323,41 +325,48 @@ pub(crate) unsafe fn malloc_aligned(
     zero: bool,
 ) -> *mut u8 {
     debug_assert!(align.is_power_of_two());
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        if align <= MAX_ALIGN_SIZE && size & (align - 1) == 0 && (size >= align || align <= WORD) {
-            return malloc(heap, size, zero);
-        }
-        // a small block that happens to be aligned already
-        if size <= SMALL_SIZE_MAX && align <= size {
-            let page = (*heap).pages_direct[wsize_from_size(size)];
-            let free = (*page).free;
-            if !free.is_null() && free as usize & (align - 1) == 0 {
-                return page_pop(page, size, zero);
-            }
-        }
-        if !(*heap).is_initialized() {
-            return ptr::null_mut();
-        }
-        let Some(padded) = size.checked_add(align - 1) else {
-            return ptr::null_mut();
-        };
-        if align <= OVERALLOC_ALIGN_MAX && padded <= LARGE_OBJ_SIZE_MAX {
-            let p = malloc(heap, padded, false);
-            if p.is_null() {
-                return p;
-            }
-            let aligned = ((p as usize + align - 1) & !(align - 1)) as *mut u8;
-            if aligned != p {
-                mark_aligned(p);
-            }
-            if zero {
-                ptr::write_bytes(aligned, 0, size);
-            }
-            return aligned;
-        }
-        malloc_generic(heap, size, zero, align)
+    if align <= MAX_ALIGN_SIZE && size & (align - 1) == 0 && (size >= align || align <= WORD) {
+        // SAFETY: forwarding the caller's heap.
+        return unsafe { malloc(heap, size, zero) };
     }
+    // a small block that happens to be aligned already
+    if size <= SMALL_SIZE_MAX && align <= size {
+        // SAFETY: as in `malloc_small`: the direct-table entry is a live page of the
+        // caller's heap or the never-written empty page.
+        let page = unsafe { (*heap).pages_direct[wsize_from_size(size)] };
+        // SAFETY: as above, readable.
+        let free = unsafe { (*page).free };
+        if !free.is_null() && free as usize & (align - 1) == 0 {
+            // SAFETY: a page of the caller's heap with a free block of `size`'s class.
+            return unsafe { page_pop(page, size, zero) };
+        }
+    }
+    // SAFETY: the caller's heap or the static empty heap: readable.
+    if !unsafe { (*heap).is_initialized() } {
+        return ptr::null_mut();
+    }
+    let Some(padded) = size.checked_add(align - 1) else {
+        return ptr::null_mut();
+    };
+    if align <= OVERALLOC_ALIGN_MAX && padded <= LARGE_OBJ_SIZE_MAX {
+        // SAFETY: forwarding the caller's heap.
+        let p = unsafe { malloc(heap, padded, false) };
+        if p.is_null() {
+            return p;
+        }
+        let aligned = ((p as usize + align - 1) & !(align - 1)) as *mut u8;
+        if aligned != p {
+            // SAFETY: `p` was just allocated from our own heap.
+            unsafe { mark_aligned(p) };
+        }
+        if zero {
+            // SAFETY: `aligned + size <= p + padded`: inside the block.
+            unsafe { ptr::write_bytes(aligned, 0, size) };
+        }
+        return aligned;
+    }
+    // SAFETY: forwarding the caller's heap.
+    unsafe { malloc_generic(heap, size, zero, align) }
 }
 
 /// Re-allocates `p` (null: allocate) to `new_size` bytes aligned to `align`; in place when
@@ -365,7 +374,7 @@ pub(crate) unsafe fn malloc_aligned(
 ///
 /// # Safety
 /// `heap` is the calling thread's heap, `owner` its owner token; `p` is null or a live
-/// block.
+/// block; `align` is a power of two.
 pub(crate) unsafe fn realloc(
     heap: *mut RawHeap,
     owner: usize,
@@ -374,17 +383,20 @@ pub(crate) unsafe fn realloc(
     align: usize,
     zero: bool,
 ) -> *mut u8 {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        if p.is_null() {
-            return malloc_aligned(heap, new_size, align, zero);
-        }
-        let size = usable_size(p);
-        if new_size <= size && new_size >= size / 2 && p as usize & (align - 1) == 0 {
-            return p;
-        }
-        // a huge block of ours grows or shrinks by remapping its segment: no copy
-        if new_size > LARGE_OBJ_SIZE_MAX && align <= MAX_ALIGN_SIZE && !zero {
+    if p.is_null() {
+        // SAFETY: forwarding the caller's heap.
+        return unsafe { malloc_aligned(heap, new_size, align, zero) };
+    }
+    // SAFETY: `p` is a live block (caller).
+    let size = unsafe { usable_size(p) };
+    if new_size <= size && new_size >= size / 2 && p as usize & (align - 1) == 0 {
+        return p;
+    }
+    // a huge block of ours grows or shrinks by remapping its segment: no copy
+    if new_size > LARGE_OBJ_SIZE_MAX && align <= MAX_ALIGN_SIZE && !zero {
+        // SAFETY: `p` is live (caller), so are its segment and page; the page is written
+        // only when its heap is ours (checked first).
+        unsafe {
             let segment = ptr_segment(p);
             let page = (*segment).page_of(p);
             if (*segment).kind == SegmentKind::Huge
@@ -403,16 +415,21 @@ pub(crate) unsafe fn realloc(
                 }
             }
         }
-        let q = malloc_aligned(heap, new_size, align, false);
-        if q.is_null() {
-            return q;
-        }
-        let keep = size.min(new_size);
+    }
+    // SAFETY: forwarding the caller's heap.
+    let q = unsafe { malloc_aligned(heap, new_size, align, false) };
+    if q.is_null() {
+        return q;
+    }
+    let keep = size.min(new_size);
+    // SAFETY: `p` holds `size` bytes and `q` at least `new_size`, and they are distinct
+    // blocks; `p` is given up by the caller (freed with our owner token).
+    unsafe {
         ptr::copy_nonoverlapping(p, q, keep);
         if zero && new_size > keep {
             ptr::write_bytes(q.add(keep), 0, new_size - keep);
         }
         crate::free::free(p, owner);
-        q
     }
+    q
 }

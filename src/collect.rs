@@ -7,7 +7,7 @@ use core::sync::atomic::Ordering;
 
 use crate::abandon::abandoned_collect;
 use crate::free::{heap_collect_retired, heap_delayed_free};
-use crate::heap::{for_each_page, page_sync_stats, RawHeap};
+use crate::heap::{for_each_page, page_sync_stats, OwnedHeap};
 use crate::page::Delayed;
 use crate::page_queue::page_free;
 use crate::segment::segments_purge;
@@ -24,44 +24,47 @@ pub(crate) enum Collect {
 }
 
 /// Collects the heap (see [`Collect`]).
-///
-/// # Safety
-/// `heap` is the calling thread's initialised heap.
-pub(crate) unsafe fn heap_collect(heap: *mut RawHeap, mode: Collect) {
-    // SAFETY: the caller owns the heap, its pages and its thread's segments.
-    unsafe {
-        let force = mode != Collect::Normal;
-        if mode == Collect::Abandon {
-            // no remote thread may use our delayed list from now on
-            for_each_page(heap, |page, _| {
-                (*page).use_delayed_free(Delayed::NeverDelayedFree, false)
-            });
-        }
-        heap_delayed_free(heap, true);
-        heap_collect_retired(heap, force);
-        for_each_page(heap, |page, bin| {
+pub(crate) fn heap_collect(heap: OwnedHeap, mode: Collect) {
+    let force = mode != Collect::Normal;
+    if mode == Collect::Abandon {
+        // no remote thread may use our delayed list from now on
+        for_each_page(heap, |page, _| {
+            // SAFETY: a page in our heap's queues is live; the state is atomic.
+            unsafe { (*page).use_delayed_free(Delayed::NeverDelayedFree, false) }
+        });
+    }
+    heap_delayed_free(heap, true);
+    heap_collect_retired(heap, force);
+    for_each_page(heap, |page, bin| {
+        // SAFETY: a page in our heap's queues is live and ours (the token), and so is the
+        // heap's thread context; a page with no block in use may be given back.
+        unsafe {
             (*page).collect(force);
             if (*page).all_free() {
                 page_free(heap, page, bin);
             } else {
-                page_sync_stats(page, &mut *(*heap).tld);
+                page_sync_stats(page, &mut *heap.tld());
+            }
+        }
+    });
+    // SAFETY: the token proves the heap's thread context is live and ours.
+    let tld = unsafe { &mut *heap.tld() };
+    tld.flush_stats();
+    if mode == Collect::Abandon {
+        for_each_page(heap, |page, bin| {
+            // SAFETY: the page is in our heap's queue `bin`; the heap's struct is ours.
+            unsafe {
+                (*heap.as_ptr()).queue_remove(page, bin);
+                (*page).xheap.store(ptr::null_mut(), Ordering::Release);
             }
         });
-        let tld = &mut *(*heap).tld;
-        tld.flush_stats();
-        if mode == Collect::Abandon {
-            for_each_page(heap, |page, bin| {
-                (*heap).queue_remove(page, bin);
-                (*page).xheap.store(ptr::null_mut(), Ordering::Release);
-            });
-        }
-        // a dying thread leaves pending purges to whoever takes its segments over
-        segments_purge(&mut tld.segments, mode == Collect::Force);
-        let domain = tld.domain();
-        // (not when abandoning: a dying thread should not walk every abandoned segment)
-        if mode == Collect::Force && domain.abandoned.count() > 0 {
-            abandoned_collect(&domain.abandoned);
-        }
-        domain.os.cache_collect(force);
     }
+    // a dying thread leaves pending purges to whoever takes its segments over
+    segments_purge(&mut tld.segments, mode == Collect::Force);
+    let domain = tld.domain();
+    // (not when abandoning: a dying thread should not walk every abandoned segment)
+    if mode == Collect::Force && domain.abandoned.count() > 0 {
+        abandoned_collect(&domain.abandoned);
+    }
+    domain.os.cache_collect(force);
 }

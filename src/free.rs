@@ -13,7 +13,7 @@
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-use crate::heap::{queue_bin_of, RawHeap};
+use crate::heap::{queue_bin_of, OwnedHeap};
 use crate::page::{Block, Page, FLAG_HAS_ALIGNED};
 use crate::page_queue::{page_free, page_unfull};
 use crate::segment::{checked_page, ptr_segment, NotInBlocks};
@@ -29,26 +29,29 @@ pub(crate) unsafe fn free(p: *mut u8, owner: usize) {
     if p.is_null() {
         return;
     }
-    let segment = ptr_segment(p);
-    // SAFETY: `p` is a live block (caller), so its segment and page are live.
-    unsafe {
-        debug_assert!(
-            (*segment).is_valid_cookie(),
-            "free of a pointer not from shardalloc"
-        );
-        let page = (*segment).page_of(p);
-        debug_assert!(
-            (*page).segment_in_use,
-            "free into a page not in use (double free?)"
-        );
-        debug_assert!(
-            (*page).flags & FLAG_HAS_ALIGNED != 0
-                || (p as usize - (*page).page_start as usize) % (*page).block_size == 0,
-            "free of a pointer inside a block"
-        );
-        let local = (*segment).owner.load(Ordering::Relaxed) == owner;
-        if local && (*page).flags == 0 {
-            // local free into a page that is neither full nor holds aligned blocks
+    // SAFETY: `p` is a live block (caller), so its segment is live: its header (and the
+    // page table in it) stays readable while the block lives.
+    let segment = unsafe { &*ptr_segment(p) };
+    debug_assert!(
+        segment.is_valid_cookie(),
+        "free of a pointer not from shardalloc"
+    );
+    // SAFETY: `p` points into one of the segment's pages.
+    let page = unsafe { segment.page_of(p) };
+    let local = segment.owner.load(Ordering::Relaxed) == owner;
+    // SAFETY (of the `flags` read): the page of a live block is live, and its owner (the
+    // calling thread, when `local`) is the only writer of `flags`.
+    if local && unsafe { (*page).flags } == 0 {
+        // local free into a page that is neither full nor holds aligned blocks
+        // SAFETY: the calling thread owns the page (`local`), so nothing else writes its
+        // `local_free` and `used`; the block is given up by the caller, so its first word
+        // is ours to write.
+        unsafe {
+            debug_assert!((*page).segment_in_use, "free into a page not in use");
+            debug_assert!(
+                (p as usize - (*page).page_start as usize) % (*page).block_size == 0,
+                "free of a pointer inside a block"
+            );
             let block = p as *mut Block;
             (*block).next = (*page).local_free;
             (*page).local_free = block;
@@ -56,9 +59,10 @@ pub(crate) unsafe fn free(p: *mut u8, owner: usize) {
             if (*page).used == 0 {
                 page_retire(page);
             }
-        } else {
-            free_generic(page, local, p);
         }
+    } else {
+        // SAFETY: as above; `local` says whether the calling thread owns the page.
+        unsafe { free_generic(page, local, p) };
     }
 }
 
@@ -67,21 +71,25 @@ pub(crate) unsafe fn free(p: *mut u8, owner: usize) {
 #[cold]
 #[inline(never)]
 unsafe fn free_generic(page: *mut Page, local: bool, p: *mut u8) {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        let block = if (*page).flags & FLAG_HAS_ALIGNED != 0 {
-            (*page).block_of(p)
-        } else {
-            p as *mut Block
-        };
-        if local {
-            if cfg!(debug_assertions) {
-                (*page).check();
-            }
-            free_block_local(page, block);
-        } else {
-            free_block_mt(page, block);
+    // SAFETY: the page of a live block is live; `FLAG_HAS_ALIGNED` is set before a pointer
+    // into a block is handed out, so any thread that frees one sees it.
+    let pg = unsafe { &*page };
+    let block = if pg.flags & FLAG_HAS_ALIGNED != 0 {
+        pg.block_of(p)
+    } else {
+        p as *mut Block
+    };
+    if local {
+        if cfg!(debug_assertions) {
+            // SAFETY: the calling thread owns the page (`local`).
+            unsafe { pg.check() };
         }
+        // SAFETY: the calling thread owns the page, which has a heap (pages in use by an
+        // owner are in its heap's queues); `block` is a live block of it.
+        unsafe { free_block_local(page, block) };
+    } else {
+        // SAFETY: `block` is a live block of the page, given up by the caller.
+        unsafe { free_block_mt(page, block) };
     }
 }
 
@@ -91,16 +99,22 @@ unsafe fn free_generic(page: *mut Page, local: bool, p: *mut u8) {
 /// # Safety
 /// The calling thread owns `page`, which has a heap; `block` is a live block of it.
 pub(crate) unsafe fn free_block_local(page: *mut Page, block: *mut Block) {
-    // SAFETY: as the caller guarantees.
-    unsafe {
+    // SAFETY: the calling thread owns the page (caller), so nothing else writes these
+    // fields; the block is given up by the caller, so its first word is ours.
+    let (used, in_full) = unsafe {
         (*block).next = (*page).local_free;
         (*page).local_free = block;
         (*page).used -= 1;
-        if (*page).used == 0 {
-            page_retire(page);
-        } else if (*page).in_full() {
-            page_unfull((*page).heap(), page);
-        }
+        ((*page).used, (*page).in_full())
+    };
+    if used == 0 {
+        // SAFETY: as above; the page has a heap (caller).
+        unsafe { page_retire(page) };
+    } else if in_full {
+        // SAFETY: whoever owns a page owns its heap, so the token holds.
+        let heap = unsafe { OwnedHeap::new((*page).heap()) };
+        // SAFETY: `page` is a page of that heap.
+        unsafe { page_unfull(heap, page) };
     }
 }
 
@@ -111,49 +125,53 @@ pub(crate) unsafe fn free_block_local(page: *mut Page, block: *mut Block) {
 /// # Safety
 /// `block` is a live block of `page`, given up by the caller.
 unsafe fn free_block_mt(page: *mut Page, block: *mut Block) {
-    // SAFETY: as the caller guarantees; the page outlives its live block.
-    unsafe {
-        if (*page).thread_free_push(block) {
-            return;
-        }
-        // The page is full and its owner waits for news. The heap stays alive while we
-        // are `DelayedFreeing` (its owner waits for us before it abandons or deletes the
-        // heap, see `Page::use_delayed_free`).
-        let heap = (*page).xheap.load(Ordering::Acquire);
-        if !heap.is_null() {
-            (*heap).push_delayed(block);
-        }
-        (*page).delayed_freeing_done();
-        if heap.is_null() {
-            // no heap to tell (cannot happen for a page in a full queue, which has a
-            // heap): keep the block by freeing it normally
-            free_block_mt(page, block);
-        }
+    // SAFETY: the page of a live block is live until the block is freed, and we only use
+    // its atomic fields (any thread may).
+    let pg = unsafe { &*page };
+    // SAFETY: `block` is a live block of the page, given up by the caller.
+    if unsafe { pg.thread_free_push(block) } {
+        return;
+    }
+    // The page is full and its owner waits for news. The heap stays alive while we are
+    // `DelayedFreeing` (its owner waits for us before it abandons or deletes the heap, see
+    // `Page::use_delayed_free`).
+    let heap = pg.xheap.load(Ordering::Acquire);
+    if !heap.is_null() {
+        // SAFETY: the heap is live (above); its delayed list is a lock-free stack that any
+        // thread may push to, and the block is ours to give.
+        unsafe { (*heap).push_delayed(block) };
+    }
+    pg.delayed_freeing_done();
+    if heap.is_null() {
+        // no heap to tell (cannot happen for a page in a full queue, which has a heap):
+        // keep the block by freeing it normally
+        // SAFETY: as above, the block is still ours to give.
+        unsafe { free_block_mt(page, block) };
     }
 }
 
 /// The owner frees the blocks that other threads freed into its full pages. Blocks whose
 /// freeing thread is still finishing stay for the next time, unless `all` (then we wait).
 ///
-/// # Safety
-/// `heap` is the calling thread's initialised heap.
-pub(crate) unsafe fn heap_delayed_free(heap: *mut RawHeap, all: bool) {
-    // SAFETY: the caller owns the heap; blocks on the list belong to pages of this heap.
-    unsafe {
-        loop {
-            let mut block = (*heap)
-                .thread_delayed_free
-                .swap(ptr::null_mut(), Ordering::Acquire);
-            if block.is_null() {
-                return;
-            }
-            let mut retry = false;
-            while !block.is_null() {
+pub(crate) fn heap_delayed_free(heap: OwnedHeap, all: bool) {
+    // SAFETY: the token proves the heap is live and ours; `thread_delayed_free` is atomic.
+    let h = unsafe { &*heap.as_ptr() };
+    loop {
+        let mut block = h.thread_delayed_free.swap(ptr::null_mut(), Ordering::Acquire);
+        if block.is_null() {
+            return;
+        }
+        let mut retry = false;
+        while !block.is_null() {
+            // SAFETY: blocks on the delayed list are blocks of pages of this heap, given up
+            // by their freeing threads (pushed with release, taken with acquire): their
+            // pages are live and ours, and the blocks ours to relink.
+            unsafe {
                 let next = (*block).next;
                 let page = (*ptr_segment(block as *const u8)).page_of(block as *const u8);
                 if (*page).is_delayed_freeing() {
                     // the remote thread still holds the page state: later
-                    (*heap).push_delayed(block);
+                    h.push_delayed(block);
                     retry = true;
                 } else {
                     (*page).collect(false);
@@ -161,30 +179,23 @@ pub(crate) unsafe fn heap_delayed_free(heap: *mut RawHeap, all: bool) {
                 }
                 block = next;
             }
-            if !all || !retry {
-                return;
-            }
-            core::hint::spin_loop();
         }
+        if !all || !retry {
+            return;
+        }
+        core::hint::spin_loop();
     }
 }
 
 /// `heap_delayed_free(heap, false)` when the delayed list is not empty (the slow path of
 /// allocation calls this every time).
 ///
-/// # Safety
-/// `heap` is the calling thread's initialised heap.
 #[inline]
-pub(crate) unsafe fn heap_delayed_free_partial(heap: *mut RawHeap) {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        if !(*heap)
-            .thread_delayed_free
-            .load(Ordering::Relaxed)
-            .is_null()
-        {
-            heap_delayed_free(heap, false);
-        }
+pub(crate) fn heap_delayed_free_partial(heap: OwnedHeap) {
+    // SAFETY: the token proves the heap is live; the list head is atomic.
+    let pending = unsafe { &(*heap.as_ptr()).thread_delayed_free };
+    if !pending.load(Ordering::Relaxed).is_null() {
+        heap_delayed_free(heap, false);
     }
 }
 
@@ -208,21 +219,18 @@ fn retire_cycles(block_size: usize) -> u8 {
 /// The calling thread owns `page`, which has a heap.
 #[inline(always)]
 unsafe fn page_retire(page: *mut Page) {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        // Already retired and still the only page of its queue (one block allocated and
-        // freed in a loop): just restart its countdown. (`retire_expire != 0` implies its
-        // bin is in the heap's retired range; a page with no queue neighbours is alone.)
-        if (*page).retire_expire != 0
-            && (*page).flags == 0
-            && (*page).links.next.is_null()
-            && (*page).links.prev.is_null()
-        {
-            (*page).retire_expire = retire_cycles((*page).block_size);
-            return;
-        }
-        page_retire_slow(page)
+    // SAFETY: the calling thread owns the page (caller): nothing else writes it.
+    let pg = unsafe { &mut *page };
+    // Already retired and still the only page of its queue (one block allocated and freed
+    // in a loop): just restart its countdown. (`retire_expire != 0` implies its bin is in
+    // the heap's retired range; a page with no queue neighbours is alone.)
+    if pg.retire_expire != 0 && pg.flags == 0 && pg.links.next.is_null() && pg.links.prev.is_null()
+    {
+        pg.retire_expire = retire_cycles(pg.block_size);
+        return;
     }
+    // SAFETY: the page is ours and has a heap (caller); `pg` is not used after this.
+    unsafe { page_retire_slow(page) }
 }
 
 /// # Safety
@@ -230,47 +238,49 @@ unsafe fn page_retire(page: *mut Page) {
 #[cold]
 #[inline(never)]
 unsafe fn page_retire_slow(page: *mut Page) {
-    // SAFETY: as the caller guarantees.
+    // SAFETY: the calling thread owns the page (caller), and so its heap.
+    let heap = unsafe { OwnedHeap::new((*page).heap()) };
+    let h = heap.as_ptr();
+    // SAFETY: the page and heap are ours (above); the page is in queue `bin` of the heap.
     unsafe {
-        let heap = (*page).heap();
-        debug_assert!(!heap.is_null());
         (*page).flags &= !FLAG_HAS_ALIGNED;
         let bin = queue_bin_of(page);
         if bin < BIN_HUGE && (*page).block_size <= MEDIUM_OBJ_SIZE_MAX {
-            let pq = &(*heap).pages[bin];
+            let pq = &(*h).pages[bin];
             if pq.list.first == page && pq.list.last == page {
                 (*page).retire_expire = retire_cycles((*page).block_size);
-                (*heap).retired_min = (*heap).retired_min.min(bin);
-                (*heap).retired_max = (*heap).retired_max.max(bin);
+                (*h).retired_min = (*h).retired_min.min(bin);
+                (*h).retired_max = (*h).retired_max.max(bin);
                 return;
             }
         }
+        // all its blocks are free (it retires)
         page_free(heap, page, bin);
     }
 }
 
 /// Frees retired pages whose time ran out (all of them with `force`).
-///
-/// # Safety
-/// `heap` is the calling thread's initialised heap.
-pub(crate) unsafe fn heap_collect_retired(heap: *mut RawHeap, force: bool) {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        let (lo, hi) = ((*heap).retired_min, (*heap).retired_max);
-        if lo > hi {
-            return;
-        }
-        let mut min = BIN_FULL;
-        let mut max = 0;
-        for bin in lo..=hi.min(BIN_HUGE - 1) {
-            let page = (*heap).pages[bin].first();
+pub(crate) fn heap_collect_retired(heap: OwnedHeap, force: bool) {
+    let h = heap.as_ptr();
+    // SAFETY: the token proves the heap is live and ours.
+    let (lo, hi) = unsafe { ((*h).retired_min, (*h).retired_max) };
+    if lo > hi {
+        return;
+    }
+    let mut min = BIN_FULL;
+    let mut max = 0;
+    for bin in lo..=hi.min(BIN_HUGE - 1) {
+        // SAFETY: the heap is ours, and so are the pages in its queues: the first page of
+        // queue `bin` is live and nothing else writes it.
+        unsafe {
+            let page = (*h).pages[bin].first();
             if page.is_null() || (*page).retire_expire == 0 {
                 continue;
             }
             if (*page).all_free() {
                 (*page).retire_expire -= 1;
                 if force || (*page).retire_expire == 0 {
-                    page_free(heap, page, bin);
+                    page_free(heap, page, bin); // all its blocks are free
                 } else {
                     min = min.min(bin);
                     max = max.max(bin);
@@ -279,8 +289,11 @@ pub(crate) unsafe fn heap_collect_retired(heap: *mut RawHeap, force: bool) {
                 (*page).retire_expire = 0;
             }
         }
-        (*heap).retired_min = min;
-        (*heap).retired_max = max;
+    }
+    // SAFETY: as above.
+    unsafe {
+        (*h).retired_min = min;
+        (*h).retired_max = max;
     }
 }
 
@@ -292,15 +305,14 @@ pub(crate) unsafe fn heap_collect_retired(heap: *mut RawHeap, force: bool) {
 /// # Safety
 /// `p` is a live block of this allocator.
 pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        let page = (*ptr_segment(p)).page_of(p);
-        if (*page).flags & FLAG_HAS_ALIGNED != 0 {
-            let block = (*page).block_of(p as *mut u8) as usize;
-            (*page).block_size - (p as usize - block)
-        } else {
-            (*page).block_size
-        }
+    // SAFETY: `p` is a live block (caller): its segment and page are live, and the page's
+    // block size and flags are set before the block was handed out.
+    let page = unsafe { &*(*ptr_segment(p)).page_of(p) };
+    if page.flags & FLAG_HAS_ALIGNED != 0 {
+        let block = page.block_of(p as *mut u8) as usize;
+        page.block_size - (p as usize - block)
+    } else {
+        page.block_size
     }
 }
 

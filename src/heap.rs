@@ -7,7 +7,7 @@
 //! A heap is owned by one thread (hosted) or one CPU (kernel). Only its owner allocates
 //! from it; any thread may free into it.
 
-use core::ptr::{self, addr_of};
+use core::ptr::{self, addr_of, NonNull};
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::domain::Domain;
@@ -101,6 +101,43 @@ pub(crate) struct RawHeap {
     pub next: *mut RawHeap,
 }
 
+/// Proof that a heap is initialised and owned by the calling thread (or by the current CPU,
+/// inside its interrupt guard): the heap layer's functions take one instead of repeating
+/// "the caller owns the heap" as a safety contract. Only the `unsafe` [`OwnedHeap::new`]
+/// makes one, and it is neither `Send` nor `Sync` (it holds a raw pointer), so it cannot
+/// leave the thread that made it. Owning a heap means owning the pages in its queues and
+/// its thread's context (`tld`) too.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub(crate) struct OwnedHeap(NonNull<RawHeap>);
+
+impl OwnedHeap {
+    /// # Safety
+    /// `heap` is an initialised heap (not the empty heap, not a detached one) owned by
+    /// the calling thread or CPU, and stays so while this token or a copy is used.
+    #[inline(always)]
+    pub(crate) unsafe fn new(heap: *mut RawHeap) -> Self {
+        // SAFETY: an initialised heap is not null (the caller's contract).
+        let h = unsafe { NonNull::new_unchecked(heap) };
+        // SAFETY: as above, `heap` is a live heap, readable.
+        debug_assert!(unsafe { (*heap).is_initialized() });
+        OwnedHeap(h)
+    }
+
+    #[inline(always)]
+    pub(crate) fn as_ptr(self) -> *mut RawHeap {
+        self.0.as_ptr()
+    }
+
+    /// The context of the heap's thread (live while the heap is initialised).
+    #[inline(always)]
+    pub(crate) fn tld(self) -> *mut Tld {
+        // SAFETY: the token proves the heap is live and ours; reading a field of it races
+        // with no one.
+        unsafe { (*self.as_ptr()).tld }
+    }
+}
+
 /// A wrapper making a never-written static shareable.
 #[repr(transparent)]
 pub(crate) struct Immutable<T>(pub T);
@@ -158,24 +195,22 @@ impl RawHeap {
     /// `heap` is writable memory for a `RawHeap`, used by no one else; `tld` is the calling
     /// thread's.
     pub(crate) unsafe fn init(heap: *mut RawHeap, tld: *mut Tld) {
-        // SAFETY: as the caller guarantees.
-        unsafe {
-            ptr::write(
-                heap,
-                RawHeap {
-                    pages_direct: [empty_page(); PAGES_DIRECT],
-                    owner: (*tld).owner(),
-                    tld,
-                    pages: initial_queues(),
-                    thread_delayed_free: AtomicPtr::new(ptr::null_mut()),
-                    page_count: 0,
-                    retired_min: BIN_FULL,
-                    retired_max: 0,
-                    next: (*tld).heaps,
-                },
-            );
-            (*tld).heaps = heap;
-        }
+        // SAFETY: `tld` is the calling thread's context (caller), so no one else uses it.
+        let tld_ref = unsafe { &mut *tld };
+        let value = RawHeap {
+            pages_direct: [empty_page(); PAGES_DIRECT],
+            owner: tld_ref.owner(),
+            tld,
+            pages: initial_queues(),
+            thread_delayed_free: AtomicPtr::new(ptr::null_mut()),
+            page_count: 0,
+            retired_min: BIN_FULL,
+            retired_max: 0,
+            next: tld_ref.heaps,
+        };
+        // SAFETY: `heap` is writable memory for a `RawHeap` that no one else uses (caller).
+        unsafe { ptr::write(heap, value) };
+        tld_ref.heaps = heap;
     }
 
     /// Whether the heap can allocate: false for the empty heap and for heaps whose thread
@@ -221,28 +256,26 @@ impl RawHeap {
 /// `page` is a live page of a segment.
 #[inline]
 pub(crate) unsafe fn queue_bin_of(page: *mut Page) -> usize {
-    // SAFETY: the page lives in its segment's header.
-    unsafe {
-        if (*page).in_full() {
-            BIN_FULL
-        } else if (*ptr_segment((*page).page_start)).kind == SegmentKind::Huge {
-            BIN_HUGE
-        } else {
-            (*page).bin()
-        }
+    // SAFETY: the page is live (caller); its flags and start change only under its owner.
+    let page = unsafe { &*page };
+    // SAFETY: a live page lies in the header of its live segment, whose kind never changes.
+    let huge = unsafe { (*ptr_segment(page.page_start)).kind == SegmentKind::Huge };
+    if page.in_full() {
+        BIN_FULL
+    } else if huge {
+        BIN_HUGE
+    } else {
+        page.bin()
     }
 }
 
 /// Calls `f(page, bin)` on every page of the heap; `f` may free or move the page it is
 /// given (but no other).
-///
-/// # Safety
-/// `heap` is the calling thread's initialised heap.
-pub(crate) unsafe fn for_each_page(heap: *mut RawHeap, mut f: impl FnMut(*mut Page, usize)) {
+pub(crate) fn for_each_page(heap: OwnedHeap, mut f: impl FnMut(*mut Page, usize)) {
     for bin in 0..=BIN_FULL {
-        // SAFETY: the caller owns the heap; its queues are well formed, and `walk` reads
-        // a page's successor before `f` may unlink it.
-        unsafe { List::walk((*heap).pages[bin].first(), |page| f(page, bin)) };
+        // SAFETY: the token proves the heap is ours, so its queues are well formed and no
+        // one else changes them; `walk` reads a page's successor before `f` may unlink it.
+        unsafe { List::walk((*heap.as_ptr()).pages[bin].first(), |page| f(page, bin)) };
     }
 }
 
@@ -274,31 +307,31 @@ pub(crate) unsafe fn page_sync_stats(page: *mut Page, tld: &mut Tld) {
 }
 
 /// Checks the invariants of the heap, its pages and their segments (debug builds).
-///
-/// # Safety
-/// `heap` is the calling thread's initialised heap.
-pub(crate) unsafe fn heap_check(heap: *mut RawHeap) {
+pub(crate) fn heap_check(heap: OwnedHeap) {
     if !cfg!(debug_assertions) {
         return;
     }
-    // SAFETY: the caller owns the heap, its pages and their segments.
-    unsafe {
-        let mut count = 0;
-        for_each_page(heap, |page, bin| {
-            count += 1;
-            assert_eq!((*page).heap(), heap, "page in a queue of another heap");
+    let h = heap.as_ptr();
+    let mut count = 0;
+    for_each_page(heap, |page, bin| {
+        count += 1;
+        // SAFETY: pages in our queues are live (their segments hold them) and ours, and
+        // so are their segments: reading them races with no one.
+        unsafe {
+            assert_eq!((*page).heap(), h, "page in a queue of another heap");
             assert_eq!(queue_bin_of(page), bin, "page in the wrong queue");
             (*page).check();
             let segment = ptr_segment((*page).page_start);
-            assert_eq!((*segment).owner.load(Ordering::Relaxed), (*heap).owner);
+            assert_eq!((*segment).owner.load(Ordering::Relaxed), (*h).owner);
             (*segment).check();
-        });
-        assert_eq!(count, (*heap).page_count, "heap page count");
-        for w in 0..PAGES_DIRECT {
-            let bin = bin(w * WORD);
-            let first = (*heap).pages[bin].first();
-            let want = if first.is_null() { empty_page() } else { first };
-            assert_eq!((*heap).pages_direct[w], want, "direct table entry {w}");
         }
+    });
+    // SAFETY: the token proves the heap is live and ours.
+    let h = unsafe { &*h };
+    assert_eq!(count, h.page_count, "heap page count");
+    for w in 0..PAGES_DIRECT {
+        let first = h.pages[bin(w * WORD)].first();
+        let want = if first.is_null() { empty_page() } else { first };
+        assert_eq!(h.pages_direct[w], want, "direct table entry {w}");
     }
 }

@@ -70,16 +70,20 @@ impl<T: Linked<K>, K> List<T, K> {
     /// # Safety
     /// `node` is live and in no list of kind `K`.
     pub(crate) unsafe fn push_front(&mut self, node: *mut T) {
-        // SAFETY: `node` is live (caller) and `first`, when set, is a live member.
+        // SAFETY: `node` is live (the `# Safety` contract), as `links` requires.
+        let links = unsafe { T::links(node) };
+        // SAFETY: `links` points to `node`'s `K` links, live, and not in any list, so no one
+        // else reads or writes them; no reference to them is made.
         unsafe {
-            let links = T::links(node);
             (*links).prev = ptr::null_mut();
             (*links).next = self.first;
-            if self.first.is_null() {
-                self.last = node;
-            } else {
-                (*T::links(self.first)).prev = node;
-            }
+        }
+        if self.first.is_null() {
+            self.last = node;
+        } else {
+            // SAFETY: a non-null `first` is a member (the invariants), hence live; its links
+            // are written through the pointer `links` returns, no reference is made.
+            unsafe { (*T::links(self.first)).prev = node };
         }
         self.first = node;
     }
@@ -87,16 +91,20 @@ impl<T: Linked<K>, K> List<T, K> {
     /// # Safety
     /// `node` is live and in no list of kind `K`.
     pub(crate) unsafe fn push_back(&mut self, node: *mut T) {
-        // SAFETY: `node` is live (caller) and `last`, when set, is a live member.
+        // SAFETY: `node` is live (the `# Safety` contract), as `links` requires.
+        let links = unsafe { T::links(node) };
+        // SAFETY: `links` points to `node`'s `K` links, live, and not in any list, so no one
+        // else reads or writes them; no reference to them is made.
         unsafe {
-            let links = T::links(node);
             (*links).next = ptr::null_mut();
             (*links).prev = self.last;
-            if self.last.is_null() {
-                self.first = node;
-            } else {
-                (*T::links(self.last)).next = node;
-            }
+        }
+        if self.last.is_null() {
+            self.first = node;
+        } else {
+            // SAFETY: a non-null `last` is a member (the invariants), hence live; its links
+            // are written through the pointer `links` returns, no reference is made.
+            unsafe { (*T::links(self.last)).next = node };
         }
         self.last = node;
     }
@@ -104,22 +112,27 @@ impl<T: Linked<K>, K> List<T, K> {
     /// # Safety
     /// `node` is a member of this list.
     pub(crate) unsafe fn remove(&mut self, node: *mut T) {
-        // SAFETY: `node` is a member (caller), so it and its neighbours are live.
+        // SAFETY: `node` is a member (the `# Safety` contract), hence live.
+        let links = unsafe { T::links(node) };
+        // SAFETY: `links` points to the live member's links, which only this list's owner
+        // touches; no reference to them is made.
+        let (prev, next) = unsafe { ((*links).prev, (*links).next) };
+        if prev.is_null() {
+            debug_assert!(self.first == node, "list: removing a non-member");
+            self.first = next;
+        } else {
+            // SAFETY: `prev` is `node`'s neighbour, a member (the invariants), hence live.
+            unsafe { (*T::links(prev)).next = next };
+        }
+        if next.is_null() {
+            debug_assert!(self.last == node, "list: removing a non-member");
+            self.last = prev;
+        } else {
+            // SAFETY: `next` is `node`'s neighbour, a member (the invariants), hence live.
+            unsafe { (*T::links(next)).prev = prev };
+        }
+        // SAFETY: `node` is still live; its links are written through the pointer only.
         unsafe {
-            let links = T::links(node);
-            let (prev, next) = ((*links).prev, (*links).next);
-            if prev.is_null() {
-                debug_assert!(self.first == node, "list: removing a non-member");
-                self.first = next;
-            } else {
-                (*T::links(prev)).next = next;
-            }
-            if next.is_null() {
-                debug_assert!(self.last == node, "list: removing a non-member");
-                self.last = prev;
-            } else {
-                (*T::links(next)).prev = prev;
-            }
             (*links).next = ptr::null_mut();
             (*links).prev = ptr::null_mut();
         }
@@ -131,7 +144,8 @@ impl<T: Linked<K>, K> List<T, K> {
     /// `node` is a member of this list.
     #[inline]
     pub(crate) unsafe fn next(node: *mut T) -> *mut T {
-        // SAFETY: members are live.
+        // SAFETY: `node` is a member (the `# Safety` contract), hence live, as `links`
+        // requires; its links are read through the pointer, no reference is made.
         unsafe { (*T::links(node)).next }
     }
 

@@ -132,7 +132,9 @@ impl Os {
                 return None;
             }
         }
-        // SAFETY: as the caller guarantees.
+        // SAFETY: `size` is a non-zero multiple of the allocation granularity and `align` a
+        // power of two at least the page size (the `# Safety` contract), as the source's
+        // `alloc` requires of its callers.
         let Some(region) = (unsafe { self.source.alloc(size, align, commit) }) else {
             self.unreserve(size);
             return None;
@@ -157,7 +159,8 @@ impl Os {
     pub(crate) unsafe fn free(&self, ptr: NonNull<u8>, size: usize, committed: usize) {
         self.stats.committed.sub(committed as i64);
         self.stats.reserved.sub(size as i64);
-        // SAFETY: as the caller guarantees.
+        // SAFETY: `ptr`/`size` are exactly a live region from `alloc`, so from
+        // `self.source`, given back once and unused from now on (the `# Safety` contract).
         unsafe { self.source.free(ptr, size) };
         self.unreserve(size);
     }
@@ -165,9 +168,11 @@ impl Os {
     /// Commits a range; `Some(zeroed)` on success.
     ///
     /// # Safety
-    /// The range lies inside a live region from `alloc`.
+    /// The range lies inside a live region from `alloc`; `ptr` is page aligned and `size` a
+    /// non-zero multiple of the page size.
     pub(crate) unsafe fn commit(&self, ptr: NonNull<u8>, size: usize) -> Option<bool> {
-        // SAFETY: as the caller guarantees.
+        // SAFETY: the range is page aligned, page-sized, and inside one live region of
+        // `self.source` (the `# Safety` contract), as the source's `commit` requires.
         let zeroed = unsafe { self.source.commit(ptr, size) }.ok()?;
         self.stats.committed.add(size as i64);
         Some(zeroed)
@@ -177,16 +182,17 @@ impl Os {
     /// then no longer counted as committed).
     ///
     /// # Safety
-    /// The range lies inside a live region from `alloc` and holds no live data.
+    /// The range lies inside a live region from `alloc` and holds no live data; `ptr` is
+    /// page aligned and `size` a non-zero multiple of the page size.
     pub(crate) unsafe fn decommit(&self, ptr: NonNull<u8>, size: usize) -> bool {
-        // SAFETY: as the caller guarantees.
+        // SAFETY: the range is page aligned, page-sized, inside one live region of
+        // `self.source`, and holds no live data (the `# Safety` contract), as the source's
+        // `decommit` requires.
         let needs_recommit = unsafe { self.source.decommit(ptr, size) };
         if needs_recommit {
             self.stats.committed.sub(size as i64);
         }
-        self.stats
-            .purged
-            .fetch_add(size as i64, Ordering::Relaxed);
+        self.stats.purged.fetch_add(size as i64, Ordering::Relaxed);
         needs_recommit
     }
 
@@ -196,7 +202,9 @@ impl Os {
     ///
     /// # Safety
     /// `ptr`/`old_size` are exactly a live, fully committed region from `alloc` that counts
-    /// `old_committed` committed bytes.
+    /// `old_committed` committed bytes; `new_size` is a non-zero multiple of the allocation
+    /// granularity and `align` a power of two at least the page size. On success the old
+    /// region is neither used nor freed any more.
     pub(crate) unsafe fn remap(
         &self,
         ptr: NonNull<u8>,
@@ -208,7 +216,9 @@ impl Os {
         if new_size > old_size && !self.reserve_within_limit(new_size - old_size) {
             return None;
         }
-        // SAFETY: as the caller guarantees.
+        // SAFETY: `ptr`/`old_size` are exactly a live committed region of `self.source`,
+        // the sizes and `align` are as the source's callers guarantee, and on success the
+        // old region is not used again (the `# Safety` contract).
         let moved = unsafe { self.source.remap(ptr, old_size, new_size, align) };
         let Some(r) = moved else {
             if new_size > old_size {
@@ -233,9 +243,11 @@ impl Os {
     /// Tells the source whether the range will hold large blocks.
     ///
     /// # Safety
-    /// The range lies inside a live region from `alloc`.
+    /// The range lies inside a live region from `alloc`; `ptr` is page aligned and `size` a
+    /// non-zero multiple of the page size.
     pub(crate) unsafe fn advise_large_pages(&self, ptr: NonNull<u8>, size: usize, large: bool) {
-        // SAFETY: as the caller guarantees.
+        // SAFETY: the range is page aligned, page-sized, and inside one live region of
+        // `self.source` (the `# Safety` contract), as the source's method requires.
         unsafe { self.source.advise_large_pages(ptr, size, large) }
     }
 
@@ -243,9 +255,7 @@ impl Os {
     /// reserved, and counts as committed in full from now on.
     pub(crate) fn cache_take(&self, min: usize, max: usize) -> Option<Region> {
         let c = self.cache.take(min, max)?;
-        self.stats
-            .committed
-            .add(c.size as i64 - c.committed as i64);
+        self.stats.committed.add(c.size as i64 - c.committed as i64);
         Some(Region {
             // SAFETY: cached regions came from the source, never null.
             ptr: unsafe { NonNull::new_unchecked(c.ptr) },
@@ -289,8 +299,12 @@ impl Os {
     /// # Safety
     /// `e` was taken out of the cache.
     unsafe fn free_cached(&self, e: Cached) {
-        // SAFETY: cached regions are whole regions from `alloc`, never null.
-        unsafe { self.free(NonNull::new_unchecked(e.ptr), e.size, e.committed) }
+        // SAFETY: cached regions are regions from `alloc` (`cache_put`), never null.
+        let ptr = unsafe { NonNull::new_unchecked(e.ptr) };
+        // SAFETY: `e` is exactly a region from `alloc` with its committed count, put in the
+        // cache unused and taken out of it by the caller (the `# Safety` contract), so no
+        // one else has it.
+        unsafe { self.free(ptr, e.size, e.committed) }
     }
 
     /// Before `fork()`: takes the cache's lock.
@@ -303,7 +317,8 @@ impl Os {
     /// # Safety
     /// `fork_lock` was called on this thread (in this process or its parent).
     pub(crate) unsafe fn fork_release(&self) {
-        // SAFETY: as the caller guarantees.
+        // SAFETY: `fork_lock` on this thread (the `# Safety` contract) took the cache's lock
+        // and forgot its guard, as `RegionCache::fork_release` requires.
         unsafe { self.cache.fork_release() }
     }
 }

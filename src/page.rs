@@ -308,7 +308,8 @@ impl Page {
     /// # Safety
     /// Called by the page's owner.
     pub(crate) unsafe fn collect(&mut self, force: bool) {
-        // SAFETY: caller owns the page.
+        // SAFETY: the calling thread owns the page (the `# Safety` contract), as
+        // `thread_free_collect` requires.
         unsafe { self.thread_free_collect() };
         if self.local_free.is_null() {
             return;

@@ -2,7 +2,7 @@
 //! the full and huge queues), keeping the direct table in step, moving pages to and from
 //! the full queue, and giving a page back to its segment.
 
-use crate::heap::{empty_page, page_sync_stats, queue_bin_of, RawHeap};
+use crate::heap::{empty_page, page_sync_stats, queue_bin_of, OwnedHeap, RawHeap};
 use crate::page::{Delayed, Page, FLAG_IN_FULL};
 use crate::segment;
 use crate::size_class::*;
@@ -37,7 +37,7 @@ impl RawHeap {
     /// # Safety
     /// `page` is live, in use by this heap's thread, and in no queue.
     pub(crate) unsafe fn queue_push(&mut self, page: *mut Page) {
-        // SAFETY: as the caller guarantees.
+        // SAFETY: `page` is live (caller).
         let bin = unsafe { queue_bin_of(page) };
         // SAFETY: `page` is live and in no queue.
         unsafe { self.pages[bin].list.push_front(page) };
@@ -50,7 +50,7 @@ impl RawHeap {
     /// # Safety
     /// `page` is live, in use by this heap's thread, in no queue, and belongs in `bin`.
     pub(crate) unsafe fn queue_push_back(&mut self, page: *mut Page, bin: usize) {
-        // SAFETY: as the caller guarantees.
+        // SAFETY: `page` is live and in no queue (caller).
         unsafe { self.pages[bin].list.push_back(page) };
         self.page_count += 1;
         self.direct_update(bin);
@@ -59,7 +59,7 @@ impl RawHeap {
     /// # Safety
     /// `page` is in this heap's queue `bin`.
     pub(crate) unsafe fn queue_remove(&mut self, page: *mut Page, bin: usize) {
-        // SAFETY: as the caller guarantees.
+        // SAFETY: `page` is a member of queue `bin` (caller).
         unsafe { self.pages[bin].list.remove(page) };
         self.page_count -= 1;
         self.direct_update(bin);
@@ -69,14 +69,16 @@ impl RawHeap {
 /// Moves a page without room to the full queue, where remote frees notify the heap.
 ///
 /// # Safety
-/// `page` is in `heap`'s queue `bin`, and `heap` is the calling thread's.
-pub(crate) unsafe fn page_to_full(heap: *mut RawHeap, page: *mut Page, bin: usize) {
-    // SAFETY: as the caller guarantees.
+/// `page` is in the heap's queue `bin`.
+pub(crate) unsafe fn page_to_full(heap: OwnedHeap, page: *mut Page, bin: usize) {
+    let h = heap.as_ptr();
+    // SAFETY: the token proves the heap is ours, so are the pages in its queues (`page`
+    // is one, caller); no other thread changes the queues or these fields of the page.
     unsafe {
         debug_assert!(!(*page).in_full());
-        (*heap).queue_remove(page, bin);
+        (*h).queue_remove(page, bin);
         (*page).flags |= FLAG_IN_FULL;
-        (*heap).queue_push(page);
+        (*h).queue_push(page);
         (*page).use_delayed_free(Delayed::UseDelayedFree, false);
         // a remote free may have landed just before the state switched
         (*page).collect(false);
@@ -86,36 +88,39 @@ pub(crate) unsafe fn page_to_full(heap: *mut RawHeap, page: *mut Page, bin: usiz
     }
 }
 
-/// Moves a page that has room again from the full queue back to its bin.
+/// Moves a page that has room again from the full queue back to its bin (and stops the
+/// delayed frees into it).
 ///
 /// # Safety
-/// `page` belongs to `heap`, which is the calling thread's.
-pub(crate) unsafe fn page_unfull(heap: *mut RawHeap, page: *mut Page) {
-    // SAFETY: as the caller guarantees.
+/// `page` is a page of the heap.
+pub(crate) unsafe fn page_unfull(heap: OwnedHeap, page: *mut Page) {
+    let h = heap.as_ptr();
+    // SAFETY: the token proves the heap and its pages are ours (`page` is one, caller).
     unsafe {
         (*page).use_delayed_free(Delayed::NoDelayedFree, false);
         if !(*page).in_full() {
             return;
         }
-        (*heap).queue_remove(page, BIN_FULL);
+        (*h).queue_remove(page, BIN_FULL);
         (*page).flags &= !FLAG_IN_FULL;
         let bin = queue_bin_of(page);
-        (*heap).queue_push_back(page, bin);
+        (*h).queue_push_back(page, bin);
     }
 }
 
 /// Takes `page` out of the heap and gives it back to its segment.
 ///
 /// # Safety
-/// `page` is in `heap`'s queue `bin`, `heap` is the calling thread's, and all the page's
-/// blocks are free (or the heap is being destroyed).
-pub(crate) unsafe fn page_free(heap: *mut RawHeap, page: *mut Page, bin: usize) {
-    // SAFETY: as the caller guarantees.
+/// `page` is in the heap's queue `bin`, and all its blocks are free (or the heap is being
+/// destroyed: no block of it is used afterwards).
+pub(crate) unsafe fn page_free(heap: OwnedHeap, page: *mut Page, bin: usize) {
+    // SAFETY: the token proves the heap, its pages and its thread context are ours.
     unsafe {
-        (*heap).queue_remove(page, bin);
+        (*heap.as_ptr()).queue_remove(page, bin);
         (*page).used = 0;
-        page_sync_stats(page, &mut *(*heap).tld);
-        segment::page_free(page); // also clears its heap
-
+        page_sync_stats(page, &mut *heap.tld());
     }
+    // SAFETY: the page is out of every queue, in use, and its blocks are given up (caller);
+    // its segment is ours (our heap's page).
+    unsafe { segment::page_free(page) }; // also clears its heap
 }

@@ -134,8 +134,10 @@ pub(crate) fn checked_segment(p: *const u8) -> Option<*mut Segment> {
     if !crate::segment_map::contains(segment as usize) {
         return None;
     }
-    // SAFETY: the segment map says a live segment starts here (hosted), so its header is
-    // readable; the cookie tells a segment header from other memory.
+    // SAFETY: hosted, the segment map says a live segment starts here, so its header is
+    // readable; elsewhere `p` points into mapped memory (the contract above), and so does
+    // the start of its `SEGMENT_SIZE`-aligned chunk. The cookie tells a segment header from
+    // other memory.
     if unsafe { (*segment).is_valid_cookie() } {
         Some(segment)
     } else {
@@ -162,23 +164,25 @@ pub(crate) enum NotInBlocks {
 #[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer
 pub(crate) fn checked_page(p: *const u8) -> Result<*mut Page, NotInBlocks> {
     let segment = checked_segment(p).ok_or(NotInBlocks::NotOurs)?;
-    // SAFETY: the segment is live (segment map and cookie): its header and page table are
-    // readable; the index is checked against the page count before the page is read.
-    unsafe {
-        let seg = &*segment;
-        let idx = (p as usize - segment as usize) >> seg.page_shift;
-        if idx >= seg.capacity {
-            return Err(NotInBlocks::NotInAPage);
-        }
-        let page = seg.page(idx);
-        if !(*page).segment_in_use {
-            return Err(NotInBlocks::PageNotInUse);
-        }
-        if !(*page).blocks_contain(p) {
-            return Err(NotInBlocks::OutsideBlocks);
-        }
-        Ok(page)
+    // SAFETY: `checked_segment` found a live segment here (segment map and cookie), so its
+    // header is readable for as long as this call looks at it.
+    let seg = unsafe { &*segment };
+    let idx = (p as usize - segment as usize) >> seg.page_shift;
+    if idx >= seg.capacity {
+        return Err(NotInBlocks::NotInAPage);
     }
+    // SAFETY: `idx < capacity`, checked just above.
+    let page = unsafe { seg.page(idx) };
+    // SAFETY: the page metadata lies in the header of the live segment, `capacity` entries
+    // of which it was sized for.
+    let pg = unsafe { &*page };
+    if !pg.segment_in_use {
+        return Err(NotInBlocks::PageNotInUse);
+    }
+    if !pg.blocks_contain(p) {
+        return Err(NotInBlocks::OutsideBlocks);
+    }
+    Ok(page)
 }
 
 impl Segment {
@@ -328,28 +332,34 @@ impl SegmentsTld {
     /// # Safety
     /// `s` is a live segment of this owner in no free queue.
     unsafe fn free_queue_push(&mut self, s: *mut Segment) {
-        // SAFETY: as the caller guarantees.
+        // SAFETY: `s` is a live segment of this owner (the `# Safety` contract), so its header
+        // is readable; `kind` is fixed at its creation.
         let kind = unsafe { (*s).kind };
         if let Some(q) = self.free_queue(kind) {
-            // SAFETY: `s` is live and in no free queue.
-            unsafe {
-                q.push_back(s);
-                (*s).in_free_queue = true;
-            }
+            // SAFETY: `s` is live and in no free queue (the `# Safety` contract), as
+            // `push_back` requires.
+            unsafe { q.push_back(s) };
+            // SAFETY: `s` is live and this owner's, so only the calling thread writes its
+            // header; `push_back` left no reference to it behind.
+            unsafe { (*s).in_free_queue = true };
         }
     }
 
     /// # Safety
     /// `s` is a live segment of this owner.
     unsafe fn free_queue_remove(&mut self, s: *mut Segment) {
-        // SAFETY: `s` is live (caller); `in_free_queue` says it is in its kind's queue.
-        unsafe {
-            if (*s).in_free_queue {
-                if let Some(q) = self.free_queue((*s).kind) {
-                    q.remove(s);
-                }
-                (*s).in_free_queue = false;
+        // SAFETY: `s` is a live segment of this owner (the `# Safety` contract), so its header
+        // is readable and only the calling thread writes it.
+        let (queued, kind) = unsafe { ((*s).in_free_queue, (*s).kind) };
+        if queued {
+            if let Some(q) = self.free_queue(kind) {
+                // SAFETY: `in_free_queue` says `s` is a member of its kind's queue (the
+                // `SegmentsTld` invariants), as `remove` requires.
+                unsafe { q.remove(s) };
             }
+            // SAFETY: `s` is live and this owner's (the `# Safety` contract); `remove` left no reference
+            // to it behind.
+            unsafe { (*s).in_free_queue = false };
         }
     }
 
@@ -359,7 +369,8 @@ impl SegmentsTld {
     /// # Safety
     /// `s` is live and in no list of all segments.
     unsafe fn link(&mut self, s: *mut Segment) {
-        // SAFETY: as the caller guarantees.
+        // SAFETY: `s` is live and in no list of kind `AllSegments` (the `# Safety` contract),
+        // as `push_front` requires.
         unsafe { self.all.push_front(s) };
         self.count += 1;
     }
@@ -367,7 +378,8 @@ impl SegmentsTld {
     /// # Safety
     /// `s` is in this owner's list of all segments.
     unsafe fn unlink(&mut self, s: *mut Segment) {
-        // SAFETY: as the caller guarantees.
+        // SAFETY: `s` is a member of `self.all` (the `# Safety` contract), as `remove`
+        // requires.
         unsafe { self.all.remove(s) };
         self.count -= 1;
     }
@@ -377,13 +389,18 @@ impl SegmentsTld {
     /// # Safety
     /// `s` is a live segment that no one owns (abandoned, and popped by the caller).
     pub(crate) unsafe fn adopt(&mut self, s: *mut Segment) {
-        // SAFETY: as the caller guarantees: no one else touches `s`.
-        unsafe {
-            debug_assert!((*s).ctx.is_null());
-            (*s).ctx = self;
-            (*s).owner.store(self.owner(), Ordering::Release);
-            self.link(s);
-        }
+        let owner = self.owner();
+        let ctx: *mut SegmentsTld = self;
+        // SAFETY: `s` is live and the caller popped it from the abandoned list (the `# Safety`
+        // contract), so no other thread writes its header (remote frees only read `owner`,
+        // atomically, and fields fixed at creation) and no other reference to it is live.
+        let seg = unsafe { &mut *s };
+        debug_assert!(seg.ctx.is_null());
+        seg.ctx = ctx;
+        seg.owner.store(owner, Ordering::Release);
+        // SAFETY: `s` is live and, abandoned until now, in no owner's list of all segments;
+        // `seg` is not used any more.
+        unsafe { self.link(s) };
     }
 
     /// Gives `s` up: it is abandoned (owned by no one) from now on.
@@ -391,13 +408,17 @@ impl SegmentsTld {
     /// # Safety
     /// `s` is a segment of this owner.
     pub(crate) unsafe fn disown(&mut self, s: *mut Segment) {
-        // SAFETY: as the caller guarantees.
-        unsafe {
-            self.free_queue_remove(s);
-            self.unlink(s);
-            (*s).ctx = ptr::null_mut();
-            (*s).owner.store(ABANDONED, Ordering::Release);
-        }
+        // SAFETY: `s` is a live segment of this owner (the `# Safety` contract).
+        unsafe { self.free_queue_remove(s) };
+        // SAFETY: `s` is this owner's, so it is in its list of all segments (the `SegmentsTld`
+        // invariants).
+        unsafe { self.unlink(s) };
+        // SAFETY: `s` is live and still the calling thread's until the `owner` store below
+        // publishes it as abandoned, so no other thread writes its header meanwhile; the
+        // list calls above left no reference to it behind.
+        let seg = unsafe { &mut *s };
+        seg.ctx = ptr::null_mut();
+        seg.owner.store(ABANDONED, Ordering::Release);
     }
 
     /// Puts an owned small/medium segment with free pages into its free queue, if it is
@@ -406,11 +427,13 @@ impl SegmentsTld {
     /// # Safety
     /// `s` is a segment of this owner.
     pub(crate) unsafe fn requeue(&mut self, s: *mut Segment) {
-        // SAFETY: as the caller guarantees.
-        unsafe {
-            if !(*s).in_free_queue && (*s).used < (*s).capacity {
-                self.free_queue_push(s);
-            }
+        // SAFETY: `s` is a live segment of this owner (the `# Safety` contract): only the
+        // calling thread writes its header, so reading it races with no one.
+        let (queued, used, capacity) = unsafe { ((*s).in_free_queue, (*s).used, (*s).capacity) };
+        if !queued && used < capacity {
+            // SAFETY: `s` is a live segment of this owner and in no free queue
+            // (`in_free_queue` is false, the `SegmentsTld` invariants).
+            unsafe { self.free_queue_push(s) };
         }
     }
 
@@ -421,8 +444,12 @@ impl SegmentsTld {
     /// # Safety
     /// `ctx` is live and its owner is the calling thread.
     pub(crate) unsafe fn for_each(ctx: *mut SegmentsTld, f: impl FnMut(*mut Segment)) {
-        // SAFETY: `ctx` is live (caller); its list is well formed (its invariants).
-        unsafe { List::<Segment, AllSegments>::walk((*ctx).all.first, f) }
+        // SAFETY: `ctx` is live and the calling thread's (the `# Safety` contract), so no
+        // other thread writes it; no reference to it is made.
+        let first = unsafe { (*ctx).all.first };
+        // SAFETY: `first` is null or the first member of `ctx`'s list of all segments, which
+        // is well formed (the `List` invariants); `f` removes at most the member it is given.
+        unsafe { List::<Segment, AllSegments>::walk(first, f) }
     }
 }
 
@@ -526,7 +553,8 @@ fn segment_alloc(
     // from 25 to 82 MiB). A cached region may change its use, so it is told either way.
     let huge = kind == SegmentKind::Huge;
     if huge || from_cache {
-        // SAFETY: the segment range lies inside the region just obtained.
+        // SAFETY: the segment range lies inside the region just obtained; it starts
+        // `SEGMENT_SIZE`-aligned and `segment_size` is a multiple of the OS page.
         unsafe { os.advise_large_pages(seg_nn, segment_size, huge) };
     }
     let mut zeroed = region.zeroed;
@@ -534,11 +562,13 @@ fn segment_alloc(
     if !region.committed {
         // commit the header (and for huge segments, everything)
         let n = if commit_all { segment_size } else { info_size };
-        // SAFETY: the range lies at the start of the live region just allocated.
+        // SAFETY: the range lies at the start of the segment, in the live region just
+        // allocated; it starts `SEGMENT_SIZE`-aligned and `n` is a multiple of the OS page.
         match unsafe { os.commit(seg_nn, n) } {
             Some(z) => zeroed = z,
             None => {
-                // SAFETY: giving back the region just allocated, unused.
+                // SAFETY: giving back exactly the region just allocated, unused, with
+                // nothing of it counted as committed.
                 unsafe { os.free(region.ptr, region.size, 0) };
                 return ptr::null_mut();
             }
@@ -546,12 +576,18 @@ fn segment_alloc(
         committed = n;
     }
     let segment = seg_ptr as *mut Segment;
-    // SAFETY: the header range is committed and ours alone; every field is written before
-    // the segment is published (linked, or put in the segment map).
+    // The header `[seg_ptr, seg_ptr + header)` is committed (`header <= info_size`, and at
+    // least `info_size` bytes from `seg_ptr` were committed above or came committed) and
+    // ours alone: the region was just obtained and the segment is not published (linked, or
+    // put in the segment map) before every field is written.
+    if !zeroed {
+        // SAFETY: the header range is committed and writable, and ours alone (the region
+        // was just obtained, the segment is not published yet).
+        unsafe { ptr::write_bytes(seg_ptr, 0, header) };
+    }
+    // SAFETY: `segment` points to the committed header range, ours alone (not published
+    // yet), and is `SEGMENT_SIZE`-aligned, so aligned for `Segment`.
     unsafe {
-        if !zeroed {
-            ptr::write_bytes(seg_ptr, 0, header);
-        }
         ptr::write(
             segment,
             Segment {
@@ -576,10 +612,15 @@ fn segment_alloc(
                 purge_expire: 0,
                 pages: [Page::EMPTY],
             },
-        );
-        for i in 0..capacity {
-            let (start, _) = (*segment).page_area(i);
-            let page = (*segment).page(i);
+        )
+    };
+    for i in 0..capacity {
+        // SAFETY: the header was written just above; `i < capacity`, the number of pages
+        // it was sized for. The temporary `&Segment` ends before the page is written.
+        let (start, page) = unsafe { ((*segment).page_area(i).0, (*segment).page(i)) };
+        // SAFETY: the page metadata lies in the committed header, ours alone (not published
+        // yet), at a `Page`-aligned place (the `pages` array).
+        unsafe {
             ptr::write(
                 page,
                 Page {
@@ -589,11 +630,13 @@ fn segment_alloc(
                     is_zero_init: zeroed,
                     ..Page::EMPTY
                 },
-            );
-        }
-        ctx.link(segment);
-        ctx.free_queue_push(segment);
+            )
+        };
     }
+    // SAFETY: the segment is fully written and new, so in no list of all segments.
+    unsafe { ctx.link(segment) };
+    // SAFETY: the segment is live, `ctx`'s (its `ctx` field), and in no free queue yet.
+    unsafe { ctx.free_queue_push(segment) };
     #[cfg(feature = "std")]
     crate::segment_map::set(seg_ptr as usize, true);
     os.stats.segments.add(1);
@@ -601,38 +644,52 @@ fn segment_alloc(
 }
 
 /// Gives an empty segment back to the source (or to the region cache). Its owner, if any,
-/// forgets it.
+/// forgets it: `ctx` is the segment's owner data (`None` for an abandoned segment), passed
+/// by the caller so that a caller holding it as `&mut` hands that reference down instead
+/// of having the segment reach it behind its back.
 ///
 /// # Safety
 /// `segment` has no page in use, and is owned by the calling thread or by no one
-/// (abandoned and popped by the caller); nothing refers to it any more.
-pub(crate) unsafe fn segment_free(segment: *mut Segment) {
-    // SAFETY: as the caller guarantees: the segment and its owner's lists are ours.
-    unsafe {
-        debug_assert_eq!((*segment).used, 0);
-        let seg = &mut *segment;
-        let os = &*seg.os;
-        if !seg.ctx.is_null() {
-            let ctx = &mut *seg.ctx;
-            ctx.free_queue_remove(segment);
-            ctx.unlink(segment);
-        }
-        os.stats.segments.sub(1);
-        let (region, size, committed) = (seg.region, seg.region_size, seg.committed);
-        seg.cookie = 0;
-        #[cfg(feature = "std")]
-        crate::segment_map::set(segment as usize, false);
-        let region_nn = NonNull::new_unchecked(region);
-        if !os.config().has_reserve
-            && region == segment as *mut u8
-            && size <= CACHE_SIZE_MAX
-            && os.purge_delay() >= 0
-        {
-            // keep it a while: the next segment reuses it without faulting memory in
-            os.cache_put(region_nn, size, committed);
-        } else {
-            os.free(region_nn, size, committed);
-        }
+/// (abandoned and popped by the caller); nothing refers to it any more. `ctx` is the
+/// segment's `ctx` (`None` when that is null).
+unsafe fn segment_free(ctx: Option<&mut SegmentsTld>, segment: *mut Segment) {
+    // SAFETY: `segment` is live and the calling thread's or popped by it (the `# Safety`
+    // contract), so no other thread writes its header; this shared reference ends before
+    // the owner lists write it.
+    let seg = unsafe { &*segment };
+    debug_assert_eq!(seg.used, 0);
+    debug_assert_eq!(seg.ctx.is_null(), ctx.is_none());
+    // SAFETY: `os` was set at creation from the owner's `&'static Os`.
+    let os: &'static Os = unsafe { &*seg.os };
+    let (region, size, committed) = (seg.region, seg.region_size, seg.committed);
+    if let Some(ctx) = ctx {
+        // SAFETY: `segment` is a live segment of `ctx` (the `# Safety` contract).
+        unsafe { ctx.free_queue_remove(segment) };
+        // SAFETY: being `ctx`'s, it is in `ctx`'s list of all segments (its invariants).
+        unsafe { ctx.unlink(segment) };
+    }
+    os.stats.segments.sub(1);
+    // SAFETY: the header is live, the calling thread's or popped by it (the `# Safety`
+    // contract); no reference into it is live.
+    unsafe { (*segment).cookie = 0 };
+    #[cfg(feature = "std")]
+    crate::segment_map::set(segment as usize, false);
+    // SAFETY: a segment's region is a region from the source (or the cache), never null.
+    let region_nn = unsafe { NonNull::new_unchecked(region) };
+    if !os.config().has_reserve
+        && region == segment as *mut u8
+        && size <= CACHE_SIZE_MAX
+        && os.purge_delay() >= 0
+    {
+        // keep it a while: the next segment reuses it without faulting memory in
+        // SAFETY: `region`/`size` are exactly the segment's region from `os`, counted with
+        // `committed` committed bytes, and unused from now on: the segment has no page in
+        // use and nothing refers to it (the `# Safety` contract).
+        unsafe { os.cache_put(region_nn, size, committed) };
+    } else {
+        // SAFETY: `region`/`size` are exactly the segment's region from `os`, counted with
+        // `committed` committed bytes, and unused from now on (the `# Safety` contract).
+        unsafe { os.free(region_nn, size, committed) };
     }
 }
 
@@ -640,41 +697,62 @@ pub(crate) unsafe fn segment_free(segment: *mut Segment) {
 /// which commits as its blocks are made). Null when out of memory.
 ///
 /// # Safety
-/// `segment` is owned by the calling thread and has a page that is not in use.
-unsafe fn page_claim(segment: *mut Segment) -> *mut Page {
-    // SAFETY: as the caller guarantees; the page array has `capacity` entries.
-    unsafe {
-        let seg = &mut *segment;
-        let Some(idx) = (0..seg.capacity).find(|&i| !(*seg.page(i)).segment_in_use) else {
-            debug_assert!(false, "segment in a free queue without a free page");
-            return ptr::null_mut();
-        };
-        let page = seg.page(idx);
-        let lazy = seg.kind == SegmentKind::Large;
-        if !(*page).is_committed && !lazy {
-            let (start, size) = seg.page_area(idx);
-            match (*seg.os).commit(NonNull::new_unchecked(start), size) {
-                Some(zero) => {
-                    (*page).is_committed = true;
-                    (*page).is_zero_init = zero;
-                    seg.committed += size;
-                }
-                None => return ptr::null_mut(),
+/// `segment` is a segment of `ctx`, the calling thread's, and has a page that is not in
+/// use.
+unsafe fn page_claim(ctx: &mut SegmentsTld, segment: *mut Segment) -> *mut Page {
+    // SAFETY: `segment` is live and the calling thread's (the `# Safety` contract), so no
+    // other thread writes its header; this shared reference ends before anything writes it.
+    let seg = unsafe { &*segment };
+    debug_assert_eq!(seg.ctx, ctx as *mut SegmentsTld);
+    let Some(idx) = (0..seg.capacity).find(|&i| {
+        // SAFETY: `i < capacity`; the page metadata lies in the live header.
+        !unsafe { (*seg.page(i)).segment_in_use }
+    }) else {
+        debug_assert!(false, "segment in a free queue without a free page");
+        return ptr::null_mut();
+    };
+    // SAFETY: `idx < capacity` (found above).
+    let page = unsafe { seg.page(idx) };
+    // SAFETY: `os` was set at creation from the owner's `&'static Os`.
+    let os: &'static Os = unsafe { &*seg.os };
+    let kind = seg.kind;
+    let (start, size) = seg.page_area(idx);
+    // SAFETY: the page metadata lies in the header of the live segment, the calling
+    // thread's; the page is not in use, so nothing else refers to it, and `seg` is no
+    // longer used.
+    let pg = unsafe { &mut *page };
+    let mut newly_committed = 0;
+    if !pg.is_committed && kind != SegmentKind::Large {
+        // SAFETY: the page's area lies after the segment header, so it is not null.
+        let start = unsafe { NonNull::new_unchecked(start) };
+        // SAFETY: the page's area lies inside the segment's live region from `os`; page
+        // areas start and end on OS page boundaries (the header size is page aligned).
+        match unsafe { os.commit(start, size) } {
+            Some(zero) => {
+                pg.is_committed = true;
+                pg.is_zero_init = zero;
+                newly_committed = size;
             }
+            None => return ptr::null_mut(),
         }
-        seg.purge_mask &= !(1u64 << idx);
-        (*page).segment_in_use = true;
-        seg.used += 1;
-        if seg.used == seg.capacity {
-            (*seg.ctx).free_queue_remove(segment);
-        }
-        let os = &*seg.os;
-        os.stats.pages.add(1);
-        if seg.kind == SegmentKind::Huge {
-            os.stats.huge.add(seg.page_area(idx).1 as i64);
-        }
-        page
     }
+    pg.segment_in_use = true;
+    // SAFETY: the segment is live and the calling thread's; `pg` is no longer used, so this
+    // is the only reference into its header.
+    let seg = unsafe { &mut *segment };
+    seg.committed += newly_committed;
+    seg.purge_mask &= !(1u64 << idx);
+    seg.used += 1;
+    if seg.used == seg.capacity {
+        // SAFETY: `segment` is a live segment of `ctx` (the `# Safety` contract); `seg` is
+        // no longer used.
+        unsafe { ctx.free_queue_remove(segment) };
+    }
+    os.stats.pages.add(1);
+    if kind == SegmentKind::Huge {
+        os.stats.huge.add(size as i64);
+    }
+    page
 }
 
 /// Claims a page for blocks of `block_size` from a segment of `ctx`'s owner with a free
@@ -698,22 +776,23 @@ pub(crate) fn page_alloc(
         None => ptr::null_mut(),
     };
     if !queued.is_null() {
-        // SAFETY: segments in our free queue are ours and have a free page.
-        return unsafe { page_claim(queued) };
+        // SAFETY: segments in `ctx`'s free queues are `ctx`'s and have a free page (the
+        // `SegmentsTld` and `Segment` invariants); `ctx` is the calling thread's (a `&mut`).
+        return unsafe { page_claim(ctx, queued) };
     }
     let s = segment_alloc(ctx, kind, block_size, huge_align.unwrap_or(0));
     if s.is_null() {
         return s as *mut Page;
     }
-    // SAFETY: `s` is a fresh segment of ours with every page free.
-    unsafe {
-        let page = page_claim(s);
-        if page.is_null() {
-            // out of memory committing its first page: do not keep it empty
-            segment_free(s);
-        }
-        page
+    // SAFETY: `s` is a fresh segment of `ctx` with every page free.
+    let page = unsafe { page_claim(ctx, s) };
+    if page.is_null() {
+        // out of memory committing its first page: do not keep it empty
+        // SAFETY: `s` is `ctx`'s and has no page in use (its one claim failed); nothing
+        // but `ctx`'s lists refers to it, and `ctx` is passed down.
+        unsafe { segment_free(Some(ctx), s) };
     }
+    page
 }
 
 /// The usable size of a claimed page's memory.
@@ -721,11 +800,13 @@ pub(crate) fn page_alloc(
 /// # Safety
 /// `page` is a page of a live segment.
 pub(crate) unsafe fn page_size(page: *const Page) -> usize {
-    // SAFETY: the page lives in its segment's header.
-    unsafe {
-        let seg = &*ptr_segment((*page).page_start);
-        seg.page_area((*page).segment_idx as usize).1
-    }
+    // SAFETY: `page` is a page of a live segment (the `# Safety` contract), so its metadata
+    // lies in that segment's header; only fields fixed while the segment lives are read.
+    let pg = unsafe { &*page };
+    // SAFETY: `page_start` lies in the page's segment, past its start, so `ptr_segment`
+    // gives that live segment, whose header is readable.
+    let seg = unsafe { &*ptr_segment(pg.page_start) };
+    seg.page_area(pg.segment_idx as usize).1
 }
 
 /// Makes sure the first `bytes` of the page's memory are committed (pages committed
@@ -734,33 +815,54 @@ pub(crate) unsafe fn page_size(page: *const Page) -> usize {
 /// # Safety
 /// The calling thread owns the page's segment; the page is in use.
 pub(crate) unsafe fn page_commit(page: *mut Page, bytes: usize) -> bool {
-    // SAFETY: as the caller guarantees; the range committed lies in the page's area.
-    unsafe {
-        let p = &mut *page;
+    let (page_start, idx, partial) = {
+        // SAFETY: the page is in use in a segment of the calling thread (the `# Safety`
+        // contract): its metadata lies in that live segment's header, and no other thread
+        // writes these fields. The reference ends before the header is borrowed.
+        let p = unsafe { &*page };
         if p.is_committed {
             return true;
         }
-        let seg = &mut *ptr_segment(p.page_start);
-        let os = &*seg.os;
-        let (start, area) = seg.page_area(p.segment_idx as usize);
-        let need = align_up(bytes, os.page_size()).min(area);
-        if need > p.partial_commit {
-            let from = NonNull::new_unchecked(start.add(p.partial_commit));
-            let Some(zero) = os.commit(from, need - p.partial_commit) else {
-                return false;
-            };
-            if !zero {
-                p.is_zero_init = false;
-            }
-            seg.committed += need - p.partial_commit;
-            p.partial_commit = need;
+        (p.page_start, p.segment_idx as usize, p.partial_commit)
+    };
+    // SAFETY: `page_start` lies in the page's segment, live and the calling thread's (the
+    // `# Safety` contract), so no other thread writes its header; no other reference into
+    // it is live.
+    let seg = unsafe { &mut *ptr_segment(page_start) };
+    // SAFETY: `os` was set at creation from the owner's `&'static Os`.
+    let os: &'static Os = unsafe { &*seg.os };
+    let (start, area) = seg.page_area(idx);
+    let need = align_up(bytes, os.page_size()).min(area);
+    let grown = if need > partial {
+        // SAFETY: `partial < need <= area`: the offset stays inside the page's area.
+        let from = unsafe { start.add(partial) };
+        // SAFETY: `from` lies inside the page's area, after the segment header: not null.
+        let from = unsafe { NonNull::new_unchecked(from) };
+        // SAFETY: `[from, from + need - partial)` lies in the page's area, inside the
+        // segment's live region from `os`; `partial` and `need` are multiples of the OS page
+        // (or the area's size, one too), so the range is page aligned.
+        let Some(zero) = (unsafe { os.commit(from, need - partial) }) else {
+            return false;
+        };
+        seg.committed += need - partial;
+        Some(zero)
+    } else {
+        None
+    };
+    // SAFETY: as for the first reference to the page; `seg` is no longer used, so this is
+    // the only reference into the header.
+    let p = unsafe { &mut *page };
+    if let Some(zero) = grown {
+        if !zero {
+            p.is_zero_init = false;
         }
-        if p.partial_commit == area {
-            p.is_committed = true;
-            p.partial_commit = 0;
-        }
-        true
+        p.partial_commit = need;
     }
+    if p.partial_commit == area {
+        p.is_committed = true;
+        p.partial_commit = 0;
+    }
+    true
 }
 
 /// Gives a page whose blocks are all free (or forgotten) back to its segment: it is no
@@ -770,43 +872,75 @@ pub(crate) unsafe fn page_commit(page: *mut Page, bytes: usize) -> bool {
 ///
 /// # Safety
 /// `page` is in use and in no heap queue; its segment is owned by the calling thread or
-/// abandoned and popped by it; no block of the page is used afterwards.
+/// abandoned and popped by it; no block of the page is used afterwards; the caller holds
+/// no reference to the segment's owner's [`SegmentsTld`] (it is reached through the
+/// segment; a caller that holds it uses [`page_free_in`]).
 pub(crate) unsafe fn page_free(page: *mut Page) -> bool {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        let segment = ptr_segment((*page).page_start);
-        let seg = &mut *segment;
-        let os = &*seg.os;
-        // the page's statistics: blocks counted as allocated at its last synchronisation
-        // are gone now
-        os.stats.pages.sub(1);
-        os.stats
-            .allocated
-            .sub((*page).stat_used as i64 * (*page).block_size as i64);
-        if seg.kind == SegmentKind::Huge {
-            os.stats.huge.sub((*page).block_size as i64);
-        }
-        (*page).reset();
-        seg.used -= 1;
-        if seg.used == 0 {
-            segment_free(segment);
-            return true;
-        }
-        // schedule the purge of the page's memory
-        let idx = (*page).segment_idx as usize;
-        let delay = os.purge_delay();
-        if delay >= 0 && ((*page).is_committed || (*page).partial_commit > 0) {
-            seg.purge_mask |= 1u64 << idx;
-            seg.purge_expire = os.now().saturating_add(delay as u64);
-            if delay == 0 {
-                segment_purge(segment, true);
-            }
-        }
-        if !seg.ctx.is_null() {
-            (*seg.ctx).requeue(segment);
-        }
-        false
+    // SAFETY: `page` is in use (the `# Safety` contract), so its metadata lies in the
+    // header of a live segment; `page_start` is fixed while the segment lives.
+    let segment = ptr_segment(unsafe { (*page).page_start });
+    // SAFETY: the segment is live and the calling thread's or popped by it (the `# Safety`
+    // contract), so no other thread writes its header. A set `ctx` is its owner's data, so
+    // the calling thread's, live while it owns segments, and not referenced by the caller.
+    let ctx = unsafe { (*segment).ctx.as_mut() };
+    // SAFETY: the `# Safety` contract, and `ctx` is the segment's owner data.
+    unsafe { page_free_in(ctx, page) }
+}
+
+/// [`page_free`] with the segment's owner data passed by the caller (`None` for an
+/// abandoned segment), for a caller that holds it as `&mut`.
+///
+/// # Safety
+/// As for `page_free`, but for the last condition: `ctx` is the page's segment's `ctx`
+/// (`None` when that is null).
+pub(crate) unsafe fn page_free_in(ctx: Option<&mut SegmentsTld>, page: *mut Page) -> bool {
+    // SAFETY: the page is in use and its segment the calling thread's or popped by it (the
+    // `# Safety` contract): its metadata lies in that live segment's header and no other
+    // thread touches it (all its blocks are free, so no remote free is under way). The
+    // reference ends before the header is borrowed.
+    let pg = unsafe { &mut *page };
+    let segment = ptr_segment(pg.page_start);
+    // SAFETY: the segment is live; `os` was set at creation from the owner's `&'static Os`,
+    // and `kind` is fixed at creation (neither lies in the page metadata).
+    let (os, kind): (&'static Os, _) = unsafe { (&*(*segment).os, (*segment).kind) };
+    // the page's statistics: blocks counted as allocated at its last synchronisation
+    // are gone now
+    os.stats.pages.sub(1);
+    os.stats
+        .allocated
+        .sub(pg.stat_used as i64 * pg.block_size as i64);
+    if kind == SegmentKind::Huge {
+        os.stats.huge.sub(pg.block_size as i64);
     }
+    pg.reset();
+    let idx = pg.segment_idx as usize;
+    let dirty = pg.is_committed || pg.partial_commit > 0;
+    // SAFETY: the segment is live and the calling thread's or popped by it, so no other
+    // thread writes its header; `pg` is no longer used, so this is the only reference into it.
+    let seg = unsafe { &mut *segment };
+    seg.used -= 1;
+    if seg.used == 0 {
+        // SAFETY: that was its last page in use; the segment is `ctx`'s or popped by the
+        // calling thread, and nothing refers to it any more (`seg` is no longer used).
+        unsafe { segment_free(ctx, segment) };
+        return true;
+    }
+    // schedule the purge of the page's memory
+    let delay = os.purge_delay();
+    if delay >= 0 && dirty {
+        seg.purge_mask |= 1u64 << idx;
+        seg.purge_expire = os.now().saturating_add(delay as u64);
+        if delay == 0 {
+            // SAFETY: the segment is the calling thread's or popped by it; `seg` is no
+            // longer used.
+            unsafe { segment_purge(segment, true) };
+        }
+    }
+    if let Some(ctx) = ctx {
+        // SAFETY: the segment is a live segment of `ctx` (the `# Safety` contract).
+        unsafe { ctx.requeue(segment) };
+    }
+    false
 }
 
 /// Purges the pages in the segment's purge mask (if their delay ran out, or `force`).
@@ -814,48 +948,69 @@ pub(crate) unsafe fn page_free(page: *mut Page) -> bool {
 /// # Safety
 /// The calling thread owns the segment (or popped it from the abandoned list).
 pub(crate) unsafe fn segment_purge(segment: *mut Segment, force: bool) {
-    // SAFETY: as the caller guarantees; the purged pages are not in use.
-    unsafe {
-        let seg = &mut *segment;
+    let (mask, os) = {
+        // SAFETY: the segment is live and the calling thread's or popped by it (the
+        // `# Safety` contract), so no other thread writes its header; the reference ends
+        // before the pages are borrowed.
+        let seg = unsafe { &*segment };
         if seg.purge_mask == 0 {
             return;
         }
-        let os = &*seg.os;
+        // SAFETY: `os` was set at creation from the owner's `&'static Os`.
+        let os: &'static Os = unsafe { &*seg.os };
         if !force && os.now() < seg.purge_expire {
             return;
         }
-        let decommit_zeroes = os.config().decommit_zeroes;
-        let mut mask = seg.purge_mask;
-        while mask != 0 {
-            let idx = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            let page = &mut *seg.page(idx);
-            debug_assert!(!page.segment_in_use);
-            let (start, area) = seg.page_area(idx);
-            let size = if page.is_committed {
-                area
-            } else {
-                page.partial_commit
-            };
-            if size == 0 {
-                continue;
-            }
-            if os.decommit(NonNull::new_unchecked(start), size) {
-                page.is_committed = false;
-                page.partial_commit = 0;
-                seg.committed -= size;
-            } else if decommit_zeroes {
-                page.is_zero_init = true;
-            }
+        (seg.purge_mask, os)
+    };
+    let decommit_zeroes = os.config().decommit_zeroes;
+    let mut mask = mask;
+    let mut decommitted = 0;
+    while mask != 0 {
+        let idx = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        // SAFETY: purge mask bits are page indices below `capacity`; the temporary
+        // `&Segment` ends before the page is borrowed.
+        let (page, (start, area)) = unsafe { ((*segment).page(idx), (*segment).page_area(idx)) };
+        // SAFETY: the page metadata lies in the live header; the page is not in use (purge
+        // mask bits are only set for pages not in use), so nothing else refers to it.
+        let page = unsafe { &mut *page };
+        debug_assert!(!page.segment_in_use);
+        let size = if page.is_committed {
+            area
+        } else {
+            page.partial_commit
+        };
+        if size == 0 {
+            continue;
         }
-        seg.purge_mask = 0;
+        // SAFETY: the page's area lies after the segment header: not null.
+        let start = unsafe { NonNull::new_unchecked(start) };
+        // SAFETY: the range is the committed part of a page not in use: inside the
+        // segment's live region, page aligned (a page area, or its first `partial_commit`
+        // bytes, a multiple of the OS page), and no live data is in it.
+        if unsafe { os.decommit(start, size) } {
+            page.is_committed = false;
+            page.partial_commit = 0;
+            decommitted += size;
+        } else if decommit_zeroes {
+            page.is_zero_init = true;
+        }
     }
+    // SAFETY: as for the first reference to the header; no page reference is live.
+    let seg = unsafe { &mut *segment };
+    seg.committed -= decommitted;
+    seg.purge_mask = 0;
 }
 
 /// Purges every segment of `ctx`'s owner whose purge delay ran out (all with `force`).
 pub(crate) fn segments_purge(ctx: &mut SegmentsTld, force: bool) {
-    // SAFETY: `ctx` is ours (a `&mut`), so are its segments; purging changes no list.
-    unsafe { SegmentsTld::for_each(ctx, |s| segment_purge(s, force)) };
+    let purge = |s: *mut Segment| {
+        // SAFETY: `for_each` hands out segments of `ctx`, the calling thread's.
+        unsafe { segment_purge(s, force) }
+    };
+    // SAFETY: `ctx` is live and the calling thread's (a `&mut`); purging changes no list.
+    unsafe { SegmentsTld::for_each(ctx, purge) };
 }
 
 /// Resizes the huge block of `page` by moving or resizing its segment with the source's
@@ -866,59 +1021,77 @@ pub(crate) fn segments_purge(ctx: &mut SegmentsTld, force: bool) {
 /// # Safety
 /// `page` is the page of a huge segment owned by the calling thread, whose one block is
 /// live and owned by the caller, and the page is in no queue (the segment header, and so
-/// the page, may move).
+/// the page, may move); the caller holds no reference to the thread's [`SegmentsTld`].
 pub(crate) unsafe fn huge_remap(page: *mut Page, new_size: usize) -> *mut Page {
-    // SAFETY: as the caller guarantees; every link into the segment header (the owner's
-    // segment list, the segment map) is undone before it moves and redone after.
-    unsafe {
-        let segment = ptr_segment((*page).page_start);
-        let seg = &mut *segment;
-        debug_assert_eq!(seg.kind, SegmentKind::Huge);
-        if seg.region != segment as *mut u8 {
-            return ptr::null_mut(); // alignment front part: keep it simple, copy instead
-        }
-        let os = &*seg.os;
-        let cfg = os.config();
-        let gran = cfg.alloc_granularity.max(cfg.page_size).max(4096);
-        let Some(want) = seg.info_size.checked_add(new_size) else {
-            return ptr::null_mut();
-        };
-        let new_seg_size = align_up(want, gran);
-        let ctx = &mut *seg.ctx;
-        ctx.unlink(segment);
-        #[cfg(feature = "std")]
-        crate::segment_map::set(segment as usize, false);
-        let moved = os.remap(
-            NonNull::new_unchecked(segment as *mut u8),
-            seg.region_size,
-            seg.committed,
-            new_seg_size,
-            SEGMENT_SIZE,
-        );
-        let Some(r) = moved else {
-            #[cfg(feature = "std")]
-            crate::segment_map::set(segment as usize, true);
-            ctx.link(segment);
-            return ptr::null_mut();
-        };
-        let new_seg = r.ptr.as_ptr() as *mut Segment;
-        let seg = &mut *new_seg;
-        seg.cookie = SEGMENT_COOKIE ^ new_seg as usize;
-        seg.region = new_seg as *mut u8;
-        seg.region_size = r.size;
-        seg.committed = r.size;
-        seg.segment_size = new_seg_size;
-        let page = seg.page(0);
-        let old_bsize = (*page).block_size;
-        let (start, psize) = seg.page_area(0);
-        (*page).page_start = start;
-        (*page).block_size = psize;
-        let delta = psize as i64 - old_bsize as i64;
-        os.stats.huge.add(delta);
-        os.stats.allocated.add(delta * (*page).stat_used as i64);
-        #[cfg(feature = "std")]
-        crate::segment_map::set(new_seg as usize, true);
-        ctx.link(new_seg);
-        page
+    // SAFETY: `page` is the page of a live segment (the `# Safety` contract); `page_start`
+    // is fixed while the segment stays where it is.
+    let segment = ptr_segment(unsafe { (*page).page_start });
+    // SAFETY: the segment is live and the calling thread's (the `# Safety` contract), so no
+    // other thread writes its header; this shared reference ends before it is unlinked.
+    let seg = unsafe { &*segment };
+    debug_assert_eq!(seg.kind, SegmentKind::Huge);
+    if seg.region != segment as *mut u8 {
+        return ptr::null_mut(); // alignment front part: keep it simple, copy instead
     }
+    // SAFETY: `os` was set at creation from the owner's `&'static Os`.
+    let os: &'static Os = unsafe { &*seg.os };
+    let cfg = os.config();
+    let gran = cfg.alloc_granularity.max(cfg.page_size).max(4096);
+    let Some(want) = seg.info_size.checked_add(new_size) else {
+        return ptr::null_mut();
+    };
+    let new_seg_size = align_up(want, gran);
+    let (region_size, committed) = (seg.region_size, seg.committed);
+    // SAFETY: the segment is the calling thread's, so its `ctx` is that thread's data, live
+    // while it owns segments, and not referenced by the caller (the `# Safety` contract).
+    let ctx = unsafe { &mut *seg.ctx };
+    // Every link into the segment header (the owner's segment list, the segment map) is
+    // undone before it moves and redone after.
+    // SAFETY: the segment is `ctx`'s, so in its list of all segments (its invariants).
+    unsafe { ctx.unlink(segment) };
+    #[cfg(feature = "std")]
+    crate::segment_map::set(segment as usize, false);
+    // SAFETY: `segment` is the address of a live segment: not null.
+    let seg_nn = unsafe { NonNull::new_unchecked(segment as *mut u8) };
+    // SAFETY: with no front part, the segment is exactly its region (checked above), from
+    // `os`, committed in full (huge segments are) and counted with `committed` bytes; the
+    // caller's block may move (the `# Safety` contract) and nothing links to the header.
+    let moved = unsafe { os.remap(seg_nn, region_size, committed, new_seg_size, SEGMENT_SIZE) };
+    let Some(r) = moved else {
+        #[cfg(feature = "std")]
+        crate::segment_map::set(segment as usize, true);
+        // SAFETY: the remap failed, so the segment is still live where it was, and it was
+        // unlinked just above.
+        unsafe { ctx.link(segment) };
+        return ptr::null_mut();
+    };
+    let new_seg = r.ptr.as_ptr() as *mut Segment;
+    // SAFETY: the source moved the whole region, header included, to `r.ptr`, committed;
+    // the segment is still the calling thread's, and no reference into its old or new
+    // place is live.
+    let seg = unsafe { &mut *new_seg };
+    seg.cookie = SEGMENT_COOKIE ^ new_seg as usize;
+    seg.region = new_seg as *mut u8;
+    seg.region_size = r.size;
+    seg.committed = r.size;
+    seg.segment_size = new_seg_size;
+    // SAFETY: a huge segment has one page: `0 < capacity`.
+    let page = unsafe { seg.page(0) };
+    let (start, psize) = seg.page_area(0);
+    // SAFETY: the page metadata lies in the moved header; the page is in no queue and its
+    // block is the caller's (the `# Safety` contract), so nothing else refers to it; `seg`
+    // is no longer used.
+    let pg = unsafe { &mut *page };
+    let old_bsize = pg.block_size;
+    pg.page_start = start;
+    pg.block_size = psize;
+    let delta = psize as i64 - old_bsize as i64;
+    os.stats.huge.add(delta);
+    os.stats.allocated.add(delta * pg.stat_used as i64);
+    #[cfg(feature = "std")]
+    crate::segment_map::set(new_seg as usize, true);
+    // SAFETY: the segment is live at `new_seg`, and in no list of all segments (unlinked
+    // before the move).
+    unsafe { ctx.link(new_seg) };
+    page
 }

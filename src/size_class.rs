@@ -10,15 +10,23 @@ pub const WORD: usize = core::mem::size_of::<usize>();
 /// header is there, so `p - 1` maps a block that starts exactly one segment size in, as a
 /// 4 MiB-aligned huge block does, to its own segment).
 pub const SEGMENT_SHIFT: usize = 22;
+/// Size (and alignment) of a segment in bytes: 4 MiB.
 pub const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT; // 4 MiB
+/// Mask of the offset bits of an address within its segment (`SEGMENT_SIZE - 1`).
 pub const SEGMENT_MASK: usize = SEGMENT_SIZE - 1;
 
+/// log2 of [`SMALL_PAGE_SIZE`].
 pub const SMALL_PAGE_SHIFT: usize = 16;
+/// Size of a small page in bytes: 64 KiB.
 pub const SMALL_PAGE_SIZE: usize = 1 << SMALL_PAGE_SHIFT; // 64 KiB
+/// log2 of [`MEDIUM_PAGE_SIZE`].
 pub const MEDIUM_PAGE_SHIFT: usize = 19;
+/// Size of a medium page in bytes: 512 KiB.
 pub const MEDIUM_PAGE_SIZE: usize = 1 << MEDIUM_PAGE_SHIFT; // 512 KiB
 
+/// Number of small pages in a segment of small pages: 64.
 pub const SMALL_PAGES_PER_SEGMENT: usize = SEGMENT_SIZE / SMALL_PAGE_SIZE; // 64
+/// Number of medium pages in a segment of medium pages: 8.
 pub const MEDIUM_PAGES_PER_SEGMENT: usize = SEGMENT_SIZE / MEDIUM_PAGE_SIZE; // 8
 
 /// Largest block served from small (64 KiB) pages.
@@ -27,10 +35,12 @@ pub const SMALL_OBJ_SIZE_MAX: usize = SMALL_PAGE_SIZE / 4; // 16 KiB
 pub const MEDIUM_OBJ_SIZE_MAX: usize = MEDIUM_PAGE_SIZE / 4; // 128 KiB
 /// Largest block served from large pages (one page per segment); above: huge segments.
 pub const LARGE_OBJ_SIZE_MAX: usize = SEGMENT_SIZE / 2; // 2 MiB
+/// [`LARGE_OBJ_SIZE_MAX`] in words.
 pub const LARGE_OBJ_WSIZE_MAX: usize = LARGE_OBJ_SIZE_MAX / WORD;
 
 /// Sizes up to this many words are served through the heap's direct page table.
 pub const SMALL_WSIZE_MAX: usize = 128;
+/// [`SMALL_WSIZE_MAX`] in bytes: 1 KiB on 64-bit targets.
 pub const SMALL_SIZE_MAX: usize = SMALL_WSIZE_MAX * WORD; // 1 KiB
 /// Entries of the direct table (`wsize` 0 ..= SMALL_WSIZE_MAX).
 pub const PAGES_DIRECT: usize = SMALL_WSIZE_MAX + 1;
@@ -38,8 +48,9 @@ pub const PAGES_DIRECT: usize = SMALL_WSIZE_MAX + 1;
 /// Every block of a size that is a multiple of this is aligned to it.
 pub const MAX_ALIGN_SIZE: usize = 16;
 
-/// Bin of huge blocks (one block per segment), and the bin of full pages.
+/// Bin of huge blocks (one block per segment).
 pub const BIN_HUGE: usize = 73;
+/// Bin (queue index) of full pages, which have no free block; after all the size bins.
 pub const BIN_FULL: usize = BIN_HUGE + 1;
 
 const _: () = assert!(SEGMENT_SIZE % SMALL_PAGE_SIZE == 0 && SEGMENT_SIZE % MEDIUM_PAGE_SIZE == 0);

@@ -41,8 +41,9 @@ pub struct Stats {
     pub pages: StatCount,
     /// Bytes purged (decommitted or reset) back to the source.
     pub purged: i64,
-    /// Segments abandoned by exiting threads, and reclaimed by others.
+    /// Segments abandoned by exiting threads (a count).
     pub abandoned: i64,
+    /// Abandoned segments reclaimed by other threads (a count).
     pub reclaimed: i64,
     /// Thread (or CPU) heaps initialised, and currently alive.
     pub threads: StatCount,

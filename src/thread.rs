@@ -8,7 +8,7 @@ use core::ptr::{self, addr_of_mut, NonNull};
 use crate::abandon::segment_abandon;
 use crate::collect::{heap_collect, Collect};
 use crate::domain::Domain;
-use crate::heap::{RawHeap, Tld};
+use crate::heap::{OwnedHeap, RawHeap, Tld};
 
 /// A thread's data and its default heap, allocated together from the page source.
 ///
@@ -87,25 +87,39 @@ pub(crate) unsafe fn thread_data_free(domain: &Domain, td: *mut ThreadData) {
 /// # Safety
 /// `tld` is the calling thread's data.
 pub(crate) unsafe fn thread_done(tld: *mut Tld) {
-    // SAFETY: the calling thread owns its data, heaps and segments.
+    // SAFETY: the calling thread owns its data (caller): its heaps list is ours.
+    let (heaps, backing) = unsafe { ((*tld).heaps, (*tld).heap_backing) };
+    let mut heap = heaps;
+    while !heap.is_null() {
+        // SAFETY: the heaps of our thread's list are initialised and ours.
+        let owned = unsafe { OwnedHeap::new(heap) };
+        // SAFETY: as above; `next` is read before collection (which does not unlink).
+        heap = unsafe { (*heap).next };
+        heap_collect(owned, Collect::Abandon);
+    }
+    // SAFETY: the context is ours; `segments` lives in it and never moves.
+    let (segments, abandoned) = unsafe {
+        (
+            addr_of_mut!((*tld).segments),
+            &(*tld).domain().abandoned,
+        )
+    };
+    // SAFETY: the context is ours; every segment with pages in use goes to the domain
+    // (its pages were detached from their heaps by the collection above), through the
+    // context that `for_each` walks — the only change it allows.
     unsafe {
-        let mut heap = (*tld).heaps;
-        while !heap.is_null() {
-            let next = (*heap).next;
-            heap_collect(heap, Collect::Abandon);
-            heap = next;
-        }
-        let abandoned = &(*tld).domain().abandoned;
-        let segments = addr_of_mut!((*tld).segments);
         crate::segment::SegmentsTld::for_each(segments, |s| {
             if (*s).used > 0 {
                 segment_abandon(s, &mut *segments, abandoned);
             }
         });
         debug_assert!((*segments).is_empty(), "segments left after thread done");
-        let backing = (*tld).heap_backing;
-        let mut heap = (*tld).heaps;
-        while !heap.is_null() {
+    }
+    let mut heap = heaps;
+    while !heap.is_null() {
+        // SAFETY: the heaps of our list are live structs of ours; a first-class one becomes
+        // inert, the backing one dies with the thread data.
+        unsafe {
             let next = (*heap).next;
             if heap != backing {
                 (*heap).detach();

@@ -30,7 +30,9 @@ pub(crate) unsafe fn free(p: *mut u8) {
         return;
     }
     if CHECK_FREE.load(Relaxed) {
-        // SAFETY: forwarded.
+        // SAFETY: `p` is non-null (checked above) and, by this function's contract, a block
+        // of ours not used afterwards or a pointer the checks catch: `free_checked`'s
+        // contract.
         return unsafe { free_checked(p) };
     }
     // The segment map alone: a set bit means a live segment starts there (the cookie
@@ -38,7 +40,9 @@ pub(crate) unsafe fn free(p: *mut u8) {
     if !crate::segment_map::contains(ptr_segment(p) as usize) {
         return invalid_free(p, "not allocated by shardalloc");
     }
-    // SAFETY: `p` lies in a live segment of ours; the caller vouches for the rest.
+    // SAFETY: `p` lies in a live segment of ours (its bit is set in the segment map), so by
+    // this function's contract (the C caller's contract for `free`, documented in
+    // include/README-capi.md) it is a live block of ours, not used afterwards.
     unsafe { hosted::free(p) }
 }
 
@@ -51,14 +55,21 @@ fn invalid_free(p: *mut u8, why: &str) {
     );
 }
 
+/// Checked mode's `free`: `p` is checked with `check_block` before it is freed.
+///
+/// # Safety
+/// `p` is non-null; a block of ours passes the checks only if it is not used afterwards
+/// (as [`free`]).
 #[cold]
 #[inline(never)]
 unsafe fn free_checked(p: *mut u8) {
-    // SAFETY: the default heap is live or the static empty heap.
+    // SAFETY: `default_heap()` is the calling thread's live default heap or the static
+    // empty heap, both readable `RawHeap`s.
     let owner = unsafe { (*hosted::default_heap()).owner };
     match check_block(p, owner) {
-        // SAFETY: checked to be a block of a page in use, not free already (as far as
-        // the calling thread can see); the caller vouches for the rest.
+        // SAFETY: `check_block` found `p` to be a block (or inside an aligned block) of a
+        // page in use and, where the calling thread can see, not free already: a live
+        // block of ours, which the C caller does not use after `free` (its contract).
         Ok(()) => unsafe { hosted::free(p) },
         Err(BadFree::DoubleFree) => {
             error(::libc::EAGAIN, format_args!("double free of {p:p}"));

@@ -17,37 +17,44 @@ use super::semantics as s;
 
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    // SAFETY: the default heap.
+    // SAFETY: `None` is the calling thread's default heap, `s::malloc`'s only
+    // precondition.
     unsafe { s::malloc(None, size) as *mut c_void }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
-    // SAFETY: `p` is null or ours (the C contract; violations are checked, see check.rs).
+    // SAFETY: `p` is null or a block of ours not used afterwards: the C caller's contract
+    // for `free`, documented in include/README-capi.md (pointers that are not ours are
+    // caught by `check.rs`).
     unsafe { s::free(p as *mut u8) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
-    // SAFETY: the default heap.
+    // SAFETY: `None` is the calling thread's default heap, `s::calloc`'s only
+    // precondition.
     unsafe { s::calloc(None, count, size) as *mut c_void }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
-    // SAFETY: `p` is null or ours (the C contract).
+    // SAFETY: `p` is null or a live block of ours: the C caller's contract for `realloc`
+    // (pointers that are not ours are rejected by `realloc_arg_ok`).
     unsafe { s::realloc(p as *mut u8, size) as *mut c_void }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn reallocarray(p: *mut c_void, count: usize, size: usize) -> *mut c_void {
-    // SAFETY: `p` is null or ours (the C contract).
+    // SAFETY: `p` is null or a live block of ours: the C caller's contract for
+    // `reallocarray` (pointers that are not ours are rejected by `realloc_arg_ok`).
     unsafe { s::reallocarray(p as *mut u8, count, size) as *mut c_void }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> i32 {
-    // SAFETY: `out` is null or writable (the C contract).
+    // SAFETY: `out` is null or points to a writable `void *`: the C caller's contract for
+    // `posix_memalign`.
     unsafe { s::posix_memalign(out as *mut *mut u8, align, size) }
 }
 
@@ -73,27 +80,34 @@ pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
 
 #[no_mangle]
 pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
-    // SAFETY: `p` is null, foreign (then 0) or a live block of ours.
+    // SAFETY: `p` is null, not ours (then 0) or a live block of ours: the C caller's
+    // contract for `malloc_usable_size` (not a freed block).
     unsafe { s::usable_size(p as *const u8) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn cfree(p: *mut c_void) {
-    // SAFETY: as `free`.
+    // SAFETY: `p` is null or a block of ours not used afterwards: the C caller's contract
+    // for `free`, which this function shares (pointers that are not ours are caught by
+    // `check.rs`).
     unsafe { s::free(p as *mut u8) }
 }
 
 /// C23 (glibc 2.39+): the size is a hint we do not need.
 #[no_mangle]
 pub unsafe extern "C" fn free_sized(p: *mut c_void, _size: usize) {
-    // SAFETY: as `free`.
+    // SAFETY: `p` is null or a block of ours not used afterwards: the C caller's contract
+    // for `free`, which this function shares (pointers that are not ours are caught by
+    // `check.rs`).
     unsafe { s::free(p as *mut u8) }
 }
 
 /// C23 (glibc 2.39+).
 #[no_mangle]
 pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _align: usize, _size: usize) {
-    // SAFETY: as `free`.
+    // SAFETY: `p` is null or a block of ours not used afterwards: the C caller's contract
+    // for `free`, which this function shares (pointers that are not ours are caught by
+    // `check.rs`).
     unsafe { s::free(p as *mut u8) }
 }
 
@@ -109,25 +123,29 @@ pub extern "C" fn malloc_trim(_pad: usize) -> i32 {
 
 #[no_mangle]
 pub unsafe extern "C" fn __libc_malloc(size: usize) -> *mut c_void {
-    // SAFETY: forwarded.
+    // SAFETY: our `malloc` has no precondition (it is `unsafe` only as an `extern "C"`
+    // allocator symbol).
     unsafe { malloc(size) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn __libc_free(p: *mut c_void) {
-    // SAFETY: forwarded.
+    // SAFETY: `p` is null or a block of ours not used afterwards: the C caller's contract
+    // for `free`, which glibc's `__libc_free` shares.
     unsafe { free(p) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn __libc_calloc(count: usize, size: usize) -> *mut c_void {
-    // SAFETY: forwarded.
+    // SAFETY: our `calloc` has no precondition (it is `unsafe` only as an `extern "C"`
+    // allocator symbol).
     unsafe { calloc(count, size) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_void {
-    // SAFETY: forwarded.
+    // SAFETY: `p` is null or a live block of ours: the C caller's contract for `realloc`,
+    // which glibc's `__libc_realloc` shares.
     unsafe { realloc(p, size) }
 }
 
@@ -148,7 +166,8 @@ pub extern "C" fn __libc_pvalloc(size: usize) -> *mut c_void {
 
 #[no_mangle]
 pub unsafe extern "C" fn __posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> i32 {
-    // SAFETY: forwarded.
+    // SAFETY: `out` is null or points to a writable `void *`: the C caller's contract for
+    // `posix_memalign`, which `__posix_memalign` shares.
     unsafe { posix_memalign(out, align, size) }
 }
 
@@ -211,13 +230,14 @@ pub(crate) fn new_or_abort(size: usize, align: usize) -> *mut u8 {
 /// `nothrow` `new`: a block or NULL.
 #[inline]
 pub(crate) fn new_nothrow(size: usize, align: usize) -> *mut u8 {
-    // SAFETY: the default heap.
-    unsafe {
-        if align <= crate::size_class::WORD {
-            s::malloc(None, size)
-        } else {
-            s::malloc_aligned_at(None, size, align, 0, false)
-        }
+    if align <= crate::size_class::WORD {
+        // SAFETY: `None` is the calling thread's default heap, `s::malloc`'s only
+        // precondition.
+        unsafe { s::malloc(None, size) }
+    } else {
+        // SAFETY: `None` is the calling thread's default heap, `s::malloc_aligned_at`'s
+        // only precondition (it checks `align` itself).
+        unsafe { s::malloc_aligned_at(None, size, align, 0, false) }
     }
 }
 
@@ -283,7 +303,8 @@ macro_rules! deletes {
         #[no_mangle]
         pub unsafe extern "C" fn $name(p: *mut c_void $(, $arg: $ty)*) {
             $(let _ = $arg;)*
-            // SAFETY: `p` is null or a block from `new` (the C++ contract).
+            // SAFETY: `p` is null or a block from our `operator new` not used afterwards:
+            // the C++ caller's contract for `operator delete`.
             unsafe { s::free(p as *mut u8) }
         }
     )*};

@@ -13,7 +13,7 @@ use super::semantics as s;
 use crate::collect::{heap_collect, Collect};
 use crate::first_class;
 use crate::global::{hosted, tls};
-use crate::heap::RawHeap;
+use crate::heap::{OwnedHeap, RawHeap};
 use crate::segment::checked_page;
 use crate::size_class::WORD;
 
@@ -25,12 +25,19 @@ type P = *mut c_void;
 /// # Safety
 /// `h` is null or a heap from `mi_heap_new` / `mi_heap_get_*` not yet deleted.
 unsafe fn owned(h: H) -> bool {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        !h.is_null()
-            && (*h).is_initialized()
-            && (*h).owner == (*hosted::heap_initialized()).owner
+    if h.is_null() {
+        return false;
     }
+    // SAFETY: `h` is non-null, so a heap from `mi_heap_new` / `mi_heap_get_*` not yet
+    // deleted (this function's contract): its struct is allocated, even after its thread
+    // is done.
+    if !unsafe { (*h).is_initialized() } {
+        return false;
+    }
+    let mine = hosted::heap_initialized();
+    // SAFETY: `h` as above; `mine` is the calling thread's heap, initialised (or the
+    // static empty heap when out of memory), live while the thread runs.
+    unsafe { (*h).owner == (*mine).owner }
 }
 
 /// The calling thread's backing heap (its default heap unless changed), initialised;
@@ -51,31 +58,33 @@ fn backing() -> H {
 /// default heap is deleted).
 pub(crate) fn reset_default_to_backing() {
     let h = hosted::default_heap();
-    // SAFETY: live or the empty heap.
-    unsafe {
-        if (*h).is_initialized() {
-            let b = (*(*h).tld).heap_backing;
-            if b != h {
-                tls::set(b);
-            }
-        }
+    // SAFETY: `default_heap()` is the calling thread's live default heap or the static
+    // empty heap, both readable `RawHeap`s.
+    if !unsafe { (*h).is_initialized() } {
+        return;
+    }
+    // SAFETY: `h` is initialised (checked above), so its `tld` is the calling thread's
+    // live thread data.
+    let b = unsafe { (*(*h).tld).heap_backing };
+    if b != h {
+        tls::set(b);
     }
 }
 
 #[no_mangle]
 pub extern "C" fn mi_heap_new() -> H {
     let b = backing();
-    // SAFETY: `b` is this thread's backing heap (or the empty heap, checked).
-    unsafe {
-        if !(*b).is_initialized() {
-            return ptr::null_mut();
-        }
-        let h = first_class::heap_new(b);
-        if h.is_null() {
-            super::set_errno(::libc::ENOMEM);
-        }
-        h
+    // SAFETY: `backing()` is the calling thread's live backing heap or the static empty
+    // heap, both readable `RawHeap`s.
+    if !unsafe { (*b).is_initialized() } {
+        return ptr::null_mut();
     }
+    // SAFETY: `b` is the calling thread's backing heap, initialised (checked above).
+    let h = unsafe { first_class::heap_new(OwnedHeap::new(b)) };
+    if h.is_null() {
+        super::set_errno(::libc::ENOMEM);
+    }
+    h
 }
 
 /// Shared by delete and destroy: `destroy` frees the blocks, else they move to the
@@ -84,61 +93,73 @@ pub extern "C" fn mi_heap_new() -> H {
 /// # Safety
 /// `h` is null or a heap not yet deleted.
 unsafe fn heap_release(h: H, destroy: bool) {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        if h.is_null() {
-            return;
-        }
-        if !(*h).is_initialized() {
-            // its thread is done: only the struct is left
-            s::free(h as *mut u8);
-            return;
-        }
-        if !owned(h) {
-            super::options::error(
-                ::libc::EINVAL,
-                format_args!("heap {h:p} deleted by a thread that does not own it (ignored)"),
-            );
-            return;
-        }
-        let b = (*(*h).tld).heap_backing;
-        if h == b {
-            return;
-        }
-        if hosted::default_heap() == h {
-            tls::set(b);
-        }
-        if destroy {
-            first_class::heap_destroy(h);
-        } else {
-            first_class::heap_delete(h);
-        }
+    if h.is_null() {
+        return;
+    }
+    // SAFETY: `h` is non-null, so a heap not yet deleted (this function's contract): its
+    // struct is allocated, even after its thread is done.
+    if !unsafe { (*h).is_initialized() } {
+        // its thread is done: only the struct is left
+        // SAFETY: the struct of a first-class heap is a block of its thread's backing heap
+        // (`first_class::heap_new`); the C caller deletes it once and does not use it
+        // afterwards (mimalloc's contract for `mi_heap_delete`/`mi_heap_destroy`).
+        unsafe { s::free(h as *mut u8) };
+        return;
+    }
+    // SAFETY: `h` is null or a heap not yet deleted (this function's contract).
+    if !unsafe { owned(h) } {
+        super::options::error(
+            ::libc::EINVAL,
+            format_args!("heap {h:p} deleted by a thread that does not own it (ignored)"),
+        );
+        return;
+    }
+    // SAFETY: `h` passed `owned(h)`, so it is an initialised heap of the calling thread,
+    // whose `tld` is the calling thread's live thread data.
+    let b = unsafe { (*(*h).tld).heap_backing };
+    if h == b {
+        return;
+    }
+    if hosted::default_heap() == h {
+        tls::set(b);
+    }
+    if destroy {
+        // SAFETY: `h` passed `owned(h)` and is not the backing heap `b`: an initialised
+        // first-class heap of the calling thread; no longer the default heap, and neither
+        // it nor its blocks are used afterwards (mimalloc's contract for `mi_heap_destroy`).
+        unsafe { first_class::heap_destroy(OwnedHeap::new(h)) };
+    } else {
+        // SAFETY: `h` passed `owned(h)` and is not the backing heap `b`: an initialised
+        // first-class heap of the calling thread; no longer the default heap, and not used
+        // afterwards (mimalloc's contract for `mi_heap_delete`).
+        unsafe { first_class::heap_delete(OwnedHeap::new(h)) };
     }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_heap_delete(h: H) {
-    // SAFETY: the caller's contract.
+    // SAFETY: `h` is null or a heap from `mi_heap_new` / `mi_heap_get_*` not yet deleted:
+    // the C caller's contract for `mi_heap_delete` (mimalloc's, include/mimalloc.h).
     unsafe { heap_release(h, false) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_heap_destroy(h: H) {
-    // SAFETY: the caller's contract.
+    // SAFETY: `h` is null or a heap from `mi_heap_new` / `mi_heap_get_*` not yet deleted:
+    // the C caller's contract for `mi_heap_destroy` (mimalloc's, include/mimalloc.h).
     unsafe { heap_release(h, true) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_heap_set_default(h: H) -> H {
-    // SAFETY: the caller's contract.
-    unsafe {
-        if !owned(h) {
-            return ptr::null_mut();
-        }
-        let prev = hosted::heap_initialized();
-        tls::set(h);
-        prev
+    // SAFETY: `h` is null or a heap from `mi_heap_new` / `mi_heap_get_*` not yet deleted:
+    // the C caller's contract for `mi_heap_*` (mimalloc's, include/mimalloc.h).
+    if !unsafe { owned(h) } {
+        return ptr::null_mut();
     }
+    let prev = hosted::heap_initialized();
+    tls::set(h);
+    prev
 }
 
 #[no_mangle]
@@ -153,18 +174,16 @@ pub extern "C" fn mi_heap_get_backing() -> H {
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_heap_collect(h: H, force: bool) {
-    // SAFETY: the caller's contract; only our own heaps are collected.
-    unsafe {
-        if owned(h) {
-            heap_collect(
-                h,
-                if force {
-                    Collect::Force
-                } else {
-                    Collect::Normal
-                },
-            );
-        }
+    // SAFETY: `h` is null or a heap from `mi_heap_new` / `mi_heap_get_*` not yet deleted:
+    // the C caller's contract for `mi_heap_*` (mimalloc's, include/mimalloc.h).
+    if unsafe { owned(h) } {
+        let mode = if force {
+            Collect::Force
+        } else {
+            Collect::Normal
+        };
+        // SAFETY: `h` passed `owned(h)`, so it is an initialised heap of the calling thread.
+        unsafe { heap_collect(OwnedHeap::new(h), mode) };
     }
 }
 
@@ -175,10 +194,11 @@ pub unsafe extern "C" fn mi_heap_collect(h: H, force: bool) {
 /// (allocation returns NULL with ENOMEM) — never another thread's heap.
 ///
 /// # Safety
-/// `h` is a heap from `mi_heap_new` / `mi_heap_get_*` not yet deleted.
+/// `h` is null or a heap from `mi_heap_new` / `mi_heap_get_*` not yet deleted.
 #[inline]
 unsafe fn alloc_heap(h: H) -> Option<H> {
-    // SAFETY: as the caller guarantees.
+    // SAFETY: `h` is null or a heap not yet deleted (this function's contract is
+    // `owned`'s).
     if unsafe { owned(h) } {
         Some(h)
     } else {
@@ -191,12 +211,16 @@ macro_rules! heap_fns {
         $(#[$m])*
         #[no_mangle]
         pub unsafe extern "C" fn $name(h: H $(, $arg: $ty)*) -> $ret {
-            // SAFETY: `h` is the caller's heap (checked by `alloc_heap`); pointers passed
-            // are null or blocks of ours (the caller's contract).
-            unsafe {
-                let $hh = alloc_heap(h);
-                $body
-            }
+            // SAFETY: `h` is null or a heap from `mi_heap_new` / `mi_heap_get_*` not yet
+            // deleted: the C caller's contract for `mi_heap_*` (mimalloc's,
+            // include/mimalloc.h).
+            let $hh = unsafe { alloc_heap(h) };
+            // SAFETY: `$hh` is `h` after it passed `owned(h)` (an initialised heap of the
+            // calling thread) or else the empty heap: what the `heap` argument of the
+            // `semantics` functions allows; pointer arguments are null or live blocks of
+            // ours, strings are C strings and `resolved` holds `PATH_MAX` bytes: the C
+            // caller's contract for the `mi_heap_*` functions (mimalloc's).
+            unsafe { $body }
         }
     )*};
 }
@@ -342,23 +366,29 @@ pub unsafe extern "C" fn mi_heap_visit_blocks(
     let Some(visitor) = visitor else {
         return false;
     };
-    // SAFETY: the caller's contract; only our own heaps are visited. Collecting first
-    // applies delayed and remote frees and frees empty pages.
-    unsafe {
-        if !owned(h) {
-            return false;
-        }
-        heap_collect(h, Collect::Normal);
-        first_class::heap_visit(h, visit_blocks, |area, block| {
-            let a = HeapArea {
-                blocks: area.blocks as P,
-                reserved: area.reserved,
-                committed: area.committed,
-                used: area.used,
-                block_size: area.block_size,
-                full_block_size: area.block_size,
-            };
-            visitor(h as *const c_void, &a, block as P, area.block_size, arg)
-        })
+    // SAFETY: `h` is null or a heap from `mi_heap_new` / `mi_heap_get_*` not yet deleted:
+    // the C caller's contract for `mi_heap_*` (mimalloc's, include/mimalloc.h).
+    if !unsafe { owned(h) } {
+        return false;
     }
+    // Collecting first applies delayed and remote frees and frees empty pages.
+    // SAFETY: `h` passed `owned(h)`, so it is an initialised heap of the calling thread.
+    unsafe { heap_collect(OwnedHeap::new(h), Collect::Normal) };
+    let visit = |area: &first_class::Area, block: *mut u8| {
+        let a = HeapArea {
+            blocks: area.blocks as P,
+            reserved: area.reserved,
+            committed: area.committed,
+            used: area.used,
+            block_size: area.block_size,
+            full_block_size: area.block_size,
+        };
+        // SAFETY: `visitor` is the C caller's `mi_block_visit_fun`, called with its `arg`,
+        // a pointer to a live `HeapArea` on our stack, and null or a live block of `h`.
+        unsafe { visitor(h as *const c_void, &a, block as P, area.block_size, arg) }
+    };
+    // SAFETY: `h` passed `owned(h)`, so it is an initialised heap of the calling thread;
+    // the visitor does not allocate from or free into `h` (mimalloc's contract for
+    // `mi_heap_visit_blocks`).
+    unsafe { first_class::heap_visit(OwnedHeap::new(h), visit_blocks, visit) }
 }

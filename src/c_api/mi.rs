@@ -16,86 +16,100 @@ type P = *mut c_void;
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_malloc(size: usize) -> P {
-    // SAFETY: the default heap.
+    // SAFETY: `None` is the calling thread's default heap, the only precondition of the
+    // `semantics` allocation functions.
     unsafe { s::malloc(None, size) as P }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_calloc(count: usize, size: usize) -> P {
-    // SAFETY: the default heap.
+    // SAFETY: `None` is the calling thread's default heap, the only precondition of the
+    // `semantics` allocation functions.
     unsafe { s::calloc(None, count, size) as P }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_realloc(p: P, size: usize) -> P {
-    // SAFETY: `p` is null or ours (the caller's contract).
+    // SAFETY: `None` is the default heap; `p` is null or a live block of ours: the C
+    // caller's contract for `mi_realloc` (include/mimalloc.h).
     unsafe { s::mi_realloc(None, p as *mut u8, size) as P }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_expand(p: P, size: usize) -> P {
-    // SAFETY: `p` is null or ours.
+    // SAFETY: `p` is null or a live block of ours: the C caller's contract for mimalloc's
+    // `mi_*` functions taking a block (include/mimalloc.h).
     unsafe { s::expand(p as *mut u8, size) as P }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi__expand(p: P, size: usize) -> P {
-    // SAFETY: forwarded.
+    // SAFETY: `p` is null, not ours or a live block of ours: the C caller's contract for
+    // `mi__expand`, the same as `mi_expand`'s.
     unsafe { mi_expand(p, size) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_free(p: P) {
-    // SAFETY: `p` is null or ours.
+    // SAFETY: `p` is null or a live block of ours: the C caller's contract for mimalloc's
+    // `mi_*` functions taking a block (include/mimalloc.h).
     unsafe { s::free(p as *mut u8) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_strdup(str: *const c_char) -> *mut c_char {
-    // SAFETY: `str` is null or a C string.
+    // SAFETY: `None` is the default heap; `str` is null or a NUL-terminated string: the C
+    // caller's contract for `mi_strdup`.
     unsafe { s::strndup(None, str as *const u8, usize::MAX) as *mut c_char }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_strndup(str: *const c_char, n: usize) -> *mut c_char {
-    // SAFETY: `str` is null or a C string (or `n` readable bytes).
+    // SAFETY: `None` is the default heap; `str` is null or a NUL-terminated string or
+    // readable for `n` bytes: the C caller's contract for `mi_strndup`.
     unsafe { s::strndup(None, str as *const u8, n) as *mut c_char }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_realpath(fname: *const c_char, resolved: *mut c_char) -> *mut c_char {
-    // SAFETY: the C contract of realpath.
+    // SAFETY: `None` is the default heap; `fname` is a C string and `resolved` null or a
+    // buffer of `PATH_MAX` bytes: the C caller's contract for `realpath`/`mi_realpath`.
     unsafe { s::realpath(None, fname as *const u8, resolved as *mut u8) as *mut c_char }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_malloc_small(size: usize) -> P {
-    // SAFETY: forwarded.
+    // SAFETY: `mi_malloc` has no precondition (it is `unsafe` only as an `extern "C"`
+    // allocator symbol).
     unsafe { mi_malloc(size) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_zalloc_small(size: usize) -> P {
-    // SAFETY: forwarded.
+    // SAFETY: `mi_zalloc` has no precondition (it is `unsafe` only as an `extern "C"`
+    // allocator symbol).
     unsafe { mi_zalloc(size) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_zalloc(size: usize) -> P {
-    // SAFETY: the default heap.
+    // SAFETY: `None` is the calling thread's default heap, the only precondition of the
+    // `semantics` allocation functions.
     unsafe { s::zalloc(None, size) as P }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_mallocn(count: usize, size: usize) -> P {
-    // SAFETY: the default heap.
+    // SAFETY: `None` is the calling thread's default heap, the only precondition of the
+    // `semantics` allocation functions.
     unsafe { s::mallocn(None, count, size) as P }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_reallocn(p: P, count: usize, size: usize) -> P {
     match s::count_size(count, size) {
-        // SAFETY: forwarded.
+        // SAFETY: `p` is null or a live block of ours: the C caller's contract for
+        // `mi_reallocn`, the same as `mi_realloc`'s.
         Some(total) => unsafe { mi_realloc(p, total) },
         None => ptr::null_mut(),
     }
@@ -103,13 +117,15 @@ pub unsafe extern "C" fn mi_reallocn(p: P, count: usize, size: usize) -> P {
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_reallocf(p: P, size: usize) -> P {
-    // SAFETY: `p` is null or ours.
+    // SAFETY: `p` is null or a live block of ours: the C caller's contract for mimalloc's
+    // `mi_*` functions taking a block (include/mimalloc.h).
     unsafe { s::reallocf(None, p as *mut u8, size) as P }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_usable_size(p: *const c_void) -> usize {
-    // SAFETY: `p` is null, foreign or a live block of ours.
+    // SAFETY: `p` is null, not ours or a live block of ours: the C caller's contract for
+    // `mi_usable_size` (not a freed block).
     unsafe { s::usable_size(p as *const u8) }
 }
 
@@ -123,32 +139,37 @@ pub extern "C" fn mi_good_size(size: usize) -> usize {
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_malloc_aligned(size: usize, align: usize) -> P {
-    // SAFETY: the default heap.
+    // SAFETY: `None` is the calling thread's default heap, the only precondition of the
+    // `semantics` allocation functions.
     unsafe { s::malloc_aligned_at(None, size, align, 0, false) as P }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_malloc_aligned_at(size: usize, align: usize, offset: usize) -> P {
-    // SAFETY: the default heap.
+    // SAFETY: `None` is the calling thread's default heap, the only precondition of the
+    // `semantics` allocation functions.
     unsafe { s::malloc_aligned_at(None, size, align, offset, false) as P }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_zalloc_aligned(size: usize, align: usize) -> P {
-    // SAFETY: the default heap.
+    // SAFETY: `None` is the calling thread's default heap, the only precondition of the
+    // `semantics` allocation functions.
     unsafe { s::malloc_aligned_at(None, size, align, 0, true) as P }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_zalloc_aligned_at(size: usize, align: usize, offset: usize) -> P {
-    // SAFETY: the default heap.
+    // SAFETY: `None` is the calling thread's default heap, the only precondition of the
+    // `semantics` allocation functions.
     unsafe { s::malloc_aligned_at(None, size, align, offset, true) as P }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_calloc_aligned(count: usize, size: usize, align: usize) -> P {
     match s::count_size(count, size) {
-        // SAFETY: the default heap.
+        // SAFETY: `None` is the calling thread's default heap, the only precondition of the
+        // `semantics` allocation functions.
         Some(total) => unsafe { s::malloc_aligned_at(None, total, align, 0, true) as P },
         None => ptr::null_mut(),
     }
@@ -162,7 +183,8 @@ pub unsafe extern "C" fn mi_calloc_aligned_at(
     offset: usize,
 ) -> P {
     match s::count_size(count, size) {
-        // SAFETY: the default heap.
+        // SAFETY: `None` is the calling thread's default heap, the only precondition of the
+        // `semantics` allocation functions.
         Some(total) => unsafe { s::malloc_aligned_at(None, total, align, offset, true) as P },
         None => ptr::null_mut(),
     }
@@ -170,7 +192,8 @@ pub unsafe extern "C" fn mi_calloc_aligned_at(
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_realloc_aligned(p: P, size: usize, align: usize) -> P {
-    // SAFETY: `p` is null or ours.
+    // SAFETY: `p` is null or a live block of ours: the C caller's contract for mimalloc's
+    // `mi_*` functions taking a block (include/mimalloc.h).
     unsafe { s::realloc_aligned_at(None, p as *mut u8, size, align, 0, false) as P }
 }
 
@@ -181,7 +204,8 @@ pub unsafe extern "C" fn mi_realloc_aligned_at(
     align: usize,
     offset: usize,
 ) -> P {
-    // SAFETY: `p` is null or ours.
+    // SAFETY: `p` is null or a live block of ours: the C caller's contract for mimalloc's
+    // `mi_*` functions taking a block (include/mimalloc.h).
     unsafe { s::realloc_aligned_at(None, p as *mut u8, size, align, offset, false) as P }
 }
 
@@ -190,14 +214,16 @@ pub unsafe extern "C" fn mi_realloc_aligned_at(
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_rezalloc(p: P, size: usize) -> P {
-    // SAFETY: `p` is null or ours.
+    // SAFETY: `p` is null or a live block of ours: the C caller's contract for mimalloc's
+    // `mi_*` functions taking a block (include/mimalloc.h).
     unsafe { s::rezalloc(None, p as *mut u8, size) as P }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_recalloc(p: P, count: usize, size: usize) -> P {
     match s::count_size(count, size) {
-        // SAFETY: `p` is null or ours.
+        // SAFETY: `p` is null or a live block of ours: the C caller's contract for mimalloc's
+        // `mi_*` functions taking a block (include/mimalloc.h).
         Some(total) => unsafe { s::rezalloc(None, p as *mut u8, total) as P },
         None => ptr::null_mut(),
     }
@@ -205,7 +231,8 @@ pub unsafe extern "C" fn mi_recalloc(p: P, count: usize, size: usize) -> P {
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_rezalloc_aligned(p: P, size: usize, align: usize) -> P {
-    // SAFETY: `p` is null or ours.
+    // SAFETY: `p` is null or a live block of ours: the C caller's contract for mimalloc's
+    // `mi_*` functions taking a block (include/mimalloc.h).
     unsafe { s::realloc_aligned_at(None, p as *mut u8, size, align, 0, true) as P }
 }
 
@@ -216,14 +243,16 @@ pub unsafe extern "C" fn mi_rezalloc_aligned_at(
     align: usize,
     offset: usize,
 ) -> P {
-    // SAFETY: `p` is null or ours.
+    // SAFETY: `p` is null or a live block of ours: the C caller's contract for mimalloc's
+    // `mi_*` functions taking a block (include/mimalloc.h).
     unsafe { s::realloc_aligned_at(None, p as *mut u8, size, align, offset, true) as P }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_recalloc_aligned(p: P, count: usize, size: usize, align: usize) -> P {
     match s::count_size(count, size) {
-        // SAFETY: `p` is null or ours.
+        // SAFETY: `p` is null or a live block of ours: the C caller's contract for mimalloc's
+        // `mi_*` functions taking a block (include/mimalloc.h).
         Some(total) => unsafe {
             s::realloc_aligned_at(None, p as *mut u8, total, align, 0, true) as P
         },
@@ -240,7 +269,8 @@ pub unsafe extern "C" fn mi_recalloc_aligned_at(
     offset: usize,
 ) -> P {
     match s::count_size(count, size) {
-        // SAFETY: `p` is null or ours.
+        // SAFETY: `p` is null or a live block of ours: the C caller's contract for mimalloc's
+        // `mi_*` functions taking a block (include/mimalloc.h).
         Some(total) => unsafe {
             s::realloc_aligned_at(None, p as *mut u8, total, align, offset, true) as P
         },
@@ -250,7 +280,8 @@ pub unsafe extern "C" fn mi_recalloc_aligned_at(
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_aligned_recalloc(p: P, count: usize, size: usize, align: usize) -> P {
-    // SAFETY: forwarded.
+    // SAFETY: `p` is null or a live block of ours: the C caller's contract for
+    // `mi_aligned_recalloc`, the same as `mi_recalloc_aligned`'s.
     unsafe { mi_recalloc_aligned(p, count, size, align) }
 }
 
@@ -262,7 +293,8 @@ pub unsafe extern "C" fn mi_aligned_offset_recalloc(
     align: usize,
     offset: usize,
 ) -> P {
-    // SAFETY: forwarded.
+    // SAFETY: `p` is null or a live block of ours: the C caller's contract for
+    // `mi_aligned_offset_recalloc`, the same as `mi_recalloc_aligned_at`'s.
     unsafe { mi_recalloc_aligned_at(p, count, size, align, offset) }
 }
 
@@ -273,20 +305,24 @@ pub unsafe extern "C" fn mi_aligned_offset_recalloc(
 pub unsafe extern "C" fn mi_cfree(p: P) {
     // mimalloc's "checked free": only pointers of ours are freed, others ignored quietly
     if !p.is_null() && crate::segment::checked_segment(p as *const u8).is_some() {
-        // SAFETY: a block of ours (the caller's contract for ours).
+        // SAFETY: `p` lies in a live segment of ours (checked above), so by the C caller's
+        // contract for `mi_cfree` (that of `free` for our pointers) a block of ours not used
+        // afterwards.
         unsafe { s::free(p as *mut u8) }
     }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_malloc_size(p: *const c_void) -> usize {
-    // SAFETY: forwarded.
+    // SAFETY: `p` is null, not ours or a live block of ours: the C caller's contract for
+    // `mi_malloc_size`, the same as `mi_usable_size`'s.
     unsafe { mi_usable_size(p) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_malloc_usable_size(p: *const c_void) -> usize {
-    // SAFETY: forwarded.
+    // SAFETY: `p` is null, not ours or a live block of ours: the C caller's contract for
+    // `mi_malloc_usable_size`, the same as `mi_usable_size`'s.
     unsafe { mi_usable_size(p) }
 }
 
@@ -297,13 +333,15 @@ pub extern "C" fn mi_malloc_good_size(size: usize) -> usize {
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_posix_memalign(out: *mut P, align: usize, size: usize) -> c_int {
-    // SAFETY: `out` is null or writable.
+    // SAFETY: `out` is null or points to a writable `void *`: the C caller's contract for
+    // `mi_posix_memalign`.
     unsafe { s::posix_memalign(out as *mut *mut u8, align, size) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_memalign(align: usize, size: usize) -> P {
-    // SAFETY: the default heap.
+    // SAFETY: `None` is the calling thread's default heap, the only precondition of the
+    // `semantics` allocation functions.
     unsafe { s::malloc_aligned_at(None, size, align, 0, false) as P }
 }
 
@@ -330,7 +368,8 @@ pub unsafe extern "C" fn mi_reallocarray(p: P, count: usize, size: usize) -> P {
         super::set_errno(::libc::EOVERFLOW);
         return ptr::null_mut();
     };
-    // SAFETY: `p` is null or ours.
+    // SAFETY: `p` is null or a live block of ours: the C caller's contract for mimalloc's
+    // `mi_*` functions taking a block (include/mimalloc.h).
     unsafe { mi_realloc(p, total) }
 }
 
@@ -342,14 +381,18 @@ pub unsafe extern "C" fn mi_reallocarr(p: P, count: usize, size: usize) -> c_int
         super::set_errno(::libc::EINVAL);
         return ::libc::EINVAL;
     }
-    // SAFETY: `op` points to a pointer that is null or ours (the caller's contract).
-    unsafe {
-        let q = mi_reallocarray(*op, count, size);
-        if q.is_null() {
-            return *::libc::__errno_location();
-        }
-        *op = q;
+    // SAFETY: `op` is non-null (checked above), so it points to a readable and writable
+    // `void *` that is null or a live block of ours: the C caller's contract for
+    // `reallocarr`.
+    let old = unsafe { *op };
+    // SAFETY: `old` is null or a live block of ours (as above).
+    let q = unsafe { mi_reallocarray(old, count, size) };
+    if q.is_null() {
+        // SAFETY: `__errno_location` returns the calling thread's errno slot.
+        return unsafe { *::libc::__errno_location() };
     }
+    // SAFETY: `op` is writable (as above).
+    unsafe { *op = q };
     0
 }
 
@@ -358,23 +401,27 @@ pub unsafe extern "C" fn mi_wcsdup(str: *const u16) -> *mut u16 {
     if str.is_null() {
         return ptr::null_mut();
     }
-    // SAFETY: `str` is a NUL-terminated array of u16.
-    unsafe {
-        let mut len = 0;
-        while *str.add(len) != 0 {
-            len += 1;
-        }
-        let p = s::malloc(None, (len + 1) * 2) as *mut u16;
-        if !p.is_null() {
-            ptr::copy_nonoverlapping(str, p, len + 1);
-        }
-        p
+    let mut len = 0;
+    // SAFETY: `str` is non-null (checked above), so a NUL-terminated array of `u16` (the C
+    // caller's contract for `mi_wcsdup`): every element up to the NUL is readable.
+    while unsafe { *str.add(len) } != 0 {
+        len += 1;
     }
+    // SAFETY: `None` is the calling thread's default heap, `s::malloc`'s only
+    // precondition.
+    let p = unsafe { s::malloc(None, (len + 1) * 2) } as *mut u16;
+    if !p.is_null() {
+        // SAFETY: `str` holds `len + 1` readable `u16`s (with its NUL); `p` is a fresh
+        // block of `(len + 1) * 2` bytes, disjoint from `str` and aligned for `u16`.
+        unsafe { ptr::copy_nonoverlapping(str, p, len + 1) };
+    }
+    p
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_mbsdup(str: *const u8) -> *mut u8 {
-    // SAFETY: forwarded.
+    // SAFETY: `str` is null or a NUL-terminated string: the C caller's contract for
+    // `mi_mbsdup`, the same as `mi_strdup`'s.
     unsafe { mi_strdup(str as *const c_char) as *mut u8 }
 }
 
@@ -388,24 +435,29 @@ pub unsafe extern "C" fn mi_dupenv_s(
     if buf.is_null() || name.is_null() {
         return ::libc::EINVAL;
     }
-    // SAFETY: `buf`, `size` are writable (or `size` null); `name` is a C string.
-    unsafe {
-        if !size.is_null() {
-            *size = 0;
-        }
-        let v = ::libc::getenv(name);
-        if v.is_null() {
-            *buf = ptr::null_mut();
-            return 0;
-        }
-        let copy = mi_strdup(v);
-        *buf = copy;
-        if copy.is_null() {
-            return ::libc::ENOMEM;
-        }
-        if !size.is_null() {
-            *size = ::libc::strlen(copy) + 1;
-        }
+    if !size.is_null() {
+        // SAFETY: `size` is non-null, so writable: the C caller's contract for
+        // `_dupenv_s`.
+        unsafe { *size = 0 };
+    }
+    // SAFETY: `name` is non-null (checked above), so a C string: the C caller's contract.
+    let v = unsafe { ::libc::getenv(name) };
+    if v.is_null() {
+        // SAFETY: `buf` is non-null (checked above), so writable: the C caller's contract.
+        unsafe { *buf = ptr::null_mut() };
+        return 0;
+    }
+    // SAFETY: `v` is non-null: a value string of the environment, NUL-terminated.
+    let copy = unsafe { mi_strdup(v) };
+    // SAFETY: `buf` is writable (as above).
+    unsafe { *buf = copy };
+    if copy.is_null() {
+        return ::libc::ENOMEM;
+    }
+    if !size.is_null() {
+        // SAFETY: `copy` is the NUL-terminated copy just made; `size` is writable (as
+        // above).
+        unsafe { *size = ::libc::strlen(copy) + 1 };
     }
     0
 }
@@ -420,31 +472,34 @@ pub unsafe extern "C" fn mi_wdupenv_s(
     if buf.is_null() || name.is_null() {
         return ::libc::EINVAL;
     }
-    // SAFETY: writable out-pointers (the caller's contract).
-    unsafe {
-        *buf = ptr::null_mut();
-        if !size.is_null() {
-            *size = 0;
-        }
+    // SAFETY: `buf` is non-null (checked above), so writable: the C caller's contract for
+    // `_wdupenv_s`.
+    unsafe { *buf = ptr::null_mut() };
+    if !size.is_null() {
+        // SAFETY: `size` is non-null, so writable: the C caller's contract.
+        unsafe { *size = 0 };
     }
     ::libc::EINVAL
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_free_size(p: P, _size: usize) {
-    // SAFETY: forwarded.
+    // SAFETY: `p` is null or a block of ours not used afterwards: the C caller's
+    // contract for `mi_free_size`, the same as `mi_free`'s (sizes and alignments are hints).
     unsafe { mi_free(p) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_free_size_aligned(p: P, _size: usize, _align: usize) {
-    // SAFETY: forwarded.
+    // SAFETY: `p` is null or a block of ours not used afterwards: the C caller's
+    // contract for `mi_free_size_aligned`, the same as `mi_free`'s (sizes and alignments are hints).
     unsafe { mi_free(p) }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_free_aligned(p: P, _align: usize) {
-    // SAFETY: forwarded.
+    // SAFETY: `p` is null or a block of ours not used afterwards: the C caller's
+    // contract for `mi_free_aligned`, the same as `mi_free`'s (sizes and alignments are hints).
     unsafe { mi_free(p) }
 }
 
@@ -481,7 +536,8 @@ pub extern "C" fn mi_new_n(count: usize, size: usize) -> P {
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_new_realloc(p: P, size: usize) -> P {
-    // SAFETY: `p` is null or ours.
+    // SAFETY: `p` is null or a live block of ours: the C caller's contract for mimalloc's
+    // `mi_*` functions taking a block (include/mimalloc.h).
     let q = unsafe { mi_realloc(p, size) };
     if q.is_null() {
         super::fatal(format_args!("mi_new_realloc({p:p}, {size}): out of memory"));
@@ -492,7 +548,8 @@ pub unsafe extern "C" fn mi_new_realloc(p: P, size: usize) -> P {
 #[no_mangle]
 pub unsafe extern "C" fn mi_new_reallocn(p: P, count: usize, size: usize) -> P {
     match count.checked_mul(size) {
-        // SAFETY: forwarded.
+        // SAFETY: `p` is null or a live block of ours: the C caller's contract for
+        // `mi_new_reallocn`, the same as `mi_new_realloc`'s.
         Some(total) => unsafe { mi_new_realloc(p, total) },
         None => super::fatal(format_args!(
             "mi_new_reallocn({count}, {size}): size overflows"

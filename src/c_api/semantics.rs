@@ -76,15 +76,19 @@ pub(crate) fn heap_or_default(heap: Option<*mut RawHeap>) -> *mut RawHeap {
 }
 
 /// # Safety
-/// `heap` is `None` or a heap of the calling thread; `align` is a power of two.
+/// `heap` is `None`, a heap of the calling thread, or the empty heap; `align` is a power
+/// of two.
 #[inline(always)]
 unsafe fn raw_alloc(heap: Option<*mut RawHeap>, size: usize, align: usize, zero: bool) -> *mut u8 {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        match heap {
-            None => hosted::alloc(size, align, zero),
-            Some(h) => crate::global::heap_alloc(h, size, align, zero),
-        }
+    match heap {
+        // SAFETY: `align` is a power of two (this function's contract: callers pass 1 or an
+        // alignment that `alignment_ok`/`posix_memalign` checked), which is all
+        // `hosted::alloc` asks.
+        None => unsafe { hosted::alloc(size, align, zero) },
+        // SAFETY: `h` is a heap of the calling thread or the empty heap (this function's
+        // contract: `heaps.rs` passes only heaps that passed `owned(h)`, else the empty
+        // heap), as `heap_alloc` requires; `align` is a power of two as above.
+        Some(h) => unsafe { crate::global::heap_alloc(h, size, align, zero) },
     }
 }
 
@@ -93,12 +97,13 @@ unsafe fn raw_alloc(heap: Option<*mut RawHeap>, size: usize, align: usize, zero:
 /// # Safety
 /// `p` is a live block of ours.
 unsafe fn zero_tail(p: *mut u8, from: usize) {
-    // SAFETY: the usable size bytes of a live block are ours to write.
-    unsafe {
-        let usable = crate::free::usable_size(p);
-        if usable > from {
-            ptr::write_bytes(p.add(from), 0, usable - from);
-        }
+    // SAFETY: `p` is a live block of ours (this function's contract: its callers pass a
+    // block they just allocated).
+    let usable = unsafe { crate::free::usable_size(p) };
+    if usable > from {
+        // SAFETY: `from < usable`, so `p + from .. p + usable` lies within the usable bytes
+        // of the live block `p`, which its allocating caller owns and may write.
+        unsafe { ptr::write_bytes(p.add(from), 0, usable - from) };
     }
 }
 
@@ -106,7 +111,7 @@ unsafe fn zero_tail(p: *mut u8, from: usize) {
 /// up to `ALIGNMENT_MAX`). Null on failure (no errno).
 ///
 /// # Safety
-/// `heap` is `None` or a heap of the calling thread.
+/// `heap` is `None`, a heap of the calling thread, or the empty heap.
 unsafe fn raw_alloc_at(
     heap: Option<*mut RawHeap>,
     size: usize,
@@ -117,48 +122,59 @@ unsafe fn raw_alloc_at(
     debug_assert!(align.is_power_of_two() && align <= ALIGNMENT_MAX);
     // p ≡ -offset (mod align)
     let adjust = align.wrapping_sub(offset) & (align - 1);
-    // SAFETY: as the caller guarantees; the block is ours.
-    unsafe {
-        if adjust == 0 {
-            let p = if align <= crate::size_class::WORD {
-                raw_alloc(heap, if zero { zero_size(size) } else { size }, 1, zero)
-            } else {
-                raw_alloc(heap, size, align, zero)
-            };
-            if zero && !p.is_null() && align > crate::size_class::WORD {
-                zero_tail(p, size);
-            }
-            return p;
-        }
-        // `p` inside the block must find the block's segment through `p - 1`, so it may
-        // lie at most a segment size into a huge segment; blocks aligned to a segment
-        // size or more already start there. (mimalloc likewise refuses an offset with
-        // its largest alignments.)
-        if align >= SEGMENT_SIZE {
-            return ptr::null_mut();
-        }
-        let Some(total) = size.checked_add(adjust) else {
-            return ptr::null_mut();
+    if adjust == 0 {
+        let p = if align <= crate::size_class::WORD {
+            // SAFETY: `heap` as this function's contract says; 1 is a power of two.
+            unsafe { raw_alloc(heap, if zero { zero_size(size) } else { size }, 1, zero) }
+        } else {
+            // SAFETY: `heap` as this function's contract says; `align` is a power of two
+            // (this function's contract, asserted above).
+            unsafe { raw_alloc(heap, size, align, zero) }
         };
-        let b = raw_alloc(heap, total, align, zero);
-        if b.is_null() {
-            return b;
+        if zero && !p.is_null() && align > crate::size_class::WORD {
+            // SAFETY: `p` is non-null, so a live block just allocated above.
+            unsafe { zero_tail(p, size) };
         }
-        if ptr_segment(b.add(adjust)) != ptr_segment(b) {
-            // cannot happen with the core's layouts (see above); never hand out a
-            // pointer that `free` would not recognise
-            free(b);
-            return ptr::null_mut();
-        }
-        // `p` points inside the block: mark its page so that `free` and `usable_size`
-        // find the block start. The page belongs to our heap (we just allocated from it).
-        crate::alloc::mark_aligned(b);
-        let p = b.add(adjust);
-        if zero {
-            zero_tail(p, size);
-        }
-        p
+        return p;
     }
+    // `p` inside the block must find the block's segment through `p - 1`, so it may
+    // lie at most a segment size into a huge segment; blocks aligned to a segment
+    // size or more already start there. (mimalloc likewise refuses an offset with
+    // its largest alignments.)
+    if align >= SEGMENT_SIZE {
+        return ptr::null_mut();
+    }
+    let Some(total) = size.checked_add(adjust) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: `heap` as this function's contract says; `align` is a power of two (this
+    // function's contract, asserted above).
+    let b = unsafe { raw_alloc(heap, total, align, zero) };
+    if b.is_null() {
+        return b;
+    }
+    // SAFETY: `b` is a live block of `total = size + adjust` bytes, so `b + adjust` is
+    // within it (or one past its end when `size == 0`).
+    let p = unsafe { b.add(adjust) };
+    if ptr_segment(p) != ptr_segment(b) {
+        // cannot happen with the core's layouts (see above); never hand out a
+        // pointer that `free` would not recognise
+        // SAFETY: `b` is the block just allocated above, not handed out.
+        unsafe { free(b) };
+        return ptr::null_mut();
+    }
+    // `p` points inside the block: mark its page so that `free` and `usable_size`
+    // find the block start.
+    // SAFETY: `b` is a live block the calling thread just allocated from `heap`, which is
+    // its own heap (the default heap, or one that passed `owned`: this function's
+    // contract; the empty heap allocates nothing, so `b` would be null).
+    unsafe { crate::alloc::mark_aligned(b) };
+    if zero {
+        // SAFETY: `p` points into the live block `b`, now marked as holding aligned
+        // pointers, so `usable_size(p)` measures from `p` to the end of `b`.
+        unsafe { zero_tail(p, size) };
+    }
+    p
 }
 
 /// Re-allocates `p` (null: allocates) to `new_size` bytes with `p + offset` aligned to
@@ -175,30 +191,37 @@ unsafe fn raw_realloc_at(
     offset: usize,
     zero: bool,
 ) -> *mut u8 {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        if p.is_null() {
-            return raw_alloc_at(heap, new_size, align, offset, zero);
-        }
-        let size = crate::free::usable_size(p);
-        if new_size <= size
-            && new_size >= size / 2
-            && (p as usize).wrapping_add(offset) & (align - 1) == 0
-        {
-            return p;
-        }
-        let q = raw_alloc_at(heap, new_size, align, offset, false);
-        if q.is_null() {
-            return q;
-        }
-        let keep = size.min(new_size);
-        ptr::copy_nonoverlapping(p, q, keep);
-        if zero {
-            zero_tail(q, keep);
-        }
-        free(p);
-        q
+    if p.is_null() {
+        // SAFETY: `heap` is `None`, a heap of the calling thread or the empty heap (this
+        // function's contract).
+        return unsafe { raw_alloc_at(heap, new_size, align, offset, zero) };
     }
+    // SAFETY: `p` is non-null, so a live block of ours (this function's contract; its
+    // caller `realloc_aligned_at` checked its segment with `realloc_arg_ok`).
+    let size = unsafe { crate::free::usable_size(p) };
+    if new_size <= size
+        && new_size >= size / 2
+        && (p as usize).wrapping_add(offset) & (align - 1) == 0
+    {
+        return p;
+    }
+    // SAFETY: `heap` as above.
+    let q = unsafe { raw_alloc_at(heap, new_size, align, offset, false) };
+    if q.is_null() {
+        return q;
+    }
+    let keep = size.min(new_size);
+    // SAFETY: `p` has `size >= keep` usable bytes, the new block `q` has at least
+    // `new_size >= keep`, and a fresh block does not overlap the live block `p`.
+    unsafe { ptr::copy_nonoverlapping(p, q, keep) };
+    if zero {
+        // SAFETY: `q` is the live block just allocated above.
+        unsafe { zero_tail(q, keep) };
+    }
+    // SAFETY: `p` is a live block of ours whose contents now live in `q`; the C caller
+    // does not use `p` after a successful realloc (realloc's contract).
+    unsafe { free(p) };
+    q
 }
 
 // ---------------------------------------------------------------------------------------
@@ -208,10 +231,12 @@ unsafe fn raw_realloc_at(
 /// of 16); `malloc(0)` is a unique non-null block.
 ///
 /// # Safety
-/// `heap` is `None` or a heap of the calling thread.
+/// `heap` is `None` (the calling thread's default heap), a heap of the calling thread, or
+/// the empty heap (allocation then fails with `ENOMEM`).
 #[inline(always)]
 pub(crate) unsafe fn malloc(heap: Option<*mut RawHeap>, size: usize) -> *mut u8 {
-    // SAFETY: as the caller guarantees.
+    // SAFETY: `heap` is as `raw_alloc` requires (this function's contract); 1 is a power
+    // of two.
     or_enomem(unsafe { raw_alloc(heap, size, 1, false) })
 }
 
@@ -220,7 +245,8 @@ pub(crate) unsafe fn malloc(heap: Option<*mut RawHeap>, size: usize) -> *mut u8 
 /// # Safety
 /// As [`malloc`].
 pub(crate) unsafe fn zalloc(heap: Option<*mut RawHeap>, size: usize) -> *mut u8 {
-    // SAFETY: as the caller guarantees.
+    // SAFETY: `heap` is as `raw_alloc` requires (this function's contract, as `malloc`'s);
+    // 1 is a power of two.
     or_enomem(unsafe { raw_alloc(heap, zero_size(size), 1, true) })
 }
 
@@ -245,7 +271,7 @@ pub(crate) fn count_size(count: usize, size: usize) -> Option<usize> {
 /// As [`malloc`].
 pub(crate) unsafe fn calloc(heap: Option<*mut RawHeap>, count: usize, size: usize) -> *mut u8 {
     match count_size(count, size) {
-        // SAFETY: as the caller guarantees.
+        // SAFETY: `heap` is as `zalloc` requires (this function's contract is `malloc`'s).
         Some(total) => unsafe { zalloc(heap, total) },
         None => ptr::null_mut(),
     }
@@ -257,7 +283,7 @@ pub(crate) unsafe fn calloc(heap: Option<*mut RawHeap>, count: usize, size: usiz
 /// As [`malloc`].
 pub(crate) unsafe fn mallocn(heap: Option<*mut RawHeap>, count: usize, size: usize) -> *mut u8 {
     match count_size(count, size) {
-        // SAFETY: as the caller guarantees.
+        // SAFETY: `heap` is as `malloc` requires (this function's contract is `malloc`'s).
         Some(total) => unsafe { malloc(heap, total) },
         None => ptr::null_mut(),
     }
@@ -286,11 +312,16 @@ pub(crate) unsafe fn mi_realloc(heap: Option<*mut RawHeap>, p: *mut u8, size: us
     if !realloc_arg_ok(p, "realloc") {
         return ptr::null_mut();
     }
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        let h = heap_or_default(heap);
-        or_enomem(crate::alloc::realloc(h, (*h).owner, p, size, 1, false))
-    }
+    let h = heap_or_default(heap);
+    // SAFETY: `h` is the calling thread's initialised default heap, a heap of the calling
+    // thread, or the static empty heap (this function's contract): a `RawHeap` that stays
+    // allocated for this call.
+    let owner = unsafe { (*h).owner };
+    // SAFETY: `h` and `owner` as above (the core's `realloc` tolerates the empty heap: it
+    // allocates nothing and touches no queue of it); `p` is null or a live block of ours
+    // (this function's contract; its segment was checked by `realloc_arg_ok`); 1 is a
+    // power of two.
+    or_enomem(unsafe { crate::alloc::realloc(h, owner, p, size, 1, false) })
 }
 
 /// `realloc` (glibc): `realloc(p, 0)` with `p != NULL` frees `p` and returns NULL.
@@ -299,11 +330,13 @@ pub(crate) unsafe fn mi_realloc(heap: Option<*mut RawHeap>, p: *mut u8, size: us
 /// As [`mi_realloc`].
 pub(crate) unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
     if size == 0 && !p.is_null() {
-        // SAFETY: as the caller guarantees.
+        // SAFETY: `p` is a live block of ours (this function's contract), given up by the
+        // C caller: `realloc(p, 0)` frees it (glibc).
         unsafe { free(p) };
         return ptr::null_mut();
     }
-    // SAFETY: as the caller guarantees.
+    // SAFETY: `None` is the default heap; `p` is null or a live block of ours (this
+    // function's contract).
     unsafe { mi_realloc(None, p, size) }
 }
 
@@ -313,7 +346,7 @@ pub(crate) unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
 /// As [`mi_realloc`].
 pub(crate) unsafe fn reallocarray(p: *mut u8, count: usize, size: usize) -> *mut u8 {
     match count_size(count, size) {
-        // SAFETY: as the caller guarantees.
+        // SAFETY: `p` is null or a live block of ours (this function's contract).
         Some(total) => unsafe { realloc(p, total) },
         None => ptr::null_mut(),
     }
@@ -324,14 +357,16 @@ pub(crate) unsafe fn reallocarray(p: *mut u8, count: usize, size: usize) -> *mut
 /// # Safety
 /// As [`mi_realloc`].
 pub(crate) unsafe fn reallocf(heap: Option<*mut RawHeap>, p: *mut u8, size: usize) -> *mut u8 {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        let q = mi_realloc(heap, p, size);
-        if q.is_null() && !p.is_null() {
-            free(p);
-        }
-        q
+    // SAFETY: `heap` and `p` are as `mi_realloc` requires (this function's contract is
+    // `mi_realloc`'s).
+    let q = unsafe { mi_realloc(heap, p, size) };
+    if q.is_null() && !p.is_null() {
+        // SAFETY: the re-allocation failed, so `p` is still a live block of ours (or, if
+        // `realloc_arg_ok` rejected it, a pointer `free` reports and ignores); the C caller
+        // gives it up: `mi_reallocf` frees it on failure.
+        unsafe { free(p) };
     }
+    q
 }
 
 /// `mi_rezalloc`: as `mi_realloc`, and the bytes beyond the old usable size are zeroed.
@@ -339,7 +374,8 @@ pub(crate) unsafe fn reallocf(heap: Option<*mut RawHeap>, p: *mut u8, size: usiz
 /// # Safety
 /// As [`mi_realloc`].
 pub(crate) unsafe fn rezalloc(heap: Option<*mut RawHeap>, p: *mut u8, size: usize) -> *mut u8 {
-    // SAFETY: as the caller guarantees.
+    // SAFETY: `heap` and `p` are as `realloc_aligned_at` requires (this function's
+    // contract is `mi_realloc`'s, as is that one's).
     unsafe { realloc_aligned_at(heap, p, size, 1, 0, true) }
 }
 
@@ -392,7 +428,8 @@ pub(crate) unsafe fn malloc_aligned_at(
     if !alignment_ok(align) || !offset_ok(align, offset) {
         return ptr::null_mut();
     }
-    // SAFETY: as the caller guarantees.
+    // SAFETY: `heap` is as `raw_alloc_at` requires (this function's contract is
+    // `malloc`'s); `align` is a power of two up to `ALIGNMENT_MAX` (`alignment_ok`).
     or_enomem(unsafe { raw_alloc_at(heap, size, align, offset, zero) })
 }
 
@@ -411,7 +448,9 @@ pub(crate) unsafe fn realloc_aligned_at(
     if !alignment_ok(align) || !offset_ok(align, offset) || !realloc_arg_ok(p, "realloc") {
         return ptr::null_mut();
     }
-    // SAFETY: as the caller guarantees.
+    // SAFETY: `heap` and `p` are as `raw_realloc_at` requires (this function's contract is
+    // `mi_realloc`'s; `p`'s segment checked by `realloc_arg_ok`); `align` is a power of two
+    // up to `ALIGNMENT_MAX` (`alignment_ok`).
     or_enomem(unsafe { raw_realloc_at(heap, p, size, align, offset, zero) })
 }
 
@@ -430,19 +469,21 @@ pub(crate) unsafe fn posix_memalign(out: *mut *mut u8, align: usize, size: usize
     if align > ALIGNMENT_MAX {
         return ::libc::ENOMEM;
     }
-    // SAFETY: default heap; `align` checked.
+    // SAFETY: `None` is the default heap; `align` is a power of two up to `ALIGNMENT_MAX`
+    // (checked above).
     let p = unsafe { raw_alloc_at(None, size, align, 0, false) };
     if p.is_null() {
         return ::libc::ENOMEM;
     }
-    // SAFETY: `out` is writable (checked non-null, the caller's contract).
+    // SAFETY: `out` is non-null (checked above), so writable: `posix_memalign`'s contract
+    // with its C caller (a pointer to a `void *`).
     unsafe { *out = p };
     0
 }
 
 /// `aligned_alloc` (C11): a non-power-of-two alignment fails with `EINVAL`.
 pub(crate) fn aligned_alloc(align: usize, size: usize) -> *mut u8 {
-    // SAFETY: the default heap.
+    // SAFETY: `None` is the default heap, `malloc_aligned_at`'s only precondition.
     unsafe { malloc_aligned_at(None, size, align, 0, false) }
 }
 
@@ -454,13 +495,13 @@ pub(crate) fn memalign(align: usize, size: usize) -> *mut u8 {
         return ptr::null_mut();
     }
     let align = align.max(1).next_power_of_two();
-    // SAFETY: the default heap.
+    // SAFETY: `None` is the default heap, `malloc_aligned_at`'s only precondition.
     unsafe { malloc_aligned_at(None, size, align, 0, false) }
 }
 
 /// `valloc`: page-aligned.
 pub(crate) fn valloc(size: usize) -> *mut u8 {
-    // SAFETY: the default heap.
+    // SAFETY: `None` is the default heap, `malloc_aligned_at`'s only precondition.
     unsafe { malloc_aligned_at(None, size, os_page_size(), 0, false) }
 }
 
@@ -471,7 +512,7 @@ pub(crate) fn pvalloc(size: usize) -> *mut u8 {
         return enomem();
     };
     let rounded = (rounded & !(page - 1)).max(page);
-    // SAFETY: the default heap.
+    // SAFETY: `None` is the default heap, `malloc_aligned_at`'s only precondition.
     unsafe { malloc_aligned_at(None, rounded, page, 0, false) }
 }
 
@@ -483,7 +524,8 @@ pub(crate) fn pvalloc(size: usize) -> *mut u8 {
 /// `check.rs` says, not all).
 #[inline(always)]
 pub(crate) unsafe fn free(p: *mut u8) {
-    // SAFETY: as the caller guarantees.
+    // SAFETY: `p` is null or a block of ours not used afterwards (this function's
+    // contract, the same as `check::free`'s).
     unsafe { super::check::free(p) }
 }
 
@@ -495,7 +537,8 @@ pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
     if checked_segment(p).is_none() {
         return 0;
     }
-    // SAFETY: a live block of ours (the caller's contract, segment checked).
+    // SAFETY: `p` lies in a live segment of ours (checked above), so by this function's
+    // contract it is a live block of ours.
     unsafe { crate::free::usable_size(p) }
 }
 
@@ -504,7 +547,8 @@ pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
 /// # Safety
 /// As [`usable_size`].
 pub(crate) unsafe fn expand(p: *mut u8, size: usize) -> *mut u8 {
-    // SAFETY: as the caller guarantees.
+    // SAFETY: `p` is null, not ours, or a live block of ours (this function's contract is
+    // `usable_size`'s).
     if !p.is_null() && size <= unsafe { usable_size(p) } {
         p
     } else {
@@ -530,40 +574,48 @@ pub(crate) unsafe fn strndup(heap: Option<*mut RawHeap>, s: *const u8, n: usize)
     if s.is_null() {
         return ptr::null_mut();
     }
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        let len = ::libc::strnlen(s as *const ::libc::c_char, n);
-        let Some(total) = len.checked_add(1) else {
-            return enomem();
-        };
-        let p = malloc(heap, total);
-        if !p.is_null() {
+    // SAFETY: `s` is non-null, so a NUL-terminated string or readable for `n` bytes (this
+    // function's contract): `strnlen` reads no further than either.
+    let len = unsafe { ::libc::strnlen(s as *const ::libc::c_char, n) };
+    let Some(total) = len.checked_add(1) else {
+        return enomem();
+    };
+    // SAFETY: `heap` is as `malloc` requires (this function's contract is `malloc`'s).
+    let p = unsafe { malloc(heap, total) };
+    if !p.is_null() {
+        // SAFETY: `s` is readable for `len` bytes (`strnlen` found them before a NUL or
+        // `n`); `p` is a fresh block of `len + 1` bytes, disjoint from `s`.
+        unsafe {
             ptr::copy_nonoverlapping(s, p, len);
             *p.add(len) = 0;
         }
-        p
     }
+    p
 }
 
 /// `mi_realpath`: into `resolved` if given, else into a new block of ours.
 ///
 /// # Safety
-/// `fname` is a NUL-terminated string; `resolved` is null or holds `PATH_MAX` bytes.
+/// `heap` as in [`malloc`]; `fname` is a NUL-terminated string; `resolved` is null or
+/// holds `PATH_MAX` bytes.
 pub(crate) unsafe fn realpath(
     heap: Option<*mut RawHeap>,
     fname: *const u8,
     resolved: *mut u8,
 ) -> *mut u8 {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        if !resolved.is_null() {
-            return ::libc::realpath(fname as *const _, resolved as *mut _) as *mut u8;
-        }
-        let mut buf = [0u8; ::libc::PATH_MAX as usize + 1];
-        let r = ::libc::realpath(fname as *const _, buf.as_mut_ptr() as *mut _);
-        if r.is_null() {
-            return ptr::null_mut();
-        }
-        strndup(heap, buf.as_ptr(), buf.len())
+    if !resolved.is_null() {
+        // SAFETY: `fname` is a C string and `resolved` holds `PATH_MAX` bytes (this
+        // function's contract), what libc's `realpath` requires.
+        return unsafe { ::libc::realpath(fname as *const _, resolved as *mut _) as *mut u8 };
     }
+    let mut buf = [0u8; ::libc::PATH_MAX as usize + 1];
+    // SAFETY: `fname` is a C string (this function's contract); `buf` is a stack buffer
+    // of more than `PATH_MAX` bytes.
+    let r = unsafe { ::libc::realpath(fname as *const _, buf.as_mut_ptr() as *mut _) };
+    if r.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: `heap` as this function's contract says; `buf` is readable for its whole
+    // length (and `realpath` NUL-terminated it).
+    unsafe { strndup(heap, buf.as_ptr(), buf.len()) }
 }

@@ -171,7 +171,8 @@ pub unsafe extern "C" fn mi_process_info(
         (page_faults, info.page_faults),
     ] {
         if !out.is_null() {
-            // SAFETY: non-null out-pointers are writable (the caller's contract).
+            // SAFETY: `out` is non-null (checked above), so it points to a writable `size_t`:
+            // the C caller's contract for `mi_process_info`.
             unsafe { *out = v };
         }
     }

@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use crate::collect::{heap_collect, Collect};
 use crate::domain::Domain;
 use crate::first_class;
-use crate::heap::{empty_heap, heap_check, RawHeap};
+use crate::heap::{empty_heap, heap_check, OwnedHeap, RawHeap};
 use crate::source::Mmap;
 use crate::stats::Stats;
 use crate::thread::{self, ThreadData};
@@ -60,12 +60,12 @@ unsafe extern "C" fn thread_done_cb(td: *mut libc::c_void) {
 /// `td` is the calling thread's data, and the thread uses its heaps no more.
 unsafe fn thread_done_td(td: *mut ThreadData) {
     super::tls::set(empty_heap());
-    // SAFETY: as the caller guarantees; first-class heaps that outlive the thread become
-    // inert (allocation returns null), not dangling.
-    unsafe {
-        thread::thread_done(ptr::addr_of_mut!((*td).tld));
-        thread::thread_data_free(&DOMAIN, td);
-    }
+    // SAFETY: `td` is this thread's data (caller), so its context is ours; first-class
+    // heaps that outlive the thread become inert (allocation returns null), not dangling.
+    unsafe { thread::thread_done(ptr::addr_of_mut!((*td).tld)) };
+    // SAFETY: `td` came from `thread_data_alloc(&DOMAIN)`, and its thread is done with it
+    // (the slot now holds the empty heap, and the caller uses its heaps no more).
+    unsafe { thread::thread_data_free(&DOMAIN, td) };
 }
 
 #[cfg(not(feature = "override"))]
@@ -171,7 +171,7 @@ pub unsafe fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     if !p.is_null() {
         return p;
     }
-    // SAFETY: forwarded.
+    // SAFETY: `align` is a power of two (caller).
     unsafe { alloc_slow(size, align, zero) }
 }
 
@@ -181,7 +181,8 @@ pub unsafe fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
 /// `p` is null or a live block of this allocator (hosted domain), not used afterwards.
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
-    // SAFETY: as the caller guarantees.
+    // SAFETY: `p` is null or a live block of ours, given up (caller); `owner()` is the
+    // calling thread's token, so the local path is taken only for its own pages.
     unsafe { crate::free::free(p, owner()) }
 }
 
@@ -191,7 +192,8 @@ pub unsafe fn free(p: *mut u8) {
 /// `p` is null or a live block of this allocator; `align` is a power of two.
 pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize, zero: bool) -> *mut u8 {
     let heap = heap_initialized();
-    // SAFETY: `heap` is ours; `p` as the caller guarantees.
+    // SAFETY: `heap` is this thread's heap (or the empty heap, whose allocations fail);
+    // `p` is null or a live block and `align` a power of two (caller).
     unsafe { crate::alloc::realloc(heap, (*heap).owner, p, new_size, align, zero) }
 }
 
@@ -200,28 +202,36 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize, zero: bool) -> 
 /// # Safety
 /// `p` is a live block of this allocator.
 pub unsafe fn usable_size(p: *const u8) -> usize {
-    // SAFETY: as the caller guarantees.
+    // SAFETY: `p` is a live block of ours (caller).
     unsafe { crate::free::usable_size(p) }
+}
+
+/// The calling thread's default heap, if it is initialised.
+fn owned_default() -> Option<OwnedHeap> {
+    let h = default_heap();
+    // SAFETY: the thread's slot holds a live heap of this thread or the static empty heap;
+    // an initialised one is ours (only this thread's slot points to it).
+    unsafe { (*h).is_initialized().then(|| OwnedHeap::new(h)) }
 }
 
 /// Frees empty pages of the calling thread and purges expired memory; `force` purges
 /// everything unused at once and frees emptied segments of exited threads.
 pub fn collect(force: bool) {
-    let h = default_heap();
-    // SAFETY: live or the empty heap.
-    if unsafe { (*h).is_initialized() } {
-        let mode = if force {
-            Collect::Force
-        } else {
-            Collect::Normal
-        };
-        // SAFETY: the calling thread owns its heaps.
-        unsafe {
-            let mut heap = (*(*h).tld).heaps;
-            while !heap.is_null() {
-                heap_collect(heap, mode);
-                heap = (*heap).next;
-            }
+    let mode = if force {
+        Collect::Force
+    } else {
+        Collect::Normal
+    };
+    if let Some(h) = owned_default() {
+        // SAFETY: the token proves the thread context is ours, and with it its list of
+        // heaps: each is an initialised heap of this thread.
+        let mut heap = unsafe { (*h.tld()).heaps };
+        while !heap.is_null() {
+            // SAFETY: as above.
+            let owned = unsafe { OwnedHeap::new(heap) };
+            heap_collect(owned, mode);
+            // SAFETY: as above; collection does not unlink heaps.
+            heap = unsafe { (*heap).next };
         }
     } else if force {
         DOMAIN.collect_abandoned();
@@ -231,24 +241,17 @@ pub fn collect(force: bool) {
 /// Statistics of the hosted allocator (all threads; other threads' block counts may lag
 /// by up to 256 KiB each, see `Stats`).
 pub fn stats() -> Stats {
-    let h = default_heap();
-    // SAFETY: live or the empty heap; the thread owns its data.
-    unsafe {
-        if (*h).is_initialized() {
-            (*(*h).tld).flush_stats();
-        }
+    if let Some(h) = owned_default() {
+        // SAFETY: the token proves the thread context is live and ours.
+        unsafe { (*h.tld()).flush_stats() };
     }
     DOMAIN.stats()
 }
 
 /// Checks the calling thread's heap invariants (debug builds; a no-op in release).
 pub fn check() {
-    let h = default_heap();
-    // SAFETY: live or the empty heap; the thread owns it.
-    unsafe {
-        if (*h).is_initialized() {
-            heap_check(h);
-        }
+    if let Some(h) = owned_default() {
+        heap_check(h);
     }
 }
 
@@ -262,6 +265,7 @@ pub fn check() {
 pub struct ShardAlloc;
 
 impl ShardAlloc {
+    /// The hosted allocator (all `ShardAlloc`s share the process's [`DOMAIN`]).
     pub const fn new() -> Self {
         ShardAlloc
     }
@@ -324,26 +328,32 @@ impl Heap {
     /// A new heap owned by the calling thread, or `None` when out of memory.
     pub fn try_new() -> Option<Heap> {
         let backing = heap_initialized();
-        // SAFETY: `backing` is this thread's heap (or the empty heap, checked).
-        unsafe {
-            if !(*backing).is_initialized() {
-                return None;
-            }
-            let raw = first_class::heap_new(backing);
-            if raw.is_null() {
-                return None;
-            }
-            Some(Heap {
-                raw,
-                _owner: PhantomData,
-            })
+        // SAFETY: this thread's heap or the static empty heap: readable.
+        if !unsafe { (*backing).is_initialized() } {
+            return None;
         }
+        // SAFETY: an initialised heap in this thread's slot is this thread's.
+        let raw = first_class::heap_new(unsafe { OwnedHeap::new(backing) });
+        if raw.is_null() {
+            return None;
+        }
+        Some(Heap {
+            raw,
+            _owner: PhantomData,
+        })
     }
 
     /// Whether the heap can allocate (false once its thread is done).
     fn live(&self) -> bool {
         // SAFETY: `raw` stays allocated until `self` is dropped.
         unsafe { (*self.raw).is_initialized() }
+    }
+
+    /// The heap as an owned heap, while its thread is not done.
+    fn owned(&self) -> Option<OwnedHeap> {
+        // SAFETY: a `Heap` never leaves the thread that made it (`!Send`), so a live one is
+        // an initialised heap of the calling thread.
+        self.live().then(|| unsafe { OwnedHeap::new(self.raw) })
     }
 
     /// Allocates `size` bytes aligned to `align` (a power of two); null when out of memory.
@@ -372,7 +382,8 @@ impl Heap {
         if !align.is_power_of_two() || !self.live() {
             return ptr::null_mut();
         }
-        // SAFETY: the heap is ours; `p` as the caller guarantees.
+        // SAFETY: a live `Heap` is an initialised heap of this thread (`!Send`); `p` is null
+        // or a live block (caller); `align` is a power of two (checked).
         unsafe { crate::alloc::realloc(self.raw, owner(), p, new_size, align, false) }
     }
 
@@ -391,39 +402,37 @@ impl Heap {
 
     /// Calls `f(block, size)` for every live block; stops early when `f` returns false.
     /// Returns whether every block was visited.
+    /// `f` must not allocate from this heap (it may use others, and the global allocator).
     pub fn visit_blocks(&self, mut f: impl FnMut(*mut u8, usize) -> bool) -> bool {
-        if !self.live() {
+        let Some(h) = self.owned() else {
             return true;
-        }
-        // SAFETY: the heap is this thread's (`Heap` is `!Send`); `f` cannot reach it.
-        unsafe {
-            first_class::heap_visit(self.raw, true, |area, block| {
-                block.is_null() || f(block, area.block_size)
-            })
-        }
+        };
+        first_class::heap_visit(h, true, |area, block| {
+            block.is_null() || f(block, area.block_size)
+        })
     }
 
     /// Frees empty pages of this heap (and, with `force`, purges at once).
     pub fn collect(&self, force: bool) {
-        if self.live() {
+        if let Some(h) = self.owned() {
             let mode = if force {
                 Collect::Force
             } else {
                 Collect::Normal
             };
-            // SAFETY: the heap is ours.
-            unsafe { heap_collect(self.raw, mode) };
+            heap_collect(h, mode);
         }
     }
 
     /// Frees every block of the heap at once, and the heap.
     pub fn destroy(self) {
         let raw = self.raw;
-        let live = self.live();
+        let owned = self.owned();
         core::mem::forget(self);
-        if live {
-            // SAFETY: the heap is this thread's; the caller gives up all its blocks.
-            unsafe { first_class::heap_destroy(raw) };
+        if let Some(h) = owned {
+            // SAFETY: a first-class heap (not a backing heap); `self` is gone, and the
+            // caller gives up all its blocks by destroying it.
+            unsafe { first_class::heap_destroy(h) };
         } else {
             // SAFETY: its thread is done: only the struct, a block of ours, is left.
             unsafe { free(raw as *mut u8) };
@@ -444,9 +453,9 @@ impl Default for Heap {
 
 impl Drop for Heap {
     fn drop(&mut self) {
-        if self.live() {
-            // SAFETY: the heap is this thread's; its blocks stay valid in the backing heap.
-            unsafe { first_class::heap_delete(self.raw) };
+        if let Some(h) = self.owned() {
+            // SAFETY: a first-class heap (not a backing heap), not used after `drop`.
+            unsafe { first_class::heap_delete(h) };
         } else {
             // SAFETY: its thread is done: only the struct, a block of ours, is left.
             unsafe { free(self.raw as *mut u8) };

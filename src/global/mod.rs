@@ -17,7 +17,8 @@ pub(crate) mod tls;
 /// empty heap (the caller then initialises the thread and retries).
 ///
 /// # Safety
-/// `heap` is the calling thread's (CPU's) heap or the empty heap.
+/// `heap` is the calling thread's (CPU's) heap or the empty heap; `align` is a power of
+/// two.
 #[inline(always)]
 pub(crate) unsafe fn heap_alloc(
     heap: *mut RawHeap,
@@ -25,13 +26,13 @@ pub(crate) unsafe fn heap_alloc(
     align: usize,
     zero: bool,
 ) -> *mut u8 {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        if align <= WORD {
-            crate::alloc::malloc(heap, size, zero)
-        } else {
-            crate::alloc::malloc_aligned(heap, size, align, zero)
-        }
+    if align <= WORD {
+        // SAFETY: the caller's heap (or the empty heap); every block is word-aligned.
+        unsafe { crate::alloc::malloc(heap, size, zero) }
+    } else {
+        // SAFETY: the caller's heap (or the empty heap); a `Layout`'s (or the checked)
+        // alignment is a power of two (caller).
+        unsafe { crate::alloc::malloc_aligned(heap, size, align, zero) }
     }
 }
 
@@ -47,6 +48,7 @@ pub(crate) unsafe fn heap_realloc(
     layout: Layout,
     new_size: usize,
 ) -> *mut u8 {
-    // SAFETY: as the caller guarantees.
+    // SAFETY: the caller's heap and token; `p` is a live block of ours (GlobalAlloc's
+    // contract) and a `Layout`'s alignment is a power of two.
     unsafe { crate::alloc::realloc(heap, owner, p, new_size, layout.align(), false) }
 }

@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::collect::{heap_collect, Collect};
 use crate::domain::Domain;
-use crate::heap::{heap_check, RawHeap};
+use crate::heap::{heap_check, OwnedHeap, RawHeap};
 use crate::segment::{ptr_segment, NO_OWNER};
 use crate::source::PageSource;
 use crate::stats::Stats;
@@ -39,6 +39,7 @@ pub struct SingleCpu {
 }
 
 impl SingleCpu {
+    /// The default (a free spin lock).
     pub const fn new() -> Self {
         SingleCpu {
             lock: spin::Mutex::new(()),
@@ -84,6 +85,9 @@ pub struct PerCpuAlloc<C: CpuLocal, const N: usize> {
 
 impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
     /// An allocator taking memory from `source`.
+    ///
+    /// Once it has allocated, it must neither move nor be dropped (its heaps point into
+    /// it): put it in a `static` (as `#[global_allocator]` does) or leak it.
     pub const fn new(source: &'static dyn PageSource, cpu: C) -> Self {
         PerCpuAlloc {
             domain: Domain::new(source),
@@ -126,8 +130,9 @@ impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
         if !heap.is_null() {
             return heap;
         }
-        // SAFETY: `self` lives in a static (a global allocator: `GlobalAlloc` is only used
-        // through one), so the domain outlives the heap and never moves.
+        // SAFETY: a `PerCpuAlloc` that allocates neither moves nor is dropped afterwards
+        // (the contract documented on `new`), so its domain lives as long as the heaps
+        // made from it, which is what `'static` asks of the thread data.
         let domain: &'static Domain = unsafe { &*(&self.domain as *const Domain) };
         // only this CPU touches its slot, with interrupts off
         let td = thread_data_alloc(domain);
@@ -170,8 +175,9 @@ impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
             } else {
                 Collect::Normal
             };
-            // SAFETY: the current CPU owns `heap`, and nothing else on it runs meanwhile.
-            unsafe { heap_collect(heap, mode) };
+            // SAFETY: the current CPU's heap (initialised by `heap()`), and nothing else on
+            // this CPU runs meanwhile (`without_interrupts`).
+            heap_collect(unsafe { OwnedHeap::new(heap) }, mode);
         })
     }
 
@@ -180,7 +186,7 @@ impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
     /// # Safety
     /// `p` is a live block allocated by this allocator.
     pub unsafe fn usable_size(&self, p: *const u8) -> usize {
-        // SAFETY: as the caller guarantees.
+        // SAFETY: `p` is a live block of this allocator (caller).
         unsafe { crate::free::usable_size(p) }
     }
 
@@ -189,8 +195,8 @@ impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
         self.cpu.without_interrupts(|| {
             let heap = self.heap();
             if !heap.is_null() {
-                // SAFETY: the current CPU owns `heap`.
-                unsafe { heap_check(heap) };
+                // SAFETY: the current CPU's initialised heap, with interrupts held off.
+                heap_check(unsafe { OwnedHeap::new(heap) });
             }
         })
     }

@@ -52,12 +52,12 @@ fn aligned_hint(size: usize, align: usize) -> Option<usize> {
 /// # Safety
 /// Plain anonymous mapping; no preconditions beyond `size > 0`.
 unsafe fn map(size: usize) -> Option<*mut u8> {
-    // SAFETY: forwarded.
+    // SAFETY: `size > 0` (the `# Safety` contract); a null hint asks for no address.
     unsafe { map_at(ptr::null_mut(), size) }
 }
 
 /// # Safety
-/// As `map`; `hint` is only a hint (no MAP_FIXED), nothing there is replaced.
+/// `size > 0`; `hint` is only a hint (no MAP_FIXED), nothing there is replaced.
 unsafe fn map_at(hint: *mut u8, size: usize) -> Option<*mut u8> {
     // SAFETY: anonymous private mapping; without MAP_FIXED the kernel never replaces an
     // existing mapping, it picks another address when the hint is taken.
@@ -108,7 +108,7 @@ unsafe impl PageSource for Mmap {
         // SAFETY: unmapping the mapping we just made.
         unsafe { libc::munmap(p as *mut libc::c_void, size) };
         let total = size.checked_add(align)?;
-        // SAFETY: as above.
+        // SAFETY: `total > size > 0` (`size > 0` by the caller's contract).
         let p = unsafe { map(total)? };
         let start = (p as usize + align - 1) & !(align - 1);
         let head = start - p as usize;
@@ -151,7 +151,9 @@ unsafe impl PageSource for Mmap {
         }
         // Move: reserve an aligned place for the new size, then move the pages there
         // (page tables are moved, no bytes are copied).
-        // SAFETY: a fresh reservation of ours, later replaced whole by the moved mapping.
+        // SAFETY: `new_size` is a non-zero multiple of the page size and `align` a power of
+        // two at least the page size (the trait's caller obligations), as `alloc` requires;
+        // the fresh mapping is replaced whole by the moved one below.
         let target = unsafe { self.alloc(new_size, align, false)? };
         // SAFETY: both ranges are ours; MREMAP_FIXED replaces the reservation at `target`.
         let p = unsafe {
@@ -188,7 +190,9 @@ unsafe impl PageSource for Mmap {
     }
 
     unsafe fn reset(&self, ptr: NonNull<u8>, size: usize) {
-        // SAFETY: as for `decommit`; MADV_FREE keeps the range usable.
+        // SAFETY: the range is inside one of our mappings and holds no live data (the
+        // trait's caller obligations); MADV_FREE only lets the kernel drop the contents and
+        // keeps the range usable.
         unsafe { libc::madvise(ptr.as_ptr() as *mut libc::c_void, size, libc::MADV_FREE) };
     }
 
