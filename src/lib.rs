@@ -15,13 +15,13 @@
 //! | allocation | `alloc.rs`: malloc fast and generic paths, fresh pages, huge, aligned, realloc |
 //! | collection | `collect.rs` |
 //! | free | `free.rs`: the whole free path, `usable_size`, the checks of checked mode |
-//! | heap | `heap.rs` (heap and thread-context structs), `page_queue.rs` (queue operations) |
+//! | heap | `heap.rs` (heap and thread-context structs, `OwnedHeap`), `page_queue.rs` (queues) |
 //! | domain | `domain.rs`: what the heaps of one allocator share |
 //! | segment | `segment.rs` (layout, claim/free pages, commit, purge), `abandon.rs` |
 //! | page | `page.rs`: one page and its three free lists |
-//! | accounting | `os.rs` (limit, statistics, clock), `cache.rs` (region cache) |
+//! | accounting | `cache.rs` (region cache), `os.rs` (limit, statistics, clock) |
 //! | page source | `source/` |
-//! | leaves | `size_class.rs`, `stats.rs`, `list.rs`, `segment_map.rs` |
+//! | leaves | `size_class.rs`, `stats.rs`, `list.rs`, `segment_map.rs` (hosted) |
 //!
 //! The one deliberate back-edge: a page records its owning heap (`page.rs` names
 //! `heap::RawHeap`), because a remote free into a full page must reach that heap's

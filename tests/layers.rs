@@ -6,42 +6,67 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Layer rank of each file of `src/` (directory entries cover all files in them), bottom
-/// first. Same rank = same row of the table in `src/lib.rs`.
-const LAYERS: &[(&str, u32)] = &[
-    ("size_class.rs", 0),
-    ("stats.rs", 0),
-    ("list.rs", 0),
-    ("segment_map.rs", 1),
-    ("source/", 2),
-    ("cache.rs", 3),
-    ("os.rs", 4),
-    ("page.rs", 5),
-    ("segment.rs", 6),
-    ("abandon.rs", 7),
-    ("domain.rs", 8),
-    ("heap.rs", 9),
-    ("page_queue.rs", 10),
-    ("free.rs", 11),
-    ("collect.rs", 12),
-    ("alloc.rs", 13),
-    ("first_class.rs", 14),
-    ("thread.rs", 15),
-    ("global/", 16),
-    ("c_api/", 17),
-    ("lib.rs", 18),
-];
+/// The files of each row of a layer table (Markdown rows `| layer | files |`), top row
+/// first: every backticked name that ends in `.rs` or `/`, without a leading `src/`.
+fn table_rows<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for line in lines {
+        let line = line.trim_start_matches("//!").trim();
+        if !line.starts_with('|') || line.starts_with("|---") || line.starts_with("| layer") {
+            continue;
+        }
+        let files: Vec<String> = line
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|t| t.ends_with(".rs") || t.ends_with('/'))
+            .map(|t| t.trim_start_matches("src/").to_string())
+            .collect();
+        if !files.is_empty() {
+            rows.push(files);
+        }
+    }
+    rows
+}
+
+/// The layer rank of each file of `src/` (or directory, for its files): the row of the
+/// layer table of `src/lib.rs` counted from the bottom, then the place in the row. A file
+/// may import files of lower rank (and its own directory's files).
+fn ranks(root: &Path) -> Vec<(String, (usize, usize))> {
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    let rows = table_rows(lib.lines().take_while(|l| l.starts_with("//!")));
+    assert!(rows.len() >= 10, "the layer table of src/lib.rs was not found");
+    let n = rows.len();
+    let mut out = Vec::new();
+    for (r, files) in rows.into_iter().enumerate() {
+        for (i, f) in files.into_iter().enumerate() {
+            out.push((f, (n - 1 - r, i)));
+        }
+    }
+    // the crate root re-exports from every layer
+    out.push(("lib.rs".to_string(), (n, 0)));
+    out
+}
 
 /// The one deliberate upward edge (a page knows its owning heap, for delayed frees).
 const BACK_EDGE: (&str, &str) = ("page.rs", "heap.rs");
 
-fn rank(file: &str) -> (u32, &'static str) {
-    for &(name, r) in LAYERS {
-        if file == name || (name.ends_with('/') && file.starts_with(name)) {
-            return (r, name);
+fn rank(ranks: &[(String, (usize, usize))], file: &str) -> ((usize, usize), String) {
+    for (name, r) in ranks {
+        if file == name || (name.ends_with('/') && file.starts_with(name.as_str())) {
+            return (*r, name.clone());
         }
     }
-    panic!("{file}: not in the layer table of tests/layers.rs (and src/lib.rs)");
+    // a directory's files may be named one by one in the table
+    let dir = file.rsplit_once('/').map(|(d, _)| format!("{d}/"));
+    if let Some(dir) = dir {
+        for (name, r) in ranks {
+            if name.starts_with(&dir) {
+                return (*r, dir.clone());
+            }
+        }
+    }
+    panic!("src/{file}: not in the layer table of src/lib.rs");
 }
 
 fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -190,7 +215,9 @@ fn paths(s: &[u8], i: usize, prefix: Vec<String>, out: &mut Vec<Vec<String>>) ->
 
 #[test]
 fn core_layers_point_down() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ranks = ranks(root);
+    let src = root.join("src");
     let mut files = Vec::new();
     rs_files(&src, &mut files);
     // module path ("global::hosted") -> file ("global/hosted.rs")
@@ -231,8 +258,8 @@ fn core_layers_point_down() {
     let mut listed = BTreeSet::new();
     for (from, to, path) in &edges {
         listed.insert(format!("{from} -> {to}"));
-        let (rf, gf) = rank(from);
-        let (rt, gt) = rank(to);
+        let (rf, gf) = rank(&ranks, from);
+        let (rt, gt) = rank(&ranks, to);
         let same_dir = gf.ends_with('/') && gf == gt;
         if (from.as_str(), to.as_str()) == BACK_EDGE {
             back_edge_seen = true;
@@ -253,4 +280,35 @@ fn core_layers_point_down() {
         assert!(listed.contains(must), "edge {must} not found: parser broken?");
     }
     assert!(wrong.is_empty(), "imports pointing up a layer:\n{}", wrong.join("\n"));
+}
+
+/// README's layer table names the same files, in the same order, as `src/lib.rs`'s.
+#[test]
+fn readme_layer_table_matches_lib_rs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let lib_files: Vec<String> =
+        table_rows(lib.lines().take_while(|l| l.starts_with("//!"))).concat();
+    let start = readme.find("| layer | files |").expect("README has no layer table");
+    let readme_files: Vec<String> = table_rows(readme[start..].lines().take_while(|l| {
+        l.starts_with('|')
+    }))
+    .concat();
+    assert!(lib_files.len() >= 15, "lib.rs table: {lib_files:?}");
+    // README may describe a directory by naming some of its files: compare by directory
+    let norm = |v: &[String]| -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for f in v {
+            let key = match f.split_once('/') {
+                Some((d, _)) => format!("{d}/"),
+                None => f.clone(),
+            };
+            if out.last() != Some(&key) {
+                out.push(key);
+            }
+        }
+        out
+    };
+    assert_eq!(norm(&readme_files), norm(&lib_files), "README's layer table differs from src/lib.rs's");
 }

@@ -79,8 +79,9 @@ pub extern "C" fn mi_heap_new() -> H {
     if !unsafe { (*b).is_initialized() } {
         return ptr::null_mut();
     }
-    // SAFETY: `b` is the calling thread's backing heap, initialised (checked above).
-    let h = unsafe { first_class::heap_new(OwnedHeap::new(b)) };
+    // SAFETY: `b` is the calling thread's backing heap, initialised (checked above), and
+    // stays its own for this call, as `OwnedHeap::new` requires.
+    let h = first_class::heap_new(unsafe { OwnedHeap::new(b) });
     if h.is_null() {
         super::set_errno(::libc::ENOMEM);
     }
@@ -125,13 +126,15 @@ unsafe fn heap_release(h: H, destroy: bool) {
     }
     if destroy {
         // SAFETY: `h` passed `owned(h)` and is not the backing heap `b`: an initialised
-        // first-class heap of the calling thread; no longer the default heap, and neither
-        // it nor its blocks are used afterwards (mimalloc's contract for `mi_heap_destroy`).
+        // first-class heap of the calling thread (what `OwnedHeap::new` requires); no
+        // longer the default heap, and neither it nor its blocks are used afterwards
+        // (mimalloc's contract for `mi_heap_destroy`).
         unsafe { first_class::heap_destroy(OwnedHeap::new(h)) };
     } else {
         // SAFETY: `h` passed `owned(h)` and is not the backing heap `b`: an initialised
-        // first-class heap of the calling thread; no longer the default heap, and not used
-        // afterwards (mimalloc's contract for `mi_heap_delete`).
+        // first-class heap of the calling thread (what `OwnedHeap::new` requires); no
+        // longer the default heap, and not used afterwards (mimalloc's contract for
+        // `mi_heap_delete`).
         unsafe { first_class::heap_delete(OwnedHeap::new(h)) };
     }
 }
@@ -182,8 +185,9 @@ pub unsafe extern "C" fn mi_heap_collect(h: H, force: bool) {
         } else {
             Collect::Normal
         };
-        // SAFETY: `h` passed `owned(h)`, so it is an initialised heap of the calling thread.
-        unsafe { heap_collect(OwnedHeap::new(h), mode) };
+        // SAFETY: `h` passed `owned(h)`, so it is an initialised heap of the calling thread
+        // (only this thread could delete it), as `OwnedHeap::new` requires.
+        heap_collect(unsafe { OwnedHeap::new(h) }, mode);
     }
 }
 
@@ -372,8 +376,9 @@ pub unsafe extern "C" fn mi_heap_visit_blocks(
         return false;
     }
     // Collecting first applies delayed and remote frees and frees empty pages.
-    // SAFETY: `h` passed `owned(h)`, so it is an initialised heap of the calling thread.
-    unsafe { heap_collect(OwnedHeap::new(h), Collect::Normal) };
+    // SAFETY: `h` passed `owned(h)`, so it is an initialised heap of the calling thread
+    // (only this thread could delete it), as `OwnedHeap::new` requires.
+    heap_collect(unsafe { OwnedHeap::new(h) }, Collect::Normal);
     let visit = |area: &first_class::Area, block: *mut u8| {
         let a = HeapArea {
             blocks: area.blocks as P,
@@ -387,8 +392,10 @@ pub unsafe extern "C" fn mi_heap_visit_blocks(
         // a pointer to a live `HeapArea` on our stack, and null or a live block of `h`.
         unsafe { visitor(h as *const c_void, &a, block as P, area.block_size, arg) }
     };
-    // SAFETY: `h` passed `owned(h)`, so it is an initialised heap of the calling thread;
-    // the visitor does not allocate from or free into `h` (mimalloc's contract for
-    // `mi_heap_visit_blocks`).
-    unsafe { first_class::heap_visit(OwnedHeap::new(h), visit_blocks, visit) }
+    // The visitor does not allocate from or free into `h`: mimalloc's contract for
+    // `mi_heap_visit_blocks`.
+    // SAFETY: `h` passed `owned(h)`, so it is an initialised heap of the calling thread,
+    // and stays so during the visit (the visitor does not delete it), as
+    // `OwnedHeap::new` requires.
+    first_class::heap_visit(unsafe { OwnedHeap::new(h) }, visit_blocks, visit)
 }

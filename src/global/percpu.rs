@@ -202,30 +202,32 @@ impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
     }
 }
 
+impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
+    /// Allocates for `layout` from the current CPU's heap, with interrupts held off.
+    fn alloc_layout(&self, layout: Layout, zero: bool) -> *mut u8 {
+        self.cpu.without_interrupts(|| {
+            let heap = self.heap();
+            if heap.is_null() {
+                return ptr::null_mut();
+            }
+            // SAFETY: the current CPU's heap, and nothing else on this CPU enters the
+            // allocator meanwhile (`without_interrupts`); a `Layout`'s alignment is a power
+            // of two.
+            unsafe { super::heap_alloc(heap, layout.size(), layout.align(), zero) }
+        })
+    }
+}
+
 // SAFETY: every heap is used by its CPU only, with interrupts off (the `CpuLocal`
 // contract); frees from other CPUs take the atomic path; blocks are as large and aligned
 // as the layout asks (see `alloc::malloc_aligned`).
 unsafe impl<C: CpuLocal, const N: usize> GlobalAlloc for PerCpuAlloc<C, N> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.cpu.without_interrupts(|| {
-            let heap = self.heap();
-            if heap.is_null() {
-                return ptr::null_mut();
-            }
-            // SAFETY: the current CPU owns `heap`.
-            unsafe { super::heap_alloc(heap, layout.size(), layout.align(), false) }
-        })
+        self.alloc_layout(layout, false)
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        self.cpu.without_interrupts(|| {
-            let heap = self.heap();
-            if heap.is_null() {
-                return ptr::null_mut();
-            }
-            // SAFETY: the current CPU owns `heap`.
-            unsafe { super::heap_alloc(heap, layout.size(), layout.align(), true) }
-        })
+        self.alloc_layout(layout, true)
     }
 
     unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
