@@ -10,7 +10,8 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::os::Os;
 use crate::page::{Delayed, FLAG_IN_FULL};
-use crate::segment::{page_free, page_free_in, segment_purge, Segment, SegmentsTld};
+use crate::segment::{Segment, SegmentsTld};
+use crate::segment_alloc::{page_free, page_free_in, segment_purge};
 
 /// The abandoned segments of a domain: a stack under a spin lock.
 ///

@@ -12,7 +12,8 @@ use crate::free::{heap_collect_retired, heap_delayed_free_partial, usable_size};
 use crate::heap::{heap_check, page_sync_stats, OwnedHeap, RawHeap};
 use crate::page::{Delayed, Page, FLAG_HAS_ALIGNED};
 use crate::page_queue::page_to_full;
-use crate::segment::{self, kind_for, ptr_segment, SegmentKind};
+use crate::segment::{kind_for, ptr_segment, Segment, SegmentKind};
+use crate::segment_alloc as segment;
 use crate::size_class::*;
 
 /// Pops a block of `page` (whose `free` list is not empty), zeroing `size` bytes of it
@@ -165,11 +166,10 @@ fn find_free_page(heap: OwnedHeap, bin: usize) -> *mut Page {
             if (*page).immediate_available() {
                 break;
             }
-            if (*page).capacity < (*page).reserved {
-                if page_extend(page) {
-                    break;
-                }
-                // out of memory committing more of a large page: try other pages
+            // (when extending fails for lack of memory to commit more of a large page, try
+            // other pages)
+            if (*page).capacity < (*page).reserved && page_extend(page) {
+                break;
             }
             page_sync_stats(page, &mut *heap.tld());
             page_to_full(heap, page, bin);
@@ -234,8 +234,9 @@ fn page_fresh(heap: OwnedHeap, block_size: usize, huge: Option<usize>) -> *mut P
         let bsize = if huge.is_some() { psize } else { block_size };
         (*page).init(heap.as_ptr(), bsize, psize);
         if !page_extend(page) {
-            // out of memory committing its first blocks: give the page back
-            segment::page_free(page);
+            // out of memory committing its first blocks: give the page back (through our
+            // segment context, which `tld` borrows)
+            segment::page_free_in(Some(&mut tld.segments), page);
             return ptr::null_mut();
         }
         (*heap.as_ptr()).queue_push(page);
@@ -249,7 +250,7 @@ fn page_fresh(heap: OwnedHeap, block_size: usize, huge: Option<usize>) -> *mut P
 ///
 /// # Safety
 /// `heap` is the calling thread's backing heap; `segment` was just reclaimed by it.
-unsafe fn adopt_pages(heap: OwnedHeap, segment: *mut segment::Segment) {
+unsafe fn adopt_pages(heap: OwnedHeap, segment: *mut Segment) {
     // SAFETY: the segment was reclaimed by us (caller), so it and its pages are ours.
     let seg = unsafe { &*segment };
     for i in 0..seg.capacity {
@@ -272,7 +273,8 @@ unsafe fn adopt_pages(heap: OwnedHeap, segment: *mut segment::Segment) {
 /// The calling thread owns `page`; its `free` list is empty and `capacity < reserved`.
 unsafe fn page_extend(page: *mut Page) -> bool {
     // SAFETY: the calling thread owns the page (caller).
-    let blocks_end = unsafe { ((*page).capacity as usize + (*page).extend_count()) * (*page).block_size };
+    let blocks_end =
+        unsafe { ((*page).capacity as usize + (*page).extend_count()) * (*page).block_size };
     // SAFETY: the page is in use and its segment ours (caller).
     if !unsafe { segment::page_commit(page, blocks_end) } {
         return false;

@@ -10,7 +10,7 @@ use crate::free::{heap_collect_retired, heap_delayed_free};
 use crate::heap::{for_each_page, page_sync_stats, OwnedHeap};
 use crate::page::Delayed;
 use crate::page_queue::page_free;
-use crate::segment::segments_purge;
+use crate::segment_alloc::segments_purge;
 
 /// How a heap collection goes.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -139,8 +139,13 @@ impl Domain {
     }
 
     /// After `fork()`, in the parent: releases the locks taken by `fork_prepare`.
-    pub fn fork_parent(&self) {
-        // SAFETY: `fork_prepare` on this thread holds the three locks (guards forgotten).
+    ///
+    /// # Safety
+    /// The calling thread called `fork_prepare` on this domain and has not released its
+    /// locks since (as `pthread_atfork` handlers guarantee).
+    pub unsafe fn fork_parent(&self) {
+        // SAFETY: `fork_prepare` on this thread holds the three locks with their guards
+        // forgotten (the caller's contract), so no one else is inside them.
         unsafe {
             self.os.fork_release();
             self.thread_blocks.force_unlock();
@@ -150,7 +155,11 @@ impl Domain {
 
     /// After `fork()`, in the child: releases the locks taken by `fork_prepare` (the
     /// child's only thread is the one that took them).
-    pub fn fork_child(&self) {
-        self.fork_parent()
+    ///
+    /// # Safety
+    /// As [`fork_parent`](Domain::fork_parent), in the child process.
+    pub unsafe fn fork_child(&self) {
+        // SAFETY: the child's only thread is the one that called `fork_prepare` (caller).
+        unsafe { self.fork_parent() }
     }
 }

@@ -5,6 +5,9 @@
 //! - delete hands the heap's live blocks to the thread's backing heap;
 //! - destroy frees them all at once, without looking at them;
 //! - blocks of a first-class heap may be freed by any thread, before or after.
+//!
+//! Kernels (no `std`) have no first-class heaps yet: there, this module is unused.
+#![cfg_attr(not(feature = "std"), allow(dead_code))]
 
 use core::ptr::{self, addr_of_mut};
 use core::sync::atomic::Ordering;
@@ -107,9 +110,9 @@ fn heap_absorb(into: OwnedHeap, heap: OwnedHeap) {
             (*heap.as_ptr()).queue_remove(page, bin);
             (*page).xheap.store(into.as_ptr(), Ordering::Release);
             (*page).retire_expire = 0; // `into`'s retired range does not cover it
-            // A remote free may have read the old heap just before the store and be
-            // pushing to its delayed list: wait until it is done, so that from here on
-            // only `into` is used, and the final pass below sees its block.
+                                       // A remote free may have read the old heap just before the store and be
+                                       // pushing to its delayed list: wait until it is done, so that from here on
+                                       // only `into` is used, and the final pass below sees its block.
             while (*page).is_delayed_freeing() {
                 core::hint::spin_loop();
             }

@@ -49,7 +49,7 @@ pub(crate) unsafe fn free(p: *mut u8, owner: usize) {
         unsafe {
             debug_assert!((*page).segment_in_use, "free into a page not in use");
             debug_assert!(
-                (p as usize - (*page).page_start as usize) % (*page).block_size == 0,
+                (p as usize - (*page).page_start as usize).is_multiple_of((*page).block_size),
                 "free of a pointer inside a block"
             );
             let block = p as *mut Block;
@@ -157,7 +157,9 @@ pub(crate) fn heap_delayed_free(heap: OwnedHeap, all: bool) {
     // SAFETY: the token proves the heap is live and ours; `thread_delayed_free` is atomic.
     let h = unsafe { &*heap.as_ptr() };
     loop {
-        let mut block = h.thread_delayed_free.swap(ptr::null_mut(), Ordering::Acquire);
+        let mut block = h
+            .thread_delayed_free
+            .swap(ptr::null_mut(), Ordering::Acquire);
         if block.is_null() {
             return;
         }

@@ -220,6 +220,7 @@ impl RawHeap {
         !self.tld.is_null()
     }
 
+    #[cfg_attr(not(feature = "std"), allow(dead_code))] // used on thread exit (hosted)
     /// Makes a heap inert (its thread is done): allocation from it returns null, and it
     /// owns nothing.
     pub(crate) fn detach(&mut self) {

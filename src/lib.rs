@@ -17,7 +17,7 @@
 //! | free | `free.rs`: the whole free path, `usable_size`, the checks of checked mode |
 //! | heap | `heap.rs` (heap and thread-context structs, `OwnedHeap`), `page_queue.rs` (queues) |
 //! | domain | `domain.rs`: what the heaps of one allocator share |
-//! | segment | `segment.rs` (layout, claim/free pages, commit, purge), `abandon.rs` |
+//! | segment | `segment.rs` (header, lookups, owner's queues), `segment_alloc.rs` (segments and pages from the source and back, commit, purge), `abandon.rs` |
 //! | page | `page.rs`: one page and its three free lists |
 //! | accounting | `cache.rs` (region cache), `os.rs` (limit, statistics, clock) |
 //! | page source | `source/` |
@@ -48,6 +48,7 @@ mod abandon;
 mod domain;
 mod page;
 mod segment;
+mod segment_alloc;
 // heap layer and the data paths
 mod alloc;
 mod collect;

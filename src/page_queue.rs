@@ -4,7 +4,7 @@
 
 use crate::heap::{empty_page, page_sync_stats, queue_bin_of, OwnedHeap, RawHeap};
 use crate::page::{Delayed, Page, FLAG_IN_FULL};
-use crate::segment;
+use crate::segment_alloc as segment;
 use crate::size_class::*;
 
 impl RawHeap {

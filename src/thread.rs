@@ -65,6 +65,7 @@ pub(crate) fn thread_data_alloc(domain: &'static Domain) -> *mut ThreadData {
 ///
 /// # Safety
 /// `td` came from `thread_data_alloc` of `domain` and is no longer used.
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer (CPUs never exit)
 pub(crate) unsafe fn thread_data_free(domain: &Domain, td: *mut ThreadData) {
     domain.os.stats.threads.sub(1);
     // SAFETY: `td` is not null (it came from `thread_data_alloc`).
@@ -86,6 +87,7 @@ pub(crate) unsafe fn thread_data_free(domain: &Domain, td: *mut ThreadData) {
 ///
 /// # Safety
 /// `tld` is the calling thread's data.
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer (CPUs never exit)
 pub(crate) unsafe fn thread_done(tld: *mut Tld) {
     // SAFETY: the calling thread owns its data (caller): its heaps list is ours.
     let (heaps, backing) = unsafe { ((*tld).heaps, (*tld).heap_backing) };
@@ -98,12 +100,8 @@ pub(crate) unsafe fn thread_done(tld: *mut Tld) {
         heap_collect(owned, Collect::Abandon);
     }
     // SAFETY: the context is ours; `segments` lives in it and never moves.
-    let (segments, abandoned) = unsafe {
-        (
-            addr_of_mut!((*tld).segments),
-            &(*tld).domain().abandoned,
-        )
-    };
+    let (segments, abandoned) =
+        unsafe { (addr_of_mut!((*tld).segments), &(*tld).domain().abandoned) };
     // SAFETY: the context is ours; every segment with pages in use goes to the domain
     // (its pages were detached from their heaps by the collection above), through the
     // context that `for_each` walks — the only change it allows.

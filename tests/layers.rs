@@ -35,7 +35,10 @@ fn table_rows<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<Vec<String>> {
 fn ranks(root: &Path) -> Vec<(String, (usize, usize))> {
     let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
     let rows = table_rows(lib.lines().take_while(|l| l.starts_with("//!")));
-    assert!(rows.len() >= 10, "the layer table of src/lib.rs was not found");
+    assert!(
+        rows.len() >= 10,
+        "the layer table of src/lib.rs was not found"
+    );
     let n = rows.len();
     let mut out = Vec::new();
     for (r, files) in rows.into_iter().enumerate() {
@@ -98,7 +101,8 @@ fn code_only(src: &str) -> String {
                 i += 1;
             }
             i += 2;
-        } else if c == b'r' && (b.get(i + 1) == Some(&b'"') || b.get(i + 1) == Some(&b'#'))
+        } else if c == b'r'
+            && (b.get(i + 1) == Some(&b'"') || b.get(i + 1) == Some(&b'#'))
             && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'))
         {
             // raw string r"..." / r#"..."#
@@ -223,13 +227,24 @@ fn core_layers_point_down() {
     // module path ("global::hosted") -> file ("global/hosted.rs")
     let mut modules: BTreeMap<String, String> = BTreeMap::new();
     for f in &files {
-        let rel = f.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
-        let m = rel.trim_end_matches(".rs").trim_end_matches("/mod").replace('/', "::");
+        let rel = f
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        let m = rel
+            .trim_end_matches(".rs")
+            .trim_end_matches("/mod")
+            .replace('/', "::");
         modules.insert(m, rel);
     }
     let mut edges: BTreeSet<(String, String, String)> = BTreeSet::new();
     for f in &files {
-        let rel = f.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
+        let rel = f
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
         let code = code_only(&std::fs::read_to_string(f).unwrap());
         let s = code.as_bytes();
         let mut at = 0;
@@ -274,12 +289,30 @@ fn core_layers_point_down() {
         eprintln!("  {e}");
     }
     // the parser really saw the code: the core's known edges are there
-    assert!(listed.len() > 60, "only {} edges found: parser broken?", listed.len());
-    assert!(back_edge_seen, "the named back-edge page.rs -> heap.rs was not found");
-    for must in ["alloc.rs -> free.rs", "segment.rs -> os.rs", "thread.rs -> abandon.rs"] {
-        assert!(listed.contains(must), "edge {must} not found: parser broken?");
+    assert!(
+        listed.len() > 60,
+        "only {} edges found: parser broken?",
+        listed.len()
+    );
+    assert!(
+        back_edge_seen,
+        "the named back-edge page.rs -> heap.rs was not found"
+    );
+    for must in [
+        "alloc.rs -> free.rs",
+        "segment.rs -> os.rs",
+        "thread.rs -> abandon.rs",
+    ] {
+        assert!(
+            listed.contains(must),
+            "edge {must} not found: parser broken?"
+        );
     }
-    assert!(wrong.is_empty(), "imports pointing up a layer:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "imports pointing up a layer:\n{}",
+        wrong.join("\n")
+    );
 }
 
 /// README's layer table names the same files, in the same order, as `src/lib.rs`'s.
@@ -290,11 +323,11 @@ fn readme_layer_table_matches_lib_rs() {
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let lib_files: Vec<String> =
         table_rows(lib.lines().take_while(|l| l.starts_with("//!"))).concat();
-    let start = readme.find("| layer | files |").expect("README has no layer table");
-    let readme_files: Vec<String> = table_rows(readme[start..].lines().take_while(|l| {
-        l.starts_with('|')
-    }))
-    .concat();
+    let start = readme
+        .find("| layer | files |")
+        .expect("README has no layer table");
+    let readme_files: Vec<String> =
+        table_rows(readme[start..].lines().take_while(|l| l.starts_with('|'))).concat();
     assert!(lib_files.len() >= 15, "lib.rs table: {lib_files:?}");
     // README may describe a directory by naming some of its files: compare by directory
     let norm = |v: &[String]| -> Vec<String> {
@@ -310,5 +343,9 @@ fn readme_layer_table_matches_lib_rs() {
         }
         out
     };
-    assert_eq!(norm(&readme_files), norm(&lib_files), "README's layer table differs from src/lib.rs's");
+    assert_eq!(
+        norm(&readme_files),
+        norm(&lib_files),
+        "README's layer table differs from src/lib.rs's"
+    );
 }

@@ -27,11 +27,14 @@ extern "C" fn fork_prepare() {
 }
 
 extern "C" fn fork_parent() {
-    DOMAIN.fork_parent();
+    // SAFETY: registered with `pthread_atfork` after `fork_prepare`: the forking thread
+    // ran `fork_prepare` just before `fork()`.
+    unsafe { DOMAIN.fork_parent() };
 }
 
 extern "C" fn fork_child() {
-    DOMAIN.fork_child();
+    // SAFETY: as for `fork_parent`, in the child, whose only thread forked.
+    unsafe { DOMAIN.fork_child() };
 }
 
 /// Process initialisation (idempotent): options, fork handlers, the loading thread.

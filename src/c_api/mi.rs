@@ -440,10 +440,12 @@ pub unsafe extern "C" fn mi_dupenv_s(
         // `_dupenv_s`.
         unsafe { *size = 0 };
     }
-    // SAFETY: `name` is non-null (checked above), so a C string: the C caller's contract.
+    // SAFETY: `name` is non-null (checked above), so a C string: the C caller's contract
+    // for `_dupenv_s`.
     let v = unsafe { ::libc::getenv(name) };
     if v.is_null() {
-        // SAFETY: `buf` is non-null (checked above), so writable: the C caller's contract.
+        // SAFETY: `buf` is non-null (checked above), so writable: the C caller's contract
+        // for `_dupenv_s`.
         unsafe { *buf = ptr::null_mut() };
         return 0;
     }
@@ -476,7 +478,8 @@ pub unsafe extern "C" fn mi_wdupenv_s(
     // `_wdupenv_s`.
     unsafe { *buf = ptr::null_mut() };
     if !size.is_null() {
-        // SAFETY: `size` is non-null, so writable: the C caller's contract.
+        // SAFETY: `size` is non-null, so writable: the C caller's contract for
+        // `_wdupenv_s`.
         unsafe { *size = 0 };
     }
     ::libc::EINVAL
@@ -492,7 +495,8 @@ pub unsafe extern "C" fn mi_free_size(p: P, _size: usize) {
 #[no_mangle]
 pub unsafe extern "C" fn mi_free_size_aligned(p: P, _size: usize, _align: usize) {
     // SAFETY: `p` is null or a block of ours not used afterwards: the C caller's
-    // contract for `mi_free_size_aligned`, the same as `mi_free`'s (sizes and alignments are hints).
+    // contract for `mi_free_size_aligned`, the same as `mi_free`'s (sizes and alignments are
+    // hints).
     unsafe { mi_free(p) }
 }
 

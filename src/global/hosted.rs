@@ -74,11 +74,14 @@ extern "C" fn fork_prepare() {
 }
 #[cfg(not(feature = "override"))]
 extern "C" fn fork_parent() {
-    DOMAIN.fork_parent();
+    // SAFETY: registered with `pthread_atfork` after `fork_prepare`: the forking thread
+    // ran `fork_prepare` just before `fork()`.
+    unsafe { DOMAIN.fork_parent() };
 }
 #[cfg(not(feature = "override"))]
 extern "C" fn fork_child() {
-    DOMAIN.fork_child();
+    // SAFETY: as for `fork_parent`, in the child, whose only thread forked.
+    unsafe { DOMAIN.fork_child() };
 }
 
 /// Initialises the calling thread's heap. Returns the empty heap when out of memory.
