@@ -5,14 +5,16 @@
 //! while allocating, dlopen, C++ new/delete, mimalloc users. (Real programs under
 //! `LD_PRELOAD`: `tests/preload.rs`.)
 //!
-//! Skips (with a printed note) only when `gcc` is missing.
+//! A missing tool (gcc, g++, nm, readelf, objdump) fails the test that needs it, unless
+//! `SHARDALLOC_TEST_ALLOW_MISSING_TOOLS=1` (see `tests/c/harness.rs`). Preloaded runs
+//! prove that shardalloc served them (`harness::assert_served`).
 
 #[path = "c/harness.rs"]
 mod harness;
 
 use std::process::Command;
 
-use harness::{build, have, lib_dir, preload, root, run_ok, show, Link};
+use harness::{assert_served, build, lib_dir, preload, root, run_ok, show, spawn_output, Link};
 
 // ---------------------------------------------------------------------------------------
 // the library itself
@@ -20,15 +22,11 @@ use harness::{build, have, lib_dir, preload, root, run_ok, show, Link};
 #[test]
 fn library_exports_and_tls() {
     need_gcc!();
-    let so = lib_dir().unwrap().join("libshardalloc.so");
-    let nm = Command::new("nm")
-        .args(["-D", "--defined-only"])
-        .arg(&so)
-        .output();
-    let Ok(nm) = nm else {
-        eprintln!("note: nm not found: export check skipped");
-        return;
-    };
+    need_tool!("nm");
+    need_tool!("readelf");
+    let so = lib_dir().join("libshardalloc.so");
+    let nm = spawn_output(Command::new("nm").args(["-D", "--defined-only"]).arg(&so));
+    assert!(nm.status.success(), "nm failed: {}", show(&nm));
     let syms = String::from_utf8_lossy(&nm.stdout);
     let defined: std::collections::HashSet<&str> = syms
         .lines()
@@ -101,14 +99,8 @@ fn library_exports_and_tls() {
     }
     // the thread-local heap slot is initial-exec TLS: the library says STATIC_TLS, and
     // its TLS block is small enough for glibc's static TLS surplus (dlopen)
-    let Ok(re) = Command::new("readelf")
-        .arg("-lW")
-        .arg("-d")
-        .arg(&so)
-        .output()
-    else {
-        return;
-    };
+    let re = spawn_output(Command::new("readelf").arg("-lW").arg("-d").arg(&so));
+    assert!(re.status.success(), "readelf failed: {}", show(&re));
     let text = String::from_utf8_lossy(&re.stdout);
     assert!(text.contains("STATIC_TLS"), "no STATIC_TLS flag:\n{text}");
     let tls = text
@@ -132,16 +124,15 @@ fn library_exports_and_tls() {
 #[test]
 fn malloc_fast_path_reads_tls_directly() {
     need_gcc!();
+    need_tool!("objdump");
     // the malloc fast path must not call __tls_get_addr (general-dynamic TLS)
-    let so = lib_dir().unwrap().join("libshardalloc.so");
-    let Ok(out) = Command::new("objdump")
-        .args(["-d", "--no-show-raw-insn"])
-        .arg(&so)
-        .output()
-    else {
-        eprintln!("note: objdump not found: check skipped");
-        return;
-    };
+    let so = lib_dir().join("libshardalloc.so");
+    let out = spawn_output(
+        Command::new("objdump")
+            .args(["-d", "--no-show-raw-insn"])
+            .arg(&so),
+    );
+    assert!(out.status.success(), "objdump failed: {}", show(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     let start = text
         .find("<__libc_malloc>:\n")
@@ -173,6 +164,13 @@ fn api_cases() {
     let out = run_ok(&exe, &[], &[], 120);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(" 0 failed checks"), "{}", show(&out));
+    // alone in its process: it reads `allocated` to the KiB
+    let out = run_ok(&exe, &["stats-merge"], &[], 60);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(" 0 failed checks"),
+        "{}",
+        show(&out)
+    );
 }
 
 #[test]
@@ -243,6 +241,7 @@ fn options_from_the_environment() {
         "{}",
         show(&out)
     );
+    assert_served(&err, &[("test_api", 1)], "MIMALLOC_SHOW_STATS=1");
     run_ok(
         &exe,
         &["env-precedence"],
@@ -282,12 +281,17 @@ fn threads_churn_and_cross_thread_frees() {
         "{}",
         show(&out)
     );
-    // and preloaded into a program not linked with it, in checked mode
+    // and preloaded into a program not linked with it, in checked mode (the program checks
+    // that every block is shardalloc's, and prints its statistics at exit)
     let exe = build("test_stress.c", Link::None, &[]);
     let out = run_ok(
         &exe,
         &["4", "4"],
-        &[("LD_PRELOAD", &preload()), ("SHARDALLOC_SHOW_ERRORS", "1")],
+        &[
+            ("LD_PRELOAD", &preload()),
+            ("SHARDALLOC_SHOW_ERRORS", "1"),
+            ("SHARDALLOC_SHOW_STATS", "1"),
+        ],
         120,
     );
     assert!(
@@ -295,11 +299,9 @@ fn threads_churn_and_cross_thread_frees() {
         "{}",
         show(&out)
     );
-    assert!(
-        !String::from_utf8_lossy(&out.stderr).contains("shardalloc: error"),
-        "{}",
-        show(&out)
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("shardalloc: error"), "{}", show(&out));
+    assert_served(&err, &[("test_stress-nolink", 1)], "preloaded test_stress");
 }
 
 #[test]
@@ -331,18 +333,25 @@ fn dlopen_works() {
 #[test]
 fn cxx_new_and_delete() {
     need_gcc!();
-    if !have("g++") {
-        eprintln!("note: g++ not found: C++ test skipped");
-        return;
-    }
+    need_tool!("g++");
     let exe = build("test_cxx.cpp", Link::Shared, &[]);
     run_ok(&exe, &[], &[], 60);
     let exe = build("test_cxx.cpp", Link::None, &[]);
-    let out = run_ok(&exe, &[], &[("LD_PRELOAD", &preload())], 60);
+    let out = run_ok(
+        &exe,
+        &[],
+        &[("LD_PRELOAD", &preload()), ("SHARDALLOC_SHOW_STATS", "1")],
+        60,
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("test_cxx: ok"),
         "{}",
         show(&out)
+    );
+    assert_served(
+        &String::from_utf8_lossy(&out.stderr),
+        &[("test_cxx-nolink", 1)],
+        "preloaded test_cxx",
     );
 }
 
@@ -353,9 +362,7 @@ fn mimalloc_users_compile_unchanged() {
     let exe = build("mimalloc_user.c", Link::Shared, &[]);
     let out = run_ok(&exe, &[], &[], 30);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1 1 1\n");
-    if !have("g++") {
-        return;
-    }
+    need_tool!("g++");
     // C++: mimalloc.h's STL allocators
     let exe = build("mimalloc_user.cpp", Link::Shared, &[]);
     let out = run_ok(&exe, &[], &[], 30);

@@ -13,8 +13,9 @@ pub mod workloads;
 use std::time::Instant;
 
 /// One workload: a name, a one-line description, and the function that runs it.
-/// `run(scale)` does `scale` times the nominal amount of work and returns a check value
-/// (the number of bytes it allocated and freed, verified along the way).
+/// `run(scale)` does `scale` times the nominal amount of work and returns a check value:
+/// a checksum of what was read back from every block before it was freed (see
+/// `util::Blk`), so that it depends on the memory the allocator returned.
 pub struct Workload {
     pub name: &'static str,
     pub threads: usize,
@@ -192,10 +193,15 @@ pub fn bench_main_direct(alloc: &str, direct: Option<fn(u64) -> u64>) {
     let t0 = Instant::now();
     let check = (w.run)(scale);
     let ns = t0.elapsed().as_nanos();
+    let corrupted = util::corrupted();
     println!(
-        "workload={} alloc={alloc} time_ns={ns} check={check}",
+        "workload={} alloc={alloc} time_ns={ns} check={check} corrupted={corrupted}",
         w.name
     );
+    if corrupted > 0 {
+        eprintln!("{}: {corrupted} heap blocks read back wrong", w.name);
+        std::process::exit(3);
+    }
 }
 
 /// Generate a benchmark binary: `bench_binary!("name", Type, const_initialiser);`

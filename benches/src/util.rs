@@ -3,6 +3,7 @@
 use std::alloc::{alloc, dealloc, realloc, Layout};
 use std::hint::black_box;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// SplitMix64: small, fast, seeded, the same sequence on every run.
 #[derive(Clone)]
@@ -56,8 +57,11 @@ pub fn scaled(n: usize, scale: f64) -> usize {
 }
 
 /// A heap block of at least 8 bytes from the global allocator. Its first word holds its
-/// size and, past the first word, its last byte a tag derived from it, so freeing checks that nothing was
-/// overwritten (a light content check that also keeps the optimizer from dropping work).
+/// size and, past the first word, its last byte a tag derived from it. Both are read back
+/// before the block is freed: what was read goes into the workload's check value (a
+/// checksum of the memory the allocator returned, not of the sizes asked for), and a
+/// value that differs from what was written is counted as a corruption, which makes the
+/// process exit with status 3 after the workload (see [`corrupted`]).
 pub struct Blk {
     ptr: NonNull<u8>,
     size: usize,
@@ -71,6 +75,32 @@ const ALIGN: usize = 8;
 #[inline]
 fn tag(size: usize) -> u8 {
     (size as u8) ^ 0x5A
+}
+
+/// Blocks whose contents read back differently from what was written (all threads).
+static CORRUPTED: AtomicU64 = AtomicU64::new(0);
+
+/// How many blocks read back wrong so far: an allocator that hands out overlapping
+/// blocks, or loses contents in `realloc`, makes this non-zero.
+pub fn corrupted() -> u64 {
+    CORRUPTED.load(Ordering::Relaxed)
+}
+
+#[cold]
+#[inline(never)]
+fn corruption(what: &str, size: usize, read: usize, tag_read: u8) {
+    if CORRUPTED.fetch_add(1, Ordering::Relaxed) < 3 {
+        eprintln!("heap block corrupted ({what}): size {size}, read back size {read}, tag {tag_read:#x} (expected {:#x})", tag(size));
+    }
+}
+
+/// The check-value contribution of a block from what was read back from it.
+#[inline]
+fn digest(word: usize, tail: u8) -> u64 {
+    let mut z = (word as u64 ^ ((tail as u64) << 56)).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 #[inline]
@@ -109,25 +139,25 @@ impl Blk {
         self.size
     }
 
-    /// Check the contents; returns the size read back from the block.
+    /// Reads the size word and the tag back; returns their digest (counted as a
+    /// corruption when they are not what was written).
     #[inline]
-    pub fn check(&self) -> usize {
+    pub fn check(&self) -> u64 {
         // SAFETY: the block is live and `size >= 8` bytes, written in `new`/`resize`.
         let (s, t) = unsafe {
             (
-                (self.ptr.as_ptr() as *const usize).read(),
+                (self.ptr.as_ptr() as *const usize).read_volatile(),
                 if self.size > 8 {
-                    self.ptr.as_ptr().add(self.size - 1).read()
+                    self.ptr.as_ptr().add(self.size - 1).read_volatile()
                 } else {
                     tag(8)
                 },
             )
         };
         if s != self.size || t != tag(self.size) {
-            eprintln!("heap block corrupted: size {} read {s} tag {t}", self.size);
-            std::process::exit(3);
+            corruption("read before free", self.size, s, t);
         }
-        s
+        digest(s, t)
     }
 
     /// Write `n` bytes of the block (touching it like a user would).
@@ -150,10 +180,26 @@ impl Blk {
         let Some(ptr) = NonNull::new(black_box(p)) else {
             oom(Layout::from_size_align(new_size, ALIGN).unwrap())
         };
-        // SAFETY: the block is now `new_size >= 8` bytes and ours; the first word was kept.
+        // SAFETY: the block is now `new_size >= 8` bytes and ours; realloc kept its first
+        // word and, when it grew, the old tag at `old size - 1`. What it lost stays in the
+        // new size word (wrong by the same amount, or by 2^40 for a lost tag), so that the
+        // block reads back wrong when it is freed and the check value changes.
         unsafe {
-            debug_assert_eq!((ptr.as_ptr() as *const usize).read(), self.size);
-            (ptr.as_ptr() as *mut usize).write(new_size);
+            let kept = (ptr.as_ptr() as *const usize).read_volatile();
+            let old_tag = if new_size >= self.size && self.size > 8 {
+                ptr.as_ptr().add(self.size - 1).read_volatile()
+            } else {
+                tag(self.size)
+            };
+            if kept != self.size || old_tag != tag(self.size) {
+                corruption("read after realloc", self.size, kept, old_tag);
+            }
+            let lost_tag = if old_tag != tag(self.size) { 1 << 40 } else { 0 };
+            let word = kept
+                .wrapping_sub(self.size)
+                .wrapping_add(new_size)
+                .wrapping_add(lost_tag);
+            (ptr.as_ptr() as *mut usize).write(word);
             if new_size > 8 {
                 ptr.as_ptr().add(new_size - 1).write(tag(new_size));
             }
@@ -162,15 +208,15 @@ impl Blk {
         self.size = new_size;
     }
 
-    /// Check and free; returns the size.
+    /// Check and free; returns the digest of what was read back (see [`Blk::check`]).
     #[inline]
-    pub fn free(self) -> usize {
-        let s = self.check();
+    pub fn free(self) -> u64 {
+        let d = self.check();
         let layout = Layout::from_size_align(self.size, ALIGN).unwrap();
         // SAFETY: allocated with this layout, freed once (self is forgotten below).
         unsafe { dealloc(self.ptr.as_ptr(), layout) };
         std::mem::forget(self);
-        s
+        d
     }
 }
 
@@ -182,16 +228,13 @@ impl Drop for Blk {
     }
 }
 
-/// Free all blocks, returning the sum of their sizes.
-pub fn free_all(v: impl IntoIterator<Item = Blk>) -> u64 {
-    v.into_iter().map(|b| b.free() as u64).sum()
-}
-
-/// Totals kept by one thread: bytes allocated and bytes freed.
+/// Totals kept by one thread: bytes allocated and freed (the workload's own
+/// bookkeeping), and the checksum of what was read back from the freed blocks.
 #[derive(Default, Clone, Copy, Debug)]
 pub struct Tally {
     pub alloced: u64,
     pub freed: u64,
+    pub sum: u64,
 }
 
 impl Tally {
@@ -203,16 +246,23 @@ impl Tally {
     }
     #[inline]
     pub fn free(&mut self, b: Blk) {
-        self.freed += b.free() as u64;
+        self.freed += b.size() as u64;
+        self.sum = self.sum.wrapping_add(b.free());
     }
     pub fn free_all(&mut self, v: impl IntoIterator<Item = Blk>) {
-        self.freed += free_all(v);
+        for b in v {
+            self.free(b);
+        }
     }
     pub fn add(&mut self, o: Tally) {
         self.alloced += o.alloced;
         self.freed += o.freed;
+        self.sum = self.sum.wrapping_add(o.sum);
     }
-    /// Every byte allocated was freed: the check value of a workload.
+    /// Every byte allocated was freed; the check value of a workload: the checksum of
+    /// the blocks' contents read back before each free (order-independent, so the same
+    /// under every correct allocator when the workload's operations do not depend on
+    /// thread timing), plus the bytes allocated.
     pub fn finish(self, what: &str) -> u64 {
         if self.alloced != self.freed {
             eprintln!(
@@ -221,7 +271,7 @@ impl Tally {
             );
             std::process::exit(3);
         }
-        self.alloced
+        self.sum.wrapping_add(self.alloced)
     }
 }
 

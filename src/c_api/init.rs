@@ -14,7 +14,8 @@
 //! The thread-key `Once` of the hosted binding is completed here too (by initialising the
 //! loading thread), so that no `fork` can catch it half-done.
 
-use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use core::ffi::{c_char, c_int, c_void};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
 
 use super::options;
 use crate::global::hosted::{self, DOMAIN};
@@ -44,6 +45,9 @@ pub(crate) fn init() {
     }
     super::stats::record_start();
     options::init_from_env();
+    if options::enabled(options::SHOW_STATS) {
+        save_stderr();
+    }
     // SAFETY: registering plain `extern "C"` handlers; pthread_atfork does not call malloc
     // in glibc.
     unsafe { ::libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
@@ -75,13 +79,84 @@ fn pin_library() {
     }
 }
 
+/// With `show_stats`: a close-on-exec copy of stderr taken at load time, and the device
+/// and inode it refers to. Programs may close stderr before the statistics are printed at
+/// exit (GNU coreutils do, in an `atexit` handler); the statistics then go to this copy.
+static SAVED_STDERR: AtomicI32 = AtomicI32::new(-1);
+static SAVED_DEV: AtomicU64 = AtomicU64::new(0);
+static SAVED_INO: AtomicU64 = AtomicU64::new(0);
+
+/// The device and inode that `fd` refers to; `None` when `fd` is not open.
+fn file_id(fd: c_int) -> Option<(u64, u64)> {
+    // SAFETY: an all-zero `stat` is valid; fstat fills it.
+    let mut st: ::libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: valid out-pointer.
+    if unsafe { ::libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    Some((st.st_dev as u64, st.st_ino as u64))
+}
+
+fn save_stderr() {
+    // SAFETY: duplicating a file descriptor; no memory is involved.
+    let fd = unsafe { ::libc::fcntl(2, ::libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return;
+    }
+    match file_id(fd) {
+        Some((dev, ino)) => {
+            SAVED_DEV.store(dev, Relaxed);
+            SAVED_INO.store(ino, Relaxed);
+            SAVED_STDERR.store(fd, Relaxed);
+        }
+        // SAFETY: closing the descriptor we just made.
+        None => unsafe {
+            ::libc::close(fd);
+        },
+    }
+}
+
+/// The saved copy of stderr when stderr itself is closed and the copy still refers to
+/// the file it was taken from (the program may have closed it and reused its number).
+fn closed_stderr_copy() -> Option<c_int> {
+    // SAFETY: querying descriptor flags; no memory is involved.
+    if unsafe { ::libc::fcntl(2, ::libc::F_GETFD) } != -1 || options::output_registered() {
+        return None;
+    }
+    let fd = SAVED_STDERR.load(Relaxed);
+    let id = (SAVED_DEV.load(Relaxed), SAVED_INO.load(Relaxed));
+    (fd >= 0 && file_id(fd) == Some(id)).then_some(fd)
+}
+
+/// An `mi_output_fun` writing to the file descriptor in `arg`.
+unsafe extern "C" fn write_to_fd(msg: *const c_char, arg: *mut c_void) {
+    let fd = arg as usize as c_int;
+    // SAFETY: `msg` is a NUL-terminated piece from `print_to`.
+    let mut bytes = unsafe { core::ffi::CStr::from_ptr(msg) }.to_bytes();
+    while !bytes.is_empty() {
+        // SAFETY: writing from a valid buffer of `bytes.len()` bytes.
+        let n = unsafe { ::libc::write(fd, bytes.as_ptr() as *const c_void, bytes.len()) };
+        if n <= 0 {
+            // SAFETY: reading our own errno.
+            if n < 0 && unsafe { *::libc::__errno_location() } == ::libc::EINTR {
+                continue;
+            }
+            return;
+        }
+        bytes = &bytes[n as usize..];
+    }
+}
+
 /// Process end: statistics if asked for (idempotent).
 pub(crate) fn done() {
     if DONE.swap(true, Relaxed) {
         return;
     }
     if options::enabled(options::SHOW_STATS) {
-        super::stats::print(None, core::ptr::null_mut());
+        match closed_stderr_copy() {
+            Some(fd) => super::stats::print(Some(write_to_fd), fd as usize as *mut c_void),
+            None => super::stats::print(None, core::ptr::null_mut()),
+        }
     }
 }
 

@@ -310,6 +310,11 @@ pub(crate) fn register_output(fun: Option<OutputFun>, arg: *mut c_void) {
     OUTPUT_FUN.store(fun.map_or(0, |f| f as usize), Relaxed);
 }
 
+/// Whether the program registered an output handler (`mi_register_output`).
+pub(crate) fn output_registered() -> bool {
+    OUTPUT_FUN.load(Relaxed) != 0
+}
+
 pub(crate) fn register_error(fun: Option<ErrorFun>, arg: *mut c_void) {
     ERROR_ARG.store(arg as usize, Relaxed);
     ERROR_FUN.store(fun.map_or(0, |f| f as usize), Relaxed);

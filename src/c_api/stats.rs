@@ -1,20 +1,48 @@
 //! Statistics for C: `mi_stats_print`, `mi_stats_print_out`, `mi_stats_reset`,
 //! `mi_stats_merge`, `mi_process_info`. shardalloc keeps one set of statistics for the
-//! process (see `stats.rs`), so thread statistics are the process's and merging is a no-op.
+//! process (see `stats.rs`), so thread statistics are the process's; merging adds the
+//! block counts that the calling thread has not yet added to them.
 
-use core::ffi::c_void;
+use core::ffi::{c_char, c_void};
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::options::{print_to, OutputFun};
 use crate::global::hosted::DOMAIN;
 
-/// Prints the statistics table to `out` (NULL: the registered output or stderr).
+extern "C" {
+    /// glibc's (and musl's) basename of `argv[0]`.
+    static program_invocation_short_name: *const c_char;
+}
+
+/// The program's name (basename of `argv[0]`), without allocating.
+fn program_name() -> &'static str {
+    // SAFETY: set by libc before any constructor runs, to null or a NUL-terminated string
+    // that lives as long as the process.
+    let name = unsafe { program_invocation_short_name };
+    if name.is_null() {
+        return "?";
+    }
+    // SAFETY: non-null, so a NUL-terminated string living as long as the process.
+    unsafe { core::ffi::CStr::from_ptr(name) }
+        .to_str()
+        .unwrap_or("?")
+}
+
+/// Prints the statistics table to `out` (NULL: the registered output or stderr), headed
+/// by the process id and program name (so that the tables of several processes writing
+/// to one stream can be told apart).
 pub(crate) fn print(out: Option<OutputFun>, arg: *mut c_void) {
     let st = DOMAIN.stats();
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { ::libc::getpid() };
     print_to(
         out,
         arg,
-        format_args!("shardalloc statistics (process):\n{}\n", st),
+        format_args!(
+            "shardalloc statistics (process {pid}, {}):\n{}\n",
+            program_name(),
+            st
+        ),
     );
     let mut info = ProcessInfo::default();
     process_info(&mut info);
@@ -60,8 +88,12 @@ pub extern "C" fn mi_stats_reset() {
     DOMAIN.reset_stats()
 }
 
+/// Adds the calling thread's pending block counts to the process's statistics (a thread
+/// gathers up to 256 KiB of them before it does so by itself).
 #[no_mangle]
-pub extern "C" fn mi_stats_merge() {}
+pub extern "C" fn mi_stats_merge() {
+    let _ = crate::global::hosted::stats();
+}
 
 /// Milliseconds of the monotonic clock at load time.
 static START_MS: AtomicU64 = AtomicU64::new(0);

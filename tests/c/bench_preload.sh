@@ -21,6 +21,11 @@ cargo build --release --features override --lib --target-dir "$ROOT/target/capi"
 SHARD="$ROOT/target/capi/release/libshardalloc.so"
 gcc -O2 -g -fno-builtin -o "$OUT/bench_threads" "$ROOT/tests/c/bench_threads.c" -lpthread
 
+# the preload must serve the benchmark: shardalloc's statistics at exit, under its name
+SHARDALLOC_SHOW_STATS=1 LD_PRELOAD="$SHARD" "$OUT/bench_threads" 1 1000 2>&1 >/dev/null \
+  | grep -q "^shardalloc statistics (process [0-9]*, bench_threads):" \
+  || { echo "error: LD_PRELOAD=$SHARD does not serve bench_threads" >&2; exit 1; }
+
 LIBDIR=/usr/lib/x86_64-linux-gnu
 NAMES="glibc"
 [ -e "$LIBDIR/libjemalloc.so.2" ] && NAMES="$NAMES jemalloc" || echo "note: jemalloc not installed"

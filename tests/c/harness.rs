@@ -1,5 +1,17 @@
 //! Shared by `tests/c_api.rs` and `tests/preload.rs`: builds `libshardalloc.so` (and the
 //! static library) in `target/capi`, compiles the C programs of `tests/c/`, runs them.
+//!
+//! Missing tools: a test that needs a program which is not installed (gcc, g++, nm,
+//! readelf, objdump, python3, sort, git, perl, ...) FAILS, naming the program
+//! ([`need`], [`need_tool!`]); `bash scripts/setup.sh` installs all of them. The one
+//! opt-out is the environment variable `SHARDALLOC_TEST_ALLOW_MISSING_TOOLS=1`
+//! ([`ALLOW_MISSING_TOOLS`]), which CI never sets: with it, such a test prints a note and
+//! passes without running.
+//!
+//! Preloaded runs prove that shardalloc served them: they run with
+//! `SHARDALLOC_SHOW_STATS=1`, and each process the test names must print its statistics
+//! table at exit (headed by its pid and program name) with at least one page handed out
+//! ([`assert_served`]).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -25,18 +37,43 @@ pub fn have(program: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The explicit opt-out that lets tests whose tools are missing pass without running.
+pub const ALLOW_MISSING_TOOLS: &str = "SHARDALLOC_TEST_ALLOW_MISSING_TOOLS";
+
+/// Whether `program` is on PATH. When it is not, the test fails with the reason, unless
+/// `SHARDALLOC_TEST_ALLOW_MISSING_TOOLS=1`: then a note is printed and `false` returned
+/// (the caller returns, skipping the test).
+pub fn need(program: &str) -> bool {
+    if have(program) {
+        return true;
+    }
+    if std::env::var(ALLOW_MISSING_TOOLS).is_ok_and(|v| v == "1") {
+        eprintln!("note: {program} not found: test skipped ({ALLOW_MISSING_TOOLS}=1)");
+        return false;
+    }
+    panic!(
+        "{program} not found on PATH, so this test cannot run: install it \
+         (`bash scripts/setup.sh` installs every tool the tests use), or set \
+         {ALLOW_MISSING_TOOLS}=1 to skip such tests explicitly"
+    );
+}
+
+/// Runs `cmd`, failing the test with the reason when it cannot be spawned.
+pub fn spawn_output(cmd: &mut Command) -> Output {
+    match cmd.output() {
+        Ok(out) => out,
+        Err(e) => panic!("cannot run {:?}: {e}", cmd.get_program()),
+    }
+}
+
 pub fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
-/// Builds the shared library once per test process; `None` when gcc is missing.
-pub fn lib_dir() -> Option<&'static Path> {
-    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+/// Builds the shared library once per test process.
+pub fn lib_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        if !have("gcc") {
-            eprintln!("note: gcc not found: C API tests skipped");
-            return None;
-        }
         let status = Command::new(cargo())
             .args([
                 "build",
@@ -53,9 +90,9 @@ pub fn lib_dir() -> Option<&'static Path> {
         assert!(status.success(), "building libshardalloc.so failed");
         let dir = out_dir().join("release");
         assert!(dir.join("libshardalloc.so").exists());
-        Some(dir)
+        dir
     })
-    .as_deref()
+    .as_path()
 }
 
 /// Builds the static library once (`cargo rustc --crate-type staticlib`).
@@ -98,7 +135,7 @@ pub enum Link {
 /// Compiles `tests/c/<src>` once per (source, link) into `target/capi/bin/`.
 pub fn build(src: &str, link: Link, extra: &[&str]) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
-    let lib = lib_dir().expect("gcc present");
+    let lib = lib_dir();
     let key = format!("{src}-{}", link as u8);
     let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
     // building under the lock: compiles are quick, and each binary is built once
@@ -147,7 +184,7 @@ pub fn build(src: &str, link: Link, extra: &[&str]) -> PathBuf {
         Link::None => {}
     }
     cmd.args(["-lpthread", "-ldl", "-lm"]).args(extra);
-    let out = cmd.output().expect("run gcc");
+    let out = spawn_output(&mut cmd);
     assert!(
         out.status.success(),
         "compiling {src} failed:\n{}",
@@ -158,11 +195,7 @@ pub fn build(src: &str, link: Link, extra: &[&str]) -> PathBuf {
 }
 
 pub fn preload() -> String {
-    lib_dir()
-        .unwrap()
-        .join("libshardalloc.so")
-        .display()
-        .to_string()
+    lib_dir().join("libshardalloc.so").display().to_string()
 }
 
 pub fn show(out: &Output) -> String {
@@ -176,14 +209,14 @@ pub fn show(out: &Output) -> String {
 
 /// Runs `exe args` with `env`, under `timeout` (seconds), asserting success.
 pub fn run_ok(exe: &Path, args: &[&str], env: &[(&str, &str)], secs: u32) -> Output {
-    let out = Command::new("timeout")
-        .arg(secs.to_string())
-        .arg(exe)
-        .args(args)
-        .env_remove("LD_LIBRARY_PATH")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run test program");
+    let out = spawn_output(
+        Command::new("timeout")
+            .arg(secs.to_string())
+            .arg(exe)
+            .args(args)
+            .env_remove("LD_LIBRARY_PATH")
+            .envs(env.iter().copied()),
+    );
     assert!(
         out.status.success(),
         "{} {args:?} failed: {}",
@@ -193,12 +226,100 @@ pub fn run_ok(exe: &Path, args: &[&str], env: &[(&str, &str)], secs: u32) -> Out
     out
 }
 
-/// Returns from the test (after the note printed by `lib_dir`) when gcc is missing.
+// ---------------------------------------------------------------------------------------
+// proof that a preloaded run was served by shardalloc
+
+/// The start of the statistics table that a process prints at exit with
+/// `SHARDALLOC_SHOW_STATS=1`: `shardalloc statistics (process <pid>, <program>):`.
+pub const STATS_HEADER: &str = "shardalloc statistics (process ";
+
+/// One statistics table found in a process's stderr.
+#[derive(Debug)]
+pub struct Banner {
+    pub pid: u32,
+    pub program: String,
+    /// Pages handed out to the process's heaps (the `total` column of `pages`).
+    pub pages_total: i64,
+}
+
+/// The statistics tables in `text` (the stderr of one or more processes; each line of a
+/// table is one `write`, so tables of processes that exit at once may interleave by
+/// lines, and a row is taken from the first such line after its header).
+pub fn banners(text: &str) -> Vec<Banner> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(at) = line.find(STATS_HEADER) else {
+            continue;
+        };
+        let rest = &line[at + STATS_HEADER.len()..];
+        let Some((pid, rest)) = rest.split_once(", ") else {
+            continue;
+        };
+        let Some(program) = rest.strip_suffix("):") else {
+            continue;
+        };
+        let pages_total = lines[i + 1..]
+            .iter()
+            .take(12)
+            .find_map(|l| {
+                let mut f = l.split_whitespace();
+                (f.next() == Some("pages")).then(|| f.nth(1).and_then(|t| t.parse().ok()))?
+            })
+            .unwrap_or(-1);
+        found.push(Banner {
+            pid: pid.parse().unwrap_or(0),
+            program: program.to_string(),
+            pages_total,
+        });
+    }
+    found
+}
+
+/// Asserts that `stderr` (of one run, possibly gathered from several files) holds, for
+/// each `(program, n)` of `served`, at least `n` statistics tables of processes of that
+/// name which were handed pages by shardalloc.
+pub fn assert_served(stderr: &str, served: &[(&str, usize)], context: &str) {
+    let all = banners(stderr);
+    for &(program, n) in served {
+        let got = all
+            .iter()
+            .filter(|b| b.program == program && b.pages_total > 0)
+            .count();
+        assert!(
+            got >= n,
+            "{context}: expected {n} statistics table(s) of `{program}` with pages handed out \
+             by shardalloc (SHARDALLOC_SHOW_STATS=1), found {got}; tables found: {:?}\n\
+             --- stderr\n{stderr}",
+            all.iter()
+                .map(|b| format!("{} {} pages {}", b.program, b.pid, b.pages_total))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+/// Asserts that no process printed a statistics table (a run without the library).
+pub fn assert_not_served(stderr: &str, context: &str) {
+    assert!(
+        banners(stderr).is_empty() && !stderr.contains("shardalloc:"),
+        "{context}: shardalloc output in a run without LD_PRELOAD:\n{stderr}"
+    );
+}
+
+/// Fails the test (or, with the opt-out, returns from it) when `$program` is missing.
+#[macro_export]
+macro_rules! need_tool {
+    ($program:expr) => {
+        if !harness::need($program) {
+            return;
+        }
+    };
+}
+
+/// `need_tool!("gcc")`: every test of the C library compiles C.
 #[macro_export]
 macro_rules! need_gcc {
     () => {
-        if harness::lib_dir().is_none() {
-            return;
-        }
+        $crate::need_tool!("gcc")
     };
 }

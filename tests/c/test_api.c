@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <pthread.h>
+#include <semaphore.h>
 
 #include "shardalloc.h"
 
@@ -45,6 +46,69 @@ static int has_fill(const void* p, size_t n, unsigned seed) {
   return 1;
 }
 static int ours(const void* p) { return mi_is_in_heap_region(p); }
+
+// live blocks of a heap, through mi_heap_visit_blocks (which applies pending frees first)
+typedef struct { size_t areas, blocks, bytes; void* find; int found; } visit_t;
+static bool visitor(const mi_heap_t* heap, const mi_heap_area_t* area, void* block, size_t bsize, void* arg) {
+  (void)heap;
+  visit_t* v = arg;
+  if (block == NULL) { v->areas++; CHECK(area->block_size == bsize && area->used <= area->committed / bsize); return true; }
+  v->blocks++; v->bytes += bsize;
+  if (block == v->find) v->found = 1;
+  return true;
+}
+static size_t live_blocks(mi_heap_t* h) {
+  visit_t v = {0, 0, 0, NULL, 0};
+  CHECK(mi_heap_visit_blocks(h, true, visitor, &v));
+  return v.blocks;
+}
+
+// the statistics table of mi_stats_print_out, read back: one value of one row
+typedef struct { char text[16384]; size_t len; int calls; } capture_t;
+static void capture(const char* msg, void* arg) {
+  capture_t* c = arg;
+  c->calls++;
+  size_t n = strlen(msg);
+  if (c->len + n < sizeof c->text) { memcpy(c->text + c->len, msg, n + 1); c->len += n; }
+}
+enum { PEAK = 0, TOTAL = 1, FREED = 2, CURRENT = 3 };
+// `row` is "allocated", "reserved", "committed" (bytes, as printed: 1 decimal in the
+// largest unit), or "segments", "pages", "threads" (counts); -1 when not found
+static double stat_of(const char* text, const char* row, int col) {
+  size_t rl = strlen(row);
+  for (const char* line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+    if (strncmp(line, row, rl) != 0 || line[rl] != ' ') continue;
+    const char* q = line + rl;
+    double v = -1;
+    for (int c = 0; c <= col; c++) {
+      char* end;
+      v = strtod(q, &end);
+      if (end == q) return -1;
+      q = end;
+      while (*q == ' ') q++;
+      if (q[0] == 'B' && q[1] == ' ') { q += 1; }
+      else if (strncmp(q, "KiB", 3) == 0) { v *= 1024.0; q += 3; }
+      else if (strncmp(q, "MiB", 3) == 0) { v *= 1048576.0; q += 3; }
+      else if (strncmp(q, "GiB", 3) == 0) { v *= 1073741824.0; q += 3; }
+      else if (q[0] == 'B') { q += 1; }
+    }
+    return v;
+  }
+  return -1;
+}
+static double stat_now(const char* row, int col) {
+  static capture_t c;
+  c.len = 0; c.calls = 0; c.text[0] = 0;
+  mi_stats_print_out(capture, &c);
+  double v = stat_of(c.text, row, col);
+  CHECK(v >= 0);
+  return v;
+}
+static size_t committed_now(void) {
+  size_t commit = 0;
+  mi_process_info(NULL, NULL, NULL, NULL, NULL, &commit, NULL, NULL);
+  return commit;
+}
 
 // ---------------------------------------------------------------------------------------
 // malloc family
@@ -245,6 +309,8 @@ static void many_live_blocks(void) {
   free(ps);
 }
 
+static void* free_on_thread(void* p) { mi_free(p); return NULL; }
+
 // ---------------------------------------------------------------------------------------
 // mi_* basic
 
@@ -357,10 +423,39 @@ static void mi_aligned(void) {
     CHECK(p && aligned_to(p, 64) && has_fill(p, 100, 1));
   }
   mi_free(p);
-  // from a thread: free of an aligned interior pointer by another thread
-  p = mi_malloc_aligned_at(100, 256, 3);
-  CHECK(p && aligned_to(p + 3, 256));
-  mi_free(p);
+  // free of an aligned interior pointer by another thread (a remote free: onto the
+  // page's thread_free list, after finding the block the pointer is inside)
+  mi_heap_t* h = mi_heap_new();
+  unsigned char* keep = mi_heap_malloc_aligned_at(h, 100, 256, 3);
+  p = mi_heap_malloc_aligned_at(h, 100, 256, 3);
+  CHECK(keep && p && aligned_to(p + 3, 256) && aligned_to(keep + 3, 256));
+  CHECK(mi_heap_contains_block(h, p) && !mi_heap_check_owned(h, p));   // inside a block
+  memset(keep, 0x33, 100);
+  memset(p, 0x44, 100);
+  CHECK(live_blocks(h) == 2);
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, free_on_thread, p) == 0);
+  pthread_join(t, NULL);
+  visit_t v = {0, 0, 0, NULL, 0};
+  CHECK(mi_heap_visit_blocks(h, true, visitor, &v));
+  CHECK(v.blocks == 1);                    // the other thread's free reached the block
+  size_t bsize = v.bytes;                  // the page's block size
+  // the freed block comes back whole, as a block start: whole blocks of the page
+  // allocated now (the freed one among them) do not overlap each other or `keep`
+  unsigned char* again[64];
+  for (int i = 0; i < 64; i++) {
+    again[i] = mi_heap_malloc(h, bsize);
+    CHECK(again[i] && mi_heap_check_owned(h, again[i]));
+    memset(again[i], i, bsize);
+  }
+  int overlap = 0;
+  for (int i = 0; i < 64; i++) for (size_t k = 0; k < bsize; k++) if (again[i][k] != i) overlap = 1;
+  for (int k = 0; k < 100; k++) if (keep[k] != 0x33) overlap = 1;
+  CHECK(!overlap);
+  for (int i = 0; i < 64; i++) mi_free(again[i]);
+  mi_free(keep);
+  CHECK(live_blocks(h) == 0);
+  mi_heap_delete(h);
 }
 static void mi_zero_realloc(void) {
   unsigned char* p = mi_zalloc(10);
@@ -427,23 +522,31 @@ static void mi_posix(void) {
   CHECK(mi_dupenv_s(&e, &esz, "SHARDALLOC_TEST_VAR") == 0 && e && strcmp(e, "xyz") == 0 && esz == 4);
   mi_free(e);
   CHECK(mi_dupenv_s(&e, &esz, "SHARDALLOC_NOT_SET_VAR") == 0 && e == NULL);
-  p = mi_malloc(10); mi_free_size(p, 10);
-  p = mi_malloc_aligned(10, 64); mi_free_aligned(p, 64);
-  p = mi_malloc_aligned(10, 64); mi_free_size_aligned(p, 10, 64);
+  // the sized and aligned frees free: the heap's live blocks go down one by one
+  mi_heap_t* h = mi_heap_new();
+  void* a = mi_heap_malloc(h, 10);
+  void* b = mi_heap_malloc(h, 10);
+  void* c = mi_heap_malloc_aligned(h, 10, 64);
+  void* d = mi_heap_malloc_aligned(h, 10, 64);
+  void* f = mi_heap_malloc_aligned_at(h, 10, 64, 8);
+  CHECK(a && b && c && d && f && aligned_to(c, 64) && aligned_to(d, 64));
+  CHECK(live_blocks(h) == 5);
+  mi_free_size(a, 10);
+  CHECK(live_blocks(h) == 4);
+  mi_free_aligned(c, 64);
+  CHECK(live_blocks(h) == 3);
+  mi_free_size_aligned(d, 10, 64);
+  CHECK(live_blocks(h) == 2);
+  mi_free_size_aligned(f, 10, 64);           // an interior pointer (offset 8)
+  CHECK(live_blocks(h) == 1);
+  mi_free_size(b, 10);
+  CHECK(live_blocks(h) == 0);
+  mi_heap_delete(h);
 }
 
 // ---------------------------------------------------------------------------------------
 // heaps
 
-typedef struct { size_t areas, blocks, bytes; void* find; int found; } visit_t;
-static bool visitor(const mi_heap_t* heap, const mi_heap_area_t* area, void* block, size_t bsize, void* arg) {
-  (void)heap;
-  visit_t* v = arg;
-  if (block == NULL) { v->areas++; CHECK(area->block_size == bsize && area->used <= area->committed / bsize); return true; }
-  v->blocks++; v->bytes += bsize;
-  if (block == v->find) v->found = 1;
-  return true;
-}
 static void heap_basics(void) {
   mi_heap_t* h = mi_heap_new();
   CHECK(h != NULL);
@@ -452,7 +555,13 @@ static void heap_basics(void) {
   void* other = mi_malloc(32);
   CHECK(mi_heap_contains_block(h, ps[0]) && mi_heap_contains_block(h, ps[999]));
   CHECK(!mi_heap_contains_block(h, other));
-  CHECK(mi_heap_check_owned(h, ps[10]) && !mi_heap_check_owned(h, (char*)ps[10] + 8 + 0) == !mi_heap_check_owned(h, (char*)ps[10] + 8));
+  // check_owned: true for the start of a block of the heap, false for a pointer inside one
+  CHECK(mi_heap_check_owned(h, ps[10]) && mi_heap_check_owned(h, ps[999]));
+  CHECK(!mi_heap_check_owned(h, (char*)ps[10] + 8));
+  CHECK(!mi_heap_check_owned(h, (char*)ps[10] + mi_usable_size(ps[10]) - 8));
+  CHECK(!mi_heap_check_owned(h, (char*)ps[999] + 16));
+  CHECK(mi_heap_contains_block(h, (char*)ps[10] + 8));        // (but contains_block is)
+  CHECK(mi_check_owned(other) && !mi_check_owned((char*)other + 8));
   CHECK(!mi_heap_check_owned(h, other));
   CHECK(mi_check_owned(other) && !mi_check_owned(ps[0]));
   int local;
@@ -506,15 +615,25 @@ static void heap_delete_keeps_blocks(void) {
   for (int i = 0; i < 500; i++) free(ps[i]);
 }
 static void heap_destroy_frees(void) {
-  size_t before = shardalloc_reserved();
+  mi_collect(true);
+  size_t reserved0 = shardalloc_reserved(), committed0 = committed_now();
+  double pages0 = stat_now("pages", CURRENT);
   mi_heap_t* h = mi_heap_new();
   for (int i = 0; i < 2000; i++) CHECK(mi_heap_malloc(h, 4000) != NULL);   // ~8 MiB, never freed
   void* big = mi_heap_malloc(h, 10 << 20);
   CHECK(big && mi_heap_contains_block(h, big));
-  CHECK(shardalloc_reserved() > before);
+  double pages1 = stat_now("pages", CURRENT);
+  size_t reserved1 = shardalloc_reserved(), committed1 = committed_now();
+  CHECK(pages1 >= pages0 + 100);             // 2000 blocks of 4000 bytes: over 100 pages
+  CHECK(reserved1 >= reserved0 + ((size_t)16 << 20) && committed1 >= committed0 + ((size_t)16 << 20));
   mi_heap_destroy(h);
   mi_collect(true);
-  CHECK(shardalloc_reserved() <= before + ((size_t)8 << 20));
+  double pages2 = stat_now("pages", CURRENT);
+  size_t reserved2 = shardalloc_reserved(), committed2 = committed_now();
+  // every page of the heap went back: a leak of its pages (8 MiB) fails each bound
+  CHECK(pages2 <= pages0);
+  CHECK(reserved2 <= reserved0 + ((size_t)1 << 20));
+  CHECK(committed2 <= committed0 + ((size_t)1 << 20));
   CHECK(!mi_is_in_heap_region(big));        // its huge segment went back to the OS
 }
 static void heap_default(void) {
@@ -551,13 +670,6 @@ static void heap_foreign_thread(void) {
 // ---------------------------------------------------------------------------------------
 // options, statistics, process
 
-typedef struct { char text[16384]; size_t len; int calls; } capture_t;
-static void capture(const char* msg, void* arg) {
-  capture_t* c = arg;
-  c->calls++;
-  size_t n = strlen(msg);
-  if (c->len + n < sizeof c->text) { memcpy(c->text + c->len, msg, n + 1); c->len += n; }
-}
 static void options(void) {
   CHECK(!mi_option_is_enabled(mi_option_verbose));
   mi_option_enable(mi_option_show_stats); CHECK(mi_option_is_enabled(mi_option_show_stats));
@@ -590,16 +702,110 @@ static void stats(void) {
   mi_stats_print(NULL);
   mi_register_output(NULL, NULL);
   CHECK(c2.calls > 0 && strstr(c2.text, "reserved"));
-  mi_stats_reset();
-  mi_stats_merge();
   capture_t c3 = {{0}, 0, 0};
   mi_thread_stats_print_out(capture, &c3);
-  CHECK(c3.calls > 0);
+  CHECK(c3.calls > 0 && strstr(c3.text, "allocated"));
   size_t elapsed = 0, user = 0, sys = 0, rss = 0, peak_rss = 0, commit = 0, peak_commit = 0, faults = 0;
   mi_process_info(&elapsed, &user, &sys, &rss, &peak_rss, &commit, &peak_commit, &faults);
   CHECK(rss > 1000000 && peak_rss >= 1000000 && commit >= 1000000 && peak_commit >= commit);
   mi_process_info(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
   free(p);
+  // mi_stats_reset: peaks fall to the current values, totals to zero
+  void* big = malloc((size_t)64 << 20);
+  CHECK(big != NULL);
+  free(big);
+  mi_collect(true);
+  mi_process_info(NULL, NULL, NULL, NULL, NULL, &commit, &peak_commit, NULL);
+  CHECK(peak_commit >= commit + ((size_t)64 << 20));
+  double pages_total = stat_now("pages", TOTAL), huge_peak = stat_now("huge", PEAK);
+  CHECK(pages_total >= 1 && huge_peak >= (double)((size_t)64 << 20));
+  mi_stats_reset();
+  size_t commit2 = 0, peak_commit2 = 0;
+  mi_process_info(NULL, NULL, NULL, NULL, NULL, &commit2, &peak_commit2, NULL);
+  CHECK(peak_commit2 == commit2 && commit2 == commit);
+  CHECK(stat_now("pages", TOTAL) == 0 && stat_now("allocated", TOTAL) == 0);
+  CHECK(stat_now("huge", PEAK) == stat_now("huge", CURRENT));
+  CHECK(stat_now("pages", PEAK) == stat_now("pages", CURRENT));
+}
+// mi_stats_merge: a thread's statistics are in the process's once it merges them, while
+// the thread still runs (run alone: `allocated` is read to the KiB while it stays under
+// 1 MiB). The thread allocates less than the 256 KiB that a thread gathers before it adds
+// its block counts to the shared statistics by itself.
+static sem_t merge_done, merge_exit;
+static void* merge_worker(void* arg) {
+  void** blocks = arg;
+  for (int i = 0; i < 230; i++) { blocks[i] = malloc(1000); memset(blocks[i], 1, 1000); }
+  mi_stats_merge();
+  sem_post(&merge_done);
+  sem_wait(&merge_exit);
+  for (int i = 0; i < 230; i++) free(blocks[i]);
+  return NULL;
+}
+static void stats_merge(void) {
+  static void* blocks[230];
+  sem_init(&merge_done, 0, 0);
+  sem_init(&merge_exit, 0, 0);
+  double before = stat_now("allocated", CURRENT);
+  CHECK(before < 512 * 1024);
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, merge_worker, blocks) == 0);
+  sem_wait(&merge_done);
+  double after = stat_now("allocated", CURRENT);
+  CHECK(after >= before + 128 * 1024);         // (of the thread's 230 KiB)
+  sem_post(&merge_exit);
+  pthread_join(t, NULL);
+}
+// mi_collect(false) gives back a retired page (a heap's only page of a size class whose
+// blocks were all freed, kept for reuse); mi_collect(true) also returns unused memory to
+// the OS at once, without waiting for the purge delay
+static void collect_frees(void) {
+  mi_collect(true);
+  mi_heap_t* h = mi_heap_new();
+  double pages0 = stat_now("pages", CURRENT);
+  void* q = mi_heap_malloc(h, 100);
+  CHECK(q && stat_now("pages", CURRENT) == pages0 + 1);
+  mi_free(q);
+  CHECK(stat_now("pages", CURRENT) == pages0 + 1);    // retired, not freed
+  mi_collect(false);
+  CHECK(stat_now("pages", CURRENT) <= pages0);
+  mi_heap_delete(h);
+  long delay = mi_option_get(mi_option_decommit_delay);
+  mi_option_set(mi_option_decommit_delay, 100000);      // nothing purges by itself here
+  enum { N = 6000 };
+  static void* ps[N];
+  size_t commit0 = committed_now();
+  for (int i = 0; i < N; i++) { ps[i] = malloc(1000); CHECK(ps[i]); memset(ps[i], 2, 1000); }
+  for (int i = 0; i < N; i++) free(ps[i]);
+  size_t commit2 = committed_now();
+  mi_collect(true);
+  size_t commit3 = committed_now();
+  CHECK(commit2 >= commit3 + ((size_t)3 << 20));          // the collection purged ...
+  CHECK(commit3 <= commit0 + ((size_t)1 << 20));          // ... all that was freed
+  mi_option_set(mi_option_decommit_delay, delay);
+}
+// mi_thread_init: a thread that never allocated gets its heap (the statistics count
+// initialised thread heaps)
+static sem_t init_go, init_done, init_exit;
+static void* init_worker(void* arg) {
+  (void)arg;
+  sem_wait(&init_go);
+  mi_thread_init();
+  sem_post(&init_done);
+  sem_wait(&init_exit);
+  return NULL;
+}
+static void thread_init(void) {
+  sem_init(&init_go, 0, 0); sem_init(&init_done, 0, 0); sem_init(&init_exit, 0, 0);
+  double threads0 = stat_now("threads", CURRENT);
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, init_worker, NULL) == 0);
+  CHECK(stat_now("threads", CURRENT) == threads0);      // started, no heap yet
+  sem_post(&init_go);
+  sem_wait(&init_done);
+  CHECK(stat_now("threads", CURRENT) == threads0 + 1);  // initialised by mi_thread_init
+  sem_post(&init_exit);
+  pthread_join(t, NULL);
+  CHECK(stat_now("threads", CURRENT) == threads0);      // and done at exit
 }
 static void misc(void) {
   CHECK(mi_version() >= 200);
@@ -608,9 +814,7 @@ static void misc(void) {
   int local;
   CHECK(!mi_is_in_heap_region(&local) && !mi_is_in_heap_region(NULL));
   void* p = malloc(10); CHECK(mi_is_in_heap_region(p)); free(p);
-  mi_collect(false); mi_collect(true);
-  mi_thread_init();
-  mi_process_init();
+  mi_process_init();                         // again: a no-op
 }
 static int deferred_calls = 0;
 static void deferred(bool force, unsigned long long beat, void* arg) { (void)force; (void)beat; *(int*)arg += 1; }
@@ -697,7 +901,21 @@ static void thread_exit_destructors(void) {
 // ---------------------------------------------------------------------------------------
 // cases that need an environment (run by c_api.rs)
 
-static int errors_seen[200];
+// allocating many blocks of `size` gives no block twice (a block on a free list twice
+// would come back twice)
+static int distinct_blocks(size_t size) {
+  enum { N = 400 };
+  static void* ps[N];
+  int ok = 1;
+  for (int i = 0; i < N; i++) { ps[i] = malloc(size); if (!ps[i]) ok = 0; }
+  for (int i = 0; i < N && ok; i++)
+    for (int j = i + 1; j < N; j++) if (ps[i] == ps[j]) { ok = 0; break; }
+  for (int i = 0; i < N; i++) free(ps[i]);
+  return ok;
+}
+// volatile: glibc declares free() a leaf function, so the compiler would assume that
+// free() cannot run on_error (a function of this file) and reuse values read before it
+static volatile int errors_seen[200];
 static void on_error(int err, void* arg) { (void)arg; if (err >= 0 && err < 200) errors_seen[err]++; }
 // SHARDALLOC_SHOW_ERRORS=1: double and invalid frees reported and ignored
 static void checked_free(void) {
@@ -711,6 +929,47 @@ static void checked_free(void) {
   char* r = malloc(64);
   CHECK(q != r);                                 // the block was not put on a list twice
   free(q); free(r);
+  // double frees of blocks deeper in a page's lists, each reported and ignored (checked
+  // mode sees the lists of pages that the freeing thread owns: `local_free` (own frees),
+  // `free` (after a collection) and `thread_free` (other threads' frees))
+  {
+    // local_free = c -> b -> a: the middle and the tail
+    char* keep = malloc(200); char* a = malloc(200); char* b = malloc(200); char* c = malloc(200);
+    free(a); free(b); free(c);
+    int e = errors_seen[EAGAIN];
+    free(b);
+    CHECK(errors_seen[EAGAIN] == e + 1);
+    free(a);
+    CHECK(errors_seen[EAGAIN] == e + 2);
+    CHECK(distinct_blocks(200));
+    free(keep);
+  }
+  {
+    // in `free`: a forced collection moves local_free there
+    char* keep = malloc(300); char* a = malloc(300); char* b = malloc(300);
+    free(a); free(b);
+    mi_collect(true);
+    int e = errors_seen[EAGAIN];
+    free(a);
+    CHECK(errors_seen[EAGAIN] == e + 1);
+    free(b);
+    CHECK(errors_seen[EAGAIN] == e + 2);
+    CHECK(distinct_blocks(300));
+    free(keep);
+  }
+  {
+    // in `thread_free`: freed by another thread, then again by the owner
+    char* keep = malloc(2000); char* a = malloc(2000);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, free_on_thread, a) == 0);
+    pthread_join(t, NULL);
+    int e = errors_seen[EAGAIN];
+    free(a);
+    CHECK(errors_seen[EAGAIN] == e + 1);
+    CHECK(distinct_blocks(2000));
+    free(keep);
+  }
+  int double_frees = errors_seen[EAGAIN];
   char* s = malloc(1000);
   free(s + 8);                                   // not the start of a block
   CHECK(errors_seen[EINVAL] == 1);
@@ -720,7 +979,7 @@ static void checked_free(void) {
   free(s);
   void* a = mi_malloc_aligned_at(100, 64, 8);
   free(a);                                       // interior pointer of an aligned page: fine
-  CHECK(errors_seen[EINVAL] == 2 && errors_seen[EAGAIN] == 1);
+  CHECK(errors_seen[EINVAL] == 2 && errors_seen[EAGAIN] == double_frees);
   char* big = malloc(10 << 20);
   free(big);
   free(big);                                     // huge segment already unmapped
@@ -774,11 +1033,14 @@ static const test_case_t cases[] = {
   {"options", options, 1},
   {"stats", stats, 1},
   {"misc", misc, 1},
+  {"collect", collect_frees, 1},
+  {"thread-init", thread_init, 1},
   {"deferred-free", deferred_free, 1},
   {"limit", limit, 1},
   {"thread-done", thread_done, 1},
   {"free-from-fresh-thread", free_from_fresh_thread, 1},
   {"thread-exit-destructors", thread_exit_destructors, 1},
+  {"stats-merge", stats_merge, 0},
   {"checked-free", checked_free, 0},
   {"env-limit", env_limit, 0},
   {"env-mimalloc-names", env_mimalloc_names, 0},

@@ -1,7 +1,8 @@
 // Threaded stress: threads come and go (thread churn), allocate blocks of random sizes,
 // check their contents, and hand a share of them to other threads to free (cross-thread
 // frees, also into segments of threads that have exited). Seeded and deterministic per
-// thread; prints the seed.
+// thread; prints the seed. Every block must be shardalloc's (mi_is_in_heap_region), also
+// when the program runs preloaded rather than linked.
 //
 //   test_stress [threads] [rounds] [seed]
 #define _GNU_SOURCE
@@ -19,6 +20,11 @@ static pthread_mutex_t transfer_lock[64];
 static int nthreads = 8, rounds = 6;
 static uint64_t seed0;
 static volatile int failed = 0;
+
+// weak: linked with -lshardalloc or preloaded, the symbol is there; a run where malloc is
+// not shardalloc's fails instead of passing on glibc's malloc
+extern _Bool mi_is_in_heap_region(const void* p) __attribute__((weak));
+static int ours(const void* p) { return mi_is_in_heap_region && mi_is_in_heap_region(p); }
 
 static uint64_t next(uint64_t* s) {
   uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
@@ -75,6 +81,7 @@ static void* worker(void* arg) {
         default: p = malloc(n);
       }
       if (!p) { fprintf(stderr, "out of memory at %zu\n", n); failed = 1; continue; }
+      if (!ours(p)) { if (!failed) fprintf(stderr, "block %p of size %zu is not shardalloc's\n", p, n); failed = 1; }
       stamp(p, n); mine[i] = p; sizes[i] = n;
     }
   }
@@ -107,6 +114,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < SLOTS; i++) {
     if (transfer[i]) { if (!stamped(transfer[i], transfer_size[i])) failed = 1; free(transfer[i]); }
   }
+  if (!mi_is_in_heap_region) { fprintf(stderr, "test_stress: shardalloc is not loaded\n"); failed = 1; }
   if (failed) { printf("test_stress: FAILED (seed %llu)\n", (unsigned long long)seed0); return 1; }
   printf("test_stress: ok\n");
   return 0;

@@ -39,6 +39,8 @@ struct Opts {
     allocs: Option<Vec<String>>,
     workloads: Option<Vec<String>>,
     out: PathBuf,
+    /// `--out` was given (else the directory depends on whether the run is complete).
+    out_given: bool,
     callgrind: bool,
 }
 
@@ -51,6 +53,7 @@ fn parse_opts() -> Opts {
         allocs: None,
         workloads: None,
         out: here.join("results"),
+        out_given: false,
         callgrind: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -89,6 +92,7 @@ fn parse_opts() -> Opts {
             }
             "--out" => {
                 o.out = PathBuf::from(val(i));
+                o.out_given = true;
                 i += 1;
             }
             "-h" | "--help" => {
@@ -385,9 +389,41 @@ fn main() {
         eprintln!("no benchmark binaries found in {}", bins.display());
         std::process::exit(1);
     }
+    // shardalloc asked for (by default it is) but not built: the run goes on with the
+    // peers, and ends with a failure status
+    let shardalloc_missing = o
+        .allocs
+        .as_ref()
+        .is_none_or(|l| l.iter().any(|x| x == "shardalloc"))
+        && allocs[0] != "shardalloc";
+    // a run whose figures may go into README.md: every workload and allocator, full size
+    let complete = !o.quick
+        && o.workloads.is_none()
+        && allocs.len() == ALLOCATORS.len()
+        && o.reps >= 3;
+    // benches/results holds complete runs only (README.md is written from it); a partial
+    // run goes to benches/target/results-partial unless --out says otherwise
+    let mut o = o;
+    let complete_here = if o.callgrind {
+        allocs.len() == ALLOCATORS.len()
+    } else {
+        complete
+    };
+    if !o.out_given && !complete_here {
+        o.out = bench_dir().join("target/results-partial");
+        eprintln!(
+            "a partial run (quick, or not every workload/allocator): reports go to {}",
+            o.out.display()
+        );
+    }
+    let o = o;
     std::fs::create_dir_all(&o.out).expect("create output directory");
     if o.callgrind {
-        callgrind(&o, &allocs);
+        let ok = callgrind(&o, &allocs, allocs.len() == ALLOCATORS.len());
+        if shardalloc_missing || !ok {
+            eprintln!("runner: FAILED: shardalloc {}", if shardalloc_missing { "was not built" } else { "failed under callgrind" });
+            std::process::exit(1);
+        }
         return;
     }
     let workloads: Vec<&shardbench::Workload> = WORKLOADS
@@ -503,7 +539,30 @@ fn main() {
 
     std::fs::write(o.out.join("runs.csv"), &csv).expect("write runs.csv");
     let load = (load_before, loadavg());
-    let md = report(&o, &workloads, &allocs, &cells, elapsed, load);
+    // shardalloc's own failures: never silently left out
+    let failures: Vec<(&str, String)> = if allocs[0] == "shardalloc" {
+        workloads
+            .iter()
+            .enumerate()
+            .filter_map(|(wi, w)| match &cells[&(wi, 0)] {
+                Cell::Failed(why) => Some((w.name, why.clone())),
+                Cell::Ok { .. } => None,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let md = report(
+        &o,
+        &workloads,
+        &allocs,
+        &cells,
+        elapsed,
+        load,
+        &failures,
+        shardalloc_missing,
+        complete,
+    );
     std::fs::write(o.out.join("results.md"), &md).expect("write results.md");
     for (measure, file) in [(Measure::Time, "time.svg"), (Measure::Memory, "memory.svg")] {
         if let Err(e) = chart(
@@ -523,6 +582,16 @@ fn main() {
         o.out.display(),
         elapsed.as_secs_f64()
     );
+    if shardalloc_missing {
+        eprintln!("runner: FAILED: shardalloc was not built; the figures are the peers' only");
+        std::process::exit(1);
+    }
+    if !failures.is_empty() {
+        for (w, why) in &failures {
+            eprintln!("runner: FAILED: shardalloc on {w}: {why}");
+        }
+        std::process::exit(1);
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -542,6 +611,59 @@ fn value(c: &Cell, m: Measure) -> Option<f64> {
     }
 }
 
+/// The geometric means of one measure's ratios, each over one set of workloads named in
+/// its label: the workloads every allocator completed (all allocators), and all
+/// workloads (only the allocators that completed every one).
+fn geomean_rows(
+    m: Measure,
+    workloads: &[&shardbench::Workload],
+    allocs: &[&str],
+    cells: &BTreeMap<(usize, usize), Cell>,
+) -> Vec<(String, Vec<Option<f64>>)> {
+    let ratio = |wi: usize, ai: usize| -> Option<f64> {
+        match (value(&cells[&(wi, ai)], m), value(&cells[&(wi, 0)], m)) {
+            (Some(v), Some(r)) if r > 0.0 => Some(v / r),
+            _ => None,
+        }
+    };
+    let common: Vec<usize> = (0..workloads.len())
+        .filter(|&wi| (0..allocs.len()).all(|ai| ratio(wi, ai).is_some()))
+        .collect();
+    let mut rows = Vec::new();
+    if common.len() < workloads.len() {
+        let names: Vec<&str> = common.iter().map(|&wi| workloads[wi].name).collect();
+        let label = format!(
+            "geometric mean over the {} workload{} every allocator completed ({})",
+            common.len(),
+            if common.len() == 1 { "" } else { "s" },
+            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+        );
+        let vals = (0..allocs.len())
+            .map(|ai| geomean(&common.iter().map(|&wi| ratio(wi, ai).unwrap()).collect::<Vec<_>>()))
+            .collect();
+        rows.push((label, vals));
+    }
+    let all: Vec<Option<f64>> = (0..allocs.len())
+        .map(|ai| {
+            let r: Option<Vec<f64>> = (0..workloads.len()).map(|wi| ratio(wi, ai)).collect();
+            r.and_then(|r| geomean(&r))
+        })
+        .collect();
+    rows.push((
+        if common.len() < workloads.len() {
+            format!(
+                "geometric mean over all {} workloads (allocators that completed all)",
+                workloads.len()
+            )
+        } else {
+            format!("geometric mean over all {} workloads", workloads.len())
+        },
+        all,
+    ));
+    rows
+}
+
+#[allow(clippy::too_many_arguments)]
 fn report(
     o: &Opts,
     workloads: &[&shardbench::Workload],
@@ -549,20 +671,47 @@ fn report(
     cells: &BTreeMap<(usize, usize), Cell>,
     elapsed: Duration,
     load: (String, String),
+    failures: &[(&str, String)],
+    shardalloc_missing: bool,
+    complete: bool,
 ) -> String {
     let reference = allocs[0];
     let mut md = String::new();
+    let date = cmd_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"], None);
+    let commit = commit_desc();
     writeln!(md, "# shardalloc benchmark results\n").unwrap();
+    if shardalloc_missing {
+        writeln!(
+            md,
+            "**FAILED: shardalloc was not built** (see `benches/target/shardalloc-build.log`); \
+             the figures are the peers' only, ratios to {reference}. The runner exited with status 1.\n"
+        )
+        .unwrap();
+    }
+    if !failures.is_empty() {
+        writeln!(
+            md,
+            "**FAILED: shardalloc failed {} workload(s)**: {}. Those workloads have no ratios and \
+             are left out of every geometric mean; the runner exited with status 1.\n",
+            failures.len(),
+            failures
+                .iter()
+                .map(|(w, why)| format!("{w} ({})", why.replace('|', "/")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+        .unwrap();
+    }
     writeln!(
         md,
         "- date: {} ; host: {} ({} cores), {}",
-        cmd_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"], None),
+        date,
         cpu_model(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         cmd_output("rustc", &["--version"], None),
     )
     .unwrap();
-    writeln!(md, "- shardalloc commit: {}", commit_desc()).unwrap();
+    writeln!(md, "- shardalloc commit: {commit}").unwrap();
     writeln!(
         md,
         "- mode: {}; {} repetition(s) per cell, median shown; timeout {:.0} s per run; whole run {:.0} s",
@@ -588,7 +737,8 @@ fn report(
     writeln!(
         md,
         "- every figure is from a real run; `runs.csv` has each run. Ratios are to {reference} \
-         (below 1 = less than {reference}); a failed cell says why.\n"
+         (below 1 = less than {reference}); a failed cell says why. Each geometric mean is over \
+         the set of workloads its row names, the same for every allocator in the row.\n"
     )
     .unwrap();
 
@@ -618,7 +768,6 @@ fn report(
             write!(md, "---:|").unwrap();
         }
         writeln!(md).unwrap();
-        let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); allocs.len()];
         for (wi, w) in workloads.iter().enumerate() {
             write!(md, "| {} |", w.name).unwrap();
             let refv = value(&cells[&(wi, 0)], m);
@@ -627,7 +776,6 @@ fn report(
                 match (value(c, m), refv) {
                     (Some(v), Some(r)) => {
                         let ratio = v / r;
-                        ratios[ai].push(ratio);
                         if ai == 0 {
                             write!(md, " {} |", fmt_num(v)).unwrap();
                         } else {
@@ -637,25 +785,28 @@ fn report(
                     (Some(v), None) => write!(md, " {} |", fmt_num(v)).unwrap(),
                     (None, _) => {
                         let Cell::Failed(why) = c else { unreachable!() };
-                        write!(md, " **{}** |", why.replace('|', "/")).unwrap();
+                        let why = why.replace('|', "/");
+                        if ai == 0 && reference == "shardalloc" {
+                            write!(md, " **FAILED: {why}** |").unwrap();
+                        } else {
+                            write!(md, " **{why}** |").unwrap();
+                        }
                     }
                 }
             }
             writeln!(md).unwrap();
         }
-        write!(md, "| **geometric mean of ratios** |").unwrap();
-        for (ai, r) in ratios.iter().enumerate() {
-            match geomean(r) {
-                Some(g) if r.len() == workloads.len() || ai == 0 => {
-                    write!(md, " **{g:.2}** |").unwrap()
+        for (label, vals) in geomean_rows(m, workloads, allocs, cells) {
+            write!(md, "| **{label}** |").unwrap();
+            for v in vals {
+                match v {
+                    Some(g) => write!(md, " **{g:.2}** |").unwrap(),
+                    None => write!(md, " – |").unwrap(),
                 }
-                Some(g) => {
-                    write!(md, " **{g:.2}** ({} of {}) |", r.len(), workloads.len()).unwrap()
-                }
-                None => write!(md, " – |").unwrap(),
             }
+            writeln!(md).unwrap();
         }
-        writeln!(md, "\n").unwrap();
+        writeln!(md).unwrap();
     }
     writeln!(md, "## Workloads\n").unwrap();
     for w in workloads {
@@ -674,6 +825,120 @@ fn report(
         "\nCharts: `time.svg` and `memory.svg` (ratio to {reference} per workload, log scale)."
     )
     .unwrap();
+    if complete && reference == "shardalloc" && failures.is_empty() {
+        md.push_str(&readme_section(workloads, allocs, cells, &commit, &date, o));
+    } else {
+        writeln!(
+            md,
+            "\n(No README section: README.md's tables come only from a full run of every workload \
+             under every allocator in which shardalloc completed everything.)"
+        )
+        .unwrap();
+    }
+    md
+}
+
+/// The part of the report that `scripts/readme-tables.sh` copies into README.md: ratios of
+/// time and peak memory, the geometric means, and the workloads where shardalloc holds
+/// more memory than most peers.
+fn readme_section(
+    workloads: &[&shardbench::Workload],
+    allocs: &[&str],
+    cells: &BTreeMap<(usize, usize), Cell>,
+    commit: &str,
+    date: &str,
+    o: &Opts,
+) -> String {
+    let mut md = String::new();
+    writeln!(md, "\n## For README.md\n\n<!-- readme:begin -->").unwrap();
+    writeln!(
+        md,
+        "*From [benches/results/results.md](benches/results/results.md): shardalloc commit {commit}, \
+         {date}, {} repetitions (median), {} cores, copied into README.md by `scripts/readme-tables.sh`.*\n",
+        o.reps,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    )
+    .unwrap();
+    for (m, what) in [
+        (Measure::Time, "Time, ratio peer / shardalloc (above 1: shardalloc is faster)"),
+        (
+            Measure::Memory,
+            "Peak memory (RSS), ratio peer / shardalloc (above 1: shardalloc uses less)",
+        ),
+    ] {
+        writeln!(md, "{what}:\n").unwrap();
+        write!(md, "| workload |").unwrap();
+        for a in &allocs[1..] {
+            write!(md, " {a} |").unwrap();
+        }
+        write!(md, "\n|---|").unwrap();
+        for _ in &allocs[1..] {
+            write!(md, "---:|").unwrap();
+        }
+        writeln!(md).unwrap();
+        for (wi, w) in workloads.iter().enumerate() {
+            write!(md, "| {} |", w.name).unwrap();
+            let r = value(&cells[&(wi, 0)], m).unwrap();
+            for ai in 1..allocs.len() {
+                match (&cells[&(wi, ai)], value(&cells[&(wi, ai)], m)) {
+                    (_, Some(v)) => write!(md, " {:.2} |", v / r).unwrap(),
+                    (Cell::Failed(why), None) => {
+                        let short = if why == "timeout" {
+                            "timeout".to_string()
+                        } else {
+                            why.split(':').next().unwrap_or("failed").to_string()
+                        };
+                        write!(md, " {short} |").unwrap()
+                    }
+                    _ => write!(md, " – |").unwrap(),
+                }
+            }
+            writeln!(md).unwrap();
+        }
+        for (label, vals) in geomean_rows(m, workloads, allocs, cells) {
+            write!(md, "| **{label}** |").unwrap();
+            for v in &vals[1..] {
+                match v {
+                    Some(g) => write!(md, " **{g:.2}** |").unwrap(),
+                    None => write!(md, " – |").unwrap(),
+                }
+            }
+            writeln!(md).unwrap();
+        }
+        writeln!(md).unwrap();
+    }
+    // where shardalloc's peak memory is above most peers'
+    let mut more = Vec::new();
+    for (wi, w) in workloads.iter().enumerate() {
+        let own = value(&cells[&(wi, 0)], Measure::Memory).unwrap();
+        let peers: Vec<(usize, f64)> = (1..allocs.len())
+            .filter_map(|ai| value(&cells[&(wi, ai)], Measure::Memory).map(|v| (ai, v)))
+            .collect();
+        let less = peers.iter().filter(|(_, v)| *v < own).count();
+        if !peers.is_empty() && less * 2 > peers.len() {
+            let (ai, v) = peers
+                .iter()
+                .copied()
+                .min_by(|a, b| a.1.partial_cmp(&b.1).unwrap())
+                .unwrap();
+            more.push(format!(
+                "{} ({} MiB; {} of {} peers less, least {} {} MiB)",
+                w.name,
+                fmt_num(own),
+                less,
+                peers.len(),
+                allocs[ai],
+                fmt_num(v)
+            ));
+        }
+    }
+    writeln!(
+        md,
+        "Workloads where shardalloc's peak memory is above that of most peers: {}.",
+        if more.is_empty() { "none".to_string() } else { more.join("; ") }
+    )
+    .unwrap();
+    writeln!(md, "<!-- readme:end -->").unwrap();
     md
 }
 
@@ -906,7 +1171,9 @@ fn chart(
 
 /// Instructions per malloc+free pair of the small-size fast path, by callgrind:
 /// (Ir(N2) - Ir(N1)) / (N2 - N1), which cancels start-up and exit.
-fn callgrind(o: &Opts, allocs: &[&str]) {
+/// Returns whether the reference allocator's figures were measured. With `complete`
+/// (every allocator present), callgrind.md gets the section README.md copies.
+fn callgrind(o: &Opts, allocs: &[&str], complete: bool) -> bool {
     const N1: u64 = 200_000;
     const N2: u64 = 1_200_000;
     if cmd_output("valgrind", &["--version"], None) == "?" {
@@ -1026,6 +1293,51 @@ fn callgrind(o: &Opts, allocs: &[&str]) {
         };
         writeln!(md, "| {a} | {gv} | {gm} | {gr} | {dv} | {dm} |").unwrap();
     }
+    let ref_ok = rows[0].1.is_ok() && !matches!(rows[0].2, Some(Err(_)));
+    if complete && ref_ok && allocs[0] == "shardalloc" {
+        writeln!(md, "\n## For README.md\n\n<!-- readme:begin -->").unwrap();
+        writeln!(
+            md,
+            "*From [benches/results/callgrind.md](benches/results/callgrind.md): shardalloc commit {}, {}, \
+             copied into README.md by `scripts/readme-tables.sh`.* Instructions per malloc+free pair of 16..64 bytes, \
+             the benchmark loop subtracted ({:.1} instructions):\n",
+            commit_desc(),
+            cmd_output("date", &["-u", "+%Y-%m-%d"], None),
+            base.unwrap_or(f64::NAN)
+        )
+        .unwrap();
+        writeln!(
+            md,
+            "| allocator | through `#[global_allocator]` | through its own malloc/free |\n|---|---:|---:|"
+        )
+        .unwrap();
+        for (a, r, d) in &rows {
+            let g = match r {
+                Ok(v) => minus(*v),
+                Err(_) => "failed under valgrind".into(),
+            };
+            let dv = match d {
+                Some(Ok(v)) => minus(*v),
+                Some(Err(_)) => "failed".into(),
+                None => "–".into(),
+            };
+            let name = match *a {
+                &"shardalloc" => "shardalloc (`shardalloc::alloc`/`free`)",
+                &"mimalloc" => "mimalloc (C, `mi_malloc`/`mi_free`)",
+                &"system" => "glibc (`malloc`/`free`)",
+                other => other,
+            };
+            writeln!(md, "| {name} | {g} | {dv} |").unwrap();
+        }
+        writeln!(md, "<!-- readme:end -->").unwrap();
+    } else {
+        writeln!(
+            md,
+            "\n(No README section: README.md's figures come only from a run over every allocator in \
+             which shardalloc was measured.)"
+        )
+        .unwrap();
+    }
     std::fs::write(o.out.join("callgrind.md"), &md).expect("write callgrind.md");
     println!("{md}");
     eprintln!(
@@ -1033,4 +1345,5 @@ fn callgrind(o: &Opts, allocs: &[&str]) {
         o.out.display(),
         t0.elapsed().as_secs_f64()
     );
+    ref_ok
 }

@@ -1,0 +1,53 @@
+//! README.md's benchmark figures are the ones the benchmark runner wrote: the block between
+//! `<!-- bench:begin -->` and `<!-- bench:end -->` is the README section of
+//! `benches/results/results.md`, the `callgrind` block that of `callgrind.md` (each names
+//! the shardalloc commit it measured). `scripts/readme-tables.sh` copies them; this test
+//! fails when README.md was edited by hand or the results changed without it.
+
+use std::path::Path;
+
+fn between(text: &str, begin: &str, end: &str, what: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let b: Vec<usize> = (0..lines.len()).filter(|&i| lines[i] == begin).collect();
+    let e: Vec<usize> = (0..lines.len()).filter(|&i| lines[i] == end).collect();
+    assert!(
+        b.len() == 1 && e.len() == 1 && b[0] < e[0],
+        "{what}: needs one line {begin:?} before one line {end:?}"
+    );
+    lines[b[0] + 1..e[0]].join("\n")
+}
+
+fn read(path: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn readme_figures_are_the_runners() {
+    let readme = read("README.md");
+    for (name, report) in [
+        ("bench", "benches/results/results.md"),
+        ("callgrind", "benches/results/callgrind.md"),
+    ] {
+        let section = between(
+            &read(report),
+            "<!-- readme:begin -->",
+            "<!-- readme:end -->",
+            report,
+        );
+        let shown = between(
+            &readme,
+            &format!("<!-- {name}:begin -->"),
+            &format!("<!-- {name}:end -->"),
+            "README.md",
+        );
+        assert!(
+            section.contains("shardalloc commit "),
+            "{report}'s README section names no commit"
+        );
+        assert_eq!(
+            shown, section,
+            "README.md's {name} figures differ from {report}: run scripts/readme-tables.sh"
+        );
+    }
+}
