@@ -2,9 +2,7 @@
 //!
 //! Always: a pointer whose segment is not in the segment map (or has no valid segment
 //! cookie) is not ours; it is reported ("invalid free") and ignored instead of crashing.
-//! That costs a bitmap lookup and a compare per `free` (not measured separately: the
-//! C library's `free` is what `benches/run.sh --callgrind` counts through `LD_PRELOAD`-free
-//! direct calls of `shardalloc::free`, which skips it).
+//! That costs a bitmap lookup and a compare per `free` (not measured on its own).
 //!
 //! Checked mode (option `show_errors`, e.g. `SHARDALLOC_SHOW_ERRORS=1`) also checks that
 //! the pointer is a block (or, in a page with aligned blocks, inside one) of a page in use,
