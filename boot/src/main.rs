@@ -42,6 +42,8 @@ mod mem;
 #[cfg(target_os = "none")]
 mod phys;
 #[cfg(target_os = "none")]
+mod platform;
+#[cfg(target_os = "none")]
 mod pvh;
 #[cfg(target_os = "none")]
 mod rng;
@@ -65,7 +67,13 @@ pub extern "C" fn kernel_main(start_info: u32) -> ! {
         Ok(i) => i,
         Err(e) => fail(e),
     };
-    println!("shardalloc-kernel: cmdline \"{}\"", info.cmdline());
+    println!(
+        "shardalloc-kernel: cmdline \"{}\"; debug assertions {}",
+        info.cmdline(),
+        if cfg!(debug_assertions) { "on" } else { "off" }
+    );
+    println!("memory map: {}", platform::MemoryMap(&info));
+    println!("machine: {}", platform::probe(&info));
     mem::init(&info);
     apic::mask_legacy_pic();
     apic::enable();
@@ -80,6 +88,14 @@ pub extern "C" fn kernel_main(start_info: u32) -> ! {
         tsc_per_us
     );
     let args = scenario::Args::parse(info.cmdline(), tsc_per_us);
+    if smp::online() > 1 {
+        let changes = smp::measure_overlap(5_000, (args.overlap_ms / 5) as usize, tsc_per_us);
+        println!(
+            "cpus: run at the same time: {} (the BSP saw the others' counters change up to {} times in 5 ms)",
+            if changes >= smp::OVERLAP_THRESHOLD { "yes" } else { "no" },
+            changes
+        );
+    }
     scenario::run(&args);
     println!("PASS");
     exit::success()
@@ -96,7 +112,21 @@ fn fail(msg: &str) -> ! {
 fn panic(info: &core::panic::PanicInfo) -> ! {
     use core::fmt::Write;
     let mut w = serial::force_writer();
-    let _ = writeln!(w, "\n!!! PANIC on cpu {}: {}", cpu::current(), info);
+    // One line for the message (then where): `!!! PANIC on cpu N: MESSAGE (at FILE:LINE:COL)`.
+    let _ = write!(
+        w,
+        "\n!!! PANIC on cpu {}: {}",
+        cpu::current(),
+        info.message()
+    );
+    match info.location() {
+        Some(l) => {
+            let _ = writeln!(w, " (at {}:{}:{})", l.file(), l.line(), l.column());
+        }
+        None => {
+            let _ = writeln!(w);
+        }
+    }
     let rbp: u64;
     // SAFETY: reads the frame pointer register, nothing else.
     unsafe { core::arch::asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack)) };

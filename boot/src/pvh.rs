@@ -31,6 +31,14 @@ struct MemmapEntry {
     reserved: u32,
 }
 
+/// An entry of the memory map as QEMU gave it (any type, any size).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MapEntry {
+    pub addr: u64,
+    pub size: u64,
+    pub kind: u32,
+}
+
 /// A range of usable RAM, `[start, end)`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RamRange {
@@ -45,6 +53,10 @@ const MAX_CMDLINE: usize = 512;
 pub struct BootInfo {
     ram: [RamRange; MAX_RANGES],
     nram: usize,
+    map: [MapEntry; MAX_RANGES],
+    nmap: usize,
+    /// Entries of the memory map (all of them, `map` keeps the first `MAX_RANGES`).
+    pub map_entries: usize,
     cmdline: [u8; MAX_CMDLINE],
     cmdline_len: usize,
     /// Physical address of the ACPI RSDP (0 if none).
@@ -55,6 +67,11 @@ impl BootInfo {
     /// Usable RAM (type 1 entries of non-zero size), sorted by address.
     pub fn ram(&self) -> &[RamRange] {
         &self.ram[..self.nram]
+    }
+
+    /// The memory map as given (every entry, up to `MAX_RANGES`), in its order.
+    pub fn map(&self) -> &[MapEntry] {
+        &self.map[..self.nmap]
     }
 
     /// The kernel command line (`-append`).
@@ -72,6 +89,9 @@ pub unsafe fn read(paddr: u64) -> Result<BootInfo, &'static str> {
     let mut out = BootInfo {
         ram: [RamRange::default(); MAX_RANGES],
         nram: 0,
+        map: [MapEntry::default(); MAX_RANGES],
+        nmap: 0,
+        map_entries: 0,
         cmdline: [0; MAX_CMDLINE],
         cmdline_len: 0,
         rsdp: 0,
@@ -85,6 +105,7 @@ pub unsafe fn read(paddr: u64) -> Result<BootInfo, &'static str> {
         return Err("hvm_start_info has no memory map (version 0)");
     }
     out.rsdp = si.rsdp_paddr;
+    out.map_entries = si.memmap_entries as usize;
     if si.cmdline_paddr != 0 {
         let p = si.cmdline_paddr as *const u8;
         while out.cmdline_len < MAX_CMDLINE {
@@ -102,6 +123,15 @@ pub unsafe fn read(paddr: u64) -> Result<BootInfo, &'static str> {
         // SAFETY: the memory map has `memmap_entries` entries (caller's guarantee).
         let e =
             unsafe { core::ptr::read_unaligned((si.memmap_paddr as *const MemmapEntry).add(i)) };
+        if out.nmap < MAX_RANGES {
+            out.map[out.nmap] = MapEntry {
+                addr: e.addr,
+                size: e.size,
+                kind: e.kind,
+            };
+            out.nmap += 1;
+        }
+        // Only type 1 of non-zero size is RAM (microvm's map has a zero-size type 0 entry).
         if e.kind != TYPE_RAM || e.size == 0 || out.nram == MAX_RANGES {
             continue;
         }

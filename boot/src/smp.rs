@@ -9,7 +9,7 @@
 //! interrupts off, and another CPU may be spinning on that lock with interrupts off too, so
 //! an ordinary IPI could deadlock. An NMI is taken even then.
 
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use x86_64::VirtAddr;
 
 use crate::{acpi, apic, boot, cpu, idt};
@@ -65,11 +65,13 @@ pub fn start_aps(rsdp: u64) {
             apic::delay_us(1000);
             waited_ms += 1;
         }
-        if AP_READY.load(Ordering::SeqCst) {
-            ONLINE.fetch_add(1, Ordering::SeqCst);
-        } else {
-            println!("smp: CPU with LAPIC ID {id} did not start");
-        }
+        // A CPU the machine has but that does not come up fails the run: every scenario
+        // that runs "on every CPU" would silently run on fewer.
+        assert!(
+            AP_READY.load(Ordering::SeqCst),
+            "smp: CPU with LAPIC ID {id} did not start"
+        );
+        ONLINE.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -149,4 +151,70 @@ pub fn tlb_shootdown(_start: VirtAddr, _size: usize) {
 pub fn on_nmi() {
     x86_64::instructions::tlb::flush_all();
     SHOOTDOWN_ACKS.fetch_add(1, Ordering::SeqCst);
+}
+
+static OVERLAP_STOP: AtomicBool = AtomicBool::new(false);
+static OVERLAP_RESULT: AtomicUsize = AtomicUsize::new(0);
+static OVERLAP_COUNTERS: [AtomicUsize; cpu::MAX_CPUS] =
+    [const { AtomicUsize::new(0) }; cpu::MAX_CPUS];
+static OVERLAP_WINDOW: AtomicU64 = AtomicU64::new(0);
+static OVERLAP_WINDOWS: AtomicUsize = AtomicUsize::new(0);
+
+/// Changes in one window that show the CPUs run at the same time.
+pub const OVERLAP_THRESHOLD: usize = 1000;
+
+/// Whether the CPUs really run at the same time: in windows of `us` microseconds (TSC)
+/// the BSP reads counters that the other CPUs increment meanwhile, and counts how often it
+/// sees their sum change. Where the vCPUs take turns on one host thread (`-accel
+/// tcg,thread=single`), the BSP runs a window alone and sees (almost) nothing change;
+/// where they overlap (`thread=multi`, or hardware), it sees thousands of changes, as soon
+/// as the host runs two of their threads at once (on a busy host not in every window: up
+/// to `windows` windows are tried, until one reaches `OVERLAP_THRESHOLD`).
+/// Returns the most changes seen in a window (0 on one CPU).
+pub fn measure_overlap(us: u64, windows: usize, tsc_per_us: u64) -> usize {
+    if online() < 2 {
+        return 0;
+    }
+    OVERLAP_STOP.store(false, Ordering::SeqCst);
+    OVERLAP_RESULT.store(0, Ordering::SeqCst);
+    OVERLAP_WINDOW.store(us * tsc_per_us, Ordering::SeqCst);
+    OVERLAP_WINDOWS.store(windows.max(1), Ordering::SeqCst);
+    run_on_all(|cpu| {
+        if cpu != 0 {
+            // One writer per counter: a plain store is enough.
+            let c = &OVERLAP_COUNTERS[cpu];
+            let mut n = c.load(Ordering::Relaxed);
+            while !OVERLAP_STOP.load(Ordering::Relaxed) {
+                n += 1;
+                c.store(n, Ordering::Relaxed);
+            }
+            return;
+        }
+        let sum = || -> usize {
+            OVERLAP_COUNTERS[1..online()]
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .sum()
+        };
+        let window = OVERLAP_WINDOW.load(Ordering::SeqCst);
+        let mut best = 0;
+        for _ in 0..OVERLAP_WINDOWS.load(Ordering::SeqCst) {
+            let end = apic::rdtsc() + window;
+            let (mut last, mut changes) = (sum(), 0);
+            while apic::rdtsc() < end {
+                let s = sum();
+                if s != last {
+                    changes += 1;
+                    last = s;
+                }
+            }
+            best = best.max(changes);
+            if best >= OVERLAP_THRESHOLD {
+                break;
+            }
+        }
+        OVERLAP_RESULT.store(best, Ordering::SeqCst);
+        OVERLAP_STOP.store(true, Ordering::SeqCst);
+    });
+    OVERLAP_RESULT.load(Ordering::SeqCst)
 }

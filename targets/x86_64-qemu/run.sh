@@ -4,12 +4,15 @@
 # Defaults: -m 64M -smp 1 -append "run=smoke". Exit status: QEMU's (33 = the kernel
 # reported success; 1 = it reported failure; 0 = triple fault; 124 = timeout).
 # Environment: TIMEOUT (seconds, default 120), MACHINE (q35 or microvm, both work; default q35),
+# ACCEL (default tcg,thread=single; tcg,thread=multi runs the vCPUs at the same time),
+# PROFILE (release, default, or kernel-debug: debug assertions and overflow checks on),
 # NO_BUILD=1 to skip the build, KERNEL to boot another ELF.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-kernel="${KERNEL:-$root/target/x86_64-unknown-none/release/shardalloc-kernel}"
+profile="${PROFILE:-release}"
+kernel="${KERNEL:-$root/target/x86_64-unknown-none/$profile/shardalloc-kernel}"
 if [[ "${NO_BUILD:-0}" != 1 ]]; then
-    (cd "$root" && cargo build --release -p shardalloc-kernel --target x86_64-unknown-none >&2)
+    (cd "$root" && cargo build --profile "$profile" -p shardalloc-kernel --target x86_64-unknown-none >&2)
 fi
 command -v qemu-system-x86_64 >/dev/null || {
     echo "qemu-system-x86_64 not found: apt-get install -y --no-install-recommends qemu-system-x86" >&2
@@ -26,7 +29,7 @@ have -append || extra+=(-append "run=smoke")
 set +e
 timeout --foreground -k 5 "${TIMEOUT:-120}" qemu-system-x86_64 \
     -machine "${MACHINE:-q35}" \
-    -accel tcg,thread=single \
+    -accel "${ACCEL:-tcg,thread=single}" \
     -cpu max \
     -kernel "$kernel" \
     -serial stdio \

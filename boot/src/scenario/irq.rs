@@ -33,6 +33,8 @@ unsafe impl Sync for PerCpuIrq {}
 
 static STATE: [PerCpuIrq; MAX_CPUS] = [const { PerCpuIrq(UnsafeCell::new(None)) }; MAX_CPUS];
 static TICKS_SEEN: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+/// Interrupts whose handler found the CPU's state set up (and so did its allocations).
+static TICKS_HANDLED: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 /// Main flow → handler: a block the handler frees.
 static TO_IRQ: [AtomicPtr<u64>; MAX_CPUS] = [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CPUS];
 /// Handler → main flow: a block the main flow frees.
@@ -41,6 +43,10 @@ static SEED: AtomicU64 = AtomicU64::new(0);
 static LARGE: AtomicUsize = AtomicUsize::new(0);
 static HANDLER_OPS: AtomicUsize = AtomicUsize::new(0);
 static MAIN_OPS: AtomicUsize = AtomicUsize::new(0);
+/// TSC value after which the main flows stop whatever they saw (so that a handler that
+/// never runs fails the checks instead of hanging the run).
+static DEADLINE: AtomicU64 = AtomicU64::new(0);
+const DEADLINE_S: u64 = 30;
 
 const TAG_BOX: u64 = 0x5EED_0000_0000_0000;
 
@@ -52,26 +58,48 @@ pub fn run(args: &super::Args) {
         Ordering::SeqCst,
     );
     MAIN_OPS.store(0, Ordering::SeqCst);
+    DEADLINE.store(
+        apic::rdtsc() + DEADLINE_S * 1_000_000 * args.tsc_per_us,
+        Ordering::SeqCst,
+    );
     idt::set_timer_hook(Some(on_timer));
     smp::run_on_all(worker);
     idt::set_timer_hook(None);
     heap::collect_all(true);
-    let ticks: usize = TICKS_SEEN[..smp::online()]
-        .iter()
-        .map(|t| t.load(Ordering::SeqCst))
-        .sum();
+    let sum = |a: &[AtomicUsize]| -> usize {
+        a[..smp::online()]
+            .iter()
+            .map(|t| t.load(Ordering::SeqCst))
+            .sum()
+    };
+    let (ticks, handled) = (sum(&TICKS_SEEN), sum(&TICKS_HANDLED));
+    let handler_ops = HANDLER_OPS.load(Ordering::SeqCst);
     println!(
-        "irq: {} timer interrupts on {} cpus; {} allocator ops in handlers, {} in main flows",
+        "irq: {} timer interrupts on {} cpus ({} handled); {} allocator ops in handlers, {} in main flows",
         ticks,
         smp::online(),
-        HANDLER_OPS.load(Ordering::SeqCst),
+        handled,
+        handler_ops,
         MAIN_OPS.load(Ordering::SeqCst)
     );
+    // Every handled interrupt allocates a vector and a ring block and frees the vector.
+    assert!(
+        handled > 0 && handler_ops >= 3 * handled,
+        "irq: {handler_ops} allocator ops in {handled} handled timer interrupts (at least 3 each expected)"
+    );
+    for (c, t) in TICKS_HANDLED[..smp::online()].iter().enumerate() {
+        let t = t.load(Ordering::SeqCst);
+        assert!(
+            t >= TICKS,
+            "irq: cpu {c} handled {t} timer interrupts ({TICKS} expected)"
+        );
+    }
 }
 
 fn worker(cpu: usize) {
     let seed = SEED.load(Ordering::SeqCst) ^ (cpu as u64 + 7).wrapping_mul(0x2545_F491);
     TICKS_SEEN[cpu].store(0, Ordering::SeqCst);
+    TICKS_HANDLED[cpu].store(0, Ordering::SeqCst);
     x86_64::instructions::interrupts::without_interrupts(|| {
         // SAFETY: interrupts are off and the timer not started: only we touch the slot.
         unsafe {
@@ -88,7 +116,11 @@ fn worker(cpu: usize) {
     let mut live: Vec<Block> = Vec::new();
     let mut tag = (cpu as u64) << 44;
     let mut ops = 0;
-    while TICKS_SEEN[cpu].load(Ordering::SeqCst) < TICKS || ops < 2000 {
+    while TICKS_HANDLED[cpu].load(Ordering::SeqCst) < TICKS || ops < 2000 {
+        if apic::rdtsc() > DEADLINE.load(Ordering::Relaxed) {
+            println!("irq: cpu {cpu}: stopped after {DEADLINE_S} s");
+            break;
+        }
         // Hand a block to the handler when its slot is empty.
         if TO_IRQ[cpu].load(Ordering::SeqCst).is_null() {
             let b = Box::new([TAG_BOX + ops as u64; 4]);
@@ -164,7 +196,6 @@ fn worker(cpu: usize) {
             }
         }
     });
-    assert!(TICKS_SEEN[cpu].load(Ordering::SeqCst) >= TICKS);
 }
 
 /// The timer hook: runs in the interrupt handler, interrupts off.
@@ -175,6 +206,7 @@ fn on_timer() {
     let Some(st) = (unsafe { &mut *STATE[cpu].0.get() }) else {
         return;
     };
+    TICKS_HANDLED[cpu].fetch_add(1, Ordering::SeqCst);
     let mut ops = 0;
 
     // A short-lived vector.

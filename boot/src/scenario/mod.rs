@@ -10,6 +10,7 @@ mod oom;
 mod smoke;
 mod smp;
 mod stress;
+mod xirq;
 
 /// What the command line asked for.
 pub struct Args<'a> {
@@ -18,22 +19,28 @@ pub struct Args<'a> {
     pub tsc_per_us: u64,
     /// `verbose`: print more detail.
     pub verbose: bool,
+    /// `overlap=MS`: how long to look for CPUs that run at the same time at boot, at most
+    /// (default 20 ms; the search ends as soon as they do).
+    pub overlap_ms: u64,
 }
 
 impl<'a> Args<'a> {
-    /// Parses `run=a,b seed=N verbose` (other words are ignored; the default is `run=smoke`).
+    /// Parses `run=a,b seed=N verbose overlap=MS` (other words are ignored; the default is `run=smoke`).
     pub fn parse(cmdline: &'a str, tsc_per_us: u64) -> Args<'a> {
         let mut a = Args {
             run: "smoke",
             seed: 1,
             tsc_per_us,
             verbose: false,
+            overlap_ms: 20,
         };
         for word in cmdline.split_ascii_whitespace() {
             if let Some(v) = word.strip_prefix("run=") {
                 a.run = v;
             } else if word == "verbose" {
                 a.verbose = true;
+            } else if let Some(v) = word.strip_prefix("overlap=") {
+                a.overlap_ms = v.parse().unwrap_or_else(|_| panic!("bad overlap {v:?}"));
             } else if let Some(v) = word.strip_prefix("seed=") {
                 a.seed = v.parse().unwrap_or_else(|_| panic!("bad seed {v:?}"));
             }
@@ -49,6 +56,7 @@ const ALL: &[(&str, Scenario)] = &[
     ("stress", stress::run),
     ("smp", smp::run),
     ("irq", irq::run),
+    ("xirq", xirq::run),
     ("oom", oom::run),
     ("bench", bench::run),
 ];
@@ -84,7 +92,17 @@ pub fn run(args: &Args) {
         println!("== {name} (seed {})", args.seed);
         let t0 = apic::rdtsc();
         f(args);
+        // The core's invariant checks of every CPU's heap (with debug assertions; a no-op
+        // in release builds).
+        crate::smp::run_on_all(|_| crate::heap::ALLOC.check());
         let ms = (apic::rdtsc() - t0) / args.tsc_per_us / 1000;
-        println!("== {name}: ok ({ms} ms)");
+        println!(
+            "== {name}: ok ({ms} ms){}",
+            if cfg!(debug_assertions) {
+                "; heap check of every cpu: ok"
+            } else {
+                ""
+            }
+        );
     }
 }

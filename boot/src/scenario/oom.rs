@@ -1,6 +1,8 @@
 //! `oom`: allocate until the frames run out. The allocation APIs must return null (and
 //! `try_reserve` an error), nothing may panic; then everything is freed, every CPU's heap
 //! collected, the frames must be back in the frame allocator, and allocating works again.
+//! Before running out, at least 95% of the free memory must have been handed out, in a
+//! mix of sizes and in small blocks of one size.
 
 use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
@@ -11,6 +13,15 @@ use crate::{heap, mem, smp};
 
 /// Sizes tried in turn, each until it fails: big first, then smaller to fill the gaps.
 const SIZES: [usize; 6] = [4 << 20, 256 << 10, 16 << 10, 1024, 64, 16];
+/// Sizes of the small-block rounds (those of them that fill memory in at most
+/// `SMALL_MAX_BLOCKS` blocks, so that big memories take no longer than small ones).
+const SMALL_SIZES: [usize; 3] = [16, 64, 1024];
+const SMALL_MAX_BLOCKS: usize = 2 << 20;
+/// What must be handed out before out of memory, in thousandths of the free memory. A
+/// correct allocator hands out 99% or more (segment and page metadata, page tables of
+/// the window, the heaps themselves take the rest), in big blocks and in small ones alike;
+/// one that wastes more than a twentieth (half, say, or a size class twice too big) fails.
+const MIN_USE_PERMILLE: u64 = 950;
 
 /// A chain of live blocks: each block's first word links the next, the second holds its
 /// size (so the chain needs no memory of its own).
@@ -121,11 +132,16 @@ pub fn run(_args: &super::Args) {
             failures,
             free_at_oom
         );
+        let permille = chain.bytes as u64 * 1000 / (free0 as u64 * 4096);
         assert!(
-            chain.bytes >= free0 * 4096 / 2,
-            "only {} KiB allocated of {} KiB free",
+            permille >= MIN_USE_PERMILLE,
+            "oom: only {} KiB ({}.{}%) handed out before out of memory, of {} KiB free (at least {}.{}% expected)",
             chain.bytes >> 10,
-            free0 * 4
+            permille / 10,
+            permille % 10,
+            free0 * 4,
+            MIN_USE_PERMILLE / 10,
+            MIN_USE_PERMILLE % 10
         );
         chain.free_all();
         heap::collect_all(true);
@@ -160,6 +176,53 @@ pub fn run(_args: &super::Args) {
                 st.mapped_pages
             ),
         }
+    }
+
+    // Small blocks only: one size, allocated until out of memory.
+    let sizes = SMALL_SIZES
+        .iter()
+        .filter(|&&size| size == 1024 || free0 * 4096 / size <= SMALL_MAX_BLOCKS);
+    for &size in sizes {
+        let mut chain = Chain {
+            head: ptr::null_mut(),
+            count: 0,
+            bytes: 0,
+        };
+        let l = Layout::from_size_align(size, 8).unwrap();
+        loop {
+            // SAFETY: non-zero size.
+            let p = unsafe { alloc::alloc::alloc(l) };
+            if p.is_null() {
+                break;
+            }
+            if size > 64 {
+                // SAFETY: p has `size` > 64 bytes.
+                unsafe { fill(p.add(16), 48, size as u64) };
+            }
+            chain.push(p, size);
+        }
+        let permille = chain.bytes as u64 * 1000 / (free0 as u64 * 4096);
+        println!(
+            "oom small: {} blocks of {} bytes ({} KiB) until out of memory: {}.{}% of the {} KiB free",
+            chain.count,
+            size,
+            chain.bytes >> 10,
+            permille / 10,
+            permille % 10,
+            free0 * 4
+        );
+        assert!(
+            permille >= MIN_USE_PERMILLE,
+            "oom: only {} KiB ({}.{}%) handed out in {size}-byte blocks before out of memory, of {} KiB free (at least {}.{}% expected)",
+            chain.bytes >> 10,
+            permille / 10,
+            permille % 10,
+            free0 * 4,
+            MIN_USE_PERMILLE / 10,
+            MIN_USE_PERMILLE % 10
+        );
+        chain.free_all();
+        heap::collect_all(true);
     }
 
     // And memory is usable again: half of it in 64 KiB blocks, checked and freed.
