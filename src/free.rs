@@ -10,8 +10,8 @@
 //! 6. [`usable_size`], and [`check_block`]: the checks of checked mode (invalid and double
 //!    frees) before a free.
 
+use crate::sync::Ordering;
 use core::ptr;
-use core::sync::atomic::Ordering;
 
 use crate::heap::{queue_bin_of, OwnedHeap};
 use crate::page::{Block, Page, FLAG_HAS_ALIGNED};
