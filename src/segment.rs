@@ -91,7 +91,7 @@ pub(crate) struct Segment {
     /// Pages waiting to be purged, and when (domain time).
     pub purge_mask: u64,
     pub purge_expire: u64,
-    /// Small geometry: the slices (1 KiB pages) in use by pages; a page is a run of
+    /// Small geometry: the slices (512-byte pages) in use by pages; a page is a run of
     /// slices, its metadata in the entry of its first slice (see `Page::span_offset`).
     pub slices_used: u64,
     /// Page metadata; really `capacity` entries (the header is sized for them).
@@ -366,8 +366,15 @@ impl Segment {
         if self.has_queue() {
             let psize = 1usize << self.page_shift;
             let start = base.wrapping_add(idx * psize);
-            if idx == 0 {
-                (start.wrapping_add(self.info_size), psize - self.info_size)
+            // the page in which the header ends (page 0 unless pages are smaller than the
+            // header, as the small geometry's slices): it starts after the header; pages
+            // before it are never used
+            let header_page = self.info_size / psize;
+            if idx == header_page {
+                (
+                    base.wrapping_add(self.info_size),
+                    (idx + 1) * psize - self.info_size,
+                )
             } else {
                 (start, psize)
             }

@@ -35,29 +35,50 @@ fn segment_alloc(
     huge_size: usize,
     huge_align: usize,
 ) -> *mut Segment {
+    segment_alloc_sized(ctx, kind, huge_size, huge_align, SMALL_PAGES_PER_SEGMENT)
+}
+
+/// As `segment_alloc`; a segment of small pages has `small_pages` of them (fewer than a
+/// whole segment's only in the small geometry, where a heap's last segment may be short).
+fn segment_alloc_sized(
+    ctx: &mut SegmentsTld,
+    kind: SegmentKind,
+    huge_size: usize,
+    huge_align: usize,
+    small_pages: usize,
+) -> *mut Segment {
     let os = ctx.os();
     let cfg = os.config();
     let os_page = os.page_size();
     let (capacity, page_shift) = match kind {
-        SegmentKind::Small => (SMALL_PAGES_PER_SEGMENT, SMALL_PAGE_SHIFT),
+        SegmentKind::Small => (small_pages, SMALL_PAGE_SHIFT),
         SegmentKind::Medium => (MEDIUM_PAGES_PER_SEGMENT, MEDIUM_PAGE_SHIFT),
         SegmentKind::Large | SegmentKind::Huge => (1, usize::BITS as usize - 1),
     };
     let header = size_of::<Segment>() + (capacity - 1) * size_of::<Page>();
     let mut info_size = align_up(header, os_page);
-    // Page 0 of a small or medium segment is shrunk by the header; when that leaves it no
-    // room for a block of its largest size class (a quarter page), it is never used.
+    // The page in which the header ends (page 0, unless pages are smaller than the header)
+    // is shrunk by it; when that leaves it no room for a block of its largest size class
+    // (a quarter page), it is not used either.
     let first_page = match kind {
-        SegmentKind::Small | SegmentKind::Medium
-            if (1usize << page_shift).saturating_sub(info_size) < (1usize << page_shift) / 4 =>
-        {
-            1
+        SegmentKind::Small | SegmentKind::Medium => {
+            let psize = 1usize << page_shift;
+            let header_page = info_size / psize;
+            if (header_page + 1) * psize - info_size < psize / 4 {
+                header_page + 1
+            } else {
+                header_page
+            }
         }
         _ => 0,
     };
     let mut front = 0;
     let mut region_align = SEGMENT_SIZE;
-    let mut segment_size = SEGMENT_SIZE;
+    let mut segment_size = if kind == SegmentKind::Small {
+        small_pages << SMALL_PAGE_SHIFT
+    } else {
+        SEGMENT_SIZE
+    };
     if kind == SegmentKind::Huge {
         if huge_align > SEGMENT_SIZE {
             // the block sits exactly one segment size into the segment (found through
@@ -673,16 +694,15 @@ pub(crate) unsafe fn huge_remap(page: *mut Page, new_size: usize) -> *mut Page {
 // ---------------------------------------------------------------------------------------
 // small geometry: pages as runs of slices
 
-/// Slices (1 KiB) of a page of blocks of `block_size` in the small geometry: room for four
-/// blocks up to the medium limit (1 KiB), one block above it.
+/// Slices (512 bytes) of a page of blocks of `block_size` in the small geometry: the
+/// fewest that hold a block and leave at most an eighth unused (small pages keep many size
+/// classes live in a small heap; the waste bound keeps a fill efficient).
 #[cfg(feature = "small")]
 fn span_slices(block_size: usize) -> usize {
-    let want = if block_size <= MEDIUM_OBJ_SIZE_MAX {
-        block_size * 4
-    } else {
-        block_size
-    };
-    want.div_ceil(SMALL_PAGE_SIZE).max(1)
+    let least = block_size.div_ceil(SMALL_PAGE_SIZE).max(1);
+    (least..least + 8)
+        .find(|&k| (k * SMALL_PAGE_SIZE) % block_size <= k * SMALL_PAGE_SIZE / 8)
+        .unwrap_or(least)
 }
 
 /// Bytes of the page of `k` slices from slice `idx` (the first slice loses the header).
@@ -734,7 +754,15 @@ fn span_alloc(ctx: &mut SegmentsTld, block_size: usize) -> *mut Page {
         // SAFETY: `s` is a member of the free queue.
         s = unsafe { crate::list::List::<Segment, crate::segment::FreeQueue>::next(s) };
     }
-    let s = segment_alloc(ctx, SegmentKind::Small, 0, 0);
+    // A new segment; when no whole one fits any more, a shorter one (the end of the heap's
+    // memory, less than a segment from its last grid point, still serves).
+    let mut s = ptr::null_mut();
+    for slices in (k..=SMALL_PAGES_PER_SEGMENT).rev() {
+        s = segment_alloc_sized(ctx, SegmentKind::Small, 0, 0, slices);
+        if !s.is_null() {
+            break;
+        }
+    }
     if s.is_null() {
         return ptr::null_mut();
     }

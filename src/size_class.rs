@@ -14,7 +14,7 @@ pub const WORD: usize = core::mem::size_of::<usize>();
 /// Two geometries, chosen at compile time:
 /// - the default: 4 MiB segments of 64 KiB (small) or 512 KiB (medium) pages, as
 ///   mimalloc's, for hosted programs and kernels;
-/// - `small` (cargo feature `small`, which `embedded` turns on): 8 KiB segments of 1 KiB
+/// - `small` (cargo feature `small`, which `embedded` turns on): 8 KiB segments of 512-byte
 ///   (small) or 4 KiB (medium) pages, for heaps of 16–256 KiB on microcontrollers.
 #[cfg(not(feature = "small"))]
 pub const SEGMENT_SHIFT: usize = 22;
@@ -31,8 +31,9 @@ pub const SEGMENT_MASK: usize = SEGMENT_SIZE - 1;
 pub const SMALL_PAGE_SHIFT: usize = 16;
 /// log2 of [`SMALL_PAGE_SIZE`].
 #[cfg(feature = "small")]
-pub const SMALL_PAGE_SHIFT: usize = 10;
-/// Size of a small page in bytes: 64 KiB (small geometry: 1 KiB).
+pub const SMALL_PAGE_SHIFT: usize = 9;
+/// Size of a small page in bytes: 64 KiB (small geometry: 512 bytes, the slice of which
+/// pages of every size are runs).
 pub const SMALL_PAGE_SIZE: usize = 1 << SMALL_PAGE_SHIFT;
 /// log2 of [`MEDIUM_PAGE_SIZE`].
 #[cfg(not(feature = "small"))]
@@ -43,17 +44,17 @@ pub const MEDIUM_PAGE_SHIFT: usize = 12;
 /// Size of a medium page in bytes: 512 KiB (small geometry: 4 KiB).
 pub const MEDIUM_PAGE_SIZE: usize = 1 << MEDIUM_PAGE_SHIFT;
 
-/// Number of small pages in a segment of small pages: 64 (small geometry: 8).
+/// Number of small pages in a segment of small pages: 64 (small geometry: 16 slices).
 pub const SMALL_PAGES_PER_SEGMENT: usize = SEGMENT_SIZE / SMALL_PAGE_SIZE;
 /// Number of medium pages in a segment of medium pages: 8 (small geometry: 2).
 pub const MEDIUM_PAGES_PER_SEGMENT: usize = SEGMENT_SIZE / MEDIUM_PAGE_SIZE;
 
-/// Largest block served from small pages: 16 KiB (small geometry: 256 bytes).
+/// Largest block served from small pages: 16 KiB (small geometry: 128 bytes).
 pub const SMALL_OBJ_SIZE_MAX: usize = SMALL_PAGE_SIZE / 4;
 /// Largest block served from medium pages: 128 KiB (small geometry: 1 KiB).
 pub const MEDIUM_OBJ_SIZE_MAX: usize = MEDIUM_PAGE_SIZE / 4;
 /// Largest block served from large pages (one page per segment); above: huge segments.
-/// 2 MiB (small geometry: 6 KiB, from a run of six 1 KiB slices).
+/// 2 MiB (small geometry: 6 KiB, from a run of 512-byte slices).
 pub const LARGE_OBJ_SIZE_MAX: usize = if cfg!(feature = "small") {
     SEGMENT_SIZE / 4 * 3
 } else {

@@ -84,7 +84,11 @@ fn embedded_heap_in_16k() {
     let start = ptr::addr_of_mut!(MEM) as usize + 48;
     unsafe { HEAP.init(start, SIZE) };
     assert_eq!(HEAP.used(), 0);
-    assert_eq!(HEAP.free(), SIZE);
+    assert_eq!(
+        HEAP.free(),
+        SIZE,
+        "the whole 16 KiB (16-byte aligned start) is usable"
+    );
 
     // smoke: the sizes of a firmware's objects, contents kept, alignment
     let mut live = Vec::new();
@@ -183,10 +187,11 @@ fn embedded_heap_in_16k() {
             "{size}-byte blocks: {} blocks, {got} bytes of {SIZE}",
             v.len()
         );
-        // (size classes round up, and a 1 KiB page of 224-byte blocks leaves 128 bytes: the
-        // fill ranges from ~70% for such sizes to ~90% for small ones)
+        // (segment headers take an eighth, size classes round up, and a 512-byte page of
+        // 224-byte blocks leaves 64 bytes: the fill ranges from ~65% for such sizes to ~85%
+        // for small ones)
         assert!(
-            got * 100 >= SIZE * 65,
+            got * 100 >= SIZE * 60,
             "{size}-byte fill reached only {got} of {SIZE} bytes"
         );
         free_all(v);
@@ -261,7 +266,11 @@ fn embedded_heap_in_16k() {
     // a second region: more memory, also usable
     let before = fill_up(64);
     // SAFETY: MEM2 is ours alone, for the rest of the test binary.
-    unsafe { HEAP.add_region(ptr::addr_of_mut!(MEM2) as usize, 16384) };
+    let added = unsafe { HEAP.add_region(ptr::addr_of_mut!(MEM2) as usize, 16384) };
+    assert!(
+        added >= 8192,
+        "add_region of 16 KiB gave only {added} usable bytes"
+    );
     let after = fill_up(64);
     eprintln!("after add_region: {} more 64-byte blocks", after.len());
     assert!(
@@ -272,5 +281,5 @@ fn embedded_heap_in_16k() {
     free_all(before);
     free_all(after);
     assert_eq!(HEAP.used(), 0);
-    assert_eq!(HEAP.free(), SIZE + 16384);
+    assert_eq!(HEAP.free(), SIZE + added);
 }

@@ -1,6 +1,6 @@
 //! Microcontrollers: shardalloc as the heap of a firmware, with `embedded-alloc`'s
 //! interface (feature `embedded`, which selects the small geometry: 8 KiB segments of
-//! 1 KiB and 4 KiB pages).
+//! 512-byte slices, of which pages of every size are runs).
 //!
 //! ```ignore
 //! #[global_allocator]
@@ -34,7 +34,7 @@ use crate::domain::Domain;
 use crate::free::free;
 use crate::heap::{for_each_page, OwnedHeap, RawHeap};
 use crate::segment::adopt_segment_phase;
-use crate::size_class::{MIN_OS_PAGE, WORD};
+use crate::size_class::{MIN_OS_PAGE, SEGMENT_MASK, WORD};
 use crate::source::RegionSource;
 use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 use crate::thread::{thread_data_init, ThreadData};
@@ -46,7 +46,7 @@ pub struct Metadata {
     pub heap: usize,
     /// The metadata of one page (in its segment's header).
     pub page: usize,
-    /// The header of a segment of small pages (8 pages of 1 KiB), before rounding up to
+    /// The header of a segment of small pages (16 slices of 512 bytes), before rounding up to
     /// 256 bytes.
     pub small_segment_header: usize,
     /// The header of a segment of medium pages (2 of 4 KiB), before rounding.
@@ -110,7 +110,7 @@ impl Heap {
             let phase = unsafe { adopt_segment_phase(first) };
             self.source.set_phase(phase);
             // SAFETY: the range is ours for the rest of the program (the contract).
-            unsafe { self.source.add_memory(start as *mut u8, size) };
+            let added = unsafe { self.source.add_memory(start as *mut u8, size) };
             let state = self.state.get() as *mut State;
             // SAFETY: `state` is ours alone: not ready yet, and we are in a critical section;
             // `self` is `'static`, so the domain's source and the domain stay put.
@@ -120,20 +120,31 @@ impl Heap {
                 let domain: &'static Domain = &*ptr::addr_of!((*state).domain);
                 thread_data_init(ptr::addr_of_mut!((*state).td), domain);
             }
-            self.size.fetch_add(size, Ordering::Relaxed);
+            self.size.fetch_add(added, Ordering::Relaxed);
             self.ready.store(true, Ordering::Release);
         })
     }
 
-    /// Adds `size` bytes from `start` (external RAM, another bank) to the heap's memory.
+    /// Adds `size` bytes from `start` (external RAM, another bank) to the heap's memory,
+    /// and returns how many of them it can use: segments start on the grid of the first
+    /// region (every 8 KiB from its start), so the memory before the first grid point in
+    /// the range is left out (all of it, for a range that holds none).
     ///
     /// # Safety
     /// As for [`init`](Heap::init), and the range overlaps no memory given before.
-    pub unsafe fn add_region(&'static self, start: usize, size: usize) {
+    pub unsafe fn add_region(&'static self, start: usize, size: usize) -> usize {
         critical_section::with(|_| {
+            let phase = crate::segment::segment_phase();
+            let grid = (start.wrapping_sub(phase).wrapping_add(SEGMENT_MASK) & !SEGMENT_MASK)
+                .wrapping_add(phase);
+            let end = start.saturating_add(size);
+            if grid < start || grid >= end {
+                return 0;
+            }
             // SAFETY: the range is ours for the rest of the program (the contract).
-            unsafe { self.source.add_memory(start as *mut u8, size) };
-            self.size.fetch_add(size, Ordering::Relaxed);
+            let added = unsafe { self.source.add_memory(grid as *mut u8, end - grid) };
+            self.size.fetch_add(added, Ordering::Relaxed);
+            added
         })
     }
 
@@ -165,8 +176,8 @@ impl Heap {
         })
     }
 
-    /// Bytes given to the heap that are not in live blocks (metadata and partly used
-    /// pages included: not all of it can be handed out).
+    /// Bytes of the heap's memory (as usable after alignment) that are not in live blocks
+    /// (segment headers and partly used pages included: not all of it can be handed out).
     pub fn free(&self) -> usize {
         self.size
             .load(Ordering::Relaxed)

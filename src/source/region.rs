@@ -67,7 +67,8 @@ impl RegionSource {
     /// # Safety
     /// The range is valid for reads and writes for `'static`, used by nothing else, and
     /// does not overlap memory already added.
-    pub unsafe fn add_memory(&self, ptr: *mut u8, len: usize) {
+    /// Returns the bytes added (after trimming).
+    pub unsafe fn add_memory(&self, ptr: *mut u8, len: usize) -> usize {
         let mut state = self.state.lock();
         // whole pages, counted from the phase
         let phase = state.phase;
@@ -77,7 +78,9 @@ impl RegionSource {
             .wrapping_add(phase);
         if end > start && start >= ptr as usize {
             state.free(start, end - start);
+            return end - start;
         }
+        0
     }
 
     /// Bytes not handed out.

@@ -24,7 +24,9 @@ fn main() {
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rustc-link-arg-bins=-Tlink.x");
     println!("cargo:rustc-cfg=board=\"{board}\"");
-    println!("cargo::rustc-check-cfg=cfg(board, values(\"microbit\", \"mps2-an385\", \"lm3s6965evb\"))");
+    println!(
+        "cargo::rustc-check-cfg=cfg(board, values(\"microbit\", \"mps2-an385\", \"lm3s6965evb\"))"
+    );
     println!("cargo:rerun-if-changed=memory");
     println!("cargo:rerun-if-changed=build.rs");
 }

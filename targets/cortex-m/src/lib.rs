@@ -5,8 +5,8 @@
 use core::fmt::Write;
 use core::panic::PanicInfo;
 
-pub use cortex_m_semihosting::{hprint, hprintln};
 use cortex_m_semihosting::debug;
+pub use cortex_m_semihosting::{hprint, hprintln};
 
 /// The board this build is for (from build.rs).
 pub const BOARD: &str = if cfg!(board = "microbit") {
@@ -57,7 +57,11 @@ fn panic(info: &PanicInfo) -> ! {
 
 #[cortex_m_rt::exception]
 unsafe fn HardFault(ef: &cortex_m_rt::ExceptionFrame) -> ! {
-    fail(format_args!("HardFault at pc={:#010x} lr={:#010x}", ef.pc(), ef.lr()))
+    fail(format_args!(
+        "HardFault at pc={:#010x} lr={:#010x}",
+        ef.pc(),
+        ef.lr()
+    ))
 }
 
 /// xorshift32: a small, seeded, deterministic generator.
@@ -69,7 +73,7 @@ impl Rng {
         Rng(if seed == 0 { 0x9e37_79b9 } else { seed })
     }
     #[inline]
-    pub fn next(&mut self) -> u32 {
+    pub fn next_u32(&mut self) -> u32 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 17;
@@ -80,7 +84,7 @@ impl Rng {
     /// Uniform in `lo..=hi`.
     #[inline]
     pub fn range(&mut self, lo: u32, hi: u32) -> u32 {
-        lo + self.next() % (hi - lo + 1)
+        lo + self.next_u32() % (hi - lo + 1)
     }
 }
 

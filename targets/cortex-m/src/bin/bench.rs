@@ -103,7 +103,9 @@ impl Peer for embedded_alloc::TlsfHeap {
 /// `TalcLock` takes a `lock_api` spin lock, which is not safe against interrupts on one
 /// core).
 struct TalcCs(Mutex<RefCell<talc::base::Talc<talc::source::Manual, talc::DefaultBinning>>>);
-static TALC: TalcCs = TalcCs(Mutex::new(RefCell::new(talc::base::Talc::new(talc::source::Manual))));
+static TALC: TalcCs = TalcCs(Mutex::new(RefCell::new(talc::base::Talc::new(
+    talc::source::Manual,
+))));
 unsafe impl GlobalAlloc for TalcCs {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -118,9 +120,11 @@ unsafe impl GlobalAlloc for TalcCs {
 impl Peer for TalcCs {
     const NAME: &'static str = "talc";
     unsafe fn give(&'static self, start: usize, size: usize) -> Result<(), &'static str> {
-        critical_section::with(|cs| unsafe { self.0.borrow_ref_mut(cs).claim(start as *mut u8, size) })
-            .map(|_| ())
-            .ok_or("talc refused the region")
+        critical_section::with(|cs| unsafe {
+            self.0.borrow_ref_mut(cs).claim(start as *mut u8, size)
+        })
+        .map(|_| ())
+        .ok_or("talc refused the region")
     }
 }
 
@@ -146,7 +150,8 @@ impl Peer for RustyCs {
     const NAME: &'static str = "rusty_alloc";
     unsafe fn give(&'static self, start: usize, size: usize) -> Result<(), &'static str> {
         // SAFETY: the arena is this allocator's from now on.
-        let region: &'static mut [u8] = unsafe { core::slice::from_raw_parts_mut(start as *mut u8, size) };
+        let region: &'static mut [u8] =
+            unsafe { core::slice::from_raw_parts_mut(start as *mut u8, size) };
         match rusty_alloc::prim::fixed::init_region(region) {
             Ok(()) => Ok(()),
             Err(rusty_alloc::prim::fixed::FERR_GEOMETRY) => {
@@ -239,7 +244,7 @@ fn overhead_x100() -> u32 {
     for _ in 0..N {
         let l = Layout::from_size_align(rng.range(8, 128) as usize, 4).unwrap();
         // vary the phase against the 5-instruction tick
-        for _ in 0..(rng.next() % 5) {
+        for _ in 0..(rng.next_u32() % 5) {
             cortex_m::asm::nop();
         }
         sum += timed_nothing(l).1;
@@ -254,7 +259,12 @@ static mut SIZES: [u16; TABLE] = [0; TABLE];
 
 fn tables() -> (&'static mut [*mut u8; TABLE], &'static mut [u16; TABLE]) {
     // SAFETY: one user at a time (the bench is single-threaded, no interrupts).
-    unsafe { (&mut *core::ptr::addr_of_mut!(PTRS), &mut *core::ptr::addr_of_mut!(SIZES)) }
+    unsafe {
+        (
+            &mut *core::ptr::addr_of_mut!(PTRS),
+            &mut *core::ptr::addr_of_mut!(SIZES),
+        )
+    }
 }
 
 fn layout(size: usize) -> Layout {
@@ -356,7 +366,10 @@ fn bench_pairs<A: GlobalAlloc>(a: &A, r: &mut Results, ovh: u32) {
 fn bench_worst<A: GlobalAlloc>(a: &A, live: usize, seed: u32) -> Worst {
     let mut rng = Rng::new(seed);
     let (ptrs, sizes) = tables();
-    let mut w = Worst { live: 0, ..Default::default() };
+    let mut w = Worst {
+        live: 0,
+        ..Default::default()
+    };
     let mut n = 0;
     while n < live.min(TABLE) {
         let size = rng.range(8, 16) as usize;
@@ -382,7 +395,7 @@ fn bench_worst<A: GlobalAlloc>(a: &A, live: usize, seed: u32) -> Worst {
         return w;
     }
     for round in 0..3 * n + WORST_OPS {
-        let i = rng.next() as usize % n;
+        let i = rng.next_u32() as usize % n;
         let timed = round >= 3 * n;
         if !ptrs[i].is_null() {
             let t = timed_free(a, ptrs[i], layout(sizes[i] as usize));
@@ -409,7 +422,12 @@ fn bench_worst<A: GlobalAlloc>(a: &A, live: usize, seed: u32) -> Worst {
 
 /// Allocates sizes from `size_of` until the first null; returns (requested bytes live,
 /// blocks), then frees everything.
-fn bench_fill<A: GlobalAlloc>(a: &A, seed: u32, size_of: fn(&mut Rng) -> usize, what: &str) -> (usize, usize) {
+fn bench_fill<A: GlobalAlloc>(
+    a: &A,
+    seed: u32,
+    size_of: fn(&mut Rng) -> usize,
+    what: &str,
+) -> (usize, usize) {
     let mut rng = Rng::new(seed);
     let (ptrs, sizes) = tables();
     let mut n = 0;
@@ -421,7 +439,9 @@ fn bench_fill<A: GlobalAlloc>(a: &A, seed: u32, size_of: fn(&mut Rng) -> usize, 
             break;
         }
         if n == TABLE {
-            fail(format_args!("{what}: more than {TABLE} blocks without a null"));
+            fail(format_args!(
+                "{what}: more than {TABLE} blocks without a null"
+            ));
         }
         ptrs[n] = p;
         sizes[n] = size as u16;
@@ -435,7 +455,7 @@ fn small_size(rng: &mut Rng) -> usize {
     rng.range(8, 32) as usize
 }
 fn mixed_size(rng: &mut Rng) -> usize {
-    match rng.next() % 20 {
+    match rng.next_u32() % 20 {
         0..=13 => rng.range(8, 64) as usize,
         14..=18 => rng.range(65, 512) as usize,
         _ => rng.range(513, 2048) as usize,
@@ -477,17 +497,29 @@ fn run<A: Peer>(a: &'static A, ovh: u32) -> Results {
     r
 }
 
+/// `v / 100` to one decimal, rounded: (integer part, tenths).
 fn x100(v: u32) -> (u32, u32) {
-    (v / 100, (v % 100) / 10)
+    let tenths = (v + 5) / 10;
+    (tenths / 10, tenths % 10)
 }
 
 #[entry]
 fn main() -> ! {
     let mut cp = cortex_m::Peripherals::take().unwrap();
     timer_init(&mut cp.SYST);
-    hprintln!("bench on {}: heap {} bytes for each allocator; {}", BOARD, HEAP, CLOCK);
+    hprintln!(
+        "bench on {}: heap {} bytes for each allocator; {}",
+        BOARD,
+        HEAP,
+        CLOCK
+    );
     let ovh = overhead_x100();
-    hprintln!("timing overhead {}.{} instructions per timed call (subtracted)", ovh / 100, ovh % 100 / 10);
+    let (o0, o1) = x100(ovh);
+    hprintln!(
+        "timing overhead {}.{} instructions per timed call (subtracted)",
+        o0,
+        o1
+    );
 
     let mut all: [(&str, Results); 5] = [("", Results::default()); 5];
     let mut k = 0;
@@ -508,7 +540,7 @@ fn main() -> ! {
         k += 1;
     }
     #[cfg(not(feature = "rusty"))]
-    hprintln!("result rusty_alloc skipped not built (feature rusty: bench.sh builds it for mps2-an385)");
+    hprintln!("result rusty_alloc skipped not built (feature rusty; bench.sh builds it)");
 
     hprintln!("");
     hprintln!(

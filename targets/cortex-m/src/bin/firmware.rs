@@ -54,10 +54,12 @@ mod cfg {
     pub const HEAP_MEM_SIZE: usize = 10 * 1024;
     /// Given at start-up with `init`.
     pub const HEAP_SIZE: usize = HEAP_MEM_SIZE;
-    pub const STRESS_LIVE: usize = 64;
+    pub const STRESS_LIVE: usize = 48;
     pub const STRESS_OPS: u32 = 2_500;
     pub const STRESS_MAX: u32 = 96;
-    pub const TABLE: usize = 240;
+    pub const TABLE: usize = 160;
+    pub const SMOKE_VEC: u32 = 120;
+    pub const SMOKE_MAP: u32 = 40;
     pub const IRQ_TARGET: u32 = 60;
     pub const IRQ_LIVE: usize = 32;
     pub const SYST_RELOAD: u32 = 4_000;
@@ -73,6 +75,8 @@ mod cfg {
     pub const STRESS_OPS: u32 = 6_000;
     pub const STRESS_MAX: u32 = 160;
     pub const TABLE: usize = 900;
+    pub const SMOKE_VEC: u32 = 500;
+    pub const SMOKE_MAP: u32 = 120;
     pub const IRQ_TARGET: u32 = 200;
     pub const IRQ_LIVE: usize = 96;
     pub const SYST_RELOAD: u32 = 4_000;
@@ -97,7 +101,12 @@ struct Slot {
     align: u16,
     tag: u32,
 }
-const EMPTY: Slot = Slot { ptr: core::ptr::null_mut(), size: 0, align: 0, tag: 0 };
+const EMPTY: Slot = Slot {
+    ptr: core::ptr::null_mut(),
+    size: 0,
+    align: 0,
+    tag: 0,
+};
 
 static mut SLOTS: [Slot; STRESS_LIVE] = [EMPTY; STRESS_LIVE];
 /// Pointers and sizes of the fill scenarios (oom, frag, region); in .bss, not on the heap.
@@ -110,7 +119,12 @@ fn slots() -> &'static mut [Slot; STRESS_LIVE] {
 }
 fn tget(i: usize) -> (*mut u8, usize) {
     // SAFETY: as above.
-    unsafe { ((*core::ptr::addr_of!(TABLE_PTRS))[i], (*core::ptr::addr_of!(TABLE_SIZES))[i] as usize) }
+    unsafe {
+        (
+            (*core::ptr::addr_of!(TABLE_PTRS))[i],
+            (*core::ptr::addr_of!(TABLE_SIZES))[i] as usize,
+        )
+    }
 }
 fn tset(i: usize, p: *mut u8, size: usize) {
     // SAFETY: as above.
@@ -147,7 +161,10 @@ fn scenario_ok(name: &str) {
 /// used() must be back where it was: nothing leaked, the accounting is exact.
 fn check_no_leak(what: &str, base: usize) {
     let used = HEAP.used();
-    check!(used == base, "{what}: used() is {used} after freeing everything (was {base} before)");
+    check!(
+        used == base,
+        "{what}: used() is {used} after freeing everything (was {base} before)"
+    );
 }
 
 #[entry]
@@ -205,7 +222,11 @@ fn main() -> ! {
     let _ = first_fill;
 
     let (stack_used, stack_room) = stack::used();
-    hprintln!("stack: deepest {} bytes of {} between .bss and the top of RAM", stack_used, stack_room);
+    hprintln!(
+        "stack: deepest {} bytes of {} between .bss and the top of RAM",
+        stack_used,
+        stack_room
+    );
     hprintln!("ALL OK");
     exit_ok()
 }
@@ -220,10 +241,13 @@ fn smoke(base: usize) {
         check!(HEAP.used() > base, "used() did not grow with live boxes");
 
         let mut v: Vec<u32> = Vec::new();
-        for i in 0..500 {
+        for i in 0..SMOKE_VEC {
             v.push(i * 3);
         }
-        check!(v.iter().enumerate().all(|(i, &x)| x == i as u32 * 3), "Vec content after growth");
+        check!(
+            v.iter().enumerate().all(|(i, &x)| x == i as u32 * 3),
+            "Vec content after growth"
+        );
         v.truncate(10);
         v.shrink_to_fit();
         check!(v.len() == 10 && v[9] == 27, "Vec after shrink_to_fit");
@@ -232,25 +256,33 @@ fn smoke(base: usize) {
         for i in 0..40 {
             s.push_str(&format!("{i},"));
         }
-        check!(s.starts_with("0,1,2,") && s.ends_with("38,39,"), "String content: {s}");
+        check!(
+            s.starts_with("0,1,2,") && s.ends_with("38,39,"),
+            "String content: {s}"
+        );
 
         let mut m: BTreeMap<u32, String> = BTreeMap::new();
-        for i in 0..120u32 {
+        for i in 0..SMOKE_MAP {
             m.insert(i.wrapping_mul(2_654_435_761) % 1000, format!("v{i}"));
         }
-        for i in 0..120u32 {
+        for i in 0..SMOKE_MAP {
             let k = i.wrapping_mul(2_654_435_761) % 1000;
-            check!(m.get(&k).map(|s| s.as_str()) == Some(format!("v{i}").as_str()) || m.contains_key(&k), "BTreeMap lookup {k}");
+            // (a later i may have replaced the value of a colliding key)
+            check!(m.contains_key(&k), "BTreeMap lookup {k}");
         }
         let mut last = None;
         for (k, _) in m.iter() {
-            check!(last.map_or(true, |l| l < *k), "BTreeMap order");
+            check!(last.is_none_or(|l| l < *k), "BTreeMap order");
             last = Some(*k);
         }
-        for i in 0..60u32 {
+        for i in 0..SMOKE_MAP / 2 {
             m.remove(&(i.wrapping_mul(2_654_435_761) % 1000));
         }
-        check!(m.len() <= 60, "BTreeMap len after removes: {}", m.len());
+        check!(
+            m.len() <= (SMOKE_MAP / 2) as usize,
+            "BTreeMap len after removes: {}",
+            m.len()
+        );
 
         let shared = Rc::new(RefCell::new(Vec::<u16>::new()));
         let others: Vec<Rc<RefCell<Vec<u16>>>> = (0..8).map(|_| Rc::clone(&shared)).collect();
@@ -258,7 +290,10 @@ fn smoke(base: usize) {
             o.borrow_mut().push(i as u16);
         }
         check!(Rc::strong_count(&shared) == 9, "Rc count");
-        check!(*shared.borrow() == [0, 1, 2, 3, 4, 5, 6, 7], "Rc<RefCell<Vec>> content");
+        check!(
+            *shared.borrow() == [0, 1, 2, 3, 4, 5, 6, 7],
+            "Rc<RefCell<Vec>> content"
+        );
         drop(others);
         check!(Rc::strong_count(&shared) == 1, "Rc count after drop");
 
@@ -271,14 +306,14 @@ fn smoke(base: usize) {
 
 /// A random size: mostly small, sometimes up to `max`.
 fn stress_size(rng: &mut Rng, max: u32) -> usize {
-    match rng.next() % 8 {
+    match rng.next_u32() % 8 {
         0..=4 => rng.range(1, 32) as usize,
         5 | 6 => rng.range(33, 96.min(max)) as usize,
         _ => rng.range(1, max) as usize,
     }
 }
 fn stress_align(rng: &mut Rng) -> usize {
-    match rng.next() % 16 {
+    match rng.next_u32() % 16 {
         0 => 16,
         1 => 32,
         2..=5 => 8,
@@ -290,15 +325,22 @@ fn stress_align(rng: &mut Rng) -> usize {
 /// Seeded random alloc/free/realloc over a table of `STRESS_LIVE` slots, every block
 /// filled with a pattern from its tag and checked before it is freed or moved.
 fn stress(base: usize, seed: u32) {
-    hprintln!("stress: seed {:#010x}, {} slots, {} ops, sizes 1..={}", seed, STRESS_LIVE, STRESS_OPS, STRESS_MAX);
+    hprintln!(
+        "stress: seed {:#010x}, {} slots, {} ops, sizes 1..={}",
+        seed,
+        STRESS_LIVE,
+        STRESS_OPS,
+        STRESS_MAX
+    );
     let mut rng = Rng::new(seed);
     let slots = slots();
     let mut live = 0usize;
     let mut peak_live = 0usize;
     let mut peak_used = 0usize;
     let mut reallocs = 0u32;
+    let mut injected = false;
     for op in 0..STRESS_OPS {
-        let i = rng.next() as usize % STRESS_LIVE;
+        let i = rng.next_u32() as usize % STRESS_LIVE;
         let s = slots[i];
         if s.ptr.is_null() {
             let size = stress_size(&mut rng, STRESS_MAX);
@@ -311,46 +353,92 @@ fn stress(base: usize, seed: u32) {
                 HEAP.used(),
                 HEAP.free()
             );
-            check!(p as usize % align == 0, "stress: {p:p} not aligned to {align}");
+            check!(
+                (p as usize).is_multiple_of(align),
+                "stress: {p:p} not aligned to {align}"
+            );
             check!(
                 (p as usize) >= core::ptr::addr_of!(HEAP_MEM) as usize
                     && (p as usize) + size <= core::ptr::addr_of!(HEAP_MEM) as usize + HEAP_SIZE,
                 "stress: block {p:p}+{size} outside the heap"
             );
             fill(p, size, op);
-            slots[i] = Slot { ptr: p, size: size as u16, align: align as u16, tag: op };
+            if cfg!(feature = "inject-failure") && !injected && op >= STRESS_OPS / 2 {
+                // a deliberate corruption: the check before its free must catch it
+                unsafe { p.write_volatile(!pattern(op, 0)) };
+                injected = true;
+            }
+            slots[i] = Slot {
+                ptr: p,
+                size: size as u16,
+                align: align as u16,
+                tag: op,
+            };
             live += 1;
-        } else if rng.next() % 8 == 0 {
+        } else if rng.next_u32().is_multiple_of(8) {
             // realloc: the common prefix must survive
             let old = Layout::from_size_align(s.size as usize, s.align as usize).unwrap();
             let new_size = stress_size(&mut rng, STRESS_MAX);
             verify(s.ptr, s.size as usize, s.tag, "stress before realloc");
             let p = unsafe { realloc(s.ptr, old, new_size) };
-            check!(!p.is_null(), "stress op {op}: realloc to {new_size} returned null, used {}", HEAP.used());
-            check!(p as usize % s.align as usize == 0, "stress: realloc lost alignment {}", s.align);
-            verify(p, (s.size as usize).min(new_size), s.tag, "stress after realloc");
+            check!(
+                !p.is_null(),
+                "stress op {op}: realloc to {new_size} returned null, used {}",
+                HEAP.used()
+            );
+            check!(
+                (p as usize).is_multiple_of(s.align as usize),
+                "stress: realloc lost alignment {}",
+                s.align
+            );
+            verify(
+                p,
+                (s.size as usize).min(new_size),
+                s.tag,
+                "stress after realloc",
+            );
             fill(p, new_size, op);
-            slots[i] = Slot { ptr: p, size: new_size as u16, align: s.align, tag: op };
+            slots[i] = Slot {
+                ptr: p,
+                size: new_size as u16,
+                align: s.align,
+                tag: op,
+            };
             reallocs += 1;
         } else {
             verify(s.ptr, s.size as usize, s.tag, "stress before free");
-            unsafe { dealloc(s.ptr, Layout::from_size_align(s.size as usize, s.align as usize).unwrap()) };
+            unsafe {
+                dealloc(
+                    s.ptr,
+                    Layout::from_size_align(s.size as usize, s.align as usize).unwrap(),
+                )
+            };
             slots[i] = EMPTY;
             live -= 1;
         }
         peak_live = peak_live.max(live);
-        if op % 64 == 0 {
+        if op.is_multiple_of(64) {
             peak_used = peak_used.max(HEAP.used());
         }
     }
     for s in slots.iter_mut() {
         if !s.ptr.is_null() {
             verify(s.ptr, s.size as usize, s.tag, "stress at the end");
-            unsafe { dealloc(s.ptr, Layout::from_size_align(s.size as usize, s.align as usize).unwrap()) };
+            unsafe {
+                dealloc(
+                    s.ptr,
+                    Layout::from_size_align(s.size as usize, s.align as usize).unwrap(),
+                )
+            };
             *s = EMPTY;
         }
     }
-    hprintln!("stress: peak {} live blocks, {} reallocs, peak used() {}", peak_live, reallocs, peak_used);
+    hprintln!(
+        "stress: peak {} live blocks, {} reallocs, peak used() {}",
+        peak_live,
+        reallocs,
+        peak_used
+    );
     check_no_leak("stress", base);
 }
 
@@ -364,7 +452,11 @@ fn fill_until_null(start: usize, size: usize, what: &str) -> usize {
         if p.is_null() {
             return n;
         }
-        check!(n < TABLE, "{what}: more than {TABLE} blocks without a null (used {})", HEAP.used());
+        check!(
+            n < TABLE,
+            "{what}: more than {TABLE} blocks without a null (used {})",
+            HEAP.used()
+        );
         fill(p, size, n as u32);
         tset(n, p, size);
         n += 1;
@@ -397,7 +489,10 @@ fn oom(base: usize) -> usize {
         // as successful)
         let huge_layout = Layout::from_size_align(HEAP_SIZE * 2, 4).unwrap();
         let huge = core::hint::black_box(unsafe { alloc(huge_layout) });
-        check!(huge.is_null(), "oom: alloc of twice the heap did not return null");
+        check!(
+            huge.is_null(),
+            "oom: alloc of twice the heap did not return null"
+        );
         let used = HEAP.used();
         counts[round] = [a, b - a, c - b];
         fills[round] = used;
@@ -417,7 +512,10 @@ fn oom(base: usize) -> usize {
             used * 100 >= HEAP_SIZE * 60,
             "oom: alloc returned null with used() only {used} of {HEAP_SIZE} bytes"
         );
-        check!(used >= a * 512 + (b - a) * 64 + (c - b) * 8, "oom: used() {used} below the bytes handed out");
+        check!(
+            used >= a * 512 + (b - a) * 64 + (c - b) * 8,
+            "oom: used() {used} below the bytes handed out"
+        );
         // free one 512-byte block: a 512-byte allocation works again
         free_table(0..1, "oom");
         let again = unsafe { alloc(Layout::from_size_align(512, 4).unwrap()) };
@@ -468,7 +566,10 @@ fn SysTick() {
     critical_section::with(|cs| {
         // free what the main loop handed over (allocated in thread mode)
         if let Some(v) = TO_IRQ.borrow_ref_mut(cs).take() {
-            if v.iter().enumerate().any(|(i, &x)| x != (i as u8).wrapping_add(v.len() as u8)) {
+            if v.iter()
+                .enumerate()
+                .any(|(i, &x)| x != (i as u8).wrapping_add(v.len() as u8))
+            {
                 IRQ_FAIL.store(2, Ordering::Relaxed);
             }
             drop(v);
@@ -511,27 +612,38 @@ fn irq(base: usize, syst: &mut cortex_m::peripheral::SYST) {
         );
         let f = IRQ_FAIL.load(Ordering::Relaxed);
         check!(f == 0, "irq: the handler saw a corrupted block (check {f})");
-        let i = rng.next() as usize % IRQ_LIVE;
+        let i = rng.next_u32() as usize % IRQ_LIVE;
         let s = slots[i];
         if s.ptr.is_null() {
             let size = stress_size(&mut rng, 64);
             let p = unsafe { alloc(Layout::from_size_align(size, 4).unwrap()) };
-            check!(!p.is_null(), "irq: main-loop alloc({size}) returned null, used {}", HEAP.used());
+            check!(
+                !p.is_null(),
+                "irq: main-loop alloc({size}) returned null, used {}",
+                HEAP.used()
+            );
             fill(p, size, main_ops);
-            slots[i] = Slot { ptr: p, size: size as u16, align: 4, tag: main_ops };
+            slots[i] = Slot {
+                ptr: p,
+                size: size as u16,
+                align: 4,
+                tag: main_ops,
+            };
         } else {
             verify(s.ptr, s.size as usize, s.tag, "irq main loop");
             unsafe { dealloc(s.ptr, Layout::from_size_align(s.size as usize, 4).unwrap()) };
             slots[i] = EMPTY;
         }
-        if main_ops % 16 == 0 {
+        if main_ops.is_multiple_of(16) {
             // take the handler's block (allocated in handler mode) and free it here
             let got = critical_section::with(|cs| TO_MAIN.borrow_ref_mut(cs).take());
             if let Some(b) = got {
                 let n = b.len() as u32;
                 let k = if n > 1 { b[1] } else { 0 };
                 check!(
-                    b.iter().enumerate().all(|(i, &x)| x == (i as u32).wrapping_mul(k)),
+                    b.iter()
+                        .enumerate()
+                        .all(|(i, &x)| x == (i as u32).wrapping_mul(k)),
                     "irq: block from the handler corrupted ({n} words)"
                 );
                 from_irq += 1;
@@ -539,7 +651,9 @@ fn irq(base: usize, syst: &mut cortex_m::peripheral::SYST) {
             }
             // hand the handler a block to free
             let len = 1 + (main_ops as usize % 40);
-            let v: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_add(len as u8)).collect();
+            let v: Vec<u8> = (0..len)
+                .map(|i| (i as u8).wrapping_add(len as u8))
+                .collect();
             let old = critical_section::with(|cs| TO_IRQ.borrow_ref_mut(cs).replace(v));
             drop(old);
         }
@@ -569,7 +683,10 @@ fn irq(base: usize, syst: &mut cortex_m::peripheral::SYST) {
         main_ops,
         from_irq
     );
-    check!(n > 0 && from_irq > 0, "irq: handler ran {n} times, {from_irq} blocks came from it");
+    check!(
+        n > 0 && from_irq > 0,
+        "irq: handler ran {n} times, {from_irq} blocks came from it"
+    );
     check_no_leak("irq", base);
 }
 
@@ -639,7 +756,10 @@ fn frag(base: usize) {
         reached * 100 / HEAP_SIZE
     );
     let _ = requested_live;
-    check!(reached * 2 >= HEAP_SIZE, "frag: only {reached} live bytes reached after the refill");
+    check!(
+        reached * 2 >= HEAP_SIZE,
+        "frag: only {reached} live bytes reached after the refill"
+    );
     free_table(0..end, "frag");
     check_no_leak("frag", base);
 }
@@ -655,7 +775,12 @@ fn region(base: usize, first_fill: usize) {
     // SAFETY: the rest of the array, given to nothing before, handed over once.
     unsafe { HEAP.add_region(start, REGION2_SIZE) };
     let free = HEAP.free();
-    hprintln!("region: added {} bytes at {:#010x}; free() now {}", REGION2_SIZE, start, free);
+    hprintln!(
+        "region: added {} bytes at {:#010x}; free() now {}",
+        REGION2_SIZE,
+        start,
+        free
+    );
     let n = fill_until_null(0, 64, "region");
     let used = HEAP.used();
     let mut in_second = 0;
@@ -672,7 +797,10 @@ fn region(base: usize, first_fill: usize) {
         in_second
     );
     check!(in_second > 0, "region: no block came from the added region");
-    check!(used > first_fill, "region: the fill reached {used} bytes, no more than the first region alone ({first_fill})");
+    check!(
+        used > first_fill,
+        "region: the fill reached {used} bytes, no more than the first region alone ({first_fill})"
+    );
     free_table(0..n, "region");
     check_no_leak("region", base);
 }
