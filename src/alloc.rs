@@ -56,6 +56,22 @@ pub(crate) unsafe fn malloc_small(heap: *mut RawHeap, size: usize, zero: bool) -
     let page = unsafe { (*heap).pages_direct[wsize_from_size(size)] };
     // SAFETY: as above, the page is readable.
     if unsafe { (*page).free.is_null() } {
+        // Small geometry: a page holds few blocks (512 bytes of them), so its `free` list
+        // runs out every few allocations; taking the owner's frees back in place costs a
+        // few instructions where the generic path costs hundreds. (The generic path still
+        // runs when both lists are empty; the embedded heap has no remote frees to collect.)
+        #[cfg(feature = "small")]
+        // SAFETY: a page of the caller's heap (the empty page's lists are both null, and
+        // it is not written): its lists are the owner's to move.
+        unsafe {
+            let local = (*page).local_free;
+            if !local.is_null() {
+                (*page).free = local;
+                (*page).local_free = ptr::null_mut();
+                (*page).free_is_zero = false;
+                return page_pop(page, size, zero);
+            }
+        }
         // SAFETY: forwarding the caller's heap.
         return unsafe { malloc_generic(heap, size, zero, 0) };
     }

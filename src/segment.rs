@@ -149,6 +149,7 @@ pub(crate) const fn slice_mask(from: usize, to: usize) -> u64 {
 
 /// Bytes of the header of a segment of `kind`: the segment struct and its pages' metadata
 /// (before rounding up to whole OS pages).
+#[cfg_attr(not(feature = "embedded"), allow(dead_code))] // reported by `embedded::Heap::metadata`
 pub(crate) const fn header_size(kind: SegmentKind) -> usize {
     let pages = match kind {
         SegmentKind::Small => SMALL_PAGES_PER_SEGMENT,

@@ -149,8 +149,11 @@ impl Heap {
     }
 
     /// The heap, once `init` ran (inside a critical section).
+    #[inline(always)]
     fn heap(&self) -> Option<*mut RawHeap> {
-        if !self.ready.load(Ordering::Acquire) {
+        // Relaxed: callers are inside a critical section, and `init` set `ready` inside
+        // one: the critical sections order the two (a barrier less on every call).
+        if !self.ready.load(Ordering::Relaxed) {
             return None;
         }
         let state = self.state.get() as *mut State;
