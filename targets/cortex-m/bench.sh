@@ -154,3 +154,32 @@ table() { # board out-file heap-description
     table mps2-an385 target/bench-mps2-an385-1.txt "Cortex-M3, 64 KiB heap, -icount shift=3" 65536
 } >results.md
 echo "== wrote $(pwd)/results.md" >&2
+
+# ---- README: the section between the cortex-m markers ---------------------------------
+commit=$(git -C ../.. rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=""
+git -C ../.. diff --quiet HEAD -- . ../../src ../../Cargo.toml 2>/dev/null || dirty=" + uncommitted changes"
+python3 - "$commit$dirty" <<'PY'
+import re, sys
+commit = sys.argv[1]
+res = open("results.md").read()
+lm3s = res[res.index("### lm3s6965evb"):res.index("### mps2-an385")].strip()
+meta = [l for l in open("target/bench-lm3s6965evb-1.txt") if l.startswith("metadata shardalloc")]
+section = (
+    "Measured by `targets/cortex-m/bench.sh` (shardalloc at " + commit + "): instructions "
+    "counted by QEMU (`-icount`), every allocator on the same heap in one firmware, inside "
+    "the same critical section. All boards and the rusty_alloc column: "
+    "[targets/cortex-m/results.md](targets/cortex-m/results.md).\n\n"
+    + (meta[0].strip().replace("metadata shardalloc: ", "RAM overhead (32-bit): ") + ".\n\n" if meta else "")
+    + lm3s.replace("### ", "#### ") + "\n"
+)
+readme = open("../../README.md").read()
+begin, end = "<!-- cortex-m:begin -->", "<!-- cortex-m:end -->"
+if begin not in readme:
+    sys.exit("README.md has no " + begin + " marker")
+a = readme.index(begin) + len(begin)
+b = readme.index(end)
+open("../../README.md", "w").write(readme[:a] + "\n" + section + readme[b:])
+print("== README.md: Cortex-M section rewritten", file=sys.stderr)
+PY
+

@@ -520,6 +520,16 @@ fn main() -> ! {
         o0,
         o1
     );
+    #[cfg(feature = "shardalloc")]
+    {
+        let m = shardalloc::embedded::Heap::metadata();
+        hprintln!(
+            "metadata shardalloc: Heap static {} bytes, page entry {} bytes, header of an 8 KiB segment {} bytes (rounded up to 256)",
+            m.heap,
+            m.page,
+            m.small_segment_header
+        );
+    }
 
     let mut all: [(&str, Results); 5] = [("", Results::default()); 5];
     let mut k = 0;
