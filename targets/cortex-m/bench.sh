@@ -158,7 +158,7 @@ echo "== wrote $(pwd)/results.md" >&2
 # ---- README: the section between the cortex-m markers ---------------------------------
 commit=$(git -C ../.. rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=""
-git -C ../.. diff --quiet HEAD -- src build.rs Cargo.toml memory ../../src ../../Cargo.toml 2>/dev/null || dirty=" + uncommitted changes"
+git -C ../.. diff --quiet HEAD -- targets/cortex-m/src targets/cortex-m/build.rs targets/cortex-m/Cargo.toml targets/cortex-m/memory src Cargo.toml 2>/dev/null || dirty=" + uncommitted changes"
 python3 - "$commit$dirty" <<'PY'
 import re, sys
 commit = sys.argv[1]
