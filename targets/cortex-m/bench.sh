@@ -141,7 +141,7 @@ table() { # board out-file heap-description
     echo "# Cortex-M allocator benchmark (instructions under QEMU)"
     echo
     echo "Written by \`targets/cortex-m/bench.sh\` on $(date -u +%Y-%m-%d) (shardalloc at" \
-        "$(git -C ../.. rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C ../.. diff --quiet -- ../../src 2>/dev/null || echo ' + uncommitted changes'))."
+        "$(git -C ../.. rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C ../.. diff --quiet HEAD -- src targets/cortex-m/src 2>/dev/null || echo ' + uncommitted changes'))."
     echo "Each allocator is a static used through its \`GlobalAlloc\` implementation, on the same"
     echo "heap memory, one after the other in one firmware; embedded-alloc's heaps, talc and"
     echo "rusty_alloc run inside a critical section (\`cortex-m\`'s single-core implementation),"
