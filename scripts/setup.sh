@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks for shardalloc's demo and tests:
-# the x86_64-unknown-none target (rust-toolchain.toml) and QEMU; gcc, g++ and binutils
+# the rustup targets of rust-toolchain.toml (the kernel's, the microcontrollers', i686)
+# and QEMU for x86_64 and ARM; gcc (with its 32-bit runtime), g++ and binutils
 # (nm, readelf, objdump) for the C library's tests; and the real programs that
 # tests/preload.rs runs under LD_PRELOAD (python3, perl, git, coreutils' sort, md5sum,
 # tail and timeout). A test whose tool is missing fails (see tests/c/harness.rs).
@@ -23,14 +24,23 @@ command -v git >/dev/null || need_apt+=(git)
 for tool in sort md5sum tail timeout; do
     command -v "$tool" >/dev/null || { need_apt+=(coreutils); break; }
 done
+# 32-bit hosted tests (tests/targets.rs): gcc's 32-bit runtime and libc
+[ -e /usr/lib/gcc/x86_64-linux-gnu/"$(gcc -dumpversion 2>/dev/null | cut -d. -f1)"/32/libgcc.a ] \
+    || need_apt+=(gcc-multilib)
+# the Cortex-M firmware of tests/firmware.rs
+command -v qemu-system-arm >/dev/null || need_apt+=(qemu-system-arm)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]}"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
-# rust-toolchain.toml names the target; make sure rustup has it even with an older rustup
+# rust-toolchain.toml names the targets; make sure rustup has them even with an older rustup
+# (the kernel; the microcontroller and 32-bit targets of tests/targets.rs)
 if command -v rustup >/dev/null; then
-    rustup target list --installed 2>/dev/null | grep -q '^x86_64-unknown-none$' \
-        || rustup target add x86_64-unknown-none
+    installed=$(rustup target list --installed 2>/dev/null)
+    for t in x86_64-unknown-none thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf \
+             riscv32imac-unknown-none-elf i686-unknown-linux-gnu; do
+        grep -q "^$t\$" <<<"$installed" || rustup target add "$t"
+    done
 fi

@@ -5,8 +5,8 @@
 //! Segment-level only: a reclaimed segment is handed back to the caller, whose live pages
 //! it then adopts into a heap of its choice.
 
+use crate::sync::{AtomicUsize, Ordering};
 use core::ptr;
-use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::os::Os;
 use crate::page::{Delayed, FLAG_IN_FULL};

@@ -8,8 +8,8 @@
 //!
 //! [`Os`]: crate::os::Os
 
+use crate::sync::{AtomicUsize, Ordering};
 use core::ptr;
-use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// A segment region kept for reuse.
 #[derive(Clone, Copy)]

@@ -2,8 +2,8 @@
 //! memory; forced collection purges at once and frees abandoned segments that emptied;
 //! abandoning collection detaches every page from the heap (its thread is done).
 
+use crate::sync::Ordering;
 use core::ptr;
-use core::sync::atomic::Ordering;
 
 use crate::abandon::abandoned_collect;
 use crate::free::{heap_collect_retired, heap_delayed_free};

@@ -9,8 +9,8 @@
 //! Kernels (no `std`) have no first-class heaps yet: there, this module is unused.
 #![cfg_attr(not(feature = "std"), allow(dead_code))]
 
+use crate::sync::Ordering;
 use core::ptr::{self, addr_of_mut};
-use core::sync::atomic::Ordering;
 
 use crate::alloc::malloc_aligned;
 use crate::free::{free, heap_delayed_free};

@@ -10,10 +10,12 @@
 //! 6. [`usable_size`], and [`check_block`]: the checks of checked mode (invalid and double
 //!    frees) before a free.
 
+use crate::sync::Ordering;
 use core::ptr;
-use core::sync::atomic::Ordering;
 
-use crate::heap::{queue_bin_of, OwnedHeap};
+#[cfg(not(feature = "small"))]
+use crate::heap::queue_bin_of;
+use crate::heap::OwnedHeap;
 use crate::page::{Block, Page, FLAG_HAS_ALIGNED};
 use crate::page_queue::{page_free, page_unfull};
 use crate::segment::{checked_page, ptr_segment, NotInBlocks};
@@ -240,6 +242,31 @@ unsafe fn page_retire(page: *mut Page) {
 #[cold]
 #[inline(never)]
 unsafe fn page_retire_slow(page: *mut Page) {
+    // Small geometry: an empty page stays in its queue, ready for its size class. Its
+    // memory is needed back only when an allocation of another size fails, and then the
+    // generic path frees every empty page before it gives up (`Collect::Force`). Freeing
+    // and re-making small pages on every emptying would cost hundreds of instructions a
+    // time, for memory that no OS wants back.
+    #[cfg(feature = "small")]
+    // SAFETY: the calling thread owns the page (caller).
+    unsafe {
+        (*page).flags &= !FLAG_HAS_ALIGNED;
+        // marked retired, so that the next emptying of a page alone in its queue takes the
+        // inline path of `page_retire` (its bin is outside the heap's retired range, so no
+        // countdown frees it)
+        (*page).retire_expire = 1;
+    }
+    #[cfg(not(feature = "small"))]
+    // SAFETY: the calling thread owns the page (caller), and so its heap.
+    unsafe {
+        page_retire_default(page)
+    }
+}
+
+/// # Safety
+/// As `page_retire`.
+#[cfg(not(feature = "small"))]
+unsafe fn page_retire_default(page: *mut Page) {
     // SAFETY: the calling thread owns the page (caller), and so its heap.
     let heap = unsafe { OwnedHeap::new((*page).heap()) };
     let h = heap.as_ptr();

@@ -7,8 +7,8 @@
 //! A heap is owned by one thread (hosted) or one CPU (kernel). Only its owner allocates
 //! from it; any thread may free into it.
 
+use crate::sync::{AtomicPtr, Ordering};
 use core::ptr::{self, addr_of, NonNull};
-use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::domain::Domain;
 use crate::list::List;

@@ -9,7 +9,7 @@
 //! | layer | files |
 //! |---|---|
 //! | C API | `c_api/` (feature `override`) |
-//! | which heap serves the caller | `global/hosted.rs` (+ `global/tls.rs`), `global/percpu.rs`, `global/mod.rs` |
+//! | which heap serves the caller | `global/hosted.rs` (+ `global/tls.rs`), `global/percpu.rs`, `global/embedded.rs`, `global/mod.rs` |
 //! | thread data | `thread.rs`: a thread's (CPU's) data, thread exit |
 //! | first-class heaps | `first_class.rs`: new, delete, destroy, visit |
 //! | allocation | `alloc.rs`: malloc fast and generic paths, fresh pages, huge, aligned, realloc |
@@ -21,7 +21,7 @@
 //! | page | `page.rs`: one page and its three free lists |
 //! | accounting | `cache.rs` (region cache), `os.rs` (limit, statistics, clock) |
 //! | page source | `source/` |
-//! | leaves | `size_class.rs`, `stats.rs`, `list.rs`, `segment_map.rs` (hosted) |
+//! | leaves | `sync.rs` (atomics), `size_class.rs`, `stats.rs`, `list.rs`, `segment_map.rs` (hosted) |
 //!
 //! The one deliberate back-edge: a page records its owning heap (`page.rs` names
 //! `heap::RawHeap`), because a remote free into a full page must reach that heap's
@@ -33,12 +33,21 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+// The small geometry is for fixed memory (microcontrollers): the hosted allocator's map of
+// live segments (one bit per possible segment of the address space) would not fit.
+#[cfg(all(feature = "small", feature = "std"))]
+compile_error!(
+    "shardalloc's features `small`/`embedded` are for `no_std` targets: build with \
+     `default-features = false` (the `std` feature is the hosted allocator)"
+);
+
 // leaves
 mod list;
 #[cfg(feature = "std")]
 mod segment_map;
 pub mod size_class;
 mod stats;
+mod sync;
 // page source and accounting
 mod cache;
 mod os;
@@ -63,6 +72,8 @@ mod c_api;
 mod global;
 
 pub use domain::Domain;
+#[cfg(feature = "embedded")]
+pub use global::embedded;
 pub use global::percpu::{CpuLocal, PerCpuAlloc, SingleCpu};
 pub use os::{DEFAULT_PURGE_DELAY, DEFAULT_PURGE_DELAY_TICKS};
 pub use source::{PageSource, Region, SourceConfig, SourceError};

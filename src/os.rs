@@ -7,8 +7,8 @@
 //!
 //! Nothing here knows segments, pages or heaps: it deals in regions and byte ranges.
 
+use crate::sync::{AtomicIsize, AtomicUsize, Ordering};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use crate::cache::{Cached, RegionCache};
 use crate::source::{PageSource, Region, SourceConfig};
@@ -30,7 +30,7 @@ pub(crate) struct Os {
     pub stats: AtomicStats,
     cache: RegionCache,
     /// Purge delay in time units of `now()`; negative = never purge.
-    purge_delay: AtomicI64,
+    purge_delay: AtomicIsize,
     /// Most bytes that may be reserved from the source (0 = no limit), and how many are.
     limit: AtomicUsize,
     reserved: AtomicUsize,
@@ -45,10 +45,10 @@ impl Os {
             source,
             stats: AtomicStats::new(),
             cache: RegionCache::new(),
-            purge_delay: AtomicI64::new(if clock.is_some() {
-                DEFAULT_PURGE_DELAY
+            purge_delay: AtomicIsize::new(if clock.is_some() {
+                DEFAULT_PURGE_DELAY as isize
             } else {
-                DEFAULT_PURGE_DELAY_TICKS
+                DEFAULT_PURGE_DELAY_TICKS as isize
             }),
             limit: AtomicUsize::new(0),
             reserved: AtomicUsize::new(0),
@@ -62,10 +62,10 @@ impl Os {
         self.source.config()
     }
 
-    /// The OS page size, at least 4 KiB.
+    /// The OS page size, at least `MIN_OS_PAGE` (4 KiB; 256 bytes in the small geometry).
     #[inline]
     pub(crate) fn page_size(&self) -> usize {
-        self.config().page_size.max(4096)
+        self.config().page_size.max(crate::size_class::MIN_OS_PAGE)
     }
 
     /// Domain time: milliseconds with a clock, else a count of slow-path events.
@@ -84,10 +84,12 @@ impl Os {
     }
 
     pub(crate) fn purge_delay(&self) -> i64 {
-        self.purge_delay.load(Ordering::Relaxed)
+        self.purge_delay.load(Ordering::Relaxed) as i64
     }
 
     pub(crate) fn set_purge_delay(&self, delay: i64) {
+        // (an `isize` holds any sensible delay; clamping keeps "never" negative)
+        let delay = delay.clamp(isize::MIN as i64, isize::MAX as i64) as isize;
         self.purge_delay.store(delay, Ordering::Relaxed)
     }
 

@@ -6,8 +6,8 @@
 //! - `thread_free`: frees from other threads, pushed with one CAS. Its two low bits hold
 //!   the delayed-free state (see [`Delayed`]).
 
+use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::heap::RawHeap; // the one back-edge: a page knows its owning heap (see lib.rs)
 use crate::list::{Linked, Links, List};
@@ -113,6 +113,9 @@ pub(crate) struct Page {
     pub segment_in_use: bool,
     /// Generic-malloc rounds left before a retired (empty) page is freed; 0 = not retired.
     pub retire_expire: u8,
+    /// Small geometry: this entry is slice `span_offset` of the page that starts
+    /// `span_offset` entries before it (0 for the page's own entry). Always 0 otherwise.
+    pub span_offset: u8,
     /// Remote frees (block list | `Delayed` state in the low 2 bits).
     pub xthread_free: AtomicUsize,
     /// The owning heap (null when abandoned or unused). Remote frees read it to reach
@@ -153,6 +156,7 @@ impl Page {
         segment_idx: 0,
         segment_in_use: false,
         retire_expire: 0,
+        span_offset: 0,
         xthread_free: AtomicUsize::new(Delayed::NoDelayedFree as usize),
         xheap: AtomicPtr::new(ptr::null_mut()),
         links: Links::new(),

@@ -17,8 +17,8 @@
 //! segment functions take a `mi_segments_tld_t`. What a page holds, and which heap, is
 //! the caller's business.
 
+use crate::sync::{AtomicUsize, Ordering};
 use core::ptr;
-use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::list::{Linked, Links, List};
 use crate::os::Os;
@@ -43,9 +43,10 @@ pub(crate) const NO_OWNER: usize = 1;
 /// Segment header.
 ///
 /// Invariants (checked by [`Segment::check`] in debug builds):
-/// - `used` = pages with `segment_in_use`, `used <= capacity`;
+/// - `used` = pages with `segment_in_use`, `used <= capacity - first_page`; pages before
+///   `first_page` are never used;
 /// - the segment is in its owner's free queue (`in_free_queue`) iff it is small/medium,
-///   owned, and `used < capacity`;
+///   owned, and `used < capacity - first_page`;
 /// - `owner == ABANDONED` iff the segment is abandoned, and then `ctx` is null; otherwise
 ///   `owner` is the address of `*ctx`;
 /// - `purge_mask` bits are set only for pages not in use;
@@ -64,6 +65,9 @@ pub(crate) struct Segment {
     /// Number of pages, and how many are in use.
     pub capacity: usize,
     pub used: usize,
+    /// The first page that can hold blocks: 1 when the header leaves page 0 too little
+    /// room for a block of its largest size class (the small geometry on 64-bit hosts).
+    pub first_page: usize,
     /// Bytes from the segment start to its end.
     pub segment_size: usize,
     /// Bytes of the header (page-size aligned); page 0 starts after it.
@@ -87,11 +91,14 @@ pub(crate) struct Segment {
     /// Pages waiting to be purged, and when (domain time).
     pub purge_mask: u64,
     pub purge_expire: u64,
+    /// Small geometry: the slices (512-byte pages) in use by pages; a page is a run of
+    /// slices, its metadata in the entry of its first slice (see `Page::span_offset`).
+    pub slices_used: u64,
     /// Page metadata; really `capacity` entries (the header is sized for them).
     pages: [Page; 1],
 }
 
-const SEGMENT_COOKIE: usize = 0x5a4d_a110_c5e9_0d17;
+const SEGMENT_COOKIE: usize = 0x5a4d_a110_c5e9_0d17_u64 as usize; // truncated on 32-bit targets
 
 /// What a new segment header is made of (the rest starts empty).
 pub(crate) struct SegmentHeader {
@@ -101,6 +108,7 @@ pub(crate) struct SegmentHeader {
     pub address: usize,
     pub kind: SegmentKind,
     pub capacity: usize,
+    pub first_page: usize,
     pub segment_size: usize,
     pub info_size: usize,
     pub region: *mut u8,
@@ -131,10 +139,77 @@ unsafe impl Linked<AllSegments> for Segment {
     }
 }
 
+/// The bits of slices `from..to` (small geometry).
+#[cfg(feature = "small")]
+#[inline]
+pub(crate) const fn slice_mask(from: usize, to: usize) -> u64 {
+    let upto = if to >= 64 { u64::MAX } else { (1u64 << to) - 1 };
+    upto & !((1u64 << from) - 1)
+}
+
+/// Bytes of the header of a segment of `kind`: the segment struct and its pages' metadata
+/// (before rounding up to whole OS pages).
+#[cfg_attr(not(feature = "embedded"), allow(dead_code))] // reported by `embedded::Heap::metadata`
+pub(crate) const fn header_size(kind: SegmentKind) -> usize {
+    let pages = match kind {
+        SegmentKind::Small => SMALL_PAGES_PER_SEGMENT,
+        SegmentKind::Medium => MEDIUM_PAGES_PER_SEGMENT,
+        SegmentKind::Large | SegmentKind::Huge => 1,
+    };
+    core::mem::size_of::<Segment>() + (pages - 1) * core::mem::size_of::<Page>()
+}
+
 /// The segment of a block pointer.
+#[cfg(not(feature = "small"))]
 #[inline(always)]
 pub(crate) fn ptr_segment(p: *const u8) -> *mut Segment {
     ((p as usize).wrapping_sub(1) & !SEGMENT_MASK) as *mut Segment
+}
+
+/// The segment of a block pointer. In the small geometry, segments are aligned to their
+/// size relative to a phase (`segment_phase`): a microcontroller's heap starts wherever
+/// the linker put it, and aligning 8 KiB segments to absolute addresses would waste up to
+/// 8 KiB of a 16 KiB heap. Three more instructions than the absolute mapping.
+#[cfg(feature = "small")]
+#[inline(always)]
+pub(crate) fn ptr_segment(p: *const u8) -> *mut Segment {
+    let phase = SEGMENT_PHASE.load(Ordering::Relaxed);
+    (((p as usize).wrapping_sub(1).wrapping_sub(phase) & !SEGMENT_MASK).wrapping_add(phase))
+        as *mut Segment
+}
+
+/// The phase of segment alignment (small geometry): segments start at addresses `a` with
+/// `(a - phase) % SEGMENT_SIZE == 0`. Set once, before the first segment exists.
+#[cfg(feature = "small")]
+static SEGMENT_PHASE: AtomicUsize = AtomicUsize::new(0);
+/// Whether `SEGMENT_PHASE` was set (by the first heap to take memory).
+#[cfg(feature = "small")]
+static PHASE_SET: crate::sync::AtomicBool = crate::sync::AtomicBool::new(false);
+
+/// The phase of segment alignment (always 0 in the default geometry).
+#[inline(always)]
+pub(crate) fn segment_phase() -> usize {
+    #[cfg(feature = "small")]
+    return SEGMENT_PHASE.load(Ordering::Relaxed);
+    #[cfg(not(feature = "small"))]
+    0
+}
+
+/// Sets the phase of segment alignment to `start % SEGMENT_SIZE` if no phase was set yet,
+/// and returns the phase in force (small geometry). Sources must then hand out segment
+/// regions at that phase ([`RegionSource::set_phase`](crate::source::RegionSource)).
+///
+/// # Safety
+/// No segment exists yet if the phase changes (the first call with a non-zero phase must
+/// come before the first allocation).
+#[cfg(feature = "small")]
+pub(crate) unsafe fn adopt_segment_phase(start: usize) -> usize {
+    if PHASE_SET.swap(true, Ordering::AcqRel) {
+        return SEGMENT_PHASE.load(Ordering::Relaxed);
+    }
+    let phase = start & SEGMENT_MASK;
+    SEGMENT_PHASE.store(phase, Ordering::Relaxed);
+    phase
 }
 
 /// The segment of `p` if `p` points into a live segment of this process (hosted builds
@@ -211,6 +286,7 @@ impl Segment {
             cookie: SEGMENT_COOKIE ^ h.address,
             kind: h.kind,
             capacity: h.capacity,
+            first_page: h.first_page,
             used: 0,
             segment_size: h.segment_size,
             info_size: h.info_size,
@@ -225,6 +301,7 @@ impl Segment {
             abandoned_next: ptr::null_mut(),
             purge_mask: 0,
             purge_expire: 0,
+            slices_used: 0,
             pages: [Page::EMPTY],
         }
     }
@@ -243,7 +320,22 @@ impl Segment {
         let idx = (p as usize - self as *const Segment as usize) >> self.page_shift;
         debug_assert!(idx < self.capacity);
         // SAFETY: the header holds `capacity` pages and `idx < capacity`.
-        unsafe { self.page(idx) }
+        let entry = unsafe { self.page(idx) };
+        // Small geometry: a page spans several slices; the entry of a later slice says how
+        // far back the page's own entry is (two more instructions).
+        #[cfg(feature = "small")]
+        // SAFETY: `entry` is in the header; `span_offset` never reaches before entry 0.
+        let entry = unsafe { entry.sub((*entry).span_offset as usize) };
+        entry
+    }
+
+    /// Whether a page can still be claimed here (small and medium segments).
+    #[inline]
+    pub(crate) fn has_room(&self) -> bool {
+        #[cfg(feature = "small")]
+        return self.slices_used != slice_mask(self.first_page, self.capacity);
+        #[cfg(not(feature = "small"))]
+        return self.used < self.usable_pages();
     }
 
     /// # Safety
@@ -258,6 +350,12 @@ impl Segment {
         self.cookie == SEGMENT_COOKIE ^ (self as *const Segment as usize)
     }
 
+    /// Pages that can hold blocks.
+    #[inline]
+    pub(crate) fn usable_pages(&self) -> usize {
+        self.capacity - self.first_page
+    }
+
     /// Small and medium segments hold several pages and sit in free queues.
     fn has_queue(&self) -> bool {
         matches!(self.kind, SegmentKind::Small | SegmentKind::Medium)
@@ -269,8 +367,15 @@ impl Segment {
         if self.has_queue() {
             let psize = 1usize << self.page_shift;
             let start = base.wrapping_add(idx * psize);
-            if idx == 0 {
-                (start.wrapping_add(self.info_size), psize - self.info_size)
+            // the page in which the header ends (page 0 unless pages are smaller than the
+            // header, as the small geometry's slices): it starts after the header; pages
+            // before it are never used
+            let header_page = self.info_size / psize;
+            if idx == header_page {
+                (
+                    base.wrapping_add(self.info_size),
+                    (idx + 1) * psize - self.info_size,
+                )
             } else {
                 (start, psize)
             }
@@ -291,7 +396,7 @@ impl Segment {
             return;
         }
         assert!(self.is_valid_cookie(), "segment cookie");
-        assert!(self.used <= self.capacity);
+        assert!(self.used <= self.usable_pages());
         let mut used = 0;
         for i in 0..self.capacity {
             // SAFETY: i < capacity; the caller owns the segment, so no one writes its pages.
@@ -311,7 +416,7 @@ impl Segment {
             assert_eq!(self.owner.load(Ordering::Relaxed), self.ctx as usize);
             assert_eq!(
                 self.in_free_queue,
-                self.has_queue() && self.used < self.capacity,
+                self.has_queue() && self.has_room(),
                 "free queue membership"
             );
         }
@@ -480,8 +585,8 @@ impl SegmentsTld {
     pub(crate) unsafe fn requeue(&mut self, s: *mut Segment) {
         // SAFETY: `s` is a live segment of this owner (the `# Safety` contract): only the
         // calling thread writes its header, so reading it races with no one.
-        let (queued, used, capacity) = unsafe { ((*s).in_free_queue, (*s).used, (*s).capacity) };
-        if !queued && used < capacity {
+        let (queued, room) = unsafe { ((*s).in_free_queue, (*s).has_room()) };
+        if !queued && room {
             // SAFETY: `s` is a live segment of this owner and in no free queue
             // (`in_free_queue` is false, the `SegmentsTld` invariants).
             unsafe { self.free_queue_push(s) };
@@ -511,7 +616,11 @@ pub(crate) const fn align_up(x: usize, a: usize) -> usize {
 
 /// The segment kind for blocks of `block_size`.
 pub(crate) fn kind_for(block_size: usize) -> SegmentKind {
-    if block_size <= SMALL_OBJ_SIZE_MAX {
+    // the small geometry's segments hold pages of every size up to large blocks, as runs
+    // of slices
+    if cfg!(feature = "small") && block_size <= LARGE_OBJ_SIZE_MAX {
+        SegmentKind::Small
+    } else if block_size <= SMALL_OBJ_SIZE_MAX {
         SegmentKind::Small
     } else if block_size <= MEDIUM_OBJ_SIZE_MAX {
         SegmentKind::Medium

@@ -19,7 +19,13 @@ use crate::size_class::*;
 
 /// Segment regions up to this size are cached for reuse when they empty; bigger ones go
 /// back to the source at once (the faults of re-touching them dwarf the source calls).
-const CACHE_SIZE_MAX: usize = 16 * SEGMENT_SIZE;
+/// (None in the small geometry: its sources are plain memory, with no faults to save, and
+/// a cached region is memory that other segments cannot get.)
+const CACHE_SIZE_MAX: usize = if cfg!(feature = "small") {
+    0
+} else {
+    16 * SEGMENT_SIZE
+};
 
 /// Allocates a segment for `ctx`'s owner. For huge segments, `huge_size` is the block
 /// size and `huge_align` its alignment. Null when out of memory.
@@ -29,19 +35,50 @@ fn segment_alloc(
     huge_size: usize,
     huge_align: usize,
 ) -> *mut Segment {
+    segment_alloc_sized(ctx, kind, huge_size, huge_align, SMALL_PAGES_PER_SEGMENT)
+}
+
+/// As `segment_alloc`; a segment of small pages has `small_pages` of them (fewer than a
+/// whole segment's only in the small geometry, where a heap's last segment may be short).
+fn segment_alloc_sized(
+    ctx: &mut SegmentsTld,
+    kind: SegmentKind,
+    huge_size: usize,
+    huge_align: usize,
+    small_pages: usize,
+) -> *mut Segment {
     let os = ctx.os();
     let cfg = os.config();
     let os_page = os.page_size();
     let (capacity, page_shift) = match kind {
-        SegmentKind::Small => (SMALL_PAGES_PER_SEGMENT, SMALL_PAGE_SHIFT),
+        SegmentKind::Small => (small_pages, SMALL_PAGE_SHIFT),
         SegmentKind::Medium => (MEDIUM_PAGES_PER_SEGMENT, MEDIUM_PAGE_SHIFT),
         SegmentKind::Large | SegmentKind::Huge => (1, usize::BITS as usize - 1),
     };
     let header = size_of::<Segment>() + (capacity - 1) * size_of::<Page>();
     let mut info_size = align_up(header, os_page);
+    // The page in which the header ends (page 0, unless pages are smaller than the header)
+    // is shrunk by it; when that leaves it no room for a block of its largest size class
+    // (a quarter page), it is not used either.
+    let first_page = match kind {
+        SegmentKind::Small | SegmentKind::Medium => {
+            let psize = 1usize << page_shift;
+            let header_page = info_size / psize;
+            if (header_page + 1) * psize - info_size < psize / 4 {
+                header_page + 1
+            } else {
+                header_page
+            }
+        }
+        _ => 0,
+    };
     let mut front = 0;
     let mut region_align = SEGMENT_SIZE;
-    let mut segment_size = SEGMENT_SIZE;
+    let mut segment_size = if kind == SegmentKind::Small {
+        small_pages << SMALL_PAGE_SHIFT
+    } else {
+        SEGMENT_SIZE
+    };
     if kind == SegmentKind::Huge {
         if huge_align > SEGMENT_SIZE {
             // the block sits exactly one segment size into the segment (found through
@@ -90,7 +127,10 @@ fn segment_alloc(
         },
     };
     let seg_ptr = region.ptr.as_ptr().wrapping_add(front);
-    debug_assert_eq!(seg_ptr as usize & SEGMENT_MASK, 0);
+    debug_assert_eq!(
+        (seg_ptr as usize).wrapping_sub(crate::segment::segment_phase()) & SEGMENT_MASK,
+        0
+    );
     // SAFETY: `seg_ptr` is inside the region, not null.
     let seg_nn = unsafe { NonNull::new_unchecked(seg_ptr) };
     // A huge block (over 2 MiB) is touched in big pieces: large OS pages save most of its
@@ -142,6 +182,7 @@ fn segment_alloc(
                 address: seg_ptr as usize,
                 kind,
                 capacity,
+                first_page,
                 segment_size,
                 info_size,
                 region: region.ptr.as_ptr(),
@@ -242,7 +283,7 @@ unsafe fn page_claim(ctx: &mut SegmentsTld, segment: *mut Segment) -> *mut Page 
     // other thread writes its header; this shared reference ends before anything writes it.
     let seg = unsafe { &*segment };
     debug_assert_eq!(seg.ctx, ctx as *mut SegmentsTld);
-    let Some(idx) = (0..seg.capacity).find(|&i| {
+    let Some(idx) = (seg.first_page..seg.capacity).find(|&i| {
         // SAFETY: `i < capacity`; the page metadata lies in the live header.
         !unsafe { (*seg.page(i)).segment_in_use }
     }) else {
@@ -281,7 +322,7 @@ unsafe fn page_claim(ctx: &mut SegmentsTld, segment: *mut Segment) -> *mut Page 
     seg.committed += newly_committed;
     seg.purge_mask &= !(1u64 << idx);
     seg.used += 1;
-    if seg.used == seg.capacity {
+    if seg.used == seg.usable_pages() {
         // SAFETY: `segment` is a live segment of `ctx` (the `# Safety` contract); `seg` is
         // no longer used.
         unsafe { ctx.free_queue_remove(segment) };
@@ -309,6 +350,10 @@ pub(crate) fn page_alloc(
     } else {
         kind_for(block_size)
     };
+    #[cfg(feature = "small")]
+    if kind == SegmentKind::Small {
+        return span_alloc(ctx, block_size);
+    }
     let queued = match ctx.free_queue(kind) {
         Some(q) => q.first,
         None => ptr::null_mut(),
@@ -344,6 +389,14 @@ pub(crate) unsafe fn page_size(page: *const Page) -> usize {
     // SAFETY: `page_start` lies in the page's segment, past its start, so `ptr_segment`
     // gives that live segment, whose header is readable.
     let seg = unsafe { &*ptr_segment(pg.page_start) };
+    #[cfg(feature = "small")]
+    if seg.kind == SegmentKind::Small {
+        return span_area(
+            seg,
+            pg.segment_idx as usize,
+            span_len(seg, pg.segment_idx as usize),
+        );
+    }
     seg.page_area(pg.segment_idx as usize).1
 }
 
@@ -456,6 +509,10 @@ pub(crate) unsafe fn page_free_in(ctx: Option<&mut SegmentsTld>, page: *mut Page
     // SAFETY: the segment is live and the calling thread's or popped by it, so no other
     // thread writes its header; `pg` is no longer used, so this is the only reference into it.
     let seg = unsafe { &mut *segment };
+    #[cfg(feature = "small")]
+    if kind == SegmentKind::Small {
+        span_release(seg, idx);
+    }
     seg.used -= 1;
     if seg.used == 0 {
         // SAFETY: that was its last page in use; the segment is `ctx`'s or popped by the
@@ -574,7 +631,7 @@ pub(crate) unsafe fn huge_remap(page: *mut Page, new_size: usize) -> *mut Page {
     // SAFETY: `os` was set at creation from the owner's `&'static Os`.
     let os: &'static Os = unsafe { &*seg.os };
     let cfg = os.config();
-    let gran = cfg.alloc_granularity.max(cfg.page_size).max(4096);
+    let gran = cfg.alloc_granularity.max(cfg.page_size).max(MIN_OS_PAGE);
     let Some(want) = seg.info_size.checked_add(new_size) else {
         return ptr::null_mut();
     };
@@ -632,4 +689,163 @@ pub(crate) unsafe fn huge_remap(page: *mut Page, new_size: usize) -> *mut Page {
     // before the move).
     unsafe { ctx.link(new_seg) };
     page
+}
+
+// ---------------------------------------------------------------------------------------
+// small geometry: pages as runs of slices
+
+/// Slices (512 bytes) of a page of blocks of `block_size` in the small geometry: the
+/// fewest that hold a block and leave at most an eighth unused (small pages keep many size
+/// classes live in a small heap; the waste bound keeps a fill efficient).
+#[cfg(feature = "small")]
+fn span_slices(block_size: usize) -> usize {
+    let least = block_size.div_ceil(SMALL_PAGE_SIZE).max(1);
+    (least..least + 8)
+        .find(|&k| (k * SMALL_PAGE_SIZE) % block_size <= k * SMALL_PAGE_SIZE / 8)
+        .unwrap_or(least)
+}
+
+/// Bytes of the page of `k` slices from slice `idx` (the first slice loses the header).
+#[cfg(feature = "small")]
+fn span_area(seg: &Segment, idx: usize, k: usize) -> usize {
+    let (_, first) = seg.page_area(idx);
+    first + (k - 1) * SMALL_PAGE_SIZE
+}
+
+/// Slices of the page whose entry is `idx`: its own and the following entries that point
+/// back to it.
+#[cfg(feature = "small")]
+fn span_len(seg: &Segment, idx: usize) -> usize {
+    let mut k = 1;
+    // SAFETY: `idx + k < capacity`: entries of the live header.
+    while idx + k < seg.capacity && unsafe { (*seg.page(idx + k)).span_offset } as usize == k {
+        k += 1;
+    }
+    k
+}
+
+/// The first run of `k` free slices of `seg` that holds a block of `block_size`.
+#[cfg(feature = "small")]
+fn span_find(seg: &Segment, k: usize, block_size: usize) -> Option<usize> {
+    if k > seg.capacity {
+        return None;
+    }
+    (seg.first_page..=seg.capacity - k).find(|&i| {
+        seg.slices_used & crate::segment::slice_mask(i, i + k) == 0
+            && span_area(seg, i, k) >= block_size
+    })
+}
+
+/// Claims a page of slices for blocks of `block_size` (small geometry): first fit over the
+/// owner's segments with free slices, else in a new segment. Null when out of memory.
+#[cfg(feature = "small")]
+fn span_alloc(ctx: &mut SegmentsTld, block_size: usize) -> *mut Page {
+    let k = span_slices(block_size);
+    let mut s = ctx
+        .free_queue(SegmentKind::Small)
+        .map_or(ptr::null_mut(), |q| q.first);
+    while !s.is_null() {
+        // SAFETY: segments of the owner's free queue are live and the calling thread's.
+        let found = span_find(unsafe { &*s }, k, block_size);
+        if let Some(idx) = found {
+            // SAFETY: `s` is `ctx`'s, slices `idx..idx + k` are free.
+            return unsafe { span_claim(ctx, s, idx, k) };
+        }
+        // SAFETY: `s` is a member of the free queue.
+        s = unsafe { crate::list::List::<Segment, crate::segment::FreeQueue>::next(s) };
+    }
+    // A new segment; when no whole one fits any more, a shorter one (the end of the heap's
+    // memory, less than a segment from its last grid point, still serves).
+    let mut s = ptr::null_mut();
+    for slices in (k..=SMALL_PAGES_PER_SEGMENT).rev() {
+        s = segment_alloc_sized(ctx, SegmentKind::Small, 0, 0, slices);
+        if !s.is_null() {
+            break;
+        }
+    }
+    if s.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: a fresh segment of ours.
+    let found = span_find(unsafe { &*s }, k, block_size);
+    let page = match found {
+        // SAFETY: `s` is `ctx`'s, slices `idx..idx + k` are free.
+        Some(idx) => unsafe { span_claim(ctx, s, idx, k) },
+        None => ptr::null_mut(), // larger than a segment holds: cannot happen below LARGE
+    };
+    if page.is_null() {
+        // SAFETY: `s` is `ctx`'s and has no page in use.
+        unsafe { segment_free(Some(ctx), s) };
+    }
+    page
+}
+
+/// Claims slices `idx..idx + k` of `segment` as one page (committing what is not).
+///
+/// # Safety
+/// `segment` is a segment of `ctx`, the calling thread's; those slices are free.
+#[cfg(feature = "small")]
+unsafe fn span_claim(
+    ctx: &mut SegmentsTld,
+    segment: *mut Segment,
+    idx: usize,
+    k: usize,
+) -> *mut Page {
+    // SAFETY: the segment is live and ours (the contract); no other reference into its
+    // header is alive while this one is used.
+    let seg = unsafe { &mut *segment };
+    // SAFETY: `os` was set at creation from the owner's `&'static Os`.
+    let os: &'static Os = unsafe { &*seg.os };
+    for j in 0..k {
+        let (start, size) = seg.page_area(idx + j);
+        // SAFETY: `idx + j < capacity` (the run was found inside the segment); the entry is
+        // not in use, so only we refer to it.
+        let entry = unsafe { &mut *seg.page(idx + j) };
+        if !entry.is_committed {
+            // SAFETY: a slice of the segment's live region from `os`, page aligned.
+            match unsafe { os.commit(NonNull::new_unchecked(start), size) } {
+                Some(zero) => {
+                    entry.is_committed = true;
+                    entry.is_zero_init = zero;
+                    seg.committed += size;
+                }
+                None => return ptr::null_mut(), // nothing marked yet: a clean failure
+            }
+        }
+    }
+    let head_zero = (0..k).all(|j| {
+        // SAFETY: as above.
+        unsafe { (*seg.page(idx + j)).is_zero_init }
+    });
+    for j in 1..k {
+        // SAFETY: as above.
+        unsafe { (*seg.page(idx + j)).span_offset = j as u8 };
+    }
+    // SAFETY: as above.
+    let head = unsafe { &mut *seg.page(idx) };
+    head.page_start = seg.page_area(idx).0;
+    head.is_zero_init = head_zero;
+    head.segment_in_use = true;
+    seg.slices_used |= crate::segment::slice_mask(idx, idx + k);
+    seg.purge_mask &= !crate::segment::slice_mask(idx, idx + k);
+    seg.used += 1;
+    if !seg.has_room() {
+        // SAFETY: a segment of `ctx`; `seg` is not used after this.
+        unsafe { ctx.free_queue_remove(segment) };
+    }
+    os.stats.pages.add(1);
+    // SAFETY: the head entry lies in the live header.
+    unsafe { seg.page(idx) }
+}
+
+/// Frees the slices of the page whose entry is `idx` (its metadata already reset).
+#[cfg(feature = "small")]
+fn span_release(seg: &mut Segment, idx: usize) {
+    let k = span_len(seg, idx);
+    for j in 1..k {
+        // SAFETY: `idx + j < capacity` (`span_len` stays inside): entries of the live header,
+        // the calling thread's.
+        unsafe { (*seg.page(idx + j)).span_offset = 0 };
+    }
+    seg.slices_used &= !crate::segment::slice_mask(idx, idx + k);
 }

@@ -6,22 +6,28 @@
 //! 2^47 bytes of user space / 4 MiB segments = 2^25 bits: 4 MiB of zero-initialised
 //! static memory, of which the OS backs only the parts that are touched.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{AtomicUsize, Ordering};
 
 use crate::size_class::SEGMENT_SHIFT;
 
+/// Bits of a user-space address: 47 on 64-bit targets (x86_64, aarch64 with 48-bit
+/// virtual addresses use the lower half), 32 on 32-bit ones.
+#[cfg(target_pointer_width = "64")]
 const ADDRESS_BITS: usize = 47;
+#[cfg(not(target_pointer_width = "64"))]
+const ADDRESS_BITS: usize = usize::BITS as usize;
 const BITS: usize = 1 << (ADDRESS_BITS - SEGMENT_SHIFT);
+const WORD_BITS: usize = usize::BITS as usize;
 
-static MAP: [AtomicU64; BITS / 64] = [const { AtomicU64::new(0) }; BITS / 64];
+static MAP: [AtomicUsize; BITS / WORD_BITS] = [const { AtomicUsize::new(0) }; BITS / WORD_BITS];
 
 #[inline]
-fn index(segment: usize) -> Option<(usize, u64)> {
+fn index(segment: usize) -> Option<(usize, usize)> {
     let i = segment >> SEGMENT_SHIFT;
     if i >= BITS {
         return None;
     }
-    Some((i / 64, 1u64 << (i % 64)))
+    Some((i / WORD_BITS, 1usize << (i % WORD_BITS)))
 }
 
 /// Marks the segment at `segment` live (or dead).

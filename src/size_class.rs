@@ -8,48 +8,93 @@ pub const WORD: usize = core::mem::size_of::<usize>();
 /// Segments are aligned to their size, so `(p - 1) & !SEGMENT_MASK` finds the segment
 /// of any block pointer `p` (blocks never start at a segment's first byte: the segment
 /// header is there, so `p - 1` maps a block that starts exactly one segment size in, as a
-/// 4 MiB-aligned huge block does, to its own segment).
+/// segment-aligned huge block does, to its own segment). In the small geometry the
+/// alignment is relative to a phase (see `segment::ptr_segment`).
+///
+/// Two geometries, chosen at compile time:
+/// - the default: 4 MiB segments of 64 KiB (small) or 512 KiB (medium) pages, as
+///   mimalloc's, for hosted programs and kernels;
+/// - `small` (cargo feature `small`, which `embedded` turns on): 8 KiB segments of 512-byte
+///   (small) or 4 KiB (medium) pages, for heaps of 16–256 KiB on microcontrollers.
+#[cfg(not(feature = "small"))]
 pub const SEGMENT_SHIFT: usize = 22;
-/// Size (and alignment) of a segment in bytes: 4 MiB.
-pub const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT; // 4 MiB
+/// See the default geometry's documentation.
+#[cfg(feature = "small")]
+pub const SEGMENT_SHIFT: usize = 13;
+/// Size (and alignment) of a segment in bytes: 4 MiB (small geometry: 8 KiB).
+pub const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
 /// Mask of the offset bits of an address within its segment (`SEGMENT_SIZE - 1`).
 pub const SEGMENT_MASK: usize = SEGMENT_SIZE - 1;
 
 /// log2 of [`SMALL_PAGE_SIZE`].
+#[cfg(not(feature = "small"))]
 pub const SMALL_PAGE_SHIFT: usize = 16;
-/// Size of a small page in bytes: 64 KiB.
-pub const SMALL_PAGE_SIZE: usize = 1 << SMALL_PAGE_SHIFT; // 64 KiB
+/// log2 of [`SMALL_PAGE_SIZE`].
+#[cfg(feature = "small")]
+pub const SMALL_PAGE_SHIFT: usize = 9;
+/// Size of a small page in bytes: 64 KiB (small geometry: 512 bytes, the slice of which
+/// pages of every size are runs).
+pub const SMALL_PAGE_SIZE: usize = 1 << SMALL_PAGE_SHIFT;
 /// log2 of [`MEDIUM_PAGE_SIZE`].
+#[cfg(not(feature = "small"))]
 pub const MEDIUM_PAGE_SHIFT: usize = 19;
-/// Size of a medium page in bytes: 512 KiB.
-pub const MEDIUM_PAGE_SIZE: usize = 1 << MEDIUM_PAGE_SHIFT; // 512 KiB
+/// log2 of [`MEDIUM_PAGE_SIZE`].
+#[cfg(feature = "small")]
+pub const MEDIUM_PAGE_SHIFT: usize = 12;
+/// Size of a medium page in bytes: 512 KiB (small geometry: 4 KiB).
+pub const MEDIUM_PAGE_SIZE: usize = 1 << MEDIUM_PAGE_SHIFT;
 
-/// Number of small pages in a segment of small pages: 64.
-pub const SMALL_PAGES_PER_SEGMENT: usize = SEGMENT_SIZE / SMALL_PAGE_SIZE; // 64
-/// Number of medium pages in a segment of medium pages: 8.
-pub const MEDIUM_PAGES_PER_SEGMENT: usize = SEGMENT_SIZE / MEDIUM_PAGE_SIZE; // 8
+/// Number of small pages in a segment of small pages: 64 (small geometry: 16 slices).
+pub const SMALL_PAGES_PER_SEGMENT: usize = SEGMENT_SIZE / SMALL_PAGE_SIZE;
+/// Number of medium pages in a segment of medium pages: 8 (small geometry: 2).
+pub const MEDIUM_PAGES_PER_SEGMENT: usize = SEGMENT_SIZE / MEDIUM_PAGE_SIZE;
 
-/// Largest block served from small (64 KiB) pages.
-pub const SMALL_OBJ_SIZE_MAX: usize = SMALL_PAGE_SIZE / 4; // 16 KiB
-/// Largest block served from medium (512 KiB) pages.
-pub const MEDIUM_OBJ_SIZE_MAX: usize = MEDIUM_PAGE_SIZE / 4; // 128 KiB
+/// Largest block served from small pages: 16 KiB (small geometry: 128 bytes).
+pub const SMALL_OBJ_SIZE_MAX: usize = SMALL_PAGE_SIZE / 4;
+/// Largest block served from medium pages: 128 KiB (small geometry: 1 KiB).
+pub const MEDIUM_OBJ_SIZE_MAX: usize = MEDIUM_PAGE_SIZE / 4;
 /// Largest block served from large pages (one page per segment); above: huge segments.
-pub const LARGE_OBJ_SIZE_MAX: usize = SEGMENT_SIZE / 2; // 2 MiB
+/// 2 MiB (small geometry: 6 KiB, from a run of 512-byte slices).
+pub const LARGE_OBJ_SIZE_MAX: usize = if cfg!(feature = "small") {
+    SEGMENT_SIZE / 4 * 3
+} else {
+    SEGMENT_SIZE / 2
+};
 /// [`LARGE_OBJ_SIZE_MAX`] in words.
 pub const LARGE_OBJ_WSIZE_MAX: usize = LARGE_OBJ_SIZE_MAX / WORD;
 
-/// Sizes up to this many words are served through the heap's direct page table.
+/// Sizes up to this many words are served through the heap's direct page table: 128
+/// (small geometry: the small-object limit, 64 words on 32-bit targets).
+#[cfg(not(feature = "small"))]
 pub const SMALL_WSIZE_MAX: usize = 128;
+/// See the default geometry's documentation.
+#[cfg(feature = "small")]
+pub const SMALL_WSIZE_MAX: usize = SMALL_OBJ_SIZE_MAX / WORD;
 /// [`SMALL_WSIZE_MAX`] in bytes: 1 KiB on 64-bit targets.
-pub const SMALL_SIZE_MAX: usize = SMALL_WSIZE_MAX * WORD; // 1 KiB
+pub const SMALL_SIZE_MAX: usize = SMALL_WSIZE_MAX * WORD;
 /// Entries of the direct table (`wsize` 0 ..= SMALL_WSIZE_MAX).
 pub const PAGES_DIRECT: usize = SMALL_WSIZE_MAX + 1;
+
+/// The smallest OS page the core assumes (segment headers and page areas are whole
+/// pages of at least this size): 4 KiB (small geometry: 256 bytes, for sources of plain
+/// memory that have no pages).
+#[cfg(not(feature = "small"))]
+pub const MIN_OS_PAGE: usize = 4096;
+/// See the default geometry's documentation.
+#[cfg(feature = "small")]
+pub const MIN_OS_PAGE: usize = 256;
 
 /// Every block of a size that is a multiple of this is aligned to it.
 pub const MAX_ALIGN_SIZE: usize = 16;
 
-/// Bin of huge blocks (one block per segment).
+/// Bin of huge blocks (one block per segment): after the bin of the largest large block
+/// (73 in the default geometry, as mimalloc's; fewer in the small one, which keeps the
+/// heap's queue table small).
+#[cfg(not(feature = "small"))]
 pub const BIN_HUGE: usize = 73;
+/// See the default geometry's documentation.
+#[cfg(feature = "small")]
+pub const BIN_HUGE: usize = wsize_bin(LARGE_OBJ_WSIZE_MAX) + 1;
 /// Bin (queue index) of full pages, which have no free block; after all the size bins.
 pub const BIN_FULL: usize = BIN_HUGE + 1;
 
@@ -57,6 +102,7 @@ const _: () = assert!(SEGMENT_SIZE % SMALL_PAGE_SIZE == 0 && SEGMENT_SIZE % MEDI
 const _: () = assert!(SMALL_PAGES_PER_SEGMENT <= 64, "the purge mask is a u64");
 const _: () = assert!(bin(LARGE_OBJ_SIZE_MAX) < BIN_HUGE, "define more bins");
 const _: () = assert!(SMALL_SIZE_MAX <= SMALL_OBJ_SIZE_MAX);
+const _: () = assert!(MEDIUM_PAGE_SIZE <= SEGMENT_SIZE && SMALL_PAGE_SIZE >= MIN_OS_PAGE);
 
 /// Bytes to words, rounding up.
 #[inline(always)]
@@ -69,12 +115,20 @@ pub const fn wsize_from_size(size: usize) -> usize {
 #[inline]
 pub const fn bin(size: usize) -> usize {
     let wsize = wsize_from_size(size);
+    if wsize > LARGE_OBJ_WSIZE_MAX {
+        BIN_HUGE
+    } else {
+        wsize_bin(wsize)
+    }
+}
+
+/// The bin of a request of `wsize` words, not looking at the huge limit.
+#[inline]
+const fn wsize_bin(wsize: usize) -> usize {
     if wsize <= 1 {
         1
     } else if wsize <= 8 {
         wsize
-    } else if wsize > LARGE_OBJ_WSIZE_MAX {
-        BIN_HUGE
     } else {
         let w = wsize - 1;
         let b = (usize::BITS - 1 - w.leading_zeros()) as usize; // highest set bit, >= 3
@@ -107,7 +161,7 @@ mod tests {
 
     #[test]
     fn tiny_sizes_are_exact_words() {
-        for size in 1..=64 {
+        for size in 1..=8 * WORD {
             assert_eq!(good_size(size), wsize_from_size(size) * WORD, "size {size}");
         }
         assert_eq!(bin(0), 1);
@@ -153,11 +207,12 @@ mod tests {
 
     #[test]
     fn known_bins() {
-        // a few values of mimalloc's table
-        assert_eq!(bin_size(9), 80);
-        assert_eq!(bin_size(12), 128);
-        assert_eq!(bin_size(13), 160);
-        assert_eq!(bin(SMALL_SIZE_MAX), bin(1024));
+        // a few values of mimalloc's table (in words: 80, 128, 160 bytes on 64-bit targets)
+        assert_eq!(bin_size(9), 10 * WORD);
+        assert_eq!(bin_size(12), 16 * WORD);
+        assert_eq!(bin_size(13), 20 * WORD);
+        #[cfg(not(feature = "small"))]
+        assert_eq!(bin(SMALL_SIZE_MAX), bin(128 * WORD));
         assert_eq!(bin_size(bin(LARGE_OBJ_SIZE_MAX)), LARGE_OBJ_SIZE_MAX);
     }
 }

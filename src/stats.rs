@@ -8,8 +8,8 @@
 //! each thread adds its changes to the shared counters in batches of 256 KiB (at once on
 //! collection, thread exit, and when the thread itself reads the statistics).
 
+use crate::sync::{AtomicI64, Ordering::Relaxed};
 use core::fmt;
-use core::sync::atomic::{AtomicI64, Ordering::Relaxed};
 
 /// One counter with its peak and its running total of increases.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -49,7 +49,18 @@ pub(crate) fn thread_data_alloc(domain: &'static Domain) -> *mut ThreadData {
         }
     };
     // SAFETY: `td` is a usable block of `size_of::<ThreadData>()` bytes, ours alone, and
-    // it never moves: the `Tld` may give out its address as the owner token.
+    // it never moves (blocks of the source stay put).
+    unsafe { thread_data_init(td, domain) };
+    td
+}
+
+/// Initialises thread data in place: a context for `domain` and its backing heap.
+///
+/// # Safety
+/// `td` points to writable memory for a `ThreadData` that no one else uses, and that never
+/// moves from now on (the `Tld`'s address is the owner token of its segments).
+pub(crate) unsafe fn thread_data_init(td: *mut ThreadData, domain: &'static Domain) {
+    // SAFETY: as the caller guarantees; the fields are written before anything reads them.
     unsafe {
         let tld = addr_of_mut!((*td).tld);
         let heap = addr_of_mut!((*td).heap);
@@ -58,7 +69,6 @@ pub(crate) fn thread_data_alloc(domain: &'static Domain) -> *mut ThreadData {
         (*tld).heap_backing = heap;
     }
     domain.os.stats.threads.add(1);
-    td
 }
 
 /// Returns the data of a thread that is done (after `thread_done`).

@@ -2,10 +2,10 @@
 //! through a `pthread_key` destructor, `ShardAlloc` as `#[global_allocator]`, and
 //! first-class [`Heap`]s.
 
+use crate::sync::{AtomicUsize, Ordering};
 use core::alloc::{GlobalAlloc, Layout};
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::collect::{heap_collect, Collect};
 use crate::domain::Domain;

@@ -13,6 +13,9 @@ pub mod hosted;
 #[cfg(all(feature = "std", unix))]
 pub(crate) mod tls;
 
+#[cfg(feature = "embedded")]
+pub mod embedded;
+
 /// Allocates for `layout` from `heap`. Null when out of memory or when `heap` is the
 /// empty heap (the caller then initialises the thread and retries).
 ///

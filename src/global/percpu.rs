@@ -5,9 +5,9 @@
 //! are allowed: a block freed on another CPU goes to its page's `thread_free` list with one
 //! CAS.
 
+use crate::sync::{AtomicPtr, Ordering};
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::collect::{heap_collect, Collect};
 use crate::domain::Domain;

@@ -5,8 +5,8 @@
 //! Purging uses `madvise(MADV_DONTNEED)`, after which the range reads as zero again and
 //! the resident memory falls at once.
 
+use crate::sync::{AtomicUsize, Ordering};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{PageSource, Region, SourceConfig};
 
@@ -31,10 +31,20 @@ fn page_size() -> usize {
 /// that nothing else uses in practice (as mimalloc does), where every hint is aligned: the
 /// kernel then mostly gives exactly the hinted, aligned range in one call, instead of an
 /// over-sized mapping trimmed with two more calls.
+/// (64-bit address spaces only: a 32-bit one has no such empty area.)
+#[cfg(target_pointer_width = "64")]
 const HINT_BASE: usize = 2 << 40; // 2 TiB
+#[cfg(target_pointer_width = "64")]
 const HINT_AREA: usize = 4 << 40; // 2 TiB .. 6 TiB
+#[cfg(target_pointer_width = "64")]
 static HINT: AtomicUsize = AtomicUsize::new(HINT_BASE);
 
+#[cfg(not(target_pointer_width = "64"))]
+fn aligned_hint(_size: usize, _align: usize) -> Option<usize> {
+    None
+}
+
+#[cfg(target_pointer_width = "64")]
 fn aligned_hint(size: usize, align: usize) -> Option<usize> {
     if align < (1 << 20) || size > (1 << 30) {
         return None;

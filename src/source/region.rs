@@ -8,7 +8,9 @@ use super::{PageSource, Region, SourceConfig};
 /// Most disjoint free ranges the region tracks. Ranges coalesce on free, so this bounds
 /// the fragmentation, not the number of allocations: with the segment sizes the core
 /// asks for, a few dozen live regions leave far fewer holes.
-const MAX_RANGES: usize = 128;
+/// (16 in the small geometry, whose few segments leave few holes, and where the table
+/// counts against a microcontroller's RAM.)
+const MAX_RANGES: usize = if cfg!(feature = "small") { 16 } else { 128 };
 
 #[derive(Clone, Copy)]
 struct Range {
@@ -21,17 +23,21 @@ struct State {
     ranges: [Range; MAX_RANGES],
     len: usize,
     free_bytes: usize,
+    /// Alignments are relative to this address: a region aligned to `align` starts at
+    /// `a` with `(a - phase) % align == 0` (0: absolute alignment).
+    phase: usize,
 }
 
 /// A page source that carves regions out of one fixed range of memory, first fit, and
 /// takes them back (coalescing). It never commits or decommits: the memory is always
-/// usable. Running out makes `alloc` return `None`.
+/// usable. Running out makes `alloc` return `None`. Its page is 4 KiB (256 bytes in the
+/// small geometry).
 pub struct RegionSource {
     state: spin::Mutex<State>,
     page_size: usize,
 }
 
-const PAGE: usize = 4096;
+const PAGE: usize = crate::size_class::MIN_OS_PAGE;
 
 impl RegionSource {
     /// A source with no memory yet (usable in a `static`); give it memory with
@@ -42,6 +48,7 @@ impl RegionSource {
                 ranges: [Range { start: 0, end: 0 }; MAX_RANGES],
                 len: 0,
                 free_bytes: 0,
+                phase: 0,
             }),
             page_size: PAGE,
         }
@@ -55,22 +62,39 @@ impl RegionSource {
         s
     }
 
-    /// Adds `[ptr, ptr + len)` (trimmed to whole 4 KiB pages) to the memory handed out.
+    /// Adds `[ptr, ptr + len)` (trimmed to whole pages) to the memory handed out.
     ///
     /// # Safety
     /// The range is valid for reads and writes for `'static`, used by nothing else, and
     /// does not overlap memory already added.
-    pub unsafe fn add_memory(&self, ptr: *mut u8, len: usize) {
-        let start = (ptr as usize).saturating_add(PAGE - 1) & !(PAGE - 1);
-        let end = (ptr as usize).saturating_add(len) & !(PAGE - 1);
-        if end > start {
-            self.state.lock().free(start, end - start);
+    /// Returns the bytes added (after trimming).
+    pub unsafe fn add_memory(&self, ptr: *mut u8, len: usize) -> usize {
+        let mut state = self.state.lock();
+        // whole pages, counted from the phase
+        let phase = state.phase;
+        let start = ((ptr as usize).wrapping_sub(phase).saturating_add(PAGE - 1) & !(PAGE - 1))
+            .wrapping_add(phase);
+        let end = ((ptr as usize).saturating_add(len).wrapping_sub(phase) & !(PAGE - 1))
+            .wrapping_add(phase);
+        if end > start && start >= ptr as usize {
+            state.free(start, end - start);
+            return end - start;
         }
+        0
     }
 
     /// Bytes not handed out.
     pub fn free_bytes(&self) -> usize {
         self.state.lock().free_bytes
+    }
+
+    /// Makes alignments relative to `phase` from now on: a region aligned to `align`
+    /// starts at `a` with `(a - phase) % align == 0`. The small geometry aligns segments to
+    /// the start of the first memory given (see `embedded::Heap`), so that none of it is
+    /// lost to alignment. Set it before adding memory; `phase` is a multiple of 16.
+    pub fn set_phase(&self, phase: usize) {
+        debug_assert_eq!(phase % 16, 0);
+        self.state.lock().phase = phase;
     }
 }
 
@@ -91,9 +115,11 @@ impl State {
     }
 
     fn alloc(&mut self, size: usize, align: usize) -> Option<usize> {
+        let phase = self.phase;
         for i in 0..self.len {
             let r = self.ranges[i];
-            let a = (r.start + align - 1) & !(align - 1);
+            let a = (r.start.wrapping_sub(phase).wrapping_add(align - 1) & !(align - 1))
+                .wrapping_add(phase);
             let Some(end) = a.checked_add(size) else {
                 continue;
             };

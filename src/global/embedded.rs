@@ -1,0 +1,250 @@
+//! Microcontrollers: shardalloc as the heap of a firmware, with `embedded-alloc`'s
+//! interface (feature `embedded`, which selects the small geometry: 8 KiB segments of
+//! 512-byte slices, of which pages of every size are runs).
+//!
+//! ```ignore
+//! #[global_allocator]
+//! static HEAP: shardalloc::embedded::Heap = shardalloc::embedded::Heap::empty();
+//!
+//! // once, at start-up, before the first allocation:
+//! unsafe { HEAP.init(core::ptr::addr_of_mut!(HEAP_MEM) as usize, HEAP_SIZE) }
+//! ```
+//!
+//! - One heap, behind the `critical-section` crate: safe against interrupt handlers (and
+//!   other cores) with whichever implementation the board provides (`cortex-m`'s
+//!   `critical-section-single-core`, a HAL's). On targets without compare-and-swap
+//!   (Cortex-M0) the atomics go through the same critical sections, with no flag to set.
+//! - Allocation failure returns null, so `handle_alloc_error` behaves as usual.
+//! - More memory (external RAM) joins through [`Heap::add_region`].
+//! - Segments are aligned to the start of the first region given, not to absolute
+//!   addresses: no memory is lost to alignment in it (see `segment::ptr_segment`). The
+//!   memory a further region loses to alignment is less than one segment (8 KiB).
+//!
+//! Memory overhead ([`Heap::metadata`] gives the figures of the target): the heap's own
+//! metadata (queues, direct table, thread context) lives in the static, outside the
+//! regions; in the regions, each 8 KiB segment starts with a header (the metadata of its
+//! pages), rounded up to 256 bytes.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
+use core::ptr;
+
+use crate::domain::Domain;
+use crate::free::free;
+use crate::heap::{for_each_page, OwnedHeap, RawHeap};
+use crate::segment::adopt_segment_phase;
+use crate::size_class::{MIN_OS_PAGE, SEGMENT_MASK, WORD};
+use crate::source::RegionSource;
+use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+use crate::thread::{thread_data_init, ThreadData};
+
+/// Sizes of the heap's metadata, in bytes (see [`Heap::metadata`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Metadata {
+    /// The `Heap` static itself (queues, direct table, thread context, domain).
+    pub heap: usize,
+    /// The metadata of one page (in its segment's header).
+    pub page: usize,
+    /// The header of a segment of small pages (16 slices of 512 bytes), before rounding up to
+    /// 256 bytes.
+    pub small_segment_header: usize,
+    /// The header of a segment of medium pages (2 of 4 KiB), before rounding.
+    pub medium_segment_header: usize,
+    /// The header of a large or huge segment (one page), before rounding.
+    pub large_segment_header: usize,
+}
+
+/// The heap of a firmware. See the module documentation.
+pub struct Heap {
+    source: RegionSource,
+    /// The domain and the one heap, written by `init`.
+    state: UnsafeCell<MaybeUninit<State>>,
+    /// `state` is written (set once, at the end of `init`).
+    ready: AtomicBool,
+    /// Bytes given to the heap (all regions).
+    size: AtomicUsize,
+}
+
+struct State {
+    domain: Domain,
+    td: ThreadData,
+}
+
+// SAFETY: `state` is written once by `init` (inside a critical section, before `ready` is
+// set) and afterwards only used inside critical sections, which serialise every access
+// from interrupt handlers and other cores; the source has its own lock.
+unsafe impl Sync for Heap {}
+
+impl Heap {
+    /// A heap with no memory yet: allocation returns null until [`init`](Heap::init).
+    pub const fn empty() -> Heap {
+        Heap {
+            source: RegionSource::empty(),
+            state: UnsafeCell::new(MaybeUninit::uninit()),
+            ready: AtomicBool::new(false),
+            size: AtomicUsize::new(0),
+        }
+    }
+
+    /// Gives the heap its memory: `size` bytes from `start`. Call it once, before the
+    /// first allocation.
+    ///
+    /// # Safety
+    /// `[start, start + size)` is valid for reads and writes for the rest of the program and
+    /// used by nothing else; `init` is called once.
+    ///
+    /// # Panics
+    /// When called a second time (use [`add_region`](Heap::add_region) for more memory).
+    pub unsafe fn init(&'static self, start: usize, size: usize) {
+        critical_section::with(|_| {
+            assert!(
+                !self.ready.load(Ordering::Acquire),
+                "shardalloc::embedded::Heap::init called twice"
+            );
+            // Segments are aligned relative to the start of this memory (rounded to 16 bytes,
+            // the alignment every block of a multiple of 16 bytes gets).
+            let first = start.saturating_add(15) & !15;
+            // SAFETY: called once, before any allocation (the contract), so no segment
+            // exists yet.
+            let phase = unsafe { adopt_segment_phase(first) };
+            self.source.set_phase(phase);
+            // SAFETY: the range is ours for the rest of the program (the contract).
+            let added = unsafe { self.source.add_memory(start as *mut u8, size) };
+            let state = self.state.get() as *mut State;
+            // SAFETY: `state` is ours alone: not ready yet, and we are in a critical section;
+            // `self` is `'static`, so the domain's source and the domain stay put.
+            unsafe {
+                let source: &'static RegionSource = &self.source;
+                ptr::write(ptr::addr_of_mut!((*state).domain), Domain::new(source));
+                let domain: &'static Domain = &*ptr::addr_of!((*state).domain);
+                thread_data_init(ptr::addr_of_mut!((*state).td), domain);
+            }
+            self.size.fetch_add(added, Ordering::Relaxed);
+            self.ready.store(true, Ordering::Release);
+        })
+    }
+
+    /// Adds `size` bytes from `start` (external RAM, another bank) to the heap's memory,
+    /// and returns how many of them it can use: segments start on the grid of the first
+    /// region (every 8 KiB from its start), so the memory before the first grid point in
+    /// the range is left out (all of it, for a range that holds none).
+    ///
+    /// # Safety
+    /// As for [`init`](Heap::init), and the range overlaps no memory given before.
+    pub unsafe fn add_region(&'static self, start: usize, size: usize) -> usize {
+        critical_section::with(|_| {
+            let phase = crate::segment::segment_phase();
+            let grid = (start.wrapping_sub(phase).wrapping_add(SEGMENT_MASK) & !SEGMENT_MASK)
+                .wrapping_add(phase);
+            let end = start.saturating_add(size);
+            if grid < start || grid >= end {
+                return 0;
+            }
+            // SAFETY: the range is ours for the rest of the program (the contract).
+            let added = unsafe { self.source.add_memory(grid as *mut u8, end - grid) };
+            self.size.fetch_add(added, Ordering::Relaxed);
+            added
+        })
+    }
+
+    /// The heap, once `init` ran (inside a critical section).
+    #[inline(always)]
+    fn heap(&self) -> Option<*mut RawHeap> {
+        // Relaxed: callers are inside a critical section, and `init` set `ready` inside
+        // one: the critical sections order the two (a barrier less on every call).
+        if !self.ready.load(Ordering::Relaxed) {
+            return None;
+        }
+        let state = self.state.get() as *mut State;
+        // SAFETY: `ready` says `state` is written; only a pointer is made.
+        Some(unsafe { ptr::addr_of_mut!((*state).td.heap) })
+    }
+
+    /// Bytes in live blocks (whole blocks: a request is rounded up to its size class).
+    pub fn used(&self) -> usize {
+        critical_section::with(|_| {
+            let Some(heap) = self.heap() else {
+                return 0;
+            };
+            let mut used = 0;
+            // SAFETY: the heap is initialised, and the critical section makes it ours.
+            let owned = unsafe { OwnedHeap::new(heap) };
+            for_each_page(owned, |page, _| {
+                // SAFETY: a page of our heap's queues, live; every free of this heap is a
+                // local free (one owner), so `used` counts its live blocks exactly.
+                used += unsafe { (*page).used as usize * (*page).block_size };
+            });
+            used
+        })
+    }
+
+    /// Bytes of the heap's memory (as usable after alignment) that are not in live blocks
+    /// (segment headers and partly used pages included: not all of it can be handed out).
+    pub fn free(&self) -> usize {
+        self.size
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.used())
+    }
+
+    /// The sizes of the heap's metadata on this target.
+    pub const fn metadata() -> Metadata {
+        Metadata {
+            heap: core::mem::size_of::<Heap>(),
+            page: core::mem::size_of::<crate::page::Page>(),
+            small_segment_header: crate::segment::header_size(crate::segment::SegmentKind::Small),
+            medium_segment_header: crate::segment::header_size(crate::segment::SegmentKind::Medium),
+            large_segment_header: crate::segment::header_size(crate::segment::SegmentKind::Large),
+        }
+    }
+
+    fn alloc_layout(&self, layout: Layout, zero: bool) -> *mut u8 {
+        critical_section::with(|_| match self.heap() {
+            // SAFETY: the heap is initialised and the critical section makes it ours; a
+            // `Layout`'s alignment is a power of two.
+            Some(heap) => unsafe {
+                crate::global::heap_alloc(heap, layout.size(), layout.align(), zero)
+            },
+            None => ptr::null_mut(),
+        })
+    }
+}
+
+// SAFETY: blocks are at least `layout.size()` bytes and aligned to `layout.align()`
+// (`heap_alloc`), or null; every call runs inside a critical section, so the one heap is
+// used by one context at a time.
+unsafe impl GlobalAlloc for Heap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.alloc_layout(layout, false)
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        self.alloc_layout(layout, true)
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
+        critical_section::with(|_| {
+            if let Some(heap) = self.heap() {
+                // SAFETY: `p` is a live block of this heap (GlobalAlloc's contract); the
+                // critical section makes the heap ours, and its owner token takes the
+                // local path.
+                unsafe { free(p, (*heap).owner) }
+            }
+        })
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        critical_section::with(|_| match self.heap() {
+            // SAFETY: as `dealloc`; a `Layout`'s alignment is a power of two.
+            Some(heap) => unsafe {
+                crate::alloc::realloc(heap, (*heap).owner, p, new_size, layout.align(), false)
+            },
+            None => ptr::null_mut(),
+        })
+    }
+}
+
+const _: () = assert!(
+    MIN_OS_PAGE % (4 * WORD) == 0,
+    "blocks keep 16-byte alignment"
+);

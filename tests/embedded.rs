@@ -1,0 +1,285 @@
+//! `embedded::Heap` (feature `embedded`, the small geometry) on the host: run by
+//! `tests/targets.rs` as `cargo test --no-default-features --features embedded --test
+//! embedded`, for x86_64 and for i686 (32-bit, as on a microcontroller). The firmware
+//! under QEMU (`tests/firmware.rs`) runs the same heap on Cortex-M.
+//!
+//! The heap's segment alignment phase is process-wide, so one test function runs every
+//! scenario on one heap, in order.
+#![cfg(feature = "embedded")]
+
+use core::alloc::{GlobalAlloc, Layout};
+use std::ptr;
+
+use shardalloc::embedded::Heap;
+
+static HEAP: Heap = Heap::empty();
+
+/// The heap's memory: 16 KiB starting 48 bytes into an 8 KiB-aligned array, so that the
+/// start is not aligned to anything larger than 16 (as a linker may place it).
+const SIZE: usize = 16 << 10;
+#[repr(C, align(8192))]
+struct Mem([u8; SIZE + 8192]);
+static mut MEM: Mem = Mem([0; SIZE + 8192]);
+/// A second region (as external RAM would be): 16 KiB, of which a region that does not
+/// start at the heap's segment phase loses less than one segment (8 KiB) to alignment.
+static mut MEM2: [u64; 2048] = [0; 2048];
+
+fn layout(size: usize, align: usize) -> Layout {
+    Layout::from_size_align(size, align).unwrap()
+}
+
+/// xorshift64*: seeded, reproducible.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+fn fill(p: *mut u8, n: usize, tag: u8) {
+    for i in 0..n {
+        // SAFETY: `p` is a live block of at least `n` bytes.
+        unsafe { *p.add(i) = tag.wrapping_add(i as u8) };
+    }
+}
+
+fn check(p: *const u8, n: usize, tag: u8) -> bool {
+    // SAFETY: as in `fill`.
+    (0..n).all(|i| unsafe { *p.add(i) } == tag.wrapping_add(i as u8))
+}
+
+/// Allocates blocks of `size` until the heap says no; returns them.
+fn fill_up(size: usize) -> Vec<(*mut u8, Layout)> {
+    let mut v = Vec::new();
+    loop {
+        let l = layout(size, 8);
+        // SAFETY: a non-zero layout.
+        let p = unsafe { HEAP.alloc(l) };
+        if p.is_null() {
+            return v;
+        }
+        v.push((p, l));
+    }
+}
+
+fn free_all(v: Vec<(*mut u8, Layout)>) {
+    for (p, l) in v {
+        // SAFETY: live blocks of HEAP.
+        unsafe { HEAP.dealloc(p, l) };
+    }
+}
+
+#[test]
+fn embedded_heap_in_16k() {
+    let m = shardalloc::embedded::Heap::metadata();
+    eprintln!("metadata ({}-bit): {m:?}", usize::BITS);
+    // before init: null, not a crash
+    // SAFETY: a non-zero layout.
+    assert!(unsafe { HEAP.alloc(layout(16, 8)) }.is_null());
+
+    // SAFETY: MEM is ours alone, for the rest of the test binary; init runs once.
+    let start = ptr::addr_of_mut!(MEM) as usize + 48;
+    unsafe { HEAP.init(start, SIZE) };
+    assert_eq!(HEAP.used(), 0);
+    assert_eq!(
+        HEAP.free(),
+        SIZE,
+        "the whole 16 KiB (16-byte aligned start) is usable"
+    );
+
+    // smoke: the sizes of a firmware's objects, contents kept, alignment
+    let mut live = Vec::new();
+    for (i, &(size, align)) in [
+        (1, 1),
+        (8, 8),
+        (24, 8),
+        (100, 4),
+        (256, 16),
+        (600, 8),
+        (64, 64),
+        (200, 128),
+        (40, 8),
+        (12, 4),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let l = layout(size, align);
+        // SAFETY: a non-zero layout.
+        let p = unsafe { HEAP.alloc(l) };
+        assert!(
+            !p.is_null(),
+            "alloc({size}, {align}) failed in a fresh 16 KiB heap"
+        );
+        assert_eq!(
+            p as usize % align,
+            0,
+            "alloc({size}, {align}) misaligned: {p:p}"
+        );
+        assert!(
+            (p as usize) >= start && (p as usize) + size <= start + SIZE,
+            "outside the heap"
+        );
+        fill(p, size, i as u8);
+        live.push((p, l, i as u8));
+    }
+    let used = HEAP.used();
+    let requested: usize = live.iter().map(|(_, l, _)| l.size()).sum();
+    assert!(
+        used >= requested,
+        "used() {used} below the {requested} bytes live"
+    );
+    for (p, l, tag) in live.drain(..) {
+        assert!(
+            check(p, l.size(), tag),
+            "block of {} bytes corrupted",
+            l.size()
+        );
+        // SAFETY: a live block of HEAP.
+        unsafe { HEAP.dealloc(p, l) };
+    }
+    assert_eq!(HEAP.used(), 0, "used() after freeing everything");
+    // large blocks (runs of slices) and a huge one (a segment of its own), one at a time
+    for size in [1500, 3000, 6000, 7000, 12_000] {
+        let l = layout(size, 8);
+        // SAFETY: a non-zero layout; the block is freed at once.
+        unsafe {
+            let p = HEAP.alloc(l);
+            assert!(!p.is_null(), "alloc({size}) failed in an empty 16 KiB heap");
+            fill(p, size, 3);
+            assert!(check(p, size, 3));
+            HEAP.dealloc(p, l);
+        }
+    }
+    // a block larger than the heap: null, not a crash
+    // SAFETY: a non-zero layout.
+    assert!(unsafe { HEAP.alloc(layout(SIZE + 1, 8)) }.is_null());
+    assert_eq!(HEAP.used(), 0);
+
+    // realloc keeps the contents, growing across size classes
+    // SAFETY: non-zero layouts; `p` is live with the layout passed.
+    unsafe {
+        let mut l = layout(10, 8);
+        let mut p = HEAP.alloc(l);
+        fill(p, 10, 7);
+        for new in [40, 300, 2000, 6000, 50] {
+            let q = HEAP.realloc(p, l, new);
+            assert!(!q.is_null(), "realloc to {new}");
+            assert!(
+                check(q, l.size().min(new), 7),
+                "realloc to {new} lost the contents"
+            );
+            fill(q, new, 7);
+            p = q;
+            l = layout(new, 8);
+        }
+        HEAP.dealloc(p, l);
+    }
+
+    // fill with small blocks: most of the 16 KiB is handed out, then null, then recovery
+    for size in [16, 48, 200] {
+        let v = fill_up(size);
+        let got = v.len() * size;
+        eprintln!(
+            "{size}-byte blocks: {} blocks, {got} bytes of {SIZE}",
+            v.len()
+        );
+        // (segment headers take an eighth, size classes round up, and a 512-byte page of
+        // 224-byte blocks leaves 64 bytes: the fill ranges from ~65% for such sizes to ~85%
+        // for small ones)
+        assert!(
+            got * 100 >= SIZE * 60,
+            "{size}-byte fill reached only {got} of {SIZE} bytes"
+        );
+        free_all(v);
+        assert_eq!(HEAP.used(), 0);
+    }
+
+    // seeded stress: mixed sizes, contents checked, frees in random order
+    let seed = 0x5eed_0001_u64;
+    let mut rng = Rng(seed);
+    let mut live: Vec<(*mut u8, Layout, u8)> = Vec::new();
+    for op in 0..20_000 {
+        if live.len() < 60 && rng.next() % 3 != 0 {
+            let size = match rng.next() % 10 {
+                0 => 300 + (rng.next() % 1500) as usize,
+                1..=3 => 64 + (rng.next() % 200) as usize,
+                _ => 1 + (rng.next() % 64) as usize,
+            };
+            let l = layout(size, 8);
+            // SAFETY: a non-zero layout.
+            let p = unsafe { HEAP.alloc(l) };
+            if p.is_null() {
+                continue; // full for now: frees come
+            }
+            let tag = op as u8;
+            fill(p, size, tag);
+            live.push((p, l, tag));
+        } else if !live.is_empty() {
+            let (p, l, tag) = live.swap_remove((rng.next() as usize) % live.len());
+            assert!(
+                check(p, l.size(), tag),
+                "seed {seed:#x}, op {op}: block corrupted"
+            );
+            // SAFETY: a live block of HEAP.
+            unsafe { HEAP.dealloc(p, l) };
+        }
+    }
+    for (p, l, tag) in live.drain(..) {
+        assert!(
+            check(p, l.size(), tag),
+            "seed {seed:#x}: block corrupted at the end"
+        );
+        // SAFETY: a live block of HEAP.
+        unsafe { HEAP.dealloc(p, l) };
+    }
+    assert_eq!(HEAP.used(), 0);
+
+    // fragmentation: alternate small and larger blocks, free every other, then mid sizes
+    let mut v = Vec::new();
+    for i in 0.. {
+        let l = layout(if i % 2 == 0 { 24 } else { 400 }, 8);
+        // SAFETY: a non-zero layout.
+        let p = unsafe { HEAP.alloc(l) };
+        if p.is_null() {
+            break;
+        }
+        v.push((p, l));
+    }
+    let mut keep = Vec::new();
+    for (i, b) in v.into_iter().enumerate() {
+        if i % 2 == 1 {
+            keep.push(b);
+        } else {
+            free_all(vec![b]);
+        }
+    }
+    let mids = fill_up(100);
+    eprintln!("fragmented heap: {} more 100-byte blocks", mids.len());
+    free_all(mids);
+    free_all(keep);
+    assert_eq!(HEAP.used(), 0);
+
+    // a second region: more memory, also usable
+    let before = fill_up(64);
+    // SAFETY: MEM2 is ours alone, for the rest of the test binary.
+    let added = unsafe { HEAP.add_region(ptr::addr_of_mut!(MEM2) as usize, 16384) };
+    assert!(
+        added >= 8192,
+        "add_region of 16 KiB gave only {added} usable bytes"
+    );
+    let after = fill_up(64);
+    eprintln!("after add_region: {} more 64-byte blocks", after.len());
+    assert!(
+        after.len() * 64 >= 4096,
+        "the second region gave only {} blocks",
+        after.len()
+    );
+    free_all(before);
+    free_all(after);
+    assert_eq!(HEAP.used(), 0);
+    assert_eq!(HEAP.free(), SIZE + added);
+}
