@@ -618,9 +618,9 @@ pub(crate) const fn align_up(x: usize, a: usize) -> usize {
 pub(crate) fn kind_for(block_size: usize) -> SegmentKind {
     // the small geometry's segments hold pages of every size up to large blocks, as runs
     // of slices
-    if cfg!(feature = "small") && block_size <= LARGE_OBJ_SIZE_MAX {
-        SegmentKind::Small
-    } else if block_size <= SMALL_OBJ_SIZE_MAX {
+    if block_size <= SMALL_OBJ_SIZE_MAX
+        || (cfg!(feature = "small") && block_size <= LARGE_OBJ_SIZE_MAX)
+    {
         SegmentKind::Small
     } else if block_size <= MEDIUM_OBJ_SIZE_MAX {
         SegmentKind::Medium

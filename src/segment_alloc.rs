@@ -21,11 +21,8 @@ use crate::size_class::*;
 /// back to the source at once (the faults of re-touching them dwarf the source calls).
 /// (None in the small geometry: its sources are plain memory, with no faults to save, and
 /// a cached region is memory that other segments cannot get.)
-const CACHE_SIZE_MAX: usize = if cfg!(feature = "small") {
-    0
-} else {
-    16 * SEGMENT_SIZE
-};
+const CACHE_SIZE_MAX: usize = 16 * SEGMENT_SIZE;
+const CACHE_SEGMENTS: bool = !cfg!(feature = "small");
 
 /// Allocates a segment for `ctx`'s owner. For huge segments, `huge_size` is the block
 /// size and `huge_align` its alignment. Null when out of memory.
@@ -255,7 +252,8 @@ unsafe fn segment_free(ctx: Option<&mut SegmentsTld>, segment: *mut Segment) {
     crate::segment_map::set(segment as usize, false);
     // SAFETY: a segment's region is a region from the source (or the cache), never null.
     let region_nn = unsafe { NonNull::new_unchecked(region) };
-    if !os.config().has_reserve
+    if CACHE_SEGMENTS
+        && !os.config().has_reserve
         && region == segment as *mut u8
         && size <= CACHE_SIZE_MAX
         && os.purge_delay() >= 0

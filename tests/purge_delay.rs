@@ -91,7 +91,11 @@ fn purge_delay_decides_when_memory_is_purged() {
         high / MB,
         r / MB
     );
-    assert!(now >= due, "delay 0: only {:.1} MiB purged at once", mib(now));
+    assert!(
+        now >= due,
+        "delay 0: only {:.1} MiB purged at once",
+        mib(now)
+    );
     assert!(
         r + (due as usize) <= high,
         "delay 0: RSS fell only {} -> {} MiB",
@@ -136,8 +140,17 @@ fn purge_delay_decides_when_memory_is_purged() {
         mib(forced),
         r2 / MB
     );
-    assert!(forced >= due, "collect(true) purged only {:.1} MiB", mib(forced));
-    assert!(r2 + (due as usize) <= r, "collect(true): RSS {} -> {} MiB", r / MB, r2 / MB);
+    assert!(
+        forced >= due,
+        "collect(true) purged only {:.1} MiB",
+        mib(forced)
+    );
+    assert!(
+        r2 + (due as usize) <= r,
+        "collect(true): RSS {} -> {} MiB",
+        r / MB,
+        r2 / MB
+    );
     free_all(kept);
 
     // 3. a delay of 1.5 s: not purged before it ran out, purged by an unforced collection

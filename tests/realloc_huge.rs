@@ -45,8 +45,8 @@ fn grow(what: &str) -> (*mut u8, usize, usize) {
     let mut p = unsafe { shardalloc::alloc(size, 8, false) };
     assert!(!p.is_null());
     stamp(p, 0, size); // every page of it resident
-    // a neighbour right after it (the next huge mapping usually lands there): the block
-    // can then not grow where it is and its pages move to a new place
+                       // a neighbour right after it (the next huge mapping usually lands there): the block
+                       // can then not grow where it is and its pages move to a new place
     let neighbour = if what == "moved" {
         let n = unsafe { shardalloc::alloc(8 * MB, 8, false) };
         assert!(!n.is_null());
@@ -74,7 +74,10 @@ fn grow(what: &str) -> (*mut u8, usize, usize) {
         if q == p {
             in_place += 1;
         }
-        assert!(stamped(q, size), "contents lost growing to {new_size} bytes");
+        assert!(
+            stamped(q, size),
+            "contents lost growing to {new_size} bytes"
+        );
         assert!(
             faults * 16 < copy_faults,
             "realloc to {} MiB took {faults} page faults: it copied (a copy of {} MiB \
@@ -105,7 +108,9 @@ fn huge_realloc_grows_without_copying() {
     unsafe { shardalloc::free(p) };
     let (p, size2, moved_in_place) = grow("moved");
     assert_eq!(size, size2);
-    eprintln!("address kept: {in_place} of 2 steps without a neighbour, {moved_in_place} of 2 with one");
+    eprintln!(
+        "address kept: {in_place} of 2 steps without a neighbour, {moved_in_place} of 2 with one"
+    );
 
     // Control: the same growth by hand (allocate, copy, free) does fault once per page,
     // so the fault count above tells a copy from a move on this machine.
@@ -114,7 +119,10 @@ fn huge_realloc_grows_without_copying() {
     assert!(!q.is_null());
     unsafe { std::ptr::copy_nonoverlapping(p, q, size) };
     let faults = minor_faults() - f0;
-    eprintln!("control: a copy of {} MiB took {faults} minor faults", size / MB);
+    eprintln!(
+        "control: a copy of {} MiB took {faults} minor faults",
+        size / MB
+    );
     assert!(
         faults >= (size / PAGE) as i64 / 2,
         "a copy of {size} bytes took only {faults} faults: the fault count cannot tell a copy here"
