@@ -8,9 +8,9 @@ use super::{PageSource, Region, SourceConfig};
 /// Most disjoint free ranges the region tracks. Ranges coalesce on free, so this bounds
 /// the fragmentation, not the number of allocations: with the segment sizes the core
 /// asks for, a few dozen live regions leave far fewer holes.
-/// (16 in the small geometry, whose few segments leave few holes, and where the table
-/// counts against a microcontroller's RAM.)
-const MAX_RANGES: usize = if cfg!(feature = "small") { 16 } else { 128 };
+/// (48 in the small geometry, where the table counts against a microcontroller's RAM: a
+/// heap of 256 KiB holds at most 32 segments of 8 KiB, so at most 33 holes between them.)
+const MAX_RANGES: usize = if cfg!(feature = "small") { 48 } else { 128 };
 
 #[derive(Clone, Copy)]
 struct Range {
