@@ -171,6 +171,31 @@ fn find_page(heap: OwnedHeap, size: usize, huge_align: usize) -> *mut Page {
 /// Finds a page with room in queue `bin`, moving full pages to the full queue, or takes a
 /// fresh one.
 fn find_free_page(heap: OwnedHeap, bin: usize) -> *mut Page {
+    let mut page = queue_page_with_room(heap, bin);
+    // None: take over segments of exited threads first, and look again (their pages of
+    // this size class come to the backing heap, often with room: a thread pool's threads
+    // then reuse each other's pages instead of each starting a page of its own)
+    if page.is_null() && reclaim_abandoned(heap, kind_for(bin_size(bin))) > 0 {
+        page = queue_page_with_room(heap, bin);
+    }
+    if page.is_null() {
+        page = page_fresh(heap, bin_size(bin), None);
+        if page.is_null() {
+            return page;
+        }
+    }
+    // SAFETY: a page of our heap (the token), which has a block free.
+    unsafe {
+        (*page).retire_expire = 0;
+        debug_assert!((*page).immediate_available());
+    }
+    page
+}
+
+/// The first page of queue `bin` with room, after moving the pages without room to the
+/// full queue (and extending a page whose free list can grow); null when there is none.
+/// The page found goes to the front of its queue, where the direct table looks.
+fn queue_page_with_room(heap: OwnedHeap, bin: usize) -> *mut Page {
     let h = heap.as_ptr();
     // SAFETY: the token proves the heap is ours, and with it the pages in its queues and
     // its thread context: nothing else writes them.
@@ -191,39 +216,22 @@ fn find_free_page(heap: OwnedHeap, bin: usize) -> *mut Page {
             page_to_full(heap, page, bin);
             page = next;
         }
-        if page.is_null() {
-            page = page_fresh(heap, bin_size(bin), None);
-            if page.is_null() {
-                return page;
-            }
-        } else if (*h).pages[bin].first() != page {
-            // keep the page with room first, where the direct table looks
+        if !page.is_null() && (*h).pages[bin].first() != page {
             (*h).queue_remove(page, bin);
             (*h).queue_push(page);
         }
-        (*page).retire_expire = 0;
-        debug_assert!((*page).immediate_available());
         page
     }
 }
 
-/// A fresh page for blocks of `block_size` (a huge page with its block aligned to
-/// `align` for `huge = Some(align)`), initialised for the heap, with its first blocks, in
-/// its queue. Before asking the segment layer for a new page, the thread takes over
-/// segments of exited threads (their live pages go to its backing heap). Null when out of
-/// memory.
-fn page_fresh(heap: OwnedHeap, block_size: usize, huge: Option<usize>) -> *mut Page {
-    let kind = if huge.is_some() {
-        SegmentKind::Huge
-    } else {
-        kind_for(block_size)
-    };
+/// Takes over abandoned segments while the thread has no segment with a free page of
+/// `kind` (at most `RECLAIM_MAX` that still hold live blocks; emptied ones are freed on
+/// the way and do not count). Their pages in use go to the thread's backing heap. Returns
+/// how many segments were kept.
+fn reclaim_abandoned(heap: OwnedHeap, kind: SegmentKind) -> usize {
     // SAFETY: the token proves the heap's thread context is live and ours; no other
     // reference to it is alive while this one is used.
     let tld = unsafe { &mut *heap.tld() };
-    // Take over abandoned segments while there is no free page of this kind (a new large
-    // or huge page never comes from one, but emptied ones are freed on the way). Segments
-    // that turn out empty are freed and do not count.
     let abandoned = &tld.domain().abandoned;
     let mut reclaimed = 0;
     while reclaimed < RECLAIM_MAX && !tld.segments.has_free_page(kind) {
@@ -239,6 +247,26 @@ fn page_fresh(heap: OwnedHeap, block_size: usize, huge: Option<usize>) -> *mut P
             Reclaim::None => break,
         }
     }
+    reclaimed
+}
+
+/// A fresh page for blocks of `block_size` (a huge page with its block aligned to
+/// `align` for `huge = Some(align)`), initialised for the heap, with its first blocks, in
+/// its queue. Before asking the segment layer for a new page, the thread takes over
+/// segments of exited threads (their live pages go to its backing heap). Null when out of
+/// memory.
+fn page_fresh(heap: OwnedHeap, block_size: usize, huge: Option<usize>) -> *mut Page {
+    let kind = if huge.is_some() {
+        SegmentKind::Huge
+    } else {
+        kind_for(block_size)
+    };
+    // Take over abandoned segments while there is no free page of this kind (a new large
+    // or huge page never comes from one, but emptied ones are freed on the way).
+    reclaim_abandoned(heap, kind);
+    // SAFETY: the token proves the heap's thread context is live and ours; no other
+    // reference to it is alive while this one is used.
+    let tld = unsafe { &mut *heap.tld() };
     let page = segment::page_alloc(&mut tld.segments, block_size, huge);
     if page.is_null() {
         return page;
