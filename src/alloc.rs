@@ -61,14 +61,11 @@ pub(crate) unsafe fn malloc_small(heap: *mut RawHeap, size: usize, zero: bool) -
         // few instructions where the generic path costs hundreds. (The generic path still
         // runs when both lists are empty; the embedded heap has no remote frees to collect.)
         #[cfg(feature = "small")]
-        // SAFETY: a page of the caller's heap (the empty page's lists are both null, and
-        // it is not written): its lists are the owner's to move.
+        // SAFETY: a page of the caller's heap, or the empty page, which is only read (its
+        // lists are both null); a page with own frees is the owner's to change, and after
+        // the move its `free` list holds blocks of `size`'s class.
         unsafe {
-            let local = (*page).local_free;
-            if !local.is_null() {
-                (*page).free = local;
-                (*page).local_free = ptr::null_mut();
-                (*page).free_is_zero = false;
+            if !(*page).local_free.is_null() && (*page).take_local_free() {
                 return page_pop(page, size, zero);
             }
         }

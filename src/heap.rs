@@ -259,11 +259,12 @@ impl RawHeap {
 pub(crate) unsafe fn queue_bin_of(page: *mut Page) -> usize {
     // SAFETY: the page is live (caller); its flags and start change only under its owner.
     let page = unsafe { &*page };
+    if page.in_full() {
+        return BIN_FULL;
+    }
     // SAFETY: a live page lies in the header of its live segment, whose kind never changes.
     let huge = unsafe { (*ptr_segment(page.page_start)).kind == SegmentKind::Huge };
-    if page.in_full() {
-        BIN_FULL
-    } else if huge {
+    if huge {
         BIN_HUGE
     } else {
         page.bin()

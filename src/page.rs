@@ -306,6 +306,20 @@ impl Page {
         self.used -= count;
     }
 
+    /// When `free` is empty, makes the owner's frees (`local_free`) the blocks to allocate
+    /// from; returns whether it did. The owner's part of collecting, without the atomic
+    /// remote frees.
+    #[inline(always)]
+    pub(crate) fn take_local_free(&mut self) -> bool {
+        if !self.free.is_null() || self.local_free.is_null() {
+            return false;
+        }
+        self.free = self.local_free;
+        self.local_free = ptr::null_mut();
+        self.free_is_zero = false;
+        true
+    }
+
     /// Collects the page's free lists: remote frees onto `local_free`, and `local_free`
     /// onto `free` when `free` is empty (or always, with `force`).
     ///
@@ -315,14 +329,10 @@ impl Page {
         // SAFETY: the calling thread owns the page (the `# Safety` contract), as
         // `thread_free_collect` requires.
         unsafe { self.thread_free_collect() };
-        if self.local_free.is_null() {
+        if self.local_free.is_null() || self.take_local_free() {
             return;
         }
-        if self.free.is_null() {
-            self.free = self.local_free;
-            self.local_free = ptr::null_mut();
-            self.free_is_zero = false;
-        } else if force {
+        if force {
             // append `free` after `local_free`
             let mut tail = self.local_free;
             // SAFETY: `local_free` is a list of this page's blocks, owned by the caller.

@@ -82,10 +82,10 @@ pub(crate) struct Segment {
     /// The owner's segment data (null when abandoned).
     pub ctx: *mut SegmentsTld,
     /// Links in the owner's free queue (small/medium segments with free pages).
-    free_links: Links<Segment>,
+    pub free_links: Links<Segment>,
     pub in_free_queue: bool,
     /// Links in the owner's list of all its segments.
-    all_links: Links<Segment>,
+    pub all_links: Links<Segment>,
     /// Link in the domain's abandoned list.
     pub abandoned_next: *mut Segment,
     /// Pages waiting to be purged, and when (domain time).
@@ -94,29 +94,12 @@ pub(crate) struct Segment {
     /// Small geometry: the slices (512-byte pages) in use by pages; a page is a run of
     /// slices, its metadata in the entry of its first slice (see `Page::span_offset`).
     pub slices_used: u64,
-    /// Page metadata; really `capacity` entries (the header is sized for them).
-    pages: [Page; 1],
+    /// Page metadata; really `capacity` entries (the header is sized for them); read
+    /// them with [`Segment::page`].
+    pub pages: [Page; 1],
 }
 
 const SEGMENT_COOKIE: usize = 0x5a4d_a110_c5e9_0d17_u64 as usize; // truncated on 32-bit targets
-
-/// What a new segment header is made of (the rest starts empty).
-pub(crate) struct SegmentHeader {
-    pub owner: usize,
-    pub page_shift: usize,
-    /// Where the header will live (for the cookie).
-    pub address: usize,
-    pub kind: SegmentKind,
-    pub capacity: usize,
-    pub first_page: usize,
-    pub segment_size: usize,
-    pub info_size: usize,
-    pub region: *mut u8,
-    pub region_size: usize,
-    pub committed: usize,
-    pub os: *const Os,
-    pub ctx: *mut SegmentsTld,
-}
 
 /// Marker: a segment in its owner's queue of segments with free pages.
 pub(crate) enum FreeQueue {}
@@ -277,35 +260,6 @@ pub(crate) fn checked_page(p: *const u8) -> Result<*mut Page, NotInBlocks> {
 }
 
 impl Segment {
-    /// A new segment header, to be written at `h.address`: no page in use, in no list,
-    /// nothing to purge; its page array is written by the caller.
-    pub(crate) fn header(h: SegmentHeader) -> Segment {
-        Segment {
-            owner: AtomicUsize::new(h.owner),
-            page_shift: h.page_shift,
-            cookie: SEGMENT_COOKIE ^ h.address,
-            kind: h.kind,
-            capacity: h.capacity,
-            first_page: h.first_page,
-            used: 0,
-            segment_size: h.segment_size,
-            info_size: h.info_size,
-            region: h.region,
-            region_size: h.region_size,
-            committed: h.committed,
-            os: h.os,
-            ctx: h.ctx,
-            free_links: Links::new(),
-            in_free_queue: false,
-            all_links: Links::new(),
-            abandoned_next: ptr::null_mut(),
-            purge_mask: 0,
-            purge_expire: 0,
-            slices_used: 0,
-            pages: [Page::EMPTY],
-        }
-    }
-
     /// Marks the header as a segment's at its (new) address.
     pub(crate) fn set_cookie(&mut self) {
         self.cookie = SEGMENT_COOKIE ^ (self as *const Segment as usize);

@@ -10,12 +10,12 @@
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
 
+use crate::list::Links;
 use crate::os::Os;
 use crate::page::Page;
-use crate::segment::{
-    align_up, kind_for, ptr_segment, Segment, SegmentHeader, SegmentKind, SegmentsTld,
-};
+use crate::segment::{align_up, kind_for, ptr_segment, Segment, SegmentKind, SegmentsTld};
 use crate::size_class::*;
+use crate::sync::AtomicUsize;
 
 /// Segment regions up to this size are cached for reuse when they empty; bigger ones go
 /// back to the source at once (the faults of re-touching them dwarf the source calls).
@@ -169,17 +169,19 @@ fn segment_alloc_sized(
         unsafe { ptr::write_bytes(seg_ptr, 0, header) };
     }
     // SAFETY: `segment` points to the committed header range, ours alone (not published
-    // yet), and is `SEGMENT_SIZE`-aligned, so aligned for `Segment`.
+    // yet), and is `SEGMENT_SIZE`-aligned, so aligned for `Segment`; once written, the
+    // header gets the cookie of its address.
     unsafe {
         ptr::write(
             segment,
-            Segment::header(SegmentHeader {
-                owner: ctx.owner(),
+            Segment {
+                owner: AtomicUsize::new(ctx.owner()),
                 page_shift,
-                address: seg_ptr as usize,
+                cookie: 0, // set below, at its address
                 kind,
                 capacity,
                 first_page,
+                used: 0,
                 segment_size,
                 info_size,
                 region: region.ptr.as_ptr(),
@@ -187,8 +189,17 @@ fn segment_alloc_sized(
                 committed,
                 os,
                 ctx,
-            }),
-        )
+                free_links: Links::new(),
+                in_free_queue: false,
+                all_links: Links::new(),
+                abandoned_next: ptr::null_mut(),
+                purge_mask: 0,
+                purge_expire: 0,
+                slices_used: 0,
+                pages: [Page::EMPTY],
+            },
+        );
+        (*segment).set_cookie();
     };
     for i in 0..capacity {
         // SAFETY: the header was written just above; `i < capacity`, the number of pages

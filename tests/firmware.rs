@@ -14,9 +14,11 @@
 //! without them the test fails and says what to install. Environment:
 //! `SHARDALLOC_FIRMWARE_TIMEOUT` (seconds per QEMU run, default 60).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+mod common;
+use common::process::{run_with_timeout, Outcome};
 use std::time::{Duration, Instant};
 
 const QEMU: &str = "qemu-system-arm";
@@ -143,13 +145,6 @@ fn build(boards: &[&Board], features: &[&str], variant: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-struct Outcome {
-    status: Option<i32>,
-    timed_out: bool,
-    log: String,
-    secs: f64,
-}
-
 fn run(machine: &str, elf: &Path) -> Outcome {
     let timeout = Duration::from_secs(
         std::env::var("SHARDALLOC_FIRMWARE_TIMEOUT")
@@ -157,61 +152,20 @@ fn run(machine: &str, elf: &Path) -> Outcome {
             .and_then(|s| s.parse().ok())
             .unwrap_or(60),
     );
-    let t0 = Instant::now();
-    let mut child = Command::new(QEMU)
-        .args([
-            "-M",
-            machine,
-            "-nographic",
-            "-monitor",
-            "none",
-            "-serial",
-            "none",
-        ])
-        .args(["-semihosting-config", "enable=on,target=native"])
-        .arg("-kernel")
-        .arg(elf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting qemu-system-arm");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stdout.read_to_end(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stderr.read_to_end(&mut s);
-        s
-    });
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("waiting for QEMU") {
-            break st;
-        }
-        if t0.elapsed() > timeout {
-            timed_out = true;
-            let _ = child.kill();
-            break child.wait().expect("waiting for QEMU");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut log = String::from_utf8_lossy(&out_reader.join().unwrap()).replace('\r', "");
-    let err = err_reader.join().unwrap();
-    if !err.is_empty() {
-        log.push_str("\n--- QEMU stderr ---\n");
-        log.push_str(&String::from_utf8_lossy(&err));
-    }
-    Outcome {
-        status: status.code(),
-        timed_out,
-        log,
-        secs: t0.elapsed().as_secs_f64(),
-    }
+    let mut cmd = Command::new(QEMU);
+    cmd.args([
+        "-M",
+        machine,
+        "-nographic",
+        "-monitor",
+        "none",
+        "-serial",
+        "none",
+    ])
+    .args(["-semihosting-config", "enable=on,target=native"])
+    .arg("-kernel")
+    .arg(elf);
+    run_with_timeout(cmd, timeout)
 }
 
 /// What is wrong with a run that should have passed (empty: nothing).

@@ -224,14 +224,17 @@ fn core_layers_point_down() {
     let src = root.join("src");
     let mut files = Vec::new();
     rs_files(&src, &mut files);
+    // the path of a file of `src/`, with `/` separators
+    let rel_path = |f: &Path| {
+        f.strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/")
+    };
     // module path ("global::hosted") -> file ("global/hosted.rs")
     let mut modules: BTreeMap<String, String> = BTreeMap::new();
     for f in &files {
-        let rel = f
-            .strip_prefix(&src)
-            .unwrap()
-            .to_string_lossy()
-            .replace('\\', "/");
+        let rel = rel_path(f);
         let m = rel
             .trim_end_matches(".rs")
             .trim_end_matches("/mod")
@@ -240,11 +243,7 @@ fn core_layers_point_down() {
     }
     let mut edges: BTreeSet<(String, String, String)> = BTreeSet::new();
     for f in &files {
-        let rel = f
-            .strip_prefix(&src)
-            .unwrap()
-            .to_string_lossy()
-            .replace('\\', "/");
+        let rel = rel_path(f);
         let code = code_only(&std::fs::read_to_string(f).unwrap());
         let s = code.as_bytes();
         let mut at = 0;

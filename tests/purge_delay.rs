@@ -19,11 +19,8 @@ const BYTES: usize = 96 * MB;
 /// (kept retired a while) empty out (measured: 0.98).
 const SHARE: f64 = 0.75;
 
-fn rss() -> usize {
-    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: usize = s.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
+mod common;
+use common::rss;
 
 fn purged() -> i64 {
     shardalloc::stats().purged
@@ -42,15 +39,7 @@ fn empty_pages() -> (Vec<usize>, usize) {
         })
         .collect();
     let high = rss();
-    let mut seen = std::collections::HashSet::new();
-    let mut kept = Vec::new();
-    for &b in &blocks {
-        if seen.insert(b >> 22) {
-            kept.push(b); // first block of each segment stays
-        } else {
-            unsafe { shardalloc::free(b as *mut u8) };
-        }
-    }
+    let kept = common::free_all_but_one_per_segment(&blocks);
     (kept, high)
 }
 

@@ -26,12 +26,14 @@
 //! `SHARDALLOC_QEMU_JOBS` (parallel boots, default 2), `SHARDALLOC_QEMU_TIMEOUT` (seconds
 //! per boot, default 180).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+mod common;
+use common::process::{run_with_timeout, Outcome};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const QEMU: &str = "qemu-system-x86_64";
 
@@ -150,13 +152,6 @@ impl Boot {
     }
 }
 
-struct Outcome {
-    status: Option<i32>,
-    timed_out: bool,
-    log: String,
-    secs: f64,
-}
-
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -223,9 +218,8 @@ fn check_qemu() {
 }
 
 fn boot(kernel: &Path, b: &Boot, timeout: Duration) -> Outcome {
-    let t0 = Instant::now();
-    let mut child = Command::new(QEMU)
-        .args(["-machine", b.machine, "-accel", b.accel(), "-cpu", "max"])
+    let mut cmd = Command::new(QEMU);
+    cmd.args(["-machine", b.machine, "-accel", b.accel(), "-cpu", "max"])
         .arg("-kernel")
         .arg(kernel)
         .args([
@@ -245,48 +239,8 @@ fn boot(kernel: &Path, b: &Boot, timeout: Duration) -> Outcome {
             &b.smp.to_string(),
             "-append",
             &b.append,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting QEMU");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stdout.read_to_end(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stderr.read_to_end(&mut s);
-        s
-    });
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("waiting for QEMU") {
-            break st;
-        }
-        if t0.elapsed() > timeout {
-            timed_out = true;
-            let _ = child.kill();
-            break child.wait().expect("waiting for QEMU");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut log = String::from_utf8_lossy(&out_reader.join().unwrap()).replace('\r', "");
-    let err = err_reader.join().unwrap();
-    if !err.is_empty() {
-        log.push_str("\n--- QEMU stderr ---\n");
-        log.push_str(&String::from_utf8_lossy(&err));
-    }
-    Outcome {
-        status: status.code(),
-        timed_out,
-        log,
-        secs: t0.elapsed().as_secs_f64(),
-    }
+        ]);
+    run_with_timeout(cmd, timeout)
 }
 
 /// The first line of `log` that starts with `prefix`.

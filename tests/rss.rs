@@ -5,11 +5,8 @@
 #[global_allocator]
 static GLOBAL: shardalloc::ShardAlloc = shardalloc::ShardAlloc::new();
 
-fn rss() -> usize {
-    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: usize = s.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
+mod common;
+use common::rss;
 
 const MB: usize = 1 << 20;
 
@@ -52,15 +49,7 @@ fn resident_memory_falls_after_free() {
         high >= base + 150 * MB,
         "small blocks raised RSS only {base} -> {high}"
     );
-    let mut seen = std::collections::HashSet::new();
-    let mut kept = Vec::new();
-    for &b in &blocks {
-        if seen.insert(b >> 22) {
-            kept.push(b); // first block of each segment stays
-        } else {
-            unsafe { shardalloc::free(b as *mut u8) };
-        }
-    }
+    let kept = common::free_all_but_one_per_segment(&blocks);
     let segments = shardalloc::stats().segments.current;
     std::thread::sleep(std::time::Duration::from_millis(50));
     shardalloc::collect(false); // not forced: the delay has expired

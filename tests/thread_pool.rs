@@ -12,10 +12,10 @@ static GLOBAL: shardalloc::ShardAlloc = shardalloc::ShardAlloc::new();
 
 static TABLE: Mutex<Vec<Option<Box<[u8; 128]>>>> = Mutex::new(Vec::new());
 
+mod common;
+
 fn rss_mib() -> usize {
-    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: usize = s.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096 >> 20
+    common::rss() >> 20
 }
 
 #[test]

@@ -1,5 +1,8 @@
-//! Shared helpers of the hosted tests: a seeded generator, and the seed to print.
+//! Shared helpers of the tests: a seeded generator and the seed to print, checkable
+//! blocks, the resident set; running QEMU under a time limit (`process`).
 #![allow(dead_code)]
+
+pub mod process;
 
 /// splitmix64: small, fast, and good enough to drive stress tests.
 pub struct Rng(u64);
@@ -89,4 +92,27 @@ impl Blk {
         );
         unsafe { shardalloc::free(self.0) };
     }
+}
+
+/// The resident set of the process, in bytes (from `/proc/self/statm`).
+pub fn rss() -> usize {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = s.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// Frees every block of `blocks` (addresses of blocks of the hosted allocator) but the
+/// first of each segment, so that their pages empty while every segment stays alive.
+/// Returns the survivors.
+pub fn free_all_but_one_per_segment(blocks: &[usize]) -> Vec<usize> {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept = Vec::new();
+    for &b in blocks {
+        if seen.insert(b >> shardalloc::size_class::SEGMENT_SHIFT) {
+            kept.push(b); // first block of each segment stays
+        } else {
+            unsafe { shardalloc::free(b as *mut u8) };
+        }
+    }
+    kept
 }

@@ -4,11 +4,11 @@
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use super::check::{fill, verify, Block};
+use super::timer::{Deadline, IrqState, PerCpuIrq};
 use crate::cpu::{self, MAX_CPUS};
 use crate::rng::Rng;
 use crate::{apic, heap, idt, smp};
@@ -19,19 +19,7 @@ const TICKS: usize = 150;
 const TIMER_COUNT: u32 = 62_500;
 const RING: usize = 8;
 
-/// What the handler of one CPU keeps between interrupts.
-struct IrqState {
-    ring: [Option<Block>; RING],
-    rng: Rng,
-    tag: u64,
-}
-
-struct PerCpuIrq(UnsafeCell<Option<IrqState>>);
-// SAFETY: slot `i` is touched only by CPU `i`, either in its timer handler (interrupts off)
-// or by its main flow with interrupts off (setup and teardown): never concurrently.
-unsafe impl Sync for PerCpuIrq {}
-
-static STATE: [PerCpuIrq; MAX_CPUS] = [const { PerCpuIrq(UnsafeCell::new(None)) }; MAX_CPUS];
+static STATE: [PerCpuIrq<RING>; MAX_CPUS] = [const { PerCpuIrq::new() }; MAX_CPUS];
 static TICKS_SEEN: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 /// Interrupts whose handler found the CPU's state set up (and so did its allocations).
 static TICKS_HANDLED: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
@@ -43,10 +31,7 @@ static SEED: AtomicU64 = AtomicU64::new(0);
 static LARGE: AtomicUsize = AtomicUsize::new(0);
 static HANDLER_OPS: AtomicUsize = AtomicUsize::new(0);
 static MAIN_OPS: AtomicUsize = AtomicUsize::new(0);
-/// TSC value after which the main flows stop whatever they saw (so that a handler that
-/// never runs fails the checks instead of hanging the run).
-static DEADLINE: AtomicU64 = AtomicU64::new(0);
-const DEADLINE_S: u64 = 30;
+static DEADLINE: Deadline = Deadline::new();
 
 const TAG_BOX: u64 = 0x5EED_0000_0000_0000;
 
@@ -58,10 +43,7 @@ pub fn run(args: &super::Args) {
         Ordering::SeqCst,
     );
     MAIN_OPS.store(0, Ordering::SeqCst);
-    DEADLINE.store(
-        apic::rdtsc() + DEADLINE_S * 1_000_000 * args.tsc_per_us,
-        Ordering::SeqCst,
-    );
+    DEADLINE.arm(args.tsc_per_us);
     idt::set_timer_hook(Some(on_timer));
     smp::run_on_all(worker);
     idt::set_timer_hook(None);
@@ -117,8 +99,8 @@ fn worker(cpu: usize) {
     let mut tag = (cpu as u64) << 44;
     let mut ops = 0;
     while TICKS_HANDLED[cpu].load(Ordering::SeqCst) < TICKS || ops < 2000 {
-        if apic::rdtsc() > DEADLINE.load(Ordering::Relaxed) {
-            println!("irq: cpu {cpu}: stopped after {DEADLINE_S} s");
+        if DEADLINE.passed() {
+            println!("irq: cpu {cpu}: stopped after {} s", Deadline::SECS);
             break;
         }
         // Hand a block to the handler when its slot is empty.

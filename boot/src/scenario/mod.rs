@@ -10,6 +10,7 @@ mod oom;
 mod smoke;
 mod smp;
 mod stress;
+mod timer;
 mod xirq;
 
 /// What the command line asked for.

@@ -132,17 +132,7 @@ pub fn run(_args: &super::Args) {
             failures,
             free_at_oom
         );
-        let permille = chain.bytes as u64 * 1000 / (free0 as u64 * 4096);
-        assert!(
-            permille >= MIN_USE_PERMILLE,
-            "oom: only {} KiB ({}.{}%) handed out before out of memory, of {} KiB free (at least {}.{}% expected)",
-            chain.bytes >> 10,
-            permille / 10,
-            permille % 10,
-            free0 * 4,
-            MIN_USE_PERMILLE / 10,
-            MIN_USE_PERMILLE % 10
-        );
+        check_use(chain.bytes, free0, None);
         chain.free_all();
         heap::collect_all(true);
         let free1 = mem::PHYS.free_frames();
@@ -211,16 +201,7 @@ pub fn run(_args: &super::Args) {
             permille % 10,
             free0 * 4
         );
-        assert!(
-            permille >= MIN_USE_PERMILLE,
-            "oom: only {} KiB ({}.{}%) handed out in {size}-byte blocks before out of memory, of {} KiB free (at least {}.{}% expected)",
-            chain.bytes >> 10,
-            permille / 10,
-            permille % 10,
-            free0 * 4,
-            MIN_USE_PERMILLE / 10,
-            MIN_USE_PERMILLE % 10
-        );
+        check_use(chain.bytes, free0, Some(size));
         chain.free_all();
         heap::collect_all(true);
     }
@@ -247,4 +228,31 @@ pub fn run(_args: &super::Args) {
     chain.free_all();
     heap::collect_all(true);
     let _ = smp::online();
+}
+
+/// Fails the run unless `bytes` handed out before out of memory (in blocks of
+/// `block_size`, if one size) make at least `MIN_USE_PERMILLE` of the `free_frames` that
+/// were free at the start. (It formats without allocating: the heap is full here.)
+fn check_use(bytes: usize, free_frames: usize, block_size: Option<usize>) {
+    struct InBlocks(Option<usize>);
+    impl core::fmt::Display for InBlocks {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            match self.0 {
+                Some(size) => write!(f, " in {size}-byte blocks"),
+                None => Ok(()),
+            }
+        }
+    }
+    let permille = bytes as u64 * 1000 / (free_frames as u64 * 4096);
+    assert!(
+        permille >= MIN_USE_PERMILLE,
+        "oom: only {} KiB ({}.{}%) handed out{} before out of memory, of {} KiB free (at least {}.{}% expected)",
+        bytes >> 10,
+        permille / 10,
+        permille % 10,
+        InBlocks(block_size),
+        free_frames * 4,
+        MIN_USE_PERMILLE / 10,
+        MIN_USE_PERMILLE % 10
+    );
 }

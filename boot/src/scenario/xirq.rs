@@ -20,11 +20,11 @@
 //! and the allocated bytes balance at the end.
 
 use core::alloc::Layout;
-use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use super::check::{fill, verify, Block};
+use super::timer::{Deadline, IrqState, PerCpuIrq};
 use crate::cpu::{self, MAX_CPUS};
 use crate::rng::Rng;
 use crate::{apic, heap, idt, smp};
@@ -67,24 +67,9 @@ static RECEIVED: AtomicUsize = AtomicUsize::new(0);
 static DONE: AtomicUsize = AtomicUsize::new(0);
 /// CPUs whose main flow has done what it must (see `worker`).
 static SATISFIED: AtomicUsize = AtomicUsize::new(0);
-/// TSC value after which the main flows stop whatever they saw (so that a handler that
-/// never runs fails the checks instead of hanging the run).
-static DEADLINE: AtomicU64 = AtomicU64::new(0);
-const DEADLINE_S: u64 = 30;
+static DEADLINE: Deadline = Deadline::new();
 
-/// What the handler of one CPU keeps between interrupts.
-struct IrqState {
-    ring: [Option<Block>; RING],
-    rng: Rng,
-    tag: u64,
-}
-
-struct PerCpuIrq(UnsafeCell<Option<IrqState>>);
-// SAFETY: slot `i` is touched only by CPU `i`, in its timer handler (interrupts off) or by
-// its main flow with interrupts off: never concurrently.
-unsafe impl Sync for PerCpuIrq {}
-
-static STATE: [PerCpuIrq; MAX_CPUS] = [const { PerCpuIrq(UnsafeCell::new(None)) }; MAX_CPUS];
+static STATE: [PerCpuIrq<RING>; MAX_CPUS] = [const { PerCpuIrq::new() }; MAX_CPUS];
 
 pub fn run(args: &super::Args) {
     let n = smp::online();
@@ -93,10 +78,7 @@ pub fn run(args: &super::Args) {
     RECEIVED.store(0, Ordering::SeqCst);
     DONE.store(0, Ordering::SeqCst);
     SATISFIED.store(0, Ordering::SeqCst);
-    DEADLINE.store(
-        apic::rdtsc() + DEADLINE_S * 1_000_000 * args.tsc_per_us,
-        Ordering::SeqCst,
-    );
+    DEADLINE.arm(args.tsc_per_us);
     for c in 0..MAX_CPUS {
         for a in [
             &HITS[c],
@@ -323,8 +305,8 @@ fn worker(cpu: usize) {
         if SATISFIED.load(Ordering::SeqCst) == n {
             break;
         }
-        if apic::rdtsc() > DEADLINE.load(Ordering::Relaxed) {
-            println!("xirq: cpu {cpu}: stopped after {DEADLINE_S} s");
+        if DEADLINE.passed() {
+            println!("xirq: cpu {cpu}: stopped after {} s", Deadline::SECS);
             break;
         }
     }
