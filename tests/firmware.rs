@@ -15,10 +15,10 @@
 //! `SHARDALLOC_FIRMWARE_TIMEOUT` (seconds per QEMU run, default 60).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 mod common;
-use common::process::{run_with_timeout, Outcome};
+use common::process::{require, run_with_timeout, Outcome};
 use std::time::{Duration, Instant};
 
 const QEMU: &str = "qemu-system-arm";
@@ -54,19 +54,11 @@ fn target_dir() -> PathBuf {
 }
 
 fn check_qemu() {
-    match Command::new(QEMU)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        Ok(s) if s.success() => {}
-        _ => panic!(
-            "{QEMU} not found or not working: this test runs the Cortex-M firmware under QEMU. \
-             Install it with `apt-get install -y --no-install-recommends qemu-system-arm` \
-             (scripts/setup.sh does it)."
-        ),
-    }
+    require(
+        QEMU,
+        "this test runs the Cortex-M firmware under QEMU",
+        "qemu-system-arm",
+    );
 }
 
 /// The Rust targets must be installed (rustup); say how if not.

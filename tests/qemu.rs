@@ -27,10 +27,10 @@
 //! per boot, default 180).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 mod common;
-use common::process::{run_with_timeout, Outcome};
+use common::process::{require, run_with_timeout, Outcome};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -202,19 +202,11 @@ fn build_kernel(kernel: Kernel) -> PathBuf {
 }
 
 fn check_qemu() {
-    match Command::new(QEMU)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        Ok(s) if s.success() => {}
-        _ => panic!(
-            "{QEMU} not found or not working: these tests boot the kernel under QEMU. \
-             Install it with `apt-get install -y --no-install-recommends qemu-system-x86` \
-             (CI installs it)."
-        ),
-    }
+    require(
+        QEMU,
+        "these tests boot the kernel under QEMU",
+        "qemu-system-x86",
+    );
 }
 
 fn boot(kernel: &Path, b: &Boot, timeout: Duration) -> Outcome {

@@ -63,3 +63,20 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Outcome {
         secs: t0.elapsed().as_secs_f64(),
     }
 }
+
+/// Fails the test unless `program --version` runs: it says what the test needs the
+/// program for (`why`) and the Debian package that installs it.
+pub fn require(program: &str, why: &str, package: &str) {
+    match Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        _ => panic!(
+            "{program} not found or not working: {why}. Install it with `apt-get install -y \
+             --no-install-recommends {package}` (scripts/setup.sh does it)."
+        ),
+    }
+}
