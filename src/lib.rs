@@ -79,7 +79,7 @@ pub use os::{DEFAULT_PURGE_DELAY, DEFAULT_PURGE_DELAY_TICKS};
 pub use source::{PageSource, Region, SourceConfig, SourceError};
 pub use stats::{StatCount, Stats};
 
-#[cfg(all(feature = "std", unix))]
+#[cfg(all(feature = "std", any(unix, windows)))]
 pub use global::hosted::{
     alloc, check, collect, free, is_in_heap_region, realloc, stats, thread_done, usable_size, Heap,
     ShardAlloc, DOMAIN,

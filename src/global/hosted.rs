@@ -1,5 +1,6 @@
-//! Hosted programs (unix): a thread-local heap per thread, the `mmap` source, thread exit
-//! through a `pthread_key` destructor, `ShardAlloc` as `#[global_allocator]`, and
+//! Hosted programs (unix and Windows): a thread-local heap per thread, the `mmap` or
+//! `VirtualAlloc` source, thread exit through a `pthread_key` destructor (unix) or a
+//! fiber-local-storage callback (Windows), `ShardAlloc` as `#[global_allocator]`, and
 //! first-class [`Heap`]s.
 
 use crate::sync::{AtomicUsize, Ordering};
@@ -11,24 +12,135 @@ use crate::collect::{heap_collect, Collect};
 use crate::domain::Domain;
 use crate::first_class;
 use crate::heap::{empty_heap, heap_check, OwnedHeap, RawHeap};
-use crate::source::Mmap;
 use crate::stats::Stats;
 use crate::thread::{self, ThreadData};
 
-static MMAP: Mmap = Mmap;
+/// What differs between unix and Windows: the page source, the clock, and the per-thread
+/// key whose destructor runs when a thread exits.
+#[cfg(unix)]
+mod sys {
+    use core::ffi::c_void;
 
-fn clock_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    pub(super) static SOURCE: crate::source::Mmap = crate::source::Mmap;
+
+    pub(super) fn clock_ms() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    }
+
+    unsafe extern "C" fn key_destructor(td: *mut c_void) {
+        // SAFETY: the key's value is the thread data set by `thread_init` on this thread,
+        // which is exiting (the system calls destructors only with non-null values).
+        unsafe { super::thread_done_cb(td) };
+    }
+
+    /// A new key whose destructor runs `thread_done_cb` at thread exit.
+    pub(super) fn key_create() -> Option<usize> {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: valid out-pointer and an `extern "C"` destructor.
+        (unsafe { libc::pthread_key_create(&mut key, Some(key_destructor)) } == 0)
+            .then_some(key as usize)
+    }
+
+    /// Sets the calling thread's value of `key`.
+    ///
+    /// # Safety
+    /// `key` came from `key_create`.
+    pub(super) unsafe fn key_set(key: usize, value: *mut c_void) {
+        // SAFETY: the key exists (caller). glibc keeps the first 32 keys' values inline in
+        // the thread descriptor, so this does not allocate for an early key.
+        unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, value) };
+    }
+
+    /// fork() in a multi-threaded program: the child must not inherit a domain lock held
+    /// by a thread that does not exist there. (The C library registers these at load time
+    /// instead. Here glibc's own malloc serves pthread_atfork's bookkeeping, so this does
+    /// not re-enter us.)
+    pub(super) fn register_fork_handlers() {
+        #[cfg(not(feature = "override"))]
+        // SAFETY: plain `extern "C"` handlers.
+        unsafe {
+            libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child))
+        };
+    }
+
+    #[cfg(not(feature = "override"))]
+    extern "C" fn fork_prepare() {
+        super::DOMAIN.fork_prepare();
+    }
+    #[cfg(not(feature = "override"))]
+    extern "C" fn fork_parent() {
+        // SAFETY: registered with `pthread_atfork` after `fork_prepare`: the forking
+        // thread ran `fork_prepare` just before `fork()`.
+        unsafe { super::DOMAIN.fork_parent() };
+    }
+    #[cfg(not(feature = "override"))]
+    extern "C" fn fork_child() {
+        // SAFETY: as for `fork_parent`, in the child, whose only thread forked.
+        unsafe { super::DOMAIN.fork_child() };
+    }
+}
+
+#[cfg(windows)]
+mod sys {
+    use core::ffi::c_void;
+    use windows_sys::Win32::System::Threading::{FlsAlloc, FlsSetValue, FLS_OUT_OF_INDEXES};
+
+    pub(super) static SOURCE: crate::source::VirtualAlloc = crate::source::VirtualAlloc;
+
+    pub(super) fn clock_ms() -> u64 {
+        // SAFETY: no preconditions; milliseconds since boot, monotonic.
+        unsafe { windows_sys::Win32::System::SystemInformation::GetTickCount64() }
+    }
+
+    unsafe extern "system" fn fls_callback(td: *const c_void) {
+        // SAFETY: the slot's value is the thread data set by `thread_init` on this thread
+        // (fiber), which is exiting; null values are skipped by `thread_done_cb`.
+        unsafe { super::thread_done_cb(td as *mut c_void) };
+    }
+
+    /// A fiber-local-storage slot whose callback runs `thread_done_cb` when the thread
+    /// exits (as mimalloc does: FLS callbacks run at thread exit, before DLL detach, for
+    /// threads of every kind, not only those made by Rust's std).
+    pub(super) fn key_create() -> Option<usize> {
+        // SAFETY: registers an `extern "system"` callback of the documented signature.
+        let index = unsafe { FlsAlloc(Some(fls_callback)) };
+        (index != FLS_OUT_OF_INDEXES).then_some(index as usize)
+    }
+
+    /// Sets the calling thread's value of `key`.
+    ///
+    /// # Safety
+    /// `key` came from `key_create`.
+    pub(super) unsafe fn key_set(key: usize, value: *mut c_void) {
+        // SAFETY: the slot exists (caller); FlsSetValue does not allocate through us.
+        unsafe { FlsSetValue(key as u32, value) };
+    }
+
+    /// Windows has no fork.
+    pub(super) fn register_fork_handlers() {}
+}
+
+/// Runs `thread_done` for thread data `td` given by the thread-exit key (null: none).
+///
+/// # Safety
+/// `td` is null or the calling thread's data, and the thread is exiting.
+unsafe fn thread_done_cb(td: *mut core::ffi::c_void) {
+    if td.is_null() {
+        return;
+    }
+    // SAFETY: the key's value is the thread data set by `thread_init` on this thread,
+    // which is exiting (caller).
+    unsafe { thread_done_td(td as *mut ThreadData) };
 }
 
 /// The process's domain: all thread heaps of the hosted allocator share it.
-pub static DOMAIN: Domain = Domain::with_clock(&MMAP, Some(clock_ms));
+pub static DOMAIN: Domain = Domain::with_clock(&sys::SOURCE, Some(sys::clock_ms));
 
 /// The calling thread's default heap (the empty heap before its first allocation).
 #[inline(always)]
@@ -43,18 +155,10 @@ fn owner() -> usize {
     unsafe { (*default_heap()).owner }
 }
 
-/// The pthread key whose destructor runs `thread_done`; `usize::MAX` until made.
+/// The thread-exit key (pthread key or FLS index) whose destructor runs `thread_done`;
+/// `usize::MAX` until made.
 static KEY: AtomicUsize = AtomicUsize::new(usize::MAX);
 static KEY_ONCE: spin::Once<()> = spin::Once::new();
-
-unsafe extern "C" fn thread_done_cb(td: *mut libc::c_void) {
-    if td.is_null() {
-        return;
-    }
-    // SAFETY: the key's value is the thread data set by `thread_init` on this thread,
-    // which is exiting.
-    unsafe { thread_done_td(td as *mut ThreadData) };
-}
 
 /// # Safety
 /// `td` is the calling thread's data, and the thread uses its heaps no more.
@@ -68,22 +172,6 @@ unsafe fn thread_done_td(td: *mut ThreadData) {
     unsafe { thread::thread_data_free(&DOMAIN, td) };
 }
 
-#[cfg(not(feature = "override"))]
-extern "C" fn fork_prepare() {
-    DOMAIN.fork_prepare();
-}
-#[cfg(not(feature = "override"))]
-extern "C" fn fork_parent() {
-    // SAFETY: registered with `pthread_atfork` after `fork_prepare`: the forking thread
-    // ran `fork_prepare` just before `fork()`.
-    unsafe { DOMAIN.fork_parent() };
-}
-#[cfg(not(feature = "override"))]
-extern "C" fn fork_child() {
-    // SAFETY: as for `fork_parent`, in the child, whose only thread forked.
-    unsafe { DOMAIN.fork_child() };
-}
-
 /// Initialises the calling thread's heap. Returns the empty heap when out of memory.
 #[cold]
 #[inline(never)]
@@ -94,20 +182,10 @@ fn thread_init() -> *mut RawHeap {
         return cur;
     }
     KEY_ONCE.call_once(|| {
-        let mut key: libc::pthread_key_t = 0;
-        // SAFETY: valid out-pointer and an `extern "C"` destructor.
-        if unsafe { libc::pthread_key_create(&mut key, Some(thread_done_cb)) } == 0 {
-            KEY.store(key as usize, Ordering::Release);
+        if let Some(key) = sys::key_create() {
+            KEY.store(key, Ordering::Release);
         }
-        // fork() in a multi-threaded program: the child must not inherit a domain lock
-        // held by a thread that does not exist there. (The C library registers these at
-        // load time instead. Here glibc's own malloc serves pthread_atfork's bookkeeping,
-        // so this does not re-enter us.)
-        #[cfg(not(feature = "override"))]
-        // SAFETY: plain `extern "C"` handlers.
-        unsafe {
-            libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child))
-        };
+        sys::register_fork_handlers();
     });
     let td = thread::thread_data_alloc(&DOMAIN);
     if td.is_null() {
@@ -115,9 +193,8 @@ fn thread_init() -> *mut RawHeap {
     }
     let key = KEY.load(Ordering::Acquire);
     if key != usize::MAX {
-        // SAFETY: the key exists. glibc keeps the first 32 keys' values inline in the
-        // thread descriptor, so this does not allocate for an early key.
-        unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, td as *const libc::c_void) };
+        // SAFETY: the key was made by `key_create`.
+        unsafe { sys::key_set(key, td as *mut core::ffi::c_void) };
     }
     // SAFETY: `td` is fresh and initialised.
     let heap = unsafe { ptr::addr_of_mut!((*td).heap) };
@@ -147,8 +224,9 @@ pub fn thread_done() {
     }
     let key = KEY.load(Ordering::Acquire);
     if key != usize::MAX {
-        // SAFETY: clearing our own slot so the destructor does not run twice.
-        unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, ptr::null()) };
+        // SAFETY: clearing our own slot (of a key made by `key_create`) so the destructor
+        // does not run twice.
+        unsafe { sys::key_set(key, ptr::null_mut()) };
     }
     // SAFETY: the backing heap is the first field of its thread data.
     unsafe { thread_done_td(h as *mut ThreadData) };

@@ -8,9 +8,9 @@ use crate::size_class::WORD;
 
 pub mod percpu;
 
-#[cfg(all(feature = "std", unix))]
+#[cfg(all(feature = "std", any(unix, windows)))]
 pub mod hosted;
-#[cfg(all(feature = "std", unix))]
+#[cfg(all(feature = "std", any(unix, windows)))]
 pub(crate) mod tls;
 
 #[cfg(feature = "embedded")]

@@ -8,6 +8,7 @@
 //!
 //! Backends:
 //! - [`Mmap`] (unix, feature `std`): anonymous `mmap`, purge with `madvise`.
+//! - `VirtualAlloc` (Windows, feature `std`): reserve, then commit and decommit in pages.
 //! - [`RegionSource`]: a fixed slice of memory, for MMU-less targets and tests.
 //! - `frames` (x86_64 kernels, feature `frames`): a virtual window mapped page by page.
 
@@ -20,6 +21,11 @@ pub use region::RegionSource;
 mod mmap;
 #[cfg(all(feature = "std", unix))]
 pub use mmap::Mmap;
+
+#[cfg(all(feature = "std", windows))]
+mod virtual_alloc;
+#[cfg(all(feature = "std", windows))]
+pub use virtual_alloc::{aligned_alloc_counts, VirtualAlloc};
 
 #[cfg(all(feature = "frames", target_arch = "x86_64"))]
 pub mod frames;

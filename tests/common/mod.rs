@@ -95,10 +95,26 @@ impl Blk {
 }
 
 /// The resident set of the process, in bytes (from `/proc/self/statm`).
+#[cfg(unix)]
 pub fn rss() -> usize {
     let s = std::fs::read_to_string("/proc/self/statm").unwrap();
     let pages: usize = s.split_whitespace().nth(1).unwrap().parse().unwrap();
     pages * 4096
+}
+
+/// The resident set of the process, in bytes: the working set from
+/// `GetProcessMemoryInfo` (under Wine, the resident set of the Linux process it runs in).
+#[cfg(windows)]
+pub fn rss() -> usize {
+    use windows_sys::Win32::System::ProcessStatus::{
+        GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS,
+    };
+    use windows_sys::Win32::System::Threading::GetCurrentProcess;
+    let mut c: PROCESS_MEMORY_COUNTERS = unsafe { std::mem::zeroed() };
+    c.cb = std::mem::size_of::<PROCESS_MEMORY_COUNTERS>() as u32;
+    let ok = unsafe { GetProcessMemoryInfo(GetCurrentProcess(), &mut c, c.cb) };
+    assert!(ok != 0, "GetProcessMemoryInfo failed");
+    c.WorkingSetSize
 }
 
 /// Frees every block of `blocks` (addresses of blocks of the hosted allocator) but the
