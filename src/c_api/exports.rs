@@ -10,6 +10,7 @@
 
 use core::ffi::c_void;
 
+use super::new_handler::{new_nothrow, new_or_abort};
 use super::semantics as s;
 
 // ---------------------------------------------------------------------------------------
@@ -173,73 +174,6 @@ pub unsafe extern "C" fn __posix_memalign(out: *mut *mut c_void, align: usize, s
 
 // ---------------------------------------------------------------------------------------
 // C++ (Itanium ABI names; x86_64: size_t is `m`, std::align_val_t is a size_t enum)
-
-#[cold]
-#[inline(never)]
-fn new_failed(size: usize, align: usize) -> ! {
-    super::fatal(format_args!(
-        "operator new({size}, align {align}) failed: out of memory (std::bad_alloc cannot \
-         be thrown from shardalloc; aborting)"
-    ))
-}
-
-/// A C++ `std::new_handler`: may free memory and return, or throw (which aborts here).
-type NewHandler = unsafe extern "C-unwind" fn();
-
-/// The program's current `std::new_handler`, through libstdc++'s
-/// `std::get_new_handler()` (looked up on the first failure; none without libstdc++).
-fn current_new_handler() -> Option<NewHandler> {
-    use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-    // 0: not looked up yet, 1: absent, else the address of std::get_new_handler
-    static GET: AtomicUsize = AtomicUsize::new(0);
-    let mut get = GET.load(Relaxed);
-    if get == 0 {
-        // SAFETY: a by-name symbol lookup.
-        let f = unsafe { ::libc::dlsym(::libc::RTLD_DEFAULT, c"_ZSt15get_new_handlerv".as_ptr()) };
-        get = if f.is_null() { 1 } else { f as usize };
-        GET.store(get, Relaxed);
-    }
-    if get == 1 {
-        return None;
-    }
-    // SAFETY: the symbol is `std::new_handler std::get_new_handler() noexcept`, and a
-    // `new_handler` is a `void (*)()` (null when none is set).
-    unsafe {
-        let get: extern "C" fn() -> Option<NewHandler> = core::mem::transmute(get);
-        get()
-    }
-}
-
-/// Throwing `new`: a block; when out of memory, the new handler's turn and a retry, or
-/// abort.
-#[inline]
-pub(crate) fn new_or_abort(size: usize, align: usize) -> *mut u8 {
-    loop {
-        let p = new_nothrow(size, align);
-        if !p.is_null() {
-            return p;
-        }
-        match current_new_handler() {
-            // SAFETY: the program's handler, called as C++ would call it.
-            Some(handler) => unsafe { handler() },
-            None => new_failed(size, align),
-        }
-    }
-}
-
-/// `nothrow` `new`: a block or NULL.
-#[inline]
-pub(crate) fn new_nothrow(size: usize, align: usize) -> *mut u8 {
-    if align <= crate::size_class::WORD {
-        // SAFETY: `None` is the calling thread's default heap, `s::malloc`'s only
-        // precondition.
-        unsafe { s::malloc(None, size) }
-    } else {
-        // SAFETY: `None` is the calling thread's default heap, `s::malloc_aligned_at`'s
-        // only precondition (it checks `align` itself).
-        unsafe { s::malloc_aligned_at(None, size, align, 0, false) }
-    }
-}
 
 /// operator new(size_t)
 #[no_mangle]

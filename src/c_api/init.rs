@@ -1,5 +1,6 @@
-//! Load and exit: an ELF constructor reads the options and registers the `fork` handlers;
-//! an ELF destructor prints statistics when `show_stats` is on.
+//! Load and exit: an ELF constructor (unix) or `DllMain` (Windows) reads the options and
+//! registers the `fork` handlers (unix); an ELF destructor or `DllMain` prints statistics
+//! when `show_stats` is on.
 //!
 //! `malloc` works before the constructor runs (other libraries' constructors may allocate
 //! first): nothing here is needed for allocation, only for options.
@@ -9,30 +10,39 @@
 //! exist there; parent and child release them. Registered at load time, our prepare
 //! handler runs after those of libraries loaded later (handlers run in reverse order of
 //! registration), so their allocations in prepare handlers do not wait for our locks.
-//! A `dlopen`ed library pins itself (`RTLD_NODELETE`): `dlclose` must not unmap code
-//! that exiting threads (their thread-key destructor) and later frees still run.
+//! A `dlopen`ed library pins itself (`RTLD_NODELETE`; on Windows `GetModuleHandleEx` with
+//! `PIN`): `dlclose`/`FreeLibrary` must not unmap code that exiting threads (their
+//! thread-key destructor or fiber-local-storage callback) and later frees still run.
 //! The thread-key `Once` of the hosted binding is completed here too (by initialising the
 //! loading thread), so that no `fork` can catch it half-done.
 
+#[cfg(unix)]
 use core::ffi::{c_char, c_int, c_void};
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
+#[cfg(unix)]
+use core::sync::atomic::{AtomicI32, AtomicU64};
 
 use super::options;
-use crate::global::hosted::{self, DOMAIN};
+use crate::global::hosted;
+#[cfg(unix)]
+use crate::global::hosted::DOMAIN;
 
 static INITIALISED: AtomicBool = AtomicBool::new(false);
 static DONE: AtomicBool = AtomicBool::new(false);
 
+#[cfg(unix)]
 extern "C" fn fork_prepare() {
     DOMAIN.fork_prepare();
 }
 
+#[cfg(unix)]
 extern "C" fn fork_parent() {
     // SAFETY: registered with `pthread_atfork` after `fork_prepare`: the forking thread
     // ran `fork_prepare` just before `fork()`.
     unsafe { DOMAIN.fork_parent() };
 }
 
+#[cfg(unix)]
 extern "C" fn fork_child() {
     // SAFETY: as for `fork_parent`, in the child, whose only thread forked.
     unsafe { DOMAIN.fork_child() };
@@ -45,12 +55,15 @@ pub(crate) fn init() {
     }
     super::stats::record_start();
     options::init_from_env();
-    if options::enabled(options::SHOW_STATS) {
-        save_stderr();
+    #[cfg(unix)]
+    {
+        if options::enabled(options::SHOW_STATS) {
+            save_stderr();
+        }
+        // SAFETY: registering plain `extern "C"` handlers; pthread_atfork does not call
+        // malloc in glibc.
+        unsafe { ::libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
     }
-    // SAFETY: registering plain `extern "C"` handlers; pthread_atfork does not call malloc
-    // in glibc.
-    unsafe { ::libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
     let _ = hosted::heap_initialized();
     pin_library();
 }
@@ -58,6 +71,7 @@ pub(crate) fn init() {
 /// Makes a `dlopen`ed library stay loaded after `dlclose`: threads that allocated keep a
 /// thread-key destructor pointing into our code (and blocks of ours may still be freed),
 /// so unmapping the library would crash them. (A no-op when preloaded or linked.)
+#[cfg(unix)]
 fn pin_library() {
     static MARKER: u8 = 0;
     // SAFETY: dladdr fills a stack `Dl_info`; dlopen with RTLD_NOLOAD only finds the
@@ -82,11 +96,15 @@ fn pin_library() {
 /// With `show_stats`: a close-on-exec copy of stderr taken at load time, and the device
 /// and inode it refers to. Programs may close stderr before the statistics are printed at
 /// exit (GNU coreutils do, in an `atexit` handler); the statistics then go to this copy.
+#[cfg(unix)]
 static SAVED_STDERR: AtomicI32 = AtomicI32::new(-1);
+#[cfg(unix)]
 static SAVED_DEV: AtomicU64 = AtomicU64::new(0);
+#[cfg(unix)]
 static SAVED_INO: AtomicU64 = AtomicU64::new(0);
 
 /// The device and inode that `fd` refers to; `None` when `fd` is not open.
+#[cfg(unix)]
 fn file_id(fd: c_int) -> Option<(u64, u64)> {
     // SAFETY: an all-zero `stat` is valid; fstat fills it.
     let mut st: ::libc::stat = unsafe { core::mem::zeroed() };
@@ -97,6 +115,7 @@ fn file_id(fd: c_int) -> Option<(u64, u64)> {
     Some((st.st_dev as u64, st.st_ino as u64))
 }
 
+#[cfg(unix)]
 fn save_stderr() {
     // SAFETY: duplicating a file descriptor; no memory is involved.
     let fd = unsafe { ::libc::fcntl(2, ::libc::F_DUPFD_CLOEXEC, 3) };
@@ -118,6 +137,7 @@ fn save_stderr() {
 
 /// The saved copy of stderr when stderr itself is closed and the copy still refers to
 /// the file it was taken from (the program may have closed it and reused its number).
+#[cfg(unix)]
 fn closed_stderr_copy() -> Option<c_int> {
     // SAFETY: querying descriptor flags; no memory is involved.
     if unsafe { ::libc::fcntl(2, ::libc::F_GETFD) } != -1 || options::output_registered() {
@@ -129,22 +149,12 @@ fn closed_stderr_copy() -> Option<c_int> {
 }
 
 /// An `mi_output_fun` writing to the file descriptor in `arg`.
+#[cfg(unix)]
 unsafe extern "C" fn write_to_fd(msg: *const c_char, arg: *mut c_void) {
     let fd = arg as usize as c_int;
     // SAFETY: `msg` is a NUL-terminated piece from `print_to`.
-    let mut bytes = unsafe { core::ffi::CStr::from_ptr(msg) }.to_bytes();
-    while !bytes.is_empty() {
-        // SAFETY: writing from a valid buffer of `bytes.len()` bytes.
-        let n = unsafe { ::libc::write(fd, bytes.as_ptr() as *const c_void, bytes.len()) };
-        if n <= 0 {
-            // SAFETY: reading our own errno.
-            if n < 0 && unsafe { *::libc::__errno_location() } == ::libc::EINTR {
-                continue;
-            }
-            return;
-        }
-        bytes = &bytes[n as usize..];
-    }
+    let bytes = unsafe { core::ffi::CStr::from_ptr(msg) }.to_bytes();
+    super::sys::write_fd(fd, bytes);
 }
 
 /// Process end: statistics if asked for (idempotent).
@@ -153,27 +163,72 @@ pub(crate) fn done() {
         return;
     }
     if options::enabled(options::SHOW_STATS) {
-        match closed_stderr_copy() {
-            Some(fd) => super::stats::print(Some(write_to_fd), fd as usize as *mut c_void),
-            None => super::stats::print(None, core::ptr::null_mut()),
+        #[cfg(unix)]
+        if let Some(fd) = closed_stderr_copy() {
+            super::stats::print(Some(write_to_fd), fd as usize as *mut c_void);
+            return;
         }
+        super::stats::print(None, core::ptr::null_mut());
     }
 }
 
+#[cfg(unix)]
 extern "C" fn on_load() {
     init();
 }
 
+#[cfg(unix)]
 extern "C" fn on_unload() {
     done();
 }
 
 /// Runs at load time (`dlopen`, `LD_PRELOAD`, or program start when linked).
+#[cfg(unix)]
 #[used]
 #[link_section = ".init_array"]
 static INIT: extern "C" fn() = on_load;
 
 /// Runs at exit (or `dlclose`), after the program's `atexit` handlers.
+#[cfg(unix)]
 #[used]
 #[link_section = ".fini_array"]
 static FINI: extern "C" fn() = on_unload;
+
+/// Keeps `shardalloc.dll` loaded until the process ends (see the module's comment).
+#[cfg(windows)]
+fn pin_library() {
+    use windows_sys::Win32::System::LibraryLoader::{
+        GetModuleHandleExW, GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS, GET_MODULE_HANDLE_EX_FLAG_PIN,
+    };
+    static MARKER: u8 = 0;
+    let mut module = core::ptr::null_mut();
+    // SAFETY: with FROM_ADDRESS the "name" is an address inside this DLL; `module` is a
+    // valid out-pointer; PIN only keeps the module loaded.
+    unsafe {
+        GetModuleHandleExW(
+            GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_PIN,
+            core::ptr::addr_of!(MARKER) as *const u16,
+            &mut module,
+        )
+    };
+}
+
+/// The DLL's entry point: options at load, statistics at unload (process exit or
+/// `FreeLibrary`, which the pin turns into process exit). Thread attach and detach need
+/// nothing: threads initialise on their first allocation and give their heaps back through
+/// the fiber-local-storage callback.
+#[cfg(windows)]
+#[no_mangle]
+pub extern "system" fn DllMain(
+    _module: *mut core::ffi::c_void,
+    reason: u32,
+    _reserved: *mut core::ffi::c_void,
+) -> i32 {
+    use windows_sys::Win32::System::SystemServices::{DLL_PROCESS_ATTACH, DLL_PROCESS_DETACH};
+    match reason {
+        DLL_PROCESS_ATTACH => init(),
+        DLL_PROCESS_DETACH => done(),
+        _ => {}
+    }
+    1
+}

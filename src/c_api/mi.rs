@@ -388,8 +388,7 @@ pub unsafe extern "C" fn mi_reallocarr(p: P, count: usize, size: usize) -> c_int
     // SAFETY: `old` is null or a live block of ours (as above).
     let q = unsafe { mi_reallocarray(old, count, size) };
     if q.is_null() {
-        // SAFETY: `__errno_location` returns the calling thread's errno slot.
-        return unsafe { *::libc::__errno_location() };
+        return super::sys::errno();
     }
     // SAFETY: `op` is writable (as above).
     unsafe { *op = q };
@@ -465,6 +464,7 @@ pub unsafe extern "C" fn mi_dupenv_s(
 }
 
 /// Windows' `_wdupenv_s`: wide environments do not exist on unix.
+#[cfg(unix)]
 #[no_mangle]
 pub unsafe extern "C" fn mi_wdupenv_s(
     buf: *mut *mut u16,
@@ -483,6 +483,61 @@ pub unsafe extern "C" fn mi_wdupenv_s(
         unsafe { *size = 0 };
     }
     ::libc::EINVAL
+}
+
+/// Windows' `_wdupenv_s`: a copy of the wide environment variable `name` (NULL if unset),
+/// `size` its length in `u16`s with the NUL.
+#[cfg(windows)]
+#[no_mangle]
+pub unsafe extern "C" fn mi_wdupenv_s(
+    buf: *mut *mut u16,
+    size: *mut usize,
+    name: *const u16,
+) -> c_int {
+    use windows_sys::Win32::System::Environment::GetEnvironmentVariableW;
+    if buf.is_null() || name.is_null() {
+        return ::libc::EINVAL;
+    }
+    // SAFETY: `buf` is non-null (checked above), so writable: the C caller's contract for
+    // `_wdupenv_s`.
+    unsafe { *buf = ptr::null_mut() };
+    if !size.is_null() {
+        // SAFETY: `size` is non-null, so writable: the C caller's contract.
+        unsafe { *size = 0 };
+    }
+    loop {
+        // SAFETY: `name` is a NUL-terminated wide string (the caller's contract); a null
+        // buffer of length 0 asks for the length needed, with the NUL.
+        let need = unsafe { GetEnvironmentVariableW(name, ptr::null_mut(), 0) } as usize;
+        if need == 0 {
+            return 0; // unset
+        }
+        // SAFETY: `None` is the calling thread's default heap, `s::malloc`'s only
+        // precondition.
+        let p = unsafe { s::malloc(None, need * 2) } as *mut u16;
+        if p.is_null() {
+            return ::libc::ENOMEM;
+        }
+        // SAFETY: `p` holds `need` u16s; `name` as above.
+        let got = unsafe { GetEnvironmentVariableW(name, p, need as u32) } as usize;
+        if got == 0 || got >= need {
+            // changed meanwhile (or gone): try again with the new length
+            // SAFETY: `p` is the block just allocated, unused.
+            unsafe { s::free(p as *mut u8) };
+            if got == 0 {
+                return 0;
+            }
+            continue;
+        }
+        // SAFETY: `buf` (and `size`, if non-null) are writable (as above).
+        unsafe {
+            *buf = p;
+            if !size.is_null() {
+                *size = got + 1;
+            }
+        }
+        return 0;
+    }
 }
 
 #[no_mangle]
@@ -512,28 +567,28 @@ pub unsafe extern "C" fn mi_free_aligned(p: P, _align: usize) {
 
 #[no_mangle]
 pub extern "C" fn mi_new(size: usize) -> P {
-    super::exports::new_or_abort(size, 1) as P
+    super::new_handler::new_or_abort(size, 1) as P
 }
 
 #[no_mangle]
 pub extern "C" fn mi_new_aligned(size: usize, align: usize) -> P {
-    super::exports::new_or_abort(size, align) as P
+    super::new_handler::new_or_abort(size, align) as P
 }
 
 #[no_mangle]
 pub extern "C" fn mi_new_nothrow(size: usize) -> P {
-    super::exports::new_nothrow(size, 1) as P
+    super::new_handler::new_nothrow(size, 1) as P
 }
 
 #[no_mangle]
 pub extern "C" fn mi_new_aligned_nothrow(size: usize, align: usize) -> P {
-    super::exports::new_nothrow(size, align) as P
+    super::new_handler::new_nothrow(size, align) as P
 }
 
 #[no_mangle]
 pub extern "C" fn mi_new_n(count: usize, size: usize) -> P {
     match count.checked_mul(size) {
-        Some(total) => super::exports::new_or_abort(total, 1) as P,
+        Some(total) => super::new_handler::new_or_abort(total, 1) as P,
         None => super::fatal(format_args!("mi_new_n({count}, {size}): size overflows")),
     }
 }
@@ -603,27 +658,10 @@ pub extern "C" fn mi_is_in_heap_region(p: *const c_void) -> bool {
 }
 
 /// Whether `malloc` in this process is shardalloc's (preloaded or linked before libc),
-/// rather than only the `mi_*` API (e.g. after `dlopen`).
+/// rather than only the `mi_*` API (e.g. after `dlopen`; always on Windows).
 #[no_mangle]
 pub extern "C" fn mi_is_redirected() -> bool {
-    static MARKER: u8 = 0;
-    // SAFETY: looks up the symbol `malloc` as the process resolves it, and which loaded
-    // object holds it and which holds our `MARKER` (read-only queries, out-pointers on the
-    // stack).
-    unsafe {
-        let m = ::libc::dlsym(::libc::RTLD_DEFAULT, c"malloc".as_ptr());
-        if m.is_null() {
-            return false;
-        }
-        let mut theirs: ::libc::Dl_info = core::mem::zeroed();
-        let mut ours: ::libc::Dl_info = core::mem::zeroed();
-        if ::libc::dladdr(m, &mut theirs) == 0
-            || ::libc::dladdr(core::ptr::addr_of!(MARKER) as *const c_void, &mut ours) == 0
-        {
-            return false;
-        }
-        theirs.dli_fbase == ours.dli_fbase
-    }
+    super::sys::is_redirected()
 }
 
 /// `shardalloc.h`: the version of the library, major * 10000 + minor * 100 + patch.

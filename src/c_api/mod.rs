@@ -18,21 +18,24 @@
 //! `write(2)` from stack buffers.
 
 mod check;
+// the libc/glibc/C++ symbols: on Windows the C runtime keeps its own `malloc`
+#[cfg(unix)]
 mod exports;
 mod heaps;
 mod init;
 mod mi;
+mod new_handler;
 mod options;
 mod semantics;
 mod stats;
+mod sys;
 
 use core::fmt;
 
 /// Sets the calling thread's `errno`.
 #[inline]
 pub(crate) fn set_errno(e: i32) {
-    // SAFETY: `__errno_location` returns the calling thread's errno slot.
-    unsafe { *::libc::__errno_location() = e };
+    sys::set_errno(e)
 }
 
 /// A fixed buffer that collects formatted text and hands it out in NUL-terminated pieces,
@@ -84,21 +87,9 @@ impl<F: FnMut(&[u8])> Drop for LineBuf<F> {
     }
 }
 
-/// Writes bytes to file descriptor 2, retrying short writes; errors are ignored.
-pub(crate) fn write_stderr(mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        // SAFETY: writing from a valid buffer of `bytes.len()` bytes.
-        let n = unsafe { ::libc::write(2, bytes.as_ptr() as *const ::libc::c_void, bytes.len()) };
-        if n <= 0 {
-            // EINTR: retry; anything else: give up silently
-            // SAFETY: reading our own errno.
-            if n < 0 && unsafe { *::libc::__errno_location() } == ::libc::EINTR {
-                continue;
-            }
-            return;
-        }
-        bytes = &bytes[n as usize..];
-    }
+/// Writes bytes to stderr, retrying short writes; errors are ignored.
+pub(crate) fn write_stderr(bytes: &[u8]) {
+    sys::write_fd(2, bytes)
 }
 
 /// Prints a message to stderr (never through the registered output handler) and aborts.
@@ -109,6 +100,5 @@ pub(crate) fn fatal(args: fmt::Arguments<'_>) -> ! {
         let mut out = LineBuf::new(|s: &[u8]| write_stderr(&s[..s.len() - 1]));
         let _ = fmt::write(&mut out, format_args!("shardalloc: fatal: {}\n", args));
     }
-    // SAFETY: abort has no preconditions.
-    unsafe { ::libc::abort() }
+    sys::abort()
 }

@@ -10,7 +10,8 @@
 //! `SHARDALLOC_LIMIT` (or `MIMALLOC_LIMIT`), a cap on the memory reserved from the OS, in
 //! bytes with an optional `K`/`M`/`G` suffix (`shardalloc_set_limit` in `shardalloc.h`).
 //!
-//! The environment is read by walking `environ` (no `getenv` copies, no allocation).
+//! The environment is read by walking `environ` (no `getenv` copies, no allocation; on
+//! Windows, the block of `GetEnvironmentStrings`).
 
 use core::ffi::{c_char, c_int, c_long, c_void};
 use core::fmt;
@@ -132,27 +133,9 @@ fn apply(opt: usize) {
 // ---------------------------------------------------------------------------------------
 // the environment
 
-extern "C" {
-    static environ: *const *const c_char;
-}
-
 /// Calls `f(name, value)` for each `NAME=value` entry of the environment.
-fn for_each_env(mut f: impl FnMut(&[u8], &[u8])) {
-    // SAFETY: `environ` is the process's NULL-terminated array of NUL-terminated strings;
-    // we only read it (at load time, before the program could change it concurrently).
-    unsafe {
-        let mut e = environ;
-        if e.is_null() {
-            return;
-        }
-        while !(*e).is_null() {
-            let s = core::ffi::CStr::from_ptr(*e).to_bytes();
-            if let Some(eq) = s.iter().position(|&c| c == b'=') {
-                f(&s[..eq], &s[eq + 1..]);
-            }
-            e = e.add(1);
-        }
-    }
+fn for_each_env(f: impl FnMut(&[u8], &[u8])) {
+    super::sys::for_each_env(f)
 }
 
 /// Whether `var` is `prefix` followed by `name`, ignoring case.
@@ -311,6 +294,7 @@ pub(crate) fn register_output(fun: Option<OutputFun>, arg: *mut c_void) {
 }
 
 /// Whether the program registered an output handler (`mi_register_output`).
+#[cfg(unix)]
 pub(crate) fn output_registered() -> bool {
     OUTPUT_FUN.load(Relaxed) != 0
 }

@@ -32,9 +32,7 @@ pub(crate) fn os_page_size() -> usize {
     if p != 0 {
         return p;
     }
-    // SAFETY: sysconf has no preconditions.
-    let p = unsafe { ::libc::sysconf(::libc::_SC_PAGESIZE) };
-    let p = if p > 0 { p as usize } else { 4096 };
+    let p = super::sys::page_size();
     PAGE.store(p, Relaxed);
     p
 }
@@ -328,6 +326,7 @@ pub(crate) unsafe fn mi_realloc(heap: Option<*mut RawHeap>, p: *mut u8, size: us
 ///
 /// # Safety
 /// As [`mi_realloc`].
+#[cfg(unix)] // (`exports.rs` only: the C runtime keeps its own `realloc` on Windows)
 pub(crate) unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
     if size == 0 && !p.is_null() {
         // SAFETY: `p` is a live block of ours (this function's contract), given up by the
@@ -344,6 +343,7 @@ pub(crate) unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
 ///
 /// # Safety
 /// As [`mi_realloc`].
+#[cfg(unix)] // (`exports.rs` only: the C runtime keeps its own `realloc` on Windows)
 pub(crate) unsafe fn reallocarray(p: *mut u8, count: usize, size: usize) -> *mut u8 {
     match count_size(count, size) {
         // SAFETY: `p` is null or a live block of ours (this function's contract).
@@ -489,6 +489,7 @@ pub(crate) fn aligned_alloc(align: usize, size: usize) -> *mut u8 {
 
 /// `memalign` (glibc): an alignment that is not a power of two is rounded up to one, as
 /// glibc does; beyond `ALIGNMENT_MAX` fails with `EINVAL`.
+#[cfg(unix)] // (`exports.rs` only: the C runtime keeps its own `realloc` on Windows)
 pub(crate) fn memalign(align: usize, size: usize) -> *mut u8 {
     if align > ALIGNMENT_MAX {
         set_errno(::libc::EINVAL);
@@ -574,9 +575,12 @@ pub(crate) unsafe fn strndup(heap: Option<*mut RawHeap>, s: *const u8, n: usize)
     if s.is_null() {
         return ptr::null_mut();
     }
+    let mut len = 0;
     // SAFETY: `s` is non-null, so a NUL-terminated string or readable for `n` bytes (this
-    // function's contract): `strnlen` reads no further than either.
-    let len = unsafe { ::libc::strnlen(s as *const ::libc::c_char, n) };
+    // function's contract): the loop reads no further than either (as `strnlen`).
+    while len < n && unsafe { *s.add(len) } != 0 {
+        len += 1;
+    }
     let Some(total) = len.checked_add(1) else {
         return enomem();
     };
@@ -605,13 +609,13 @@ pub(crate) unsafe fn realpath(
 ) -> *mut u8 {
     if !resolved.is_null() {
         // SAFETY: `fname` is a C string and `resolved` holds `PATH_MAX` bytes (this
-        // function's contract), what libc's `realpath` requires.
-        return unsafe { ::libc::realpath(fname as *const _, resolved as *mut _) as *mut u8 };
+        // function's contract), what `sys::realpath` requires.
+        return unsafe { super::sys::realpath(fname, resolved) };
     }
-    let mut buf = [0u8; ::libc::PATH_MAX as usize + 1];
+    let mut buf = [0u8; super::sys::PATH_MAX];
     // SAFETY: `fname` is a C string (this function's contract); `buf` is a stack buffer
-    // of more than `PATH_MAX` bytes.
-    let r = unsafe { ::libc::realpath(fname as *const _, buf.as_mut_ptr() as *mut _) };
+    // of `PATH_MAX` bytes.
+    let r = unsafe { super::sys::realpath(fname, buf.as_mut_ptr()) };
     if r.is_null() {
         return ptr::null_mut();
     }

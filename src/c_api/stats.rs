@@ -3,29 +3,15 @@
 //! process (see `stats.rs`), so thread statistics are the process's; merging adds the
 //! block counts that the calling thread has not yet added to them.
 
-use core::ffi::{c_char, c_void};
+use core::ffi::c_void;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::options::{print_to, OutputFun};
 use crate::global::hosted::DOMAIN;
 
-extern "C" {
-    /// glibc's (and musl's) basename of `argv[0]`.
-    static program_invocation_short_name: *const c_char;
-}
-
 /// The program's name (basename of `argv[0]`), without allocating.
 fn program_name() -> &'static str {
-    // SAFETY: set by libc before any constructor runs, to null or a NUL-terminated string
-    // that lives as long as the process.
-    let name = unsafe { program_invocation_short_name };
-    if name.is_null() {
-        return "?";
-    }
-    // SAFETY: non-null, so a NUL-terminated string living as long as the process.
-    unsafe { core::ffi::CStr::from_ptr(name) }
-        .to_str()
-        .unwrap_or("?")
+    super::sys::program_name()
 }
 
 /// Prints the statistics table to `out` (NULL: the registered output or stderr), headed
@@ -33,8 +19,7 @@ fn program_name() -> &'static str {
 /// to one stream can be told apart).
 pub(crate) fn print(out: Option<OutputFun>, arg: *mut c_void) {
     let st = DOMAIN.stats();
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { ::libc::getpid() };
+    let pid = super::sys::pid();
     print_to(
         out,
         arg,
@@ -99,13 +84,7 @@ pub extern "C" fn mi_stats_merge() {
 static START_MS: AtomicU64 = AtomicU64::new(0);
 
 fn now_ms() -> u64 {
-    let mut ts = ::libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer.
-    unsafe { ::libc::clock_gettime(::libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    super::sys::now_ms()
 }
 
 pub(crate) fn record_start() {
@@ -131,53 +110,17 @@ fn process_info(info: &mut ProcessInfo) {
     } else {
         now_ms().saturating_sub(start) as usize
     };
-    // SAFETY: an all-zero rusage is valid; getrusage fills it.
-    let mut ru: ::libc::rusage = unsafe { core::mem::zeroed() };
-    // SAFETY: valid out-pointer.
-    if unsafe { ::libc::getrusage(::libc::RUSAGE_SELF, &mut ru) } == 0 {
-        let ms = |tv: ::libc::timeval| tv.tv_sec as usize * 1000 + tv.tv_usec as usize / 1000;
-        info.user_ms = ms(ru.ru_utime);
-        info.system_ms = ms(ru.ru_stime);
-        info.peak_rss = ru.ru_maxrss as usize * 1024;
-        info.page_faults = ru.ru_majflt as usize;
-    }
-    info.current_rss = current_rss().unwrap_or(info.peak_rss);
+    let t = super::sys::process_times();
+    info.user_ms = t.user_ms;
+    info.system_ms = t.system_ms;
+    info.peak_rss = t.peak_rss;
+    info.page_faults = t.page_faults;
+    info.current_rss = t.current_rss;
     let st = DOMAIN.stats();
     info.current_commit = st.committed.current.max(0) as usize;
     info.peak_commit = st.committed.peak.max(0) as usize;
 }
 
-/// Resident bytes, from `/proc/self/statm` (second field, in pages), read into a stack
-/// buffer.
-fn current_rss() -> Option<usize> {
-    let mut buf = [0u8; 128];
-    // SAFETY: open/read/close with a NUL-terminated path and a stack buffer.
-    let n = unsafe {
-        let fd = ::libc::open(
-            c"/proc/self/statm".as_ptr(),
-            ::libc::O_RDONLY | ::libc::O_CLOEXEC,
-        );
-        if fd < 0 {
-            return None;
-        }
-        let n = ::libc::read(fd, buf.as_mut_ptr() as *mut c_void, buf.len());
-        ::libc::close(fd);
-        n
-    };
-    if n <= 0 {
-        return None;
-    }
-    let text = &buf[..n as usize];
-    let field = text.split(|&c| c == b' ').nth(1)?;
-    let mut pages = 0usize;
-    for &c in field {
-        if !c.is_ascii_digit() {
-            break;
-        }
-        pages = pages * 10 + (c - b'0') as usize;
-    }
-    Some(pages * super::semantics::os_page_size())
-}
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_process_info(
