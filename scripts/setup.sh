@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks for shardalloc's demo and tests:
-# the rustup targets of rust-toolchain.toml (the kernel's, the microcontrollers', i686)
-# and QEMU for x86_64 and ARM; gcc (with its 32-bit runtime), g++ and binutils
+# the rustup targets of rust-toolchain.toml (the kernel's, the microcontrollers', i686, Windows),
+# QEMU for x86_64 and ARM, Wine and MinGW for the Windows tests; gcc (with its 32-bit runtime), g++ and binutils
 # (nm, readelf, objdump) for the C library's tests; and the real programs that
 # tests/preload.rs runs under LD_PRELOAD (python3, perl, git, coreutils' sort, md5sum,
 # tail and timeout). A test whose tool is missing fails (see tests/c/harness.rs).
@@ -29,6 +29,11 @@ done
     || need_apt+=(gcc-multilib)
 # the Cortex-M firmware of tests/firmware.rs
 command -v qemu-system-arm >/dev/null || need_apt+=(qemu-system-arm)
+# Windows (tests/windows.rs): Wine runs the cross-built tests and the DLL's C programs,
+# MinGW links them
+[ -x /usr/lib/wine/wine64 ] || command -v wine64 >/dev/null || need_apt+=(wine64)
+command -v x86_64-w64-mingw32-gcc >/dev/null || need_apt+=(gcc-mingw-w64-x86-64)
+command -v x86_64-w64-mingw32-g++ >/dev/null || need_apt+=(g++-mingw-w64-x86-64)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]}"
     $SUDO apt-get update -qq
@@ -36,11 +41,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 # rust-toolchain.toml names the targets; make sure rustup has them even with an older rustup
-# (the kernel; the microcontroller and 32-bit targets of tests/targets.rs)
+# (the kernel; the microcontroller and 32-bit targets of tests/targets.rs; Windows)
 if command -v rustup >/dev/null; then
     installed=$(rustup target list --installed 2>/dev/null)
     for t in x86_64-unknown-none thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf \
-             riscv32imac-unknown-none-elf i686-unknown-linux-gnu; do
+             riscv32imac-unknown-none-elf i686-unknown-linux-gnu x86_64-pc-windows-gnu; do
         grep -q "^$t\$" <<<"$installed" || rustup target add "$t"
     done
 fi

@@ -368,3 +368,15 @@ fn mimalloc_users_compile_unchanged() {
     let out = run_ok(&exe, &[], &[], 30);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "100000 1000 1000 1\n");
 }
+
+/// mimalloc's `mi_*` API with mimalloc's semantics and no libc allocation names: the same
+/// program runs on Windows against shardalloc.dll (tests/windows.rs).
+#[test]
+fn mi_api_program() {
+    need_gcc!();
+    let exe = build("test_mi.c", Link::Shared, &["-lpthread"]);
+    let out = run_ok(&exe, &[], &[("MIMALLOC_SHOW_STATS", "1")], 60);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("checks passed"), "{}", show(&out));
+    assert_served(&String::from_utf8_lossy(&out.stderr), &[("test_mi", 1)], "test_mi");
+}
