@@ -1,7 +1,8 @@
 //! README.md's benchmark figures are the ones the benchmark runner wrote: the block between
 //! `<!-- bench:begin -->` and `<!-- bench:end -->` is the README section of
-//! `benches/results/results.md`, the `callgrind` block that of `callgrind.md` (each names
-//! the shardalloc commit it measured). `scripts/readme-tables.sh` copies them; this test
+//! `benches/results/results.md`, the `callgrind` block that of `callgrind.md`, the
+//! `windows` block that of `windows.md` (written by `benches/wine.sh`); each names the
+//! shardalloc commit it measured. `scripts/readme-tables.sh` copies them; this test
 //! fails when README.md was edited by hand or the results changed without it.
 
 use std::path::Path;
@@ -28,6 +29,7 @@ fn readme_figures_are_the_runners() {
     for (name, report) in [
         ("bench", "benches/results/results.md"),
         ("callgrind", "benches/results/callgrind.md"),
+        ("windows", "benches/results/windows.md"),
     ] {
         let section = between(
             &read(report),

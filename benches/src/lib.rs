@@ -6,6 +6,8 @@
 //! `workload=<w> alloc=<a> time_ns=<n> check=<c>`. The runner (`src/bin/runner.rs`)
 //! spawns these processes, measures peak RSS with `wait4`, and writes the reports.
 
+// the fixed-region peers (talc, rlsf, ...) map their region with mmap: Linux only
+#[cfg(unix)]
 pub mod fixed;
 pub mod util;
 pub mod workloads;
