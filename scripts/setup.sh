@@ -45,7 +45,8 @@ fi
 if command -v rustup >/dev/null; then
     installed=$(rustup target list --installed 2>/dev/null)
     for t in x86_64-unknown-none thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf \
-             riscv32imac-unknown-none-elf i686-unknown-linux-gnu x86_64-pc-windows-gnu; do
+             riscv32imac-unknown-none-elf i686-unknown-linux-gnu x86_64-pc-windows-gnu \
+             x86_64-pc-windows-msvc; do
         grep -q "^$t\$" <<<"$installed" || rustup target add "$t"
     done
 fi

@@ -228,3 +228,26 @@ fn mimalloc_users_compile_unchanged_for_windows() {
     let out = run_under_wine(&exe, &[]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100000 1000 1000 1");
 }
+
+/// The MSVC target differs only in the toolchain: the library (with the C API) type-checks
+/// for it. (Linking needs MSVC's linker and libraries, which this machine does not have, so
+/// it is neither linked nor run here.)
+#[test]
+fn msvc_target_type_checks() {
+    let out = cargo(&[
+        "check",
+        "--lib",
+        "--features",
+        "override",
+        "--target",
+        "x86_64-pc-windows-msvc",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let hint = if err.contains("target may not be installed") || err.contains("can't find crate") {
+        "\nhint: rustup target add x86_64-pc-windows-msvc (scripts/setup.sh does it)"
+    } else {
+        ""
+    };
+    assert!(out.status.success(), "cargo check for x86_64-pc-windows-msvc:\n{err}{hint}");
+    assert!(!err.contains("warning:"), "warnings for x86_64-pc-windows-msvc:\n{err}");
+}
