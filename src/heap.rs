@@ -5,9 +5,11 @@
 //! collection in `collect`, first-class heap operations in `first_class`.
 //!
 //! A heap is owned by one thread (hosted) or one CPU (kernel). Only its owner allocates
-//! from it; any thread may free into it.
+//! from it; any thread may free into it. A [`SharedHeap`] (hosted first-class heaps, C's
+//! `mi_heap_t`) is what every thread may allocate from: each thread that does gets its own
+//! `RawHeap` for it, a *part* (mimalloc v3's "theap").
 
-use crate::sync::{AtomicPtr, Ordering};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 use core::ptr::{self, addr_of, NonNull};
 
 use crate::domain::Domain;
@@ -33,6 +35,15 @@ pub(crate) struct Tld {
     /// domain's statistics.
     pub stat_allocated: i64,
     pub stat_freed: i64,
+    /// The shared heap whose part this thread used last, and that part (null: none): the
+    /// one-entry cache that keeps allocation from a shared heap lock-free.
+    /// Invariant: `cache_part` is a live part of this thread, of `cache_shared`.
+    pub cache_shared: *const SharedHeap,
+    pub cache_part: *mut RawHeap,
+    /// Set by another thread that deleted or destroyed a shared heap of which this thread
+    /// has a part: the part is released at this thread's next part lookup, collection or
+    /// exit (only the owner may touch its pages).
+    pub reap: AtomicBool,
 }
 
 impl Tld {
@@ -46,6 +57,9 @@ impl Tld {
             heartbeat: 0,
             stat_allocated: 0,
             stat_freed: 0,
+            cache_shared: ptr::null(),
+            cache_part: ptr::null_mut(),
+            reap: AtomicBool::new(false),
         }
     }
 
@@ -99,6 +113,56 @@ pub(crate) struct RawHeap {
     pub retired_max: usize,
     /// Next heap of the same thread.
     pub next: *mut RawHeap,
+    /// The shared heap this heap is a part of (null: none, as the heaps of kernels).
+    pub shared: *const SharedHeap,
+    /// Next part of the same shared heap (its list is under `SharedHeap::parts`' lock).
+    pub part_next: *mut RawHeap,
+}
+
+/// A heap that any thread may allocate from (hosted first-class heaps; C's `mi_heap_t`;
+/// mimalloc v3's heaps). Each thread that allocates from it gets its own part, a
+/// `RawHeap` of that thread, found through the thread's one-entry cache (`Tld::cache_*`)
+/// or its list of heaps, so the allocation fast path takes no lock. The process's main
+/// shared heap has the threads' backing heaps as its parts and is never released.
+///
+/// Invariants:
+/// - `refs` counts the handle (until deleted or destroyed) and every part in `parts`;
+///   the struct is freed when it reaches zero;
+/// - every part in `parts` is an initialised heap with `shared` pointing here, whose
+///   thread has not finished exiting (a thread unlinks its parts, under the lock, before
+///   its data is freed); the main heap keeps no list;
+/// - once `state` leaves `SHARED_LIVE` it never changes again, and no part is added.
+pub(crate) struct SharedHeap {
+    pub state: AtomicU8,
+    pub refs: AtomicUsize,
+    pub parts: spin::Mutex<PartList>,
+    /// The main heap of the domain (its parts are the backing heaps).
+    pub is_main: bool,
+}
+
+/// The head of a shared heap's list of parts (linked through `RawHeap::part_next`).
+pub(crate) struct PartList(pub *mut RawHeap);
+// SAFETY: the list is only read or changed under its mutex; the parts it points to are
+// heaps whose owners unlink them under the same mutex before freeing them.
+unsafe impl Send for PartList {}
+
+/// `SharedHeap::state`: allocation allowed.
+pub(crate) const SHARED_LIVE: u8 = 0;
+/// Deleted: the parts' live blocks move to their threads' backing heaps.
+pub(crate) const SHARED_DELETED: u8 = 1;
+/// Destroyed: the parts' blocks are freed.
+pub(crate) const SHARED_DESTROYED: u8 = 2;
+
+impl SharedHeap {
+    /// A live shared heap with only its handle's reference.
+    pub(crate) const fn new(is_main: bool) -> Self {
+        SharedHeap {
+            state: AtomicU8::new(SHARED_LIVE),
+            refs: AtomicUsize::new(1),
+            parts: spin::Mutex::new(PartList(ptr::null_mut())),
+            is_main,
+        }
+    }
 }
 
 /// Proof that a heap is initialised and owned by the calling thread (or by the current CPU,
@@ -180,6 +244,8 @@ pub(crate) static EMPTY_HEAP: Immutable<RawHeap> = Immutable(RawHeap {
     retired_min: BIN_FULL,
     retired_max: 0,
     next: ptr::null_mut(),
+    shared: ptr::null(),
+    part_next: ptr::null_mut(),
 });
 
 #[inline(always)]
@@ -207,6 +273,8 @@ impl RawHeap {
             retired_min: BIN_FULL,
             retired_max: 0,
             next: tld_ref.heaps,
+            shared: ptr::null(),
+            part_next: ptr::null_mut(),
         };
         // SAFETY: `heap` is writable memory for a `RawHeap` that no one else uses (caller).
         unsafe { ptr::write(heap, value) };

@@ -8,10 +8,10 @@
 
 #[cfg(target_has_atomic = "ptr")]
 #[allow(unused_imports)] // AtomicBool: small geometry only
-pub(crate) use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicUsize};
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicU8, AtomicUsize};
 #[cfg(not(target_has_atomic = "ptr"))]
 #[allow(unused_imports)]
-pub(crate) use portable_atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicUsize};
+pub(crate) use portable_atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicU8, AtomicUsize};
 
 pub(crate) use core::sync::atomic::Ordering;
 pub(crate) use portable_atomic::AtomicI64;

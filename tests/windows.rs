@@ -23,10 +23,11 @@ use std::process::{Command, Output};
 const TARGET: &str = "x86_64-pc-windows-gnu";
 
 /// The hosted tests that run on Windows (each its own binary), and the Windows-only one.
-const TESTS: [&str; 10] = [
+const TESTS: [&str; 11] = [
     "smoke",
     "model",
     "heaps",
+    "shared_heaps",
     "oom",
     "threads",
     "churn",

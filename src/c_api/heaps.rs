@@ -1,10 +1,17 @@
-//! mimalloc's first-class heaps (`mi_heap_t` is a `RawHeap`): made, used, deleted and
-//! destroyed by the thread that owns them; their blocks may be freed by any thread.
+//! mimalloc's first-class heaps (`mi_heap_t` is a [`SharedHeap`]), as in mimalloc v3: any
+//! thread may allocate from a heap (each through its own part of it, found without a
+//! lock), and any thread may delete or destroy it; blocks may be freed by any thread.
 //!
-//! - `mi_heap_delete` hands the heap's live blocks to the thread's backing heap;
-//!   `mi_heap_destroy` frees them all at once. Both are no-ops on the backing heap.
-//! - A heap whose thread has exited is inert: allocation from it returns NULL.
-//! - A heap made the default (`mi_heap_set_default`) serves `malloc` on its thread.
+//! - `mi_heap_delete` hands the heap's live blocks to the backing heaps of the threads that
+//!   allocated them; `mi_heap_destroy` frees them all. The calling thread's part goes at
+//!   once; another thread's when that thread next looks up a heap part, collects, or
+//!   exits (only a thread may touch its own pages). Both are no-ops on the main heap.
+//! - A thread that exits while a heap lives takes its live blocks of the heap along (as
+//!   `mi_heap_delete` would): they stay valid and leave the heap.
+//! - `mi_heap_get_backing()` is the main heap (`MAIN_HEAP`), whose part on each thread is
+//!   that thread's backing heap; `mi_heap_set_default(h)` makes the calling thread's part
+//!   of `h` serve its `malloc`.
+//! - `mi_heap_visit_blocks` and `mi_heap_collect` act on the calling thread's part.
 
 use core::ffi::{c_char, c_void};
 use core::ptr;
@@ -12,46 +19,25 @@ use core::ptr;
 use super::semantics as s;
 use crate::collect::{heap_collect, Collect};
 use crate::first_class;
-use crate::global::{hosted, tls};
-use crate::heap::{OwnedHeap, RawHeap};
+use crate::global::hosted::{self, MAIN_HEAP};
+use crate::global::tls;
+use crate::heap::{OwnedHeap, RawHeap, SharedHeap};
 use crate::segment::checked_page;
 use crate::size_class::WORD;
 
-type H = *mut RawHeap;
+type H = *mut SharedHeap;
 type P = *mut c_void;
 
-/// Whether `h` is a live heap of the calling thread.
-///
-/// # Safety
-/// `h` is null or a heap from `mi_heap_new` / `mi_heap_get_*` not yet deleted.
-unsafe fn owned(h: H) -> bool {
-    if h.is_null() {
-        return false;
-    }
-    // SAFETY: `h` is non-null, so a heap from `mi_heap_new` / `mi_heap_get_*` not yet
-    // deleted (this function's contract): its struct is allocated, even after its thread
-    // is done.
-    if !unsafe { (*h).is_initialized() } {
-        return false;
-    }
-    let mine = hosted::heap_initialized();
-    // SAFETY: `h` as above; `mine` is the calling thread's heap, initialised (or the
-    // static empty heap when out of memory), live while the thread runs.
-    unsafe { (*h).owner == (*mine).owner }
+/// The calling thread's backing heap, initialised; `None` when out of memory.
+fn backing() -> Option<OwnedHeap> {
+    let h = hosted::heap_initialized();
+    // SAFETY: live or the empty heap; an initialised one is this thread's, and so is its
+    // thread's backing heap.
+    unsafe { (*h).is_initialized().then(|| OwnedHeap::new((*(*h).tld).heap_backing)) }
 }
 
-/// The calling thread's backing heap (its default heap unless changed), initialised;
-/// the empty heap when out of memory.
-fn backing() -> H {
-    let h = hosted::heap_initialized();
-    // SAFETY: live or the empty heap.
-    unsafe {
-        if (*h).is_initialized() {
-            (*(*h).tld).heap_backing
-        } else {
-            h
-        }
-    }
+fn main_heap() -> H {
+    ptr::addr_of!(MAIN_HEAP) as H
 }
 
 /// Makes the backing heap the default again (before the thread is done, or when the
@@ -73,15 +59,11 @@ pub(crate) fn reset_default_to_backing() {
 
 #[no_mangle]
 pub extern "C" fn mi_heap_new() -> H {
-    let b = backing();
-    // SAFETY: `backing()` is the calling thread's live backing heap or the static empty
-    // heap, both readable `RawHeap`s.
-    if !unsafe { (*b).is_initialized() } {
+    let Some(b) = backing() else {
+        super::set_errno(::libc::ENOMEM);
         return ptr::null_mut();
-    }
-    // SAFETY: `b` is the calling thread's backing heap, initialised (checked above), and
-    // stays its own for this call, as `OwnedHeap::new` requires.
-    let h = first_class::heap_new(unsafe { OwnedHeap::new(b) });
+    };
+    let h = first_class::shared_new(b);
     if h.is_null() {
         super::set_errno(::libc::ENOMEM);
     }
@@ -89,56 +71,24 @@ pub extern "C" fn mi_heap_new() -> H {
 }
 
 /// Shared by delete and destroy: `destroy` frees the blocks, else they move to the
-/// backing heap.
+/// backing heaps.
 ///
 /// # Safety
-/// `h` is null or a heap not yet deleted.
+/// `h` is null or a heap from `mi_heap_new` / `mi_heap_get_*` not yet deleted, which no
+/// thread allocates from meanwhile.
 unsafe fn heap_release(h: H, destroy: bool) {
-    if h.is_null() {
+    if h.is_null() || h == main_heap() {
         return;
     }
-    // SAFETY: `h` is non-null, so a heap not yet deleted (this function's contract): its
-    // struct is allocated, even after its thread is done.
-    if !unsafe { (*h).is_initialized() } {
-        // its thread is done: only the struct is left
-        // SAFETY: the struct of a first-class heap is a block of its thread's backing heap
-        // (`first_class::heap_new`); the C caller deletes it once and does not use it
-        // afterwards (mimalloc's contract for `mi_heap_delete`/`mi_heap_destroy`).
-        unsafe { s::free(h as *mut u8) };
+    let Some(b) = backing() else {
         return;
-    }
-    // SAFETY: `h` is null or a heap not yet deleted (this function's contract).
-    if !unsafe { owned(h) } {
-        super::options::error(
-            ::libc::EINVAL,
-            format_args!("heap {h:p} deleted by a thread that does not own it (ignored)"),
-        );
-        return;
-    }
-    // SAFETY: `h` passed `owned(h)`, so it is an initialised heap of the calling thread,
-    // whose `tld` is the calling thread's live thread data.
-    let b = unsafe { (*(*h).tld).heap_backing };
-    if h == b {
-        return;
-    }
-    if hosted::default_heap() == h {
-        tls::set(b);
-    }
-    if destroy {
-        // SAFETY: `h` passed `owned(h)` and is not the backing heap `b`: an initialised
-        // first-class heap of the calling thread (what `OwnedHeap::new` requires); no
-        // longer the default heap, and neither it nor its blocks are used afterwards
-        // (mimalloc's contract for `mi_heap_destroy`).
-        unsafe { first_class::heap_destroy(OwnedHeap::new(h)) };
-    } else {
-        // SAFETY: `h` passed `owned(h)` and is not the backing heap `b`: an initialised
-        // first-class heap of the calling thread (what `OwnedHeap::new` requires); no
-        // longer the default heap, and not used afterwards (mimalloc's contract for
-        // `mi_heap_delete`).
-        unsafe { first_class::heap_delete(OwnedHeap::new(h)) };
+    };
+    // SAFETY: `h` is a live heap other than the main heap, given up with its blocks for
+    // destroy (this function's contract, mimalloc's for `mi_heap_delete`/`destroy`).
+    if unsafe { first_class::shared_release(b, h, destroy, hosted::default_heap()) } {
+        tls::set(b.as_ptr());
     }
 }
-
 #[no_mangle]
 pub unsafe extern "C" fn mi_heap_delete(h: H) {
     // SAFETY: `h` is null or a heap from `mi_heap_new` / `mi_heap_get_*` not yet deleted:
@@ -155,59 +105,80 @@ pub unsafe extern "C" fn mi_heap_destroy(h: H) {
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_heap_set_default(h: H) -> H {
-    // SAFETY: `h` is null or a heap from `mi_heap_new` / `mi_heap_get_*` not yet deleted:
-    // the C caller's contract for `mi_heap_*` (mimalloc's, include/mimalloc.h).
-    if !unsafe { owned(h) } {
+    if h.is_null() {
         return ptr::null_mut();
     }
-    let prev = hosted::heap_initialized();
-    tls::set(h);
+    let prev = mi_heap_get_default();
+    // SAFETY: `h` is a heap from `mi_heap_new` / `mi_heap_get_*` not yet deleted: the C
+    // caller's contract for `mi_heap_*` (mimalloc's, include/mimalloc.h).
+    let part = unsafe { hosted::part_of(h) };
+    // SAFETY: the calling thread's part or the static empty heap: readable.
+    if !unsafe { (*part).is_initialized() } {
+        return ptr::null_mut();
+    }
+    tls::set(part);
     prev
 }
 
 #[no_mangle]
 pub extern "C" fn mi_heap_get_default() -> H {
-    hosted::heap_initialized()
+    let h = hosted::heap_initialized();
+    // SAFETY: live or the empty heap; a live heap of a thread is a part of a shared heap
+    // (the backing heap: of the main heap).
+    let shared = unsafe { (*h).shared };
+    if shared.is_null() {
+        main_heap()
+    } else {
+        shared as H
+    }
 }
 
 #[no_mangle]
 pub extern "C" fn mi_heap_get_backing() -> H {
-    backing()
+    main_heap()
+}
+
+/// The calling thread's part of `h`, if it has one.
+///
+/// # Safety
+/// `h` is null or a live heap.
+unsafe fn own_part(h: H) -> Option<OwnedHeap> {
+    if h.is_null() {
+        return None;
+    }
+    first_class::part_peek(backing()?, h)
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_heap_collect(h: H, force: bool) {
     // SAFETY: `h` is null or a heap from `mi_heap_new` / `mi_heap_get_*` not yet deleted:
     // the C caller's contract for `mi_heap_*` (mimalloc's, include/mimalloc.h).
-    if unsafe { owned(h) } {
+    if let Some(part) = unsafe { own_part(h) } {
         let mode = if force {
             Collect::Force
         } else {
             Collect::Normal
         };
-        // SAFETY: `h` passed `owned(h)`, so it is an initialised heap of the calling thread
-        // (only this thread could delete it), as `OwnedHeap::new` requires.
-        heap_collect(unsafe { OwnedHeap::new(h) }, mode);
+        heap_collect(part, mode);
     }
 }
 
 // ---------------------------------------------------------------------------------------
 // allocation
 
-/// The heap to allocate from: `h` when it is usable by this thread, else a dead heap
-/// (allocation returns NULL with ENOMEM) — never another thread's heap.
+/// The heap to allocate from: the calling thread's part of `h` (made on first use), or
+/// the empty heap (allocation returns NULL with ENOMEM) when `h` is null, out of memory,
+/// or no longer live.
 ///
 /// # Safety
 /// `h` is null or a heap from `mi_heap_new` / `mi_heap_get_*` not yet deleted.
-#[inline]
-unsafe fn alloc_heap(h: H) -> Option<H> {
-    // SAFETY: `h` is null or a heap not yet deleted (this function's contract is
-    // `owned`'s).
-    if unsafe { owned(h) } {
-        Some(h)
-    } else {
-        Some(crate::heap::empty_heap())
+#[inline(always)]
+unsafe fn alloc_heap(h: H) -> Option<*mut RawHeap> {
+    if h.is_null() {
+        return Some(crate::heap::empty_heap());
     }
+    // SAFETY: `h` is a live heap (this function's contract).
+    Some(unsafe { hosted::part_of(h) })
 }
 
 macro_rules! heap_fns {
@@ -219,7 +190,7 @@ macro_rules! heap_fns {
             // deleted: the C caller's contract for `mi_heap_*` (mimalloc's,
             // include/mimalloc.h).
             let $hh = unsafe { alloc_heap(h) };
-            // SAFETY: `$hh` is `h` after it passed `owned(h)` (an initialised heap of the
+            // SAFETY: `$hh` is the calling thread's part of `h` (an initialised heap of the
             // calling thread) or else the empty heap: what the `heap` argument of the
             // `semantics` functions allows; pointer arguments are null or live blocks of
             // ours, strings are C strings and `resolved` holds `PATH_MAX` bytes: the C
@@ -310,11 +281,16 @@ heap_fns! {
 // ---------------------------------------------------------------------------------------
 // analysis
 
-/// Whether `p` points into a block of a page of heap `h` (any pointer may be asked).
+/// Whether `p` points into a block of a page of heap `h` (any thread's part; any pointer
+/// may be asked).
 #[no_mangle]
 pub extern "C" fn mi_heap_contains_block(h: H, p: *const c_void) -> bool {
-    // SAFETY: a page in use has a live owner field.
-    !h.is_null() && checked_page(p as *const u8).is_ok_and(|page| unsafe { (*page).heap() } == h)
+    !h.is_null()
+        && checked_page(p as *const u8).is_ok_and(|page| {
+            // SAFETY: the page is in use (checked), so its heap field is meaningful; `h` is
+            // a live heap (the C caller's contract for `mi_heap_*`).
+            unsafe { first_class::shared_has_part(h, (*page).heap()) }
+        })
 }
 
 /// Whether `p` is the start of a block of heap `h` (any pointer may be asked).
@@ -324,18 +300,20 @@ pub extern "C" fn mi_heap_check_owned(h: H, p: *const c_void) -> bool {
         return false;
     }
     match checked_page(p as *const u8) {
-        // SAFETY: the page is in use (checked), so its fields are meaningful.
+        // SAFETY: the page is in use (checked), so its fields are meaningful; `h` is a
+        // live heap (the C caller's contract).
         Ok(page) => unsafe {
-            (*page).heap() == h
+            first_class::shared_has_part(h, (*page).heap())
                 && (p as usize - (*page).page_start as usize).is_multiple_of((*page).block_size)
         },
         Err(_) => false,
     }
 }
 
+/// Whether `p` is the start of a block of the calling thread's default heap.
 #[no_mangle]
 pub extern "C" fn mi_check_owned(p: *const c_void) -> bool {
-    mi_heap_check_owned(hosted::heap_initialized(), p)
+    mi_heap_check_owned(mi_heap_get_default(), p)
 }
 
 /// mimalloc's `mi_heap_area_t`.
@@ -372,13 +350,11 @@ pub unsafe extern "C" fn mi_heap_visit_blocks(
     };
     // SAFETY: `h` is null or a heap from `mi_heap_new` / `mi_heap_get_*` not yet deleted:
     // the C caller's contract for `mi_heap_*` (mimalloc's, include/mimalloc.h).
-    if !unsafe { owned(h) } {
-        return false;
-    }
+    let Some(part) = (unsafe { own_part(h) }) else {
+        return true; // nothing allocated from it on this thread
+    };
     // Collecting first applies delayed and remote frees and frees empty pages.
-    // SAFETY: `h` passed `owned(h)`, so it is an initialised heap of the calling thread
-    // (only this thread could delete it), as `OwnedHeap::new` requires.
-    heap_collect(unsafe { OwnedHeap::new(h) }, Collect::Normal);
+    heap_collect(part, Collect::Normal);
     let visit = |area: &first_class::Area, block: *mut u8| {
         let a = HeapArea {
             blocks: area.blocks as P,
@@ -394,8 +370,5 @@ pub unsafe extern "C" fn mi_heap_visit_blocks(
     };
     // The visitor does not allocate from or free into `h`: mimalloc's contract for
     // `mi_heap_visit_blocks`.
-    // SAFETY: `h` passed `owned(h)`, so it is an initialised heap of the calling thread,
-    // and stays so during the visit (the visitor does not delete it), as
-    // `OwnedHeap::new` requires.
-    first_class::heap_visit(unsafe { OwnedHeap::new(h) }, visit_blocks, visit)
+    first_class::heap_visit(part, visit_blocks, visit)
 }

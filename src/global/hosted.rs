@@ -5,13 +5,13 @@
 
 use crate::sync::{AtomicUsize, Ordering};
 use core::alloc::{GlobalAlloc, Layout};
-use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
 use crate::collect::{heap_collect, Collect};
 use crate::domain::Domain;
 use crate::first_class;
-use crate::heap::{empty_heap, heap_check, OwnedHeap, RawHeap};
+use crate::heap::{empty_heap, heap_check, OwnedHeap, RawHeap, SharedHeap};
+use crate::segment::NO_OWNER;
 use crate::stats::Stats;
 use crate::thread::{self, ThreadData};
 
@@ -142,6 +142,10 @@ unsafe fn thread_done_cb(td: *mut core::ffi::c_void) {
 /// The process's domain: all thread heaps of the hosted allocator share it.
 pub static DOMAIN: Domain = Domain::with_clock(&sys::SOURCE, Some(sys::clock_ms));
 
+/// The process's main heap: every thread's backing heap is its part (C's `mi_heap_main()`
+/// and the heap `mi_heap_get_backing()` returns).
+pub(crate) static MAIN_HEAP: SharedHeap = SharedHeap::new(true);
+
 /// The calling thread's default heap (the empty heap before its first allocation).
 #[inline(always)]
 pub(crate) fn default_heap() -> *mut RawHeap {
@@ -163,10 +167,16 @@ static KEY_ONCE: spin::Once<()> = spin::Once::new();
 /// # Safety
 /// `td` is the calling thread's data, and the thread uses its heaps no more.
 unsafe fn thread_done_td(td: *mut ThreadData) {
+    // SAFETY: `td` is this thread's live data (caller): its backing heap is initialised.
+    let backing = unsafe { OwnedHeap::new(ptr::addr_of_mut!((*td).heap)) };
+    // parts of shared heaps: released (dead heaps) or out of their heaps' lists (live ones)
+    let parts = first_class::parts_thread_exit(backing);
     super::tls::set(empty_heap());
-    // SAFETY: `td` is this thread's data (caller), so its context is ours; first-class
-    // heaps that outlive the thread become inert (allocation returns null), not dangling.
+    // SAFETY: `td` is this thread's data (caller), so its context is ours; its heaps are
+    // collected, their pages abandoned, and they become inert.
     unsafe { thread::thread_done(ptr::addr_of_mut!((*td).tld)) };
+    // SAFETY: the parts came from `parts_thread_exit` of this thread, which is done.
+    unsafe { first_class::parts_free(parts, NO_OWNER) };
     // SAFETY: `td` came from `thread_data_alloc(&DOMAIN)`, and its thread is done with it
     // (the slot now holds the empty heap, and the caller uses its heaps no more).
     unsafe { thread::thread_data_free(&DOMAIN, td) };
@@ -198,8 +208,59 @@ fn thread_init() -> *mut RawHeap {
     }
     // SAFETY: `td` is fresh and initialised.
     let heap = unsafe { ptr::addr_of_mut!((*td).heap) };
+    // SAFETY: as above; the backing heap is the thread's part of the main heap.
+    unsafe { (*heap).shared = &MAIN_HEAP };
     super::tls::set(heap);
     heap
+}
+
+/// The calling thread's part of `shared` (made on first use): one cache check on the fast
+/// path; the empty heap (whose allocations fail) when out of memory or when `shared` is no
+/// longer live.
+///
+/// # Safety
+/// `shared` is a live shared heap of the hosted domain.
+#[inline(always)]
+pub(crate) unsafe fn part_of(shared: *const SharedHeap) -> *mut RawHeap {
+    let cur = default_heap();
+    // SAFETY: the default heap is live or the static empty heap (null `tld`); a live one's
+    // `tld` is the calling thread's context.
+    unsafe {
+        let tld = (*cur).tld;
+        if !tld.is_null() && (*tld).cache_shared == shared {
+            return (*tld).cache_part;
+        }
+    }
+    // SAFETY: as this function's contract.
+    unsafe { part_of_slow(shared) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn part_of_slow(shared: *const SharedHeap) -> *mut RawHeap {
+    let h = heap_initialized();
+    // SAFETY: live or the empty heap.
+    if !unsafe { (*h).is_initialized() } {
+        return h;
+    }
+    // SAFETY: an initialised heap in this thread's slot is this thread's; so is its
+    // thread's backing heap.
+    let backing = unsafe { OwnedHeap::new((*(*h).tld).heap_backing) };
+    reap(backing);
+    let part = first_class::part_lookup(backing, shared);
+    if part.is_null() {
+        empty_heap()
+    } else {
+        part
+    }
+}
+
+/// Releases this thread's parts of heaps that other threads deleted or destroyed (when
+/// flagged), making the backing heap the default again if the default was one of them.
+fn reap(backing: OwnedHeap) {
+    if first_class::reap_parts(backing, default_heap()) {
+        super::tls::set(backing.as_ptr());
+    }
 }
 
 /// The calling thread's heap, initialised.
@@ -304,6 +365,8 @@ pub fn collect(force: bool) {
         Collect::Normal
     };
     if let Some(h) = owned_default() {
+        // SAFETY: the token proves the thread context is ours: its backing heap is ours.
+        reap(unsafe { OwnedHeap::new((*h.tld()).heap_backing) });
         // SAFETY: the token proves the thread context is ours, and with it its list of
         // heaps: each is an initialised heap of this thread.
         let mut heap = unsafe { (*h.tld()).heaps };
@@ -387,26 +450,37 @@ unsafe impl GlobalAlloc for ShardAlloc {
     }
 }
 
-/// A first-class heap, owned by the thread that made it.
+/// A first-class heap that any thread may allocate from (mimalloc v3's heaps).
 ///
-/// Blocks from it may be freed by any thread ([`free`]). [`destroy`](Heap::destroy) frees
-/// all its blocks at once; [`delete`](Heap::delete) (and `drop`) hands the still-live
-/// blocks to the thread's default heap. `&Heap` implements
-/// `allocator_api2::alloc::Allocator`.
+/// Each thread that allocates from it gets its own part of it (made on first use, found
+/// without a lock after that), so allocation stays as fast as from the thread's default
+/// heap. Blocks from it may be freed by any thread ([`free`]). [`destroy`](Heap::destroy)
+/// frees all its blocks; [`delete`](Heap::delete) (and `drop`) hands the still-live blocks
+/// to the default heaps of the threads that allocated them. Either may run on any thread:
+/// the calling thread's part is released at once, another thread's at that thread's next
+/// use of a heap it has not used last, its next [`collect`], or its exit (only a thread
+/// may touch its own pages). A thread that exits while the heap lives takes its live
+/// blocks of the heap along, as `delete` would: they stay valid and leave the heap.
+/// `&Heap` implements `allocator_api2::alloc::Allocator`.
 pub struct Heap {
-    raw: *mut RawHeap,
-    /// Not `Send`/`Sync`: only the owning thread allocates from a heap.
-    _owner: PhantomData<*mut ()>,
+    shared: NonNull<SharedHeap>,
 }
 
+// SAFETY: every thread allocates from its own part of the heap (`part_of`), parts are
+// linked under the heap's lock, and delete/destroy (which take `self`) release the other
+// threads' parts through their owners.
+unsafe impl Send for Heap {}
+// SAFETY: as above: `&Heap` methods only touch the calling thread's part, or read the
+// heap's state and part list atomically / under its lock.
+unsafe impl Sync for Heap {}
+
 impl Heap {
-    /// A new heap owned by the calling thread. Panics when out of memory (see
-    /// [`try_new`](Heap::try_new)).
+    /// A new heap. Panics when out of memory (see [`try_new`](Heap::try_new)).
     pub fn new() -> Heap {
         Self::try_new().expect("shardalloc: out of memory making a heap")
     }
 
-    /// A new heap owned by the calling thread, or `None` when out of memory.
+    /// A new heap, or `None` when out of memory.
     pub fn try_new() -> Option<Heap> {
         let backing = heap_initialized();
         // SAFETY: this thread's heap or the static empty heap: readable.
@@ -414,36 +488,33 @@ impl Heap {
             return None;
         }
         // SAFETY: an initialised heap in this thread's slot is this thread's.
-        let raw = first_class::heap_new(unsafe { OwnedHeap::new(backing) });
-        if raw.is_null() {
-            return None;
-        }
-        Some(Heap {
-            raw,
-            _owner: PhantomData,
-        })
+        let shared = first_class::shared_new(unsafe { OwnedHeap::new(backing) });
+        NonNull::new(shared).map(|shared| Heap { shared })
     }
 
-    /// Whether the heap can allocate (false once its thread is done).
-    fn live(&self) -> bool {
-        // SAFETY: `raw` stays allocated until `self` is dropped.
-        unsafe { (*self.raw).is_initialized() }
+    /// The calling thread's part (made on first use; the empty heap when out of memory).
+    #[inline(always)]
+    fn part(&self) -> *mut RawHeap {
+        // SAFETY: the handle keeps the heap live (delete and destroy take `self`).
+        unsafe { part_of(self.shared.as_ptr()) }
     }
 
-    /// The heap as an owned heap, while its thread is not done.
-    fn owned(&self) -> Option<OwnedHeap> {
-        // SAFETY: a `Heap` never leaves the thread that made it (`!Send`), so a live one is
-        // an initialised heap of the calling thread.
-        self.live().then(|| unsafe { OwnedHeap::new(self.raw) })
+    /// The calling thread's part, if it has one.
+    fn owned_part(&self) -> Option<OwnedHeap> {
+        let h = owned_default()?;
+        // SAFETY: the token proves the thread context is ours: so is its backing heap.
+        let backing = unsafe { OwnedHeap::new((*h.tld()).heap_backing) };
+        first_class::part_peek(backing, self.shared.as_ptr())
     }
 
     /// Allocates `size` bytes aligned to `align` (a power of two); null when out of memory.
+    #[inline]
     pub fn alloc(&self, size: usize, align: usize) -> *mut u8 {
         if !align.is_power_of_two() {
             return ptr::null_mut();
         }
-        // SAFETY: the heap belongs to this thread (`Heap` is `!Send`).
-        unsafe { super::heap_alloc(self.raw, size, align, false) }
+        // SAFETY: the calling thread's part (or the empty heap); `align` is a power of two.
+        unsafe { super::heap_alloc(self.part(), size, align, false) }
     }
 
     /// As [`alloc`](Heap::alloc), zeroed.
@@ -452,7 +523,7 @@ impl Heap {
             return ptr::null_mut();
         }
         // SAFETY: as above.
-        unsafe { super::heap_alloc(self.raw, size, align, true) }
+        unsafe { super::heap_alloc(self.part(), size, align, true) }
     }
 
     /// Re-allocates a block (of any heap) into this heap when it must move.
@@ -460,32 +531,33 @@ impl Heap {
     /// # Safety
     /// `p` is null or a live block of this allocator.
     pub unsafe fn realloc(&self, p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
-        if !align.is_power_of_two() || !self.live() {
+        if !align.is_power_of_two() {
             return ptr::null_mut();
         }
-        // SAFETY: a live `Heap` is an initialised heap of this thread (`!Send`); `p` is null
-        // or a live block (caller); `align` is a power of two (checked).
-        unsafe { crate::alloc::realloc(self.raw, owner(), p, new_size, align, false) }
+        let part = self.part();
+        // SAFETY: the calling thread's part (or the empty heap, whose allocations fail);
+        // `p` is null or a live block (caller); `align` is a power of two (checked).
+        unsafe { crate::alloc::realloc(part, (*part).owner, p, new_size, align, false) }
     }
 
-    /// Whether `p` points into a live block of this heap.
+    /// Whether `p` points into a page of this heap: into a block allocated from it, by any
+    /// thread (that block may since have been freed). Any pointer may be asked.
     pub fn contains(&self, p: *const u8) -> bool {
-        let mut found = false;
-        self.visit_blocks(|b, size| {
-            if (p as usize) >= b as usize && (p as usize) < b as usize + size {
-                found = true;
-                return false;
-            }
-            true
-        });
-        found
+        match crate::segment::checked_page(p) {
+            // SAFETY: the page is in use (checked); the handle keeps the heap live.
+            Ok(page) => unsafe {
+                first_class::shared_has_part(self.shared.as_ptr(), (*page).heap())
+            },
+            Err(_) => false,
+        }
     }
 
-    /// Calls `f(block, size)` for every live block; stops early when `f` returns false.
-    /// Returns whether every block was visited.
+    /// Calls `f(block, size)` for every live block that the calling thread allocated from
+    /// this heap (other threads' parts are theirs to walk); stops early when `f` returns
+    /// false. Returns whether every block was visited.
     /// `f` must not allocate from this heap (it may use others, and the global allocator).
     pub fn visit_blocks(&self, mut f: impl FnMut(*mut u8, usize) -> bool) -> bool {
-        let Some(h) = self.owned() else {
+        let Some(h) = self.owned_part() else {
             return true;
         };
         first_class::heap_visit(h, true, |area, block| {
@@ -493,9 +565,10 @@ impl Heap {
         })
     }
 
-    /// Frees empty pages of this heap (and, with `force`, purges at once).
+    /// Frees the empty pages of the calling thread's part of this heap (and, with
+    /// `force`, purges at once).
     pub fn collect(&self, force: bool) {
-        if let Some(h) = self.owned() {
+        if let Some(h) = self.owned_part() {
             let mode = if force {
                 Collect::Force
             } else {
@@ -505,24 +578,37 @@ impl Heap {
         }
     }
 
-    /// Frees every block of the heap at once, and the heap.
+    /// Frees every block of the heap, and the heap.
     pub fn destroy(self) {
-        let raw = self.raw;
-        let owned = self.owned();
-        core::mem::forget(self);
-        if let Some(h) = owned {
-            // SAFETY: a first-class heap (not a backing heap); `self` is gone, and the
-            // caller gives up all its blocks by destroying it.
-            unsafe { first_class::heap_destroy(h) };
-        } else {
-            // SAFETY: its thread is done: only the struct, a block of ours, is left.
-            unsafe { free(raw as *mut u8) };
-        }
+        self.release(true);
     }
 
-    /// Frees the heap; its live blocks move to the thread's default heap.
+    /// Frees the heap; its live blocks move to the default heaps of the threads that
+    /// allocated them.
     pub fn delete(self) {
         drop(self)
+    }
+
+    fn release(self, destroy: bool) {
+        let shared = self.shared.as_ptr();
+        core::mem::forget(self);
+        let backing = heap_initialized();
+        // SAFETY: this thread's heap or the static empty heap: readable.
+        if !unsafe { (*backing).is_initialized() } {
+            // out of memory for this thread's data: it cannot have a part; the heap is
+            // left to the other threads (it leaks its struct)
+            return;
+        }
+        // SAFETY: an initialised heap in this thread's slot is this thread's, and so is
+        // its backing heap; the handle is given up here (taken by value) and no thread can
+        // still allocate from it (`&Heap` borrows end before `self` moves); for destroy,
+        // the blocks go with it.
+        unsafe {
+            let backing = OwnedHeap::new((*(*backing).tld).heap_backing);
+            if first_class::shared_release(backing, shared, destroy, default_heap()) {
+                super::tls::set(backing.as_ptr());
+            }
+        }
     }
 }
 
@@ -534,18 +620,14 @@ impl Default for Heap {
 
 impl Drop for Heap {
     fn drop(&mut self) {
-        if let Some(h) = self.owned() {
-            // SAFETY: a first-class heap (not a backing heap), not used after `drop`.
-            unsafe { first_class::heap_delete(h) };
-        } else {
-            // SAFETY: its thread is done: only the struct, a block of ours, is left.
-            unsafe { free(self.raw as *mut u8) };
-        }
+        let shared = self.shared;
+        // the handle moves into `release`, which forgets it (no second drop)
+        Heap { shared }.release(false);
     }
 }
 
 // SAFETY: blocks are as large and aligned as the layout asks; `deallocate` frees blocks
-// of this allocator only (the caller's contract); `&Heap` never leaves its thread.
+// of this allocator only (the caller's contract); each thread allocates from its own part.
 unsafe impl allocator_api2::alloc::Allocator for &Heap {
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
         let p = Heap::alloc(self, layout.size(), layout.align());

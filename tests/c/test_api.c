@@ -653,18 +653,75 @@ static void heap_default(void) {
   p = malloc(10); CHECK(p && mi_heap_contains_block(backing, p)); free(p);
   CHECK(mi_heap_set_default(NULL) == NULL);
 }
+// mimalloc v3: a heap is allocated from by any thread (each through its own part), blocks
+// are freed across threads, and any thread may delete or destroy it
+enum { SHARED_THREADS = 4, SHARED_BLOCKS = 2000 };
+static void* shared_blocks[SHARED_THREADS][SHARED_BLOCKS];
 static void* heap_other_thread(void* arg) {
   mi_heap_t* h = arg;
-  // another thread may free blocks of the heap, but not allocate from it
-  CHECK(mi_heap_malloc(h, 10) == NULL);
+  static int next = 0;
+  int me = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED) % SHARED_THREADS;
+  for (int i = 0; i < SHARED_BLOCKS; i++) {
+    char* p = mi_heap_malloc(h, 16 + (i % 300));
+    CHECK(p != NULL && mi_heap_contains_block(h, p) && mi_heap_check_owned(h, p));
+    if (p) memset(p, me + 1, 16);
+    shared_blocks[me][i] = p;
+  }
+  return NULL;
+}
+static void* heap_deleter(void* arg) {
+  mi_heap_delete((mi_heap_t*)arg);         // from a thread that never used the heap
+  return NULL;
+}
+static void* heap_destroyer(void* arg) {
+  mi_heap_destroy((mi_heap_t*)arg);        // from a thread that never used the heap
   return NULL;
 }
 static void heap_foreign_thread(void) {
   mi_heap_t* h = mi_heap_new();
-  pthread_t t;
-  pthread_create(&t, NULL, heap_other_thread, h);
-  pthread_join(t, NULL);
-  mi_heap_delete(h);
+  CHECK(h != NULL);
+  void* mine = mi_heap_malloc(h, 100);     // this thread's part
+  CHECK(mine && mi_heap_contains_block(h, mine));
+  pthread_t t[SHARED_THREADS];
+  for (int i = 0; i < SHARED_THREADS; i++) pthread_create(&t[i], NULL, heap_other_thread, h);
+  for (int i = 0; i < SHARED_THREADS; i++) pthread_join(t[i], NULL);
+  // the threads exited: their blocks stayed valid (and left the heap, as with delete)
+  int intact = 1;
+  for (int i = 0; i < SHARED_THREADS; i++)
+    for (int j = 0; j < SHARED_BLOCKS; j++) {
+      unsigned char* p = shared_blocks[i][j];
+      intact &= p != NULL && p[0] >= 1 && p[0] <= SHARED_THREADS && p[15] == p[0];
+      mi_free(p);
+    }
+  CHECK(intact);
+  // threads that live on: allocate from the heap, then another thread destroys it
+  pthread_t a;
+  pthread_create(&a, NULL, heap_other_thread, h);
+  pthread_join(a, NULL);
+  for (int j = 0; j < SHARED_BLOCKS; j++) mi_free(shared_blocks[0][j]);
+  mi_stats_merge();
+  double pages0 = stat_now("pages", CURRENT);
+  for (int i = 0; i < 2000; i++) CHECK(mi_heap_malloc(h, 4000) != NULL);  // ~8 MiB here
+  mi_stats_merge();
+  CHECK(stat_now("pages", CURRENT) >= pages0 + 100);   // 64 KiB pages of 4 KiB blocks
+  pthread_t d;
+  pthread_create(&d, NULL, heap_destroyer, h);
+  pthread_join(d, NULL);
+  // this thread's part (with its blocks) goes at this thread's next collection
+  mi_collect(false);
+  mi_stats_merge();
+  CHECK(stat_now("pages", CURRENT) <= pages0);
+  // a new heap, deleted by another thread than the one that made it
+  h = mi_heap_new();
+  void* kept = mi_heap_malloc(h, 50);
+  strcpy(kept, "still here");
+  pthread_t e;
+  pthread_create(&e, NULL, heap_deleter, h);
+  pthread_join(e, NULL);
+  mi_collect(false);
+  CHECK(strcmp(kept, "still here") == 0);  // delete keeps the blocks alive
+  CHECK(mi_heap_contains_block(mi_heap_get_backing(), kept));
+  mi_free(kept);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -761,6 +818,7 @@ static void stats_merge(void) {
 static void collect_frees(void) {
   mi_collect(true);
   mi_heap_t* h = mi_heap_new();
+  mi_free(mi_heap_malloc(h, 8));           // this thread's part of the heap, made on first use
   double pages0 = stat_now("pages", CURRENT);
   void* q = mi_heap_malloc(h, 100);
   CHECK(q && stat_now("pages", CURRENT) == pages0 + 1);

@@ -10,17 +10,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 typedef void* (*malloc_fn)(size_t);
 typedef void (*free_fn)(void*);
 typedef size_t (*usable_fn)(const void*);
 typedef bool (*region_fn)(const void*);
 typedef void* (*heap_fn)(void);
+typedef bool (*contains_fn)(const void*, const void*);
 static malloc_fn mi_malloc_p;
 static free_fn mi_free_p;
 static usable_fn mi_usable_p;
 static region_fn mi_region_p;
 static heap_fn mi_heap_default_p;
+static contains_fn mi_contains_p;
 static int failed = 0;
 
 static void* worker(void* arg) {
@@ -30,8 +33,11 @@ static void* worker(void* arg) {
     if (!keep[i] || !mi_region_p(keep[i]) || mi_usable_p(keep[i]) < (size_t)(16 + i)) failed = 1;
     memset(keep[i], i, 16 + i);
   }
+  // every thread allocates from its own part of the main heap: not from the main thread's
+  // pages (the main thread keeps the block `arg` live), in segments of its own (4 MiB)
   void* h = mi_heap_default_p();
-  if (arg && h == arg) failed = 1;   // each thread has its own heap
+  if (!mi_contains_p(h, keep[0])) failed = 1;
+  if (arg && ((uintptr_t)keep[0] >> 22) == ((uintptr_t)arg >> 22)) failed = 1;
   for (int i = 0; i < 1000; i++) mi_free_p(keep[i]);
   return h;
 }
@@ -66,8 +72,10 @@ int main(int argc, char** argv) {
   mi_usable_p = (usable_fn)dlsym(lib, "mi_usable_size");
   mi_region_p = (region_fn)dlsym(lib, "mi_is_in_heap_region");
   mi_heap_default_p = (heap_fn)dlsym(lib, "mi_heap_get_default");
+  mi_contains_p = (contains_fn)dlsym(lib, "mi_heap_contains_block");
   bool (*redirected)(void) = (bool (*)(void))dlsym(lib, "mi_is_redirected");
-  if (!mi_malloc_p || !mi_free_p || !mi_usable_p || !mi_region_p || !mi_heap_default_p || !redirected) {
+  if (!mi_malloc_p || !mi_free_p || !mi_usable_p || !mi_region_p || !mi_heap_default_p ||
+      !mi_contains_p || !redirected) {
     fprintf(stderr, "dlsym failed\n"); return 1;
   }
   if (redirected()) { fprintf(stderr, "malloc should still be glibc's after dlopen\n"); failed = 1; }
@@ -76,10 +84,12 @@ int main(int argc, char** argv) {
   free(g);
   pthread_barrier_wait(&early_go);         // the library is loaded: go
   pthread_join(early, NULL);
-  void* main_heap = worker(NULL);
+  worker(NULL);
+  void* anchor = mi_malloc_p(64);          // keeps the main thread's segment in use
   pthread_t t[4];
-  for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, worker, main_heap);
+  for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, worker, anchor);
   for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+  mi_free_p(anchor);
   // dlclose while a thread that allocated is still alive: when it exits afterwards, its
   // thread-key destructor must still find shardalloc's code (the library pins itself)
   pthread_t late;
