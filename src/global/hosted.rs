@@ -197,6 +197,9 @@ fn thread_init() -> *mut RawHeap {
         }
         sys::register_fork_handlers();
     });
+    if !super::tls::ready() {
+        return cur;
+    }
     let td = thread::thread_data_alloc(&DOMAIN);
     if td.is_null() {
         return cur;

@@ -8,6 +8,11 @@
 //!   thread touches a `dlopen`ed library's TLS). The library then carries `STATIC_TLS`,
 //!   as C mimalloc does; its TLS block is a few bytes, which glibc's static TLS surplus
 //!   holds, so `dlopen` still works.
+//! - Windows on x86_64: a TLS index of our own (`TlsAlloc`), read straight from the
+//!   thread's TEB (`gs:[0x1480 + 8 * index]`, the `TlsSlots` array that `TlsGetValue`
+//!   reads) — two loads and a test instead of a call per access. (On `windows-gnu`,
+//!   Rust's `thread_local!` calls `TlsGetValue` on every access.) A slot starts as null,
+//!   which reads as the empty heap.
 //! - otherwise: a `const`-initialised `thread_local!` without destructor, which in an
 //!   executable compiles to a direct `%fs` access and never allocates (std registers no
 //!   destructor for it).
@@ -59,6 +64,10 @@ mod imp {
         h
     }
 
+    pub(super) fn ready() -> bool {
+        true
+    }
+
     #[inline(always)]
     pub(super) fn set(heap: *mut RawHeap) {
         // SAFETY: writes this thread's slot, found as in `get`.
@@ -74,7 +83,103 @@ mod imp {
     }
 }
 
-#[cfg(not(all(feature = "override", target_arch = "x86_64", target_os = "linux")))]
+#[cfg(all(windows, target_arch = "x86_64"))]
+mod imp {
+    use crate::heap::{empty_heap, RawHeap};
+    use crate::sync::{AtomicUsize, Ordering};
+    use windows_sys::Win32::System::Threading::{
+        TlsAlloc, TlsGetValue, TlsSetValue, TLS_OUT_OF_INDEXES,
+    };
+
+    /// Our TLS index; `usize::MAX` until the first `set` makes it (before that, every
+    /// thread's heap is the empty heap).
+    static INDEX: AtomicUsize = AtomicUsize::new(usize::MAX);
+    /// The TEB's `TlsSlots` array (64 slots) on x86_64; higher indices live elsewhere.
+    const TEB_TLS_SLOTS: usize = 0x1480;
+    const TEB_SLOTS: usize = 64;
+
+    #[inline(always)]
+    pub(super) fn get() -> *mut RawHeap {
+        let index = INDEX.load(Ordering::Relaxed);
+        let h: *mut RawHeap;
+        if index < TEB_SLOTS {
+            // SAFETY: `gs` holds the calling thread's TEB on x86_64 Windows; the slot of a
+            // valid TLS index (< 64) is at `TlsSlots[index]`, which `TlsSetValue` writes.
+            // `readonly`: the value changes only through `set`, a call the compiler cannot
+            // see through.
+            unsafe {
+                core::arch::asm!(
+                    "mov {h}, qword ptr gs:[{off}]",
+                    h = lateout(reg) h,
+                    off = in(reg) TEB_TLS_SLOTS + index * 8,
+                    options(nostack, preserves_flags, readonly, pure),
+                );
+            }
+        } else {
+            h = get_slow(index);
+        }
+        if h.is_null() {
+            empty_heap()
+        } else {
+            h
+        }
+    }
+
+    #[cold]
+    fn get_slow(index: usize) -> *mut RawHeap {
+        if index == usize::MAX {
+            return core::ptr::null_mut();
+        }
+        // SAFETY: a TLS index we allocated.
+        unsafe { TlsGetValue(index as u32) as *mut RawHeap }
+    }
+
+    /// Makes our TLS index if it is not made yet; false when Windows has none left.
+    pub(super) fn ready() -> bool {
+        if INDEX.load(Ordering::Acquire) != usize::MAX {
+            return true;
+        }
+        // SAFETY: no preconditions.
+        let new = unsafe { TlsAlloc() };
+        if new == TLS_OUT_OF_INDEXES {
+            return false;
+        }
+        if INDEX
+            .compare_exchange(usize::MAX, new as usize, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // another thread made it first
+            // SAFETY: the index we just made, unused.
+            unsafe { windows_sys::Win32::System::Threading::TlsFree(new) };
+        }
+        true
+    }
+
+    pub(super) fn set(heap: *mut RawHeap) {
+        let index = INDEX.load(Ordering::Acquire);
+        if index == usize::MAX {
+            // no index yet: every thread's heap is still the empty heap
+            debug_assert!(heap == empty_heap(), "tls::set before tls::ready");
+            return;
+        }
+        // SAFETY: a TLS index we allocated; the empty heap is stored as null.
+        unsafe {
+            TlsSetValue(
+                index as u32,
+                if heap == empty_heap() {
+                    core::ptr::null()
+                } else {
+                    heap as *const core::ffi::c_void
+                },
+            )
+        };
+    }
+}
+
+#[cfg(not(any(
+    all(feature = "override", target_arch = "x86_64", target_os = "linux"),
+    all(windows, target_arch = "x86_64")
+)))]
 mod imp {
     use core::cell::Cell;
 
@@ -89,6 +194,10 @@ mod imp {
         HEAP.with(|h| h.get())
     }
 
+    pub(super) fn ready() -> bool {
+        true
+    }
+
     #[inline(always)]
     pub(super) fn set(heap: *mut RawHeap) {
         HEAP.with(|h| h.set(heap))
@@ -101,7 +210,13 @@ pub(crate) fn get() -> *mut RawHeap {
     imp::get()
 }
 
-/// Sets the calling thread's default heap.
+/// Makes the slot usable (Windows: our TLS index); false when it cannot be made, and then
+/// the thread must keep the empty heap.
+pub(crate) fn ready() -> bool {
+    imp::ready()
+}
+
+/// Sets the calling thread's default heap (after [`ready`] returned true once).
 #[inline]
 pub(crate) fn set(heap: *mut RawHeap) {
     imp::set(heap)
