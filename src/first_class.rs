@@ -20,9 +20,9 @@ use core::ptr::{self, addr_of_mut};
 
 use crate::alloc::malloc_aligned;
 use crate::free::{free, heap_delayed_free};
-use crate::heap::{
-    for_each_page, OwnedHeap, RawHeap, SharedHeap, SHARED_DELETED, SHARED_DESTROYED, SHARED_LIVE,
-};
+use crate::heap::{for_each_page, OwnedHeap, RawHeap};
+#[cfg(feature = "std")]
+use crate::heap::{SharedHeap, SHARED_DELETED, SHARED_DESTROYED, SHARED_LIVE};
 use crate::page::{Delayed, Page};
 use crate::page_queue::page_free;
 use crate::size_class::{SMALL_PAGE_SIZE, WORD};
@@ -133,362 +133,371 @@ fn heap_absorb(into: OwnedHeap, heap: OwnedHeap) {
 
 // ---------------------------------------------------------------------------------------
 // shared heaps
+// (hosted only: kernels and firmware have no shared heaps)
 
-/// A new shared heap; its struct is a block of the calling thread's backing heap (freed by
-/// whichever thread drops the last reference). Null when out of memory.
-pub(crate) fn shared_new(backing: OwnedHeap) -> *mut SharedHeap {
-    // SAFETY: the token proves `backing` is the calling thread's initialised heap.
-    let mem = unsafe {
-        malloc_aligned(
-            backing.as_ptr(),
-            core::mem::size_of::<SharedHeap>(),
-            core::mem::align_of::<SharedHeap>(),
-            false,
-        )
-    } as *mut SharedHeap;
-    if !mem.is_null() {
-        // SAFETY: a fresh block, big and aligned enough, ours alone.
-        unsafe { ptr::write(mem, SharedHeap::new(false)) };
+#[cfg(feature = "std")]
+pub(crate) use shared::*;
+
+#[cfg(feature = "std")]
+mod shared {
+    use super::*;
+
+    /// A new shared heap; its struct is a block of the calling thread's backing heap (freed by
+    /// whichever thread drops the last reference). Null when out of memory.
+    pub(crate) fn shared_new(backing: OwnedHeap) -> *mut SharedHeap {
+        // SAFETY: the token proves `backing` is the calling thread's initialised heap.
+        let mem = unsafe {
+            malloc_aligned(
+                backing.as_ptr(),
+                core::mem::size_of::<SharedHeap>(),
+                core::mem::align_of::<SharedHeap>(),
+                false,
+            )
+        } as *mut SharedHeap;
+        if !mem.is_null() {
+            // SAFETY: a fresh block, big and aligned enough, ours alone.
+            unsafe { ptr::write(mem, SharedHeap::new(false)) };
+        }
+        mem
     }
-    mem
-}
 
-/// Drops one reference to `shared`; the last one frees its struct.
-///
-/// # Safety
-/// The caller holds a reference (the handle's or a part's) and gives it up; `owner` is the
-/// calling thread's owner token (or `NO_OWNER`).
-unsafe fn shared_unref(shared: *const SharedHeap, owner: usize) {
-    // SAFETY: the caller's reference keeps the struct alive until this decrement.
-    if unsafe { (*shared).refs.fetch_sub(1, Ordering::AcqRel) } == 1 {
-        // SAFETY: no reference is left, so no thread uses the struct: a block of ours
-        // (`shared_new`) that any thread may free.
-        unsafe { free(shared as *mut u8, owner) };
+    /// Drops one reference to `shared`; the last one frees its struct.
+    ///
+    /// # Safety
+    /// The caller holds a reference (the handle's or a part's) and gives it up; `owner` is the
+    /// calling thread's owner token (or `NO_OWNER`).
+    unsafe fn shared_unref(shared: *const SharedHeap, owner: usize) {
+        // SAFETY: the caller's reference keeps the struct alive until this decrement.
+        if unsafe { (*shared).refs.fetch_sub(1, Ordering::AcqRel) } == 1 {
+            // SAFETY: no reference is left, so no thread uses the struct: a block of ours
+            // (`shared_new`) that any thread may free.
+            unsafe { free(shared as *mut u8, owner) };
+        }
     }
-}
 
-/// The calling thread's part of `shared` (the backing heap for the main heap), made on
-/// first use; null when out of memory or when the heap is no longer live. The thread's
-/// one-entry cache is set to it.
-pub(crate) fn part_lookup(backing: OwnedHeap, shared: *const SharedHeap) -> *mut RawHeap {
-    // SAFETY: the token proves the thread context is live and ours.
-    let tld = unsafe { &mut *backing.tld() };
-    // SAFETY: `shared` is a live shared heap: the caller holds its handle.
-    let sh = unsafe { &*shared };
-    let part = if sh.is_main {
-        tld.heap_backing
-    } else {
-        if sh.state.load(Ordering::Acquire) != SHARED_LIVE {
+    /// The calling thread's part of `shared` (the backing heap for the main heap), made on
+    /// first use; null when out of memory or when the heap is no longer live. The thread's
+    /// one-entry cache is set to it.
+    pub(crate) fn part_lookup(backing: OwnedHeap, shared: *const SharedHeap) -> *mut RawHeap {
+        // SAFETY: the token proves the thread context is live and ours.
+        let tld = unsafe { &mut *backing.tld() };
+        // SAFETY: `shared` is a live shared heap: the caller holds its handle.
+        let sh = unsafe { &*shared };
+        let part = if sh.is_main {
+            tld.heap_backing
+        } else {
+            if sh.state.load(Ordering::Acquire) != SHARED_LIVE {
+                return ptr::null_mut();
+            }
+            let mut found = ptr::null_mut();
+            let mut h = tld.heaps;
+            while !h.is_null() {
+                // SAFETY: the thread's list holds live heaps of ours.
+                unsafe {
+                    if (*h).shared == shared {
+                        found = h;
+                        break;
+                    }
+                    h = (*h).next;
+                }
+            }
+            if found.is_null() {
+                found = part_new(backing, shared);
+                if found.is_null() {
+                    return ptr::null_mut();
+                }
+            }
+            found
+        };
+        tld.cache_shared = shared;
+        tld.cache_part = part;
+        part
+    }
+
+    /// Makes the calling thread's part of the live shared heap `shared` and links it into the
+    /// heap's list; null when out of memory or when the heap stopped being live meanwhile.
+    fn part_new(backing: OwnedHeap, shared: *const SharedHeap) -> *mut RawHeap {
+        let part = heap_new(backing);
+        if part.is_null() {
+            return part;
+        }
+        // SAFETY: `shared` is live (the caller holds its handle); `part` is a fresh heap of
+        // ours. Under the lock: a heap that is deleted or destroyed meanwhile stores its state
+        // before it takes the lock to walk the parts, so either it sees this part or this
+        // sees its state.
+        let linked = unsafe {
+            (*part).shared = shared;
+            let mut list = (*shared).parts.lock();
+            if (*shared).state.load(Ordering::Acquire) == SHARED_LIVE {
+                (*part).part_next = list.0;
+                list.0 = part;
+                (*shared).refs.fetch_add(1, Ordering::Relaxed);
+                true
+            } else {
+                false
+            }
+        };
+        if !linked {
+            // SAFETY: a fresh first-class heap of ours with no page, not linked anywhere else.
+            unsafe {
+                (*part).shared = ptr::null();
+                heap_release(OwnedHeap::new(part));
+            }
             return ptr::null_mut();
         }
-        let mut found = ptr::null_mut();
+        part
+    }
+
+    /// Takes `part` out of its shared heap's list (under the heap's lock) and out of the
+    /// thread's cache. Returns the shared heap, whose reference the part still holds.
+    ///
+    /// # Safety
+    /// `part` is a part of the calling thread, in its shared heap's list.
+    unsafe fn part_unlink(part: OwnedHeap) -> *const SharedHeap {
+        let p = part.as_ptr();
+        // SAFETY: the token proves the part and its thread context are live and ours; the
+        // shared heap is alive while the part holds its reference.
+        unsafe {
+            let shared = (*p).shared;
+            {
+                let mut list = (*shared).parts.lock();
+                let mut link: *mut *mut RawHeap = addr_of_mut!(list.0);
+                while !(*link).is_null() {
+                    if *link == p {
+                        *link = (*p).part_next;
+                        break;
+                    }
+                    link = addr_of_mut!((**link).part_next);
+                }
+            }
+            (*p).part_next = ptr::null_mut();
+            let tld = &mut *part.tld();
+            if tld.cache_part == p {
+                tld.cache_shared = ptr::null();
+                tld.cache_part = ptr::null_mut();
+            }
+            shared
+        }
+    }
+
+    /// Releases the calling thread's `part` as its shared heap's state says (destroyed: its
+    /// blocks are freed; else they move to the backing heap), and drops its reference.
+    ///
+    /// # Safety
+    /// `part` is a part of the calling thread, in its shared heap's list, not the thread's
+    /// default heap, and not used afterwards.
+    unsafe fn part_release(part: OwnedHeap) {
+        // SAFETY: as the caller guarantees.
+        let shared = unsafe { part_unlink(part) };
+        // SAFETY: the part's reference keeps the shared heap alive.
+        let destroy = unsafe { (*shared).state.load(Ordering::Acquire) } == SHARED_DESTROYED;
+        // SAFETY: the token proves the heap is live and ours.
+        let owner = unsafe { (*part.as_ptr()).owner };
+        // SAFETY: a first-class heap of ours (parts are never backing heaps), unlinked from its
+        // shared heap, not used afterwards (caller); when destroyed, its blocks are given up by
+        // the program (the contract of `destroy`).
+        unsafe {
+            (*part.as_ptr()).shared = ptr::null();
+            if destroy {
+                heap_destroy(part);
+            } else {
+                heap_delete(part);
+            }
+            shared_unref(shared, owner);
+        }
+    }
+
+    /// Releases the calling thread's parts of shared heaps that other threads deleted or
+    /// destroyed, if one flagged this thread. Returns whether `default` (the thread's default
+    /// heap) was among them: the caller then makes the backing heap the default again.
+    pub(crate) fn reap_parts(backing: OwnedHeap, default: *mut RawHeap) -> bool {
+        // SAFETY: the token proves the thread context is live and ours.
+        let tld = unsafe { &*backing.tld() };
+        if !tld.reap.swap(false, Ordering::Acquire) {
+            return false;
+        }
+        let mut released_default = false;
+        let mut h = tld.heaps;
+        while !h.is_null() {
+            // SAFETY: the thread's list holds live heaps of ours; `next` is read before the
+            // heap is released (which unlinks and frees it).
+            unsafe {
+                let next = (*h).next;
+                let shared = (*h).shared;
+                if !shared.is_null()
+                    && !(*shared).is_main
+                    && (*shared).state.load(Ordering::Acquire) != SHARED_LIVE
+                {
+                    released_default |= h == default;
+                    // SAFETY: a part of ours in its heap's list; the caller stops using it as
+                    // the default (the return value).
+                    part_release(OwnedHeap::new(h));
+                }
+                h = next;
+            }
+        }
+        released_default
+    }
+
+    /// Deletes (`destroy == false`) or destroys a shared heap, from any thread: the calling
+    /// thread's part is released at once, the other threads are flagged to release theirs.
+    /// Returns whether the calling thread's default heap (`default`) was released. A heap that
+    /// is no longer live (deleted twice) is left alone.
+    ///
+    /// # Safety
+    /// `shared` is a live shared heap that is not the main heap; the caller gives up its
+    /// handle (and, for destroy, every block of the heap); no thread allocates from it
+    /// meanwhile (mimalloc's contract).
+    pub(crate) unsafe fn shared_release(
+        backing: OwnedHeap,
+        shared: *mut SharedHeap,
+        destroy: bool,
+        default: *mut RawHeap,
+    ) -> bool {
+        let state = if destroy {
+            SHARED_DESTROYED
+        } else {
+            SHARED_DELETED
+        };
+        // SAFETY: `shared` is live (caller): the handle's reference keeps it so.
+        let sh = unsafe { &*shared };
+        debug_assert!(!sh.is_main);
+        if sh
+            .state
+            .compare_exchange(SHARED_LIVE, state, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        // SAFETY: the token proves the thread context is live and ours.
+        let (me, owner) = unsafe { (backing.tld(), (*backing.as_ptr()).owner) };
+        let mut own = ptr::null_mut();
+        {
+            let list = sh.parts.lock();
+            let mut p = list.0;
+            while !p.is_null() {
+                // SAFETY: parts in the list are live heaps whose threads have not finished
+                // exiting (they unlink under this lock first), so their thread data is live;
+                // `reap` is atomic.
+                unsafe {
+                    if (*p).tld == me {
+                        own = p;
+                    } else {
+                        (*(*p).tld).reap.store(true, Ordering::Release);
+                    }
+                    p = (*p).part_next;
+                }
+            }
+        }
+        let mut released_default = false;
+        if !own.is_null() {
+            released_default = own == default;
+            // SAFETY: our own part, in the list; the caller stops using it as the default.
+            unsafe { part_release(OwnedHeap::new(own)) };
+        }
+        // SAFETY: the caller gives up the handle's reference.
+        unsafe { shared_unref(shared, owner) };
+        released_default
+    }
+
+    /// Before the calling thread's exit: its parts of dead shared heaps are released, and its
+    /// parts of live ones leave their heaps' lists (their pages are then abandoned with the
+    /// thread's other heaps, their blocks leave the heap). Returns the parts that left (linked
+    /// through `part_next`), whose structs and references [`parts_free`] gives back after the
+    /// thread is done.
+    pub(crate) fn parts_thread_exit(backing: OwnedHeap) -> *mut RawHeap {
+        // SAFETY: the token proves the thread context is live and ours.
+        let tld = unsafe { &*backing.tld() };
+        tld.reap.store(true, Ordering::Relaxed);
+        reap_parts(backing, ptr::null_mut());
+        let mut left = ptr::null_mut();
+        let mut h = tld.heaps;
+        while !h.is_null() {
+            // SAFETY: the thread's list holds live heaps of ours.
+            unsafe {
+                let next = (*h).next;
+                let shared = (*h).shared;
+                if !shared.is_null() && !(*shared).is_main {
+                    // SAFETY: a part of ours in its (live) heap's list; it stays a heap of this
+                    // thread (collected and detached with the others) until `parts_free`.
+                    part_unlink(OwnedHeap::new(h));
+                    (*h).part_next = left;
+                    left = h;
+                }
+                h = next;
+            }
+        }
+        left
+    }
+
+    /// After the thread is done (its heaps detached): frees the structs of the parts that
+    /// [`parts_thread_exit`] returned and drops their references.
+    ///
+    /// # Safety
+    /// `parts` came from `parts_thread_exit` of the calling thread, which is done; `owner` is
+    /// the token the thread now frees with (`NO_OWNER`).
+    pub(crate) unsafe fn parts_free(mut parts: *mut RawHeap, owner: usize) {
+        while !parts.is_null() {
+            // SAFETY: each is a detached heap struct of ours, a block of the thread's backing
+            // heap (abandoned now: any thread may free it), holding a reference to `shared`.
+            unsafe {
+                let next = (*parts).part_next;
+                let shared = (*parts).shared;
+                free(parts as *mut u8, owner);
+                shared_unref(shared, owner);
+                parts = next;
+            }
+        }
+    }
+
+    /// Whether page-owning heap `page_heap` is a part of `shared` (for the main heap: a
+    /// backing heap). Any thread may ask.
+    ///
+    /// # Safety
+    /// `shared` is a live shared heap; `page_heap` is null or the heap of a live page.
+    pub(crate) unsafe fn shared_has_part(shared: *const SharedHeap, page_heap: *mut RawHeap) -> bool {
+        if page_heap.is_null() {
+            return false;
+        }
+        // SAFETY: live (caller).
+        let sh = unsafe { &*shared };
+        if sh.is_main {
+            // SAFETY: the heap of a live page is a live heap (its thread data lives while its
+            // pages are not abandoned).
+            return unsafe { (*page_heap).shared } == shared;
+        }
+        let list = sh.parts.lock();
+        let mut p = list.0;
+        while !p.is_null() {
+            if p == page_heap {
+                return true;
+            }
+            // SAFETY: parts in the list are live (see `SharedHeap`'s invariants).
+            p = unsafe { (*p).part_next };
+        }
+        false
+    }
+
+    /// The calling thread's part of `shared` if it has one (no part is made).
+    pub(crate) fn part_peek(backing: OwnedHeap, shared: *const SharedHeap) -> Option<OwnedHeap> {
+        // SAFETY: the token proves the thread context is live and ours.
+        let tld = unsafe { &*backing.tld() };
+        // SAFETY: `shared` is live (caller holds its handle).
+        if unsafe { (*shared).is_main } {
+            return Some(backing);
+        }
         let mut h = tld.heaps;
         while !h.is_null() {
             // SAFETY: the thread's list holds live heaps of ours.
             unsafe {
                 if (*h).shared == shared {
-                    found = h;
-                    break;
+                    return Some(OwnedHeap::new(h));
                 }
                 h = (*h).next;
             }
         }
-        if found.is_null() {
-            found = part_new(backing, shared);
-            if found.is_null() {
-                return ptr::null_mut();
-            }
-        }
-        found
-    };
-    tld.cache_shared = shared;
-    tld.cache_part = part;
-    part
-}
-
-/// Makes the calling thread's part of the live shared heap `shared` and links it into the
-/// heap's list; null when out of memory or when the heap stopped being live meanwhile.
-fn part_new(backing: OwnedHeap, shared: *const SharedHeap) -> *mut RawHeap {
-    let part = heap_new(backing);
-    if part.is_null() {
-        return part;
+        None
     }
-    // SAFETY: `shared` is live (the caller holds its handle); `part` is a fresh heap of
-    // ours. Under the lock: a heap that is deleted or destroyed meanwhile stores its state
-    // before it takes the lock to walk the parts, so either it sees this part or this
-    // sees its state.
-    let linked = unsafe {
-        (*part).shared = shared;
-        let mut list = (*shared).parts.lock();
-        if (*shared).state.load(Ordering::Acquire) == SHARED_LIVE {
-            (*part).part_next = list.0;
-            list.0 = part;
-            (*shared).refs.fetch_add(1, Ordering::Relaxed);
-            true
-        } else {
-            false
-        }
-    };
-    if !linked {
-        // SAFETY: a fresh first-class heap of ours with no page, not linked anywhere else.
-        unsafe {
-            (*part).shared = ptr::null();
-            heap_release(OwnedHeap::new(part));
-        }
-        return ptr::null_mut();
-    }
-    part
-}
-
-/// Takes `part` out of its shared heap's list (under the heap's lock) and out of the
-/// thread's cache. Returns the shared heap, whose reference the part still holds.
-///
-/// # Safety
-/// `part` is a part of the calling thread, in its shared heap's list.
-unsafe fn part_unlink(part: OwnedHeap) -> *const SharedHeap {
-    let p = part.as_ptr();
-    // SAFETY: the token proves the part and its thread context are live and ours; the
-    // shared heap is alive while the part holds its reference.
-    unsafe {
-        let shared = (*p).shared;
-        {
-            let mut list = (*shared).parts.lock();
-            let mut link: *mut *mut RawHeap = addr_of_mut!(list.0);
-            while !(*link).is_null() {
-                if *link == p {
-                    *link = (*p).part_next;
-                    break;
-                }
-                link = addr_of_mut!((**link).part_next);
-            }
-        }
-        (*p).part_next = ptr::null_mut();
-        let tld = &mut *part.tld();
-        if tld.cache_part == p {
-            tld.cache_shared = ptr::null();
-            tld.cache_part = ptr::null_mut();
-        }
-        shared
-    }
-}
-
-/// Releases the calling thread's `part` as its shared heap's state says (destroyed: its
-/// blocks are freed; else they move to the backing heap), and drops its reference.
-///
-/// # Safety
-/// `part` is a part of the calling thread, in its shared heap's list, not the thread's
-/// default heap, and not used afterwards.
-unsafe fn part_release(part: OwnedHeap) {
-    // SAFETY: as the caller guarantees.
-    let shared = unsafe { part_unlink(part) };
-    // SAFETY: the part's reference keeps the shared heap alive.
-    let destroy = unsafe { (*shared).state.load(Ordering::Acquire) } == SHARED_DESTROYED;
-    // SAFETY: the token proves the heap is live and ours.
-    let owner = unsafe { (*part.as_ptr()).owner };
-    // SAFETY: a first-class heap of ours (parts are never backing heaps), unlinked from its
-    // shared heap, not used afterwards (caller); when destroyed, its blocks are given up by
-    // the program (the contract of `destroy`).
-    unsafe {
-        (*part.as_ptr()).shared = ptr::null();
-        if destroy {
-            heap_destroy(part);
-        } else {
-            heap_delete(part);
-        }
-        shared_unref(shared, owner);
-    }
-}
-
-/// Releases the calling thread's parts of shared heaps that other threads deleted or
-/// destroyed, if one flagged this thread. Returns whether `default` (the thread's default
-/// heap) was among them: the caller then makes the backing heap the default again.
-pub(crate) fn reap_parts(backing: OwnedHeap, default: *mut RawHeap) -> bool {
-    // SAFETY: the token proves the thread context is live and ours.
-    let tld = unsafe { &*backing.tld() };
-    if !tld.reap.swap(false, Ordering::Acquire) {
-        return false;
-    }
-    let mut released_default = false;
-    let mut h = tld.heaps;
-    while !h.is_null() {
-        // SAFETY: the thread's list holds live heaps of ours; `next` is read before the
-        // heap is released (which unlinks and frees it).
-        unsafe {
-            let next = (*h).next;
-            let shared = (*h).shared;
-            if !shared.is_null()
-                && !(*shared).is_main
-                && (*shared).state.load(Ordering::Acquire) != SHARED_LIVE
-            {
-                released_default |= h == default;
-                // SAFETY: a part of ours in its heap's list; the caller stops using it as
-                // the default (the return value).
-                part_release(OwnedHeap::new(h));
-            }
-            h = next;
-        }
-    }
-    released_default
-}
-
-/// Deletes (`destroy == false`) or destroys a shared heap, from any thread: the calling
-/// thread's part is released at once, the other threads are flagged to release theirs.
-/// Returns whether the calling thread's default heap (`default`) was released. A heap that
-/// is no longer live (deleted twice) is left alone.
-///
-/// # Safety
-/// `shared` is a live shared heap that is not the main heap; the caller gives up its
-/// handle (and, for destroy, every block of the heap); no thread allocates from it
-/// meanwhile (mimalloc's contract).
-pub(crate) unsafe fn shared_release(
-    backing: OwnedHeap,
-    shared: *mut SharedHeap,
-    destroy: bool,
-    default: *mut RawHeap,
-) -> bool {
-    let state = if destroy {
-        SHARED_DESTROYED
-    } else {
-        SHARED_DELETED
-    };
-    // SAFETY: `shared` is live (caller): the handle's reference keeps it so.
-    let sh = unsafe { &*shared };
-    debug_assert!(!sh.is_main);
-    if sh
-        .state
-        .compare_exchange(SHARED_LIVE, state, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        return false;
-    }
-    // SAFETY: the token proves the thread context is live and ours.
-    let (me, owner) = unsafe { (backing.tld(), (*backing.as_ptr()).owner) };
-    let mut own = ptr::null_mut();
-    {
-        let list = sh.parts.lock();
-        let mut p = list.0;
-        while !p.is_null() {
-            // SAFETY: parts in the list are live heaps whose threads have not finished
-            // exiting (they unlink under this lock first), so their thread data is live;
-            // `reap` is atomic.
-            unsafe {
-                if (*p).tld == me {
-                    own = p;
-                } else {
-                    (*(*p).tld).reap.store(true, Ordering::Release);
-                }
-                p = (*p).part_next;
-            }
-        }
-    }
-    let mut released_default = false;
-    if !own.is_null() {
-        released_default = own == default;
-        // SAFETY: our own part, in the list; the caller stops using it as the default.
-        unsafe { part_release(OwnedHeap::new(own)) };
-    }
-    // SAFETY: the caller gives up the handle's reference.
-    unsafe { shared_unref(shared, owner) };
-    released_default
-}
-
-/// Before the calling thread's exit: its parts of dead shared heaps are released, and its
-/// parts of live ones leave their heaps' lists (their pages are then abandoned with the
-/// thread's other heaps, their blocks leave the heap). Returns the parts that left (linked
-/// through `part_next`), whose structs and references [`parts_free`] gives back after the
-/// thread is done.
-pub(crate) fn parts_thread_exit(backing: OwnedHeap) -> *mut RawHeap {
-    // SAFETY: the token proves the thread context is live and ours.
-    let tld = unsafe { &*backing.tld() };
-    tld.reap.store(true, Ordering::Relaxed);
-    reap_parts(backing, ptr::null_mut());
-    let mut left = ptr::null_mut();
-    let mut h = tld.heaps;
-    while !h.is_null() {
-        // SAFETY: the thread's list holds live heaps of ours.
-        unsafe {
-            let next = (*h).next;
-            let shared = (*h).shared;
-            if !shared.is_null() && !(*shared).is_main {
-                // SAFETY: a part of ours in its (live) heap's list; it stays a heap of this
-                // thread (collected and detached with the others) until `parts_free`.
-                part_unlink(OwnedHeap::new(h));
-                (*h).part_next = left;
-                left = h;
-            }
-            h = next;
-        }
-    }
-    left
-}
-
-/// After the thread is done (its heaps detached): frees the structs of the parts that
-/// [`parts_thread_exit`] returned and drops their references.
-///
-/// # Safety
-/// `parts` came from `parts_thread_exit` of the calling thread, which is done; `owner` is
-/// the token the thread now frees with (`NO_OWNER`).
-pub(crate) unsafe fn parts_free(mut parts: *mut RawHeap, owner: usize) {
-    while !parts.is_null() {
-        // SAFETY: each is a detached heap struct of ours, a block of the thread's backing
-        // heap (abandoned now: any thread may free it), holding a reference to `shared`.
-        unsafe {
-            let next = (*parts).part_next;
-            let shared = (*parts).shared;
-            free(parts as *mut u8, owner);
-            shared_unref(shared, owner);
-            parts = next;
-        }
-    }
-}
-
-/// Whether page-owning heap `page_heap` is a part of `shared` (for the main heap: a
-/// backing heap). Any thread may ask.
-///
-/// # Safety
-/// `shared` is a live shared heap; `page_heap` is null or the heap of a live page.
-pub(crate) unsafe fn shared_has_part(shared: *const SharedHeap, page_heap: *mut RawHeap) -> bool {
-    if page_heap.is_null() {
-        return false;
-    }
-    // SAFETY: live (caller).
-    let sh = unsafe { &*shared };
-    if sh.is_main {
-        // SAFETY: the heap of a live page is a live heap (its thread data lives while its
-        // pages are not abandoned).
-        return unsafe { (*page_heap).shared } == shared;
-    }
-    let list = sh.parts.lock();
-    let mut p = list.0;
-    while !p.is_null() {
-        if p == page_heap {
-            return true;
-        }
-        // SAFETY: parts in the list are live (see `SharedHeap`'s invariants).
-        p = unsafe { (*p).part_next };
-    }
-    false
-}
-
-/// The calling thread's part of `shared` if it has one (no part is made).
-pub(crate) fn part_peek(backing: OwnedHeap, shared: *const SharedHeap) -> Option<OwnedHeap> {
-    // SAFETY: the token proves the thread context is live and ours.
-    let tld = unsafe { &*backing.tld() };
-    // SAFETY: `shared` is live (caller holds its handle).
-    if unsafe { (*shared).is_main } {
-        return Some(backing);
-    }
-    let mut h = tld.heaps;
-    while !h.is_null() {
-        // SAFETY: the thread's list holds live heaps of ours.
-        unsafe {
-            if (*h).shared == shared {
-                return Some(OwnedHeap::new(h));
-            }
-            h = (*h).next;
-        }
-    }
-    None
 }
 
 /// One page of a heap, as the visitor of [`heap_visit`] sees it (mimalloc's

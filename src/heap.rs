@@ -9,7 +9,9 @@
 //! `mi_heap_t`) is what every thread may allocate from: each thread that does gets its own
 //! `RawHeap` for it, a *part* (mimalloc v3's "theap").
 
-use crate::sync::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use crate::sync::{AtomicPtr, Ordering};
+#[cfg(feature = "std")]
+use crate::sync::{AtomicBool, AtomicU8, AtomicUsize};
 use core::ptr::{self, addr_of, NonNull};
 
 use crate::domain::Domain;
@@ -38,11 +40,14 @@ pub(crate) struct Tld {
     /// The shared heap whose part this thread used last, and that part (null: none): the
     /// one-entry cache that keeps allocation from a shared heap lock-free.
     /// Invariant: `cache_part` is a live part of this thread, of `cache_shared`.
+    #[cfg(feature = "std")]
     pub cache_shared: *const SharedHeap,
+    #[cfg(feature = "std")]
     pub cache_part: *mut RawHeap,
     /// Set by another thread that deleted or destroyed a shared heap of which this thread
     /// has a part: the part is released at this thread's next part lookup, collection or
     /// exit (only the owner may touch its pages).
+    #[cfg(feature = "std")]
     pub reap: AtomicBool,
 }
 
@@ -57,8 +62,11 @@ impl Tld {
             heartbeat: 0,
             stat_allocated: 0,
             stat_freed: 0,
+            #[cfg(feature = "std")]
             cache_shared: ptr::null(),
+            #[cfg(feature = "std")]
             cache_part: ptr::null_mut(),
+            #[cfg(feature = "std")]
             reap: AtomicBool::new(false),
         }
     }
@@ -113,12 +121,15 @@ pub(crate) struct RawHeap {
     pub retired_max: usize,
     /// Next heap of the same thread.
     pub next: *mut RawHeap,
-    /// The shared heap this heap is a part of (null: none, as the heaps of kernels).
+    /// The shared heap this heap is a part of (null: none). Hosted only.
+    #[cfg(feature = "std")]
     pub shared: *const SharedHeap,
     /// Next part of the same shared heap (its list is under `SharedHeap::parts`' lock).
+    #[cfg(feature = "std")]
     pub part_next: *mut RawHeap,
 }
 
+#[cfg(feature = "std")]
 /// A heap that any thread may allocate from (hosted first-class heaps; C's `mi_heap_t`;
 /// mimalloc v3's heaps). Each thread that allocates from it gets its own part, a
 /// `RawHeap` of that thread, found through the thread's one-entry cache (`Tld::cache_*`)
@@ -140,19 +151,25 @@ pub(crate) struct SharedHeap {
     pub is_main: bool,
 }
 
+#[cfg(feature = "std")]
 /// The head of a shared heap's list of parts (linked through `RawHeap::part_next`).
 pub(crate) struct PartList(pub *mut RawHeap);
 // SAFETY: the list is only read or changed under its mutex; the parts it points to are
 // heaps whose owners unlink them under the same mutex before freeing them.
+#[cfg(feature = "std")]
 unsafe impl Send for PartList {}
 
+#[cfg(feature = "std")]
 /// `SharedHeap::state`: allocation allowed.
 pub(crate) const SHARED_LIVE: u8 = 0;
+#[cfg(feature = "std")]
 /// Deleted: the parts' live blocks move to their threads' backing heaps.
 pub(crate) const SHARED_DELETED: u8 = 1;
+#[cfg(feature = "std")]
 /// Destroyed: the parts' blocks are freed.
 pub(crate) const SHARED_DESTROYED: u8 = 2;
 
+#[cfg(feature = "std")]
 impl SharedHeap {
     /// A live shared heap with only its handle's reference.
     pub(crate) const fn new(is_main: bool) -> Self {
@@ -244,7 +261,9 @@ pub(crate) static EMPTY_HEAP: Immutable<RawHeap> = Immutable(RawHeap {
     retired_min: BIN_FULL,
     retired_max: 0,
     next: ptr::null_mut(),
+    #[cfg(feature = "std")]
     shared: ptr::null(),
+    #[cfg(feature = "std")]
     part_next: ptr::null_mut(),
 });
 
@@ -273,7 +292,9 @@ impl RawHeap {
             retired_min: BIN_FULL,
             retired_max: 0,
             next: tld_ref.heaps,
+            #[cfg(feature = "std")]
             shared: ptr::null(),
+            #[cfg(feature = "std")]
             part_next: ptr::null_mut(),
         };
         // SAFETY: `heap` is writable memory for a `RawHeap` that no one else uses (caller).
