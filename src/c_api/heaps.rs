@@ -24,7 +24,7 @@ type P = *mut c_void;
 ///
 /// # Safety
 /// `h` is null or a heap from `mi_heap_new` / `mi_heap_get_*` not yet deleted.
-unsafe fn owned(h: H) -> bool {
+pub(crate) unsafe fn owned(h: H) -> bool {
     if h.is_null() {
         return false;
     }
@@ -37,7 +37,9 @@ unsafe fn owned(h: H) -> bool {
     let mine = hosted::heap_initialized();
     // SAFETY: `h` as above; `mine` is the calling thread's heap, initialised (or the
     // static empty heap when out of memory), live while the thread runs.
-    unsafe { (*h).owner == (*mine).owner }
+    let (theirs, ours) = unsafe { ((*h).owner, (*mine).owner) };
+    // a heap in an arena has an owner of its own, and is used by the thread that made it
+    theirs == ours || super::arenas::owned_by_caller(h, ours)
 }
 
 /// The calling thread's backing heap (its default heap unless changed), initialised;
@@ -107,6 +109,11 @@ unsafe fn heap_release(h: H, destroy: bool) {
         unsafe { s::free(h as *mut u8) };
         return;
     }
+    // SAFETY: `h` is a heap not yet deleted (this function's contract); with `destroy`
+    // its blocks are not used afterwards (mimalloc's contract for `mi_heap_destroy`).
+    if unsafe { super::arenas::release(h, destroy) } {
+        return;
+    }
     // SAFETY: `h` is null or a heap not yet deleted (this function's contract).
     if !unsafe { owned(h) } {
         super::options::error(
@@ -157,7 +164,9 @@ pub unsafe extern "C" fn mi_heap_destroy(h: H) {
 pub unsafe extern "C" fn mi_heap_set_default(h: H) -> H {
     // SAFETY: `h` is null or a heap from `mi_heap_new` / `mi_heap_get_*` not yet deleted:
     // the C caller's contract for `mi_heap_*` (mimalloc's, include/mimalloc.h).
-    if !unsafe { owned(h) } {
+    // (a heap in an arena cannot be the default: `malloc`'s frees and the thread's exit
+    // assume the default heap is of the thread's own data)
+    if !unsafe { owned(h) } || super::arenas::is_arena_heap(h) {
         return ptr::null_mut();
     }
     let prev = hosted::heap_initialized();
@@ -331,11 +340,6 @@ pub extern "C" fn mi_heap_check_owned(h: H, p: *const c_void) -> bool {
         },
         Err(_) => false,
     }
-}
-
-#[no_mangle]
-pub extern "C" fn mi_check_owned(p: *const c_void) -> bool {
-    mi_heap_check_owned(hosted::heap_initialized(), p)
 }
 
 /// mimalloc's `mi_heap_area_t`.

@@ -1,4 +1,4 @@
-//! mimalloc's C API (`include/mimalloc.h`, mimalloc 2.0.9's declarations) on the
+//! mimalloc's C API (`include/mimalloc.h`, the functions mimalloc 2.x had) on the
 //! calling thread's default heap: basic, aligned, zero-initialised re-allocation, posix
 //! and C++ (`mi_new*`) families, and process/thread control. Heaps are in `heaps.rs`,
 //! options in `options.rs`, statistics in `stats.rs`.
@@ -622,13 +622,17 @@ pub unsafe extern "C" fn mi_new_reallocn(p: P, count: usize, size: usize) -> P {
 #[no_mangle]
 pub extern "C" fn mi_collect(force: bool) {
     run_deferred_free(force);
-    hosted::collect(force)
+    hosted::collect(force);
+    if force {
+        super::arenas::collect();
+    }
 }
 
-/// mimalloc's version scheme (major * 100 + minor): the API level we implement.
+/// mimalloc's version scheme (`MI_MALLOC_VERSION`: major * 10000 + minor * 100 +
+/// patch): the API level implemented, that of include/mimalloc.h (v3.4.3).
 #[no_mangle]
 pub extern "C" fn mi_version() -> c_int {
-    209
+    30403
 }
 
 #[no_mangle]
