@@ -135,7 +135,8 @@ static void heaps(void) {
   CHECK(mi_heap_contains_block(h, ps[50]));
   CHECK(!mi_heap_contains_block(mi_heap_get_default(), ps[50]));
   CHECK(mi_heap_check_owned(h, ps[7]));
-  CHECK(!mi_check_owned(ps[7]));  // mi_check_owned: the default heap only
+  CHECK(mi_check_owned(ps[7]));   // mimalloc v3: mi_check_owned is any heap's
+  CHECK(mi_heap_of(ps[7]) == h && mi_heap_contains(h, ps[7]) && !mi_heap_contains(NULL, ps[7]));
   void* own = mi_malloc(24);
   CHECK(mi_check_owned(own) && !mi_heap_check_owned(h, own));
   mi_free(own);
@@ -178,10 +179,10 @@ static void collect_output(const char* msg, void* arg) {
 }
 
 static void options_and_stats(void) {
-  long old = mi_option_get(mi_option_decommit_delay);
-  mi_option_set(mi_option_decommit_delay, 250);
-  CHECK(mi_option_get(mi_option_decommit_delay) == 250);
-  mi_option_set(mi_option_decommit_delay, old);
+  long old = mi_option_get(mi_option_purge_delay);
+  mi_option_set(mi_option_purge_delay, 250);
+  CHECK(mi_option_get(mi_option_purge_delay) == 250);
+  mi_option_set(mi_option_purge_delay, old);
   // options come from the environment at load time (the tests set MIMALLOC_SHOW_STATS)
   const char* show = getenv("MIMALLOC_SHOW_STATS");
   CHECK(mi_option_is_enabled(mi_option_show_stats) == (show != NULL && strcmp(show, "1") == 0));
