@@ -6,8 +6,7 @@
 //! Options shardalloc acts on: `show_errors` (also turns on checked `free`, see
 //! `check.rs`), `show_stats` (statistics at exit), `verbose`, `purge_delay` (alias
 //! `reset_delay`, and mimalloc 2.0's `decommit_delay`: the domain's purge delay in ms; -1
-//! never purges), `max_errors`, `max_warnings`, `visit_abandoned`
-//! (`mi_heap_visit_abandoned_blocks`). The others are kept (`mi_option_get` returns what
+//! never purges), `max_errors`, `max_warnings`. The others are kept (`mi_option_get` returns what
 //! was set) and have no effect: [`has_effect`] says which, and `mi_options_print` shows
 //! it; include/README-capi.md says why for each. Beyond mimalloc: `SHARDALLOC_LIMIT` (or
 //! `MIMALLOC_LIMIT`), a cap on the memory reserved from the OS, in bytes with an optional
@@ -31,7 +30,6 @@ pub(crate) const PURGE_DELAY: usize = 15;
 pub(crate) const MAX_ERRORS: usize = 19;
 pub(crate) const MAX_WARNINGS: usize = 20;
 pub(crate) const ARENA_RESERVE: usize = 23;
-pub(crate) const VISIT_ABANDONED: usize = 28;
 pub(crate) const MINIMAL_PURGE_SIZE: usize = 44;
 pub(crate) const ARENA_MAX_OBJECT_SIZE: usize = 45;
 pub(crate) const LAST: usize = 47;
@@ -114,7 +112,7 @@ pub(crate) fn size_in_kib(opt: usize) -> bool {
 pub(crate) fn has_effect(opt: usize) -> bool {
     matches!(
         opt,
-        SHOW_ERRORS | SHOW_STATS | VERBOSE | PURGE_DELAY | MAX_ERRORS | MAX_WARNINGS | VISIT_ABANDONED
+        SHOW_ERRORS | SHOW_STATS | VERBOSE | PURGE_DELAY | MAX_ERRORS | MAX_WARNINGS
     )
 }
 
