@@ -185,7 +185,7 @@ impl MiStats {
     }
 }
 
-fn count_of(s: crate::StatCount) -> Count {
+fn count_of(s: crate::stats::StatCount) -> Count {
     Count {
         total: s.total,
         peak: s.peak,
