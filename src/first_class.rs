@@ -161,6 +161,46 @@ mod shared {
         mem
     }
 
+    /// A new shared heap whose one part is `arena`, a heap in an arena that the calling
+    /// thread (owner token `creator`) made; its struct is a block of the calling thread's
+    /// backing heap. Null when out of memory.
+    pub(crate) fn shared_new_in_arena(
+        backing: OwnedHeap,
+        arena: *mut RawHeap,
+        creator: usize,
+    ) -> *mut SharedHeap {
+        let mem = shared_new(backing);
+        if !mem.is_null() {
+            // SAFETY: a fresh struct, ours alone; `arena` is a live heap (caller) that no
+            // other thread uses yet.
+            unsafe {
+                ptr::write(mem, SharedHeap::new_in_arena(false, arena, creator));
+                (*arena).shared = mem;
+            }
+        }
+        mem
+    }
+
+    /// Forgets `shared` in the calling thread's part cache (before its struct is freed).
+    pub(crate) fn cache_forget(backing: OwnedHeap, shared: *const SharedHeap) {
+        // SAFETY: the token proves the thread context is live and ours.
+        let tld = unsafe { &mut *backing.tld() };
+        if tld.cache_shared == shared {
+            tld.cache_shared = ptr::null();
+            tld.cache_part = ptr::null_mut();
+        }
+    }
+
+    /// Frees the struct of a shared heap that has no part left and whose handle is given
+    /// up (a heap in an arena, released by `arenas.rs`).
+    ///
+    /// # Safety
+    /// `shared` came from `shared_new_in_arena`, nothing refers to it any more.
+    pub(crate) unsafe fn shared_free(shared: *mut SharedHeap, owner: usize) {
+        // SAFETY: as the caller guarantees: the handle's is the last reference.
+        unsafe { shared_unref(shared, owner) }
+    }
+
     /// Drops one reference to `shared`; the last one frees its struct.
     ///
     /// # Safety
@@ -185,6 +225,13 @@ mod shared {
         let sh = unsafe { &*shared };
         let part = if sh.is_main {
             tld.heap_backing
+        } else if !sh.arena.is_null() {
+            // a heap in an arena: only its creator allocates from it
+            // SAFETY: the token proves the backing heap is live and ours.
+            if unsafe { (*backing.as_ptr()).owner } != sh.arena_creator {
+                return ptr::null_mut();
+            }
+            sh.arena
         } else {
             if sh.state.load(Ordering::Acquire) != SHARED_LIVE {
                 return ptr::null_mut();
@@ -461,6 +508,9 @@ mod shared {
         }
         // SAFETY: live (caller).
         let sh = unsafe { &*shared };
+        if !sh.arena.is_null() {
+            return page_heap == sh.arena;
+        }
         if sh.is_main {
             // SAFETY: the heap of a live page is a live heap (its thread data lives while its
             // pages are not abandoned).
@@ -483,8 +533,15 @@ mod shared {
         // SAFETY: the token proves the thread context is live and ours.
         let tld = unsafe { &*backing.tld() };
         // SAFETY: `shared` is live (caller holds its handle).
-        if unsafe { (*shared).is_main } {
+        let sh = unsafe { &*shared };
+        if sh.is_main {
             return Some(backing);
+        }
+        if !sh.arena.is_null() {
+            // SAFETY: the token proves the backing heap is live and ours; the arena heap is
+            // used by its creator only, which this thread then is.
+            return (unsafe { (*backing.as_ptr()).owner } == sh.arena_creator)
+                .then(|| unsafe { OwnedHeap::new(sh.arena) });
         }
         let mut h = tld.heaps;
         while !h.is_null() {

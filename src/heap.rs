@@ -149,7 +149,17 @@ pub(crate) struct SharedHeap {
     pub parts: spin::Mutex<PartList>,
     /// The main heap of the domain (its parts are the backing heaps).
     pub is_main: bool,
+    /// A heap in an arena (C's `mi_heap_new_in_arena`): its one part, a heap of thread
+    /// data of the arena's domain, which only the thread whose owner token is
+    /// `arena_creator` allocates from (null: not in an arena).
+    pub arena: *mut RawHeap,
+    pub arena_creator: usize,
 }
+
+// SAFETY: the state, the count and the list are atomic or under the mutex; `arena` and
+// `arena_creator` are written once, before the struct is shared, and only read after.
+#[cfg(feature = "std")]
+unsafe impl Sync for SharedHeap {}
 
 #[cfg(feature = "std")]
 /// The head of a shared heap's list of parts (linked through `RawHeap::part_next`).
@@ -173,11 +183,19 @@ pub(crate) const SHARED_DESTROYED: u8 = 2;
 impl SharedHeap {
     /// A live shared heap with only its handle's reference.
     pub(crate) const fn new(is_main: bool) -> Self {
+        Self::new_in_arena(is_main, ptr::null_mut(), NO_OWNER)
+    }
+
+    /// A live shared heap whose one part is `arena`, a heap in an arena used by the thread
+    /// with owner token `creator` (see `arena`).
+    pub(crate) const fn new_in_arena(is_main: bool, arena: *mut RawHeap, creator: usize) -> Self {
         SharedHeap {
             state: AtomicU8::new(SHARED_LIVE),
             refs: AtomicUsize::new(1),
             parts: spin::Mutex::new(PartList(ptr::null_mut())),
             is_main,
+            arena,
+            arena_creator: creator,
         }
     }
 }

@@ -73,29 +73,28 @@ fn library_exports_and_tls() {
     ] {
         assert!(defined.contains(s), "{s} not exported");
     }
-    // every function declared in mimalloc.h and shardalloc.h is exported
-    for header in ["mimalloc.h", "shardalloc.h"] {
+    // every function declared in the shipped headers (mimalloc v3.4.3's mimalloc.h and
+    // mimalloc-stats.h, and shardalloc.h) is exported
+    let mut declared = Vec::new();
+    for header in ["mimalloc.h", "mimalloc-stats.h", "shardalloc.h"] {
         let text = std::fs::read_to_string(root().join("include").join(header)).unwrap();
-        for line in text.lines().filter(|l| {
-            l.contains("mi_decl_export")
-                || l.starts_with("size_t shardalloc_")
-                || l.starts_with("void shardalloc_")
-                || l.starts_with("int shardalloc_")
-        }) {
-            let Some(paren) = line.find('(') else {
-                continue;
-            };
-            let name = line[..paren]
-                .rsplit(|c: char| !(c.is_alphanumeric() || c == '_'))
-                .next()
-                .unwrap();
-            if name.starts_with("mi_") || name.starts_with("shardalloc_") {
-                assert!(
-                    defined.contains(name),
-                    "{name} declared in {header} but not exported"
-                );
-            }
+        let names = declared_functions(&text);
+        assert!(!names.is_empty(), "no declarations found in {header}");
+        for name in names {
+            assert!(
+                defined.contains(name.as_str()),
+                "{name} declared in {header} but not exported"
+            );
+            declared.push(name);
         }
+    }
+    // (the parser found them all: mimalloc v3.4.3's two headers declare 190 functions, one
+    // of them, mi_stats_print_out, in both; the 5 mimalloc 2.x functions kept at the end
+    // of mimalloc.h; shardalloc.h's 4)
+    assert_eq!(declared.len(), 190 + 1 + 5 + 4, "{declared:?}");
+    for f in ["mi_umalloc", "mi_ufree", "mi_heap_of", "mi_stats_get_json", "mi_subproc_new",
+              "mi_theap_malloc", "mi_manage_os_memory_ex", "mi_option_get_size", "mi_process_done"] {
+        assert!(declared.iter().any(|d| d == f), "{f} not found by the header parser");
     }
     // the thread-local heap slot is initial-exec TLS: the library says STATIC_TLS, and
     // its TLS block is small enough for glibc's static TLS surplus (dlopen)
@@ -119,6 +118,41 @@ fn library_exports_and_tls() {
         memsz <= 512,
         "TLS block of {memsz} bytes is too big for dlopen"
     );
+}
+
+/// The names of the functions a C header declares: each declaration line (`mi_decl_export`
+/// for mimalloc's headers, a return type at the start of the line for shardalloc.h) with
+/// comments removed; the name is the identifier before the first `(`.
+fn declared_functions(text: &str) -> Vec<String> {
+    // drop /* ... */ comments, then // comments line by line
+    let mut plain = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("/*") {
+        plain.push_str(&rest[..i]);
+        rest = rest[i + 2..].split_once("*/").map_or("", |(_, r)| r);
+    }
+    plain.push_str(rest);
+    let mut names = Vec::new();
+    for line in plain.lines() {
+        let line = line.split("//").next().unwrap();
+        let t = line.trim_start();
+        let decl = (t.contains("mi_decl_export") && !t.starts_with("#"))
+            || ["int shardalloc_", "void shardalloc_", "size_t shardalloc_"]
+                .iter()
+                .any(|p| t.starts_with(p));
+        if !decl {
+            continue;
+        }
+        let Some(paren) = t.find('(') else { continue };
+        let name = t[..paren]
+            .rsplit(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .next()
+            .unwrap();
+        if name.starts_with("mi_") || name.starts_with("shardalloc_") {
+            names.push(name.to_string());
+        }
+    }
+    names
 }
 
 #[test]
@@ -234,7 +268,7 @@ fn options_from_the_environment() {
         60,
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("option 'decommit_delay': 0"), "{}", show(&out));
+    assert!(err.contains("option 'purge_delay': 0"), "{}", show(&out));
     // show_stats: statistics at exit
     assert!(
         err.contains("shardalloc statistics") && err.contains("allocated"),
@@ -379,4 +413,63 @@ fn mi_api_program() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("checks passed"), "{}", show(&out));
     assert_served(&String::from_utf8_lossy(&out.stderr), &[("test_mi", 1)], "test_mi");
+}
+
+/// mimalloc v3's additions (tests/c/test_v3.c), each with mimalloc's semantics: the `mi_u*`
+/// functions, heap queries, theaps, options (v3 numbering, sizes, printing), `mi_stats_t`
+/// and JSON, sub-processes, arenas over caller memory and OS reservations (allocation
+/// stays inside, exhaustion gives NULL, destroy gives the memory back), huge OS pages.
+#[test]
+fn v3_api_cases() {
+    need_gcc!();
+    let exe = build("test_v3.c", Link::Shared, &["-lpthread"]);
+    let out = run_ok(&exe, &[], &[], 120);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("12 cases, 0 failed checks"), "{}", show(&out));
+    // options from the environment: sizes in KiB, legacy names
+    let out = run_ok(
+        &exe,
+        &["env-options"],
+        &[
+            ("MIMALLOC_RESERVE_OS_MEMORY", "4MiB"),
+            ("MIMALLOC_ARENA_RESERVE", "3000"),
+            ("MIMALLOC_RESET_DELAY", "77"),
+        ],
+        60,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 cases, 0 failed checks"),
+        "{}",
+        show(&out)
+    );
+}
+
+/// mimalloc v3.4.3's other headers, unchanged: `mimalloc-override.h` in C, and
+/// `mimalloc-new-delete.h` with the STL allocators in C++ (C++17 and C++11).
+#[test]
+fn mimalloc_v3_headers() {
+    need_gcc!();
+    let exe = build("test_override_h.c", Link::Shared, &[]);
+    let out = run_ok(&exe, &[], &[], 30);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "override.h: ok\n", "{}", show(&out));
+    need_tool!("g++");
+    let exe = build("test_v3_cxx.cpp", Link::Shared, &[]);
+    let out = run_ok(&exe, &[], &[], 30);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v3 c++: ok\n", "{}", show(&out));
+    // C++11: the same header without the C++17 parts
+    let exe11 = harness::out_dir().join("bin").join("test_v3_cxx-cxx11");
+    let status = Command::new("g++")
+        .args(["-std=c++11", "-O1", "-Wall", "-I"])
+        .arg(root().join("include"))
+        .arg(root().join("tests/c/test_v3_cxx.cpp"))
+        .arg("-o")
+        .arg(&exe11)
+        .arg(format!("-L{}", lib_dir().display()))
+        .arg("-lshardalloc")
+        .arg(format!("-Wl,-rpath,{}", lib_dir().display()))
+        .status()
+        .expect("g++");
+    assert!(status.success(), "g++ -std=c++11 failed");
+    let out = run_ok(&exe11, &[], &[], 30);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v3 c++: ok\n", "{}", show(&out));
 }

@@ -80,6 +80,11 @@ unsafe fn heap_release(h: H, destroy: bool) {
     if h.is_null() || h == main_heap() {
         return;
     }
+    // SAFETY: `h` is a heap not yet deleted (this function's contract); with `destroy`
+    // its blocks are not used afterwards (mimalloc's contract for `mi_heap_destroy`).
+    if unsafe { super::arenas::release(h, destroy) } {
+        return;
+    }
     let Some(b) = backing() else {
         return;
     };
@@ -105,7 +110,9 @@ pub unsafe extern "C" fn mi_heap_destroy(h: H) {
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_heap_set_default(h: H) -> H {
-    if h.is_null() {
+    // (a heap in an arena cannot be the default: `malloc`'s frees and the thread's exit
+    // assume the default heap is of the thread's own data)
+    if h.is_null() || super::arenas::is_arena_heap(h) {
         return ptr::null_mut();
     }
     let prev = mi_heap_get_default();
@@ -142,7 +149,7 @@ pub extern "C" fn mi_heap_get_backing() -> H {
 ///
 /// # Safety
 /// `h` is null or a live heap.
-unsafe fn own_part(h: H) -> Option<OwnedHeap> {
+pub(crate) unsafe fn own_part(h: H) -> Option<OwnedHeap> {
     if h.is_null() {
         return None;
     }
@@ -310,12 +317,6 @@ pub extern "C" fn mi_heap_check_owned(h: H, p: *const c_void) -> bool {
     }
 }
 
-/// Whether `p` is the start of a block of the calling thread's default heap.
-#[no_mangle]
-pub extern "C" fn mi_check_owned(p: *const c_void) -> bool {
-    mi_heap_check_owned(mi_heap_get_default(), p)
-}
-
 /// mimalloc's `mi_heap_area_t`.
 #[repr(C)]
 pub struct HeapArea {
@@ -353,6 +354,27 @@ pub unsafe extern "C" fn mi_heap_visit_blocks(
     let Some(part) = (unsafe { own_part(h) }) else {
         return true; // nothing allocated from it on this thread
     };
+    // SAFETY: `part` is this thread's part of the live heap `h`; `visitor` is the C
+    // caller's valid function.
+    unsafe { visit_part(part, h, visit_blocks, Some(visitor), arg) }
+}
+
+/// Visits the pages (and, with `visit_blocks`, the live blocks) of `part`, the calling
+/// thread's part of heap `h`, calling `visitor` with `h`.
+///
+/// # Safety
+/// `visitor` is null or a valid `mi_block_visit_fun`; it neither allocates from nor frees
+/// into the heap (mimalloc's contract for `mi_heap_visit_blocks`).
+pub(crate) unsafe fn visit_part(
+    part: OwnedHeap,
+    h: H,
+    visit_blocks: bool,
+    visitor: Option<BlockVisitFun>,
+    arg: P,
+) -> bool {
+    let Some(visitor) = visitor else {
+        return false;
+    };
     // Collecting first applies delayed and remote frees and frees empty pages.
     heap_collect(part, Collect::Normal);
     let visit = |area: &first_class::Area, block: *mut u8| {
@@ -368,7 +390,5 @@ pub unsafe extern "C" fn mi_heap_visit_blocks(
         // a pointer to a live `HeapArea` on our stack, and null or a live block of `h`.
         unsafe { visitor(h as *const c_void, &a, block as P, area.block_size, arg) }
     };
-    // The visitor does not allocate from or free into `h`: mimalloc's contract for
-    // `mi_heap_visit_blocks`.
     first_class::heap_visit(part, visit_blocks, visit)
 }

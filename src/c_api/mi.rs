@@ -1,4 +1,4 @@
-//! mimalloc's C API (`include/mimalloc.h`, mimalloc 2.0.9's declarations) on the
+//! mimalloc's C API (`include/mimalloc.h`, the functions mimalloc 2.x had) on the
 //! calling thread's default heap: basic, aligned, zero-initialised re-allocation, posix
 //! and C++ (`mi_new*`) families, and process/thread control. Heaps are in `heaps.rs`,
 //! options in `options.rs`, statistics in `stats.rs`.
@@ -395,23 +395,29 @@ pub unsafe extern "C" fn mi_reallocarr(p: P, count: usize, size: usize) -> c_int
     0
 }
 
+/// C's `wchar_t`: 16 bits on Windows, 32 elsewhere.
+#[cfg(windows)]
+type WChar = u16;
+#[cfg(not(windows))]
+type WChar = u32;
+
 #[no_mangle]
-pub unsafe extern "C" fn mi_wcsdup(str: *const u16) -> *mut u16 {
+pub unsafe extern "C" fn mi_wcsdup(str: *const WChar) -> *mut WChar {
     if str.is_null() {
         return ptr::null_mut();
     }
     let mut len = 0;
-    // SAFETY: `str` is non-null (checked above), so a NUL-terminated array of `u16` (the C
+    // SAFETY: `str` is non-null (checked above), so a NUL-terminated array of `wchar_t` (the C
     // caller's contract for `mi_wcsdup`): every element up to the NUL is readable.
     while unsafe { *str.add(len) } != 0 {
         len += 1;
     }
     // SAFETY: `None` is the calling thread's default heap, `s::malloc`'s only
     // precondition.
-    let p = unsafe { s::malloc(None, (len + 1) * 2) } as *mut u16;
+    let p = unsafe { s::malloc(None, (len + 1) * core::mem::size_of::<WChar>()) } as *mut WChar;
     if !p.is_null() {
-        // SAFETY: `str` holds `len + 1` readable `u16`s (with its NUL); `p` is a fresh
-        // block of `(len + 1) * 2` bytes, disjoint from `str` and aligned for `u16`.
+        // SAFETY: `str` holds `len + 1` readable `wchar_t`s (with its NUL); `p` is a fresh
+        // block of `(len + 1) * size_of::<wchar_t>()` bytes, disjoint from `str` and aligned for it.
         unsafe { ptr::copy_nonoverlapping(str, p, len + 1) };
     }
     p
@@ -467,9 +473,9 @@ pub unsafe extern "C" fn mi_dupenv_s(
 #[cfg(unix)]
 #[no_mangle]
 pub unsafe extern "C" fn mi_wdupenv_s(
-    buf: *mut *mut u16,
+    buf: *mut *mut WChar,
     size: *mut usize,
-    name: *const u16,
+    name: *const WChar,
 ) -> c_int {
     if buf.is_null() || name.is_null() {
         return ::libc::EINVAL;
@@ -622,13 +628,17 @@ pub unsafe extern "C" fn mi_new_reallocn(p: P, count: usize, size: usize) -> P {
 #[no_mangle]
 pub extern "C" fn mi_collect(force: bool) {
     run_deferred_free(force);
-    hosted::collect(force)
+    hosted::collect(force);
+    if force {
+        super::arenas::collect();
+    }
 }
 
-/// mimalloc's version scheme (major * 100 + minor): the API level we implement.
+/// mimalloc's version scheme (`MI_MALLOC_VERSION`: major * 10000 + minor * 100 +
+/// patch): the API level implemented, that of include/mimalloc.h (v3.4.3).
 #[no_mangle]
 pub extern "C" fn mi_version() -> c_int {
-    209
+    30403
 }
 
 #[no_mangle]

@@ -6,7 +6,9 @@
 //! - [`semantics`]: the semantics, in one place — `errno`, overflow checks, `realloc(p, 0)`,
 //!   alignment rules, checked `free`;
 //! - [`exports`]: the libc/glibc/C++ symbols, each a short forward into `semantics`;
-//! - [`mi`], [`heaps`]: mimalloc's API;
+//! - [`mi`], [`heaps`]: mimalloc's API; [`v3`], [`arenas`], [`stats_v3`]: what mimalloc
+//!   v3 added (the `mi_u*` functions, heap queries, theaps, sub-processes, arenas,
+//!   `mimalloc-stats.h`);
 //! - [`options`]: options from the environment (`SHARDALLOC_*`, `MIMALLOC_*`), output and
 //!   error handlers;
 //! - [`stats`]: `mi_stats_print` and friends;
@@ -17,6 +19,7 @@
 //! through the Rust allocator (that would re-enter `malloc`); output goes through
 //! `write(2)` from stack buffers.
 
+mod arenas;
 mod check;
 // the libc/glibc/C++ symbols: on Windows the C runtime keeps its own `malloc`
 #[cfg(unix)]
@@ -28,7 +31,9 @@ mod new_handler;
 mod options;
 mod semantics;
 mod stats;
+mod stats_v3;
 mod sys;
+mod v3;
 
 use core::fmt;
 

@@ -1,14 +1,16 @@
-//! Options, with mimalloc's `mi_option_t` numbering (mimalloc 2.0.9), read from the
-//! environment at load time (`SHARDALLOC_<NAME>`, else `MIMALLOC_<NAME>`), and the output
-//! and error handlers (`mi_register_output`, `mi_register_error`).
+//! Options, with mimalloc v3's `mi_option_t` numbering (v3.4.3), read from the
+//! environment at load time (`SHARDALLOC_<NAME>`, else `MIMALLOC_<NAME>`, also under
+//! mimalloc's legacy names), and the output and error handlers (`mi_register_output`,
+//! `mi_register_error`).
 //!
 //! Options shardalloc acts on: `show_errors` (also turns on checked `free`, see
-//! `check.rs`), `show_stats` (statistics at exit), `verbose`, `decommit_delay` (alias
-//! `purge_delay`, `reset_delay`: the domain's purge delay in ms; -1 never purges),
-//! `max_errors`, `max_warnings`. The others are kept (`mi_option_get` returns what was set)
-//! and otherwise ignored, as mimalloc does with its deprecated options. Beyond mimalloc:
-//! `SHARDALLOC_LIMIT` (or `MIMALLOC_LIMIT`), a cap on the memory reserved from the OS, in
-//! bytes with an optional `K`/`M`/`G` suffix (`shardalloc_set_limit` in `shardalloc.h`).
+//! `check.rs`), `show_stats` (statistics at exit), `verbose`, `purge_delay` (alias
+//! `reset_delay`, and mimalloc 2.0's `decommit_delay`: the domain's purge delay in ms; -1
+//! never purges), `max_errors`, `max_warnings`. The others are kept (`mi_option_get` returns what
+//! was set) and have no effect: [`has_effect`] says which, and `mi_options_print` shows
+//! it; include/README-capi.md says why for each. Beyond mimalloc: `SHARDALLOC_LIMIT` (or
+//! `MIMALLOC_LIMIT`), a cap on the memory reserved from the OS, in bytes with an optional
+//! `K`/`M`/`G` suffix (`shardalloc_set_limit` in `shardalloc.h`).
 //!
 //! The environment is read by walking `environ` (no `getenv` copies, no allocation; on
 //! Windows, the block of `GetEnvironmentStrings`).
@@ -23,46 +25,96 @@ use crate::global::hosted::DOMAIN;
 pub(crate) const SHOW_ERRORS: usize = 0;
 pub(crate) const SHOW_STATS: usize = 1;
 pub(crate) const VERBOSE: usize = 2;
-pub(crate) const DECOMMIT_DELAY: usize = 15;
+pub(crate) const RESERVE_OS_MEMORY: usize = 9;
+pub(crate) const PURGE_DELAY: usize = 15;
 pub(crate) const MAX_ERRORS: usize = 19;
 pub(crate) const MAX_WARNINGS: usize = 20;
-pub(crate) const LAST: usize = 26;
+pub(crate) const ARENA_RESERVE: usize = 23;
+pub(crate) const MINIMAL_PURGE_SIZE: usize = 44;
+pub(crate) const ARENA_MAX_OBJECT_SIZE: usize = 45;
+pub(crate) const LAST: usize = 47;
 
-/// mimalloc 2.0.9's option names (index = `mi_option_t` value) and defaults.
+/// mimalloc v3.4.3's option names (index = `mi_option_t` value) and defaults
+/// (`src/options.c`; sizes in KiB where [`size_in_kib`] says so).
 const OPTIONS: [(&str, i64); LAST] = [
     ("show_errors", 0),
     ("show_stats", 0),
     ("verbose", 0),
-    ("eager_commit", 1),
-    ("eager_region_commit", 0),
-    ("reset_decommits", 0),
-    ("large_os_pages", 0),
+    ("deprecated_eager_commit", 1),
+    ("arena_eager_commit", 2),
+    ("purge_decommits", 1),
+    ("allow_large_os_pages", 0),
     ("reserve_huge_os_pages", 0),
     ("reserve_huge_os_pages_at", -1),
     ("reserve_os_memory", 0),
-    ("segment_cache", 0),
-    ("page_reset", 0),
-    ("abandoned_page_decommit", 0),
-    ("segment_reset", 0),
-    ("eager_commit_delay", 1),
-    ("decommit_delay", crate::os::DEFAULT_PURGE_DELAY),
+    ("deprecated_segment_cache", 0),
+    ("deprecated_page_reset", 0),
+    ("deprecated_abandoned_page_purge", 0),
+    ("deprecated_segment_reset", 0),
+    ("deprecated_eager_commit_delay", 1),
+    ("purge_delay", crate::os::DEFAULT_PURGE_DELAY),
     ("use_numa_nodes", 0),
-    ("limit_os_alloc", 0),
+    ("disallow_os_alloc", 0),
     ("os_tag", 100),
-    ("max_errors", 16),
-    ("max_warnings", 16),
-    ("max_segment_reclaim", 8),
-    ("allow_decommit", 1),
-    ("segment_decommit_delay", 500),
-    ("decommit_extend_delay", 1),
+    ("max_errors", 32),
+    ("max_warnings", 32),
+    ("deprecated_max_segment_reclaim", 10),
     ("destroy_on_exit", 0),
+    ("arena_reserve", 1024 * 1024),
+    ("arena_purge_mult", 1),
+    ("deprecated_purge_extend_delay", 1),
+    ("disallow_arena_alloc", 0),
+    ("retry_on_oom", 400),
+    ("visit_abandoned", 0),
+    ("guarded_min", 0),
+    ("guarded_max", 1 << 30),
+    ("guarded_precise", 0),
+    ("guarded_sample_rate", 0),
+    ("guarded_sample_seed", 0),
+    ("generic_collect", 10000),
+    ("page_reclaim_on_free", 0),
+    ("page_full_retain", 2),
+    ("page_max_candidates", 4),
+    ("max_vabits", 0),
+    ("pagemap_commit", 0),
+    ("page_commit_on_demand", 0),
+    ("page_max_reclaim", -1),
+    ("page_cross_thread_max_reclaim", 32),
+    ("allow_thp", 1),
+    ("minimal_purge_size", 0),
+    ("arena_max_object_size", 2 * 1024 * 1024),
+    ("arena_is_numa_local", 0),
 ];
 
-/// Other names accepted in the environment: (name, option).
-const ALIASES: [(&str, usize); 2] = [
-    ("purge_delay", DECOMMIT_DELAY),
-    ("reset_delay", DECOMMIT_DELAY),
+/// Other names accepted in the environment: (name, option) — mimalloc's legacy names,
+/// and mimalloc 2.0's `decommit_delay`.
+const ALIASES: [(&str, usize); 8] = [
+    ("decommit_delay", PURGE_DELAY),
+    ("reset_delay", PURGE_DELAY),
+    ("eager_region_commit", 4),
+    ("reset_decommits", 5),
+    ("large_os_pages", 6),
+    ("limit_os_alloc", 17),
+    ("decommit_extend_delay", 25),
+    ("abandoned_reclaim_on_free", 35),
 ];
+
+/// Whether option `opt` holds a size in KiB (`mi_option_get_size` multiplies it).
+pub(crate) fn size_in_kib(opt: usize) -> bool {
+    matches!(
+        opt,
+        RESERVE_OS_MEMORY | ARENA_RESERVE | MINIMAL_PURGE_SIZE | ARENA_MAX_OBJECT_SIZE
+    )
+}
+
+/// Whether shardalloc acts on option `opt` (the others are stored and reported only;
+/// include/README-capi.md says why for each).
+pub(crate) fn has_effect(opt: usize) -> bool {
+    matches!(
+        opt,
+        SHOW_ERRORS | SHOW_STATS | VERBOSE | PURGE_DELAY | MAX_ERRORS | MAX_WARNINGS
+    )
+}
 
 static VALUES: [AtomicI64; LAST] = {
     let mut v = [const { AtomicI64::new(0) }; LAST];
@@ -92,7 +144,7 @@ static ERROR_ARG: AtomicUsize = AtomicUsize::new(0);
 
 /// The value of option `opt`; 0 for values outside mimalloc's range.
 pub(crate) fn get(opt: usize) -> i64 {
-    if opt == DECOMMIT_DELAY {
+    if opt == PURGE_DELAY {
         return DOMAIN.purge_delay();
     }
     VALUES.get(opt).map_or(0, |v| v.load(Relaxed))
@@ -125,7 +177,7 @@ fn apply(opt: usize) {
     let v = VALUES[opt].load(Relaxed);
     match opt {
         SHOW_ERRORS => CHECK_FREE.store(v != 0, Relaxed),
-        DECOMMIT_DELAY => DOMAIN.set_purge_delay(if v < 0 { -1 } else { v }),
+        PURGE_DELAY => DOMAIN.set_purge_delay(if v < 0 { -1 } else { v }),
         _ => {}
     }
 }
@@ -250,15 +302,48 @@ pub(crate) fn init_from_env() {
         )),
     });
     if enabled(VERBOSE) {
-        for (opt, (name, _)) in OPTIONS.iter().enumerate() {
-            message(format_args!("option '{}': {}\n", name, get(opt)));
-        }
-        message(format_args!("option 'limit': {}\n", DOMAIN.limit()));
+        print_options(None, core::ptr::null_mut());
     }
 }
 
+/// `mi_options_print_out`: the version, then every option with its value (`KiB` for
+/// sizes), marked when shardalloc does not act on it, then shardalloc's `limit`.
+pub(crate) fn print_options(out: Option<OutputFun>, arg: *mut c_void) {
+    let v = super::mi::shardalloc_version();
+    print_to(
+        out,
+        arg,
+        format_args!(
+            "shardalloc: v{}.{}.{} (mimalloc API v3.4.3)\n",
+            v / 10000,
+            v / 100 % 100,
+            v % 100
+        ),
+    );
+    for (opt, (name, _)) in OPTIONS.iter().enumerate() {
+        print_to(
+            out,
+            arg,
+            format_args!(
+                "shardalloc: option '{}': {}{}{}\n",
+                name,
+                get(opt),
+                if size_in_kib(opt) { " KiB" } else { "" },
+                if has_effect(opt) { "" } else { " (no effect)" }
+            ),
+        );
+    }
+    print_to(
+        out,
+        arg,
+        format_args!("shardalloc: option 'limit': {}\n", DOMAIN.limit()),
+    );
+}
+
 fn read_env_option(opt: usize, name: &str) {
-    with_env(name, |v| match parse_value(v, 1) {
+    with_env(name, |v| match parse_value(v, if size_in_kib(opt) { 1024 } else { 1 }) {
+        // a size option holds KiB: a plain number is bytes, rounded up (as mimalloc)
+        Some(n) if size_in_kib(opt) => set(opt, n.max(0).saturating_add(1023) / 1024),
         Some(n) => set(opt, n),
         None => warning(format_args!(
             "environment option {} has an invalid value: {}",
@@ -437,6 +522,26 @@ pub extern "C" fn mi_option_set(option: c_int, value: c_long) {
 #[no_mangle]
 pub extern "C" fn mi_option_set_default(option: c_int, value: c_long) {
     set_default(opt_index(option), i64::from(value))
+}
+
+/// The value of a size option in bytes (a KiB option times 1024, saturating); other
+/// options as their value, negative ones as 0.
+#[no_mangle]
+pub extern "C" fn mi_option_get_size(option: c_int) -> usize {
+    let opt = opt_index(option);
+    let v = get(opt).max(0) as u64;
+    let v = if size_in_kib(opt) { v.saturating_mul(1024) } else { v };
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+#[no_mangle]
+pub extern "C" fn mi_options_print() {
+    print_options(None, core::ptr::null_mut())
+}
+
+#[no_mangle]
+pub extern "C" fn mi_options_print_out(out: Option<OutputFun>, arg: *mut c_void) {
+    print_options(out, arg)
 }
 
 #[no_mangle]

@@ -1,5 +1,6 @@
 //! Statistics for C: `mi_stats_print`, `mi_stats_print_out`, `mi_stats_reset`,
-//! `mi_stats_merge`, `mi_process_info`. shardalloc keeps one set of statistics for the
+//! `mi_stats_merge`, `mi_process_info`; mimalloc v3's `mimalloc-stats.h` (`mi_stats_t`,
+//! JSON) is in `stats_v3.rs`. shardalloc keeps one set of statistics for the
 //! process (see `stats.rs`), so thread statistics are the process's; merging adds the
 //! block counts that the calling thread has not yet added to them.
 
@@ -29,6 +30,12 @@ pub(crate) fn print(out: Option<OutputFun>, arg: *mut c_void) {
             st
         ),
     );
+    print_process_info(out, arg);
+}
+
+/// The process line of the statistics (`mi_process_info_print_out`): times, page
+/// faults, resident set, and shardalloc's limit.
+pub(crate) fn print_process_info(out: Option<OutputFun>, arg: *mut c_void) {
     let mut info = ProcessInfo::default();
     process_info(&mut info);
     print_to(
@@ -92,18 +99,18 @@ pub(crate) fn record_start() {
 }
 
 #[derive(Default)]
-struct ProcessInfo {
-    elapsed_ms: usize,
-    user_ms: usize,
-    system_ms: usize,
-    current_rss: usize,
-    peak_rss: usize,
-    current_commit: usize,
-    peak_commit: usize,
-    page_faults: usize,
+pub(crate) struct ProcessInfo {
+    pub(crate) elapsed_ms: usize,
+    pub(crate) user_ms: usize,
+    pub(crate) system_ms: usize,
+    pub(crate) current_rss: usize,
+    pub(crate) peak_rss: usize,
+    pub(crate) current_commit: usize,
+    pub(crate) peak_commit: usize,
+    pub(crate) page_faults: usize,
 }
 
-fn process_info(info: &mut ProcessInfo) {
+pub(crate) fn process_info(info: &mut ProcessInfo) {
     let start = START_MS.load(Relaxed);
     info.elapsed_ms = if start == 0 {
         0

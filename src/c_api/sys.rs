@@ -209,6 +209,92 @@ mod imp {
         }
         Some(pages * page_size())
     }
+
+    /// Maps `size` bytes of fresh read-write memory aligned to `align` (a power of two,
+    /// at least the page size), for an arena; None when the OS refuses.
+    pub(crate) fn map_aligned(size: usize, align: usize) -> Option<*mut u8> {
+        let total = size.checked_add(align)?;
+        // SAFETY: an anonymous private mapping at an address of the kernel's choosing
+        // replaces nothing.
+        let p = unsafe {
+            ::libc::mmap(
+                core::ptr::null_mut(),
+                total,
+                ::libc::PROT_READ | ::libc::PROT_WRITE,
+                ::libc::MAP_PRIVATE | ::libc::MAP_ANONYMOUS | ::libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == ::libc::MAP_FAILED {
+            return None;
+        }
+        let start = p as usize;
+        let aligned = (start + align - 1) & !(align - 1);
+        // SAFETY: the head and tail cut off are parts of the mapping just made, unused.
+        unsafe {
+            if aligned > start {
+                ::libc::munmap(p, aligned - start);
+            }
+            let tail = start + total - (aligned + size);
+            if tail > 0 {
+                ::libc::munmap((aligned + size) as *mut c_void, tail);
+            }
+        }
+        Some(aligned as *mut u8)
+    }
+
+    /// Maps `pages` huge OS pages of 1 GiB (`MAP_HUGETLB | MAP_HUGE_1GB`, Linux), read-write
+    /// and populated; None when the OS does not grant them (no 1 GiB pages reserved in
+    /// `/sys/kernel/mm/hugepages`, or not Linux).
+    pub(crate) fn map_huge_1g(pages: usize) -> Option<*mut u8> {
+        #[cfg(target_os = "linux")]
+        {
+            let size = pages.checked_mul(1 << 30)?;
+            // SAFETY: an anonymous private mapping at an address of the kernel's choosing
+            // replaces nothing.
+            let p = unsafe {
+                ::libc::mmap(
+                    core::ptr::null_mut(),
+                    size,
+                    ::libc::PROT_READ | ::libc::PROT_WRITE,
+                    ::libc::MAP_PRIVATE
+                        | ::libc::MAP_ANONYMOUS
+                        | ::libc::MAP_HUGETLB
+                        | ::libc::MAP_HUGE_1GB
+                        | ::libc::MAP_POPULATE,
+                    -1,
+                    0,
+                )
+            };
+            if p == ::libc::MAP_FAILED {
+                return None;
+            }
+            Some(p as *mut u8)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = pages;
+            None
+        }
+    }
+
+    /// Makes caller-given memory readable and writable (mimalloc's "commit" of memory
+    /// handed over uncommitted); false when the OS refuses.
+    ///
+    /// # Safety
+    /// `[start, start + size)` is memory the caller handed over, mapped, used by nothing.
+    pub(crate) unsafe fn commit(start: *mut u8, size: usize) -> bool {
+        // SAFETY: the range is the caller's mapping (this function's contract).
+        unsafe {
+            ::libc::mprotect(
+                start as *mut c_void,
+                size,
+                ::libc::PROT_READ | ::libc::PROT_WRITE,
+            ) == 0
+        }
+    }
+
 }
 
 #[cfg(windows)]
@@ -408,4 +494,55 @@ mod imp {
         }
         t
     }
+
+    /// Reserves and commits `size` bytes aligned to `align` for an arena; None when the OS
+    /// refuses.
+    pub(crate) fn map_aligned(size: usize, align: usize) -> Option<*mut u8> {
+        use windows_sys::Win32::System::Memory::{
+            VirtualAlloc, VirtualFree, MEM_COMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_READWRITE,
+        };
+        let total = size.checked_add(align)?;
+        for _ in 0..8 {
+            // SAFETY: reserving fresh address space at an address of the OS's choosing.
+            let p = unsafe { VirtualAlloc(core::ptr::null(), total, MEM_RESERVE, PAGE_READWRITE) };
+            if p.is_null() {
+                return None;
+            }
+            let aligned = ((p as usize) + align - 1) & !(align - 1);
+            // SAFETY: release the over-sized reservation, then take its aligned part (it
+            // may be taken by another thread in between: then try again).
+            unsafe { VirtualFree(p, 0, MEM_RELEASE) };
+            // SAFETY: asking for a range just free; the OS refuses if it is taken.
+            let q = unsafe {
+                VirtualAlloc(
+                    aligned as *const c_void,
+                    size,
+                    MEM_RESERVE | MEM_COMMIT,
+                    PAGE_READWRITE,
+                )
+            };
+            if !q.is_null() {
+                return Some(q as *mut u8);
+            }
+        }
+        None
+    }
+
+    /// Huge OS pages need the "lock pages in memory" privilege on Windows, which
+    /// shardalloc does not ask for: never granted.
+    pub(crate) fn map_huge_1g(_pages: usize) -> Option<*mut u8> {
+        None
+    }
+
+    /// Commits caller-given reserved memory (`MEM_COMMIT`); false when the OS refuses.
+    ///
+    /// # Safety
+    /// `[start, start + size)` is memory the caller handed over, reserved, used by nothing.
+    pub(crate) unsafe fn commit(start: *mut u8, size: usize) -> bool {
+        use windows_sys::Win32::System::Memory::{VirtualAlloc, MEM_COMMIT, PAGE_READWRITE};
+        // SAFETY: the range is the caller's reservation (this function's contract).
+        !unsafe { VirtualAlloc(start as *const c_void, size, MEM_COMMIT, PAGE_READWRITE) }
+            .is_null()
+    }
+
 }

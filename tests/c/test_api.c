@@ -515,8 +515,8 @@ static void mi_posix(void) {
   p = mi_new_n(10, 10); CHECK(p);
   p = mi_new_realloc(p, 1000); CHECK(p);
   p = mi_new_reallocn(p, 100, 100); CHECK(p && mi_usable_size(p) >= 10000); mi_free(p);
-  unsigned short w[] = {'a', 'b', 0};
-  unsigned short* wd = mi_wcsdup(w); CHECK(wd && wd[0] == 'a' && wd[2] == 0); mi_free(wd);
+  wchar_t w[] = {L'a', L'b', 0};
+  wchar_t* wd = mi_wcsdup(w); CHECK(wd && wd[0] == 'a' && wd[2] == 0); mi_free(wd);
   char* e = NULL; size_t esz = 0;
   setenv("SHARDALLOC_TEST_VAR", "xyz", 1);
   CHECK(mi_dupenv_s(&e, &esz, "SHARDALLOC_TEST_VAR") == 0 && e && strcmp(e, "xyz") == 0 && esz == 4);
@@ -561,9 +561,9 @@ static void heap_basics(void) {
   CHECK(!mi_heap_check_owned(h, (char*)ps[10] + mi_usable_size(ps[10]) - 8));
   CHECK(!mi_heap_check_owned(h, (char*)ps[999] + 16));
   CHECK(mi_heap_contains_block(h, (char*)ps[10] + 8));        // (but contains_block is)
-  CHECK(mi_check_owned(other) && !mi_check_owned((char*)other + 8));
+  CHECK(mi_check_owned(other) && mi_check_owned((char*)other + 8));   // v3: any heap, any interior pointer
   CHECK(!mi_heap_check_owned(h, other));
-  CHECK(mi_check_owned(other) && !mi_check_owned(ps[0]));
+  CHECK(mi_check_owned(other) && mi_check_owned(ps[0]));
   int local;
   CHECK(!mi_heap_contains_block(h, &local) && !mi_check_owned(&local));
   visit_t v = {0, 0, 0, ps[500], 0};
@@ -735,15 +735,15 @@ static void options(void) {
   mi_option_set_enabled(mi_option_show_stats, false);
   mi_option_set_default(mi_option_show_stats, 1);            // explicit setting wins
   CHECK(!mi_option_is_enabled(mi_option_show_stats));
-  mi_option_set_enabled_default(mi_option_eager_commit_delay, false);
-  CHECK(mi_option_get(mi_option_eager_commit_delay) == 0);
-  long d = mi_option_get(mi_option_decommit_delay);
+  mi_option_set_enabled_default(mi_option_deprecated_eager_commit_delay, false);
+  CHECK(mi_option_get(mi_option_deprecated_eager_commit_delay) == 0);
+  long d = mi_option_get(mi_option_purge_delay);
   CHECK(d == 10);                                             // shardalloc's default purge delay
-  mi_option_set(mi_option_decommit_delay, 0);
-  CHECK(mi_option_get(mi_option_decommit_delay) == 0);
-  mi_option_set(mi_option_decommit_delay, d);
-  CHECK(mi_option_get_clamp(mi_option_decommit_delay, 50, 100) == 50);
-  CHECK(mi_option_get_clamp(mi_option_decommit_delay, 0, 5) == 5);
+  mi_option_set(mi_option_purge_delay, 0);
+  CHECK(mi_option_get(mi_option_purge_delay) == 0);
+  mi_option_set(mi_option_purge_delay, d);
+  CHECK(mi_option_get_clamp(mi_option_purge_delay, 50, 100) == 50);
+  CHECK(mi_option_get_clamp(mi_option_purge_delay, 0, 5) == 5);
   mi_option_set(mi_option_max_errors, 7); CHECK(mi_option_get(mi_option_max_errors) == 7);
   CHECK(mi_option_get((mi_option_t)1000) == 0);                // out of range: ignored
   mi_option_set((mi_option_t)1000, 5);
@@ -827,8 +827,8 @@ static void collect_frees(void) {
   mi_collect(false);
   CHECK(stat_now("pages", CURRENT) <= pages0);
   mi_heap_delete(h);
-  long delay = mi_option_get(mi_option_decommit_delay);
-  mi_option_set(mi_option_decommit_delay, 100000);      // nothing purges by itself here
+  long delay = mi_option_get(mi_option_purge_delay);
+  mi_option_set(mi_option_purge_delay, 100000);      // nothing purges by itself here
   enum { N = 6000 };
   static void* ps[N];
   size_t commit0 = committed_now();
@@ -839,7 +839,7 @@ static void collect_frees(void) {
   size_t commit3 = committed_now();
   CHECK(commit2 >= commit3 + ((size_t)3 << 20));          // the collection purged ...
   CHECK(commit3 <= commit0 + ((size_t)1 << 20));          // ... all that was freed
-  mi_option_set(mi_option_decommit_delay, delay);
+  mi_option_set(mi_option_purge_delay, delay);
 }
 // mi_thread_init: a thread that never allocated gets its heap (the statistics count
 // initialised thread heaps)
@@ -1052,12 +1052,12 @@ static void env_limit(void) {
 }
 // MIMALLOC_PURGE_DELAY=0 MIMALLOC_SHOW_STATS=1 MIMALLOC_VERBOSE=1
 static void env_mimalloc_names(void) {
-  CHECK(mi_option_get(mi_option_decommit_delay) == 0);
+  CHECK(mi_option_get(mi_option_purge_delay) == 0);
   CHECK(mi_option_is_enabled(mi_option_show_stats));
   CHECK(mi_option_is_enabled(mi_option_verbose));
 }
 // SHARDALLOC_PURGE_DELAY=-1 MIMALLOC_PURGE_DELAY=0: ours win
-static void env_precedence(void) { CHECK(mi_option_get(mi_option_decommit_delay) == -1); }
+static void env_precedence(void) { CHECK(mi_option_get(mi_option_purge_delay) == -1); }
 // throwing new that fails: a message and abort (run expecting SIGABRT)
 static void new_fails(void) { void* p = mi_new(size_max); (void)p; fprintf(stderr, "not reached\n"); }
 

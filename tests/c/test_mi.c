@@ -4,6 +4,7 @@
 // with pthreads or CreateThread. Prints "test_mi: N checks passed" and exits 0, or names
 // the failed check and exits 1.
 #include <mimalloc.h>
+#include <mimalloc-stats.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -135,7 +136,8 @@ static void heaps(void) {
   CHECK(mi_heap_contains_block(h, ps[50]));
   CHECK(!mi_heap_contains_block(mi_heap_get_default(), ps[50]));
   CHECK(mi_heap_check_owned(h, ps[7]));
-  CHECK(!mi_check_owned(ps[7]));  // mi_check_owned: the default heap only
+  CHECK(mi_check_owned(ps[7]));   // mimalloc v3: mi_check_owned is any heap's
+  CHECK(mi_heap_of(ps[7]) == h && mi_heap_contains(h, ps[7]) && !mi_heap_contains(NULL, ps[7]));
   void* own = mi_malloc(24);
   CHECK(mi_check_owned(own) && !mi_heap_check_owned(h, own));
   mi_free(own);
@@ -178,10 +180,10 @@ static void collect_output(const char* msg, void* arg) {
 }
 
 static void options_and_stats(void) {
-  long old = mi_option_get(mi_option_decommit_delay);
-  mi_option_set(mi_option_decommit_delay, 250);
-  CHECK(mi_option_get(mi_option_decommit_delay) == 250);
-  mi_option_set(mi_option_decommit_delay, old);
+  long old = mi_option_get(mi_option_purge_delay);
+  mi_option_set(mi_option_purge_delay, 250);
+  CHECK(mi_option_get(mi_option_purge_delay) == 250);
+  mi_option_set(mi_option_purge_delay, old);
   // options come from the environment at load time (the tests set MIMALLOC_SHOW_STATS)
   const char* show = getenv("MIMALLOC_SHOW_STATS");
   CHECK(mi_option_is_enabled(mi_option_show_stats) == (show != NULL && strcmp(show, "1") == 0));
@@ -270,6 +272,43 @@ static void threads(void) {
   }
 }
 
+// mimalloc v3's additions, portably (tests/c/test_v3.c has every case on Linux): the
+// usable-size variants, heap queries, statistics as JSON, and an arena reserved from the
+// OS (VirtualAlloc on Windows) with a heap inside it.
+static void v3(void) {
+  size_t bs = 0;
+  void* p = mi_umalloc(100, &bs);
+  CHECK(p != NULL && bs >= 100 && bs == mi_usable_size(p));
+  size_t fb = 0;
+  mi_ufree(p, &fb);
+  CHECK(fb == bs);
+  void* q = mi_malloc(10);
+  CHECK(mi_heap_of(q) == mi_heap_main() && mi_any_heap_contains(q) && mi_heap_contains(NULL, q));
+  mi_free(q);
+  CHECK(mi_option_get_size(mi_option_arena_reserve) == (size_t)mi_option_get(mi_option_arena_reserve) * 1024);
+  mi_stats_t_decl(st);
+  CHECK(mi_stats_get(&st) && st.reserved.current > 0);
+  char* js = mi_stats_get_json(0, NULL);
+  CHECK(js != NULL && strstr(js, "\"stat_version\": 5") != NULL);
+  mi_free(js);
+  mi_arena_id_t id = NULL;
+  CHECK(mi_reserve_os_memory_ex(32 << 20, true, false, true, &id) == 0 && id != NULL);
+  mi_heap_t* h = mi_heap_new_in_arena(id);
+  CHECK(h != NULL);
+  if (h != NULL) {
+    size_t total = 0;
+    for (;;) {
+      void* b = mi_heap_malloc(h, 100000);
+      if (b == NULL) break;
+      CHECK(mi_arena_contains(id, b) && mi_heap_of(b) == h);
+      total += 100000;
+    }
+    CHECK(total >= (16 << 20));   // exhaustion gives NULL, after most of the arena
+    mi_heap_destroy(h);
+  }
+  CHECK(mi_subproc_new()._mi_subproc_id == NULL);   // not implemented: the failure value
+}
+
 int main(void) {
 #ifdef _WIN32
   SetEnvironmentVariableA("TEST_MI_VAR", "value-1");
@@ -284,6 +323,7 @@ int main(void) {
   heaps();
   options_and_stats();
   threads();
+  v3();
   if (failed) {
     fprintf(stderr, "test_mi: %d of %d checks failed\n", failed, checks);
     return 1;
