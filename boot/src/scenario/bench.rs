@@ -85,6 +85,8 @@ static LARGE: AtomicUsize = AtomicUsize::new(0);
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 /// Final size of `Vec growth`.
 static VEC_MAX: AtomicUsize = AtomicUsize::new(0);
+/// Slots of `page buffers`.
+static PAGE_SLOTS: AtomicUsize = AtomicUsize::new(0);
 /// Allocator calls of the last multi-CPU workload, summed over the CPUs.
 static MULTI_OPS: AtomicUsize = AtomicUsize::new(0);
 
@@ -123,6 +125,8 @@ pub fn run(args: &super::Args) {
         (1usize << (usize::BITS - 1 - (region / 4).leading_zeros())).min(8 << 20),
         Ordering::SeqCst,
     );
+    // a buffer is 5.75 pages on average, a slot is full half the time: a third of the region
+    PAGE_SLOTS.store((region / (72 << 10)).clamp(8, 128), Ordering::SeqCst);
     let unit = if args.icount {
         "instructions"
     } else {
@@ -455,7 +459,11 @@ fn many_live(a: &dyn GlobalAlloc, rng: &mut Rng) -> usize {
         for i in 0..n {
             let size = SIZES[i % 4];
             let p = a.alloc(layout(size));
-            assert!(!p.is_null(), "bench many-live: alloc {i} of {n} failed");
+            assert!(
+                !p.is_null(),
+                "bench many-live: {} failed allocation {i} of {n}",
+                NAMES[CURRENT.load(Ordering::SeqCst)]
+            );
             p.write_volatile(1);
             objs.push((p, size));
         }
@@ -477,14 +485,15 @@ fn many_live(a: &dyn GlobalAlloc, rng: &mut Rng) -> usize {
     ops
 }
 
-/// Page-aligned buffers of 1, 2, 4 and 16 pages: 20 000 random alloc/free over 128
-/// slots, the first word of each page written.
+/// Page-aligned buffers of 1, 2, 4 and 16 pages: 20 000 random alloc/free over
+/// `PAGE_SLOTS` (128 with enough memory) slots, the first word of each page written.
 fn page_buffers(a: &dyn GlobalAlloc, rng: &mut Rng) -> usize {
     const PAGES: [usize; 4] = [1, 2, 4, 16];
-    let mut slots: Vec<Option<(*mut u8, Layout)>> = (0..128).map(|_| None).collect();
+    let n = PAGE_SLOTS.load(Ordering::SeqCst);
+    let mut slots: Vec<Option<(*mut u8, Layout)>> = (0..n).map(|_| None).collect();
     let mut ops = 0;
     for _ in 0..20_000 {
-        let i = rng.below(128) as usize;
+        let i = rng.below(n as u64) as usize;
         ops += 1;
         // SAFETY: every block is touched within its size and freed once with its layout.
         unsafe {
@@ -494,7 +503,11 @@ fn page_buffers(a: &dyn GlobalAlloc, rng: &mut Rng) -> usize {
                     let pages = PAGES[rng.below(4) as usize];
                     let l = Layout::from_size_align(pages * 4096, 4096).unwrap();
                     let p = a.alloc(l);
-                    assert!(!p.is_null(), "bench page buffers: alloc({l:?}) failed");
+                    assert!(
+                        !p.is_null(),
+                        "bench page buffers: {} failed to allocate {l:?}",
+                        NAMES[CURRENT.load(Ordering::SeqCst)]
+                    );
                     for k in 0..pages {
                         p.add(k * 4096).write_volatile(1);
                     }

@@ -6,6 +6,7 @@ use crate::apic;
 mod bench;
 mod check;
 mod irq;
+mod nest;
 mod oom;
 mod smoke;
 mod smp;
@@ -63,6 +64,7 @@ const ALL: &[(&str, Scenario)] = &[
     ("smp", smp::run),
     ("irq", irq::run),
     ("xirq", xirq::run),
+    ("nest", nest::run),
     ("oom", oom::run),
     ("bench", bench::run),
 ];
