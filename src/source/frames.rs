@@ -31,12 +31,14 @@
 use core::ptr::NonNull;
 
 use x86_64::instructions::interrupts;
+use x86_64::registers::control::Cr3;
 use x86_64::registers::model_specific::{Efer, EferFlags};
 use x86_64::structures::paging::mapper::MapToError;
 use x86_64::structures::paging::{
-    FrameAllocator, FrameDeallocator, Mapper, Page, PageTableFlags, PhysFrame, Size4KiB,
+    FrameAllocator, FrameDeallocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags,
+    PhysFrame, Size4KiB,
 };
-use x86_64::VirtAddr;
+use x86_64::{PhysAddr, VirtAddr};
 
 use super::{PageSource, Region, SourceConfig, SourceError};
 
@@ -235,6 +237,100 @@ where
     /// may reach the source while this CPU holds the lock otherwise).
     fn with<R>(&self, f: impl FnOnce(&mut Inner<M, A>) -> R) -> R {
         interrupts::without_interrupts(|| f(&mut self.inner.lock()))
+    }
+}
+
+/// Gives a frame allocator that cannot take frames back (like blog_os's
+/// `BootInfoFrameAllocator`, which walks the boot memory map) a [`FrameDeallocator`]:
+/// frames given back are kept on a list linked through the frames themselves (reached at
+/// `physical_memory_offset + address`, where an `OffsetPageTable` kernel maps all physical
+/// memory) and handed out again before new ones.
+///
+/// Invariant: `free` starts a list of `count` frames, each unused and unmapped except at
+/// its offset address, whose first word holds the next one's address (`NONE` ends it).
+pub struct RecycleFrames<A> {
+    inner: A,
+    offset: u64,
+    free: u64,
+    count: usize,
+}
+
+const NONE: u64 = u64::MAX;
+
+impl<A> RecycleFrames<A> {
+    /// Wraps `inner`; physical memory is mapped at `physical_memory_offset`.
+    pub fn new(inner: A, physical_memory_offset: VirtAddr) -> Self {
+        RecycleFrames {
+            inner,
+            offset: physical_memory_offset.as_u64(),
+            free: NONE,
+            count: 0,
+        }
+    }
+
+    /// Frames given back and not handed out again.
+    pub fn recycled(&self) -> usize {
+        self.count
+    }
+}
+
+// SAFETY: a recycled frame was handed out by this allocator (or `inner`) and given back
+// unused, and leaves the list when it is handed out; other frames come from `inner`, which
+// hands out each unused frame once.
+unsafe impl<A: FrameAllocator<Size4KiB>> FrameAllocator<Size4KiB> for RecycleFrames<A> {
+    fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
+        if self.free == NONE {
+            return self.inner.allocate_frame();
+        }
+        let frame = PhysFrame::containing_address(PhysAddr::new(self.free));
+        // SAFETY: the frame is on the list (the invariant): unused, mapped at its offset
+        // address, its first word the link.
+        self.free = unsafe { ((self.offset + self.free) as *const u64).read() };
+        self.count -= 1;
+        Some(frame)
+    }
+}
+
+impl<A> FrameDeallocator<Size4KiB> for RecycleFrames<A> {
+    unsafe fn deallocate_frame(&mut self, frame: PhysFrame<Size4KiB>) {
+        let phys = frame.start_address().as_u64();
+        // SAFETY: the caller gives back an unused frame of ours; all physical memory is
+        // mapped writable at the offset (`new`'s premise), so its first word is ours.
+        unsafe { ((self.offset + phys) as *mut u64).write(self.free) };
+        self.free = phys;
+        self.count += 1;
+    }
+}
+
+impl<A> FrameSource<OffsetPageTable<'static>, RecycleFrames<A>>
+where
+    A: FrameAllocator<Size4KiB> + Send,
+{
+    /// The set-up of a kernel that maps all physical memory at `physical_memory_offset`
+    /// (as blog_os does): the source maps its window in the active page tables (CR3)
+    /// through an `OffsetPageTable`, with frames from `frames`, which need not take frames
+    /// back ([`RecycleFrames`] keeps them). See [`init`](Self::init) for the window.
+    ///
+    /// # Safety
+    /// All physical memory is mapped writable at `physical_memory_offset`; nothing else
+    /// maps, unmaps or uses any address of the window (nor page-table entries that cover
+    /// only the window); the page tables of CR3 are those of every CPU that uses the
+    /// source; the frames `frames` hands out are unused RAM.
+    pub unsafe fn init_offset_page_table(
+        &self,
+        physical_memory_offset: VirtAddr,
+        frames: A,
+        window_start: VirtAddr,
+        window_size: usize,
+    ) {
+        let (level_4, _) = Cr3::read();
+        let table = (physical_memory_offset + level_4.start_address().as_u64()).as_mut_ptr();
+        // SAFETY: the active level-4 table, mapped at the offset (caller), changed from now
+        // on for the window only, by this source (caller).
+        let mapper = unsafe { OffsetPageTable::new(&mut *(table as *mut PageTable), physical_memory_offset) };
+        let frames = RecycleFrames::new(frames, physical_memory_offset);
+        // SAFETY: forwarded from the caller.
+        unsafe { self.init(mapper, frames, window_start, window_size) }
     }
 }
 
