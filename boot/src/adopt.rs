@@ -8,7 +8,7 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 
-use x86_64::structures::paging::{FrameAllocator, PhysFrame, Size4KiB};
+use x86_64::structures::paging::{FrameAllocator, FrameDeallocator, PhysFrame, Size4KiB};
 use x86_64::{PhysAddr, VirtAddr};
 
 /// A usable range of physical memory from the boot loader's memory map.
@@ -94,12 +94,14 @@ pub fn init_heap(physical_memory_offset: VirtAddr, frames: BootInfoFrameAllocato
 // readme:end
 
 /// Frames for the example's memory map.
-const FRAMES: usize = 2048;
+const FRAMES: usize = 1024;
 
-/// Runs the example once: a memory map of `FRAMES` frames from the kernel's frame
-/// allocator (as one-frame regions), `init_heap`, then blocks from `ALLOC`: small ones,
+/// Runs the example once per boot (later calls return the counters of the first): a
+/// memory map of `FRAMES` frames from the kernel's frame allocator (as one-frame regions),
+/// `init_heap`, then blocks from `ALLOC`: small ones,
 /// and a huge one grown by `realloc` (which the source remaps without copying: the block
-/// keeps its address), each checked. Returns the page source's counters.
+/// keeps its address), each checked; then every frame the example's source holds unmapped
+/// goes back to the kernel's frame allocator. Returns the page source's counters.
 pub fn check() -> shardalloc::source::frames::FrameStats {
     static MAP: spin::Once<&'static [MemoryRegion]> = spin::Once::new();
     let mut first = false;
@@ -118,11 +120,13 @@ pub fn check() -> shardalloc::source::frames::FrameStats {
         first = true;
         &*regions
     });
-    if first {
-        // SAFETY: the regions were just taken from the kernel's frame allocator, unused.
-        let frames = unsafe { BootInfoFrameAllocator::init(MAP.get().unwrap()) };
-        init_heap(VirtAddr::new(0), frames);
+    static STATS: spin::Once<shardalloc::source::frames::FrameStats> = spin::Once::new();
+    if !first {
+        return *STATS.wait();
     }
+    // SAFETY: the regions were just taken from the kernel's frame allocator, unused.
+    let frames = unsafe { BootInfoFrameAllocator::init(MAP.get().unwrap()) };
+    init_heap(VirtAddr::new(0), frames);
     // SAFETY: blocks used within their layouts and freed once.
     unsafe {
         let l = Layout::from_size_align(48, 8).unwrap();
@@ -139,7 +143,7 @@ pub fn check() -> shardalloc::source::frames::FrameStats {
             );
             ALLOC.dealloc(p, l);
         }
-        let mut size = 3 << 20;
+        let mut size = (2 << 20) + (256 << 10);
         let mut l = Layout::from_size_align(size, 8).unwrap();
         let p = ALLOC.alloc(l);
         assert!(!p.is_null(), "adopt: huge alloc failed");
@@ -149,7 +153,7 @@ pub fn check() -> shardalloc::source::frames::FrameStats {
         let mut p = p;
         let mut in_place = 0;
         for _ in 0..2 {
-            let new = size + (1 << 20);
+            let new = size + (512 << 10);
             let q = ALLOC.realloc(p, l, new);
             // a copy would need a new block while the old one lives: another address
             in_place += (q == p) as usize;
@@ -168,7 +172,22 @@ pub fn check() -> shardalloc::source::frames::FrameStats {
             l = Layout::from_size_align(size, 8).unwrap();
         }
         ALLOC.dealloc(p, l);
-        assert!(in_place > 0, "adopt: no huge block grew in place (the source's remap)");
+        assert!(
+            in_place > 0,
+            "adopt: no huge block grew in place (the source's remap)"
+        );
     }
-    SOURCE.stats()
+    let stats = SOURCE.stats();
+    // The example is done with: its empty segments go back to its source, and the frames
+    // its source holds unmapped (recycled, and the memory map's unused ones) back to the
+    // kernel, so that the rest of the boot has its memory.
+    ALLOC.collect(true);
+    SOURCE.with_frames(|f| {
+        while let Some(frame) = f.allocate_frame() {
+            // SAFETY: a frame of the kernel's frame allocator that nothing maps or uses
+            // (recycled after unmapping and a TLB flush, or never handed out).
+            unsafe { crate::phys::Frames(&crate::mem::PHYS).deallocate_frame(frame) };
+        }
+    });
+    *STATS.call_once(|| stats)
 }

@@ -118,11 +118,19 @@ pub fn run(args: &super::Args) {
             .min(region / 64),
         Ordering::SeqCst,
     );
-    // ~480 bytes an object on average: a third of the region
-    LIVE.store((region / 1440).min(20_000), Ordering::SeqCst);
+    // ~480 bytes an object on average: a third of the region; fewer without `icount` (the
+    // tests' boots, where linked_list's linear searches would take minutes)
+    LIVE.store(
+        (region / 1440).min(if args.icount { 20_000 } else { 4_000 }),
+        Ordering::SeqCst,
+    );
     // the largest power of two up to a quarter of the region, at most 8 MiB
     VEC_MAX.store(
-        (1usize << (usize::BITS - 1 - (region / 4).leading_zeros())).min(8 << 20),
+        (1usize << (usize::BITS - 1 - (region / 4).leading_zeros())).min(if args.icount {
+            8 << 20
+        } else {
+            4 << 20
+        }),
         Ordering::SeqCst,
     );
     // a buffer is 5.75 pages on average, a slot is full half the time: a third of the region
