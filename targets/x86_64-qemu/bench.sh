@@ -19,8 +19,8 @@ for i in 1 2; do
     echo "== boot $i of 2: -m 512M -smp 2 -icount shift=0,sleep=off -append \"run=bench icount\"" >&2
     set +e
     NO_BUILD=1 TIMEOUT=900 bash "$here/run.sh" -m 512M -smp 2 -icount shift=0,sleep=off \
-        -append "run=bench icount" >"$out/boot-$i.txt" 2>&1
-    status=$?
+        -append "run=bench icount" 2>&1 | tr -d '\r' >"$out/boot-$i.txt"
+    status=${PIPESTATUS[0]}
     set -e
     if [ "$status" != 33 ] || ! grep -q '^PASS' "$out/boot-$i.txt"; then
         echo "bench boot $i failed (QEMU status $status):" >&2
