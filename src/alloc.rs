@@ -77,6 +77,26 @@ pub(crate) unsafe fn malloc_small(heap: *mut RawHeap, size: usize, zero: bool) -
     unsafe { page_pop(page, size, zero) }
 }
 
+/// The fast path of [`malloc_small`] alone: a block from the direct table's page, or null
+/// when that page has no free block (the caller then takes the generic path, e.g. after
+/// masking interrupts: `PerCpuAlloc` runs this part with interrupts on).
+///
+/// # Safety
+/// `heap` is the calling context's heap (or the empty heap); `size <= SMALL_SIZE_MAX`.
+#[inline(always)]
+pub(crate) unsafe fn malloc_small_try(heap: *mut RawHeap, size: usize) -> *mut u8 {
+    debug_assert!(size <= SMALL_SIZE_MAX);
+    // SAFETY: as in `malloc_small`: the entry is a live page of the caller's heap or the
+    // never-written empty page, whose `free` is null.
+    let page = unsafe { (*heap).pages_direct[wsize_from_size(size)] };
+    // SAFETY: as above, the page is readable.
+    if unsafe { (*page).free.is_null() } {
+        return ptr::null_mut();
+    }
+    // SAFETY: a page of the caller's heap with a free block of `size`'s class.
+    unsafe { page_pop(page, size, false) }
+}
+
 /// Allocates `size` bytes aligned to `MAX_ALIGN_SIZE` when `size` is a multiple of it
 /// (to the word otherwise). Null when out of memory or when `heap` is the empty heap.
 ///

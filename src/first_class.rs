@@ -164,6 +164,7 @@ mod shared {
     /// A new shared heap whose one part is `arena`, a heap in an arena that the calling
     /// thread (owner token `creator`) made; its struct is a block of the calling thread's
     /// backing heap. Null when out of memory.
+    #[cfg_attr(not(feature = "override"), allow(dead_code))] // heaps in arenas (C API)
     pub(crate) fn shared_new_in_arena(
         backing: OwnedHeap,
         arena: *mut RawHeap,
@@ -182,6 +183,7 @@ mod shared {
     }
 
     /// Forgets `shared` in the calling thread's part cache (before its struct is freed).
+    #[cfg_attr(not(feature = "override"), allow(dead_code))] // heaps in arenas (C API)
     pub(crate) fn cache_forget(backing: OwnedHeap, shared: *const SharedHeap) {
         // SAFETY: the token proves the thread context is live and ours.
         let tld = unsafe { &mut *backing.tld() };
@@ -196,6 +198,7 @@ mod shared {
     ///
     /// # Safety
     /// `shared` came from `shared_new_in_arena`, nothing refers to it any more.
+    #[cfg_attr(not(feature = "override"), allow(dead_code))] // heaps in arenas (C API)
     pub(crate) unsafe fn shared_free(shared: *mut SharedHeap, owner: usize) {
         // SAFETY: as the caller guarantees: the handle's is the last reference.
         unsafe { shared_unref(shared, owner) }

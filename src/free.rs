@@ -68,6 +68,57 @@ pub(crate) unsafe fn free(p: *mut u8, owner: usize) {
     }
 }
 
+/// The part of [`free`] that needs no bookkeeping: a local free into a page that is neither
+/// full nor holds aligned blocks, and that does not empty (or empties again while it is
+/// retired and alone in its queue). Returns false, having changed
+/// nothing, when `p` needs more (the caller then calls `free`, e.g. after masking
+/// interrupts: `PerCpuAlloc` runs this part with interrupts on).
+///
+/// # Safety
+/// `p` is a live block (or an aligned pointer into one) of this allocator; `owner` is
+/// the calling context's owner token.
+#[inline(always)]
+pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
+    // SAFETY: `p` is a live block (caller), so its segment header is readable.
+    let segment = unsafe { &*ptr_segment(p) };
+    if segment.owner.load(Ordering::Relaxed) != owner {
+        return false;
+    }
+    // SAFETY: `p` points into one of the segment's pages.
+    let page = unsafe { segment.page_of(p) };
+    // SAFETY: the calling context owns the page (owner checked), so nothing else writes
+    // its `flags`, `local_free`, `used` and `retire_expire`; the block is given up by the
+    // caller.
+    unsafe {
+        if (*page).flags != 0 {
+            return false;
+        }
+        // A page that empties retires: here only in `page_retire`'s inline case (already
+        // retired and alone in its queue: restart its countdown), which touches nothing
+        // but the page.
+        let empties = (*page).used <= 1;
+        if empties
+            && ((*page).retire_expire == 0
+                || !(*page).links.next.is_null()
+                || !(*page).links.prev.is_null())
+        {
+            return false;
+        }
+        debug_assert!(
+            (p as usize - (*page).page_start as usize).is_multiple_of((*page).block_size),
+            "free of a pointer inside a block"
+        );
+        let block = p as *mut Block;
+        (*block).next = (*page).local_free;
+        (*page).local_free = block;
+        (*page).used -= 1;
+        if empties {
+            (*page).retire_expire = retire_cycles((*page).block_size);
+        }
+    }
+    true
+}
+
 /// # Safety
 /// As `free`; `page` is the page of `p`; `local` says the calling thread owns it.
 #[cold]

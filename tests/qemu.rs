@@ -16,8 +16,9 @@
 //! - `== NAME: ok` for every scenario the boot asked for, and the counts that show the
 //!   interrupt scenarios did their work: allocator operations in timer handlers (`irq`,
 //!   `xirq`), cross-CPU frees in main flows and handlers and timer interrupts that landed
-//!   inside one (`xirq`, more than one CPU); `oom` hands out at least 95% of the free
-//!   memory in small blocks.
+//!   inside one (`xirq`, more than one CPU); allocator operations at interrupt levels 1, 2
+//!   and 3 (handlers nested three deep) and frees of blocks another level allocated
+//!   (`nest`); `oom` hands out at least 95% of the free memory in small blocks.
 //!
 //! The negative boot (an unknown scenario) must exit with status 1 *and* print the
 //! kernel's panic message: QEMU's own start-up errors exit with 1 too.
@@ -38,11 +39,13 @@ use std::time::Duration;
 const QEMU: &str = "qemu-system-x86_64";
 
 /// The scenarios of `run=all`, in the kernel's order (boot/src/scenario/mod.rs).
-const ALL: &[&str] = &["smoke", "stress", "smp", "irq", "xirq", "oom", "bench"];
+const ALL: &[&str] = &[
+    "smoke", "stress", "smp", "irq", "xirq", "nest", "oom", "bench",
+];
 /// The scenarios where CPUs work at the same time, for the boots with multi-threaded TCG
 /// (which are slow on two host cores: `bench` is the slowest, and its numbers mean nothing
 /// when the vCPUs share the host's cores).
-const CROSS_CPU: &str = "stress,smp,irq,xirq";
+const CROSS_CPU: &str = "stress,smp,irq,xirq,nest";
 
 /// Least share of the free memory, in percent, the `oom` scenario must hand out in small
 /// blocks (a correct allocator hands out 99%; the kernel asserts the same bound).
@@ -384,6 +387,32 @@ fn check_pass(b: &Boot, o: &Outcome) -> Vec<String> {
                     }
                 }
             }
+            "nest" => {
+                let Some(l) = summary(log, "nest: ", "allocator ops at level 0") else {
+                    bad.push("nest: no summary line".into());
+                    continue;
+                };
+                for level in 0..4 {
+                    let phrase = format!("level {level}: ");
+                    let n = l.find(&phrase).and_then(|at| {
+                        l[at + phrase.len()..]
+                            .split(|c: char| !c.is_ascii_digit())
+                            .next()
+                            .and_then(|w| w.parse::<u64>().ok())
+                    });
+                    match n {
+                        Some(n) if n > 0 => {}
+                        _ => bad.push(format!("nest: no allocator operations at level {level}: {l}")),
+                    }
+                }
+                match number_before(l, "frees of another level's blocks") {
+                    Some(n) if n > 0 => {}
+                    _ => bad.push(format!("nest: no frees of another level's blocks: {l}")),
+                }
+                if !l.ends_with("deepest level 3") {
+                    bad.push(format!("nest: the interrupts did not nest three deep: {l}"));
+                }
+            }
             "oom" => {
                 let small: Vec<&str> = log
                     .lines()
@@ -497,7 +526,7 @@ fn qemu_scenarios() {
         // The core's invariant checks: every scenario once with debug assertions, and the
         // cross-CPU ones again with vCPUs that overlap.
         Boot::new("q35", "64M", 4, "run=all seed=31").debug(),
-        Boot::new("q35", "24M", 2, "run=stress,smp,irq,xirq,oom seed=32")
+        Boot::new("q35", "24M", 2, "run=stress,smp,irq,xirq,nest,oom seed=32")
             .debug()
             .multi(),
         // The other machine type QEMU offers for -kernel: no PCI, hardware-reduced ACPI,

@@ -1,9 +1,12 @@
 //! README.md's benchmark figures are the ones the benchmark runner wrote: the block between
 //! `<!-- bench:begin -->` and `<!-- bench:end -->` is the README section of
 //! `benches/results/results.md`, the `callgrind` block that of `callgrind.md`, the
-//! `windows` block that of `windows.md` (written by `benches/wine.sh`); each names the
-//! shardalloc commit it measured. `scripts/readme-tables.sh` copies them; this test
-//! fails when README.md was edited by hand or the results changed without it.
+//! `windows` block that of `windows.md` (written by `benches/wine.sh`), the `kernel-bench`
+//! block that of `targets/x86_64-qemu/results.md` (written by `targets/x86_64-qemu/bench.sh`);
+//! each names the shardalloc commit it measured. `scripts/readme-tables.sh` and the other
+//! bench scripts copy them; this test fails when README.md was edited by hand or the
+//! results changed without them. README's kernel example is the code the test kernel runs
+//! (`boot/src/adopt.rs`).
 
 use std::path::Path;
 
@@ -30,6 +33,7 @@ fn readme_figures_are_the_runners() {
         ("bench", "benches/results/results.md"),
         ("callgrind", "benches/results/callgrind.md"),
         ("windows", "benches/results/windows.md"),
+        ("kernel-bench", "targets/x86_64-qemu/results.md"),
     ] {
         let section = between(
             &read(report),
@@ -49,7 +53,21 @@ fn readme_figures_are_the_runners() {
         );
         assert_eq!(
             shown, section,
-            "README.md's {name} figures differ from {report}: run scripts/readme-tables.sh"
+            "README.md's {name} figures differ from {report}: run scripts/readme-tables.sh \
+             (targets/x86_64-qemu/bench.sh for kernel-bench)"
         );
     }
+}
+
+/// README's kernel set-up is `boot/src/adopt.rs`'s, which the test kernel compiles and runs.
+#[test]
+fn readme_kernel_example_is_the_kernels() {
+    let readme = read("README.md");
+    let source = read("boot/src/adopt.rs");
+    let code = between(&source, "// readme:begin", "// readme:end", "boot/src/adopt.rs");
+    let shown = format!("```rust\n{code}\n```");
+    assert!(
+        readme.contains(&shown),
+        "README.md does not show boot/src/adopt.rs's example (between its readme markers) word for word"
+    );
 }

@@ -1,7 +1,7 @@
 //! The local APIC (xAPIC, memory-mapped at 0xFEE00000, identity-mapped uncached by the
 //! boot trampoline), the PIT as a delay source, and the TSC.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use x86_64::instructions::port::Port;
 
 const LAPIC: u64 = 0xFEE0_0000;
@@ -66,6 +66,11 @@ pub fn send_ipi(dest: u32, low: u32) {
         write(ICR_LOW, low);
         wait_icr_idle();
     });
+}
+
+/// Sends interrupt `vector` to the calling CPU (delivered once interrupts are on).
+pub fn send_self(vector: u8) {
+    send_ipi(id(), ICR_FIXED | vector as u32);
 }
 
 /// ICR: INIT, level assert.
@@ -156,12 +161,22 @@ pub fn calibrate_tsc() -> u64 {
     lapic_delay_us(10_000);
     let t2 = rdtsc();
     let (pit, lapic) = (t1 - t0, t2 - t1);
-    if pit * 4 < lapic {
+    let per_us = if pit * 4 < lapic {
         LAPIC_CLOCK.store(true, Ordering::Relaxed);
         (lapic / 10_000).max(1)
     } else {
         (pit / 10_000).max(1)
-    }
+    };
+    TSC_PER_MS.store(per_us * 1000, Ordering::Relaxed);
+    per_us
+}
+
+/// TSC ticks per millisecond (1 GHz until `calibrate_tsc` measured it).
+static TSC_PER_MS: AtomicU64 = AtomicU64::new(1_000_000);
+
+/// Milliseconds since boot, from the TSC: the allocator's clock for its purge delay.
+pub fn millis() -> u64 {
+    rdtsc() / TSC_PER_MS.load(Ordering::Relaxed)
 }
 
 /// The time stamp counter.

@@ -19,17 +19,26 @@ const DF_STACK_SIZE: usize = 16 * 1024;
 /// IST slot (1-based in the IDT, 0-based in the TSS) of the double-fault handler.
 pub const DF_IST: u8 = 1;
 
-/// What the GS base of a CPU points at. `index` is at offset 0: [`current`] reads `gs:[0]`.
+/// What the GS base of a CPU points at. `index` is at offset 0: [`current`] reads `gs:[0]`;
+/// `level` at offset 8 is the interrupt nesting depth (0: the CPU's main flow), which the
+/// interrupt entry stub increments before the handler and decrements after it
+/// (`idt::common_entry`), both with interrupts off: [`level`] reads `gs:[8]`.
 #[repr(C)]
 pub struct PerCpu {
     index: usize,
+    level: usize,
     apic_id: AtomicU32,
 }
+
+/// Offset of `PerCpu::level` from the GS base (used by the interrupt entry stub).
+pub const LEVEL_OFFSET: usize = core::mem::offset_of!(PerCpu, level);
+const _: () = assert!(LEVEL_OFFSET == 8);
 
 static PERCPU: [PerCpu; MAX_CPUS] = {
     let mut a = [const {
         PerCpu {
             index: 0,
+            level: 0,
             apic_id: AtomicU32::new(u32::MAX),
         }
     }; MAX_CPUS];
@@ -121,4 +130,18 @@ pub fn current() -> usize {
 /// LAPIC ID of CPU `index` (u32::MAX if it is not up).
 pub fn apic_id(index: usize) -> u32 {
     PERCPU[index].apic_id.load(Ordering::Relaxed)
+}
+
+/// The calling code's interrupt nesting depth on this CPU: 0 in the main flow, 1 in an
+/// interrupt handler, 2 in a handler that interrupted a handler, ...
+#[inline(always)]
+pub fn level() -> usize {
+    let level: usize;
+    // SAFETY: as in `current`; `level` is at offset 8 and changes only in the interrupt
+    // entry stub, which restores it before returning to the interrupted code, so the value
+    // read is the caller's own depth.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[8]", out(reg) level, options(nostack, readonly, preserves_flags));
+    }
+    level
 }

@@ -1,5 +1,5 @@
-//! The kernel's global allocator: shardalloc's [`PerCpuAlloc`], one heap per CPU, over the
-//! `frames` page source.
+//! The kernel's global allocator: shardalloc's [`PerCpuAlloc`], one heap per CPU and
+//! interrupt level, over the `frames` page source.
 
 use core::alloc::GlobalAlloc;
 use shardalloc::{CpuLocal, PerCpuAlloc};
@@ -7,14 +7,21 @@ use shardalloc::{CpuLocal, PerCpuAlloc};
 use crate::cpu::{self, MAX_CPUS};
 use crate::mem::SOURCE;
 
-/// The kernel's side of per-CPU heaps: the CPU index comes from the GS base, and
-/// "nothing else enters the allocator on this CPU" means interrupts off (there is no
-/// preemption other than interrupts).
+/// The kernel's side of per-CPU heaps: the CPU index and the interrupt level come from the
+/// GS base, and "nothing else enters the allocator on this CPU" means interrupts off
+/// (there is no preemption other than interrupts).
 pub struct KernelCpus;
 
+/// Heaps per CPU: the main flow, an interrupt handler, a handler that interrupted a
+/// handler, and one shared (with interrupts off) by everything deeper.
+pub const LEVELS: usize = 4;
+
 // SAFETY: `cpu::current` is fixed per CPU (set once in init_this_cpu, distinct indices, code
-// never migrates), and with interrupts off nothing else runs on the CPU: NMIs only flush
-// the TLB and never allocate.
+// never migrates); with interrupts off nothing else runs on the CPU (NMIs only flush the
+// TLB and never allocate); `cpu::level` is raised by one in every interrupt handler and
+// restored before it returns, and the kernel switches no tasks (an interrupt handler
+// returns to the code it interrupted), so everything that runs while code at level `l` is
+// inside the allocator runs at a level above `l` and has returned before it resumes.
 unsafe impl CpuLocal for KernelCpus {
     #[inline(always)]
     fn cpu_index(&self) -> usize {
@@ -25,18 +32,24 @@ unsafe impl CpuLocal for KernelCpus {
     fn without_interrupts<R>(&self, f: impl FnOnce() -> R) -> R {
         x86_64::instructions::interrupts::without_interrupts(f)
     }
+
+    #[inline(always)]
+    fn interrupt_level(&self) -> usize {
+        cpu::level()
+    }
 }
 
 /// The global allocator.
 #[global_allocator]
-pub static ALLOC: PerCpuAlloc<KernelCpus, MAX_CPUS> = PerCpuAlloc::new(&SOURCE, KernelCpus);
+pub static ALLOC: PerCpuAlloc<KernelCpus, MAX_CPUS, LEVELS> =
+    PerCpuAlloc::with_clock(&SOURCE, KernelCpus, Some(crate::apic::millis));
 
 /// Nothing to set up: each CPU's heap is made on its first allocation, and the page source
 /// was initialised by `mem::init`.
 pub fn init() {}
 
 pub fn name() -> &'static str {
-    "shardalloc PerCpuAlloc"
+    "shardalloc PerCpuAlloc (a heap per CPU and interrupt level)"
 }
 
 /// The global allocator as a `dyn GlobalAlloc`, for the benchmarks.

@@ -19,6 +19,11 @@ use crate::{apic, cpu, exit, serial, smp};
 pub const VEC_TIMER: u8 = 0x30;
 /// IPI that wakes a halted AP to look for work.
 pub const VEC_WAKE: u8 = 0x40;
+/// Software interrupts (self-IPIs) with their own hooks, for the bench and the nested
+/// interrupt scenario: the LAPIC delivers 0x60 while a handler of 0x50 runs with interrupts
+/// on, and 0x50 while one of 0x30 (the timer) does (higher priority class).
+pub const VEC_SOFT: u8 = 0x50;
+pub const VEC_SOFT_HIGH: u8 = 0x60;
 /// LAPIC spurious interrupt.
 pub const VEC_SPURIOUS: u8 = 0xFF;
 
@@ -49,8 +54,12 @@ pub struct TrapFrame {
     pub ss: u64,
 }
 
-/// Saves the scratch and callee-saved registers, calls `dispatch(&mut TrapFrame)`, restores
-/// them and returns from the interrupt. Stack alignment: the CPU aligns RSP to 16 before
+/// Saves the scratch and callee-saved registers, raises the CPU's interrupt level
+/// (`cpu::level`, read by the allocator to pick the heap of this level), calls
+/// `dispatch(&mut TrapFrame)`, lowers the level, restores the registers and returns from the
+/// interrupt. The level changes while interrupts are off (every gate is an interrupt gate,
+/// and a handler that enables interrupts disables them again before it returns), so a
+/// nested interrupt always returns the level to what the code it interrupted saw. Stack alignment: the CPU aligns RSP to 16 before
 /// pushing its 5-word frame; with the error code, vector and 15 registers (22 words in all)
 /// RSP is 16-aligned again at the `call`.
 #[unsafe(naked)]
@@ -73,7 +82,9 @@ unsafe extern "C" fn common_entry() {
         "push r15",
         "mov rdi, rsp",
         "cld",
+        "inc qword ptr gs:[8]",
         "call {dispatch}",
+        "dec qword ptr gs:[8]",
         "pop r15",
         "pop r14",
         "pop r13",
@@ -141,6 +152,8 @@ stub!(isr18, 18);
 stub!(isr19, 19);
 stub!(isr_timer, VEC_TIMER);
 stub!(isr_wake, VEC_WAKE);
+stub!(isr_soft, VEC_SOFT);
+stub!(isr_soft_high, VEC_SOFT_HIGH);
 stub!(isr_spurious, VEC_SPURIOUS);
 stub!(isr_other, 0x100);
 
@@ -199,7 +212,7 @@ pub fn init() {
     for g in idt.iter_mut() {
         *g = Gate::new(other, cs, 0);
     }
-    let set: [(usize, unsafe extern "C" fn()); 21] = [
+    let set: [(usize, unsafe extern "C" fn()); 23] = [
         (0, isr0),
         (1, isr1),
         (2, isr2),
@@ -220,6 +233,8 @@ pub fn init() {
         (19, isr19),
         (VEC_TIMER as usize, isr_timer),
         (VEC_WAKE as usize, isr_wake),
+        (VEC_SOFT as usize, isr_soft),
+        (VEC_SOFT_HIGH as usize, isr_soft_high),
         (VEC_SPURIOUS as usize, isr_spurious),
     ];
     for (v, h) in set {
@@ -245,6 +260,25 @@ pub fn set_timer_hook(f: Option<fn()>) {
     TIMER_HOOK.store(f.map_or(0, |f| f as usize), Ordering::SeqCst);
 }
 
+/// The handlers of the software interrupts `VEC_SOFT` and `VEC_SOFT_HIGH` (0 = none).
+static SOFT_HOOK: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+
+/// Sets what the software interrupt `vector` (`VEC_SOFT` or `VEC_SOFT_HIGH`) runs.
+pub fn set_soft_hook(vector: u8, f: Option<fn()>) {
+    let i = if vector == VEC_SOFT_HIGH { 1 } else { 0 };
+    assert!(vector == VEC_SOFT || vector == VEC_SOFT_HIGH);
+    SOFT_HOOK[i].store(f.map_or(0, |f| f as usize), Ordering::SeqCst);
+}
+
+fn run_hook(hook: &AtomicUsize) {
+    let hook = hook.load(Ordering::SeqCst);
+    if hook != 0 {
+        // SAFETY: the hooks only ever hold 0 or a `fn()` (set_timer_hook, set_soft_hook).
+        let f: fn() = unsafe { core::mem::transmute::<usize, fn()>(hook) };
+        f();
+    }
+}
+
 extern "C" fn dispatch(frame: &mut TrapFrame) {
     match frame.vector {
         2 => smp::on_nmi(),
@@ -258,6 +292,14 @@ extern "C" fn dispatch(frame: &mut TrapFrame) {
             apic::eoi();
         }
         v if v == VEC_WAKE as u64 => apic::eoi(),
+        v if v == VEC_SOFT as u64 => {
+            run_hook(&SOFT_HOOK[0]);
+            apic::eoi();
+        }
+        v if v == VEC_SOFT_HIGH as u64 => {
+            run_hook(&SOFT_HOOK[1]);
+            apic::eoi();
+        }
         v if v == VEC_SPURIOUS as u64 => {}
         _ => fault(frame),
     }

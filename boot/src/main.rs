@@ -26,6 +26,8 @@ mod serial;
 #[cfg(target_os = "none")]
 mod acpi;
 #[cfg(target_os = "none")]
+mod adopt;
+#[cfg(target_os = "none")]
 mod apic;
 #[cfg(target_os = "none")]
 mod boot;

@@ -1,9 +1,22 @@
-//! Kernels: one heap per CPU, safe against interrupts.
+//! Kernels: one heap per CPU and interrupt level, safe against interrupts without masking
+//! them on the fast path.
 //!
-//! The kernel tells shardalloc the current CPU and how to keep an interrupt handler from
-//! entering the allocator while this CPU is inside it ([`CpuLocal`]). Frees from any CPU
-//! are allowed: a block freed on another CPU goes to its page's `thread_free` list with one
-//! CAS.
+//! The kernel tells shardalloc the current CPU, how deep in nested interrupt handlers the
+//! caller is, and how to keep interrupts out of a critical section ([`CpuLocal`]). A
+//! `PerCpuAlloc<C, CPUS, LEVELS>` keeps one heap per (CPU, level) for the levels
+//! `0..LEVELS - 1` (0: task context, 1: an interrupt handler, 2: a handler that interrupted
+//! a handler, ...). Code at one level of a CPU is only ever interrupted by deeper levels,
+//! which use other heaps, so the fast paths (a pop from a page's free list, a push onto
+//! its local free list) run with interrupts on. Interrupts are masked only on the slow
+//! paths, which reach state the heaps share (the page source, the segment cache, the
+//! thread-data cache, each behind a spin lock), and for every call at level
+//! `LEVELS - 1` and deeper, which share the last heap of the CPU. With `LEVELS == 1` (the
+//! default) every call masks interrupts: one heap per CPU.
+//!
+//! Frees from any CPU and level are allowed: a block of another heap goes to its page's
+//! `thread_free` list with one CAS. Such a free into a heap of the *same* CPU is masked:
+//! a full page's owner waits for a remote free that is between its two steps, and if the
+//! owner interrupted that free on the same CPU it would wait forever.
 
 use crate::sync::{AtomicPtr, Ordering};
 use core::alloc::{GlobalAlloc, Layout};
@@ -13,6 +26,7 @@ use crate::collect::{heap_collect, Collect};
 use crate::domain::Domain;
 use crate::heap::{heap_check, OwnedHeap, RawHeap};
 use crate::segment::{ptr_segment, NO_OWNER};
+use crate::size_class::{LARGE_OBJ_SIZE_MAX, SMALL_SIZE_MAX, WORD};
 use crate::source::PageSource;
 use crate::stats::Stats;
 use crate::thread::thread_data_alloc;
@@ -20,15 +34,30 @@ use crate::thread::thread_data_alloc;
 /// The kernel's side of per-CPU heaps.
 ///
 /// # Safety
-/// Implementors guarantee that `cpu_index` is stable while `without_interrupts` runs (the
-/// code is not migrated to another CPU), that two CPUs never report the same index at
-/// the same time, and that nothing else that can allocate (an interrupt handler, another
-/// task preempting this one) runs on this CPU during `f`.
+/// Implementors guarantee:
+/// - `cpu_index` is the calling CPU's, two CPUs never report the same index at the same
+///   time, and code inside the allocator is not moved to another CPU;
+/// - `without_interrupts(f)` runs `f` so that nothing else that can allocate (an interrupt
+///   handler, another task preempting this one) runs on this CPU during `f`;
+/// - `interrupt_level` is the caller's nesting depth on this CPU: 0 in task context, one
+///   more in each interrupt handler than in the code it interrupted. While the allocator
+///   runs at (cpu, level), everything else that runs on that CPU until it returns runs
+///   at a greater level and has returned before it resumes: the kernel does not switch
+///   tasks under a task that is inside the allocator (a kernel that switches tasks from
+///   an interrupt handler while tasks allocate must use `LEVELS == 1`, which never asks
+///   for the level and masks interrupts around every call).
 pub unsafe trait CpuLocal: Sync {
-    /// Index of the current CPU, `< N` for a `PerCpuAlloc<_, N>`.
+    /// Index of the current CPU, `< CPUS` for a `PerCpuAlloc<_, CPUS, _>`.
     fn cpu_index(&self) -> usize;
     /// Runs `f` so that nothing else on this CPU can enter the allocator meanwhile.
     fn without_interrupts<R>(&self, f: impl FnOnce() -> R) -> R;
+    /// The caller's interrupt nesting depth (0: task context). Only asked when
+    /// `LEVELS > 1`; the default says 0 always, which is right only for a kernel whose
+    /// interrupt handlers never allocate.
+    #[inline(always)]
+    fn interrupt_level(&self) -> usize {
+        0
+    }
 }
 
 /// The default for simple kernels: every CPU shares heap 0 behind a spin lock, with
@@ -76,23 +105,50 @@ unsafe impl CpuLocal for SingleCpu {
     }
 }
 
-/// The global allocator for kernels: one heap per CPU (up to `N`), frees from any CPU.
-pub struct PerCpuAlloc<C: CpuLocal, const N: usize> {
+/// The global allocator for kernels: one heap per CPU (up to `CPUS`) and interrupt level
+/// (up to `LEVELS`, see the module documentation), frees from any CPU and level.
+pub struct PerCpuAlloc<C: CpuLocal, const CPUS: usize, const LEVELS: usize = 1> {
     domain: Domain,
     cpu: C,
-    heaps: [AtomicPtr<RawHeap>; N],
+    /// `heaps[cpu][level]`, made on first use. Slot `[c][l]` is written only by code at
+    /// (c, l), or at (c, ≥ l) with interrupts off for the last level.
+    heaps: [[AtomicPtr<RawHeap>; LEVELS]; CPUS],
 }
 
-impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
+/// Where a call runs: its heap slot, and whether the slot is private to one level (then
+/// the fast paths run with interrupts on).
+#[derive(Clone, Copy)]
+struct Context {
+    cpu: usize,
+    level: usize,
+    unmasked: bool,
+}
+
+impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, LEVELS> {
+    const LEVELS_OK: () = assert!(LEVELS >= 1, "PerCpuAlloc needs at least one level");
+
     /// An allocator taking memory from `source`.
     ///
     /// Once it has allocated, it must neither move nor be dropped (its heaps point into
     /// it): put it in a `static` (as `#[global_allocator]` does) or leak it.
     pub const fn new(source: &'static dyn PageSource, cpu: C) -> Self {
+        Self::with_clock(source, cpu, None)
+    }
+
+    /// As [`new`](Self::new), with a millisecond clock for the purge delay (the memory of
+    /// emptied pages goes back to the source after `set_purge_delay` milliseconds, 10 by
+    /// default; without a clock, after a number of allocation slow-path events).
+    pub const fn with_clock(
+        source: &'static dyn PageSource,
+        cpu: C,
+        clock: Option<fn() -> u64>,
+    ) -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::LEVELS_OK;
         PerCpuAlloc {
-            domain: Domain::new(source),
+            domain: Domain::with_clock(source, clock),
             cpu,
-            heaps: [const { AtomicPtr::new(ptr::null_mut()) }; N],
+            heaps: [const { [const { AtomicPtr::new(ptr::null_mut()) }; LEVELS] }; CPUS],
         }
     }
 
@@ -101,32 +157,75 @@ impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
         &self.domain
     }
 
-    /// A snapshot of the statistics (other CPUs' block counts may lag by up to 256 KiB
+    /// The caller's slot. Stable while the call runs (the `CpuLocal` contract).
+    #[inline(always)]
+    fn context(&self) -> Context {
+        let cpu = self.cpu.cpu_index();
+        if LEVELS == 1 {
+            return Context {
+                cpu,
+                level: 0,
+                unmasked: false,
+            };
+        }
+        let level = self.cpu.interrupt_level();
+        Context {
+            cpu,
+            level: if level < LEVELS - 1 { level } else { LEVELS - 1 },
+            unmasked: level < LEVELS - 1,
+        }
+    }
+
+    /// The heap of `ctx` if it exists (null otherwise, and for a CPU index out of range).
+    #[inline(always)]
+    fn heap_of(&self, ctx: Context) -> *mut RawHeap {
+        match self.heaps.get(ctx.cpu) {
+            Some(levels) => levels[ctx.level].load(Ordering::Relaxed),
+            None => ptr::null_mut(),
+        }
+    }
+
+    /// The heaps of the caller's CPU at the caller's level and deeper (the ones that are
+    /// not in the middle of an operation while the caller runs with interrupts off), as
+    /// owned-heap tokens for `f`.
+    ///
+    /// Must run inside `without_interrupts`.
+    fn for_each_quiet_heap(&self, ctx: Context, mut f: impl FnMut(OwnedHeap)) {
+        let Some(levels) = self.heaps.get(ctx.cpu) else {
+            return;
+        };
+        for slot in &levels[ctx.level..] {
+            let heap = slot.load(Ordering::Acquire);
+            if !heap.is_null() {
+                // SAFETY: a heap of this CPU at the caller's level or deeper: code at a
+                // deeper level runs only while it interrupts the caller, which it cannot
+                // now (interrupts are off), and has returned from every call it made.
+                f(unsafe { OwnedHeap::new(heap) });
+            }
+        }
+    }
+
+    /// A snapshot of the statistics (other heaps' block counts may lag by up to 256 KiB
     /// each, see `Stats`).
     pub fn stats(&self) -> Stats {
         self.cpu.without_interrupts(|| {
-            let idx = self.cpu.cpu_index();
-            if idx < N {
-                let heap = self.heaps[idx].load(Ordering::Acquire);
-                if !heap.is_null() {
-                    // SAFETY: the current CPU owns its heap and thread data.
-                    unsafe { (*(*heap).tld).flush_stats() };
-                }
-            }
+            self.for_each_quiet_heap(self.context(), |heap| {
+                // SAFETY: a quiet heap of this CPU: its thread data is ours for now.
+                unsafe { (*heap.tld()).flush_stats() };
+            });
         });
         self.domain.stats()
     }
 
-    /// The current CPU's heap, made on first use. Null when out of memory or when the
-    /// CPU index is out of range.
+    /// The caller's heap, made on first use. Null when out of memory or when the CPU
+    /// index is out of range.
     ///
     /// Must run inside `without_interrupts`.
-    fn heap(&self) -> *mut RawHeap {
-        let idx = self.cpu.cpu_index();
-        if idx >= N {
+    fn heap(&self, ctx: Context) -> *mut RawHeap {
+        let Some(levels) = self.heaps.get(ctx.cpu) else {
             return ptr::null_mut();
-        }
-        let heap = self.heaps[idx].load(Ordering::Acquire);
+        };
+        let heap = levels[ctx.level].load(Ordering::Acquire);
         if !heap.is_null() {
             return heap;
         }
@@ -134,40 +233,48 @@ impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
         // (the contract documented on `new`), so its domain lives as long as the heaps
         // made from it, which is what `'static` asks of the thread data.
         let domain: &'static Domain = unsafe { &*(&self.domain as *const Domain) };
-        // only this CPU touches its slot, with interrupts off
+        // only this context touches its slot, with interrupts off
         let td = thread_data_alloc(domain);
         if td.is_null() {
             return ptr::null_mut();
         }
         // SAFETY: `td` is fresh; its heap field is initialised.
         let heap = unsafe { ptr::addr_of_mut!((*td).heap) };
-        self.heaps[idx].store(heap, Ordering::Release);
+        levels[ctx.level].store(heap, Ordering::Release);
         heap
     }
 
-    /// The current CPU's owner token (`NO_OWNER` before its heap exists).
-    #[inline]
-    fn current_owner(&self) -> usize {
-        let idx = self.cpu.cpu_index();
-        let heap = if idx < N {
-            self.heaps[idx].load(Ordering::Relaxed)
-        } else {
-            ptr::null_mut()
-        };
+    /// The owner token of the heap of `ctx` (`NO_OWNER` before it exists).
+    #[inline(always)]
+    fn owner_of(&self, ctx: Context) -> usize {
+        let heap = self.heap_of(ctx);
         if heap.is_null() {
             NO_OWNER
         } else {
-            // SAFETY: a CPU's heap stays alive.
+            // SAFETY: a heap stays alive once made.
             unsafe { (*heap).owner }
         }
     }
 
-    /// Frees empty pages and purges memory of the calling CPU's heap; `force` purges at
-    /// once and returns emptied segments of other CPUs' exited heaps too.
+    /// Whether `owner` is the token of another heap of the caller's CPU.
+    fn owned_on_this_cpu(&self, ctx: Context, owner: usize) -> bool {
+        let Some(levels) = self.heaps.get(ctx.cpu) else {
+            return false;
+        };
+        levels.iter().any(|h| {
+            let h = h.load(Ordering::Acquire);
+            // SAFETY: a heap stays alive once made.
+            !h.is_null() && unsafe { (*h).owner } == owner
+        })
+    }
+
+    /// Frees empty pages and purges memory of the calling context's heap and of the
+    /// heaps of deeper interrupt levels of this CPU; `force` purges at once and returns
+    /// emptied segments of other heaps too.
     pub fn collect(&self, force: bool) {
         self.cpu.without_interrupts(|| {
-            let heap = self.heap();
-            if heap.is_null() {
+            let ctx = self.context();
+            if self.heap(ctx).is_null() {
                 return;
             }
             let mode = if force {
@@ -175,9 +282,7 @@ impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
             } else {
                 Collect::Normal
             };
-            // SAFETY: the current CPU's heap (initialised by `heap()`), and nothing else on
-            // this CPU runs meanwhile (`without_interrupts`).
-            heap_collect(unsafe { OwnedHeap::new(heap) }, mode);
+            self.for_each_quiet_heap(ctx, |heap| heap_collect(heap, mode));
         })
     }
 
@@ -190,78 +295,136 @@ impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
         unsafe { crate::free::usable_size(p) }
     }
 
-    /// Checks the current CPU's heap invariants (debug builds; a no-op in release).
+    /// Checks the invariants of the calling context's heap and of the heaps of deeper
+    /// interrupt levels of this CPU (debug builds; a no-op in release).
     pub fn check(&self) {
-        self.cpu.without_interrupts(|| {
-            let heap = self.heap();
-            if !heap.is_null() {
-                // SAFETY: the current CPU's initialised heap, with interrupts held off.
-                heap_check(unsafe { OwnedHeap::new(heap) });
-            }
-        })
+        self.cpu
+            .without_interrupts(|| self.for_each_quiet_heap(self.context(), heap_check))
     }
-}
 
-impl<C: CpuLocal, const N: usize> PerCpuAlloc<C, N> {
-    /// Allocates for `layout` from the current CPU's heap, with interrupts held off.
-    fn alloc_layout(&self, layout: Layout, zero: bool) -> *mut u8 {
+    /// Allocates for `layout` from the caller's heap, with interrupts held off.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, layout: Layout, zero: bool) -> *mut u8 {
         self.cpu.without_interrupts(|| {
-            let heap = self.heap();
+            let heap = self.heap(self.context());
             if heap.is_null() {
                 return ptr::null_mut();
             }
-            // SAFETY: the current CPU's heap, and nothing else on this CPU enters the
-            // allocator meanwhile (`without_interrupts`); a `Layout`'s alignment is a power
-            // of two.
+            // SAFETY: the caller's heap, and nothing else on this CPU enters the allocator
+            // meanwhile (`without_interrupts`); a `Layout`'s alignment is a power of two.
             unsafe { super::heap_alloc(heap, layout.size(), layout.align(), zero) }
         })
     }
+
+    /// Frees `p` when the fast path could not.
+    ///
+    /// # Safety
+    /// `p` is a live block of this allocator, given up by the caller.
+    #[cold]
+    #[inline(never)]
+    unsafe fn dealloc_slow(&self, p: *mut u8, ctx: Context) {
+        // SAFETY: `p` is live (caller), so its segment header is readable.
+        let owner = unsafe { (*ptr_segment(p)).owner.load(Ordering::Relaxed) };
+        if owner != NO_OWNER && owner == self.owner_of(ctx) {
+            self.cpu.without_interrupts(|| {
+                // SAFETY: `p` is a live block of the caller's heap, which nothing else on
+                // this CPU enters meanwhile.
+                unsafe { crate::free::free(p, owner) }
+            })
+        } else if !ctx.unmasked || self.owned_on_this_cpu(ctx, owner) {
+            // A heap of this CPU may be the interrupted one: see the module documentation.
+            self.cpu.without_interrupts(|| {
+                // SAFETY: `NO_OWNER` owns no segment: this takes the atomic path.
+                unsafe { crate::free::free(p, NO_OWNER) }
+            })
+        } else {
+            // Another CPU's heap: one CAS, safe from any context; if its owner waits for
+            // this free while an interrupt handler runs here, it waits only that long.
+            // SAFETY: as above.
+            unsafe { crate::free::free(p, NO_OWNER) }
+        }
+    }
 }
 
-// SAFETY: every heap is used by its CPU only, with interrupts off (the `CpuLocal`
-// contract); frees from other CPUs take the atomic path; blocks are as large and aligned
-// as the layout asks (see `alloc::malloc_aligned`).
-unsafe impl<C: CpuLocal, const N: usize> GlobalAlloc for PerCpuAlloc<C, N> {
+// SAFETY: every heap is used by its (CPU, level) only: levels below `LEVELS - 1` are never
+// re-entered (deeper levels use other heaps, the `CpuLocal` contract), the last level only
+// with interrupts off; state shared between heaps is reached only with interrupts off (slow
+// paths) or through atomics (remote frees, masked when the owner may be interrupted on
+// this CPU). Blocks are as large and aligned as the layout asks (see
+// `alloc::malloc_aligned`).
+unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
+    for PerCpuAlloc<C, CPUS, LEVELS>
+{
+    #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.alloc_layout(layout, false)
+        let ctx = self.context();
+        if ctx.unmasked && layout.size() <= SMALL_SIZE_MAX && layout.align() <= WORD {
+            let heap = self.heap_of(ctx);
+            if !heap.is_null() {
+                // SAFETY: the caller's heap, which no other code enters until this call
+                // returns (the `CpuLocal` contract); the size is small.
+                let p = unsafe { crate::alloc::malloc_small_try(heap, layout.size()) };
+                if !p.is_null() {
+                    return p;
+                }
+            }
+        }
+        self.alloc_slow(layout, false)
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        self.alloc_layout(layout, true)
+        self.alloc_slow(layout, true)
     }
 
+    #[inline]
     unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
         if p.is_null() {
             return;
         }
-        // A block of a segment another CPU owns is freed with one CAS, which is safe from
-        // any context: no need to hold interrupts off. The owner check uses the current
-        // CPU's token read without the guard: if it is stale (we moved to another CPU),
-        // "not ours" stays a correct decision (the atomic path serves the owner too),
-        // and "ours" is checked again under the guard below.
-        // SAFETY: `p` is a live block of ours (GlobalAlloc contract), so its segment
-        // header is readable.
-        let owner = unsafe { (*ptr_segment(p)).owner.load(Ordering::Relaxed) };
-        if owner != self.current_owner() {
-            // SAFETY: `NO_OWNER` owns no segment: this takes the atomic path.
-            unsafe { crate::free::free(p, NO_OWNER) };
-            return;
+        let ctx = self.context();
+        if ctx.unmasked {
+            let heap = self.heap_of(ctx);
+            // SAFETY: `p` is a live block of ours (GlobalAlloc contract); the heap is the
+            // caller's, which no other code enters until this call returns.
+            if !heap.is_null() && unsafe { crate::free::free_local_try(p, (*heap).owner) } {
+                return;
+            }
         }
-        self.cpu.without_interrupts(|| {
-            let owner = self.current_owner();
-            // SAFETY: `p` is a live block of ours (GlobalAlloc contract).
-            unsafe { crate::free::free(p, owner) }
-        })
+        // SAFETY: as above.
+        unsafe { self.dealloc_slow(p, ctx) }
     }
 
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        self.cpu.without_interrupts(|| {
-            let heap = self.heap();
-            if heap.is_null() {
-                return ptr::null_mut();
+        // SAFETY: `p` is a live block of ours (GlobalAlloc contract).
+        let size = unsafe { crate::free::usable_size(p) };
+        if new_size <= size && new_size >= size / 2 {
+            return p; // `p` is aligned for `layout`, which keeps its alignment
+        }
+        if new_size > LARGE_OBJ_SIZE_MAX || !self.context().unmasked {
+            // a huge block may be resized by its page source without a copy
+            return self.cpu.without_interrupts(|| {
+                let heap = self.heap(self.context());
+                if heap.is_null() {
+                    return ptr::null_mut();
+                }
+                // SAFETY: the caller's heap, with interrupts held off; `p` is live with
+                // `layout`.
+                unsafe { super::heap_realloc(heap, (*heap).owner, p, layout, new_size) }
+            });
+        }
+        // SAFETY: the caller guarantees `new_size` with `layout.align()` makes a layout.
+        let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: a non-zero size (GlobalAlloc contract).
+        let q = unsafe { self.alloc(new) };
+        if !q.is_null() {
+            // SAFETY: `p` holds `layout.size()` bytes and `q` at least `new_size`; they are
+            // distinct blocks; `p` is given up by the caller.
+            unsafe {
+                ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
+                self.dealloc(p, layout);
             }
-            // SAFETY: the current CPU owns `heap`; `p` is live with `layout`.
-            unsafe { super::heap_realloc(heap, (*heap).owner, p, layout, new_size) }
-        })
+        }
+        q
     }
 }

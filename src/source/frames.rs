@@ -3,8 +3,14 @@
 //! Segments are reserved in a virtual *window* that nothing else maps (for example
 //! `0xFFFF_9000_0000_0000`, a few GiB to 64 GiB long). Reserving only takes address space:
 //! a bitmap of 64 KiB granules records which parts of the window are taken. `commit` maps
-//! fresh zeroed frames with [`Mapper::map_to`]; `decommit` unmaps them and gives the frames
-//! back to the [`FrameDeallocator`], so freed memory really returns to the kernel.
+//! fresh frames with [`Mapper::map_to`] (not zeroed: the source reports them so, and the
+//! allocator zeroes what a caller asks to be zeroed); `decommit` unmaps them and gives the
+//! frames back to the [`FrameDeallocator`], so freed memory really returns to the kernel.
+//!
+//! `remap` resizes a region without copying its contents (the kernel's `mremap`): it grows
+//! in place by mapping frames behind the region when the window is free there, shrinks by
+//! unmapping its tail, and otherwise moves the region's frames to a new place in the
+//! window by rewriting their page-table entries. The allocator grows huge blocks with it.
 //!
 //! Multi-CPU kernels must tell the source how to flush the other CPUs' TLBs
 //! ([`FrameSource::set_tlb_shootdown`]): after pages are unmapped, their frames are handed
@@ -25,12 +31,14 @@
 use core::ptr::NonNull;
 
 use x86_64::instructions::interrupts;
+use x86_64::registers::control::Cr3;
 use x86_64::registers::model_specific::{Efer, EferFlags};
 use x86_64::structures::paging::mapper::MapToError;
 use x86_64::structures::paging::{
-    FrameAllocator, FrameDeallocator, Mapper, Page, PageTableFlags, PhysFrame, Size4KiB,
+    FrameAllocator, FrameDeallocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags,
+    PhysFrame, Size4KiB,
 };
-use x86_64::VirtAddr;
+use x86_64::{PhysAddr, VirtAddr};
 
 use super::{PageSource, Region, SourceConfig, SourceError};
 
@@ -232,6 +240,100 @@ where
     }
 }
 
+/// Gives a frame allocator that cannot take frames back (like blog_os's
+/// `BootInfoFrameAllocator`, which walks the boot memory map) a [`FrameDeallocator`]:
+/// frames given back are kept on a list linked through the frames themselves (reached at
+/// `physical_memory_offset + address`, where an `OffsetPageTable` kernel maps all physical
+/// memory) and handed out again before new ones.
+///
+/// Invariant: `free` starts a list of `count` frames, each unused and unmapped except at
+/// its offset address, whose first word holds the next one's address (`NONE` ends it).
+pub struct RecycleFrames<A> {
+    inner: A,
+    offset: u64,
+    free: u64,
+    count: usize,
+}
+
+const NONE: u64 = u64::MAX;
+
+impl<A> RecycleFrames<A> {
+    /// Wraps `inner`; physical memory is mapped at `physical_memory_offset`.
+    pub fn new(inner: A, physical_memory_offset: VirtAddr) -> Self {
+        RecycleFrames {
+            inner,
+            offset: physical_memory_offset.as_u64(),
+            free: NONE,
+            count: 0,
+        }
+    }
+
+    /// Frames given back and not handed out again.
+    pub fn recycled(&self) -> usize {
+        self.count
+    }
+}
+
+// SAFETY: a recycled frame was handed out by this allocator (or `inner`) and given back
+// unused, and leaves the list when it is handed out; other frames come from `inner`, which
+// hands out each unused frame once.
+unsafe impl<A: FrameAllocator<Size4KiB>> FrameAllocator<Size4KiB> for RecycleFrames<A> {
+    fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
+        if self.free == NONE {
+            return self.inner.allocate_frame();
+        }
+        let frame = PhysFrame::containing_address(PhysAddr::new(self.free));
+        // SAFETY: the frame is on the list (the invariant): unused, mapped at its offset
+        // address, its first word the link.
+        self.free = unsafe { ((self.offset + self.free) as *const u64).read() };
+        self.count -= 1;
+        Some(frame)
+    }
+}
+
+impl<A> FrameDeallocator<Size4KiB> for RecycleFrames<A> {
+    unsafe fn deallocate_frame(&mut self, frame: PhysFrame<Size4KiB>) {
+        let phys = frame.start_address().as_u64();
+        // SAFETY: the caller gives back an unused frame of ours; all physical memory is
+        // mapped writable at the offset (`new`'s premise), so its first word is ours.
+        unsafe { ((self.offset + phys) as *mut u64).write(self.free) };
+        self.free = phys;
+        self.count += 1;
+    }
+}
+
+impl<A> FrameSource<OffsetPageTable<'static>, RecycleFrames<A>>
+where
+    A: FrameAllocator<Size4KiB> + Send,
+{
+    /// The set-up of a kernel that maps all physical memory at `physical_memory_offset`
+    /// (as blog_os does): the source maps its window in the active page tables (CR3)
+    /// through an `OffsetPageTable`, with frames from `frames`, which need not take frames
+    /// back ([`RecycleFrames`] keeps them). See [`init`](Self::init) for the window.
+    ///
+    /// # Safety
+    /// All physical memory is mapped writable at `physical_memory_offset`; nothing else
+    /// maps, unmaps or uses any address of the window (nor page-table entries that cover
+    /// only the window); the page tables of CR3 are those of every CPU that uses the
+    /// source; the frames `frames` hands out are unused RAM.
+    pub unsafe fn init_offset_page_table(
+        &self,
+        physical_memory_offset: VirtAddr,
+        frames: A,
+        window_start: VirtAddr,
+        window_size: usize,
+    ) {
+        let (level_4, _) = Cr3::read();
+        let table = (physical_memory_offset + level_4.start_address().as_u64()).as_mut_ptr();
+        // SAFETY: the active level-4 table, mapped at the offset (caller), changed from now
+        // on for the window only, by this source (caller).
+        let mapper = unsafe { OffsetPageTable::new(&mut *(table as *mut PageTable), physical_memory_offset) };
+        let frames = RecycleFrames::new(frames, physical_memory_offset);
+        // SAFETY: forwarded from the caller.
+        unsafe { self.init(mapper, frames, window_start, window_size) }
+    }
+}
+
 impl<M, A> Default for FrameSource<M, A>
 where
     M: Mapper<Size4KiB> + Send,
@@ -281,27 +383,25 @@ where
         addr >= self.window_start && addr.checked_add(size as u64).is_some_and(|e| e <= end)
     }
 
-    /// Maps every unmapped page of `[start, start + size)` to a fresh frame and zeroes it.
-    /// `Ok(true)` if all pages were fresh (so the whole range reads as zero). On failure,
-    /// unmaps the pages it mapped and gives their frames back: the range is as before.
+    /// Maps every unmapped page of `[start, start + size)` to a fresh frame (not zeroed).
+    /// On failure, unmaps the pages it mapped and gives their frames back: the range is as
+    /// before.
     ///
     /// While the range is being mapped, each fresh page holds in its first word the address
     /// of the previous fresh page (0 ends the chain): that is how the undo finds the pages
-    /// this call mapped without any other memory. The pages are zeroed once all are mapped.
-    fn map_range(&mut self, start: u64, size: usize) -> Result<bool, SourceError> {
+    /// this call mapped without any other memory.
+    fn map_range(&mut self, start: u64, size: usize) -> Result<(), SourceError> {
         let flags = self.flags;
         let Some(p) = self.paging.as_mut() else {
             return Err(SourceError);
         };
         self.stats.commits += 1;
         let mut chain: u64 = 0;
-        let mut all_fresh = true;
         let mut failed = false;
         for i in 0..size / PAGE {
             let addr = start + (i * PAGE) as u64;
             let page = Page::<Size4KiB>::containing_address(VirtAddr::new(addr));
             if p.mapper.translate_page(page).is_ok() {
-                all_fresh = false;
                 continue;
             }
             let Some(frame) = p.frames.allocate_frame() else {
@@ -317,7 +417,6 @@ where
                     // SAFETY: the frame was never mapped; it goes back unused.
                     unsafe { p.frames.deallocate_frame(frame) };
                     if let MapToError::PageAlreadyMapped(_) = e {
-                        all_fresh = false;
                         continue;
                     }
                     failed = true;
@@ -339,16 +438,7 @@ where
             self.unmap_chain(chain, start, size);
             return Err(SourceError);
         }
-        while chain != 0 {
-            // SAFETY: every page on the chain was mapped by this call and is still mapped;
-            // its first word is the link written above.
-            unsafe {
-                let next = (chain as *const u64).read();
-                core::ptr::write_bytes(chain as *mut u8, 0, PAGE);
-                chain = next;
-            }
-        }
-        Ok(all_fresh)
+        Ok(())
     }
 
     /// Undo of a failed `map_range`: unmaps the pages on the chain and frees their frames.
@@ -434,6 +524,83 @@ where
     }
 }
 
+impl<M, A> Inner<M, A>
+where
+    M: Mapper<Size4KiB>,
+    A: FrameAllocator<Size4KiB> + FrameDeallocator<Size4KiB>,
+{
+    /// Takes granules `[first + old_n, first + new_n)` if they are all free (the region
+    /// `[first, first + old_n)` grows in place).
+    fn grow_in_place(&mut self, first: usize, old_n: usize, new_n: usize) -> bool {
+        let (from, to) = (first + old_n, first + new_n);
+        if to > self.granules || (from < to && self.used.first_set(from, to).is_some()) {
+            return false;
+        }
+        self.used.set_range(from, to, true);
+        if (from..to).contains(&self.hint) {
+            self.hint = self.used.first_clear_from(to, self.granules);
+        }
+        true
+    }
+
+    /// Moves the mapped pages of `[from, from + size)` to the same offsets from `to`
+    /// (whose pages are unmapped), keeping their frames: the contents move without a copy.
+    /// On failure (no frame for a page table), moves back what it moved and returns false.
+    fn move_pages(&mut self, from: u64, to: u64, size: usize) -> bool {
+        let flags = self.flags;
+        let Some(p) = self.paging.as_mut() else {
+            return false;
+        };
+        let page_at = |a: u64| Page::<Size4KiB>::containing_address(VirtAddr::new(a));
+        let mut moved = 0;
+        let mut ok = true;
+        while moved < size {
+            let off = moved as u64;
+            if let Ok((frame, flush)) = p.mapper.unmap(page_at(from + off)) {
+                flush.flush();
+                // SAFETY: the target page lies in the window, which only this source maps,
+                // in granules reserved for this move and unmapped; the frame was just
+                // unmapped from its only mapping, so it stays mapped once, with its data.
+                match unsafe { p.mapper.map_to(page_at(to + off), frame, flags, &mut p.frames) } {
+                    Ok(f) => f.flush(),
+                    Err(_) => {
+                        // SAFETY: the page it came from was mapped by this source a moment
+                        // ago: its page tables exist, so this needs no frame and succeeds.
+                        if let Ok(f) =
+                            unsafe { p.mapper.map_to(page_at(from + off), frame, flags, &mut p.frames) }
+                        {
+                            f.flush();
+                        }
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            moved += PAGE;
+        }
+        if ok {
+            return true;
+        }
+        // move back the pages moved so far
+        let mut back = 0;
+        while back < moved {
+            let off = back as u64;
+            if let Ok((frame, flush)) = p.mapper.unmap(page_at(to + off)) {
+                flush.flush();
+                // SAFETY: as above: the old page's tables exist, and the frame goes back
+                // to where it was.
+                if let Ok(f) =
+                    unsafe { p.mapper.map_to(page_at(from + off), frame, flags, &mut p.frames) }
+                {
+                    f.flush();
+                }
+            }
+            back += PAGE;
+        }
+        false
+    }
+}
+
 impl Bitmap {
     /// The first clear bit at or after `from` (or `limit` if none before it).
     fn first_clear_from(&self, from: usize, limit: usize) -> usize {
@@ -479,8 +646,11 @@ impl FrameBatch {
 //   a window that only this source maps (init's contract), so regions never overlap each
 //   other or anything else; the start is a multiple of `align` because the window start is
 //   aligned to `align` (checked) and the granule index is a multiple of `align / GRANULE`.
-// - committed ranges are mapped writable to fresh zeroed frames (`map_range`); `Ok(true)`
-//   only when every page of the range was fresh.
+// - committed ranges are mapped writable to fresh frames (`map_range`); nothing is reported
+//   zeroed.
+// - `remap` keeps the region's frames (and so its contents) in order at the old or a new
+//   place of the window, maps fresh frames behind them, and gives the old place back only
+//   after every CPU flushed its translations of it.
 // - `decommit` and `free` unmap only pages inside the given range.
 // - no method allocates: all state is in `self`, and frames come from the frame allocator.
 // - all methods take the lock, so any CPU may call them at any time.
@@ -523,7 +693,8 @@ where
                 ptr: unsafe { NonNull::new_unchecked(start as *mut u8) },
                 size,
                 committed: commit,
-                zeroed: true,
+                // only address space when not committed: `commit` reports what it maps
+                zeroed: false,
             })
         })
     }
@@ -549,7 +720,7 @@ where
             if !s.in_window(start, size) {
                 return Err(SourceError);
             }
-            s.map_range(start, size)
+            s.map_range(start, size).map(|()| false)
         })
     }
 
@@ -561,6 +732,75 @@ where
             }
         });
         true
+    }
+
+    unsafe fn remap(
+        &self,
+        ptr: NonNull<u8>,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+    ) -> Option<Region> {
+        let start = ptr.as_ptr() as u64;
+        let new_size = new_size.checked_next_multiple_of(PAGE)?;
+        if new_size == 0 || !align.is_power_of_two() {
+            return None;
+        }
+        self.with(|s| {
+            s.paging.as_ref()?;
+            if !s.in_window(start, old_size) || s.window_start % align as u64 != 0 {
+                return None;
+            }
+            let first = s.granule_of(start);
+            let (old_n, new_n) = (old_size.div_ceil(GRANULE), new_size.div_ceil(GRANULE));
+            let region = |at: u64| Region {
+                // SAFETY: the window lies in canonical, non-null address space (init).
+                ptr: unsafe { NonNull::new_unchecked(at as *mut u8) },
+                size: new_size,
+                committed: true,
+                zeroed: false,
+            };
+            if new_size <= old_size {
+                // shrink in place: unmap the tail, give back its whole granules
+                if new_size < old_size {
+                    s.unmap_range(start + new_size as u64, old_size - new_size);
+                }
+                s.release(first + new_n, old_n - new_n);
+                s.stats.reserved -= (old_n - new_n) * GRANULE;
+                return Some(region(start));
+            }
+            if start % align as u64 == 0 && s.grow_in_place(first, old_n, new_n) {
+                // the granules behind are ours now: map the new part
+                if s.map_range(start + old_size as u64, new_size - old_size).is_err() {
+                    s.release(first + old_n, new_n - old_n);
+                    return None;
+                }
+                s.stats.reserved += (new_n - old_n) * GRANULE;
+                return Some(region(start));
+            }
+            // move: a new place, fresh frames for the new part first (so that a failure
+            // leaves the region as it was), then the old frames, page by page
+            let nfirst = s.reserve(new_n, (align / GRANULE).max(1))?;
+            let nstart = s.window_start + (nfirst * GRANULE) as u64;
+            if s.map_range(nstart + old_size as u64, new_size - old_size).is_err() {
+                s.release(nfirst, new_n);
+                return None;
+            }
+            if !s.move_pages(start, nstart, old_size) {
+                s.unmap_range(nstart + old_size as u64, new_size - old_size);
+                s.release(nfirst, new_n);
+                return None;
+            }
+            s.touched.set_range(nfirst, nfirst + new_n, true);
+            // no CPU may keep a translation of the old place once it can be reserved again
+            if let Some(shootdown) = s.shootdown {
+                s.stats.shootdowns += 1;
+                shootdown(VirtAddr::new(start), old_size);
+            }
+            s.release(first, old_n);
+            s.stats.reserved += (new_n - old_n) * GRANULE;
+            Some(region(nstart))
+        })
     }
 
     unsafe fn protect(&self, ptr: NonNull<u8>, size: usize, protect: bool) -> bool {

@@ -1,21 +1,33 @@
 //! `bench`: the same workloads on shardalloc (the kernel's global allocator) and on the
-//! no_std peers — `linked_list_allocator` 0.10, `talc` 5.1, `buddy_system_allocator` 0.13 —
-//! each peer over a fixed region of memory from the page source, in the same boot. Time is
-//! TSC cycles (best of 3 runs after a warm-up); the table gives peer/shardalloc ratios
-//! (above 1: shardalloc is faster).
-//! Under TCG the absolute numbers mean little, the ratios something.
+//! no_std peers — `talc` 5.1 with interrupts off around every call (the interrupt-safe way
+//! to use it in a kernel) and plain, `linked_list_allocator` 0.10, `buddy_system_allocator`
+//! 0.13 — each peer over its own fixed region of memory from the page source, committed
+//! before the bench starts, in the same boot.
+//!
+//! The count is the TSC over each workload: booted with `-icount shift=0,sleep=off`
+//! (`targets/x86_64-qemu/bench.sh`, which adds `icount` to the command line) the TSC counts
+//! guest instructions, so two boots print the same table; under plain TCG it counts
+//! emulated cycles, which overweight what QEMU emulates slowly. The table gives
+//! shardalloc's count per allocator call and, for each peer, peer / shardalloc (above 1:
+//! shardalloc needs fewer). The best of 2 runs after a warm-up run counts.
+//!
+//! Workloads that run on every CPU at once (cross-CPU frees, buffers allocated in an
+//! interrupt handler and freed on another CPU) run on QEMU's single-threaded TCG, whose
+//! vCPUs take turns; every allocator runs under the same turns. A spin-wait (`pause`)
+//! ends a vCPU's turn in QEMU, so waiting for a lock held by a vCPU that is not running
+//! costs the waiter a few instructions per turn, not a whole turn.
 
-use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
+use alloc::vec::Vec;
 use shardalloc::PageSource;
 
 use super::check::{fill, verify, Block};
 use crate::cpu::MAX_CPUS;
 use crate::rng::Rng;
-use crate::{apic, heap, mem, smp};
+use crate::{apic, heap, idt, mem, smp};
 
 type Talc = talc::TalcLock<spinning_top::RawSpinlock, talc::source::Manual>;
 
@@ -24,9 +36,9 @@ static TALC: Talc = Talc::new(talc::source::Manual);
 static BUDDY: buddy_system_allocator::LockedHeap<32> = buddy_system_allocator::LockedHeap::new();
 
 /// A peer made safe against interrupt handlers that allocate, as a kernel must use it
-/// (and as shardalloc's `PerCpuAlloc` is): interrupts off around every call. The plain
-/// peers above take their spin lock only, which deadlocks if an interrupt handler on the
-/// same CPU allocates while the lock is held.
+/// (and as shardalloc's `PerCpuAlloc` is without masking on its fast paths): interrupts
+/// off around every call. The plain peers take their spin lock only, which deadlocks if
+/// an interrupt handler on the same CPU allocates while the lock is held.
 struct IrqSafe<A: 'static>(&'static A);
 
 // SAFETY: forwards to the inner allocator, with interrupts off around each call.
@@ -47,35 +59,53 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for IrqSafe<A> {
 
 static TALC_IRQ: IrqSafe<Talc> = IrqSafe(&TALC);
 
-const NAMES: [&str; 5] = ["shardalloc", "linked_list", "talc", "buddy", "talc+irqoff"];
+const NAMES: [&str; 5] = ["shardalloc", "talc+irqoff", "talc", "linked_list", "buddy"];
 const PEERS: usize = NAMES.len();
+const SHARDALLOC: usize = 0;
+const TALC_IRQOFF: usize = 1;
+const TALC_PLAIN: usize = 2;
+const LINKED: usize = 3;
 
 fn allocator(i: usize) -> &'static dyn GlobalAlloc {
     match i {
-        0 => heap::global(),
-        1 => &LINKED_LIST,
-        2 => &TALC,
-        3 => &BUDDY,
-        _ => &TALC_IRQ,
+        SHARDALLOC => heap::global(),
+        TALC_IRQOFF => &TALC_IRQ,
+        TALC_PLAIN => &TALC,
+        LINKED => &LINKED_LIST,
+        _ => &BUDDY,
     }
 }
 
 /// The allocator the current (multi-CPU) workload runs on.
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
 static SEED: AtomicU64 = AtomicU64::new(0);
+/// Largest block of `mixed`.
 static LARGE: AtomicUsize = AtomicUsize::new(0);
+/// Live objects of `many live objects`.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// Final size of `Vec growth`.
+static VEC_MAX: AtomicUsize = AtomicUsize::new(0);
+/// Slots of `page buffers`.
+static PAGE_SLOTS: AtomicUsize = AtomicUsize::new(0);
+/// Allocator calls of the last multi-CPU workload, summed over the CPUs.
+static MULTI_OPS: AtomicUsize = AtomicUsize::new(0);
 
-/// Timed runs per workload and allocator; the fastest counts.
-const RUNS: usize = 3;
+/// Timed runs per workload and allocator (after a warm-up run); the fewest counts.
+const RUNS: usize = 2;
 
-type Workload = fn(&dyn GlobalAlloc, &mut Rng);
+/// A workload: runs on `a` and returns how many allocator calls it made.
+type Workload = fn(&dyn GlobalAlloc, &mut Rng) -> usize;
 
-const WORKLOADS: [(&str, Workload); 5] = [
-    ("alloc-free pairs", pairs),
-    ("churn (512 live)", churn),
-    ("realloc growth", growth),
-    ("mixed sizes", mixed),
+const WORKLOADS: [(&str, Workload); 9] = [
+    ("alloc-free pairs, 16-256 B", pairs),
+    ("churn, 512 live, 8 B-2 KiB", churn),
+    ("realloc growth 8 B to 16 KiB", growth),
+    ("mixed sizes, content checks", mixed),
+    ("many live objects of 4 sizes (slab)", many_live),
+    ("page buffers 4-64 KiB, page-aligned", page_buffers),
+    ("Vec growth by doubling", vec_growth),
     ("all CPUs, cross-CPU free", |_, _| cross_cpu()),
+    ("IRQ allocates, other CPU frees", |_, _| irq_network()),
 ];
 
 pub fn run(args: &super::Args) {
@@ -88,45 +118,60 @@ pub fn run(args: &super::Args) {
             .min(region / 64),
         Ordering::SeqCst,
     );
+    // ~480 bytes an object on average: a third of the region; fewer without `icount` (the
+    // tests' boots, where linked_list's linear searches would take minutes)
+    LIVE.store(
+        (region / 1440).min(if args.icount { 20_000 } else { 4_000 }),
+        Ordering::SeqCst,
+    );
+    // the largest power of two up to a quarter of the region, at most 8 MiB
+    VEC_MAX.store(
+        (1usize << (usize::BITS - 1 - (region / 4).leading_zeros())).min(if args.icount {
+            8 << 20
+        } else {
+            4 << 20
+        }),
+        Ordering::SeqCst,
+    );
+    // a buffer is 5.75 pages on average, a slot is full half the time: a third of the region
+    PAGE_SLOTS.store((region / (72 << 10)).clamp(8, 128), Ordering::SeqCst);
+    let unit = if args.icount {
+        "instructions"
+    } else {
+        "cycles"
+    };
     println!(
-        "bench: peers get {} KiB each; {} CPUs; largest block {} KiB",
+        "bench: peers get {} KiB each; {} CPUs; largest block {} KiB; {} live objects; Vec to {} KiB; counting {unit}{}",
         region >> 10,
         smp::online(),
-        LARGE.load(Ordering::SeqCst) >> 10
+        LARGE.load(Ordering::SeqCst) >> 10,
+        LIVE.load(Ordering::SeqCst),
+        VEC_MAX.load(Ordering::SeqCst) >> 10,
+        if args.icount { " (-icount: the TSC counts guest instructions)" } else { " (TSC)" }
     );
     if args.verbose {
-        let t0 = apic::rdtsc();
-        for i in 0..100_000u64 {
-            x86_64::instructions::interrupts::without_interrupts(|| core::hint::black_box(i));
-        }
-        let t1 = apic::rdtsc();
-        for i in 0..100_000u64 {
-            core::hint::black_box(crate::cpu::current() as u64 + i);
-        }
-        let t2 = apic::rdtsc();
-        println!(
-            "bench: without_interrupts(): {} cycles; cpu::current(): {} cycles",
-            (t1 - t0) / 100_000,
-            (t2 - t1) / 100_000
-        );
+        calls(args.icount);
     }
-    let mut cycles = [[0u64; PEERS]; WORKLOADS.len()];
+    let mut counts = [[0u64; PEERS]; WORKLOADS.len()];
+    let mut ops = [0usize; WORKLOADS.len()];
     for (w, &(_, f)) in WORKLOADS.iter().enumerate() {
-        for (a, slot) in cycles[w].iter_mut().enumerate() {
+        for (a, slot) in counts[w].iter_mut().enumerate() {
             CURRENT.store(a, Ordering::SeqCst);
-            // A warm-up run first (untimed): the peers' regions are committed up front,
-            // shardalloc commits as it goes; the timed runs start from a warm heap. The
-            // best of RUNS timed runs counts (TCG timing is noisy).
+            // A warm-up run first (uncounted): the peers' regions are committed up front,
+            // shardalloc commits as it goes; the counted runs start from a warm heap.
             f(allocator(a), &mut Rng::new(args.seed ^ w as u64));
             let s0 = mem::SOURCE.stats();
             *slot = u64::MAX;
             for _ in 0..RUNS {
                 let t0 = apic::rdtsc();
-                f(allocator(a), &mut Rng::new(args.seed ^ w as u64));
+                let n = f(allocator(a), &mut Rng::new(args.seed ^ w as u64));
                 *slot = (*slot).min(apic::rdtsc() - t0);
+                if a == SHARDALLOC {
+                    ops[w] = n.max(1);
+                }
             }
             let s1 = mem::SOURCE.stats();
-            if a == 0 && args.verbose {
+            if a == SHARDALLOC && args.verbose {
                 println!(
                     "bench: {}: page source, {RUNS} runs: {} commits, {} decommits, {} TLB shootdowns",
                     WORKLOADS[w].0,
@@ -137,40 +182,115 @@ pub fn run(args: &super::Args) {
             }
         }
     }
-    println!("bench: Mcycles on shardalloc, and peer / shardalloc ratios:");
-    println!(
-        "  {:<28} {:>12} {:>12} {:>12} {:>12} {:>12}",
-        "workload", "shardalloc", NAMES[1], NAMES[2], NAMES[3], NAMES[4]
-    );
-    for (w, &(name, _)) in WORKLOADS.iter().enumerate() {
-        let base = cycles[w][0].max(1);
-        let r = |a: usize| cycles[w][a] as f64 / base as f64;
+    print_table(&counts, &ops, unit);
+}
+
+/// The count of single calls: 1000 allocations of 64 bytes, then their frees, then
+/// 1000 alloc-free pairs, on each allocator (the loop's own count included: a few).
+fn calls(icount: bool) {
+    let mut ptrs = [ptr::null_mut::<u8>(); 1000];
+    let l = layout(64);
+    for a in 0..PEERS {
+        let al = allocator(a);
+        let mut c = [0u64; 3];
+        for _ in 0..2 {
+            // SAFETY: blocks freed once with their layout.
+            unsafe {
+                let t0 = apic::rdtsc();
+                for p in ptrs.iter_mut() {
+                    *p = al.alloc(l);
+                }
+                let t1 = apic::rdtsc();
+                for &p in ptrs.iter() {
+                    al.dealloc(p, l);
+                }
+                let t2 = apic::rdtsc();
+                for _ in 0..1000 {
+                    let p = al.alloc(l);
+                    al.dealloc(core::hint::black_box(p), l);
+                }
+                let t3 = apic::rdtsc();
+                c = [t1 - t0, t2 - t1, t3 - t2];
+            }
+        }
         println!(
-            "  {:<28} {:>12.2} {:>12.2} {:>12.2} {:>12.2} {:>12.2}",
-            name,
-            base as f64 / 1e6,
-            r(1),
-            r(2),
-            r(3),
-            r(4)
+            "bench: {}: {} per alloc {:.1}, per free {:.1}, per pair {:.1}",
+            NAMES[a],
+            if icount { "instructions" } else { "cycles" },
+            c[0] as f64 / 1000.0,
+            c[1] as f64 / 1000.0,
+            c[2] as f64 / 1000.0
         );
     }
+}
+
+fn print_table(counts: &[[u64; PEERS]; WORKLOADS.len()], ops: &[usize], unit: &str) {
+    let ratio = |w: usize, a: usize| counts[w][a] as f64 / counts[w][SHARDALLOC].max(1) as f64;
     let geo = |a: usize| {
         let mut l = 0.0f64;
-        for c in &cycles {
-            l += ln(c[a] as f64 / c[0].max(1) as f64);
+        for w in 0..counts.len() {
+            l += ln(ratio(w, a));
         }
-        exp(l / cycles.len() as f64)
+        exp(l / counts.len() as f64)
     };
-    println!(
-        "  {:<28} {:>12} {:>12.2} {:>12.2} {:>12.2} {:>12.2}",
-        "geometric mean",
-        "",
-        geo(1),
-        geo(2),
-        geo(3),
-        geo(4)
+    println!("bench: table begin");
+    print!("| workload | calls | shardalloc, {unit} per call |");
+    for name in &NAMES[1..] {
+        print!(" {name} |");
+    }
+    println!();
+    print!("|---|---:|---:|");
+    for _ in 1..PEERS {
+        print!("---:|");
+    }
+    println!();
+    for (w, &(name, _)) in WORKLOADS.iter().enumerate() {
+        let per = counts[w][SHARDALLOC] as f64 / ops[w] as f64;
+        print!("| {name} | {} | {per:.1} |", ops[w]);
+        for a in 1..PEERS {
+            print!(" {:.2} |", ratio(w, a));
+        }
+        println!();
+    }
+    print!(
+        "| **geometric mean over the {} workloads** | | |",
+        WORKLOADS.len()
     );
+    for a in 1..PEERS {
+        print!(" **{:.2}** |", geo(a));
+    }
+    println!();
+    println!("bench: table end");
+    // The targets of issue 14 (peer / shardalloc: how many times fewer shardalloc needs).
+    let many = WORKLOADS
+        .iter()
+        .position(|(n, _)| n.starts_with("many live"))
+        .unwrap();
+    let worst = (0..counts.len())
+        .map(|w| (ratio(w, TALC_IRQOFF), WORKLOADS[w].0))
+        .fold((f64::MAX, ""), |a, b| if b.0 < a.0 { b } else { a });
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+    println!("bench: targets begin");
+    for (peer, want) in [(TALC_IRQOFF, 2.0), (TALC_PLAIN, 1.5), (LINKED, 3.0)] {
+        let g = geo(peer);
+        println!(
+            "- geometric mean, {} / shardalloc = {g:.2} (target ≥ {want}): {}",
+            NAMES[peer],
+            met(g >= want)
+        );
+    }
+    let m = ratio(many, LINKED);
+    println!(
+        "- many live objects, linked_list / shardalloc = {m:.2} (target ≥ 10): {}",
+        met(m >= 10.0)
+    );
+    println!(
+        "- lowest talc+irqoff / shardalloc over the workloads = {:.2} ({}) (target ≥ 1): {}",
+        worst.0,
+        worst.1,
+        met(worst.0 >= 1.0)
+    );
+    println!("bench: targets end");
 }
 
 /// Gives each peer its own region from the page source (committed, never freed).
@@ -198,7 +318,7 @@ fn layout(size: usize) -> Layout {
 }
 
 /// 50 000 times: allocate 16..256 bytes, touch, free.
-fn pairs(a: &dyn GlobalAlloc, rng: &mut Rng) {
+fn pairs(a: &dyn GlobalAlloc, rng: &mut Rng) -> usize {
     for _ in 0..50_000 {
         let l = layout(16 + rng.below(241) as usize);
         // SAFETY: non-zero size; freed with its layout.
@@ -209,13 +329,16 @@ fn pairs(a: &dyn GlobalAlloc, rng: &mut Rng) {
             a.dealloc(p, l);
         }
     }
+    100_000
 }
 
 /// 50 000 random alloc/free operations over 512 slots, sizes 8..2048 (mostly small).
-fn churn(a: &dyn GlobalAlloc, rng: &mut Rng) {
+fn churn(a: &dyn GlobalAlloc, rng: &mut Rng) -> usize {
+    let mut ops = 0;
     let mut slots: Vec<(*mut u8, Layout)> = Vec::with_capacity(512);
     slots.resize(512, (ptr::null_mut(), layout(8)));
     for _ in 0..50_000 {
+        ops += 1;
         let i = rng.below(512) as usize;
         let (p, l) = slots[i];
         // SAFETY: a non-null slot holds a live block with its layout.
@@ -234,14 +357,17 @@ fn churn(a: &dyn GlobalAlloc, rng: &mut Rng) {
     }
     for &(p, l) in &slots {
         if !p.is_null() {
+            ops += 1;
             // SAFETY: live block with its layout.
             unsafe { a.dealloc(p, l) };
         }
     }
+    ops
 }
 
 /// 300 buffers grown by realloc from 8 bytes to 16 KiB, 64 live at a time.
-fn growth(a: &dyn GlobalAlloc, _rng: &mut Rng) {
+fn growth(a: &dyn GlobalAlloc, _rng: &mut Rng) -> usize {
+    let mut ops = 0;
     let mut live: Vec<(*mut u8, Layout)> = Vec::with_capacity(64);
     for k in 0..300 {
         let mut l = layout(8);
@@ -253,6 +379,7 @@ fn growth(a: &dyn GlobalAlloc, _rng: &mut Rng) {
             while l.size() < 16 << 10 {
                 let new = l.size() + l.size() / 2 + 8;
                 p = a.realloc(p, l, new);
+                ops += 1;
                 assert!(!p.is_null());
                 assert_eq!(p.read(), k as u8, "realloc lost data");
                 l = layout(new);
@@ -268,11 +395,12 @@ fn growth(a: &dyn GlobalAlloc, _rng: &mut Rng) {
         // SAFETY: live block with its layout.
         unsafe { a.dealloc(p, l) };
     }
+    ops + 600
 }
 
 /// 20 000 random alloc/free/realloc over 256 slots with content checks, sizes up to
 /// `LARGE`.
-fn mixed(a: &dyn GlobalAlloc, rng: &mut Rng) {
+fn mixed(a: &dyn GlobalAlloc, rng: &mut Rng) -> usize {
     let large = LARGE.load(Ordering::SeqCst);
     let mut slots: Vec<Option<Block>> = (0..256).map(|_| None).collect();
     let mut tag = 0;
@@ -317,10 +445,123 @@ fn mixed(a: &dyn GlobalAlloc, rng: &mut Rng) {
             }
         }
     }
+    let mut ops = 20_000;
     for b in slots.into_iter().flatten() {
+        ops += 1;
         // SAFETY: live block with its layout.
         unsafe { a.dealloc(b.ptr, b.layout) };
     }
+    ops
+}
+
+/// A kernel's slab caches: `LIVE` objects of four sizes (inodes, dentries, sockets,
+/// tasks) allocated, then each in turn replaced by a fresh object twice over (in random
+/// order), then all freed.
+fn many_live(a: &dyn GlobalAlloc, rng: &mut Rng) -> usize {
+    const SIZES: [usize; 4] = [64, 192, 640, 1024];
+    let n = LIVE.load(Ordering::SeqCst);
+    let mut objs: Vec<(*mut u8, usize)> = Vec::with_capacity(n);
+    let mut ops = 0;
+    // SAFETY: every block is touched within its size and freed once with its layout.
+    unsafe {
+        for i in 0..n {
+            let size = SIZES[i % 4];
+            let p = a.alloc(layout(size));
+            assert!(
+                !p.is_null(),
+                "bench many-live: {} failed allocation {i} of {n}",
+                NAMES[CURRENT.load(Ordering::SeqCst)]
+            );
+            p.write_volatile(1);
+            objs.push((p, size));
+        }
+        for _ in 0..2 * n {
+            let i = rng.below(n as u64) as usize;
+            let (p, size) = objs[i];
+            a.dealloc(p, layout(size));
+            let size = SIZES[rng.below(4) as usize];
+            let q = a.alloc(layout(size));
+            assert!(!q.is_null(), "bench many-live: alloc failed");
+            q.write_volatile(1);
+            objs[i] = (q, size);
+        }
+        for &(p, size) in &objs {
+            a.dealloc(p, layout(size));
+        }
+        ops += 6 * n;
+    }
+    ops
+}
+
+/// Page-aligned buffers of 1, 2, 4 and 16 pages: 20 000 random alloc/free over
+/// `PAGE_SLOTS` (128 with enough memory) slots, the first word of each page written.
+fn page_buffers(a: &dyn GlobalAlloc, rng: &mut Rng) -> usize {
+    const PAGES: [usize; 4] = [1, 2, 4, 16];
+    let n = PAGE_SLOTS.load(Ordering::SeqCst);
+    let mut slots: Vec<Option<(*mut u8, Layout)>> = (0..n).map(|_| None).collect();
+    let mut ops = 0;
+    for _ in 0..20_000 {
+        let i = rng.below(n as u64) as usize;
+        ops += 1;
+        // SAFETY: every block is touched within its size and freed once with its layout.
+        unsafe {
+            match slots[i].take() {
+                Some((p, l)) => a.dealloc(p, l),
+                None => {
+                    let pages = PAGES[rng.below(4) as usize];
+                    let l = Layout::from_size_align(pages * 4096, 4096).unwrap();
+                    let p = a.alloc(l);
+                    assert!(
+                        !p.is_null(),
+                        "bench page buffers: {} failed to allocate {l:?}",
+                        NAMES[CURRENT.load(Ordering::SeqCst)]
+                    );
+                    for k in 0..pages {
+                        p.add(k * 4096).write_volatile(1);
+                    }
+                    slots[i] = Some((p, l));
+                }
+            }
+        }
+    }
+    for (p, l) in slots.into_iter().flatten() {
+        ops += 1;
+        // SAFETY: live block with its layout.
+        unsafe { a.dealloc(p, l) };
+    }
+    ops
+}
+
+/// A `Vec<u8>` filled to `VEC_MAX` bytes, its capacity doubled by `realloc` from 64 bytes
+/// as Rust's `Vec` does (every new byte written), then dropped; three times.
+fn vec_growth(a: &dyn GlobalAlloc, _rng: &mut Rng) -> usize {
+    let max = VEC_MAX.load(Ordering::SeqCst);
+    let mut ops = 0;
+    for round in 0..3u8 {
+        // SAFETY: the buffer is used within its capacity and freed once with its layout.
+        unsafe {
+            let mut cap = 64;
+            let mut p = a.alloc(layout(cap));
+            assert!(!p.is_null());
+            ptr::write_bytes(p, round, cap);
+            while cap < max {
+                p = a.realloc(p, layout(cap), cap * 2);
+                assert!(
+                    !p.is_null(),
+                    "bench Vec growth: {} failed to grow to {} bytes",
+                    NAMES[CURRENT.load(Ordering::SeqCst)],
+                    cap * 2
+                );
+                assert_eq!(p.add(cap - 1).read(), round, "realloc lost data");
+                ptr::write_bytes(p.add(cap), round, cap);
+                cap *= 2;
+                ops += 1;
+            }
+            a.dealloc(p, layout(cap));
+            ops += 2;
+        }
+    }
+    ops
 }
 
 static MAILBOX: [AtomicPtr<u8>; MAX_CPUS] = [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CPUS];
@@ -331,39 +572,66 @@ static PENDING: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CP
 const MAX_PENDING: usize = 256;
 static DONE: AtomicUsize = AtomicUsize::new(0);
 
+/// Posts block `p` of `size` bytes to `cpu`'s mailbox (word 0 links the next, word 1
+/// holds the size).
+///
+/// # Safety
+/// `p` is a live block of at least 16 bytes, given up to the receiver.
+unsafe fn post(cpu: usize, p: *mut u8, size: usize) {
+    PENDING[cpu].fetch_add(1, Ordering::SeqCst);
+    let to = &MAILBOX[cpu];
+    // SAFETY: the block is ours until the CAS publishes it.
+    unsafe {
+        (p as *mut usize).add(1).write(size);
+        let mut head = to.load(Ordering::Relaxed);
+        loop {
+            (p as *mut *mut u8).write(head);
+            match to.compare_exchange_weak(head, p, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(h) => head = h,
+            }
+        }
+    }
+}
+
+/// Frees every block in `cpu`'s mailbox; returns how many.
+fn drain(a: &dyn GlobalAlloc, cpu: usize) -> usize {
+    let mut p = MAILBOX[cpu].swap(ptr::null_mut(), Ordering::Acquire);
+    let mut taken = 0;
+    while !p.is_null() {
+        taken += 1;
+        // SAFETY: mailbox blocks are live, complete (Release/Acquire), ours once taken;
+        // word 0 links the next, word 1 holds the size.
+        unsafe {
+            let next = (p as *const *mut u8).read();
+            let size = (p as *const usize).add(1).read();
+            a.dealloc(p, layout(size));
+            p = next;
+        }
+    }
+    PENDING[cpu].fetch_sub(taken, Ordering::SeqCst);
+    taken
+}
+
 /// Every CPU at once: allocate 16..1024 bytes, post to the next CPU, which frees them.
-fn cross_cpu() {
+fn cross_cpu() -> usize {
     DONE.store(0, Ordering::SeqCst);
+    MULTI_OPS.store(0, Ordering::SeqCst);
     smp::run_on_all(cross_cpu_worker);
+    MULTI_OPS.load(Ordering::SeqCst)
 }
 
 fn cross_cpu_worker(cpu: usize) {
     let a = allocator(CURRENT.load(Ordering::SeqCst));
     let n = smp::online();
     let next = (cpu + 1) % n;
-    let to = &MAILBOX[next];
     let mut rng = Rng::new(SEED.load(Ordering::SeqCst) ^ 0xB00 ^ cpu as u64);
-    let drain = |a: &dyn GlobalAlloc| {
-        let mut p = MAILBOX[cpu].swap(ptr::null_mut(), Ordering::Acquire);
-        let mut taken = 0;
-        while !p.is_null() {
-            taken += 1;
-            // SAFETY: mailbox blocks are live, complete (Release/Acquire), ours once taken;
-            // word 0 links the next, word 1 holds the size.
-            unsafe {
-                let next = (p as *const *mut u8).read();
-                let size = (p as *const usize).add(1).read();
-                a.dealloc(p, layout(size));
-                p = next;
-            }
-        }
-        PENDING[cpu].fetch_sub(taken, Ordering::SeqCst);
-    };
+    let mut ops = 0;
     for round in 0..400 {
         for _ in 0..32 {
             let size = rng.size(16, 1024);
             while PENDING[next].load(Ordering::SeqCst) > MAX_PENDING {
-                drain(a);
+                ops += drain(a, cpu);
                 core::hint::spin_loop();
             }
             // SAFETY: non-zero size; the block is posted whole, then freed by the receiver.
@@ -374,28 +642,89 @@ fn cross_cpu_worker(cpu: usize) {
                     "bench cross-cpu: {} failed to allocate {size} bytes",
                     NAMES[CURRENT.load(Ordering::SeqCst)]
                 );
-                PENDING[next].fetch_add(1, Ordering::SeqCst);
-                (p as *mut usize).add(1).write(size);
-                let mut head = to.load(Ordering::Relaxed);
-                loop {
-                    (p as *mut *mut u8).write(head);
-                    match to.compare_exchange_weak(head, p, Ordering::Release, Ordering::Relaxed) {
-                        Ok(_) => break,
-                        Err(h) => head = h,
-                    }
-                }
+                ops += 1;
+                post(next, p, size);
             }
         }
         if round % 4 == 3 {
-            drain(a);
+            ops += drain(a, cpu);
         }
     }
     DONE.fetch_add(1, Ordering::SeqCst);
     while DONE.load(Ordering::SeqCst) < n {
-        drain(a);
+        ops += drain(a, cpu);
         core::hint::spin_loop();
     }
-    drain(a);
+    ops += drain(a, cpu);
+    MULTI_OPS.fetch_add(ops, Ordering::SeqCst);
+}
+
+/// Packets of the network-style workload.
+const PACKETS: usize = 20_000;
+/// The interrupt handler's generator (touched only in the handler, on the BSP).
+static IRQ_RNG: AtomicU64 = AtomicU64::new(0);
+
+/// A network card's path: the receive interrupt allocates a buffer (64..1514 bytes) and a
+/// 64-byte descriptor and hands both to a task on another CPU, which frees them. The BSP's
+/// main flow raises the interrupt (a self-IPI) `PACKETS` times; the other CPUs drain
+/// (with one CPU, the BSP drains between interrupts).
+fn irq_network() -> usize {
+    DONE.store(0, Ordering::SeqCst);
+    MULTI_OPS.store(0, Ordering::SeqCst);
+    IRQ_RNG.store(SEED.load(Ordering::SeqCst) ^ 0x4E7, Ordering::SeqCst);
+    idt::set_soft_hook(idt::VEC_SOFT, Some(on_packet));
+    smp::run_on_all(irq_network_worker);
+    idt::set_soft_hook(idt::VEC_SOFT, None);
+    MULTI_OPS.load(Ordering::SeqCst) + 4 * PACKETS
+}
+
+/// The receive interrupt (on the BSP).
+fn on_packet() {
+    let a = allocator(CURRENT.load(Ordering::Relaxed));
+    let to = if smp::online() > 1 { 1 } else { 0 };
+    let mut rng = Rng::new(IRQ_RNG.fetch_add(1, Ordering::Relaxed));
+    let size = 64 + rng.below(1451) as usize;
+    // SAFETY: non-zero sizes; the blocks are posted whole and freed by the receiver.
+    unsafe {
+        let buf = a.alloc(layout(size));
+        let desc = a.alloc(layout(64));
+        assert!(
+            !buf.is_null() && !desc.is_null(),
+            "bench irq: allocation failed"
+        );
+        buf.add(size - 1).write_volatile(1);
+        post(to, buf, size);
+        post(to, desc, 64);
+    }
+}
+
+fn irq_network_worker(cpu: usize) {
+    let a = allocator(CURRENT.load(Ordering::SeqCst));
+    let n = smp::online();
+    if cpu == 0 {
+        for _ in 0..PACKETS {
+            let to = if n > 1 { 1 } else { 0 };
+            while PENDING[to].load(Ordering::SeqCst) > MAX_PENDING {
+                if n == 1 {
+                    drain(a, 0);
+                }
+                core::hint::spin_loop();
+            }
+            apic::send_self(idt::VEC_SOFT);
+        }
+        DONE.store(1, Ordering::SeqCst);
+        drain(a, 0);
+    } else {
+        while DONE.load(Ordering::SeqCst) == 0 {
+            if cpu == 1 {
+                drain(a, 1);
+            }
+            core::hint::spin_loop();
+        }
+        if cpu == 1 {
+            drain(a, 1);
+        }
+    }
 }
 
 /// ln(x) for x > 0, good to ~1e-10 (no libm here): x = m·2^e, ln m by atanh series.

@@ -6,6 +6,7 @@ use crate::apic;
 mod bench;
 mod check;
 mod irq;
+mod nest;
 mod oom;
 mod smoke;
 mod smp;
@@ -20,6 +21,8 @@ pub struct Args<'a> {
     pub tsc_per_us: u64,
     /// `verbose`: print more detail.
     pub verbose: bool,
+    /// `icount`: QEMU runs with `-icount`, so the TSC counts instructions (for labels).
+    pub icount: bool,
     /// `overlap=MS`: how long to look for CPUs that run at the same time at boot, at most
     /// (default 20 ms; the search ends as soon as they do).
     pub overlap_ms: u64,
@@ -33,6 +36,7 @@ impl<'a> Args<'a> {
             seed: 1,
             tsc_per_us,
             verbose: false,
+            icount: false,
             overlap_ms: 20,
         };
         for word in cmdline.split_ascii_whitespace() {
@@ -40,6 +44,8 @@ impl<'a> Args<'a> {
                 a.run = v;
             } else if word == "verbose" {
                 a.verbose = true;
+            } else if word == "icount" {
+                a.icount = true;
             } else if let Some(v) = word.strip_prefix("overlap=") {
                 a.overlap_ms = v.parse().unwrap_or_else(|_| panic!("bad overlap {v:?}"));
             } else if let Some(v) = word.strip_prefix("seed=") {
@@ -58,6 +64,7 @@ const ALL: &[(&str, Scenario)] = &[
     ("smp", smp::run),
     ("irq", irq::run),
     ("xirq", xirq::run),
+    ("nest", nest::run),
     ("oom", oom::run),
     ("bench", bench::run),
 ];

@@ -7,6 +7,14 @@ use alloc::vec::Vec;
 use core::alloc::Layout;
 
 pub fn run(_args: &super::Args) {
+    // README's set-up for a blog_os-style kernel, as a second allocator (boot/src/adopt.rs)
+    let st = crate::adopt::check();
+    println!(
+        "smoke: README's OffsetPageTable set-up: {} pages mapped, {} commits, {} regions live",
+        st.mapped_pages, st.commits, st.regions
+    );
+    assert!(st.commits > 0, "smoke: the example's source mapped nothing");
+
     let b = Box::new(0x1234_5678u64);
     assert_eq!(*b, 0x1234_5678);
     drop(b);
