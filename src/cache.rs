@@ -106,24 +106,25 @@ impl Lists {
         c
     }
 
-    /// The smallest region of `min..=max` bytes in the list of one stage (the newest of
-    /// equal ones).
-    fn best_fit(&self, purged: bool, min: usize, max: usize) -> *mut Node {
+    /// The smallest region of `min..=max` bytes in the list of one stage (the largest with
+    /// `largest`), the newest of equal ones.
+    fn best_fit(&self, purged: bool, min: usize, max: usize, largest: bool) -> *mut Node {
         let first = if purged {
             self.purged.first
         } else {
             self.resident.first
         };
         let mut best: *mut Node = ptr::null_mut();
-        let mut best_size = usize::MAX;
+        let mut best_size = 0;
         let mut n = first;
         while !n.is_null() {
             // SAFETY: `n` is a member of the list (walked from its first), live.
             let (size, next) = unsafe { ((*n).cached.size, List::<Node, Stage>::next(n)) };
-            if size >= min && size <= max && size < best_size {
+            let better = best.is_null() || (size > best_size) == largest;
+            if size >= min && size <= max && better && size != best_size {
                 best = n;
                 best_size = size;
-                if size == min {
+                if size == if largest { max } else { min } {
                     break; // nothing fits better
                 }
             }
@@ -162,15 +163,16 @@ impl RegionCache {
         self.len.load(Ordering::Relaxed) == 0
     }
 
-    /// Takes the smallest cached region of `min..=max` bytes, a resident one if one fits.
-    pub(crate) fn take(&self, min: usize, max: usize) -> Option<Cached> {
+    /// Takes the smallest cached region of `min..=max` bytes (the largest with `largest`), a
+    /// resident one if one fits.
+    pub(crate) fn take(&self, min: usize, max: usize, largest: bool) -> Option<Cached> {
         if self.is_empty() {
             return None;
         }
         let mut c = self.inner.lock();
-        let mut n = c.best_fit(false, min, max);
+        let mut n = c.best_fit(false, min, max, largest);
         if n.is_null() {
-            n = c.best_fit(true, min, max);
+            n = c.best_fit(true, min, max, largest);
         }
         if n.is_null() {
             return None;

@@ -266,7 +266,13 @@ impl Os {
     /// last advised for large OS pages. It stays counted as reserved, and counts as
     /// committed in full from now on.
     pub(crate) fn cache_take(&self, min: usize, max: usize) -> Option<(Region, bool)> {
-        let c = self.cache.take(min, max)?;
+        self.cache_take_ex(min, max, false)
+    }
+
+    /// [`cache_take`](Os::cache_take) of the smallest fitting region, or the largest with
+    /// `largest`.
+    fn cache_take_ex(&self, min: usize, max: usize, largest: bool) -> Option<(Region, bool)> {
+        let c = self.cache.take(min, max, largest)?;
         if c.purged {
             // purged too early: it was needed again (and now faults back in)
             let m = self.cache_mult.load(Ordering::Relaxed);
@@ -282,6 +288,57 @@ impl Os {
             zeroed: false,
         };
         Some((region, c.large))
+    }
+
+    /// A cached region of at least `size` bytes (aligned to `align`) for a huge block: the
+    /// smallest one of `size..=size * 3 / 2` bytes, whole; else, with the source's `remap`,
+    /// the smallest larger one shrunk in place, or the largest one of at least half the
+    /// size grown (in place, or moved: its pages move, nothing is copied and nothing faults
+    /// in again). Resized regions get `size` rounded up to `grain` (a large OS page, so that
+    /// resizing does not split one). A program that replaces huge blocks of varying sizes
+    /// then reuses their memory instead of mapping and faulting in every block, and the
+    /// cache does not fill up with regions that fit no request.
+    ///
+    /// # Safety
+    /// `size` and `grain` are non-zero multiples of the allocation granularity, `align` a
+    /// power of two at least the page size that cached regions are aligned to.
+    pub(crate) unsafe fn cache_take_resized(
+        &self,
+        size: usize,
+        align: usize,
+        grain: usize,
+    ) -> Option<(Region, bool)> {
+        if self.cache.is_empty() {
+            return None;
+        }
+        let fit = size.saturating_add(size / 2);
+        if let Some(r) = self.cache_take_ex(size, fit, false) {
+            return Some(r);
+        }
+        let target = size.div_ceil(grain).saturating_mul(grain);
+        if let Some((r, large)) = self.cache_take_ex(fit, usize::MAX, false) {
+            // SAFETY: `r` is a whole committed region from `alloc` (taken out of the cache,
+            // counted committed in full), ours alone; `target` is a multiple of the
+            // granularity and `align` as the caller says.
+            match unsafe { self.remap(r.ptr, r.size, r.size, target, align) } {
+                Some(shrunk) => return Some((shrunk, large)),
+                None => {
+                    // SAFETY: taken out of the cache just above, unused.
+                    unsafe { self.cache_put(r.ptr, r.size, r.size, large) };
+                    return None;
+                }
+            }
+        }
+        let (r, large) = self.cache_take_ex(size / 2, size - 1, true)?;
+        // SAFETY: as above.
+        match unsafe { self.remap(r.ptr, r.size, r.size, target, align) } {
+            Some(grown) => Some((grown, large)),
+            None => {
+                // SAFETY: taken out of the cache just above, unused.
+                unsafe { self.cache_put(r.ptr, r.size, r.size, large) };
+                None
+            }
+        }
     }
 
     /// Keeps an unused region for reuse: resident for ten purge delays, then purged and

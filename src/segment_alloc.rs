@@ -23,6 +23,10 @@ use crate::sync::AtomicUsize;
 /// a cached region is memory that other segments cannot get.)
 const CACHE_SIZE_MAX: usize = 16 * SEGMENT_SIZE;
 const CACHE_SEGMENTS: bool = !cfg!(feature = "small");
+/// The large OS page (transparent huge page) of x86_64 and of aarch64 with 4 KiB pages:
+/// cached regions of huge blocks are resized to multiples of it, so that a resize does not
+/// split one (a split page faults in again 4 KiB at a time).
+const LARGE_OS_PAGE: usize = 2 << 20;
 
 /// Allocates a segment for `ctx`'s owner. For huge segments, `huge_size` is the block
 /// size and `huge_align` its alignment. Null when out of memory.
@@ -99,12 +103,14 @@ fn segment_alloc_sized(
     let commit_all = !cfg.has_reserve || kind == SegmentKind::Huge;
     // a recently emptied segment region, still resident (sources without reserve)
     let cached = if !cfg.has_reserve && front == 0 {
-        let max = if kind == SegmentKind::Huge {
-            region_size + region_size / 2
+        if kind == SegmentKind::Huge {
+            // SAFETY: `region_size` is a non-zero multiple of the allocation granularity
+            // (rounded up above), and so is a large OS page; `region_align` is
+            // `SEGMENT_SIZE`, as every cached region is aligned.
+            unsafe { os.cache_take_resized(region_size, region_align, LARGE_OS_PAGE) }
         } else {
-            region_size
-        };
-        os.cache_take(region_size, max)
+            os.cache_take(region_size, region_size)
+        }
     } else {
         None
     };
