@@ -64,12 +64,15 @@ fn replaced_huge_blocks_reuse_their_regions() {
         st.reserved.peak >> 20,
         live >> 20
     );
-    // the blocks' memory comes from the regions of the blocks they replace...
+    // the blocks' memory comes from the regions of the blocks they replace (what is mapped
+    // is the growth of regions, measured 0.10-0.14 of the bytes allocated; each block was
+    // a mapping of its own before regions were cached: 1.0)...
+    let allocated = st.allocated.total - before.allocated.total;
     assert!(
-        mapped <= 3 * live,
-        "seed {seed}: mapped {} MiB over the run for {} MiB live",
+        mapped <= allocated / 4,
+        "seed {seed}: mapped {} MiB over the run for {} MiB allocated",
         mapped >> 20,
-        live >> 20
+        allocated >> 20
     );
     // ...and the cache holds no pile of regions that fit nothing (what is reserved beyond
     // the live blocks: the region of the block just freed, and sizes rounded up to large
