@@ -173,7 +173,12 @@ unsafe fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
 /// `align` is a power of two.
 #[inline(always)]
 pub unsafe fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
-    if align <= crate::size_class::WORD && size <= crate::size_class::SMALL_SIZE_MAX {
+    use crate::size_class::{MAX_ALIGN_SIZE, SMALL_SIZE_MAX, WORD};
+    // Blocks are word-aligned, and aligned to `MAX_ALIGN_SIZE` when their size is a multiple
+    // of it: 16-byte alignment (hashbrown's tables, `u128`) takes the fast path too.
+    let aligned =
+        align <= WORD || (align <= MAX_ALIGN_SIZE && size & (align - 1) == 0 && size >= align);
+    if aligned && size <= SMALL_SIZE_MAX {
         // SAFETY: the default heap belongs to this thread (or is the empty heap); `size` is
         // small.
         let p = unsafe { crate::alloc::malloc_small_fast(default_heap(), size, zero) };
@@ -193,7 +198,10 @@ pub unsafe fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
 /// `align` is a power of two.
 #[inline(never)]
 unsafe fn alloc_miss(size: usize, align: usize, zero: bool) -> *mut u8 {
-    if align <= crate::size_class::WORD && size <= crate::size_class::SMALL_SIZE_MAX {
+    use crate::size_class::{MAX_ALIGN_SIZE, SMALL_SIZE_MAX, WORD};
+    let aligned =
+        align <= WORD || (align <= MAX_ALIGN_SIZE && size & (align - 1) == 0 && size >= align);
+    if aligned && size <= SMALL_SIZE_MAX {
         let heap = default_heap();
         // SAFETY: the default heap is live (or the static empty heap): readable.
         if unsafe { (*heap).is_initialized() } {
