@@ -30,7 +30,7 @@ case " $* " in
             2>>target/shardalloc-build.log; then
             cp ../target/release/libshardalloc.so target/c/libshardalloc.so
         fi
-        msys=$(cargo metadata --format-version 1 --offline 2>/dev/null |
+        msys=$(cargo metadata --format-version 1 --filter-platform x86_64-unknown-linux-gnu 2>/dev/null |
             python3 -c 'import json, sys; print(next(p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"] == "libmimalloc-sys"))')
         for v in v3 v2; do
             src=$(dirname "$msys")/c_src/mimalloc/$v
