@@ -262,15 +262,9 @@ impl Os {
         unsafe { self.source.advise_large_pages(ptr, size, large) }
     }
 
-    /// A cached region of `min..=max` bytes (sources without reserve), and whether it was
-    /// last advised for large OS pages. It stays counted as reserved, and counts as
-    /// committed in full from now on.
-    pub(crate) fn cache_take(&self, min: usize, max: usize) -> Option<(Region, bool)> {
-        self.cache_take_ex(min, max, false)
-    }
-
-    /// [`cache_take`](Os::cache_take) of the smallest fitting region, or the largest with
-    /// `largest`.
+    /// A cached region of `min..=max` bytes (sources without reserve), the smallest (the
+    /// largest with `largest`), and whether it was last advised for large OS pages. It
+    /// stays counted as reserved, and counts as committed in full from now on.
     fn cache_take_ex(&self, min: usize, max: usize, largest: bool) -> Option<(Region, bool)> {
         let c = self.cache.take(min, max, largest)?;
         if c.purged {
@@ -307,16 +301,21 @@ impl Os {
         size: usize,
         align: usize,
         grain: usize,
+        exact: bool,
     ) -> Option<(Region, bool)> {
         if self.cache.is_empty() {
             return None;
         }
-        let fit = size.saturating_add(size / 2);
+        let fit = if exact {
+            size
+        } else {
+            size.saturating_add(size / 2)
+        };
         if let Some(r) = self.cache_take_ex(size, fit, false) {
             return Some(r);
         }
         let target = size.div_ceil(grain).saturating_mul(grain);
-        if let Some((r, large)) = self.cache_take_ex(fit, usize::MAX, false) {
+        if let Some((r, large)) = self.cache_take_ex(fit + 1, usize::MAX, false) {
             // SAFETY: `r` is a whole committed region from `alloc` (taken out of the cache,
             // counted committed in full), ours alone; `target` is a multiple of the
             // granularity and `align` as the caller says.
@@ -368,6 +367,34 @@ impl Os {
         unsafe { self.cache.put(entry) };
     }
 
+    /// Purges a region taken out of the cache's resident stage (all but its first OS page,
+    /// which holds the node) and puts it back as purged; gives it back to the source when
+    /// purged memory would need a recommit.
+    ///
+    /// # Safety
+    /// `e` was taken out of the cache, resident.
+    unsafe fn cache_purge(&self, mut e: Cached, now: u64) {
+        let keep = self.page_size();
+        if e.size > keep {
+            // SAFETY: taken out of the cache, so ours alone and unused; the range after its
+            // first page lies inside the region, page aligned and sized.
+            let needs_recommit =
+                unsafe { self.decommit(NonNull::new_unchecked(e.ptr.add(keep)), e.size - keep) };
+            if needs_recommit {
+                // no longer usable as it is (the cache serves committed memory)
+                e.committed -= e.size - keep;
+                // SAFETY: taken out of the cache, so ours alone and unused.
+                unsafe { self.free_cached(e) };
+                return;
+            }
+        }
+        e.purged = true;
+        e.expire = now.saturating_add(self.cache_delay(true));
+        // SAFETY: taken out of the cache, so ours alone and unused; its first page was kept
+        // committed.
+        unsafe { self.cache.put(e) };
+    }
+
     /// How long a region stays in the cache's resident stage or, once purged, in its purged
     /// stage ([`CACHE_MULT_MAX`] purge delays), in domain time.
     ///
@@ -396,29 +423,10 @@ impl Os {
             return; // the common case, without touching the lock
         }
         let now = self.now();
-        while let Some((mut e, due)) = self.cache.take_due(now, force) {
+        while let Some((e, due)) = self.cache.take_due(now, force) {
             if due == Due::Purge {
-                // keep the first OS page: it holds the cache's node
-                let keep = self.page_size();
-                if e.size > keep {
-                    // SAFETY: taken out of the cache, so ours alone and unused; the range
-                    // after its first page lies inside the region, page aligned and sized.
-                    let needs_recommit = unsafe {
-                        self.decommit(NonNull::new_unchecked(e.ptr.add(keep)), e.size - keep)
-                    };
-                    if needs_recommit {
-                        // no longer usable as it is (the cache serves committed memory)
-                        e.committed -= e.size - keep;
-                        // SAFETY: taken out of the cache, so ours alone and unused.
-                        unsafe { self.free_cached(e) };
-                        continue;
-                    }
-                }
-                e.purged = true;
-                e.expire = now.saturating_add(self.cache_delay(true));
-                // SAFETY: taken out of the cache, so ours alone and unused; its first page
-                // was kept committed.
-                unsafe { self.cache.put(e) };
+                // SAFETY: taken out of the cache, resident.
+                unsafe { self.cache_purge(e, now) };
                 continue;
             }
             if !force {

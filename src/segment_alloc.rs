@@ -102,14 +102,20 @@ fn segment_alloc_sized(
     // huge ones are needed whole at once.
     let commit_all = !cfg.has_reserve || kind == SegmentKind::Huge;
     // a recently emptied segment region, still resident (sources without reserve)
+    // (any cached region may serve, resized: a huge block's region becomes a segment of
+    // small pages and the other way round, so that the cache holds no region that fits no
+    // request; a huge block also takes a region up to half as large again, whole)
     let cached = if !cfg.has_reserve && front == 0 {
-        if kind == SegmentKind::Huge {
-            // SAFETY: `region_size` is a non-zero multiple of the allocation granularity
-            // (rounded up above), and so is a large OS page; `region_align` is
-            // `SEGMENT_SIZE`, as every cached region is aligned.
-            unsafe { os.cache_take_resized(region_size, region_align, LARGE_OS_PAGE) }
-        } else {
-            os.cache_take(region_size, region_size)
+        // SAFETY: `region_size` is a non-zero multiple of the allocation granularity
+        // (rounded up above), and so is a large OS page; `region_align` is `SEGMENT_SIZE`,
+        // as every cached region is aligned.
+        unsafe {
+            os.cache_take_resized(
+                region_size,
+                region_align,
+                LARGE_OS_PAGE,
+                kind != SegmentKind::Huge,
+            )
         }
     } else {
         None
