@@ -4,7 +4,7 @@
 
     benches/wine.sh [--quick] [--reps N] [--workload a,b]
 
-wine.sh builds bench-shardalloc.exe, bench-system.exe and bench-mimalloc.exe for
+wine.sh builds bench-shardalloc.exe, bench-system.exe and bench-mimalloc-v3.exe for
 x86_64-pc-windows-gnu; this script runs every workload with each allocator in turn (order
 rotated per repetition), takes the median time and peak resident set (`wait4` of the Wine
 process, which holds the Windows program), checks that every allocator read back the same
@@ -26,9 +26,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 EXE_DIR = os.path.join(HERE, "target", "x86_64-pc-windows-gnu", "release")
 RUNNER = os.path.join(ROOT, "scripts", "wine-runner.sh")
-ALLOCS = ["shardalloc", "system", "mimalloc"]
+ALLOCS = ["shardalloc", "system", "mimalloc-v3"]
 PEERS = ALLOCS[1:]
-NAMES = {"system": "Windows heap", "mimalloc": "C mimalloc"}
+NAMES = {"system": "Windows heap", "mimalloc-v3": "C mimalloc v3"}
 TIMEOUT = 300
 
 
@@ -170,7 +170,7 @@ def main():
     lines.append("Peak RSS includes Wine's own memory: a process that allocates nothing (`--list`) "
                  f"peaks at {fmt_mib(base_rss['shardalloc'])} with shardalloc, "
                  f"{fmt_mib(base_rss['system'])} with the Windows heap and "
-                 f"{fmt_mib(base_rss['mimalloc'])} with C mimalloc.")
+                 f"{fmt_mib(base_rss['mimalloc-v3'])} with C mimalloc v3.")
     lines.append("<!-- readme:end -->")
 
     # check values: the same for every allocator except where thread timing decides which

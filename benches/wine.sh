@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS
 cargo build --release --quiet --target x86_64-pc-windows-gnu --features shardalloc \
-    --bin bench-shardalloc --bin bench-system --bin bench-mimalloc
+    --bin bench-shardalloc --bin bench-system --bin bench-mimalloc-v3
 exec python3 wine.py "$@"

@@ -56,21 +56,56 @@ pub(crate) unsafe fn malloc_small(heap: *mut RawHeap, size: usize, zero: bool) -
     let page = unsafe { (*heap).pages_direct[wsize_from_size(size)] };
     // SAFETY: as above, the page is readable.
     if unsafe { (*page).free.is_null() } {
-        // Small geometry: a page holds few blocks (512 bytes of them), so its `free` list
-        // runs out every few allocations; taking the owner's frees back in place costs a
-        // few instructions where the generic path costs hundreds. (The generic path still
-        // runs when both lists are empty; the embedded heap has no remote frees to collect.)
-        #[cfg(feature = "small")]
-        // SAFETY: a page of the caller's heap, or the empty page, which is only read (its
-        // lists are both null); a page with own frees is the owner's to change, and after
-        // the move its `free` list holds blocks of `size`'s class.
-        unsafe {
-            if !(*page).local_free.is_null() && (*page).take_local_free() {
-                return page_pop(page, size, zero);
-            }
+        // SAFETY: forwarding the caller's heap; `size` is small and its page has no free
+        // block.
+        return unsafe { malloc_small_miss(heap, size, zero) };
+    }
+    // SAFETY: a page of the caller's heap with a free block of its size class, which
+    // holds `size` bytes (the table maps `size` to that class).
+    unsafe { page_pop(page, size, zero) }
+}
+
+/// [`malloc_small`] when the direct table's page has no block on its `free` list.
+///
+/// # Safety
+/// `heap` is the calling thread's heap (or the empty heap); `size <= SMALL_SIZE_MAX`.
+#[inline(always)]
+pub(crate) unsafe fn malloc_small_miss(heap: *mut RawHeap, size: usize, zero: bool) -> *mut u8 {
+    // Small geometry: a page holds few blocks (512 bytes of them), so its `free` list runs
+    // out every few allocations; taking the owner's frees back in place costs a few
+    // instructions where the generic path costs hundreds. (The generic path still runs when
+    // both lists are empty; the embedded heap has no remote frees to collect.)
+    #[cfg(feature = "small")]
+    // SAFETY: the heap is the caller's (or the never-written empty heap); its direct-table
+    // entry is a live page of it, or the empty page, which is only read (its lists are both
+    // null); a page with own frees is the owner's to change, and after the move its `free`
+    // list holds blocks of `size`'s class.
+    unsafe {
+        let page = (*heap).pages_direct[wsize_from_size(size)];
+        if !(*page).local_free.is_null() && (*page).take_local_free() {
+            return page_pop(page, size, zero);
         }
-        // SAFETY: forwarding the caller's heap.
-        return unsafe { malloc_generic(heap, size, zero, 0) };
+    }
+    // SAFETY: forwarding the caller's heap.
+    unsafe { malloc_generic(heap, size, zero, 0) }
+}
+
+/// The fast path alone: a block of `size <= SMALL_SIZE_MAX` bytes from the direct table's
+/// page when that page has one on its `free` list, else null (the caller then takes the
+/// full path, [`malloc`]). For entry points that tail-call one out-of-line function on a
+/// miss, so that the fast path saves no registers and sets up no frame.
+///
+/// # Safety
+/// `heap` is the calling thread's heap (or the empty heap).
+#[inline(always)]
+pub(crate) unsafe fn malloc_small_fast(heap: *mut RawHeap, size: usize, zero: bool) -> *mut u8 {
+    debug_assert!(size <= SMALL_SIZE_MAX);
+    // SAFETY: the heap is the caller's (or the never-written empty heap); its direct-table
+    // entry is a live page of it, or the empty page, whose `free` is null.
+    let page = unsafe { (*heap).pages_direct[wsize_from_size(size)] };
+    // SAFETY: as above, the page is readable.
+    if unsafe { (*page).free.is_null() } {
+        return ptr::null_mut();
     }
     // SAFETY: a page of the caller's heap with a free block of its size class, which
     // holds `size` bytes (the table maps `size` to that class).
@@ -143,7 +178,6 @@ pub(crate) unsafe fn malloc_generic(
     let heartbeat = tld.heartbeat;
     os.tick();
     heap_delayed_free_partial(heap);
-    heap_collect_retired(heap, false);
     if heartbeat % 16 == 0 {
         // SAFETY: as above (no other reference to the context is alive here).
         segment::segments_purge(unsafe { &mut (*heap.tld()).segments }, false);
@@ -196,6 +230,10 @@ fn find_free_page(heap: OwnedHeap, bin: usize) -> *mut Page {
         page = queue_page_with_room(heap, bin);
     }
     if page.is_null() {
+        // before taking a fresh page, free retired pages whose time ran out (retirement
+        // counts these events, as mimalloc's: a page alone in its size class, emptied
+        // and refilled in a loop, stays while no other size class needs a page)
+        heap_collect_retired(heap, false);
         page = page_fresh(heap, bin_size(bin), None);
         if page.is_null() {
             return page;

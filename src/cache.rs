@@ -1,77 +1,160 @@
-//! The segment-region cache: regions of segments that emptied, kept a short while so that
-//! the next segment reuses them without a call to the source and without faulting fresh
-//! memory in.
+//! The segment-region cache: regions of segments that emptied, kept so that the next
+//! segment reuses them without a call to the source and without faulting fresh memory in,
+//! as mimalloc keeps freed segments in its arenas.
 //!
-//! Only sources without reserve use it (their memory is always committed, so a cached
-//! region can serve any new segment). This module is the data structure alone; [`Os`]
-//! decides what goes in, and gives what comes out back to the source.
+//! A cached region goes through two stages (as an arena's free memory in mimalloc):
+//! - **resident**: as the segment left it, for a short while (ten purge delays); a new
+//!   segment that takes it touches memory that is already there;
+//! - **purged**: then its memory is purged (all but its first OS page, which holds its
+//!   bookkeeping) and the region stays mapped a while longer (a hundred purge delays),
+//!   so that threads that come and go still reuse its address space without mapping calls;
+//!   then it goes back to the source.
+//!
+//! There is no bound on the number of regions: time bounds them, so that what is cached
+//! follows what the program recently held (a program whose threads all exit at once and
+//! are replaced finds all their segments here). The bookkeeping of a region lives in the
+//! region itself (a [`Node`] at its start), so the cache costs no memory of its own.
+//!
+//! Only sources without reserve use it (their memory is always committed and writable, so
+//! a cached region can hold its node and serve any new segment). This module is the data
+//! structure alone; [`Os`] decides what goes in, purges, and gives what comes out back to
+//! the source, always outside the cache's lock.
 //!
 //! [`Os`]: crate::os::Os
 
-use crate::sync::{AtomicUsize, Ordering};
+use crate::list::{Linked, Links, List};
+use crate::sync::{AtomicI64, AtomicUsize, Ordering};
 use core::ptr;
 
-/// A segment region kept for reuse.
-#[derive(Clone, Copy)]
+/// A cached region, as handed in and out.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Cached {
     pub ptr: *mut u8,
     pub size: usize,
     /// Bytes of it counted in the `committed` statistic.
     pub committed: usize,
-    /// Domain time after which it goes back to the source.
+    /// Domain time at which it moves on to the next stage.
     pub expire: u64,
+    /// Its memory (but the first OS page) was purged.
+    pub purged: bool,
+    /// The region was last advised for large OS pages (it held a huge block).
+    pub large: bool,
 }
 
-const EMPTY: Cached = Cached {
-    ptr: ptr::null_mut(),
-    size: 0,
-    committed: 0,
-    expire: 0,
-};
+/// The bookkeeping of a cached region, written at its start.
+///
+/// Invariant: `cached.ptr` is the node's own address, and the node is in the cache's list
+/// of its stage (`resident` or `purged`, as `cached.purged` says).
+struct Node {
+    links: Links<Node>,
+    cached: Cached,
+}
 
-/// Most regions cached.
-const CACHE_MAX: usize = 16;
-/// Most bytes cached (the cache keeps memory resident for a while).
-const CACHE_BYTES_MAX: usize = 64 << 20;
+/// The kind of the cache's lists (a node is in one of them at a time).
+struct Stage;
 
-/// Invariants: `entries[..len]` are the cached regions, `bytes` is the sum of their sizes
-/// and at most `CACHE_BYTES_MAX`.
-struct Entries {
-    entries: [Cached; CACHE_MAX],
-    len: usize,
-    bytes: usize,
+// SAFETY: `links` returns the node's one `links` field, the only kind of list a node is in.
+unsafe impl Linked<Stage> for Node {
+    unsafe fn links(node: *mut Self) -> *mut Links<Self> {
+        // SAFETY: `node` is live (the caller's contract); no reference is made.
+        unsafe { ptr::addr_of_mut!((*node).links) }
+    }
+}
+
+/// What the caller must do with a region that `take_due` handed out.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Due {
+    /// Purge its memory (but the first OS page), then `put` it back as purged.
+    Purge,
+    /// Give it back to the source.
+    Free,
+}
+
+/// Invariants: `resident` and `purged` hold the cached regions of each stage, newest
+/// first; `bytes[0]`/`bytes[1]` are the sums of their sizes, `count` their number.
+struct Lists {
+    resident: List<Node, Stage>,
+    purged: List<Node, Stage>,
+    bytes: [usize; 2],
+    count: usize,
 }
 
 // SAFETY: the cached regions are owned by the cache alone and only touched under its lock.
-unsafe impl Send for Entries {}
+unsafe impl Send for Lists {}
 
-impl Entries {
-    /// Takes entry `i` out (the last entry moves into its place).
-    fn remove(&mut self, i: usize) -> Cached {
-        let e = self.entries[i];
-        self.len -= 1;
-        self.entries[i] = self.entries[self.len];
-        self.bytes -= e.size;
-        e
+impl Lists {
+    fn list(&mut self, purged: bool) -> &mut List<Node, Stage> {
+        if purged {
+            &mut self.purged
+        } else {
+            &mut self.resident
+        }
+    }
+
+    /// Takes `node` out of its list.
+    ///
+    /// # Safety
+    /// `node` is a member of the cache.
+    unsafe fn remove(&mut self, node: *mut Node) -> Cached {
+        // SAFETY: members are live nodes at the start of cached regions, touched only
+        // under the cache's lock (held: `&mut self`).
+        let c = unsafe { (*node).cached };
+        // SAFETY: `node` is a member of the list of its stage (the `Node` invariant).
+        unsafe { self.list(c.purged).remove(node) };
+        self.bytes[c.purged as usize] -= c.size;
+        self.count -= 1;
+        c
+    }
+
+    /// The smallest region of `min..=max` bytes in the list of one stage (the largest with
+    /// `largest`), the newest of equal ones.
+    fn best_fit(&self, purged: bool, min: usize, max: usize, largest: bool) -> *mut Node {
+        let first = if purged {
+            self.purged.first
+        } else {
+            self.resident.first
+        };
+        let mut best: *mut Node = ptr::null_mut();
+        let mut best_size = 0;
+        let mut n = first;
+        while !n.is_null() {
+            // SAFETY: `n` is a member of the list (walked from its first), live.
+            let (size, next) = unsafe { ((*n).cached.size, List::<Node, Stage>::next(n)) };
+            let better = best.is_null() || (size > best_size) == largest;
+            if size >= min && size <= max && better && size != best_size {
+                best = n;
+                best_size = size;
+                if size == if largest { max } else { min } {
+                    break; // nothing fits better
+                }
+            }
+            n = next;
+        }
+        best
     }
 }
 
 /// See the module documentation.
 pub(crate) struct RegionCache {
-    inner: spin::Mutex<Entries>,
-    /// `inner.len`, readable without the lock (the common case is an empty cache).
+    inner: spin::Mutex<Lists>,
+    /// `inner.count`, readable without the lock (the common case is an empty cache).
     len: AtomicUsize,
+    /// No region is due before this domain time (`i64::MAX` when empty); read without the
+    /// lock, so that a collection with nothing due does not take it.
+    next_due: AtomicI64,
 }
 
 impl RegionCache {
     pub(crate) const fn new() -> Self {
         RegionCache {
-            inner: spin::Mutex::new(Entries {
-                entries: [EMPTY; CACHE_MAX],
-                len: 0,
-                bytes: 0,
+            inner: spin::Mutex::new(Lists {
+                resident: List::new(),
+                purged: List::new(),
+                bytes: [0, 0],
+                count: 0,
             }),
             len: AtomicUsize::new(0),
+            next_due: AtomicI64::new(i64::MAX),
         }
     }
 
@@ -80,63 +163,98 @@ impl RegionCache {
         self.len.load(Ordering::Relaxed) == 0
     }
 
-    /// Takes the smallest cached region of `min..=max` bytes.
-    pub(crate) fn take(&self, min: usize, max: usize) -> Option<Cached> {
+    /// Takes the smallest cached region of `min..=max` bytes (the largest with `largest`), a
+    /// resident one if one fits.
+    pub(crate) fn take(&self, min: usize, max: usize, largest: bool) -> Option<Cached> {
         if self.is_empty() {
             return None;
         }
         let mut c = self.inner.lock();
-        let mut best: Option<usize> = None;
-        for i in 0..c.len {
-            let s = c.entries[i].size;
-            if s >= min && s <= max && best.is_none_or(|b| s < c.entries[b].size) {
-                best = Some(i);
-            }
+        let mut n = c.best_fit(false, min, max, largest);
+        if n.is_null() {
+            n = c.best_fit(true, min, max, largest);
         }
-        let e = c.remove(best?);
-        self.len.store(c.len, Ordering::Relaxed);
+        if n.is_null() {
+            return None;
+        }
+        // SAFETY: `n` was found in one of the lists.
+        let e = unsafe { c.remove(n) };
+        self.len.store(c.count, Ordering::Relaxed);
         Some(e)
     }
 
-    /// Keeps `entry`; returns the region that must go back to the source instead: `entry`
-    /// itself when the cache holds too many bytes, or the entry evicted to make room.
-    #[must_use]
-    pub(crate) fn put(&self, entry: Cached) -> Option<Cached> {
+    /// Keeps `entry` (in the stage `entry.purged` says, until `entry.expire`).
+    ///
+    /// # Safety
+    /// `entry` is a region of ours (from the source, unused, not in the cache), committed
+    /// and writable at least in its first `size_of::<Node>()` bytes, aligned for a `Node`;
+    /// the cache owns it from now on.
+    pub(crate) unsafe fn put(&self, entry: Cached) {
+        let node = entry.ptr as *mut Node;
+        // SAFETY: the region is ours and writable at its start (the `# Safety` contract):
+        // the node is written before the region becomes reachable through the lists.
+        unsafe {
+            ptr::write(
+                node,
+                Node {
+                    links: Links::new(),
+                    cached: entry,
+                },
+            )
+        };
         let mut c = self.inner.lock();
-        if c.bytes + entry.size > CACHE_BYTES_MAX {
-            return Some(entry);
-        }
-        if c.len < CACHE_MAX {
-            let n = c.len;
-            c.entries[n] = entry;
-            c.len += 1;
-            c.bytes += entry.size;
-            self.len.store(c.len, Ordering::Relaxed);
-            return None;
-        }
-        // full: the entry that expires first makes room
-        let mut oldest = 0;
-        for i in 1..CACHE_MAX {
-            if c.entries[i].expire < c.entries[oldest].expire {
-                oldest = i;
-            }
-        }
-        let e = c.entries[oldest];
-        c.entries[oldest] = entry;
-        c.bytes = c.bytes - e.size + entry.size;
-        Some(e)
+        // SAFETY: the node was just written and is in no list.
+        unsafe { c.list(entry.purged).push_front(node) };
+        c.bytes[entry.purged as usize] += entry.size;
+        c.count += 1;
+        self.len.store(c.count, Ordering::Relaxed);
+        self.next_due
+            .fetch_min(entry.expire.min(i64::MAX as u64) as i64, Ordering::Relaxed);
     }
 
-    /// Takes one region whose time ran out at `now` (any region with `force`).
-    pub(crate) fn take_expired(&self, now: u64, force: bool) -> Option<Cached> {
-        if self.is_empty() {
+    /// Takes one region that is due at `now` (every region with `force`), with what to do
+    /// with it: purge a resident one, free a purged one (free any with `force`).
+    pub(crate) fn take_due(&self, now: u64, force: bool) -> Option<(Cached, Due)> {
+        if self.is_empty() || (!force && (now.min(i64::MAX as u64) as i64) < self.next_due()) {
             return None;
         }
         let mut c = self.inner.lock();
-        let i = (0..c.len).find(|&i| force || c.entries[i].expire <= now)?;
-        let e = c.remove(i);
-        self.len.store(c.len, Ordering::Relaxed);
-        Some(e)
+        // the oldest of each stage is its last; regions of one stage mostly expire in the
+        // order they came (the delay rarely changes), so the last one is the first due
+        let mut due = None;
+        for purged in [true, false] {
+            let last = c.list(purged).last;
+            // SAFETY: a non-null `last` is a member, live.
+            if !last.is_null() && (force || unsafe { (*last).cached.expire } <= now) {
+                due = Some(last);
+                break;
+            }
+        }
+        let Some(n) = due else {
+            // nothing due: remember when the next is
+            let next = [c.resident.last, c.purged.last]
+                .iter()
+                .filter(|n| !n.is_null())
+                // SAFETY: non-null list ends are members, live.
+                .map(|&n| unsafe { (*n).cached.expire }.min(i64::MAX as u64) as i64)
+                .min()
+                .unwrap_or(i64::MAX);
+            self.next_due.store(next, Ordering::Relaxed);
+            return None;
+        };
+        // SAFETY: `n` is a list's last member.
+        let e = unsafe { c.remove(n) };
+        self.len.store(c.count, Ordering::Relaxed);
+        let what = if force || e.purged {
+            Due::Free
+        } else {
+            Due::Purge
+        };
+        Some((e, what))
+    }
+
+    fn next_due(&self) -> i64 {
+        self.next_due.load(Ordering::Relaxed)
     }
 
     /// Before `fork()`: takes the lock (released by `fork_release`).

@@ -66,5 +66,7 @@ pub(crate) fn heap_collect(heap: OwnedHeap, mode: Collect) {
     if mode == Collect::Force && domain.abandoned.count() > 0 {
         abandoned_collect(&domain.abandoned);
     }
-    domain.os.cache_collect(force);
+    // (not when abandoning: the segments a dying thread just emptied are for the threads
+    // that come next)
+    domain.os.cache_collect(mode == Collect::Force);
 }

@@ -31,6 +31,17 @@ pub(crate) unsafe fn free(p: *mut u8, owner: usize) {
     if p.is_null() {
         return;
     }
+    // SAFETY: `p` is not null, so a live block (caller).
+    unsafe { free_nonnull(p, owner) }
+}
+
+/// [`free`] of a pointer known not to be null (`GlobalAlloc::dealloc`, and the C `free`
+/// once the segment map has vouched for it): the null test is not repeated.
+///
+/// # Safety
+/// `p` is a live block (or an aligned pointer into one) of this allocator.
+#[inline(always)]
+pub(crate) unsafe fn free_nonnull(p: *mut u8, owner: usize) {
     // SAFETY: `p` is a live block (caller), so its segment is live: its header (and the
     // page table in it) stays readable while the block lives.
     let segment = unsafe { &*ptr_segment(p) };
@@ -257,7 +268,7 @@ pub(crate) fn heap_delayed_free_partial(heap: OwnedHeap) {
 // ---------------------------------------------------------------------------------------
 // retiring pages that emptied
 
-/// Generic-malloc rounds a retired page is kept before it is freed.
+/// Fresh-page searches (of any size class) a retired page is kept before it is freed.
 #[inline(always)]
 fn retire_cycles(block_size: usize) -> u8 {
     if block_size <= SMALL_OBJ_SIZE_MAX {
@@ -274,14 +285,11 @@ fn retire_cycles(block_size: usize) -> u8 {
 /// The calling thread owns `page`, which has a heap.
 #[inline(always)]
 unsafe fn page_retire(page: *mut Page) {
+    // Already retired (one block allocated and freed in a loop, on the allocation fast
+    // path): it stays retired, its countdown running on (as mimalloc v3's; the generic
+    // path that takes it up again clears `retire_expire`). One load and a branch.
     // SAFETY: the calling thread owns the page (caller): nothing else writes it.
-    let pg = unsafe { &mut *page };
-    // Already retired and still the only page of its queue (one block allocated and freed
-    // in a loop): just restart its countdown. (`retire_expire != 0` implies its bin is in
-    // the heap's retired range; a page with no queue neighbours is alone.)
-    if pg.retire_expire != 0 && pg.flags == 0 && pg.links.next.is_null() && pg.links.prev.is_null()
-    {
-        pg.retire_expire = retire_cycles(pg.block_size);
+    if unsafe { (*page).retire_expire } != 0 {
         return;
     }
     // SAFETY: the page is ours and has a heap (caller); `pg` is not used after this.

@@ -10,7 +10,7 @@
 use crate::sync::{AtomicIsize, AtomicUsize, Ordering};
 use core::ptr::NonNull;
 
-use crate::cache::{Cached, RegionCache};
+use crate::cache::{Cached, Due, RegionCache};
 use crate::source::{PageSource, Region, SourceConfig};
 use crate::stats::AtomicStats;
 
@@ -37,7 +37,15 @@ pub(crate) struct Os {
     /// Milliseconds since some start; without a clock, time counts slow-path events.
     clock: Option<fn() -> u64>,
     ticks: AtomicUsize,
+    /// Purge delays a region stays resident in the cache (see `cache_delay`).
+    cache_mult: AtomicUsize,
 }
+
+/// Least and most purge delays a cached region stays resident (see `Os::cache_delay`); the
+/// most is also how long it stays mapped once purged. With the default delay of 10 ms:
+/// 100 ms to 1 s (mimalloc v3 purges after 1 s, v2 its arenas after 100 ms).
+const CACHE_MULT_MIN: usize = 10;
+const CACHE_MULT_MAX: usize = 100;
 
 impl Os {
     pub(crate) const fn new(source: &'static dyn PageSource, clock: Option<fn() -> u64>) -> Self {
@@ -54,6 +62,7 @@ impl Os {
             reserved: AtomicUsize::new(0),
             clock,
             ticks: AtomicUsize::new(0),
+            cache_mult: AtomicUsize::new(CACHE_MULT_MIN),
         }
     }
 
@@ -253,46 +262,179 @@ impl Os {
         unsafe { self.source.advise_large_pages(ptr, size, large) }
     }
 
-    /// A cached region of `min..=max` bytes (sources without reserve). It stays counted as
-    /// reserved, and counts as committed in full from now on.
-    pub(crate) fn cache_take(&self, min: usize, max: usize) -> Option<Region> {
-        let c = self.cache.take(min, max)?;
+    /// A cached region of `min..=max` bytes (sources without reserve), the smallest (the
+    /// largest with `largest`), and whether it was last advised for large OS pages. It
+    /// stays counted as reserved, and counts as committed in full from now on.
+    fn cache_take_ex(&self, min: usize, max: usize, largest: bool) -> Option<(Region, bool)> {
+        let c = self.cache.take(min, max, largest)?;
+        if c.purged {
+            // purged too early: it was needed again (and now faults back in)
+            let m = self.cache_mult.load(Ordering::Relaxed);
+            self.cache_mult
+                .store((m * 2).min(CACHE_MULT_MAX), Ordering::Relaxed);
+        }
         self.stats.committed.add(c.size as i64 - c.committed as i64);
-        Some(Region {
+        let region = Region {
             // SAFETY: cached regions came from the source, never null.
             ptr: unsafe { NonNull::new_unchecked(c.ptr) },
             size: c.size,
             committed: true,
             zeroed: false,
-        })
+        };
+        Some((region, c.large))
     }
 
-    /// Keeps an unused region for reuse a while (ten purge delays), or gives it back to
-    /// the source when the cache is full (evicting the oldest).
+    /// A cached region of at least `size` bytes (aligned to `align`) for a huge block: the
+    /// smallest one of `size..=size * 3 / 2` bytes, whole; else, with the source's `remap`,
+    /// the smallest larger one shrunk in place, or the largest one of at least half the
+    /// size grown (in place, or moved: its pages move, nothing is copied and nothing faults
+    /// in again). Resized regions get `size` rounded up to `grain` (a large OS page, so that
+    /// resizing does not split one). A program that replaces huge blocks of varying sizes
+    /// then reuses their memory instead of mapping and faulting in every block, and the
+    /// cache does not fill up with regions that fit no request.
     ///
     /// # Safety
-    /// As for `free`: the region is exactly one from `alloc`, unused from now on.
-    pub(crate) unsafe fn cache_put(&self, ptr: NonNull<u8>, size: usize, committed: usize) {
-        let delay = self.purge_delay().max(1) as u64;
+    /// `size` and `grain` are non-zero multiples of the allocation granularity, `align` a
+    /// power of two at least the page size that cached regions are aligned to.
+    pub(crate) unsafe fn cache_take_resized(
+        &self,
+        size: usize,
+        align: usize,
+        grain: usize,
+        exact: bool,
+    ) -> Option<(Region, bool)> {
+        if self.cache.is_empty() {
+            return None;
+        }
+        let fit = if exact {
+            size
+        } else {
+            size.saturating_add(size / 2)
+        };
+        if let Some(r) = self.cache_take_ex(size, fit, false) {
+            return Some(r);
+        }
+        let target = size.div_ceil(grain).saturating_mul(grain);
+        if let Some((r, large)) = self.cache_take_ex(fit + 1, usize::MAX, false) {
+            // SAFETY: `r` is a whole committed region from `alloc` (taken out of the cache,
+            // counted committed in full), ours alone; `target` is a multiple of the
+            // granularity and `align` as the caller says.
+            match unsafe { self.remap(r.ptr, r.size, r.size, target, align) } {
+                Some(shrunk) => return Some((shrunk, large)),
+                None => {
+                    // SAFETY: taken out of the cache just above, unused.
+                    unsafe { self.cache_put(r.ptr, r.size, r.size, large) };
+                    return None;
+                }
+            }
+        }
+        let (r, large) = self.cache_take_ex(size / 2, size - 1, true)?;
+        // SAFETY: as above.
+        match unsafe { self.remap(r.ptr, r.size, r.size, target, align) } {
+            Some(grown) => Some((grown, large)),
+            None => {
+                // SAFETY: taken out of the cache just above, unused.
+                unsafe { self.cache_put(r.ptr, r.size, r.size, large) };
+                None
+            }
+        }
+    }
+
+    /// Keeps an unused region for reuse: resident for ten purge delays, then purged and
+    /// mapped for a hundred (see `cache`). `large`: the region was last advised for large
+    /// OS pages.
+    ///
+    /// # Safety
+    /// As for `free`: the region is exactly one from `alloc`, unused from now on; and it is
+    /// committed (the source has no reserve).
+    pub(crate) unsafe fn cache_put(
+        &self,
+        ptr: NonNull<u8>,
+        size: usize,
+        committed: usize,
+        large: bool,
+    ) {
         let entry = Cached {
             ptr: ptr.as_ptr(),
             size,
             committed,
-            expire: self.now().saturating_add(delay * 10),
+            expire: self.now().saturating_add(self.cache_delay(false)),
+            purged: false,
+            large,
         };
-        if let Some(e) = self.cache.put(entry) {
-            // SAFETY: the cache handed it back, so it is ours and unused.
-            unsafe { self.free_cached(e) };
-        }
+        // SAFETY: the region is ours, unused and committed (the `# Safety` contract), and
+        // starts page aligned, so it is writable and aligned for the cache's node.
+        unsafe { self.cache.put(entry) };
     }
 
-    /// Gives cached regions whose delay ran out (all with `force`) back to the source.
+    /// Purges a region taken out of the cache's resident stage (all but its first OS page,
+    /// which holds the node) and puts it back as purged; gives it back to the source when
+    /// purged memory would need a recommit.
+    ///
+    /// # Safety
+    /// `e` was taken out of the cache, resident.
+    unsafe fn cache_purge(&self, mut e: Cached, now: u64) {
+        let keep = self.page_size();
+        if e.size > keep {
+            // SAFETY: taken out of the cache, so ours alone and unused; the range after its
+            // first page lies inside the region, page aligned and sized.
+            let needs_recommit =
+                unsafe { self.decommit(NonNull::new_unchecked(e.ptr.add(keep)), e.size - keep) };
+            if needs_recommit {
+                // no longer usable as it is (the cache serves committed memory)
+                e.committed -= e.size - keep;
+                // SAFETY: taken out of the cache, so ours alone and unused.
+                unsafe { self.free_cached(e) };
+                return;
+            }
+        }
+        e.purged = true;
+        e.expire = now.saturating_add(self.cache_delay(true));
+        // SAFETY: taken out of the cache, so ours alone and unused; its first page was kept
+        // committed.
+        unsafe { self.cache.put(e) };
+    }
+
+    /// How long a region stays in the cache's resident stage or, once purged, in its purged
+    /// stage ([`CACHE_MULT_MAX`] purge delays), in domain time.
+    ///
+    /// The resident stage adapts to how the program reuses memory, between
+    /// [`CACHE_MULT_MIN`] and [`CACHE_MULT_MAX`] purge delays: it doubles when a region is
+    /// taken that was purged (purging it was a mistake: it faults back in), and halves
+    /// when a purged region goes back to the source unused (purging it was right). So a
+    /// program whose threads come and go at a slower beat than ten purge delays keeps its
+    /// segments resident between them, and one that stopped needing them gets its memory
+    /// back after ten purge delays, as before.
+    fn cache_delay(&self, purged: bool) -> u64 {
+        let delay = self.purge_delay().max(1) as u64;
+        let mult = if purged {
+            CACHE_MULT_MAX
+        } else {
+            self.cache_mult.load(Ordering::Relaxed)
+        };
+        delay.saturating_mul(mult as u64)
+    }
+
+    /// Moves the cache on: regions resident for their time are purged (and stay mapped),
+    /// purged ones whose time ran out go back to the source; with `force`, every cached
+    /// region goes back at once.
     pub(crate) fn cache_collect(&self, force: bool) {
         if self.cache.is_empty() {
             return; // the common case, without touching the lock
         }
         let now = self.now();
-        while let Some(e) = self.cache.take_expired(now, force) {
+        while let Some((e, due)) = self.cache.take_due(now, force) {
+            if due == Due::Purge {
+                // SAFETY: taken out of the cache, resident.
+                unsafe { self.cache_purge(e, now) };
+                continue;
+            }
+            if !force {
+                // unused through its purged stage: purging it was right
+                let m = self.cache_mult.load(Ordering::Relaxed);
+                self.cache_mult
+                    .store((m / 2).max(CACHE_MULT_MIN), Ordering::Relaxed);
+            }
             // SAFETY: taken out of the cache, so ours alone and unused.
             unsafe { self.free_cached(e) };
         }

@@ -23,6 +23,10 @@ use crate::sync::AtomicUsize;
 /// a cached region is memory that other segments cannot get.)
 const CACHE_SIZE_MAX: usize = 16 * SEGMENT_SIZE;
 const CACHE_SEGMENTS: bool = !cfg!(feature = "small");
+/// The large OS page (transparent huge page) of x86_64 and of aarch64 with 4 KiB pages:
+/// cached regions of huge blocks are resized to multiples of it, so that a resize does not
+/// split one (a split page faults in again 4 KiB at a time).
+const LARGE_OS_PAGE: usize = 2 << 20;
 
 /// Allocates a segment for `ctx`'s owner. For huge segments, `huge_size` is the block
 /// size and `huge_align` its alignment. Null when out of memory.
@@ -98,22 +102,35 @@ fn segment_alloc_sized(
     // huge ones are needed whole at once.
     let commit_all = !cfg.has_reserve || kind == SegmentKind::Huge;
     // a recently emptied segment region, still resident (sources without reserve)
+    // (any cached region may serve, resized: a huge block's region becomes a segment of
+    // small pages and the other way round, so that the cache holds no region that fits no
+    // request; a huge block also takes a region up to half as large again, whole)
     let cached = if !cfg.has_reserve && front == 0 {
-        let max = if kind == SegmentKind::Huge {
-            region_size + region_size / 2
-        } else {
-            region_size
-        };
-        os.cache_take(region_size, max)
+        // SAFETY: `region_size` is a non-zero multiple of the allocation granularity
+        // (rounded up above), and so is a large OS page; `region_align` is `SEGMENT_SIZE`,
+        // as every cached region is aligned.
+        unsafe {
+            os.cache_take_resized(
+                region_size,
+                region_align,
+                LARGE_OS_PAGE,
+                kind != SegmentKind::Huge,
+            )
+        }
     } else {
         None
     };
-    let from_cache = cached.is_some();
+    // whether the region's advice on large OS pages must change: a fresh huge segment is
+    // advised, a fresh other one keeps the default; a cached region was last advised as
+    // its last segment needed (huge: large)
+    let huge = kind == SegmentKind::Huge;
+    let mut advise = huge;
     let region = match cached {
-        Some(r) => {
-            if kind == SegmentKind::Huge {
+        Some((r, large)) => {
+            if huge {
                 segment_size = r.size; // the block gets the whole region
             }
+            advise = large != huge;
             r
         }
         // SAFETY: size is a non-zero multiple of the allocation granularity, align a power
@@ -133,9 +150,8 @@ fn segment_alloc_sized(
     // A huge block (over 2 MiB) is touched in big pieces: large OS pages save most of its
     // page faults. Other segments keep small OS pages, so that touching a few blocks does
     // not make 2 MiB resident (measured: large pages too raised the peak RSS of mstress
-    // from 25 to 82 MiB). A cached region may change its use, so it is told either way.
-    let huge = kind == SegmentKind::Huge;
-    if huge || from_cache {
+    // from 25 to 82 MiB). A cached region that changes its use is told so.
+    if advise {
         // SAFETY: the segment range lies inside the region just obtained; it starts
         // `SEGMENT_SIZE`-aligned and `segment_size` is a multiple of the OS page.
         unsafe { os.advise_large_pages(seg_nn, segment_size, huge) };
@@ -249,6 +265,7 @@ unsafe fn segment_free(ctx: Option<&mut SegmentsTld>, segment: *mut Segment) {
     // SAFETY: `os` was set at creation from the owner's `&'static Os`.
     let os: &'static Os = unsafe { &*seg.os };
     let (region, size, committed) = (seg.region, seg.region_size, seg.committed);
+    let large = seg.kind == SegmentKind::Huge; // advised for large OS pages at its creation
     if let Some(ctx) = ctx {
         // SAFETY: `segment` is a live segment of `ctx` (the `# Safety` contract).
         unsafe { ctx.free_queue_remove(segment) };
@@ -273,7 +290,7 @@ unsafe fn segment_free(ctx: Option<&mut SegmentsTld>, segment: *mut Segment) {
         // SAFETY: `region`/`size` are exactly the segment's region from `os`, counted with
         // `committed` committed bytes, and unused from now on: the segment has no page in
         // use and nothing refers to it (the `# Safety` contract).
-        unsafe { os.cache_put(region_nn, size, committed) };
+        unsafe { os.cache_put(region_nn, size, committed, large) };
     } else {
         // SAFETY: `region`/`size` are exactly the segment's region from `os`, counted with
         // `committed` committed bytes, and unused from now on (the `# Safety` contract).

@@ -114,6 +114,48 @@ pub const WORKLOADS: &[Workload] = &[
         about: "kernel-like mix with at most ~4 MiB live: boxes, vectors, a BTreeMap, page-sized buffers",
         run: workloads::fixedheap::run,
     },
+    Workload {
+        name: "stress32",
+        threads: 32,
+        deterministic: false,
+        about: "mimalloc's test-stress: rounds of 32 threads that come and go, sizes by powers of two up to 5 MiB, blocks passed between threads and rounds",
+        run: workloads::threads::run_stress32,
+    },
+    Workload {
+        name: "live-churn",
+        threads: 32,
+        deterministic: false,
+        about: "a shared live set of 120,000 blocks (~90 MiB) replaced at random by rounds of 32 short-lived threads",
+        run: workloads::threads::run_live_churn,
+    },
+    Workload {
+        name: "scale-1",
+        threads: 1,
+        deterministic: true,
+        about: "scaling: random replacement in per-thread slot arrays, batches handed to the next thread; the same total work on 1 thread",
+        run: workloads::threads::run_scale1,
+    },
+    Workload {
+        name: "scale-2",
+        threads: 2,
+        deterministic: true,
+        about: "scaling: the work of scale-1 split over 2 threads",
+        run: workloads::threads::run_scale2,
+    },
+    Workload {
+        name: "scale-4",
+        threads: 4,
+        deterministic: true,
+        about: "scaling: the work of scale-1 split over 4 threads",
+        run: workloads::threads::run_scale4,
+    },
+    Workload {
+        name: "scale-8",
+        threads: 8,
+        deterministic: true,
+        about: "scaling: the work of scale-1 split over 8 threads",
+        run: workloads::threads::run_scale8,
+    },
 ];
 
 /// Find a workload by name.

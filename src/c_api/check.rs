@@ -25,24 +25,32 @@ use crate::segment::{ptr_segment, NotInBlocks};
 /// above catch are reported, others are undefined behaviour as with any allocator.
 #[inline(always)]
 pub(crate) unsafe fn free(p: *mut u8) {
-    if p.is_null() {
-        return;
-    }
     if CHECK_FREE.load(Relaxed) {
-        // SAFETY: `p` is non-null (checked above) and, by this function's contract, a block
-        // of ours not used afterwards or a pointer the checks catch: `free_checked`'s
-        // contract.
+        // SAFETY: by this function's contract, `p` is null, a block of ours not used
+        // afterwards, or a pointer the checks catch: `free_checked`'s contract.
         return unsafe { free_checked(p) };
     }
     // The segment map alone: a set bit means a live segment starts there (the cookie
-    // check of `checked_segment` would only repeat that).
+    // check of `checked_segment` would only repeat that). Null is not in it either (its
+    // segment, found through `p - 1`, lies at the top of the address space), so the common
+    // path needs no test of its own for null.
     if !crate::segment_map::contains(ptr_segment(p) as usize) {
-        return invalid_free(p, "not allocated by shardalloc");
+        return not_in_map(p);
     }
-    // SAFETY: `p` lies in a live segment of ours (its bit is set in the segment map), so by
-    // this function's contract (the C caller's contract for `free`, documented in
-    // include/README-capi.md) it is a live block of ours, not used afterwards.
-    unsafe { hosted::free(p) }
+    // SAFETY: `p` lies in a live segment of ours (its bit is set in the segment map), so it
+    // is not null and by this function's contract (the C caller's contract for `free`,
+    // documented in include/README-capi.md) it is a live block of ours, not used afterwards.
+    unsafe { hosted::free_nonnull(p) }
+}
+
+/// `free` of a pointer outside the segment map: nothing to do for null, an error for any
+/// other.
+#[cold]
+#[inline(never)]
+fn not_in_map(p: *mut u8) {
+    if !p.is_null() {
+        invalid_free(p, "not allocated by shardalloc");
+    }
 }
 
 #[cold]
@@ -57,11 +65,14 @@ fn invalid_free(p: *mut u8, why: &str) {
 /// Checked mode's `free`: `p` is checked with `check_block` before it is freed.
 ///
 /// # Safety
-/// `p` is non-null; a block of ours passes the checks only if it is not used afterwards
+/// `p` is null, or a block of ours passes the checks only if it is not used afterwards
 /// (as [`free`]).
 #[cold]
 #[inline(never)]
 unsafe fn free_checked(p: *mut u8) {
+    if p.is_null() {
+        return;
+    }
     // SAFETY: `default_heap()` is the calling thread's live default heap or the static
     // empty heap, both readable `RawHeap`s.
     let owner = unsafe { (*hosted::default_heap()).owner };

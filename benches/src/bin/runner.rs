@@ -21,7 +21,9 @@ use shardbench::WORKLOADS;
 /// Allocators in report order; the first present one is the reference of the ratios.
 const ALLOCATORS: &[&str] = &[
     "shardalloc",
-    "mimalloc",
+    "mimalloc-v3",
+    "mimalloc-v2",
+    "rusty_alloc",
     "jemalloc",
     "snmalloc",
     "system",
@@ -1229,6 +1231,91 @@ fn callgrind(o: &Opts, allocs: &[&str], complete: bool) -> bool {
         eprintln!("{a:<14} GlobalAlloc {r:?}; direct {d:?}");
         rows.push((a, r, d));
     }
+    // The C entry points: c/fastpath.c (4 malloc+free pairs an iteration) under
+    // LD_PRELOAD of each library that run.sh built into target/c.
+    let cdir = bins.parent().map_or_else(|| PathBuf::from("target/c"), |p| p.join("c"));
+    let cprog = cdir.join("fastpath-c");
+    let count_c = |so: Option<&Path>, n: u64, baseline: bool| -> Result<u64, String> {
+        let mut cmd = Command::new("valgrind");
+        cmd.args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+            .arg(&cprog)
+            .arg(n.to_string());
+        if baseline {
+            cmd.arg("baseline");
+        }
+        if let Some(so) = so {
+            if !so.exists() {
+                return Err(format!("{} was not built", so.display()));
+            }
+            cmd.env("LD_PRELOAD", so);
+        }
+        let out = cmd.stdin(Stdio::null()).output().map_err(|e| e.to_string())?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            return Err(format!("{}", out.status));
+        }
+        err.lines()
+            .find_map(|l| l.split("Collected :").nth(1))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| "no 'Collected' line".to_string())
+    };
+    let per_iter_c = |so: Option<&Path>, baseline: bool| -> Result<f64, String> {
+        let a = count_c(so, N1, baseline)?;
+        let b = count_c(so, N2, baseline)?;
+        Ok((b as f64 - a as f64) / (N2 - N1) as f64)
+    };
+    let c_libs: [(&str, Option<PathBuf>); 4] = [
+        ("shardalloc", Some(cdir.join("libshardalloc.so"))),
+        ("mimalloc-v3", Some(cdir.join("libmimalloc-v3.so"))),
+        ("mimalloc-v2", Some(cdir.join("libmimalloc-v2.so"))),
+        ("system", None),
+    ];
+    let (c_base, c_rows): (Result<f64, String>, Vec<(&str, Result<f64, String>)>) =
+        if cprog.exists() {
+            let b = per_iter_c(None, true);
+            eprintln!("C loop baseline: {b:?} instructions per iteration");
+            let rows = c_libs
+                .iter()
+                .map(|(name, so)| {
+                    let r = per_iter_c(so.as_deref(), false);
+                    eprintln!("{name:<14} C malloc/free {r:?}");
+                    (*name, r)
+                })
+                .collect();
+            (b, rows)
+        } else {
+            (Err(format!("{} was not built (run.sh --callgrind builds it)", cprog.display())), Vec::new())
+        };
+    let c_ok = c_base.is_ok() && c_rows.first().is_some_and(|r| r.1.is_ok());
+    let c_table = |md: &mut String| {
+        let Ok(b) = c_base else { return };
+        let refv = c_rows.first().and_then(|r| r.1.as_ref().ok().copied());
+        writeln!(
+            md,
+            "| library (`LD_PRELOAD`) | per iteration | per malloc+free pair | ratio to shardalloc |\n|---|---:|---:|---:|"
+        )
+        .unwrap();
+        for (name, r) in &c_rows {
+            let label = match *name {
+                "shardalloc" => "shardalloc (`libshardalloc.so`)",
+                "mimalloc-v3" => "mimalloc v3 (C)",
+                "mimalloc-v2" => "mimalloc v2 (C)",
+                "system" => "glibc",
+                other => other,
+            };
+            match r {
+                Ok(v) => writeln!(
+                    md,
+                    "| {label} | {:.1} | {:.1} | {} |",
+                    v - b,
+                    (v - b) / 4.0,
+                    refv.map_or("?".into(), |rv| format!("{:.2}", (v - b) / (rv - b)))
+                )
+                .unwrap(),
+                Err(e) => writeln!(md, "| {label} | **failed: {}** | | |", e.replace('|', "/")).unwrap(),
+            }
+        }
+    };
     let mut md = String::new();
     writeln!(
         md,
@@ -1293,7 +1380,21 @@ fn callgrind(o: &Opts, allocs: &[&str], complete: bool) -> bool {
         };
         writeln!(md, "| {a} | {gv} | {gm} | {gr} | {dv} | {dm} |").unwrap();
     }
-    let ref_ok = rows[0].1.is_ok() && !matches!(rows[0].2, Some(Err(_)));
+    writeln!(
+        md,
+        "\n## Through the C entry points\n\n- loop (`benches/c/fastpath.c`, built with `-fno-builtin`): each \
+         iteration mallocs 32, 200, 1000 and a random 8..520 bytes, writes and reads a byte of \
+         each, frees them; run under `LD_PRELOAD` of each library (C mimalloc built from the \
+         sources the `mimalloc` crate ships, with mimalloc's release flags and \
+         `-ftls-model=initial-exec`); the loop over a static buffer is subtracted."
+    )
+    .unwrap();
+    match &c_base {
+        Ok(b) => writeln!(md, "- the loop without any allocator costs {b:.1} instructions per iteration.\n").unwrap(),
+        Err(e) => writeln!(md, "- not measured: {e}\n").unwrap(),
+    }
+    c_table(&mut md);
+    let ref_ok = rows[0].1.is_ok() && !matches!(rows[0].2, Some(Err(_))) && c_ok;
     if complete && ref_ok && allocs[0] == "shardalloc" {
         writeln!(md, "\n## For README.md\n\n<!-- readme:begin -->").unwrap();
         writeln!(
@@ -1323,12 +1424,22 @@ fn callgrind(o: &Opts, allocs: &[&str], complete: bool) -> bool {
             };
             let name = match *a {
                 &"shardalloc" => "shardalloc (`shardalloc::alloc`/`free`)",
-                &"mimalloc" => "mimalloc (C, `mi_malloc`/`mi_free`)",
+                &"mimalloc-v3" => "mimalloc v3 (C, `mi_malloc`/`mi_free`)",
+                &"mimalloc-v2" => "mimalloc v2 (C, `mi_malloc`/`mi_free`)",
                 &"system" => "glibc (`malloc`/`free`)",
                 other => other,
             };
             writeln!(md, "| {name} | {g} | {dv} |").unwrap();
         }
+        writeln!(
+            md,
+            "\nThrough the C entry points (`malloc`/`free` of each library under `LD_PRELOAD`), \
+             instructions per iteration of 4 malloc+free pairs (32, 200, 1000 and 8..520 bytes), \
+             the loop subtracted ({:.1} instructions):\n",
+            c_base.as_ref().copied().unwrap_or(f64::NAN)
+        )
+        .unwrap();
+        c_table(&mut md);
         writeln!(md, "<!-- readme:end -->").unwrap();
     } else {
         writeln!(

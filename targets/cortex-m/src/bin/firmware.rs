@@ -84,11 +84,12 @@ mod cfg {
 }
 use cfg::*;
 
-/// The heap's memory. Aligned to 16 so that the split between the two regions of the
-/// lm3s6965evb falls on a segment boundary of the first (shardalloc aligns segments to
-/// the start of the first region; a further region loses to that alignment up to one
-/// segment).
-#[repr(C, align(16))]
+/// The heap's memory. Aligned to 256 (the small geometry's OS page, to which the heap
+/// rounds its start up), so that what the heap can use does not depend on the size of the
+/// statics before it; and so that the split between the two regions of the lm3s6965evb
+/// falls on a segment boundary of the first (shardalloc aligns segments to the start of
+/// the first region; a further region loses to that alignment up to one segment).
+#[repr(C, align(256))]
 struct HeapMem([MaybeUninit<u8>; HEAP_MEM_SIZE]);
 static mut HEAP_MEM: HeapMem = HeapMem([MaybeUninit::uninit(); HEAP_MEM_SIZE]);
 

@@ -1,6 +1,6 @@
-//! Benchmark binary: the shardbench workloads with C mimalloc (crate mimalloc) as the global allocator.
+//! Benchmark binary: the shardbench workloads with C mimalloc v3 (crate mimalloc) as the global allocator.
 
-shardbench::bench_binary!("mimalloc", mimalloc::MiMalloc, mimalloc::MiMalloc;
+shardbench::bench_binary!("mimalloc-v3", mimalloc::MiMalloc, mimalloc::MiMalloc;
 direct = |size| {
     // SAFETY: mi_malloc accepts any size.
     unsafe { libmimalloc_sys::mi_malloc(size).cast() }
