@@ -26,7 +26,7 @@ case " $* " in
         mkdir -p target/c
         rm -f target/c/*
         gcc -O2 -fno-builtin -o target/c/fastpath-c c/fastpath.c
-        if cargo build --release --quiet --features override --manifest-path ../Cargo.toml \
+        if cargo rustc --release --quiet --features override --lib --crate-type cdylib --manifest-path ../Cargo.toml \
             2>>target/shardalloc-build.log; then
             cp ../target/release/libshardalloc.so target/c/libshardalloc.so
         fi

@@ -98,6 +98,7 @@ pub(crate) unsafe fn malloc_small_miss(heap: *mut RawHeap, size: usize, zero: bo
 /// # Safety
 /// `heap` is the calling thread's heap (or the empty heap).
 #[inline(always)]
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // the hosted fast path
 pub(crate) unsafe fn malloc_small_fast(heap: *mut RawHeap, size: usize, zero: bool) -> *mut u8 {
     debug_assert!(size <= SMALL_SIZE_MAX);
     // SAFETY: the heap is the caller's (or the never-written empty heap); its direct-table

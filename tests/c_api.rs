@@ -1,4 +1,4 @@
-//! The C library: builds `libshardalloc.so` (`cargo build --release --features override`,
+//! The C library: builds `libshardalloc.so` (`cargo rustc --release --features override --lib --crate-type cdylib`,
 //! in its own target directory `target/capi` so as not to wait for the outer cargo's
 //! lock), builds the C programs of `tests/c/` against `include/` with `gcc`, and runs
 //! them: every entry point's edge cases, threads with churn and cross-thread frees, fork

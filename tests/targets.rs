@@ -49,7 +49,7 @@ fn build_core(target: &str, features: &str) -> Output {
 }
 
 #[test]
-fn core_builds_for_32bit_microcontroller_targets() {
+fn core_builds_for_32bit_microcontroller_and_kernel_targets_without_warnings() {
     // Cortex-M3, Cortex-M4F, RISC-V 32: compare-and-swap, no 64-bit atomics
     // Cortex-M0: no compare-and-swap at all, atomics through critical sections (no flag
     // needed: Cargo.toml turns them on for such targets)
@@ -58,6 +58,9 @@ fn core_builds_for_32bit_microcontroller_targets() {
         ("thumbv7em-none-eabihf", ""),
         ("riscv32imac-unknown-none-elf", ""),
         ("thumbv6m-none-eabi", ""),
+        // a kernel's build (the frames source): no warning either (issue 14)
+        ("x86_64-unknown-none", "frames"),
+        ("thumbv7em-none-eabihf", "embedded"),
     ] {
         let out = build_core(target, features);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -65,6 +68,10 @@ fn core_builds_for_32bit_microcontroller_targets() {
             out.status.success(),
             "the core does not build for {target} (features: {features:?}):\n{err}{}",
             hint(target, &err)
+        );
+        assert!(
+            !err.contains("warning"),
+            "the build for {target} (features: {features:?}) warns:\n{err}"
         );
         eprintln!("built for {target} {features}");
     }

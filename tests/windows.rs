@@ -126,11 +126,13 @@ fn hosted_tests_pass_under_wine() {
 /// `shardalloc.dll` and `libshardalloc.dll.a`, built once per test process.
 fn dll_dir() -> PathBuf {
     let out = cargo(&[
-        "build",
+        "rustc",
         "--release",
         "--features",
         "override",
         "--lib",
+        "--crate-type",
+        "cdylib",
         "--target",
         TARGET,
     ]);

@@ -16,7 +16,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT="$ROOT/target/capi/bench"
 mkdir -p "$OUT"
 
-cargo build --release --features override --lib --target-dir "$ROOT/target/capi" \
+cargo rustc --release --features override --lib --crate-type cdylib --target-dir "$ROOT/target/capi" \
   --manifest-path "$ROOT/Cargo.toml" >/dev/null 2>&1
 SHARD="$ROOT/target/capi/release/libshardalloc.so"
 gcc -O2 -g -fno-builtin -o "$OUT/bench_threads" "$ROOT/tests/c/bench_threads.c" -lpthread

@@ -76,11 +76,13 @@ pub fn lib_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let status = Command::new(cargo())
             .args([
-                "build",
+                "rustc",
                 "--release",
                 "--features",
                 "override",
                 "--lib",
+                "--crate-type",
+                "cdylib",
                 "--target-dir",
             ])
             .arg(out_dir())
