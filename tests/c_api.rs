@@ -473,3 +473,23 @@ fn mimalloc_v3_headers() {
     let out = run_ok(&exe11, &[], &[], 30);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "v3 c++: ok\n", "{}", show(&out));
 }
+
+/// mimalloc v3.4.3's own stress test (`tests/c/mimalloc_test_stress_v3.c`), with rolling
+/// heaps that all threads allocate from (`MI_USE_HEAPS`): heaps shared by threads, blocks
+/// passed between threads, heaps deleted while other threads' blocks of them live.
+#[test]
+fn mimalloc_v3_stress_test_with_shared_heaps() {
+    need_gcc!();
+    let exe = build(
+        "mimalloc_test_stress_v3.c",
+        Link::Shared,
+        &["-DMI_USE_HEAPS=4", "-DNDEBUG", "-Wno-unused"],
+    );
+    // 8 threads, scale 50, 20 iterations (mimalloc's defaults are 32, 50, 50)
+    let out = run_ok(&exe, &["8", "50", "20"], &[], 300);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // the test prints the allocator's statistics (`mi_stats_print`): ours, with pages
+    // handed out
+    assert_served(&format!("{stdout}\n{stderr}"), &[("mimalloc_test_stress_v3", 1)], "test-stress");
+}
