@@ -145,7 +145,38 @@ pub(crate) unsafe fn malloc(heap: *mut RawHeap, size: usize, zero: bool) -> *mut
         unsafe { malloc_small(heap, size, zero) }
     } else {
         // SAFETY: forwarding the caller's heap.
+        let p = unsafe { malloc_queue_try(heap, size, zero) };
+        if !p.is_null() {
+            return p;
+        }
+        // SAFETY: forwarding the caller's heap.
         unsafe { malloc_generic(heap, size, zero, 0) }
+    }
+}
+
+/// The fast path of medium and large sizes (`SMALL_SIZE_MAX < size <= LARGE_OBJ_SIZE_MAX`):
+/// a block from the first page of the size class's queue when that page has one on its
+/// `free` list, else null (the caller then takes the generic path). The generic path would
+/// pick the same page first (`queue_page_with_room` starts at the queue's head); this
+/// skips its bookkeeping (heartbeat, delayed frees, purges), which still runs whenever the
+/// head page runs out, as the small path's does. Statistics are synced there too.
+///
+/// # Safety
+/// `heap` is the calling context's heap (or the empty heap, whose queues are empty).
+#[inline(always)]
+pub(crate) unsafe fn malloc_queue_try(heap: *mut RawHeap, size: usize, zero: bool) -> *mut u8 {
+    if size > LARGE_OBJ_SIZE_MAX {
+        return ptr::null_mut();
+    }
+    // SAFETY: the heap is the caller's (or the never-written empty heap, whose queues are
+    // empty); the head of a queue is a live page of it, owned by the caller.
+    unsafe {
+        let page = (*heap).pages[bin(size)].first();
+        if page.is_null() || (*page).free.is_null() {
+            return ptr::null_mut();
+        }
+        // a page of queue `bin(size)` holds blocks of that class, at least `size` bytes
+        page_pop(page, size, zero)
     }
 }
 
@@ -501,8 +532,30 @@ unsafe fn malloc_overaligned(
     aligned
 }
 
+/// How many bytes `realloc` asks for when a block of usable size `usable` must grow to
+/// `new_size` bytes and moves: at least twice the old usable size, up to
+/// `MEDIUM_OBJ_SIZE_MAX` (beyond it, `new_size` itself; huge blocks grow by remapping).
+///
+/// A block that grows once tends to grow again (a buffer appended to, a string built up):
+/// with the headroom the next growth steps fit in place (`realloc` keeps a block whose
+/// usable size holds the new size), so a run of small steps copies O(log n) times and
+/// walks through few size classes, as `Vec`'s doubling does for its own capacity.
+/// A caller that doubles already (`Vec`) asks for about twice the usable size anyway and
+/// gets no extra; a block grown once by a little holds at most twice its old size, and
+/// only medium blocks (at most 128 KiB) get headroom. `GlobalAlloc` and C `realloc`
+/// allow this: the usable size may exceed the request.
+#[inline]
+pub(crate) fn realloc_growth_size(usable: usize, new_size: usize) -> usize {
+    if new_size > usable && new_size < MEDIUM_OBJ_SIZE_MAX {
+        new_size.max(usable.saturating_mul(2).min(MEDIUM_OBJ_SIZE_MAX))
+    } else {
+        new_size
+    }
+}
+
 /// Re-allocates `p` (null: allocate) to `new_size` bytes aligned to `align`; in place when
-/// the block still fits and is not too wasteful. Null on failure (then `p` is untouched).
+/// the block still fits and is not too wasteful; when it moves to grow, with headroom
+/// ([`realloc_growth_size`]). Null on failure (then `p` is untouched).
 ///
 /// # Safety
 /// `heap` is the calling thread's heap, `owner` its owner token; `p` is null or a live
@@ -524,8 +577,9 @@ pub(crate) unsafe fn realloc(
     if new_size <= size && new_size >= size / 2 && p as usize & (align - 1) == 0 {
         return p;
     }
-    // a huge block of ours grows or shrinks by remapping its segment: no copy
-    if new_size > LARGE_OBJ_SIZE_MAX && align <= MAX_ALIGN_SIZE && !zero {
+    // a huge block of ours grows or shrinks by remapping its segment: no copy (blocks
+    // above the medium sizes may be huge too, see below)
+    if new_size > MEDIUM_OBJ_SIZE_MAX && align <= MAX_ALIGN_SIZE && !zero {
         // SAFETY: `p` is live (caller), so are its segment and page; the page is written
         // only when its heap is ours (checked first).
         unsafe {
@@ -548,8 +602,31 @@ pub(crate) unsafe fn realloc(
             }
         }
     }
-    // SAFETY: forwarding the caller's heap.
-    let q = unsafe { malloc_aligned(heap, new_size, align, false) };
+    // A block growing beyond the medium sizes, over a source that grows regions by remap
+    // (a kernel's page mapper), moves into a huge segment of its own: this copy is its
+    // last, every further growth remaps (as above).
+    let mut q = ptr::null_mut();
+    if new_size > size
+        && new_size > MEDIUM_OBJ_SIZE_MAX
+        && new_size <= LARGE_OBJ_SIZE_MAX
+        && align <= MAX_ALIGN_SIZE
+    {
+        // SAFETY: `p` is live (caller), so is its segment, whose `os` was set at creation
+        // from a `&'static Os`; the heap is the caller's (initialised: checked).
+        unsafe {
+            if (*heap).is_initialized() && (*(*ptr_segment(p)).os).source.grows_by_remap() {
+                q = malloc_generic(heap, new_size, false, MAX_ALIGN_SIZE);
+            }
+        }
+    }
+    if q.is_null() {
+        // SAFETY: forwarding the caller's heap.
+        q = unsafe { malloc_aligned(heap, realloc_growth_size(size, new_size), align, false) };
+    }
+    if q.is_null() {
+        // SAFETY: as above, without the headroom.
+        q = unsafe { malloc_aligned(heap, new_size, align, false) };
+    }
     if q.is_null() {
         return q;
     }

@@ -419,6 +419,7 @@ impl Os {
     /// purged ones whose time ran out go back to the source; with `force`, every cached
     /// region goes back at once.
     pub(crate) fn cache_collect(&self, force: bool) {
+        self.source.collect(force);
         if self.cache.is_empty() {
             return; // the common case, without touching the lock
         }

@@ -50,6 +50,9 @@ pub fn init(info: &pvh::BootInfo) {
         );
     }
     SOURCE.set_tlb_shootdown(smp::tlb_shootdown);
+    // Freed regions (a grown `Vec`'s, an emptied segment's) stay mapped for reuse, up to a
+    // sixteenth of RAM, until the allocator collects a few times.
+    SOURCE.set_keep_limit(PHYS.total_frames() * 4096 / 16);
     println!(
         "memory: kernel {:#x}..{:#x}, {} MiB usable in {} ranges, {} frames free",
         kstart,

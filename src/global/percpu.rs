@@ -26,7 +26,7 @@ use crate::collect::{heap_collect, Collect};
 use crate::domain::Domain;
 use crate::heap::{heap_check, OwnedHeap, RawHeap};
 use crate::segment::{ptr_segment, NO_OWNER};
-use crate::size_class::{LARGE_OBJ_SIZE_MAX, SMALL_SIZE_MAX, WORD};
+use crate::size_class::{MEDIUM_OBJ_SIZE_MAX, SMALL_SIZE_MAX, WORD};
 use crate::source::PageSource;
 use crate::stats::Stats;
 use crate::thread::thread_data_alloc;
@@ -359,12 +359,18 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let ctx = self.context();
-        if ctx.unmasked && layout.size() <= SMALL_SIZE_MAX && layout.align() <= WORD {
+        if ctx.unmasked && layout.align() <= WORD {
             let heap = self.heap_of(ctx);
             if !heap.is_null() {
-                // SAFETY: the caller's heap, which no other code enters until this call
-                // returns (the `CpuLocal` contract); the size is small.
-                let p = unsafe { crate::alloc::malloc_small_try(heap, layout.size()) };
+                let p = if layout.size() <= SMALL_SIZE_MAX {
+                    // SAFETY: the caller's heap, which no other code enters until this call
+                    // returns (the `CpuLocal` contract); the size is small.
+                    unsafe { crate::alloc::malloc_small_try(heap, layout.size()) }
+                } else {
+                    // SAFETY: as above; medium and large sizes take the head page of their
+                    // queue (null for larger ones).
+                    unsafe { crate::alloc::malloc_queue_try(heap, layout.size(), false) }
+                };
                 if !p.is_null() {
                     return p;
                 }
@@ -401,8 +407,9 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
         if new_size <= size && new_size >= size / 2 {
             return p; // `p` is aligned for `layout`, which keeps its alignment
         }
-        if new_size > LARGE_OBJ_SIZE_MAX || !self.context().unmasked {
-            // a huge block may be resized by its page source without a copy
+        if new_size > MEDIUM_OBJ_SIZE_MAX || !self.context().unmasked {
+            // a huge block may be resized by its page source without a copy, and a block
+            // growing beyond the medium sizes may become one (see `alloc::realloc`)
             return self.cpu.without_interrupts(|| {
                 let heap = self.heap(self.context());
                 if heap.is_null() {
@@ -413,10 +420,18 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
                 unsafe { super::heap_realloc(heap, (*heap).owner, p, layout, new_size) }
             });
         }
-        // SAFETY: the caller guarantees `new_size` with `layout.align()` makes a layout.
-        let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // With headroom when it grows (see `alloc::realloc_growth_size`): the next steps of
+        // a growing buffer then fit in place.
+        let grown = crate::alloc::realloc_growth_size(size, new_size);
+        // SAFETY: `grown >= new_size`, at most `MEDIUM_OBJ_SIZE_MAX` above it, so it makes a
+        // layout with `layout.align()` as `new_size` does (GlobalAlloc contract).
+        let new = unsafe { Layout::from_size_align_unchecked(grown, layout.align()) };
         // SAFETY: a non-zero size (GlobalAlloc contract).
-        let q = unsafe { self.alloc(new) };
+        let mut q = unsafe { self.alloc(new) };
+        if q.is_null() && grown > new_size {
+            // SAFETY: as above, without the headroom.
+            q = unsafe { self.alloc(Layout::from_size_align_unchecked(new_size, layout.align())) };
+        }
         if !q.is_null() {
             // SAFETY: `p` holds `layout.size()` bytes and `q` at least `new_size`; they are
             // distinct blocks; `p` is given up by the caller.

@@ -12,6 +12,14 @@
 //! unmapping its tail, and otherwise moves the region's frames to a new place in the
 //! window by rewriting their page-table entries. The allocator grows huge blocks with it.
 //!
+//! Freed regions may be *kept* mapped for a while (up to a limit the kernel sets with
+//! [`FrameSource::set_keep_limit`], off by default): the next `alloc` that fits one takes it
+//! back as it is, so a kernel that frees and allocates big blocks again and again (a `Vec`
+//! grown, dropped and grown again, a segment emptied and needed again) maps, unmaps and
+//! shoots down nothing. Kept regions go back (unmapped, frames returned) when the allocator
+//! collects ([`PageSource::collect`]: after a few rounds, or all at once when forced), and
+//! whenever mapping or reserving would fail without their frames or address space.
+//!
 //! Multi-CPU kernels must tell the source how to flush the other CPUs' TLBs
 //! ([`FrameSource::set_tlb_shootdown`]): after pages are unmapped, their frames are handed
 //! back only once every CPU has dropped its stale translations, or a CPU could still write
@@ -52,6 +60,10 @@ pub const MAX_WINDOW: usize = 64 << 30;
 const WORDS: usize = MAX_WINDOW / GRANULE / 64;
 /// Frames unmapped before one TLB shootdown and hand-back (kept on the stack).
 const BATCH: usize = 64;
+/// Freed regions kept mapped at most (see [`FrameSource::set_keep_limit`]).
+const KEEP_SLOTS: usize = 4;
+/// Non-forced collects a kept region survives before it goes back.
+const KEEP_ROUNDS: u32 = 8;
 
 /// Flushes stale translations of `[start, start + size)` on every *other* CPU, returning once
 /// they are gone. See the module docs for the constraints.
@@ -74,6 +86,28 @@ pub struct FrameStats {
     pub decommits: usize,
     /// TLB shootdowns requested (one per batch of unmapped frames).
     pub shootdowns: usize,
+    /// Bytes of freed regions kept mapped for reuse (their pages count in `mapped_pages`,
+    /// their granules in neither `reserved` nor `regions`).
+    pub kept: usize,
+    /// Allocations served by a kept region.
+    pub kept_reused: usize,
+}
+
+/// A freed region kept mapped (`size == 0`: an empty slot).
+#[derive(Clone, Copy)]
+struct Kept {
+    start: u64,
+    size: usize,
+    /// Non-forced collects it has seen.
+    rounds: u32,
+}
+
+impl Kept {
+    const EMPTY: Kept = Kept {
+        start: 0,
+        size: 0,
+        rounds: 0,
+    };
 }
 
 /// A bitmap over the window's granules.
@@ -137,6 +171,10 @@ struct Inner<M, A> {
     hint: usize,
     flags: PageTableFlags,
     shootdown: Option<TlbShootdown>,
+    /// Freed regions kept mapped: their granules stay set in `used`, their pages mapped.
+    kept: [Kept; KEEP_SLOTS],
+    /// Most bytes kept (0: none).
+    keep_limit: usize,
     stats: FrameStats,
 }
 
@@ -166,6 +204,8 @@ where
                 hint: 0,
                 flags: PageTableFlags::empty(),
                 shootdown: None,
+                kept: [Kept::EMPTY; KEEP_SLOTS],
+                keep_limit: 0,
                 stats: FrameStats {
                     mapped_pages: 0,
                     reserved: 0,
@@ -174,6 +214,8 @@ where
                     commits: 0,
                     decommits: 0,
                     shootdowns: 0,
+                    kept: 0,
+                    kept_reused: 0,
                 },
             }),
         }
@@ -220,6 +262,18 @@ where
     /// the calling CPU's TLB is flushed, which is right for one CPU.
     pub fn set_tlb_shootdown(&self, f: TlbShootdown) {
         self.with(|s| s.shootdown = Some(f));
+    }
+
+    /// Keeps up to `bytes` of freed regions mapped for reuse (see the module docs); 0 (the
+    /// default) gives every freed region back at once. Lowering the limit gives back what
+    /// is kept now.
+    pub fn set_keep_limit(&self, bytes: usize) {
+        self.with(|s| {
+            s.keep_limit = bytes;
+            if s.stats.kept > bytes {
+                s.drop_all_kept();
+            }
+        });
     }
 
     /// The counters now.
@@ -371,6 +425,132 @@ where
     fn release(&mut self, first: usize, n: usize) {
         self.used.set_range(first, first + n, false);
         self.hint = self.hint.min(first);
+    }
+
+    /// [`reserve`](Self::reserve), giving kept regions back first when the window has no
+    /// room otherwise.
+    fn reserve_or_drop_kept(&mut self, n: usize, align: usize) -> Option<usize> {
+        self.reserve(n, align)
+            .or_else(|| self.drop_all_kept().then(|| self.reserve(n, align)).flatten())
+    }
+
+    /// Keeps the freed region `[start, start + size)` (granules still taken, pages still
+    /// mapped) if the limit allows, giving the oldest kept regions back to make room.
+    fn keep(&mut self, start: u64, size: usize) -> bool {
+        if size > self.keep_limit {
+            return false;
+        }
+        loop {
+            let free_slot = self.kept.iter().position(|k| k.size == 0);
+            if let Some(i) = free_slot.filter(|_| self.stats.kept + size <= self.keep_limit) {
+                self.kept[i] = Kept {
+                    start,
+                    size,
+                    rounds: 0,
+                };
+                self.stats.kept += size;
+                return true;
+            }
+            // the oldest goes back
+            let Some(i) = (0..KEEP_SLOTS)
+                .filter(|&i| self.kept[i].size > 0)
+                .max_by_key(|&i| self.kept[i].rounds)
+            else {
+                return false;
+            };
+            self.drop_kept(i);
+        }
+    }
+
+    /// A kept region for a request of `size` bytes aligned to `align`: the smallest that
+    /// holds `size`, taken out of the kept slots (its granules stay taken, now by the
+    /// caller). One more than twice as large is split: the caller gets its first granules
+    /// (as many as `size` needs, all of them: no mapped page lies outside a region or a
+    /// kept one), the rest stays kept, where a growing region absorbs it
+    /// ([`absorb_kept`](Self::absorb_kept)).
+    fn take_kept(&mut self, size: usize, align: usize) -> Option<(u64, usize)> {
+        let i = (0..KEEP_SLOTS)
+            .filter(|&i| {
+                let k = self.kept[i];
+                k.size >= size && k.start.is_multiple_of(align as u64)
+            })
+            .min_by_key(|&i| self.kept[i].size)?;
+        let k = self.kept[i];
+        self.stats.kept_reused += 1;
+        let head = size.next_multiple_of(GRANULE);
+        if k.size / 2 > size && k.size > head {
+            self.kept[i].start += head as u64;
+            self.kept[i].size -= head;
+            self.stats.kept -= head;
+            return Some((k.start, head));
+        }
+        self.kept[i] = Kept::EMPTY;
+        self.stats.kept -= k.size;
+        Some((k.start, k.size))
+    }
+
+    /// Lets a region that ends in granule `from` grow to granule `to` over a kept region
+    /// that starts at `from`: when the kept region (and free granules behind it) cover
+    /// `[from, to)`, it leaves the kept slots and its granules up to `to` are cleared for
+    /// [`grow_in_place`](Self::grow_in_place) (its pages stay mapped: the growth maps
+    /// nothing there); a part beyond `to` stays kept. Returns whether it absorbed one.
+    fn absorb_kept(&mut self, from: usize, to: usize) -> bool {
+        let at = self.window_start + (from * GRANULE) as u64;
+        let found = (0..KEEP_SLOTS).find(|&i| self.kept[i].size > 0 && self.kept[i].start == at);
+        let Some(i) = found else {
+            return false;
+        };
+        let k = self.kept[i];
+        let kend = from + k.size.div_ceil(GRANULE);
+        if kend < to && (kend > self.granules || self.used.first_set(kend, to).is_some()) {
+            return false;
+        }
+        if kend > to {
+            let taken = (to - from) * GRANULE;
+            self.kept[i].start += taken as u64;
+            self.kept[i].size -= taken;
+            self.stats.kept -= taken;
+            self.release(from, to - from);
+        } else {
+            self.kept[i] = Kept::EMPTY;
+            self.stats.kept -= k.size;
+            self.release(from, kend - from);
+        }
+        self.stats.kept_reused += 1;
+        true
+    }
+
+    /// Gives kept region `i` back: unmaps it, returns its frames and its granules.
+    fn drop_kept(&mut self, i: usize) {
+        let k = self.kept[i];
+        self.kept[i] = Kept::EMPTY;
+        self.stats.kept -= k.size;
+        self.unmap_range(k.start, k.size);
+        self.release(self.granule_of(k.start), k.size.div_ceil(GRANULE));
+    }
+
+    /// Gives every kept region back; whether there was any.
+    fn drop_all_kept(&mut self) -> bool {
+        let mut any = false;
+        for i in 0..KEEP_SLOTS {
+            if self.kept[i].size > 0 {
+                self.drop_kept(i);
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// [`map_range`](Self::map_range), giving kept regions back and trying once more when
+    /// frames run out.
+    fn map_range_or_drop_kept(&mut self, start: u64, size: usize) -> Result<(), SourceError> {
+        self.map_range(start, size).or_else(|e| {
+            if self.drop_all_kept() {
+                self.map_range(start, size)
+            } else {
+                Err(e)
+            }
+        })
     }
 
     fn granule_of(&self, addr: u64) -> usize {
@@ -680,13 +860,28 @@ where
             if s.window_start % align as u64 != 0 {
                 return None; // alignment beyond the window's own
             }
-            let first = s.reserve(n, align_granules)?;
-            let start = s.window_start + (first * GRANULE) as u64;
-            if commit && s.map_range(start, size).is_err() {
-                s.release(first, n);
-                return None;
-            }
-            s.stats.reserved += n * GRANULE;
+            // a kept region as it is: its pages are mapped but where the allocator had
+            // decommitted some before freeing it, which `map_range` fills in
+            let (start, size) = match s.take_kept(size, align.max(GRANULE)) {
+                Some((start, ksize)) => {
+                    if commit && s.map_range_or_drop_kept(start, ksize).is_err() {
+                        s.unmap_range(start, ksize);
+                        s.release(s.granule_of(start), ksize.div_ceil(GRANULE));
+                        return None;
+                    }
+                    (start, ksize)
+                }
+                None => {
+                    let first = s.reserve_or_drop_kept(n, align_granules)?;
+                    let start = s.window_start + (first * GRANULE) as u64;
+                    if commit && s.map_range_or_drop_kept(start, size).is_err() {
+                        s.release(first, n);
+                        return None;
+                    }
+                    (start, size)
+                }
+            };
+            s.stats.reserved += size.div_ceil(GRANULE) * GRANULE;
             s.stats.regions += 1;
             Some(Region {
                 // SAFETY: the window lies in canonical, non-null address space (init).
@@ -706,11 +901,31 @@ where
                 s.in_window(start, size),
                 "FrameSource::free: region not in the window"
             );
-            s.unmap_range(start, size);
             let n = size.div_ceil(GRANULE);
-            s.release(s.granule_of(start), n);
             s.stats.reserved -= n * GRANULE;
             s.stats.regions -= 1;
+            if !s.keep(start, size) {
+                s.unmap_range(start, size);
+                s.release(s.granule_of(start), n);
+            }
+        });
+    }
+
+    fn grows_by_remap(&self) -> bool {
+        true
+    }
+
+    fn collect(&self, force: bool) {
+        self.with(|s| {
+            for i in 0..KEEP_SLOTS {
+                if s.kept[i].size == 0 {
+                    continue;
+                }
+                s.kept[i].rounds += 1;
+                if force || s.kept[i].rounds > KEEP_ROUNDS {
+                    s.drop_kept(i);
+                }
+            }
         });
     }
 
@@ -720,7 +935,7 @@ where
             if !s.in_window(start, size) {
                 return Err(SourceError);
             }
-            s.map_range(start, size).map(|()| false)
+            s.map_range_or_drop_kept(start, size).map(|()| false)
         })
     }
 
@@ -769,9 +984,22 @@ where
                 s.stats.reserved -= (old_n - new_n) * GRANULE;
                 return Some(region(start));
             }
-            if start % align as u64 == 0 && s.grow_in_place(first, old_n, new_n) {
+            // over a kept region behind it, the region takes whole granules (all mapped)
+            let aligned = start % align as u64 == 0;
+            let new_size = if aligned && s.absorb_kept(first + old_n, first + new_n) {
+                new_n * GRANULE
+            } else {
+                new_size
+            };
+            let region = |at: u64| Region { size: new_size, ..region(at) };
+            if aligned && s.grow_in_place(first, old_n, new_n) {
                 // the granules behind are ours now: map the new part
-                if s.map_range(start + old_size as u64, new_size - old_size).is_err() {
+                if s
+                    .map_range_or_drop_kept(start + old_size as u64, new_size - old_size)
+                    .is_err()
+                {
+                    // pages of an absorbed kept region are mapped there
+                    s.unmap_range(start + old_size as u64, new_size - old_size);
                     s.release(first + old_n, new_n - old_n);
                     return None;
                 }
@@ -780,9 +1008,12 @@ where
             }
             // move: a new place, fresh frames for the new part first (so that a failure
             // leaves the region as it was), then the old frames, page by page
-            let nfirst = s.reserve(new_n, (align / GRANULE).max(1))?;
+            let nfirst = s.reserve_or_drop_kept(new_n, (align / GRANULE).max(1))?;
             let nstart = s.window_start + (nfirst * GRANULE) as u64;
-            if s.map_range(nstart + old_size as u64, new_size - old_size).is_err() {
+            if s
+                .map_range_or_drop_kept(nstart + old_size as u64, new_size - old_size)
+                .is_err()
+            {
                 s.release(nfirst, new_n);
                 return None;
             }

@@ -168,6 +168,22 @@ pub unsafe trait PageSource: Sync {
         let _ = (ptr, size, large);
     }
 
+    /// Whether [`remap`](Self::remap) grows a region without copying, cheaply enough that a
+    /// block growing beyond the medium sizes should get a huge segment of its own, so that
+    /// every further growth is a remap (a kernel's frame mapper, where mapping pages behind
+    /// a region costs less than copying them). The default: no.
+    fn grows_by_remap(&self) -> bool {
+        false
+    }
+
+    /// Gives back memory the source keeps for reuse on its own (freed regions it keeps
+    /// mapped, say): what it has kept a while, or all of it with `force`. The allocator
+    /// calls it when it collects (every few slow paths, and when asked to give back
+    /// everything). The default keeps nothing and does nothing.
+    fn collect(&self, force: bool) {
+        let _ = force;
+    }
+
     /// Makes the range inaccessible (`protect == true`, a guard page) or accessible again.
     /// Returns `false` if the source cannot protect memory (the default).
     ///

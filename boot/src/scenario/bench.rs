@@ -173,11 +173,12 @@ pub fn run(args: &super::Args) {
             let s1 = mem::SOURCE.stats();
             if a == SHARDALLOC && args.verbose {
                 println!(
-                    "bench: {}: page source, {RUNS} runs: {} commits, {} decommits, {} TLB shootdowns",
+                    "bench: {}: page source, {RUNS} runs: {} commits, {} decommits, {} TLB shootdowns, {} kept regions reused",
                     WORKLOADS[w].0,
                     s1.commits - s0.commits,
                     s1.decommits - s0.decommits,
-                    s1.shootdowns - s0.shootdowns
+                    s1.shootdowns - s0.shootdowns,
+                    s1.kept_reused - s0.kept_reused
                 );
             }
         }

@@ -117,6 +117,61 @@ pub fn run(_args: &super::Args) {
     // SAFETY: p is live with layout l.
     unsafe { alloc::alloc::dealloc(p, l) };
     println!("smoke: Box, Vec, String, BTreeMap, alignments to 4 MiB, zeroed, realloc: fine");
+    grow_and_keep();
+}
+
+/// A `Vec` grown by doubling past the medium sizes gets a huge segment of its own and grows
+/// by remap; dropped, its region stays mapped (the page source keeps up to a sixteenth of
+/// RAM, `mem::init`), the next one reuses it without mapping it again, and a forced collect
+/// gives it back.
+fn grow_and_keep() {
+    use crate::{heap, mem::SOURCE};
+    let limit = crate::mem::PHYS.total_frames() * 4096 / 16;
+    let bytes = (limit / 2).next_power_of_two() / 2; // fits the limit with its header
+    assert!(bytes > 256 << 10, "smoke: too little memory for the kept-region check");
+    let grow = |tag: u8| {
+        let mut v: Vec<u8> = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while v.len() < bytes {
+            for (i, b) in chunk.iter_mut().enumerate() {
+                *b = tag ^ ((v.len() + i) as u8).wrapping_mul(31);
+            }
+            v.extend_from_slice(&chunk);
+        }
+        let bad = v
+            .iter()
+            .enumerate()
+            .position(|(i, &b)| b != tag ^ (i as u8).wrapping_mul(31));
+        assert_eq!(bad, None, "smoke: a growing Vec lost data");
+    };
+    heap::collect_all(true);
+    let s0 = SOURCE.stats();
+    assert_eq!(s0.kept, 0, "smoke: a forced collect left regions kept");
+    grow(1);
+    let s1 = SOURCE.stats();
+    assert!(
+        s1.kept >= bytes,
+        "smoke: the dropped Vec's region ({bytes} bytes) was not kept: {s1:?}"
+    );
+    grow(2);
+    let s2 = SOURCE.stats();
+    assert!(
+        s2.kept_reused > s1.kept_reused && s2.mapped_pages <= s1.mapped_pages + bytes / 4096 / 4,
+        "smoke: the second Vec did not reuse the kept region: {s1:?} then {s2:?}"
+    );
+    heap::collect_all(true);
+    let s3 = SOURCE.stats();
+    assert!(
+        s3.kept == 0 && s3.mapped_pages + bytes / 4096 <= s2.mapped_pages,
+        "smoke: a forced collect did not give the kept region back: {s2:?} then {s3:?}"
+    );
+    println!(
+        "smoke: a {} KiB Vec grown twice: kept {} KiB, reused {} times, {} pages mapped after collect",
+        bytes >> 10,
+        s1.kept >> 10,
+        s2.kept_reused - s1.kept_reused,
+        s3.mapped_pages
+    );
 }
 
 fn itoa(mut n: u32, buf: &mut [u8; 20]) -> &str {
