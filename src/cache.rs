@@ -10,6 +10,11 @@
 //!   so that threads that come and go still reuse its address space without mapping calls;
 //!   then it goes back to the source.
 //!
+//! The resident stage is also bounded by size: [`Os`] purges its oldest regions at once
+//! when it holds more than a fraction of the memory in use, so that the cache never keeps
+//! much more resident than the program holds (the segments that a crowd of exiting threads
+//! emptied are purged, but stay mapped for the threads that come next).
+//!
 //! There is no bound on the number of regions: time bounds them, so that what is cached
 //! follows what the program recently held (a program whose threads all exit at once and
 //! are replaced finds all their segments here). The bookkeeping of a region lives in the
@@ -35,6 +40,8 @@ pub(crate) struct Cached {
     pub committed: usize,
     /// Domain time at which it moves on to the next stage.
     pub expire: u64,
+    /// Domain time at which it came into the cache.
+    pub since: u64,
     /// Its memory (but the first OS page) was purged.
     pub purged: bool,
     /// The region was last advised for large OS pages (it held a huge block).
@@ -139,6 +146,9 @@ pub(crate) struct RegionCache {
     inner: spin::Mutex<Lists>,
     /// `inner.count`, readable without the lock (the common case is an empty cache).
     len: AtomicUsize,
+    /// `inner.bytes[0]` and `inner.bytes[0] + inner.bytes[1]`, readable without the lock.
+    resident_bytes: AtomicUsize,
+    total_bytes: AtomicUsize,
     /// No region is due before this domain time (`i64::MAX` when empty); read without the
     /// lock, so that a collection with nothing due does not take it.
     next_due: AtomicI64,
@@ -154,8 +164,45 @@ impl RegionCache {
                 count: 0,
             }),
             len: AtomicUsize::new(0),
+            resident_bytes: AtomicUsize::new(0),
+            total_bytes: AtomicUsize::new(0),
             next_due: AtomicI64::new(i64::MAX),
         }
+    }
+
+    /// Bytes of the cached regions in the resident stage and in all (read without the
+    /// lock, so possibly a moment out of date).
+    pub(crate) fn bytes(&self) -> (usize, usize) {
+        (
+            self.resident_bytes.load(Ordering::Relaxed),
+            self.total_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Takes the oldest region of the resident stage if it came into the cache at
+    /// `before` or earlier.
+    pub(crate) fn take_oldest_resident(&self, before: u64) -> Option<Cached> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut c = self.inner.lock();
+        let n = c.resident.last;
+        // SAFETY: a non-null `last` is a member, live.
+        if n.is_null() || unsafe { (*n).cached.since } > before {
+            return None;
+        }
+        // SAFETY: `n` is the resident list's last member.
+        let e = unsafe { c.remove(n) };
+        self.publish(&c);
+        Some(e)
+    }
+
+    /// Updates the lock-free mirrors of `c`'s counts.
+    fn publish(&self, c: &Lists) {
+        self.len.store(c.count, Ordering::Relaxed);
+        self.resident_bytes.store(c.bytes[0], Ordering::Relaxed);
+        self.total_bytes
+            .store(c.bytes[0] + c.bytes[1], Ordering::Relaxed);
     }
 
     #[inline]
@@ -179,7 +226,7 @@ impl RegionCache {
         }
         // SAFETY: `n` was found in one of the lists.
         let e = unsafe { c.remove(n) };
-        self.len.store(c.count, Ordering::Relaxed);
+        self.publish(&c);
         Some(e)
     }
 
@@ -207,7 +254,7 @@ impl RegionCache {
         unsafe { c.list(entry.purged).push_front(node) };
         c.bytes[entry.purged as usize] += entry.size;
         c.count += 1;
-        self.len.store(c.count, Ordering::Relaxed);
+        self.publish(&c);
         self.next_due
             .fetch_min(entry.expire.min(i64::MAX as u64) as i64, Ordering::Relaxed);
     }
@@ -244,7 +291,7 @@ impl RegionCache {
         };
         // SAFETY: `n` is a list's last member.
         let e = unsafe { c.remove(n) };
-        self.len.store(c.count, Ordering::Relaxed);
+        self.publish(&c);
         let what = if force || e.purged {
             Due::Free
         } else {

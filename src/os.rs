@@ -46,6 +46,9 @@ pub(crate) struct Os {
 /// 100 ms to 1 s (mimalloc v3 purges after 1 s, v2 its arenas after 100 ms).
 const CACHE_MULT_MIN: usize = 10;
 const CACHE_MULT_MAX: usize = 100;
+/// The cache's resident stage holds at most this fraction of the bytes in use (see
+/// `Os::cache_trim`).
+const CACHE_RESIDENT_DIV: usize = 16;
 
 impl Os {
     pub(crate) const fn new(source: &'static dyn PageSource, clock: Option<fn() -> u64>) -> Self {
@@ -354,17 +357,47 @@ impl Os {
         committed: usize,
         large: bool,
     ) {
+        let now = self.now();
         let entry = Cached {
             ptr: ptr.as_ptr(),
             size,
             committed,
-            expire: self.now().saturating_add(self.cache_delay(false)),
+            expire: now.saturating_add(self.cache_delay(false)),
+            since: now,
             purged: false,
             large,
         };
         // SAFETY: the region is ours, unused and committed (the `# Safety` contract), and
         // starts page aligned, so it is writable and aligned for the cache's node.
         unsafe { self.cache.put(entry) };
+        self.cache_trim(now);
+    }
+
+    /// Bounds the cache's resident stage by the memory in use: while its bytes exceed
+    /// `1 / CACHE_RESIDENT_DIV` of the bytes of live (not cached) regions, its oldest
+    /// region is purged once it has been cached for one purge delay, as the emptied pages
+    /// of a live segment are (rather than the ten to a hundred delays of a cache within
+    /// its bound); it stays mapped, so that reusing it costs page faults but no mapping
+    /// call. Without the bound, the segments that exiting threads emptied stayed resident
+    /// on top of what the program held (peak RSS of mstress 23.6 -> 37 MiB).
+    fn cache_trim(&self, now: u64) {
+        let delay = self.purge_delay();
+        if delay < 0 {
+            return; // never purge
+        }
+        let before = now.saturating_sub(delay as u64);
+        loop {
+            let (resident, total) = self.cache.bytes();
+            let live = self.reserved().saturating_sub(total);
+            if resident <= live / CACHE_RESIDENT_DIV {
+                return;
+            }
+            let Some(e) = self.cache.take_oldest_resident(before) else {
+                return;
+            };
+            // SAFETY: taken out of the cache, resident.
+            unsafe { self.cache_purge(e, now) };
+        }
     }
 
     /// Purges a region taken out of the cache's resident stage (all but its first OS page,
@@ -438,6 +471,9 @@ impl Os {
             }
             // SAFETY: taken out of the cache, so ours alone and unused.
             unsafe { self.free_cached(e) };
+        }
+        if !force {
+            self.cache_trim(now);
         }
     }
 
