@@ -128,11 +128,11 @@ fn virtual_alloc2() -> Option<VirtualAlloc2Fn> {
         // Windows process (and in Wine's), and a module handle from GetModuleHandleA needs
         // no release. A missing export gives null.
         f = unsafe {
-            let module = GetModuleHandleA(b"kernelbase.dll\0".as_ptr());
+            let module = GetModuleHandleA(c"kernelbase.dll".as_ptr() as *const u8);
             if module.is_null() {
                 1
             } else {
-                GetProcAddress(module, b"VirtualAlloc2\0".as_ptr()).map_or(1, |p| p as usize)
+                GetProcAddress(module, c"VirtualAlloc2".as_ptr() as *const u8).map_or(1, |p| p as usize)
             }
         };
         ALLOC2.store(f, Ordering::Release);
@@ -166,11 +166,12 @@ unsafe fn reserve(addr: usize, size: usize, commit: bool) -> Option<NonNull<u8>>
     NonNull::new(p as *mut u8)
 }
 
-/// The start of the reservation holding `p`.
+/// What `VirtualQuery` says of the pages from `p` on (the first run of pages with the same
+/// state), or `None`.
 ///
 /// # Safety
-/// `p` lies in a reservation of ours.
-unsafe fn allocation_base(p: *const u8) -> Option<*mut c_void> {
+/// No precondition beyond `p` being an address (any address may be asked).
+unsafe fn query(p: *const u8) -> Option<MEMORY_BASIC_INFORMATION> {
     let mut mbi = MaybeUninit::<MEMORY_BASIC_INFORMATION>::zeroed();
     // SAFETY: `mbi` is a valid out-pointer of the size passed.
     let n = unsafe {
@@ -180,11 +181,17 @@ unsafe fn allocation_base(p: *const u8) -> Option<*mut c_void> {
             core::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
         )
     };
-    if n == 0 {
-        return None;
-    }
-    // SAFETY: VirtualQuery filled the structure.
-    Some(unsafe { mbi.assume_init() }.AllocationBase)
+    // SAFETY: VirtualQuery filled the structure when it returned non-zero.
+    (n != 0).then(|| unsafe { mbi.assume_init() })
+}
+
+/// The start of the reservation holding `p`.
+///
+/// # Safety
+/// `p` lies in a reservation of ours.
+unsafe fn allocation_base(p: *const u8) -> Option<*mut c_void> {
+    // SAFETY: any address may be asked.
+    unsafe { query(p) }.map(|m| m.AllocationBase)
 }
 
 /// Whether every page of `[p, p + size)` is reserved but not committed (so committing it
@@ -193,22 +200,18 @@ unsafe fn allocation_base(p: *const u8) -> Option<*mut c_void> {
 /// # Safety
 /// The range lies in a reservation of ours.
 unsafe fn all_reserved(p: *const u8, size: usize) -> bool {
-    let mut mbi = MaybeUninit::<MEMORY_BASIC_INFORMATION>::zeroed();
-    // SAFETY: as in `allocation_base`.
-    let n = unsafe {
-        VirtualQuery(
-            p as *const c_void,
-            mbi.as_mut_ptr(),
-            core::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
-        )
-    };
-    if n == 0 {
-        return false;
-    }
-    // SAFETY: VirtualQuery filled the structure.
-    let mbi = unsafe { mbi.assume_init() };
     // the first run of pages with equal state starts at `p`'s page, which is `p`
-    mbi.State == MEM_RESERVE && mbi.RegionSize >= size
+    // SAFETY: any address may be asked.
+    unsafe { query(p) }.is_some_and(|m| m.State == MEM_RESERVE && m.RegionSize >= size)
+}
+
+fn region(p: NonNull<u8>, size: usize, commit: bool) -> Region {
+    Region {
+        ptr: p,
+        size,
+        committed: commit,
+        zeroed: true,
+    }
 }
 
 impl VirtualAlloc {
@@ -304,13 +307,7 @@ impl VirtualAlloc {
     #[doc(hidden)]
     pub unsafe fn alloc_aligned2_region(&self, size: usize, align: usize, commit: bool) -> Option<Region> {
         // SAFETY: the caller's obligations are those of `alloc`.
-        let p = unsafe { Self::alloc_aligned2(size, align, commit)? };
-        Some(Region {
-            ptr: p,
-            size,
-            committed: commit,
-            zeroed: true,
-        })
+        unsafe { Self::alloc_aligned2(size, align, commit) }.map(|p| region(p, size, commit))
     }
 
     /// Whether the system has `VirtualAlloc2` (Windows 10 1803 and later).
@@ -326,13 +323,7 @@ impl VirtualAlloc {
     #[doc(hidden)]
     pub unsafe fn alloc_oversized_region(&self, size: usize, align: usize, commit: bool) -> Option<Region> {
         // SAFETY: the caller's obligations are those of `alloc`.
-        let p = unsafe { Self::alloc_oversized(size, align, commit)? };
-        Some(Region {
-            ptr: p,
-            size,
-            committed: commit,
-            zeroed: true,
-        })
+        unsafe { Self::alloc_oversized(size, align, commit) }.map(|p| region(p, size, commit))
     }
 }
 
@@ -366,12 +357,7 @@ unsafe impl PageSource for VirtualAlloc {
                     .or_else(|| Self::alloc_oversized(size, align, commit))?
             }
         };
-        Some(Region {
-            ptr: p,
-            size,
-            committed: commit,
-            zeroed: true,
-        })
+        Some(region(p, size, commit))
     }
 
     unsafe fn free(&self, ptr: NonNull<u8>, _size: usize) {
