@@ -505,7 +505,10 @@ mod shared {
     ///
     /// # Safety
     /// `shared` is a live shared heap; `page_heap` is null or the heap of a live page.
-    pub(crate) unsafe fn shared_has_part(shared: *const SharedHeap, page_heap: *mut RawHeap) -> bool {
+    pub(crate) unsafe fn shared_has_part(
+        shared: *const SharedHeap,
+        page_heap: *mut RawHeap,
+    ) -> bool {
         if page_heap.is_null() {
             return false;
         }

@@ -9,9 +9,9 @@
 //! `mi_heap_t`) is what every thread may allocate from: each thread that does gets its own
 //! `RawHeap` for it, a *part* (mimalloc v3's "theap").
 
-use crate::sync::{AtomicPtr, Ordering};
 #[cfg(feature = "std")]
 use crate::sync::{AtomicBool, AtomicU8, AtomicUsize};
+use crate::sync::{AtomicPtr, Ordering};
 use core::ptr::{self, addr_of, NonNull};
 
 use crate::domain::Domain;

@@ -92,9 +92,21 @@ fn library_exports_and_tls() {
     // of them, mi_stats_print_out, in both; the 5 mimalloc 2.x functions kept at the end
     // of mimalloc.h; shardalloc.h's 4)
     assert_eq!(declared.len(), 190 + 1 + 5 + 4, "{declared:?}");
-    for f in ["mi_umalloc", "mi_ufree", "mi_heap_of", "mi_stats_get_json", "mi_subproc_new",
-              "mi_theap_malloc", "mi_manage_os_memory_ex", "mi_option_get_size", "mi_process_done"] {
-        assert!(declared.iter().any(|d| d == f), "{f} not found by the header parser");
+    for f in [
+        "mi_umalloc",
+        "mi_ufree",
+        "mi_heap_of",
+        "mi_stats_get_json",
+        "mi_subproc_new",
+        "mi_theap_malloc",
+        "mi_manage_os_memory_ex",
+        "mi_option_get_size",
+        "mi_process_done",
+    ] {
+        assert!(
+            declared.iter().any(|d| d == f),
+            "{f} not found by the header parser"
+        );
     }
     // the thread-local heap slot is initial-exec TLS: the library says STATIC_TLS, and
     // its TLS block is small enough for glibc's static TLS surplus (dlopen)
@@ -412,7 +424,11 @@ fn mi_api_program() {
     let out = run_ok(&exe, &[], &[("MIMALLOC_SHOW_STATS", "1")], 60);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("checks passed"), "{}", show(&out));
-    assert_served(&String::from_utf8_lossy(&out.stderr), &[("test_mi", 1)], "test_mi");
+    assert_served(
+        &String::from_utf8_lossy(&out.stderr),
+        &[("test_mi", 1)],
+        "test_mi",
+    );
 }
 
 /// mimalloc v3's additions (tests/c/test_v3.c), each with mimalloc's semantics: the `mi_u*`
@@ -451,11 +467,21 @@ fn mimalloc_v3_headers() {
     need_gcc!();
     let exe = build("test_override_h.c", Link::Shared, &[]);
     let out = run_ok(&exe, &[], &[], 30);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "override.h: ok\n", "{}", show(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "override.h: ok\n",
+        "{}",
+        show(&out)
+    );
     need_tool!("g++");
     let exe = build("test_v3_cxx.cpp", Link::Shared, &[]);
     let out = run_ok(&exe, &[], &[], 30);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "v3 c++: ok\n", "{}", show(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "v3 c++: ok\n",
+        "{}",
+        show(&out)
+    );
     // C++11: the same header without the C++17 parts
     let exe11 = harness::out_dir().join("bin").join("test_v3_cxx-cxx11");
     let status = Command::new("g++")
@@ -471,7 +497,12 @@ fn mimalloc_v3_headers() {
         .expect("g++");
     assert!(status.success(), "g++ -std=c++11 failed");
     let out = run_ok(&exe11, &[], &[], 30);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "v3 c++: ok\n", "{}", show(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "v3 c++: ok\n",
+        "{}",
+        show(&out)
+    );
 }
 
 /// mimalloc v3.4.3's own stress test (`tests/c/mimalloc_test_stress_v3.c`), with rolling
@@ -491,5 +522,9 @@ fn mimalloc_v3_stress_test_with_shared_heaps() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     // the test prints the allocator's statistics (`mi_stats_print`): ours, with pages
     // handed out
-    assert_served(&format!("{stdout}\n{stderr}"), &[("mimalloc_test_stress_v3", 1)], "test-stress");
+    assert_served(
+        &format!("{stdout}\n{stderr}"),
+        &[("mimalloc_test_stress_v3", 1)],
+        "test-stress",
+    );
 }

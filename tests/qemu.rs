@@ -402,7 +402,9 @@ fn check_pass(b: &Boot, o: &Outcome) -> Vec<String> {
                     });
                     match n {
                         Some(n) if n > 0 => {}
-                        _ => bad.push(format!("nest: no allocator operations at level {level}: {l}")),
+                        _ => bad.push(format!(
+                            "nest: no allocator operations at level {level}: {l}"
+                        )),
                     }
                 }
                 match number_before(l, "frees of another level's blocks") {

@@ -64,7 +64,12 @@ fn readme_figures_are_the_runners() {
 fn readme_kernel_example_is_the_kernels() {
     let readme = read("README.md");
     let source = read("boot/src/adopt.rs");
-    let code = between(&source, "// readme:begin", "// readme:end", "boot/src/adopt.rs");
+    let code = between(
+        &source,
+        "// readme:begin",
+        "// readme:end",
+        "boot/src/adopt.rs",
+    );
     let shown = format!("```rust\n{code}\n```");
     assert!(
         readme.contains(&shown),

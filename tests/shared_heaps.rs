@@ -85,7 +85,10 @@ fn one_heap_many_threads() {
                     sh.drain(..n).collect()
                 };
                 for (p, size, id) in theirs.into_iter().chain(mine) {
-                    assert!(verify(p as *const u8, size, id), "block {id} corrupted (seed {seed})");
+                    assert!(
+                        verify(p as *const u8, size, id),
+                        "block {id} corrupted (seed {seed})"
+                    );
                     unsafe { shardalloc::free(p as *mut u8) };
                 }
             });
@@ -93,7 +96,10 @@ fn one_heap_many_threads() {
     });
     // the threads exited: their live blocks stayed valid (they left the heap with them)
     for (p, size, id) in shelf.lock().unwrap().drain(..) {
-        assert!(verify(p as *const u8, size, id), "block {id} corrupted (seed {seed})");
+        assert!(
+            verify(p as *const u8, size, id),
+            "block {id} corrupted (seed {seed})"
+        );
         unsafe { shardalloc::free(p as *mut u8) };
     }
     heap.destroy();
@@ -122,8 +128,13 @@ fn one_heap_many_threads() {
     }
     let used = pages();
     eprintln!("pages: {base} before, {used} with three threads' parts");
-    assert!(used >= base + 150, "the three parts made too few pages: {base} -> {used}");
-    let heap = Arc::try_unwrap(heap).ok().expect("the workers dropped their handles");
+    assert!(
+        used >= base + 150,
+        "the three parts made too few pages: {base} -> {used}"
+    );
+    let heap = Arc::try_unwrap(heap)
+        .ok()
+        .expect("the workers dropped their handles");
     workers[2].run(move || heap.destroy());
     // this thread's part was not the destroyer's: it goes at this thread's collection, the
     // workers' at theirs
@@ -133,7 +144,10 @@ fn one_heap_many_threads() {
     }
     let after = pages();
     eprintln!("pages after destroy from another thread and collections: {after}");
-    assert!(after <= base + 2, "destroyed parts kept their pages: {base} -> {after}");
+    assert!(
+        after <= base + 2,
+        "destroyed parts kept their pages: {base} -> {after}"
+    );
 
     // 3. delete from another thread: the blocks stay valid, in the allocating threads'
     //    default heaps
@@ -148,7 +162,9 @@ fn one_heap_many_threads() {
     let p = rx.recv().unwrap();
     let q = heap.alloc(200, 8);
     fill(q, 200, 78);
-    let heap = Arc::try_unwrap(heap).ok().expect("the worker dropped its handle");
+    let heap = Arc::try_unwrap(heap)
+        .ok()
+        .expect("the worker dropped its handle");
     workers[1].run(move || heap.delete());
     workers[0].run(|| shardalloc::collect(false));
     shardalloc::collect(false);

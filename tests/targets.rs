@@ -117,7 +117,15 @@ fn embedded_heap_on_the_host() {
 fn hosted_tests_pass_on_i686() {
     let target = "i686-unknown-linux-gnu";
     let tests = [
-        "smoke", "model", "heaps", "shared_heaps", "oom", "threads", "churn", "rss", "fork",
+        "smoke",
+        "model",
+        "heaps",
+        "shared_heaps",
+        "oom",
+        "threads",
+        "churn",
+        "rss",
+        "fork",
     ];
     let mut args = vec!["test", "--target", target, "--lib"];
     for t in &tests {

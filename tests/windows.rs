@@ -70,8 +70,7 @@ fn cargo(args: &[&str]) -> Output {
 }
 
 fn hint(stderr: &str) -> &'static str {
-    if stderr.contains("target may not be installed") || stderr.contains("can't find crate for")
-    {
+    if stderr.contains("target may not be installed") || stderr.contains("can't find crate for") {
         "\nhint: rustup target add x86_64-pc-windows-gnu (scripts/setup.sh does it)"
     } else {
         ""
@@ -98,7 +97,11 @@ fn hosted_tests_pass_under_wine() {
     );
     // every binary ran, as a Windows executable through the runner
     let passed = stdout.matches("test result: ok.").count();
-    assert_eq!(passed, TESTS.len() + 1, "test binaries run under Wine:\n{stdout}\n{err}");
+    assert_eq!(
+        passed,
+        TESTS.len() + 1,
+        "test binaries run under Wine:\n{stdout}\n{err}"
+    );
     for t in TESTS {
         let running = format!("Running tests/{t}.rs (target/{TARGET}/");
         let line = err.lines().find(|l| l.contains(&running));
@@ -137,7 +140,11 @@ fn dll_dir() -> PathBuf {
         TARGET,
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "building shardalloc.dll failed:\n{err}{}", hint(&err));
+    assert!(
+        out.status.success(),
+        "building shardalloc.dll failed:\n{err}{}",
+        hint(&err)
+    );
     let dir = harness::root().join("target").join(TARGET).join("release");
     for f in ["shardalloc.dll", "libshardalloc.dll.a"] {
         assert!(dir.join(f).exists(), "{f} was not built");
@@ -168,9 +175,17 @@ fn build_exe(src: &str, compiler: &str, extra: &[&str]) -> PathBuf {
             .arg(&lib)
             .arg("-lshardalloc"),
     );
-    assert!(out.status.success(), "compiling {src}: {}", harness::show(&out));
+    assert!(
+        out.status.success(),
+        "compiling {src}: {}",
+        harness::show(&out)
+    );
     // the program imports the DLL (not a static copy, not the C runtime's malloc)
-    let dump = harness::spawn_output(Command::new("x86_64-w64-mingw32-objdump").arg("-p").arg(&exe));
+    let dump = harness::spawn_output(
+        Command::new("x86_64-w64-mingw32-objdump")
+            .arg("-p")
+            .arg(&exe),
+    );
     let dump = String::from_utf8_lossy(&dump.stdout);
     assert!(
         dump.contains("DLL Name: shardalloc.dll"),
@@ -188,7 +203,12 @@ fn run_under_wine(exe: &Path, env: &[(&str, &str)]) -> Output {
             .current_dir(exe.parent().unwrap())
             .envs(env.iter().copied()),
     );
-    assert!(out.status.success(), "{} under Wine: {}", exe.display(), harness::show(&out));
+    assert!(
+        out.status.success(),
+        "{} under Wine: {}",
+        exe.display(),
+        harness::show(&out)
+    );
     out
 }
 
@@ -229,7 +249,10 @@ fn mimalloc_users_compile_unchanged_for_windows() {
         &["-static-libgcc", "-static-libstdc++"],
     );
     let out = run_under_wine(&exe, &[]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100000 1000 1000 1");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "100000 1000 1000 1"
+    );
 }
 
 /// The MSVC target differs only in the toolchain: the library (with the C API) type-checks
@@ -251,6 +274,12 @@ fn msvc_target_type_checks() {
     } else {
         ""
     };
-    assert!(out.status.success(), "cargo check for x86_64-pc-windows-msvc:\n{err}{hint}");
-    assert!(!err.contains("warning:"), "warnings for x86_64-pc-windows-msvc:\n{err}");
+    assert!(
+        out.status.success(),
+        "cargo check for x86_64-pc-windows-msvc:\n{err}{hint}"
+    );
+    assert!(
+        !err.contains("warning:"),
+        "warnings for x86_64-pc-windows-msvc:\n{err}"
+    );
 }

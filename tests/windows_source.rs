@@ -61,7 +61,11 @@ fn reserve_commit_decommit_recommit() {
     assert_eq!(unsafe { SRC.commit(r.ptr, part) }, Ok(true));
     assert_eq!(state(p), MEM_COMMIT);
     assert!(query(p).RegionSize >= part);
-    assert_eq!(state(unsafe { p.add(part) }), MEM_RESERVE, "committed too much");
+    assert_eq!(
+        state(unsafe { p.add(part) }),
+        MEM_RESERVE,
+        "committed too much"
+    );
     unsafe { p.write_bytes(0xab, part) };
     // committing committed pages keeps them, and says they are not zero
     assert_eq!(unsafe { SRC.commit(r.ptr, part) }, Ok(false));
@@ -86,7 +90,11 @@ fn reserve_commit_decommit_recommit() {
     let guard = unsafe { NonNull::new_unchecked(p.add(page)) };
     assert!(unsafe { SRC.protect(guard, page, true) });
     assert_eq!(query(guard.as_ptr()).Protect, PAGE_NOACCESS);
-    assert_eq!(query(p).Protect, PAGE_READWRITE, "protected the page before");
+    assert_eq!(
+        query(p).Protect,
+        PAGE_READWRITE,
+        "protected the page before"
+    );
     assert!(unsafe { SRC.protect(guard, page, false) });
     assert_eq!(query(guard.as_ptr()).Protect, PAGE_READWRITE);
 
@@ -98,7 +106,11 @@ fn reserve_commit_decommit_recommit() {
 fn aligned_regions_are_aligned_disjoint_and_released() {
     let mut regions = Vec::new();
     for i in 0..64 {
-        let (size, align) = if i % 4 == 0 { (12 * MB, 4 * MB) } else { (4 * MB, 4 * MB) };
+        let (size, align) = if i % 4 == 0 {
+            (12 * MB, 4 * MB)
+        } else {
+            (4 * MB, 4 * MB)
+        };
         let r = unsafe { SRC.alloc(size, align, i % 2 == 0) }.expect("aligned region");
         assert_eq!(r.ptr.as_ptr() as usize % align, 0);
         assert_eq!(r.committed, i % 2 == 0);
@@ -115,7 +127,10 @@ fn aligned_regions_are_aligned_disjoint_and_released() {
         .map(|r| (r.ptr.as_ptr() as usize, r.ptr.as_ptr() as usize + r.size))
         .collect();
     spans.sort();
-    assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0), "regions overlap");
+    assert!(
+        spans.windows(2).all(|w| w[0].1 <= w[1].0),
+        "regions overlap"
+    );
     for r in &regions {
         unsafe { SRC.free(r.ptr, r.size) };
         assert_eq!(state(r.ptr.as_ptr()), MEM_FREE);
@@ -135,7 +150,10 @@ fn virtual_alloc2_way() {
         assert!(r.is_none());
         return;
     }
-    eprintln!("VirtualAlloc2 with a 4 MiB alignment: {:?}", r.map(|r| r.ptr));
+    eprintln!(
+        "VirtualAlloc2 with a 4 MiB alignment: {:?}",
+        r.map(|r| r.ptr)
+    );
     if let Some(r) = r {
         assert_eq!(r.ptr.as_ptr() as usize % (4 * MB), 0);
         unsafe { r.ptr.as_ptr().write_bytes(3, 4 * MB) };
@@ -161,7 +179,11 @@ fn oversized_fallback_releases_the_whole_reservation() {
             assert_eq!(state(p), MEM_RESERVE);
         }
         if base < p {
-            assert_eq!(state(base), MEM_RESERVE, "the unused head must stay uncommitted");
+            assert_eq!(
+                state(base),
+                MEM_RESERVE,
+                "the unused head must stay uncommitted"
+            );
         }
         unsafe { SRC.free(r.ptr, r.size) };
         assert_eq!(state(base), MEM_FREE);
@@ -200,7 +222,14 @@ fn native_threads_release_their_heaps_at_exit() {
     const N: usize = 500;
     for _ in 0..N {
         let h = unsafe {
-            CreateThread(std::ptr::null(), 0, Some(body), 100 as *mut c_void, 0, std::ptr::null_mut())
+            CreateThread(
+                std::ptr::null(),
+                0,
+                Some(body),
+                100 as *mut c_void,
+                0,
+                std::ptr::null_mut(),
+            )
         };
         assert!(!h.is_null(), "CreateThread failed");
         assert_eq!(unsafe { WaitForSingleObject(h, INFINITE) }, WAIT_OBJECT_0);
@@ -211,7 +240,10 @@ fn native_threads_release_their_heaps_at_exit() {
         "threads: before {before:?}, after {after:?} ({} blocks left live)",
         LEFT.lock().unwrap().len()
     );
-    assert!(after.total - before.total >= N as i64, "the native threads made no heaps");
+    assert!(
+        after.total - before.total >= N as i64,
+        "the native threads made no heaps"
+    );
     // (other tests of this binary run meanwhile on libtest's threads, each with a heap:
     // a few more or fewer at the two reads; leaking would leave hundreds)
     assert!(

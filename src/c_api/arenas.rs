@@ -117,7 +117,12 @@ pub(crate) fn count() -> usize {
 /// # Safety
 /// The range is readable and writable memory that nothing else uses, for the rest of the
 /// process.
-unsafe fn add_arena(start: *mut u8, size: usize, exclusive: bool, huge_pages: usize) -> Option<*mut c_void> {
+unsafe fn add_arena(
+    start: *mut u8,
+    size: usize,
+    exclusive: bool,
+    huge_pages: usize,
+) -> Option<*mut c_void> {
     if start.is_null() || size < mi_arena_min_size() {
         return None;
     }
@@ -198,7 +203,11 @@ pub unsafe extern "C" fn mi_reserve_os_memory_ex(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn mi_reserve_os_memory(size: usize, commit: bool, allow_large: bool) -> c_int {
+pub unsafe extern "C" fn mi_reserve_os_memory(
+    size: usize,
+    commit: bool,
+    allow_large: bool,
+) -> c_int {
     // SAFETY: a null `arena_id` is allowed.
     unsafe { mi_reserve_os_memory_ex(size, commit, allow_large, false, ptr::null_mut()) }
 }
@@ -263,8 +272,13 @@ pub unsafe extern "C" fn mi_manage_os_memory(
     }
 }
 
-type CommitFun =
-    unsafe extern "C" fn(commit: bool, start: *mut c_void, size: usize, is_zero: *mut bool, arg: *mut c_void) -> bool;
+type CommitFun = unsafe extern "C" fn(
+    commit: bool,
+    start: *mut c_void,
+    size: usize,
+    is_zero: *mut bool,
+    arg: *mut c_void,
+) -> bool;
 
 /// As `mi_manage_os_memory_ex`, with the program's commit function: memory given as not
 /// committed is committed through it once, in full (an arena's memory is never
@@ -397,7 +411,11 @@ pub unsafe extern "C" fn mi_reserve_huge_os_pages(
     max_secs: f64,
     pages_reserved: *mut usize,
 ) -> c_int {
-    let ms = if max_secs > 0.0 { (max_secs * 1000.0) as usize } else { 0 };
+    let ms = if max_secs > 0.0 {
+        (max_secs * 1000.0) as usize
+    } else {
+        0
+    };
     // SAFETY: as above.
     let err = unsafe { mi_reserve_huge_os_pages_at(pages, -1, ms) };
     if !pages_reserved.is_null() {
@@ -422,7 +440,11 @@ fn print_arenas() {
             arena_id(i),
             a.size.load(Ordering::Relaxed) / 1024,
             a.start.load(Ordering::Relaxed),
-            if a.exclusive.load(Ordering::Relaxed) { ", exclusive" } else { "" },
+            if a.exclusive.load(Ordering::Relaxed) {
+                ", exclusive"
+            } else {
+                ""
+            },
             match a.huge_pages.load(Ordering::Relaxed) {
                 0 => "",
                 _ => ", 1 GiB pages",
@@ -534,7 +556,11 @@ pub(crate) unsafe fn release(h: *mut SharedHeap, destroy: bool) -> bool {
     // SAFETY: the calling thread's heap or the static empty heap: readable.
     let caller = unsafe { (*mine).owner };
     let mut table = HEAPS.lock();
-    let Some(slot) = table.0.iter().position(|e| e.as_ref().is_some_and(|e| e.shared == h)) else {
+    let Some(slot) = table
+        .0
+        .iter()
+        .position(|e| e.as_ref().is_some_and(|e| e.shared == h))
+    else {
         return false;
     };
     if table.0[slot].as_ref().is_some_and(|e| e.creator != caller) {

@@ -33,7 +33,10 @@ fn backing() -> Option<OwnedHeap> {
     let h = hosted::heap_initialized();
     // SAFETY: live or the empty heap; an initialised one is this thread's, and so is its
     // thread's backing heap.
-    unsafe { (*h).is_initialized().then(|| OwnedHeap::new((*(*h).tld).heap_backing)) }
+    unsafe {
+        (*h).is_initialized()
+            .then(|| OwnedHeap::new((*(*h).tld).heap_backing))
+    }
 }
 
 fn main_heap() -> H {

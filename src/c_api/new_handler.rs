@@ -74,4 +74,3 @@ pub(crate) fn new_nothrow(size: usize, align: usize) -> *mut u8 {
         unsafe { s::malloc_aligned_at(None, size, align, 0, false) }
     }
 }
-

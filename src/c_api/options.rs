@@ -341,15 +341,17 @@ pub(crate) fn print_options(out: Option<OutputFun>, arg: *mut c_void) {
 }
 
 fn read_env_option(opt: usize, name: &str) {
-    with_env(name, |v| match parse_value(v, if size_in_kib(opt) { 1024 } else { 1 }) {
-        // a size option holds KiB: a plain number is bytes, rounded up (as mimalloc)
-        Some(n) if size_in_kib(opt) => set(opt, n.max(0).saturating_add(1023) / 1024),
-        Some(n) => set(opt, n),
-        None => warning(format_args!(
-            "environment option {} has an invalid value: {}",
-            name,
-            Bytes(v)
-        )),
+    with_env(name, |v| {
+        match parse_value(v, if size_in_kib(opt) { 1024 } else { 1 }) {
+            // a size option holds KiB: a plain number is bytes, rounded up (as mimalloc)
+            Some(n) if size_in_kib(opt) => set(opt, n.max(0).saturating_add(1023) / 1024),
+            Some(n) => set(opt, n),
+            None => warning(format_args!(
+                "environment option {} has an invalid value: {}",
+                name,
+                Bytes(v)
+            )),
+        }
     });
 }
 
@@ -530,7 +532,11 @@ pub extern "C" fn mi_option_set_default(option: c_int, value: c_long) {
 pub extern "C" fn mi_option_get_size(option: c_int) -> usize {
     let opt = opt_index(option);
     let v = get(opt).max(0) as u64;
-    let v = if size_in_kib(opt) { v.saturating_mul(1024) } else { v };
+    let v = if size_in_kib(opt) {
+        v.saturating_mul(1024)
+    } else {
+        v
+    };
     usize::try_from(v).unwrap_or(usize::MAX)
 }
 

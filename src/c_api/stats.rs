@@ -128,7 +128,6 @@ pub(crate) fn process_info(info: &mut ProcessInfo) {
     info.peak_commit = st.committed.peak.max(0) as usize;
 }
 
-
 #[no_mangle]
 pub unsafe extern "C" fn mi_process_info(
     elapsed_msecs: *mut usize,

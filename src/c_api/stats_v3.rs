@@ -129,7 +129,8 @@ pub struct MiStats {
 /// `sizeof(mi_stats_t)` in C (gcc, x86_64): 4368, `malloc_bins` at 672 (checked from C by
 /// `tests/c/test_v3.c`, which gets `false` from `mi_stats_get` on a mismatch).
 const _: () = assert!(FIELD_WORDS == 66);
-const _: () = assert!(core::mem::size_of::<MiStats>() == 16 + 8 * (66 + 16 + 2 * BINS * 3 + CBINS * 3));
+const _: () =
+    assert!(core::mem::size_of::<MiStats>() == 16 + 8 * (66 + 16 + 2 * BINS * 3 + CBINS * 3));
 
 /// One count: `{ total, peak, current }`.
 #[derive(Clone, Copy, Default)]
@@ -540,7 +541,10 @@ pub extern "C" fn mi_heap_stats_merge_to_subproc(_h: *mut SharedHeap) {
 // sub-processes: only the main one exists (see `v3.rs`)
 
 #[no_mangle]
-pub unsafe extern "C" fn mi_subproc_stats_get(id: super::v3::SubprocId, stats: *mut MiStats) -> bool {
+pub unsafe extern "C" fn mi_subproc_stats_get(
+    id: super::v3::SubprocId,
+    stats: *mut MiStats,
+) -> bool {
     // SAFETY: `stats` is null or a caller's `mi_stats_t` (the C caller's contract).
     id.is_main() && unsafe { copy_out(stats, &process_stats()) }
 }

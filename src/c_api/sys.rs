@@ -294,7 +294,6 @@ mod imp {
             ) == 0
         }
     }
-
 }
 
 #[cfg(windows)]
@@ -344,7 +343,13 @@ mod imp {
             // SAFETY: writes from a valid buffer of `chunk` bytes; `written` is a valid
             // out-pointer; no OVERLAPPED (synchronous write).
             let ok = unsafe {
-                WriteFile(h, bytes.as_ptr(), chunk, &mut written, core::ptr::null_mut())
+                WriteFile(
+                    h,
+                    bytes.as_ptr(),
+                    chunk,
+                    &mut written,
+                    core::ptr::null_mut(),
+                )
             };
             if ok == 0 || written == 0 {
                 return;
@@ -541,8 +546,6 @@ mod imp {
     pub(crate) unsafe fn commit(start: *mut u8, size: usize) -> bool {
         use windows_sys::Win32::System::Memory::{VirtualAlloc, MEM_COMMIT, PAGE_READWRITE};
         // SAFETY: the range is the caller's reservation (this function's contract).
-        !unsafe { VirtualAlloc(start as *const c_void, size, MEM_COMMIT, PAGE_READWRITE) }
-            .is_null()
+        !unsafe { VirtualAlloc(start as *const c_void, size, MEM_COMMIT, PAGE_READWRITE) }.is_null()
     }
-
 }

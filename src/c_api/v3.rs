@@ -490,7 +490,10 @@ pub extern "C" fn mi_subproc_add_current_thread(subproc: SubprocId) {
     if !subproc.is_main() {
         super::options::error(
             ::libc::EINVAL,
-            format_args!("mi_subproc_add_current_thread: unknown sub-process {:p}", subproc.id),
+            format_args!(
+                "mi_subproc_add_current_thread: unknown sub-process {:p}",
+                subproc.id
+            ),
         );
     }
 }

@@ -171,7 +171,11 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         let level = self.cpu.interrupt_level();
         Context {
             cpu,
-            level: if level < LEVELS - 1 { level } else { LEVELS - 1 },
+            level: if level < LEVELS - 1 {
+                level
+            } else {
+                LEVELS - 1
+            },
             unmasked: level < LEVELS - 1,
         }
     }

@@ -145,7 +145,12 @@ mod imp {
             return false;
         }
         if INDEX
-            .compare_exchange(usize::MAX, new as usize, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                usize::MAX,
+                new as usize,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_err()
         {
             // another thread made it first

@@ -381,7 +381,9 @@ where
         let table = (physical_memory_offset + level_4.start_address().as_u64()).as_mut_ptr();
         // SAFETY: the active level-4 table, mapped at the offset (caller), changed from now
         // on for the window only, by this source (caller).
-        let mapper = unsafe { OffsetPageTable::new(&mut *(table as *mut PageTable), physical_memory_offset) };
+        let mapper = unsafe {
+            OffsetPageTable::new(&mut *(table as *mut PageTable), physical_memory_offset)
+        };
         let frames = RecycleFrames::new(frames, physical_memory_offset);
         // SAFETY: forwarded from the caller.
         unsafe { self.init(mapper, frames, window_start, window_size) }
@@ -430,8 +432,11 @@ where
     /// [`reserve`](Self::reserve), giving kept regions back first when the window has no
     /// room otherwise.
     fn reserve_or_drop_kept(&mut self, n: usize, align: usize) -> Option<usize> {
-        self.reserve(n, align)
-            .or_else(|| self.drop_all_kept().then(|| self.reserve(n, align)).flatten())
+        self.reserve(n, align).or_else(|| {
+            self.drop_all_kept()
+                .then(|| self.reserve(n, align))
+                .flatten()
+        })
     }
 
     /// Keeps the freed region `[start, start + size)` (granules still taken, pages still
@@ -741,14 +746,18 @@ where
                 // SAFETY: the target page lies in the window, which only this source maps,
                 // in granules reserved for this move and unmapped; the frame was just
                 // unmapped from its only mapping, so it stays mapped once, with its data.
-                match unsafe { p.mapper.map_to(page_at(to + off), frame, flags, &mut p.frames) } {
+                match unsafe {
+                    p.mapper
+                        .map_to(page_at(to + off), frame, flags, &mut p.frames)
+                } {
                     Ok(f) => f.flush(),
                     Err(_) => {
                         // SAFETY: the page it came from was mapped by this source a moment
                         // ago: its page tables exist, so this needs no frame and succeeds.
-                        if let Ok(f) =
-                            unsafe { p.mapper.map_to(page_at(from + off), frame, flags, &mut p.frames) }
-                        {
+                        if let Ok(f) = unsafe {
+                            p.mapper
+                                .map_to(page_at(from + off), frame, flags, &mut p.frames)
+                        } {
                             f.flush();
                         }
                         ok = false;
@@ -769,9 +778,10 @@ where
                 flush.flush();
                 // SAFETY: as above: the old page's tables exist, and the frame goes back
                 // to where it was.
-                if let Ok(f) =
-                    unsafe { p.mapper.map_to(page_at(from + off), frame, flags, &mut p.frames) }
-                {
+                if let Ok(f) = unsafe {
+                    p.mapper
+                        .map_to(page_at(from + off), frame, flags, &mut p.frames)
+                } {
                     f.flush();
                 }
             }
@@ -991,11 +1001,13 @@ where
             } else {
                 new_size
             };
-            let region = |at: u64| Region { size: new_size, ..region(at) };
+            let region = |at: u64| Region {
+                size: new_size,
+                ..region(at)
+            };
             if aligned && s.grow_in_place(first, old_n, new_n) {
                 // the granules behind are ours now: map the new part
-                if s
-                    .map_range_or_drop_kept(start + old_size as u64, new_size - old_size)
+                if s.map_range_or_drop_kept(start + old_size as u64, new_size - old_size)
                     .is_err()
                 {
                     // pages of an absorbed kept region are mapped there
@@ -1010,8 +1022,7 @@ where
             // leaves the region as it was), then the old frames, page by page
             let nfirst = s.reserve_or_drop_kept(new_n, (align / GRANULE).max(1))?;
             let nstart = s.window_start + (nfirst * GRANULE) as u64;
-            if s
-                .map_range_or_drop_kept(nstart + old_size as u64, new_size - old_size)
+            if s.map_range_or_drop_kept(nstart + old_size as u64, new_size - old_size)
                 .is_err()
             {
                 s.release(nfirst, new_n);

@@ -26,11 +26,11 @@ use core::ptr::{self, NonNull};
 
 use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress};
 use windows_sys::Win32::System::Memory::{
-    VirtualAlloc as SysVirtualAlloc, VirtualFree, VirtualProtect, VirtualQuery,
-    MEMORY_BASIC_INFORMATION, MEM_ADDRESS_REQUIREMENTS, MEM_COMMIT, MEM_EXTENDED_PARAMETER,
-    MEM_EXTENDED_PARAMETER_0, MEM_EXTENDED_PARAMETER_1, MEM_RELEASE, MEM_RESERVE, MEM_RESET,
-    MemExtendedParameterAddressRequirements, PAGE_NOACCESS, PAGE_PROTECTION_FLAGS,
-    PAGE_READWRITE, VIRTUAL_ALLOCATION_TYPE, MEM_DECOMMIT,
+    MemExtendedParameterAddressRequirements, VirtualAlloc as SysVirtualAlloc, VirtualFree,
+    VirtualProtect, VirtualQuery, MEMORY_BASIC_INFORMATION, MEM_ADDRESS_REQUIREMENTS, MEM_COMMIT,
+    MEM_DECOMMIT, MEM_EXTENDED_PARAMETER, MEM_EXTENDED_PARAMETER_0, MEM_EXTENDED_PARAMETER_1,
+    MEM_RELEASE, MEM_RESERVE, MEM_RESET, PAGE_NOACCESS, PAGE_PROTECTION_FLAGS, PAGE_READWRITE,
+    VIRTUAL_ALLOCATION_TYPE,
 };
 use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
 
@@ -132,7 +132,8 @@ fn virtual_alloc2() -> Option<VirtualAlloc2Fn> {
             if module.is_null() {
                 1
             } else {
-                GetProcAddress(module, c"VirtualAlloc2".as_ptr() as *const u8).map_or(1, |p| p as usize)
+                GetProcAddress(module, c"VirtualAlloc2".as_ptr() as *const u8)
+                    .map_or(1, |p| p as usize)
             }
         };
         ALLOC2.store(f, Ordering::Release);
@@ -162,7 +163,14 @@ fn alloc_type(commit: bool) -> VIRTUAL_ALLOCATION_TYPE {
 unsafe fn reserve(addr: usize, size: usize, commit: bool) -> Option<NonNull<u8>> {
     // SAFETY: a new reservation (MEM_RESERVE) never replaces an existing one: the call
     // fails when any page of the range is in use.
-    let p = unsafe { SysVirtualAlloc(addr as *const c_void, size, alloc_type(commit), PAGE_READWRITE) };
+    let p = unsafe {
+        SysVirtualAlloc(
+            addr as *const c_void,
+            size,
+            alloc_type(commit),
+            PAGE_READWRITE,
+        )
+    };
     NonNull::new(p as *mut u8)
 }
 
@@ -288,7 +296,9 @@ impl VirtualAlloc {
         let start = (base.as_ptr() as usize + align - 1) & !(align - 1);
         if commit {
             // SAFETY: `[start, start + size)` lies in the reservation just made.
-            let p = unsafe { SysVirtualAlloc(start as *const c_void, size, MEM_COMMIT, PAGE_READWRITE) };
+            let p = unsafe {
+                SysVirtualAlloc(start as *const c_void, size, MEM_COMMIT, PAGE_READWRITE)
+            };
             if p.is_null() {
                 // SAFETY: the reservation we just made.
                 unsafe { VirtualFree(base.as_ptr() as *mut c_void, 0, MEM_RELEASE) };
@@ -305,7 +315,12 @@ impl VirtualAlloc {
     /// # Safety
     /// As `PageSource::alloc`.
     #[doc(hidden)]
-    pub unsafe fn alloc_aligned2_region(&self, size: usize, align: usize, commit: bool) -> Option<Region> {
+    pub unsafe fn alloc_aligned2_region(
+        &self,
+        size: usize,
+        align: usize,
+        commit: bool,
+    ) -> Option<Region> {
         // SAFETY: the caller's obligations are those of `alloc`.
         unsafe { Self::alloc_aligned2(size, align, commit) }.map(|p| region(p, size, commit))
     }
@@ -321,7 +336,12 @@ impl VirtualAlloc {
     /// # Safety
     /// As `PageSource::alloc`.
     #[doc(hidden)]
-    pub unsafe fn alloc_oversized_region(&self, size: usize, align: usize, commit: bool) -> Option<Region> {
+    pub unsafe fn alloc_oversized_region(
+        &self,
+        size: usize,
+        align: usize,
+        commit: bool,
+    ) -> Option<Region> {
         // SAFETY: the caller's obligations are those of `alloc`.
         unsafe { Self::alloc_oversized(size, align, commit) }.map(|p| region(p, size, commit))
     }
@@ -375,7 +395,14 @@ unsafe impl PageSource for VirtualAlloc {
         // SAFETY: the range lies in a live region of ours (caller).
         let zero = unsafe { all_reserved(ptr.as_ptr(), size) };
         // SAFETY: as above; committing committed pages keeps their contents.
-        let p = unsafe { SysVirtualAlloc(ptr.as_ptr() as *const c_void, size, MEM_COMMIT, PAGE_READWRITE) };
+        let p = unsafe {
+            SysVirtualAlloc(
+                ptr.as_ptr() as *const c_void,
+                size,
+                MEM_COMMIT,
+                PAGE_READWRITE,
+            )
+        };
         if p.is_null() {
             Err(super::SourceError)
         } else {
@@ -392,11 +419,22 @@ unsafe impl PageSource for VirtualAlloc {
     unsafe fn reset(&self, ptr: NonNull<u8>, size: usize) {
         // SAFETY: the range lies in a live region of ours and holds no live data (caller);
         // MEM_RESET only lets the system drop the contents, the pages stay committed.
-        unsafe { SysVirtualAlloc(ptr.as_ptr() as *const c_void, size, MEM_RESET, PAGE_READWRITE) };
+        unsafe {
+            SysVirtualAlloc(
+                ptr.as_ptr() as *const c_void,
+                size,
+                MEM_RESET,
+                PAGE_READWRITE,
+            )
+        };
     }
 
     unsafe fn protect(&self, ptr: NonNull<u8>, size: usize, protect: bool) -> bool {
-        let prot: PAGE_PROTECTION_FLAGS = if protect { PAGE_NOACCESS } else { PAGE_READWRITE };
+        let prot: PAGE_PROTECTION_FLAGS = if protect {
+            PAGE_NOACCESS
+        } else {
+            PAGE_READWRITE
+        };
         let mut old: PAGE_PROTECTION_FLAGS = 0;
         // SAFETY: the range lies in a live region of ours (caller); `old` is a valid
         // out-pointer.

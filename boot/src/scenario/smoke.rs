@@ -128,7 +128,10 @@ fn grow_and_keep() {
     use crate::{heap, mem::SOURCE};
     let limit = crate::mem::PHYS.total_frames() * 4096 / 16;
     let bytes = (limit / 2).next_power_of_two() / 2; // fits the limit with its header
-    assert!(bytes > 256 << 10, "smoke: too little memory for the kept-region check");
+    assert!(
+        bytes > 256 << 10,
+        "smoke: too little memory for the kept-region check"
+    );
     let grow = |tag: u8| {
         let mut v: Vec<u8> = Vec::new();
         let mut chunk = [0u8; 4096];
