@@ -65,10 +65,7 @@ pub(crate) unsafe fn free_nonnull(p: *mut u8, owner: usize) {
                 (p as usize - (*page).page_start as usize).is_multiple_of((*page).block_size),
                 "free of a pointer inside a block"
             );
-            let block = p as *mut Block;
-            (*block).next = (*page).local_free;
-            (*page).local_free = block;
-            (*page).used -= 1;
+            push_local(page, p);
             if (*page).used == 0 {
                 page_retire(page);
             }
@@ -76,6 +73,23 @@ pub(crate) unsafe fn free_nonnull(p: *mut u8, owner: usize) {
     } else {
         // SAFETY: as above; `local` says whether the calling thread owns the page.
         unsafe { free_generic(page, local, p) };
+    }
+}
+
+/// Pushes block `p` onto its page's `local_free` list and counts it freed.
+///
+/// # Safety
+/// The calling context owns `page`; `p` is the start of a live block of it, given up by the
+/// caller (its first word is ours to write).
+#[inline(always)]
+unsafe fn push_local(page: *mut Page, p: *mut u8) {
+    let block = p as *mut Block;
+    // SAFETY: as the caller guarantees: nothing else writes the page's `local_free` and
+    // `used`, or the block.
+    unsafe {
+        (*block).next = (*page).local_free;
+        (*page).local_free = block;
+        (*page).used -= 1;
     }
 }
 
@@ -119,10 +133,7 @@ pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
             (p as usize - (*page).page_start as usize).is_multiple_of((*page).block_size),
             "free of a pointer inside a block"
         );
-        let block = p as *mut Block;
-        (*block).next = (*page).local_free;
-        (*page).local_free = block;
-        (*page).used -= 1;
+        push_local(page, p);
         if empties {
             (*page).retire_expire = retire_cycles((*page).block_size);
         }

@@ -469,8 +469,9 @@ pub unsafe extern "C" fn mi_dupenv_s(
     0
 }
 
-/// Windows' `_wdupenv_s`: wide environments do not exist on unix.
-#[cfg(unix)]
+/// Windows' `_wdupenv_s`: a copy of the wide environment variable `name` (NULL if unset),
+/// `size` its length in characters with the NUL. Wide environments do not exist on unix:
+/// there it is `EINVAL`.
 #[no_mangle]
 pub unsafe extern "C" fn mi_wdupenv_s(
     buf: *mut *mut WChar,
@@ -488,29 +489,23 @@ pub unsafe extern "C" fn mi_wdupenv_s(
         // `_wdupenv_s`.
         unsafe { *size = 0 };
     }
-    ::libc::EINVAL
+    #[cfg(unix)]
+    return ::libc::EINVAL;
+    #[cfg(windows)]
+    // SAFETY: `name` is a NUL-terminated wide string, `buf` and `size` (if non-null) are
+    // writable: the C caller's contract, checked above for null.
+    unsafe {
+        wide_env_copy(buf, size, name)
+    }
 }
 
-/// Windows' `_wdupenv_s`: a copy of the wide environment variable `name` (NULL if unset),
-/// `size` its length in `u16`s with the NUL.
+/// The Windows part of [`mi_wdupenv_s`], after its arguments were checked and cleared.
+///
+/// # Safety
+/// As `mi_wdupenv_s`, with `buf` non-null.
 #[cfg(windows)]
-#[no_mangle]
-pub unsafe extern "C" fn mi_wdupenv_s(
-    buf: *mut *mut u16,
-    size: *mut usize,
-    name: *const u16,
-) -> c_int {
+unsafe fn wide_env_copy(buf: *mut *mut u16, size: *mut usize, name: *const u16) -> c_int {
     use windows_sys::Win32::System::Environment::GetEnvironmentVariableW;
-    if buf.is_null() || name.is_null() {
-        return ::libc::EINVAL;
-    }
-    // SAFETY: `buf` is non-null (checked above), so writable: the C caller's contract for
-    // `_wdupenv_s`.
-    unsafe { *buf = ptr::null_mut() };
-    if !size.is_null() {
-        // SAFETY: `size` is non-null, so writable: the C caller's contract.
-        unsafe { *size = 0 };
-    }
     loop {
         // SAFETY: `name` is a NUL-terminated wide string (the caller's contract); a null
         // buffer of length 0 asks for the length needed, with the NUL.
@@ -535,7 +530,7 @@ pub unsafe extern "C" fn mi_wdupenv_s(
             }
             continue;
         }
-        // SAFETY: `buf` (and `size`, if non-null) are writable (as above).
+        // SAFETY: `buf` (and `size`, if non-null) are writable (the caller's contract).
         unsafe {
             *buf = p;
             if !size.is_null() {
