@@ -11,6 +11,8 @@ use core::ptr;
 use crate::os::Os;
 use crate::page::{Delayed, FLAG_IN_FULL};
 use crate::segment::{Segment, SegmentsTld};
+#[cfg(feature = "std")]
+use crate::segment_alloc::segment_discard;
 use crate::segment_alloc::{page_free, page_free_in, segment_purge};
 
 /// The abandoned segments of a domain: a stack under a spin lock.
@@ -217,5 +219,19 @@ pub(crate) fn abandoned_collect(abandoned: &Abandoned) {
         // SAFETY: `keep` is abandoned (no owner), and the calling thread gives it up here.
         unsafe { abandoned.push(keep) };
         keep = next;
+    }
+}
+
+/// Gives every abandoned segment back to the source, live blocks and all: the end of a
+/// domain that is destroyed.
+///
+/// # Safety
+/// No thread of the domain is left, and no block of its segments is used again.
+#[cfg(feature = "std")]
+#[cfg_attr(not(feature = "override"), allow(dead_code))] // sub-processes (C API)
+pub(crate) unsafe fn abandoned_discard(abandoned: &Abandoned) {
+    while let Some(segment) = abandoned.pop() {
+        // SAFETY: popped by the calling thread; its blocks are not used again (caller).
+        unsafe { segment_discard(segment) };
     }
 }

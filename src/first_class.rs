@@ -227,6 +227,11 @@ mod shared {
         // SAFETY: `shared` is a live shared heap: the caller holds its handle.
         let sh = unsafe { &*shared };
         let part = if sh.is_main {
+            // the main heap of the thread's own domain only (a sub-process has its own)
+            // SAFETY: the backing heap is live and ours; `shared` is set at its creation.
+            if unsafe { (*tld.heap_backing).shared } != shared {
+                return ptr::null_mut();
+            }
             tld.heap_backing
         } else if !sh.arena.is_null() {
             // a heap in an arena: only its creator allocates from it
@@ -541,7 +546,8 @@ mod shared {
         // SAFETY: `shared` is live (caller holds its handle).
         let sh = unsafe { &*shared };
         if sh.is_main {
-            return Some(backing);
+            // SAFETY: the token proves the backing heap is live and ours.
+            return (unsafe { (*backing.as_ptr()).shared } == shared).then_some(backing);
         }
         if !sh.arena.is_null() {
             // SAFETY: the token proves the backing heap is live and ours; the arena heap is

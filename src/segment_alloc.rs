@@ -298,6 +298,32 @@ unsafe fn segment_free(ctx: Option<&mut SegmentsTld>, segment: *mut Segment) {
     }
 }
 
+/// Gives an abandoned segment back to the source with whatever blocks it still holds:
+/// the end of a domain that is destroyed (C's `mi_subproc_destroy`).
+///
+/// # Safety
+/// `segment` was popped from its domain's abandoned list by the calling thread, and none
+/// of its blocks is used again (its domain has no thread left, and its blocks die with it).
+#[cfg(feature = "std")]
+#[cfg_attr(not(feature = "override"), allow(dead_code))] // sub-processes (C API)
+pub(crate) unsafe fn segment_discard(segment: *mut Segment) {
+    // SAFETY: popped by the calling thread, so live and ours alone; the reference ends
+    // before the header is written.
+    let seg = unsafe { &*segment };
+    // SAFETY: `os` was set at creation from the owner's `&'static Os`.
+    let os: &'static Os = unsafe { &*seg.os };
+    let (region, size, committed, used) = (seg.region, seg.region_size, seg.committed, seg.used);
+    os.stats.segments.sub(1);
+    os.stats.pages.sub(used as i64);
+    // SAFETY: the header is live and ours alone (popped); no reference into it is live.
+    unsafe { (*segment).cookie = 0 };
+    crate::segment_map::set(segment as usize, false);
+    // SAFETY: a segment's region is a region from the source (or the cache), never null;
+    // `region`/`size` are exactly it, counted with `committed` committed bytes, and unused
+    // from now on (the `# Safety` contract).
+    unsafe { os.free(NonNull::new_unchecked(region), size, committed) };
+}
+
 /// Claims the first free page of `segment` (committing it unless it is a large page,
 /// which commits as its blocks are made). Null when out of memory.
 ///

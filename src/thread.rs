@@ -84,9 +84,20 @@ pub(crate) unsafe fn thread_data_free(domain: &Domain, td: *mut ThreadData) {
     if unsafe { domain.thread_block_put(block) } {
         return;
     }
+    // SAFETY: the block is a whole thread-data region from `thread_data_alloc`, unused.
+    unsafe { thread_block_free(domain, block) };
+}
+
+/// Gives a thread-data block back to the source.
+///
+/// # Safety
+/// `block` is a whole region of `domain` from `thread_data_alloc`, committed in full, and
+/// no longer used.
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer (CPUs never exit)
+pub(crate) unsafe fn thread_block_free(domain: &Domain, block: NonNull<u8>) {
     let size = block_size(domain);
     // SAFETY: the block is a whole region of `size` bytes from `thread_data_alloc`,
-    // committed in full.
+    // committed in full (the `# Safety` contract).
     unsafe { domain.os.free(block, size, size) };
 }
 

@@ -14,7 +14,9 @@ mod harness;
 
 use std::process::Command;
 
-use harness::{assert_served, build, lib_dir, preload, root, run_ok, show, spawn_output, Link};
+use harness::{
+    assert_served, build, build_named, lib_dir, preload, root, run_ok, show, spawn_output, Link,
+};
 
 // ---------------------------------------------------------------------------------------
 // the library itself
@@ -527,4 +529,58 @@ fn mimalloc_v3_stress_test_with_shared_heaps() {
         &[("mimalloc_test_stress_v3", 1)],
         "test-stress",
     );
+}
+
+/// mimalloc v3.4.3's own stress test in its sub-process mode (`TEST_STRESS_SUBPROCS`):
+/// each of 3 threads makes its own sub-process (a domain of its own), joins it, and runs
+/// the stress test there with its own threads; blocks pass between the sub-processes
+/// through the test's shared transfer table; each sub-process is destroyed at the end.
+#[test]
+fn mimalloc_v3_stress_test_with_subprocesses() {
+    need_gcc!();
+    let exe = build_named(
+        "mimalloc_test_stress_v3.c",
+        "mimalloc_test_stress_v3_subprocs",
+        Link::Shared,
+        &[
+            "-DTEST_STRESS_SUBPROCS=1",
+            "-DNSUBPROCS=3",
+            "-DNDEBUG",
+            "-Wno-unused",
+        ],
+    );
+    // 4 threads per sub-process, scale 25, 10 iterations
+    let out = run_ok(
+        &exe,
+        &["4", "25", "10"],
+        &[("SHARDALLOC_SHOW_ERRORS", "1")],
+        300,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("(for 3 subprocesses)"),
+        "the sub-process mode did not run:\n{}",
+        show(&out)
+    );
+    // each sub-process's stress run prints its own statistics (`mi_stats_print` in a
+    // thread of a sub-process), with pages handed out from its own domain
+    let all = format!("{stdout}\n{stderr}");
+    assert_served(
+        &all,
+        &[("mimalloc_test_stress_v3_subprocs", 3)],
+        "test-stress (sub-processes)",
+    );
+    let subprocs: std::collections::HashSet<&str> = all
+        .lines()
+        .filter_map(|l| l.strip_prefix("sub-process "))
+        .filter_map(|l| l.split(',').next())
+        .collect();
+    assert_eq!(
+        subprocs.len(),
+        3,
+        "expected the statistics of 3 distinct sub-processes:\n{}",
+        show(&out)
+    );
+    assert!(!all.contains("error:"), "{}", show(&out));
 }

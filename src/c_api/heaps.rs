@@ -19,7 +19,7 @@ use core::ptr;
 use super::semantics as s;
 use crate::collect::{heap_collect, Collect};
 use crate::first_class;
-use crate::global::hosted::{self, MAIN_HEAP};
+use crate::global::hosted;
 use crate::global::tls;
 use crate::heap::{OwnedHeap, RawHeap, SharedHeap};
 use crate::segment::checked_page;
@@ -39,8 +39,10 @@ fn backing() -> Option<OwnedHeap> {
     }
 }
 
+/// The main heap of the calling thread's sub-process (`hosted::MAIN_HEAP` in the main
+/// one).
 fn main_heap() -> H {
-    ptr::addr_of!(MAIN_HEAP) as H
+    hosted::thread_main_heap() as H
 }
 
 /// Makes the backing heap the default again (before the thread is done, or when the
@@ -80,7 +82,9 @@ pub extern "C" fn mi_heap_new() -> H {
 /// `h` is null or a heap from `mi_heap_new` / `mi_heap_get_*` not yet deleted, which no
 /// thread allocates from meanwhile.
 unsafe fn heap_release(h: H, destroy: bool) {
-    if h.is_null() || h == main_heap() {
+    // SAFETY: `h` is null or a live heap (this function's contract); a main heap (the
+    // process's or a sub-process's) is never released.
+    if h.is_null() || unsafe { (*h).is_main } {
         return;
     }
     // SAFETY: `h` is a heap not yet deleted (this function's contract); with `destroy`

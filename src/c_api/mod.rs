@@ -7,8 +7,8 @@
 //!   alignment rules, checked `free`;
 //! - [`exports`]: the libc/glibc/C++ symbols, each a short forward into `semantics`;
 //! - [`mi`], [`heaps`]: mimalloc's API; [`v3`], [`arenas`], [`stats_v3`]: what mimalloc
-//!   v3 added (the `mi_u*` functions, heap queries, theaps, sub-processes, arenas,
-//!   `mimalloc-stats.h`);
+//!   v3 added (the `mi_u*` functions, heap queries, theaps, arenas, `mimalloc-stats.h`);
+//!   [`subproc`]: sub-processes, each a domain of its own;
 //! - [`options`]: options from the environment (`SHARDALLOC_*`, `MIMALLOC_*`), output and
 //!   error handlers;
 //! - [`stats`]: `mi_stats_print` and friends;
@@ -32,6 +32,7 @@ mod options;
 mod semantics;
 mod stats;
 mod stats_v3;
+mod subproc;
 mod sys;
 mod v3;
 

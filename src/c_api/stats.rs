@@ -15,21 +15,33 @@ fn program_name() -> &'static str {
     super::sys::program_name()
 }
 
-/// Prints the statistics table to `out` (NULL: the registered output or stderr), headed
-/// by the process id and program name (so that the tables of several processes writing
-/// to one stream can be told apart).
+/// Prints the statistics table of the calling thread's sub-process (mimalloc v3's
+/// `mi_stats_print_out`: the process's unless the thread joined another) to `out` (NULL:
+/// the registered output or stderr), headed by the process id and program name (so that
+/// the tables of several processes writing to one stream can be told apart).
 pub(crate) fn print(out: Option<OutputFun>, arg: *mut c_void) {
-    let st = DOMAIN.stats();
+    let domain = crate::global::hosted::thread_domain();
+    if !core::ptr::eq(domain, &DOMAIN) {
+        crate::global::hosted::stats(); // the calling thread's pending figures
+    }
+    let st = domain.stats();
     let pid = super::sys::pid();
     print_to(
         out,
         arg,
         format_args!(
-            "shardalloc statistics (process {pid}, {}):\n{}\n",
-            program_name(),
-            st
+            "shardalloc statistics (process {pid}, {}):\n",
+            program_name()
         ),
     );
+    if !core::ptr::eq(domain, &DOMAIN) {
+        print_to(
+            out,
+            arg,
+            format_args!("sub-process {:p}, its own figures:\n", domain),
+        );
+    }
+    print_to(out, arg, format_args!("{st}\n"));
     print_process_info(out, arg);
 }
 

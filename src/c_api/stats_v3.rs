@@ -196,7 +196,11 @@ fn count_of(s: crate::stats::StatCount) -> Count {
 
 /// The process's figures.
 fn process_stats() -> MiStats {
-    let st = crate::global::hosted::stats();
+    domain_stats(crate::global::hosted::stats())
+}
+
+/// A domain's statistics (the process's, or a sub-process's) in mimalloc's layout.
+fn domain_stats(st: crate::stats::Stats) -> MiStats {
     let mut m = MiStats::zeroed();
     m.set_count(field("pages"), count_of(st.pages));
     m.set_count(field("reserved"), count_of(st.reserved));
@@ -538,17 +542,22 @@ pub extern "C" fn mi_heap_stats_merge_to_subproc(_h: *mut SharedHeap) {
     crate::global::hosted::stats();
 }
 
-// sub-processes: only the main one exists (see `v3.rs`)
+// sub-processes (see `subproc.rs`): each a domain of its own
 
 #[no_mangle]
 pub unsafe extern "C" fn mi_subproc_stats_get(
     id: super::v3::SubprocId,
     stats: *mut MiStats,
 ) -> bool {
+    let Some(st) = super::subproc::stats_of(id) else {
+        return false;
+    };
     // SAFETY: `stats` is null or a caller's `mi_stats_t` (the C caller's contract).
-    id.is_main() && unsafe { copy_out(stats, &process_stats()) }
+    unsafe { copy_out(stats, &domain_stats(st)) }
 }
 
+/// A sub-process's own statistics: the same as `mi_subproc_stats_get` (shardalloc merges
+/// no heap statistics into a sub-process's).
 #[no_mangle]
 pub unsafe extern "C" fn mi_subproc_stats_get_exclusive(
     id: super::v3::SubprocId,
@@ -564,11 +573,11 @@ pub unsafe extern "C" fn mi_subproc_stats_get_json(
     buf_size: usize,
     buf: *mut c_char,
 ) -> *mut c_char {
-    if !id.is_main() {
+    let Some(st) = super::subproc::stats_of(id) else {
         return ptr::null_mut();
-    }
+    };
     // SAFETY: `buf` is null or writable for `buf_size` bytes (the C caller's contract).
-    unsafe { json_out(&process_stats(), buf_size, buf) }
+    unsafe { json_out(&domain_stats(st), buf_size, buf) }
 }
 
 #[no_mangle]
@@ -579,21 +588,23 @@ pub extern "C" fn mi_subproc_stats_print_out(
 ) {
     if id.is_main() {
         super::stats::print(out, arg)
+    } else if let Some(st) = super::subproc::stats_of(id) {
+        print_json(&domain_stats(st), out, arg);
     }
 }
 
 /// The sub-process's statistics, then those of each heap (shardalloc: the calling
-/// thread's heaps).
+/// thread's heaps, when it is in that sub-process).
 #[no_mangle]
 pub extern "C" fn mi_subproc_heap_stats_print_out(
     id: super::v3::SubprocId,
     out: Option<OutputFun>,
     arg: *mut c_void,
 ) {
-    if !id.is_main() {
+    mi_subproc_stats_print_out(id, out, arg);
+    if !super::subproc::is_current(id) {
         return;
     }
-    super::stats::print(out, arg);
     super::v3::for_each_thread_heap(|h| {
         // SAFETY: `h` is a live heap of the calling thread.
         if let Some(m) = unsafe { heap_stats(h) } {

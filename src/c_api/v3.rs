@@ -435,68 +435,9 @@ pub extern "C" fn mi_process_info_print_out(out: Option<super::options::OutputFu
 }
 
 // ---------------------------------------------------------------------------------------
-// sub-processes: only the main one (the process) exists
+// sub-processes (`subproc.rs`): the heaps of one
 
-/// mimalloc's `mi_subproc_id_t` (a struct holding one pointer, passed by value).
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct SubprocId {
-    id: *mut c_void,
-}
-
-/// What the main sub-process's id points to.
-static MAIN_SUBPROC: u8 = 0;
-
-impl SubprocId {
-    fn main() -> SubprocId {
-        SubprocId {
-            id: &MAIN_SUBPROC as *const u8 as *mut c_void,
-        }
-    }
-
-    /// Whether this is the main sub-process's id (NULL means it too, as in mimalloc).
-    pub(crate) fn is_main(self) -> bool {
-        self.id.is_null() || self.id == SubprocId::main().id
-    }
-}
-
-#[no_mangle]
-pub extern "C" fn mi_subproc_main() -> SubprocId {
-    SubprocId::main()
-}
-
-#[no_mangle]
-pub extern "C" fn mi_subproc_current() -> SubprocId {
-    SubprocId::main()
-}
-
-/// Not implemented: a new sub-process would need threads whose heaps take memory from a
-/// domain of their own. Returns the NULL id (mimalloc's failure value), with `ENOMEM`.
-#[no_mangle]
-pub extern "C" fn mi_subproc_new() -> SubprocId {
-    super::set_errno(::libc::ENOMEM);
-    SubprocId {
-        id: ptr::null_mut(),
-    }
-}
-
-/// The main sub-process is never destroyed (as in mimalloc); there are no others.
-#[no_mangle]
-pub extern "C" fn mi_subproc_destroy(_subproc: SubprocId) {}
-
-/// Every thread is in the main sub-process; other ids do not exist (an error message).
-#[no_mangle]
-pub extern "C" fn mi_subproc_add_current_thread(subproc: SubprocId) {
-    if !subproc.is_main() {
-        super::options::error(
-            ::libc::EINVAL,
-            format_args!(
-                "mi_subproc_add_current_thread: unknown sub-process {:p}",
-                subproc.id
-            ),
-        );
-    }
-}
+pub use super::subproc::SubprocId;
 
 /// Calls `f` for each heap the calling thread has a part of (the main heap, then the
 /// others) until it returns false; whether all were visited. Other threads' parts are not
@@ -525,8 +466,9 @@ pub(crate) fn for_each_thread_heap(mut f: impl FnMut(H) -> bool) -> bool {
 
 type HeapVisitFun = unsafe extern "C" fn(heap: H, arg: P) -> bool;
 
-/// Visits the heaps of the main sub-process (shardalloc: those of the calling thread, see
-/// [`for_each_thread_heap`]); false for other ids, or when the visitor stopped.
+/// Visits the heaps of a sub-process (shardalloc: its main heap, and those the calling
+/// thread has a part of when it is in that sub-process, see [`for_each_thread_heap`]);
+/// false for unknown ids, or when the visitor stopped.
 #[no_mangle]
 pub unsafe extern "C" fn mi_subproc_visit_heaps(
     subproc: SubprocId,
@@ -536,9 +478,13 @@ pub unsafe extern "C" fn mi_subproc_visit_heaps(
     let Some(visitor) = visitor else {
         return false;
     };
-    if !subproc.is_main() {
-        return false;
+    if super::subproc::is_current(subproc) {
+        // SAFETY: the C caller's visitor, called with a live heap and its `arg`.
+        return for_each_thread_heap(|h| unsafe { visitor(h, arg) });
     }
-    // SAFETY: the C caller's visitor, called with a live heap and its `arg`.
-    for_each_thread_heap(|h| unsafe { visitor(h, arg) })
+    match super::subproc::main_heap(subproc) {
+        // SAFETY: the C caller's visitor, called with a live heap and its `arg`.
+        Some(h) => unsafe { visitor(h, arg) },
+        None => false,
+    }
 }

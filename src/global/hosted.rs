@@ -140,7 +140,12 @@ unsafe fn thread_done_cb(td: *mut core::ffi::c_void) {
 }
 
 /// The process's domain: all thread heaps of the hosted allocator share it.
-pub static DOMAIN: Domain = Domain::with_clock(&sys::SOURCE, Some(sys::clock_ms));
+pub static DOMAIN: Domain = os_domain();
+
+/// A new, empty domain over the OS source (as [`DOMAIN`]): a sub-process's.
+pub(crate) const fn os_domain() -> Domain {
+    Domain::with_clock(&sys::SOURCE, Some(sys::clock_ms))
+}
 
 /// The process's main heap: every thread's backing heap is its part (C's `mi_heap_main()`
 /// and the heap `mi_heap_get_backing()` returns).
@@ -177,9 +182,10 @@ unsafe fn thread_done_td(td: *mut ThreadData) {
     unsafe { thread::thread_done(ptr::addr_of_mut!((*td).tld)) };
     // SAFETY: the parts came from `parts_thread_exit` of this thread, which is done.
     unsafe { first_class::parts_free(parts, NO_OWNER) };
-    // SAFETY: `td` came from `thread_data_alloc(&DOMAIN)`, and its thread is done with it
-    // (the slot now holds the empty heap, and the caller uses its heaps no more).
-    unsafe { thread::thread_data_free(&DOMAIN, td) };
+    // SAFETY: `td` came from `thread_data_alloc` of its context's domain (the process's
+    // or a sub-process's), and its thread is done with it (the slot now holds the empty
+    // heap, and the caller uses its heaps no more).
+    unsafe { thread::thread_data_free((*td).tld.domain(), td) };
 }
 
 /// Initialises the calling thread's heap. Returns the empty heap when out of memory.
@@ -191,6 +197,13 @@ fn thread_init() -> *mut RawHeap {
     if unsafe { (*cur).is_initialized() } {
         return cur;
     }
+    thread_init_in(&DOMAIN, &MAIN_HEAP)
+}
+
+/// Initialises the calling thread's heap (it has none) in `domain`, whose main heap is
+/// `main`. Returns the empty heap when out of memory.
+fn thread_init_in(domain: &'static Domain, main: &'static SharedHeap) -> *mut RawHeap {
+    let cur = default_heap();
     KEY_ONCE.call_once(|| {
         if let Some(key) = sys::key_create() {
             KEY.store(key, Ordering::Release);
@@ -200,7 +213,7 @@ fn thread_init() -> *mut RawHeap {
     if !super::tls::ready() {
         return cur;
     }
-    let td = thread::thread_data_alloc(&DOMAIN);
+    let td = thread::thread_data_alloc(domain);
     if td.is_null() {
         return cur;
     }
@@ -212,7 +225,7 @@ fn thread_init() -> *mut RawHeap {
     // SAFETY: `td` is fresh and initialised.
     let heap = unsafe { ptr::addr_of_mut!((*td).heap) };
     // SAFETY: as above; the backing heap is the thread's part of the main heap.
-    unsafe { (*heap).shared = &MAIN_HEAP };
+    unsafe { (*heap).shared = main };
     super::tls::set(heap);
     heap
 }
@@ -264,6 +277,56 @@ fn reap(backing: OwnedHeap) {
     if first_class::reap_parts(backing, default_heap()) {
         super::tls::set(backing.as_ptr());
     }
+}
+
+/// The domain the calling thread allocates from: the process's [`DOMAIN`], or the
+/// sub-process's it joined (`join_domain`).
+pub(crate) fn thread_domain() -> &'static Domain {
+    let h = default_heap();
+    // SAFETY: live or the empty heap; an initialised heap's `tld` is this thread's live
+    // context.
+    unsafe {
+        if (*h).is_initialized() {
+            return (*(*h).tld).domain();
+        }
+    }
+    &DOMAIN
+}
+
+/// The main heap of the calling thread's domain: [`MAIN_HEAP`], or the main heap of the
+/// sub-process it joined.
+#[cfg_attr(not(feature = "override"), allow(dead_code))] // sub-processes (C API)
+pub(crate) fn thread_main_heap() -> *const SharedHeap {
+    let h = default_heap();
+    // SAFETY: live or the empty heap; an initialised heap's `tld` is this thread's live
+    // context, whose backing heap's `shared` is set at its initialisation.
+    unsafe {
+        if (*h).is_initialized() {
+            return (*(*(*h).tld).heap_backing).shared;
+        }
+    }
+    &MAIN_HEAP
+}
+
+/// Moves the calling thread into another domain (a sub-process: mimalloc's
+/// `mi_subproc_add_current_thread`), whose main heap is `main`: the thread is done in its
+/// current domain, as at its exit (its segments with live blocks are abandoned there, and
+/// its blocks stay valid), and allocates from `domain` from now on. False, and nothing
+/// changes, when the thread is already in a domain other than the process's; false too
+/// when out of memory (the thread then goes on in the process's domain).
+#[cfg_attr(not(feature = "override"), allow(dead_code))] // sub-processes (C API)
+pub(crate) fn join_domain(domain: &'static Domain, main: &'static SharedHeap) -> bool {
+    let cur = thread_domain();
+    if ptr::eq(cur, domain) {
+        return true;
+    }
+    if !ptr::eq(cur, &DOMAIN) {
+        return false;
+    }
+    thread_done();
+    let h = thread_init_in(domain, main);
+    // SAFETY: the calling thread's new heap, or the empty heap when out of memory.
+    unsafe { (*h).is_initialized() }
 }
 
 /// The calling thread's heap, initialised.

@@ -136,9 +136,16 @@ pub enum Link {
 
 /// Compiles `tests/c/<src>` once per (source, link) into `target/capi/bin/`.
 pub fn build(src: &str, link: Link, extra: &[&str]) -> PathBuf {
+    let stem = Path::new(src).file_stem().unwrap().to_str().unwrap();
+    build_named(src, stem, link, extra)
+}
+
+/// As [`build`], the program named `stem` (a second build of one source with other flags
+/// needs a name of its own).
+pub fn build_named(src: &str, stem: &str, link: Link, extra: &[&str]) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let lib = lib_dir();
-    let key = format!("{src}-{}", link as u8);
+    let key = format!("{src}-{stem}-{}", link as u8);
     let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
     // building under the lock: compiles are quick, and each binary is built once
     let mut map = built.lock().unwrap_or_else(|e| e.into_inner());
@@ -147,7 +154,6 @@ pub fn build(src: &str, link: Link, extra: &[&str]) -> PathBuf {
     }
     let bin_dir = out_dir().join("bin");
     std::fs::create_dir_all(&bin_dir).unwrap();
-    let stem = Path::new(src).file_stem().unwrap().to_str().unwrap();
     let suffix = match link {
         Link::Shared => "",
         Link::None => "-nolink",

@@ -306,7 +306,10 @@ static void v3(void) {
     CHECK(total >= (16 << 20));   // exhaustion gives NULL, after most of the arena
     mi_heap_destroy(h);
   }
-  CHECK(mi_subproc_new()._mi_subproc_id == NULL);   // not implemented: the failure value
+  // a sub-process: a domain of its own, destroyed with its memory
+  mi_subproc_id_t sp = mi_subproc_new();
+  CHECK(sp._mi_subproc_id != NULL && sp._mi_subproc_id != mi_subproc_main()._mi_subproc_id);
+  mi_subproc_destroy(sp);
 }
 
 int main(void) {

@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -275,13 +276,61 @@ static void case_stats(void) {
 static bool count_heaps(mi_heap_t* heap, void* arg) { (void)heap; (*(int*)arg)++; return true; }
 static bool stop_at_first(mi_heap_t* heap, void* arg) { (void)heap; (*(int*)arg)++; return false; }
 
+// A thread of a new sub-process: its allocations, heaps and main heap are the
+// sub-process's; some blocks outlive it, one is freed by the main thread.
+struct sp_thread {
+  mi_subproc_id_t sp;
+  mi_heap_t* main_of_process;
+  void* keep[64];                                        // left live at the thread's exit
+  void* for_main;                                        // freed by the main thread
+  int ready;                                             // set when done checking
+  int destroy_refused;                                   // mi_subproc_destroy while we run
+};
+
+static int last_error = 0;
+static void record_error(int err, void* arg) { (void)arg; last_error = err; }
+
+static void* subproc_thread(void* arg) {
+  struct sp_thread* t = arg;
+  mi_subproc_add_current_thread(t->sp);
+  CHECK(mi_subproc_current()._mi_subproc_id == t->sp._mi_subproc_id);
+  mi_heap_t* hm = mi_heap_main();
+  CHECK(hm != NULL && hm != t->main_of_process);
+  CHECK(mi_heap_malloc(t->main_of_process, 8) == NULL);  // another sub-process's heap
+  void* ps[2000];
+  for (int i = 0; i < 2000; i++) {
+    size_t n = 8 + (size_t)(i * 37) % 3000;
+    ps[i] = malloc(n);
+    CHECK(ps[i] && mi_heap_of(ps[i]) == hm);
+    if (ps[i]) memset(ps[i], i & 0xff, n);
+  }
+  mi_heap_t* h = mi_heap_new();                          // a heap of the sub-process
+  void* q = mi_heap_malloc(h, 100);
+  CHECK(q && mi_heap_of(q) == h);
+  int count = 0;
+  CHECK(mi_subproc_visit_heaps(t->sp, count_heaps, &count) && count >= 2);
+  mi_stats_t_decl(st);
+  CHECK(mi_subproc_stats_get(t->sp, &st) && st.reserved.current > 0 && st.threads.current == 1);
+  for (int i = 0; i < 2000; i++) {
+    if (ps[i]) CHECK(((unsigned char*)ps[i])[0] == (i & 0xff));
+    if (i < 64) t->keep[i] = ps[i]; else if (i == 64) t->for_main = ps[i]; else free(ps[i]);
+  }
+  mi_heap_destroy(h);
+  // a thread cannot move on to another sub-process (a warning)
+  capture_reset();
+  mi_subproc_add_current_thread(mi_subproc_main());
+  CHECK(strstr(captured, "another sub-process") != NULL);
+  CHECK(mi_subproc_current()._mi_subproc_id == t->sp._mi_subproc_id);
+  // the main thread tries to destroy the sub-process now: refused
+  __atomic_store_n(&t->ready, 1, __ATOMIC_RELEASE);
+  while (!__atomic_load_n(&t->destroy_refused, __ATOMIC_ACQUIRE)) sched_yield();
+  return NULL;
+}
+
 static void case_subprocs(void) {
   mi_subproc_id_t m = mi_subproc_main();
   CHECK(m._mi_subproc_id != NULL && mi_subproc_current()._mi_subproc_id == m._mi_subproc_id);
-  errno = 0;
-  mi_subproc_id_t n = mi_subproc_new();                  // not implemented: the NULL id
-  CHECK(n._mi_subproc_id == NULL && errno == ENOMEM);
-  mi_subproc_add_current_thread(m);
+  mi_subproc_add_current_thread(m);                      // already there: nothing happens
   mi_subproc_destroy(m);                                 // the main one stays
   mi_heap_t* h = mi_heap_new();
   mi_free(mi_heap_malloc(h, 8));                         // this thread's part of it
@@ -293,6 +342,52 @@ static void case_subprocs(void) {
   mi_subproc_id_t bogus = { (void*)&count };
   CHECK(!mi_subproc_stats_get(bogus, &st) && !mi_subproc_visit_heaps(bogus, count_heaps, &count));
   mi_heap_delete(h);
+
+  // a real sub-process: a domain of its own
+  long show = mi_option_get(mi_option_show_errors);
+  mi_option_enable(mi_option_show_errors);              // errors and warnings to `capture`
+  mi_register_error(record_error, NULL);
+  mi_register_output(capture, NULL);
+  mi_subproc_id_t sp = mi_subproc_new();
+  CHECK(sp._mi_subproc_id != NULL && sp._mi_subproc_id != m._mi_subproc_id);
+  mi_stats_t_decl(s0);
+  CHECK(mi_subproc_stats_get(sp, &s0) && s0.reserved.current == 0 && s0.threads.current == 0);
+  struct sp_thread t;
+  memset(&t, 0, sizeof t);
+  t.sp = sp;
+  t.main_of_process = mi_heap_main();
+  pthread_t th;
+  pthread_create(&th, NULL, subproc_thread, &t);
+  // destroying it while its thread runs is refused, and loses nothing
+  while (!__atomic_load_n(&t.ready, __ATOMIC_ACQUIRE)) sched_yield();
+  mi_stats_t_decl(s1);
+  CHECK(mi_subproc_stats_get(sp, &s1) && s1.threads.current == 1 && s1.reserved.current > 0);
+  capture_reset();
+  last_error = 0;
+  mi_subproc_destroy(sp);
+  CHECK(strstr(captured, "still has 1 running thread") != NULL && last_error == EBUSY);
+  CHECK(mi_subproc_stats_get(sp, &st));
+  __atomic_store_n(&t.destroy_refused, 1, __ATOMIC_RELEASE);
+  pthread_join(th, NULL);
+  // its blocks outlive the thread, readable and freeable from here
+  for (int i = 0; i < 64; i++) CHECK(t.keep[i] && ((unsigned char*)t.keep[i])[0] == (i & 0xff));
+  CHECK(t.for_main && mi_is_in_heap_region(t.for_main));
+  mi_free(t.for_main);
+  mi_heap_t* hm = mi_heap_main();
+  CHECK(hm == t.main_of_process);                        // this thread is still in the main one
+  CHECK(mi_subproc_stats_get(sp, &st) && st.threads.current == 0 && st.reserved.current > 0);
+  // destroy: every block goes, with its memory
+  capture_reset();
+  mi_subproc_destroy(sp);
+  CHECK(captured[0] == 0);
+  CHECK(!mi_subproc_stats_get(sp, &st));                 // the id is dead
+  for (int i = 0; i < 64; i++) CHECK(!mi_is_in_heap_region(t.keep[i]));
+  mi_subproc_add_current_thread(sp);                     // unknown now: an error, no move
+  CHECK(strstr(captured, "unknown sub-process") != NULL && last_error == EINVAL);
+  CHECK(mi_subproc_current()._mi_subproc_id == m._mi_subproc_id);
+  mi_register_output(NULL, NULL);
+  mi_register_error(NULL, NULL);
+  mi_option_set(mi_option_show_errors, show);
 }
 
 // ---------------------------------------------------------------------------------------
