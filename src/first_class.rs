@@ -141,6 +141,8 @@ pub(crate) use shared::*;
 #[cfg(feature = "std")]
 mod shared {
     use super::*;
+    use crate::heap::Tld;
+    use crate::thread::{self, ThreadData};
 
     /// A new shared heap; its struct is a block of the calling thread's backing heap (freed by
     /// whichever thread drops the last reference). Null when out of memory.
@@ -161,47 +163,20 @@ mod shared {
         mem
     }
 
-    /// A new shared heap whose one part is `arena`, a heap in an arena that the calling
-    /// thread (owner token `creator`) made; its struct is a block of the calling thread's
+    /// A new heap in an arena: its parts (one per thread that allocates from it) take
+    /// memory from `arena`'s domain only; its struct is a block of the calling thread's
     /// backing heap. Null when out of memory.
     #[cfg_attr(not(feature = "override"), allow(dead_code))] // heaps in arenas (C API)
     pub(crate) fn shared_new_in_arena(
         backing: OwnedHeap,
-        arena: *mut RawHeap,
-        creator: usize,
+        arena: &'static crate::domain::Domain,
     ) -> *mut SharedHeap {
         let mem = shared_new(backing);
         if !mem.is_null() {
-            // SAFETY: a fresh struct, ours alone; `arena` is a live heap (caller) that no
-            // other thread uses yet.
-            unsafe {
-                ptr::write(mem, SharedHeap::new_in_arena(false, arena, creator));
-                (*arena).shared = mem;
-            }
+            // SAFETY: a fresh struct, ours alone, not yet shared.
+            unsafe { ptr::write(mem, SharedHeap::new_in_arena(arena)) };
         }
         mem
-    }
-
-    /// Forgets `shared` in the calling thread's part cache (before its struct is freed).
-    #[cfg_attr(not(feature = "override"), allow(dead_code))] // heaps in arenas (C API)
-    pub(crate) fn cache_forget(backing: OwnedHeap, shared: *const SharedHeap) {
-        // SAFETY: the token proves the thread context is live and ours.
-        let tld = unsafe { &mut *backing.tld() };
-        if tld.cache_shared == shared {
-            tld.cache_shared = ptr::null();
-            tld.cache_part = ptr::null_mut();
-        }
-    }
-
-    /// Frees the struct of a shared heap that has no part left and whose handle is given
-    /// up (a heap in an arena, released by `arenas.rs`).
-    ///
-    /// # Safety
-    /// `shared` came from `shared_new_in_arena`, nothing refers to it any more.
-    #[cfg_attr(not(feature = "override"), allow(dead_code))] // heaps in arenas (C API)
-    pub(crate) unsafe fn shared_free(shared: *mut SharedHeap, owner: usize) {
-        // SAFETY: as the caller guarantees: the handle's is the last reference.
-        unsafe { shared_unref(shared, owner) }
     }
 
     /// Drops one reference to `shared`; the last one frees its struct.
@@ -234,12 +209,17 @@ mod shared {
             }
             tld.heap_backing
         } else if !sh.arena.is_null() {
-            // a heap in an arena: only its creator allocates from it
-            // SAFETY: the token proves the backing heap is live and ours.
-            if unsafe { (*backing.as_ptr()).owner } != sh.arena_creator {
+            if sh.state.load(Ordering::Acquire) != SHARED_LIVE {
                 return ptr::null_mut();
             }
-            sh.arena
+            let mut found = guest_part(tld, shared);
+            if found.is_null() {
+                found = arena_part_new(backing, shared);
+                if found.is_null() {
+                    return ptr::null_mut();
+                }
+            }
+            found
         } else {
             if sh.state.load(Ordering::Acquire) != SHARED_LIVE {
                 return ptr::null_mut();
@@ -267,6 +247,140 @@ mod shared {
         tld.cache_shared = shared;
         tld.cache_part = part;
         part
+    }
+
+    /// The calling thread's part of the heap in an arena `shared`, if it has one: found
+    /// among the thread's guest contexts (see `Tld::guests`).
+    fn guest_part(tld: &Tld, shared: *const SharedHeap) -> *mut RawHeap {
+        let mut g = tld.guests;
+        while !g.is_null() {
+            // SAFETY: the thread's guest contexts are live thread data that only this
+            // thread uses; their heaps lists hold live heaps.
+            unsafe {
+                let mut h = (*g).heaps;
+                while !h.is_null() {
+                    if (*h).shared == shared {
+                        return h;
+                    }
+                    h = (*h).next;
+                }
+                g = (*g).guest_next;
+            }
+        }
+        ptr::null_mut()
+    }
+
+    /// The thread data (in the arena's domain) that a part of a heap in an arena lives in.
+    ///
+    /// # Safety
+    /// `part` is a live part of a heap in an arena.
+    unsafe fn guest_td(part: *mut RawHeap) -> *mut ThreadData {
+        // SAFETY: a part's context is live; a guest context's backing heap is the first
+        // field of its thread data (`ThreadData` is `repr(C)` with `heap` first).
+        unsafe { (*(*part).tld).heap_backing as *mut ThreadData }
+    }
+
+    /// Makes the calling thread's part of `shared`, a live heap in an arena: thread data of
+    /// the arena's domain (a guest context of the thread) holding a first-class heap, linked
+    /// into the heap's list. Null when out of memory (in the arena or for the thread data),
+    /// or when the heap stopped being live meanwhile.
+    fn arena_part_new(backing: OwnedHeap, shared: *const SharedHeap) -> *mut RawHeap {
+        // SAFETY: `shared` is live (the caller holds its handle); `arena` is a
+        // `&'static Domain` set at its creation.
+        let domain: &'static crate::domain::Domain = unsafe { &*(*shared).arena };
+        let td = thread::thread_data_alloc(domain);
+        if td.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: `td` is fresh thread data that only the calling thread uses: its backing
+        // heap is initialised and ours.
+        let part = heap_new(unsafe { OwnedHeap::new(addr_of_mut!((*td).heap)) });
+        // SAFETY: `shared` is live; `part` (if any) is a fresh heap of `td`. Under the lock,
+        // as `part_new`.
+        let linked = !part.is_null()
+            && unsafe {
+                (*part).shared = shared;
+                let mut list = (*shared).parts.lock();
+                if (*shared).state.load(Ordering::Acquire) == SHARED_LIVE {
+                    (*part).part_next = list.0;
+                    list.0 = part;
+                    (*shared).refs.fetch_add(1, Ordering::Relaxed);
+                    true
+                } else {
+                    false
+                }
+            };
+        if !linked {
+            // SAFETY: `td` is ours, unused by anyone else, its heaps hold no block.
+            unsafe {
+                if !part.is_null() {
+                    (*part).shared = ptr::null();
+                }
+                guest_td_release(td);
+            }
+            return ptr::null_mut();
+        }
+        // SAFETY: `td`'s context is ours and lives until `guest_td_release`; the thread's
+        // guest list is changed by this thread only.
+        unsafe {
+            let tld = backing.tld();
+            (*td).tld.host = tld;
+            (*td).tld.guest_next = (*tld).guests;
+            (*tld).guests = addr_of_mut!((*td).tld);
+        }
+        part
+    }
+
+    /// Ends a guest context's thread data: its heaps are collected, its segments that still
+    /// hold live blocks are abandoned to the arena's domain (the blocks stay valid), and
+    /// the data goes back to the domain.
+    ///
+    /// # Safety
+    /// `td` is thread data of an arena's domain used by the calling thread only, not in the
+    /// thread's guest list, and its heaps are not used afterwards.
+    unsafe fn guest_td_release(td: *mut ThreadData) {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            let domain = (*td).tld.domain();
+            thread::thread_done(addr_of_mut!((*td).tld));
+            thread::thread_data_free(domain, td);
+        }
+    }
+
+    /// Takes the guest context `g` out of its host's list.
+    ///
+    /// # Safety
+    /// `g` is a guest context of the calling thread, whose context is `host`.
+    unsafe fn guest_unlink(host: *mut Tld, g: *mut Tld) {
+        // SAFETY: the list is the calling thread's (caller), its members live.
+        unsafe {
+            let mut link: *mut *mut Tld = addr_of_mut!((*host).guests);
+            while !(*link).is_null() {
+                if *link == g {
+                    *link = (*g).guest_next;
+                    break;
+                }
+                link = addr_of_mut!((**link).guest_next);
+            }
+            (*g).guest_next = ptr::null_mut();
+        }
+    }
+
+    /// The context of the thread that uses `part`: its own, or its host's for a part of a
+    /// heap in an arena.
+    ///
+    /// # Safety
+    /// `part` is a live part.
+    unsafe fn user_tld(part: *mut RawHeap) -> *mut Tld {
+        // SAFETY: a live part's context is live.
+        unsafe {
+            let t = (*part).tld;
+            if (*t).host.is_null() {
+                t
+            } else {
+                (*t).host
+            }
+        }
     }
 
     /// Makes the calling thread's part of the live shared heap `shared` and links it into the
@@ -326,7 +440,7 @@ mod shared {
                 }
             }
             (*p).part_next = ptr::null_mut();
-            let tld = &mut *part.tld();
+            let tld = &mut *user_tld(p);
             if tld.cache_part == p {
                 tld.cache_shared = ptr::null();
                 tld.cache_part = ptr::null_mut();
@@ -346,17 +460,29 @@ mod shared {
         let shared = unsafe { part_unlink(part) };
         // SAFETY: the part's reference keeps the shared heap alive.
         let destroy = unsafe { (*shared).state.load(Ordering::Acquire) } == SHARED_DESTROYED;
-        // SAFETY: the token proves the heap is live and ours.
-        let owner = unsafe { (*part.as_ptr()).owner };
+        let p = part.as_ptr();
+        // SAFETY: the token proves the heap and its context are live and ours; the user's
+        // context is the calling thread's (its own, or the host of an arena part's).
+        let (user, guest) = unsafe {
+            let user = user_tld(p);
+            (user, (user != (*p).tld).then(|| guest_td(p)))
+        };
+        // SAFETY: the calling thread's context, live.
+        let owner = unsafe { (*user).owner() };
         // SAFETY: a first-class heap of ours (parts are never backing heaps), unlinked from its
         // shared heap, not used afterwards (caller); when destroyed, its blocks are given up by
-        // the program (the contract of `destroy`).
+        // the program (the contract of `destroy`). An arena part's thread data is then
+        // released: out of the thread's guest list, used by no one.
         unsafe {
-            (*part.as_ptr()).shared = ptr::null();
+            (*p).shared = ptr::null();
             if destroy {
                 heap_destroy(part);
             } else {
                 heap_delete(part);
+            }
+            if let Some(td) = guest {
+                guest_unlink(user, addr_of_mut!((*td).tld));
+                guest_td_release(td);
             }
             shared_unref(shared, owner);
         }
@@ -391,7 +517,40 @@ mod shared {
                 h = next;
             }
         }
+        // parts of heaps in arenas (never the default)
+        let mut g = tld.guests;
+        while !g.is_null() {
+            // SAFETY: the thread's guest contexts are live and ours; `guest_next` is read
+            // before the part's release frees the context.
+            unsafe {
+                let next = (*g).guest_next;
+                let part = arena_part_of(g);
+                let shared = (*part).shared;
+                if (*shared).state.load(Ordering::Acquire) != SHARED_LIVE {
+                    // SAFETY: a part of ours in its heap's list, never the default.
+                    part_release(OwnedHeap::new(part));
+                }
+                g = next;
+            }
+        }
         released_default
+    }
+
+    /// The part (the one heap with a `shared` heap) of guest context `g`.
+    ///
+    /// # Safety
+    /// `g` is a live guest context of the calling thread.
+    unsafe fn arena_part_of(g: *mut Tld) -> *mut RawHeap {
+        // SAFETY: a live context's heaps list holds live heaps; a guest context holds its
+        // backing heap and the part (`arena_part_new`).
+        unsafe {
+            let mut h = (*g).heaps;
+            while !h.is_null() && (*h).shared.is_null() {
+                h = (*h).next;
+            }
+            debug_assert!(!h.is_null(), "guest context without its part");
+            h
+        }
     }
 
     /// Deletes (`destroy == false`) or destroys a shared heap, from any thread: the calling
@@ -435,10 +594,11 @@ mod shared {
                 // exiting (they unlink under this lock first), so their thread data is live;
                 // `reap` is atomic.
                 unsafe {
-                    if (*p).tld == me {
+                    let user = user_tld(p);
+                    if user == me {
                         own = p;
                     } else {
-                        (*(*p).tld).reap.store(true, Ordering::Release);
+                        (*user).reap.store(true, Ordering::Release);
                     }
                     p = (*p).part_next;
                 }
@@ -465,6 +625,17 @@ mod shared {
         let tld = unsafe { &*backing.tld() };
         tld.reap.store(true, Ordering::Relaxed);
         reap_parts(backing, ptr::null_mut());
+        // parts of live heaps in arenas: their live blocks stay valid in the arena (as
+        // `delete`), and their thread data goes back to it now
+        let tldp = backing.tld();
+        // SAFETY: the token proves the context is live and ours; each guest is a live guest
+        // context of ours whose part is in its (live) heap's list; the release takes the
+        // guest out of the list (and frees it).
+        unsafe {
+            while !(*tldp).guests.is_null() {
+                part_release(OwnedHeap::new(arena_part_of((*tldp).guests)));
+            }
+        }
         let mut left = ptr::null_mut();
         let mut h = tld.heaps;
         while !h.is_null() {
@@ -519,9 +690,6 @@ mod shared {
         }
         // SAFETY: live (caller).
         let sh = unsafe { &*shared };
-        if !sh.arena.is_null() {
-            return page_heap == sh.arena;
-        }
         if sh.is_main {
             // SAFETY: the heap of a live page is a live heap (its thread data lives while its
             // pages are not abandoned).
@@ -550,10 +718,10 @@ mod shared {
             return (unsafe { (*backing.as_ptr()).shared } == shared).then_some(backing);
         }
         if !sh.arena.is_null() {
-            // SAFETY: the token proves the backing heap is live and ours; the arena heap is
-            // used by its creator only, which this thread then is.
-            return (unsafe { (*backing.as_ptr()).owner } == sh.arena_creator)
-                .then(|| unsafe { OwnedHeap::new(sh.arena) });
+            let part = guest_part(tld, shared);
+            // SAFETY: a part of the calling thread (one of its guest contexts' heaps), used
+            // by this thread only.
+            return (!part.is_null()).then(|| unsafe { OwnedHeap::new(part) });
         }
         let mut h = tld.heaps;
         while !h.is_null() {

@@ -49,6 +49,16 @@ pub(crate) struct Tld {
     /// exit (only the owner may touch its pages).
     #[cfg(feature = "std")]
     pub reap: AtomicBool,
+    /// For the context of a thread's part of a heap in an arena (thread data of the
+    /// arena's domain, used by one thread): that thread's own context (null otherwise).
+    #[cfg(feature = "std")]
+    pub host: *mut Tld,
+    /// A thread's parts of heaps in arenas: the contexts whose `host` is this one, linked
+    /// through `guest_next`. Only the thread itself walks or changes the list.
+    #[cfg(feature = "std")]
+    pub guests: *mut Tld,
+    #[cfg(feature = "std")]
+    pub guest_next: *mut Tld,
 }
 
 impl Tld {
@@ -68,6 +78,12 @@ impl Tld {
             cache_part: ptr::null_mut(),
             #[cfg(feature = "std")]
             reap: AtomicBool::new(false),
+            #[cfg(feature = "std")]
+            host: ptr::null_mut(),
+            #[cfg(feature = "std")]
+            guests: ptr::null_mut(),
+            #[cfg(feature = "std")]
+            guest_next: ptr::null_mut(),
         }
     }
 
@@ -149,15 +165,15 @@ pub(crate) struct SharedHeap {
     pub parts: spin::Mutex<PartList>,
     /// The main heap of the domain (its parts are the backing heaps).
     pub is_main: bool,
-    /// A heap in an arena (C's `mi_heap_new_in_arena`): its one part, a heap of thread
-    /// data of the arena's domain, which only the thread whose owner token is
-    /// `arena_creator` allocates from (null: not in an arena).
-    pub arena: *mut RawHeap,
-    pub arena_creator: usize,
+    /// A heap in an arena (C's `mi_heap_new_in_arena`): the arena's domain, from which
+    /// every part takes its memory (null: not in an arena). A thread's part of it is a
+    /// first-class heap of thread data of that domain whose context's `host` is the
+    /// thread's own context (see `Tld::guests`).
+    pub arena: *const Domain,
 }
 
-// SAFETY: the state, the count and the list are atomic or under the mutex; `arena` and
-// `arena_creator` are written once, before the struct is shared, and only read after.
+// SAFETY: the state, the count and the list are atomic or under the mutex; `arena` is
+// written once, before the struct is shared, and only read after (a `&'static Domain`).
 #[cfg(feature = "std")]
 unsafe impl Sync for SharedHeap {}
 
@@ -183,20 +199,21 @@ pub(crate) const SHARED_DESTROYED: u8 = 2;
 impl SharedHeap {
     /// A live shared heap with only its handle's reference.
     pub(crate) const fn new(is_main: bool) -> Self {
-        Self::new_in_arena(is_main, ptr::null_mut(), NO_OWNER)
-    }
-
-    /// A live shared heap whose one part is `arena`, a heap in an arena used by the thread
-    /// with owner token `creator` (see `arena`).
-    pub(crate) const fn new_in_arena(is_main: bool, arena: *mut RawHeap, creator: usize) -> Self {
         SharedHeap {
             state: AtomicU8::new(SHARED_LIVE),
             refs: AtomicUsize::new(1),
             parts: spin::Mutex::new(PartList(ptr::null_mut())),
             is_main,
-            arena,
-            arena_creator: creator,
+            arena: ptr::null(),
         }
+    }
+
+    /// A live heap in an arena, whose parts take memory from `arena`'s domain only.
+    #[cfg_attr(not(feature = "override"), allow(dead_code))] // heaps in arenas (C API)
+    pub(crate) const fn new_in_arena(arena: &'static Domain) -> Self {
+        let mut h = Self::new(false);
+        h.arena = arena;
+        h
     }
 }
 

@@ -128,8 +128,10 @@ fn one_heap_many_threads() {
     }
     let used = pages();
     eprintln!("pages: {base} before, {used} with three threads' parts");
+    // (~186 fresh pages; a part may also adopt pages of a segment reclaimed from an exited
+    // thread, which were already counted)
     assert!(
-        used >= base + 150,
+        used >= base + 100,
         "the three parts made too few pages: {base} -> {used}"
     );
     let heap = Arc::try_unwrap(heap)

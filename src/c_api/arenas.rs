@@ -9,13 +9,14 @@
 //! process's segment map, so `mi_free`, `mi_usable_size` and friends work on its blocks
 //! from any thread.
 //!
-//! A heap in an arena (a `SharedHeap` whose one part is `arena`) has thread data of its
-//! own in the arena's domain (its segments' owner), and is used by the thread that made it
-//! only (other threads' allocations from it return NULL: `first_class::part_lookup`); its
-//! blocks may be freed by any thread.
-//! `mi_heap_destroy` gives all its memory back to the arena; `mi_heap_delete` leaves the
-//! live blocks valid in the arena (their segments are kept by the arena's domain until
-//! they are freed).
+//! A heap in an arena (a `SharedHeap` whose `arena` is the arena's domain) may be used by
+//! any thread, as any heap: each thread that allocates from it gets its own part, a heap
+//! in thread data of the arena's domain (`first_class::arena_part_new`), so its segments
+//! come from the arena only. Its blocks may be freed by any thread; any thread may delete
+//! or destroy it. `mi_heap_destroy` gives all its memory back to the arena (other threads'
+//! parts as they next look up a heap, collect or exit); `mi_heap_delete` leaves the live
+//! blocks valid in the arena (their segments are kept by the arena's domain until they are
+//! freed). A thread that exits leaves its part's live blocks valid in the arena.
 //!
 //! Not done: arenas that the default heaps use (mimalloc allocates from non-exclusive
 //! arenas before asking the OS): here every arena, exclusive or not, serves only heaps
@@ -27,15 +28,12 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use crate::domain::Domain;
 use crate::first_class;
-use crate::heap::{OwnedHeap, RawHeap, SharedHeap};
+use crate::heap::{OwnedHeap, SharedHeap};
 use crate::size_class::SEGMENT_SIZE;
 use crate::source::RegionSource;
-use crate::thread::{self, ThreadData};
 
 /// Most arenas in a process.
 const MAX_ARENAS: usize = 16;
-/// Most heaps in arenas alive at once.
-const MAX_ARENA_HEAPS: usize = 64;
 
 /// What one arena slot knows of its memory.
 struct ArenaInfo {
@@ -67,26 +65,6 @@ macro_rules! domains {
     ($($i:literal)*) => { [$(Domain::new(&SOURCES[$i]),)*] };
 }
 static DOMAINS: [Domain; MAX_ARENAS] = domains!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
-
-/// A heap in an arena: its thread data (in the arena's domain) and the owner token of the
-/// thread that made it (the one thread that may allocate from it).
-struct ArenaHeap {
-    /// The handle (what C sees as `mi_heap_t*`).
-    shared: *mut SharedHeap,
-    heap: *mut RawHeap,
-    td: *mut ThreadData,
-    creator: usize,
-}
-
-/// Invariant: each `Some` entry is a live heap made by `mi_heap_new_in_arena`, not yet
-/// deleted or destroyed, with its thread data.
-struct ArenaHeaps([Option<ArenaHeap>; MAX_ARENA_HEAPS]);
-
-// SAFETY: the table only records pointers; the heaps are used by their creating thread.
-unsafe impl Send for ArenaHeaps {}
-
-static HEAPS: spin::Mutex<ArenaHeaps> =
-    spin::Mutex::new(ArenaHeaps([const { None }; MAX_ARENA_HEAPS]));
 
 /// The arena slot of an arena id (a pointer to its `ArenaInfo`), if it is a live arena.
 fn arena_index(id: *mut c_void) -> Option<usize> {
@@ -468,8 +446,8 @@ pub extern "C" fn mi_arenas_print() {
 // ---------------------------------------------------------------------------------------
 // heaps in an arena
 
-/// A new heap that allocates only in arena `id` (NULL with `ENOMEM` when the id is not an
-/// arena's, the table of arena heaps is full, or the arena has no room left).
+/// A new heap that allocates only in arena `id`, from any thread (NULL with `ENOMEM` when
+/// the id is not an arena's or out of memory).
 #[no_mangle]
 pub extern "C" fn mi_heap_new_in_arena(id: *mut c_void) -> *mut SharedHeap {
     let fail = || {
@@ -481,118 +459,28 @@ pub extern "C" fn mi_heap_new_in_arena(id: *mut c_void) -> *mut SharedHeap {
     };
     let mine = crate::global::hosted::heap_initialized();
     // SAFETY: the calling thread's heap or the static empty heap: readable.
-    let creator = unsafe { (*mine).owner };
-    if creator == crate::segment::NO_OWNER {
+    if !unsafe { (*mine).is_initialized() } {
         return fail();
     }
-    // SAFETY: an initialised heap of this thread (its owner is not NO_OWNER): its thread's
-    // backing heap is ours.
+    // SAFETY: an initialised heap of this thread: its thread's backing heap is ours.
     let backing = unsafe { OwnedHeap::new((*(*mine).tld).heap_backing) };
     let domain: &'static Domain = &DOMAINS[i];
     // segments of deleted heaps whose blocks were all freed since
     domain.collect_abandoned();
-    let mut table = HEAPS.lock();
-    let Some(slot) = table.0.iter().position(|e| e.is_none()) else {
-        return fail();
-    };
-    let td = thread::thread_data_alloc(domain);
-    if td.is_null() {
+    let h = first_class::shared_new_in_arena(backing, domain);
+    if h.is_null() {
         return fail();
     }
-    // SAFETY: `td` is fresh thread data of the arena's domain, used by no one else: its
-    // backing heap is initialised and ours for this call.
-    let h = first_class::heap_new(unsafe { OwnedHeap::new(ptr::addr_of_mut!((*td).heap)) });
-    let shared = if h.is_null() {
-        ptr::null_mut()
-    } else {
-        first_class::shared_new_in_arena(backing, h, creator)
-    };
-    if shared.is_null() {
-        // SAFETY: `td` is unused (its heaps hold no block), and nothing else refers to it.
-        unsafe { release_td(domain, td) };
-        return fail();
-    }
-    table.0[slot] = Some(ArenaHeap {
-        shared,
-        heap: h,
-        td,
-        creator,
-    });
-    shared
+    h
 }
 
-/// Ends thread data of an arena domain: its heaps are collected, segments still holding
-/// live blocks are left to the domain, and the data goes back to the arena.
+/// Whether `h` is a heap in an arena.
 ///
 /// # Safety
-/// `td` came from `thread_data_alloc(domain)`, its heaps are used no more.
-unsafe fn release_td(domain: &'static Domain, td: *mut ThreadData) {
-    // SAFETY: the thread data is ours alone now (caller).
-    unsafe {
-        thread::thread_done(ptr::addr_of_mut!((*td).tld));
-        thread::thread_data_free(domain, td);
-    }
-}
-
-/// The arena domain of thread data `td`.
-fn domain_of(td: *mut ThreadData) -> &'static Domain {
-    // SAFETY: `td` is live thread data of an arena heap (the table's invariant).
-    unsafe { (*td).tld.domain() }
-}
-
-/// Whether `h` is a live heap in an arena.
-pub(crate) fn is_arena_heap(h: *mut SharedHeap) -> bool {
-    HEAPS.lock().0.iter().flatten().any(|e| e.shared == h)
-}
-
-/// Deletes (`destroy == false`: live blocks stay valid) or destroys (all blocks freed)
-/// `h` if it is a heap in an arena, and returns true; false when it is not one (then
-/// `heaps.rs` handles it). Only its creating thread may: another gets an error message.
-///
-/// # Safety
-/// `h` is a heap not yet deleted; with `destroy`, none of its blocks is used afterwards.
-pub(crate) unsafe fn release(h: *mut SharedHeap, destroy: bool) -> bool {
-    let mine = crate::global::hosted::heap_initialized();
-    // SAFETY: the calling thread's heap or the static empty heap: readable.
-    let caller = unsafe { (*mine).owner };
-    let mut table = HEAPS.lock();
-    let Some(slot) = table
-        .0
-        .iter()
-        .position(|e| e.as_ref().is_some_and(|e| e.shared == h))
-    else {
-        return false;
-    };
-    if table.0[slot].as_ref().is_some_and(|e| e.creator != caller) {
-        drop(table);
-        super::options::error(
-            ::libc::EINVAL,
-            format_args!("arena heap {h:p} deleted by a thread that did not make it (ignored)"),
-        );
-        return true;
-    }
-    let Some(entry) = table.0[slot].take() else {
-        return true;
-    };
-    drop(table);
-    // SAFETY: `entry.heap` is a first-class heap of the arena thread data `entry.td`, used
-    // by the calling thread only (its creator), and not used after this (caller); the
-    // handle's struct is forgotten by this thread's cache before it is freed, and no other
-    // thread has it cached (only the creator allocates from it).
-    unsafe {
-        let backing = OwnedHeap::new((*(*mine).tld).heap_backing);
-        first_class::cache_forget(backing, h);
-        let owned = OwnedHeap::new(entry.heap);
-        (*entry.heap).shared = ptr::null();
-        if destroy {
-            first_class::heap_destroy(owned);
-        } else {
-            first_class::heap_delete(owned);
-        }
-        release_td(domain_of(entry.td), entry.td);
-        first_class::shared_free(h, caller);
-    }
-    true
+/// `h` is a live heap (from `mi_heap_new*`, not yet deleted).
+pub(crate) unsafe fn is_arena_heap(h: *mut SharedHeap) -> bool {
+    // SAFETY: live (caller); `arena` is written once, before the heap is handed out.
+    !unsafe { (*h).arena }.is_null()
 }
 
 /// Frees segments of deleted arena heaps whose blocks have all been freed (`mi_collect`

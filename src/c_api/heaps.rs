@@ -87,11 +87,6 @@ unsafe fn heap_release(h: H, destroy: bool) {
     if h.is_null() || unsafe { (*h).is_main } {
         return;
     }
-    // SAFETY: `h` is a heap not yet deleted (this function's contract); with `destroy`
-    // its blocks are not used afterwards (mimalloc's contract for `mi_heap_destroy`).
-    if unsafe { super::arenas::release(h, destroy) } {
-        return;
-    }
     let Some(b) = backing() else {
         return;
     };
@@ -119,7 +114,8 @@ pub unsafe extern "C" fn mi_heap_destroy(h: H) {
 pub unsafe extern "C" fn mi_heap_set_default(h: H) -> H {
     // (a heap in an arena cannot be the default: `malloc`'s frees and the thread's exit
     // assume the default heap is of the thread's own data)
-    if h.is_null() || super::arenas::is_arena_heap(h) {
+    // SAFETY: `h` is null or a live heap (the C caller's contract).
+    if h.is_null() || unsafe { super::arenas::is_arena_heap(h) } {
         return ptr::null_mut();
     }
     let prev = mi_heap_get_default();

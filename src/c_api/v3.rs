@@ -293,17 +293,13 @@ unsafe fn owned_theap(theap: T) -> Option<OwnedHeap> {
     }
     let mine = hosted::heap_initialized();
     // SAFETY: `theap` is a live heap (this function's contract); `mine` is the calling
-    // thread's heap or the static empty heap. Heaps in arenas have their own token, and
-    // are the creator's.
+    // thread's heap or the static empty heap. A part of a heap in an arena has a context of
+    // its own, whose host is the context of the thread that uses it.
     unsafe {
         if !(*mine).is_initialized() || !(*theap).is_initialized() {
             return None;
         }
-        let shared = (*theap).shared;
-        let ours = (*theap).owner == (*mine).owner
-            || (!shared.is_null()
-                && (*shared).arena == theap
-                && (*shared).arena_creator == (*mine).owner);
+        let ours = (*theap).owner == (*mine).owner || (*(*theap).tld).host == (*mine).tld;
         ours.then(|| OwnedHeap::new(theap))
     }
 }

@@ -409,6 +409,31 @@ static size_t fill_arena(mi_heap_t* h, mi_arena_id_t id, size_t size) {
   return total;
 }
 
+// Threads that allocate from one heap in an arena: each keeps half of its blocks live
+// (they outlive the thread) and frees the rest.
+struct arena_use {
+  mi_heap_t* h;
+  mi_arena_id_t id;
+  void* kept[4][100];
+  int bad;
+};
+static int arena_seq = 0;
+
+static void* arena_user(void* arg) {
+  struct arena_use* u = arg;
+  int me = __atomic_fetch_add(&arena_seq, 1, __ATOMIC_RELAXED) % 4;
+  for (int i = 0; i < 200; i++) {
+    size_t n = (i % 10 == 9) ? 70000 : 16 + (size_t)i * 7;
+    unsigned char* p = mi_heap_malloc(u->h, n);
+    if (p == NULL || !mi_arena_contains(u->id, p) || mi_heap_of(p) != u->h) { __atomic_fetch_add(&u->bad, 1, __ATOMIC_RELAXED); continue; }
+    memset(p, me * 50 + i % 50, n);
+    if (i % 2) u->kept[me][i / 2] = p; else mi_free(p);
+  }
+  return NULL;
+}
+
+static void* destroy_heap(void* h) { mi_heap_destroy(h); return NULL; }
+
 static void check_arena(mi_arena_id_t id, void* start, size_t size) {
   size_t sz = 0;
   CHECK(mi_arena_area(id, &sz) == start && sz == size);
@@ -459,6 +484,34 @@ static void check_arena(mi_arena_id_t id, void* start, size_t size) {
   h = mi_heap_new_in_arena(id);
   size_t third = fill_arena(h, id, 256 * 1024);
   CHECK(third >= first - first / 10);
+  mi_heap_destroy(h);
+  // any thread may allocate from a heap in an arena; its blocks stay in the arena and
+  // outlive the threads (a thread's exit takes its part's live blocks out of the heap, so
+  // they are freed one by one); then the heap is destroyed by a thread that never used it
+  h = mi_heap_new_in_arena(id);
+  static struct arena_use u;
+  memset(&u, 0, sizeof u);
+  u.h = h; u.id = id;
+  arena_seq = 0;
+  pthread_t ths[4];
+  for (int t = 0; t < 4; t++) pthread_create(&ths[t], NULL, arena_user, &u);
+  for (int t = 0; t < 4; t++) pthread_join(ths[t], NULL);
+  CHECK(u.bad == 0);
+  for (int t = 0; t < 4; t++)
+    for (int i = 0; i < 100; i++) {
+      unsigned char* p = u.kept[t][i];
+      CHECK(p && mi_arena_contains(id, p) && p[0] == (unsigned char)(t * 50 + (2 * i + 1) % 50));
+      mi_free(p);
+    }
+  void* mine = mi_heap_malloc(h, 1000);                  // this thread's part too
+  CHECK(mine && mi_arena_contains(id, mine) && mi_heap_of(mine) == h);
+  pthread_t th2;
+  pthread_create(&th2, NULL, destroy_heap, h);           // destroyed by another thread
+  pthread_join(th2, NULL);
+  mi_collect(true);                                      // our part goes; the threads' blocks too
+  h = mi_heap_new_in_arena(id);
+  size_t fourth = fill_arena(h, id, 256 * 1024);
+  CHECK(fourth >= first - first / 10);
   mi_heap_destroy(h);
 }
 
