@@ -443,7 +443,22 @@ fn v3_api_cases() {
     let exe = build("test_v3.c", Link::Shared, &["-lpthread"]);
     let out = run_ok(&exe, &[], &[], 120);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("12 cases, 0 failed checks"), "{}", show(&out));
+    assert!(text.contains("13 cases, 0 failed checks"), "{}", show(&out));
+    // an arena reserved at start and nothing from the OS: malloc lives in the arena
+    let out = run_ok(
+        &exe,
+        &["arena-only"],
+        &[
+            ("MIMALLOC_RESERVE_OS_MEMORY", "32MiB"),
+            ("MIMALLOC_DISALLOW_OS_ALLOC", "1"),
+        ],
+        60,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 cases, 0 failed checks"),
+        "{}",
+        show(&out)
+    );
     // options from the environment: sizes in KiB, legacy names
     let out = run_ok(
         &exe,

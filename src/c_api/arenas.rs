@@ -18,9 +18,10 @@
 //! blocks valid in the arena (their segments are kept by the arena's domain until they are
 //! freed). A thread that exits leaves its part's live blocks valid in the arena.
 //!
-//! Not done: arenas that the default heaps use (mimalloc allocates from non-exclusive
-//! arenas before asking the OS): here every arena, exclusive or not, serves only heaps
-//! made by `mi_heap_new_in_arena`. Arenas are never given back (as in mimalloc).
+//! An arena that is not exclusive also serves `malloc` and the default heaps: the
+//! process's domain takes segments from such arenas before asking the OS
+//! (`global::process_source`), as mimalloc does. Arenas are never given back (as in
+//! mimalloc).
 
 use core::ffi::{c_int, c_void};
 use core::ptr;
@@ -28,6 +29,7 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use crate::domain::Domain;
 use crate::first_class;
+use crate::global::hosted;
 use crate::heap::{OwnedHeap, SharedHeap};
 use crate::size_class::SEGMENT_SIZE;
 use crate::source::RegionSource;
@@ -118,6 +120,10 @@ unsafe fn add_arena(
     // contract), and this fresh slot's source has no memory yet, so nothing overlaps.
     unsafe { SOURCES[i].add_memory(start, size) };
     a.state.store(LIVE, Ordering::Release);
+    // `malloc` draws from an arena that is not exclusive before asking the OS
+    if !exclusive && !hosted::PROCESS_SOURCE.add_arena(&SOURCES[i], start as usize, size) {
+        a.exclusive.store(true, Ordering::Relaxed); // (never: as many slots as arenas)
+    }
     Some(arena_id(i))
 }
 

@@ -64,8 +64,29 @@ pub(crate) fn init() {
         // malloc in glibc.
         unsafe { ::libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
     }
+    reserve_at_start();
     let _ = hosted::heap_initialized();
     pin_library();
+}
+
+/// `reserve_os_memory` (`MIMALLOC_RESERVE_OS_MEMORY`): an arena reserved at start, which
+/// `malloc` draws from before asking the OS (as mimalloc: committed, large OS pages
+/// allowed, not exclusive). Its size is rounded up to the smallest arena.
+fn reserve_at_start() {
+    let kib = options::get(options::RESERVE_OS_MEMORY);
+    if kib <= 0 {
+        return;
+    }
+    let size = (kib as usize)
+        .saturating_mul(1024)
+        .max(super::arenas::mi_arena_min_size());
+    // SAFETY: a null arena-id pointer is allowed.
+    let err = unsafe { super::arenas::mi_reserve_os_memory(size, true, true) };
+    if err != 0 {
+        options::warning(format_args!(
+            "could not reserve {size} bytes at start (option 'reserve_os_memory'): error {err}"
+        ));
+    }
 }
 
 /// Makes a `dlopen`ed library stay loaded after `dlclose`: threads that allocated keep a

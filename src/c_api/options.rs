@@ -6,8 +6,9 @@
 //! Options shardalloc acts on: `show_errors` (also turns on checked `free`, see
 //! `check.rs`), `show_stats` (statistics at exit), `verbose`, `purge_delay` (alias
 //! `reset_delay`, and mimalloc 2.0's `decommit_delay`: the domain's purge delay in ms; -1
-//! never purges), `max_errors`, `max_warnings`. The others are kept (`mi_option_get` returns what
-//! was set) and have no effect: [`has_effect`] says which, and `mi_options_print` shows
+//! never purges), `max_errors`, `max_warnings`, `reserve_os_memory` (an arena at start,
+//! `init.rs`) and `disallow_os_alloc` (the process's page source asks only its arenas).
+//! The others are kept (`mi_option_get` returns what was set) and have no effect: [`has_effect`] says which, and `mi_options_print` shows
 //! it; include/README-capi.md says why for each. Beyond mimalloc: `SHARDALLOC_LIMIT` (or
 //! `MIMALLOC_LIMIT`), a cap on the memory reserved from the OS, in bytes with an optional
 //! `K`/`M`/`G` suffix (`shardalloc_set_limit` in `shardalloc.h`).
@@ -27,6 +28,7 @@ pub(crate) const SHOW_STATS: usize = 1;
 pub(crate) const VERBOSE: usize = 2;
 pub(crate) const RESERVE_OS_MEMORY: usize = 9;
 pub(crate) const PURGE_DELAY: usize = 15;
+pub(crate) const DISALLOW_OS_ALLOC: usize = 17;
 pub(crate) const MAX_ERRORS: usize = 19;
 pub(crate) const MAX_WARNINGS: usize = 20;
 pub(crate) const ARENA_RESERVE: usize = 23;
@@ -112,7 +114,14 @@ pub(crate) fn size_in_kib(opt: usize) -> bool {
 pub(crate) fn has_effect(opt: usize) -> bool {
     matches!(
         opt,
-        SHOW_ERRORS | SHOW_STATS | VERBOSE | PURGE_DELAY | MAX_ERRORS | MAX_WARNINGS
+        SHOW_ERRORS
+            | SHOW_STATS
+            | VERBOSE
+            | PURGE_DELAY
+            | MAX_ERRORS
+            | MAX_WARNINGS
+            | RESERVE_OS_MEMORY
+            | DISALLOW_OS_ALLOC
     )
 }
 
@@ -178,6 +187,7 @@ fn apply(opt: usize) {
     match opt {
         SHOW_ERRORS => CHECK_FREE.store(v != 0, Relaxed),
         PURGE_DELAY => DOMAIN.set_purge_delay(if v < 0 { -1 } else { v }),
+        DISALLOW_OS_ALLOC => crate::global::hosted::PROCESS_SOURCE.set_os_allowed(v == 0),
         _ => {}
     }
 }

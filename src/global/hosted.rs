@@ -10,6 +10,7 @@ use core::ptr::{self, NonNull};
 use crate::collect::{heap_collect, Collect};
 use crate::domain::Domain;
 use crate::first_class;
+use crate::global::process_source::ProcessSource;
 use crate::heap::{empty_heap, heap_check, OwnedHeap, RawHeap, SharedHeap};
 use crate::segment::NO_OWNER;
 use crate::stats::Stats;
@@ -21,7 +22,8 @@ use crate::thread::{self, ThreadData};
 mod sys {
     use core::ffi::c_void;
 
-    pub(super) static SOURCE: crate::source::Mmap = crate::source::Mmap;
+    pub(super) type Source = crate::source::Mmap;
+    pub(super) static SOURCE: Source = crate::source::Mmap;
 
     pub(super) fn clock_ms() -> u64 {
         let mut ts = libc::timespec {
@@ -91,7 +93,8 @@ mod sys {
     use core::ffi::c_void;
     use windows_sys::Win32::System::Threading::{FlsAlloc, FlsSetValue, FLS_OUT_OF_INDEXES};
 
-    pub(super) static SOURCE: crate::source::VirtualAlloc = crate::source::VirtualAlloc;
+    pub(super) type Source = crate::source::VirtualAlloc;
+    pub(super) static SOURCE: Source = crate::source::VirtualAlloc;
 
     pub(super) fn clock_ms() -> u64 {
         // SAFETY: no preconditions; milliseconds since boot, monotonic.
@@ -140,9 +143,14 @@ unsafe fn thread_done_cb(td: *mut core::ffi::c_void) {
 }
 
 /// The process's domain: all thread heaps of the hosted allocator share it.
-pub static DOMAIN: Domain = os_domain();
+pub static DOMAIN: Domain = Domain::with_clock(&PROCESS_SOURCE, Some(sys::clock_ms));
 
-/// A new, empty domain over the OS source (as [`DOMAIN`]): a sub-process's.
+/// The page source of [`DOMAIN`]: the OS, after the arenas the program shares with
+/// `malloc` (C's non-exclusive arenas).
+pub(crate) static PROCESS_SOURCE: ProcessSource<sys::Source> = ProcessSource::new(&sys::SOURCE);
+
+/// A new, empty domain over the OS source: a sub-process's.
+#[cfg_attr(not(feature = "override"), allow(dead_code))] // sub-processes (C API)
 pub(crate) const fn os_domain() -> Domain {
     Domain::with_clock(&sys::SOURCE, Some(sys::clock_ms))
 }

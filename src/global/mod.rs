@@ -11,6 +11,8 @@ pub mod percpu;
 #[cfg(all(feature = "std", any(unix, windows)))]
 pub mod hosted;
 #[cfg(all(feature = "std", any(unix, windows)))]
+pub(crate) mod process_source;
+#[cfg(all(feature = "std", any(unix, windows)))]
 pub(crate) mod tls;
 
 #[cfg(feature = "embedded")]

@@ -586,6 +586,61 @@ static void case_arena_reserved(void) {
   CHECK(mi_reserve_os_memory_ex(SIZE_MAX - 100, true, false, true, &id) == ENOMEM && id == NULL);
 }
 
+// `malloc` takes memory from an arena that is not exclusive before asking the OS (the first
+// shared arena of the process; segments cached or abandoned by exited threads are reused
+// first, as any segment); when the arena is full, from the OS.
+static void* malloc_in_arena(void* arg) {
+  mi_arena_id_t id = arg;
+  int inside = 0, outside = 0;
+  void* ps[64];
+  for (int i = 0; i < 64; i++) {                         // 64 x 1 MiB: past the arena
+    ps[i] = malloc(1 << 20);
+    CHECK(ps[i] != NULL);
+    if (ps[i] == NULL) continue;
+    memset(ps[i], i, 1 << 20);
+    if (mi_arena_contains(id, ps[i])) inside++; else outside++;
+  }
+  for (int i = 0; i < 64; i++) { CHECK(((unsigned char*)ps[i])[12345] == (unsigned char)i); free(ps[i]); }
+  printf("  arena-malloc: %d of 64 blocks of 1 MiB in the 16 MiB arena\n", inside);
+  CHECK(inside >= 8 && outside >= 16);
+  return NULL;
+}
+
+static void case_arena_malloc(void) {
+  mi_arena_id_t id = NULL;
+  CHECK(mi_reserve_os_memory_ex(16 << 20, true, false, false, &id) == 0 && id != NULL);
+  pthread_t th;
+  pthread_create(&th, NULL, malloc_in_arena, id);
+  pthread_join(th, NULL);
+  // an exclusive arena is never used by malloc
+  mi_arena_id_t ex = NULL;
+  CHECK(mi_reserve_os_memory_ex(16 << 20, true, false, true, &ex) == 0 && ex != NULL);
+  for (int i = 0; i < 64; i++) { void* p = malloc(1 << 20); CHECK(p && !mi_arena_contains(ex, p)); free(p); }
+}
+
+// With MIMALLOC_RESERVE_OS_MEMORY and MIMALLOC_DISALLOW_OS_ALLOC (set by c_api.rs), the
+// arena reserved at start is all `malloc` has: it runs out with NULL/ENOMEM, and what it
+// handed out fits in the arena.
+static void case_arena_only(void) {
+  CHECK(mi_option_is_enabled(mi_option_disallow_os_alloc));
+  size_t total = 0;
+  void* ps[4096];
+  int n = 0;
+  for (; n < 4096; n++) {
+    errno = 0;
+    ps[n] = malloc(64 << 10);
+    if (ps[n] == NULL) { CHECK(errno == ENOMEM); break; }
+    memset(ps[n], 1, 64 << 10);
+    total += 64 << 10;
+  }
+  size_t reserved = (size_t)mi_option_get_size(mi_option_reserve_os_memory);
+  CHECK(n < 4096 && total >= reserved / 2 && total <= reserved);
+  for (int i = 0; i < n; i++) free(ps[i]);
+  void* p = malloc(64 << 10);                            // memory back: malloc works again
+  CHECK(p != NULL);
+  free(p);
+}
+
 // huge OS pages: granted only if the kernel has 1 GiB pages in its pool
 static long free_1g_pages(void) {
   FILE* f = fopen("/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages", "r");
@@ -643,9 +698,11 @@ static const test_case cases[] = {
   {"env-options", case_env_options, 0},
   {"stats", case_stats, 1},
   {"subprocs", case_subprocs, 1},
+  {"arena-malloc", case_arena_malloc, 1},               // before any other shared arena
   {"arena-caller-memory", case_arena_caller_memory, 1},
   {"arena-uncommitted", case_arena_uncommitted, 1},
   {"arena-reserved", case_arena_reserved, 1},
+  {"arena-only", case_arena_only, 0},
   {"huge-os-pages", case_huge_os_pages, 1},
   {"misc", case_misc, 1},
 };
