@@ -82,5 +82,5 @@ pub use stats::{StatCount, Stats};
 #[cfg(all(feature = "std", any(unix, windows)))]
 pub use global::hosted::{
     alloc, check, collect, free, is_in_heap_region, realloc, stats, thread_done, usable_size, Heap,
-    ShardAlloc, DOMAIN,
+    HeapStats, ShardAlloc, DOMAIN,
 };

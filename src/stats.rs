@@ -191,6 +191,55 @@ impl fmt::Display for Bytes {
     }
 }
 
+impl StatCount {
+    fn write_json(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{{\"current\": {}, \"peak\": {}, \"total\": {}, \"freed\": {}}}",
+            self.current, self.peak, self.total, self.freed
+        )
+    }
+}
+
+impl Stats {
+    /// The statistics as a JSON object (`format!("{}", stats.json())`): each counter as
+    /// `{"current", "peak", "total", "freed"}`, each event count as a number. Writes
+    /// through `fmt`, without allocating.
+    pub fn json(&self) -> impl fmt::Display + '_ {
+        struct Json<'a>(&'a Stats);
+        impl fmt::Display for Json<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let s = self.0;
+                f.write_str("{")?;
+                for (i, (name, c)) in [
+                    ("allocated", &s.allocated),
+                    ("huge", &s.huge),
+                    ("reserved", &s.reserved),
+                    ("committed", &s.committed),
+                    ("segments", &s.segments),
+                    ("pages", &s.pages),
+                    ("threads", &s.threads),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "\"{name}\": ")?;
+                    c.write_json(f)?;
+                }
+                write!(
+                    f,
+                    ", \"purged\": {}, \"abandoned\": {}, \"reclaimed\": {}, \"out_of_memory\": {}}}",
+                    s.purged, s.abandoned, s.reclaimed, s.out_of_memory
+                )
+            }
+        }
+        Json(self)
+    }
+}
+
 impl fmt::Display for Stats {
     /// A table like `mi_stats_print`'s.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -179,3 +179,66 @@ fn first_class_heaps_do_not_reclaim_foreign_blocks() {
         }
     }
 }
+
+/// Per-heap figures (`Heap::stats`) and the statistics as JSON, from Rust: the figures
+/// follow the live blocks, and the JSON holds them.
+#[test]
+fn heap_stats_and_json() {
+    let _g = BIG.lock().unwrap_or_else(|e| e.into_inner());
+    let heap = Heap::new();
+    assert_eq!(heap.stats(), shardalloc::HeapStats::default());
+    let mut ptrs: Vec<*mut u8> = (0..300).map(|i| heap.alloc(24 + i % 100, 8)).collect();
+    let big = heap.alloc(1 << 20, 8);
+    let st = heap.stats();
+    assert_eq!(st.blocks, 301, "{st:?}");
+    let sizes: usize = ptrs
+        .iter()
+        .map(|&p| unsafe { shardalloc::usable_size(p) })
+        .sum::<usize>()
+        + unsafe { shardalloc::usable_size(big) };
+    assert_eq!(st.bytes, sizes, "{st:?}");
+    assert!(st.pages >= 2 && st.committed >= st.bytes && st.reserved >= st.committed);
+    for p in ptrs.drain(..150) {
+        unsafe { shardalloc::free(p) };
+    }
+    unsafe { shardalloc::free(big) };
+    let after = heap.stats();
+    assert_eq!(after.blocks, 150, "{after:?}");
+    let json = format!("{}", after.json());
+    assert_eq!(
+        json,
+        format!(
+            "{{\"pages\": {}, \"reserved\": {}, \"committed\": {}, \"blocks\": 150, \"bytes\": {}}}",
+            after.pages, after.reserved, after.committed, after.bytes
+        )
+    );
+    // the process's statistics as JSON: every counter, with the current figures
+    let s = shardalloc::stats();
+    let json = format!("{}", s.json());
+    for key in [
+        "allocated",
+        "huge",
+        "reserved",
+        "committed",
+        "segments",
+        "pages",
+        "threads",
+        "purged",
+        "abandoned",
+        "reclaimed",
+        "out_of_memory",
+    ] {
+        assert!(
+            json.contains(&format!("\"{key}\": ")),
+            "{key} missing: {json}"
+        );
+    }
+    assert!(json.contains(&format!(
+        "\"pages\": {{\"current\": {}, \"peak\": {}, \"total\": {}, \"freed\": {}}}",
+        s.pages.current, s.pages.peak, s.pages.total, s.pages.freed
+    )));
+    assert_eq!(json.matches('{').count(), json.matches('}').count());
+    for p in ptrs {
+        unsafe { shardalloc::free(p) };
+    }
+}

@@ -597,6 +597,39 @@ unsafe impl GlobalAlloc for ShardAlloc {
 /// use of a heap it has not used last, its next [`collect`], or its exit (only a thread
 /// may touch its own pages). A thread that exits while the heap lives takes its live
 /// blocks of the heap along, as `delete` would: they stay valid and leave the heap.
+/// Figures of one thread's part of a [`Heap`] ([`Heap::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapStats {
+    /// Pages in the part.
+    pub pages: usize,
+    /// Bytes of blocks the pages can hold.
+    pub reserved: usize,
+    /// Bytes of blocks the pages made usable so far.
+    pub committed: usize,
+    /// Live blocks.
+    pub blocks: usize,
+    /// Bytes of the live blocks (block sizes).
+    pub bytes: usize,
+}
+
+impl HeapStats {
+    /// The figures as a JSON object (`format!("{}", st.json())`).
+    pub fn json(&self) -> impl core::fmt::Display + '_ {
+        struct Json<'a>(&'a HeapStats);
+        impl core::fmt::Display for Json<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let s = self.0;
+                write!(
+                    f,
+                    "{{\"pages\": {}, \"reserved\": {}, \"committed\": {}, \"blocks\": {}, \"bytes\": {}}}",
+                    s.pages, s.reserved, s.committed, s.blocks, s.bytes
+                )
+            }
+        }
+        Json(self)
+    }
+}
+
 /// `&Heap` implements `allocator_api2::alloc::Allocator`.
 pub struct Heap {
     shared: NonNull<SharedHeap>,
@@ -699,6 +732,23 @@ impl Heap {
         first_class::heap_visit(h, true, |area, block| {
             block.is_null() || f(block, area.block_size)
         })
+    }
+
+    /// Figures of the calling thread's part of this heap, counted now by visiting its pages
+    /// (other threads' parts are theirs to walk); zero when the thread has no part.
+    pub fn stats(&self) -> HeapStats {
+        let mut st = HeapStats::default();
+        if let Some(h) = self.owned_part() {
+            first_class::heap_visit(h, false, |area, _| {
+                st.pages += 1;
+                st.reserved += area.reserved;
+                st.committed += area.committed;
+                st.blocks += area.used;
+                st.bytes += area.used * area.block_size;
+                true
+            });
+        }
+        st
     }
 
     /// Frees the empty pages of the calling thread's part of this heap (and, with
