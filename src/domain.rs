@@ -102,9 +102,9 @@ impl Domain {
         self.os.cache_collect(true);
     }
 
-    /// Gives all of the domain's memory back to the source: its abandoned segments (with
-    /// whatever blocks they still hold), its cached segment regions and its cached
-    /// thread-data blocks. The domain may be used again afterwards, empty.
+    /// Gives the domain's segments back to the source: its abandoned segments (with
+    /// whatever blocks they still hold) and its cached segment regions (its cached
+    /// thread-data blocks: `thread::discard_domain`).
     ///
     /// # Safety
     /// No thread allocates from the domain any more (every thread that did is done with
@@ -115,11 +115,6 @@ impl Domain {
         // SAFETY: as this function's contract.
         unsafe { crate::abandon::abandoned_discard(&self.abandoned) };
         self.os.cache_collect(true);
-        while let Some(block) = self.thread_block_take() {
-            // SAFETY: a cached thread-data block: a whole region of the thread-data size
-            // from this domain's source, committed in full and unused.
-            unsafe { crate::thread::thread_block_free(self, block) };
-        }
     }
 
     /// A cached thread-data block, if any.

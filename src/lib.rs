@@ -10,7 +10,7 @@
 //! |---|---|
 //! | C API | `c_api/` (feature `override`) |
 //! | which heap serves the caller | `global/hosted.rs` (+ `global/tls.rs`), `global/percpu.rs`, `global/embedded.rs`, `global/mod.rs` |
-//! | thread data | `thread.rs`: a thread's (CPU's) data, thread exit |
+//! | thread data | `thread.rs`: a thread's (CPU's) data, thread exit; `shared.rs`: heaps shared by threads (hosted) |
 //! | first-class heaps | `first_class.rs`: new, delete, destroy, visit |
 //! | allocation | `alloc.rs`: malloc fast and generic paths, fresh pages, huge, aligned, realloc |
 //! | collection | `collect.rs` |
@@ -65,6 +65,8 @@ mod first_class;
 mod free;
 mod heap;
 mod page_queue;
+#[cfg(feature = "std")]
+mod shared;
 mod thread;
 // which heap serves the caller, and the C API
 #[cfg(feature = "override")]

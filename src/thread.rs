@@ -147,3 +147,22 @@ pub(crate) unsafe fn thread_done(tld: *mut Tld) {
         }
     }
 }
+
+/// Gives all of `domain`'s memory back to its source: its segments (abandoned ones with
+/// whatever blocks they still hold, cached ones) and its cached thread-data blocks. The
+/// domain may be used again afterwards, empty.
+///
+/// # Safety
+/// No thread allocates from the domain any more (every thread that did is done with it),
+/// and no block it handed out is used again.
+#[cfg(feature = "std")]
+#[cfg_attr(not(feature = "override"), allow(dead_code))] // sub-processes (C API)
+pub(crate) unsafe fn discard_domain(domain: &Domain) {
+    // SAFETY: as this function's contract.
+    unsafe { domain.discard_all() };
+    while let Some(block) = domain.thread_block_take() {
+        // SAFETY: a cached thread-data block: a whole region of the thread-data size from
+        // this domain's source, committed in full and unused.
+        unsafe { thread_block_free(domain, block) };
+    }
+}

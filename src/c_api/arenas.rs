@@ -11,7 +11,7 @@
 //!
 //! A heap in an arena (a `SharedHeap` whose `arena` is the arena's domain) may be used by
 //! any thread, as any heap: each thread that allocates from it gets its own part, a heap
-//! in thread data of the arena's domain (`first_class::arena_part_new`), so its segments
+//! in thread data of the arena's domain (`shared::arena_part_new`), so its segments
 //! come from the arena only. Its blocks may be freed by any thread; any thread may delete
 //! or destroy it. `mi_heap_destroy` gives all its memory back to the arena (other threads'
 //! parts as they next look up a heap, collect or exit); `mi_heap_delete` leaves the live
@@ -28,9 +28,9 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use crate::domain::Domain;
-use crate::first_class;
 use crate::global::hosted;
 use crate::heap::{OwnedHeap, SharedHeap};
+use crate::shared;
 use crate::size_class::SEGMENT_SIZE;
 use crate::source::RegionSource;
 
@@ -473,7 +473,7 @@ pub extern "C" fn mi_heap_new_in_arena(id: *mut c_void) -> *mut SharedHeap {
     let domain: &'static Domain = &DOMAINS[i];
     // segments of deleted heaps whose blocks were all freed since
     domain.collect_abandoned();
-    let h = first_class::shared_new_in_arena(backing, domain);
+    let h = shared::shared_new_in_arena(backing, domain);
     if h.is_null() {
         return fail();
     }

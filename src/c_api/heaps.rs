@@ -23,6 +23,7 @@ use crate::global::hosted;
 use crate::global::tls;
 use crate::heap::{OwnedHeap, RawHeap, SharedHeap};
 use crate::segment::checked_page;
+use crate::shared;
 use crate::size_class::WORD;
 
 type H = *mut SharedHeap;
@@ -68,7 +69,7 @@ pub extern "C" fn mi_heap_new() -> H {
         super::set_errno(::libc::ENOMEM);
         return ptr::null_mut();
     };
-    let h = first_class::shared_new(b);
+    let h = shared::shared_new(b);
     if h.is_null() {
         super::set_errno(::libc::ENOMEM);
     }
@@ -92,7 +93,7 @@ unsafe fn heap_release(h: H, destroy: bool) {
     };
     // SAFETY: `h` is a live heap other than the main heap, given up with its blocks for
     // destroy (this function's contract, mimalloc's for `mi_heap_delete`/`destroy`).
-    if unsafe { first_class::shared_release(b, h, destroy, hosted::default_heap()) } {
+    if unsafe { shared::shared_release(b, h, destroy, hosted::default_heap()) } {
         tls::set(b.as_ptr());
     }
 }
@@ -156,7 +157,7 @@ pub(crate) unsafe fn own_part(h: H) -> Option<OwnedHeap> {
     if h.is_null() {
         return None;
     }
-    first_class::part_peek(backing()?, h)
+    shared::part_peek(backing()?, h)
 }
 
 #[no_mangle]
@@ -299,7 +300,7 @@ pub extern "C" fn mi_heap_contains_block(h: H, p: *const c_void) -> bool {
         && checked_page(p as *const u8).is_ok_and(|page| {
             // SAFETY: the page is in use (checked), so its heap field is meaningful; `h` is
             // a live heap (the C caller's contract for `mi_heap_*`).
-            unsafe { first_class::shared_has_part(h, (*page).heap()) }
+            unsafe { shared::shared_has_part(h, (*page).heap()) }
         })
 }
 
@@ -313,7 +314,7 @@ pub extern "C" fn mi_heap_check_owned(h: H, p: *const c_void) -> bool {
         // SAFETY: the page is in use (checked), so its fields are meaningful; `h` is a
         // live heap (the C caller's contract).
         Ok(page) => unsafe {
-            first_class::shared_has_part(h, (*page).heap())
+            shared::shared_has_part(h, (*page).heap())
                 && (p as usize - (*page).page_start as usize).is_multiple_of((*page).block_size)
         },
         Err(_) => false,

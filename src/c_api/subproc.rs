@@ -213,7 +213,7 @@ pub extern "C" fn mi_subproc_destroy(subproc: SubprocId) {
     // SAFETY: `sp` was live and is now out of the list; it has no running thread, and by
     // mimalloc's contract for `mi_subproc_destroy` no block of it is used again.
     unsafe {
-        (*sp).domain.discard_all();
+        crate::thread::discard_domain(&(*sp).domain);
         let size = region_size();
         // SAFETY: the struct's region from `mi_subproc_new`, committed in full; nothing
         // refers to it any more (no thread is in the sub-process, and its id is dead).

@@ -13,6 +13,7 @@ use crate::first_class;
 use crate::global::process_source::ProcessSource;
 use crate::heap::{empty_heap, heap_check, OwnedHeap, RawHeap, SharedHeap};
 use crate::segment::NO_OWNER;
+use crate::shared;
 use crate::stats::Stats;
 use crate::thread::{self, ThreadData};
 
@@ -183,13 +184,13 @@ unsafe fn thread_done_td(td: *mut ThreadData) {
     // SAFETY: `td` is this thread's live data (caller): its backing heap is initialised.
     let backing = unsafe { OwnedHeap::new(ptr::addr_of_mut!((*td).heap)) };
     // parts of shared heaps: released (dead heaps) or out of their heaps' lists (live ones)
-    let parts = first_class::parts_thread_exit(backing);
+    let parts = shared::parts_thread_exit(backing);
     super::tls::set(empty_heap());
     // SAFETY: `td` is this thread's data (caller), so its context is ours; its heaps are
     // collected, their pages abandoned, and they become inert.
     unsafe { thread::thread_done(ptr::addr_of_mut!((*td).tld)) };
     // SAFETY: the parts came from `parts_thread_exit` of this thread, which is done.
-    unsafe { first_class::parts_free(parts, NO_OWNER) };
+    unsafe { shared::parts_free(parts, NO_OWNER) };
     // SAFETY: `td` came from `thread_data_alloc` of its context's domain (the process's
     // or a sub-process's), and its thread is done with it (the slot now holds the empty
     // heap, and the caller uses its heaps no more).
@@ -271,7 +272,7 @@ unsafe fn part_of_slow(shared: *const SharedHeap) -> *mut RawHeap {
     // thread's backing heap.
     let backing = unsafe { OwnedHeap::new((*(*h).tld).heap_backing) };
     reap(backing);
-    let part = first_class::part_lookup(backing, shared);
+    let part = shared::part_lookup(backing, shared);
     if part.is_null() {
         empty_heap()
     } else {
@@ -282,7 +283,7 @@ unsafe fn part_of_slow(shared: *const SharedHeap) -> *mut RawHeap {
 /// Releases this thread's parts of heaps that other threads deleted or destroyed (when
 /// flagged), making the backing heap the default again if the default was one of them.
 fn reap(backing: OwnedHeap) {
-    if first_class::reap_parts(backing, default_heap()) {
+    if shared::reap_parts(backing, default_heap()) {
         super::tls::set(backing.as_ptr());
     }
 }
@@ -657,7 +658,7 @@ impl Heap {
             return None;
         }
         // SAFETY: an initialised heap in this thread's slot is this thread's.
-        let shared = first_class::shared_new(unsafe { OwnedHeap::new(backing) });
+        let shared = shared::shared_new(unsafe { OwnedHeap::new(backing) });
         NonNull::new(shared).map(|shared| Heap { shared })
     }
 
@@ -673,7 +674,7 @@ impl Heap {
         let h = owned_default()?;
         // SAFETY: the token proves the thread context is ours: so is its backing heap.
         let backing = unsafe { OwnedHeap::new((*h.tld()).heap_backing) };
-        first_class::part_peek(backing, self.shared.as_ptr())
+        shared::part_peek(backing, self.shared.as_ptr())
     }
 
     /// Allocates `size` bytes aligned to `align` (a power of two); null when out of memory.
@@ -714,9 +715,7 @@ impl Heap {
     pub fn contains(&self, p: *const u8) -> bool {
         match crate::segment::checked_page(p) {
             // SAFETY: the page is in use (checked); the handle keeps the heap live.
-            Ok(page) => unsafe {
-                first_class::shared_has_part(self.shared.as_ptr(), (*page).heap())
-            },
+            Ok(page) => unsafe { shared::shared_has_part(self.shared.as_ptr(), (*page).heap()) },
             Err(_) => false,
         }
     }
@@ -791,7 +790,7 @@ impl Heap {
         // the blocks go with it.
         unsafe {
             let backing = OwnedHeap::new((*(*backing).tld).heap_backing);
-            if first_class::shared_release(backing, shared, destroy, default_heap()) {
+            if shared::shared_release(backing, shared, destroy, default_heap()) {
                 super::tls::set(backing.as_ptr());
             }
         }
