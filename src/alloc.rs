@@ -85,9 +85,44 @@ pub(crate) unsafe fn malloc_small_miss(heap: *mut RawHeap, size: usize, zero: bo
         if !(*page).local_free.is_null() && (*page).take_local_free() {
             return page_pop(page, size, zero);
         }
+        let next = small_next_page(heap, page, size);
+        if !next.is_null() {
+            return page_pop(next, size, zero);
+        }
     }
     // SAFETY: forwarding the caller's heap.
     unsafe { malloc_generic(heap, size, zero, 0) }
+}
+
+/// Small geometry: the direct page of `size`'s class has no block left (both its lists
+/// are empty: a page of 512 bytes holds a few blocks, so this is frequent). When the next
+/// page of the class's queue has blocks (a page that left the full queue, or a fresh one),
+/// the exhausted page goes to the full queue and the next one to the front, where the
+/// direct table looks: what the generic path would do, without its bookkeeping (the
+/// embedded heap has no remote frees to collect: its delayed-free states stay as they
+/// are). Returns that page, or null (the caller then takes the generic path).
+///
+/// # Safety
+/// `heap` is the calling context's heap (or the empty heap); `page` is its direct-table
+/// entry for `size` (small), whose `free` and `local_free` are empty.
+#[cfg(feature = "small")]
+#[inline(never)]
+unsafe fn small_next_page(heap: *mut RawHeap, page: *mut Page, size: usize) -> *mut Page {
+    // SAFETY: the heap is the caller's, and so are the pages of its queues; the empty page
+    // (the entry of a class without pages) has no successor and is only read.
+    unsafe {
+        let next = (*page).links.next;
+        if next.is_null() || !((*next).immediate_available() || (*next).take_local_free()) {
+            return ptr::null_mut();
+        }
+        let bin = bin(size);
+        debug_assert!((*heap).pages[bin].first() == page);
+        (*heap).pages[bin].list.remove(page);
+        (*page).flags |= crate::page::FLAG_IN_FULL;
+        (*heap).pages[BIN_FULL].list.push_front(page);
+        (*heap).direct_update(bin);
+        next
+    }
 }
 
 /// The fast path alone: a block of `size <= SMALL_SIZE_MAX` bytes from the direct table's

@@ -93,6 +93,59 @@ unsafe fn push_local(page: *mut Page, p: *mut u8) {
     }
 }
 
+/// The embedded heap's free fast path: a heap with one owner (all its segments are its
+/// own, so no owner test) pushes `p` onto its page's `local_free` when the page is neither
+/// full nor holds aligned blocks and does not empty. Returns false, having changed nothing,
+/// when `p` needs more (the caller then calls [`free`]).
+///
+/// # Safety
+/// `p` is a live block of this allocator, in a segment whose owner is the calling context
+/// (the only owner there is), which has exclusive use of the heap (a critical section).
+#[cfg(feature = "embedded")]
+#[inline(always)]
+pub(crate) unsafe fn free_single_owner(p: *mut u8) -> bool {
+    // SAFETY: `p` is a live block (caller), so its segment header and page are live, and
+    // the caller owns them: nothing else writes the page; the block is given up.
+    unsafe {
+        let page = (*ptr_segment(p)).page_of(p);
+        if (*page).flags != 0 || (*page).used <= 1 {
+            return false;
+        }
+        push_local(page, p);
+    }
+    true
+}
+
+/// The rest of the embedded heap's free (after [`free_single_owner`] said no): a free into
+/// a full page takes it back to its size class's queue at once (at its end, without the
+/// delayed-free state changes of `page_unfull`: a heap with one owner has no remote
+/// frees); anything else goes through [`free`].
+///
+/// # Safety
+/// As [`free_single_owner`]; `owner` is the heap's owner token.
+#[cfg(feature = "embedded")]
+pub(crate) unsafe fn free_single_owner_slow(p: *mut u8, owner: usize) {
+    // SAFETY: as in `free_single_owner`: the page is live and ours, the block given up.
+    unsafe {
+        let page = (*ptr_segment(p)).page_of(p);
+        if (*page).flags == crate::page::FLAG_IN_FULL && (*page).used > 1 {
+            push_local(page, p);
+            let h = (*page).heap();
+            (*h).pages[BIN_FULL].list.remove(page);
+            (*page).flags = 0;
+            let bin = bin((*page).block_size);
+            let queue = &mut (*h).pages[bin];
+            let was_empty = queue.list.is_empty();
+            queue.list.push_back(page);
+            if was_empty {
+                (*h).direct_update(bin);
+            }
+            return;
+        }
+        free(p, owner)
+    }
+}
+
 /// The part of [`free`] that needs no bookkeeping: a local free into a page that is neither
 /// full nor holds aligned blocks, and that does not empty (or empties again while it is
 /// retired and alone in its queue). Returns false, having changed

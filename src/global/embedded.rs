@@ -31,10 +31,11 @@ use core::mem::MaybeUninit;
 use core::ptr;
 
 use crate::domain::Domain;
-use crate::free::free;
+use crate::alloc::malloc_small_try;
+use crate::free::{free_single_owner, free_single_owner_slow};
 use crate::heap::{for_each_page, OwnedHeap, RawHeap};
 use crate::segment::adopt_segment_phase;
-use crate::size_class::{MIN_OS_PAGE, SEGMENT_MASK, WORD};
+use crate::size_class::{MIN_OS_PAGE, SEGMENT_MASK, SMALL_SIZE_MAX, WORD};
 use crate::source::RegionSource;
 use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 use crate::thread::{thread_data_init, ThreadData};
@@ -198,6 +199,32 @@ impl Heap {
         }
     }
 
+    /// The rest of `alloc` (inside its critical section): every size and alignment.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, layout: Layout) -> *mut u8 {
+        match self.heap() {
+            // SAFETY: the heap is initialised and the caller's critical section makes it
+            // ours; a `Layout`'s alignment is a power of two.
+            Some(heap) => unsafe {
+                crate::global::heap_alloc(heap, layout.size(), layout.align(), false)
+            },
+            None => ptr::null_mut(),
+        }
+    }
+
+    /// The rest of `dealloc` (inside its critical section).
+    #[cold]
+    #[inline(never)]
+    fn dealloc_slow(&self, p: *mut u8) {
+        if let Some(heap) = self.heap() {
+            // SAFETY: `p` is a live block of this heap (GlobalAlloc's contract); the
+            // caller's critical section makes the heap ours, and its owner token takes the
+            // local path.
+            unsafe { free_single_owner_slow(p, (*heap).owner) }
+        }
+    }
+
     fn alloc_layout(&self, layout: Layout, zero: bool) -> *mut u8 {
         critical_section::with(|_| match self.heap() {
             // SAFETY: the heap is initialised and the critical section makes it ours; a
@@ -214,21 +241,39 @@ impl Heap {
 // (`heap_alloc`), or null; every call runs inside a critical section, so the one heap is
 // used by one context at a time.
 unsafe impl GlobalAlloc for Heap {
+    /// The fast path inline: a small block with at most word alignment from the direct
+    /// table's page (a load, a pop, a count); everything else in one out-of-line call.
+    #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.alloc_layout(layout, false)
+        critical_section::with(|_| {
+            if let Some(heap) = self.heap() {
+                if layout.size() <= SMALL_SIZE_MAX && layout.align() <= WORD {
+                    // SAFETY: the heap is initialised and the critical section makes it
+                    // ours; the size is small (the direct table covers it).
+                    let p = unsafe { malloc_small_try(heap, layout.size()) };
+                    if !p.is_null() {
+                        return p;
+                    }
+                }
+            }
+            self.alloc_slow(layout)
+        })
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         self.alloc_layout(layout, true)
     }
 
+    /// The fast path inline: a push onto the page's `local_free` when the page is neither
+    /// full nor empties (`free_single_owner`); everything else in one out-of-line call.
+    #[inline]
     unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
         critical_section::with(|_| {
-            if let Some(heap) = self.heap() {
-                // SAFETY: `p` is a live block of this heap (GlobalAlloc's contract); the
-                // critical section makes the heap ours, and its owner token takes the
-                // local path.
-                unsafe { free(p, (*heap).owner) }
+            // SAFETY: `p` is a live block of this heap (GlobalAlloc's contract), so `init`
+            // ran (allocation returns null before), and the heap has one owner, which the
+            // critical section makes us.
+            if !unsafe { free_single_owner(p) } {
+                self.dealloc_slow(p);
             }
         })
     }
