@@ -7,6 +7,7 @@ use crate::sync::Ordering;
 use core::ptr;
 
 use crate::abandon::{reclaim_one, Reclaim, RECLAIM_MAX};
+#[cfg(not(feature = "small"))]
 use crate::collect::{heap_collect, Collect};
 use crate::free::{heap_collect_retired, heap_delayed_free_partial, usable_size};
 use crate::heap::{heap_check, page_sync_stats, OwnedHeap, RawHeap};
@@ -254,6 +255,14 @@ pub(crate) unsafe fn malloc_generic(
         heap_check(heap);
     }
     let mut page = find_page(heap, size, huge_align);
+    // Small geometry (one heap, no other threads, no OS to give memory to): the only unused
+    // memory a heap holds is its empty pages, in the size-class queues, so out of memory
+    // frees those (not walking the full pages) and tries again if there were any.
+    #[cfg(feature = "small")]
+    if page.is_null() && crate::free::heap_free_empty_pages(heap) > 0 {
+        page = find_page(heap, size, huge_align);
+    }
+    #[cfg(not(feature = "small"))]
     if page.is_null() {
         // out of memory: give everything unused back and try once more
         heap_collect(heap, Collect::Force);

@@ -13,7 +13,6 @@
 use crate::sync::Ordering;
 use core::ptr;
 
-#[cfg(not(feature = "small"))]
 use crate::heap::queue_bin_of;
 use crate::heap::OwnedHeap;
 use crate::page::{Block, Page, FLAG_HAS_ALIGNED};
@@ -365,16 +364,27 @@ unsafe fn page_retire(page: *mut Page) {
 #[cold]
 #[inline(never)]
 unsafe fn page_retire_slow(page: *mut Page) {
-    // Small geometry: an empty page stays in its queue, ready for its size class. Its
-    // memory is needed back only when an allocation of another size fails, and then the
-    // generic path frees every empty page before it gives up (`Collect::Force`). Freeing
+    // Small geometry: an empty page stays in its size class's queue, ready for it (freeing
     // and re-making small pages on every emptying would cost hundreds of instructions a
-    // time, for memory that no OS wants back.
+    // time, for memory that no OS wants back); a full page that empties (one of a single
+    // block) goes back there too. Only huge pages go back to their segment at once. An
+    // allocation that runs out of memory then frees the empty pages of the size-class
+    // queues (`heap_free_empty_pages`), never walking the full pages.
     #[cfg(feature = "small")]
-    // SAFETY: the calling thread owns the page (caller).
+    // SAFETY: the calling thread owns the page (caller), and so its heap, in whose queue
+    // `bin` the page is.
     unsafe {
         (*page).flags &= !FLAG_HAS_ALIGNED;
-        // marked retired, so that the next emptying of a page alone in its queue takes the
+        let heap = OwnedHeap::new((*page).heap());
+        let bin = queue_bin_of(page);
+        if bin == BIN_HUGE {
+            page_free(heap, page, bin);
+            return;
+        }
+        if bin == BIN_FULL {
+            page_unfull(heap, page);
+        }
+        // marked retired, so that the next emptying at the front of its queue takes the
         // inline path of `page_retire` (its bin is outside the heap's retired range, so no
         // countdown frees it)
         (*page).retire_expire = 1;
@@ -409,6 +419,29 @@ unsafe fn page_retire_default(page: *mut Page) {
         // all its blocks are free (it retires)
         page_free(heap, page, bin);
     }
+}
+
+/// Small geometry, out of memory: frees the empty pages the heap keeps in its size-class
+/// queues (see `page_retire_slow`); returns how many. Full pages are not looked at, so the
+/// cost is bounded by the pages with free blocks (at most the heap's size / 512 bytes), not
+/// by the blocks live.
+#[cfg(feature = "small")]
+pub(crate) fn heap_free_empty_pages(heap: OwnedHeap) -> usize {
+    let h = heap.as_ptr();
+    let mut freed = 0;
+    for bin in 1..BIN_HUGE {
+        // SAFETY: the heap is ours, and so are the pages in its queues; `walk` reads a
+        // page's successor before the page may be unlinked.
+        unsafe {
+            crate::list::List::walk((*h).pages[bin].first(), |page| {
+                if (*page).all_free() {
+                    page_free(heap, page, bin);
+                    freed += 1;
+                }
+            });
+        }
+    }
+    freed
 }
 
 /// Frees retired pages whose time ran out (all of them with `force`).

@@ -389,6 +389,12 @@ pub(crate) struct SegmentsTld {
     all: List<Segment, AllSegments>,
     count: usize,
     os: *const Os,
+    /// Small geometry: the source failed to give a segment of this many slices since a
+    /// segment was last given back or memory added (`SMALL_PAGES_PER_SEGMENT + 1`: no
+    /// failure known), so a page that finds no room asks it only for shorter ones: out of
+    /// memory costs one request, not one per segment length.
+    #[cfg(feature = "small")]
+    pub(crate) source_fails_from: usize,
 }
 
 impl SegmentsTld {
@@ -399,7 +405,17 @@ impl SegmentsTld {
             all: List::new(),
             count: 0,
             os,
+            #[cfg(feature = "small")]
+            source_fails_from: SMALL_PAGES_PER_SEGMENT + 1,
         }
+    }
+
+    /// Small geometry: the source may give segments of any length again (memory was given
+    /// back or added).
+    #[cfg(feature = "small")]
+    #[inline]
+    pub(crate) fn source_grew(&mut self) {
+        self.source_fails_from = SMALL_PAGES_PER_SEGMENT + 1;
     }
 
     /// The owner token of this owner's segments.

@@ -267,6 +267,8 @@ unsafe fn segment_free(ctx: Option<&mut SegmentsTld>, segment: *mut Segment) {
     let (region, size, committed) = (seg.region, seg.region_size, seg.committed);
     let large = seg.kind == SegmentKind::Huge; // advised for large OS pages at its creation
     if let Some(ctx) = ctx {
+        #[cfg(feature = "small")]
+        ctx.source_grew();
         // SAFETY: `segment` is a live segment of `ctx` (the `# Safety` contract).
         unsafe { ctx.free_queue_remove(segment) };
         // SAFETY: being `ctx`'s, it is in `ctx`'s list of all segments (its invariants).
@@ -782,12 +784,14 @@ fn span_alloc(ctx: &mut SegmentsTld, block_size: usize) -> *mut Page {
     }
     // A new segment; when no whole one fits any more, a shorter one (the end of the heap's
     // memory, less than a segment from its last grid point, still serves).
+    // (Lengths the source failed to give since memory last came back are not asked again.)
     let mut s = ptr::null_mut();
-    for slices in (k..=SMALL_PAGES_PER_SEGMENT).rev() {
+    for slices in (k..ctx.source_fails_from.min(SMALL_PAGES_PER_SEGMENT + 1)).rev() {
         s = segment_alloc_sized(ctx, SegmentKind::Small, 0, 0, slices);
         if !s.is_null() {
             break;
         }
+        ctx.source_fails_from = slices;
     }
     if s.is_null() {
         return ptr::null_mut();

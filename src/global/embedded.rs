@@ -144,6 +144,10 @@ impl Heap {
             }
             // SAFETY: the range is ours for the rest of the program (the contract).
             let added = unsafe { self.source.add_memory(grid as *mut u8, end - grid) };
+            if self.ready.load(Ordering::Relaxed) {
+                // SAFETY: `state` is written (ready), and the critical section makes it ours.
+                unsafe { (*(self.state.get() as *mut State)).td.tld.segments.source_grew() };
+            }
             self.size.fetch_add(added, Ordering::Relaxed);
             added
         })
