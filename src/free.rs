@@ -94,8 +94,9 @@ unsafe fn push_local(page: *mut Page, p: *mut u8) {
 
 /// The embedded heap's free fast path: a heap with one owner (all its segments are its
 /// own, so no owner test) pushes `p` onto its page's `local_free` when the page is neither
-/// full nor holds aligned blocks and does not empty. Returns false, having changed nothing,
-/// when `p` needs more (the caller then calls [`free`]).
+/// full nor holds aligned blocks, and does not empty or empties while retired (then
+/// `page_retire` would do nothing more either: the page stays in its queue). Returns false,
+/// having changed nothing, when `p` needs more (the caller then calls [`free`]).
 ///
 /// # Safety
 /// `p` is a live block of this allocator, in a segment whose owner is the calling context
@@ -107,7 +108,7 @@ pub(crate) unsafe fn free_single_owner(p: *mut u8) -> bool {
     // the caller owns them: nothing else writes the page; the block is given up.
     unsafe {
         let page = (*ptr_segment(p)).page_of(p);
-        if (*page).flags != 0 || (*page).used <= 1 {
+        if (*page).flags != 0 || ((*page).used <= 1 && (*page).retire_expire == 0) {
             return false;
         }
         push_local(page, p);

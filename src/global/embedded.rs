@@ -23,7 +23,7 @@
 //! Memory overhead ([`Heap::metadata`] gives the figures of the target): the heap's own
 //! metadata (queues, direct table, thread context) lives in the static, outside the
 //! regions; in the regions, each 8 KiB segment starts with a header (the metadata of its
-//! pages), rounded up to 256 bytes.
+//! pages), rounded up to 32 bytes.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
@@ -35,7 +35,7 @@ use crate::alloc::malloc_small_try;
 use crate::free::{free_single_owner, free_single_owner_slow};
 use crate::heap::{for_each_page, OwnedHeap, RawHeap};
 use crate::segment::adopt_segment_phase;
-use crate::size_class::{MIN_OS_PAGE, SEGMENT_MASK, SMALL_SIZE_MAX, WORD};
+use crate::size_class::{wsize_from_size, MIN_OS_PAGE, SEGMENT_MASK, SMALL_SIZE_MAX, WORD};
 use crate::source::RegionSource;
 use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 use crate::thread::{thread_data_init, ThreadData};
@@ -48,7 +48,7 @@ pub struct Metadata {
     /// The metadata of one page (in its segment's header).
     pub page: usize,
     /// The header of a segment of small pages (16 slices of 512 bytes), before rounding up to
-    /// 256 bytes.
+    /// 32 bytes.
     pub small_segment_header: usize,
     /// The header of a segment of medium pages (2 of 4 KiB), before rounding.
     pub medium_segment_header: usize,
@@ -257,6 +257,16 @@ unsafe impl GlobalAlloc for Heap {
                     let p = unsafe { malloc_small_try(heap, layout.size()) };
                     if !p.is_null() {
                         return p;
+                    }
+                    // Pages of 512 bytes run out of blocks every few allocations: the
+                    // page's own frees are taken back here, not through a call.
+                    // SAFETY: as above; the direct-table entry is a live page of the heap
+                    // (or the empty page, whose lists are empty and which is only read).
+                    unsafe {
+                        let page = (*heap).pages_direct[wsize_from_size(layout.size())];
+                        if (*page).take_local_free() {
+                            return malloc_small_try(heap, layout.size());
+                        }
                     }
                 }
             }
