@@ -90,6 +90,17 @@ pub(crate) unsafe fn malloc_small_miss(heap: *mut RawHeap, size: usize, zero: bo
         if !next.is_null() {
             return page_pop(next, size, zero);
         }
+        // The class's page ran out and no other page of it has room: if this page ran out
+        // before and got blocks back (the class churns, as opposed to filling up), its next
+        // page, if a fresh one, spans twice as many slices (while memory lasts: see
+        // `segment_alloc::span_alloc`), so that a busy class runs out less often.
+        if (*page).retire_expire & crate::page::RETIRE_RECYCLED != 0 {
+            let slices = ((*page).reserved as usize * (*page).block_size).div_ceil(SMALL_PAGE_SIZE);
+            (*(*heap).tld).segments.span_grow = 2 * slices;
+            let p = malloc_generic(heap, size, zero, 0);
+            (*(*heap).tld).segments.span_grow = 0;
+            return p;
+        }
     }
     // SAFETY: forwarding the caller's heap.
     unsafe { malloc_generic(heap, size, zero, 0) }

@@ -133,6 +133,7 @@ pub(crate) unsafe fn free_single_owner_slow(p: *mut u8, owner: usize) {
             let h = (*page).heap();
             (*h).pages[BIN_FULL].list.remove(page);
             (*page).flags = 0;
+            (*page).retire_expire |= crate::page::RETIRE_RECYCLED;
             let bin = bin((*page).block_size);
             let queue = &mut (*h).pages[bin];
             let was_empty = queue.list.is_empty();
@@ -388,7 +389,7 @@ unsafe fn page_retire_slow(page: *mut Page) {
         // marked retired, so that the next emptying at the front of its queue takes the
         // inline path of `page_retire` (its bin is outside the heap's retired range, so no
         // countdown frees it)
-        (*page).retire_expire = 1;
+        (*page).retire_expire |= 1;
     }
     #[cfg(not(feature = "small"))]
     // SAFETY: the calling thread owns the page (caller), and so its heap.

@@ -63,6 +63,11 @@ fn tf_make(block: *mut Block, d: Delayed) -> usize {
 pub(crate) const FLAG_IN_FULL: u8 = 1;
 pub(crate) const FLAG_HAS_ALIGNED: u8 = 2;
 
+/// Small geometry: the bit of `Page::retire_expire` that says the page ran out and left
+/// the full queue again (see there).
+#[cfg(feature = "small")]
+pub(crate) const RETIRE_RECYCLED: u8 = 0x80;
+
 /// Free lists grow lazily, at most this many bytes of blocks at a time.
 const MAX_EXTEND_SIZE: usize = 4 * 1024;
 const MIN_EXTEND: usize = 4;
@@ -112,6 +117,9 @@ pub(crate) struct Page {
     /// The page is handed out to a heap.
     pub segment_in_use: bool,
     /// Generic-malloc rounds left before a retired (empty) page is freed; 0 = not retired.
+    /// Small geometry: bit 0 = retired (an empty page kept in its queue), and
+    /// [`RETIRE_RECYCLED`] = the page ran out and got blocks back since it was last taken up
+    /// by the generic path (its class churns: the class's next fresh page grows).
     pub retire_expire: u8,
     /// Small geometry: this entry is slice `span_offset` of the page that starts
     /// `span_offset` entries before it (0 for the page's own entry). Always 0 otherwise.

@@ -395,6 +395,11 @@ pub(crate) struct SegmentsTld {
     /// memory costs one request, not one per segment length.
     #[cfg(feature = "small")]
     pub(crate) source_fails_from: usize,
+    /// Small geometry: slices the next page of small blocks should span at least (set by
+    /// the allocation path when a page of the class ran out, taken by the next page claim;
+    /// 0: the class's shortest page).
+    #[cfg(feature = "small")]
+    pub(crate) span_grow: usize,
 }
 
 impl SegmentsTld {
@@ -407,6 +412,8 @@ impl SegmentsTld {
             os,
             #[cfg(feature = "small")]
             source_fails_from: SMALL_PAGES_PER_SEGMENT + 1,
+            #[cfg(feature = "small")]
+            span_grow: 0,
         }
     }
 

@@ -726,12 +726,17 @@ pub(crate) unsafe fn huge_remap(page: *mut Page, new_size: usize) -> *mut Page {
 /// fewest that hold a block and leave at most an eighth unused (small pages keep many size
 /// classes live in a small heap; the waste bound keeps a fill efficient).
 #[cfg(feature = "small")]
-fn span_slices(block_size: usize) -> usize {
-    let least = block_size.div_ceil(SMALL_PAGE_SIZE).max(1);
+fn span_slices(block_size: usize, at_least: usize) -> usize {
+    let least = block_size.div_ceil(SMALL_PAGE_SIZE).max(at_least).max(1);
     (least..least + 8)
         .find(|&k| (k * SMALL_PAGE_SIZE) % block_size <= k * SMALL_PAGE_SIZE / 8)
         .unwrap_or(least)
 }
+
+/// Longest page (in slices) that a size class grows to when its pages keep running out
+/// (see `SegmentsTld::span_grow`): 2 KiB.
+#[cfg(feature = "small")]
+const SPAN_GROW_MAX: usize = 2;
 
 /// Bytes of the page of `k` slices from slice `idx` (the first slice loses the header).
 #[cfg(feature = "small")]
@@ -768,7 +773,23 @@ fn span_find(seg: &Segment, k: usize, block_size: usize) -> Option<usize> {
 /// owner's segments with free slices, else in a new segment. Null when out of memory.
 #[cfg(feature = "small")]
 fn span_alloc(ctx: &mut SegmentsTld, block_size: usize) -> *mut Page {
-    let k = span_slices(block_size);
+    // A class whose pages keep running out gets a longer page (fewer trips through the
+    // slow path), while memory lasts; otherwise, and when that fails, the shortest one
+    // (many size classes live in a small heap, each holding a page).
+    let shortest = span_slices(block_size, 1);
+    let grow = core::mem::take(&mut ctx.span_grow).min(SPAN_GROW_MAX);
+    if grow > shortest {
+        let page = span_alloc_k(ctx, span_slices(block_size, grow), block_size);
+        if !page.is_null() {
+            return page;
+        }
+    }
+    span_alloc_k(ctx, shortest, block_size)
+}
+
+/// [`span_alloc`] of a page of `k` slices.
+#[cfg(feature = "small")]
+fn span_alloc_k(ctx: &mut SegmentsTld, k: usize, block_size: usize) -> *mut Page {
     let mut s = ctx
         .free_queue(SegmentKind::Small)
         .map_or(ptr::null_mut(), |q| q.first);
