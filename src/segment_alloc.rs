@@ -775,7 +775,10 @@ fn span_find(seg: &Segment, k: usize, block_size: usize) -> Option<usize> {
 fn span_alloc(ctx: &mut SegmentsTld, block_size: usize) -> *mut Page {
     // A class whose pages keep running out gets a longer page (fewer trips through the
     // slow path), while memory lasts; otherwise, and when that fails, the shortest one
-    // (many size classes live in a small heap, each holding a page).
+    // that wastes at most an eighth (many size classes live in a small heap, each holding
+    // a page); when memory is short, the fewest slices that hold one block, whatever they
+    // waste (a page of 5 slices for two blocks of 1280 bytes may no longer fit where a page
+    // of 3 slices for one does).
     let shortest = span_slices(block_size, 1);
     let grow = core::mem::take(&mut ctx.span_grow).min(SPAN_GROW_MAX);
     if grow > shortest {
@@ -784,7 +787,12 @@ fn span_alloc(ctx: &mut SegmentsTld, block_size: usize) -> *mut Page {
             return page;
         }
     }
-    span_alloc_k(ctx, shortest, block_size)
+    let page = span_alloc_k(ctx, shortest, block_size);
+    let fewest = block_size.div_ceil(SMALL_PAGE_SIZE).max(1);
+    if !page.is_null() || fewest >= shortest {
+        return page;
+    }
+    span_alloc_k(ctx, fewest, block_size)
 }
 
 /// [`span_alloc`] of a page of `k` slices.

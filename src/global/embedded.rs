@@ -30,8 +30,8 @@ use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::ptr;
 
-use crate::domain::Domain;
 use crate::alloc::malloc_small_try;
+use crate::domain::Domain;
 use crate::free::{free_single_owner, free_single_owner_slow};
 use crate::heap::{for_each_page, OwnedHeap, RawHeap};
 use crate::segment::adopt_segment_phase;
@@ -146,7 +146,13 @@ impl Heap {
             let added = unsafe { self.source.add_memory(grid as *mut u8, end - grid) };
             if self.ready.load(Ordering::Relaxed) {
                 // SAFETY: `state` is written (ready), and the critical section makes it ours.
-                unsafe { (*(self.state.get() as *mut State)).td.tld.segments.source_grew() };
+                unsafe {
+                    (*(self.state.get() as *mut State))
+                        .td
+                        .tld
+                        .segments
+                        .source_grew()
+                };
             }
             self.size.fetch_add(added, Ordering::Relaxed);
             added
