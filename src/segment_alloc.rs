@@ -60,12 +60,19 @@ fn segment_alloc_sized(
     let mut info_size = align_up(header, os_page);
     // The page in which the header ends (page 0, unless pages are smaller than the header)
     // is shrunk by it; when that leaves it no room for a block of its largest size class
-    // (a quarter page), it is not used either.
+    // (a quarter page), it is not used either. (Small geometry: pages are runs of slices
+    // and a claim checks that its run holds a block, so the rest of the header's slice
+    // serves whenever it holds a few words.)
+    let least_rest = if cfg!(feature = "small") && kind == SegmentKind::Small {
+        8 * WORD
+    } else {
+        (1usize << page_shift) / 4
+    };
     let first_page = match kind {
         SegmentKind::Small | SegmentKind::Medium => {
             let psize = 1usize << page_shift;
             let header_page = info_size / psize;
-            if (header_page + 1) * psize - info_size < psize / 4 {
+            if (header_page + 1) * psize - info_size < least_rest {
                 header_page + 1
             } else {
                 header_page
@@ -763,9 +770,13 @@ fn span_find(seg: &Segment, k: usize, block_size: usize) -> Option<usize> {
     if k > seg.capacity {
         return None;
     }
+    // (A run shortened by the header must keep 3/4 of its length or hold a few blocks: a
+    // page of a block or two in a scrap of a slice would cost its class another page soon.)
     (seg.first_page..=seg.capacity - k).find(|&i| {
+        let area = span_area(seg, i, k);
         seg.slices_used & crate::segment::slice_mask(i, i + k) == 0
-            && span_area(seg, i, k) >= block_size
+            && area >= block_size
+            && (area * 4 >= k * SMALL_PAGE_SIZE * 3 || area >= 4 * block_size)
     })
 }
 
