@@ -132,7 +132,17 @@ unsafe fn small_next_page(heap: *mut RawHeap, page: *mut Page, size: usize) -> *
         (*heap).pages[bin].list.remove(page);
         (*page).flags |= crate::page::FLAG_IN_FULL;
         (*heap).pages[BIN_FULL].list.push_front(page);
-        (*heap).direct_update(bin);
+        // `next` is the queue's first page now: the direct-table entries of the class are
+        // those that point to `page` (a page is in one queue), from the class's largest
+        // size in words down (what `direct_update` sets, without working out the range)
+        let mut w = (*page).block_size / WORD;
+        while (*heap).pages_direct[w] == page {
+            (*heap).pages_direct[w] = next;
+            if w == 0 {
+                break;
+            }
+            w -= 1;
+        }
         next
     }
 }

@@ -108,10 +108,15 @@ pub(crate) unsafe fn free_single_owner(p: *mut u8) -> bool {
     // the caller owns them: nothing else writes the page; the block is given up.
     unsafe {
         let page = (*ptr_segment(p)).page_of(p);
-        if (*page).flags != 0 || ((*page).used <= 1 && (*page).retire_expire == 0) {
+        let used = (*page).used;
+        if (*page).flags != 0 || (used <= 1 && (*page).retire_expire == 0) {
             return false;
         }
-        push_local(page, p);
+        // (`push_local`, with `used` read once: the block's link is written in between)
+        let block = p as *mut Block;
+        (*block).next = (*page).local_free;
+        (*page).local_free = block;
+        (*page).used = used - 1;
     }
     true
 }
