@@ -7,6 +7,7 @@ use crate::sync::Ordering;
 use core::ptr;
 
 use crate::abandon::{reclaim_one, Reclaim, RECLAIM_MAX};
+#[cfg(not(feature = "small"))]
 use crate::collect::{heap_collect, Collect};
 use crate::free::{heap_collect_retired, heap_delayed_free_partial, usable_size};
 use crate::heap::{heap_check, page_sync_stats, OwnedHeap, RawHeap};
@@ -85,9 +86,65 @@ pub(crate) unsafe fn malloc_small_miss(heap: *mut RawHeap, size: usize, zero: bo
         if !(*page).local_free.is_null() && (*page).take_local_free() {
             return page_pop(page, size, zero);
         }
+        let next = small_next_page(heap, page, size);
+        if !next.is_null() {
+            return page_pop(next, size, zero);
+        }
+        // The class's page ran out and no other page of it has room: if this page ran out
+        // before and got blocks back (the class churns, as opposed to filling up), its next
+        // page, if a fresh one, spans twice as many slices (while memory lasts: see
+        // `segment_alloc::span_alloc`), so that a busy class runs out less often.
+        if (*page).retire_expire & crate::page::RETIRE_RECYCLED != 0 {
+            let slices = ((*page).reserved as usize * (*page).block_size).div_ceil(SMALL_PAGE_SIZE);
+            (*(*heap).tld).segments.span_grow = 2 * slices;
+            let p = malloc_generic(heap, size, zero, 0);
+            (*(*heap).tld).segments.span_grow = 0;
+            return p;
+        }
     }
     // SAFETY: forwarding the caller's heap.
     unsafe { malloc_generic(heap, size, zero, 0) }
+}
+
+/// Small geometry: the direct page of `size`'s class has no block left (both its lists
+/// are empty: a page of 512 bytes holds a few blocks, so this is frequent). When the next
+/// page of the class's queue has blocks (a page that left the full queue, or a fresh one),
+/// the exhausted page goes to the full queue and the next one to the front, where the
+/// direct table looks: what the generic path would do, without its bookkeeping (the
+/// embedded heap has no remote frees to collect: its delayed-free states stay as they
+/// are). Returns that page, or null (the caller then takes the generic path).
+///
+/// # Safety
+/// `heap` is the calling context's heap (or the empty heap); `page` is its direct-table
+/// entry for `size` (small), whose `free` and `local_free` are empty.
+#[cfg(feature = "small")]
+#[inline(never)]
+unsafe fn small_next_page(heap: *mut RawHeap, page: *mut Page, size: usize) -> *mut Page {
+    // SAFETY: the heap is the caller's, and so are the pages of its queues; the empty page
+    // (the entry of a class without pages) has no successor and is only read.
+    unsafe {
+        let next = (*page).links.next;
+        if next.is_null() || !((*next).immediate_available() || (*next).take_local_free()) {
+            return ptr::null_mut();
+        }
+        let bin = bin(size);
+        debug_assert!((*heap).pages[bin].first() == page);
+        (*heap).pages[bin].list.remove(page);
+        (*page).flags |= crate::page::FLAG_IN_FULL;
+        (*heap).pages[BIN_FULL].list.push_front(page);
+        // `next` is the queue's first page now: the direct-table entries of the class are
+        // those that point to `page` (a page is in one queue), from the class's largest
+        // size in words down (what `direct_update` sets, without working out the range)
+        let mut w = (*page).block_size / WORD;
+        while (*heap).pages_direct[w] == page {
+            (*heap).pages_direct[w] = next;
+            if w == 0 {
+                break;
+            }
+            w -= 1;
+        }
+        next
+    }
 }
 
 /// The fast path alone: a block of `size <= SMALL_SIZE_MAX` bytes from the direct table's
@@ -219,6 +276,14 @@ pub(crate) unsafe fn malloc_generic(
         heap_check(heap);
     }
     let mut page = find_page(heap, size, huge_align);
+    // Small geometry (one heap, no other threads, no OS to give memory to): the only unused
+    // memory a heap holds is its empty pages, in the size-class queues, so out of memory
+    // frees those (not walking the full pages) and tries again if there were any.
+    #[cfg(feature = "small")]
+    if page.is_null() && crate::free::heap_free_empty_pages(heap) > 0 {
+        page = find_page(heap, size, huge_align);
+    }
+    #[cfg(not(feature = "small"))]
     if page.is_null() {
         // out of memory: give everything unused back and try once more
         heap_collect(heap, Collect::Force);

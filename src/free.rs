@@ -13,7 +13,6 @@
 use crate::sync::Ordering;
 use core::ptr;
 
-#[cfg(not(feature = "small"))]
 use crate::heap::queue_bin_of;
 use crate::heap::OwnedHeap;
 use crate::page::{Block, Page, FLAG_HAS_ALIGNED};
@@ -90,6 +89,66 @@ unsafe fn push_local(page: *mut Page, p: *mut u8) {
         (*block).next = (*page).local_free;
         (*page).local_free = block;
         (*page).used -= 1;
+    }
+}
+
+/// The embedded heap's free fast path: a heap with one owner (all its segments are its
+/// own, so no owner test) pushes `p` onto its page's `local_free` when the page is neither
+/// full nor holds aligned blocks, and does not empty or empties while retired (then
+/// `page_retire` would do nothing more either: the page stays in its queue). Returns false,
+/// having changed nothing, when `p` needs more (the caller then calls [`free`]).
+///
+/// # Safety
+/// `p` is a live block of this allocator, in a segment whose owner is the calling context
+/// (the only owner there is), which has exclusive use of the heap (a critical section).
+#[cfg(feature = "embedded")]
+#[inline(always)]
+pub(crate) unsafe fn free_single_owner(p: *mut u8) -> bool {
+    // SAFETY: `p` is a live block (caller), so its segment header and page are live, and
+    // the caller owns them: nothing else writes the page; the block is given up.
+    unsafe {
+        let page = (*ptr_segment(p)).page_of(p);
+        let used = (*page).used;
+        if (*page).flags != 0 || (used <= 1 && (*page).retire_expire == 0) {
+            return false;
+        }
+        // (`push_local`, with `used` read once: the block's link is written in between)
+        let block = p as *mut Block;
+        (*block).next = (*page).local_free;
+        (*page).local_free = block;
+        (*page).used = used - 1;
+    }
+    true
+}
+
+/// The rest of the embedded heap's free (after [`free_single_owner`] said no): a free into
+/// a full page takes it back to its size class's queue at once (at its end, without the
+/// delayed-free state changes of `page_unfull`: a heap with one owner has no remote
+/// frees); anything else goes through [`free`].
+///
+/// # Safety
+/// As [`free_single_owner`]; `owner` is the heap's owner token.
+#[cfg(feature = "embedded")]
+pub(crate) unsafe fn free_single_owner_slow(p: *mut u8, owner: usize) {
+    // SAFETY: as in `free_single_owner`: the page is live and ours, the block given up.
+    unsafe {
+        let page = (*ptr_segment(p)).page_of(p);
+        if (*page).flags == crate::page::FLAG_IN_FULL && (*page).used > 1 {
+            push_local(page, p);
+            let h = (*page).heap();
+            (*h).pages[BIN_FULL].list.remove(page);
+            (*page).flags = 0;
+            (*page).retire_expire |= crate::page::RETIRE_RECYCLED;
+            let bin = bin((*page).block_size);
+            let queue = &mut (*h).pages[bin];
+            let was_empty = queue.list.is_empty();
+            queue.list.push_back(page);
+            if was_empty {
+                (*h).direct_update(bin);
+            }
+            return;
+        }
+        free(p, owner)
     }
 }
 
@@ -312,19 +371,30 @@ unsafe fn page_retire(page: *mut Page) {
 #[cold]
 #[inline(never)]
 unsafe fn page_retire_slow(page: *mut Page) {
-    // Small geometry: an empty page stays in its queue, ready for its size class. Its
-    // memory is needed back only when an allocation of another size fails, and then the
-    // generic path frees every empty page before it gives up (`Collect::Force`). Freeing
+    // Small geometry: an empty page stays in its size class's queue, ready for it (freeing
     // and re-making small pages on every emptying would cost hundreds of instructions a
-    // time, for memory that no OS wants back.
+    // time, for memory that no OS wants back); a full page that empties (one of a single
+    // block) goes back there too. Only huge pages go back to their segment at once. An
+    // allocation that runs out of memory then frees the empty pages of the size-class
+    // queues (`heap_free_empty_pages`), never walking the full pages.
     #[cfg(feature = "small")]
-    // SAFETY: the calling thread owns the page (caller).
+    // SAFETY: the calling thread owns the page (caller), and so its heap, in whose queue
+    // `bin` the page is.
     unsafe {
         (*page).flags &= !FLAG_HAS_ALIGNED;
-        // marked retired, so that the next emptying of a page alone in its queue takes the
+        let heap = OwnedHeap::new((*page).heap());
+        let bin = queue_bin_of(page);
+        if bin == BIN_HUGE {
+            page_free(heap, page, bin);
+            return;
+        }
+        if bin == BIN_FULL {
+            page_unfull(heap, page);
+        }
+        // marked retired, so that the next emptying at the front of its queue takes the
         // inline path of `page_retire` (its bin is outside the heap's retired range, so no
         // countdown frees it)
-        (*page).retire_expire = 1;
+        (*page).retire_expire |= 1;
     }
     #[cfg(not(feature = "small"))]
     // SAFETY: the calling thread owns the page (caller), and so its heap.
@@ -356,6 +426,29 @@ unsafe fn page_retire_default(page: *mut Page) {
         // all its blocks are free (it retires)
         page_free(heap, page, bin);
     }
+}
+
+/// Small geometry, out of memory: frees the empty pages the heap keeps in its size-class
+/// queues (see `page_retire_slow`); returns how many. Full pages are not looked at, so the
+/// cost is bounded by the pages with free blocks (at most the heap's size / 512 bytes), not
+/// by the blocks live.
+#[cfg(feature = "small")]
+pub(crate) fn heap_free_empty_pages(heap: OwnedHeap) -> usize {
+    let h = heap.as_ptr();
+    let mut freed = 0;
+    for bin in 1..BIN_HUGE {
+        // SAFETY: the heap is ours, and so are the pages in its queues; `walk` reads a
+        // page's successor before the page may be unlinked.
+        unsafe {
+            crate::list::List::walk((*h).pages[bin].first(), |page| {
+                if (*page).all_free() {
+                    page_free(heap, page, bin);
+                    freed += 1;
+                }
+            });
+        }
+    }
+    freed
 }
 
 /// Frees retired pages whose time ran out (all of them with `force`).

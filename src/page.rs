@@ -63,6 +63,11 @@ fn tf_make(block: *mut Block, d: Delayed) -> usize {
 pub(crate) const FLAG_IN_FULL: u8 = 1;
 pub(crate) const FLAG_HAS_ALIGNED: u8 = 2;
 
+/// Small geometry: the bit of `Page::retire_expire` that says the page ran out and left
+/// the full queue again (see there).
+#[cfg(feature = "small")]
+pub(crate) const RETIRE_RECYCLED: u8 = 0x80;
+
 /// Free lists grow lazily, at most this many bytes of blocks at a time.
 const MAX_EXTEND_SIZE: usize = 4 * 1024;
 const MIN_EXTEND: usize = 4;
@@ -77,13 +82,14 @@ const MIN_EXTEND: usize = 4;
 ///   at a multiple of `block_size`;
 /// - `flags & FLAG_IN_FULL` iff the page is in its heap's full queue;
 /// - a page with `segment_in_use == false` is in no queue and has no heap.
+#[cfg(not(feature = "small"))]
 #[repr(C)]
 pub(crate) struct Page {
     // --- the fields of the allocation fast path come first, in one cache line
     /// Blocks to allocate from.
     pub free: *mut Block,
     /// Blocks handed out and not yet collected back (see the invariants).
-    pub used: u32,
+    pub used: BlockCount,
     /// `FLAG_IN_FULL | FLAG_HAS_ALIGNED`.
     pub flags: u8,
     /// Every block in `free` reads as zero apart from its `next` word.
@@ -102,16 +108,19 @@ pub(crate) struct Page {
     /// Address of the first block.
     pub page_start: *mut u8,
     /// Blocks initialised so far (free list extended up to here).
-    pub capacity: u32,
+    pub capacity: BlockCount,
     /// Blocks that fit in the page.
-    pub reserved: u32,
+    pub reserved: BlockCount,
     /// `used` as of the last statistics synchronisation.
-    pub stat_used: u32,
+    pub stat_used: BlockCount,
     /// Index of this page in its segment.
     pub segment_idx: u8,
     /// The page is handed out to a heap.
     pub segment_in_use: bool,
     /// Generic-malloc rounds left before a retired (empty) page is freed; 0 = not retired.
+    /// Small geometry: bit 0 = retired (an empty page kept in its queue), and
+    /// [`RETIRE_RECYCLED`] = the page ran out and got blocks back since it was last taken up
+    /// by the generic path (its class churns: the class's next fresh page grows).
     pub retire_expire: u8,
     /// Small geometry: this entry is slice `span_offset` of the page that starts
     /// `span_offset` entries before it (0 for the page's own entry). Always 0 otherwise.
@@ -124,6 +133,43 @@ pub(crate) struct Page {
     /// Links in the heap's page queue.
     pub links: Links<Page>,
 }
+/// The small geometry's layout of the same fields (see the default one for their
+/// meaning): pointers and sizes first, then the counts as 16 bits (a page holds at most
+/// 6 KiB / 8 bytes of blocks), then the bytes: 52 bytes on 32-bit targets instead of 60,
+/// for an entry per 512-byte slice in every segment header. The fast-path fields (`free`,
+/// `used`, `flags`) stay within the first 32 bytes.
+#[cfg(feature = "small")]
+#[repr(C)]
+pub(crate) struct Page {
+    pub free: *mut Block,
+    pub local_free: *mut Block,
+    pub block_size: usize,
+    pub page_start: *mut u8,
+    pub partial_commit: usize,
+    pub used: BlockCount,
+    pub capacity: BlockCount,
+    pub reserved: BlockCount,
+    pub stat_used: BlockCount,
+    pub flags: u8,
+    pub free_is_zero: bool,
+    pub is_committed: bool,
+    pub is_zero_init: bool,
+    pub segment_idx: u8,
+    pub segment_in_use: bool,
+    pub retire_expire: u8,
+    pub span_offset: u8,
+    pub xthread_free: AtomicUsize,
+    pub xheap: AtomicPtr<RawHeap>,
+    pub links: Links<Page>,
+}
+
+/// The type of a page's block counts (`used`, `capacity`, `reserved`): 32 bits (small
+/// geometry: 16, see its `Page`).
+#[cfg(not(feature = "small"))]
+pub(crate) type BlockCount = u32;
+/// See the default geometry's documentation.
+#[cfg(feature = "small")]
+pub(crate) type BlockCount = u16;
 
 /// Marker: a page is in (at most) one of its heap's page queues.
 pub(crate) enum InQueue {}
@@ -213,8 +259,8 @@ impl Page {
         debug_assert!(block_size >= WORD && block_size % WORD == 0);
         self.block_size = block_size;
         let reserved = page_size / block_size;
-        debug_assert!(reserved >= 1 && reserved <= u32::MAX as usize);
-        self.reserved = reserved as u32;
+        debug_assert!(reserved >= 1 && reserved <= BlockCount::MAX as usize);
+        self.reserved = reserved as BlockCount;
         self.capacity = 0;
         self.used = 0;
         self.stat_used = 0;
@@ -261,7 +307,7 @@ impl Page {
         self.free = start as *mut Block;
         // fresh blocks of zeroed memory read as zero but for the `next` word
         self.free_is_zero = self.is_zero_init;
-        self.capacity += extend as u32;
+        self.capacity += extend as BlockCount;
     }
 
     /// Moves the remote frees (`thread_free`) onto `local_free`.
@@ -286,7 +332,7 @@ impl Page {
             }
         }
         let head = tf_block(tf);
-        let mut count: u32 = 1;
+        let mut count: BlockCount = 1;
         // SAFETY: the list was taken whole by the CAS above; its blocks are blocks of this
         // page freed by other threads (pushed with release ordering, read after acquire).
         unsafe {
@@ -472,7 +518,7 @@ impl Page {
         assert!(self.segment_in_use, "page in a queue but not in use");
         assert!(self.used <= self.capacity && self.capacity <= self.reserved);
         let end = self.page_start as usize + self.capacity as usize * self.block_size;
-        let mut n = 0u32;
+        let mut n: BlockCount = 0;
         for list in [self.free, self.local_free] {
             let mut b = list;
             while !b.is_null() {

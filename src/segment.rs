@@ -389,6 +389,17 @@ pub(crate) struct SegmentsTld {
     all: List<Segment, AllSegments>,
     count: usize,
     os: *const Os,
+    /// Small geometry: the source failed to give a segment of this many slices since a
+    /// segment was last given back or memory added (`SMALL_PAGES_PER_SEGMENT + 1`: no
+    /// failure known), so a page that finds no room asks it only for shorter ones: out of
+    /// memory costs one request, not one per segment length.
+    #[cfg(feature = "small")]
+    pub(crate) source_fails_from: usize,
+    /// Small geometry: slices the next page of small blocks should span at least (set by
+    /// the allocation path when a page of the class ran out, taken by the next page claim;
+    /// 0: the class's shortest page).
+    #[cfg(feature = "small")]
+    pub(crate) span_grow: usize,
 }
 
 impl SegmentsTld {
@@ -399,7 +410,19 @@ impl SegmentsTld {
             all: List::new(),
             count: 0,
             os,
+            #[cfg(feature = "small")]
+            source_fails_from: SMALL_PAGES_PER_SEGMENT + 1,
+            #[cfg(feature = "small")]
+            span_grow: 0,
         }
+    }
+
+    /// Small geometry: the source may give segments of any length again (memory was given
+    /// back or added).
+    #[cfg(feature = "small")]
+    #[inline]
+    pub(crate) fn source_grew(&mut self) {
+        self.source_fails_from = SMALL_PAGES_PER_SEGMENT + 1;
     }
 
     /// The owner token of this owner's segments.

@@ -60,12 +60,19 @@ fn segment_alloc_sized(
     let mut info_size = align_up(header, os_page);
     // The page in which the header ends (page 0, unless pages are smaller than the header)
     // is shrunk by it; when that leaves it no room for a block of its largest size class
-    // (a quarter page), it is not used either.
+    // (a quarter page), it is not used either. (Small geometry: pages are runs of slices
+    // and a claim checks that its run holds a block, so the rest of the header's slice
+    // serves whenever it holds a few words.)
+    let least_rest = if cfg!(feature = "small") && kind == SegmentKind::Small {
+        8 * WORD
+    } else {
+        (1usize << page_shift) / 4
+    };
     let first_page = match kind {
         SegmentKind::Small | SegmentKind::Medium => {
             let psize = 1usize << page_shift;
             let header_page = info_size / psize;
-            if (header_page + 1) * psize - info_size < psize / 4 {
+            if (header_page + 1) * psize - info_size < least_rest {
                 header_page + 1
             } else {
                 header_page
@@ -267,6 +274,8 @@ unsafe fn segment_free(ctx: Option<&mut SegmentsTld>, segment: *mut Segment) {
     let (region, size, committed) = (seg.region, seg.region_size, seg.committed);
     let large = seg.kind == SegmentKind::Huge; // advised for large OS pages at its creation
     if let Some(ctx) = ctx {
+        #[cfg(feature = "small")]
+        ctx.source_grew();
         // SAFETY: `segment` is a live segment of `ctx` (the `# Safety` contract).
         unsafe { ctx.free_queue_remove(segment) };
         // SAFETY: being `ctx`'s, it is in `ctx`'s list of all segments (its invariants).
@@ -750,12 +759,17 @@ pub(crate) unsafe fn huge_remap(page: *mut Page, new_size: usize) -> *mut Page {
 /// fewest that hold a block and leave at most an eighth unused (small pages keep many size
 /// classes live in a small heap; the waste bound keeps a fill efficient).
 #[cfg(feature = "small")]
-fn span_slices(block_size: usize) -> usize {
-    let least = block_size.div_ceil(SMALL_PAGE_SIZE).max(1);
+fn span_slices(block_size: usize, at_least: usize) -> usize {
+    let least = block_size.div_ceil(SMALL_PAGE_SIZE).max(at_least).max(1);
     (least..least + 8)
         .find(|&k| (k * SMALL_PAGE_SIZE) % block_size <= k * SMALL_PAGE_SIZE / 8)
         .unwrap_or(least)
 }
+
+/// Longest page (in slices) that a size class grows to when its pages keep running out
+/// (see `SegmentsTld::span_grow`): 2 KiB.
+#[cfg(feature = "small")]
+const SPAN_GROW_MAX: usize = 2;
 
 /// Bytes of the page of `k` slices from slice `idx` (the first slice loses the header).
 #[cfg(feature = "small")]
@@ -782,9 +796,13 @@ fn span_find(seg: &Segment, k: usize, block_size: usize) -> Option<usize> {
     if k > seg.capacity {
         return None;
     }
+    // (A run shortened by the header must keep 3/4 of its length or hold a few blocks: a
+    // page of a block or two in a scrap of a slice would cost its class another page soon.)
     (seg.first_page..=seg.capacity - k).find(|&i| {
+        let area = span_area(seg, i, k);
         seg.slices_used & crate::segment::slice_mask(i, i + k) == 0
-            && span_area(seg, i, k) >= block_size
+            && area >= block_size
+            && (area * 4 >= k * SMALL_PAGE_SIZE * 3 || area >= 4 * block_size)
     })
 }
 
@@ -792,7 +810,31 @@ fn span_find(seg: &Segment, k: usize, block_size: usize) -> Option<usize> {
 /// owner's segments with free slices, else in a new segment. Null when out of memory.
 #[cfg(feature = "small")]
 fn span_alloc(ctx: &mut SegmentsTld, block_size: usize) -> *mut Page {
-    let k = span_slices(block_size);
+    // A class whose pages keep running out gets a longer page (fewer trips through the
+    // slow path), while memory lasts; otherwise, and when that fails, the shortest one
+    // that wastes at most an eighth (many size classes live in a small heap, each holding
+    // a page); when memory is short, the fewest slices that hold one block, whatever they
+    // waste (a page of 5 slices for two blocks of 1280 bytes may no longer fit where a page
+    // of 3 slices for one does).
+    let shortest = span_slices(block_size, 1);
+    let grow = core::mem::take(&mut ctx.span_grow).min(SPAN_GROW_MAX);
+    if grow > shortest {
+        let page = span_alloc_k(ctx, span_slices(block_size, grow), block_size);
+        if !page.is_null() {
+            return page;
+        }
+    }
+    let page = span_alloc_k(ctx, shortest, block_size);
+    let fewest = block_size.div_ceil(SMALL_PAGE_SIZE).max(1);
+    if !page.is_null() || fewest >= shortest {
+        return page;
+    }
+    span_alloc_k(ctx, fewest, block_size)
+}
+
+/// [`span_alloc`] of a page of `k` slices.
+#[cfg(feature = "small")]
+fn span_alloc_k(ctx: &mut SegmentsTld, k: usize, block_size: usize) -> *mut Page {
     let mut s = ctx
         .free_queue(SegmentKind::Small)
         .map_or(ptr::null_mut(), |q| q.first);
@@ -808,12 +850,14 @@ fn span_alloc(ctx: &mut SegmentsTld, block_size: usize) -> *mut Page {
     }
     // A new segment; when no whole one fits any more, a shorter one (the end of the heap's
     // memory, less than a segment from its last grid point, still serves).
+    // (Lengths the source failed to give since memory last came back are not asked again.)
     let mut s = ptr::null_mut();
-    for slices in (k..=SMALL_PAGES_PER_SEGMENT).rev() {
+    for slices in (k..ctx.source_fails_from.min(SMALL_PAGES_PER_SEGMENT + 1)).rev() {
         s = segment_alloc_sized(ctx, SegmentKind::Small, 0, 0, slices);
         if !s.is_null() {
             break;
         }
+        ctx.source_fails_from = slices;
     }
     if s.is_null() {
         return ptr::null_mut();

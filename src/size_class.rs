@@ -76,13 +76,13 @@ pub const SMALL_SIZE_MAX: usize = SMALL_WSIZE_MAX * WORD;
 pub const PAGES_DIRECT: usize = SMALL_WSIZE_MAX + 1;
 
 /// The smallest OS page the core assumes (segment headers and page areas are whole
-/// pages of at least this size): 4 KiB (small geometry: 256 bytes, for sources of plain
-/// memory that have no pages).
+/// pages of at least this size): 4 KiB (small geometry: 32 bytes, for sources of plain
+/// memory that have no pages: a segment header is rounded up to 32 bytes, not to a page).
 #[cfg(not(feature = "small"))]
 pub const MIN_OS_PAGE: usize = 4096;
 /// See the default geometry's documentation.
 #[cfg(feature = "small")]
-pub const MIN_OS_PAGE: usize = 256;
+pub const MIN_OS_PAGE: usize = 32;
 
 /// Every block of a size that is a multiple of this is aligned to it.
 pub const MAX_ALIGN_SIZE: usize = 16;

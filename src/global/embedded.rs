@@ -23,18 +23,19 @@
 //! Memory overhead ([`Heap::metadata`] gives the figures of the target): the heap's own
 //! metadata (queues, direct table, thread context) lives in the static, outside the
 //! regions; in the regions, each 8 KiB segment starts with a header (the metadata of its
-//! pages), rounded up to 256 bytes.
+//! pages), rounded up to 32 bytes.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::ptr;
 
+use crate::alloc::malloc_small_try;
 use crate::domain::Domain;
-use crate::free::free;
+use crate::free::{free_single_owner, free_single_owner_slow};
 use crate::heap::{for_each_page, OwnedHeap, RawHeap};
 use crate::segment::adopt_segment_phase;
-use crate::size_class::{MIN_OS_PAGE, SEGMENT_MASK, WORD};
+use crate::size_class::{wsize_from_size, MIN_OS_PAGE, SEGMENT_MASK, SMALL_SIZE_MAX, WORD};
 use crate::source::RegionSource;
 use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 use crate::thread::{thread_data_init, ThreadData};
@@ -47,7 +48,7 @@ pub struct Metadata {
     /// The metadata of one page (in its segment's header).
     pub page: usize,
     /// The header of a segment of small pages (16 slices of 512 bytes), before rounding up to
-    /// 256 bytes.
+    /// 32 bytes.
     pub small_segment_header: usize,
     /// The header of a segment of medium pages (2 of 4 KiB), before rounding.
     pub medium_segment_header: usize,
@@ -143,6 +144,16 @@ impl Heap {
             }
             // SAFETY: the range is ours for the rest of the program (the contract).
             let added = unsafe { self.source.add_memory(grid as *mut u8, end - grid) };
+            if self.ready.load(Ordering::Relaxed) {
+                // SAFETY: `state` is written (ready), and the critical section makes it ours.
+                unsafe {
+                    (*(self.state.get() as *mut State))
+                        .td
+                        .tld
+                        .segments
+                        .source_grew()
+                };
+            }
             self.size.fetch_add(added, Ordering::Relaxed);
             added
         })
@@ -198,6 +209,32 @@ impl Heap {
         }
     }
 
+    /// The rest of `alloc` (inside its critical section): every size and alignment.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, layout: Layout) -> *mut u8 {
+        match self.heap() {
+            // SAFETY: the heap is initialised and the caller's critical section makes it
+            // ours; a `Layout`'s alignment is a power of two.
+            Some(heap) => unsafe {
+                crate::global::heap_alloc(heap, layout.size(), layout.align(), false)
+            },
+            None => ptr::null_mut(),
+        }
+    }
+
+    /// The rest of `dealloc` (inside its critical section).
+    #[cold]
+    #[inline(never)]
+    fn dealloc_slow(&self, p: *mut u8) {
+        if let Some(heap) = self.heap() {
+            // SAFETY: `p` is a live block of this heap (GlobalAlloc's contract); the
+            // caller's critical section makes the heap ours, and its owner token takes the
+            // local path.
+            unsafe { free_single_owner_slow(p, (*heap).owner) }
+        }
+    }
+
     fn alloc_layout(&self, layout: Layout, zero: bool) -> *mut u8 {
         critical_section::with(|_| match self.heap() {
             // SAFETY: the heap is initialised and the critical section makes it ours; a
@@ -214,21 +251,49 @@ impl Heap {
 // (`heap_alloc`), or null; every call runs inside a critical section, so the one heap is
 // used by one context at a time.
 unsafe impl GlobalAlloc for Heap {
+    /// The fast path inline: a small block with at most word alignment from the direct
+    /// table's page (a load, a pop, a count); everything else in one out-of-line call.
+    #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.alloc_layout(layout, false)
+        critical_section::with(|_| {
+            if let Some(heap) = self.heap() {
+                if layout.size() <= SMALL_SIZE_MAX && layout.align() <= WORD {
+                    // SAFETY: the heap is initialised and the critical section makes it
+                    // ours; the size is small (the direct table covers it).
+                    let p = unsafe { malloc_small_try(heap, layout.size()) };
+                    if !p.is_null() {
+                        return p;
+                    }
+                    // Pages of 512 bytes run out of blocks every few allocations: the
+                    // page's own frees are taken back here, not through a call.
+                    // SAFETY: as above; the direct-table entry is a live page of the heap
+                    // (or the empty page, whose lists are empty and which is only read).
+                    unsafe {
+                        let page = (*heap).pages_direct[wsize_from_size(layout.size())];
+                        if (*page).take_local_free() {
+                            return malloc_small_try(heap, layout.size());
+                        }
+                    }
+                }
+            }
+            self.alloc_slow(layout)
+        })
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         self.alloc_layout(layout, true)
     }
 
+    /// The fast path inline: a push onto the page's `local_free` when the page is neither
+    /// full nor empties (`free_single_owner`); everything else in one out-of-line call.
+    #[inline]
     unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
         critical_section::with(|_| {
-            if let Some(heap) = self.heap() {
-                // SAFETY: `p` is a live block of this heap (GlobalAlloc's contract); the
-                // critical section makes the heap ours, and its owner token takes the
-                // local path.
-                unsafe { free(p, (*heap).owner) }
+            // SAFETY: `p` is a live block of this heap (GlobalAlloc's contract), so `init`
+            // ran (allocation returns null before), and the heap has one owner, which the
+            // critical section makes us.
+            if !unsafe { free_single_owner(p) } {
+                self.dealloc_slow(p);
             }
         })
     }
