@@ -4,12 +4,16 @@
 //! 0.13 — each peer over its own fixed region of memory from the page source, committed
 //! before the bench starts, in the same boot.
 //!
-//! The count is the TSC over each workload: booted with `-icount shift=0,sleep=off`
+//! The count is the TSC: booted with `-icount shift=0,sleep=off`
 //! (`targets/x86_64-qemu/bench.sh`, which adds `icount` to the command line) the TSC counts
 //! guest instructions, so two boots print the same table; under plain TCG it counts
 //! emulated cycles, which overweight what QEMU emulates slowly. The table gives
 //! shardalloc's count per allocator call and, for each peer, peer / shardalloc (above 1:
-//! shardalloc needs fewer). The best of 2 runs after a warm-up run counts.
+//! shardalloc needs fewer). After a warm-up run, each workload runs twice on each
+//! allocator: once counted from start to end (the second table: the workload's own
+//! instructions included), once with every allocator call counted on its own
+//! ([`Counted`], the same wrapper for every allocator; the first table). The multi-CPU
+//! workloads count from start to end in both.
 //!
 //! Workloads that run on every CPU at once (cross-CPU frees, buffers allocated in an
 //! interrupt handler and freed on another CPU) run on QEMU's single-threaded TCG, whose
@@ -59,6 +63,56 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for IrqSafe<A> {
 
 static TALC_IRQ: IrqSafe<Talc> = IrqSafe(&TALC);
 
+/// The count (TSC) inside the allocator calls of the current single-CPU workload, less
+/// `SPAN_EMPTY` per call: what [`Counted`] measured.
+static INSIDE: AtomicU64 = AtomicU64::new(0);
+/// The count of an empty span (two TSC reads with nothing between), measured at the start.
+static SPAN_EMPTY: AtomicU64 = AtomicU64::new(0);
+
+/// The count of running `f`: from a TSC read just before it to one just after.
+#[inline(always)]
+fn span<R>(f: impl FnOnce() -> R) -> (R, u64) {
+    let t0 = apic::rdtsc();
+    let r = f();
+    (r, apic::rdtsc() - t0)
+}
+
+/// Adds the span of one allocator call to `INSIDE`.
+#[inline(always)]
+fn inside<R>(f: impl FnOnce() -> R) -> R {
+    let (r, t) = span(f);
+    INSIDE.fetch_add(
+        t.saturating_sub(SPAN_EMPTY.load(Ordering::Relaxed)),
+        Ordering::Relaxed,
+    );
+    r
+}
+
+/// An allocator whose calls are counted into `INSIDE`: the instructions inside
+/// `alloc`/`dealloc`/`realloc` (the dynamic call and return included), not the workload's
+/// own (its random numbers, its writes, its content checks). The same wrapper around
+/// every allocator.
+struct Counted(&'static dyn GlobalAlloc);
+
+// SAFETY: forwards to the inner allocator.
+unsafe impl GlobalAlloc for Counted {
+    #[inline(always)]
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        inside(|| unsafe { self.0.alloc(l) })
+    }
+    #[inline(always)]
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: forwarded contract.
+        inside(|| unsafe { self.0.dealloc(p, l) })
+    }
+    #[inline(always)]
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        inside(|| unsafe { self.0.realloc(p, l, n) })
+    }
+}
+
 const NAMES: [&str; 5] = ["shardalloc", "talc+irqoff", "talc", "linked_list", "buddy"];
 const PEERS: usize = NAMES.len();
 const SHARDALLOC: usize = 0;
@@ -90,22 +144,45 @@ static PAGE_SLOTS: AtomicUsize = AtomicUsize::new(0);
 /// Allocator calls of the last multi-CPU workload, summed over the CPUs.
 static MULTI_OPS: AtomicUsize = AtomicUsize::new(0);
 
-/// Timed runs per workload and allocator (after a warm-up run); the fewest counts.
-const RUNS: usize = 2;
-
 /// A workload: runs on `a` and returns how many allocator calls it made.
 type Workload = fn(&dyn GlobalAlloc, &mut Rng) -> usize;
 
-const WORKLOADS: [(&str, Workload); 9] = [
-    ("alloc-free pairs, 16-256 B", pairs),
-    ("churn, 512 live, 8 B-2 KiB", churn),
-    ("realloc growth 8 B to 16 KiB", growth),
-    ("mixed sizes, content checks", mixed),
-    ("many live objects of 4 sizes (slab)", many_live),
-    ("page buffers 4-64 KiB, page-aligned", page_buffers),
-    ("Vec growth by doubling", vec_growth),
-    ("all CPUs, cross-CPU free", |_, _| cross_cpu()),
-    ("IRQ allocates, other CPU frees", |_, _| irq_network()),
+/// How a workload is counted.
+#[derive(Clone, Copy, PartialEq)]
+enum Count {
+    /// Inside the allocator calls only (one CPU: [`Counted`]).
+    Calls,
+    /// The whole workload on every CPU: a vCPU switch inside a call (single-threaded TCG
+    /// takes turns) would charge the other vCPUs' instructions to that call.
+    Whole,
+}
+
+const WORKLOADS: [(&str, Count, Workload); 9] = [
+    ("alloc-free pairs, 16-256 B", Count::Calls, pairs),
+    ("churn, 512 live, 8 B-2 KiB", Count::Calls, churn),
+    ("realloc growth 8 B to 16 KiB", Count::Calls, growth),
+    ("mixed sizes, content checks", Count::Calls, mixed),
+    (
+        "many live objects of 4 sizes (slab)",
+        Count::Calls,
+        many_live,
+    ),
+    (
+        "page buffers 4-64 KiB, page-aligned",
+        Count::Calls,
+        page_buffers,
+    ),
+    ("Vec growth by doubling", Count::Calls, vec_growth),
+    (
+        "all CPUs, cross-CPU free (whole workload)",
+        Count::Whole,
+        |_, _| cross_cpu(),
+    ),
+    (
+        "IRQ allocates, other CPU frees (whole workload)",
+        Count::Whole,
+        |_, _| irq_network(),
+    ),
 ];
 
 pub fn run(args: &super::Args) {
@@ -152,28 +229,39 @@ pub fn run(args: &super::Args) {
     if args.verbose {
         calls(args.icount);
     }
+    // two TSC reads with nothing between: subtracted from every counted call
+    let empty = (0..16).map(|_| span(|| ()).1).min().unwrap_or(0);
+    SPAN_EMPTY.store(empty, Ordering::SeqCst);
+    // counts[w][a]: as the workload's `Count` says; whole[w][a]: the whole workload
     let mut counts = [[0u64; PEERS]; WORKLOADS.len()];
+    let mut whole = [[0u64; PEERS]; WORKLOADS.len()];
     let mut ops = [0usize; WORKLOADS.len()];
-    for (w, &(_, f)) in WORKLOADS.iter().enumerate() {
-        for (a, slot) in counts[w].iter_mut().enumerate() {
+    for (w, &(_, how, f)) in WORKLOADS.iter().enumerate() {
+        for a in 0..PEERS {
             CURRENT.store(a, Ordering::SeqCst);
+            let rng = || Rng::new(args.seed ^ w as u64);
             // A warm-up run first (uncounted): the peers' regions are committed up front,
             // shardalloc commits as it goes; the counted runs start from a warm heap.
-            f(allocator(a), &mut Rng::new(args.seed ^ w as u64));
+            f(allocator(a), &mut rng());
             let s0 = mem::SOURCE.stats();
-            *slot = u64::MAX;
-            for _ in 0..RUNS {
-                let t0 = apic::rdtsc();
-                let n = f(allocator(a), &mut Rng::new(args.seed ^ w as u64));
-                *slot = (*slot).min(apic::rdtsc() - t0);
-                if a == SHARDALLOC {
-                    ops[w] = n.max(1);
-                }
+            // the whole workload, then (one CPU) the same run with its calls counted
+            let (n, t) = span(|| f(allocator(a), &mut rng()));
+            whole[w][a] = t;
+            counts[w][a] = t;
+            if how == Count::Calls {
+                INSIDE.store(0, Ordering::SeqCst);
+                let counted = Counted(allocator(a));
+                let n2 = f(&counted, &mut rng());
+                assert_eq!(n, n2, "bench: a workload made other calls when counted");
+                counts[w][a] = INSIDE.load(Ordering::SeqCst);
+            }
+            if a == SHARDALLOC {
+                ops[w] = n.max(1);
             }
             let s1 = mem::SOURCE.stats();
             if a == SHARDALLOC && args.verbose {
                 println!(
-                    "bench: {}: page source, {RUNS} runs: {} commits, {} decommits, {} TLB shootdowns, {} kept regions reused",
+                    "bench: {}: page source, 2 runs: {} commits, {} decommits, {} TLB shootdowns, {} kept regions reused",
                     WORKLOADS[w].0,
                     s1.commits - s0.commits,
                     s1.decommits - s0.decommits,
@@ -183,7 +271,7 @@ pub fn run(args: &super::Args) {
             }
         }
     }
-    print_table(&counts, &ops, unit);
+    print_table(&counts, &whole, &ops, unit, empty);
 }
 
 /// The count of single calls: 1000 allocations of 64 bytes, then their frees, then
@@ -225,17 +313,19 @@ fn calls(icount: bool) {
     }
 }
 
-fn print_table(counts: &[[u64; PEERS]; WORKLOADS.len()], ops: &[usize], unit: &str) {
+/// The geometric mean over the workloads of peer `a` / shardalloc in `counts`.
+fn geo_mean(counts: &[[u64; PEERS]; WORKLOADS.len()], a: usize) -> f64 {
+    let mut l = 0.0f64;
+    for c in counts {
+        l += ln(c[a] as f64 / c[SHARDALLOC].max(1) as f64);
+    }
+    exp(l / counts.len() as f64)
+}
+
+/// One table: shardalloc's count per call and peer / shardalloc for each workload.
+fn print_one(counts: &[[u64; PEERS]; WORKLOADS.len()], ops: &[usize], unit: &str, per: &str) {
     let ratio = |w: usize, a: usize| counts[w][a] as f64 / counts[w][SHARDALLOC].max(1) as f64;
-    let geo = |a: usize| {
-        let mut l = 0.0f64;
-        for w in 0..counts.len() {
-            l += ln(ratio(w, a));
-        }
-        exp(l / counts.len() as f64)
-    };
-    println!("bench: table begin");
-    print!("| workload | calls | shardalloc, {unit} per call |");
+    print!("| workload | calls | shardalloc, {unit} {per} |");
     for name in &NAMES[1..] {
         print!(" {name} |");
     }
@@ -245,9 +335,9 @@ fn print_table(counts: &[[u64; PEERS]; WORKLOADS.len()], ops: &[usize], unit: &s
         print!("---:|");
     }
     println!();
-    for (w, &(name, _)) in WORKLOADS.iter().enumerate() {
-        let per = counts[w][SHARDALLOC] as f64 / ops[w] as f64;
-        print!("| {name} | {} | {per:.1} |", ops[w]);
+    for w in 0..counts.len() {
+        let n = counts[w][SHARDALLOC] as f64 / ops[w] as f64;
+        print!("| {} | {} | {n:.1} |", WORKLOADS[w].0, ops[w]);
         for a in 1..PEERS {
             print!(" {:.2} |", ratio(w, a));
         }
@@ -258,14 +348,33 @@ fn print_table(counts: &[[u64; PEERS]; WORKLOADS.len()], ops: &[usize], unit: &s
         WORKLOADS.len()
     );
     for a in 1..PEERS {
-        print!(" **{:.2}** |", geo(a));
+        print!(" **{:.2}** |", geo_mean(counts, a));
     }
     println!();
+}
+
+fn print_table(
+    counts: &[[u64; PEERS]; WORKLOADS.len()],
+    whole: &[[u64; PEERS]; WORKLOADS.len()],
+    ops: &[usize],
+    unit: &str,
+    empty: u64,
+) {
+    let ratio = |w: usize, a: usize| counts[w][a] as f64 / counts[w][SHARDALLOC].max(1) as f64;
+    let geo = |a: usize| geo_mean(counts, a);
+    println!("bench: table begin");
+    print_one(counts, ops, unit, "per call");
     println!("bench: table end");
+    println!("bench: whole begin");
+    print_one(whole, ops, unit, "per call, the workload's own included");
+    println!("bench: whole end");
+    println!(
+        "bench: an empty span (two TSC reads) counts {empty}, subtracted from every counted call"
+    );
     // The targets of issue 14 (peer / shardalloc: how many times fewer shardalloc needs).
     let many = WORKLOADS
         .iter()
-        .position(|(n, _)| n.starts_with("many live"))
+        .position(|(n, _, _)| n.starts_with("many live"))
         .unwrap();
     let worst = (0..counts.len())
         .map(|w| (ratio(w, TALC_IRQOFF), WORKLOADS[w].0))
