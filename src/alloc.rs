@@ -180,6 +180,33 @@ pub(crate) unsafe fn malloc_queue_try(heap: *mut RawHeap, size: usize, zero: boo
     }
 }
 
+/// [`malloc_queue_try`] for a block aligned to `align`: the first free block of the head
+/// page of `size`'s queue when it happens to be aligned (as every block of a class whose
+/// size is a multiple of the OS page is, in a page that starts at an OS page boundary),
+/// else null.
+///
+/// # Safety
+/// As [`malloc_queue_try`]; `align` is a power of two.
+#[inline(always)]
+pub(crate) unsafe fn malloc_queue_try_aligned(
+    heap: *mut RawHeap,
+    size: usize,
+    align: usize,
+) -> *mut u8 {
+    if size > LARGE_OBJ_SIZE_MAX {
+        return ptr::null_mut();
+    }
+    // SAFETY: as in `malloc_queue_try`.
+    unsafe {
+        let page = (*heap).pages[bin(size)].first();
+        if page.is_null() || (*page).free as usize & (align - 1) != 0 || (*page).free.is_null()
+        {
+            return ptr::null_mut();
+        }
+        page_pop(page, size, false)
+    }
+}
+
 /// The slow path: bookkeeping (delayed frees, retired pages, purges), then a page with
 /// room. `huge_align > 0` asks for a huge page with the block aligned to it.
 ///
@@ -477,6 +504,21 @@ pub(crate) unsafe fn malloc_aligned(
     // SAFETY: the caller's heap or the static empty heap: readable.
     if !unsafe { (*heap).is_initialized() } {
         return ptr::null_mut();
+    }
+    // A block of a size that is a multiple of the OS page is aligned to it in most pages
+    // (they start at OS page boundaries): an aligned one as it comes, else over-allocation.
+    if size > SMALL_SIZE_MAX
+        && size <= LARGE_OBJ_SIZE_MAX
+        && align <= MIN_OS_PAGE
+        && size & (align - 1) == 0
+    {
+        // SAFETY: forwarding the caller's heap (initialised: checked).
+        let p = unsafe { malloc(heap, size, zero) };
+        if p.is_null() || p as usize & (align - 1) == 0 {
+            return p;
+        }
+        // SAFETY: `p` was just allocated from the caller's heap, whose owner token this is.
+        unsafe { crate::free::free(p, (*heap).owner) };
     }
     let Some(padded) = size.checked_add(align - 1) else {
         return ptr::null_mut();

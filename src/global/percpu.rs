@@ -26,7 +26,7 @@ use crate::collect::{heap_collect, Collect};
 use crate::domain::Domain;
 use crate::heap::{heap_check, OwnedHeap, RawHeap};
 use crate::segment::{ptr_segment, NO_OWNER};
-use crate::size_class::{MEDIUM_OBJ_SIZE_MAX, SMALL_SIZE_MAX, WORD};
+use crate::size_class::{MEDIUM_OBJ_SIZE_MAX, MIN_OS_PAGE, SMALL_SIZE_MAX, WORD};
 use crate::source::PageSource;
 use crate::stats::Stats;
 use crate::thread::thread_data_alloc;
@@ -374,6 +374,23 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
                     // SAFETY: as above; medium and large sizes take the head page of their
                     // queue (null for larger ones).
                     unsafe { crate::alloc::malloc_queue_try(heap, layout.size(), false) }
+                };
+                if !p.is_null() {
+                    return p;
+                }
+            }
+        } else if ctx.unmasked
+            && layout.align() <= MIN_OS_PAGE
+            && layout.size() > SMALL_SIZE_MAX
+            && layout.size() & (layout.align() - 1) == 0
+        {
+            // page-aligned buffers and the like: a block of their class when it happens to
+            // be aligned (see `alloc::malloc_aligned`)
+            let heap = self.heap_of(ctx);
+            if !heap.is_null() {
+                // SAFETY: as above; a `Layout`'s alignment is a power of two.
+                let p = unsafe {
+                    crate::alloc::malloc_queue_try_aligned(heap, layout.size(), layout.align())
                 };
                 if !p.is_null() {
                     return p;
