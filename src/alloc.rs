@@ -620,8 +620,8 @@ pub(crate) unsafe fn realloc(
         return p;
     }
     // a huge block of ours grows or shrinks by remapping its segment: no copy (blocks
-    // above the medium sizes may be huge too, see below)
-    if new_size > MEDIUM_OBJ_SIZE_MAX && align <= MAX_ALIGN_SIZE && !zero {
+    // from the largest medium size on may be huge too, see below)
+    if new_size >= MEDIUM_OBJ_SIZE_MAX && align <= MAX_ALIGN_SIZE && !zero {
         // SAFETY: `p` is live (caller), so are its segment and page; the page is written
         // only when its heap is ours (checked first).
         unsafe {
@@ -644,12 +644,13 @@ pub(crate) unsafe fn realloc(
             }
         }
     }
-    // A block growing beyond the medium sizes, over a source that grows regions by remap
-    // (a kernel's page mapper), moves into a huge segment of its own: this copy is its
-    // last, every further growth remaps (as above).
+    // A block growing to the largest medium size or beyond, over a source that grows
+    // regions by remap (a kernel's page mapper), moves into a huge segment of its own: this
+    // copy is its last, every further growth remaps (as above). (From the largest medium
+    // size on, not beyond it: a buffer doubling from 64 KiB is then copied once, not twice.)
     let mut q = ptr::null_mut();
     if new_size > size
-        && new_size > MEDIUM_OBJ_SIZE_MAX
+        && new_size >= MEDIUM_OBJ_SIZE_MAX
         && new_size <= LARGE_OBJ_SIZE_MAX
         && align <= MAX_ALIGN_SIZE
     {

@@ -428,9 +428,10 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
         if new_size <= size && new_size >= size / 2 {
             return p; // `p` is aligned for `layout`, which keeps its alignment
         }
-        if new_size > MEDIUM_OBJ_SIZE_MAX || !self.context().unmasked {
+        if new_size >= MEDIUM_OBJ_SIZE_MAX || !self.context().unmasked {
             // a huge block may be resized by its page source without a copy, and a block
-            // growing beyond the medium sizes may become one (see `alloc::realloc`)
+            // growing to the largest medium size or beyond may become one (see
+            // `alloc::realloc`)
             return self.cpu.without_interrupts(|| {
                 let heap = self.heap(self.context());
                 if heap.is_null() {
