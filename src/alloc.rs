@@ -180,29 +180,35 @@ pub(crate) unsafe fn malloc_queue_try(heap: *mut RawHeap, size: usize, zero: boo
     }
 }
 
-/// [`malloc_queue_try`] for a block aligned to `align`: the first free block of the head
-/// page of `size`'s queue when it happens to be aligned (as every block of a class whose
-/// size is a multiple of the OS page is, in a page that starts at an OS page boundary),
-/// else null.
+/// A block of `size`'s class aligned to `align` when the page the fast paths look at
+/// (the direct table's for small sizes, the head of the queue for medium and large ones)
+/// has one first on its `free` list, else null. Blocks of a class whose size is a
+/// multiple of the OS page are aligned to it in pages that start at an OS page boundary,
+/// and a smaller alignment is often met by chance; the caller takes the aligned slow path
+/// otherwise.
 ///
 /// # Safety
 /// As [`malloc_queue_try`]; `align` is a power of two.
 #[inline(always)]
-pub(crate) unsafe fn malloc_queue_try_aligned(
-    heap: *mut RawHeap,
-    size: usize,
-    align: usize,
-) -> *mut u8 {
-    if size > LARGE_OBJ_SIZE_MAX {
-        return ptr::null_mut();
-    }
-    // SAFETY: as in `malloc_queue_try`.
+pub(crate) unsafe fn malloc_try_aligned(heap: *mut RawHeap, size: usize, align: usize) -> *mut u8 {
+    // SAFETY: as in `malloc_small_try` and `malloc_queue_try`: the direct-table entry or
+    // the head of the queue is a live page of the caller's heap (or the empty page).
     unsafe {
-        let page = (*heap).pages[bin(size)].first();
-        if page.is_null() || (*page).free as usize & (align - 1) != 0 || (*page).free.is_null()
-        {
+        let page = if size <= SMALL_SIZE_MAX {
+            (*heap).pages_direct[wsize_from_size(size)]
+        } else if size <= LARGE_OBJ_SIZE_MAX {
+            (*heap).pages[bin(size)].first()
+        } else {
+            return ptr::null_mut();
+        };
+        if page.is_null() {
             return ptr::null_mut();
         }
+        let free = (*page).free;
+        if free.is_null() || free as usize & (align - 1) != 0 {
+            return ptr::null_mut();
+        }
+        // a page of `size`'s class: its blocks hold `size` bytes
         page_pop(page, size, false)
     }
 }
