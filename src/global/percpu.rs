@@ -363,28 +363,30 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let ctx = self.context();
-        if ctx.unmasked {
+        if ctx.unmasked && layout.align() <= WORD {
             let heap = self.heap_of(ctx);
             if !heap.is_null() {
-                let p = if layout.align() <= WORD {
-                    if layout.size() <= SMALL_SIZE_MAX {
-                        // SAFETY: the caller's heap, which no other code enters until this
-                        // call returns (the `CpuLocal` contract); the size is small.
-                        unsafe { crate::alloc::malloc_small_try(heap, layout.size()) }
-                    } else {
-                        // SAFETY: as above; medium and large sizes take the head page of
-                        // their queue (null for larger ones).
-                        unsafe { crate::alloc::malloc_queue_try(heap, layout.size(), false) }
-                    }
-                } else if layout.align() <= MIN_OS_PAGE {
-                    // page-aligned buffers and the like: a block of their class when it
-                    // happens to be aligned (see `alloc::malloc_aligned` for the others)
-                    // SAFETY: as above; a `Layout`'s alignment is a power of two.
-                    unsafe {
-                        crate::alloc::malloc_try_aligned(heap, layout.size(), layout.align())
-                    }
+                let p = if layout.size() <= SMALL_SIZE_MAX {
+                    // SAFETY: the caller's heap, which no other code enters until this call
+                    // returns (the `CpuLocal` contract); the size is small.
+                    unsafe { crate::alloc::malloc_small_try(heap, layout.size()) }
                 } else {
-                    ptr::null_mut()
+                    // SAFETY: as above; medium and large sizes take the head page of their
+                    // queue (null for larger ones).
+                    unsafe { crate::alloc::malloc_queue_try(heap, layout.size(), false) }
+                };
+                if !p.is_null() {
+                    return p;
+                }
+            }
+        } else if ctx.unmasked && layout.align() <= MIN_OS_PAGE {
+            // page-aligned buffers and the like: a block of their class when it happens to
+            // be aligned (see `alloc::malloc_aligned` for the others)
+            let heap = self.heap_of(ctx);
+            if !heap.is_null() {
+                // SAFETY: as above; a `Layout`'s alignment is a power of two.
+                let p = unsafe {
+                    crate::alloc::malloc_try_aligned(heap, layout.size(), layout.align())
                 };
                 if !p.is_null() {
                     return p;
