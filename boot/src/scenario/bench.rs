@@ -12,18 +12,18 @@
 //! shardalloc needs fewer). After a warm-up run, each workload runs twice on each
 //! allocator: once counted from start to end (the second table: the workload's own
 //! instructions included), once with every allocator call counted on its own
-//! ([`Counted`], the same wrapper for every allocator; the first table). The multi-CPU
-//! workloads count from start to end in both.
+//! ([`Counted`], the same wrapper for every allocator; the first table).
 //!
 //! Workloads that run on every CPU at once (cross-CPU frees, buffers allocated in an
 //! interrupt handler and freed on another CPU) run on QEMU's single-threaded TCG, whose
 //! vCPUs take turns; every allocator runs under the same turns. A spin-wait (`pause`)
 //! ends a vCPU's turn in QEMU, so waiting for a lock held by a vCPU that is not running
-//! costs the waiter a few instructions per turn, not a whole turn.
+//! costs the waiter a few instructions per turn, not a whole turn. A call during which
+//! another vCPU started a call is left out of the first table (see [`inside`]).
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use alloc::vec::Vec;
 use shardalloc::PageSource;
@@ -63,9 +63,17 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for IrqSafe<A> {
 
 static TALC_IRQ: IrqSafe<Talc> = IrqSafe(&TALC);
 
-/// The count (TSC) inside the allocator calls of the current single-CPU workload, less
+/// The count (TSC) inside the counted allocator calls of the current workload, less
 /// `SPAN_EMPTY` per call: what [`Counted`] measured.
 static INSIDE: AtomicU64 = AtomicU64::new(0);
+/// Allocator calls counted into `INSIDE`.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+/// Allocator calls left out: another vCPU ran while they did (see [`inside`]).
+static SKIPPED: AtomicU64 = AtomicU64::new(0);
+/// The CPU that last started a counted call.
+static RUNNING: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// Whether [`allocator`] hands out the counted allocators.
+static COUNTING: AtomicBool = AtomicBool::new(false);
 /// The count of an empty span (two TSC reads with nothing between), measured at the start.
 static SPAN_EMPTY: AtomicU64 = AtomicU64::new(0);
 
@@ -77,14 +85,28 @@ fn span<R>(f: impl FnOnce() -> R) -> (R, u64) {
     (r, apic::rdtsc() - t0)
 }
 
-/// Adds the span of one allocator call to `INSIDE`.
+/// Adds the span of one allocator call to `INSIDE`, unless another vCPU ran meanwhile.
+///
+/// On single-threaded TCG the vCPUs take turns and the TSC is the machine's, so a call
+/// during which this vCPU lost its turn would be charged the other vCPUs' instructions.
+/// Every counted call first writes its CPU into `RUNNING`; when the call returns and finds
+/// another CPU there, another vCPU started a call meanwhile, and the call is left out
+/// (`SKIPPED`). (A vCPU that got the turn and gave it back before starting a call, as a
+/// spin-wait's `pause` does, adds its few instructions.) On one CPU nothing is left out.
 #[inline(always)]
 fn inside<R>(f: impl FnOnce() -> R) -> R {
+    let cpu = crate::cpu::current();
+    RUNNING.store(cpu, Ordering::SeqCst);
     let (r, t) = span(f);
-    INSIDE.fetch_add(
-        t.saturating_sub(SPAN_EMPTY.load(Ordering::Relaxed)),
-        Ordering::Relaxed,
-    );
+    if RUNNING.load(Ordering::SeqCst) == cpu {
+        INSIDE.fetch_add(
+            t.saturating_sub(SPAN_EMPTY.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        CALLS.fetch_add(1, Ordering::Relaxed);
+    } else {
+        SKIPPED.fetch_add(1, Ordering::Relaxed);
+    }
     r
 }
 
@@ -92,7 +114,7 @@ fn inside<R>(f: impl FnOnce() -> R) -> R {
 /// `alloc`/`dealloc`/`realloc` (the dynamic call and return included), not the workload's
 /// own (its random numbers, its writes, its content checks). The same wrapper around
 /// every allocator.
-struct Counted(&'static dyn GlobalAlloc);
+struct Counted(&'static (dyn GlobalAlloc + Sync));
 
 // SAFETY: forwards to the inner allocator.
 unsafe impl GlobalAlloc for Counted {
@@ -120,7 +142,20 @@ const TALC_IRQOFF: usize = 1;
 const TALC_PLAIN: usize = 2;
 const LINKED: usize = 3;
 
+/// The allocators wrapped in [`Counted`], in the order of `NAMES`.
+static COUNTED: [Counted; PEERS] = [
+    Counted(&heap::ALLOC),
+    Counted(&TALC_IRQ),
+    Counted(&TALC),
+    Counted(&LINKED_LIST),
+    Counted(&BUDDY),
+];
+
+/// Allocator `i` of `NAMES`, counted ([`Counted`]) while `COUNTING` is set.
 fn allocator(i: usize) -> &'static dyn GlobalAlloc {
+    if COUNTING.load(Ordering::Relaxed) {
+        return &COUNTED[i];
+    }
     match i {
         SHARDALLOC => heap::global(),
         TALC_IRQOFF => &TALC_IRQ,
@@ -147,42 +182,16 @@ static MULTI_OPS: AtomicUsize = AtomicUsize::new(0);
 /// A workload: runs on `a` and returns how many allocator calls it made.
 type Workload = fn(&dyn GlobalAlloc, &mut Rng) -> usize;
 
-/// How a workload is counted.
-#[derive(Clone, Copy, PartialEq)]
-enum Count {
-    /// Inside the allocator calls only (one CPU: [`Counted`]).
-    Calls,
-    /// The whole workload on every CPU: a vCPU switch inside a call (single-threaded TCG
-    /// takes turns) would charge the other vCPUs' instructions to that call.
-    Whole,
-}
-
-const WORKLOADS: [(&str, Count, Workload); 9] = [
-    ("alloc-free pairs, 16-256 B", Count::Calls, pairs),
-    ("churn, 512 live, 8 B-2 KiB", Count::Calls, churn),
-    ("realloc growth 8 B to 16 KiB", Count::Calls, growth),
-    ("mixed sizes, content checks", Count::Calls, mixed),
-    (
-        "many live objects of 4 sizes (slab)",
-        Count::Calls,
-        many_live,
-    ),
-    (
-        "page buffers 4-64 KiB, page-aligned",
-        Count::Calls,
-        page_buffers,
-    ),
-    ("Vec growth by doubling", Count::Calls, vec_growth),
-    (
-        "all CPUs, cross-CPU free (whole workload)",
-        Count::Whole,
-        |_, _| cross_cpu(),
-    ),
-    (
-        "IRQ allocates, other CPU frees (whole workload)",
-        Count::Whole,
-        |_, _| irq_network(),
-    ),
+const WORKLOADS: [(&str, Workload); 9] = [
+    ("alloc-free pairs, 16-256 B", pairs),
+    ("churn, 512 live, 8 B-2 KiB", churn),
+    ("realloc growth 8 B to 16 KiB", growth),
+    ("mixed sizes, content checks", mixed),
+    ("many live objects of 4 sizes (slab)", many_live),
+    ("page buffers 4-64 KiB, page-aligned", page_buffers),
+    ("Vec growth by doubling", vec_growth),
+    ("all CPUs, cross-CPU free", |_, _| cross_cpu()),
+    ("IRQ allocates, other CPU frees", |_, _| irq_network()),
 ];
 
 pub fn run(args: &super::Args) {
@@ -232,11 +241,12 @@ pub fn run(args: &super::Args) {
     // two TSC reads with nothing between: subtracted from every counted call
     let empty = (0..16).map(|_| span(|| ()).1).min().unwrap_or(0);
     SPAN_EMPTY.store(empty, Ordering::SeqCst);
-    // counts[w][a]: as the workload's `Count` says; whole[w][a]: the whole workload
-    let mut counts = [[0u64; PEERS]; WORKLOADS.len()];
-    let mut whole = [[0u64; PEERS]; WORKLOADS.len()];
+    // per call: inside[w][a] in the calls (counted ones), whole[w][a] over the workload
+    let mut inside = [[0f64; PEERS]; WORKLOADS.len()];
+    let mut whole = [[0f64; PEERS]; WORKLOADS.len()];
     let mut ops = [0usize; WORKLOADS.len()];
-    for (w, &(_, how, f)) in WORKLOADS.iter().enumerate() {
+    let mut skipped = [[0u64; PEERS]; WORKLOADS.len()];
+    for (w, &(_, f)) in WORKLOADS.iter().enumerate() {
         for a in 0..PEERS {
             CURRENT.store(a, Ordering::SeqCst);
             let rng = || Rng::new(args.seed ^ w as u64);
@@ -244,17 +254,25 @@ pub fn run(args: &super::Args) {
             // shardalloc commits as it goes; the counted runs start from a warm heap.
             f(allocator(a), &mut rng());
             let s0 = mem::SOURCE.stats();
-            // the whole workload, then (one CPU) the same run with its calls counted
+            // the whole workload, then the same run with its calls counted
             let (n, t) = span(|| f(allocator(a), &mut rng()));
-            whole[w][a] = t;
-            counts[w][a] = t;
-            if how == Count::Calls {
-                INSIDE.store(0, Ordering::SeqCst);
-                let counted = Counted(allocator(a));
-                let n2 = f(&counted, &mut rng());
-                assert_eq!(n, n2, "bench: a workload made other calls when counted");
-                counts[w][a] = INSIDE.load(Ordering::SeqCst);
-            }
+            whole[w][a] = t as f64 / n.max(1) as f64;
+            INSIDE.store(0, Ordering::SeqCst);
+            CALLS.store(0, Ordering::SeqCst);
+            SKIPPED.store(0, Ordering::SeqCst);
+            COUNTING.store(true, Ordering::SeqCst);
+            let n2 = f(allocator(a), &mut rng());
+            COUNTING.store(false, Ordering::SeqCst);
+            assert_eq!(n, n2, "bench: a workload made other calls when counted");
+            let counted = CALLS.load(Ordering::SeqCst);
+            skipped[w][a] = SKIPPED.load(Ordering::SeqCst);
+            assert_eq!(
+                counted + skipped[w][a],
+                n as u64,
+                "bench: {}: calls counted + left out != calls made",
+                WORKLOADS[w].0
+            );
+            inside[w][a] = INSIDE.load(Ordering::SeqCst) as f64 / counted.max(1) as f64;
             if a == SHARDALLOC {
                 ops[w] = n.max(1);
             }
@@ -271,7 +289,7 @@ pub fn run(args: &super::Args) {
             }
         }
     }
-    print_table(&counts, &whole, &ops, unit, empty);
+    print_table(&inside, &whole, &ops, unit, empty, &skipped);
 }
 
 /// The count of single calls: 1000 allocations of 64 bytes, then their frees, then
@@ -313,19 +331,21 @@ fn calls(icount: bool) {
     }
 }
 
-/// The geometric mean over the workloads of peer `a` / shardalloc in `counts`.
-fn geo_mean(counts: &[[u64; PEERS]; WORKLOADS.len()], a: usize) -> f64 {
+/// Count per call of each workload (rows) and allocator (columns, as `NAMES`).
+type PerCall = [[f64; PEERS]; WORKLOADS.len()];
+
+/// The geometric mean over the workloads of peer `a` / shardalloc.
+fn geo_mean(per: &PerCall, a: usize) -> f64 {
     let mut l = 0.0f64;
-    for c in counts {
-        l += ln(c[a] as f64 / c[SHARDALLOC].max(1) as f64);
+    for c in per {
+        l += ln(c[a] / c[SHARDALLOC]);
     }
-    exp(l / counts.len() as f64)
+    exp(l / per.len() as f64)
 }
 
 /// One table: shardalloc's count per call and peer / shardalloc for each workload.
-fn print_one(counts: &[[u64; PEERS]; WORKLOADS.len()], ops: &[usize], unit: &str, per: &str) {
-    let ratio = |w: usize, a: usize| counts[w][a] as f64 / counts[w][SHARDALLOC].max(1) as f64;
-    print!("| workload | calls | shardalloc, {unit} {per} |");
+fn print_one(per: &PerCall, ops: &[usize], unit: &str, what: &str) {
+    print!("| workload | calls | shardalloc, {unit} {what} |");
     for name in &NAMES[1..] {
         print!(" {name} |");
     }
@@ -335,11 +355,13 @@ fn print_one(counts: &[[u64; PEERS]; WORKLOADS.len()], ops: &[usize], unit: &str
         print!("---:|");
     }
     println!();
-    for w in 0..counts.len() {
-        let n = counts[w][SHARDALLOC] as f64 / ops[w] as f64;
-        print!("| {} | {} | {n:.1} |", WORKLOADS[w].0, ops[w]);
+    for w in 0..per.len() {
+        print!(
+            "| {} | {} | {:.1} |",
+            WORKLOADS[w].0, ops[w], per[w][SHARDALLOC]
+        );
         for a in 1..PEERS {
-            print!(" {:.2} |", ratio(w, a));
+            print!(" {:.2} |", per[w][a] / per[w][SHARDALLOC]);
         }
         println!();
     }
@@ -348,22 +370,23 @@ fn print_one(counts: &[[u64; PEERS]; WORKLOADS.len()], ops: &[usize], unit: &str
         WORKLOADS.len()
     );
     for a in 1..PEERS {
-        print!(" **{:.2}** |", geo_mean(counts, a));
+        print!(" **{:.2}** |", geo_mean(per, a));
     }
     println!();
 }
 
 fn print_table(
-    counts: &[[u64; PEERS]; WORKLOADS.len()],
-    whole: &[[u64; PEERS]; WORKLOADS.len()],
+    inside: &PerCall,
+    whole: &PerCall,
     ops: &[usize],
     unit: &str,
     empty: u64,
+    skipped: &[[u64; PEERS]; WORKLOADS.len()],
 ) {
-    let ratio = |w: usize, a: usize| counts[w][a] as f64 / counts[w][SHARDALLOC].max(1) as f64;
-    let geo = |a: usize| geo_mean(counts, a);
+    let ratio = |w: usize, a: usize| inside[w][a] / inside[w][SHARDALLOC];
+    let geo = |a: usize| geo_mean(inside, a);
     println!("bench: table begin");
-    print_one(counts, ops, unit, "per call");
+    print_one(inside, ops, unit, "per call");
     println!("bench: table end");
     println!("bench: whole begin");
     print_one(whole, ops, unit, "per call, the workload's own included");
@@ -371,12 +394,21 @@ fn print_table(
     println!(
         "bench: an empty span (two TSC reads) counts {empty}, subtracted from every counted call"
     );
+    for (w, s) in skipped.iter().enumerate() {
+        if s.iter().any(|&n| n > 0) {
+            print!("bench: left out: {}:", WORKLOADS[w].0);
+            for a in 0..PEERS {
+                print!(" {} {} of {},", NAMES[a], s[a], ops[w]);
+            }
+            println!();
+        }
+    }
     // The targets of issue 14 (peer / shardalloc: how many times fewer shardalloc needs).
     let many = WORKLOADS
         .iter()
-        .position(|(n, _, _)| n.starts_with("many live"))
+        .position(|(n, _)| n.starts_with("many live"))
         .unwrap();
-    let worst = (0..counts.len())
+    let worst = (0..inside.len())
         .map(|w| (ratio(w, TALC_IRQOFF), WORKLOADS[w].0))
         .fold((f64::MAX, ""), |a, b| if b.0 < a.0 { b } else { a });
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
