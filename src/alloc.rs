@@ -237,6 +237,39 @@ pub(crate) unsafe fn malloc_queue_try(heap: *mut RawHeap, size: usize, zero: boo
     }
 }
 
+/// A block of `size`'s class aligned to `align` when the page the fast paths look at
+/// (the direct table's for small sizes, the head of the queue for medium and large ones)
+/// has one first on its `free` list, else null. Blocks of a class whose size is a
+/// multiple of the OS page are aligned to it in pages that start at an OS page boundary,
+/// and a smaller alignment is often met by chance; the caller takes the aligned slow path
+/// otherwise.
+///
+/// # Safety
+/// As [`malloc_queue_try`]; `align` is a power of two.
+#[inline(always)]
+pub(crate) unsafe fn malloc_try_aligned(heap: *mut RawHeap, size: usize, align: usize) -> *mut u8 {
+    // SAFETY: as in `malloc_small_try` and `malloc_queue_try`: the direct-table entry or
+    // the head of the queue is a live page of the caller's heap (or the empty page).
+    unsafe {
+        let page = if size <= SMALL_SIZE_MAX {
+            (*heap).pages_direct[wsize_from_size(size)]
+        } else if size <= LARGE_OBJ_SIZE_MAX {
+            (*heap).pages[bin(size)].first()
+        } else {
+            return ptr::null_mut();
+        };
+        if page.is_null() {
+            return ptr::null_mut();
+        }
+        let free = (*page).free;
+        if free.is_null() || free as usize & (align - 1) != 0 {
+            return ptr::null_mut();
+        }
+        // a page of `size`'s class: its blocks hold `size` bytes
+        page_pop(page, size, false)
+    }
+}
+
 /// The slow path: bookkeeping (delayed frees, retired pages, purges), then a page with
 /// room. `huge_align > 0` asks for a huge page with the block aligned to it.
 ///
@@ -543,6 +576,21 @@ pub(crate) unsafe fn malloc_aligned(
     if !unsafe { (*heap).is_initialized() } {
         return ptr::null_mut();
     }
+    // A block of a size that is a multiple of the OS page is aligned to it in most pages
+    // (they start at OS page boundaries): an aligned one as it comes, else over-allocation.
+    if size > SMALL_SIZE_MAX
+        && size <= LARGE_OBJ_SIZE_MAX
+        && align <= MIN_OS_PAGE
+        && size & (align - 1) == 0
+    {
+        // SAFETY: forwarding the caller's heap (initialised: checked).
+        let p = unsafe { malloc(heap, size, zero) };
+        if p.is_null() || p as usize & (align - 1) == 0 {
+            return p;
+        }
+        // SAFETY: `p` was just allocated from the caller's heap, whose owner token this is.
+        unsafe { crate::free::free(p, (*heap).owner) };
+    }
     let Some(padded) = size.checked_add(align - 1) else {
         return ptr::null_mut();
     };
@@ -643,8 +691,8 @@ pub(crate) unsafe fn realloc(
         return p;
     }
     // a huge block of ours grows or shrinks by remapping its segment: no copy (blocks
-    // above the medium sizes may be huge too, see below)
-    if new_size > MEDIUM_OBJ_SIZE_MAX && align <= MAX_ALIGN_SIZE && !zero {
+    // from the largest medium size on may be huge too, see below)
+    if new_size >= MEDIUM_OBJ_SIZE_MAX && align <= MAX_ALIGN_SIZE && !zero {
         // SAFETY: `p` is live (caller), so are its segment and page; the page is written
         // only when its heap is ours (checked first).
         unsafe {
@@ -667,12 +715,13 @@ pub(crate) unsafe fn realloc(
             }
         }
     }
-    // A block growing beyond the medium sizes, over a source that grows regions by remap
-    // (a kernel's page mapper), moves into a huge segment of its own: this copy is its
-    // last, every further growth remaps (as above).
+    // A block growing to the largest medium size or beyond, over a source that grows
+    // regions by remap (a kernel's page mapper), moves into a huge segment of its own: this
+    // copy is its last, every further growth remaps (as above). (From the largest medium
+    // size on, not beyond it: a buffer doubling from 64 KiB is then copied once, not twice.)
     let mut q = ptr::null_mut();
     if new_size > size
-        && new_size > MEDIUM_OBJ_SIZE_MAX
+        && new_size >= MEDIUM_OBJ_SIZE_MAX
         && new_size <= LARGE_OBJ_SIZE_MAX
         && align <= MAX_ALIGN_SIZE
     {

@@ -26,7 +26,7 @@ use crate::collect::{heap_collect, Collect};
 use crate::domain::Domain;
 use crate::heap::{heap_check, OwnedHeap, RawHeap};
 use crate::segment::{ptr_segment, NO_OWNER};
-use crate::size_class::{MEDIUM_OBJ_SIZE_MAX, SMALL_SIZE_MAX, WORD};
+use crate::size_class::{MEDIUM_OBJ_SIZE_MAX, MIN_OS_PAGE, SMALL_SIZE_MAX, WORD};
 use crate::source::PageSource;
 use crate::stats::Stats;
 use crate::thread::thread_data_alloc;
@@ -379,6 +379,19 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
                     return p;
                 }
             }
+        } else if ctx.unmasked && layout.align() <= MIN_OS_PAGE {
+            // page-aligned buffers and the like: a block of their class when it happens to
+            // be aligned (see `alloc::malloc_aligned` for the others)
+            let heap = self.heap_of(ctx);
+            if !heap.is_null() {
+                // SAFETY: as above; a `Layout`'s alignment is a power of two.
+                let p = unsafe {
+                    crate::alloc::malloc_try_aligned(heap, layout.size(), layout.align())
+                };
+                if !p.is_null() {
+                    return p;
+                }
+            }
         }
         self.alloc_slow(layout, false)
     }
@@ -411,9 +424,10 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
         if new_size <= size && new_size >= size / 2 {
             return p; // `p` is aligned for `layout`, which keeps its alignment
         }
-        if new_size > MEDIUM_OBJ_SIZE_MAX || !self.context().unmasked {
+        if new_size >= MEDIUM_OBJ_SIZE_MAX || !self.context().unmasked {
             // a huge block may be resized by its page source without a copy, and a block
-            // growing beyond the medium sizes may become one (see `alloc::realloc`)
+            // growing to the largest medium size or beyond may become one (see
+            // `alloc::realloc`)
             return self.cpu.without_interrupts(|| {
                 let heap = self.heap(self.context());
                 if heap.is_null() {

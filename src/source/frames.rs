@@ -34,6 +34,9 @@
 //! - a granule's bit in `used` is set iff it belongs to a live region;
 //! - every page mapped by this source lies in a granule whose bit in `touched` is set (the
 //!   converse need not hold: `touched` only lets unmapping skip granules quickly);
+//! - a granule whose bit in `full` is set has all its pages mapped by this source (the
+//!   converse need not hold: `full` only lets mapping skip granules quickly, as when a
+//!   growing region absorbs a kept one);
 //! - `mapped_pages` = the number of pages of the window currently mapped by this source.
 
 use core::ptr::NonNull;
@@ -167,6 +170,7 @@ struct Inner<M, A> {
     granules: usize,
     used: Bitmap,
     touched: Bitmap,
+    full: Bitmap,
     /// No free granule lies below this one.
     hint: usize,
     flags: PageTableFlags,
@@ -201,6 +205,7 @@ where
                 granules: 0,
                 used: Bitmap([0; WORDS]),
                 touched: Bitmap([0; WORDS]),
+                full: Bitmap([0; WORDS]),
                 hint: 0,
                 flags: PageTableFlags::empty(),
                 shootdown: None,
@@ -583,9 +588,18 @@ where
         self.stats.commits += 1;
         let mut chain: u64 = 0;
         let mut failed = false;
-        for i in 0..size / PAGE {
-            let addr = start + (i * PAGE) as u64;
+        let end = start + (size / PAGE * PAGE) as u64;
+        let mut addr = start;
+        while addr < end {
+            let g = ((addr - self.window_start) as usize) / GRANULE;
+            if self.full.get(g) {
+                // every page of the granule is mapped: on to the next one
+                addr = self.window_start + ((g + 1) * GRANULE) as u64;
+                continue;
+            }
             let page = Page::<Size4KiB>::containing_address(VirtAddr::new(addr));
+            addr += PAGE as u64;
+            let addr = addr - PAGE as u64;
             if p.mapper.translate_page(page).is_ok() {
                 continue;
             }
@@ -622,6 +636,14 @@ where
             self.stats.commit_failures += 1;
             self.unmap_chain(chain, start, size);
             return Err(SourceError);
+        }
+        // the granules the range covers whole are all mapped now
+        let (whole_first, whole_end) = (
+            (start - self.window_start).div_ceil(GRANULE as u64) as usize,
+            ((end - self.window_start) / GRANULE as u64) as usize,
+        );
+        if whole_first < whole_end {
+            self.full.set_range(whole_first, whole_end, true);
         }
         Ok(())
     }
@@ -687,6 +709,7 @@ where
         let end = start + size as u64;
         let mut g = self.granule_of(start);
         let last = self.granule_of(end - 1);
+        self.full.set_range(g, last + 1, false);
         while g <= last {
             let g_start = self.window_start + (g * GRANULE) as u64;
             let g_end = g_start + GRANULE as u64;
@@ -732,6 +755,12 @@ where
     /// (whose pages are unmapped), keeping their frames: the contents move without a copy.
     /// On failure (no frame for a page table), moves back what it moved and returns false.
     fn move_pages(&mut self, from: u64, to: u64, size: usize) -> bool {
+        // pages leave the old place (and the new one if the move goes back)
+        for at in [from, to].into_iter().filter(|_| size > 0) {
+            let g = self.granule_of(at);
+            self.full
+                .set_range(g, self.granule_of(at + size as u64 - 1) + 1, false);
+        }
         let flags = self.flags;
         let Some(p) = self.paging.as_mut() else {
             return false;

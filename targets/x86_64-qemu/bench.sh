@@ -40,6 +40,8 @@ commit=$(git rev-parse --short HEAD)
 dirty=""
 git diff --quiet HEAD -- src boot Cargo.toml Cargo.lock || dirty=" + uncommitted changes"
 header=$(grep '^bench: peers get' "$out/boot-1.txt" | sed 's/^bench: //')
+empty=$(grep '^bench: an empty span' "$out/boot-1.txt" | sed 's/^bench: an empty span (two TSC reads) counts \([0-9]*\).*/\1/')
+left_out=$(grep '^bench: left out: ' "$out/boot-1.txt" | sed 's/^bench: left out: //; s/,$//' | paste -sd ';' | sed 's/;/; /g' || true)
 {
     echo "# Kernel allocator benchmark (instructions under QEMU -icount)"
     echo
@@ -48,9 +50,13 @@ header=$(grep '^bench: peers get' "$out/boot-1.txt" | sed 's/^bench: //')
     echo "<!-- readme:begin -->"
     echo "*From [targets/x86_64-qemu/results.md](targets/x86_64-qemu/results.md): shardalloc commit $commit$dirty, written by \`targets/x86_64-qemu/bench.sh\`; two boots printed this table to the last digit.*"
     echo
-    echo "QEMU 7.2 \`-machine q35 -accel tcg,thread=single -icount shift=0,sleep=off -m 512M -smp 2\`: $header. Every allocator in the same boot, one after another, each peer over its own region committed before the bench. Instructions per allocator call for shardalloc (the workload's own instructions included), and peer ÷ shardalloc (above 1: shardalloc needs fewer)."
+    echo "QEMU 7.2 \`-machine q35 -accel tcg,thread=single -icount shift=0,sleep=off -m 512M -smp 2\`: $header. Every allocator in the same boot, one after another, each peer over its own region committed before the bench. Instructions per allocator call for shardalloc, and peer ÷ shardalloc (above 1: shardalloc needs fewer). The first table counts the instructions inside the allocator calls: every call, for every allocator, goes through the same wrapper that reads the TSC just before and just after it, less the count of two TSC reads with nothing between ($empty); the workload's own instructions (random numbers, writing and checking the blocks) are not counted. On two CPUs a call during which the other vCPU started a call (single-threaded TCG: the vCPUs take turns, and the TSC is the machine's) is left out, and the count per call is over the calls counted${left_out:+ ($left_out)}."
     echo
     sed -n '/^bench: table begin/,/^bench: table end/p' "$out/boot-1.txt" | grep '^|'
+    echo
+    echo "The same runs counted from start to end of each workload (the workload's own instructions included):"
+    echo
+    sed -n '/^bench: whole begin/,/^bench: whole end/p' "$out/boot-1.txt" | grep '^|'
     echo
     echo "The targets of issue 14:"
     echo

@@ -4,22 +4,26 @@
 //! 0.13 — each peer over its own fixed region of memory from the page source, committed
 //! before the bench starts, in the same boot.
 //!
-//! The count is the TSC over each workload: booted with `-icount shift=0,sleep=off`
+//! The count is the TSC: booted with `-icount shift=0,sleep=off`
 //! (`targets/x86_64-qemu/bench.sh`, which adds `icount` to the command line) the TSC counts
 //! guest instructions, so two boots print the same table; under plain TCG it counts
 //! emulated cycles, which overweight what QEMU emulates slowly. The table gives
 //! shardalloc's count per allocator call and, for each peer, peer / shardalloc (above 1:
-//! shardalloc needs fewer). The best of 2 runs after a warm-up run counts.
+//! shardalloc needs fewer). After a warm-up run, each workload runs twice on each
+//! allocator: once counted from start to end (the second table: the workload's own
+//! instructions included), once with every allocator call counted on its own
+//! ([`Counted`], the same wrapper for every allocator; the first table).
 //!
 //! Workloads that run on every CPU at once (cross-CPU frees, buffers allocated in an
 //! interrupt handler and freed on another CPU) run on QEMU's single-threaded TCG, whose
 //! vCPUs take turns; every allocator runs under the same turns. A spin-wait (`pause`)
 //! ends a vCPU's turn in QEMU, so waiting for a lock held by a vCPU that is not running
-//! costs the waiter a few instructions per turn, not a whole turn.
+//! costs the waiter a few instructions per turn, not a whole turn. A call during which
+//! another vCPU started a call is left out of the first table (see [`inside`]).
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use alloc::vec::Vec;
 use shardalloc::PageSource;
@@ -59,6 +63,78 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for IrqSafe<A> {
 
 static TALC_IRQ: IrqSafe<Talc> = IrqSafe(&TALC);
 
+/// The count (TSC) inside the counted allocator calls of the current workload, less
+/// `SPAN_EMPTY` per call: what [`Counted`] measured.
+static INSIDE: AtomicU64 = AtomicU64::new(0);
+/// Allocator calls counted into `INSIDE`.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+/// Allocator calls left out: another vCPU ran while they did (see [`inside`]).
+static SKIPPED: AtomicU64 = AtomicU64::new(0);
+/// The CPU that last started a counted call.
+static RUNNING: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// Whether [`allocator`] hands out the counted allocators.
+static COUNTING: AtomicBool = AtomicBool::new(false);
+/// The count of an empty span (two TSC reads with nothing between), measured at the start.
+static SPAN_EMPTY: AtomicU64 = AtomicU64::new(0);
+
+/// The count of running `f`: from a TSC read just before it to one just after.
+#[inline(always)]
+fn span<R>(f: impl FnOnce() -> R) -> (R, u64) {
+    let t0 = apic::rdtsc();
+    let r = f();
+    (r, apic::rdtsc() - t0)
+}
+
+/// Adds the span of one allocator call to `INSIDE`, unless another vCPU ran meanwhile.
+///
+/// On single-threaded TCG the vCPUs take turns and the TSC is the machine's, so a call
+/// during which this vCPU lost its turn would be charged the other vCPUs' instructions.
+/// Every counted call first writes its CPU into `RUNNING`; when the call returns and finds
+/// another CPU there, another vCPU started a call meanwhile, and the call is left out
+/// (`SKIPPED`). (A vCPU that got the turn and gave it back before starting a call, as a
+/// spin-wait's `pause` does, adds its few instructions.) On one CPU nothing is left out.
+#[inline(always)]
+fn inside<R>(f: impl FnOnce() -> R) -> R {
+    let cpu = crate::cpu::current();
+    RUNNING.store(cpu, Ordering::SeqCst);
+    let (r, t) = span(f);
+    if RUNNING.load(Ordering::SeqCst) == cpu {
+        INSIDE.fetch_add(
+            t.saturating_sub(SPAN_EMPTY.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        CALLS.fetch_add(1, Ordering::Relaxed);
+    } else {
+        SKIPPED.fetch_add(1, Ordering::Relaxed);
+    }
+    r
+}
+
+/// An allocator whose calls are counted into `INSIDE`: the instructions inside
+/// `alloc`/`dealloc`/`realloc` (the dynamic call and return included), not the workload's
+/// own (its random numbers, its writes, its content checks). The same wrapper around
+/// every allocator.
+struct Counted(&'static (dyn GlobalAlloc + Sync));
+
+// SAFETY: forwards to the inner allocator.
+unsafe impl GlobalAlloc for Counted {
+    #[inline(always)]
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        inside(|| unsafe { self.0.alloc(l) })
+    }
+    #[inline(always)]
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: forwarded contract.
+        inside(|| unsafe { self.0.dealloc(p, l) })
+    }
+    #[inline(always)]
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        inside(|| unsafe { self.0.realloc(p, l, n) })
+    }
+}
+
 const NAMES: [&str; 5] = ["shardalloc", "talc+irqoff", "talc", "linked_list", "buddy"];
 const PEERS: usize = NAMES.len();
 const SHARDALLOC: usize = 0;
@@ -66,7 +142,20 @@ const TALC_IRQOFF: usize = 1;
 const TALC_PLAIN: usize = 2;
 const LINKED: usize = 3;
 
+/// The allocators wrapped in [`Counted`], in the order of `NAMES`.
+static COUNTED: [Counted; PEERS] = [
+    Counted(&heap::ALLOC),
+    Counted(&TALC_IRQ),
+    Counted(&TALC),
+    Counted(&LINKED_LIST),
+    Counted(&BUDDY),
+];
+
+/// Allocator `i` of `NAMES`, counted ([`Counted`]) while `COUNTING` is set.
 fn allocator(i: usize) -> &'static dyn GlobalAlloc {
+    if COUNTING.load(Ordering::Relaxed) {
+        return &COUNTED[i];
+    }
     match i {
         SHARDALLOC => heap::global(),
         TALC_IRQOFF => &TALC_IRQ,
@@ -89,9 +178,6 @@ static VEC_MAX: AtomicUsize = AtomicUsize::new(0);
 static PAGE_SLOTS: AtomicUsize = AtomicUsize::new(0);
 /// Allocator calls of the last multi-CPU workload, summed over the CPUs.
 static MULTI_OPS: AtomicUsize = AtomicUsize::new(0);
-
-/// Timed runs per workload and allocator (after a warm-up run); the fewest counts.
-const RUNS: usize = 2;
 
 /// A workload: runs on `a` and returns how many allocator calls it made.
 type Workload = fn(&dyn GlobalAlloc, &mut Rng) -> usize;
@@ -152,28 +238,48 @@ pub fn run(args: &super::Args) {
     if args.verbose {
         calls(args.icount);
     }
-    let mut counts = [[0u64; PEERS]; WORKLOADS.len()];
+    // two TSC reads with nothing between: subtracted from every counted call
+    let empty = (0..16).map(|_| span(|| ()).1).min().unwrap_or(0);
+    SPAN_EMPTY.store(empty, Ordering::SeqCst);
+    // per call: inside[w][a] in the calls (counted ones), whole[w][a] over the workload
+    let mut inside = [[0f64; PEERS]; WORKLOADS.len()];
+    let mut whole = [[0f64; PEERS]; WORKLOADS.len()];
     let mut ops = [0usize; WORKLOADS.len()];
+    let mut skipped = [[0u64; PEERS]; WORKLOADS.len()];
     for (w, &(_, f)) in WORKLOADS.iter().enumerate() {
-        for (a, slot) in counts[w].iter_mut().enumerate() {
+        for a in 0..PEERS {
             CURRENT.store(a, Ordering::SeqCst);
+            let rng = || Rng::new(args.seed ^ w as u64);
             // A warm-up run first (uncounted): the peers' regions are committed up front,
             // shardalloc commits as it goes; the counted runs start from a warm heap.
-            f(allocator(a), &mut Rng::new(args.seed ^ w as u64));
+            f(allocator(a), &mut rng());
             let s0 = mem::SOURCE.stats();
-            *slot = u64::MAX;
-            for _ in 0..RUNS {
-                let t0 = apic::rdtsc();
-                let n = f(allocator(a), &mut Rng::new(args.seed ^ w as u64));
-                *slot = (*slot).min(apic::rdtsc() - t0);
-                if a == SHARDALLOC {
-                    ops[w] = n.max(1);
-                }
+            // the whole workload, then the same run with its calls counted
+            let (n, t) = span(|| f(allocator(a), &mut rng()));
+            whole[w][a] = t as f64 / n.max(1) as f64;
+            INSIDE.store(0, Ordering::SeqCst);
+            CALLS.store(0, Ordering::SeqCst);
+            SKIPPED.store(0, Ordering::SeqCst);
+            COUNTING.store(true, Ordering::SeqCst);
+            let n2 = f(allocator(a), &mut rng());
+            COUNTING.store(false, Ordering::SeqCst);
+            assert_eq!(n, n2, "bench: a workload made other calls when counted");
+            let counted = CALLS.load(Ordering::SeqCst);
+            skipped[w][a] = SKIPPED.load(Ordering::SeqCst);
+            assert_eq!(
+                counted + skipped[w][a],
+                n as u64,
+                "bench: {}: calls counted + left out != calls made",
+                WORKLOADS[w].0
+            );
+            inside[w][a] = INSIDE.load(Ordering::SeqCst) as f64 / counted.max(1) as f64;
+            if a == SHARDALLOC {
+                ops[w] = n.max(1);
             }
             let s1 = mem::SOURCE.stats();
             if a == SHARDALLOC && args.verbose {
                 println!(
-                    "bench: {}: page source, {RUNS} runs: {} commits, {} decommits, {} TLB shootdowns, {} kept regions reused",
+                    "bench: {}: page source, 2 runs: {} commits, {} decommits, {} TLB shootdowns, {} kept regions reused",
                     WORKLOADS[w].0,
                     s1.commits - s0.commits,
                     s1.decommits - s0.decommits,
@@ -183,7 +289,7 @@ pub fn run(args: &super::Args) {
             }
         }
     }
-    print_table(&counts, &ops, unit);
+    print_table(&inside, &whole, &ops, unit, empty, &skipped);
 }
 
 /// The count of single calls: 1000 allocations of 64 bytes, then their frees, then
@@ -225,17 +331,21 @@ fn calls(icount: bool) {
     }
 }
 
-fn print_table(counts: &[[u64; PEERS]; WORKLOADS.len()], ops: &[usize], unit: &str) {
-    let ratio = |w: usize, a: usize| counts[w][a] as f64 / counts[w][SHARDALLOC].max(1) as f64;
-    let geo = |a: usize| {
-        let mut l = 0.0f64;
-        for w in 0..counts.len() {
-            l += ln(ratio(w, a));
-        }
-        exp(l / counts.len() as f64)
-    };
-    println!("bench: table begin");
-    print!("| workload | calls | shardalloc, {unit} per call |");
+/// Count per call of each workload (rows) and allocator (columns, as `NAMES`).
+type PerCall = [[f64; PEERS]; WORKLOADS.len()];
+
+/// The geometric mean over the workloads of peer `a` / shardalloc.
+fn geo_mean(per: &PerCall, a: usize) -> f64 {
+    let mut l = 0.0f64;
+    for c in per {
+        l += ln(c[a] / c[SHARDALLOC]);
+    }
+    exp(l / per.len() as f64)
+}
+
+/// One table: shardalloc's count per call and peer / shardalloc for each workload.
+fn print_one(per: &PerCall, ops: &[usize], unit: &str, what: &str) {
+    print!("| workload | calls | shardalloc, {unit} {what} |");
     for name in &NAMES[1..] {
         print!(" {name} |");
     }
@@ -245,11 +355,13 @@ fn print_table(counts: &[[u64; PEERS]; WORKLOADS.len()], ops: &[usize], unit: &s
         print!("---:|");
     }
     println!();
-    for (w, &(name, _)) in WORKLOADS.iter().enumerate() {
-        let per = counts[w][SHARDALLOC] as f64 / ops[w] as f64;
-        print!("| {name} | {} | {per:.1} |", ops[w]);
+    for w in 0..per.len() {
+        print!(
+            "| {} | {} | {:.1} |",
+            WORKLOADS[w].0, ops[w], per[w][SHARDALLOC]
+        );
         for a in 1..PEERS {
-            print!(" {:.2} |", ratio(w, a));
+            print!(" {:.2} |", per[w][a] / per[w][SHARDALLOC]);
         }
         println!();
     }
@@ -258,16 +370,45 @@ fn print_table(counts: &[[u64; PEERS]; WORKLOADS.len()], ops: &[usize], unit: &s
         WORKLOADS.len()
     );
     for a in 1..PEERS {
-        print!(" **{:.2}** |", geo(a));
+        print!(" **{:.2}** |", geo_mean(per, a));
     }
     println!();
+}
+
+fn print_table(
+    inside: &PerCall,
+    whole: &PerCall,
+    ops: &[usize],
+    unit: &str,
+    empty: u64,
+    skipped: &[[u64; PEERS]; WORKLOADS.len()],
+) {
+    let ratio = |w: usize, a: usize| inside[w][a] / inside[w][SHARDALLOC];
+    let geo = |a: usize| geo_mean(inside, a);
+    println!("bench: table begin");
+    print_one(inside, ops, unit, "per call");
     println!("bench: table end");
+    println!("bench: whole begin");
+    print_one(whole, ops, unit, "per call, the workload's own included");
+    println!("bench: whole end");
+    println!(
+        "bench: an empty span (two TSC reads) counts {empty}, subtracted from every counted call"
+    );
+    for (w, s) in skipped.iter().enumerate() {
+        if s.iter().any(|&n| n > 0) {
+            print!("bench: left out: {}:", WORKLOADS[w].0);
+            for a in 0..PEERS {
+                print!(" {} {} of {},", NAMES[a], s[a], ops[w]);
+            }
+            println!();
+        }
+    }
     // The targets of issue 14 (peer / shardalloc: how many times fewer shardalloc needs).
     let many = WORKLOADS
         .iter()
         .position(|(n, _)| n.starts_with("many live"))
         .unwrap();
-    let worst = (0..counts.len())
+    let worst = (0..inside.len())
         .map(|w| (ratio(w, TALC_IRQOFF), WORKLOADS[w].0))
         .fold((f64::MAX, ""), |a, b| if b.0 < a.0 { b } else { a });
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
