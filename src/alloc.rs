@@ -316,6 +316,10 @@ pub(crate) unsafe fn malloc_generic(
     if page.is_null() && crate::free::heap_free_empty_pages(heap) > 0 {
         page = find_page(heap, size, huge_align);
     }
+    #[cfg(feature = "small")]
+    if page.is_null() && huge_align == 0 && size <= LARGE_OBJ_SIZE_MAX {
+        page = larger_class_page(heap, size);
+    }
     #[cfg(not(feature = "small"))]
     if page.is_null() {
         // out of memory: give everything unused back and try once more
@@ -338,6 +342,40 @@ pub(crate) unsafe fn malloc_generic(
         page_sync_stats(page, &mut *heap.tld());
         p
     }
+}
+
+/// Small geometry, out of memory (no page of `size`'s class has room, no memory for a
+/// fresh one, no empty page left to free): a page of a larger size class that has a free
+/// block, the nearest class first. mimalloc keeps every block in its own class; a heap of
+/// 16-64 KiB holds a partly used page in each of its classes when memory runs out (a
+/// tenth of the heap and more), and a block a little larger than asked beats a null.
+/// Only the first page of each queue is looked at (where the queues keep the pages with
+/// room), so the cost is bounded by the number of classes, not by the blocks live. The
+/// block is as aligned as one of `size`'s own class would be: a class is taken only when
+/// its block size is a multiple of the alignment that `malloc` promises for `size` (see
+/// `malloc_aligned`). Null when no class has one.
+#[cfg(feature = "small")]
+fn larger_class_page(heap: OwnedHeap, size: usize) -> *mut Page {
+    let h = heap.as_ptr();
+    let align = (1usize << size.max(1).trailing_zeros()).min(MAX_ALIGN_SIZE);
+    for b in bin(size) + 1..BIN_HUGE {
+        // SAFETY: the token proves the heap is ours, and with it the pages in its queues:
+        // the first page of a queue is live and nothing else writes it; `page_extend` runs
+        // only when the page's `free` list is empty (after collecting) and it can grow.
+        unsafe {
+            let page = (*h).pages[b].first();
+            if page.is_null() || (*page).block_size & (align - 1) != 0 {
+                continue;
+            }
+            (*page).collect(false);
+            if (*page).immediate_available()
+                || ((*page).capacity < (*page).reserved && page_extend(page))
+            {
+                return page;
+            }
+        }
+    }
+    ptr::null_mut()
 }
 
 /// A page of the heap with a free block for `size` bytes (a huge page aligned to

@@ -198,6 +198,50 @@ fn embedded_heap_in_16k() {
         assert_eq!(HEAP.used(), 0);
     }
 
+    // out of memory, a request takes a free block of a larger size class: a page of
+    // 112-byte blocks (the class of 100 bytes) holds one block live and room for more;
+    // a fill of 16-byte blocks, once no memory is left for a page of its own class, takes
+    // that room (blocks 112 bytes apart from the live one), aligned as 16-byte blocks are,
+    // and then a 100-byte request finds none
+    // SAFETY: a non-zero layout.
+    let a = unsafe { HEAP.alloc(layout(100, 4)) };
+    assert!(!a.is_null());
+    let v = fill_up(16);
+    let siblings = v
+        .iter()
+        .filter(|(p, _)| {
+            let d = (*p as usize).abs_diff(a as usize);
+            d > 0 && d < 512 && d % 112 == 0
+        })
+        .count();
+    eprintln!(
+        "16-byte fill: {} blocks, {siblings} in the 100-byte block's page",
+        v.len()
+    );
+    assert!(
+        siblings >= 3,
+        "the 16-byte fill took {siblings} blocks of the 112-byte page with room (expected 3+)"
+    );
+    assert!(
+        v.iter().all(|(p, _)| *p as usize % 16 == 0),
+        "a 16-byte block not aligned to 16"
+    );
+    // SAFETY: a non-zero layout.
+    assert!(
+        unsafe { HEAP.alloc(layout(100, 4)) }.is_null(),
+        "room left after the fill"
+    );
+    for (i, (p, _)) in v.iter().enumerate() {
+        fill(*p, 16, i as u8);
+    }
+    for (i, (p, _)) in v.iter().enumerate() {
+        assert!(check(*p, 16, i as u8), "16-byte block {i} corrupted");
+    }
+    free_all(v);
+    // SAFETY: the live block, with its layout.
+    unsafe { HEAP.dealloc(a, layout(100, 4)) };
+    assert_eq!(HEAP.used(), 0);
+
     // seeded stress: mixed sizes, contents checked, frees in random order
     let seed = 0x5eed_0001_u64;
     let mut rng = Rng(seed);
