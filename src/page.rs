@@ -11,9 +11,13 @@ use core::ptr;
 
 use crate::heap::RawHeap; // the one back-edge: a page knows its owning heap (see lib.rs)
 use crate::list::{Linked, Links, List};
+#[cfg(feature = "secure")]
+use crate::secure::{self, Divisor, ErrorKind, Keys};
 use crate::size_class::{bin, BIN_FULL, WORD};
 
-/// A free block: its first word links to the next free block.
+/// A free block: its first word links to the next free block (encoded with the page's
+/// keys in secure mode: read and write it through [`Page::next_of`] and
+/// [`Page::set_next`]).
 #[repr(C)]
 pub(crate) struct Block {
     pub next: *mut Block,
@@ -57,6 +61,15 @@ fn tf_delayed(tf: usize) -> Delayed {
 #[inline(always)]
 fn tf_make(block: *mut Block, d: Delayed) -> usize {
     block as usize | d as usize
+}
+
+/// Whether addresses `a` and `b` lie in the same `SEGMENT_SIZE`-aligned chunk (a block and
+/// the page metadata or free blocks of its segment do; huge segments keep their one block
+/// in their first chunk).
+#[cfg(not(feature = "secure"))]
+#[inline(always)]
+pub(crate) fn same_segment(a: usize, b: usize) -> bool {
+    (a ^ b) < crate::size_class::SEGMENT_SIZE
 }
 
 /// `Page::flags` bits. They share one byte so that `free` tests both with one compare.
@@ -123,6 +136,12 @@ pub(crate) struct Page {
     pub xheap: AtomicPtr<RawHeap>,
     /// Links in the heap's page queue.
     pub links: Links<Page>,
+    /// Secure mode: the keys that encode the links of this page's free lists.
+    #[cfg(feature = "secure")]
+    pub keys: Keys,
+    /// Secure mode: `block_size`, for telling block starts without a division.
+    #[cfg(feature = "secure")]
+    pub div: Divisor,
 }
 
 /// Marker: a page is in (at most) one of its heap's page queues.
@@ -160,6 +179,10 @@ impl Page {
         xthread_free: AtomicUsize::new(Delayed::NoDelayedFree as usize),
         xheap: AtomicPtr::new(ptr::null_mut()),
         links: Links::new(),
+        #[cfg(feature = "secure")]
+        keys: Keys::ZERO,
+        #[cfg(feature = "secure")]
+        div: Divisor::ONE,
     };
 
     #[inline(always)]
@@ -202,6 +225,114 @@ impl Page {
         p.wrapping_sub(adjust) as *mut Block
     }
 
+    /// The link stored in free block `b` of this page. Secure mode decodes it and checks
+    /// that it is null or a block start of this page: a link that is not (an overflow or
+    /// a write after free changed it) is reported and read as null (the rest of the list
+    /// is lost, never followed).
+    ///
+    /// # Safety
+    /// `b` is a free block of this page, which the caller may read.
+    #[inline(always)]
+    pub(crate) unsafe fn next_of(&self, b: *mut Block) -> *mut Block {
+        // SAFETY: `b` is a readable block of the page (caller).
+        let raw = unsafe { (*b).next };
+        #[cfg(feature = "secure")]
+        {
+            let next = self.keys.decode(raw as usize);
+            if next != 0 && !self.is_block_start(next) {
+                return self.corrupt_link(b);
+            }
+            next as *mut Block
+        }
+        // Default build: a link that leaves the block's segment (an overflow wrote over
+        // it) is reported and not followed. (The allocation fast path reads links without
+        // this; it checks the block it pops instead, see `alloc::page_pop`.)
+        #[cfg(not(feature = "secure"))]
+        {
+            if !raw.is_null() && !same_segment(raw as usize, b as usize) {
+                return self.corrupt_link(b);
+            }
+            raw
+        }
+    }
+
+    /// Reports a corrupted link found in free block `b`; returns null, for the list to
+    /// end there.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn corrupt_link(&self, b: *mut Block) -> *mut Block {
+        crate::secure::report(
+            crate::secure::ErrorKind::CorruptFreeList,
+            b as usize,
+            Some(self.block_size),
+        );
+        ptr::null_mut()
+    }
+
+    /// Stores `next` as the link of free block `b` of this page (encoded in secure mode).
+    ///
+    /// # Safety
+    /// `b` is a block of this page that the caller may write.
+    #[inline(always)]
+    pub(crate) unsafe fn set_next(&self, b: *mut Block, next: *mut Block) {
+        #[cfg(feature = "secure")]
+        let next = self.keys.encode(next as usize) as *mut Block;
+        // SAFETY: the caller may write `b`.
+        unsafe { (*b).next = next };
+    }
+
+    /// Secure mode: whether `p` is the start of one of the page's blocks (reserved ones
+    /// included: they lie in the page, never in metadata).
+    #[cfg(feature = "secure")]
+    #[inline(always)]
+    pub(crate) fn is_block_start(&self, p: usize) -> bool {
+        let off = p.wrapping_sub(self.page_start as usize);
+        off < self.reserved as usize * self.block_size && self.div.divides(off)
+    }
+
+
+    /// Secure mode: zeroes a block being freed past its link word, so that reads after
+    /// free see no old data and [`Page::check_scrubbed`] can tell a write after free.
+    /// (Huge blocks are given back whole, not zeroed here.)
+    ///
+    /// # Safety
+    /// `b` is a block of this page given up by the caller.
+    #[cfg(feature = "secure")]
+    #[inline(always)]
+    pub(crate) unsafe fn scrub(&self, b: *mut Block) {
+        if self.block_size <= crate::size_class::LARGE_OBJ_SIZE_MAX {
+            // SAFETY: the block is the caller's to write, `block_size >= WORD` bytes long.
+            unsafe { ptr::write_bytes((b as *mut u8).add(WORD), 0, self.block_size - WORD) };
+        }
+    }
+
+    /// Secure mode: words checked for a write after free when a block is handed out.
+    #[cfg(feature = "secure")]
+    pub(crate) const SCRUB_CHECK_WORDS: usize = 8;
+
+    /// Secure mode, as a block is handed out: its words after the link (up to
+    /// [`Page::SCRUB_CHECK_WORDS`]) are still zero, else a write after free is reported;
+    /// then its link word is cleared, so that no fresh block shows an address.
+    ///
+    /// # Safety
+    /// `b` was just taken from this page's `free` list by its owner.
+    #[cfg(feature = "secure")]
+    #[inline(always)]
+    pub(crate) unsafe fn check_scrubbed(&self, b: *mut Block) {
+        let words = (self.block_size / WORD).min(Self::SCRUB_CHECK_WORDS);
+        let w = b as *mut usize;
+        let mut acc = 0;
+        for i in 1..words {
+            // SAFETY: word `i < block_size / WORD` of a block of ours.
+            acc |= unsafe { w.add(i).read() };
+        }
+        if acc != 0 {
+            secure::report(ErrorKind::WriteAfterFree, b as usize, Some(self.block_size));
+        }
+        // SAFETY: as above.
+        unsafe { w.write(0) };
+    }
+
     /// Initialises the page for blocks of `block_size` over `page_size` bytes from
     /// `page_start` (already set), owned by `heap`. The caller then extends its free list
     /// (`alloc::page_extend`).
@@ -224,6 +355,11 @@ impl Page {
         self.local_free = ptr::null_mut();
         self.free_is_zero = false;
         self.links = Links::new();
+        #[cfg(feature = "secure")]
+        {
+            self.keys = Keys::random();
+            self.div = Divisor::new(block_size);
+        }
         self.xthread_free
             .store(Delayed::NoDelayedFree as usize, Ordering::Release);
         self.xheap.store(heap, Ordering::Release);
@@ -246,6 +382,7 @@ impl Page {
         let bsize = self.block_size;
         let extend = self.extend_count();
         let start = self.page_start.wrapping_add(self.capacity as usize * bsize);
+        #[cfg(not(feature = "secure"))]
         // SAFETY: blocks `capacity .. capacity + extend` lie inside the committed page,
         // are unused (never handed out since the page was initialised), and each is at
         // least one word, so writing their `next` words is in bounds and races with no one.
@@ -258,10 +395,55 @@ impl Page {
             }
             (*block).next = ptr::null_mut();
         }
-        self.free = start as *mut Block;
+        #[cfg(not(feature = "secure"))]
+        {
+            self.free = start as *mut Block;
+        }
+        #[cfg(feature = "secure")]
+        // SAFETY: as above: the blocks are in the committed page and ours alone.
+        unsafe {
+            self.free = self.extend_free_shuffled(start, extend);
+        }
         // fresh blocks of zeroed memory read as zero but for the `next` word
         self.free_is_zero = self.is_zero_init;
         self.capacity += extend as u32;
+    }
+
+    /// Secure mode's [`Page::extend_free`] linking: the `n` fresh blocks from `start` in a
+    /// random order (block `(first + k * stride) % n` is the `k`-th, `stride` a random
+    /// number coprime to `n`), with the words that `check_scrubbed` reads zeroed when the
+    /// memory may hold old data. Returns the first block.
+    ///
+    /// # Safety
+    /// As `extend_free`: the `n` blocks from `start` are in the committed page, ours alone.
+    #[cfg(feature = "secure")]
+    unsafe fn extend_free_shuffled(&mut self, start: *mut u8, n: usize) -> *mut Block {
+        fn gcd(mut a: usize, mut b: usize) -> usize {
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            a
+        }
+        let bsize = self.block_size;
+        let first = secure::random() % n;
+        let mut stride = if n > 1 { 1 + secure::random() % (n - 1) } else { 1 };
+        while gcd(stride, n) != 1 {
+            stride -= 1;
+        }
+        let at = |k: usize| start.wrapping_add((first + k * stride) % n * bsize) as *mut Block;
+        let scrub = !self.is_zero_init;
+        for k in 0..n {
+            let b = at(k);
+            let next = if k + 1 < n { at(k + 1) } else { ptr::null_mut() };
+            if scrub {
+                let words = (bsize / WORD).min(Self::SCRUB_CHECK_WORDS);
+                // SAFETY: the block is ours (caller), `words * WORD <= bsize` bytes.
+                unsafe { ptr::write_bytes(b as *mut usize, 0, words) };
+            }
+            // SAFETY: as above.
+            unsafe { self.set_next(b, next) };
+        }
+        at(0)
     }
 
     /// Moves the remote frees (`thread_free`) onto `local_free`.
@@ -291,15 +473,19 @@ impl Page {
         // page freed by other threads (pushed with release ordering, read after acquire).
         unsafe {
             let mut tail = head;
-            while !(*tail).next.is_null() {
-                tail = (*tail).next;
+            loop {
+                let next = self.next_of(tail);
+                if next.is_null() {
+                    break;
+                }
+                tail = next;
                 count += 1;
                 debug_assert!(
                     count <= self.capacity,
                     "thread_free list longer than the page"
                 );
             }
-            (*tail).next = self.local_free;
+            self.set_next(tail, self.local_free);
         }
         self.local_free = head;
         debug_assert!(self.used >= count, "more remote frees than blocks in use");
@@ -337,10 +523,14 @@ impl Page {
             let mut tail = self.local_free;
             // SAFETY: `local_free` is a list of this page's blocks, owned by the caller.
             unsafe {
-                while !(*tail).next.is_null() {
-                    tail = (*tail).next;
+                loop {
+                    let next = self.next_of(tail);
+                    if next.is_null() {
+                        break;
+                    }
+                    tail = next;
                 }
-                (*tail).next = self.free;
+                self.set_next(tail, self.free);
             }
             self.free = self.local_free;
             self.local_free = ptr::null_mut();
@@ -397,7 +587,7 @@ impl Page {
                 tf_make(tf_block(tf), Delayed::DelayedFreeing)
             } else {
                 // SAFETY: the block is ours to write until the CAS publishes it.
-                unsafe { (*block).next = tf_block(tf) };
+                unsafe { self.set_next(block, tf_block(tf)) };
                 tf_make(block, tf_delayed(tf))
             };
             match self.xthread_free.compare_exchange_weak(
@@ -485,7 +675,7 @@ impl Page {
                 n += 1;
                 assert!(n <= self.capacity, "free list cycle");
                 // SAFETY: the lists hold blocks of this page, owned by the caller.
-                b = unsafe { (*b).next };
+                b = unsafe { self.next_of(b) };
             }
         }
         assert_eq!(
