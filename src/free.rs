@@ -47,7 +47,7 @@ pub(crate) unsafe fn free(p: *mut u8, owner: usize) {
 pub(crate) unsafe fn free_nonnull(p: *mut u8, owner: usize) {
     // secure mode: every free is checked first (a misuse is reported, then ignored)
     #[cfg(feature = "secure")]
-    if free_check::secure_check(p, owner).is_none() {
+    if !free_check::secure_check_report(p, owner) {
         return;
     }
     // SAFETY: `p` is a live block (caller), so its segment is live: its header (and the

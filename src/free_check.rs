@@ -89,29 +89,25 @@ pub(crate) unsafe fn in_list(page: &Page, mut head: *mut Block, b: *mut Block) -
     false
 }
 
-/// Secure mode: checks a pointer given to `free` by a thread with owner token `owner`.
-/// Returns the page and block to free, or reports the misuse and returns `None` (the
-/// caller then ignores the free).
+/// Secure mode: checks a pointer given to `free` (or `realloc`, `usable_size`, a sized
+/// free) by a thread with owner token `owner`: returns its page and block, or what is
+/// wrong with it — `DoubleFree` for a block that is free already (or in a page that was
+/// freed), `InvalidFree` for anything that is not a block of a page in use (foreign,
+/// interior, into metadata). The caller reports it.
 ///
 /// Hosted, any pointer may be asked (the segment map vouches for the segment); elsewhere
 /// `p` must point into mapped memory (the segment cookie tells a segment from other
 /// memory).
 #[cfg(feature = "secure")]
 #[inline(always)]
-pub(crate) fn secure_check(p: *mut u8, owner: usize) -> Option<(*mut Page, *mut Block)> {
+pub(crate) fn secure_check(p: *mut u8, owner: usize) -> Result<(*mut Page, *mut Block), ErrorKind> {
     use crate::segment::{checked_page, ptr_segment, NotInBlocks};
     use crate::sync::Ordering;
     let page = match checked_page(p) {
         Ok(page) => page,
-        Err(NotInBlocks::PageNotInUse) => {
-            // the page emptied and was freed: its blocks were all free already
-            report(ErrorKind::DoubleFree, p as usize, None);
-            return None;
-        }
-        Err(_) => {
-            report(ErrorKind::InvalidFree, p as usize, None);
-            return None;
-        }
+        // the page emptied and was freed: its blocks were all free already
+        Err(NotInBlocks::PageNotInUse) => return Err(ErrorKind::DoubleFree),
+        Err(_) => return Err(ErrorKind::InvalidFree),
     };
     // SAFETY: `checked_page` found the page in use in a live segment: its metadata is
     // readable, and `block_size`, `page_start`, the keys and `flags & FLAG_HAS_ALIGNED`
@@ -123,8 +119,7 @@ pub(crate) fn secure_check(p: *mut u8, owner: usize) -> Option<(*mut Page, *mut 
     } else if pg.flags & FLAG_HAS_ALIGNED != 0 {
         pg.block_of(p)
     } else {
-        report(ErrorKind::InvalidFree, p as usize, None);
-        return None;
+        return Err(ErrorKind::InvalidFree);
     };
     // SAFETY: `block` is a block of the page, inside its handed-out blocks: readable.
     let first = unsafe { (*block).next } as usize;
@@ -141,9 +136,34 @@ pub(crate) fn secure_check(p: *mut u8, owner: usize) -> Option<(*mut Page, *mut 
                     || in_list(pg, pg.thread_free_list(), block)
             };
         if free_already {
-            report(ErrorKind::DoubleFree, p as usize, Some(pg.block_size));
-            return None;
+            return Err(ErrorKind::DoubleFree);
         }
     }
-    Some((page, block))
+    Ok((page, block))
 }
+
+/// Secure mode: [`secure_check`], reporting what is wrong.
+#[cfg(feature = "secure")]
+#[inline(always)]
+pub(crate) fn secure_check_report(p: *mut u8, owner: usize) -> bool {
+    match secure_check(p, owner) {
+        Ok(_) => true,
+        Err(kind) => {
+            report(kind, p as usize, None);
+            false
+        }
+    }
+}
+
+/// Secure mode: whether `size`, given to a sized free of block `p` (checked by
+/// [`secure_check`]) with `usable` bytes, can be the size it was allocated with: not
+/// above `usable`, and (unless `aligned` or the block is tiny) at least half of it — a
+/// request always gets a block less than twice its size, and `realloc` keeps a block only
+/// for sizes of at least half of it.
+#[cfg(feature = "secure")]
+pub(crate) fn size_fits(size: usize, usable: usize, aligned: bool) -> bool {
+    size <= usable && (aligned || usable <= 2 * WORD_SIZE || size >= usable / 2)
+}
+
+#[cfg(feature = "secure")]
+const WORD_SIZE: usize = core::mem::size_of::<usize>();
