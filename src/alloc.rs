@@ -16,25 +16,17 @@ use crate::segment::{kind_for, ptr_segment, Segment, SegmentKind};
 use crate::segment_alloc as segment;
 use crate::size_class::*;
 
-/// Pops a block of `page` (whose `free` list is not empty), zeroing `size` bytes of it
-/// when asked.
+/// Pops a block of `page` (whose `free` list is not empty, and whose head passed
+/// [`Page::has_free`]), zeroing `size` bytes of it when asked.
 ///
 /// # Safety
-/// The calling thread owns `page`, `page.free` is not null, and its blocks hold at least
-/// `size` bytes.
+/// The calling thread owns `page`, `page.has_free()`, and its blocks hold at least `size`
+/// bytes.
 #[inline(always)]
 unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
     // SAFETY: the calling thread owns the page (caller), so nothing else writes it.
     let page = unsafe { &mut *page };
     let block = page.free;
-    // Default build: a list head outside the page's segment was a link overwritten by an
-    // overflow (or a write after free): reported, never handed out (3 instructions;
-    // secure mode checks every link fully in `next_of`).
-    #[cfg(not(feature = "secure"))]
-    if !crate::page::same_segment(block as usize, page as *const Page as usize) {
-        // SAFETY: forwarding the caller's guarantees.
-        return unsafe { page_pop_corrupt(page, size, zero) };
-    }
     // SAFETY: `block` is a free block of the page (not null, caller): ours to read and to
     // hand out, at least `size` bytes long.
     unsafe {
@@ -59,27 +51,6 @@ unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
     block as *mut u8
 }
 
-/// [`page_pop`] found the head of `free` outside the page's segment: reports it, drops
-/// the list (its blocks are lost, never followed), and pops from the owner's frees instead
-/// when there are some; null otherwise (the fast paths then take the generic path, which
-/// finds the page empty).
-///
-/// # Safety
-/// As `page_pop`.
-#[cfg(not(feature = "secure"))]
-#[cold]
-#[inline(never)]
-unsafe fn page_pop_corrupt(page: &mut Page, size: usize, zero: bool) -> *mut u8 {
-    page.corrupt_link(page.free);
-    page.free = ptr::null_mut();
-    if page.take_local_free() {
-        // SAFETY: `free` is not null again, a list of the page's own frees.
-        unsafe { page_pop(page, size, zero) }
-    } else {
-        ptr::null_mut()
-    }
-}
-
 /// Allocates `size <= SMALL_SIZE_MAX` bytes: a table load, a list pop and a store.
 /// About 8 instructions when the page has a free block.
 ///
@@ -92,7 +63,7 @@ pub(crate) unsafe fn malloc_small(heap: *mut RawHeap, size: usize, zero: bool) -
     // entry is a live page of it, or the empty page, whose `free` is null.
     let page = unsafe { (*heap).pages_direct[wsize_from_size(size)] };
     // SAFETY: as above, the page is readable.
-    if unsafe { (*page).free.is_null() } {
+    if unsafe { !(*page).has_free() } {
         // SAFETY: forwarding the caller's heap; `size` is small and its page has no free
         // block.
         return unsafe { malloc_small_miss(heap, size, zero) };
@@ -142,7 +113,7 @@ pub(crate) unsafe fn malloc_small_fast(heap: *mut RawHeap, size: usize, zero: bo
     // entry is a live page of it, or the empty page, whose `free` is null.
     let page = unsafe { (*heap).pages_direct[wsize_from_size(size)] };
     // SAFETY: as above, the page is readable.
-    if unsafe { (*page).free.is_null() } {
+    if unsafe { !(*page).has_free() } {
         return ptr::null_mut();
     }
     // SAFETY: a page of the caller's heap with a free block of its size class, which
@@ -163,7 +134,7 @@ pub(crate) unsafe fn malloc_small_try(heap: *mut RawHeap, size: usize) -> *mut u
     // never-written empty page, whose `free` is null.
     let page = unsafe { (*heap).pages_direct[wsize_from_size(size)] };
     // SAFETY: as above, the page is readable.
-    if unsafe { (*page).free.is_null() } {
+    if unsafe { !(*page).has_free() } {
         return ptr::null_mut();
     }
     // SAFETY: a page of the caller's heap with a free block of `size`'s class.
@@ -209,7 +180,7 @@ pub(crate) unsafe fn malloc_queue_try(heap: *mut RawHeap, size: usize, zero: boo
     // empty); the head of a queue is a live page of it, owned by the caller.
     unsafe {
         let page = (*heap).pages[bin(size)].first();
-        if page.is_null() || (*page).free.is_null() {
+        if page.is_null() || !(*page).has_free() {
             return ptr::null_mut();
         }
         // a page of queue `bin(size)` holds blocks of that class, at least `size` bytes
@@ -269,6 +240,10 @@ pub(crate) unsafe fn malloc_generic(
     // `size`; the heap's thread context is ours.
     unsafe {
         debug_assert!(!(*page).free.is_null());
+        if (*page).drop_corrupt_head() {
+            // the head of its `free` list was corrupted (reported, dropped): look again
+            return malloc_generic(heap.as_ptr(), size, zero, huge_align);
+        }
         if cfg!(debug_assertions) {
             (*page).check();
             (*ptr_segment((*page).page_start)).check();
@@ -506,7 +481,8 @@ pub(crate) unsafe fn malloc_aligned(
         let page = unsafe { (*heap).pages_direct[wsize_from_size(size)] };
         // SAFETY: as above, readable.
         let free = unsafe { (*page).free };
-        if !free.is_null() && free as usize & (align - 1) == 0 {
+        // SAFETY (of `has_free`): as above, readable.
+        if !free.is_null() && free as usize & (align - 1) == 0 && unsafe { (*page).has_free() } {
             // SAFETY: a page of the caller's heap with a free block of `size`'s class.
             return unsafe { page_pop(page, size, zero) };
         }

@@ -64,13 +64,13 @@ pub(crate) unsafe fn free_nonnull(p: *mut u8, owner: usize) {
     // calling thread, when `local`) is the only writer of `flags`.
     if local && unsafe { (*page).flags } == 0 {
         // local free into a page that is neither full nor holds aligned blocks
-        // The cheap checks of the default build (secure mode checked above): a block
-        // whose first word looks like a link into its page, or a misaligned pointer, is
-        // looked at closely (off the fast path) before it is pushed.
+        // The cheap check of the default build (secure mode checked above): a block at
+        // the head of `local_free` is freed twice (two instructions: the head is loaded
+        // for the push anyway).
         #[cfg(not(feature = "secure"))]
-        // SAFETY: `p` lies in a block of the page, which the calling thread owns.
-        if unsafe { free_check::probe(p) && !free_check::local_free_ok(page, p) } {
-            return;
+        // SAFETY: the calling thread owns the page.
+        if unsafe { (*page).local_free } == p as *mut Block {
+            return free_check::double_free(p);
         }
         // SAFETY: the calling thread owns the page (`local`), so nothing else writes its
         // `local_free` and `used`; the block is given up by the caller, so its first word
@@ -152,7 +152,8 @@ pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
             return false;
         }
         #[cfg(not(feature = "secure"))]
-        if free_check::probe(p) && !free_check::local_free_ok(page, p) {
+        if (*page).local_free == p as *mut Block {
+            free_check::double_free(p);
             return true; // reported and ignored
         }
         push_local(page, p);

@@ -1,12 +1,18 @@
 //! The checks of `free` that every build runs, and secure mode's check of every free.
 //!
-//! - Default build ([`probe`] + [`local_free_ok`]): the owner's fast path of `free` reads
-//!   the block's first word; only when it already looks like a free-list link into the
-//!   same `SMALL_PAGE_SIZE`-aligned chunk (mimalloc's `mi_check_is_double_free` idea), or
-//!   when the pointer is not word-aligned, does the cold path check the pointer: a block
-//!   start, and not on the page's `free` / `local_free` lists (bounded walks). A double
-//!   free of a block still on its page's lists, and a free of a misaligned pointer, are
-//!   reported through [`crate::secure::report`] and ignored.
+//! - Default build: the owner's fast path of `free` compares the block with the head of
+//!   its page's `local_free` (loaded for the push anyway: two instructions), which catches
+//!   a block freed twice in a row — the case that otherwise turns the list into a cycle
+//!   that hands the block out again and again. The owner's generic path (full pages,
+//!   pages with aligned blocks) runs [`probe`]: when the block's first word already looks
+//!   like a free-list link into the same `SMALL_PAGE_SIZE`-aligned chunk (mimalloc's
+//!   `mi_check_is_double_free` idea), or the pointer is not word-aligned,
+//!   [`local_free_ok`] checks that it is a block start and not on the page's `free` /
+//!   `local_free` lists (bounded walks). The allocation fast path checks the head of the
+//!   list it pops (`Page::has_free`), and the walks of the lists check each link
+//!   (`Page::next_of`), so a link overwritten with an address outside the segment is
+//!   reported and never followed. Misuse is reported through [`crate::secure::report`]
+//!   and ignored.
 //! - Secure mode ([`secure_check`], feature `secure`): every free, on every path (owner,
 //!   other thread, delayed, huge), checks that the pointer is a block start (or, in a page
 //!   with aligned blocks, inside one) of a page in use of a live segment, and that the
@@ -23,9 +29,11 @@ use crate::secure::{report, ErrorKind};
 #[cfg(not(feature = "secure"))]
 use crate::size_class::{SMALL_PAGE_SIZE, WORD};
 
-/// Whether `p`, about to be freed by the owner's fast path, needs a closer look: its first
+/// Whether `p`, about to be freed by its page's owner, needs a closer look: its first
 /// word looks like a free-list link into the same `SMALL_PAGE_SIZE`-aligned chunk (a block
-/// on a free list), or `p` is not word-aligned. Four instructions and one branch.
+/// on a free list), or `p` is not word-aligned. (The fast path of `free` does not run it:
+/// a user's own pointers to neighbours look the same, and walking the lists for each of
+/// them is not cheap; it runs on the generic path of the owner's frees.)
 ///
 /// # Safety
 /// `p` points into a block of a live page (readable for a word).
@@ -38,7 +46,16 @@ pub(crate) unsafe fn probe(p: *mut u8) -> bool {
     (first ^ p as usize) < SMALL_PAGE_SIZE || (p as usize) % WORD != 0
 }
 
-/// The cold path after [`probe`]: whether `p` may be freed into `page` by its owner.
+/// Reports a double free of `p` found by the fast path of `free` (the block is at the head
+/// of its page's `local_free`); the free is ignored.
+#[cfg(not(feature = "secure"))]
+#[cold]
+#[inline(never)]
+pub(crate) fn double_free(p: *mut u8) {
+    report(ErrorKind::DoubleFree, p as usize, None);
+}
+
+/// The closer look after [`probe`]: whether `p` may be freed into `page` by its owner.
 /// Reports (and returns false for) a pointer that is not a block start and a block that is
 /// already on the page's `free` or `local_free` list.
 ///
@@ -160,10 +177,7 @@ pub(crate) fn secure_check_report(p: *mut u8, owner: usize) -> bool {
 /// above `usable`, and (unless `aligned` or the block is tiny) at least half of it — a
 /// request always gets a block less than twice its size, and `realloc` keeps a block only
 /// for sizes of at least half of it.
-#[cfg(feature = "secure")]
+#[cfg(all(feature = "secure", feature = "override"))]
 pub(crate) fn size_fits(size: usize, usable: usize, aligned: bool) -> bool {
-    size <= usable && (aligned || usable <= 2 * WORD_SIZE || size >= usable / 2)
+    size <= usable && (aligned || usable <= 2 * crate::size_class::WORD || size >= usable / 2)
 }
-
-#[cfg(feature = "secure")]
-const WORD_SIZE: usize = core::mem::size_of::<usize>();

@@ -66,10 +66,13 @@ fn tf_make(block: *mut Block, d: Delayed) -> usize {
 /// Whether addresses `a` and `b` lie in the same `SEGMENT_SIZE`-aligned chunk (a block and
 /// the page metadata or free blocks of its segment do; huge segments keep their one block
 /// in their first chunk).
+///
+/// The small geometry aligns segments to a phase (`segment::ptr_segment`) and has no
+/// such test: always true there (its heaps are fixed memory, with no OS to fault).
 #[cfg(not(feature = "secure"))]
 #[inline(always)]
-pub(crate) fn same_segment(a: usize, b: usize) -> bool {
-    (a ^ b) < crate::size_class::SEGMENT_SIZE
+fn same_segment(a: usize, b: usize) -> bool {
+    cfg!(feature = "small") || (a ^ b) < crate::size_class::SEGMENT_SIZE
 }
 
 /// `Page::flags` bits. They share one byte so that `free` tests both with one compare.
@@ -206,6 +209,40 @@ impl Page {
         !self.free.is_null()
     }
 
+    /// The allocation fast path's test: `free` holds a block to pop. In the default build
+    /// (not the small geometry) it also checks the head: a head outside the page's
+    /// segment is a link that an overflow or a write after free overwrote. One test does
+    /// both (an empty list's null also fails it), so it costs two instructions more than
+    /// the null test it replaces; the slow path tells the two apart ([`Page::has_free`]
+    /// is false for a non-null head only when it is corrupted, reported there).
+    /// (`free - 1`, as `segment::ptr_segment`: a huge block aligned to more than a segment
+    /// starts one segment size into its own.) Secure mode checks every link as it is
+    /// read instead (`next_of`).
+    #[inline(always)]
+    pub(crate) fn has_free(&self) -> bool {
+        #[cfg(not(any(feature = "secure", feature = "small")))]
+        {
+            same_segment(
+                (self.free as usize).wrapping_sub(1),
+                self as *const Page as usize,
+            )
+        }
+        #[cfg(any(feature = "secure", feature = "small"))]
+        !self.free.is_null()
+    }
+
+    /// The slow path's half of [`Page::has_free`]: when the head of `free` is corrupted,
+    /// reports it, drops the list (its blocks are lost, never followed) and returns true.
+    #[inline]
+    pub(crate) fn drop_corrupt_head(&mut self) -> bool {
+        if self.free.is_null() || self.has_free() {
+            return false;
+        }
+        self.corrupt_link(self.free);
+        self.free = ptr::null_mut();
+        true
+    }
+
     /// The queue bin this page belongs to (given its flags and size).
     #[inline]
     pub(crate) fn bin(&self) -> usize {
@@ -249,7 +286,7 @@ impl Page {
         // this; it checks the block it pops instead, see `alloc::page_pop`.)
         #[cfg(not(feature = "secure"))]
         {
-            if !raw.is_null() && !same_segment(raw as usize, b as usize) {
+            if !raw.is_null() && !same_segment(raw as usize - 1, b as usize - 1) {
                 return self.corrupt_link(b);
             }
             raw
@@ -478,18 +515,25 @@ impl Page {
                 if next.is_null() {
                     break;
                 }
+                if count >= self.capacity {
+                    // longer than the page: a cycle, from a block freed twice by other
+                    // threads (reported; the list is cut here, never walked forever)
+                    self.corrupt_link(tail);
+                    break;
+                }
                 tail = next;
                 count += 1;
-                debug_assert!(
-                    count <= self.capacity,
-                    "thread_free list longer than the page"
-                );
             }
             self.set_next(tail, self.local_free);
         }
         self.local_free = head;
-        debug_assert!(self.used >= count, "more remote frees than blocks in use");
-        self.used -= count;
+        if self.used >= count {
+            self.used -= count;
+        } else {
+            // more remote frees than blocks in use: double frees (reported above or by
+            // the checks of `free`)
+            self.used = 0;
+        }
     }
 
     /// When `free` is empty, makes the owner's frees (`local_free`) the blocks to allocate

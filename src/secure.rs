@@ -17,8 +17,8 @@
 //!
 //! # Secure mode (feature `secure`)
 //! - Free-list links (`Block::next` in a page's `free`, `local_free` and `thread_free`)
-//!   are stored encoded with two per-page keys, as mimalloc's `mi_ptr_encode`:
-//!   `rotl(p ^ k1, k0) + k0`. A decoded link must be null or the start of a block of the
+//!   are stored encoded with per-page keys, as mimalloc's `mi_ptr_encode`, but with a
+//!   multiply in place of its rotation ([`Keys`]): `(p ^ k1) * m + k0`. A decoded link must be null or the start of a block of the
 //!   same page, or it is reported and not followed: an overflow that overwrites a link
 //!   cannot steer allocation to an address of its choice (e.g. the allocator's metadata,
 //!   which lives in the segment header, outside every page's blocks).
@@ -222,34 +222,47 @@ fn os_seed() -> usize {
         ^ (os_seed as fn() -> usize as usize)
 }
 
-/// The two keys of a page's link encoding.
+/// The keys of a page's link encoding: `[add, xor, mul, mul⁻¹]` (`mul` odd, `mul⁻¹` its
+/// inverse modulo 2^BITS).
+///
+/// `encode(p) = (p ^ xor) * mul + add`. Unlike mimalloc's rotate-and-xor, the multiply
+/// spreads any change of a stored link over all the bits above it once decoded: an
+/// overflow that changes even the lowest byte of a link decodes to an address far outside
+/// the page (all but a 2^-40-ish chance), so it is caught, not followed.
 #[cfg(feature = "secure")]
 #[derive(Clone, Copy)]
-pub(crate) struct Keys(pub [usize; 2]);
+pub(crate) struct Keys(pub [usize; 4]);
 
 #[cfg(feature = "secure")]
 impl Keys {
-    pub(crate) const ZERO: Keys = Keys([0, 0]);
+    pub(crate) const ZERO: Keys = Keys([0, 0, 1, 1]);
 
     pub(crate) fn random() -> Keys {
-        Keys([random() | 1, random()])
+        let mul = random() | 1;
+        Keys([random(), random(), mul, inverse(mul)])
     }
 
-    /// mimalloc's `mi_ptr_encode`.
     #[inline(always)]
     pub(crate) fn encode(self, p: usize) -> usize {
-        (p ^ self.0[1])
-            .rotate_left((self.0[0] % usize::BITS as usize) as u32)
-            .wrapping_add(self.0[0])
+        (p ^ self.0[1]).wrapping_mul(self.0[2]).wrapping_add(self.0[0])
     }
 
-    /// mimalloc's `mi_ptr_decode`.
     #[inline(always)]
     pub(crate) fn decode(self, x: usize) -> usize {
-        x.wrapping_sub(self.0[0])
-            .rotate_right((self.0[0] % usize::BITS as usize) as u32)
-            ^ self.0[1]
+        x.wrapping_sub(self.0[0]).wrapping_mul(self.0[3]) ^ self.0[1]
     }
+}
+
+/// The inverse of odd `a` modulo 2^BITS (Newton's iteration: each step doubles the
+/// correct low bits, starting from 3 correct ones as `a * a ≡ 1 mod 8`).
+#[cfg(feature = "secure")]
+fn inverse(a: usize) -> usize {
+    let mut inv = a;
+    for _ in 0..6 {
+        inv = inv.wrapping_mul(2usize.wrapping_sub(a.wrapping_mul(inv)));
+    }
+    debug_assert_eq!(a.wrapping_mul(inv), 1);
+    inv
 }
 
 /// A divisibility test by a fixed divisor without division (Granlund–Montgomery): for
@@ -275,14 +288,8 @@ impl Divisor {
         debug_assert!(d > 0);
         let shift = d.trailing_zeros();
         let odd = d >> shift;
-        // Newton's iteration: each step doubles the correct low bits (odd * odd ≡ 1 mod 8)
-        let mut inv = odd;
-        for _ in 0..6 {
-            inv = inv.wrapping_mul(2usize.wrapping_sub(odd.wrapping_mul(inv)));
-        }
-        debug_assert_eq!(odd.wrapping_mul(inv), 1);
         Divisor {
-            inv,
+            inv: inverse(odd),
             shift,
             limit: usize::MAX / d,
         }
@@ -316,5 +323,27 @@ mod tests {
             assert_eq!(k.decode(k.encode(p)), p);
         }
         assert_ne!(k.encode(0), 0);
+    }
+
+    #[test]
+    fn any_byte_changed_in_a_link_decodes_far_away() {
+        // a link to a block in a 64 KiB page: every one-byte change of the stored word
+        // decodes to something outside that page
+        for _ in 0..64 {
+            let k = Keys::random();
+            let page = 0x7f00_0001_0000usize;
+            let p = page + 48 * 37;
+            let x = k.encode(p);
+            for byte in 0..core::mem::size_of::<usize>() {
+                for v in 0..=255usize {
+                    let y = (x & !(0xff << (8 * byte))) | (v << (8 * byte));
+                    if y == x {
+                        continue;
+                    }
+                    let d = k.decode(y);
+                    assert!(d.wrapping_sub(page) >= 1 << 16, "byte {byte} = {v:#x} decodes into the page");
+                }
+            }
+        }
     }
 }
