@@ -2,9 +2,9 @@
 #include "misuse.h"
 
 int main(void) {
-  char* p = with_neighbours(0);
+  char* p = with_free_neighbour(0, 256);
   memset(p, 0x41, 16);
-  for (int i = 0; i < 64; i++) opaque(malloc(0));
+  drain(0, 20000);
   DONE();
   return 0;
 }

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <malloc.h>
 
 static volatile sig_atomic_t in_program_access = 0;
 
@@ -60,6 +61,29 @@ __attribute__((constructor)) static void misuse_setup(void) {
 /* The compiler must not see through malloc/free (the tests build with -fno-builtin too). */
 static void* volatile sink;
 static inline void* opaque(void* p) { sink = p; return sink; }
+
+/* Returns a live block of `size` bytes whose neighbour in memory (the block right after
+   it) is free: the target of an overflow that reaches the neighbour's free-list link
+   (allocation order is random in secure mode, so the pair is searched for). */
+static inline char* with_free_neighbour(size_t size, int n) {
+  static char* b[512];
+  if (n > 512) n = 512;
+  for (int i = 0; i < n; i++) b[i] = malloc(size);
+  size_t us = malloc_usable_size(b[0]);
+  int live = -1, next = -1;
+  for (int i = 0; i < n && live < 0; i++)
+    for (int j = 0; j < n; j++)
+      if (b[j] == b[i] + us) { live = i; next = j; break; }
+  if (live < 0) { say("NO-NEIGHBOURS\n"); _exit(3); }
+  free(b[next]);
+  return opaque(b[live]);
+}
+
+/* Allocates `n` blocks of `size` (kept): enough to take every free block of the page of
+   a misused block, so that its lists are consumed. */
+static inline void drain(size_t size, int n) {
+  for (int i = 0; i < n; i++) opaque(malloc(size));
+}
 
 /* Allocates a few blocks of `size` after the one returned, so that the misused block has
    neighbours on its page's free list. */

@@ -3,10 +3,10 @@
 #include <malloc.h>
 
 int main(void) {
-  char* p = with_neighbours(100000);
+  char* p = with_free_neighbour(100000, 16);
   size_t n = malloc_usable_size(p);
   memset(p + n, 0x41, 8);
-  for (int i = 0; i < 16; i++) opaque(malloc(100000));
+  drain(100000, 32);
   DONE();
   return 0;
 }

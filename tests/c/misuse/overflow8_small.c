@@ -3,10 +3,10 @@
 #include <malloc.h>
 
 int main(void) {
-  char* p = with_neighbours(24);
+  char* p = with_free_neighbour(24, 256);
   size_t n = malloc_usable_size(p);
   memset(p + n, 0x41, 8);
-  for (int i = 0; i < 64; i++) opaque(malloc(24));
+  drain(24, 20000);
   DONE();
   return 0;
 }

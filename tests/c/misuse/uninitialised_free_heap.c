@@ -3,8 +3,6 @@
 
 int main(void) {
   void** a = opaque(malloc(64));
-  void** b = opaque(malloc(64));
-  (void)b;
   void* x = a[0];
   if (x == NULL) { say("UNINIT-NULL\n"); DONE(); return 0; }
   free(x);

@@ -5,7 +5,7 @@ int main(void) {
   long* p = opaque(malloc(1 << 20));
   free(p);
   PROGRAM_ACCESS(p[3] = 0x4141414141414141L);
-  for (int i = 0; i < 4; i++) opaque(malloc(1 << 20));
+  drain(1 << 20, 4);
   DONE();
   return 0;
 }

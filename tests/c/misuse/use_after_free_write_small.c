@@ -5,7 +5,7 @@ int main(void) {
   long* p = opaque(malloc(48));
   free(p);
   p[2] = 0x4141414141414141L;
-  for (int i = 0; i < 64; i++) opaque(malloc(48));
+  drain(48, 20000);
   DONE();
   return 0;
 }
