@@ -17,7 +17,10 @@ static GLOBAL: ShardAlloc = ShardAlloc::new();
 fn main() {
     // blocks of one size class, all on one page's lists
     let mut blocks: Vec<Box<[u64; 6]>> = (0..64).map(|i| Box::new([i; 6])).collect();
-    let victims: Vec<*mut u64> = blocks.drain(..).map(|b| Box::into_raw(b) as *mut u64).collect();
+    let victims: Vec<*mut u64> = blocks
+        .drain(..)
+        .map(|b| Box::into_raw(b) as *mut u64)
+        .collect();
     // free them all: each one's first word is now a free-list link
     for &v in &victims {
         // SAFETY: allocated by `Box::new` above, freed once.

@@ -13,11 +13,11 @@
 use crate::sync::Ordering;
 use core::ptr;
 
-#[cfg(not(feature = "small"))]
-use crate::heap::queue_bin_of;
 use crate::free_check;
 #[cfg_attr(not(feature = "override"), allow(unused_imports))] // checked mode (C API)
 use crate::free_check::in_list;
+#[cfg(not(feature = "small"))]
+use crate::heap::queue_bin_of;
 use crate::heap::OwnedHeap;
 use crate::page::{Block, Page, FLAG_HAS_ALIGNED};
 use crate::page_queue::{page_free, page_unfull};

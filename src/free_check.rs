@@ -141,7 +141,7 @@ pub(crate) fn secure_check(p: *mut u8, owner: usize) -> Result<(*mut Page, *mut 
     // SAFETY: `block` is a block of the page, inside its handed-out blocks: readable.
     let first = unsafe { (*block).next } as usize;
     let link = pg.keys.decode(first);
-    if link == 0 || pg.is_block_start(link) {
+    if link == 0 || pg.in_area(link) {
         // SAFETY: the segment of a page in use is live.
         let local = unsafe { (*ptr_segment(p)).owner.load(Ordering::Relaxed) } == owner;
         // SAFETY (of the walks): the calling thread owns the page (`local`); the walks

@@ -145,6 +145,9 @@ pub(crate) struct Page {
     /// Secure mode: `block_size`, for telling block starts without a division.
     #[cfg(feature = "secure")]
     pub div: Divisor,
+    /// Secure mode: `reserved * block_size`, the bytes of the page's blocks.
+    #[cfg(feature = "secure")]
+    pub area: usize,
 }
 
 /// Marker: a page is in (at most) one of its heap's page queues.
@@ -186,6 +189,8 @@ impl Page {
         keys: Keys::ZERO,
         #[cfg(feature = "secure")]
         div: Divisor::ONE,
+        #[cfg(feature = "secure")]
+        area: 0,
     };
 
     #[inline(always)]
@@ -276,7 +281,7 @@ impl Page {
         #[cfg(feature = "secure")]
         {
             let next = self.keys.decode(raw as usize);
-            if next != 0 && !self.is_block_start(next) {
+            if next != 0 && !self.in_area(next) {
                 return self.corrupt_link(b);
             }
             next as *mut Block
@@ -318,15 +323,15 @@ impl Page {
         unsafe { (*b).next = next };
     }
 
-    /// Secure mode: whether `p` is the start of one of the page's blocks (reserved ones
-    /// included: they lie in the page, never in metadata).
+    /// Secure mode: whether `p` lies in the page's blocks (reserved ones included: they
+    /// lie in the page, never in metadata). For a decoded link this is the whole check: a
+    /// changed link decodes to an address far away (see `secure::Keys`), and an attacker
+    /// without the keys cannot make it decode into the page.
     #[cfg(feature = "secure")]
     #[inline(always)]
-    pub(crate) fn is_block_start(&self, p: usize) -> bool {
-        let off = p.wrapping_sub(self.page_start as usize);
-        off < self.reserved as usize * self.block_size && self.div.divides(off)
+    pub(crate) fn in_area(&self, p: usize) -> bool {
+        p.wrapping_sub(self.page_start as usize) < self.area
     }
-
 
     /// Secure mode: zeroes a block being freed past its link word, so that reads after
     /// free see no old data and [`Page::check_scrubbed`] can tell a write after free.
@@ -343,9 +348,10 @@ impl Page {
         }
     }
 
-    /// Secure mode: words checked for a write after free when a block is handed out.
+    /// Secure mode: words checked for a write after free when a block is handed out (the
+    /// link word and the three after it: a sampled check, a few instructions).
     #[cfg(feature = "secure")]
-    pub(crate) const SCRUB_CHECK_WORDS: usize = 8;
+    pub(crate) const SCRUB_CHECK_WORDS: usize = 4;
 
     /// Secure mode, as a block is handed out: its words after the link (up to
     /// [`Page::SCRUB_CHECK_WORDS`]) are still zero, else a write after free is reported;
@@ -356,13 +362,17 @@ impl Page {
     #[cfg(feature = "secure")]
     #[inline(always)]
     pub(crate) unsafe fn check_scrubbed(&self, b: *mut Block) {
-        let words = (self.block_size / WORD).min(Self::SCRUB_CHECK_WORDS);
         let w = b as *mut usize;
-        let mut acc = 0;
-        for i in 1..words {
-            // SAFETY: word `i < block_size / WORD` of a block of ours.
-            acc |= unsafe { w.add(i).read() };
-        }
+        // SAFETY: words `1..4` (`1..2`) of a block of at least 4 (2) words of ours.
+        let acc = unsafe {
+            if self.block_size >= 4 * WORD {
+                w.add(1).read() | w.add(2).read() | w.add(3).read()
+            } else if self.block_size >= 2 * WORD {
+                w.add(1).read()
+            } else {
+                0
+            }
+        };
         if acc != 0 {
             secure::report(ErrorKind::WriteAfterFree, b as usize, Some(self.block_size));
         }
@@ -396,6 +406,7 @@ impl Page {
         {
             self.keys = Keys::random();
             self.div = Divisor::new(block_size);
+            self.area = reserved * block_size;
         }
         self.xthread_free
             .store(Delayed::NoDelayedFree as usize, Ordering::Release);
@@ -463,7 +474,11 @@ impl Page {
         }
         let bsize = self.block_size;
         let first = secure::random() % n;
-        let mut stride = if n > 1 { 1 + secure::random() % (n - 1) } else { 1 };
+        let mut stride = if n > 1 {
+            1 + secure::random() % (n - 1)
+        } else {
+            1
+        };
         while gcd(stride, n) != 1 {
             stride -= 1;
         }
@@ -471,7 +486,11 @@ impl Page {
         let scrub = !self.is_zero_init;
         for k in 0..n {
             let b = at(k);
-            let next = if k + 1 < n { at(k + 1) } else { ptr::null_mut() };
+            let next = if k + 1 < n {
+                at(k + 1)
+            } else {
+                ptr::null_mut()
+            };
             if scrub {
                 let words = (bsize / WORD).min(Self::SCRUB_CHECK_WORDS);
                 // SAFETY: the block is ours (caller), `words * WORD <= bsize` bytes.

@@ -185,7 +185,9 @@ pub(crate) fn random() -> usize {
         s = os_seed() | 1;
         let _ = RANDOM.compare_exchange(0, s, Ordering::Relaxed, Ordering::Relaxed);
     }
-    let x = RANDOM.fetch_add(GOLDEN, Ordering::Relaxed).wrapping_add(GOLDEN) as u64;
+    let x = RANDOM
+        .fetch_add(GOLDEN, Ordering::Relaxed)
+        .wrapping_add(GOLDEN) as u64;
     let mut z = x;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -244,7 +246,9 @@ impl Keys {
 
     #[inline(always)]
     pub(crate) fn encode(self, p: usize) -> usize {
-        (p ^ self.0[1]).wrapping_mul(self.0[2]).wrapping_add(self.0[0])
+        (p ^ self.0[1])
+            .wrapping_mul(self.0[2])
+            .wrapping_add(self.0[0])
     }
 
     #[inline(always)]
@@ -341,7 +345,10 @@ mod tests {
                         continue;
                     }
                     let d = k.decode(y);
-                    assert!(d.wrapping_sub(page) >= 1 << 16, "byte {byte} = {v:#x} decodes into the page");
+                    assert!(
+                        d.wrapping_sub(page) >= 1 << 16,
+                        "byte {byte} = {v:#x} decodes into the page"
+                    );
                 }
             }
         }

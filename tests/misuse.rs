@@ -21,10 +21,10 @@
 #[path = "c/harness.rs"]
 mod harness;
 
+use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use harness::{cargo, need, out_dir, root, show, spawn_output};
@@ -51,7 +51,13 @@ struct Case {
 }
 
 const fn case(name: &'static str, default: Want, checked: Want, secure: Want) -> Case {
-    Case { name, default, checked, secure, note: "" }
+    Case {
+        name,
+        default,
+        checked,
+        secure,
+        note: "",
+    }
 }
 
 const CASES: &[Case] = &[
@@ -179,13 +185,22 @@ fn secure_lib() -> &'static Path {
     DIR.get_or_init(|| {
         let target = root().join("target").join("capi-secure");
         let status = Command::new(cargo())
-            .args(["rustc", "--release", "--features", "override,secure", "--lib"])
+            .args([
+                "rustc",
+                "--release",
+                "--features",
+                "override,secure",
+                "--lib",
+            ])
             .args(["--crate-type", "cdylib", "--target-dir"])
             .arg(&target)
             .current_dir(root())
             .status()
             .expect("run cargo");
-        assert!(status.success(), "building the secure libshardalloc.so failed");
+        assert!(
+            status.success(),
+            "building the secure libshardalloc.so failed"
+        );
         let lib = target.join("release/libshardalloc.so");
         assert!(lib.exists());
         lib
@@ -253,7 +268,11 @@ fn compile(name: &str) -> PathBuf {
 fn run(exe: &Path, build: Build) -> Output {
     let mut cmd = Command::new("timeout");
     cmd.arg("60").arg(exe).env("LD_PRELOAD", lib(build));
-    for var in ["SHARDALLOC_SHOW_ERRORS", "SHARDALLOC_ABORT_ON_ERROR", "MIMALLOC_SHOW_ERRORS"] {
+    for var in [
+        "SHARDALLOC_SHOW_ERRORS",
+        "SHARDALLOC_ABORT_ON_ERROR",
+        "MIMALLOC_SHOW_ERRORS",
+    ] {
         cmd.env_remove(var);
     }
     match build {
@@ -296,10 +315,14 @@ fn judge(case: &Case, build: Build, out: &Output) -> Result<(), String> {
         return Err("hung (timeout)".into());
     }
     if matches!(signal, Some(libc::SIGSEGV) | Some(libc::SIGBUS)) && want != MayCrash {
-        return Err(format!("crashed inside shardalloc (signal {})", signal.unwrap()));
+        return Err(format!(
+            "crashed inside shardalloc (signal {})",
+            signal.unwrap()
+        ));
     }
     let aborted = signal == Some(libc::SIGABRT);
-    let abort_report = err.contains("shardalloc: aborting after an error (") && err.contains(" at 0x");
+    let abort_report =
+        err.contains("shardalloc: aborting after an error (") && err.contains(" at 0x");
     let reported = err.contains("MISUSE-REPORTED") || abort_report;
     if aborted && !abort_report {
         return Err("aborted without a report".into());
@@ -325,7 +348,9 @@ fn judge(case: &Case, build: Build, out: &Output) -> Result<(), String> {
     if !aborted && !program_fault && !finished && want != MayCrash {
         return Err(format!("did not run to its end ({:?})", out.status));
     }
-    if program_fault && case.name != "use_after_free_huge" && case.name != "use_after_free_read_large"
+    if program_fault
+        && case.name != "use_after_free_huge"
+        && case.name != "use_after_free_read_large"
         && case.name != "use_after_free_write_large"
     {
         return Err("the program's own access faulted where it should not".into());

@@ -9,8 +9,14 @@ use std::process::{Command, Output};
 fn run_example(features: &str) -> Output {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["run", "--quiet", "--release", "--example", "poisoned_free_list"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd.args([
+        "run",
+        "--quiet",
+        "--release",
+        "--example",
+        "poisoned_free_list",
+    ])
+    .current_dir(env!("CARGO_MANIFEST_DIR"));
     if !features.is_empty() {
         cmd.args(["--features", features]);
     }
@@ -27,7 +33,10 @@ fn run_example(features: &str) -> Output {
 fn secure_build_aborts_with_a_report() {
     let out = run_example("secure");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("POISONED"), "the example did not run to the poisoning");
+    assert!(
+        err.contains("POISONED"),
+        "the example did not run to the poisoning"
+    );
     assert_eq!(
         out.status.signal(),
         Some(libc::SIGABRT),
@@ -46,7 +55,10 @@ fn secure_build_aborts_with_a_report() {
 fn default_build_reports_and_runs_on() {
     let out = run_example("");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("POISONED"), "the example did not run to the poisoning");
+    assert!(
+        err.contains("POISONED"),
+        "the example did not run to the poisoning"
+    );
     assert!(
         out.status.success(),
         "expected to run on, got {:?}",
