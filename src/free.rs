@@ -151,6 +151,10 @@ pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
         {
             return false;
         }
+        debug_assert!(
+            (p as usize - (*page).page_start as usize).is_multiple_of((*page).block_size),
+            "free of a pointer inside a block"
+        );
         #[cfg(not(feature = "secure"))]
         if (*page).local_free == p as *mut Block {
             free_check::double_free(p);
