@@ -50,7 +50,7 @@ gcc -O2 -fno-builtin -o "$out/fastpath-c" c/fastpath.c
 if [ -z "$workloads" ]; then
     workloads=$("$out/bench-default" --list | cut -f1 | paste -sd,)
 fi
-commit=$(git -C .. rev-parse --short HEAD)$(git -C .. diff --quiet HEAD -- ../src ../Cargo.toml || echo "+dirty")
+commit=$(git -C .. rev-parse --short HEAD)$(git -C .. diff --quiet HEAD -- src Cargo.toml || echo "+dirty")
 
 # instructions of a command under callgrind (the "Collected" total, all threads)
 ir() {
