@@ -182,12 +182,6 @@ unsafe fn free_generic(page: *mut Page, local: bool, p: *mut u8) {
         p as *mut Block
     };
     if local {
-        // the cheap checks of the default build (see `free`)
-        #[cfg(not(feature = "secure"))]
-        // SAFETY: the calling thread owns the page; `p` lies in one of its blocks.
-        if unsafe { free_check::probe(p) && !free_check::local_free_ok(page, p) } {
-            return;
-        }
         if cfg!(debug_assertions) {
             // SAFETY: the calling thread owns the page (`local`).
             unsafe { pg.check() };

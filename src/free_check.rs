@@ -3,12 +3,10 @@
 //! - Default build: the owner's fast path of `free` compares the block with the head of
 //!   its page's `local_free` (loaded for the push anyway: two instructions), which catches
 //!   a block freed twice in a row — the case that otherwise turns the list into a cycle
-//!   that hands the block out again and again. The owner's generic path (full pages,
-//!   pages with aligned blocks) runs [`probe`]: when the block's first word already looks
-//!   like a free-list link into the same `SMALL_PAGE_SIZE`-aligned chunk (mimalloc's
-//!   `mi_check_is_double_free` idea), or the pointer is not word-aligned,
-//!   [`local_free_ok`] checks that it is a block start and not on the page's `free` /
-//!   `local_free` lists (bounded walks). The allocation fast path checks the head of the
+//!   that hands the block out again and again. ([`probe`] + [`local_free_ok`], mimalloc's
+//!   `mi_check_is_double_free` idea — walk the lists only when the block's first word
+//!   looks like a link into its page — were on the owner's generic path, and cost 3% of
+//!   the instructions of `xmalloc`, whose remote frees share that function: not run.) The allocation fast path checks the head of the
 //!   list it pops (`Page::has_free`), and the walks of the lists check each link
 //!   (`Page::next_of`), so a link overwritten with an address outside the segment is
 //!   reported and never followed. Misuse is reported through [`crate::secure::report`]
@@ -38,6 +36,7 @@ use crate::size_class::{SMALL_PAGE_SIZE, WORD};
 /// # Safety
 /// `p` points into a block of a live page (readable for a word).
 #[cfg(not(feature = "secure"))]
+#[allow(dead_code)] // kept for the checked paths that can afford it (see the module doc)
 #[inline(always)]
 pub(crate) unsafe fn probe(p: *mut u8) -> bool {
     // SAFETY: `p` is readable for a word (caller); an unaligned read, since a misaligned
@@ -62,6 +61,7 @@ pub(crate) fn double_free(p: *mut u8) {
 /// # Safety
 /// The calling thread owns `page`, and `p` lies in its handed-out blocks.
 #[cfg(not(feature = "secure"))]
+#[allow(dead_code)] // kept for the checked paths that can afford it (see the module doc)
 #[cold]
 #[inline(never)]
 pub(crate) unsafe fn local_free_ok(page: *mut Page, p: *mut u8) -> bool {
