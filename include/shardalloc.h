@@ -46,6 +46,13 @@ size_t shardalloc_limit(void);
 /* Bytes currently reserved from the OS. */
 size_t shardalloc_reserved(void);
 
+/* Whether a detected misuse (double or invalid free, corrupted free list, write after
+   free, wrong size to a sized free) aborts the process after its report; returns the
+   previous setting. Default: on in the secure build (cargo feature `secure`), off
+   otherwise; environment SHARDALLOC_ABORT_ON_ERROR=0/1. Reports go through
+   mi_register_error and, with SHARDALLOC_SHOW_ERRORS=1, to stderr. */
+bool shardalloc_set_abort_on_error(bool abort);
+
 #ifdef __cplusplus
 }
 #endif

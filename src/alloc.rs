@@ -17,12 +17,12 @@ use crate::segment::{kind_for, ptr_segment, Segment, SegmentKind};
 use crate::segment_alloc as segment;
 use crate::size_class::*;
 
-/// Pops a block of `page` (whose `free` list is not empty), zeroing `size` bytes of it
-/// when asked.
+/// Pops a block of `page` (whose `free` list is not empty, and whose head passed
+/// [`Page::has_free`]), zeroing `size` bytes of it when asked.
 ///
 /// # Safety
-/// The calling thread owns `page`, `page.free` is not null, and its blocks hold at least
-/// `size` bytes.
+/// The calling thread owns `page`, `page.has_free()`, and its blocks hold at least `size`
+/// bytes.
 #[inline(always)]
 unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
     // SAFETY: the calling thread owns the page (caller), so nothing else writes it.
@@ -31,7 +31,15 @@ unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
     // SAFETY: `block` is a free block of the page (not null, caller): ours to read and to
     // hand out, at least `size` bytes long.
     unsafe {
-        page.free = (*block).next;
+        #[cfg(not(feature = "secure"))]
+        {
+            page.free = (*block).next;
+        }
+        #[cfg(feature = "secure")]
+        {
+            page.free = page.next_of(block);
+            page.check_scrubbed(block);
+        }
         if zero {
             if page.free_is_zero {
                 (*block).next = ptr::null_mut();
@@ -56,7 +64,7 @@ pub(crate) unsafe fn malloc_small(heap: *mut RawHeap, size: usize, zero: bool) -
     // entry is a live page of it, or the empty page, whose `free` is null.
     let page = unsafe { (*heap).pages_direct[wsize_from_size(size)] };
     // SAFETY: as above, the page is readable.
-    if unsafe { (*page).free.is_null() } {
+    if unsafe { !(*page).has_free() } {
         // SAFETY: forwarding the caller's heap; `size` is small and its page has no free
         // block.
         return unsafe { malloc_small_miss(heap, size, zero) };
@@ -162,7 +170,7 @@ pub(crate) unsafe fn malloc_small_fast(heap: *mut RawHeap, size: usize, zero: bo
     // entry is a live page of it, or the empty page, whose `free` is null.
     let page = unsafe { (*heap).pages_direct[wsize_from_size(size)] };
     // SAFETY: as above, the page is readable.
-    if unsafe { (*page).free.is_null() } {
+    if unsafe { !(*page).has_free() } {
         return ptr::null_mut();
     }
     // SAFETY: a page of the caller's heap with a free block of its size class, which
@@ -183,7 +191,7 @@ pub(crate) unsafe fn malloc_small_try(heap: *mut RawHeap, size: usize) -> *mut u
     // never-written empty page, whose `free` is null.
     let page = unsafe { (*heap).pages_direct[wsize_from_size(size)] };
     // SAFETY: as above, the page is readable.
-    if unsafe { (*page).free.is_null() } {
+    if unsafe { !(*page).has_free() } {
         return ptr::null_mut();
     }
     // SAFETY: a page of the caller's heap with a free block of `size`'s class.
@@ -229,7 +237,7 @@ pub(crate) unsafe fn malloc_queue_try(heap: *mut RawHeap, size: usize, zero: boo
     // empty); the head of a queue is a live page of it, owned by the caller.
     unsafe {
         let page = (*heap).pages[bin(size)].first();
-        if page.is_null() || (*page).free.is_null() {
+        if page.is_null() || !(*page).has_free() {
             return ptr::null_mut();
         }
         // a page of queue `bin(size)` holds blocks of that class, at least `size` bytes
@@ -334,6 +342,10 @@ pub(crate) unsafe fn malloc_generic(
     // `size`; the heap's thread context is ours.
     unsafe {
         debug_assert!(!(*page).free.is_null());
+        if (*page).drop_corrupt_head() {
+            // the head of its `free` list was corrupted (reported, dropped): look again
+            return malloc_generic(heap.as_ptr(), size, zero, huge_align);
+        }
         if cfg!(debug_assertions) {
             (*page).check();
             (*ptr_segment((*page).page_start)).check();
@@ -605,7 +617,8 @@ pub(crate) unsafe fn malloc_aligned(
         let page = unsafe { (*heap).pages_direct[wsize_from_size(size)] };
         // SAFETY: as above, readable.
         let free = unsafe { (*page).free };
-        if !free.is_null() && free as usize & (align - 1) == 0 {
+        // SAFETY (of `has_free`): as above, readable.
+        if !free.is_null() && free as usize & (align - 1) == 0 && unsafe { (*page).has_free() } {
             // SAFETY: a page of the caller's heap with a free block of `size`'s class.
             return unsafe { page_pop(page, size, zero) };
         }

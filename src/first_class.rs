@@ -200,7 +200,7 @@ unsafe fn page_visit(
         let i = (b as usize - p.page_start as usize) / bsize;
         free_map[i / 64] |= 1 << (i % 64);
         // SAFETY: `b` is a free block of the page (its `free` list holds only those).
-        b = unsafe { (*b).next };
+        b = unsafe { p.next_of(b) };
     }
     for i in 0..cap {
         if free_map[i / 64] & (1 << (i % 64)) == 0

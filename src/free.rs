@@ -13,6 +13,9 @@
 use crate::sync::Ordering;
 use core::ptr;
 
+use crate::free_check;
+#[cfg_attr(not(feature = "override"), allow(unused_imports))] // checked mode (C API)
+use crate::free_check::in_list;
 use crate::heap::queue_bin_of;
 use crate::heap::OwnedHeap;
 use crate::page::{Block, Page, FLAG_HAS_ALIGNED};
@@ -41,6 +44,11 @@ pub(crate) unsafe fn free(p: *mut u8, owner: usize) {
 /// `p` is a live block (or an aligned pointer into one) of this allocator.
 #[inline(always)]
 pub(crate) unsafe fn free_nonnull(p: *mut u8, owner: usize) {
+    // secure mode: every free is checked first (a misuse is reported, then ignored)
+    #[cfg(feature = "secure")]
+    if !free_check::secure_check_report(p, owner) {
+        return;
+    }
     // SAFETY: `p` is a live block (caller), so its segment is live: its header (and the
     // page table in it) stays readable while the block lives.
     let segment = unsafe { &*ptr_segment(p) };
@@ -55,6 +63,14 @@ pub(crate) unsafe fn free_nonnull(p: *mut u8, owner: usize) {
     // calling thread, when `local`) is the only writer of `flags`.
     if local && unsafe { (*page).flags } == 0 {
         // local free into a page that is neither full nor holds aligned blocks
+        // The cheap check of the default build (secure mode checked above): a block at
+        // the head of `local_free` is freed twice (two instructions: the head is loaded
+        // for the push anyway).
+        #[cfg(not(feature = "secure"))]
+        // SAFETY: the calling thread owns the page.
+        if unsafe { (*page).local_free } == p as *mut Block {
+            return free_check::double_free(p);
+        }
         // SAFETY: the calling thread owns the page (`local`), so nothing else writes its
         // `local_free` and `used`; the block is given up by the caller, so its first word
         // is ours to write.
@@ -86,7 +102,9 @@ unsafe fn push_local(page: *mut Page, p: *mut u8) {
     // SAFETY: as the caller guarantees: nothing else writes the page's `local_free` and
     // `used`, or the block.
     unsafe {
-        (*block).next = (*page).local_free;
+        #[cfg(feature = "secure")]
+        (*page).scrub(block);
+        (*page).set_next(block, (*page).local_free);
         (*page).local_free = block;
         (*page).used -= 1;
     }
@@ -163,6 +181,10 @@ pub(crate) unsafe fn free_single_owner_slow(p: *mut u8, owner: usize) {
 /// the calling context's owner token.
 #[inline(always)]
 pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
+    // secure mode: `free` checks every pointer; this shortcut would skip that
+    if cfg!(feature = "secure") {
+        return false;
+    }
     // SAFETY: `p` is a live block (caller), so its segment header is readable.
     let segment = unsafe { &*ptr_segment(p) };
     if segment.owner.load(Ordering::Relaxed) != owner {
@@ -192,6 +214,11 @@ pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
             (p as usize - (*page).page_start as usize).is_multiple_of((*page).block_size),
             "free of a pointer inside a block"
         );
+        #[cfg(not(feature = "secure"))]
+        if (*page).local_free == p as *mut Block {
+            free_check::double_free(p);
+            return true; // reported and ignored
+        }
         push_local(page, p);
         if empties {
             (*page).retire_expire = retire_cycles((*page).block_size);
@@ -236,7 +263,9 @@ pub(crate) unsafe fn free_block_local(page: *mut Page, block: *mut Block) {
     // SAFETY: the calling thread owns the page (caller), so nothing else writes these
     // fields; the block is given up by the caller, so its first word is ours.
     let (used, in_full) = unsafe {
-        (*block).next = (*page).local_free;
+        #[cfg(feature = "secure")]
+        (*page).scrub(block);
+        (*page).set_next(block, (*page).local_free);
         (*page).local_free = block;
         (*page).used -= 1;
         ((*page).used, (*page).in_full())
@@ -262,6 +291,11 @@ unsafe fn free_block_mt(page: *mut Page, block: *mut Block) {
     // SAFETY: the page of a live block is live until the block is freed, and we only use
     // its atomic fields (any thread may).
     let pg = unsafe { &*page };
+    #[cfg(feature = "secure")]
+    // SAFETY: `block` is a live block of the page, given up by the caller: ours to write.
+    unsafe {
+        pg.scrub(block)
+    };
     // SAFETY: `block` is a live block of the page, given up by the caller.
     if unsafe { pg.thread_free_push(block) } {
         return;
@@ -543,7 +577,10 @@ pub(crate) fn check_block(p: *const u8, owner: usize) -> Result<(), BadFree> {
         }
         // A free block's first word is the next free block of the page (or null). Only
         // when it looks like that do we search the lists (as mimalloc does).
+        #[cfg(not(feature = "secure"))]
         let next = (*block).next as *const u8;
+        #[cfg(feature = "secure")]
+        let next = pg.keys.decode((*block).next as usize) as *const u8;
         let looks_free = next.is_null()
             || (pg.blocks_contain(next) && (next as usize - start).is_multiple_of(bsize));
         if looks_free
@@ -555,29 +592,4 @@ pub(crate) fn check_block(p: *const u8, owner: usize) -> Result<(), BadFree> {
         }
         Ok(())
     }
-}
-
-/// Whether `b` is in the free list of `page` that starts at `head`. Stops at a link that
-/// leaves the page's blocks (a list corrupted by an overflow) and after `capacity` steps
-/// (a cycle), so that a corrupted list cannot crash or hang the check.
-///
-/// # Safety
-/// The list is a free list of `page`, which the calling thread owns.
-#[cfg_attr(not(feature = "override"), allow(dead_code))] // used by checked mode (C API)
-unsafe fn in_list(page: &Page, mut head: *mut Block, b: *mut Block) -> bool {
-    let start = page.page_start as usize;
-    for _ in 0..=page.capacity {
-        if head.is_null()
-            || !page.blocks_contain(head as *const u8)
-            || !(head as usize - start).is_multiple_of(page.block_size)
-        {
-            return false;
-        }
-        if head == b {
-            return true;
-        }
-        // SAFETY: `head` is a block of the page (checked just above), so readable.
-        head = unsafe { (*head).next };
-    }
-    false
 }

@@ -14,14 +14,14 @@
 //! | first-class heaps | `first_class.rs`: new, delete, destroy, visit |
 //! | allocation | `alloc.rs`: malloc fast and generic paths, fresh pages, huge, aligned, realloc |
 //! | collection | `collect.rs` |
-//! | free | `free.rs`: the whole free path, `usable_size`, the checks of checked mode |
+//! | free | `free_check.rs` (the checks of every `free`: cheap default ones, secure mode's), `free.rs`: the whole free path, `usable_size`, the checks of checked mode |
 //! | heap | `heap.rs` (heap and thread-context structs, `OwnedHeap`), `page_queue.rs` (queues) |
 //! | domain | `domain.rs`: what the heaps of one allocator share |
 //! | segment | `segment.rs` (header, lookups, owner's queues), `segment_alloc.rs` (segments and pages from the source and back, commit, purge), `abandon.rs` |
 //! | page | `page.rs`: one page and its three free lists |
 //! | accounting | `cache.rs` (region cache), `os.rs` (limit, statistics, clock) |
 //! | page source | `source/` |
-//! | leaves | `sync.rs` (atomics), `size_class.rs`, `stats.rs`, `list.rs`, `segment_map.rs` (hosted) |
+//! | leaves | `sync.rs` (atomics), `size_class.rs`, `stats.rs`, `list.rs`, `segment_map.rs` (hosted), `secure.rs` (error hook; secure mode's link encoding and randomness) |
 //!
 //! The one deliberate back-edge: a page records its owning heap (`page.rs` names
 //! `heap::RawHeap`), because a remote free into a full page must reach that heap's
@@ -43,6 +43,7 @@ compile_error!(
 
 // leaves
 mod list;
+pub mod secure;
 #[cfg(feature = "std")]
 mod segment_map;
 pub mod size_class;
@@ -63,6 +64,7 @@ mod alloc;
 mod collect;
 mod first_class;
 mod free;
+mod free_check;
 mod heap;
 mod page_queue;
 #[cfg(feature = "std")]

@@ -11,9 +11,13 @@ use core::ptr;
 
 use crate::heap::RawHeap; // the one back-edge: a page knows its owning heap (see lib.rs)
 use crate::list::{Linked, Links, List};
+#[cfg(feature = "secure")]
+use crate::secure::{self, Divisor, ErrorKind, Keys};
 use crate::size_class::{bin, BIN_FULL, WORD};
 
-/// A free block: its first word links to the next free block.
+/// A free block: its first word links to the next free block (encoded with the page's
+/// keys in secure mode: read and write it through [`Page::next_of`] and
+/// [`Page::set_next`]).
 #[repr(C)]
 pub(crate) struct Block {
     pub next: *mut Block,
@@ -57,6 +61,18 @@ fn tf_delayed(tf: usize) -> Delayed {
 #[inline(always)]
 fn tf_make(block: *mut Block, d: Delayed) -> usize {
     block as usize | d as usize
+}
+
+/// Whether addresses `a` and `b` lie in the same `SEGMENT_SIZE`-aligned chunk (a block and
+/// the page metadata or free blocks of its segment do; huge segments keep their one block
+/// in their first chunk).
+///
+/// The small geometry aligns segments to a phase (`segment::ptr_segment`) and has no
+/// such test: always true there (its heaps are fixed memory, with no OS to fault).
+#[cfg(not(feature = "secure"))]
+#[inline(always)]
+fn same_segment(a: usize, b: usize) -> bool {
+    cfg!(feature = "small") || (a ^ b) < crate::size_class::SEGMENT_SIZE
 }
 
 /// `Page::flags` bits. They share one byte so that `free` tests both with one compare.
@@ -132,6 +148,15 @@ pub(crate) struct Page {
     pub xheap: AtomicPtr<RawHeap>,
     /// Links in the heap's page queue.
     pub links: Links<Page>,
+    /// Secure mode: the keys that encode the links of this page's free lists.
+    #[cfg(feature = "secure")]
+    pub keys: Keys,
+    /// Secure mode: `block_size`, for telling block starts without a division.
+    #[cfg(feature = "secure")]
+    pub div: Divisor,
+    /// Secure mode: `reserved * block_size`, the bytes of the page's blocks.
+    #[cfg(feature = "secure")]
+    pub area: usize,
 }
 /// The small geometry's layout of the same fields (see the default one for their
 /// meaning): pointers and sizes first, then the counts as 16 bits (a page holds at most
@@ -206,6 +231,12 @@ impl Page {
         xthread_free: AtomicUsize::new(Delayed::NoDelayedFree as usize),
         xheap: AtomicPtr::new(ptr::null_mut()),
         links: Links::new(),
+        #[cfg(feature = "secure")]
+        keys: Keys::ZERO,
+        #[cfg(feature = "secure")]
+        div: Divisor::ONE,
+        #[cfg(feature = "secure")]
+        area: 0,
     };
 
     #[inline(always)]
@@ -229,6 +260,40 @@ impl Page {
         !self.free.is_null()
     }
 
+    /// The allocation fast path's test: `free` holds a block to pop. In the default build
+    /// (not the small geometry) it also checks the head: a head outside the page's
+    /// segment is a link that an overflow or a write after free overwrote. One test does
+    /// both (an empty list's null also fails it), so it costs two instructions more than
+    /// the null test it replaces; the slow path tells the two apart ([`Page::has_free`]
+    /// is false for a non-null head only when it is corrupted, reported there).
+    /// (`free - 1`, as `segment::ptr_segment`: a huge block aligned to more than a segment
+    /// starts one segment size into its own.) Secure mode checks every link as it is
+    /// read instead (`next_of`).
+    #[inline(always)]
+    pub(crate) fn has_free(&self) -> bool {
+        #[cfg(not(any(feature = "secure", feature = "small")))]
+        {
+            same_segment(
+                (self.free as usize).wrapping_sub(1),
+                self as *const Page as usize,
+            )
+        }
+        #[cfg(any(feature = "secure", feature = "small"))]
+        !self.free.is_null()
+    }
+
+    /// The slow path's half of [`Page::has_free`]: when the head of `free` is corrupted,
+    /// reports it, drops the list (its blocks are lost, never followed) and returns true.
+    #[inline]
+    pub(crate) fn drop_corrupt_head(&mut self) -> bool {
+        if self.free.is_null() || self.has_free() {
+            return false;
+        }
+        self.corrupt_link(self.free);
+        self.free = ptr::null_mut();
+        true
+    }
+
     /// The queue bin this page belongs to (given its flags and size).
     #[inline]
     pub(crate) fn bin(&self) -> usize {
@@ -246,6 +311,129 @@ impl Page {
         let diff = p as usize - self.page_start as usize;
         let adjust = diff % self.block_size;
         p.wrapping_sub(adjust) as *mut Block
+    }
+
+    /// The link stored in free block `b` of this page. Secure mode decodes it and checks
+    /// that it is null or a block start of this page: a link that is not (an overflow or
+    /// a write after free changed it) is reported and read as null (the rest of the list
+    /// is lost, never followed).
+    ///
+    /// # Safety
+    /// `b` is a free block of this page, which the caller may read.
+    #[inline(always)]
+    pub(crate) unsafe fn next_of(&self, b: *mut Block) -> *mut Block {
+        // SAFETY: `b` is a readable block of the page (caller).
+        let raw = unsafe { (*b).next };
+        #[cfg(feature = "secure")]
+        {
+            let next = self.keys.decode(raw as usize);
+            if next != 0 && !self.in_area(next) {
+                return self.corrupt_link(b);
+            }
+            next as *mut Block
+        }
+        // Default build: a link that leaves the block's segment (an overflow wrote over
+        // it) is reported and not followed. (The allocation fast path reads links without
+        // this; it checks the block it pops instead, see `alloc::page_pop`.)
+        #[cfg(not(feature = "secure"))]
+        {
+            if !raw.is_null() && !same_segment(raw as usize - 1, b as usize - 1) {
+                return self.corrupt_link(b);
+            }
+            raw
+        }
+    }
+
+    /// Reports a corrupted link found in free block `b`; returns null, for the list to
+    /// end there.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn corrupt_link(&self, b: *mut Block) -> *mut Block {
+        crate::secure::report(
+            crate::secure::ErrorKind::CorruptFreeList,
+            b as usize,
+            Some(self.block_size),
+        );
+        ptr::null_mut()
+    }
+
+    /// Stores `next` as the link of free block `b` of this page (encoded in secure mode).
+    ///
+    /// # Safety
+    /// `b` is a block of this page that the caller may write.
+    #[inline(always)]
+    pub(crate) unsafe fn set_next(&self, b: *mut Block, next: *mut Block) {
+        #[cfg(feature = "secure")]
+        let next = self.keys.encode(next as usize) as *mut Block;
+        // SAFETY: the caller may write `b`.
+        unsafe { (*b).next = next };
+    }
+
+    /// Secure mode: whether `p` lies in the page's blocks (reserved ones included: they
+    /// lie in the page, never in metadata). For a decoded link this is the whole check: a
+    /// changed link decodes to an address far away (see `secure::Keys`), and an attacker
+    /// without the keys cannot make it decode into the page.
+    #[cfg(feature = "secure")]
+    #[inline(always)]
+    pub(crate) fn in_area(&self, p: usize) -> bool {
+        p.wrapping_sub(self.page_start as usize) < self.area
+    }
+
+    /// Secure mode: zeroes a block being freed past its link word — whole up to
+    /// [`Page::SCRUB_FULL_MAX`] bytes, else the words [`Page::check_scrubbed`] samples —
+    /// so that reads after free see no old data (in blocks up to that size) and a write
+    /// after free is caught when the block is handed out again.
+    ///
+    /// # Safety
+    /// `b` is a block of this page given up by the caller.
+    #[cfg(feature = "secure")]
+    #[inline(always)]
+    pub(crate) unsafe fn scrub(&self, b: *mut Block) {
+        let n = if self.block_size <= Self::SCRUB_FULL_MAX {
+            self.block_size - WORD
+        } else {
+            (Self::SCRUB_CHECK_WORDS - 1) * WORD
+        };
+        // SAFETY: the block is the caller's to write, at least `n + WORD` bytes long.
+        unsafe { ptr::write_bytes((b as *mut u8).add(WORD), 0, n) };
+    }
+
+    /// Secure mode: blocks up to this size are zeroed whole when freed. Zeroing larger
+    /// ones costs more than their allocation does (`benches/secure.sh`: mstress, whose
+    /// blocks reach 512 KiB, took 4.9 times the instructions with every block zeroed).
+    #[cfg(feature = "secure")]
+    pub(crate) const SCRUB_FULL_MAX: usize = 4096;
+
+    /// Secure mode: words checked for a write after free when a block is handed out (the
+    /// link word and the three after it: a sampled check, a few instructions).
+    #[cfg(feature = "secure")]
+    pub(crate) const SCRUB_CHECK_WORDS: usize = 4;
+
+    /// Secure mode, as a block is handed out: its words after the link (up to
+    /// [`Page::SCRUB_CHECK_WORDS`]) are still zero, else a write after free is reported;
+    /// then its link word is cleared, so that no fresh block shows an address.
+    ///
+    /// # Safety
+    /// `b` was just taken from this page's `free` list by its owner.
+    #[cfg(feature = "secure")]
+    #[inline(always)]
+    pub(crate) unsafe fn check_scrubbed(&self, b: *mut Block) {
+        let w = b as *mut usize;
+        // SAFETY: words `1..4` (`1..2`) of a block of at least 4 (2) words of ours.
+        let acc = unsafe {
+            if self.block_size >= 4 * WORD {
+                w.add(1).read() | w.add(2).read() | w.add(3).read()
+            } else if self.block_size >= 2 * WORD {
+                w.add(1).read()
+            } else {
+                0
+            }
+        };
+        if acc != 0 {
+            secure::report(ErrorKind::WriteAfterFree, b as usize, Some(self.block_size));
+        }
+        // SAFETY: as above.
+        unsafe { w.write(0) };
     }
 
     /// Initialises the page for blocks of `block_size` over `page_size` bytes from
@@ -270,6 +458,12 @@ impl Page {
         self.local_free = ptr::null_mut();
         self.free_is_zero = false;
         self.links = Links::new();
+        #[cfg(feature = "secure")]
+        {
+            self.keys = Keys::random();
+            self.div = Divisor::new(block_size);
+            self.area = reserved * block_size;
+        }
         self.xthread_free
             .store(Delayed::NoDelayedFree as usize, Ordering::Release);
         self.xheap.store(heap, Ordering::Release);
@@ -292,6 +486,7 @@ impl Page {
         let bsize = self.block_size;
         let extend = self.extend_count();
         let start = self.page_start.wrapping_add(self.capacity as usize * bsize);
+        #[cfg(not(feature = "secure"))]
         // SAFETY: blocks `capacity .. capacity + extend` lie inside the committed page,
         // are unused (never handed out since the page was initialised), and each is at
         // least one word, so writing their `next` words is in bounds and races with no one.
@@ -304,10 +499,63 @@ impl Page {
             }
             (*block).next = ptr::null_mut();
         }
-        self.free = start as *mut Block;
+        #[cfg(not(feature = "secure"))]
+        {
+            self.free = start as *mut Block;
+        }
+        #[cfg(feature = "secure")]
+        // SAFETY: as above: the blocks are in the committed page and ours alone.
+        unsafe {
+            self.free = self.extend_free_shuffled(start, extend);
+        }
         // fresh blocks of zeroed memory read as zero but for the `next` word
         self.free_is_zero = self.is_zero_init;
         self.capacity += extend as BlockCount;
+    }
+
+    /// Secure mode's [`Page::extend_free`] linking: the `n` fresh blocks from `start` in a
+    /// random order (block `(first + k * stride) % n` is the `k`-th, `stride` a random
+    /// number coprime to `n`), with the words that `check_scrubbed` reads zeroed when the
+    /// memory may hold old data. Returns the first block.
+    ///
+    /// # Safety
+    /// As `extend_free`: the `n` blocks from `start` are in the committed page, ours alone.
+    #[cfg(feature = "secure")]
+    unsafe fn extend_free_shuffled(&mut self, start: *mut u8, n: usize) -> *mut Block {
+        fn gcd(mut a: usize, mut b: usize) -> usize {
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            a
+        }
+        let bsize = self.block_size;
+        let first = secure::random() % n;
+        let mut stride = if n > 1 {
+            1 + secure::random() % (n - 1)
+        } else {
+            1
+        };
+        while gcd(stride, n) != 1 {
+            stride -= 1;
+        }
+        let at = |k: usize| start.wrapping_add((first + k * stride) % n * bsize) as *mut Block;
+        let scrub = !self.is_zero_init;
+        for k in 0..n {
+            let b = at(k);
+            let next = if k + 1 < n {
+                at(k + 1)
+            } else {
+                ptr::null_mut()
+            };
+            if scrub {
+                let words = (bsize / WORD).min(Self::SCRUB_CHECK_WORDS);
+                // SAFETY: the block is ours (caller), `words * WORD <= bsize` bytes.
+                unsafe { ptr::write_bytes(b as *mut usize, 0, words) };
+            }
+            // SAFETY: as above.
+            unsafe { self.set_next(b, next) };
+        }
+        at(0)
     }
 
     /// Moves the remote frees (`thread_free`) onto `local_free`.
@@ -337,19 +585,36 @@ impl Page {
         // page freed by other threads (pushed with release ordering, read after acquire).
         unsafe {
             let mut tail = head;
-            while !(*tail).next.is_null() {
-                tail = (*tail).next;
+            loop {
+                // (the default build reads these links unchecked: remote frees are the
+                // hot path of producer/consumer programs, and this walk runs once per
+                // remote free; the count bound below still stops a cycle)
+                #[cfg(not(feature = "secure"))]
+                let next = (*tail).next;
+                #[cfg(feature = "secure")]
+                let next = self.next_of(tail);
+                if next.is_null() {
+                    break;
+                }
+                if count >= self.capacity {
+                    // longer than the page: a cycle, from a block freed twice by other
+                    // threads (reported; the list is cut here, never walked forever)
+                    self.corrupt_link(tail);
+                    break;
+                }
+                tail = next;
                 count += 1;
-                debug_assert!(
-                    count <= self.capacity,
-                    "thread_free list longer than the page"
-                );
             }
-            (*tail).next = self.local_free;
+            self.set_next(tail, self.local_free);
         }
         self.local_free = head;
-        debug_assert!(self.used >= count, "more remote frees than blocks in use");
-        self.used -= count;
+        if self.used >= count {
+            self.used -= count;
+        } else {
+            // more remote frees than blocks in use: double frees (reported above or by
+            // the checks of `free`)
+            self.used = 0;
+        }
     }
 
     /// When `free` is empty, makes the owner's frees (`local_free`) the blocks to allocate
@@ -383,10 +648,14 @@ impl Page {
             let mut tail = self.local_free;
             // SAFETY: `local_free` is a list of this page's blocks, owned by the caller.
             unsafe {
-                while !(*tail).next.is_null() {
-                    tail = (*tail).next;
+                loop {
+                    let next = self.next_of(tail);
+                    if next.is_null() {
+                        break;
+                    }
+                    tail = next;
                 }
-                (*tail).next = self.free;
+                self.set_next(tail, self.free);
             }
             self.free = self.local_free;
             self.local_free = ptr::null_mut();
@@ -443,7 +712,7 @@ impl Page {
                 tf_make(tf_block(tf), Delayed::DelayedFreeing)
             } else {
                 // SAFETY: the block is ours to write until the CAS publishes it.
-                unsafe { (*block).next = tf_block(tf) };
+                unsafe { self.set_next(block, tf_block(tf)) };
                 tf_make(block, tf_delayed(tf))
             };
             match self.xthread_free.compare_exchange_weak(
@@ -531,7 +800,7 @@ impl Page {
                 n += 1;
                 assert!(n <= self.capacity, "free list cycle");
                 // SAFETY: the lists hold blocks of this page, owned by the caller.
-                b = unsafe { (*b).next };
+                b = unsafe { self.next_of(b) };
             }
         }
         assert_eq!(

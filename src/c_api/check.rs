@@ -16,6 +16,7 @@ use core::sync::atomic::Ordering::Relaxed;
 use super::options::{error, CHECK_FREE};
 use crate::free::{check_block, BadFree};
 use crate::global::hosted;
+use crate::secure::ErrorKind;
 use crate::segment::{ptr_segment, NotInBlocks};
 
 /// `free`.
@@ -60,6 +61,7 @@ fn invalid_free(p: *mut u8, why: &str) {
         ::libc::EINVAL,
         format_args!("invalid free of {p:p} ({why})"),
     );
+    crate::secure::abort_if_set(ErrorKind::InvalidFree, p as usize);
 }
 
 /// Checked mode's `free`: `p` is checked with `check_block` before it is freed.
@@ -83,6 +85,7 @@ unsafe fn free_checked(p: *mut u8) {
         Ok(()) => unsafe { hosted::free(p) },
         Err(BadFree::DoubleFree) => {
             error(::libc::EAGAIN, format_args!("double free of {p:p}"));
+            crate::secure::abort_if_set(ErrorKind::DoubleFree, p as usize);
         }
         Err(BadFree::NotBlockStart) => invalid_free(p, "not the start of a block"),
         Err(BadFree::NotInBlocks(why)) => invalid_free(

@@ -94,13 +94,13 @@ pub unsafe extern "C" fn cfree(p: *mut c_void) {
     unsafe { s::free(p as *mut u8) }
 }
 
-/// C23 (glibc 2.39+): the size is a hint we do not need.
+/// C23 (glibc 2.39+): the size is a hint (checked in secure mode).
 #[no_mangle]
-pub unsafe extern "C" fn free_sized(p: *mut c_void, _size: usize) {
+pub unsafe extern "C" fn free_sized(p: *mut c_void, size: usize) {
     // SAFETY: `p` is null or a block of ours not used afterwards: the C caller's contract
     // for `free`, which this function shares (pointers that are not ours are caught by
     // `check.rs`).
-    unsafe { s::free(p as *mut u8) }
+    unsafe { s::free_sized(p as *mut u8, size, false) }
 }
 
 /// C23 (glibc 2.39+).
@@ -244,15 +244,31 @@ macro_rules! deletes {
     )*};
 }
 
+/// The sized `operator delete` forms: secure mode checks the size (`free_sized`).
+macro_rules! sized_deletes {
+    ($($name:ident($($arg:ident: $ty:ty),*) $aligned:literal;)*) => {$(
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(p: *mut c_void, size: usize $(, $arg: $ty)*) {
+            $(let _ = $arg;)*
+            // SAFETY: `p` is null or a block from our `operator new` not used afterwards:
+            // the C++ caller's contract for `operator delete`.
+            unsafe { s::free_sized(p as *mut u8, size, $aligned) }
+        }
+    )*};
+}
+
+sized_deletes! {
+    _ZdlPvm() false;
+    _ZdaPvm() false;
+    _ZdlPvmSt11align_val_t(align: usize) true;
+    _ZdaPvmSt11align_val_t(align: usize) true;
+}
+
 deletes! {
     _ZdlPv();
     _ZdaPv();
-    _ZdlPvm(size: usize);
-    _ZdaPvm(size: usize);
     _ZdlPvSt11align_val_t(align: usize);
     _ZdaPvSt11align_val_t(align: usize);
-    _ZdlPvmSt11align_val_t(size: usize, align: usize);
-    _ZdaPvmSt11align_val_t(size: usize, align: usize);
     _ZdlPvRKSt9nothrow_t(nt: *const c_void);
     _ZdaPvRKSt9nothrow_t(nt: *const c_void);
     _ZdlPvSt11align_val_tRKSt9nothrow_t(align: usize, nt: *const c_void);

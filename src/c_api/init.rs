@@ -54,6 +54,7 @@ pub(crate) fn init() {
         return;
     }
     super::stats::record_start();
+    crate::secure::set_error_handler(Some(options::report_error));
     options::init_from_env();
     #[cfg(unix)]
     {

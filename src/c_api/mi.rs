@@ -542,10 +542,11 @@ unsafe fn wide_env_copy(buf: *mut *mut u16, size: *mut usize, name: *const u16) 
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn mi_free_size(p: P, _size: usize) {
+pub unsafe extern "C" fn mi_free_size(p: P, size: usize) {
     // SAFETY: `p` is null or a block of ours not used afterwards: the C caller's
-    // contract for `mi_free_size`, the same as `mi_free`'s (sizes and alignments are hints).
-    unsafe { mi_free(p) }
+    // contract for `mi_free_size`, the same as `mi_free`'s (sizes and alignments are hints,
+    // checked in secure mode).
+    unsafe { s::free_sized(p as *mut u8, size, false) }
 }
 
 #[no_mangle]

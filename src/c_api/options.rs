@@ -304,6 +304,13 @@ pub(crate) fn init_from_env() {
             read_env_option(opt, name);
         }
     }
+    with_env("ABORT_ON_ERROR", |v| match parse_value(v, 1) {
+        Some(n) => crate::secure::set_abort_on_error(n != 0),
+        None => warning(format_args!(
+            "environment option ABORT_ON_ERROR has an invalid value: {}",
+            Bytes(v)
+        )),
+    });
     with_env("LIMIT", |v| match parse_value(v, 1024) {
         Some(n) if n >= 0 => DOMAIN.set_limit(n as usize),
         _ => warning(format_args!(
@@ -466,6 +473,44 @@ pub(crate) fn error(err: c_int, args: fmt::Arguments<'_>) {
             f(err, ERROR_ARG.load(Relaxed) as *mut c_void);
         }
     }
+}
+
+/// The core's error hook in the C library (installed by `init`): the error as mimalloc
+/// reports it (`show_errors`, `mi_register_error`), with mimalloc's error codes.
+pub(crate) fn report_error(kind: crate::secure::ErrorKind, addr: usize, size: Option<usize>) {
+    use crate::secure::ErrorKind as K;
+    let (err, what) = match kind {
+        K::DoubleFree => (::libc::EAGAIN, "double free of"),
+        K::InvalidFree => (::libc::EINVAL, "invalid free of"),
+        K::SizeMismatch => (::libc::EINVAL, "wrong size given to a sized free of"),
+        K::CorruptFreeList => (::libc::EFAULT, "corrupted free list at"),
+        K::WriteAfterFree => (::libc::EFAULT, "write after free to the block at"),
+        K::BufferOverflow => (::libc::EFAULT, "buffer overflow in the block at"),
+    };
+    let show = |args: fmt::Arguments<'_>| {
+        // the secure build shows every error (up to `max_errors`), as it aborts by default
+        if cfg!(feature = "secure") && !(enabled(SHOW_ERRORS) || enabled(VERBOSE)) {
+            let n = ERRORS.fetch_add(1, Relaxed) as i64;
+            if n < get(MAX_ERRORS) {
+                message(format_args!("error: {}\n", args));
+            }
+        }
+        error(err, args);
+    };
+    match size {
+        Some(s) => show(format_args!("{what} {addr:#x} (block size {s})")),
+        None => show(format_args!("{what} {addr:#x}")),
+    }
+}
+
+/// `shardalloc_set_abort_on_error(abort)`: whether a detected misuse aborts the process
+/// after its report (default: on in the secure build, off otherwise; environment
+/// `SHARDALLOC_ABORT_ON_ERROR`). Returns the previous setting.
+#[no_mangle]
+pub extern "C" fn shardalloc_set_abort_on_error(abort: bool) -> bool {
+    let old = crate::secure::abort_on_error();
+    crate::secure::set_abort_on_error(abort);
+    old
 }
 
 // ---------------------------------------------------------------------------------------

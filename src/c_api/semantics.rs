@@ -530,11 +530,51 @@ pub(crate) unsafe fn free(p: *mut u8) {
     unsafe { super::check::free(p) }
 }
 
-/// `malloc_usable_size`: 0 for null and for pointers that are not ours.
+/// A sized free (`mi_free_size`, `free_sized`, sized `operator delete`): as [`free`]; the
+/// size is a hint, which secure mode checks against the block (a size the block cannot
+/// have been allocated with is reported; the block is still freed).
+///
+/// # Safety
+/// As [`free`].
+#[inline(always)]
+pub(crate) unsafe fn free_sized(p: *mut u8, size: usize, aligned: bool) {
+    #[cfg(feature = "secure")]
+    if !p.is_null() {
+        use crate::secure::{report, ErrorKind};
+        // SAFETY: `default_heap()` is the calling thread's live default heap or the static
+        // empty heap, both readable.
+        let owner = unsafe { (*hosted::default_heap()).owner };
+        match crate::free_check::secure_check(p, owner) {
+            Err(kind) => return report(kind, p as usize, None),
+            Ok(_) => {
+                // SAFETY: `secure_check` found `p` to be a live block of ours.
+                let usable = unsafe { crate::free::usable_size(p) };
+                if !crate::free_check::size_fits(size, usable, aligned) {
+                    report(ErrorKind::SizeMismatch, p as usize, Some(size));
+                }
+            }
+        }
+    }
+    let _ = (size, aligned);
+    // SAFETY: as this function's contract.
+    unsafe { free(p) }
+}
+
+/// `malloc_usable_size`: 0 for null and for pointers that are not ours (secure mode: also
+/// for pointers that are not a live block of ours, reported).
 ///
 /// # Safety
 /// `p` is null, not ours, or a live block of ours.
 pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
+    #[cfg(feature = "secure")]
+    if !p.is_null() {
+        // SAFETY: as in `free_sized`.
+        let owner = unsafe { (*hosted::default_heap()).owner };
+        if crate::free_check::secure_check(p as *mut u8, owner).is_err() {
+            crate::secure::report(crate::secure::ErrorKind::InvalidFree, p as usize, None);
+            return 0;
+        }
+    }
     if checked_segment(p).is_none() {
         return 0;
     }

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# The cost of secure mode (cargo feature `secure`) and of the default build's checks.
+#   benches/secure.sh [--reps N] [--workload a,b] [--no-callgrind] [--no-time] [--quick]
+#
+# 1. Instructions (callgrind, deterministic) of every workload of benches/ at --quick size,
+#    under bench-shardalloc built without and with `secure`, in the same run: per-workload
+#    ratios secure/default and their geometric mean.
+# 2. Wall time of the same workloads at full size (or --quick), default and secure runs
+#    interleaved, N repetitions (default 3), medians: ratios and geomean. The machine is
+#    shared: read this table second.
+# 3. Instructions per malloc/free pair through the C entry points (c/fastpath.c under
+#    LD_PRELOAD: 4 pairs an iteration, the loop's own cost subtracted): libshardalloc.so
+#    default, checked (SHARDALLOC_SHOW_ERRORS=1) and secure.
+# The report goes to stdout and to target/secure/report.md, headed by the commit.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+reps=3
+workloads=""
+do_cg=1
+do_time=1
+size=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --reps) reps=$2; shift ;;
+        --workload) workloads=$2; shift ;;
+        --no-callgrind) do_cg=0 ;;
+        --no-time) do_time=0 ;;
+        --quick) size="--quick" ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
+
+out=target/secure
+mkdir -p "$out"
+# the two builds of the same bench binary
+cargo build --release --quiet --features shardalloc --bin bench-shardalloc
+cp target/release/bench-shardalloc "$out/bench-default"
+cargo build --release --quiet --features shardalloc,shardalloc/secure --bin bench-shardalloc
+cp target/release/bench-shardalloc "$out/bench-secure"
+# the two C libraries
+cargo rustc --release --quiet --features override --lib --crate-type cdylib \
+    --manifest-path ../Cargo.toml --target-dir "$out/lib-default"
+cargo rustc --release --quiet --features override,secure --lib --crate-type cdylib \
+    --manifest-path ../Cargo.toml --target-dir "$out/lib-secure"
+gcc -O2 -fno-builtin -o "$out/fastpath-c" c/fastpath.c
+
+if [ -z "$workloads" ]; then
+    workloads=$("$out/bench-default" --list | cut -f1 | paste -sd,)
+fi
+commit=$(git -C .. rev-parse --short HEAD)$(git -C .. diff --quiet HEAD -- src Cargo.toml || echo "+dirty")
+
+# instructions of a command under callgrind (the "Collected" total, all threads)
+ir() {
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" 2>&1 >/dev/null |
+        sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+}
+
+report="$out/report.md"
+{
+    echo "# Cost of secure mode, at $commit ($(date -u +%Y-%m-%d))"
+    echo
+    echo "Command: \`benches/secure.sh --reps $reps ${size}\`. Ratios are secure / default (above 1: secure costs more)."
+    echo
+} >"$report"
+
+if [ $do_cg = 1 ]; then
+    {
+        echo "## Instructions per workload (callgrind, --quick size)"
+        echo
+        echo "| workload | default | secure | secure/default |"
+        echo "|---|---:|---:|---:|"
+    } >>"$report"
+    logsum=0
+    n=0
+    for w in ${workloads//,/ }; do
+        d=$(ir "$out/bench-default" "$w" --quick)
+        s=$(ir "$out/bench-secure" "$w" --quick)
+        r=$(python3 -c "print(f'{$s/$d:.4f}')")
+        echo "| $w | $d | $s | $r |" >>"$report"
+        echo "callgrind $w: default $d secure $s ratio $r" >&2
+        logsum=$(python3 -c "import math; print($logsum + math.log($r))")
+        n=$((n + 1))
+    done
+    gm=$(python3 -c "import math; print(f'{math.exp($logsum / $n):.4f}')")
+    echo "| **geomean** | | | **$gm** |" >>"$report"
+    echo >>"$report"
+fi
+
+if [ $do_time = 1 ]; then
+    {
+        echo "## Wall time per workload (median of $reps, default and secure interleaved${size:+, --quick})"
+        echo
+        echo "| workload | default ms | secure ms | secure/default |"
+        echo "|---|---:|---:|---:|"
+    } >>"$report"
+    logsum=0
+    n=0
+    for w in ${workloads//,/ }; do
+        dts=()
+        sts=()
+        for _ in $(seq "$reps"); do
+            dts+=("$("$out/bench-default" "$w" $size | sed -n 's/.*time_ns=\([0-9]*\).*/\1/p')")
+            sts+=("$("$out/bench-secure" "$w" $size | sed -n 's/.*time_ns=\([0-9]*\).*/\1/p')")
+        done
+        line=$(python3 - "${dts[*]}" "${sts[*]}" <<'EOF'
+import statistics, sys
+d = statistics.median(int(x) for x in sys.argv[1].split())
+s = statistics.median(int(x) for x in sys.argv[2].split())
+print(f"{d/1e6:.1f} {s/1e6:.1f} {s/d:.4f}")
+EOF
+)
+        read -r dm sm r <<<"$line"
+        echo "| $w | $dm | $sm | $r |" >>"$report"
+        echo "time $w: default $dm ms secure $sm ms ratio $r" >&2
+        logsum=$(python3 -c "import math; print($logsum + math.log($r))")
+        n=$((n + 1))
+    done
+    gm=$(python3 -c "import math; print(f'{math.exp($logsum / $n):.4f}')")
+    echo "| **geomean** | | | **$gm** |" >>"$report"
+    echo >>"$report"
+fi
+
+# instructions per malloc/free pair through the C entry points
+N1=200000
+N2=400000
+per_pair() { # env... -> instructions per pair (loop cost subtracted)
+    local a b base1 base2
+    a=$(env "$@" valgrind --tool=callgrind --callgrind-out-file=/dev/null "$out/fastpath-c" $N1 2>&1 >/dev/null | sed -n 's/.*Collected : \([0-9]*\).*/\1/p')
+    b=$(env "$@" valgrind --tool=callgrind --callgrind-out-file=/dev/null "$out/fastpath-c" $N2 2>&1 >/dev/null | sed -n 's/.*Collected : \([0-9]*\).*/\1/p')
+    base1=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null "$out/fastpath-c" $N1 baseline 2>&1 >/dev/null | sed -n 's/.*Collected : \([0-9]*\).*/\1/p')
+    base2=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null "$out/fastpath-c" $N2 baseline 2>&1 >/dev/null | sed -n 's/.*Collected : \([0-9]*\).*/\1/p')
+    python3 -c "print(f'{(($b - $a) - ($base2 - $base1)) / (4 * ($N2 - $N1)):.2f}')"
+}
+{
+    echo "## Instructions per malloc/free pair through the C entry points (callgrind, c/fastpath.c)"
+    echo
+    echo "| build | instructions per pair | / default |"
+    echo "|---|---:|---:|"
+} >>"$report"
+def=$(per_pair LD_PRELOAD="$PWD/$out/lib-default/release/libshardalloc.so")
+chk=$(per_pair LD_PRELOAD="$PWD/$out/lib-default/release/libshardalloc.so" SHARDALLOC_SHOW_ERRORS=1)
+sec=$(per_pair LD_PRELOAD="$PWD/$out/lib-secure/release/libshardalloc.so")
+for row in "default $def" "checked $chk" "secure $sec"; do
+    read -r name v <<<"$row"
+    echo "| $name | $v | $(python3 -c "print(f'{$v/$def:.3f}')") |" >>"$report"
+done
+cat "$report"

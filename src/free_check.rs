@@ -1,0 +1,183 @@
+//! The checks of `free` that every build runs, and secure mode's check of every free.
+//!
+//! - Default build: the owner's fast path of `free` compares the block with the head of
+//!   its page's `local_free` (loaded for the push anyway: two instructions), which catches
+//!   a block freed twice in a row — the case that otherwise turns the list into a cycle
+//!   that hands the block out again and again. ([`probe`] + [`local_free_ok`], mimalloc's
+//!   `mi_check_is_double_free` idea — walk the lists only when the block's first word
+//!   looks like a link into its page — were on the owner's generic path, and cost 3% of
+//!   the instructions of `xmalloc`, whose remote frees share that function: not run.) The allocation fast path checks the head of the
+//!   list it pops (`Page::has_free`), and the walks of the lists check each link
+//!   (`Page::next_of`), so a link overwritten with an address outside the segment is
+//!   reported and never followed. Misuse is reported through [`crate::secure::report`]
+//!   and ignored.
+//! - Secure mode ([`secure_check`], feature `secure`): every free, on every path (owner,
+//!   other thread, delayed, huge), checks that the pointer is a block start (or, in a page
+//!   with aligned blocks, inside one) of a page in use of a live segment, and that the
+//!   block is not free already: a freed block's first word decodes (with its page's keys)
+//!   to a link into its page, which a live block's first word does only by a 2^-50-ish
+//!   chance (the keys are secret; a fresh block's first word is cleared). For the calling
+//!   thread's own pages, the lists are walked to confirm it.
+//!
+//! Every list walk here is bounded: it stops at a link that leaves the page's blocks and
+//! after `capacity` steps, so a list corrupted by an overflow cannot crash or hang a check.
+
+use crate::page::{Block, Page, FLAG_HAS_ALIGNED};
+use crate::secure::{report, ErrorKind};
+#[cfg(not(feature = "secure"))]
+use crate::size_class::{SMALL_PAGE_SIZE, WORD};
+
+/// Whether `p`, about to be freed by its page's owner, needs a closer look: its first
+/// word looks like a free-list link into the same `SMALL_PAGE_SIZE`-aligned chunk (a block
+/// on a free list), or `p` is not word-aligned. (The fast path of `free` does not run it:
+/// a user's own pointers to neighbours look the same, and walking the lists for each of
+/// them is not cheap; it runs on the generic path of the owner's frees.)
+///
+/// # Safety
+/// `p` points into a block of a live page (readable for a word).
+#[cfg(not(feature = "secure"))]
+#[allow(dead_code)] // kept for the checked paths that can afford it (see the module doc)
+#[inline(always)]
+pub(crate) unsafe fn probe(p: *mut u8) -> bool {
+    // SAFETY: `p` is readable for a word (caller); an unaligned read, since a misaligned
+    // `p` is one of the things we look for.
+    let first = unsafe { (p as *const usize).read_unaligned() };
+    (first ^ p as usize) < SMALL_PAGE_SIZE || (p as usize) % WORD != 0
+}
+
+/// Reports a double free of `p` found by the fast path of `free` (the block is at the head
+/// of its page's `local_free`); the free is ignored.
+#[cfg(not(feature = "secure"))]
+#[cold]
+#[inline(never)]
+pub(crate) fn double_free(p: *mut u8) {
+    report(ErrorKind::DoubleFree, p as usize, None);
+}
+
+/// The closer look after [`probe`]: whether `p` may be freed into `page` by its owner.
+/// Reports (and returns false for) a pointer that is not a block start and a block that is
+/// already on the page's `free` or `local_free` list.
+///
+/// # Safety
+/// The calling thread owns `page`, and `p` lies in its handed-out blocks.
+#[cfg(not(feature = "secure"))]
+#[allow(dead_code)] // kept for the checked paths that can afford it (see the module doc)
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn local_free_ok(page: *mut Page, p: *mut u8) -> bool {
+    // SAFETY: the calling thread owns the page (caller): its fields and lists are ours.
+    let pg = unsafe { &*page };
+    let off = (p as usize).wrapping_sub(pg.page_start as usize);
+    if off % pg.block_size != 0 && pg.flags & FLAG_HAS_ALIGNED == 0 {
+        report(ErrorKind::InvalidFree, p as usize, None);
+        return false;
+    }
+    let block = pg.block_of(p);
+    // SAFETY: the page is ours (caller); the walks are bounded.
+    if unsafe { in_list(pg, pg.free, block) || in_list(pg, pg.local_free, block) } {
+        report(ErrorKind::DoubleFree, p as usize, Some(pg.block_size));
+        return false;
+    }
+    true
+}
+
+/// Whether `b` is in the free list of `page` that starts at `head`. Stops at a link that
+/// leaves the page's blocks (a list corrupted by an overflow) and after `capacity` steps
+/// (a cycle), so that a corrupted list cannot crash or hang the check.
+///
+/// # Safety
+/// The list is a free list of `page`, which the calling thread owns.
+pub(crate) unsafe fn in_list(page: &Page, mut head: *mut Block, b: *mut Block) -> bool {
+    let start = page.page_start as usize;
+    for _ in 0..=page.capacity {
+        if head.is_null()
+            || !page.blocks_contain(head as *const u8)
+            || !(head as usize - start).is_multiple_of(page.block_size)
+        {
+            return false;
+        }
+        if head == b {
+            return true;
+        }
+        // SAFETY: `head` is a block of the page (checked just above), so readable; in
+        // secure mode `next_of` decodes and checks the link.
+        head = unsafe { page.next_of(head) };
+    }
+    false
+}
+
+/// Secure mode: checks a pointer given to `free` (or `realloc`, `usable_size`, a sized
+/// free) by a thread with owner token `owner`: returns its page and block, or what is
+/// wrong with it — `DoubleFree` for a block that is free already (or in a page that was
+/// freed), `InvalidFree` for anything that is not a block of a page in use (foreign,
+/// interior, into metadata). The caller reports it.
+///
+/// Hosted, any pointer may be asked (the segment map vouches for the segment); elsewhere
+/// `p` must point into mapped memory (the segment cookie tells a segment from other
+/// memory).
+#[cfg(feature = "secure")]
+#[inline(always)]
+pub(crate) fn secure_check(p: *mut u8, owner: usize) -> Result<(*mut Page, *mut Block), ErrorKind> {
+    use crate::segment::{checked_page, ptr_segment, NotInBlocks};
+    use crate::sync::Ordering;
+    let page = match checked_page(p) {
+        Ok(page) => page,
+        // the page emptied and was freed: its blocks were all free already
+        Err(NotInBlocks::PageNotInUse) => return Err(ErrorKind::DoubleFree),
+        Err(_) => return Err(ErrorKind::InvalidFree),
+    };
+    // SAFETY: `checked_page` found the page in use in a live segment: its metadata is
+    // readable, and `block_size`, `page_start`, the keys and `flags & FLAG_HAS_ALIGNED`
+    // are set before any of its blocks was handed out.
+    let pg = unsafe { &*page };
+    let off = p as usize - pg.page_start as usize;
+    let block = if pg.div.divides(off) {
+        p as *mut Block
+    } else if pg.flags & FLAG_HAS_ALIGNED != 0 {
+        pg.block_of(p)
+    } else {
+        return Err(ErrorKind::InvalidFree);
+    };
+    // SAFETY: `block` is a block of the page, inside its handed-out blocks: readable.
+    let first = unsafe { (*block).next } as usize;
+    let link = pg.keys.decode(first);
+    if link == 0 || pg.in_area(link) {
+        // SAFETY: the segment of a page in use is live.
+        let local = unsafe { (*ptr_segment(p)).owner.load(Ordering::Relaxed) } == owner;
+        // SAFETY (of the walks): the calling thread owns the page (`local`); the walks
+        // are bounded.
+        let free_already = !local
+            || unsafe {
+                in_list(pg, pg.free, block)
+                    || in_list(pg, pg.local_free, block)
+                    || in_list(pg, pg.thread_free_list(), block)
+            };
+        if free_already {
+            return Err(ErrorKind::DoubleFree);
+        }
+    }
+    Ok((page, block))
+}
+
+/// Secure mode: [`secure_check`], reporting what is wrong.
+#[cfg(feature = "secure")]
+#[inline(always)]
+pub(crate) fn secure_check_report(p: *mut u8, owner: usize) -> bool {
+    match secure_check(p, owner) {
+        Ok(_) => true,
+        Err(kind) => {
+            report(kind, p as usize, None);
+            false
+        }
+    }
+}
+
+/// Secure mode: whether `size`, given to a sized free of block `p` (checked by
+/// [`secure_check`]) with `usable` bytes, can be the size it was allocated with: not
+/// above `usable`, and (unless `aligned` or the block is tiny) at least half of it — a
+/// request always gets a block less than twice its size, and `realloc` keeps a block only
+/// for sizes of at least half of it.
+#[cfg(all(feature = "secure", feature = "override"))]
+pub(crate) fn size_fits(size: usize, usable: usize, aligned: bool) -> bool {
+    size <= usable && (aligned || usable <= 2 * crate::size_class::WORD || size >= usable / 2)
+}
