@@ -33,6 +33,7 @@ static MAP: [AtomicU8; ENTRIES] = [const { AtomicU8::new(0) }; ENTRIES];
 /// The bound [`free_contains`] checks the map index against: `ENTRIES`, or 0 while the C
 /// `free` must take its slow path for every pointer (checked mode).
 /// Invariant: `FREE_LIMIT` is `ENTRIES` or 0.
+#[cfg_attr(not(feature = "override"), allow(dead_code))]
 static FREE_LIMIT: AtomicUsize = AtomicUsize::new(ENTRIES);
 
 /// Marks the segment at `segment` live (or dead).
@@ -54,6 +55,7 @@ pub(crate) fn contains(segment: usize) -> bool {
 /// [`set_free_slow`] is on. About 5 instructions (shift, compare with the limit in memory,
 /// branch, byte compare, branch).
 #[inline(always)]
+#[cfg_attr(not(feature = "override"), allow(dead_code))] // the C `free`
 pub(crate) fn free_contains(segment: usize) -> bool {
     let i = segment >> SEGMENT_SHIFT;
     // SAFETY: the index is read only when `i < FREE_LIMIT`, and `FREE_LIMIT <= ENTRIES`
@@ -62,6 +64,7 @@ pub(crate) fn free_contains(segment: usize) -> bool {
 }
 
 /// Sends (`on`) or stops sending every pointer of the C `free` to its slow path.
+#[cfg_attr(not(feature = "override"), allow(dead_code))] // checked mode of the C `free`
 pub(crate) fn set_free_slow(on: bool) {
     FREE_LIMIT.store(if on { 0 } else { ENTRIES }, Ordering::Relaxed);
 }
