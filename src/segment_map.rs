@@ -60,7 +60,8 @@ pub(crate) fn free_contains(segment: usize) -> bool {
     let i = segment >> SEGMENT_SHIFT;
     // SAFETY: the index is read only when `i < FREE_LIMIT`, and `FREE_LIMIT <= ENTRIES`
     // (its invariant: it is only ever set to `ENTRIES` or 0), so `i` is in bounds.
-    i < FREE_LIMIT.load(Ordering::Relaxed) && unsafe { MAP.get_unchecked(i) }.load(Ordering::Acquire) != 0
+    i < FREE_LIMIT.load(Ordering::Relaxed)
+        && unsafe { MAP.get_unchecked(i) }.load(Ordering::Acquire) != 0
 }
 
 /// Sends (`on`) or stops sending every pointer of the C `free` to its slow path.
