@@ -392,6 +392,7 @@ fn larger_class_page(heap: OwnedHeap, size: usize) -> *mut Page {
 
 /// A page of the heap with a free block for `size` bytes (a huge page aligned to
 /// `huge_align` when it is not 0). Null when out of memory.
+#[inline(always)]
 fn find_page(heap: OwnedHeap, size: usize, huge_align: usize) -> *mut Page {
     if size > LARGE_OBJ_SIZE_MAX || huge_align > 0 {
         return huge_page_alloc(heap, size, huge_align);
@@ -399,9 +400,33 @@ fn find_page(heap: OwnedHeap, size: usize, huge_align: usize) -> *mut Page {
     find_free_page(heap, bin(size))
 }
 
+/// [`find_free_page_slow`] with its common case inline in `malloc_generic`: the first
+/// page of the queue has room once its own frees are taken back (a size class whose
+/// page ran out of `free` blocks). That saves two calls with their saved registers,
+/// about a fifth of the generic path's instructions on a small-size loop.
+#[inline(always)]
+fn find_free_page(heap: OwnedHeap, bin: usize) -> *mut Page {
+    let h = heap.as_ptr();
+    // SAFETY: the token proves the heap is ours, and with it the pages in its queues:
+    // nothing else writes them.
+    unsafe {
+        let page = (*h).pages[bin].first();
+        if !page.is_null() {
+            (*page).collect(false);
+            if (*page).immediate_available() {
+                // already at the front of its queue, where the direct table looks
+                (*page).retire_expire = 0;
+                return page;
+            }
+        }
+    }
+    find_free_page_slow(heap, bin)
+}
+
 /// Finds a page with room in queue `bin`, moving full pages to the full queue, or takes a
 /// fresh one.
-fn find_free_page(heap: OwnedHeap, bin: usize) -> *mut Page {
+#[inline(never)]
+fn find_free_page_slow(heap: OwnedHeap, bin: usize) -> *mut Page {
     let mut page = queue_page_with_room(heap, bin);
     // None: take over segments of exited threads first, and look again (their pages of
     // this size class come to the backing heap, often with room: a thread pool's threads

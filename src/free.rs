@@ -447,18 +447,28 @@ unsafe fn page_retire_default(page: *mut Page) {
     // SAFETY: the page and heap are ours (above); the page is in queue `bin` of the heap.
     unsafe {
         (*page).flags &= !FLAG_HAS_ALIGNED;
-        let bin = queue_bin_of(page);
-        if bin < BIN_HUGE && (*page).block_size <= MEDIUM_OBJ_SIZE_MAX {
-            let pq = &(*h).pages[bin];
-            if pq.list.first == page && pq.list.last == page {
-                (*page).retire_expire = retire_cycles((*page).block_size);
+        // Alone in its queue (a page in use is always in its heap's queue `queue_bin_of`,
+        // so null links say it is that queue's only page), a small or medium size class:
+        // it stays. The cheap tests come first, the segment's kind (huge?) and the bin
+        // after them.
+        let bsize = (*page).block_size;
+        if bsize <= MEDIUM_OBJ_SIZE_MAX
+            && (*page).links.next.is_null()
+            && (*page).links.prev.is_null()
+        {
+            let bin = queue_bin_of(page);
+            if bin < BIN_HUGE {
+                debug_assert!(
+                    (*h).pages[bin].list.first == page && (*h).pages[bin].list.last == page
+                );
+                (*page).retire_expire = retire_cycles(bsize);
                 (*h).retired_min = (*h).retired_min.min(bin);
                 (*h).retired_max = (*h).retired_max.max(bin);
                 return;
             }
         }
         // all its blocks are free (it retires)
-        page_free(heap, page, bin);
+        page_free(heap, page, queue_bin_of(page));
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Always: a pointer whose segment is not in the segment map (or has no valid segment
 //! cookie) is not ours; it is reported ("invalid free") and ignored instead of crashing.
-//! That costs a bitmap lookup and a compare per `free` (not measured on its own).
+//! That costs one byte-map lookup per `free`, which also routes checked mode's frees to
+//! their slow path (`segment_map::free_contains`).
 //!
 //! Checked mode (option `show_errors`, e.g. `SHARDALLOC_SHOW_ERRORS=1`) also checks that
 //! the pointer is a block (or, in a page with aligned blocks, inside one) of a page in use,
@@ -26,32 +27,48 @@ use crate::segment::{ptr_segment, NotInBlocks};
 /// above catch are reported, others are undefined behaviour as with any allocator.
 #[inline(always)]
 pub(crate) unsafe fn free(p: *mut u8) {
-    if CHECK_FREE.load(Relaxed) {
-        // SAFETY: by this function's contract, `p` is null, a block of ours not used
-        // afterwards, or a pointer the checks catch: `free_checked`'s contract.
-        return unsafe { free_checked(p) };
-    }
-    // The segment map alone: a set bit means a live segment starts there (the cookie
+    // The segment map alone: a set entry means a live segment starts there (the cookie
     // check of `checked_segment` would only repeat that). Null is not in it either (its
     // segment, found through `p - 1`, lies at the top of the address space), so the common
-    // path needs no test of its own for null.
-    if !crate::segment_map::contains(ptr_segment(p) as usize) {
-        return not_in_map(p);
+    // path needs no test of its own for null. In checked mode the map answers "no" for
+    // every pointer (`segment_map::set_free_slow`), so checked mode costs the common path
+    // nothing either: `not_in_map` sorts the cases out.
+    if !crate::segment_map::free_contains(ptr_segment(p) as usize) {
+        // SAFETY: by this function's contract, `p` is null, a block of ours not used
+        // afterwards, or a pointer the checks catch: `not_in_map`'s contract.
+        return unsafe { not_in_map(p) };
     }
-    // SAFETY: `p` lies in a live segment of ours (its bit is set in the segment map), so it
-    // is not null and by this function's contract (the C caller's contract for `free`,
+    // SAFETY: `p` lies in a live segment of ours (its entry is set in the segment map), so
+    // it is not null and by this function's contract (the C caller's contract for `free`,
     // documented in include/README-capi.md) it is a live block of ours, not used afterwards.
     unsafe { hosted::free_nonnull(p) }
 }
 
-/// `free` of a pointer outside the segment map: nothing to do for null, an error for any
-/// other.
+/// `free` of a pointer that the segment map did not vouch for: checked mode's `free`
+/// (where every pointer comes here); otherwise nothing to do for null, an error for any
+/// other pointer.
+///
+/// # Safety
+/// As [`free`].
 #[cold]
 #[inline(never)]
-fn not_in_map(p: *mut u8) {
-    if !p.is_null() {
-        invalid_free(p, "not allocated by shardalloc");
+unsafe fn not_in_map(p: *mut u8) {
+    if CHECK_FREE.load(Relaxed) {
+        // SAFETY: `p` is null, a block of ours not used afterwards, or a pointer the
+        // checks catch (this function's contract): `free_checked`'s contract.
+        return unsafe { free_checked(p) };
     }
+    if p.is_null() {
+        return;
+    }
+    // Checked mode was switched off while this `free` ran (`CHECK_FREE` is written before
+    // the map's limit): the map itself still tells a block of ours.
+    if crate::segment_map::contains(ptr_segment(p) as usize) {
+        // SAFETY: `p` lies in a live segment of ours, so by this function's contract it is
+        // a live block of ours, not used afterwards.
+        return unsafe { hosted::free_nonnull(p) };
+    }
+    invalid_free(p, "not allocated by shardalloc");
 }
 
 #[cold]

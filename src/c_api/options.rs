@@ -185,7 +185,11 @@ pub(crate) fn set_default(opt: usize, value: i64) {
 fn apply(opt: usize) {
     let v = VALUES[opt].load(Relaxed);
     match opt {
-        SHOW_ERRORS => CHECK_FREE.store(v != 0, Relaxed),
+        SHOW_ERRORS => {
+            CHECK_FREE.store(v != 0, Relaxed);
+            // `free`'s fast path learns of checked mode through the segment map alone
+            crate::segment_map::set_free_slow(v != 0);
+        }
         PURGE_DELAY => DOMAIN.set_purge_delay(if v < 0 { -1 } else { v }),
         DISALLOW_OS_ALLOC => crate::global::hosted::PROCESS_SOURCE.set_os_allowed(v == 0),
         _ => {}

@@ -169,8 +169,7 @@ pub(crate) fn default_heap() -> *mut RawHeap {
 /// The calling thread's owner token (`NO_OWNER` before its first allocation).
 #[inline(always)]
 fn owner() -> usize {
-    // SAFETY: the default heap is live (or the static empty heap).
-    unsafe { (*default_heap()).owner }
+    super::tls::owner()
 }
 
 /// The thread-exit key (pthread key or FLS index) whose destructor runs `thread_done`;

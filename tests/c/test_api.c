@@ -1044,6 +1044,37 @@ static void checked_free(void) {
   CHECK(errors_seen[EINVAL] == 3);
   fprintf(stderr, "checked-free: errors seen as expected\n");
 }
+// checked mode switched on and off while the program runs (mi_option_enable): `free`'s
+// fast path learns of it through the segment map's bound, so the first free after the
+// switch is already checked, and the first one after switching it off is not
+static void checked_free_runtime(void) {
+  mi_register_error(on_error, NULL);
+  CHECK(!mi_option_is_enabled(mi_option_show_errors));
+  char* keep = malloc(48);
+  char* p = malloc(48);
+  free(p);                                       // unchecked: the fast path
+  mi_option_enable(mi_option_show_errors);
+  int again = errors_seen[EAGAIN], bad = errors_seen[EINVAL];
+  char* q = malloc(48);
+  free(q);
+  free(q);                                       // double free: reported, ignored
+  CHECK(errors_seen[EAGAIN] == again + 1);
+  char* r = malloc(1000);
+  free(r + 8);                                   // not the start of a block: reported
+  CHECK(errors_seen[EINVAL] == bad + 1);
+  free(r);
+  CHECK(distinct_blocks(48));
+  mi_option_disable(mi_option_show_errors);
+  CHECK(!mi_option_is_enabled(mi_option_show_errors));
+  // unchecked again: blocks come and go (a free that were still routed to the checks would
+  // be reported, and one that were lost would leave a block out)
+  CHECK(distinct_blocks(48));
+  int local;
+  free(&local);                                  // not ours: still reported
+  CHECK(errors_seen[EINVAL] == bad + 2);
+  CHECK(errors_seen[EAGAIN] == again + 1);
+  free(keep);
+}
 // SHARDALLOC_LIMIT=64M
 static void env_limit(void) {
   CHECK(shardalloc_limit() == ((size_t)64 << 20));
@@ -1076,6 +1107,7 @@ static const test_case_t cases[] = {
   {"aligned_alloc", aligned_alloc_cases, 1},
   {"memalign-valloc-pvalloc", memalign_valloc_cases, 1},
   {"free-foreign", free_foreign, 1},
+  {"checked-free-runtime", checked_free_runtime, 1},
   {"libc-names", libc_names, 1},
   {"many-live-blocks", many_live_blocks, 1},
   {"mi-basic", mi_basic, 1},
