@@ -346,7 +346,7 @@ impl Segment {
     /// # Safety
     /// Called by the segment's owner.
     pub(crate) unsafe fn check(&self) {
-        if !cfg!(debug_assertions) {
+        if !cfg!(any(debug_assertions, feature = "debug-mode")) {
             return;
         }
         assert!(self.is_valid_cookie(), "segment cookie");
