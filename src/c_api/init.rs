@@ -55,6 +55,8 @@ pub(crate) fn init() {
     }
     super::stats::record_start();
     options::init_from_env();
+    #[cfg(feature = "debug-mode")]
+    super::debug_report::install();
     #[cfg(unix)]
     {
         if options::enabled(options::SHOW_STATS) {
