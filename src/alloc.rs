@@ -42,7 +42,7 @@ unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
     page.used += 1;
     #[cfg(feature = "debug-mode")]
     // SAFETY: the block was just popped by the page's owner and holds `size` bytes and the
-    // padding (callers look pages up by `size + PADDING_SIZE`).
+    // padding (callers look pages up by `padded(size)`).
     unsafe {
         crate::debug_mode::on_alloc(page, block as *mut u8, size, zero)
     };
@@ -59,7 +59,7 @@ pub(crate) unsafe fn malloc_small(heap: *mut RawHeap, size: usize, zero: bool) -
     debug_assert!(size <= SMALL_SIZE_MAX);
     // SAFETY: the heap is the caller's (or the never-written empty heap); its direct-table
     // entry is a live page of it, or the empty page, whose `free` is null.
-    let page = unsafe { (*heap).pages_direct[wsize_from_size(size + PADDING_SIZE)] };
+    let page = unsafe { (*heap).pages_direct[wsize_from_size(padded(size))] };
     // SAFETY: as above, the page is readable.
     if unsafe { (*page).free.is_null() } {
         // SAFETY: forwarding the caller's heap; `size` is small and its page has no free
@@ -87,7 +87,7 @@ pub(crate) unsafe fn malloc_small_miss(heap: *mut RawHeap, size: usize, zero: bo
     // null); a page with own frees is the owner's to change, and after the move its `free`
     // list holds blocks of `size`'s class.
     unsafe {
-        let page = (*heap).pages_direct[wsize_from_size(size + PADDING_SIZE)];
+        let page = (*heap).pages_direct[wsize_from_size(padded(size))];
         if !(*page).local_free.is_null() && (*page).take_local_free() {
             return page_pop(page, size, zero);
         }
@@ -109,7 +109,7 @@ pub(crate) unsafe fn malloc_small_fast(heap: *mut RawHeap, size: usize, zero: bo
     debug_assert!(size <= SMALL_SIZE_MAX);
     // SAFETY: the heap is the caller's (or the never-written empty heap); its direct-table
     // entry is a live page of it, or the empty page, whose `free` is null.
-    let page = unsafe { (*heap).pages_direct[wsize_from_size(size + PADDING_SIZE)] };
+    let page = unsafe { (*heap).pages_direct[wsize_from_size(padded(size))] };
     // SAFETY: as above, the page is readable.
     if unsafe { (*page).free.is_null() } {
         return ptr::null_mut();
@@ -130,7 +130,7 @@ pub(crate) unsafe fn malloc_small_try(heap: *mut RawHeap, size: usize) -> *mut u
     debug_assert!(size <= SMALL_SIZE_MAX);
     // SAFETY: as in `malloc_small`: the entry is a live page of the caller's heap or the
     // never-written empty page, whose `free` is null.
-    let page = unsafe { (*heap).pages_direct[wsize_from_size(size + PADDING_SIZE)] };
+    let page = unsafe { (*heap).pages_direct[wsize_from_size(padded(size))] };
     // SAFETY: as above, the page is readable.
     if unsafe { (*page).free.is_null() } {
         return ptr::null_mut();
@@ -171,13 +171,13 @@ pub(crate) unsafe fn malloc(heap: *mut RawHeap, size: usize, zero: bool) -> *mut
 /// `heap` is the calling context's heap (or the empty heap, whose queues are empty).
 #[inline(always)]
 pub(crate) unsafe fn malloc_queue_try(heap: *mut RawHeap, size: usize, zero: bool) -> *mut u8 {
-    if size + PADDING_SIZE > LARGE_OBJ_SIZE_MAX {
+    if padded(size) > LARGE_OBJ_SIZE_MAX {
         return ptr::null_mut();
     }
     // SAFETY: the heap is the caller's (or the never-written empty heap, whose queues are
     // empty); the head of a queue is a live page of it, owned by the caller.
     unsafe {
-        let page = (*heap).pages[bin(size + PADDING_SIZE)].first();
+        let page = (*heap).pages[bin(padded(size))].first();
         if page.is_null() || (*page).free.is_null() {
             return ptr::null_mut();
         }
@@ -224,11 +224,11 @@ pub(crate) unsafe fn malloc_generic(
     if cfg!(any(debug_assertions, feature = "debug-mode")) && heartbeat % 4096 == 0 {
         heap_check(heap);
     }
-    let mut page = find_page(heap, size + PADDING_SIZE, huge_align);
+    let mut page = find_page(heap, padded(size), huge_align);
     if page.is_null() {
         // out of memory: give everything unused back and try once more
         heap_collect(heap, Collect::Force);
-        page = find_page(heap, size + PADDING_SIZE, huge_align);
+        page = find_page(heap, padded(size), huge_align);
     }
     if page.is_null() {
         os.stats.out_of_memory.fetch_add(1, Ordering::Relaxed);
@@ -472,7 +472,7 @@ pub(crate) unsafe fn malloc_aligned(
     if size <= SMALL_SIZE_MAX && align <= size {
         // SAFETY: as in `malloc_small`: the direct-table entry is a live page of the
         // caller's heap or the never-written empty page.
-        let page = unsafe { (*heap).pages_direct[wsize_from_size(size + PADDING_SIZE)] };
+        let page = unsafe { (*heap).pages_direct[wsize_from_size(padded(size))] };
         // SAFETY: as above, readable.
         let free = unsafe { (*page).free };
         if !free.is_null() && free as usize & (align - 1) == 0 {
@@ -609,7 +609,7 @@ pub(crate) unsafe fn realloc(
             {
                 // the segment header (and so the page) may move: out of the queue meanwhile
                 (*heap).queue_remove(page, BIN_HUGE);
-                let moved = segment::huge_remap(page, new_size + PADDING_SIZE);
+                let moved = segment::huge_remap(page, padded(new_size));
                 let page = if moved.is_null() { page } else { moved };
                 (*heap).queue_push(page);
                 if !moved.is_null() {

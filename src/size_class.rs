@@ -76,8 +76,22 @@ pub const SMALL_SIZE_MAX: usize = SMALL_WSIZE_MAX * WORD;
 /// a canary and the distance to the requested end, mimalloc's `mi_padding_t`, checked at
 /// free; see `debug_mode`). 0 otherwise, so that the lookups below fold it away.
 pub const PADDING_SIZE: usize = if cfg!(feature = "debug-mode") { 8 } else { 0 };
-/// [`PADDING_SIZE`] in words.
+/// [`PADDING_SIZE`] in words (and one more word for the request of at least one byte
+/// that [`padded`] makes of 0).
 pub const PADDING_WSIZE: usize = wsize_from_size(PADDING_SIZE);
+
+/// The bytes a block needs for a request of `size`: `size` itself, or with debug mode's
+/// padding after at least one byte (so that every block has a word, the free-list link,
+/// before its padding), saturating (an impossible size stays impossible).
+#[inline(always)]
+pub const fn padded(size: usize) -> usize {
+    if PADDING_SIZE == 0 {
+        size
+    } else {
+        let size = if size == 0 { 1 } else { size };
+        size.saturating_add(PADDING_SIZE)
+    }
+}
 /// Entries of the direct table (`wsize` 0 ..= SMALL_WSIZE_MAX, and the padding's words
 /// above it: a small request with its padding is looked up there, as in mimalloc's
 /// `MI_PAGES_DIRECT`).
