@@ -363,5 +363,9 @@ unsafe fn looks_freed(page: &Page, block: *const u8) -> bool {
     }
     // SAFETY: the block's bytes lie in the page's memory (caller).
     let rest = unsafe { core::slice::from_raw_parts(block.add(word), page.block_size - word) };
-    rest.iter().all(|&b| b == FREED)
+    // a word at a time (blocks are word-aligned: the ends are empty but for odd sizes)
+    // SAFETY: any bytes are valid `usize`s.
+    let (head, words, tail) = unsafe { rest.align_to::<usize>() };
+    let freed = usize::from_ne_bytes([FREED; core::mem::size_of::<usize>()]);
+    head.iter().chain(tail).all(|&b| b == FREED) && words.iter().all(|&w| w == freed)
 }

@@ -65,9 +65,40 @@ fn pattern(seed: u8, i: usize) -> u8 {
     (i as u8).wrapping_mul(31).wrapping_add(seed) ^ ((i >> 8) as u8)
 }
 
+/// The 256 bytes of `seed`'s pattern at `256 * k ..` (the pattern repeats with period 256
+/// but for the `k` mixed in): filled and compared a chunk at a time, so that the fuzzer's
+/// time goes to the allocator rather than to byte loops.
+fn chunk(seed: u8, k: usize) -> [u8; 256] {
+    let mut c = [0u8; 256];
+    for (j, b) in c.iter_mut().enumerate() {
+        *b = pattern(seed, (k << 8) | j);
+    }
+    c
+}
+
+/// Calls `f(i, n, expected)` for the pieces `i .. i + n` of `r`, each within one chunk.
+fn pieces(seed: u8, r: core::ops::Range<usize>, mut f: impl FnMut(usize, &[u8])) {
+    let mut i = r.start;
+    let mut cached: Option<(usize, [u8; 256])> = None;
+    while i < r.end {
+        let k = i >> 8;
+        let j = i & 255;
+        let n = (256 - j).min(r.end - i);
+        let c = match cached {
+            Some((ck, c)) if ck == k => c,
+            _ => {
+                let c = chunk(seed, k);
+                cached = Some((k, c));
+                c
+            }
+        };
+        f(i, &c[j..j + n]);
+        i += n;
+    }
+}
+
 /// The parts of a block of `size` bytes that the model fills and checks: all of a small
-/// block, the first and last 4 KiB of a larger one (the fuzzer's time goes to operations,
-/// not to memory traffic).
+/// block, the first and last 4 KiB of a larger one.
 fn ranges(size: usize) -> [core::ops::Range<usize>; 2] {
     if size <= 16 * 1024 {
         [0..size, 0..0]
@@ -80,10 +111,17 @@ fn fill(p: *mut u8, size: usize, seed: u8) {
     // SAFETY: callers pass live blocks of at least `size` bytes that they own.
     let s = unsafe { std::slice::from_raw_parts_mut(p, size) };
     for r in ranges(size) {
-        for i in r {
-            s[i] = pattern(seed, i);
-        }
+        pieces(seed, r, |i, want| s[i..i + want.len()].copy_from_slice(want));
     }
+}
+
+fn compare(s: &[u8], seed: u8, r: core::ops::Range<usize>, p: *const u8, what: &str) {
+    pieces(seed, r, |i, want| {
+        if &s[i..i + want.len()] != want {
+            let at = (0..want.len()).find(|&j| s[i + j] != want[j]).unwrap() + i;
+            panic!("{what}: block {p:p} changed at byte {at}");
+        }
+    });
 }
 
 /// Checks what the model filled of a block of `size` bytes that is now at `p` and holds
@@ -92,21 +130,13 @@ fn verify_prefix(p: *const u8, size: usize, keep: usize, seed: u8, what: &str) {
     // SAFETY: callers pass live blocks of at least `keep` bytes.
     let s = unsafe { std::slice::from_raw_parts(p, keep) };
     for r in ranges(size) {
-        for i in r.start.min(keep)..r.end.min(keep) {
-            assert_eq!(s[i], pattern(seed, i), "{what}: block {p:p} changed at {i}");
-        }
+        compare(s, seed, r.start.min(keep)..r.end.min(keep), p, what);
     }
 }
 
 /// Checks the first `size` bytes of `p` against `seed`'s pattern (see [`ranges`]).
 fn verify(p: *const u8, size: usize, seed: u8, what: &str) {
-    // SAFETY: callers pass live blocks of at least `size` bytes.
-    let s = unsafe { std::slice::from_raw_parts(p, size) };
-    for r in ranges(size) {
-        for i in r {
-            assert_eq!(s[i], pattern(seed, i), "{what}: block {p:p} of {size} bytes changed at {i}");
-        }
-    }
+    verify_prefix(p, size, size, seed, what);
 }
 
 /// The number of reports the checking build has made (debug mode's counter).
