@@ -135,16 +135,16 @@ pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
         {
             return false;
         }
-        debug_assert!(
-            (p as usize - (*page).page_start as usize).is_multiple_of((*page).block_size),
-            "free of a pointer inside a block"
-        );
         // (checked here, once the free is sure to go this way: a `false` above makes the
         // caller call `free`, which checks)
         #[cfg(feature = "debug-mode")]
         if !crate::debug_mode::on_free(p) {
             return true;
         }
+        debug_assert!(
+            (p as usize - (*page).page_start as usize).is_multiple_of((*page).block_size),
+            "free of a pointer inside a block"
+        );
         push_local(page, p);
         if empties {
             (*page).retire_expire = retire_cycles((*page).block_size);
