@@ -49,6 +49,12 @@ unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
         }
     }
     page.used += 1;
+    #[cfg(feature = "debug-mode")]
+    // SAFETY: the block was just popped by the page's owner and holds `size` bytes and the
+    // padding (callers look pages up by `padded(size)`).
+    unsafe {
+        crate::debug_mode::on_alloc(page, block as *mut u8, size, zero)
+    };
     block as *mut u8
 }
 
@@ -62,7 +68,7 @@ pub(crate) unsafe fn malloc_small(heap: *mut RawHeap, size: usize, zero: bool) -
     debug_assert!(size <= SMALL_SIZE_MAX);
     // SAFETY: the heap is the caller's (or the never-written empty heap); its direct-table
     // entry is a live page of it, or the empty page, whose `free` is null.
-    let page = unsafe { (*heap).pages_direct[wsize_from_size(size)] };
+    let page = unsafe { (*heap).pages_direct[wsize_from_size(padded(size))] };
     // SAFETY: as above, the page is readable.
     if unsafe { !(*page).has_free() } {
         // SAFETY: forwarding the caller's heap; `size` is small and its page has no free
@@ -90,7 +96,7 @@ pub(crate) unsafe fn malloc_small_miss(heap: *mut RawHeap, size: usize, zero: bo
     // null); a page with own frees is the owner's to change, and after the move its `free`
     // list holds blocks of `size`'s class.
     unsafe {
-        let page = (*heap).pages_direct[wsize_from_size(size)];
+        let page = (*heap).pages_direct[wsize_from_size(padded(size))];
         if !(*page).local_free.is_null() && (*page).take_local_free() {
             return page_pop(page, size, zero);
         }
@@ -168,7 +174,7 @@ pub(crate) unsafe fn malloc_small_fast(heap: *mut RawHeap, size: usize, zero: bo
     debug_assert!(size <= SMALL_SIZE_MAX);
     // SAFETY: the heap is the caller's (or the never-written empty heap); its direct-table
     // entry is a live page of it, or the empty page, whose `free` is null.
-    let page = unsafe { (*heap).pages_direct[wsize_from_size(size)] };
+    let page = unsafe { (*heap).pages_direct[wsize_from_size(padded(size))] };
     // SAFETY: as above, the page is readable.
     if unsafe { !(*page).has_free() } {
         return ptr::null_mut();
@@ -189,7 +195,7 @@ pub(crate) unsafe fn malloc_small_try(heap: *mut RawHeap, size: usize) -> *mut u
     debug_assert!(size <= SMALL_SIZE_MAX);
     // SAFETY: as in `malloc_small`: the entry is a live page of the caller's heap or the
     // never-written empty page, whose `free` is null.
-    let page = unsafe { (*heap).pages_direct[wsize_from_size(size)] };
+    let page = unsafe { (*heap).pages_direct[wsize_from_size(padded(size))] };
     // SAFETY: as above, the page is readable.
     if unsafe { !(*page).has_free() } {
         return ptr::null_mut();
@@ -230,13 +236,13 @@ pub(crate) unsafe fn malloc(heap: *mut RawHeap, size: usize, zero: bool) -> *mut
 /// `heap` is the calling context's heap (or the empty heap, whose queues are empty).
 #[inline(always)]
 pub(crate) unsafe fn malloc_queue_try(heap: *mut RawHeap, size: usize, zero: bool) -> *mut u8 {
-    if size > LARGE_OBJ_SIZE_MAX {
+    if padded(size) > LARGE_OBJ_SIZE_MAX {
         return ptr::null_mut();
     }
     // SAFETY: the heap is the caller's (or the never-written empty heap, whose queues are
     // empty); the head of a queue is a live page of it, owned by the caller.
     unsafe {
-        let page = (*heap).pages[bin(size)].first();
+        let page = (*heap).pages[bin(padded(size))].first();
         if page.is_null() || !(*page).has_free() {
             return ptr::null_mut();
         }
@@ -259,10 +265,11 @@ pub(crate) unsafe fn malloc_try_aligned(heap: *mut RawHeap, size: usize, align: 
     // SAFETY: as in `malloc_small_try` and `malloc_queue_try`: the direct-table entry or
     // the head of the queue is a live page of the caller's heap (or the empty page).
     unsafe {
-        let page = if size <= SMALL_SIZE_MAX {
-            (*heap).pages_direct[wsize_from_size(size)]
-        } else if size <= LARGE_OBJ_SIZE_MAX {
-            (*heap).pages[bin(size)].first()
+        let psize = padded(size);
+        let page = if psize <= SMALL_SIZE_MAX {
+            (*heap).pages_direct[wsize_from_size(psize)]
+        } else if psize <= LARGE_OBJ_SIZE_MAX {
+            (*heap).pages[bin(psize)].first()
         } else {
             return ptr::null_mut();
         };
@@ -270,7 +277,7 @@ pub(crate) unsafe fn malloc_try_aligned(heap: *mut RawHeap, size: usize, align: 
             return ptr::null_mut();
         }
         let free = (*page).free;
-        if free.is_null() || free as usize & (align - 1) != 0 {
+        if free.is_null() || free as usize & (align - 1) != 0 || !(*page).has_free() {
             return ptr::null_mut();
         }
         // a page of `size`'s class: its blocks hold `size` bytes
@@ -313,26 +320,26 @@ pub(crate) unsafe fn malloc_generic(
         segment::segments_purge(unsafe { &mut (*heap.tld()).segments }, false);
         os.cache_collect(false);
     }
-    if cfg!(debug_assertions) && heartbeat % 4096 == 0 {
+    if cfg!(any(debug_assertions, feature = "debug-mode")) && heartbeat % 4096 == 0 {
         heap_check(heap);
     }
-    let mut page = find_page(heap, size, huge_align);
+    let mut page = find_page(heap, padded(size), huge_align);
     // Small geometry (one heap, no other threads, no OS to give memory to): the only unused
     // memory a heap holds is its empty pages, in the size-class queues, so out of memory
     // frees those (not walking the full pages) and tries again if there were any.
     #[cfg(feature = "small")]
     if page.is_null() && crate::free::heap_free_empty_pages(heap) > 0 {
-        page = find_page(heap, size, huge_align);
+        page = find_page(heap, padded(size), huge_align);
     }
     #[cfg(feature = "small")]
-    if page.is_null() && huge_align == 0 && size <= LARGE_OBJ_SIZE_MAX {
-        page = larger_class_page(heap, size);
+    if page.is_null() && huge_align == 0 && padded(size) <= LARGE_OBJ_SIZE_MAX {
+        page = larger_class_page(heap, padded(size));
     }
     #[cfg(not(feature = "small"))]
     if page.is_null() {
         // out of memory: give everything unused back and try once more
         heap_collect(heap, Collect::Force);
-        page = find_page(heap, size, huge_align);
+        page = find_page(heap, padded(size), huge_align);
     }
     if page.is_null() {
         os.stats.out_of_memory.fetch_add(1, Ordering::Relaxed);
@@ -346,7 +353,7 @@ pub(crate) unsafe fn malloc_generic(
             // the head of its `free` list was corrupted (reported, dropped): look again
             return malloc_generic(heap.as_ptr(), size, zero, huge_align);
         }
-        if cfg!(debug_assertions) {
+        if cfg!(any(debug_assertions, feature = "debug-mode")) {
             (*page).check();
             (*ptr_segment((*page).page_start)).check();
         }
@@ -639,7 +646,7 @@ pub(crate) unsafe fn malloc_aligned(
     if size <= SMALL_SIZE_MAX && align <= size {
         // SAFETY: as in `malloc_small`: the direct-table entry is a live page of the
         // caller's heap or the never-written empty page.
-        let page = unsafe { (*heap).pages_direct[wsize_from_size(size)] };
+        let page = unsafe { (*heap).pages_direct[wsize_from_size(padded(size))] };
         // SAFETY: as above, readable.
         let free = unsafe { (*page).free };
         // SAFETY (of `has_free`): as above, readable.
@@ -714,6 +721,11 @@ unsafe fn malloc_overaligned(
         // SAFETY: `p` was just allocated from our own heap.
         unsafe { mark_aligned(p) };
     }
+    #[cfg(feature = "debug-mode")]
+    // SAFETY: `aligned + size <= p + padded`: within the live block just allocated.
+    unsafe {
+        crate::debug_mode::set_requested(aligned, size)
+    };
     if zero {
         // SAFETY: `aligned + size <= p + padded`: inside the block.
         unsafe { ptr::write_bytes(aligned, 0, size) };
@@ -764,6 +776,11 @@ pub(crate) unsafe fn realloc(
     // SAFETY: `p` is a live block (caller).
     let size = unsafe { usable_size(p) };
     if new_size <= size && new_size >= size / 2 && p as usize & (align - 1) == 0 {
+        #[cfg(feature = "debug-mode")]
+        // SAFETY: `p` is live and given to us (caller); `new_size <= size` fits.
+        unsafe {
+            crate::debug_mode::set_requested(p, new_size)
+        };
         return p;
     }
     // a huge block of ours grows or shrinks by remapping its segment: no copy (blocks
@@ -782,10 +799,13 @@ pub(crate) unsafe fn realloc(
             {
                 // the segment header (and so the page) may move: out of the queue meanwhile
                 (*heap).queue_remove(page, BIN_HUGE);
-                let moved = segment::huge_remap(page, new_size);
+                let moved = segment::huge_remap(page, padded(new_size));
                 let page = if moved.is_null() { page } else { moved };
                 (*heap).queue_push(page);
                 if !moved.is_null() {
+                    #[cfg(feature = "debug-mode")]
+                    // the block's end moved: its padding too (it holds `new_size` and it)
+                    crate::debug_mode::set_requested((*moved).page_start, new_size);
                     return (*moved).page_start;
                 }
             }
@@ -829,6 +849,10 @@ pub(crate) unsafe fn realloc(
             ptr::write_bytes(q.add(keep), 0, new_size - keep);
         }
         crate::free::free(p, owner);
+        #[cfg(feature = "debug-mode")]
+        // the headroom of a growing block is not part of the request: an overflow into it
+        // is reported
+        crate::debug_mode::set_requested(q, new_size);
     }
     q
 }

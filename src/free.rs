@@ -49,6 +49,12 @@ pub(crate) unsafe fn free_nonnull(p: *mut u8, owner: usize) {
     if !free_check::secure_check_report(p, owner) {
         return;
     }
+    #[cfg(feature = "debug-mode")]
+    // SAFETY: `p` is given to `free` (caller); a pointer that is not a live block of ours
+    // is reported and left alone.
+    if !unsafe { crate::debug_mode::on_free(p) } {
+        return;
+    }
     // SAFETY: `p` is a live block (caller), so its segment is live: its header (and the
     // page table in it) stays readable while the block lives.
     let segment = unsafe { &*ptr_segment(p) };
@@ -210,6 +216,12 @@ pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
         {
             return false;
         }
+        // (checked here, once the free is sure to go this way: a `false` above makes the
+        // caller call `free`, which checks)
+        #[cfg(feature = "debug-mode")]
+        if !crate::debug_mode::on_free(p) {
+            return true;
+        }
         debug_assert!(
             (p as usize - (*page).page_start as usize).is_multiple_of((*page).block_size),
             "free of a pointer inside a block"
@@ -241,7 +253,7 @@ unsafe fn free_generic(page: *mut Page, local: bool, p: *mut u8) {
         p as *mut Block
     };
     if local {
-        if cfg!(debug_assertions) {
+        if cfg!(any(debug_assertions, feature = "debug-mode")) {
             // SAFETY: the calling thread owns the page (`local`).
             unsafe { pg.check() };
         }
@@ -540,10 +552,14 @@ pub(crate) fn heap_collect_retired(heap: OwnedHeap, force: bool) {
 ///
 /// # Safety
 /// `p` is a live block of this allocator.
+#[cfg_attr(feature = "debug-mode", allow(unreachable_code))] // (the requested size there)
 pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
     // SAFETY: `p` is a live block (caller): its segment and page are live, and the page's
     // block size and flags are set before the block was handed out.
     let page = unsafe { &*(*ptr_segment(p)).page_of(p) };
+    #[cfg(feature = "debug-mode")]
+    // SAFETY: `p` is a live block of `page` (above).
+    return unsafe { crate::debug_mode::usable_size(page, p) };
     if page.flags & FLAG_HAS_ALIGNED != 0 {
         let block = page.block_of(p as *mut u8) as usize;
         page.block_size - (p as usize - block)

@@ -434,7 +434,7 @@ pub(crate) unsafe fn page_sync_stats(page: *mut Page, tld: &mut Tld) {
 
 /// Checks the invariants of the heap, its pages and their segments (debug builds).
 pub(crate) fn heap_check(heap: OwnedHeap) {
-    if !cfg!(debug_assertions) {
+    if !cfg!(any(debug_assertions, feature = "debug-mode")) {
         return;
     }
     let h = heap.as_ptr();

@@ -14,7 +14,7 @@
 //! | first-class heaps | `first_class.rs`: new, delete, destroy, visit |
 //! | allocation | `alloc.rs`: malloc fast and generic paths, fresh pages, huge, aligned, realloc |
 //! | collection | `collect.rs` |
-//! | free | `free_check.rs` (the checks of every `free`: cheap default ones, secure mode's), `free.rs`: the whole free path, `usable_size`, the checks of checked mode |
+//! | free | `free_check.rs` (the checks of every `free`: cheap default ones, secure mode's), `debug_mode.rs`: fill patterns, padding canaries and free checks of debug mode (feature `debug-mode`), `free.rs`: the whole free path, `usable_size`, the checks of checked mode |
 //! | heap | `heap.rs` (heap and thread-context structs, `OwnedHeap`), `page_queue.rs` (queues) |
 //! | domain | `domain.rs`: what the heaps of one allocator share |
 //! | segment | `segment.rs` (header, lookups, owner's queues), `segment_alloc.rs` (segments and pages from the source and back, commit, purge), `abandon.rs` |
@@ -32,6 +32,18 @@
 
 #[cfg(feature = "std")]
 extern crate std;
+
+// Debug mode (feature `debug-mode`) keeps the core's invariant checks in optimised builds
+// too: within this crate `debug_assert!` and `debug_assert_eq!` are `assert!` then (these
+// definitions shadow the prelude's for every module below).
+#[cfg(feature = "debug-mode")]
+macro_rules! debug_assert {
+    ($($t:tt)*) => { assert!($($t)*) };
+}
+#[cfg(feature = "debug-mode")]
+macro_rules! debug_assert_eq {
+    ($($t:tt)*) => { assert_eq!($($t)*) };
+}
 
 // The small geometry is for fixed memory (microcontrollers): the hosted allocator's map of
 // live segments (one bit per possible segment of the address space) would not fit.
@@ -62,6 +74,8 @@ mod segment_alloc;
 // heap layer and the data paths
 mod alloc;
 mod collect;
+#[cfg(feature = "debug-mode")]
+pub mod debug_mode;
 mod first_class;
 mod free;
 mod free_check;

@@ -781,7 +781,7 @@ impl Page {
     /// # Safety
     /// Called by the page's owner.
     pub(crate) unsafe fn check(&self) {
-        if !cfg!(debug_assertions) {
+        if !cfg!(any(debug_assertions, feature = "debug-mode")) {
             return;
         }
         assert!(self.segment_in_use, "page in a queue but not in use");

@@ -15,17 +15,18 @@ impl RawHeap {
             return;
         }
         let bsize = bin_size(bin);
-        if bsize > SMALL_SIZE_MAX {
-            return;
-        }
-        let first = self.pages[bin].first();
-        let page = if first.is_null() { empty_page() } else { first };
         let start = if bin == 1 {
             0
         } else {
             bin_size(bin - 1) / WORD + 1
         };
-        let end = bsize / WORD;
+        if start >= PAGES_DIRECT {
+            return;
+        }
+        let first = self.pages[bin].first();
+        let page = if first.is_null() { empty_page() } else { first };
+        // (the table ends inside a bin when `debug-mode` adds the padding's words)
+        let end = (bsize / WORD).min(PAGES_DIRECT - 1);
         for w in start..=end {
             self.pages_direct[w] = page;
         }

@@ -296,8 +296,15 @@ impl Segment {
     /// `idx < capacity`.
     #[inline(always)]
     pub(crate) unsafe fn page(&self, idx: usize) -> *mut Page {
-        // SAFETY: the header was sized for `capacity` pages; `pages` is its trailing array.
-        unsafe { (ptr::addr_of!(self.pages) as *mut Page).add(idx) }
+        // The page table is written through the pointer this returns, and it runs past the
+        // `Segment` struct (a trailing array sized at run time): a pointer derived from
+        // `&self` would allow neither (it grants reads of `size_of::<Segment>()` bytes), so
+        // the address is computed as an integer and cast back: the pointer takes the
+        // provenance of the segment's memory, exposed when the segment was found or made
+        // from its address (`ptr_segment`, the page source), which covers the whole header
+        // (Miri checks this: scripts/miri.sh).
+        let base = self as *const Segment as usize + core::mem::offset_of!(Segment, pages);
+        (base + idx * core::mem::size_of::<Page>()) as *mut Page
     }
 
     pub(crate) fn is_valid_cookie(&self) -> bool {
@@ -317,7 +324,9 @@ impl Segment {
 
     /// Start and size of page `idx`'s memory (page 0 excludes the header).
     pub(crate) fn page_area(&self, idx: usize) -> (*mut u8, usize) {
-        let base = self as *const Segment as *mut u8;
+        // an address, cast back below: the blocks are written through these pointers, which
+        // must not derive from `&self` (see `page`)
+        let base = self as *const Segment as usize;
         if self.has_queue() {
             let psize = 1usize << self.page_shift;
             let start = base.wrapping_add(idx * psize);
@@ -327,15 +336,15 @@ impl Segment {
             let header_page = self.info_size / psize;
             if idx == header_page {
                 (
-                    base.wrapping_add(self.info_size),
+                    base.wrapping_add(self.info_size) as *mut u8,
                     (idx + 1) * psize - self.info_size,
                 )
             } else {
-                (start, psize)
+                (start as *mut u8, psize)
             }
         } else {
             (
-                base.wrapping_add(self.info_size),
+                base.wrapping_add(self.info_size) as *mut u8,
                 self.segment_size - self.info_size,
             )
         }
@@ -346,7 +355,7 @@ impl Segment {
     /// # Safety
     /// Called by the segment's owner.
     pub(crate) unsafe fn check(&self) {
-        if !cfg!(debug_assertions) {
+        if !cfg!(any(debug_assertions, feature = "debug-mode")) {
             return;
         }
         assert!(self.is_valid_cookie(), "segment cookie");

@@ -72,8 +72,30 @@ pub const SMALL_WSIZE_MAX: usize = 128;
 pub const SMALL_WSIZE_MAX: usize = SMALL_OBJ_SIZE_MAX / WORD;
 /// [`SMALL_WSIZE_MAX`] in bytes: 1 KiB on 64-bit targets.
 pub const SMALL_SIZE_MAX: usize = SMALL_WSIZE_MAX * WORD;
-/// Entries of the direct table (`wsize` 0 ..= SMALL_WSIZE_MAX).
-pub const PAGES_DIRECT: usize = SMALL_WSIZE_MAX + 1;
+/// Bytes added to every request for the padding after each block (feature `debug-mode`:
+/// a canary and the distance to the requested end, mimalloc's `mi_padding_t`, checked at
+/// free; see `debug_mode`). 0 otherwise, so that the lookups below fold it away.
+pub const PADDING_SIZE: usize = if cfg!(feature = "debug-mode") { 8 } else { 0 };
+/// [`PADDING_SIZE`] in words (and one more word for the request of at least one byte
+/// that [`padded`] makes of 0).
+pub const PADDING_WSIZE: usize = wsize_from_size(PADDING_SIZE);
+
+/// The bytes a block needs for a request of `size`: `size` itself, or with debug mode's
+/// padding after at least one byte (so that every block has a word, the free-list link,
+/// before its padding), saturating (an impossible size stays impossible).
+#[inline(always)]
+pub const fn padded(size: usize) -> usize {
+    if PADDING_SIZE == 0 {
+        size
+    } else {
+        let size = if size == 0 { 1 } else { size };
+        size.saturating_add(PADDING_SIZE)
+    }
+}
+/// Entries of the direct table (`wsize` 0 ..= SMALL_WSIZE_MAX, and the padding's words
+/// above it: a small request with its padding is looked up there, as in mimalloc's
+/// `MI_PAGES_DIRECT`).
+pub const PAGES_DIRECT: usize = SMALL_WSIZE_MAX + PADDING_WSIZE + 1;
 
 /// The smallest OS page the core assumes (segment headers and page areas are whole
 /// pages of at least this size): 4 KiB (small geometry: 32 bytes, for sources of plain

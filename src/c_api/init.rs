@@ -56,6 +56,8 @@ pub(crate) fn init() {
     super::stats::record_start();
     crate::secure::set_error_handler(Some(options::report_error));
     options::init_from_env();
+    #[cfg(feature = "debug-mode")]
+    super::debug_report::install();
     #[cfg(unix)]
     {
         if options::enabled(options::SHOW_STATS) {

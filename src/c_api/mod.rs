@@ -21,6 +21,8 @@
 
 mod arenas;
 mod check;
+#[cfg(feature = "debug-mode")]
+mod debug_report;
 // the libc/glibc/C++ symbols: on Windows the C runtime keeps its own `malloc`
 #[cfg(unix)]
 mod exports;

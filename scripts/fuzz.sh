@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Fuzzes shardalloc with cargo fuzz (libFuzzer, nightly): each target of fuzz/ for a fixed
+# time, then a summary line per target (runs, coverage, crashes). Not part of `cargo test`
+# or scripts/test.sh.
+#
+#   bash scripts/fuzz.sh [SECONDS_PER_TARGET] [FEATURES]
+#
+# SECONDS_PER_TARGET: default 60. FEATURES: the shardalloc build fuzzed, a feature of the
+# fuzz crate (default `debug-mode`; the `misuse` target needs a build that reports misuse).
+# Seeds come from fuzz/corpus/<target> (kept in the repository, small); what a run finds
+# goes to target/fuzz-corpus/<target> (not committed). `FUZZ_MINIMIZE=1` then shrinks the
+# union back into fuzz/corpus/<target> (`cargo fuzz cmin`). A crash leaves its input in
+# fuzz/artifacts/<target>/ and makes this script fail.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-60}
+features=${2:-debug-mode}
+targets=(ops misuse)
+
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "fuzz.sh: the nightly toolchain is missing (rustup toolchain install nightly)" >&2
+    exit 1
+fi
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    echo "fuzz.sh: cargo-fuzz is missing (cargo install cargo-fuzz)" >&2
+    exit 1
+fi
+
+cd fuzz
+export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
+cargo +nightly fuzz build --features "$features"
+status=0
+summary=()
+for t in "${targets[@]}"; do
+    work=../target/fuzz-corpus/$t
+    mkdir -p "$work" "corpus/$t"
+    log=../target/fuzz-$t.log
+    echo "== fuzz $t for ${secs}s (features: $features)"
+    set +e
+    cargo +nightly fuzz run --features "$features" "$t" "$work" "corpus/$t" -- \
+        -max_total_time="$secs" -max_len=1024 -print_final_stats=1 -timeout=60 \
+        >"$log" 2>&1
+    rc=$?
+    set -e
+    runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
+    cov=$(grep -o 'cov: [0-9]* ft: [0-9]*' "$log" | tail -1 || echo 'cov: ?')
+    crashes=$(find "artifacts/$t" -type f 2>/dev/null | wc -l)
+    line="$t: $runs runs in ${secs}s, $cov, exit $rc, crash artifacts: $crashes"
+    summary+=("$line")
+    if [ "$rc" -ne 0 ] || [ "$crashes" -ne 0 ]; then
+        status=1
+        tail -n 40 "$log"
+    fi
+    if [ "${FUZZ_MINIMIZE:-0}" = 1 ]; then
+        cp -n "$work"/* "corpus/$t"/ 2>/dev/null || true
+        cargo +nightly fuzz cmin --features "$features" "$t" "corpus/$t" >/dev/null 2>&1
+    fi
+done
+echo "== summary"
+printf '%s\n' "${summary[@]}"
+exit $status

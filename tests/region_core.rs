@@ -1,0 +1,208 @@
+//! The core over the region source, without the OS: `PerCpuAlloc<SingleCpu>` (the kernel
+//! allocator's type, one CPU) on a `RegionSource` over memory from a `Vec`, driven by a
+//! seeded random mix of allocations (plain, zeroed, aligned, small to huge), reallocations
+//! and frees, every block's contents checked, the heap's invariants checked
+//! (`PerCpuAlloc::check` in debug builds), and a second thread sharing the allocator.
+//!
+//! Small enough to run under Miri: `scripts/miri.sh` runs this file (with the
+//! `embedded::Heap` tests) under `cargo +nightly miri test`, which checks every pointer
+//! operation of the core for undefined behaviour. In the normal `cargo test` it runs many
+//! more operations.
+
+use std::alloc::{GlobalAlloc, Layout};
+
+use shardalloc::source::RegionSource;
+use shardalloc::{PageSource, PerCpuAlloc, SingleCpu};
+
+/// Operations per run: Miri interprets every instruction (about a million times slower).
+const OPS: usize = if cfg!(miri) { 400 } else { 50_000 };
+
+/// xorshift64*: seeded, reproducible.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_0f_c0de)
+}
+
+fn allocator(mib: usize) -> &'static PerCpuAlloc<SingleCpu, 1> {
+    // the region's memory: leaked for 'static, room for whole 4 MiB segments and their
+    // alignment
+    let mem: &'static mut [u8] = Box::leak(vec![0u8; mib << 20].into_boxed_slice());
+    let src: &'static RegionSource = Box::leak(Box::new(RegionSource::new(mem)));
+    Box::leak(Box::new(PerCpuAlloc::new(
+        src as &dyn PageSource,
+        SingleCpu::new(),
+    )))
+}
+
+fn pattern(id: usize, i: usize) -> u8 {
+    (id as u8).wrapping_mul(13) ^ (i as u8)
+}
+
+struct Blk {
+    p: *mut u8,
+    layout: Layout,
+    id: usize,
+}
+
+/// A size: mostly small, some medium and large, rarely one huge (5 MiB) outside Miri.
+/// (Under Miri fewer and smaller large blocks: every byte written and checked is
+/// interpreted.)
+fn size(rng: &mut Rng) -> usize {
+    match rng.below(100) {
+        0..=79 => rng.below(1100),
+        80..=94 => rng.below(if cfg!(miri) { 20_000 } else { 40_000 }),
+        95..=98 if cfg!(miri) => 70_000 + rng.below(100_000),
+        95..=98 => 100_000 + rng.below(400_000),
+        _ if cfg!(miri) => rng.below(3000),
+        _ => (5 << 20) + rng.below(1 << 20),
+    }
+}
+
+fn check(b: &Blk, upto: usize, seed: u64) {
+    // SAFETY: a live block of at least `upto` bytes.
+    let s = unsafe { std::slice::from_raw_parts(b.p, upto) };
+    for (i, &x) in s.iter().enumerate() {
+        assert_eq!(
+            x,
+            pattern(b.id, i),
+            "block {} changed at {i} (SEED={seed})",
+            b.id
+        );
+    }
+}
+
+fn fill(b: &Blk) {
+    // SAFETY: a live block of `layout.size()` bytes, ours.
+    let s = unsafe { std::slice::from_raw_parts_mut(b.p, b.layout.size()) };
+    for (i, x) in s.iter_mut().enumerate() {
+        *x = pattern(b.id, i);
+    }
+}
+
+/// `ops` random operations on `a`, then everything freed.
+fn run(a: &'static PerCpuAlloc<SingleCpu, 1>, seed: u64, ops: usize) {
+    let mut rng = Rng(seed | 1);
+    let mut live: Vec<Blk> = Vec::new();
+    for id in 0..ops {
+        match rng.below(10) {
+            0..=4 => {
+                let align = if rng.below(4) == 0 {
+                    1 << rng.below(13)
+                } else {
+                    8
+                };
+                let layout = Layout::from_size_align(size(&mut rng).max(1), align).unwrap();
+                let zero = rng.below(3) == 0;
+                // SAFETY: a non-zero size.
+                let p = unsafe {
+                    if zero {
+                        a.alloc_zeroed(layout)
+                    } else {
+                        a.alloc(layout)
+                    }
+                };
+                if p.is_null() {
+                    continue; // the region is full
+                }
+                assert_eq!(p as usize % align, 0, "alignment (SEED={seed})");
+                if zero {
+                    // SAFETY: a live block of `layout.size()` bytes.
+                    let s = unsafe { std::slice::from_raw_parts(p, layout.size()) };
+                    assert!(
+                        s.iter().all(|&x| x == 0),
+                        "zeroed block not zero (SEED={seed})"
+                    );
+                }
+                // SAFETY: a live block of ours.
+                assert!(unsafe { a.usable_size(p) } >= layout.size());
+                let b = Blk { p, layout, id };
+                fill(&b);
+                live.push(b);
+            }
+            5 | 6 if !live.is_empty() => {
+                let i = rng.below(live.len());
+                let new_size = size(&mut rng).max(1);
+                let old = live[i].layout.size();
+                check(&live[i], old, seed);
+                // SAFETY: a live block with its layout; a non-zero new size.
+                let q = unsafe { a.realloc(live[i].p, live[i].layout, new_size) };
+                if q.is_null() {
+                    continue;
+                }
+                let b = Blk {
+                    p: q,
+                    layout: Layout::from_size_align(new_size, live[i].layout.align()).unwrap(),
+                    id: live[i].id,
+                };
+                check(&b, old.min(new_size), seed);
+                live[i] = Blk { id, ..b };
+                fill(&live[i]);
+            }
+            _ if !live.is_empty() => {
+                let b = live.swap_remove(rng.below(live.len()));
+                check(&b, b.layout.size(), seed);
+                // SAFETY: a live block with its layout, freed once.
+                unsafe { a.dealloc(b.p, b.layout) };
+            }
+            _ => {}
+        }
+        if id % 1000 == 0 {
+            a.check();
+        }
+    }
+    for b in live {
+        check(&b, b.layout.size(), seed);
+        // SAFETY: as above.
+        unsafe { a.dealloc(b.p, b.layout) };
+    }
+    a.check();
+    a.collect(true);
+}
+
+#[test]
+fn random_operations_on_a_region() {
+    let seed = seed();
+    let a = allocator(if cfg!(miri) { 12 } else { 64 });
+    run(a, seed, OPS);
+    // and again on the same (now collected) allocator: pages and segments are reused
+    run(a, seed ^ 0x9e37, OPS);
+}
+
+#[test]
+fn two_threads_share_one_cpu_heap() {
+    // `SingleCpu` serialises the threads with its lock; blocks of one are freed by the
+    // other
+    let seed = seed();
+    let a = allocator(if cfg!(miri) { 12 } else { 32 });
+    let layout = Layout::from_size_align(48, 8).unwrap();
+    let ptrs: Vec<usize> = (0..if cfg!(miri) { 50 } else { 10_000 })
+        // SAFETY: a non-zero size.
+        .map(|_| unsafe { a.alloc(layout) } as usize)
+        .collect();
+    assert!(ptrs.iter().all(|&p| p != 0));
+    let t = std::thread::spawn(move || {
+        for p in ptrs {
+            // SAFETY: blocks of `a` with this layout, freed once, by this thread.
+            unsafe { a.dealloc(p as *mut u8, layout) };
+        }
+        run(a, seed ^ 7, OPS / 4);
+    });
+    run(a, seed ^ 11, OPS / 4);
+    t.join().unwrap();
+    a.check();
+}
