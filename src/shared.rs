@@ -171,21 +171,9 @@ fn arena_part_new(backing: OwnedHeap, shared: *const SharedHeap) -> *mut RawHeap
     // SAFETY: `td` is fresh thread data that only the calling thread uses: its backing
     // heap is initialised and ours.
     let part = heap_new(unsafe { OwnedHeap::new(addr_of_mut!((*td).heap)) });
-    // SAFETY: `shared` is live; `part` (if any) is a fresh heap of `td`. Under the lock,
-    // as `part_new`.
-    let linked = !part.is_null()
-        && unsafe {
-            (*part).shared = shared;
-            let mut list = (*shared).parts.lock();
-            if (*shared).state.load(Ordering::Acquire) == SHARED_LIVE {
-                (*part).part_next = list.0;
-                list.0 = part;
-                (*shared).refs.fetch_add(1, Ordering::Relaxed);
-                true
-            } else {
-                false
-            }
-        };
+    // SAFETY: `shared` is live (the caller holds its handle); `part` (if any) is a fresh
+    // heap of `td`, ours.
+    let linked = !part.is_null() && unsafe { part_link(shared, part) };
     if !linked {
         // SAFETY: `td` is ours, unused by anyone else, its heaps hold no block.
         unsafe {
@@ -259,18 +247,16 @@ unsafe fn user_tld(part: *mut RawHeap) -> *mut Tld {
     }
 }
 
-/// Makes the calling thread's part of the live shared heap `shared` and links it into the
-/// heap's list; null when out of memory or when the heap stopped being live meanwhile.
-fn part_new(backing: OwnedHeap, shared: *const SharedHeap) -> *mut RawHeap {
-    let part = heap_new(backing);
-    if part.is_null() {
-        return part;
-    }
-    // SAFETY: `shared` is live (the caller holds its handle); `part` is a fresh heap of
-    // ours. Under the lock: a heap that is deleted or destroyed meanwhile stores its state
-    // before it takes the lock to walk the parts, so either it sees this part or this
-    // sees its state.
-    let linked = unsafe {
+/// Links the fresh heap `part` into `shared`'s list of parts (taking a reference) if the
+/// heap is still live; false (nothing linked) otherwise.
+///
+/// # Safety
+/// `shared` is live; `part` is a fresh heap of the calling thread, in no list of parts.
+unsafe fn part_link(shared: *const SharedHeap, part: *mut RawHeap) -> bool {
+    // SAFETY: as the caller guarantees. Under the lock: a heap that is deleted or destroyed
+    // meanwhile stores its state before it takes the lock to walk the parts, so either it
+    // sees this part or this sees its state.
+    unsafe {
         (*part).shared = shared;
         let mut list = (*shared).parts.lock();
         if (*shared).state.load(Ordering::Acquire) == SHARED_LIVE {
@@ -281,7 +267,19 @@ fn part_new(backing: OwnedHeap, shared: *const SharedHeap) -> *mut RawHeap {
         } else {
             false
         }
-    };
+    }
+}
+
+/// Makes the calling thread's part of the live shared heap `shared` and links it into the
+/// heap's list; null when out of memory or when the heap stopped being live meanwhile.
+fn part_new(backing: OwnedHeap, shared: *const SharedHeap) -> *mut RawHeap {
+    let part = heap_new(backing);
+    if part.is_null() {
+        return part;
+    }
+    // SAFETY: `shared` is live (the caller holds its handle); `part` is a fresh heap of
+    // ours.
+    let linked = unsafe { part_link(shared, part) };
     if !linked {
         // SAFETY: a fresh first-class heap of ours with no page, not linked anywhere else.
         unsafe {
