@@ -363,8 +363,10 @@ pub fn thread_done() {
         // does not run twice.
         unsafe { sys::key_set(key, ptr::null_mut()) };
     }
-    // SAFETY: the backing heap is the first field of its thread data.
-    unsafe { thread_done_td(h as *mut ThreadData) };
+    // SAFETY: an initialised heap's `tld` is this thread's live context, whose backing heap
+    // is the first field of its thread data (the default heap may be another of its heaps,
+    // after `mi_heap_set_default`).
+    unsafe { thread_done_td((*(*h).tld).heap_backing as *mut ThreadData) };
 }
 
 #[cold]

@@ -292,8 +292,14 @@ static void record_error(int err, void* arg) { (void)arg; last_error = err; }
 
 static void* subproc_thread(void* arg) {
   struct sp_thread* t = arg;
+  mi_heap_t* before = mi_heap_new();                     // the thread's default when it moves
+  void* b = mi_heap_malloc(before, 40);
+  CHECK(b && mi_heap_set_default(before) != NULL);
   mi_subproc_add_current_thread(t->sp);
   CHECK(mi_subproc_current()._mi_subproc_id == t->sp._mi_subproc_id);
+  CHECK(mi_heap_get_default() != before && mi_is_in_heap_region(b));
+  mi_free(b);
+  mi_heap_delete(before);
   mi_heap_t* hm = mi_heap_main();
   CHECK(hm != NULL && hm != t->main_of_process);
   CHECK(mi_heap_malloc(t->main_of_process, 8) == NULL);  // another sub-process's heap
