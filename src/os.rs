@@ -165,6 +165,33 @@ impl Os {
         Some(region)
     }
 
+    /// `bytes` rounded up to whole allocation units of the source (its granularity, at
+    /// least an OS page): the size of a region [`alloc_committed`](Self::alloc_committed)
+    /// hands out.
+    pub(crate) fn round_to_alloc(&self, bytes: usize) -> usize {
+        let cfg = self.config();
+        let gran = cfg.alloc_granularity.max(cfg.page_size);
+        (bytes + gran - 1) & !(gran - 1)
+    }
+
+    /// A committed, page-aligned region of `round_to_alloc(bytes)` bytes for the
+    /// allocator's own structures (thread data, a sub-process); None when out of memory.
+    /// It goes back with `free(ptr, round_to_alloc(bytes), round_to_alloc(bytes))`.
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
+    pub(crate) fn alloc_committed(&self, bytes: usize) -> Option<NonNull<u8>> {
+        let size = self.round_to_alloc(bytes);
+        // SAFETY: `size` is a multiple of the granularity, the alignment the OS page.
+        let region = unsafe { self.alloc(size, self.config().page_size, true) }?;
+        // SAFETY: the range is the region just allocated.
+        if !region.committed && unsafe { self.commit(region.ptr, size) }.is_none() {
+            // SAFETY: giving back the unused region.
+            unsafe { self.free(region.ptr, region.size, 0) };
+            return None;
+        }
+        debug_assert!(region.size >= bytes);
+        Some(region.ptr)
+    }
+
     /// Gives a region back to the source; `committed` is how many of its bytes are counted
     /// as committed.
     ///

@@ -21,9 +21,7 @@ pub(crate) struct ThreadData {
 
 /// Bytes of a thread-data block from the source (whole OS pages).
 fn block_size(domain: &Domain) -> usize {
-    let cfg = domain.os.config();
-    let gran = cfg.alloc_granularity.max(cfg.page_size);
-    (core::mem::size_of::<ThreadData>() + gran - 1) & !(gran - 1)
+    domain.os.round_to_alloc(core::mem::size_of::<ThreadData>())
 }
 
 /// Makes a thread's data (its `Tld` and backing heap), from the domain's cache of blocks
@@ -32,20 +30,13 @@ pub(crate) fn thread_data_alloc(domain: &'static Domain) -> *mut ThreadData {
     let td = match domain.thread_block_take() {
         Some(b) => b.as_ptr() as *mut ThreadData,
         None => {
-            let os = &domain.os;
-            let size = block_size(domain);
-            // SAFETY: `size` is a multiple of the granularity, the alignment the OS page.
-            let Some(region) = (unsafe { os.alloc(size, os.config().page_size, true) }) else {
+            let Some(p) = domain
+                .os
+                .alloc_committed(core::mem::size_of::<ThreadData>())
+            else {
                 return ptr::null_mut();
             };
-            // SAFETY: the range is the region just allocated.
-            if !region.committed && unsafe { os.commit(region.ptr, size) }.is_none() {
-                // SAFETY: giving back the unused region.
-                unsafe { os.free(region.ptr, region.size, 0) };
-                return ptr::null_mut();
-            }
-            debug_assert!(region.size >= core::mem::size_of::<ThreadData>());
-            region.ptr.as_ptr() as *mut ThreadData
+            p.as_ptr() as *mut ThreadData
         }
     };
     // SAFETY: `td` is a usable block of `size_of::<ThreadData>()` bytes, ours alone, and

@@ -56,9 +56,7 @@ static LIVE: spin::Mutex<LiveList> = spin::Mutex::new(LiveList(ptr::null_mut()))
 
 /// Bytes of a sub-process's region (whole OS pages).
 fn region_size() -> usize {
-    let cfg = DOMAIN.os.config();
-    let gran = cfg.alloc_granularity.max(cfg.page_size);
-    (core::mem::size_of::<Subproc>() + gran - 1) & !(gran - 1)
+    DOMAIN.os.round_to_alloc(core::mem::size_of::<Subproc>())
 }
 
 impl SubprocId {
@@ -126,27 +124,13 @@ pub extern "C" fn mi_subproc_current() -> SubprocId {
 /// A new sub-process, empty; the NULL id (with `ENOMEM`) when out of memory.
 #[no_mangle]
 pub extern "C" fn mi_subproc_new() -> SubprocId {
-    let os = &DOMAIN.os;
-    let size = region_size();
-    // SAFETY: `size` is a multiple of the allocation granularity, the alignment the OS
-    // page size.
-    let region = unsafe { os.alloc(size, os.config().page_size, true) };
-    let Some(region) = region else {
+    let Some(region) = DOMAIN.os.alloc_committed(core::mem::size_of::<Subproc>()) else {
         super::set_errno(::libc::ENOMEM);
         return SubprocId {
             id: ptr::null_mut(),
         };
     };
-    // SAFETY: the range is the region just allocated.
-    if !region.committed && unsafe { os.commit(region.ptr, size) }.is_none() {
-        // SAFETY: giving back the unused region.
-        unsafe { os.free(region.ptr, region.size, 0) };
-        super::set_errno(::libc::ENOMEM);
-        return SubprocId {
-            id: ptr::null_mut(),
-        };
-    }
-    let sp = region.ptr.as_ptr() as *mut Subproc;
+    let sp = region.as_ptr() as *mut Subproc;
     // SAFETY: a fresh committed region of at least `size_of::<Subproc>()` bytes, page
     // aligned, ours alone; it never moves.
     unsafe {
