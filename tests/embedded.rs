@@ -194,8 +194,24 @@ fn embedded_heap_in_16k() {
             got * 100 >= SIZE * 60,
             "{size}-byte fill reached only {got} of {SIZE} bytes"
         );
+        // where the memory is at the first null: the parts add up to the heap, the live
+        // part is `used()`, and the headers are whole segment headers of 32-byte multiples
+        let u = HEAP.usage();
+        eprintln!("{size}-byte blocks, at the first null: {u:?}");
+        let hdr = shardalloc::embedded::Heap::metadata().small_segment_header;
+        assert_eq!(u.live, HEAP.used(), "usage().live is used()");
+        assert!(u.live >= got, "usage().live {} below the {got} bytes live", u.live);
+        assert_eq!(u.live + u.free_in_pages + u.headers + u.unused, SIZE, "{u:?}");
+        assert!(
+            u.headers >= hdr && u.headers % 32 == 0 && u.headers < SIZE / 4,
+            "headers of {} bytes (one is {hdr} before rounding)",
+            u.headers
+        );
         free_all(v);
         assert_eq!(HEAP.used(), 0);
+        let u = HEAP.usage();
+        assert_eq!(u.live, 0, "{u:?}");
+        assert_eq!(u.free_in_pages + u.headers + u.unused, SIZE, "{u:?}");
     }
 
     // out of memory, a request takes a free block of a larger size class: a page of

@@ -34,7 +34,7 @@ use crate::alloc::malloc_small_try;
 use crate::domain::Domain;
 use crate::free::{free_single_owner, free_single_owner_slow};
 use crate::heap::{for_each_page, OwnedHeap, RawHeap};
-use crate::segment::adopt_segment_phase;
+use crate::segment::{adopt_segment_phase, SegmentsTld};
 use crate::size_class::{wsize_from_size, MIN_OS_PAGE, SEGMENT_MASK, SMALL_SIZE_MAX, WORD};
 use crate::source::RegionSource;
 use crate::sync::{AtomicBool, AtomicUsize, Ordering};
@@ -54,6 +54,22 @@ pub struct Metadata {
     pub medium_segment_header: usize,
     /// The header of a large or huge segment (one page), before rounding.
     pub large_segment_header: usize,
+}
+
+/// Where a heap's memory is, in bytes ([`Heap::usage`]): the four parts add up to the
+/// memory given to the heap (as usable after alignment).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// In live blocks, whole (a request rounded up to its size class): [`Heap::used`].
+    pub live: usize,
+    /// In free blocks of pages that are in use (or kept empty in their size class's queue):
+    /// room for requests of those size classes (and of smaller ones, when memory runs out).
+    pub free_in_pages: usize,
+    /// In segment headers (the metadata of the segments' pages), as laid out.
+    pub headers: usize,
+    /// In no block: slices that no page holds, the ends of pages too short for one more
+    /// block, and memory that the regions have not handed out as segments yet.
+    pub unused: usize,
 }
 
 /// The heap of a firmware. See the module documentation.
@@ -196,6 +212,49 @@ impl Heap {
         self.size
             .load(Ordering::Relaxed)
             .saturating_sub(self.used())
+    }
+
+    /// Where the heap's memory is (see [`Usage`]): a walk over the heap's pages and
+    /// segments inside one critical section (not for a hot path).
+    pub fn usage(&self) -> Usage {
+        critical_section::with(|_| {
+            let Some(heap) = self.heap() else {
+                return Usage {
+                    unused: self.size.load(Ordering::Relaxed),
+                    ..Usage::default()
+                };
+            };
+            let mut u = Usage::default();
+            // SAFETY: the heap is initialised, and the critical section makes it ours.
+            let owned = unsafe { OwnedHeap::new(heap) };
+            for_each_page(owned, |page, _| {
+                // SAFETY: a page of our heap's queues, live; every free of this heap is a
+                // local free (one owner), so `used` counts its live blocks exactly.
+                let (used, reserved, size) = unsafe {
+                    (
+                        (*page).used as usize,
+                        (*page).reserved as usize,
+                        (*page).block_size,
+                    )
+                };
+                u.live += used * size;
+                u.free_in_pages += (reserved - used) * size;
+            });
+            let state = self.state.get() as *mut State;
+            // SAFETY: `ready` (checked by `heap()`) says `state` is written; the critical
+            // section makes the thread context ours, and the walk reads each segment's
+            // header (live while it is in the context's list) before going on.
+            unsafe {
+                SegmentsTld::for_each(ptr::addr_of_mut!((*state).td.tld.segments), |s| {
+                    u.headers += (*s).info_size;
+                });
+            }
+            u.unused = self
+                .size
+                .load(Ordering::Relaxed)
+                .saturating_sub(u.live + u.free_in_pages + u.headers);
+            u
+        })
     }
 
     /// The sizes of the heap's metadata on this target.
