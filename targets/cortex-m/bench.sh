@@ -70,6 +70,12 @@ table() { # board out-file heap-description
         if (key == "skipped") { reason = $0; sub(/^result [^ ]+ skipped /, "", reason); skipped[name] = reason; next }
         v[name, key] = $4
     }
+    $1 == "usage" {
+        # usage shardalloc <fill> requested R rounding X free_in_pages F headers H unused U
+        if (!($3 in ufill)) nufill++
+        ufill[$3] = 1
+        for (f = 4; f < NF; f += 2) u[$3, $f] = $(f + 1)
+    }
     function x100(x) { return sprintf("%.1f", x / 100) }
     function ratio(peer, base) { if (base == 0 || peer == "") return "-"; return sprintf("%.2f", peer / base) }
     END {
@@ -112,6 +118,17 @@ table() { # board out-file heap-description
                 printf " | %d = %.0f%% (%d blocks)", b, 100 * b / heap, v[a, fs[k] "_blocks"]
                 if (a != base) printf " (%s)", ratio(b, v[base, fs[k] "_bytes"]) }
             printf " |\n"
+        }
+        if (nufill > 0) {
+            printf "\nWhere shardalloc'"'"'s heap is at the first null (`embedded::Heap::usage`; bytes, %% of the heap)\n\n"
+            printf "| fill | requested | size-class rounding | free blocks in pages | segment headers | in no block |\n|---|---:|---:|---:|---:|---:|\n"
+            for (k = 1; k <= 2; k++) {
+                if (!(fs[k] in ufill)) continue
+                printf "| %s", fl[k]
+                split("requested rounding free_in_pages headers unused", us, " ")
+                for (j = 1; j <= 5; j++) printf " | %d (%.1f%%)", u[fs[k], us[j]], 100 * u[fs[k], us[j]] / heap
+                printf " |\n"
+            }
         }
         for (i = 1; i <= n; i++) if (order[i] in skipped) printf "\n%s: not run (%s).\n", order[i], skipped[order[i]]
         # the issue'"'"'s targets

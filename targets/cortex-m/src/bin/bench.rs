@@ -68,6 +68,9 @@ trait Peer: GlobalAlloc + Sync + 'static {
     const NAME: &'static str;
     /// Gives the heap `size` bytes from `start`; Err(reason) if it cannot use them.
     unsafe fn give(&'static self, start: usize, size: usize) -> Result<(), &'static str>;
+    /// At a fill's first null (`fill`: its key, `requested`: the bytes live as asked for):
+    /// prints where the heap's memory is, for the allocators that can tell.
+    fn usage_at_null(&self, _fill: &str, _requested: usize) {}
 }
 
 #[cfg(feature = "shardalloc")]
@@ -78,6 +81,19 @@ impl Peer for shardalloc::embedded::Heap {
     unsafe fn give(&'static self, start: usize, size: usize) -> Result<(), &'static str> {
         unsafe { self.init(start, size) };
         Ok(())
+    }
+    fn usage_at_null(&self, fill: &str, requested: usize) {
+        let u = self.usage();
+        // (the live blocks hold the requests rounded up to their size classes)
+        hprintln!(
+            "usage shardalloc {} requested {} rounding {} free_in_pages {} headers {} unused {}",
+            fill,
+            requested,
+            u.live - requested,
+            u.free_in_pages,
+            u.headers,
+            u.unused
+        );
     }
 }
 
@@ -422,11 +438,12 @@ fn bench_worst<A: GlobalAlloc>(a: &A, live: usize, seed: u32) -> Worst {
 
 /// Allocates sizes from `size_of` until the first null; returns (requested bytes live,
 /// blocks), then frees everything.
-fn bench_fill<A: GlobalAlloc>(
+fn bench_fill<A: Peer>(
     a: &A,
     seed: u32,
     size_of: fn(&mut Rng) -> usize,
     what: &str,
+    key: &str,
 ) -> (usize, usize) {
     let mut rng = Rng::new(seed);
     let (ptrs, sizes) = tables();
@@ -448,6 +465,7 @@ fn bench_fill<A: GlobalAlloc>(
         n += 1;
         bytes += size;
     }
+    a.usage_at_null(key, bytes);
     free_all(a, n);
     (bytes, n)
 }
@@ -476,8 +494,8 @@ fn run<A: Peer>(a: &'static A, ovh: u32) -> Results {
     for (k, &live) in WORST_LIVE.iter().enumerate() {
         r.worst[k] = bench_worst(a, live, SEED ^ live as u32);
     }
-    r.small_fill = bench_fill(a, SEED ^ 0x5a5a, small_size, "small fill");
-    r.mixed_fill = bench_fill(a, SEED ^ 0xa5a5, mixed_size, "mixed fill");
+    r.small_fill = bench_fill(a, SEED ^ 0x5a5a, small_size, "small fill", "small_fill");
+    r.mixed_fill = bench_fill(a, SEED ^ 0xa5a5, mixed_size, "mixed fill", "mixed_fill");
     let n = A::NAME;
     hprintln!("result {} pair_x100 {}", n, r.pair_x100);
     hprintln!("result {} alloc_x100 {}", n, r.alloc_x100);
