@@ -149,6 +149,10 @@ fn embedded_heap_in_16k() {
         unsafe {
             let p = HEAP.alloc(l);
             assert!(!p.is_null(), "alloc({size}) failed in an empty 16 KiB heap");
+            // its page (or segment of its own) is counted, and the parts add up
+            let u = HEAP.usage();
+            assert!(u.live >= size && u.live == HEAP.used(), "{size}: {u:?}");
+            assert_eq!(u.live + u.free_in_pages + u.headers + u.unused, SIZE, "{u:?}");
             fill(p, size, 3);
             assert!(check(p, size, 3));
             HEAP.dealloc(p, l);
