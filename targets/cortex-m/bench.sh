@@ -107,7 +107,7 @@ table() { # board out-file heap-description
                 if (v[a, "worst" lives[l] "_failed"] > 0) printf " [%d allocs failed]", v[a, "worst" lives[l] "_failed"] }
             printf " |\n"
         }
-        printf "\nLive bytes (requested) at the first null (higher is better); in brackets peer ÷ shardalloc (above 1: the peer holds more)\n\n"
+        printf "\nLive bytes (requested) at the first null, mean of 16 seeded fills (higher is better); in brackets peer ÷ shardalloc (above 1: the peer holds more)\n\n"
         printf "| fill%s |\n|---%s|\n", cols, sep
         split("small_fill mixed_fill", fs, " ")
         split("small blocks, 8-32 B|mixed, 70% 8-64 B, 25% 65-512 B, 5% 513-2048 B", fl, "|")
@@ -120,7 +120,7 @@ table() { # board out-file heap-description
             printf " |\n"
         }
         if (nufill > 0) {
-            printf "\nWhere shardalloc'"'"'s heap is at the first null (`embedded::Heap::usage`; bytes, %% of the heap)\n\n"
+            printf "\nWhere shardalloc'"'"'s heap is at the first null (`embedded::Heap::usage`, mean of the same fills; bytes, %% of the heap)\n\n"
             printf "| fill | requested | size-class rounding | free blocks in pages | segment headers | in no block |\n|---|---:|---:|---:|---:|---:|\n"
             for (k = 1; k <= 2; k++) {
                 if (!(fs[k] in ufill)) continue

@@ -68,9 +68,12 @@ trait Peer: GlobalAlloc + Sync + 'static {
     const NAME: &'static str;
     /// Gives the heap `size` bytes from `start`; Err(reason) if it cannot use them.
     unsafe fn give(&'static self, start: usize, size: usize) -> Result<(), &'static str>;
-    /// At a fill's first null (`fill`: its key, `requested`: the bytes live as asked for):
-    /// prints where the heap's memory is, for the allocators that can tell.
-    fn usage_at_null(&self, _fill: &str, _requested: usize) {}
+    /// At a fill's first null: where the heap's memory is (size-class rounding, free
+    /// blocks in pages, metadata, in no block), given the bytes requested and live, for the
+    /// allocators that can tell.
+    fn usage_at_null(&self, _requested: usize) -> Option<[usize; 4]> {
+        None
+    }
 }
 
 #[cfg(feature = "shardalloc")]
@@ -82,18 +85,10 @@ impl Peer for shardalloc::embedded::Heap {
         unsafe { self.init(start, size) };
         Ok(())
     }
-    fn usage_at_null(&self, fill: &str, requested: usize) {
+    fn usage_at_null(&self, requested: usize) -> Option<[usize; 4]> {
         let u = self.usage();
         // (the live blocks hold the requests rounded up to their size classes)
-        hprintln!(
-            "usage shardalloc {} requested {} rounding {} free_in_pages {} headers {} unused {}",
-            fill,
-            requested,
-            u.live - requested,
-            u.free_in_pages,
-            u.headers,
-            u.unused
-        );
+        Some([u.live - requested, u.free_in_pages, u.headers, u.unused])
     }
 }
 
@@ -436,15 +431,55 @@ fn bench_worst<A: GlobalAlloc>(a: &A, live: usize, seed: u32) -> Worst {
     w
 }
 
-/// Allocates sizes from `size_of` until the first null; returns (requested bytes live,
-/// blocks), then frees everything.
-fn bench_fill<A: Peer>(
+/// Seeds of each fill: the figures are means over them (one fill's first null depends
+/// on which request comes when memory runs out: a seed alone moves a figure by a few
+/// percent of the heap).
+const FILL_SEEDS: u32 = 16;
+
+/// [`bench_fill`] with `FILL_SEEDS` seeds from `seed`: the mean requested bytes live and
+/// blocks at the first null; prints the mean of where the heap's memory was then (for the
+/// allocators that can tell) as `usage <name> <key> ...`.
+fn bench_fills<A: Peer>(
     a: &A,
     seed: u32,
     size_of: fn(&mut Rng) -> usize,
     what: &str,
     key: &str,
 ) -> (usize, usize) {
+    let (mut bytes, mut blocks, mut parts, mut told) = (0, 0, [0usize; 4], true);
+    for i in 0..FILL_SEEDS {
+        let (b, n, u) = bench_fill(a, seed ^ i.wrapping_mul(0x9e37_79b9), size_of, what);
+        bytes += b;
+        blocks += n;
+        match u {
+            Some(u) => (0..4).for_each(|k| parts[k] += u[k]),
+            None => told = false,
+        }
+    }
+    let n = FILL_SEEDS as usize;
+    if told {
+        hprintln!(
+            "usage {} {} requested {} rounding {} free_in_pages {} headers {} unused {}",
+            A::NAME,
+            key,
+            bytes / n,
+            parts[0] / n,
+            parts[1] / n,
+            parts[2] / n,
+            parts[3] / n
+        );
+    }
+    (bytes / n, blocks / n)
+}
+
+/// Allocates sizes from `size_of` until the first null; returns (requested bytes live,
+/// blocks, where the memory is: `Peer::usage_at_null`), then frees everything.
+fn bench_fill<A: Peer>(
+    a: &A,
+    seed: u32,
+    size_of: fn(&mut Rng) -> usize,
+    what: &str,
+) -> (usize, usize, Option<[usize; 4]>) {
     let mut rng = Rng::new(seed);
     let (ptrs, sizes) = tables();
     let mut n = 0;
@@ -465,9 +500,9 @@ fn bench_fill<A: Peer>(
         n += 1;
         bytes += size;
     }
-    a.usage_at_null(key, bytes);
+    let usage = a.usage_at_null(bytes);
     free_all(a, n);
-    (bytes, n)
+    (bytes, n, usage)
 }
 fn small_size(rng: &mut Rng) -> usize {
     rng.range(8, 32) as usize
@@ -494,8 +529,8 @@ fn run<A: Peer>(a: &'static A, ovh: u32) -> Results {
     for (k, &live) in WORST_LIVE.iter().enumerate() {
         r.worst[k] = bench_worst(a, live, SEED ^ live as u32);
     }
-    r.small_fill = bench_fill(a, SEED ^ 0x5a5a, small_size, "small fill", "small_fill");
-    r.mixed_fill = bench_fill(a, SEED ^ 0xa5a5, mixed_size, "mixed fill", "mixed_fill");
+    r.small_fill = bench_fills(a, SEED ^ 0x5a5a, small_size, "small fill", "small_fill");
+    r.mixed_fill = bench_fills(a, SEED ^ 0xa5a5, mixed_size, "mixed fill", "mixed_fill");
     let n = A::NAME;
     hprintln!("result {} pair_x100 {}", n, r.pair_x100);
     hprintln!("result {} alloc_x100 {}", n, r.alloc_x100);
