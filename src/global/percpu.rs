@@ -378,6 +378,13 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
                 if !p.is_null() {
                     return p;
                 }
+                // the page's own frees, still with interrupts on (`local_free` is written
+                // only by this heap's context)
+                // SAFETY: as above.
+                let p = unsafe { crate::alloc::malloc_local(heap, layout.size()) };
+                if !p.is_null() {
+                    return p;
+                }
             }
         } else if ctx.unmasked && layout.align() <= MIN_OS_PAGE {
             // page-aligned buffers and the like: a block of their class when it happens to
