@@ -210,12 +210,14 @@ pub(crate) unsafe fn malloc_small_try(heap: *mut RawHeap, size: usize) -> *mut u
 /// the first is handed out: a few instructions where the generic path costs a hundred and
 /// more (and, for `PerCpuAlloc`, masks interrupts). Null otherwise: the caller takes the
 /// generic path, which also collects remote frees, delayed frees and retired pages, and
-/// still runs whenever a page's own frees run out.
+/// still runs whenever a page's own frees run out. With `align` above the word, the block
+/// is handed out only when it is aligned to it (pages of a class whose size is a multiple
+/// of the OS page hold only such blocks); the page keeps its new free list either way.
 ///
 /// # Safety
-/// `heap` is the calling context's heap (or the empty heap).
+/// `heap` is the calling context's heap (or the empty heap); `align` is a power of two.
 #[inline]
-pub(crate) unsafe fn malloc_local(heap: *mut RawHeap, size: usize) -> *mut u8 {
+pub(crate) unsafe fn malloc_local(heap: *mut RawHeap, size: usize, align: usize) -> *mut u8 {
     let psize = padded(size);
     // SAFETY: the heap is the caller's (or the never-written empty heap); its direct-table
     // entry and the heads of its queues are live pages of it, or the empty page (or null),
@@ -230,7 +232,8 @@ pub(crate) unsafe fn malloc_local(heap: *mut RawHeap, size: usize) -> *mut u8 {
         } else {
             return ptr::null_mut();
         };
-        if !page.is_null() && (*page).take_local_free() {
+        if !page.is_null() && (*page).take_local_free() && (*page).free as usize & (align - 1) == 0
+        {
             return page_pop(page, size, false);
         }
     }

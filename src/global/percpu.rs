@@ -381,7 +381,7 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
                 // the page's own frees, still with interrupts on (`local_free` is written
                 // only by this heap's context)
                 // SAFETY: as above.
-                let p = unsafe { crate::alloc::malloc_local(heap, layout.size()) };
+                let p = unsafe { crate::alloc::malloc_local(heap, layout.size(), WORD) };
                 if !p.is_null() {
                     return p;
                 }
@@ -395,6 +395,12 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
                 let p = unsafe {
                     crate::alloc::malloc_try_aligned(heap, layout.size(), layout.align())
                 };
+                if !p.is_null() {
+                    return p;
+                }
+                // the page's own frees when the first is aligned (as in the branch above)
+                // SAFETY: as above.
+                let p = unsafe { crate::alloc::malloc_local(heap, layout.size(), layout.align()) };
                 if !p.is_null() {
                     return p;
                 }
