@@ -327,7 +327,10 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
     /// `p` is a live block of this allocator, given up by the caller.
     #[cold]
     #[inline(never)]
-    unsafe fn dealloc_slow(&self, p: *mut u8, ctx: Context) {
+    unsafe fn dealloc_slow(&self, p: *mut u8) {
+        // (worked out again here rather than passed: the fast path then keeps nothing on
+        // the stack for this call)
+        let ctx = self.context();
         // SAFETY: `p` is live (caller), so its segment header is readable.
         let owner = unsafe { (*ptr_segment(p)).owner.load(Ordering::Relaxed) };
         if owner != NO_OWNER && owner == self.owner_of(ctx) {
@@ -428,7 +431,7 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
             }
         }
         // SAFETY: as above.
-        unsafe { self.dealloc_slow(p, ctx) }
+        unsafe { self.dealloc_slow(p) }
     }
 
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
