@@ -327,7 +327,10 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
     /// `p` is a live block of this allocator, given up by the caller.
     #[cold]
     #[inline(never)]
-    unsafe fn dealloc_slow(&self, p: *mut u8, ctx: Context) {
+    unsafe fn dealloc_slow(&self, p: *mut u8) {
+        // (worked out again here rather than passed: the fast path then keeps nothing on
+        // the stack for this call)
+        let ctx = self.context();
         // SAFETY: `p` is live (caller), so its segment header is readable.
         let owner = unsafe { (*ptr_segment(p)).owner.load(Ordering::Relaxed) };
         if owner != NO_OWNER && owner == self.owner_of(ctx) {
@@ -378,6 +381,13 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
                 if !p.is_null() {
                     return p;
                 }
+                // the page's own frees, still with interrupts on (`local_free` is written
+                // only by this heap's context)
+                // SAFETY: as above.
+                let p = unsafe { crate::alloc::malloc_local(heap, layout.size(), WORD) };
+                if !p.is_null() {
+                    return p;
+                }
             }
         } else if ctx.unmasked && layout.align() <= MIN_OS_PAGE {
             // page-aligned buffers and the like: a block of their class when it happens to
@@ -388,6 +398,12 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
                 let p = unsafe {
                     crate::alloc::malloc_try_aligned(heap, layout.size(), layout.align())
                 };
+                if !p.is_null() {
+                    return p;
+                }
+                // the page's own frees when the first is aligned (as in the branch above)
+                // SAFETY: as above.
+                let p = unsafe { crate::alloc::malloc_local(heap, layout.size(), layout.align()) };
                 if !p.is_null() {
                     return p;
                 }
@@ -415,7 +431,7 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
             }
         }
         // SAFETY: as above.
-        unsafe { self.dealloc_slow(p, ctx) }
+        unsafe { self.dealloc_slow(p) }
     }
 
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {

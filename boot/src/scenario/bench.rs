@@ -246,7 +246,13 @@ pub fn run(args: &super::Args) {
     let mut whole = [[0f64; PEERS]; WORKLOADS.len()];
     let mut ops = [0usize; WORKLOADS.len()];
     let mut skipped = [[0u64; PEERS]; WORKLOADS.len()];
-    for (w, &(_, f)) in WORKLOADS.iter().enumerate() {
+    for (w, &(name, f)) in WORKLOADS.iter().enumerate() {
+        if args
+            .only
+            .is_some_and(|o| !o.split(',').any(|o| name.contains(o)))
+        {
+            continue; // `ops[w]` stays 0: the tables leave it out
+        }
         for a in 0..PEERS {
             CURRENT.store(a, Ordering::SeqCst);
             let rng = || Rng::new(args.seed ^ w as u64);
@@ -334,13 +340,15 @@ fn calls(icount: bool) {
 /// Count per call of each workload (rows) and allocator (columns, as `NAMES`).
 type PerCall = [[f64; PEERS]; WORKLOADS.len()];
 
-/// The geometric mean over the workloads of peer `a` / shardalloc.
-fn geo_mean(per: &PerCall, a: usize) -> f64 {
+/// The geometric mean over the workloads that ran (`ops[w] > 0`) of peer `a` / shardalloc.
+fn geo_mean(per: &PerCall, ops: &[usize], a: usize) -> f64 {
     let mut l = 0.0f64;
-    for c in per {
+    let mut n = 0;
+    for (c, _) in per.iter().zip(ops).filter(|(_, &o)| o > 0) {
         l += ln(c[a] / c[SHARDALLOC]);
+        n += 1;
     }
-    exp(l / per.len() as f64)
+    exp(l / n.max(1) as f64)
 }
 
 /// One table: shardalloc's count per call and peer / shardalloc for each workload.
@@ -355,7 +363,7 @@ fn print_one(per: &PerCall, ops: &[usize], unit: &str, what: &str) {
         print!("---:|");
     }
     println!();
-    for w in 0..per.len() {
+    for w in (0..per.len()).filter(|&w| ops[w] > 0) {
         print!(
             "| {} | {} | {:.1} |",
             WORKLOADS[w].0, ops[w], per[w][SHARDALLOC]
@@ -367,10 +375,10 @@ fn print_one(per: &PerCall, ops: &[usize], unit: &str, what: &str) {
     }
     print!(
         "| **geometric mean over the {} workloads** | | |",
-        WORKLOADS.len()
+        ops.iter().filter(|&&o| o > 0).count()
     );
     for a in 1..PEERS {
-        print!(" **{:.2}** |", geo_mean(per, a));
+        print!(" **{:.2}** |", geo_mean(per, ops, a));
     }
     println!();
 }
@@ -384,7 +392,7 @@ fn print_table(
     skipped: &[[u64; PEERS]; WORKLOADS.len()],
 ) {
     let ratio = |w: usize, a: usize| inside[w][a] / inside[w][SHARDALLOC];
-    let geo = |a: usize| geo_mean(inside, a);
+    let geo = |a: usize| geo_mean(inside, ops, a);
     println!("bench: table begin");
     print_one(inside, ops, unit, "per call");
     println!("bench: table end");
@@ -409,6 +417,7 @@ fn print_table(
         .position(|(n, _)| n.starts_with("many live"))
         .unwrap();
     let worst = (0..inside.len())
+        .filter(|&w| ops[w] > 0)
         .map(|w| (ratio(w, TALC_IRQOFF), WORKLOADS[w].0))
         .fold((f64::MAX, ""), |a, b| if b.0 < a.0 { b } else { a });
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
@@ -421,11 +430,13 @@ fn print_table(
             met(g >= want)
         );
     }
-    let m = ratio(many, LINKED);
-    println!(
-        "- many live objects, linked_list / shardalloc = {m:.2} (target ≥ 10): {}",
-        met(m >= 10.0)
-    );
+    if ops[many] > 0 {
+        let m = ratio(many, LINKED);
+        println!(
+            "- many live objects, linked_list / shardalloc = {m:.2} (target ≥ 10): {}",
+            met(m >= 10.0)
+        );
+    }
     println!(
         "- lowest talc+irqoff / shardalloc over the workloads = {:.2} ({}) (target ≥ 1): {}",
         worst.0,

@@ -26,10 +26,13 @@ pub struct Args<'a> {
     /// `overlap=MS`: how long to look for CPUs that run at the same time at boot, at most
     /// (default 20 ms; the search ends as soon as they do).
     pub overlap_ms: u64,
+    /// `only=WORD,WORD`: `bench` runs only the workloads whose name contains one of the
+    /// words (for looking at a few workloads; the table then covers those only).
+    pub only: Option<&'a str>,
 }
 
 impl<'a> Args<'a> {
-    /// Parses `run=a,b seed=N verbose overlap=MS` (other words are ignored; the default is `run=smoke`).
+    /// Parses `run=a,b seed=N verbose overlap=MS only=WORD` (other words are ignored; the default is `run=smoke`).
     pub fn parse(cmdline: &'a str, tsc_per_us: u64) -> Args<'a> {
         let mut a = Args {
             run: "smoke",
@@ -38,12 +41,15 @@ impl<'a> Args<'a> {
             verbose: false,
             icount: false,
             overlap_ms: 20,
+            only: None,
         };
         for word in cmdline.split_ascii_whitespace() {
             if let Some(v) = word.strip_prefix("run=") {
                 a.run = v;
             } else if word == "verbose" {
                 a.verbose = true;
+            } else if let Some(v) = word.strip_prefix("only=") {
+                a.only = Some(v);
             } else if word == "icount" {
                 a.icount = true;
             } else if let Some(v) = word.strip_prefix("overlap=") {
