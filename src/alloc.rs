@@ -169,7 +169,11 @@ unsafe fn malloc_small_local(heap: *mut RawHeap, size: usize, zero: bool) -> *mu
             // a corrupted head: the generic path reports and drops it
             return ptr::null_mut();
         }
-        (*page).retire_expire = 0;
+        // A retired page (it emptied, alone in its queue) stays retired, its countdown
+        // running on, as on the fast path of `free` (`free::page_retire`): so the next
+        // emptying costs a load and a branch, not a retirement. The countdown
+        // (`heap_collect_retired`) takes it off retirement if it holds blocks when it
+        // looks, and frees it only if it is empty then, as for any retired page.
         let p = page_pop(page, size, zero);
         page_sync_stats(page, &mut *tld);
         p
