@@ -75,6 +75,7 @@ pub(crate) unsafe fn free_nonnull(p: *mut u8, owner: usize) {
 /// `p` is a live block (or an aligned pointer into one) of this allocator, in the segment
 /// that starts at `segment`.
 #[cfg(not(feature = "small"))]
+#[cfg_attr(not(feature = "override"), allow(dead_code))] // the C `free`
 #[inline(always)]
 pub(crate) unsafe fn free_nonnull_in(p: *mut u8, segment: *mut Segment, owner: usize) {
     // secure mode and debug mode check every free first: through `free_nonnull`

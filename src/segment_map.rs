@@ -60,9 +60,7 @@ pub(crate) fn contains(segment: usize) -> bool {
 /// header), so both get false and their `free` takes the slow path, which looks again
 /// with `p - 1`. When the answer is true, `p` lies in the first chunk of that segment,
 /// after its header: the segment starts at `p & !SEGMENT_MASK`. About 6 instructions
-/// (shift, compare with the limit in memory, branch, byte compare, branch). (The small
-/// geometry's segments are aligned to a phase, not to their size: its callers pass the
-/// segment's address, `ptr_segment(p)`, for which all of this holds as well.)
+/// (shift, compare with the limit in memory, branch, byte compare, branch).
 #[inline(always)]
 #[cfg_attr(not(feature = "override"), allow(dead_code))] // the C `free`
 pub(crate) fn free_contains(p: usize) -> bool {

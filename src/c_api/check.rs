@@ -18,10 +18,7 @@ use super::options::{error, CHECK_FREE};
 use crate::free::{check_block, BadFree};
 use crate::global::hosted;
 use crate::secure::ErrorKind;
-use crate::segment::{ptr_segment, NotInBlocks};
-#[cfg(not(feature = "small"))]
-use crate::segment::Segment;
-#[cfg(not(feature = "small"))]
+use crate::segment::{ptr_segment, NotInBlocks, Segment};
 use crate::size_class::SEGMENT_MASK;
 
 /// `free`.
@@ -36,33 +33,20 @@ pub(crate) unsafe fn free(p: *mut u8) {
     // starts at 0), so the common path needs no test of its own for null. In checked mode
     // the map answers "no" for every pointer (`segment_map::set_free_slow`), so checked
     // mode costs the common path nothing either: `not_in_map` sorts the cases out. `p`
-    // itself is looked up, not its `ptr_segment` (see `free_contains`). (The small
-    // geometry's segments are aligned to a phase: the map is asked for `ptr_segment`.)
-    #[cfg(not(feature = "small"))]
-    let key = p as usize;
-    #[cfg(feature = "small")]
-    let key = ptr_segment(p) as usize;
-    if !crate::segment_map::free_contains(key) {
+    // itself is looked up, not its `ptr_segment` (see `free_contains`). (The C library is
+    // hosted: never the small geometry, whose segments are aligned to a phase.)
+    if !crate::segment_map::free_contains(p as usize) {
         // SAFETY: by this function's contract, `p` is null, a block of ours not used
         // afterwards, or a pointer the checks catch: `not_in_map`'s contract.
         return unsafe { not_in_map(p) };
     }
-    #[cfg(not(feature = "small"))]
-    {
-        let segment = (p as usize & !SEGMENT_MASK) as *mut Segment;
-        // SAFETY: a live segment of ours starts at `p`'s chunk (its map entry is set) and
-        // `p` lies in that chunk after the header (`free_contains`), so `p` is not null and
-        // `segment` is its segment; by this function's contract (the C caller's contract
-        // for `free`, documented in include/README-capi.md) it is a live block of ours, not
-        // used afterwards.
-        unsafe { hosted::free_in_segment(p, segment) }
-    }
-    #[cfg(feature = "small")]
-    // SAFETY: `p` lies in a live segment of ours, so it is not null, and by this
-    // function's contract it is a live block of ours, not used afterwards.
-    unsafe {
-        hosted::free_nonnull(p)
-    }
+    let segment = (p as usize & !SEGMENT_MASK) as *mut Segment;
+    // SAFETY: a live segment of ours starts at `p`'s chunk (its map entry is set) and `p`
+    // lies in that chunk after the header (`free_contains`), so `p` is not null and
+    // `segment` is its segment; by this function's contract (the C caller's contract for
+    // `free`, documented in include/README-capi.md) it is a live block of ours, not used
+    // afterwards.
+    unsafe { hosted::free_in_segment(p, segment) }
 }
 
 /// `free` of a pointer that the segment map did not vouch for: checked mode's `free`

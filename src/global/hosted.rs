@@ -472,7 +472,6 @@ pub(crate) unsafe fn free_nonnull(p: *mut u8) {
 /// # Safety
 /// `p` is a live block of this allocator (hosted domain), not used afterwards, in the
 /// segment that starts at `segment`.
-#[cfg(not(feature = "small"))]
 #[cfg_attr(not(feature = "override"), allow(dead_code))] // the C `free`
 #[inline(always)]
 pub(crate) unsafe fn free_in_segment(p: *mut u8, segment: *mut crate::segment::Segment) {
