@@ -20,7 +20,7 @@ use crate::heap::queue_bin_of;
 use crate::heap::OwnedHeap;
 use crate::page::{Block, Page, FLAG_HAS_ALIGNED};
 use crate::page_queue::{page_free, page_unfull};
-use crate::segment::{checked_page, ptr_segment, NotInBlocks};
+use crate::segment::{checked_page, ptr_segment, NotInBlocks, Segment};
 use crate::size_class::*;
 
 /// Frees `p`. `owner` is the calling thread's owner token (`NO_OWNER` if it has no
@@ -64,6 +64,43 @@ pub(crate) unsafe fn free_nonnull(p: *mut u8, owner: usize) {
     );
     // SAFETY: `p` points into one of the segment's pages.
     let page = unsafe { segment.page_of(p) };
+    // SAFETY: `p` is a live block of `page` in `segment` (above), given up (caller).
+    unsafe { free_in_page(p, segment, page, owner) }
+}
+
+/// [`free_nonnull`] of a pointer whose segment the caller found (the C `free`, through the
+/// segment map: `segment_map::free_contains`), without `ptr_segment`'s `p - 1`.
+///
+/// # Safety
+/// `p` is a live block (or an aligned pointer into one) of this allocator, in the segment
+/// that starts at `segment`.
+#[cfg(not(feature = "small"))]
+#[cfg_attr(not(feature = "override"), allow(dead_code))] // the C `free`
+#[inline(always)]
+pub(crate) unsafe fn free_nonnull_in(p: *mut u8, segment: *mut Segment, owner: usize) {
+    // secure mode and debug mode check every free first: through `free_nonnull`
+    if cfg!(any(feature = "secure", feature = "debug-mode")) {
+        // SAFETY: `p` is a live block (caller).
+        return unsafe { free_nonnull(p, owner) };
+    }
+    debug_assert!(segment == ptr_segment(p));
+    // SAFETY: `p` is a live block (caller) of `segment`, which is therefore live: its
+    // header (and the page table in it) stays readable while the block lives.
+    let segment = unsafe { &*segment };
+    debug_assert!(segment.is_valid_cookie(), "free of a pointer not from shardalloc");
+    // SAFETY: `p` points into one of the segment's pages.
+    let page = unsafe { segment.page_of(p) };
+    // SAFETY: `p` is a live block of `page` in `segment` (above), given up (caller).
+    unsafe { free_in_page(p, segment, page, owner) }
+}
+
+/// The rest of [`free_nonnull`] once the page is found.
+///
+/// # Safety
+/// `p` is a live block (or an aligned pointer into one) of `page`, in `segment`, given up
+/// by the caller; `owner` is the calling thread's owner token.
+#[inline(always)]
+unsafe fn free_in_page(p: *mut u8, segment: &Segment, page: *mut Page, owner: usize) {
     let local = segment.owner.load(Ordering::Relaxed) == owner;
     // SAFETY (of the `flags` read): the page of a live block is live, and its owner (the
     // calling thread, when `local`) is the only writer of `flags`.
@@ -93,7 +130,7 @@ pub(crate) unsafe fn free_nonnull(p: *mut u8, owner: usize) {
         }
     } else {
         // SAFETY: as above; `local` says whether the calling thread owns the page.
-        unsafe { free_generic(page, local, p) };
+        unsafe { free_generic(p, page, local) };
     }
 }
 
@@ -243,7 +280,7 @@ pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
 /// As `free`; `page` is the page of `p`; `local` says the calling thread owns it.
 #[cold]
 #[inline(never)]
-unsafe fn free_generic(page: *mut Page, local: bool, p: *mut u8) {
+unsafe fn free_generic(p: *mut u8, page: *mut Page, local: bool) {
     // SAFETY: the page of a live block is live; `FLAG_HAS_ALIGNED` is set before a pointer
     // into a block is handed out, so any thread that frees one sees it.
     let pg = unsafe { &*page };

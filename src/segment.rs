@@ -94,10 +94,21 @@ pub(crate) struct Segment {
     /// Small geometry: the slices (512-byte pages) in use by pages; a page is a run of
     /// slices, its metadata in the entry of its first slice (see `Page::span_offset`).
     pub slices_used: u64,
+    /// The page of each `SMALL_PAGE_SIZE` slice of the segment's first `SEGMENT_SIZE`
+    /// bytes (default geometry), so that [`Segment::page_of`] is one table load: entry `i`
+    /// is the page that holds the bytes `i << SMALL_PAGE_SHIFT..` of the segment (page 0
+    /// of large and huge segments everywhere). Written with the header and again when the
+    /// header moves (`fill_slice_pages`); read by every `free`.
+    #[cfg(not(feature = "small"))]
+    pub slice_pages: [*mut Page; SLICES],
     /// Page metadata; really `capacity` entries (the header is sized for them); read
     /// them with [`Segment::page`].
     pub pages: [Page; 1],
 }
+
+/// Entries of [`Segment::slice_pages`]: the small pages a segment has room for.
+#[cfg(not(feature = "small"))]
+pub(crate) const SLICES: usize = SEGMENT_SIZE >> SMALL_PAGE_SHIFT;
 
 const SEGMENT_COOKIE: usize = 0x5a4d_a110_c5e9_0d17_u64 as usize; // truncated on 32-bit targets
 
@@ -271,16 +282,49 @@ impl Segment {
     /// `self` is a live segment and `p` points into one of its pages.
     #[inline(always)]
     pub(crate) unsafe fn page_of(&self, p: *const u8) -> *mut Page {
-        let idx = (p as usize - self as *const Segment as usize) >> self.page_shift;
-        debug_assert!(idx < self.capacity);
-        // SAFETY: the header holds `capacity` pages and `idx < capacity`.
-        let entry = unsafe { self.page(idx) };
-        // Small geometry: a page spans several slices; the entry of a later slice says how
-        // far back the page's own entry is (two more instructions).
+        // Default geometry: one load from the slice table, where `(p - self) >> page_shift`
+        // then a multiplication by the size of `Page` took four instructions more. The
+        // slice is `p`'s offset into its `SEGMENT_SIZE`-aligned chunk: `p` lies in the
+        // segment's first chunk, or exactly at its end (a huge block aligned to more than
+        // a segment starts there: offset 0 then, page 0, its page).
+        #[cfg(not(feature = "small"))]
+        {
+            let slice = (p as usize >> SMALL_PAGE_SHIFT) & (SLICES - 1);
+            let page = self.slice_pages[slice];
+            debug_assert!(
+                page == {
+                    let idx = (p as usize - self as *const Segment as usize) >> self.page_shift;
+                    // SAFETY: (debug check) the header holds `capacity` pages.
+                    unsafe { self.page(idx.min(self.capacity - 1)) }
+                },
+                "slice table out of date"
+            );
+            page
+        }
         #[cfg(feature = "small")]
-        // SAFETY: `entry` is in the header; `span_offset` never reaches before entry 0.
-        let entry = unsafe { entry.sub((*entry).span_offset as usize) };
-        entry
+        {
+            let idx = (p as usize - self as *const Segment as usize) >> self.page_shift;
+            debug_assert!(idx < self.capacity);
+            // SAFETY: the header holds `capacity` pages and `idx < capacity`.
+            let entry = unsafe { self.page(idx) };
+            // Small geometry: a page spans several slices; the entry of a later slice says
+            // how far back the page's own entry is (two more instructions).
+            // SAFETY: `entry` is in the header; `span_offset` never reaches before entry 0.
+            unsafe { entry.sub((*entry).span_offset as usize) }
+        }
+    }
+
+    /// Writes [`Segment::slice_pages`] for the header at its (new) address, from
+    /// `page_shift` and `capacity` (which must be set).
+    #[cfg(not(feature = "small"))]
+    pub(crate) fn fill_slice_pages(&mut self) {
+        for slice in 0..SLICES {
+            // (a slice past the last page, which no block lies in, gets the last page: every
+            // entry points into the header)
+            let idx = ((slice << SMALL_PAGE_SHIFT) >> self.page_shift).min(self.capacity - 1);
+            // SAFETY: `idx < capacity`, the pages the header was sized for.
+            self.slice_pages[slice] = unsafe { self.page(idx) };
+        }
     }
 
     /// Whether a page can still be claimed here (small and medium segments).

@@ -219,10 +219,14 @@ fn segment_alloc_sized(
                 purge_mask: 0,
                 purge_expire: 0,
                 slices_used: 0,
+                #[cfg(not(feature = "small"))]
+                slice_pages: [ptr::null_mut(); crate::segment::SLICES],
                 pages: [Page::EMPTY],
             },
         );
         (*segment).set_cookie();
+        #[cfg(not(feature = "small"))]
+        (*segment).fill_slice_pages();
     };
     for i in 0..capacity {
         // SAFETY: the header was written just above; `i < capacity`, the number of pages
@@ -727,6 +731,8 @@ pub(crate) unsafe fn huge_remap(page: *mut Page, new_size: usize) -> *mut Page {
     // place is live.
     let seg = unsafe { &mut *new_seg };
     seg.set_cookie();
+    #[cfg(not(feature = "small"))]
+    seg.fill_slice_pages();
     seg.region = new_seg as *mut u8;
     seg.region_size = r.size;
     seg.committed = r.size;

@@ -51,13 +51,20 @@ pub(crate) fn contains(segment: usize) -> bool {
     i < ENTRIES && MAP[i].load(Ordering::Acquire) != 0
 }
 
-/// [`contains`] for the C `free`'s fast path: also false for every segment while
-/// [`set_free_slow`] is on. About 5 instructions (shift, compare with the limit in memory,
-/// branch, byte compare, branch).
+/// The C `free`'s lookup, of a block pointer `p` (not of its segment's address): whether a
+/// live segment starts at `p`'s `SEGMENT_SIZE`-aligned chunk; false for every pointer while
+/// [`set_free_slow`] is on. `p` itself is looked up, not `p - 1` as `segment::ptr_segment`
+/// takes it, which saves an instruction: null's chunk (at 0) holds no segment, and a block
+/// that starts exactly at a chunk boundary (a huge block aligned to more than a segment)
+/// lies in a chunk that no segment starts at (its segment's first chunk holds the
+/// header), so both get false and their `free` takes the slow path, which looks again
+/// with `p - 1`. When the answer is true, `p` lies in the first chunk of that segment,
+/// after its header: the segment starts at `p & !SEGMENT_MASK`. About 6 instructions
+/// (shift, compare with the limit in memory, branch, byte compare, branch).
 #[inline(always)]
 #[cfg_attr(not(feature = "override"), allow(dead_code))] // the C `free`
-pub(crate) fn free_contains(segment: usize) -> bool {
-    let i = segment >> SEGMENT_SHIFT;
+pub(crate) fn free_contains(p: usize) -> bool {
+    let i = p >> SEGMENT_SHIFT;
     // SAFETY: the index is read only when `i < FREE_LIMIT`, and `FREE_LIMIT <= ENTRIES`
     // (its invariant: it is only ever set to `ENTRIES` or 0), so `i` is in bounds.
     i < FREE_LIMIT.load(Ordering::Relaxed)

@@ -18,7 +18,8 @@ use super::options::{error, CHECK_FREE};
 use crate::free::{check_block, BadFree};
 use crate::global::hosted;
 use crate::secure::ErrorKind;
-use crate::segment::{ptr_segment, NotInBlocks};
+use crate::segment::{ptr_segment, NotInBlocks, Segment};
+use crate::size_class::SEGMENT_MASK;
 
 /// `free`.
 ///
@@ -28,20 +29,24 @@ use crate::segment::{ptr_segment, NotInBlocks};
 #[inline(always)]
 pub(crate) unsafe fn free(p: *mut u8) {
     // The segment map alone: a set entry means a live segment starts there (the cookie
-    // check of `checked_segment` would only repeat that). Null is not in it either (its
-    // segment, found through `p - 1`, lies at the top of the address space), so the common
-    // path needs no test of its own for null. In checked mode the map answers "no" for
-    // every pointer (`segment_map::set_free_slow`), so checked mode costs the common path
-    // nothing either: `not_in_map` sorts the cases out.
-    if !crate::segment_map::free_contains(ptr_segment(p) as usize) {
+    // check of `checked_segment` would only repeat that). Null is not in it (no segment
+    // starts at 0), so the common path needs no test of its own for null. In checked mode
+    // the map answers "no" for every pointer (`segment_map::set_free_slow`), so checked
+    // mode costs the common path nothing either: `not_in_map` sorts the cases out. `p`
+    // itself is looked up, not its `ptr_segment` (see `free_contains`). (The C library is
+    // hosted: never the small geometry, whose segments are aligned to a phase.)
+    if !crate::segment_map::free_contains(p as usize) {
         // SAFETY: by this function's contract, `p` is null, a block of ours not used
         // afterwards, or a pointer the checks catch: `not_in_map`'s contract.
         return unsafe { not_in_map(p) };
     }
-    // SAFETY: `p` lies in a live segment of ours (its entry is set in the segment map), so
-    // it is not null and by this function's contract (the C caller's contract for `free`,
-    // documented in include/README-capi.md) it is a live block of ours, not used afterwards.
-    unsafe { hosted::free_nonnull(p) }
+    let segment = (p as usize & !SEGMENT_MASK) as *mut Segment;
+    // SAFETY: a live segment of ours starts at `p`'s chunk (its map entry is set) and `p`
+    // lies in that chunk after the header (`free_contains`), so `p` is not null and
+    // `segment` is its segment; by this function's contract (the C caller's contract for
+    // `free`, documented in include/README-capi.md) it is a live block of ours, not used
+    // afterwards.
+    unsafe { hosted::free_in_segment(p, segment) }
 }
 
 /// `free` of a pointer that the segment map did not vouch for: checked mode's `free`

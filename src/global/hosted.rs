@@ -466,6 +466,20 @@ pub(crate) unsafe fn free_nonnull(p: *mut u8) {
     unsafe { crate::free::free_nonnull(p, owner()) }
 }
 
+/// [`free_nonnull`] of a pointer whose segment the caller found in the segment map (the
+/// C `free`).
+///
+/// # Safety
+/// `p` is a live block of this allocator (hosted domain), not used afterwards, in the
+/// segment that starts at `segment`.
+#[cfg_attr(not(feature = "override"), allow(dead_code))] // the C `free`
+#[inline(always)]
+pub(crate) unsafe fn free_in_segment(p: *mut u8, segment: *mut crate::segment::Segment) {
+    // SAFETY: as the caller guarantees; `owner()` is the calling thread's token, so the
+    // local path is taken only for its own pages.
+    unsafe { crate::free::free_nonnull_in(p, segment, owner()) }
+}
+
 /// Re-allocates to `new_size` bytes aligned to `align`; null on failure (`p` stays valid).
 ///
 /// # Safety
