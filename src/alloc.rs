@@ -264,6 +264,28 @@ pub(crate) unsafe fn malloc_small_try(heap: *mut RawHeap, size: usize) -> *mut u
     unsafe { page_pop(page, size, false) }
 }
 
+/// The page the fast paths look at for a padded size: the direct table's entry for small
+/// sizes (the empty page when the class has none), the head of the class's queue for
+/// medium and large ones (null when the queue is empty), null for huge sizes.
+///
+/// # Safety
+/// `heap` is the calling context's heap (or the empty heap).
+#[inline(always)]
+unsafe fn fast_page(heap: *mut RawHeap, psize: usize) -> *mut Page {
+    // SAFETY: the heap is the caller's (or the never-written empty heap, whose direct
+    // entries are the empty page and whose queues are empty); reading its table and the
+    // head of a queue races with nothing.
+    unsafe {
+        if psize <= SMALL_SIZE_MAX {
+            (*heap).pages_direct[wsize_from_size(psize)]
+        } else if psize <= LARGE_OBJ_SIZE_MAX {
+            (*heap).pages[bin(psize)].first()
+        } else {
+            ptr::null_mut()
+        }
+    }
+}
+
 /// [`malloc_small_try`] and [`malloc_queue_try`] after a miss, one step further: when the
 /// page they look at (the direct table's, the head of the queue) has no block on its
 /// `free` list but has the owner's own frees (`local_free`), those become its free list and
@@ -285,13 +307,7 @@ pub(crate) unsafe fn malloc_local(heap: *mut RawHeap, size: usize, align: usize)
     // is the owner's to change, and after the move its `free` list holds blocks of
     // `size`'s class.
     unsafe {
-        let page = if psize <= SMALL_SIZE_MAX {
-            (*heap).pages_direct[wsize_from_size(psize)]
-        } else if psize <= LARGE_OBJ_SIZE_MAX {
-            (*heap).pages[bin(psize)].first()
-        } else {
-            return ptr::null_mut();
-        };
+        let page = fast_page(heap, psize);
         if !page.is_null() && (*page).take_local_free() && (*page).free as usize & (align - 1) == 0
         {
             return page_pop(page, size, false);
@@ -361,14 +377,7 @@ pub(crate) unsafe fn malloc_try_aligned(heap: *mut RawHeap, size: usize, align: 
     // SAFETY: as in `malloc_small_try` and `malloc_queue_try`: the direct-table entry or
     // the head of the queue is a live page of the caller's heap (or the empty page).
     unsafe {
-        let psize = padded(size);
-        let page = if psize <= SMALL_SIZE_MAX {
-            (*heap).pages_direct[wsize_from_size(psize)]
-        } else if psize <= LARGE_OBJ_SIZE_MAX {
-            (*heap).pages[bin(psize)].first()
-        } else {
-            return ptr::null_mut();
-        };
+        let page = fast_page(heap, padded(size));
         if page.is_null() {
             return ptr::null_mut();
         }
