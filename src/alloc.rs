@@ -154,7 +154,10 @@ unsafe fn malloc_small_local(heap: *mut RawHeap, size: usize, zero: bool) -> *mu
     unsafe {
         let page = (*heap).pages_direct[wsize_from_size(padded(size))];
         if (*page).local_free.is_null()
-            || !(*heap).thread_delayed_free.load(Ordering::Relaxed).is_null()
+            || !(*heap)
+                .thread_delayed_free
+                .load(Ordering::Relaxed)
+                .is_null()
         {
             return ptr::null_mut();
         }

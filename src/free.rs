@@ -87,7 +87,10 @@ pub(crate) unsafe fn free_nonnull_in(p: *mut u8, segment: *mut Segment, owner: u
     // SAFETY: `p` is a live block (caller) of `segment`, which is therefore live: its
     // header (and the page table in it) stays readable while the block lives.
     let segment = unsafe { &*segment };
-    debug_assert!(segment.is_valid_cookie(), "free of a pointer not from shardalloc");
+    debug_assert!(
+        segment.is_valid_cookie(),
+        "free of a pointer not from shardalloc"
+    );
     // SAFETY: `p` points into one of the segment's pages.
     let page = unsafe { segment.page_of(p) };
     // SAFETY: `p` is a live block of `page` in `segment` (above), given up (caller).

@@ -152,7 +152,11 @@ fn embedded_heap_in_16k() {
             // its page (or segment of its own) is counted, and the parts add up
             let u = HEAP.usage();
             assert!(u.live >= size && u.live == HEAP.used(), "{size}: {u:?}");
-            assert_eq!(u.live + u.free_in_pages + u.headers + u.unused, SIZE, "{u:?}");
+            assert_eq!(
+                u.live + u.free_in_pages + u.headers + u.unused,
+                SIZE,
+                "{u:?}"
+            );
             fill(p, size, 3);
             assert!(check(p, size, 3));
             HEAP.dealloc(p, l);
@@ -204,8 +208,16 @@ fn embedded_heap_in_16k() {
         eprintln!("{size}-byte blocks, at the first null: {u:?}");
         let hdr = shardalloc::embedded::Heap::metadata().small_segment_header;
         assert_eq!(u.live, HEAP.used(), "usage().live is used()");
-        assert!(u.live >= got, "usage().live {} below the {got} bytes live", u.live);
-        assert_eq!(u.live + u.free_in_pages + u.headers + u.unused, SIZE, "{u:?}");
+        assert!(
+            u.live >= got,
+            "usage().live {} below the {got} bytes live",
+            u.live
+        );
+        assert_eq!(
+            u.live + u.free_in_pages + u.headers + u.unused,
+            SIZE,
+            "{u:?}"
+        );
         assert!(
             u.headers >= hdr && u.headers % 32 == 0 && u.headers < SIZE / 4,
             "headers of {} bytes (one is {hdr} before rounding)",
