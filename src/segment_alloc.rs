@@ -1,6 +1,6 @@
 //! Segments and their pages, from the source and back: allocating and freeing segments
 //! (through [`Os`], which may cache their regions a while), claiming pages for an owner
-//! ([`page_alloc`]) and taking them back ([`page_free`]), committing page memory as it is
+//! ([`page_alloc`]) and taking them back ([`page_free_in`]), committing page memory as it is
 //! needed, purging (decommitting or resetting) it a short delay after a page empties, and
 //! moving huge segments with the source's `remap`.
 //!
@@ -13,9 +13,11 @@ use core::ptr::{self, NonNull};
 use crate::list::Links;
 use crate::os::Os;
 use crate::page::Page;
-use crate::segment::{align_up, kind_for, ptr_segment, Segment, SegmentKind, SegmentsTld};
+use crate::segment::{
+    align_up, kind_for, ptr_segment, Segment, SegmentKind, SegmentsTld, ABANDONED,
+};
 use crate::size_class::*;
-use crate::sync::AtomicUsize;
+use crate::sync::{AtomicUsize, Ordering};
 
 /// Segment regions up to this size are cached for reuse when they empty; bigger ones go
 /// back to the source at once (the faults of re-touching them dwarf the source calls).
@@ -211,7 +213,6 @@ fn segment_alloc_sized(
                 region_size: region.size,
                 committed,
                 os,
-                ctx,
                 free_links: Links::new(),
                 in_free_queue: false,
                 all_links: Links::new(),
@@ -245,7 +246,7 @@ fn segment_alloc_sized(
     }
     // SAFETY: the segment is fully written and new, so in no list of all segments.
     unsafe { ctx.link(segment) };
-    // SAFETY: the segment is live, `ctx`'s (its `ctx` field), and in no free queue yet.
+    // SAFETY: the segment is live, `ctx`'s (its `owner` field), and in no free queue yet.
     unsafe { ctx.free_queue_push(segment) };
     #[cfg(feature = "std")]
     crate::segment_map::set(seg_ptr as usize, true);
@@ -255,20 +256,22 @@ fn segment_alloc_sized(
 
 /// Gives an empty segment back to the source (or to the region cache). Its owner, if any,
 /// forgets it: `ctx` is the segment's owner data (`None` for an abandoned segment), passed
-/// by the caller so that a caller holding it as `&mut` hands that reference down instead
-/// of having the segment reach it behind its back.
+/// down by the caller (the header keeps no pointer to it, see [`Segment`]).
 ///
 /// # Safety
 /// `segment` has no page in use, and is owned by the calling thread or by no one
 /// (abandoned and popped by the caller); nothing refers to it any more. `ctx` is the
-/// segment's `ctx` (`None` when that is null).
+/// segment's owner's data (`None` when it is abandoned).
 unsafe fn segment_free(ctx: Option<&mut SegmentsTld>, segment: *mut Segment) {
     // SAFETY: `segment` is live and the calling thread's or popped by it (the `# Safety`
     // contract), so no other thread writes its header; this shared reference ends before
     // the owner lists write it.
     let seg = unsafe { &*segment };
     debug_assert_eq!(seg.used, 0);
-    debug_assert_eq!(seg.ctx.is_null(), ctx.is_none());
+    debug_assert_eq!(
+        seg.owner.load(Ordering::Relaxed),
+        ctx.as_deref().map_or(ABANDONED, SegmentsTld::owner)
+    );
     // SAFETY: `os` was set at creation from the owner's `&'static Os`.
     let os: &'static Os = unsafe { &*seg.os };
     let (region, size, committed) = (seg.region, seg.region_size, seg.committed);
@@ -343,7 +346,7 @@ unsafe fn page_claim(ctx: &mut SegmentsTld, segment: *mut Segment) -> *mut Page 
     // SAFETY: `segment` is live and the calling thread's (the `# Safety` contract), so no
     // other thread writes its header; this shared reference ends before anything writes it.
     let seg = unsafe { &*segment };
-    debug_assert_eq!(seg.ctx, ctx as *mut SegmentsTld);
+    debug_assert_eq!(seg.owner.load(Ordering::Relaxed), ctx.owner());
     let Some(idx) = (seg.first_page..seg.capacity).find(|&i| {
         // SAFETY: `i < capacity`; the page metadata lies in the live header.
         !unsafe { (*seg.page(i)).segment_in_use }
@@ -522,29 +525,12 @@ pub(crate) unsafe fn page_commit(page: *mut Page, bytes: usize) -> bool {
 /// segment is freed when this was its last page in use. Returns whether the segment was
 /// freed.
 ///
-/// # Safety
-/// `page` is in use and in no heap queue; its segment is owned by the calling thread or
-/// abandoned and popped by it; no block of the page is used afterwards; the caller holds
-/// no reference to the segment's owner's [`SegmentsTld`] (it is reached through the
-/// segment; a caller that holds it uses [`page_free_in`]).
-pub(crate) unsafe fn page_free(page: *mut Page) -> bool {
-    // SAFETY: `page` is in use (the `# Safety` contract), so its metadata lies in the
-    // header of a live segment; `page_start` is fixed while the segment lives.
-    let segment = ptr_segment(unsafe { (*page).page_start });
-    // SAFETY: the segment is live and the calling thread's or popped by it (the `# Safety`
-    // contract), so no other thread writes its header. A set `ctx` is its owner's data, so
-    // the calling thread's, live while it owns segments, and not referenced by the caller.
-    let ctx = unsafe { (*segment).ctx.as_mut() };
-    // SAFETY: the `# Safety` contract, and `ctx` is the segment's owner data.
-    unsafe { page_free_in(ctx, page) }
-}
-
-/// [`page_free`] with the segment's owner data passed by the caller (`None` for an
-/// abandoned segment), for a caller that holds it as `&mut`.
+/// `ctx` is the segment's owner's data: `Some` of the calling thread's (whose segment it
+/// is), or `None` for a segment that is abandoned and that the calling thread popped.
 ///
 /// # Safety
-/// As for `page_free`, but for the last condition: `ctx` is the page's segment's `ctx`
-/// (`None` when that is null).
+/// `page` is in use and in no heap queue; its segment is owned by `ctx` or abandoned and
+/// popped by the calling thread (`ctx` is `None`); no block of the page is used afterwards.
 pub(crate) unsafe fn page_free_in(ctx: Option<&mut SegmentsTld>, page: *mut Page) -> bool {
     // SAFETY: the page is in use and its segment the calling thread's or popped by it (the
     // `# Safety` contract): its metadata lies in that live segment's header and no other
@@ -555,6 +541,12 @@ pub(crate) unsafe fn page_free_in(ctx: Option<&mut SegmentsTld>, page: *mut Page
     // SAFETY: the segment is live; `os` was set at creation from the owner's `&'static Os`,
     // and `kind` is fixed at creation (neither lies in the page metadata).
     let (os, kind): (&'static Os, _) = unsafe { (&*(*segment).os, (*segment).kind) };
+    debug_assert_eq!(
+        // SAFETY: as above; `owner` is atomic.
+        unsafe { (*segment).owner.load(Ordering::Relaxed) },
+        ctx.as_deref().map_or(ABANDONED, SegmentsTld::owner),
+        "page_free_in: ctx is not the segment's owner"
+    );
     // the page's statistics: blocks counted as allocated at its last synchronisation
     // are gone now
     os.stats.pages.sub(1);
@@ -675,10 +667,14 @@ pub(crate) fn segments_purge(ctx: &mut SegmentsTld, force: bool) {
 /// page is then untouched).
 ///
 /// # Safety
-/// `page` is the page of a huge segment owned by the calling thread, whose one block is
-/// live and owned by the caller, and the page is in no queue (the segment header, and so
-/// the page, may move); the caller holds no reference to the thread's [`SegmentsTld`].
-pub(crate) unsafe fn huge_remap(page: *mut Page, new_size: usize) -> *mut Page {
+/// `page` is the page of a huge segment owned by `ctx` (the calling thread's), whose one
+/// block is live and owned by the caller, and the page is in no queue (the segment header,
+/// and so the page, may move).
+pub(crate) unsafe fn huge_remap(
+    ctx: &mut SegmentsTld,
+    page: *mut Page,
+    new_size: usize,
+) -> *mut Page {
     // SAFETY: `page` is the page of a live segment (the `# Safety` contract); `page_start`
     // is fixed while the segment stays where it is.
     let segment = ptr_segment(unsafe { (*page).page_start });
@@ -686,6 +682,7 @@ pub(crate) unsafe fn huge_remap(page: *mut Page, new_size: usize) -> *mut Page {
     // other thread writes its header; this shared reference ends before it is unlinked.
     let seg = unsafe { &*segment };
     debug_assert_eq!(seg.kind, SegmentKind::Huge);
+    debug_assert_eq!(seg.owner.load(Ordering::Relaxed), ctx.owner());
     if seg.region != segment as *mut u8 {
         return ptr::null_mut(); // alignment front part: keep it simple, copy instead
     }
@@ -698,9 +695,6 @@ pub(crate) unsafe fn huge_remap(page: *mut Page, new_size: usize) -> *mut Page {
     };
     let new_seg_size = align_up(want, gran);
     let (region_size, committed) = (seg.region_size, seg.committed);
-    // SAFETY: the segment is the calling thread's, so its `ctx` is that thread's data, live
-    // while it owns segments, and not referenced by the caller (the `# Safety` contract).
-    let ctx = unsafe { &mut *seg.ctx };
     // Every link into the segment header (the owner's segment list, the segment map) is
     // undone before it moves and redone after.
     // SAFETY: the segment is `ctx`'s, so in its list of all segments (its invariants).
