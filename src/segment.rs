@@ -76,6 +76,12 @@ pub(crate) struct Segment {
     pub segment_size: usize,
     /// Bytes of the header (page-size aligned); page 0 starts after it.
     pub info_size: usize,
+    /// Secure mode: bytes of each guard page (an OS page; 0 elsewhere, and when the source
+    /// cannot protect memory). The last `guard` bytes of the header, between the metadata
+    /// and page 0, are a guard page, and so are the last `guard` bytes of a large or huge
+    /// segment, right after its page's blocks: an overflow off the end of a large or huge
+    /// block, or off the start of page 0, faults instead of reaching other memory.
+    pub guard: usize,
     /// The region to give back to the source (may start before the segment, for huge
     /// alignments).
     pub region: *mut u8,
@@ -345,9 +351,10 @@ impl Segment {
                 (start as *mut u8, psize)
             }
         } else {
+            // (large and huge: the guard page at the segment's end is not the page's)
             (
                 base.wrapping_add(self.info_size) as *mut u8,
-                self.segment_size - self.info_size,
+                self.segment_size - self.info_size - self.guard,
             )
         }
     }

@@ -59,7 +59,17 @@ fn segment_alloc_sized(
         SegmentKind::Large | SegmentKind::Huge => (1, usize::BITS as usize - 1),
     };
     let header = size_of::<Segment>() + (capacity - 1) * size_of::<Page>();
-    let mut info_size = align_up(header, os_page);
+    // secure mode: a guard page ends the header, and one ends large and huge segments
+    // (see `Segment::guard`)
+    #[cfg(feature = "secure")]
+    let guard = if cfg!(feature = "small") {
+        0
+    } else {
+        os.guard_size()
+    };
+    #[cfg(not(feature = "secure"))]
+    let guard = 0;
+    let mut info_size = align_up(header, os_page) + guard;
     // The page in which the header ends (page 0, unless pages are smaller than the header)
     // is shrunk by it; when that leaves it no room for a block of its largest size class
     // (a quarter page), it is not used either. (Small geometry: pages are runs of slices
@@ -99,7 +109,10 @@ fn segment_alloc_sized(
         } else if huge_align > os_page {
             info_size = align_up(info_size, huge_align);
         }
-        segment_size = match info_size.checked_add(huge_size) {
+        segment_size = match info_size
+            .checked_add(huge_size)
+            .and_then(|s| s.checked_add(guard))
+        {
             Some(s) if s <= isize::MAX as usize / 2 => {
                 align_up(s, cfg.alloc_granularity.max(os_page))
             }
@@ -209,6 +222,7 @@ fn segment_alloc_sized(
                 used: 0,
                 segment_size,
                 info_size,
+                guard,
                 region: region.ptr.as_ptr(),
                 region_size: region.size,
                 committed,
@@ -244,6 +258,15 @@ fn segment_alloc_sized(
             )
         };
     }
+    #[cfg(feature = "secure")]
+    if guard > 0 {
+        // SAFETY: the guard ranges are the last `guard` bytes of the header (after the
+        // metadata, `guard <= info_size - header`) and of a large or huge segment (after
+        // its page's area): page aligned, page sized, inside the live region, and no data
+        // lives in them. (A source that cannot protect says so once, and later segments
+        // then leave no room for guards: `Os::guard_size`.)
+        unsafe { protect_guards(os, segment, true) };
+    }
     // SAFETY: the segment is fully written and new, so in no list of all segments.
     unsafe { ctx.link(segment) };
     // SAFETY: the segment is live, `ctx`'s (its `owner` field), and in no free queue yet.
@@ -276,6 +299,12 @@ unsafe fn segment_free(ctx: Option<&mut SegmentsTld>, segment: *mut Segment) {
     let os: &'static Os = unsafe { &*seg.os };
     let (region, size, committed) = (seg.region, seg.region_size, seg.committed);
     let large = seg.kind == SegmentKind::Huge; // advised for large OS pages at its creation
+    #[cfg(feature = "secure")]
+    if seg.guard > 0 {
+        // the region may serve another segment (the cache), with its guards elsewhere
+        // SAFETY: the segment's guard pages, in its live region, hold no data.
+        unsafe { protect_guards(os, segment, false) };
+    }
     if let Some(ctx) = ctx {
         #[cfg(feature = "small")]
         ctx.source_grew();
@@ -690,7 +719,11 @@ pub(crate) unsafe fn huge_remap(
     let os: &'static Os = unsafe { &*seg.os };
     let cfg = os.config();
     let gran = cfg.alloc_granularity.max(cfg.page_size).max(MIN_OS_PAGE);
-    let Some(want) = seg.info_size.checked_add(new_size) else {
+    let Some(want) = seg
+        .info_size
+        .checked_add(new_size)
+        .and_then(|s| s.checked_add(seg.guard))
+    else {
         return ptr::null_mut();
     };
     let new_seg_size = align_up(want, gran);
@@ -706,8 +739,19 @@ pub(crate) unsafe fn huge_remap(
     // SAFETY: with no front part, the segment is exactly its region (checked above), from
     // `os`, committed in full (huge segments are) and counted with `committed` bytes; the
     // caller's block may move (the `# Safety` contract) and nothing links to the header.
+    // secure mode: the guard at the segment's end would end up inside the resized block
+    #[cfg(feature = "secure")]
+    // SAFETY: the segment's guard pages, in its live region, hold no data.
+    unsafe {
+        protect_guards(os, segment, false)
+    };
     let moved = unsafe { os.remap(seg_nn, region_size, committed, new_seg_size, SEGMENT_SIZE) };
     let Some(r) = moved else {
+        #[cfg(feature = "secure")]
+        // SAFETY: the segment is unchanged where it was; its guards hold no data.
+        unsafe {
+            protect_guards(os, segment, true)
+        };
         #[cfg(feature = "std")]
         crate::segment_map::set(segment as usize, true);
         // SAFETY: the remap failed, so the segment is still live where it was, and it was
@@ -738,12 +782,48 @@ pub(crate) unsafe fn huge_remap(
     let delta = psize as i64 - old_bsize as i64;
     os.stats.huge.add(delta);
     os.stats.allocated.add(delta * pg.stat_used as i64);
+    #[cfg(feature = "secure")]
+    // SAFETY: the moved segment's guard pages (its new end) hold no data.
+    unsafe {
+        protect_guards(os, new_seg, true)
+    };
     #[cfg(feature = "std")]
     crate::segment_map::set(new_seg as usize, true);
     // SAFETY: the segment is live at `new_seg`, and in no list of all segments (unlinked
     // before the move).
     unsafe { ctx.link(new_seg) };
     page
+}
+
+/// Secure mode: protects (`on`) or opens the guard pages of `segment` (see
+/// [`Segment::guard`]): the end of its header, and the end of a large or huge segment.
+///
+/// # Safety
+/// `segment` is live and its header written; no data lives in its guard ranges.
+#[cfg(feature = "secure")]
+unsafe fn protect_guards(os: &Os, segment: *mut Segment, on: bool) {
+    // SAFETY: the segment is live (the `# Safety` contract); the reference ends here.
+    let (guard, info_size, segment_size, kind) = unsafe {
+        let s = &*segment;
+        (s.guard, s.info_size, s.segment_size, s.kind)
+    };
+    if guard == 0 {
+        return;
+    }
+    let base = segment as *mut u8;
+    let mut ranges = [info_size - guard, usize::MAX];
+    if matches!(kind, SegmentKind::Large | SegmentKind::Huge) {
+        ranges[1] = segment_size - guard;
+    }
+    for off in ranges {
+        if off == usize::MAX {
+            continue;
+        }
+        // SAFETY: `off` is a page-aligned offset inside the live segment (the header and
+        // segment sizes are multiples of the OS page, `guard` is one), so the range is a
+        // page of its region, not null; no data lives there (the `# Safety` contract).
+        unsafe { os.protect(NonNull::new_unchecked(base.wrapping_add(off)), guard, on) };
+    }
 }
 
 // ---------------------------------------------------------------------------------------
