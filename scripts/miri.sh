@@ -21,10 +21,9 @@
 # - the kernel and firmware scenarios (QEMU) and the embedded heap's host test, which
 #   needs `--no-default-features --features embedded` (run below as a second step).
 #
-# Cost: Miri is slow here. tests/region_core.rs on its 12 MiB region grew past 20 GB of
-# memory (Stacked Borrows stacks over memory reached through exposed provenance) before it
-# finished, on a machine of 24 GB: run it where memory allows, or alone. The embedded
-# test takes tens of minutes of CPU.
+# Cost: tests/region_core.rs on its 12 MiB region grew past 20 GB of memory under Miri
+# before it finished, on a machine of 24 GB: run it where memory allows, or alone. The
+# embedded test takes about a minute and a half.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! cargo +nightly miri --version >/dev/null 2>&1; then
