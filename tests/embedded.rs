@@ -246,8 +246,7 @@ fn embedded_heap_in_16k() {
     let seed = 0x5eed_0001_u64;
     let mut rng = Rng(seed);
     let mut live: Vec<(*mut u8, Layout, u8)> = Vec::new();
-    // (fewer under Miri, which interprets every instruction: scripts/miri.sh)
-    for op in 0..if cfg!(miri) { 2_000 } else { 20_000 } {
+    for op in 0..20_000 {
         if live.len() < 60 && rng.next() % 3 != 0 {
             let size = match rng.next() % 10 {
                 0 => 300 + (rng.next() % 1500) as usize,
