@@ -3,8 +3,10 @@
 #   benches/secure.sh [--reps N] [--workload a,b] [--no-callgrind] [--no-time] [--quick]
 #
 # 1. Instructions (callgrind, deterministic) of every workload of benches/ at --quick size,
-#    under bench-shardalloc built without and with `secure`, in the same run: per-workload
-#    ratios secure/default and their geometric mean.
+#    under bench-shardalloc built three ways in the same run: without the default build's
+#    cheap checks (shardalloc's feature `bench-unchecked`, for this measurement only), as
+#    is (the default build), and with `secure`: per-workload ratios default/unchecked (the
+#    cost of the default checks) and secure/default, and their geometric means.
 # 2. Wall time of the same workloads at full size (or --quick), default and secure runs
 #    interleaved, N repetitions (default 3), medians: ratios and geomean. The machine is
 #    shared: read this table second.
@@ -36,6 +38,8 @@ command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install va
 out=target/secure
 mkdir -p "$out"
 # the two builds of the same bench binary
+cargo build --release --quiet --features shardalloc,shardalloc/bench-unchecked --bin bench-shardalloc
+cp target/release/bench-shardalloc "$out/bench-unchecked"
 cargo build --release --quiet --features shardalloc --bin bench-shardalloc
 cp target/release/bench-shardalloc "$out/bench-default"
 cargo build --release --quiet --features shardalloc,shardalloc/secure --bin bench-shardalloc
@@ -62,7 +66,7 @@ report="$out/report.md"
 {
     echo "# Cost of secure mode, at $commit ($(date -u +%Y-%m-%d))"
     echo
-    echo "Command: \`benches/secure.sh --reps $reps ${size}\`. Ratios are secure / default (above 1: secure costs more)."
+    echo "Command: \`benches/secure.sh --reps $reps ${size}\`. Ratios are secure / default (above 1: secure costs more), and default / unchecked (the default build against itself without its cheap checks)."
     echo
 } >"$report"
 
@@ -70,22 +74,27 @@ if [ $do_cg = 1 ]; then
     {
         echo "## Instructions per workload (callgrind, --quick size)"
         echo
-        echo "| workload | default | secure | secure/default |"
-        echo "|---|---:|---:|---:|"
+        echo "| workload | unchecked | default | secure | default/unchecked | secure/default |"
+        echo "|---|---:|---:|---:|---:|---:|"
     } >>"$report"
     logsum=0
+    logsum_u=0
     n=0
     for w in ${workloads//,/ }; do
+        u=$(ir "$out/bench-unchecked" "$w" --quick)
         d=$(ir "$out/bench-default" "$w" --quick)
         s=$(ir "$out/bench-secure" "$w" --quick)
         r=$(python3 -c "print(f'{$s/$d:.4f}')")
-        echo "| $w | $d | $s | $r |" >>"$report"
-        echo "callgrind $w: default $d secure $s ratio $r" >&2
+        ru=$(python3 -c "print(f'{$d/$u:.4f}')")
+        echo "| $w | $u | $d | $s | $ru | $r |" >>"$report"
+        echo "callgrind $w: unchecked $u default $d secure $s default/unchecked $ru secure/default $r" >&2
         logsum=$(python3 -c "import math; print($logsum + math.log($r))")
+        logsum_u=$(python3 -c "import math; print($logsum_u + math.log($ru))")
         n=$((n + 1))
     done
     gm=$(python3 -c "import math; print(f'{math.exp($logsum / $n):.4f}')")
-    echo "| **geomean** | | | **$gm** |" >>"$report"
+    gmu=$(python3 -c "import math; print(f'{math.exp($logsum_u / $n):.4f}')")
+    echo "| **geomean** | | | | **$gmu** | **$gm** |" >>"$report"
     echo >>"$report"
 fi
 

@@ -13,7 +13,7 @@ use crate::page::{Delayed, FLAG_IN_FULL};
 use crate::segment::{Segment, SegmentsTld};
 #[cfg(feature = "std")]
 use crate::segment_alloc::segment_discard;
-use crate::segment_alloc::{page_free, page_free_in, segment_purge};
+use crate::segment_alloc::{page_free_in, segment_purge};
 
 /// The abandoned segments of a domain: a stack under a spin lock.
 ///
@@ -197,9 +197,8 @@ pub(crate) fn abandoned_collect(abandoned: &Abandoned) {
             // SAFETY: the calling thread popped the page's segment, so it has it alone.
             unsafe { pg.collect(false) };
             // SAFETY: the page is in use, in no heap queue, and all its blocks are free;
-            // its segment was popped by the calling thread and has no owner, so no
-            // `SegmentsTld` is reached.
-            if pg.all_free() && unsafe { page_free(page) } {
+            // its segment was popped by the calling thread and has no owner (`None`).
+            if pg.all_free() && unsafe { page_free_in(None, page) } {
                 freed = true;
                 break;
             }

@@ -907,7 +907,9 @@ pub(crate) unsafe fn realloc(
             {
                 // the segment header (and so the page) may move: out of the queue meanwhile
                 (*heap).queue_remove(page, BIN_HUGE);
-                let moved = segment::huge_remap(page, padded(new_size));
+                // (the segment is ours, so its owner data is our thread context's)
+                let moved =
+                    segment::huge_remap(&mut (*(*heap).tld).segments, page, padded(new_size));
                 let page = if moved.is_null() { page } else { moved };
                 (*heap).queue_push(page);
                 if !moved.is_null() {

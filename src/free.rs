@@ -13,6 +13,10 @@
 use crate::sync::Ordering;
 use core::ptr;
 
+#[cfg_attr(
+    all(feature = "bench-unchecked", not(feature = "secure")),
+    allow(unused_imports)
+)]
 use crate::free_check;
 #[cfg_attr(not(feature = "override"), allow(unused_imports))] // checked mode (C API)
 use crate::free_check::in_list;
@@ -112,7 +116,7 @@ unsafe fn free_in_page(p: *mut u8, segment: &Segment, page: *mut Page, owner: us
         // The cheap check of the default build (secure mode checked above): a block at
         // the head of `local_free` is freed twice (two instructions: the head is loaded
         // for the push anyway).
-        #[cfg(not(feature = "secure"))]
+        #[cfg(not(any(feature = "secure", feature = "bench-unchecked")))]
         // SAFETY: the calling thread owns the page.
         if unsafe { (*page).local_free } == p as *mut Block {
             return free_check::double_free(p);
@@ -266,7 +270,7 @@ pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
             (p as usize - (*page).page_start as usize).is_multiple_of((*page).block_size),
             "free of a pointer inside a block"
         );
-        #[cfg(not(feature = "secure"))]
+        #[cfg(not(any(feature = "secure", feature = "bench-unchecked")))]
         if (*page).local_free == p as *mut Block {
             free_check::double_free(p);
             return true; // reported and ignored

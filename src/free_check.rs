@@ -48,6 +48,7 @@ pub(crate) unsafe fn probe(p: *mut u8) -> bool {
 /// Reports a double free of `p` found by the fast path of `free` (the block is at the head
 /// of its page's `local_free`); the free is ignored.
 #[cfg(not(feature = "secure"))]
+#[cfg_attr(feature = "bench-unchecked", allow(dead_code))]
 #[cold]
 #[inline(never)]
 pub(crate) fn double_free(p: *mut u8) {

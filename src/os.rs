@@ -39,7 +39,18 @@ pub(crate) struct Os {
     ticks: AtomicUsize,
     /// Purge delays a region stays resident in the cache (see `cache_delay`).
     cache_mult: AtomicUsize,
+    /// Secure mode: whether the source protects memory (guard pages): `GUARDS_UNKNOWN`
+    /// until the first guard page was asked for, then `GUARDS_YES` or `GUARDS_NO`.
+    #[cfg(feature = "secure")]
+    guards: crate::sync::AtomicU8,
 }
+
+#[cfg(feature = "secure")]
+const GUARDS_UNKNOWN: u8 = 0;
+#[cfg(feature = "secure")]
+const GUARDS_YES: u8 = 1;
+#[cfg(feature = "secure")]
+const GUARDS_NO: u8 = 2;
 
 /// Least and most purge delays a cached region stays resident (see `Os::cache_delay`); the
 /// most is also how long it stays mapped once purged. With the default delay of 10 ms:
@@ -66,7 +77,44 @@ impl Os {
             clock,
             ticks: AtomicUsize::new(0),
             cache_mult: AtomicUsize::new(CACHE_MULT_MIN),
+            #[cfg(feature = "secure")]
+            guards: crate::sync::AtomicU8::new(GUARDS_UNKNOWN),
         }
+    }
+
+    /// Secure mode: the size of a guard page (the OS page), or 0 once the source turned
+    /// out to protect no memory (the region source, a kernel's frames without `protect`):
+    /// segments then spend no room on guards.
+    #[cfg(feature = "secure")]
+    #[inline]
+    pub(crate) fn guard_size(&self) -> usize {
+        if self.guards.load(Ordering::Relaxed) == GUARDS_NO {
+            0
+        } else {
+            self.page_size()
+        }
+    }
+
+    /// Secure mode: makes a range inaccessible (`on`, a guard page) or accessible again,
+    /// through the source's `protect`; remembers whether the source can (see
+    /// [`Os::guard_size`]). Returns whether it did.
+    ///
+    /// # Safety
+    /// The range lies inside a live region from `alloc`, page aligned and page sized, and
+    /// holds no live data while it is protected.
+    #[cfg(feature = "secure")]
+    pub(crate) unsafe fn protect(&self, ptr: NonNull<u8>, size: usize, on: bool) -> bool {
+        // SAFETY: the `# Safety` contract is the source's.
+        let ok = unsafe { self.source.protect(ptr, size, on) };
+        if on {
+            let _ = self.guards.compare_exchange(
+                GUARDS_UNKNOWN,
+                if ok { GUARDS_YES } else { GUARDS_NO },
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        ok
     }
 
     #[inline]

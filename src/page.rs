@@ -271,14 +271,14 @@ impl Page {
     /// read instead (`next_of`).
     #[inline(always)]
     pub(crate) fn has_free(&self) -> bool {
-        #[cfg(not(any(feature = "secure", feature = "small")))]
+        #[cfg(not(any(feature = "secure", feature = "small", feature = "bench-unchecked")))]
         {
             same_segment(
                 (self.free as usize).wrapping_sub(1),
                 self as *const Page as usize,
             )
         }
-        #[cfg(any(feature = "secure", feature = "small"))]
+        #[cfg(any(feature = "secure", feature = "small", feature = "bench-unchecked"))]
         !self.free.is_null()
     }
 
@@ -337,7 +337,10 @@ impl Page {
         // this; it checks the block it pops instead, see `alloc::page_pop`.)
         #[cfg(not(feature = "secure"))]
         {
-            if !raw.is_null() && !same_segment(raw as usize - 1, b as usize - 1) {
+            if !cfg!(feature = "bench-unchecked")
+                && !raw.is_null()
+                && !same_segment(raw as usize - 1, b as usize - 1)
+            {
                 return self.corrupt_link(b);
             }
             raw

@@ -154,6 +154,7 @@ pub(crate) unsafe fn page_free(heap: OwnedHeap, page: *mut Page, bin: usize) {
         page_sync_stats(page, &mut *heap.tld());
     }
     // SAFETY: the page is out of every queue, in use, and its blocks are given up (caller);
-    // its segment is ours (our heap's page).
-    unsafe { segment::page_free(page) }; // also clears its heap
+    // its segment is owned by our heap's thread context, whose segment data this is (the
+    // token proves the context ours, and no other reference to it is live here).
+    unsafe { segment::page_free_in(Some(&mut (*heap.tld()).segments), page) }; // also clears its heap
 }

@@ -47,8 +47,12 @@ pub(crate) const NO_OWNER: usize = 1;
 ///   `first_page` are never used;
 /// - the segment is in its owner's free queue (`in_free_queue`) iff it is small/medium,
 ///   owned, and `used < capacity - first_page`;
-/// - `owner == ABANDONED` iff the segment is abandoned, and then `ctx` is null; otherwise
-///   `owner` is the address of `*ctx`;
+/// - `owner == ABANDONED` iff the segment is abandoned; otherwise `owner` is the address of
+///   its owner's [`SegmentsTld`]. The header keeps no pointer to that `SegmentsTld`: the
+///   owner passes it down to every call that changes its lists (as mimalloc passes its
+///   `mi_segments_tld_t`), so that no path reaches the owner's data behind a `&mut` that a
+///   caller holds (a pointer kept here, derived from one `&mut SegmentsTld`, was invalidated
+///   by the next `&mut` reborrow: Miri's Stacked Borrows reported it, scripts/miri.sh);
 /// - `purge_mask` bits are set only for pages not in use;
 /// - `committed` = the bytes of the region counted as committed in `os.stats`.
 #[repr(C)]
@@ -72,6 +76,12 @@ pub(crate) struct Segment {
     pub segment_size: usize,
     /// Bytes of the header (page-size aligned); page 0 starts after it.
     pub info_size: usize,
+    /// Secure mode: bytes of each guard page (an OS page; 0 elsewhere, and when the source
+    /// cannot protect memory). The last `guard` bytes of the header, between the metadata
+    /// and page 0, are a guard page, and so are the last `guard` bytes of a large or huge
+    /// segment, right after its page's blocks: an overflow off the end of a large or huge
+    /// block, or off the start of page 0, faults instead of reaching other memory.
+    pub guard: usize,
     /// The region to give back to the source (may start before the segment, for huge
     /// alignments).
     pub region: *mut u8,
@@ -79,8 +89,6 @@ pub(crate) struct Segment {
     /// Bytes of the region counted as committed.
     pub committed: usize,
     pub os: *const Os,
-    /// The owner's segment data (null when abandoned).
-    pub ctx: *mut SegmentsTld,
     /// Links in the owner's free queue (small/medium segments with free pages).
     pub free_links: Links<Segment>,
     pub in_free_queue: bool,
@@ -387,9 +395,10 @@ impl Segment {
                 (start as *mut u8, psize)
             }
         } else {
+            // (large and huge: the guard page at the segment's end is not the page's)
             (
                 base.wrapping_add(self.info_size) as *mut u8,
-                self.segment_size - self.info_size,
+                self.segment_size - self.info_size - self.guard,
             )
         }
     }
@@ -417,10 +426,9 @@ impl Segment {
             }
         }
         assert_eq!(used, self.used, "segment used count");
-        if self.ctx.is_null() {
-            assert_eq!(self.owner.load(Ordering::Relaxed), ABANDONED);
-        } else {
-            assert_eq!(self.owner.load(Ordering::Relaxed), self.ctx as usize);
+        let owner = self.owner.load(Ordering::Relaxed);
+        assert_ne!(owner, NO_OWNER, "segment owned by no-owner token");
+        if owner != ABANDONED {
             assert_eq!(
                 self.in_free_queue,
                 self.has_queue() && self.has_room(),
@@ -434,7 +442,8 @@ impl Segment {
 /// context. Its address is the owner token stored in the segments it owns, so it must not
 /// move while it owns segments.
 ///
-/// Invariants: `all` holds exactly the segments whose `ctx` is this, `count` of them;
+/// Invariants: `all` holds exactly the segments whose `owner` is this one's address
+/// ([`SegmentsTld::owner`]), `count` of them;
 /// `small_free`/`medium_free` hold those of them with `in_free_queue`.
 pub(crate) struct SegmentsTld {
     small_free: List<Segment, FreeQueue>,
@@ -549,7 +558,7 @@ impl SegmentsTld {
         }
     }
 
-    /// Adds `s` to the list of this owner's segments (its `owner`/`ctx` are the caller's
+    /// Adds `s` to the list of this owner's segments (its `owner` is the caller's
     /// business).
     ///
     /// # Safety
@@ -576,13 +585,11 @@ impl SegmentsTld {
     /// `s` is a live segment that no one owns (abandoned, and popped by the caller).
     pub(crate) unsafe fn adopt(&mut self, s: *mut Segment) {
         let owner = self.owner();
-        let ctx: *mut SegmentsTld = self;
         // SAFETY: `s` is live and the caller popped it from the abandoned list (the `# Safety`
         // contract), so no other thread writes its header (remote frees only read `owner`,
         // atomically, and fields fixed at creation) and no other reference to it is live.
-        let seg = unsafe { &mut *s };
-        debug_assert!(seg.ctx.is_null());
-        seg.ctx = ctx;
+        let seg = unsafe { &*s };
+        debug_assert_eq!(seg.owner.load(Ordering::Relaxed), ABANDONED);
         seg.owner.store(owner, Ordering::Release);
         // SAFETY: `s` is live and, abandoned until now, in no owner's list of all segments;
         // `seg` is not used any more.
@@ -602,9 +609,7 @@ impl SegmentsTld {
         // SAFETY: `s` is live and still the calling thread's until the `owner` store below
         // publishes it as abandoned, so no other thread writes its header meanwhile; the
         // list calls above left no reference to it behind.
-        let seg = unsafe { &mut *s };
-        seg.ctx = ptr::null_mut();
-        seg.owner.store(ABANDONED, Ordering::Release);
+        unsafe { (*s).owner.store(ABANDONED, Ordering::Release) };
     }
 
     /// Puts an owned small/medium segment with free pages into its free queue, if it is

@@ -1,6 +1,6 @@
 //! Segments and their pages, from the source and back: allocating and freeing segments
 //! (through [`Os`], which may cache their regions a while), claiming pages for an owner
-//! ([`page_alloc`]) and taking them back ([`page_free`]), committing page memory as it is
+//! ([`page_alloc`]) and taking them back ([`page_free_in`]), committing page memory as it is
 //! needed, purging (decommitting or resetting) it a short delay after a page empties, and
 //! moving huge segments with the source's `remap`.
 //!
@@ -13,9 +13,11 @@ use core::ptr::{self, NonNull};
 use crate::list::Links;
 use crate::os::Os;
 use crate::page::Page;
-use crate::segment::{align_up, kind_for, ptr_segment, Segment, SegmentKind, SegmentsTld};
+use crate::segment::{
+    align_up, kind_for, ptr_segment, Segment, SegmentKind, SegmentsTld, ABANDONED,
+};
 use crate::size_class::*;
-use crate::sync::AtomicUsize;
+use crate::sync::{AtomicUsize, Ordering};
 
 /// Segment regions up to this size are cached for reuse when they empty; bigger ones go
 /// back to the source at once (the faults of re-touching them dwarf the source calls).
@@ -57,7 +59,17 @@ fn segment_alloc_sized(
         SegmentKind::Large | SegmentKind::Huge => (1, usize::BITS as usize - 1),
     };
     let header = size_of::<Segment>() + (capacity - 1) * size_of::<Page>();
-    let mut info_size = align_up(header, os_page);
+    // secure mode: a guard page ends the header, and one ends large and huge segments
+    // (see `Segment::guard`)
+    #[cfg(feature = "secure")]
+    let guard = if cfg!(feature = "small") {
+        0
+    } else {
+        os.guard_size()
+    };
+    #[cfg(not(feature = "secure"))]
+    let guard = 0;
+    let mut info_size = align_up(header, os_page) + guard;
     // The page in which the header ends (page 0, unless pages are smaller than the header)
     // is shrunk by it; when that leaves it no room for a block of its largest size class
     // (a quarter page), it is not used either. (Small geometry: pages are runs of slices
@@ -97,7 +109,10 @@ fn segment_alloc_sized(
         } else if huge_align > os_page {
             info_size = align_up(info_size, huge_align);
         }
-        segment_size = match info_size.checked_add(huge_size) {
+        segment_size = match info_size
+            .checked_add(huge_size)
+            .and_then(|s| s.checked_add(guard))
+        {
             Some(s) if s <= isize::MAX as usize / 2 => {
                 align_up(s, cfg.alloc_granularity.max(os_page))
             }
@@ -207,11 +222,11 @@ fn segment_alloc_sized(
                 used: 0,
                 segment_size,
                 info_size,
+                guard,
                 region: region.ptr.as_ptr(),
                 region_size: region.size,
                 committed,
                 os,
-                ctx,
                 free_links: Links::new(),
                 in_free_queue: false,
                 all_links: Links::new(),
@@ -247,9 +262,18 @@ fn segment_alloc_sized(
             )
         };
     }
+    #[cfg(feature = "secure")]
+    if guard > 0 {
+        // SAFETY: the guard ranges are the last `guard` bytes of the header (after the
+        // metadata, `guard <= info_size - header`) and of a large or huge segment (after
+        // its page's area): page aligned, page sized, inside the live region, and no data
+        // lives in them. (A source that cannot protect says so once, and later segments
+        // then leave no room for guards: `Os::guard_size`.)
+        unsafe { protect_guards(os, segment, true) };
+    }
     // SAFETY: the segment is fully written and new, so in no list of all segments.
     unsafe { ctx.link(segment) };
-    // SAFETY: the segment is live, `ctx`'s (its `ctx` field), and in no free queue yet.
+    // SAFETY: the segment is live, `ctx`'s (its `owner` field), and in no free queue yet.
     unsafe { ctx.free_queue_push(segment) };
     #[cfg(feature = "std")]
     crate::segment_map::set(seg_ptr as usize, true);
@@ -259,24 +283,32 @@ fn segment_alloc_sized(
 
 /// Gives an empty segment back to the source (or to the region cache). Its owner, if any,
 /// forgets it: `ctx` is the segment's owner data (`None` for an abandoned segment), passed
-/// by the caller so that a caller holding it as `&mut` hands that reference down instead
-/// of having the segment reach it behind its back.
+/// down by the caller (the header keeps no pointer to it, see [`Segment`]).
 ///
 /// # Safety
 /// `segment` has no page in use, and is owned by the calling thread or by no one
 /// (abandoned and popped by the caller); nothing refers to it any more. `ctx` is the
-/// segment's `ctx` (`None` when that is null).
+/// segment's owner's data (`None` when it is abandoned).
 unsafe fn segment_free(ctx: Option<&mut SegmentsTld>, segment: *mut Segment) {
     // SAFETY: `segment` is live and the calling thread's or popped by it (the `# Safety`
     // contract), so no other thread writes its header; this shared reference ends before
     // the owner lists write it.
     let seg = unsafe { &*segment };
     debug_assert_eq!(seg.used, 0);
-    debug_assert_eq!(seg.ctx.is_null(), ctx.is_none());
+    debug_assert_eq!(
+        seg.owner.load(Ordering::Relaxed),
+        ctx.as_deref().map_or(ABANDONED, SegmentsTld::owner)
+    );
     // SAFETY: `os` was set at creation from the owner's `&'static Os`.
     let os: &'static Os = unsafe { &*seg.os };
     let (region, size, committed) = (seg.region, seg.region_size, seg.committed);
     let large = seg.kind == SegmentKind::Huge; // advised for large OS pages at its creation
+    #[cfg(feature = "secure")]
+    if seg.guard > 0 {
+        // the region may serve another segment (the cache), with its guards elsewhere
+        // SAFETY: the segment's guard pages, in its live region, hold no data.
+        unsafe { protect_guards(os, segment, false) };
+    }
     if let Some(ctx) = ctx {
         #[cfg(feature = "small")]
         ctx.source_grew();
@@ -347,7 +379,7 @@ unsafe fn page_claim(ctx: &mut SegmentsTld, segment: *mut Segment) -> *mut Page 
     // SAFETY: `segment` is live and the calling thread's (the `# Safety` contract), so no
     // other thread writes its header; this shared reference ends before anything writes it.
     let seg = unsafe { &*segment };
-    debug_assert_eq!(seg.ctx, ctx as *mut SegmentsTld);
+    debug_assert_eq!(seg.owner.load(Ordering::Relaxed), ctx.owner());
     let Some(idx) = (seg.first_page..seg.capacity).find(|&i| {
         // SAFETY: `i < capacity`; the page metadata lies in the live header.
         !unsafe { (*seg.page(i)).segment_in_use }
@@ -526,29 +558,12 @@ pub(crate) unsafe fn page_commit(page: *mut Page, bytes: usize) -> bool {
 /// segment is freed when this was its last page in use. Returns whether the segment was
 /// freed.
 ///
-/// # Safety
-/// `page` is in use and in no heap queue; its segment is owned by the calling thread or
-/// abandoned and popped by it; no block of the page is used afterwards; the caller holds
-/// no reference to the segment's owner's [`SegmentsTld`] (it is reached through the
-/// segment; a caller that holds it uses [`page_free_in`]).
-pub(crate) unsafe fn page_free(page: *mut Page) -> bool {
-    // SAFETY: `page` is in use (the `# Safety` contract), so its metadata lies in the
-    // header of a live segment; `page_start` is fixed while the segment lives.
-    let segment = ptr_segment(unsafe { (*page).page_start });
-    // SAFETY: the segment is live and the calling thread's or popped by it (the `# Safety`
-    // contract), so no other thread writes its header. A set `ctx` is its owner's data, so
-    // the calling thread's, live while it owns segments, and not referenced by the caller.
-    let ctx = unsafe { (*segment).ctx.as_mut() };
-    // SAFETY: the `# Safety` contract, and `ctx` is the segment's owner data.
-    unsafe { page_free_in(ctx, page) }
-}
-
-/// [`page_free`] with the segment's owner data passed by the caller (`None` for an
-/// abandoned segment), for a caller that holds it as `&mut`.
+/// `ctx` is the segment's owner's data: `Some` of the calling thread's (whose segment it
+/// is), or `None` for a segment that is abandoned and that the calling thread popped.
 ///
 /// # Safety
-/// As for `page_free`, but for the last condition: `ctx` is the page's segment's `ctx`
-/// (`None` when that is null).
+/// `page` is in use and in no heap queue; its segment is owned by `ctx` or abandoned and
+/// popped by the calling thread (`ctx` is `None`); no block of the page is used afterwards.
 pub(crate) unsafe fn page_free_in(ctx: Option<&mut SegmentsTld>, page: *mut Page) -> bool {
     // SAFETY: the page is in use and its segment the calling thread's or popped by it (the
     // `# Safety` contract): its metadata lies in that live segment's header and no other
@@ -559,6 +574,12 @@ pub(crate) unsafe fn page_free_in(ctx: Option<&mut SegmentsTld>, page: *mut Page
     // SAFETY: the segment is live; `os` was set at creation from the owner's `&'static Os`,
     // and `kind` is fixed at creation (neither lies in the page metadata).
     let (os, kind): (&'static Os, _) = unsafe { (&*(*segment).os, (*segment).kind) };
+    debug_assert_eq!(
+        // SAFETY: as above; `owner` is atomic.
+        unsafe { (*segment).owner.load(Ordering::Relaxed) },
+        ctx.as_deref().map_or(ABANDONED, SegmentsTld::owner),
+        "page_free_in: ctx is not the segment's owner"
+    );
     // the page's statistics: blocks counted as allocated at its last synchronisation
     // are gone now
     os.stats.pages.sub(1);
@@ -679,10 +700,14 @@ pub(crate) fn segments_purge(ctx: &mut SegmentsTld, force: bool) {
 /// page is then untouched).
 ///
 /// # Safety
-/// `page` is the page of a huge segment owned by the calling thread, whose one block is
-/// live and owned by the caller, and the page is in no queue (the segment header, and so
-/// the page, may move); the caller holds no reference to the thread's [`SegmentsTld`].
-pub(crate) unsafe fn huge_remap(page: *mut Page, new_size: usize) -> *mut Page {
+/// `page` is the page of a huge segment owned by `ctx` (the calling thread's), whose one
+/// block is live and owned by the caller, and the page is in no queue (the segment header,
+/// and so the page, may move).
+pub(crate) unsafe fn huge_remap(
+    ctx: &mut SegmentsTld,
+    page: *mut Page,
+    new_size: usize,
+) -> *mut Page {
     // SAFETY: `page` is the page of a live segment (the `# Safety` contract); `page_start`
     // is fixed while the segment stays where it is.
     let segment = ptr_segment(unsafe { (*page).page_start });
@@ -690,6 +715,7 @@ pub(crate) unsafe fn huge_remap(page: *mut Page, new_size: usize) -> *mut Page {
     // other thread writes its header; this shared reference ends before it is unlinked.
     let seg = unsafe { &*segment };
     debug_assert_eq!(seg.kind, SegmentKind::Huge);
+    debug_assert_eq!(seg.owner.load(Ordering::Relaxed), ctx.owner());
     if seg.region != segment as *mut u8 {
         return ptr::null_mut(); // alignment front part: keep it simple, copy instead
     }
@@ -697,14 +723,15 @@ pub(crate) unsafe fn huge_remap(page: *mut Page, new_size: usize) -> *mut Page {
     let os: &'static Os = unsafe { &*seg.os };
     let cfg = os.config();
     let gran = cfg.alloc_granularity.max(cfg.page_size).max(MIN_OS_PAGE);
-    let Some(want) = seg.info_size.checked_add(new_size) else {
+    let Some(want) = seg
+        .info_size
+        .checked_add(new_size)
+        .and_then(|s| s.checked_add(seg.guard))
+    else {
         return ptr::null_mut();
     };
     let new_seg_size = align_up(want, gran);
     let (region_size, committed) = (seg.region_size, seg.committed);
-    // SAFETY: the segment is the calling thread's, so its `ctx` is that thread's data, live
-    // while it owns segments, and not referenced by the caller (the `# Safety` contract).
-    let ctx = unsafe { &mut *seg.ctx };
     // Every link into the segment header (the owner's segment list, the segment map) is
     // undone before it moves and redone after.
     // SAFETY: the segment is `ctx`'s, so in its list of all segments (its invariants).
@@ -716,8 +743,19 @@ pub(crate) unsafe fn huge_remap(page: *mut Page, new_size: usize) -> *mut Page {
     // SAFETY: with no front part, the segment is exactly its region (checked above), from
     // `os`, committed in full (huge segments are) and counted with `committed` bytes; the
     // caller's block may move (the `# Safety` contract) and nothing links to the header.
+    // secure mode: the guard at the segment's end would end up inside the resized block
+    #[cfg(feature = "secure")]
+    // SAFETY: the segment's guard pages, in its live region, hold no data.
+    unsafe {
+        protect_guards(os, segment, false)
+    };
     let moved = unsafe { os.remap(seg_nn, region_size, committed, new_seg_size, SEGMENT_SIZE) };
     let Some(r) = moved else {
+        #[cfg(feature = "secure")]
+        // SAFETY: the segment is unchanged where it was; its guards hold no data.
+        unsafe {
+            protect_guards(os, segment, true)
+        };
         #[cfg(feature = "std")]
         crate::segment_map::set(segment as usize, true);
         // SAFETY: the remap failed, so the segment is still live where it was, and it was
@@ -750,12 +788,48 @@ pub(crate) unsafe fn huge_remap(page: *mut Page, new_size: usize) -> *mut Page {
     let delta = psize as i64 - old_bsize as i64;
     os.stats.huge.add(delta);
     os.stats.allocated.add(delta * pg.stat_used as i64);
+    #[cfg(feature = "secure")]
+    // SAFETY: the moved segment's guard pages (its new end) hold no data.
+    unsafe {
+        protect_guards(os, new_seg, true)
+    };
     #[cfg(feature = "std")]
     crate::segment_map::set(new_seg as usize, true);
     // SAFETY: the segment is live at `new_seg`, and in no list of all segments (unlinked
     // before the move).
     unsafe { ctx.link(new_seg) };
     page
+}
+
+/// Secure mode: protects (`on`) or opens the guard pages of `segment` (see
+/// [`Segment::guard`]): the end of its header, and the end of a large or huge segment.
+///
+/// # Safety
+/// `segment` is live and its header written; no data lives in its guard ranges.
+#[cfg(feature = "secure")]
+unsafe fn protect_guards(os: &Os, segment: *mut Segment, on: bool) {
+    // SAFETY: the segment is live (the `# Safety` contract); the reference ends here.
+    let (guard, info_size, segment_size, kind) = unsafe {
+        let s = &*segment;
+        (s.guard, s.info_size, s.segment_size, s.kind)
+    };
+    if guard == 0 {
+        return;
+    }
+    let base = segment as *mut u8;
+    let mut ranges = [info_size - guard, usize::MAX];
+    if matches!(kind, SegmentKind::Large | SegmentKind::Huge) {
+        ranges[1] = segment_size - guard;
+    }
+    for off in ranges {
+        if off == usize::MAX {
+            continue;
+        }
+        // SAFETY: `off` is a page-aligned offset inside the live segment (the header and
+        // segment sizes are multiples of the OS page, `guard` is one), so the range is a
+        // page of its region, not null; no data lives there (the `# Safety` contract).
+        unsafe { os.protect(NonNull::new_unchecked(base.wrapping_add(off)), guard, on) };
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -38,6 +38,8 @@ enum Want {
     Any,
     /// The build cannot tell (see the row's note), and the program may crash in it.
     MayCrash,
+    /// The program's own access must fault (a guard page), and nothing else happen.
+    Fault,
 }
 use Want::*;
 
@@ -172,6 +174,12 @@ const CASES: &[Case] = &[
         ..case("realloc_freed", Any, Report, Report)
     },
     case("mimalloc_test_wrong", Report, Report, Report),
+    Case {
+        note: "secure: a guard page ends every large and huge segment (mmap source), so the \
+               write faults; default, checked: no guard, the write lands past the segment \
+               (unmapped memory or another mapping, which it may corrupt)",
+        ..case("overflow_guard_huge", MayCrash, MayCrash, Fault)
+    },
 ];
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -318,6 +326,29 @@ fn judge(case: &Case, build: Build, out: &Output) -> Result<(), String> {
     if code == Some(124) {
         return Err("hung (timeout)".into());
     }
+    if matches!(build, Build::Secure | Build::SecureContinue) {
+        // the guard page after the metadata (mmap source)
+        if let Some(n) = printed(&err, "GUARD-METADATA") {
+            if n != 1 {
+                return Err("no guard page after the segment's metadata".into());
+            }
+        }
+        if let Some(n) = printed(&err, "GUARD-TAIL") {
+            if n != 1 {
+                return Err("no guard page after the huge block".into());
+            }
+        }
+    }
+    if want == Fault {
+        return if program_fault {
+            Ok(())
+        } else {
+            Err(format!(
+                "the program's access past the block did not fault (a guard page) ({:?})",
+                out.status
+            ))
+        };
+    }
     if matches!(signal, Some(libc::SIGSEGV) | Some(libc::SIGBUS)) && want != MayCrash {
         return Err(format!(
             "crashed inside shardalloc (signal {})",
@@ -356,6 +387,7 @@ fn judge(case: &Case, build: Build, out: &Output) -> Result<(), String> {
         && case.name != "use_after_free_huge"
         && case.name != "use_after_free_read_large"
         && case.name != "use_after_free_write_large"
+        && case.name != "overflow_guard_huge"
     {
         return Err("the program's own access faulted where it should not".into());
     }

@@ -326,10 +326,11 @@ unsafe impl GlobalAlloc for Heap {
                     // Pages of 512 bytes run out of blocks every few allocations: the
                     // page's own frees are taken back here, not through a call.
                     // SAFETY: as above; the direct-table entry is a live page of the heap
-                    // (or the empty page, whose lists are empty and which is only read).
+                    // (or the empty page, an immutable static: its lists are empty, so the
+                    // raw read of `local_free` stops there before a `&mut` is made).
                     unsafe {
                         let page = (*heap).pages_direct[wsize_from_size(layout.size())];
-                        if (*page).take_local_free() {
+                        if !(*page).local_free.is_null() && (*page).take_local_free() {
                             return malloc_small_try(heap, layout.size());
                         }
                     }
