@@ -53,6 +53,16 @@ compile_error!(
      `default-features = false` (the `std` feature is the hosted allocator)"
 );
 
+// Secure mode's encoded links, block-start checks and zeroing are written for the default
+// geometry's pages; the small geometry's inline fast paths (`embedded::Heap`) push and pop
+// raw links, so the two together would report valid frees as corrupt. Refused until the
+// small geometry's fast paths go through the encoded links.
+#[cfg(all(feature = "small", feature = "secure"))]
+compile_error!(
+    "shardalloc's feature `secure` is not available with `small`/`embedded` yet (the \
+     embedded fast paths do not encode free-list links): build one or the other"
+);
+
 // leaves
 mod list;
 pub mod secure;
