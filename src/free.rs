@@ -108,10 +108,16 @@ pub(crate) unsafe fn free_nonnull_in(p: *mut u8, segment: *mut Segment, owner: u
 /// by the caller; `owner` is the calling thread's owner token.
 #[inline(always)]
 unsafe fn free_in_page(p: *mut u8, segment: &Segment, page: *mut Page, owner: usize) {
-    let local = segment.owner.load(Ordering::Relaxed) == owner;
+    // Two separate branches, each passing `local` as a constant: the owner token is then
+    // compared once and not kept for a `sete`, so its load folds into the comparison (one
+    // instruction less on every free).
+    if segment.owner.load(Ordering::Relaxed) != owner {
+        // SAFETY: as above; the calling thread does not own the page.
+        return unsafe { free_generic(p, page, false) };
+    }
     // SAFETY (of the `flags` read): the page of a live block is live, and its owner (the
-    // calling thread, when `local`) is the only writer of `flags`.
-    if local && unsafe { (*page).flags } == 0 {
+    // calling thread) is the only writer of `flags`.
+    if unsafe { (*page).flags } == 0 {
         // local free into a page that is neither full nor holds aligned blocks
         // The cheap check of the default build (secure mode checked above): a block at
         // the head of `local_free` is freed twice (two instructions: the head is loaded
@@ -136,8 +142,8 @@ unsafe fn free_in_page(p: *mut u8, segment: &Segment, page: *mut Page, owner: us
             }
         }
     } else {
-        // SAFETY: as above; `local` says whether the calling thread owns the page.
-        unsafe { free_generic(p, page, local) };
+        // SAFETY: as above; the calling thread owns the page.
+        unsafe { free_generic(p, page, true) };
     }
 }
 
