@@ -121,7 +121,7 @@ pub(crate) unsafe fn in_list(page: &Page, mut head: *mut Block, b: *mut Block) -
 #[cfg(feature = "secure")]
 #[inline(always)]
 pub(crate) fn secure_check(p: *mut u8, owner: usize) -> Result<(*mut Page, *mut Block), ErrorKind> {
-    use crate::segment::{checked_segment, checked_page_in};
+    use crate::segment::{checked_page_in, checked_segment};
     let segment = checked_segment(p).ok_or(ErrorKind::InvalidFree)?;
     // SAFETY: `checked_segment` found a live segment here (segment map and cookie), and
     // `p` lies after its start (`ptr_segment`).
