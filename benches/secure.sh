@@ -22,6 +22,7 @@ workloads=""
 do_cg=1
 do_time=1
 size=""
+args="$*"
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) reps=$2; shift ;;
@@ -66,7 +67,7 @@ report="$out/report.md"
 {
     echo "# Cost of secure mode, at $commit ($(date -u +%Y-%m-%d))"
     echo
-    echo "Command: \`benches/secure.sh --reps $reps ${size}\`. Ratios are secure / default (above 1: secure costs more), and default / unchecked (the default build against itself without its cheap checks)."
+    echo "Command: \`benches/secure.sh${args:+ $args}\`. Ratios are secure / default (above 1: secure costs more), and default / unchecked (the default build against itself without its cheap checks)."
     echo
 } >"$report"
 

@@ -48,11 +48,13 @@ pub(crate) unsafe fn free(p: *mut u8, owner: usize) {
 /// `p` is a live block (or an aligned pointer into one) of this allocator.
 #[inline(always)]
 pub(crate) unsafe fn free_nonnull(p: *mut u8, owner: usize) {
-    // secure mode: every free is checked first (a misuse is reported, then ignored)
+    // secure mode: every free is checked first (a misuse is reported, then ignored); the
+    // check finds the page, which is not looked up again
     #[cfg(feature = "secure")]
-    if !free_check::secure_check_report(p, owner) {
-        return;
-    }
+    let checked = match free_check::secure_check(p, owner) {
+        Ok((page, _)) => page,
+        Err(kind) => return crate::secure::report(kind, p as usize, None),
+    };
     #[cfg(feature = "debug-mode")]
     // SAFETY: `p` is given to `free` (caller); a pointer that is not a live block of ours
     // is reported and left alone.
@@ -66,6 +68,9 @@ pub(crate) unsafe fn free_nonnull(p: *mut u8, owner: usize) {
         segment.is_valid_cookie(),
         "free of a pointer not from shardalloc"
     );
+    #[cfg(feature = "secure")]
+    let page = checked;
+    #[cfg(not(feature = "secure"))]
     // SAFETY: `p` points into one of the segment's pages.
     let page = unsafe { segment.page_of(p) };
     // SAFETY: `p` is a live block of `page` in `segment` (above), given up (caller).
@@ -82,11 +87,19 @@ pub(crate) unsafe fn free_nonnull(p: *mut u8, owner: usize) {
 #[cfg_attr(not(feature = "override"), allow(dead_code))] // the C `free`
 #[inline(always)]
 pub(crate) unsafe fn free_nonnull_in(p: *mut u8, segment: *mut Segment, owner: usize) {
-    // secure mode and debug mode check every free first: through `free_nonnull`
-    if cfg!(any(feature = "secure", feature = "debug-mode")) {
+    // debug mode checks every free first: through `free_nonnull`
+    if cfg!(feature = "debug-mode") {
         // SAFETY: `p` is a live block (caller).
         return unsafe { free_nonnull(p, owner) };
     }
+    // secure mode checks every free first, here without a second lookup of the segment
+    // that the caller found (the check finds the page: not looked up again below)
+    #[cfg(feature = "secure")]
+    // SAFETY: `segment` is live and holds `p` in its first chunk (caller).
+    let checked = match unsafe { free_check::secure_check_in(p, segment, owner) } {
+        Ok((page, _)) => page,
+        Err(kind) => return crate::secure::report(kind, p as usize, None),
+    };
     debug_assert!(segment == ptr_segment(p));
     // SAFETY: `p` is a live block (caller) of `segment`, which is therefore live: its
     // header (and the page table in it) stays readable while the block lives.
@@ -95,6 +108,9 @@ pub(crate) unsafe fn free_nonnull_in(p: *mut u8, segment: *mut Segment, owner: u
         segment.is_valid_cookie(),
         "free of a pointer not from shardalloc"
     );
+    #[cfg(feature = "secure")]
+    let page = checked;
+    #[cfg(not(feature = "secure"))]
     // SAFETY: `p` points into one of the segment's pages.
     let page = unsafe { segment.page_of(p) };
     // SAFETY: `p` is a live block of `page` in `segment` (above), given up (caller).

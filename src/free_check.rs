@@ -23,7 +23,9 @@
 //! after `capacity` steps, so a list corrupted by an overflow cannot crash or hang a check.
 
 use crate::page::{Block, Page, FLAG_HAS_ALIGNED};
-use crate::secure::{report, ErrorKind};
+#[cfg(not(feature = "secure"))]
+use crate::secure::report;
+use crate::secure::ErrorKind;
 #[cfg(not(feature = "secure"))]
 use crate::size_class::{SMALL_PAGE_SIZE, WORD};
 
@@ -119,9 +121,47 @@ pub(crate) unsafe fn in_list(page: &Page, mut head: *mut Block, b: *mut Block) -
 #[cfg(feature = "secure")]
 #[inline(always)]
 pub(crate) fn secure_check(p: *mut u8, owner: usize) -> Result<(*mut Page, *mut Block), ErrorKind> {
-    use crate::segment::{checked_page, ptr_segment, NotInBlocks};
-    use crate::sync::Ordering;
-    let page = match checked_page(p) {
+    use crate::segment::{checked_page_in, checked_segment};
+    let segment = checked_segment(p).ok_or(ErrorKind::InvalidFree)?;
+    // SAFETY: `checked_segment` found a live segment here (segment map and cookie), and
+    // `p` lies after its start (`ptr_segment`).
+    let page = unsafe { checked_page_in(p, segment) };
+    // SAFETY: as above.
+    unsafe { secure_check_page(p, segment, page, owner) }
+}
+
+/// [`secure_check`] of a pointer whose segment the caller found in the segment map (the
+/// C `free`): the same checks without a second lookup of the segment.
+///
+/// # Safety
+/// `segment` is a live segment whose first chunk holds `p` (`segment_map::free_contains`).
+#[cfg(feature = "secure")]
+#[inline(always)]
+pub(crate) unsafe fn secure_check_in(
+    p: *mut u8,
+    segment: *mut crate::segment::Segment,
+    owner: usize,
+) -> Result<(*mut Page, *mut Block), ErrorKind> {
+    // SAFETY: `segment` is live and `p` lies after its start (caller).
+    let page = unsafe { crate::segment::checked_page_in(p, segment) };
+    // SAFETY: as above.
+    unsafe { secure_check_page(p, segment, page, owner) }
+}
+
+/// The rest of [`secure_check`] once the page lookup answered.
+///
+/// # Safety
+/// `segment` is live, `p` lies after its start, and `page` is `checked_page_in(p, segment)`.
+#[cfg(feature = "secure")]
+#[inline(always)]
+unsafe fn secure_check_page(
+    p: *mut u8,
+    segment: *mut crate::segment::Segment,
+    page: Result<*mut Page, crate::segment::NotInBlocks>,
+    owner: usize,
+) -> Result<(*mut Page, *mut Block), ErrorKind> {
+    use crate::segment::NotInBlocks;
+    let page = match page {
         Ok(page) => page,
         // the page emptied and was freed: its blocks were all free already
         Err(NotInBlocks::PageNotInUse) => return Err(ErrorKind::DoubleFree),
@@ -142,35 +182,42 @@ pub(crate) fn secure_check(p: *mut u8, owner: usize) -> Result<(*mut Page, *mut 
     // SAFETY: `block` is a block of the page, inside its handed-out blocks: readable.
     let first = unsafe { (*block).next } as usize;
     let link = pg.keys.decode(first);
-    if link == 0 || pg.in_area(link) {
-        // SAFETY: the segment of a page in use is live.
-        let local = unsafe { (*ptr_segment(p)).owner.load(Ordering::Relaxed) } == owner;
-        // SAFETY (of the walks): the calling thread owns the page (`local`); the walks
-        // are bounded.
-        let free_already = !local
-            || unsafe {
-                in_list(pg, pg.free, block)
-                    || in_list(pg, pg.local_free, block)
-                    || in_list(pg, pg.thread_free_list(), block)
-            };
-        if free_already {
-            return Err(ErrorKind::DoubleFree);
-        }
+    // SAFETY: the segment is live and `page` is in use in it, `block` a block of it (above).
+    if (link == 0 || pg.in_area(link)) && unsafe { free_already(pg, segment, block, owner) } {
+        return Err(ErrorKind::DoubleFree);
     }
     Ok((page, block))
 }
 
-/// Secure mode: [`secure_check`], reporting what is wrong.
+/// Secure mode, for a block whose first word decodes to a link of its page (as a free
+/// block's does): whether it is free already. For the calling thread's own pages the lists
+/// are walked to confirm it; for other threads' pages (whose lists are not ours to read)
+/// the link says so (a live block's first word decodes into its page by a 2^-50-ish
+/// chance). Out of line: rare, and its loops would cost the common path of `free`
+/// registers that it then saves and restores.
+///
+/// # Safety
+/// `segment` is live, `page` a page in use of it, `block` one of its blocks.
 #[cfg(feature = "secure")]
-#[inline(always)]
-pub(crate) fn secure_check_report(p: *mut u8, owner: usize) -> bool {
-    match secure_check(p, owner) {
-        Ok(_) => true,
-        Err(kind) => {
-            report(kind, p as usize, None);
-            false
+#[cold]
+#[inline(never)]
+unsafe fn free_already(
+    pg: &Page,
+    segment: *mut crate::segment::Segment,
+    block: *mut Block,
+    owner: usize,
+) -> bool {
+    use crate::sync::Ordering;
+    // SAFETY: the segment is live (caller).
+    let local = unsafe { (*segment).owner.load(Ordering::Relaxed) } == owner;
+    // SAFETY (of the walks): the calling thread owns the page (`local`); the walks are
+    // bounded.
+    !local
+        || unsafe {
+            in_list(pg, pg.free, block)
+                || in_list(pg, pg.local_free, block)
+                || in_list(pg, pg.thread_free_list(), block)
         }
-    }
 }
 
 /// Secure mode: whether `size`, given to a sized free of block `p` (checked by

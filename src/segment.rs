@@ -259,6 +259,22 @@ pub(crate) fn checked_page(p: *const u8) -> Result<*mut Page, NotInBlocks> {
     let segment = checked_segment(p).ok_or(NotInBlocks::NotOurs)?;
     // SAFETY: `checked_segment` found a live segment here (segment map and cookie), so its
     // header is readable for as long as this call looks at it.
+    unsafe { checked_page_in(p, segment) }
+}
+
+/// [`checked_page`] of a pointer whose segment the caller has already found (the C
+/// `free`, through the segment map): the rest of the checks, without a second lookup.
+///
+/// # Safety
+/// `segment` is a live segment (its header readable while this call runs), and `p` lies
+/// after its start (as for the segment `ptr_segment(p)` finds).
+#[inline(always)]
+#[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer
+pub(crate) unsafe fn checked_page_in(
+    p: *const u8,
+    segment: *mut Segment,
+) -> Result<*mut Page, NotInBlocks> {
+    // SAFETY: the segment is live (caller).
     let seg = unsafe { &*segment };
     let idx = (p as usize - segment as usize) >> seg.page_shift;
     if idx >= seg.capacity {
