@@ -55,26 +55,17 @@ pub(crate) unsafe fn free_nonnull(p: *mut u8, owner: usize) {
         Ok((page, _)) => page,
         Err(kind) => return crate::secure::report(kind, p as usize, None),
     };
+    #[cfg(not(feature = "secure"))]
+    let checked = ptr::null_mut();
     #[cfg(feature = "debug-mode")]
     // SAFETY: `p` is given to `free` (caller); a pointer that is not a live block of ours
     // is reported and left alone.
     if !unsafe { crate::debug_mode::on_free(p) } {
         return;
     }
-    // SAFETY: `p` is a live block (caller), so its segment is live: its header (and the
-    // page table in it) stays readable while the block lives.
-    let segment = unsafe { &*ptr_segment(p) };
-    debug_assert!(
-        segment.is_valid_cookie(),
-        "free of a pointer not from shardalloc"
-    );
-    #[cfg(feature = "secure")]
-    let page = checked;
-    #[cfg(not(feature = "secure"))]
-    // SAFETY: `p` points into one of the segment's pages.
-    let page = unsafe { segment.page_of(p) };
-    // SAFETY: `p` is a live block of `page` in `segment` (above), given up (caller).
-    unsafe { free_in_page(p, segment, page, owner) }
+    // SAFETY: `p` is a live block (caller) of the segment `ptr_segment` finds; in secure
+    // mode `checked` is its page.
+    unsafe { free_in_segment(p, ptr_segment(p), checked, owner) }
 }
 
 /// [`free_nonnull`] of a pointer whose segment the caller found (the C `free`, through the
@@ -100,7 +91,23 @@ pub(crate) unsafe fn free_nonnull_in(p: *mut u8, segment: *mut Segment, owner: u
         Ok((page, _)) => page,
         Err(kind) => return crate::secure::report(kind, p as usize, None),
     };
+    #[cfg(not(feature = "secure"))]
+    let checked = ptr::null_mut();
     debug_assert!(segment == ptr_segment(p));
+    // SAFETY: `p` is a live block of `segment` (caller); in secure mode `checked` is its
+    // page.
+    unsafe { free_in_segment(p, segment, checked, owner) }
+}
+
+/// The rest of [`free_nonnull`] and [`free_nonnull_in`] once `p`'s segment is known: its
+/// page (in secure mode `checked`, which the check found; looked up otherwise), then
+/// [`free_in_page`].
+///
+/// # Safety
+/// `p` is a live block (or an aligned pointer into one) of `segment`, given up by the
+/// caller; in secure mode `checked` is its page.
+#[inline(always)]
+unsafe fn free_in_segment(p: *mut u8, segment: *mut Segment, checked: *mut Page, owner: usize) {
     // SAFETY: `p` is a live block (caller) of `segment`, which is therefore live: its
     // header (and the page table in it) stays readable while the block lives.
     let segment = unsafe { &*segment };
@@ -108,11 +115,12 @@ pub(crate) unsafe fn free_nonnull_in(p: *mut u8, segment: *mut Segment, owner: u
         segment.is_valid_cookie(),
         "free of a pointer not from shardalloc"
     );
-    #[cfg(feature = "secure")]
-    let page = checked;
-    #[cfg(not(feature = "secure"))]
-    // SAFETY: `p` points into one of the segment's pages.
-    let page = unsafe { segment.page_of(p) };
+    let page = if cfg!(feature = "secure") {
+        checked
+    } else {
+        // SAFETY: `p` points into one of the segment's pages.
+        unsafe { segment.page_of(p) }
+    };
     // SAFETY: `p` is a live block of `page` in `segment` (above), given up (caller).
     unsafe { free_in_page(p, segment, page, owner) }
 }
