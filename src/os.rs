@@ -39,6 +39,16 @@ pub(crate) struct Os {
     ticks: AtomicUsize,
     /// Purge delays a region stays resident in the cache (see `cache_delay`).
     cache_mult: AtomicUsize,
+    /// The most bytes of live regions held recently (see `Os::note_live_at`).
+    live_peak: LivePeak,
+    /// How much of the recent peak the cache's resident stage may keep: `peak_level /
+    /// (PEAK_LEVELS * CACHE_PEAK_DIV)` of it. One step up whenever a region that the bound
+    /// purged is taken again (the bound cost page faults), one step down at the end of a
+    /// window of the recent peak in which that did not happen (`trim_regret` false): a
+    /// program whose threads give segments up and take them again soon keeps them
+    /// resident, one that does not keeps the bound of the bytes in use alone.
+    peak_level: AtomicUsize,
+    trim_regret: crate::sync::AtomicBool,
     /// Secure mode: whether the source protects memory (guard pages): `GUARDS_UNKNOWN`
     /// until the first guard page was asked for, then `GUARDS_YES` or `GUARDS_NO`.
     #[cfg(feature = "secure")]
@@ -57,9 +67,65 @@ const GUARDS_NO: u8 = 2;
 /// 100 ms to 1 s (mimalloc v3 purges after 1 s, v2 its arenas after 100 ms).
 const CACHE_MULT_MIN: usize = 10;
 const CACHE_MULT_MAX: usize = 100;
-/// The cache's resident stage holds at most this fraction of the bytes in use (see
+/// The cache's resident stage holds at most this fraction of the bytes in use, or this
+/// fraction of what the program held lately beyond what it holds now, the larger (see
 /// `Os::cache_trim`).
 const CACHE_RESIDENT_DIV: usize = 16;
+const CACHE_PEAK_DIV: usize = 2;
+/// Steps of the share of the recent peak that the resident stage may keep (see
+/// `Os::peak_level`).
+const PEAK_LEVELS: usize = 4;
+/// The recent peak of the bytes in use is the most of the last one or two windows of this
+/// many purge delays (100 to 200 ms with the default delay).
+const PEAK_WINDOW_MULT: u64 = CACHE_MULT_MIN as u64;
+
+/// The most bytes of live (not cached) regions held in the last one or two windows of
+/// time: a sliding maximum over two buckets, `cur` since `start` and `prev` the window
+/// before. Updated with relaxed atomics on slow paths (a region mapped or taken out of the
+/// cache, the cache trimmed); a race
+/// loses at most one update, which only makes the cache's bound a little tighter or
+/// looser for a moment (it is a heuristic, never a safety matter).
+struct LivePeak {
+    cur: AtomicUsize,
+    prev: AtomicUsize,
+    start: crate::sync::AtomicI64,
+}
+
+impl LivePeak {
+    const fn new() -> Self {
+        LivePeak {
+            cur: AtomicUsize::new(0),
+            prev: AtomicUsize::new(0),
+            start: crate::sync::AtomicI64::new(0),
+        }
+    }
+
+    /// Moves the buckets on to `now` (windows of `window`), and returns the recent peak
+    /// with `live` counted in, and whether a new window began.
+    fn note(&self, live: usize, now: u64, window: u64) -> (usize, bool) {
+        let start = self.start.load(Ordering::Relaxed) as u64;
+        if now >= start.saturating_add(window) {
+            // a new window: the last one becomes `prev`, unless it ended long ago
+            let last = if now >= start.saturating_add(window.saturating_mul(2)) {
+                0
+            } else {
+                self.cur.load(Ordering::Relaxed)
+            };
+            self.prev.store(last, Ordering::Relaxed);
+            self.cur.store(live, Ordering::Relaxed);
+            self.start
+                .store(now.min(i64::MAX as u64) as i64, Ordering::Relaxed);
+            return (last.max(live), true);
+        }
+        self.cur.fetch_max(live, Ordering::Relaxed);
+        let peak = self
+            .cur
+            .load(Ordering::Relaxed)
+            .max(self.prev.load(Ordering::Relaxed))
+            .max(live);
+        (peak, false)
+    }
+}
 
 impl Os {
     pub(crate) const fn new(source: &'static dyn PageSource, clock: Option<fn() -> u64>) -> Self {
@@ -77,6 +143,9 @@ impl Os {
             clock,
             ticks: AtomicUsize::new(0),
             cache_mult: AtomicUsize::new(CACHE_MULT_MIN),
+            live_peak: LivePeak::new(),
+            peak_level: AtomicUsize::new(0),
+            trim_regret: crate::sync::AtomicBool::new(false),
             #[cfg(feature = "secure")]
             guards: crate::sync::AtomicU8::new(GUARDS_UNKNOWN),
         }
@@ -210,6 +279,7 @@ impl Os {
         if region.committed {
             self.stats.committed.add(region.size as i64);
         }
+        self.note_live_at(self.now());
         Some(region)
     }
 
@@ -345,6 +415,14 @@ impl Os {
     /// stays counted as reserved, and counts as committed in full from now on.
     fn cache_take_ex(&self, min: usize, max: usize, largest: bool) -> Option<(Region, bool)> {
         let c = self.cache.take(min, max, largest)?;
+        if c.trimmed {
+            // the resident stage's bound purged it, and it was needed again: let the
+            // stage keep more of the recent peak
+            let l = self.peak_level.load(Ordering::Relaxed);
+            self.peak_level
+                .store((l + 1).min(PEAK_LEVELS), Ordering::Relaxed);
+            self.trim_regret.store(true, Ordering::Relaxed);
+        }
         if c.purged {
             // purged too early: it was needed again (and now faults back in)
             let m = self.cache_mult.load(Ordering::Relaxed);
@@ -352,6 +430,7 @@ impl Os {
                 .store((m * 2).min(CACHE_MULT_MAX), Ordering::Relaxed);
         }
         self.stats.committed.add(c.size as i64 - c.committed as i64);
+        self.note_live_at(self.now());
         let region = Region {
             // SAFETY: cached regions came from the source, never null.
             ptr: unsafe { NonNull::new_unchecked(c.ptr) },
@@ -440,6 +519,7 @@ impl Os {
             expire: now.saturating_add(self.cache_delay(false)),
             since: now,
             purged: false,
+            trimmed: false,
             large,
         };
         // SAFETY: the region is ours, unused and committed (the `# Safety` contract), and
@@ -449,12 +529,23 @@ impl Os {
     }
 
     /// Bounds the cache's resident stage by the memory in use: while its bytes exceed
-    /// `1 / CACHE_RESIDENT_DIV` of the bytes of live (not cached) regions, its oldest
-    /// region is purged once it has been cached for one purge delay, as the emptied pages
-    /// of a live segment are (rather than the ten to a hundred delays of a cache within
-    /// its bound); it stays mapped, so that reusing it costs page faults but no mapping
-    /// call. Without the bound, the segments that exiting threads emptied stayed resident
-    /// on top of what the program held (peak RSS of mstress 23.6 -> 37 MiB).
+    /// `1 / CACHE_RESIDENT_DIV` of the bytes of live (not cached) regions, and
+    /// `1 / CACHE_PEAK_DIV` of what the live regions held at their recent peak beyond what
+    /// they hold now, its oldest region is purged once it has been cached for one purge
+    /// delay, as the emptied pages of a live segment are (rather than the ten to a hundred
+    /// delays of a cache within its bound); it stays mapped, so that reusing it costs page
+    /// faults but no mapping call. Without the bound, the segments that exiting threads
+    /// emptied stayed resident on top of what the program held (peak RSS of mstress 23.6
+    /// -> 37 MiB).
+    ///
+    /// The second term keeps resident part of what threads that come and go give up and
+    /// take again soon: with the first alone, the segments of a round of exiting threads
+    /// were purged 10 ms later and faulted in again by the next round (mimalloc's
+    /// test-stress: 1.1 GiB purged by this trim, 1.0 GiB of it taken again, ~110K page
+    /// faults, and half the run's time in the kernel). Since the bytes it allows are bytes
+    /// the program held a moment ago, the cache adds to the peak only what a partly
+    /// touched live segment holds less than its size; once the peak is more than two
+    /// windows old the first term alone holds again.
     fn cache_trim(&self, now: u64) {
         let delay = self.purge_delay();
         if delay < 0 {
@@ -464,15 +555,33 @@ impl Os {
         loop {
             let (resident, total) = self.cache.bytes();
             let live = self.reserved().saturating_sub(total);
-            if resident <= live / CACHE_RESIDENT_DIV {
+            let peak = self.note_live_at(now);
+            if resident
+                <= (live / CACHE_RESIDENT_DIV).max(peak.saturating_sub(live) / CACHE_PEAK_DIV)
+            {
                 return;
             }
             let Some(e) = self.cache.take_oldest_resident(before) else {
                 return;
             };
             // SAFETY: taken out of the cache, resident.
-            unsafe { self.cache_purge(e, now) };
+            unsafe { self.cache_purge(e, now, true) };
         }
+    }
+
+    /// Counts the bytes of live regions now into the recent peak (see `LivePeak`), and
+    /// returns that peak. Called where live regions grow (a region mapped or taken out of
+    /// the cache) and where the cache is trimmed.
+    fn note_live_at(&self, now: u64) -> usize {
+        let live = self.reserved().saturating_sub(self.cache.bytes().1);
+        let window = (self.purge_delay().max(1) as u64).saturating_mul(PEAK_WINDOW_MULT);
+        let (peak, new_window) = self.live_peak.note(live, now, window);
+        if new_window && !self.trim_regret.swap(false, Ordering::Relaxed) {
+            let l = self.peak_level.load(Ordering::Relaxed);
+            self.peak_level
+                .store(l.saturating_sub(1), Ordering::Relaxed);
+        }
+        peak
     }
 
     /// Purges a region taken out of the cache's resident stage (all but its first OS page,
@@ -481,7 +590,7 @@ impl Os {
     ///
     /// # Safety
     /// `e` was taken out of the cache, resident.
-    unsafe fn cache_purge(&self, mut e: Cached, now: u64) {
+    unsafe fn cache_purge(&self, mut e: Cached, now: u64, trimmed: bool) {
         let keep = self.page_size();
         if e.size > keep {
             // SAFETY: taken out of the cache, so ours alone and unused; the range after its
@@ -497,6 +606,7 @@ impl Os {
             }
         }
         e.purged = true;
+        e.trimmed = trimmed;
         e.expire = now.saturating_add(self.cache_delay(true));
         // SAFETY: taken out of the cache, so ours alone and unused; its first page was kept
         // committed.
@@ -535,7 +645,7 @@ impl Os {
         while let Some((e, due)) = self.cache.take_due(now, force) {
             if due == Due::Purge {
                 // SAFETY: taken out of the cache, resident.
-                unsafe { self.cache_purge(e, now) };
+                unsafe { self.cache_purge(e, now, false) };
                 continue;
             }
             if !force {
