@@ -647,41 +647,107 @@ pub(crate) unsafe fn segment_purge(segment: *mut Segment, force: bool) {
     let decommit_zeroes = os.config().decommit_zeroes;
     let mut mask = mask;
     let mut decommitted = 0;
+    // The committed parts of pages that lie side by side go to the source in one call (the
+    // pages a thread emptied are mostly neighbours: one `madvise` for the run instead of
+    // one per page; mimalloc's test-stress made ~2,300 such calls, one per 64 KiB page).
+    let mut run = PurgeRun {
+        start: ptr::null_mut(),
+        size: 0,
+        pages: 0,
+    };
     while mask != 0 {
         let idx = mask.trailing_zeros() as usize;
         mask &= mask - 1;
         // SAFETY: purge mask bits are page indices below `capacity`; the temporary
-        // `&Segment` ends before the page is borrowed.
+        // `&Segment` ends before the page is read.
         let (page, (start, area)) = unsafe { ((*segment).page(idx), (*segment).page_area(idx)) };
         // SAFETY: the page metadata lies in the live header; the page is not in use (purge
-        // mask bits are only set for pages not in use), so nothing else refers to it.
-        let page = unsafe { &mut *page };
-        debug_assert!(!page.segment_in_use);
-        let size = if page.is_committed {
-            area
-        } else {
-            page.partial_commit
+        // mask bits are only set for pages not in use), so nothing else refers to it; the
+        // reference ends here.
+        let size = unsafe {
+            debug_assert!(!(*page).segment_in_use);
+            if (*page).is_committed {
+                area
+            } else {
+                (*page).partial_commit
+            }
         };
         if size == 0 {
             continue;
         }
-        // SAFETY: the page's area lies after the segment header: not null.
-        let start = unsafe { NonNull::new_unchecked(start) };
-        // SAFETY: the range is the committed part of a page not in use: inside the
-        // segment's live region, page aligned (a page area, or its first `partial_commit`
-        // bytes, a multiple of the OS page), and no live data is in it.
-        if unsafe { os.decommit(start, size) } {
-            page.is_committed = false;
-            page.partial_commit = 0;
-            decommitted += size;
-        } else if decommit_zeroes {
-            page.is_zero_init = true;
+        if run.size > 0 && run.start.wrapping_add(run.size) == start {
+            run.size += size;
+            run.pages |= 1u64 << idx;
+            continue;
         }
+        // SAFETY: the run holds the committed parts of pages of the purge mask (the
+        // calling thread's segment, the `# Safety` contract).
+        decommitted += unsafe { purge_run(segment, os, &run, decommit_zeroes) };
+        run = PurgeRun {
+            start,
+            size,
+            pages: 1u64 << idx,
+        };
     }
+    // SAFETY: as above.
+    decommitted += unsafe { purge_run(segment, os, &run, decommit_zeroes) };
     // SAFETY: as for the first reference to the header; no page reference is live.
     let seg = unsafe { &mut *segment };
     seg.committed -= decommitted;
     seg.purge_mask = 0;
+}
+
+/// Adjacent committed ranges of pages not in use, purged together (see `segment_purge`).
+struct PurgeRun {
+    start: *mut u8,
+    size: usize,
+    /// The pages whose committed parts make up the run (bits of the purge mask).
+    pages: u64,
+}
+
+/// Purges a run of `segment_purge` with one call to the source and updates its pages;
+/// returns the bytes that need a recommit now (no longer committed). An empty run does
+/// nothing.
+///
+/// # Safety
+/// The calling thread owns `segment` (or popped it); `run` is empty or covers exactly the
+/// committed parts of its `pages`, adjacent, which are pages of `segment` not in use.
+unsafe fn purge_run(
+    segment: *mut Segment,
+    os: &'static Os,
+    run: &PurgeRun,
+    decommit_zeroes: bool,
+) -> usize {
+    if run.size == 0 {
+        return 0;
+    }
+    // SAFETY: the run's start is a page area's start, after the segment header: not null.
+    let start = unsafe { NonNull::new_unchecked(run.start) };
+    // SAFETY: the range is the committed parts of adjacent pages not in use (the
+    // `# Safety` contract): inside the segment's live region, page aligned (page areas, or
+    // the first `partial_commit` bytes of the last one, multiples of the OS page), and no
+    // live data is in it.
+    let needs_recommit = unsafe { os.decommit(start, run.size) };
+    let mut pages = run.pages;
+    while pages != 0 {
+        let idx = pages.trailing_zeros() as usize;
+        pages &= pages - 1;
+        // SAFETY: `idx` is a page of the segment not in use (the `# Safety` contract), and
+        // the calling thread owns the segment: nothing else refers to the page metadata,
+        // which lies in the live header.
+        let page = unsafe { &mut *(*segment).page(idx) };
+        if needs_recommit {
+            page.is_committed = false;
+            page.partial_commit = 0;
+        } else if decommit_zeroes {
+            page.is_zero_init = true;
+        }
+    }
+    if needs_recommit {
+        run.size
+    } else {
+        0
+    }
 }
 
 /// Purges every segment of `ctx`'s owner whose purge delay ran out (all with `force`).
