@@ -44,8 +44,6 @@ pub(crate) struct Cached {
     pub since: u64,
     /// Its memory (but the first OS page) was purged.
     pub purged: bool,
-    /// It was purged by the bound on the resident stage (`Os::cache_trim`), not by time.
-    pub trimmed: bool,
     /// The region was last advised for large OS pages (it held a huge block).
     pub large: bool,
 }

@@ -41,14 +41,6 @@ pub(crate) struct Os {
     cache_mult: AtomicUsize,
     /// The most bytes of live regions held recently (see `Os::note_live_at`).
     live_peak: LivePeak,
-    /// How much of the recent peak the cache's resident stage may keep: `peak_level /
-    /// (PEAK_LEVELS * CACHE_PEAK_DIV)` of it. One step up whenever a region that the bound
-    /// purged is taken again (the bound cost page faults), one step down at the end of a
-    /// window of the recent peak in which that did not happen (`trim_regret` false): a
-    /// program whose threads give segments up and take them again soon keeps them
-    /// resident, one that does not keeps the bound of the bytes in use alone.
-    peak_level: AtomicUsize,
-    trim_regret: crate::sync::AtomicBool,
     /// Secure mode: whether the source protects memory (guard pages): `GUARDS_UNKNOWN`
     /// until the first guard page was asked for, then `GUARDS_YES` or `GUARDS_NO`.
     #[cfg(feature = "secure")]
@@ -72,9 +64,6 @@ const CACHE_MULT_MAX: usize = 100;
 /// `Os::cache_trim`).
 const CACHE_RESIDENT_DIV: usize = 16;
 const CACHE_PEAK_DIV: usize = 2;
-/// Steps of the share of the recent peak that the resident stage may keep (see
-/// `Os::peak_level`).
-const PEAK_LEVELS: usize = 4;
 /// The recent peak of the bytes in use is the most of the last one or two windows of this
 /// many purge delays (100 to 200 ms with the default delay).
 const PEAK_WINDOW_MULT: u64 = CACHE_MULT_MIN as u64;
@@ -82,9 +71,9 @@ const PEAK_WINDOW_MULT: u64 = CACHE_MULT_MIN as u64;
 /// The most bytes of live (not cached) regions held in the last one or two windows of
 /// time: a sliding maximum over two buckets, `cur` since `start` and `prev` the window
 /// before. Updated with relaxed atomics on slow paths (a region mapped or taken out of the
-/// cache, the cache trimmed); a race
-/// loses at most one update, which only makes the cache's bound a little tighter or
-/// looser for a moment (it is a heuristic, never a safety matter).
+/// cache, the cache trimmed); a race loses at most one update, which only makes the
+/// cache's bound a little tighter or looser for a moment (a heuristic, never a safety
+/// matter).
 struct LivePeak {
     cur: AtomicUsize,
     prev: AtomicUsize,
@@ -101,8 +90,8 @@ impl LivePeak {
     }
 
     /// Moves the buckets on to `now` (windows of `window`), and returns the recent peak
-    /// with `live` counted in, and whether a new window began.
-    fn note(&self, live: usize, now: u64, window: u64) -> (usize, bool) {
+    /// with `live` counted in.
+    fn note(&self, live: usize, now: u64, window: u64) -> usize {
         let start = self.start.load(Ordering::Relaxed) as u64;
         if now >= start.saturating_add(window) {
             // a new window: the last one becomes `prev`, unless it ended long ago
@@ -115,15 +104,13 @@ impl LivePeak {
             self.cur.store(live, Ordering::Relaxed);
             self.start
                 .store(now.min(i64::MAX as u64) as i64, Ordering::Relaxed);
-            return (last.max(live), true);
+            return last.max(live);
         }
         self.cur.fetch_max(live, Ordering::Relaxed);
-        let peak = self
-            .cur
+        self.cur
             .load(Ordering::Relaxed)
             .max(self.prev.load(Ordering::Relaxed))
-            .max(live);
-        (peak, false)
+            .max(live)
     }
 }
 
@@ -144,8 +131,6 @@ impl Os {
             ticks: AtomicUsize::new(0),
             cache_mult: AtomicUsize::new(CACHE_MULT_MIN),
             live_peak: LivePeak::new(),
-            peak_level: AtomicUsize::new(0),
-            trim_regret: crate::sync::AtomicBool::new(false),
             #[cfg(feature = "secure")]
             guards: crate::sync::AtomicU8::new(GUARDS_UNKNOWN),
         }
@@ -415,14 +400,6 @@ impl Os {
     /// stays counted as reserved, and counts as committed in full from now on.
     fn cache_take_ex(&self, min: usize, max: usize, largest: bool) -> Option<(Region, bool)> {
         let c = self.cache.take(min, max, largest)?;
-        if c.trimmed {
-            // the resident stage's bound purged it, and it was needed again: let the
-            // stage keep more of the recent peak
-            let l = self.peak_level.load(Ordering::Relaxed);
-            self.peak_level
-                .store((l + 1).min(PEAK_LEVELS), Ordering::Relaxed);
-            self.trim_regret.store(true, Ordering::Relaxed);
-        }
         if c.purged {
             // purged too early: it was needed again (and now faults back in)
             let m = self.cache_mult.load(Ordering::Relaxed);
@@ -519,7 +496,6 @@ impl Os {
             expire: now.saturating_add(self.cache_delay(false)),
             since: now,
             purged: false,
-            trimmed: false,
             large,
         };
         // SAFETY: the region is ours, unused and committed (the `# Safety` contract), and
@@ -565,7 +541,7 @@ impl Os {
                 return;
             };
             // SAFETY: taken out of the cache, resident.
-            unsafe { self.cache_purge(e, now, true) };
+            unsafe { self.cache_purge(e, now) };
         }
     }
 
@@ -575,13 +551,7 @@ impl Os {
     fn note_live_at(&self, now: u64) -> usize {
         let live = self.reserved().saturating_sub(self.cache.bytes().1);
         let window = (self.purge_delay().max(1) as u64).saturating_mul(PEAK_WINDOW_MULT);
-        let (peak, new_window) = self.live_peak.note(live, now, window);
-        if new_window && !self.trim_regret.swap(false, Ordering::Relaxed) {
-            let l = self.peak_level.load(Ordering::Relaxed);
-            self.peak_level
-                .store(l.saturating_sub(1), Ordering::Relaxed);
-        }
-        peak
+        self.live_peak.note(live, now, window)
     }
 
     /// Purges a region taken out of the cache's resident stage (all but its first OS page,
@@ -590,7 +560,7 @@ impl Os {
     ///
     /// # Safety
     /// `e` was taken out of the cache, resident.
-    unsafe fn cache_purge(&self, mut e: Cached, now: u64, trimmed: bool) {
+    unsafe fn cache_purge(&self, mut e: Cached, now: u64) {
         let keep = self.page_size();
         if e.size > keep {
             // SAFETY: taken out of the cache, so ours alone and unused; the range after its
@@ -606,7 +576,6 @@ impl Os {
             }
         }
         e.purged = true;
-        e.trimmed = trimmed;
         e.expire = now.saturating_add(self.cache_delay(true));
         // SAFETY: taken out of the cache, so ours alone and unused; its first page was kept
         // committed.
@@ -645,7 +614,7 @@ impl Os {
         while let Some((e, due)) = self.cache.take_due(now, force) {
             if due == Due::Purge {
                 // SAFETY: taken out of the cache, resident.
-                unsafe { self.cache_purge(e, now, false) };
+                unsafe { self.cache_purge(e, now) };
                 continue;
             }
             if !force {
