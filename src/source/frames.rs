@@ -89,8 +89,9 @@ pub struct FrameStats {
     pub decommits: usize,
     /// TLB shootdowns requested (one per batch of unmapped frames).
     pub shootdowns: usize,
-    /// Bytes of freed regions kept mapped for reuse (their pages count in `mapped_pages`,
-    /// their granules in neither `reserved` nor `regions`).
+    /// Bytes of freed regions kept mapped for reuse, counted by the 64 KiB granules of them
+    /// that were ever mapped (their pages count in `mapped_pages`, their granules in neither
+    /// `reserved` nor `regions`; the limit of `set_keep_limit` applies to this count).
     pub kept: usize,
     /// Allocations served by a kept region.
     pub kept_reused: usize,
@@ -101,6 +102,10 @@ pub struct FrameStats {
 struct Kept {
     start: u64,
     size: usize,
+    /// Bytes counted in `stats.kept` (against the limit): its granules that were ever
+    /// mapped, not the address space it holds (a huge segment reserves room ahead that it
+    /// may never map).
+    held: usize,
     /// Non-forced collects it has seen.
     rounds: u32,
 }
@@ -109,6 +114,7 @@ impl Kept {
     const EMPTY: Kept = Kept {
         start: 0,
         size: 0,
+        held: 0,
         rounds: 0,
     };
 }
@@ -140,6 +146,26 @@ impl Bitmap {
             }
             i = w * 64 + hi;
         }
+    }
+
+    /// How many bits of `[from, to)` are set.
+    fn count(&self, from: usize, to: usize) -> usize {
+        let mut n = 0;
+        let mut i = from;
+        while i < to {
+            let w = i / 64;
+            let lo = i % 64;
+            let hi = (to - w * 64).min(64);
+            let bits = self.0[w] >> lo;
+            let bits = if hi - lo == 64 {
+                bits
+            } else {
+                bits & ((1u64 << (hi - lo)) - 1)
+            };
+            n += bits.count_ones() as usize;
+            i = w * 64 + hi;
+        }
+        n
     }
 
     /// The first set bit in `[from, to)`, if any.
@@ -447,18 +473,23 @@ where
     /// Keeps the freed region `[start, start + size)` (granules still taken, pages still
     /// mapped) if the limit allows, giving the oldest kept regions back to make room.
     fn keep(&mut self, start: u64, size: usize) -> bool {
-        if size > self.keep_limit {
+        // what it holds mapped at most: the granules ever mapped (address space reserved
+        // and never used costs no frame)
+        let first = self.granule_of(start);
+        let held = (self.touched.count(first, first + size.div_ceil(GRANULE)) * GRANULE).min(size);
+        if held > self.keep_limit {
             return false;
         }
         loop {
             let free_slot = self.kept.iter().position(|k| k.size == 0);
-            if let Some(i) = free_slot.filter(|_| self.stats.kept + size <= self.keep_limit) {
+            if let Some(i) = free_slot.filter(|_| self.stats.kept + held <= self.keep_limit) {
                 self.kept[i] = Kept {
                     start,
                     size,
+                    held,
                     rounds: 0,
                 };
-                self.stats.kept += size;
+                self.stats.kept += held;
                 return true;
             }
             // the oldest goes back
@@ -491,11 +522,13 @@ where
         if k.size / 2 > size && k.size > head {
             self.kept[i].start += head as u64;
             self.kept[i].size -= head;
-            self.stats.kept -= head;
+            // (the head is counted as held first: a region is mapped from its start)
+            self.kept[i].held = k.held.saturating_sub(head);
+            self.stats.kept -= k.held - self.kept[i].held;
             return Some((k.start, head));
         }
         self.kept[i] = Kept::EMPTY;
-        self.stats.kept -= k.size;
+        self.stats.kept -= k.held;
         Some((k.start, k.size))
     }
 
@@ -519,11 +552,12 @@ where
             let taken = (to - from) * GRANULE;
             self.kept[i].start += taken as u64;
             self.kept[i].size -= taken;
-            self.stats.kept -= taken;
+            self.kept[i].held = k.held.saturating_sub(taken);
+            self.stats.kept -= k.held - self.kept[i].held;
             self.release(from, to - from);
         } else {
             self.kept[i] = Kept::EMPTY;
-            self.stats.kept -= k.size;
+            self.stats.kept -= k.held;
             self.release(from, kend - from);
         }
         self.stats.kept_reused += 1;
@@ -534,7 +568,7 @@ where
     fn drop_kept(&mut self, i: usize) {
         let k = self.kept[i];
         self.kept[i] = Kept::EMPTY;
-        self.stats.kept -= k.size;
+        self.stats.kept -= k.held;
         self.unmap_range(k.start, k.size);
         self.release(self.granule_of(k.start), k.size.div_ceil(GRANULE));
     }
