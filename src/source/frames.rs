@@ -638,7 +638,8 @@ where
             let page = Page::<Size4KiB>::containing_address(VirtAddr::new(addr));
             addr += PAGE as u64;
             let addr = addr - PAGE as u64;
-            if p.mapper.translate_page(page).is_ok() {
+            // (no page of a granule never touched is mapped: no page-table walk to ask)
+            if self.touched.get(g) && p.mapper.translate_page(page).is_ok() {
                 continue;
             }
             let Some(frame) = p.frames.allocate_frame() else {
