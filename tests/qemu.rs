@@ -351,7 +351,12 @@ fn check_pass(b: &Boot, o: &Outcome) -> Vec<String> {
         }
         match name {
             "smoke" => {
-                if line(log, "smoke: a buffer doubling from 8 KiB to 4 MiB moved once").is_none() {
+                if line(
+                    log,
+                    "smoke: a buffer doubling from 8 KiB to 4 MiB moved once",
+                )
+                .is_none()
+                {
                     bad.push("smoke: no line of the in-place growth check".into());
                 }
             }
