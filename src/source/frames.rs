@@ -10,13 +10,16 @@
 //! `remap` resizes a region without copying its contents (the kernel's `mremap`): it grows
 //! in place by mapping frames behind the region when the window is free there, shrinks by
 //! unmapping its tail, and otherwise moves the region's frames to a new place in the
-//! window by rewriting their page-table entries. The allocator grows huge blocks with it.
+//! window by rewriting their page-table entries. The allocator grows huge blocks with it,
+//! once they outgrow the room their segment reserved ahead of them (a reserved region is
+//! mapped only as far as it is committed; growing into it is a `commit`).
 //!
 //! Freed regions may be *kept* mapped for a while (up to a limit the kernel sets with
 //! [`FrameSource::set_keep_limit`], off by default): the next `alloc` that fits one takes it
 //! back as it is, so a kernel that frees and allocates big blocks again and again (a `Vec`
 //! grown, dropped and grown again, a segment emptied and needed again) maps, unmaps and
-//! shoots down nothing. Kept regions go back (unmapped, frames returned) when the allocator
+//! shoots down nothing. The limit counts a kept region by its granules that were ever
+//! mapped (`touched`), not by the address space it reserves. Kept regions go back (unmapped, frames returned) when the allocator
 //! collects ([`PageSource::collect`]: after a few rounds, or all at once when forced), and
 //! whenever mapping or reserving would fail without their frames or address space.
 //!
