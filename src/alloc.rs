@@ -862,6 +862,19 @@ pub(crate) fn realloc_growth_size(usable: usize, new_size: usize) -> usize {
     }
 }
 
+/// Whether a block of usable size `usable` growing to `new_size` bytes (below the largest
+/// medium size) moves into a huge segment of its own when the source grows regions by
+/// remap: a buffer of at least 8 KiB that at least doubles, as `Vec` and the headroom of
+/// [`realloc_growth_size`] grow. Its copies stop there: a `Vec` doubling from 8 KiB to
+/// 8 MiB copied 8, 16, 32 and 64 KiB before (~16,000 instructions of `rep movsq` under
+/// QEMU's count), 8 KiB now. Random sizes (a block of a few bytes reallocated to 20 KiB)
+/// keep their size classes: a huge segment costs more to make and free than a page's
+/// block.
+#[inline]
+pub(crate) fn moves_to_huge(usable: usize, new_size: usize) -> bool {
+    usable >= SMALL_OBJ_SIZE_MAX / 2 && new_size / 2 >= usable
+}
+
 /// Re-allocates `p` (null: allocate) to `new_size` bytes aligned to `align`; in place when
 /// the block still fits and is not too wasteful; when it moves to grow, with headroom
 /// ([`realloc_growth_size`]). Null on failure (then `p` is untouched).
@@ -891,9 +904,10 @@ pub(crate) unsafe fn realloc(
         };
         return p;
     }
-    // a huge block of ours grows or shrinks by remapping its segment: no copy (blocks
-    // from the largest medium size on may be huge too, see below)
-    if new_size >= MEDIUM_OBJ_SIZE_MAX && align <= MAX_ALIGN_SIZE && !zero {
+    // a huge block of ours grows or shrinks by remapping its segment, or grows into the
+    // room its segment reserved: no copy (blocks of medium sizes may be huge too, see
+    // below)
+    if (new_size >= MEDIUM_OBJ_SIZE_MAX || new_size > size) && align <= MAX_ALIGN_SIZE && !zero {
         // SAFETY: `p` is live (caller), so are its segment and page; the page is written
         // only when its heap is ours (checked first).
         unsafe {
@@ -921,13 +935,13 @@ pub(crate) unsafe fn realloc(
             }
         }
     }
-    // A block growing to the largest medium size or beyond, over a source that grows
-    // regions by remap (a kernel's page mapper), moves into a huge segment of its own: this
-    // copy is its last, every further growth remaps (as above). (From the largest medium
-    // size on, not beyond it: a buffer doubling from 64 KiB is then copied once, not twice.)
+    // A block growing to the largest medium size or beyond, or a buffer doubling from 8 KiB
+    // on ([`moves_to_huge`]), over a source that grows regions by remap (a kernel's page
+    // mapper), moves into a huge segment of its own: this copy is its last, every further
+    // growth commits the room reserved behind it or remaps (as above).
     let mut q = ptr::null_mut();
     if new_size > size
-        && new_size >= MEDIUM_OBJ_SIZE_MAX
+        && (new_size >= MEDIUM_OBJ_SIZE_MAX || moves_to_huge(size, new_size))
         && new_size <= LARGE_OBJ_SIZE_MAX
         && align <= MAX_ALIGN_SIZE
     {

@@ -30,6 +30,21 @@ const CACHE_SEGMENTS: bool = !cfg!(feature = "small");
 /// split one (a split page faults in again 4 KiB at a time).
 const LARGE_OS_PAGE: usize = 2 << 20;
 
+/// A huge segment over a source that grows by remap reserves address space for this many
+/// times its size (at least [`HUGE_RESERVE_MIN`]), committing its block's size only: its
+/// block grows in place into it (see `segment_alloc_sized`).
+const HUGE_GROWTH_RESERVE: usize = 8;
+/// The least address space a huge segment reserves over a source that grows by remap: a
+/// buffer that moved into a huge segment (from the largest medium size on, see
+/// `alloc::realloc`) then grows in place to 16 MiB (32 MiB of address space for a 4 MiB
+/// block, and so on).
+const HUGE_RESERVE_MIN: usize = 16 << 20;
+/// A huge segment with room reserved ahead commits (and its block grows) in steps of this
+/// many bytes: the frames source keeps its window in 64 KiB granules and skips the pages of
+/// a granule mapped whole at once (one bit), where a granule mapped in parts costs a page
+/// table walk per page at every commit that touches it (~2,000 instructions a step).
+const HUGE_COMMIT_STEP: usize = 64 << 10;
+
 /// Allocates a segment for `ctx`'s owner. For huge segments, `huge_size` is the block
 /// size and `huge_align` its alignment. Null when out of memory.
 fn segment_alloc(
@@ -119,10 +134,34 @@ fn segment_alloc_sized(
             _ => return ptr::null_mut(),
         };
     }
-    let region_size = front + segment_size;
     // Small/medium/large segments are committed page by page when the source can reserve;
     // huge ones are needed whole at once.
     let commit_all = !cfg.has_reserve || kind == SegmentKind::Huge;
+    // A huge segment over a source that grows regions by remapping (a kernel's page mapper)
+    // reserves address space behind its block, so that the block grows in place by
+    // committing what follows it (`huge_remap`), as a growing buffer does step after step:
+    // no remap, no copy. Only address space is taken (committed: the block's own size).
+    let mut region_size = front + segment_size;
+    let mut reserved = false;
+    if kind == SegmentKind::Huge
+        && front == 0
+        && guard == 0
+        && cfg.has_reserve
+        && os.source.grows_by_remap()
+    {
+        let ahead = align_up(
+            segment_size
+                .saturating_mul(HUGE_GROWTH_RESERVE)
+                .max(HUGE_RESERVE_MIN),
+            cfg.alloc_granularity.max(os_page),
+        );
+        if ahead > region_size && ahead <= isize::MAX as usize / 2 {
+            region_size = ahead;
+            reserved = true;
+            // the block gets whole slices (see `HUGE_COMMIT_STEP`)
+            segment_size = align_up(segment_size, HUGE_COMMIT_STEP).min(region_size);
+        }
+    }
     // a recently emptied segment region, still resident (sources without reserve)
     // (any cached region may serve, resized: a huge block's region becomes a segment of
     // small pages and the other way round, so that the cache holds no region that fits no
@@ -157,8 +196,14 @@ fn segment_alloc_sized(
         }
         // SAFETY: size is a non-zero multiple of the allocation granularity, align a power
         // of two at least the OS page.
-        None => match unsafe { os.alloc(region_size, region_align, commit_all) } {
+        None => match unsafe { os.alloc(region_size, region_align, commit_all && !reserved) } {
             Some(r) => r,
+            // without the room ahead (address space or the memory limit may not allow it)
+            // SAFETY: as above.
+            None if reserved => match unsafe { os.alloc(segment_size, region_align, commit_all) } {
+                Some(r) => r,
+                None => return ptr::null_mut(),
+            },
             None => return ptr::null_mut(),
         },
     };
@@ -798,6 +843,54 @@ pub(crate) unsafe fn huge_remap(
     };
     let new_seg_size = align_up(want, gran);
     let (region_size, committed) = (seg.region_size, seg.committed);
+    // Growth into the address space the segment reserved behind its block (see
+    // `segment_alloc_sized`): commit what the block covers now; the header stays where it
+    // is, so nothing that links to it changes. (Not with guard pages, which sit at the end.)
+    let stepped = align_up(new_seg_size, HUGE_COMMIT_STEP).min(region_size);
+    if region_size > seg.segment_size
+        && new_seg_size >= seg.segment_size
+        && new_seg_size <= region_size
+        && seg.guard == 0
+    {
+        let new_seg_size = stepped;
+        if new_seg_size > committed {
+            // SAFETY: `[committed, new_seg_size)` lies inside the segment's live region
+            // (`new_seg_size <= region_size`, and the segment is its region: checked
+            // above), after its committed part; both ends are multiples of the OS page.
+            let at = unsafe { NonNull::new_unchecked((segment as *mut u8).add(committed)) };
+            // SAFETY: as just said.
+            if unsafe { os.commit(at, new_seg_size - committed) }.is_none() {
+                return ptr::null_mut();
+            }
+        }
+        // SAFETY: the segment is the calling thread's and its page in no queue (the
+        // `# Safety` contract): no other reference into its header is live (`seg` is no
+        // longer used).
+        let seg = unsafe { &mut *segment };
+        seg.committed = committed.max(new_seg_size);
+        seg.segment_size = new_seg_size;
+        let psize = seg.page_area(0).1;
+        // SAFETY: the page's metadata lies in the live header; its block is the caller's.
+        let pg = unsafe { &mut *page };
+        let delta = psize as i64 - pg.block_size as i64;
+        pg.block_size = psize;
+        os.stats.huge.add(delta);
+        os.stats.allocated.add(delta * pg.stat_used as i64);
+        return page;
+    }
+    if new_seg_size > region_size && committed < region_size {
+        // the rest of the reserved room first: `remap` keeps a region's committed pages
+        // SAFETY: as above, `[committed, region_size)` lies inside the live region.
+        let at = unsafe { NonNull::new_unchecked((segment as *mut u8).add(committed)) };
+        // SAFETY: as just said.
+        if unsafe { os.commit(at, region_size - committed) }.is_none() {
+            return ptr::null_mut();
+        }
+        // SAFETY: as above, no other reference into the header is live.
+        unsafe { (*segment).committed = region_size };
+    }
+    // SAFETY: as above (a read through the pointer: `seg` is no longer used).
+    let committed = unsafe { (*segment).committed };
     // Every link into the segment header (the owner's segment list, the segment map) is
     // undone before it moves and redone after.
     // SAFETY: the segment is `ctx`'s, so in its list of all segments (its invariants).

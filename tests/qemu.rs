@@ -350,6 +350,16 @@ fn check_pass(b: &Boot, o: &Outcome) -> Vec<String> {
             Some(_) => {}
         }
         match name {
+            "smoke" => {
+                if line(
+                    log,
+                    "smoke: a buffer doubling from 8 KiB to 4 MiB moved once",
+                )
+                .is_none()
+                {
+                    bad.push("smoke: no line of the in-place growth check".into());
+                }
+            }
             "irq" => match summary(log, "irq: ", "timer interrupts on")
                 .and_then(|l| number_before(l, "allocator ops in handlers"))
             {

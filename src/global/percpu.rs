@@ -25,11 +25,17 @@ use core::ptr;
 use crate::collect::{heap_collect, Collect};
 use crate::domain::Domain;
 use crate::heap::{heap_check, OwnedHeap, RawHeap};
-use crate::segment::{ptr_segment, NO_OWNER};
-use crate::size_class::{MEDIUM_OBJ_SIZE_MAX, MIN_OS_PAGE, SMALL_SIZE_MAX, WORD};
+use crate::segment::{ptr_segment, SegmentKind, NO_OWNER};
+use crate::size_class::{
+    MEDIUM_OBJ_SIZE_MAX, MIN_OS_PAGE, SMALL_OBJ_SIZE_MAX, SMALL_SIZE_MAX, WORD,
+};
 use crate::source::PageSource;
 use crate::stats::Stats;
 use crate::thread::thread_data_alloc;
+
+/// Blocks of a usable size below this that move to grow (`realloc`) get four times their
+/// size, larger ones twice (`alloc::realloc_growth_size`).
+const GROWTH_QUAD_MAX: usize = 4 << 10;
 
 /// The kernel's side of per-CPU heaps.
 ///
@@ -437,13 +443,22 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: `p` is a live block of ours (GlobalAlloc contract).
         let size = unsafe { crate::free::usable_size(p) };
-        if new_size <= size && new_size >= size / 2 {
+        // in place when it shrinks by at most half, and whenever it grows within its usable
+        // size (the headroom a growing block got when it moved, below)
+        if new_size <= size && (new_size >= size / 2 || new_size >= layout.size()) {
             return p; // `p` is aligned for `layout`, which keeps its alignment
         }
-        if new_size >= MEDIUM_OBJ_SIZE_MAX || !self.context().unmasked {
+        if new_size >= MEDIUM_OBJ_SIZE_MAX
+            || crate::alloc::moves_to_huge(size, new_size)
+            // (a huge block holds more than 8 KiB)
+            // SAFETY: `p` is live, so is its segment's header, whose kind is fixed
+            || (size >= SMALL_OBJ_SIZE_MAX / 2
+                && unsafe { (*ptr_segment(p)).kind } == SegmentKind::Huge)
+            || !self.context().unmasked
+        {
             // a huge block may be resized by its page source without a copy, and a block
-            // growing to the largest medium size or beyond may become one (see
-            // `alloc::realloc`)
+            // growing to the largest medium size or beyond, or a doubling buffer, may
+            // become one (see `alloc::realloc`)
             return self.cpu.without_interrupts(|| {
                 let heap = self.heap(self.context());
                 if heap.is_null() {
@@ -455,8 +470,16 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
             });
         }
         // With headroom when it grows (see `alloc::realloc_growth_size`): the next steps of
-        // a growing buffer then fit in place.
-        let grown = crate::alloc::realloc_growth_size(size, new_size);
+        // a growing buffer then fit in place. Below 4 KiB four times the old size (at most
+        // 12 KiB of headroom), so that a buffer growing from a few bytes (a string built
+        // up, a `Vec` pushed to) moves at every other doubling, not at every one. (Here and
+        // not in `alloc::realloc`: the C API's secure sized free expects a block less than
+        // twice its request, and C's `realloc` knows no old size to grow in place up to.)
+        let grown = if size < GROWTH_QUAD_MAX && new_size > size {
+            new_size.max(size * 4)
+        } else {
+            crate::alloc::realloc_growth_size(size, new_size)
+        };
         // SAFETY: `grown >= new_size`, at most `MEDIUM_OBJ_SIZE_MAX` above it, so it makes a
         // layout with `layout.align()` as `new_size` does (GlobalAlloc contract).
         let new = unsafe { Layout::from_size_align_unchecked(grown, layout.align()) };

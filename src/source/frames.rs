@@ -10,13 +10,16 @@
 //! `remap` resizes a region without copying its contents (the kernel's `mremap`): it grows
 //! in place by mapping frames behind the region when the window is free there, shrinks by
 //! unmapping its tail, and otherwise moves the region's frames to a new place in the
-//! window by rewriting their page-table entries. The allocator grows huge blocks with it.
+//! window by rewriting their page-table entries. The allocator grows huge blocks with it,
+//! once they outgrow the room their segment reserved ahead of them (a reserved region is
+//! mapped only as far as it is committed; growing into it is a `commit`).
 //!
 //! Freed regions may be *kept* mapped for a while (up to a limit the kernel sets with
 //! [`FrameSource::set_keep_limit`], off by default): the next `alloc` that fits one takes it
 //! back as it is, so a kernel that frees and allocates big blocks again and again (a `Vec`
 //! grown, dropped and grown again, a segment emptied and needed again) maps, unmaps and
-//! shoots down nothing. Kept regions go back (unmapped, frames returned) when the allocator
+//! shoots down nothing. The limit counts a kept region by its granules that were ever
+//! mapped (`touched`), not by the address space it reserves. Kept regions go back (unmapped, frames returned) when the allocator
 //! collects ([`PageSource::collect`]: after a few rounds, or all at once when forced), and
 //! whenever mapping or reserving would fail without their frames or address space.
 //!
@@ -89,8 +92,9 @@ pub struct FrameStats {
     pub decommits: usize,
     /// TLB shootdowns requested (one per batch of unmapped frames).
     pub shootdowns: usize,
-    /// Bytes of freed regions kept mapped for reuse (their pages count in `mapped_pages`,
-    /// their granules in neither `reserved` nor `regions`).
+    /// Bytes of freed regions kept mapped for reuse, counted by the 64 KiB granules of them
+    /// that were ever mapped (their pages count in `mapped_pages`, their granules in neither
+    /// `reserved` nor `regions`; the limit of `set_keep_limit` applies to this count).
     pub kept: usize,
     /// Allocations served by a kept region.
     pub kept_reused: usize,
@@ -101,6 +105,10 @@ pub struct FrameStats {
 struct Kept {
     start: u64,
     size: usize,
+    /// Bytes counted in `stats.kept` (against the limit): its granules that were ever
+    /// mapped, not the address space it holds (a huge segment reserves room ahead that it
+    /// may never map).
+    held: usize,
     /// Non-forced collects it has seen.
     rounds: u32,
 }
@@ -109,6 +117,7 @@ impl Kept {
     const EMPTY: Kept = Kept {
         start: 0,
         size: 0,
+        held: 0,
         rounds: 0,
     };
 }
@@ -140,6 +149,26 @@ impl Bitmap {
             }
             i = w * 64 + hi;
         }
+    }
+
+    /// How many bits of `[from, to)` are set.
+    fn count(&self, from: usize, to: usize) -> usize {
+        let mut n = 0;
+        let mut i = from;
+        while i < to {
+            let w = i / 64;
+            let lo = i % 64;
+            let hi = (to - w * 64).min(64);
+            let bits = self.0[w] >> lo;
+            let bits = if hi - lo == 64 {
+                bits
+            } else {
+                bits & ((1u64 << (hi - lo)) - 1)
+            };
+            n += bits.count_ones() as usize;
+            i = w * 64 + hi;
+        }
+        n
     }
 
     /// The first set bit in `[from, to)`, if any.
@@ -447,18 +476,23 @@ where
     /// Keeps the freed region `[start, start + size)` (granules still taken, pages still
     /// mapped) if the limit allows, giving the oldest kept regions back to make room.
     fn keep(&mut self, start: u64, size: usize) -> bool {
-        if size > self.keep_limit {
+        // what it holds mapped at most: the granules ever mapped (address space reserved
+        // and never used costs no frame)
+        let first = self.granule_of(start);
+        let held = (self.touched.count(first, first + size.div_ceil(GRANULE)) * GRANULE).min(size);
+        if held > self.keep_limit {
             return false;
         }
         loop {
             let free_slot = self.kept.iter().position(|k| k.size == 0);
-            if let Some(i) = free_slot.filter(|_| self.stats.kept + size <= self.keep_limit) {
+            if let Some(i) = free_slot.filter(|_| self.stats.kept + held <= self.keep_limit) {
                 self.kept[i] = Kept {
                     start,
                     size,
+                    held,
                     rounds: 0,
                 };
-                self.stats.kept += size;
+                self.stats.kept += held;
                 return true;
             }
             // the oldest goes back
@@ -491,11 +525,13 @@ where
         if k.size / 2 > size && k.size > head {
             self.kept[i].start += head as u64;
             self.kept[i].size -= head;
-            self.stats.kept -= head;
+            // (the head is counted as held first: a region is mapped from its start)
+            self.kept[i].held = k.held.saturating_sub(head);
+            self.stats.kept -= k.held - self.kept[i].held;
             return Some((k.start, head));
         }
         self.kept[i] = Kept::EMPTY;
-        self.stats.kept -= k.size;
+        self.stats.kept -= k.held;
         Some((k.start, k.size))
     }
 
@@ -519,11 +555,12 @@ where
             let taken = (to - from) * GRANULE;
             self.kept[i].start += taken as u64;
             self.kept[i].size -= taken;
-            self.stats.kept -= taken;
+            self.kept[i].held = k.held.saturating_sub(taken);
+            self.stats.kept -= k.held - self.kept[i].held;
             self.release(from, to - from);
         } else {
             self.kept[i] = Kept::EMPTY;
-            self.stats.kept -= k.size;
+            self.stats.kept -= k.held;
             self.release(from, kend - from);
         }
         self.stats.kept_reused += 1;
@@ -534,7 +571,7 @@ where
     fn drop_kept(&mut self, i: usize) {
         let k = self.kept[i];
         self.kept[i] = Kept::EMPTY;
-        self.stats.kept -= k.size;
+        self.stats.kept -= k.held;
         self.unmap_range(k.start, k.size);
         self.release(self.granule_of(k.start), k.size.div_ceil(GRANULE));
     }
@@ -593,14 +630,19 @@ where
         while addr < end {
             let g = ((addr - self.window_start) as usize) / GRANULE;
             if self.full.get(g) {
-                // every page of the granule is mapped: on to the next one
-                addr = self.window_start + ((g + 1) * GRANULE) as u64;
+                // every page of the granule is mapped: on to the next one that is not (a
+                // word of the bitmap at a time: a huge block growing over mapped memory
+                // steps over 64 granules, 4 MiB, per word)
+                let end_g = (end - self.window_start).div_ceil(GRANULE as u64) as usize;
+                let next = self.full.first_clear_from(g + 1, end_g);
+                addr = self.window_start + (next * GRANULE) as u64;
                 continue;
             }
             let page = Page::<Size4KiB>::containing_address(VirtAddr::new(addr));
             addr += PAGE as u64;
             let addr = addr - PAGE as u64;
-            if p.mapper.translate_page(page).is_ok() {
+            // (no page of a granule never touched is mapped: no page-table walk to ask)
+            if self.touched.get(g) && p.mapper.translate_page(page).is_ok() {
                 continue;
             }
             let Some(frame) = p.frames.allocate_frame() else {

@@ -118,6 +118,54 @@ pub fn run(_args: &super::Args) {
     unsafe { alloc::alloc::dealloc(p, l) };
     println!("smoke: Box, Vec, String, BTreeMap, alignments to 4 MiB, zeroed, realloc: fine");
     grow_and_keep();
+    grow_in_place();
+}
+
+/// A buffer that doubles from 8 KiB moves once, into a huge segment of its own
+/// (`alloc::moves_to_huge`), which reserves address space ahead (16 MiB): every further
+/// doubling to 4 MiB then grows it in place (the same address, its contents kept) by
+/// committing the room behind it, no copy and no remap.
+fn grow_in_place() {
+    // `tag ^ i * 31` at byte `i`: a check of a byte tells a lost or moved byte
+    let byte = |i: usize| 0x5a ^ (i as u8).wrapping_mul(31);
+    let mut size = 8usize << 10;
+    let mut l = Layout::from_size_align(size, 8).unwrap();
+    // SAFETY: non-zero size.
+    let mut p = unsafe { alloc::alloc::alloc(l) };
+    assert!(!p.is_null());
+    // SAFETY: `p` holds `size` bytes.
+    unsafe { (0..size).for_each(|i| p.add(i).write(byte(i))) };
+    let mut moves = 0;
+    let mut first = core::ptr::null_mut();
+    while size < 4 << 20 {
+        let new = size * 2;
+        // SAFETY: `p` is live with layout `l`; `new` is non-zero and fits a layout.
+        let q = unsafe { alloc::alloc::realloc(p, l, new) };
+        assert!(!q.is_null(), "smoke: realloc to {new} bytes failed");
+        if q != p {
+            moves += 1;
+            first = q;
+        }
+        // SAFETY: `q` holds `new` bytes, the first `size` of them kept from `p`.
+        unsafe {
+            for i in [0, 4095, size / 2, size - 1] {
+                assert_eq!(
+                    q.add(i).read(),
+                    byte(i),
+                    "smoke: a growing buffer lost byte {i}"
+                );
+            }
+            (size..new).for_each(|i| q.add(i).write(byte(i)));
+        }
+        (p, size, l) = (q, new, Layout::from_size_align(new, 8).unwrap());
+    }
+    assert!(
+        moves == 1 && p == first,
+        "smoke: a buffer doubling from 8 KiB to 4 MiB moved {moves} times (once expected)"
+    );
+    // SAFETY: `p` is live with layout `l`.
+    unsafe { alloc::alloc::dealloc(p, l) };
+    println!("smoke: a buffer doubling from 8 KiB to 4 MiB moved once, then grew in place");
 }
 
 /// A `Vec` grown by doubling past the medium sizes gets a huge segment of its own and grows
