@@ -274,6 +274,7 @@ pub(crate) unsafe fn malloc_small_try(heap: *mut RawHeap, size: usize) -> *mut u
 /// # Safety
 /// `heap` is the calling context's heap (or the empty heap).
 #[inline(always)]
+#[cfg_attr(feature = "embedded", allow(dead_code))] // used by global/percpu.rs
 unsafe fn fast_page(heap: *mut RawHeap, psize: usize) -> *mut Page {
     // SAFETY: the heap is the caller's (or the never-written empty heap, whose direct
     // entries are the empty page and whose queues are empty); reading its table and the
@@ -302,6 +303,7 @@ unsafe fn fast_page(heap: *mut RawHeap, psize: usize) -> *mut Page {
 /// # Safety
 /// `heap` is the calling context's heap (or the empty heap); `align` is a power of two.
 #[inline]
+#[cfg_attr(feature = "embedded", allow(dead_code))] // used by global/percpu.rs
 pub(crate) unsafe fn malloc_local(heap: *mut RawHeap, size: usize, align: usize) -> *mut u8 {
     let psize = padded(size);
     // SAFETY: the heap is the caller's (or the never-written empty heap); its direct-table
@@ -376,6 +378,7 @@ pub(crate) unsafe fn malloc_queue_try(heap: *mut RawHeap, size: usize, zero: boo
 /// # Safety
 /// As [`malloc_queue_try`]; `align` is a power of two.
 #[inline(always)]
+#[cfg_attr(feature = "embedded", allow(dead_code))] // used by global/percpu.rs
 pub(crate) unsafe fn malloc_try_aligned(heap: *mut RawHeap, size: usize, align: usize) -> *mut u8 {
     // SAFETY: as in `malloc_small_try` and `malloc_queue_try`: the direct-table entry or
     // the head of the queue is a live page of the caller's heap (or the empty page).
@@ -678,7 +681,7 @@ unsafe fn adopt_pages(heap: OwnedHeap, segment: *mut Segment) {
         unsafe {
             let page = seg.page(i);
             if (*page).segment_in_use {
-                (*page).xheap.store(heap.as_ptr(), Ordering::Release);
+                (*page).set_heap(heap.as_ptr());
                 (*heap.as_ptr()).queue_push(page);
             }
         }

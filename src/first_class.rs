@@ -109,7 +109,7 @@ fn heap_absorb(into: OwnedHeap, heap: OwnedHeap) {
         // SAFETY: both heaps are ours (tokens), and so is the page, in `heap`'s queue `bin`.
         unsafe {
             (*heap.as_ptr()).queue_remove(page, bin);
-            (*page).xheap.store(into.as_ptr(), Ordering::Release);
+            (*page).set_heap(into.as_ptr());
             (*page).retire_expire = 0; // `into`'s retired range does not cover it
                                        // A remote free may have read the old heap just before the store and be
                                        // pushing to its delayed list: wait until it is done, so that from here on

@@ -308,6 +308,37 @@ pub(crate) const fn empty_heap() -> *mut RawHeap {
     addr_of!(EMPTY_HEAP.0) as *mut RawHeap
 }
 
+/// `embedded`: a page's heap is its segment's (see `Segment::heap`): one heap owns every
+/// segment, so the page entries do not record it.
+#[cfg(feature = "embedded")]
+impl Page {
+    /// The owning heap (null while the page's segment has no page in use by a heap).
+    #[inline(always)]
+    pub(crate) fn heap(&self) -> *mut RawHeap {
+        // SAFETY: a page entry (other than the `Page::EMPTY` sentinel, which is never asked
+        // for its heap: only pages of a heap's queues and pages of live blocks are) lies in
+        // the header of its segment, which `ptr_segment` finds from any address inside it;
+        // the header lives as long as the entry.
+        unsafe { (*ptr_segment(self as *const Page as *const u8)).heap as *mut RawHeap }
+    }
+
+    /// Gives the page to `heap` (null: to no heap), which all other pages of its segment
+    /// in use by a heap belong to as well (checked in debug builds).
+    #[inline(always)]
+    pub(crate) fn set_heap(&self, heap: *mut RawHeap) {
+        let segment = ptr_segment(self as *const Page as *const u8);
+        // SAFETY: as in `heap`; the caller owns the segment (it owns the page it gives to
+        // a heap: one owner, inside a critical section), so no one else writes the field.
+        unsafe {
+            debug_assert!(
+                heap.is_null() || (*segment).heap == 0 || (*segment).heap == heap as usize,
+                "embedded: pages of one segment in two heaps"
+            );
+            (*segment).heap = heap as usize;
+        }
+    }
+}
+
 impl RawHeap {
     /// Initialises a heap of the thread of `tld` and links it into the thread's heaps.
     ///

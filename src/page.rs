@@ -6,6 +6,7 @@
 //! - `thread_free`: frees from other threads, pushed with one CAS. Its two low bits hold
 //!   the delayed-free state (see [`Delayed`]).
 
+#[cfg(not(feature = "embedded"))]
 use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 use core::ptr;
 
@@ -31,6 +32,7 @@ pub(crate) struct Block {
 /// and switches the page to `NoDelayedFree`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(usize)]
+#[cfg_attr(feature = "embedded", allow(dead_code))] // (no remote frees: see `Page`)
 pub(crate) enum Delayed {
     /// Next remote free goes to the owning heap's delayed list.
     UseDelayedFree = 0,
@@ -43,12 +45,15 @@ pub(crate) enum Delayed {
     NeverDelayedFree = 3,
 }
 
+#[cfg(not(feature = "embedded"))]
 const DELAYED_MASK: usize = 3;
 
+#[cfg(not(feature = "embedded"))]
 #[inline(always)]
 fn tf_block(tf: usize) -> *mut Block {
     (tf & !DELAYED_MASK) as *mut Block
 }
+#[cfg(not(feature = "embedded"))]
 #[inline(always)]
 fn tf_delayed(tf: usize) -> Delayed {
     match tf & DELAYED_MASK {
@@ -58,6 +63,7 @@ fn tf_delayed(tf: usize) -> Delayed {
         _ => Delayed::NeverDelayedFree,
     }
 }
+#[cfg(not(feature = "embedded"))]
 #[inline(always)]
 fn tf_make(block: *mut Block, d: Delayed) -> usize {
     block as usize | d as usize
@@ -163,6 +169,12 @@ pub(crate) struct Page {
 /// 6 KiB / 8 bytes of blocks), then the bytes: 52 bytes on 32-bit targets instead of 60,
 /// for an entry per 512-byte slice in every segment header. The fast-path fields (`free`,
 /// `used`, `flags`) stay within the first 32 bytes.
+///
+/// With `embedded` (one heap, every free a local one inside a critical section) the entry
+/// has no remote-free list and no heap pointer: no thread ever frees into another's page
+/// (`thread_free` would stay empty), and all pages of a segment belong to the one heap of
+/// the segment's owner, which the segment header records once (`Segment::heap`, read by
+/// [`Page::heap`]): 44 bytes on 32-bit targets.
 #[cfg(feature = "small")]
 #[repr(C)]
 pub(crate) struct Page {
@@ -183,7 +195,9 @@ pub(crate) struct Page {
     pub segment_in_use: bool,
     pub retire_expire: u8,
     pub span_offset: u8,
+    #[cfg(not(feature = "embedded"))]
     pub xthread_free: AtomicUsize,
+    #[cfg(not(feature = "embedded"))]
     pub xheap: AtomicPtr<RawHeap>,
     pub links: Links<Page>,
 }
@@ -228,7 +242,9 @@ impl Page {
         segment_in_use: false,
         retire_expire: 0,
         span_offset: 0,
+        #[cfg(not(feature = "embedded"))]
         xthread_free: AtomicUsize::new(Delayed::NoDelayedFree as usize),
+        #[cfg(not(feature = "embedded"))]
         xheap: AtomicPtr::new(ptr::null_mut()),
         links: Links::new(),
         #[cfg(feature = "secure")]
@@ -239,9 +255,19 @@ impl Page {
         area: 0,
     };
 
+    /// The owning heap (null when abandoned or unused). (`embedded`: defined in
+    /// `heap.rs`, from the segment header.)
+    #[cfg(not(feature = "embedded"))]
     #[inline(always)]
     pub(crate) fn heap(&self) -> *mut RawHeap {
         self.xheap.load(Ordering::Relaxed)
+    }
+
+    /// Gives the page to `heap` (null: to no heap). (`embedded`: defined in `heap.rs`.)
+    #[cfg(not(feature = "embedded"))]
+    #[inline(always)]
+    pub(crate) fn set_heap(&self, heap: *mut RawHeap) {
+        self.xheap.store(heap, Ordering::Release);
     }
 
     #[inline(always)]
@@ -475,9 +501,10 @@ impl Page {
             self.div = Divisor::new(block_size);
             self.area = reserved * block_size;
         }
+        #[cfg(not(feature = "embedded"))]
         self.xthread_free
             .store(Delayed::NoDelayedFree as usize, Ordering::Release);
-        self.xheap.store(heap, Ordering::Release);
+        self.set_heap(heap);
     }
 
     /// How many blocks the next `extend_free` adds.
@@ -573,6 +600,7 @@ impl Page {
     ///
     /// # Safety
     /// Called by the page's owner (or by a thread that owns the page's abandoned segment).
+    #[cfg(not(feature = "embedded"))]
     unsafe fn thread_free_collect(&mut self) {
         let mut tf = self.xthread_free.load(Ordering::Relaxed);
         loop {
@@ -676,6 +704,7 @@ impl Page {
 
     /// Sets the delayed-free state, waiting while a remote thread is in `DelayedFreeing`.
     /// `NeverDelayedFree` is only overridden with `override_never`.
+    #[cfg(not(feature = "embedded"))]
     pub(crate) fn use_delayed_free(&self, delay: Delayed, override_never: bool) {
         let mut tf = self.xthread_free.load(Ordering::Acquire);
         loop {
@@ -703,6 +732,7 @@ impl Page {
     }
 
     /// Whether a remote free is between choosing the delayed list and finishing with it.
+    #[cfg(not(feature = "embedded"))]
     pub(crate) fn is_delayed_freeing(&self) -> bool {
         tf_delayed(self.xthread_free.load(Ordering::Acquire)) == Delayed::DelayedFreeing
     }
@@ -715,6 +745,7 @@ impl Page {
     /// # Safety
     /// `block` is a live block of this page, given up by the caller.
     #[inline]
+    #[cfg(not(feature = "embedded"))]
     pub(crate) unsafe fn thread_free_push(&self, block: *mut Block) -> bool {
         let mut tf = self.xthread_free.load(Ordering::Relaxed);
         loop {
@@ -740,6 +771,7 @@ impl Page {
 
     /// Ends the `DelayedFreeing` state that a `thread_free_push` returning false began:
     /// remote frees go to `thread_free` again.
+    #[cfg(not(feature = "embedded"))]
     pub(crate) fn delayed_freeing_done(&self) {
         // nobody else changes the state while we are `DelayedFreeing`
         let mut tf = self.xthread_free.load(Ordering::Relaxed);
@@ -761,8 +793,37 @@ impl Page {
     #[cfg_attr(not(feature = "override"), allow(dead_code))] // used by checked mode (C API)
     /// The first block of `thread_free` (acquire: the pushing threads wrote the blocks'
     /// links before their release CAS).
+    #[cfg(not(feature = "embedded"))]
     pub(crate) fn thread_free_list(&self) -> *mut Block {
         tf_block(self.xthread_free.load(Ordering::Acquire))
+    }
+
+    // `embedded`: the entry has no remote-free list (see the small geometry's `Page`).
+    // Every free is the owner's (one heap, inside a critical section), so what the
+    // default build does with `thread_free` and the delayed-free state has nothing to do.
+
+    /// `embedded`: no remote frees, nothing to collect.
+    #[cfg(feature = "embedded")]
+    #[inline(always)]
+    unsafe fn thread_free_collect(&mut self) {}
+
+    /// `embedded`: no remote frees, so no delayed-free state to set.
+    #[cfg(feature = "embedded")]
+    #[inline(always)]
+    pub(crate) fn use_delayed_free(&self, _delay: Delayed, _override_never: bool) {}
+
+    /// `embedded`: no remote free is ever under way.
+    #[cfg(feature = "embedded")]
+    #[inline(always)]
+    pub(crate) fn is_delayed_freeing(&self) -> bool {
+        false
+    }
+
+    #[cfg(feature = "embedded")]
+    #[cfg_attr(not(feature = "override"), allow(dead_code))] // as the default build's
+    /// `embedded`: always empty.
+    pub(crate) fn thread_free_list(&self) -> *mut Block {
+        ptr::null_mut()
     }
 
     #[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer

@@ -60,6 +60,12 @@ pub(crate) struct Segment {
     /// Owner token (the owning `SegmentsTld`'s address); `ABANDONED` when abandoned. Read
     /// by every `free`.
     pub owner: AtomicUsize,
+    /// `embedded`: the address of the heap (`heap::RawHeap`) that the segment's pages in
+    /// use belong to (0 while none is): the one heap of the owner, recorded here once
+    /// instead of in every page entry (read and written through `Page::heap` and
+    /// `Page::set_heap`, in `heap.rs`). An address, as this layer does not name heaps.
+    #[cfg(feature = "embedded")]
+    pub heap: usize,
     /// Pages are `1 << page_shift` bytes (small, medium); `usize::BITS - 1` for large and
     /// huge segments, so that every pointer maps to page 0.
     pub page_shift: usize,

@@ -214,6 +214,8 @@ fn segment_alloc_sized(
             segment,
             Segment {
                 owner: AtomicUsize::new(ctx.owner()),
+                #[cfg(feature = "embedded")]
+                heap: 0,
                 page_shift,
                 cookie: 0, // set below, at its address
                 kind,
