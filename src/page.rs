@@ -166,15 +166,17 @@ pub(crate) struct Page {
 }
 /// The small geometry's layout of the same fields (see the default one for their
 /// meaning): pointers and sizes first, then the counts as 16 bits (a page holds at most
-/// 6 KiB / 8 bytes of blocks), then the bytes: 52 bytes on 32-bit targets instead of 60,
-/// for an entry per 512-byte slice in every segment header. The fast-path fields (`free`,
-/// `used`, `flags`) stay within the first 32 bytes.
+/// 6 KiB / 8 bytes of blocks), then the bytes: 48 bytes on 32-bit targets instead of 60,
+/// for an entry per 512-byte slice in every segment header. There is no `partial_commit`:
+/// pages are committed whole, slice by slice, when they are claimed (`span_claim`), so
+/// only whole pages are ever committed ([`Page::partial_commit`] reads 0). The fast-path
+/// fields (`free`, `used`, `flags`) stay within the first 32 bytes.
 ///
 /// With `embedded` (one heap, every free a local one inside a critical section) the entry
 /// has no remote-free list and no heap pointer: no thread ever frees into another's page
 /// (`thread_free` would stay empty), and all pages of a segment belong to the one heap of
 /// the segment's owner, which the segment header records once (`Segment::heap`, read by
-/// [`Page::heap`]): 44 bytes on 32-bit targets.
+/// [`Page::heap`]): 40 bytes on 32-bit targets.
 #[cfg(feature = "small")]
 #[repr(C)]
 pub(crate) struct Page {
@@ -182,7 +184,6 @@ pub(crate) struct Page {
     pub local_free: *mut Block,
     pub block_size: usize,
     pub page_start: *mut u8,
-    pub partial_commit: usize,
     pub used: BlockCount,
     pub capacity: BlockCount,
     pub reserved: BlockCount,
@@ -231,6 +232,7 @@ impl Page {
         free_is_zero: false,
         is_committed: false,
         is_zero_init: false,
+        #[cfg(not(feature = "small"))]
         partial_commit: 0,
         local_free: ptr::null_mut(),
         block_size: 0,
@@ -254,6 +256,28 @@ impl Page {
         #[cfg(feature = "secure")]
         area: 0,
     };
+
+    /// While `!is_committed`: bytes from `page_start` committed so far (0 in the small
+    /// geometry, which commits pages whole).
+    #[inline(always)]
+    pub(crate) fn partial_commit(&self) -> usize {
+        #[cfg(not(feature = "small"))]
+        return self.partial_commit;
+        #[cfg(feature = "small")]
+        0
+    }
+
+    /// Sets [`Page::partial_commit`] (the small geometry has no partly committed pages:
+    /// only 0 may be set there).
+    #[inline(always)]
+    pub(crate) fn set_partial_commit(&mut self, bytes: usize) {
+        #[cfg(not(feature = "small"))]
+        {
+            self.partial_commit = bytes;
+        }
+        #[cfg(feature = "small")]
+        debug_assert_eq!(bytes, 0, "a partly committed page in the small geometry");
+    }
 
     /// The owning heap (null when abandoned or unused). (`embedded`: defined in
     /// `heap.rs`, from the segment header.)
@@ -843,6 +867,7 @@ impl Page {
             page_start: self.page_start,
             segment_idx: self.segment_idx,
             is_committed: self.is_committed,
+            #[cfg(not(feature = "small"))]
             partial_commit: self.partial_commit,
             ..Page::EMPTY
         };

@@ -513,7 +513,7 @@ pub(crate) unsafe fn page_commit(page: *mut Page, bytes: usize) -> bool {
         if p.is_committed {
             return true;
         }
-        (p.page_start, p.segment_idx as usize, p.partial_commit)
+        (p.page_start, p.segment_idx as usize, p.partial_commit())
     };
     // SAFETY: `page_start` lies in the page's segment, live and the calling thread's (the
     // `# Safety` contract), so no other thread writes its header; no other reference into
@@ -522,7 +522,12 @@ pub(crate) unsafe fn page_commit(page: *mut Page, bytes: usize) -> bool {
     // SAFETY: `os` was set at creation from the owner's `&'static Os`.
     let os: &'static Os = unsafe { &*seg.os };
     let (start, area) = seg.page_area(idx);
-    let need = align_up(bytes, os.page_size()).min(area);
+    // (the small geometry commits pages whole: it keeps no partial count)
+    let need = if cfg!(feature = "small") {
+        area
+    } else {
+        align_up(bytes, os.page_size()).min(area)
+    };
     let grown = if need > partial {
         // SAFETY: `partial < need <= area`: the offset stays inside the page's area.
         let from = unsafe { start.add(partial) };
@@ -546,11 +551,13 @@ pub(crate) unsafe fn page_commit(page: *mut Page, bytes: usize) -> bool {
         if !zero {
             p.is_zero_init = false;
         }
-        p.partial_commit = need;
     }
-    if p.partial_commit == area {
+    let committed = if grown.is_some() { need } else { partial };
+    if committed == area {
         p.is_committed = true;
-        p.partial_commit = 0;
+        p.set_partial_commit(0);
+    } else {
+        p.set_partial_commit(committed);
     }
     true
 }
@@ -593,7 +600,7 @@ pub(crate) unsafe fn page_free_in(ctx: Option<&mut SegmentsTld>, page: *mut Page
     }
     pg.reset();
     let idx = pg.segment_idx as usize;
-    let dirty = pg.is_committed || pg.partial_commit > 0;
+    let dirty = pg.is_committed || pg.partial_commit() > 0;
     // SAFETY: the segment is live and the calling thread's or popped by it, so no other
     // thread writes its header; `pg` is no longer used, so this is the only reference into it.
     let seg = unsafe { &mut *segment };
@@ -662,7 +669,7 @@ pub(crate) unsafe fn segment_purge(segment: *mut Segment, force: bool) {
         let size = if page.is_committed {
             area
         } else {
-            page.partial_commit
+            page.partial_commit()
         };
         if size == 0 {
             continue;
@@ -674,7 +681,7 @@ pub(crate) unsafe fn segment_purge(segment: *mut Segment, force: bool) {
         // bytes, a multiple of the OS page), and no live data is in it.
         if unsafe { os.decommit(start, size) } {
             page.is_committed = false;
-            page.partial_commit = 0;
+            page.set_partial_commit(0);
             decommitted += size;
         } else if decommit_zeroes {
             page.is_zero_init = true;
