@@ -466,7 +466,7 @@ pub(crate) unsafe fn malloc_generic(
         }
         if cfg!(any(debug_assertions, feature = "debug-mode")) {
             (*page).check();
-            (*ptr_segment((*page).page_start)).check();
+            (*ptr_segment((*page).page_start())).check();
         }
         let p = page_pop(page, size, zero);
         page_sync_stats(page, &mut *heap.tld());
@@ -904,7 +904,7 @@ pub(crate) unsafe fn realloc(
             let page = (*segment).page_of(p);
             if (*segment).kind == SegmentKind::Huge
                 && (*segment).owner.load(Ordering::Relaxed) == owner
-                && (*page).page_start == p
+                && (*page).page_start() == p
                 && (*heap).is_initialized()
                 && (*page).heap() == heap
             {
@@ -918,8 +918,8 @@ pub(crate) unsafe fn realloc(
                 if !moved.is_null() {
                     #[cfg(feature = "debug-mode")]
                     // the block's end moved: its padding too (it holds `new_size` and it)
-                    crate::debug_mode::set_requested((*moved).page_start, new_size);
-                    return (*moved).page_start;
+                    crate::debug_mode::set_requested((*moved).page_start(), new_size);
+                    return (*moved).page_start();
                 }
             }
         }

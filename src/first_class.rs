@@ -175,7 +175,7 @@ unsafe fn page_visit(
     let bsize = p.block_size;
     let cap = p.capacity as usize;
     let area = Area {
-        blocks: p.page_start,
+        blocks: p.page_start(),
         reserved: p.reserved as usize * bsize,
         committed: cap * bsize,
         used: p.used as usize,
@@ -197,14 +197,14 @@ unsafe fn page_visit(
     let mut free_map = [0u64; MAX_BLOCKS / 64];
     let mut b = p.free;
     while !b.is_null() {
-        let i = (b as usize - p.page_start as usize) / bsize;
+        let i = (b as usize - p.page_start() as usize) / bsize;
         free_map[i / 64] |= 1 << (i % 64);
         // SAFETY: `b` is a free block of the page (its `free` list holds only those).
         b = unsafe { p.next_of(b) };
     }
     for i in 0..cap {
         if free_map[i / 64] & (1 << (i % 64)) == 0
-            && !f(&area, p.page_start.wrapping_add(i * bsize))
+            && !f(&area, p.page_start().wrapping_add(i * bsize))
         {
             return false;
         }

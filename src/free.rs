@@ -157,7 +157,7 @@ unsafe fn free_in_page(p: *mut u8, segment: &Segment, page: *mut Page, owner: us
         unsafe {
             debug_assert!((*page).segment_in_use, "free into a page not in use");
             debug_assert!(
-                (p as usize - (*page).page_start as usize).is_multiple_of((*page).block_size),
+                (p as usize - (*page).page_start() as usize).is_multiple_of((*page).block_size),
                 "free of a pointer inside a block"
             );
             push_local(page, p);
@@ -298,7 +298,7 @@ pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
             return true;
         }
         debug_assert!(
-            (p as usize - (*page).page_start as usize).is_multiple_of((*page).block_size),
+            (p as usize - (*page).page_start() as usize).is_multiple_of((*page).block_size),
             "free of a pointer inside a block"
         );
         #[cfg(not(any(feature = "secure", feature = "bench-unchecked")))]
@@ -680,7 +680,7 @@ pub(crate) fn check_block(p: *const u8, owner: usize) -> Result<(), BadFree> {
     // lists are read only when the calling thread owns the segment.
     unsafe {
         let pg = &*page;
-        let start = pg.page_start as usize;
+        let start = pg.page_start() as usize;
         let bsize = pg.block_size;
         let offset = (p as usize - start) % bsize;
         if offset != 0 && pg.flags & FLAG_HAS_ALIGNED == 0 {

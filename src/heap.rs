@@ -418,7 +418,7 @@ pub(crate) unsafe fn queue_bin_of(page: *mut Page) -> usize {
         return BIN_FULL;
     }
     // SAFETY: a live page lies in the header of its live segment, whose kind never changes.
-    let huge = unsafe { (*ptr_segment(page.page_start)).kind == SegmentKind::Huge };
+    let huge = unsafe { (*ptr_segment(page.page_start())).kind == SegmentKind::Huge };
     if huge {
         BIN_HUGE
     } else {
@@ -478,7 +478,7 @@ pub(crate) fn heap_check(heap: OwnedHeap) {
             assert_eq!((*page).heap(), h, "page in a queue of another heap");
             assert_eq!(queue_bin_of(page), bin, "page in the wrong queue");
             (*page).check();
-            let segment = ptr_segment((*page).page_start);
+            let segment = ptr_segment((*page).page_start());
             assert_eq!((*segment).owner.load(Ordering::Relaxed), (*h).owner);
             (*segment).check();
         }

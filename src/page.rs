@@ -183,7 +183,6 @@ pub(crate) struct Page {
     pub free: *mut Block,
     pub local_free: *mut Block,
     pub block_size: usize,
-    pub page_start: *mut u8,
     pub used: BlockCount,
     pub capacity: BlockCount,
     pub reserved: BlockCount,
@@ -236,6 +235,7 @@ impl Page {
         partial_commit: 0,
         local_free: ptr::null_mut(),
         block_size: 0,
+        #[cfg(not(feature = "small"))]
         page_start: ptr::null_mut(),
         capacity: 0,
         reserved: 0,
@@ -256,6 +256,14 @@ impl Page {
         #[cfg(feature = "secure")]
         area: 0,
     };
+
+    /// Address of the first block. (Small geometry: defined in `segment.rs`, from the
+    /// segment's layout: its entries do not store it.)
+    #[cfg(not(feature = "small"))]
+    #[inline(always)]
+    pub(crate) fn page_start(&self) -> *mut u8 {
+        self.page_start
+    }
 
     /// While `!is_committed`: bytes from `page_start` committed so far (0 in the small
     /// geometry, which commits pages whole).
@@ -358,7 +366,7 @@ impl Page {
     /// allocation).
     #[inline]
     pub(crate) fn block_of(&self, p: *mut u8) -> *mut Block {
-        let diff = p as usize - self.page_start as usize;
+        let diff = p as usize - self.page_start() as usize;
         let adjust = diff % self.block_size;
         p.wrapping_sub(adjust) as *mut Block
     }
@@ -547,7 +555,7 @@ impl Page {
         debug_assert!(self.capacity < self.reserved);
         let bsize = self.block_size;
         let extend = self.extend_count();
-        let start = self.page_start.wrapping_add(self.capacity as usize * bsize);
+        let start = self.page_start().wrapping_add(self.capacity as usize * bsize);
         #[cfg(not(feature = "secure"))]
         // SAFETY: blocks `capacity .. capacity + extend` lie inside the committed page,
         // are unused (never handed out since the page was initialised), and each is at
@@ -855,7 +863,7 @@ impl Page {
     /// `page_start`).
     #[inline]
     pub(crate) fn blocks_contain(&self, p: *const u8) -> bool {
-        let start = self.page_start as usize;
+        let start = self.page_start() as usize;
         let end = start + self.capacity as usize * self.block_size;
         (p as usize) >= start && (p as usize) < end
     }
@@ -864,6 +872,7 @@ impl Page {
     /// commit state); its memory no longer reads as zero.
     pub(crate) fn reset(&mut self) {
         *self = Page {
+            #[cfg(not(feature = "small"))]
             page_start: self.page_start,
             segment_idx: self.segment_idx,
             is_committed: self.is_committed,
@@ -883,17 +892,17 @@ impl Page {
         }
         assert!(self.segment_in_use, "page in a queue but not in use");
         assert!(self.used <= self.capacity && self.capacity <= self.reserved);
-        let end = self.page_start as usize + self.capacity as usize * self.block_size;
+        let end = self.page_start() as usize + self.capacity as usize * self.block_size;
         let mut n: BlockCount = 0;
         for list in [self.free, self.local_free] {
             let mut b = list;
             while !b.is_null() {
                 let a = b as usize;
                 assert!(
-                    a >= self.page_start as usize && a < end,
+                    a >= self.page_start() as usize && a < end,
                     "free list block {a:#x} outside the page"
                 );
-                assert_eq!((a - self.page_start as usize) % self.block_size, 0);
+                assert_eq!((a - self.page_start() as usize) % self.block_size, 0);
                 n += 1;
                 assert!(n <= self.capacity, "free list cycle");
                 // SAFETY: the lists hold blocks of this page, owned by the caller.

@@ -300,6 +300,34 @@ pub(crate) unsafe fn checked_page_in(
     Ok(page)
 }
 
+/// Small geometry: a page entry does not store where its blocks start (4 bytes of every
+/// slice's entry); the layout of its segment, whose header holds the entry, gives it.
+#[cfg(feature = "small")]
+impl Page {
+    /// Address of the first block: `Segment::page_area(segment_idx).0`, read through the
+    /// raw header pointer (no `&Segment` is made: the caller may hold `&mut` to the entry).
+    #[inline]
+    pub(crate) fn page_start(&self) -> *mut u8 {
+        let segment = ptr_segment(self as *const Page as *const u8);
+        let base = segment as usize;
+        // SAFETY: a page entry (other than the `Page::EMPTY` sentinel, whose blocks are never
+        // asked for) lies in the live header of its segment, which `ptr_segment` finds from
+        // any address inside it; these fields are written when the header is and not
+        // changed while the entry is in use; the reads make no reference.
+        let (kind, page_shift, info_size) =
+            unsafe { ((*segment).kind, (*segment).page_shift, (*segment).info_size) };
+        let idx = self.segment_idx as usize;
+        if matches!(kind, SegmentKind::Small | SegmentKind::Medium)
+            && idx != info_size >> page_shift
+        {
+            (base + (idx << page_shift)) as *mut u8
+        } else {
+            // the page in which the header ends, and the one page of a large or huge segment
+            (base + info_size) as *mut u8
+        }
+    }
+}
+
 impl Segment {
     /// Marks the header as a segment's at its (new) address.
     pub(crate) fn set_cookie(&mut self) {

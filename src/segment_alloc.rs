@@ -248,6 +248,7 @@ fn segment_alloc_sized(
     for i in 0..capacity {
         // SAFETY: the header was written just above; `i < capacity`, the number of pages
         // it was sized for. The temporary `&Segment` ends before the page is written.
+        #[cfg_attr(feature = "small", allow(unused_variables))] // (computed: `Page::page_start`)
         let (start, page) = unsafe { ((*segment).page_area(i).0, (*segment).page(i)) };
         // SAFETY: the page metadata lies in the committed header, ours alone (not published
         // yet), at a `Page`-aligned place (the `pages` array).
@@ -256,6 +257,7 @@ fn segment_alloc_sized(
                 page,
                 Page {
                     segment_idx: i as u8,
+                    #[cfg(not(feature = "small"))]
                     page_start: start,
                     is_committed: commit_all || region.committed,
                     is_zero_init: zeroed,
@@ -487,7 +489,7 @@ pub(crate) unsafe fn page_size(page: *const Page) -> usize {
     let pg = unsafe { &*page };
     // SAFETY: `page_start` lies in the page's segment, past its start, so `ptr_segment`
     // gives that live segment, whose header is readable.
-    let seg = unsafe { &*ptr_segment(pg.page_start) };
+    let seg = unsafe { &*ptr_segment(pg.page_start()) };
     #[cfg(feature = "small")]
     if seg.kind == SegmentKind::Small {
         return span_area(
@@ -513,7 +515,7 @@ pub(crate) unsafe fn page_commit(page: *mut Page, bytes: usize) -> bool {
         if p.is_committed {
             return true;
         }
-        (p.page_start, p.segment_idx as usize, p.partial_commit())
+        (p.page_start(), p.segment_idx as usize, p.partial_commit())
     };
     // SAFETY: `page_start` lies in the page's segment, live and the calling thread's (the
     // `# Safety` contract), so no other thread writes its header; no other reference into
@@ -579,7 +581,7 @@ pub(crate) unsafe fn page_free_in(ctx: Option<&mut SegmentsTld>, page: *mut Page
     // thread touches it (all its blocks are free, so no remote free is under way). The
     // reference ends before the header is borrowed.
     let pg = unsafe { &mut *page };
-    let segment = ptr_segment(pg.page_start);
+    let segment = ptr_segment(pg.page_start());
     // SAFETY: the segment is live; `os` was set at creation from the owner's `&'static Os`,
     // and `kind` is fixed at creation (neither lies in the page metadata).
     let (os, kind): (&'static Os, _) = unsafe { (&*(*segment).os, (*segment).kind) };
@@ -719,7 +721,7 @@ pub(crate) unsafe fn huge_remap(
 ) -> *mut Page {
     // SAFETY: `page` is the page of a live segment (the `# Safety` contract); `page_start`
     // is fixed while the segment stays where it is.
-    let segment = ptr_segment(unsafe { (*page).page_start });
+    let segment = ptr_segment(unsafe { (*page).page_start() });
     // SAFETY: the segment is live and the calling thread's (the `# Safety` contract), so no
     // other thread writes its header; this shared reference ends before it is unlinked.
     let seg = unsafe { &*segment };
@@ -786,13 +788,17 @@ pub(crate) unsafe fn huge_remap(
     seg.segment_size = new_seg_size;
     // SAFETY: a huge segment has one page: `0 < capacity`.
     let page = unsafe { seg.page(0) };
+    #[cfg_attr(feature = "small", allow(unused_variables))] // (computed: `Page::page_start`)
     let (start, psize) = seg.page_area(0);
     // SAFETY: the page metadata lies in the moved header; the page is in no queue and its
     // block is the caller's (the `# Safety` contract), so nothing else refers to it; `seg`
     // is no longer used.
     let pg = unsafe { &mut *page };
     let old_bsize = pg.block_size;
-    pg.page_start = start;
+    #[cfg(not(feature = "small"))]
+    {
+        pg.page_start = start;
+    }
     pg.block_size = psize;
     let delta = psize as i64 - old_bsize as i64;
     os.stats.huge.add(delta);
@@ -1008,7 +1014,6 @@ unsafe fn span_claim(
     }
     // SAFETY: as above.
     let head = unsafe { &mut *seg.page(idx) };
-    head.page_start = seg.page_area(idx).0;
     head.is_zero_init = head_zero;
     head.segment_in_use = true;
     seg.slices_used |= crate::segment::slice_mask(idx, idx + k);
