@@ -200,6 +200,11 @@ unsafe fn small_next_page(heap: *mut RawHeap, page: *mut Page, size: usize) -> *
     // SAFETY: the heap is the caller's, and so are the pages of its queues; the empty page
     // (the entry of a class without pages) has no successor and is only read.
     unsafe {
+        if (*page).capacity < (*page).reserved {
+            // not run out: its free list grows (`MAX_EXTEND_SIZE` at a time) on the
+            // generic path
+            return ptr::null_mut();
+        }
         let next = (*page).links.next;
         if next.is_null() || !((*next).immediate_available() || (*next).take_local_free()) {
             return ptr::null_mut();

@@ -90,8 +90,14 @@ pub(crate) const FLAG_HAS_ALIGNED: u8 = 2;
 #[cfg(feature = "small")]
 pub(crate) const RETIRE_RECYCLED: u8 = 0x80;
 
-/// Free lists grow lazily, at most this many bytes of blocks at a time.
-const MAX_EXTEND_SIZE: usize = 4 * 1024;
+/// Free lists grow lazily, at most this many bytes of blocks at a time. (Small geometry:
+/// 256, so that the call that takes a fresh page links at most 32 blocks, where a whole
+/// page of 8-byte blocks is 64 or 128: a bound on the worst single call.)
+const MAX_EXTEND_SIZE: usize = if cfg!(feature = "small") {
+    256
+} else {
+    4 * 1024
+};
 const MIN_EXTEND: usize = 4;
 
 /// Page metadata. It lives in the segment header, not in the page's memory.
@@ -555,7 +561,9 @@ impl Page {
         debug_assert!(self.capacity < self.reserved);
         let bsize = self.block_size;
         let extend = self.extend_count();
-        let start = self.page_start().wrapping_add(self.capacity as usize * bsize);
+        let start = self
+            .page_start()
+            .wrapping_add(self.capacity as usize * bsize);
         #[cfg(not(feature = "secure"))]
         // SAFETY: blocks `capacity .. capacity + extend` lie inside the committed page,
         // are unused (never handed out since the page was initialised), and each is at

@@ -891,15 +891,36 @@ fn span_find(seg: &Segment, k: usize, block_size: usize) -> Option<usize> {
     if k > seg.capacity {
         return None;
     }
-    // (A run shortened by the header must keep 3/4 of its length or hold a few blocks: a
-    // page of a block or two in a scrap of a slice would cost its class another page soon.)
-    (seg.first_page..=seg.capacity - k).find(|&i| {
+    // The starts of runs of `k` free slices, as bits (in 32 bits: a segment has at most
+    // 32 slices): a start is free and so are the `k - 1` slices after it, so the free bits
+    // ANDed with themselves shifted down by 1 ..k. Bits past `capacity` are not free, so no
+    // run leaves the segment. Then the lowest start whose page holds a block, in address
+    // order (first fit), at a few instructions per run instead of per slice.
+    let free = (!seg.slices_used & crate::segment::slice_mask(seg.first_page, seg.capacity)) as u32;
+    let mut starts = free;
+    for j in 1..k {
+        starts &= free >> j;
+    }
+    while starts != 0 {
+        let i = starts.trailing_zeros() as usize;
+        // (A run shortened by the header must keep 3/4 of its length or hold a few blocks:
+        // a page of a block or two in a scrap of a slice would cost its class another page
+        // soon.)
         let area = span_area(seg, i, k);
-        seg.slices_used & crate::segment::slice_mask(i, i + k) == 0
-            && area >= block_size
-            && (area * 4 >= k * SMALL_PAGE_SIZE * 3 || area >= 4 * block_size)
-    })
+        if area >= block_size && (area * 4 >= k * SMALL_PAGE_SIZE * 3 || area >= 4 * block_size) {
+            debug_assert_eq!(seg.slices_used & crate::segment::slice_mask(i, i + k), 0);
+            return Some(i);
+        }
+        starts &= starts - 1;
+    }
+    None
 }
+
+#[cfg(feature = "small")]
+const _: () = assert!(
+    SMALL_PAGES_PER_SEGMENT <= 32,
+    "span_find keeps a segment's slices in 32 bits"
+);
 
 /// Claims a page of slices for blocks of `block_size` (small geometry): first fit over the
 /// owner's segments with free slices, else in a new segment. Null when out of memory.
