@@ -41,7 +41,7 @@ unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
             page.check_scrubbed(block);
         }
         if zero {
-            if page.free_is_zero {
+            if page.free_is_zero() {
                 (*block).next = ptr::null_mut();
             } else {
                 ptr::write_bytes(block as *mut u8, 0, size);

@@ -439,6 +439,7 @@ pub(crate) fn for_each_page(heap: OwnedHeap, mut f: impl FnMut(*mut Page, usize)
 /// Bytes of `allocated` changes a thread gathers before it adds them to the domain's
 /// shared counters (so that the allocation slow path of several threads does not fight
 /// over one cache line of atomics).
+#[cfg(not(feature = "embedded"))]
 const STATS_BATCH: i64 = 256 << 10;
 
 /// Brings the thread's pending `allocated` count up to date with the page's `used`.
@@ -447,18 +448,24 @@ const STATS_BATCH: i64 = 256 << 10;
 /// The caller owns `page`; `tld` is its thread's data.
 #[inline]
 pub(crate) unsafe fn page_sync_stats(page: *mut Page, tld: &mut Tld) {
-    // SAFETY: the caller owns the page, so nothing else writes it.
-    let p = unsafe { &mut *page };
-    if p.used != p.stat_used {
-        let delta = (p.used as i64 - p.stat_used as i64) * p.block_size as i64;
-        p.stat_used = p.used;
-        if delta > 0 {
-            tld.stat_allocated += delta;
-        } else {
-            tld.stat_freed -= delta;
-        }
-        if tld.stat_allocated + tld.stat_freed >= STATS_BATCH {
-            tld.flush_stats();
+    // (`embedded`: the pages keep no `stat_used`, see `Page::stat_used`)
+    #[cfg(feature = "embedded")]
+    let _ = (page, tld);
+    #[cfg(not(feature = "embedded"))]
+    {
+        // SAFETY: the caller owns the page, so nothing else writes it.
+        let p = unsafe { &mut *page };
+        if p.used != p.stat_used {
+            let delta = (p.used as i64 - p.stat_used as i64) * p.block_size as i64;
+            p.stat_used = p.used;
+            if delta > 0 {
+                tld.stat_allocated += delta;
+            } else {
+                tld.stat_freed -= delta;
+            }
+            if tld.stat_allocated + tld.stat_freed >= STATS_BATCH {
+                tld.flush_stats();
+            }
         }
     }
 }

@@ -192,12 +192,13 @@ pub(crate) struct Page {
     pub used: BlockCount,
     pub capacity: BlockCount,
     pub reserved: BlockCount,
+    #[cfg(not(feature = "embedded"))]
     pub stat_used: BlockCount,
     pub flags: u8,
+    #[cfg(not(feature = "embedded"))]
     pub free_is_zero: bool,
     pub is_committed: bool,
     pub is_zero_init: bool,
-    pub segment_idx: u8,
     pub segment_in_use: bool,
     pub retire_expire: u8,
     pub span_offset: u8,
@@ -234,6 +235,7 @@ impl Page {
         free: ptr::null_mut(),
         used: 0,
         flags: 0,
+        #[cfg(not(feature = "embedded"))]
         free_is_zero: false,
         is_committed: false,
         is_zero_init: false,
@@ -245,7 +247,9 @@ impl Page {
         page_start: ptr::null_mut(),
         capacity: 0,
         reserved: 0,
+        #[cfg(not(feature = "embedded"))]
         stat_used: 0,
+        #[cfg(not(feature = "small"))]
         segment_idx: 0,
         segment_in_use: false,
         retire_expire: 0,
@@ -269,6 +273,47 @@ impl Page {
     #[inline(always)]
     pub(crate) fn page_start(&self) -> *mut u8 {
         self.page_start
+    }
+
+    /// Every block in `free` reads as zero apart from its `next` word. (`embedded`: never
+    /// known, so never true: its memory is the firmware's RAM, which its source never
+    /// reports zeroed; a zeroed allocation then writes the zeros.)
+    #[inline(always)]
+    pub(crate) fn free_is_zero(&self) -> bool {
+        #[cfg(not(feature = "embedded"))]
+        return self.free_is_zero;
+        #[cfg(feature = "embedded")]
+        false
+    }
+
+    /// Sets [`Page::free_is_zero`] (`embedded`: not kept; false is always safe).
+    #[inline(always)]
+    pub(crate) fn set_free_is_zero(&mut self, zero: bool) {
+        #[cfg(not(feature = "embedded"))]
+        {
+            self.free_is_zero = zero;
+        }
+        #[cfg(feature = "embedded")]
+        let _ = zero;
+    }
+
+    /// `used` as of the last statistics synchronisation. (`embedded`: not kept, always 0:
+    /// no one can read the embedded heap's statistics, and `Heap::used` counts live blocks
+    /// from `used` itself.)
+    #[inline(always)]
+    pub(crate) fn stat_used(&self) -> BlockCount {
+        #[cfg(not(feature = "embedded"))]
+        return self.stat_used;
+        #[cfg(feature = "embedded")]
+        0
+    }
+
+    /// Index of this page in its segment. (Small geometry: defined in `segment.rs`, from
+    /// the entry's address.)
+    #[cfg(not(feature = "small"))]
+    #[inline(always)]
+    pub(crate) fn segment_idx(&self) -> usize {
+        self.segment_idx as usize
     }
 
     /// While `!is_committed`: bytes from `page_start` committed so far (0 in the small
@@ -526,12 +571,15 @@ impl Page {
         self.reserved = reserved as BlockCount;
         self.capacity = 0;
         self.used = 0;
-        self.stat_used = 0;
+        #[cfg(not(feature = "embedded"))]
+        {
+            self.stat_used = 0;
+        }
         self.flags = 0;
         self.retire_expire = 0;
         self.free = ptr::null_mut();
         self.local_free = ptr::null_mut();
-        self.free_is_zero = false;
+        self.set_free_is_zero(false);
         self.links = Links::new();
         #[cfg(feature = "secure")]
         {
@@ -587,7 +635,7 @@ impl Page {
             self.free = self.extend_free_shuffled(start, extend);
         }
         // fresh blocks of zeroed memory read as zero but for the `next` word
-        self.free_is_zero = self.is_zero_init;
+        self.set_free_is_zero(self.is_zero_init);
         self.capacity += extend as BlockCount;
     }
 
@@ -706,7 +754,7 @@ impl Page {
         }
         self.free = self.local_free;
         self.local_free = ptr::null_mut();
-        self.free_is_zero = false;
+        self.set_free_is_zero(false);
         true
     }
 
@@ -738,7 +786,7 @@ impl Page {
             }
             self.free = self.local_free;
             self.local_free = ptr::null_mut();
-            self.free_is_zero = false;
+            self.set_free_is_zero(false);
         }
     }
 
@@ -882,6 +930,7 @@ impl Page {
         *self = Page {
             #[cfg(not(feature = "small"))]
             page_start: self.page_start,
+            #[cfg(not(feature = "small"))]
             segment_idx: self.segment_idx,
             is_committed: self.is_committed,
             #[cfg(not(feature = "small"))]

@@ -301,9 +301,18 @@ pub(crate) unsafe fn checked_page_in(
 }
 
 /// Small geometry: a page entry does not store where its blocks start (4 bytes of every
-/// slice's entry); the layout of its segment, whose header holds the entry, gives it.
+/// slice's entry) nor its index; the layout of its segment, whose header holds the entry,
+/// gives them.
 #[cfg(feature = "small")]
 impl Page {
+    /// Index of this page (its entry) in its segment: from the entry's address.
+    #[inline]
+    pub(crate) fn segment_idx(&self) -> usize {
+        let segment = ptr_segment(self as *const Page as *const u8) as usize;
+        let first = segment + core::mem::offset_of!(Segment, pages);
+        (self as *const Page as usize - first) / core::mem::size_of::<Page>()
+    }
+
     /// Address of the first block: `Segment::page_area(segment_idx).0`, read through the
     /// raw header pointer (no `&Segment` is made: the caller may hold `&mut` to the entry).
     #[inline]
@@ -316,7 +325,7 @@ impl Page {
         // changed while the entry is in use; the reads make no reference.
         let (kind, page_shift, info_size) =
             unsafe { ((*segment).kind, (*segment).page_shift, (*segment).info_size) };
-        let idx = self.segment_idx as usize;
+        let idx = self.segment_idx();
         if matches!(kind, SegmentKind::Small | SegmentKind::Medium)
             && idx != info_size >> page_shift
         {

@@ -256,6 +256,7 @@ fn segment_alloc_sized(
             ptr::write(
                 page,
                 Page {
+                    #[cfg(not(feature = "small"))]
                     segment_idx: i as u8,
                     #[cfg(not(feature = "small"))]
                     page_start: start,
@@ -492,13 +493,9 @@ pub(crate) unsafe fn page_size(page: *const Page) -> usize {
     let seg = unsafe { &*ptr_segment(pg.page_start()) };
     #[cfg(feature = "small")]
     if seg.kind == SegmentKind::Small {
-        return span_area(
-            seg,
-            pg.segment_idx as usize,
-            span_len(seg, pg.segment_idx as usize),
-        );
+        return span_area(seg, pg.segment_idx(), span_len(seg, pg.segment_idx()));
     }
-    seg.page_area(pg.segment_idx as usize).1
+    seg.page_area(pg.segment_idx()).1
 }
 
 /// Makes sure the first `bytes` of the page's memory are committed (pages committed
@@ -515,7 +512,7 @@ pub(crate) unsafe fn page_commit(page: *mut Page, bytes: usize) -> bool {
         if p.is_committed {
             return true;
         }
-        (p.page_start(), p.segment_idx as usize, p.partial_commit())
+        (p.page_start(), p.segment_idx(), p.partial_commit())
     };
     // SAFETY: `page_start` lies in the page's segment, live and the calling thread's (the
     // `# Safety` contract), so no other thread writes its header; no other reference into
@@ -596,12 +593,12 @@ pub(crate) unsafe fn page_free_in(ctx: Option<&mut SegmentsTld>, page: *mut Page
     os.stats.pages.sub(1);
     os.stats
         .allocated
-        .sub(pg.stat_used as i64 * pg.block_size as i64);
+        .sub(pg.stat_used() as i64 * pg.block_size as i64);
     if kind == SegmentKind::Huge {
         os.stats.huge.sub(pg.block_size as i64);
     }
     pg.reset();
-    let idx = pg.segment_idx as usize;
+    let idx = pg.segment_idx();
     let dirty = pg.is_committed || pg.partial_commit() > 0;
     // SAFETY: the segment is live and the calling thread's or popped by it, so no other
     // thread writes its header; `pg` is no longer used, so this is the only reference into it.
@@ -802,7 +799,7 @@ pub(crate) unsafe fn huge_remap(
     pg.block_size = psize;
     let delta = psize as i64 - old_bsize as i64;
     os.stats.huge.add(delta);
-    os.stats.allocated.add(delta * pg.stat_used as i64);
+    os.stats.allocated.add(delta * pg.stat_used() as i64);
     #[cfg(feature = "secure")]
     // SAFETY: the moved segment's guard pages (its new end) hold no data.
     unsafe {
