@@ -172,17 +172,20 @@ pub(crate) struct Page {
 }
 /// The small geometry's layout of the same fields (see the default one for their
 /// meaning): pointers and sizes first, then the counts as 16 bits (a page holds at most
-/// 6 KiB / 8 bytes of blocks), then the bytes: 48 bytes on 32-bit targets instead of 60,
+/// 6 KiB / 8 bytes of blocks), then the bytes: 44 bytes on 32-bit targets instead of 60,
 /// for an entry per 512-byte slice in every segment header. There is no `partial_commit`:
 /// pages are committed whole, slice by slice, when they are claimed (`span_claim`), so
-/// only whole pages are ever committed ([`Page::partial_commit`] reads 0). The fast-path
-/// fields (`free`, `used`, `flags`) stay within the first 32 bytes.
+/// only whole pages are ever committed ([`Page::partial_commit`] reads 0); no
+/// `page_start` and no `segment_idx`: the entry's place in its segment's header gives
+/// both (`Page::page_start`, `Page::segment_idx` in `segment.rs`). The fast-path fields
+/// (`free`, `used`, `flags`) stay within the first 32 bytes.
 ///
 /// With `embedded` (one heap, every free a local one inside a critical section) the entry
 /// has no remote-free list and no heap pointer: no thread ever frees into another's page
 /// (`thread_free` would stay empty), and all pages of a segment belong to the one heap of
 /// the segment's owner, which the segment header records once (`Segment::heap`, read by
-/// [`Page::heap`]): 40 bytes on 32-bit targets.
+/// [`Page::heap`]); nor `stat_used` or `free_is_zero` (see [`Page::stat_used`],
+/// [`Page::free_is_zero`]): 32 bytes on 32-bit targets.
 #[cfg(feature = "small")]
 #[repr(C)]
 pub(crate) struct Page {
