@@ -680,7 +680,7 @@ fn page_fresh(heap: OwnedHeap, block_size: usize, huge: Option<usize>) -> *mut P
 unsafe fn adopt_pages(heap: OwnedHeap, segment: *mut Segment) {
     // SAFETY: the segment was reclaimed by us (caller), so it and its pages are ours.
     let seg = unsafe { &*segment };
-    for i in 0..seg.capacity {
+    for i in seg.first_entry()..seg.capacity {
         // SAFETY: `i < capacity`; a reclaimed page in use has no heap and is in no queue,
         // and its remote frees use no delayed list, so we may give it to our heap.
         unsafe {

@@ -72,6 +72,8 @@ pub(crate) struct Segment {
     /// `SEGMENT_COOKIE ^ address`, to recognise a segment header.
     pub cookie: usize,
     pub kind: SegmentKind,
+    /// In the owner's free queue (see `free_links`). (Beside `kind`: one padded word for both.)
+    pub in_free_queue: bool,
     /// Number of pages, and how many are in use.
     pub capacity: usize,
     pub used: usize,
@@ -97,17 +99,17 @@ pub(crate) struct Segment {
     pub os: *const Os,
     /// Links in the owner's free queue (small/medium segments with free pages).
     pub free_links: Links<Segment>,
-    pub in_free_queue: bool,
     /// Links in the owner's list of all its segments.
     pub all_links: Links<Segment>,
     /// Link in the domain's abandoned list.
     pub abandoned_next: *mut Segment,
-    /// Pages waiting to be purged, and when (domain time).
-    pub purge_mask: u64,
+    /// When the pages of `purge_mask` are due to be purged (domain time).
     pub purge_expire: u64,
+    /// Pages waiting to be purged (after `purge_expire`: no padding before it on 32-bit).
+    pub purge_mask: SliceBits,
     /// Small geometry: the slices (512-byte pages) in use by pages; a page is a run of
     /// slices, its metadata in the entry of its first slice (see `Page::span_offset`).
-    pub slices_used: u64,
+    pub slices_used: SliceBits,
     /// The page of each `SMALL_PAGE_SIZE` slice of the segment's first `SEGMENT_SIZE`
     /// bytes (default geometry), so that [`Segment::page_of`] is one table load: entry `i`
     /// is the page that holds the bytes `i << SMALL_PAGE_SHIFT..` of the segment (page 0
@@ -147,12 +149,39 @@ unsafe impl Linked<AllSegments> for Segment {
     }
 }
 
+/// A bit per page (slice) of a segment: `Segment::purge_mask`, `Segment::slices_used`. 64
+/// bits (small geometry: 32, the 16 slices of a segment; 8 bytes less in every header).
+#[cfg(not(feature = "small"))]
+pub(crate) type SliceBits = u64;
+/// See the default geometry's documentation.
+#[cfg(feature = "small")]
+pub(crate) type SliceBits = u32;
+#[cfg(feature = "small")]
+const _: () = assert!(SMALL_PAGES_PER_SEGMENT <= SliceBits::BITS as usize);
+
 /// The bits of slices `from..to` (small geometry).
 #[cfg(feature = "small")]
 #[inline]
-pub(crate) const fn slice_mask(from: usize, to: usize) -> u64 {
-    let upto = if to >= 64 { u64::MAX } else { (1u64 << to) - 1 };
-    upto & !((1u64 << from) - 1)
+pub(crate) const fn slice_mask(from: usize, to: usize) -> SliceBits {
+    let upto = if to >= SliceBits::BITS as usize {
+        SliceBits::MAX
+    } else {
+        (1 << to) - 1
+    };
+    upto & !((1 << from) - 1)
+}
+
+/// Small geometry: the slices that a header of `header` bytes leaves no use of (as
+/// `segment_alloc_sized` computes `first_page`, with the 16-byte pages of fixed memory).
+#[cfg(feature = "small")]
+const fn covered(header: usize) -> usize {
+    let info = (header + MIN_OS_PAGE - 1) & !(MIN_OS_PAGE - 1);
+    let at = info / SMALL_PAGE_SIZE;
+    if (at + 1) * SMALL_PAGE_SIZE - info < 8 * WORD {
+        at + 1
+    } else {
+        at
+    }
 }
 
 /// Bytes of the header of a segment of `kind`: the segment struct and its pages' metadata
@@ -164,7 +193,18 @@ pub(crate) const fn header_size(kind: SegmentKind) -> usize {
         SegmentKind::Medium => MEDIUM_PAGES_PER_SEGMENT,
         SegmentKind::Large | SegmentKind::Huge => 1,
     };
-    core::mem::size_of::<Segment>() + (pages - 1) * core::mem::size_of::<Page>()
+    let full = core::mem::size_of::<Segment>() + (pages - 1) * core::mem::size_of::<Page>();
+    // Small geometry: without the entries of the slices that the header covers (as
+    // `segment_alloc_sized` lays it out; the sources of fixed memory have 16-byte pages).
+    #[cfg(feature = "small")]
+    if matches!(kind, SegmentKind::Small) {
+        let first = covered(full);
+        let shorter = full - first * core::mem::size_of::<Page>();
+        if covered(shorter) == first {
+            return shorter;
+        }
+    }
+    full
 }
 
 /// The segment of a block pointer.
@@ -283,7 +323,7 @@ pub(crate) unsafe fn checked_page_in(
     // SAFETY: the segment is live (caller).
     let seg = unsafe { &*segment };
     let idx = (p as usize - segment as usize) >> seg.page_shift;
-    if idx >= seg.capacity {
+    if idx >= seg.capacity || (cfg!(feature = "small") && idx < seg.first_page) {
         return Err(NotInBlocks::NotInAPage);
     }
     // SAFETY: `idx < capacity`, checked just above.
@@ -310,7 +350,10 @@ impl Page {
     pub(crate) fn segment_idx(&self) -> usize {
         let segment = ptr_segment(self as *const Page as *const u8) as usize;
         let first = segment + core::mem::offset_of!(Segment, pages);
-        (self as *const Page as usize - first) / core::mem::size_of::<Page>()
+        // SAFETY: an entry lies in the live header of its segment (see `page_start`), whose
+        // `first_page` is fixed while it lives; the read makes no reference.
+        let first_page = unsafe { (*(segment as *const Segment)).first_page };
+        (self as *const Page as usize - first) / core::mem::size_of::<Page>() + first_page
     }
 
     /// Address of the first block: `Segment::page_area(segment_idx).0`, read through the
@@ -432,7 +475,26 @@ impl Segment {
         // from its address (`ptr_segment`, the page source), which covers the whole header
         // (Miri checks this: scripts/miri.sh).
         let base = self as *const Segment as usize + core::mem::offset_of!(Segment, pages);
-        (base + idx * core::mem::size_of::<Page>()) as *mut Page
+        // Small geometry: the header has no entries for the slices before `first_page`,
+        // which it covers (see `first_entry`).
+        #[cfg(feature = "small")]
+        let idx = {
+            debug_assert!(idx >= self.first_page, "entry {idx} before the first page");
+            idx.wrapping_sub(self.first_page)
+        };
+        (base.wrapping_add(idx.wrapping_mul(core::mem::size_of::<Page>()))) as *mut Page
+    }
+
+    /// The first page that has an entry in the header: 0 (small geometry: `first_page`;
+    /// a segment header that covers whole slices stores no entries for them, 32 bytes a
+    /// slice on 32-bit targets).
+    #[inline(always)]
+    pub(crate) fn first_entry(&self) -> usize {
+        if cfg!(feature = "small") {
+            self.first_page
+        } else {
+            0
+        }
     }
 
     pub(crate) fn is_valid_cookie(&self) -> bool {
@@ -490,7 +552,7 @@ impl Segment {
         assert!(self.is_valid_cookie(), "segment cookie");
         assert!(self.used <= self.usable_pages());
         let mut used = 0;
-        for i in 0..self.capacity {
+        for i in self.first_entry()..self.capacity {
             // SAFETY: i < capacity; the caller owns the segment, so no one writes its pages.
             let page = unsafe { &*self.page(i) };
             if page.segment_in_use {

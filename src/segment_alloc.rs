@@ -80,7 +80,7 @@ fn segment_alloc_sized(
     } else {
         (1usize << page_shift) / 4
     };
-    let first_page = match kind {
+    let first_page_of = |info_size: usize| match kind {
         SegmentKind::Small | SegmentKind::Medium => {
             let psize = 1usize << page_shift;
             let header_page = info_size / psize;
@@ -92,6 +92,16 @@ fn segment_alloc_sized(
         }
         _ => 0,
     };
+    let first_page = first_page_of(info_size);
+    // Small geometry: no entries for the slices that the header covers (`Segment::page`):
+    // a header without them that still covers as many slices is the header.
+    #[cfg(feature = "small")]
+    if first_page > 0 {
+        let shorter = align_up(header - first_page * size_of::<Page>(), os_page) + guard;
+        if first_page_of(shorter) == first_page {
+            info_size = shorter;
+        }
+    }
     let mut front = 0;
     let mut region_align = SEGMENT_SIZE;
     let mut segment_size = if kind == SegmentKind::Small {
@@ -245,7 +255,9 @@ fn segment_alloc_sized(
         #[cfg(not(feature = "small"))]
         (*segment).fill_slice_pages();
     };
-    for i in 0..capacity {
+    // SAFETY: the header was written just above.
+    let first_entry = unsafe { (*segment).first_entry() };
+    for i in first_entry..capacity {
         // SAFETY: the header was written just above; `i < capacity`, the number of pages
         // it was sized for. The temporary `&Segment` ends before the page is written.
         #[cfg_attr(feature = "small", allow(unused_variables))] // (computed: `Page::page_start`)
@@ -422,7 +434,7 @@ unsafe fn page_claim(ctx: &mut SegmentsTld, segment: *mut Segment) -> *mut Page 
     // is the only reference into its header.
     let seg = unsafe { &mut *segment };
     seg.committed += newly_committed;
-    seg.purge_mask &= !(1u64 << idx);
+    seg.purge_mask &= !(1 << idx);
     seg.used += 1;
     if seg.used == seg.usable_pages() {
         // SAFETY: `segment` is a live segment of `ctx` (the `# Safety` contract); `seg` is
@@ -617,7 +629,7 @@ pub(crate) unsafe fn page_free_in(ctx: Option<&mut SegmentsTld>, page: *mut Page
     // schedule the purge of the page's memory
     let delay = os.purge_delay();
     if delay >= 0 && dirty {
-        seg.purge_mask |= 1u64 << idx;
+        seg.purge_mask |= 1 << idx;
         seg.purge_expire = os.now().saturating_add(delay as u64);
         if delay == 0 {
             // SAFETY: the segment is the calling thread's or popped by it; `seg` is no
