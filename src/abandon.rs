@@ -141,8 +141,8 @@ pub(crate) fn reclaim_one(ctx: &mut SegmentsTld, abandoned: &Abandoned) -> Recla
     unsafe { ctx.adopt(segment) };
     // SAFETY: the segment is live and now the calling thread's; `capacity` is fixed at its
     // creation.
-    let capacity = unsafe { (*segment).capacity };
-    for i in 0..capacity {
+    let (first, capacity) = unsafe { ((*segment).first_entry(), (*segment).capacity) };
+    for i in first..capacity {
         // SAFETY: `i < capacity`; the temporary `&Segment` ends at once.
         let page = unsafe { (*segment).page(i) };
         // SAFETY: the page metadata lies in the header of our live segment. Its pages in use
@@ -181,9 +181,9 @@ pub(crate) fn abandoned_collect(abandoned: &Abandoned) {
         };
         // SAFETY: popped, so live and the calling thread's alone; `capacity` is fixed at
         // the segment's creation.
-        let capacity = unsafe { (*segment).capacity };
+        let (first, capacity) = unsafe { ((*segment).first_entry(), (*segment).capacity) };
         let mut freed = false;
-        for i in 0..capacity {
+        for i in first..capacity {
             // SAFETY: `i < capacity`; the temporary `&Segment` ends at once.
             let page = unsafe { (*segment).page(i) };
             // SAFETY: the page metadata lies in the header of the popped segment. Its pages

@@ -41,7 +41,7 @@ unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
             page.check_scrubbed(block);
         }
         if zero {
-            if page.free_is_zero {
+            if page.free_is_zero() {
                 (*block).next = ptr::null_mut();
             } else {
                 ptr::write_bytes(block as *mut u8, 0, size);
@@ -200,6 +200,11 @@ unsafe fn small_next_page(heap: *mut RawHeap, page: *mut Page, size: usize) -> *
     // SAFETY: the heap is the caller's, and so are the pages of its queues; the empty page
     // (the entry of a class without pages) has no successor and is only read.
     unsafe {
+        if (*page).capacity < (*page).reserved {
+            // not run out: its free list grows (`MAX_EXTEND_SIZE` at a time) on the
+            // generic path
+            return ptr::null_mut();
+        }
         let next = (*page).links.next;
         if next.is_null() || !((*next).immediate_available() || (*next).take_local_free()) {
             return ptr::null_mut();
@@ -274,6 +279,7 @@ pub(crate) unsafe fn malloc_small_try(heap: *mut RawHeap, size: usize) -> *mut u
 /// # Safety
 /// `heap` is the calling context's heap (or the empty heap).
 #[inline(always)]
+#[cfg_attr(feature = "embedded", allow(dead_code))] // used by global/percpu.rs
 unsafe fn fast_page(heap: *mut RawHeap, psize: usize) -> *mut Page {
     // SAFETY: the heap is the caller's (or the never-written empty heap, whose direct
     // entries are the empty page and whose queues are empty); reading its table and the
@@ -302,6 +308,7 @@ unsafe fn fast_page(heap: *mut RawHeap, psize: usize) -> *mut Page {
 /// # Safety
 /// `heap` is the calling context's heap (or the empty heap); `align` is a power of two.
 #[inline]
+#[cfg_attr(feature = "embedded", allow(dead_code))] // used by global/percpu.rs
 pub(crate) unsafe fn malloc_local(heap: *mut RawHeap, size: usize, align: usize) -> *mut u8 {
     let psize = padded(size);
     // SAFETY: the heap is the caller's (or the never-written empty heap); its direct-table
@@ -376,6 +383,7 @@ pub(crate) unsafe fn malloc_queue_try(heap: *mut RawHeap, size: usize, zero: boo
 /// # Safety
 /// As [`malloc_queue_try`]; `align` is a power of two.
 #[inline(always)]
+#[cfg_attr(feature = "embedded", allow(dead_code))] // used by global/percpu.rs
 pub(crate) unsafe fn malloc_try_aligned(heap: *mut RawHeap, size: usize, align: usize) -> *mut u8 {
     // SAFETY: as in `malloc_small_try` and `malloc_queue_try`: the direct-table entry or
     // the head of the queue is a live page of the caller's heap (or the empty page).
@@ -463,7 +471,7 @@ pub(crate) unsafe fn malloc_generic(
         }
         if cfg!(any(debug_assertions, feature = "debug-mode")) {
             (*page).check();
-            (*ptr_segment((*page).page_start)).check();
+            (*ptr_segment((*page).page_start())).check();
         }
         let p = page_pop(page, size, zero);
         page_sync_stats(page, &mut *heap.tld());
@@ -672,13 +680,13 @@ fn page_fresh(heap: OwnedHeap, block_size: usize, huge: Option<usize>) -> *mut P
 unsafe fn adopt_pages(heap: OwnedHeap, segment: *mut Segment) {
     // SAFETY: the segment was reclaimed by us (caller), so it and its pages are ours.
     let seg = unsafe { &*segment };
-    for i in 0..seg.capacity {
+    for i in seg.first_entry()..seg.capacity {
         // SAFETY: `i < capacity`; a reclaimed page in use has no heap and is in no queue,
         // and its remote frees use no delayed list, so we may give it to our heap.
         unsafe {
             let page = seg.page(i);
             if (*page).segment_in_use {
-                (*page).xheap.store(heap.as_ptr(), Ordering::Release);
+                (*page).set_heap(heap.as_ptr());
                 (*heap.as_ptr()).queue_push(page);
             }
         }
@@ -915,7 +923,7 @@ pub(crate) unsafe fn realloc(
             let page = (*segment).page_of(p);
             if (*segment).kind == SegmentKind::Huge
                 && (*segment).owner.load(Ordering::Relaxed) == owner
-                && (*page).page_start == p
+                && (*page).page_start() == p
                 && (*heap).is_initialized()
                 && (*page).heap() == heap
             {
@@ -929,8 +937,8 @@ pub(crate) unsafe fn realloc(
                 if !moved.is_null() {
                     #[cfg(feature = "debug-mode")]
                     // the block's end moved: its padding too (it holds `new_size` and it)
-                    crate::debug_mode::set_requested((*moved).page_start, new_size);
-                    return (*moved).page_start;
+                    crate::debug_mode::set_requested((*moved).page_start(), new_size);
+                    return (*moved).page_start();
                 }
             }
         }

@@ -2,7 +2,6 @@
 //! memory; forced collection purges at once and frees abandoned segments that emptied;
 //! abandoning collection detaches every page from the heap (its thread is done).
 
-use crate::sync::Ordering;
 use core::ptr;
 
 use crate::abandon::abandoned_collect;
@@ -55,7 +54,7 @@ pub(crate) fn heap_collect(heap: OwnedHeap, mode: Collect) {
             // SAFETY: the page is in our heap's queue `bin`; the heap's struct is ours.
             unsafe {
                 (*heap.as_ptr()).queue_remove(page, bin);
-                (*page).xheap.store(ptr::null_mut(), Ordering::Release);
+                (*page).set_heap(ptr::null_mut());
             }
         });
     }

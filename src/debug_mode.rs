@@ -192,7 +192,7 @@ fn usable_block(page: &Page) -> usize {
 /// Whether `page` is a huge page (a segment of its own), whose block is not filled.
 fn is_huge(page: &Page) -> bool {
     // SAFETY: the page is in use (callers), so its segment is live and its header readable.
-    unsafe { (*ptr_segment(page.page_start)).kind == SegmentKind::Huge }
+    unsafe { (*ptr_segment(page.page_start())).kind == SegmentKind::Huge }
 }
 
 /// Writes the padding of `block` (of `page`) for a requested end `end` bytes from the
@@ -319,7 +319,7 @@ pub(crate) unsafe fn on_free(p: *mut u8) -> bool {
     };
     // SAFETY: `checked_page` found a page in use whose handed-out blocks contain `p`.
     let page = unsafe { &*page };
-    let start = page.page_start as usize;
+    let start = page.page_start() as usize;
     let offset = (p as usize - start) % page.block_size;
     if offset != 0 && page.flags & FLAG_HAS_ALIGNED == 0 {
         report(ReportKind::InteriorFree, p as usize, usable_block(page));

@@ -118,6 +118,7 @@ impl Domain {
     }
 
     /// A cached thread-data block, if any.
+    #[cfg_attr(feature = "embedded", allow(dead_code))] // used by global/percpu.rs
     pub(crate) fn thread_block_take(&self) -> Option<NonNull<u8>> {
         let mut cache = self.thread_blocks.lock();
         let b = NonNull::new(cache.head)?;

@@ -109,7 +109,7 @@ fn heap_absorb(into: OwnedHeap, heap: OwnedHeap) {
         // SAFETY: both heaps are ours (tokens), and so is the page, in `heap`'s queue `bin`.
         unsafe {
             (*heap.as_ptr()).queue_remove(page, bin);
-            (*page).xheap.store(into.as_ptr(), Ordering::Release);
+            (*page).set_heap(into.as_ptr());
             (*page).retire_expire = 0; // `into`'s retired range does not cover it
                                        // A remote free may have read the old heap just before the store and be
                                        // pushing to its delayed list: wait until it is done, so that from here on
@@ -175,7 +175,7 @@ unsafe fn page_visit(
     let bsize = p.block_size;
     let cap = p.capacity as usize;
     let area = Area {
-        blocks: p.page_start,
+        blocks: p.page_start(),
         reserved: p.reserved as usize * bsize,
         committed: cap * bsize,
         used: p.used as usize,
@@ -197,14 +197,14 @@ unsafe fn page_visit(
     let mut free_map = [0u64; MAX_BLOCKS / 64];
     let mut b = p.free;
     while !b.is_null() {
-        let i = (b as usize - p.page_start as usize) / bsize;
+        let i = (b as usize - p.page_start() as usize) / bsize;
         free_map[i / 64] |= 1 << (i % 64);
         // SAFETY: `b` is a free block of the page (its `free` list holds only those).
         b = unsafe { p.next_of(b) };
     }
     for i in 0..cap {
         if free_map[i / 64] & (1 << (i % 64)) == 0
-            && !f(&area, p.page_start.wrapping_add(i * bsize))
+            && !f(&area, p.page_start().wrapping_add(i * bsize))
         {
             return false;
         }

@@ -157,7 +157,7 @@ unsafe fn free_in_page(p: *mut u8, segment: &Segment, page: *mut Page, owner: us
         unsafe {
             debug_assert!((*page).segment_in_use, "free into a page not in use");
             debug_assert!(
-                (p as usize - (*page).page_start as usize).is_multiple_of((*page).block_size),
+                (p as usize - (*page).page_start() as usize).is_multiple_of((*page).block_size),
                 "free of a pointer inside a block"
             );
             push_local(page, p);
@@ -260,6 +260,7 @@ pub(crate) unsafe fn free_single_owner_slow(p: *mut u8, owner: usize) {
 /// `p` is a live block (or an aligned pointer into one) of this allocator; `owner` is
 /// the calling context's owner token.
 #[inline(always)]
+#[cfg_attr(feature = "embedded", allow(dead_code))] // used by global/percpu.rs
 pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
     // secure mode: `free` checks every pointer; this shortcut would skip that
     if cfg!(feature = "secure") {
@@ -297,7 +298,7 @@ pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
             return true;
         }
         debug_assert!(
-            (p as usize - (*page).page_start as usize).is_multiple_of((*page).block_size),
+            (p as usize - (*page).page_start() as usize).is_multiple_of((*page).block_size),
             "free of a pointer inside a block"
         );
         #[cfg(not(any(feature = "secure", feature = "bench-unchecked")))]
@@ -373,6 +374,7 @@ pub(crate) unsafe fn free_block_local(page: *mut Page, block: *mut Block) {
 ///
 /// # Safety
 /// `block` is a live block of `page`, given up by the caller.
+#[cfg(not(feature = "embedded"))]
 unsafe fn free_block_mt(page: *mut Page, block: *mut Block) {
     // SAFETY: the page of a live block is live until the block is freed, and we only use
     // its atomic fields (any thread may).
@@ -402,6 +404,18 @@ unsafe fn free_block_mt(page: *mut Page, block: *mut Block) {
         // SAFETY: as above, the block is still ours to give.
         unsafe { free_block_mt(page, block) };
     }
+}
+
+/// `embedded`: the one heap owns every segment, so a free that does not come from the
+/// segment's owner is the free of a block of another `embedded::Heap` (or of no heap):
+/// reported as an invalid free, and the block is left alone (the entries have no
+/// remote-free list; see the small geometry's `Page`).
+///
+/// # Safety
+/// None beyond the caller's: nothing is read or written.
+#[cfg(feature = "embedded")]
+unsafe fn free_block_mt(_page: *mut Page, block: *mut Block) {
+    crate::secure::report(crate::secure::ErrorKind::InvalidFree, block as usize, None);
 }
 
 /// The owner frees the blocks that other threads freed into its full pages. Blocks whose
@@ -460,6 +474,7 @@ pub(crate) fn heap_delayed_free_partial(heap: OwnedHeap) {
 
 /// Fresh-page searches (of any size class) a retired page is kept before it is freed.
 #[inline(always)]
+#[cfg_attr(feature = "embedded", allow(dead_code))] // used by global/percpu.rs
 fn retire_cycles(block_size: usize) -> u8 {
     if block_size <= SMALL_OBJ_SIZE_MAX {
         16
@@ -665,7 +680,7 @@ pub(crate) fn check_block(p: *const u8, owner: usize) -> Result<(), BadFree> {
     // lists are read only when the calling thread owns the segment.
     unsafe {
         let pg = &*page;
-        let start = pg.page_start as usize;
+        let start = pg.page_start() as usize;
         let bsize = pg.block_size;
         let offset = (p as usize - start) % bsize;
         if offset != 0 && pg.flags & FLAG_HAS_ALIGNED == 0 {

@@ -70,7 +70,7 @@ pub(crate) fn double_free(p: *mut u8) {
 pub(crate) unsafe fn local_free_ok(page: *mut Page, p: *mut u8) -> bool {
     // SAFETY: the calling thread owns the page (caller): its fields and lists are ours.
     let pg = unsafe { &*page };
-    let off = (p as usize).wrapping_sub(pg.page_start as usize);
+    let off = (p as usize).wrapping_sub(pg.page_start() as usize);
     if off % pg.block_size != 0 && pg.flags & FLAG_HAS_ALIGNED == 0 {
         report(ErrorKind::InvalidFree, p as usize, None);
         return false;
@@ -91,7 +91,7 @@ pub(crate) unsafe fn local_free_ok(page: *mut Page, p: *mut u8) -> bool {
 /// # Safety
 /// The list is a free list of `page`, which the calling thread owns.
 pub(crate) unsafe fn in_list(page: &Page, mut head: *mut Block, b: *mut Block) -> bool {
-    let start = page.page_start as usize;
+    let start = page.page_start() as usize;
     for _ in 0..=page.capacity {
         if head.is_null()
             || !page.blocks_contain(head as *const u8)

@@ -308,6 +308,37 @@ pub(crate) const fn empty_heap() -> *mut RawHeap {
     addr_of!(EMPTY_HEAP.0) as *mut RawHeap
 }
 
+/// `embedded`: a page's heap is its segment's (see `Segment::heap`): one heap owns every
+/// segment, so the page entries do not record it.
+#[cfg(feature = "embedded")]
+impl Page {
+    /// The owning heap (null while the page's segment has no page in use by a heap).
+    #[inline(always)]
+    pub(crate) fn heap(&self) -> *mut RawHeap {
+        // SAFETY: a page entry (other than the `Page::EMPTY` sentinel, which is never asked
+        // for its heap: only pages of a heap's queues and pages of live blocks are) lies in
+        // the header of its segment, which `ptr_segment` finds from any address inside it;
+        // the header lives as long as the entry.
+        unsafe { (*ptr_segment(self as *const Page as *const u8)).heap as *mut RawHeap }
+    }
+
+    /// Gives the page to `heap` (null: to no heap), which all other pages of its segment
+    /// in use by a heap belong to as well (checked in debug builds).
+    #[inline(always)]
+    pub(crate) fn set_heap(&self, heap: *mut RawHeap) {
+        let segment = ptr_segment(self as *const Page as *const u8);
+        // SAFETY: as in `heap`; the caller owns the segment (it owns the page it gives to
+        // a heap: one owner, inside a critical section), so no one else writes the field.
+        unsafe {
+            debug_assert!(
+                heap.is_null() || (*segment).heap == 0 || (*segment).heap == heap as usize,
+                "embedded: pages of one segment in two heaps"
+            );
+            (*segment).heap = heap as usize;
+        }
+    }
+}
+
 impl RawHeap {
     /// Initialises a heap of the thread of `tld` and links it into the thread's heaps.
     ///
@@ -387,7 +418,7 @@ pub(crate) unsafe fn queue_bin_of(page: *mut Page) -> usize {
         return BIN_FULL;
     }
     // SAFETY: a live page lies in the header of its live segment, whose kind never changes.
-    let huge = unsafe { (*ptr_segment(page.page_start)).kind == SegmentKind::Huge };
+    let huge = unsafe { (*ptr_segment(page.page_start())).kind == SegmentKind::Huge };
     if huge {
         BIN_HUGE
     } else {
@@ -408,6 +439,7 @@ pub(crate) fn for_each_page(heap: OwnedHeap, mut f: impl FnMut(*mut Page, usize)
 /// Bytes of `allocated` changes a thread gathers before it adds them to the domain's
 /// shared counters (so that the allocation slow path of several threads does not fight
 /// over one cache line of atomics).
+#[cfg(not(feature = "embedded"))]
 const STATS_BATCH: i64 = 256 << 10;
 
 /// Brings the thread's pending `allocated` count up to date with the page's `used`.
@@ -416,18 +448,24 @@ const STATS_BATCH: i64 = 256 << 10;
 /// The caller owns `page`; `tld` is its thread's data.
 #[inline]
 pub(crate) unsafe fn page_sync_stats(page: *mut Page, tld: &mut Tld) {
-    // SAFETY: the caller owns the page, so nothing else writes it.
-    let p = unsafe { &mut *page };
-    if p.used != p.stat_used {
-        let delta = (p.used as i64 - p.stat_used as i64) * p.block_size as i64;
-        p.stat_used = p.used;
-        if delta > 0 {
-            tld.stat_allocated += delta;
-        } else {
-            tld.stat_freed -= delta;
-        }
-        if tld.stat_allocated + tld.stat_freed >= STATS_BATCH {
-            tld.flush_stats();
+    // (`embedded`: the pages keep no `stat_used`, see `Page::stat_used`)
+    #[cfg(feature = "embedded")]
+    let _ = (page, tld);
+    #[cfg(not(feature = "embedded"))]
+    {
+        // SAFETY: the caller owns the page, so nothing else writes it.
+        let p = unsafe { &mut *page };
+        if p.used != p.stat_used {
+            let delta = (p.used as i64 - p.stat_used as i64) * p.block_size as i64;
+            p.stat_used = p.used;
+            if delta > 0 {
+                tld.stat_allocated += delta;
+            } else {
+                tld.stat_freed -= delta;
+            }
+            if tld.stat_allocated + tld.stat_freed >= STATS_BATCH {
+                tld.flush_stats();
+            }
         }
     }
 }
@@ -447,7 +485,7 @@ pub(crate) fn heap_check(heap: OwnedHeap) {
             assert_eq!((*page).heap(), h, "page in a queue of another heap");
             assert_eq!(queue_bin_of(page), bin, "page in the wrong queue");
             (*page).check();
-            let segment = ptr_segment((*page).page_start);
+            let segment = ptr_segment((*page).page_start());
             assert_eq!((*segment).owner.load(Ordering::Relaxed), (*h).owner);
             (*segment).check();
         }

@@ -102,6 +102,7 @@ mod global;
 pub use domain::Domain;
 #[cfg(feature = "embedded")]
 pub use global::embedded;
+#[cfg(not(feature = "embedded"))]
 pub use global::percpu::{CpuLocal, PerCpuAlloc, SingleCpu};
 pub use os::{DEFAULT_PURGE_DELAY, DEFAULT_PURGE_DELAY_TICKS};
 pub use source::{PageSource, Region, SourceConfig, SourceError};

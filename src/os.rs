@@ -176,7 +176,7 @@ impl Os {
         self.source.config()
     }
 
-    /// The OS page size, at least `MIN_OS_PAGE` (4 KiB; 32 bytes in the small geometry).
+    /// The OS page size, at least `MIN_OS_PAGE` (4 KiB; 16 bytes in the small geometry).
     #[inline]
     pub(crate) fn page_size(&self) -> usize {
         self.config().page_size.max(crate::size_class::MIN_OS_PAGE)

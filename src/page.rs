@@ -6,6 +6,7 @@
 //! - `thread_free`: frees from other threads, pushed with one CAS. Its two low bits hold
 //!   the delayed-free state (see [`Delayed`]).
 
+#[cfg(not(feature = "embedded"))]
 use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 use core::ptr;
 
@@ -31,6 +32,7 @@ pub(crate) struct Block {
 /// and switches the page to `NoDelayedFree`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(usize)]
+#[cfg_attr(feature = "embedded", allow(dead_code))] // (no remote frees: see `Page`)
 pub(crate) enum Delayed {
     /// Next remote free goes to the owning heap's delayed list.
     UseDelayedFree = 0,
@@ -43,12 +45,15 @@ pub(crate) enum Delayed {
     NeverDelayedFree = 3,
 }
 
+#[cfg(not(feature = "embedded"))]
 const DELAYED_MASK: usize = 3;
 
+#[cfg(not(feature = "embedded"))]
 #[inline(always)]
 fn tf_block(tf: usize) -> *mut Block {
     (tf & !DELAYED_MASK) as *mut Block
 }
+#[cfg(not(feature = "embedded"))]
 #[inline(always)]
 fn tf_delayed(tf: usize) -> Delayed {
     match tf & DELAYED_MASK {
@@ -58,6 +63,7 @@ fn tf_delayed(tf: usize) -> Delayed {
         _ => Delayed::NeverDelayedFree,
     }
 }
+#[cfg(not(feature = "embedded"))]
 #[inline(always)]
 fn tf_make(block: *mut Block, d: Delayed) -> usize {
     block as usize | d as usize
@@ -84,8 +90,14 @@ pub(crate) const FLAG_HAS_ALIGNED: u8 = 2;
 #[cfg(feature = "small")]
 pub(crate) const RETIRE_RECYCLED: u8 = 0x80;
 
-/// Free lists grow lazily, at most this many bytes of blocks at a time.
-const MAX_EXTEND_SIZE: usize = 4 * 1024;
+/// Free lists grow lazily, at most this many bytes of blocks at a time. (Small geometry:
+/// 256, so that the call that takes a fresh page links at most 32 blocks, where a whole
+/// page of 8-byte blocks is 64 or 128: a bound on the worst single call.)
+const MAX_EXTEND_SIZE: usize = if cfg!(feature = "small") {
+    256
+} else {
+    4 * 1024
+};
 const MIN_EXTEND: usize = 4;
 
 /// Page metadata. It lives in the segment header, not in the page's memory.
@@ -160,30 +172,42 @@ pub(crate) struct Page {
 }
 /// The small geometry's layout of the same fields (see the default one for their
 /// meaning): pointers and sizes first, then the counts as 16 bits (a page holds at most
-/// 6 KiB / 8 bytes of blocks), then the bytes: 52 bytes on 32-bit targets instead of 60,
-/// for an entry per 512-byte slice in every segment header. The fast-path fields (`free`,
-/// `used`, `flags`) stay within the first 32 bytes.
+/// 6 KiB / 8 bytes of blocks), then the bytes: 44 bytes on 32-bit targets instead of 60,
+/// for an entry per 512-byte slice in every segment header. There is no `partial_commit`:
+/// pages are committed whole, slice by slice, when they are claimed (`span_claim`), so
+/// only whole pages are ever committed ([`Page::partial_commit`] reads 0); no
+/// `page_start` and no `segment_idx`: the entry's place in its segment's header gives
+/// both (`Page::page_start`, `Page::segment_idx` in `segment.rs`). The fast-path fields
+/// (`free`, `used`, `flags`) stay within the first 32 bytes.
+///
+/// With `embedded` (one heap, every free a local one inside a critical section) the entry
+/// has no remote-free list and no heap pointer: no thread ever frees into another's page
+/// (`thread_free` would stay empty), and all pages of a segment belong to the one heap of
+/// the segment's owner, which the segment header records once (`Segment::heap`, read by
+/// [`Page::heap`]); nor `stat_used` or `free_is_zero` (see [`Page::stat_used`],
+/// [`Page::free_is_zero`]): 32 bytes on 32-bit targets.
 #[cfg(feature = "small")]
 #[repr(C)]
 pub(crate) struct Page {
     pub free: *mut Block,
     pub local_free: *mut Block,
     pub block_size: usize,
-    pub page_start: *mut u8,
-    pub partial_commit: usize,
     pub used: BlockCount,
     pub capacity: BlockCount,
     pub reserved: BlockCount,
+    #[cfg(not(feature = "embedded"))]
     pub stat_used: BlockCount,
     pub flags: u8,
+    #[cfg(not(feature = "embedded"))]
     pub free_is_zero: bool,
     pub is_committed: bool,
     pub is_zero_init: bool,
-    pub segment_idx: u8,
     pub segment_in_use: bool,
     pub retire_expire: u8,
     pub span_offset: u8,
+    #[cfg(not(feature = "embedded"))]
     pub xthread_free: AtomicUsize,
+    #[cfg(not(feature = "embedded"))]
     pub xheap: AtomicPtr<RawHeap>,
     pub links: Links<Page>,
 }
@@ -214,21 +238,28 @@ impl Page {
         free: ptr::null_mut(),
         used: 0,
         flags: 0,
+        #[cfg(not(feature = "embedded"))]
         free_is_zero: false,
         is_committed: false,
         is_zero_init: false,
+        #[cfg(not(feature = "small"))]
         partial_commit: 0,
         local_free: ptr::null_mut(),
         block_size: 0,
+        #[cfg(not(feature = "small"))]
         page_start: ptr::null_mut(),
         capacity: 0,
         reserved: 0,
+        #[cfg(not(feature = "embedded"))]
         stat_used: 0,
+        #[cfg(not(feature = "small"))]
         segment_idx: 0,
         segment_in_use: false,
         retire_expire: 0,
         span_offset: 0,
+        #[cfg(not(feature = "embedded"))]
         xthread_free: AtomicUsize::new(Delayed::NoDelayedFree as usize),
+        #[cfg(not(feature = "embedded"))]
         xheap: AtomicPtr::new(ptr::null_mut()),
         links: Links::new(),
         #[cfg(feature = "secure")]
@@ -239,9 +270,90 @@ impl Page {
         area: 0,
     };
 
+    /// Address of the first block. (Small geometry: defined in `segment.rs`, from the
+    /// segment's layout: its entries do not store it.)
+    #[cfg(not(feature = "small"))]
+    #[inline(always)]
+    pub(crate) fn page_start(&self) -> *mut u8 {
+        self.page_start
+    }
+
+    /// Every block in `free` reads as zero apart from its `next` word. (`embedded`: never
+    /// known, so never true: its memory is the firmware's RAM, which its source never
+    /// reports zeroed; a zeroed allocation then writes the zeros.)
+    #[inline(always)]
+    pub(crate) fn free_is_zero(&self) -> bool {
+        #[cfg(not(feature = "embedded"))]
+        return self.free_is_zero;
+        #[cfg(feature = "embedded")]
+        false
+    }
+
+    /// Sets [`Page::free_is_zero`] (`embedded`: not kept; false is always safe).
+    #[inline(always)]
+    pub(crate) fn set_free_is_zero(&mut self, zero: bool) {
+        #[cfg(not(feature = "embedded"))]
+        {
+            self.free_is_zero = zero;
+        }
+        #[cfg(feature = "embedded")]
+        let _ = zero;
+    }
+
+    /// `used` as of the last statistics synchronisation. (`embedded`: not kept, always 0:
+    /// no one can read the embedded heap's statistics, and `Heap::used` counts live blocks
+    /// from `used` itself.)
+    #[inline(always)]
+    pub(crate) fn stat_used(&self) -> BlockCount {
+        #[cfg(not(feature = "embedded"))]
+        return self.stat_used;
+        #[cfg(feature = "embedded")]
+        0
+    }
+
+    /// Index of this page in its segment. (Small geometry: defined in `segment.rs`, from
+    /// the entry's address.)
+    #[cfg(not(feature = "small"))]
+    #[inline(always)]
+    pub(crate) fn segment_idx(&self) -> usize {
+        self.segment_idx as usize
+    }
+
+    /// While `!is_committed`: bytes from `page_start` committed so far (0 in the small
+    /// geometry, which commits pages whole).
+    #[inline(always)]
+    pub(crate) fn partial_commit(&self) -> usize {
+        #[cfg(not(feature = "small"))]
+        return self.partial_commit;
+        #[cfg(feature = "small")]
+        0
+    }
+
+    /// Sets [`Page::partial_commit`] (the small geometry has no partly committed pages:
+    /// only 0 may be set there).
+    #[inline(always)]
+    pub(crate) fn set_partial_commit(&mut self, bytes: usize) {
+        #[cfg(not(feature = "small"))]
+        {
+            self.partial_commit = bytes;
+        }
+        #[cfg(feature = "small")]
+        debug_assert_eq!(bytes, 0, "a partly committed page in the small geometry");
+    }
+
+    /// The owning heap (null when abandoned or unused). (`embedded`: defined in
+    /// `heap.rs`, from the segment header.)
+    #[cfg(not(feature = "embedded"))]
     #[inline(always)]
     pub(crate) fn heap(&self) -> *mut RawHeap {
         self.xheap.load(Ordering::Relaxed)
+    }
+
+    /// Gives the page to `heap` (null: to no heap). (`embedded`: defined in `heap.rs`.)
+    #[cfg(not(feature = "embedded"))]
+    #[inline(always)]
+    pub(crate) fn set_heap(&self, heap: *mut RawHeap) {
+        self.xheap.store(heap, Ordering::Release);
     }
 
     #[inline(always)]
@@ -308,7 +420,7 @@ impl Page {
     /// allocation).
     #[inline]
     pub(crate) fn block_of(&self, p: *mut u8) -> *mut Block {
-        let diff = p as usize - self.page_start as usize;
+        let diff = p as usize - self.page_start() as usize;
         let adjust = diff % self.block_size;
         p.wrapping_sub(adjust) as *mut Block
     }
@@ -462,12 +574,15 @@ impl Page {
         self.reserved = reserved as BlockCount;
         self.capacity = 0;
         self.used = 0;
-        self.stat_used = 0;
+        #[cfg(not(feature = "embedded"))]
+        {
+            self.stat_used = 0;
+        }
         self.flags = 0;
         self.retire_expire = 0;
         self.free = ptr::null_mut();
         self.local_free = ptr::null_mut();
-        self.free_is_zero = false;
+        self.set_free_is_zero(false);
         self.links = Links::new();
         #[cfg(feature = "secure")]
         {
@@ -475,9 +590,10 @@ impl Page {
             self.div = Divisor::new(block_size);
             self.area = reserved * block_size;
         }
+        #[cfg(not(feature = "embedded"))]
         self.xthread_free
             .store(Delayed::NoDelayedFree as usize, Ordering::Release);
-        self.xheap.store(heap, Ordering::Release);
+        self.set_heap(heap);
     }
 
     /// How many blocks the next `extend_free` adds.
@@ -496,7 +612,9 @@ impl Page {
         debug_assert!(self.capacity < self.reserved);
         let bsize = self.block_size;
         let extend = self.extend_count();
-        let start = self.page_start.wrapping_add(self.capacity as usize * bsize);
+        let start = self
+            .page_start()
+            .wrapping_add(self.capacity as usize * bsize);
         #[cfg(not(feature = "secure"))]
         // SAFETY: blocks `capacity .. capacity + extend` lie inside the committed page,
         // are unused (never handed out since the page was initialised), and each is at
@@ -520,7 +638,7 @@ impl Page {
             self.free = self.extend_free_shuffled(start, extend);
         }
         // fresh blocks of zeroed memory read as zero but for the `next` word
-        self.free_is_zero = self.is_zero_init;
+        self.set_free_is_zero(self.is_zero_init);
         self.capacity += extend as BlockCount;
     }
 
@@ -573,6 +691,7 @@ impl Page {
     ///
     /// # Safety
     /// Called by the page's owner (or by a thread that owns the page's abandoned segment).
+    #[cfg(not(feature = "embedded"))]
     unsafe fn thread_free_collect(&mut self) {
         let mut tf = self.xthread_free.load(Ordering::Relaxed);
         loop {
@@ -638,7 +757,7 @@ impl Page {
         }
         self.free = self.local_free;
         self.local_free = ptr::null_mut();
-        self.free_is_zero = false;
+        self.set_free_is_zero(false);
         true
     }
 
@@ -670,12 +789,13 @@ impl Page {
             }
             self.free = self.local_free;
             self.local_free = ptr::null_mut();
-            self.free_is_zero = false;
+            self.set_free_is_zero(false);
         }
     }
 
     /// Sets the delayed-free state, waiting while a remote thread is in `DelayedFreeing`.
     /// `NeverDelayedFree` is only overridden with `override_never`.
+    #[cfg(not(feature = "embedded"))]
     pub(crate) fn use_delayed_free(&self, delay: Delayed, override_never: bool) {
         let mut tf = self.xthread_free.load(Ordering::Acquire);
         loop {
@@ -703,6 +823,7 @@ impl Page {
     }
 
     /// Whether a remote free is between choosing the delayed list and finishing with it.
+    #[cfg(not(feature = "embedded"))]
     pub(crate) fn is_delayed_freeing(&self) -> bool {
         tf_delayed(self.xthread_free.load(Ordering::Acquire)) == Delayed::DelayedFreeing
     }
@@ -715,6 +836,7 @@ impl Page {
     /// # Safety
     /// `block` is a live block of this page, given up by the caller.
     #[inline]
+    #[cfg(not(feature = "embedded"))]
     pub(crate) unsafe fn thread_free_push(&self, block: *mut Block) -> bool {
         let mut tf = self.xthread_free.load(Ordering::Relaxed);
         loop {
@@ -740,6 +862,7 @@ impl Page {
 
     /// Ends the `DelayedFreeing` state that a `thread_free_push` returning false began:
     /// remote frees go to `thread_free` again.
+    #[cfg(not(feature = "embedded"))]
     pub(crate) fn delayed_freeing_done(&self) {
         // nobody else changes the state while we are `DelayedFreeing`
         let mut tf = self.xthread_free.load(Ordering::Relaxed);
@@ -761,8 +884,37 @@ impl Page {
     #[cfg_attr(not(feature = "override"), allow(dead_code))] // used by checked mode (C API)
     /// The first block of `thread_free` (acquire: the pushing threads wrote the blocks'
     /// links before their release CAS).
+    #[cfg(not(feature = "embedded"))]
     pub(crate) fn thread_free_list(&self) -> *mut Block {
         tf_block(self.xthread_free.load(Ordering::Acquire))
+    }
+
+    // `embedded`: the entry has no remote-free list (see the small geometry's `Page`).
+    // Every free is the owner's (one heap, inside a critical section), so what the
+    // default build does with `thread_free` and the delayed-free state has nothing to do.
+
+    /// `embedded`: no remote frees, nothing to collect.
+    #[cfg(feature = "embedded")]
+    #[inline(always)]
+    unsafe fn thread_free_collect(&mut self) {}
+
+    /// `embedded`: no remote frees, so no delayed-free state to set.
+    #[cfg(feature = "embedded")]
+    #[inline(always)]
+    pub(crate) fn use_delayed_free(&self, _delay: Delayed, _override_never: bool) {}
+
+    /// `embedded`: no remote free is ever under way.
+    #[cfg(feature = "embedded")]
+    #[inline(always)]
+    pub(crate) fn is_delayed_freeing(&self) -> bool {
+        false
+    }
+
+    #[cfg(feature = "embedded")]
+    #[cfg_attr(not(feature = "override"), allow(dead_code))] // as the default build's
+    /// `embedded`: always empty.
+    pub(crate) fn thread_free_list(&self) -> *mut Block {
+        ptr::null_mut()
     }
 
     #[cfg_attr(not(feature = "std"), allow(dead_code))] // used by the hosted layer
@@ -770,7 +922,7 @@ impl Page {
     /// `page_start`).
     #[inline]
     pub(crate) fn blocks_contain(&self, p: *const u8) -> bool {
-        let start = self.page_start as usize;
+        let start = self.page_start() as usize;
         let end = start + self.capacity as usize * self.block_size;
         (p as usize) >= start && (p as usize) < end
     }
@@ -779,9 +931,12 @@ impl Page {
     /// commit state); its memory no longer reads as zero.
     pub(crate) fn reset(&mut self) {
         *self = Page {
+            #[cfg(not(feature = "small"))]
             page_start: self.page_start,
+            #[cfg(not(feature = "small"))]
             segment_idx: self.segment_idx,
             is_committed: self.is_committed,
+            #[cfg(not(feature = "small"))]
             partial_commit: self.partial_commit,
             ..Page::EMPTY
         };
@@ -797,17 +952,17 @@ impl Page {
         }
         assert!(self.segment_in_use, "page in a queue but not in use");
         assert!(self.used <= self.capacity && self.capacity <= self.reserved);
-        let end = self.page_start as usize + self.capacity as usize * self.block_size;
+        let end = self.page_start() as usize + self.capacity as usize * self.block_size;
         let mut n: BlockCount = 0;
         for list in [self.free, self.local_free] {
             let mut b = list;
             while !b.is_null() {
                 let a = b as usize;
                 assert!(
-                    a >= self.page_start as usize && a < end,
+                    a >= self.page_start() as usize && a < end,
                     "free list block {a:#x} outside the page"
                 );
-                assert_eq!((a - self.page_start as usize) % self.block_size, 0);
+                assert_eq!((a - self.page_start() as usize) % self.block_size, 0);
                 n += 1;
                 assert!(n <= self.capacity, "free list cycle");
                 // SAFETY: the lists hold blocks of this page, owned by the caller.

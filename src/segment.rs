@@ -60,12 +60,20 @@ pub(crate) struct Segment {
     /// Owner token (the owning `SegmentsTld`'s address); `ABANDONED` when abandoned. Read
     /// by every `free`.
     pub owner: AtomicUsize,
+    /// `embedded`: the address of the heap (`heap::RawHeap`) that the segment's pages in
+    /// use belong to (0 while none is): the one heap of the owner, recorded here once
+    /// instead of in every page entry (read and written through `Page::heap` and
+    /// `Page::set_heap`, in `heap.rs`). An address, as this layer does not name heaps.
+    #[cfg(feature = "embedded")]
+    pub heap: usize,
     /// Pages are `1 << page_shift` bytes (small, medium); `usize::BITS - 1` for large and
     /// huge segments, so that every pointer maps to page 0.
     pub page_shift: usize,
     /// `SEGMENT_COOKIE ^ address`, to recognise a segment header.
     pub cookie: usize,
     pub kind: SegmentKind,
+    /// In the owner's free queue (see `free_links`). (Beside `kind`: one padded word for both.)
+    pub in_free_queue: bool,
     /// Number of pages, and how many are in use.
     pub capacity: usize,
     pub used: usize,
@@ -91,17 +99,17 @@ pub(crate) struct Segment {
     pub os: *const Os,
     /// Links in the owner's free queue (small/medium segments with free pages).
     pub free_links: Links<Segment>,
-    pub in_free_queue: bool,
     /// Links in the owner's list of all its segments.
     pub all_links: Links<Segment>,
     /// Link in the domain's abandoned list.
     pub abandoned_next: *mut Segment,
-    /// Pages waiting to be purged, and when (domain time).
-    pub purge_mask: u64,
+    /// When the pages of `purge_mask` are due to be purged (domain time).
     pub purge_expire: u64,
+    /// Pages waiting to be purged (after `purge_expire`: no padding before it on 32-bit).
+    pub purge_mask: SliceBits,
     /// Small geometry: the slices (512-byte pages) in use by pages; a page is a run of
     /// slices, its metadata in the entry of its first slice (see `Page::span_offset`).
-    pub slices_used: u64,
+    pub slices_used: SliceBits,
     /// The page of each `SMALL_PAGE_SIZE` slice of the segment's first `SEGMENT_SIZE`
     /// bytes (default geometry), so that [`Segment::page_of`] is one table load: entry `i`
     /// is the page that holds the bytes `i << SMALL_PAGE_SHIFT..` of the segment (page 0
@@ -141,12 +149,39 @@ unsafe impl Linked<AllSegments> for Segment {
     }
 }
 
+/// A bit per page (slice) of a segment: `Segment::purge_mask`, `Segment::slices_used`. 64
+/// bits (small geometry: 32, the 16 slices of a segment; 8 bytes less in every header).
+#[cfg(not(feature = "small"))]
+pub(crate) type SliceBits = u64;
+/// See the default geometry's documentation.
+#[cfg(feature = "small")]
+pub(crate) type SliceBits = u32;
+#[cfg(feature = "small")]
+const _: () = assert!(SMALL_PAGES_PER_SEGMENT <= SliceBits::BITS as usize);
+
 /// The bits of slices `from..to` (small geometry).
 #[cfg(feature = "small")]
 #[inline]
-pub(crate) const fn slice_mask(from: usize, to: usize) -> u64 {
-    let upto = if to >= 64 { u64::MAX } else { (1u64 << to) - 1 };
-    upto & !((1u64 << from) - 1)
+pub(crate) const fn slice_mask(from: usize, to: usize) -> SliceBits {
+    let upto = if to >= SliceBits::BITS as usize {
+        SliceBits::MAX
+    } else {
+        (1 << to) - 1
+    };
+    upto & !((1 << from) - 1)
+}
+
+/// Small geometry: the slices that a header of `header` bytes leaves no use of (as
+/// `segment_alloc_sized` computes `first_page`, with the 16-byte pages of fixed memory).
+#[cfg(feature = "small")]
+const fn covered(header: usize) -> usize {
+    let info = (header + MIN_OS_PAGE - 1) & !(MIN_OS_PAGE - 1);
+    let at = info / SMALL_PAGE_SIZE;
+    if (at + 1) * SMALL_PAGE_SIZE - info < 8 * WORD {
+        at + 1
+    } else {
+        at
+    }
 }
 
 /// Bytes of the header of a segment of `kind`: the segment struct and its pages' metadata
@@ -158,7 +193,18 @@ pub(crate) const fn header_size(kind: SegmentKind) -> usize {
         SegmentKind::Medium => MEDIUM_PAGES_PER_SEGMENT,
         SegmentKind::Large | SegmentKind::Huge => 1,
     };
-    core::mem::size_of::<Segment>() + (pages - 1) * core::mem::size_of::<Page>()
+    let full = core::mem::size_of::<Segment>() + (pages - 1) * core::mem::size_of::<Page>();
+    // Small geometry: without the entries of the slices that the header covers (as
+    // `segment_alloc_sized` lays it out; the sources of fixed memory have 16-byte pages).
+    #[cfg(feature = "small")]
+    if matches!(kind, SegmentKind::Small) {
+        let first = covered(full);
+        let shorter = full - first * core::mem::size_of::<Page>();
+        if covered(shorter) == first {
+            return shorter;
+        }
+    }
+    full
 }
 
 /// The segment of a block pointer.
@@ -277,7 +323,7 @@ pub(crate) unsafe fn checked_page_in(
     // SAFETY: the segment is live (caller).
     let seg = unsafe { &*segment };
     let idx = (p as usize - segment as usize) >> seg.page_shift;
-    if idx >= seg.capacity {
+    if idx >= seg.capacity || (cfg!(feature = "small") && idx < seg.first_page) {
         return Err(NotInBlocks::NotInAPage);
     }
     // SAFETY: `idx < capacity`, checked just above.
@@ -292,6 +338,46 @@ pub(crate) unsafe fn checked_page_in(
         return Err(NotInBlocks::OutsideBlocks);
     }
     Ok(page)
+}
+
+/// Small geometry: a page entry does not store where its blocks start (4 bytes of every
+/// slice's entry) nor its index; the layout of its segment, whose header holds the entry,
+/// gives them.
+#[cfg(feature = "small")]
+impl Page {
+    /// Index of this page (its entry) in its segment: from the entry's address.
+    #[inline]
+    pub(crate) fn segment_idx(&self) -> usize {
+        let segment = ptr_segment(self as *const Page as *const u8) as usize;
+        let first = segment + core::mem::offset_of!(Segment, pages);
+        // SAFETY: an entry lies in the live header of its segment (see `page_start`), whose
+        // `first_page` is fixed while it lives; the read makes no reference.
+        let first_page = unsafe { (*(segment as *const Segment)).first_page };
+        (self as *const Page as usize - first) / core::mem::size_of::<Page>() + first_page
+    }
+
+    /// Address of the first block: `Segment::page_area(segment_idx).0`, read through the
+    /// raw header pointer (no `&Segment` is made: the caller may hold `&mut` to the entry).
+    #[inline]
+    pub(crate) fn page_start(&self) -> *mut u8 {
+        let segment = ptr_segment(self as *const Page as *const u8);
+        let base = segment as usize;
+        // SAFETY: a page entry (other than the `Page::EMPTY` sentinel, whose blocks are never
+        // asked for) lies in the live header of its segment, which `ptr_segment` finds from
+        // any address inside it; these fields are written when the header is and not
+        // changed while the entry is in use; the reads make no reference.
+        let (kind, page_shift, info_size) =
+            unsafe { ((*segment).kind, (*segment).page_shift, (*segment).info_size) };
+        let idx = self.segment_idx();
+        if matches!(kind, SegmentKind::Small | SegmentKind::Medium)
+            && idx != info_size >> page_shift
+        {
+            (base + (idx << page_shift)) as *mut u8
+        } else {
+            // the page in which the header ends, and the one page of a large or huge segment
+            (base + info_size) as *mut u8
+        }
+    }
 }
 
 impl Segment {
@@ -389,7 +475,26 @@ impl Segment {
         // from its address (`ptr_segment`, the page source), which covers the whole header
         // (Miri checks this: scripts/miri.sh).
         let base = self as *const Segment as usize + core::mem::offset_of!(Segment, pages);
-        (base + idx * core::mem::size_of::<Page>()) as *mut Page
+        // Small geometry: the header has no entries for the slices before `first_page`,
+        // which it covers (see `first_entry`).
+        #[cfg(feature = "small")]
+        let idx = {
+            debug_assert!(idx >= self.first_page, "entry {idx} before the first page");
+            idx.wrapping_sub(self.first_page)
+        };
+        (base.wrapping_add(idx.wrapping_mul(core::mem::size_of::<Page>()))) as *mut Page
+    }
+
+    /// The first page that has an entry in the header: 0 (small geometry: `first_page`;
+    /// a segment header that covers whole slices stores no entries for them, 32 bytes a
+    /// slice on 32-bit targets).
+    #[inline(always)]
+    pub(crate) fn first_entry(&self) -> usize {
+        if cfg!(feature = "small") {
+            self.first_page
+        } else {
+            0
+        }
     }
 
     pub(crate) fn is_valid_cookie(&self) -> bool {
@@ -447,7 +552,7 @@ impl Segment {
         assert!(self.is_valid_cookie(), "segment cookie");
         assert!(self.used <= self.usable_pages());
         let mut used = 0;
-        for i in 0..self.capacity {
+        for i in self.first_entry()..self.capacity {
             // SAFETY: i < capacity; the caller owns the segment, so no one writes its pages.
             let page = unsafe { &*self.page(i) };
             if page.segment_in_use {

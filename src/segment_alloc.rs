@@ -95,7 +95,7 @@ fn segment_alloc_sized(
     } else {
         (1usize << page_shift) / 4
     };
-    let first_page = match kind {
+    let first_page_of = |info_size: usize| match kind {
         SegmentKind::Small | SegmentKind::Medium => {
             let psize = 1usize << page_shift;
             let header_page = info_size / psize;
@@ -107,6 +107,16 @@ fn segment_alloc_sized(
         }
         _ => 0,
     };
+    let first_page = first_page_of(info_size);
+    // Small geometry: no entries for the slices that the header covers (`Segment::page`):
+    // a header without them that still covers as many slices is the header.
+    #[cfg(feature = "small")]
+    if first_page > 0 {
+        let shorter = align_up(header - first_page * size_of::<Page>(), os_page) + guard;
+        if first_page_of(shorter) == first_page {
+            info_size = shorter;
+        }
+    }
     let mut front = 0;
     let mut region_align = SEGMENT_SIZE;
     let mut segment_size = if kind == SegmentKind::Small {
@@ -259,6 +269,8 @@ fn segment_alloc_sized(
             segment,
             Segment {
                 owner: AtomicUsize::new(ctx.owner()),
+                #[cfg(feature = "embedded")]
+                heap: 0,
                 page_shift,
                 cookie: 0, // set below, at its address
                 kind,
@@ -288,9 +300,12 @@ fn segment_alloc_sized(
         #[cfg(not(feature = "small"))]
         (*segment).fill_slice_pages();
     };
-    for i in 0..capacity {
+    // SAFETY: the header was written just above.
+    let first_entry = unsafe { (*segment).first_entry() };
+    for i in first_entry..capacity {
         // SAFETY: the header was written just above; `i < capacity`, the number of pages
         // it was sized for. The temporary `&Segment` ends before the page is written.
+        #[cfg_attr(feature = "small", allow(unused_variables))] // (computed: `Page::page_start`)
         let (start, page) = unsafe { ((*segment).page_area(i).0, (*segment).page(i)) };
         // SAFETY: the page metadata lies in the committed header, ours alone (not published
         // yet), at a `Page`-aligned place (the `pages` array).
@@ -298,7 +313,9 @@ fn segment_alloc_sized(
             ptr::write(
                 page,
                 Page {
+                    #[cfg(not(feature = "small"))]
                     segment_idx: i as u8,
+                    #[cfg(not(feature = "small"))]
                     page_start: start,
                     is_committed: commit_all || region.committed,
                     is_zero_init: zeroed,
@@ -462,7 +479,7 @@ unsafe fn page_claim(ctx: &mut SegmentsTld, segment: *mut Segment) -> *mut Page 
     // is the only reference into its header.
     let seg = unsafe { &mut *segment };
     seg.committed += newly_committed;
-    seg.purge_mask &= !(1u64 << idx);
+    seg.purge_mask &= !(1 << idx);
     seg.used += 1;
     if seg.used == seg.usable_pages() {
         // SAFETY: `segment` is a live segment of `ctx` (the `# Safety` contract); `seg` is
@@ -530,16 +547,12 @@ pub(crate) unsafe fn page_size(page: *const Page) -> usize {
     let pg = unsafe { &*page };
     // SAFETY: `page_start` lies in the page's segment, past its start, so `ptr_segment`
     // gives that live segment, whose header is readable.
-    let seg = unsafe { &*ptr_segment(pg.page_start) };
+    let seg = unsafe { &*ptr_segment(pg.page_start()) };
     #[cfg(feature = "small")]
     if seg.kind == SegmentKind::Small {
-        return span_area(
-            seg,
-            pg.segment_idx as usize,
-            span_len(seg, pg.segment_idx as usize),
-        );
+        return span_area(seg, pg.segment_idx(), span_len(seg, pg.segment_idx()));
     }
-    seg.page_area(pg.segment_idx as usize).1
+    seg.page_area(pg.segment_idx()).1
 }
 
 /// Makes sure the first `bytes` of the page's memory are committed (pages committed
@@ -556,7 +569,7 @@ pub(crate) unsafe fn page_commit(page: *mut Page, bytes: usize) -> bool {
         if p.is_committed {
             return true;
         }
-        (p.page_start, p.segment_idx as usize, p.partial_commit)
+        (p.page_start(), p.segment_idx(), p.partial_commit())
     };
     // SAFETY: `page_start` lies in the page's segment, live and the calling thread's (the
     // `# Safety` contract), so no other thread writes its header; no other reference into
@@ -565,7 +578,12 @@ pub(crate) unsafe fn page_commit(page: *mut Page, bytes: usize) -> bool {
     // SAFETY: `os` was set at creation from the owner's `&'static Os`.
     let os: &'static Os = unsafe { &*seg.os };
     let (start, area) = seg.page_area(idx);
-    let need = align_up(bytes, os.page_size()).min(area);
+    // (the small geometry commits pages whole: it keeps no partial count)
+    let need = if cfg!(feature = "small") {
+        area
+    } else {
+        align_up(bytes, os.page_size()).min(area)
+    };
     let grown = if need > partial {
         // SAFETY: `partial < need <= area`: the offset stays inside the page's area.
         let from = unsafe { start.add(partial) };
@@ -589,11 +607,13 @@ pub(crate) unsafe fn page_commit(page: *mut Page, bytes: usize) -> bool {
         if !zero {
             p.is_zero_init = false;
         }
-        p.partial_commit = need;
     }
-    if p.partial_commit == area {
+    let committed = if grown.is_some() { need } else { partial };
+    if committed == area {
         p.is_committed = true;
-        p.partial_commit = 0;
+        p.set_partial_commit(0);
+    } else {
+        p.set_partial_commit(committed);
     }
     true
 }
@@ -615,7 +635,7 @@ pub(crate) unsafe fn page_free_in(ctx: Option<&mut SegmentsTld>, page: *mut Page
     // thread touches it (all its blocks are free, so no remote free is under way). The
     // reference ends before the header is borrowed.
     let pg = unsafe { &mut *page };
-    let segment = ptr_segment(pg.page_start);
+    let segment = ptr_segment(pg.page_start());
     // SAFETY: the segment is live; `os` was set at creation from the owner's `&'static Os`,
     // and `kind` is fixed at creation (neither lies in the page metadata).
     let (os, kind): (&'static Os, _) = unsafe { (&*(*segment).os, (*segment).kind) };
@@ -630,13 +650,13 @@ pub(crate) unsafe fn page_free_in(ctx: Option<&mut SegmentsTld>, page: *mut Page
     os.stats.pages.sub(1);
     os.stats
         .allocated
-        .sub(pg.stat_used as i64 * pg.block_size as i64);
+        .sub(pg.stat_used() as i64 * pg.block_size as i64);
     if kind == SegmentKind::Huge {
         os.stats.huge.sub(pg.block_size as i64);
     }
     pg.reset();
-    let idx = pg.segment_idx as usize;
-    let dirty = pg.is_committed || pg.partial_commit > 0;
+    let idx = pg.segment_idx();
+    let dirty = pg.is_committed || pg.partial_commit() > 0;
     // SAFETY: the segment is live and the calling thread's or popped by it, so no other
     // thread writes its header; `pg` is no longer used, so this is the only reference into it.
     let seg = unsafe { &mut *segment };
@@ -654,7 +674,7 @@ pub(crate) unsafe fn page_free_in(ctx: Option<&mut SegmentsTld>, page: *mut Page
     // schedule the purge of the page's memory
     let delay = os.purge_delay();
     if delay >= 0 && dirty {
-        seg.purge_mask |= 1u64 << idx;
+        seg.purge_mask |= 1 << idx;
         seg.purge_expire = os.now().saturating_add(delay as u64);
         if delay == 0 {
             // SAFETY: the segment is the calling thread's or popped by it; `seg` is no
@@ -714,7 +734,7 @@ pub(crate) unsafe fn segment_purge(segment: *mut Segment, force: bool) {
             if (*page).is_committed {
                 area
             } else {
-                (*page).partial_commit
+                (*page).partial_commit()
             }
         };
         if size == 0 {
@@ -783,7 +803,7 @@ unsafe fn purge_run(
         let page = unsafe { &mut *(*segment).page(idx) };
         if needs_recommit {
             page.is_committed = false;
-            page.partial_commit = 0;
+            page.set_partial_commit(0);
         } else if decommit_zeroes {
             page.is_zero_init = true;
         }
@@ -821,7 +841,7 @@ pub(crate) unsafe fn huge_remap(
 ) -> *mut Page {
     // SAFETY: `page` is the page of a live segment (the `# Safety` contract); `page_start`
     // is fixed while the segment stays where it is.
-    let segment = ptr_segment(unsafe { (*page).page_start });
+    let segment = ptr_segment(unsafe { (*page).page_start() });
     // SAFETY: the segment is live and the calling thread's (the `# Safety` contract), so no
     // other thread writes its header; this shared reference ends before it is unlinked.
     let seg = unsafe { &*segment };
@@ -875,7 +895,7 @@ pub(crate) unsafe fn huge_remap(
         let delta = psize as i64 - pg.block_size as i64;
         pg.block_size = psize;
         os.stats.huge.add(delta);
-        os.stats.allocated.add(delta * pg.stat_used as i64);
+        os.stats.allocated.add(delta * pg.stat_used() as i64);
         return page;
     }
     if new_seg_size > region_size && committed < region_size {
@@ -936,17 +956,21 @@ pub(crate) unsafe fn huge_remap(
     seg.segment_size = new_seg_size;
     // SAFETY: a huge segment has one page: `0 < capacity`.
     let page = unsafe { seg.page(0) };
+    #[cfg_attr(feature = "small", allow(unused_variables))] // (computed: `Page::page_start`)
     let (start, psize) = seg.page_area(0);
     // SAFETY: the page metadata lies in the moved header; the page is in no queue and its
     // block is the caller's (the `# Safety` contract), so nothing else refers to it; `seg`
     // is no longer used.
     let pg = unsafe { &mut *page };
     let old_bsize = pg.block_size;
-    pg.page_start = start;
+    #[cfg(not(feature = "small"))]
+    {
+        pg.page_start = start;
+    }
     pg.block_size = psize;
     let delta = psize as i64 - old_bsize as i64;
     os.stats.huge.add(delta);
-    os.stats.allocated.add(delta * pg.stat_used as i64);
+    os.stats.allocated.add(delta * pg.stat_used() as i64);
     #[cfg(feature = "secure")]
     // SAFETY: the moved segment's guard pages (its new end) hold no data.
     unsafe {
@@ -1035,15 +1059,36 @@ fn span_find(seg: &Segment, k: usize, block_size: usize) -> Option<usize> {
     if k > seg.capacity {
         return None;
     }
-    // (A run shortened by the header must keep 3/4 of its length or hold a few blocks: a
-    // page of a block or two in a scrap of a slice would cost its class another page soon.)
-    (seg.first_page..=seg.capacity - k).find(|&i| {
+    // The starts of runs of `k` free slices, as bits (in 32 bits: a segment has at most
+    // 32 slices): a start is free and so are the `k - 1` slices after it, so the free bits
+    // ANDed with themselves shifted down by 1 ..k. Bits past `capacity` are not free, so no
+    // run leaves the segment. Then the lowest start whose page holds a block, in address
+    // order (first fit), at a few instructions per run instead of per slice.
+    let free = (!seg.slices_used & crate::segment::slice_mask(seg.first_page, seg.capacity)) as u32;
+    let mut starts = free;
+    for j in 1..k {
+        starts &= free >> j;
+    }
+    while starts != 0 {
+        let i = starts.trailing_zeros() as usize;
+        // (A run shortened by the header must keep 3/4 of its length or hold a few blocks:
+        // a page of a block or two in a scrap of a slice would cost its class another page
+        // soon.)
         let area = span_area(seg, i, k);
-        seg.slices_used & crate::segment::slice_mask(i, i + k) == 0
-            && area >= block_size
-            && (area * 4 >= k * SMALL_PAGE_SIZE * 3 || area >= 4 * block_size)
-    })
+        if area >= block_size && (area * 4 >= k * SMALL_PAGE_SIZE * 3 || area >= 4 * block_size) {
+            debug_assert_eq!(seg.slices_used & crate::segment::slice_mask(i, i + k), 0);
+            return Some(i);
+        }
+        starts &= starts - 1;
+    }
+    None
 }
+
+#[cfg(feature = "small")]
+const _: () = assert!(
+    SMALL_PAGES_PER_SEGMENT <= 32,
+    "span_find keeps a segment's slices in 32 bits"
+);
 
 /// Claims a page of slices for blocks of `block_size` (small geometry): first fit over the
 /// owner's segments with free slices, else in a new segment. Null when out of memory.
@@ -1158,7 +1203,6 @@ unsafe fn span_claim(
     }
     // SAFETY: as above.
     let head = unsafe { &mut *seg.page(idx) };
-    head.page_start = seg.page_area(idx).0;
     head.is_zero_init = head_zero;
     head.segment_in_use = true;
     seg.slices_used |= crate::segment::slice_mask(idx, idx + k);

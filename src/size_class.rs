@@ -98,13 +98,14 @@ pub const fn padded(size: usize) -> usize {
 pub const PAGES_DIRECT: usize = SMALL_WSIZE_MAX + PADDING_WSIZE + 1;
 
 /// The smallest OS page the core assumes (segment headers and page areas are whole
-/// pages of at least this size): 4 KiB (small geometry: 32 bytes, for sources of plain
-/// memory that have no pages: a segment header is rounded up to 32 bytes, not to a page).
+/// pages of at least this size): 4 KiB (small geometry: 16 bytes, for sources of plain
+/// memory that have no pages: a segment header is rounded up to 16 bytes, the alignment
+/// of blocks whose size is a multiple of 16, not to a page).
 #[cfg(not(feature = "small"))]
 pub const MIN_OS_PAGE: usize = 4096;
 /// See the default geometry's documentation.
 #[cfg(feature = "small")]
-pub const MIN_OS_PAGE: usize = 32;
+pub const MIN_OS_PAGE: usize = 16;
 
 /// Every block of a size that is a multiple of this is aligned to it.
 pub const MAX_ALIGN_SIZE: usize = 16;

@@ -26,6 +26,7 @@ fn block_size(domain: &Domain) -> usize {
 
 /// Makes a thread's data (its `Tld` and backing heap), from the domain's cache of blocks
 /// or the source. Null when out of memory.
+#[cfg_attr(feature = "embedded", allow(dead_code))] // used by global/percpu.rs
 pub(crate) fn thread_data_alloc(domain: &'static Domain) -> *mut ThreadData {
     let td = match domain.thread_block_take() {
         Some(b) => b.as_ptr() as *mut ThreadData,

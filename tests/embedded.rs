@@ -203,7 +203,8 @@ fn embedded_heap_in_16k() {
             "{size}-byte fill reached only {got} of {SIZE} bytes"
         );
         // where the memory is at the first null: the parts add up to the heap, the live
-        // part is `used()`, and the headers are whole segment headers of 32-byte multiples
+        // part is `used()`, and the headers are those of the heap's two 8 KiB segments, each
+        // `metadata()`'s size (no entries for the slices it covers) rounded up to 16 bytes
         let u = HEAP.usage();
         eprintln!("{size}-byte blocks, at the first null: {u:?}");
         let hdr = shardalloc::embedded::Heap::metadata().small_segment_header;
@@ -218,8 +219,9 @@ fn embedded_heap_in_16k() {
             SIZE,
             "{u:?}"
         );
-        assert!(
-            u.headers >= hdr && u.headers % 32 == 0 && u.headers < SIZE / 4,
+        assert_eq!(
+            u.headers,
+            SIZE / 8192 * ((hdr + 15) & !15),
             "headers of {} bytes (one is {hdr} before rounding)",
             u.headers
         );
@@ -337,6 +339,40 @@ fn embedded_heap_in_16k() {
     eprintln!("fragmented heap: {} more 100-byte blocks", mids.len());
     free_all(mids);
     free_all(keep);
+    assert_eq!(HEAP.used(), 0);
+
+    // a page that empties is kept, retired, in its size class's queue (here a page of one
+    // 448-byte block); taken up again by the allocation fast path and run out, it goes to
+    // the full queue; when its block is freed there, it must leave the full queue, or no
+    // allocation and no out-of-memory sweep of empty pages finds it again, and its memory
+    // is lost to every other size (a fill of 16-byte blocks reaches less)
+    let reference = fill_up(16);
+    let reached = reference.len();
+    free_all(reference);
+    let l448 = layout(448, 8);
+    // SAFETY: non-zero layouts; each block is freed once, with its layout.
+    unsafe {
+        let a = HEAP.alloc(l448);
+        assert!(!a.is_null());
+        HEAP.dealloc(a, l448); // the page empties: retired
+        let b = HEAP.alloc(l448); // the same page again, on the fast path
+        let c = HEAP.alloc(l448); // it ran out: to the full queue, `c` from a fresh page
+        assert!(!b.is_null() && !c.is_null() && b != c);
+        HEAP.dealloc(b, l448); // the page empties in the full queue
+        HEAP.dealloc(c, l448);
+    }
+    assert_eq!(HEAP.used(), 0);
+    let again = fill_up(16);
+    eprintln!(
+        "16-byte fill: {reached} blocks, {} after a retired page emptied in the full queue",
+        again.len()
+    );
+    assert!(
+        again.len() >= reached,
+        "a page that emptied in the full queue was lost: {} 16-byte blocks, {reached} before",
+        again.len()
+    );
+    free_all(again);
     assert_eq!(HEAP.used(), 0);
 
     // a second region: more memory, also usable

@@ -315,7 +315,7 @@ pub extern "C" fn mi_heap_check_owned(h: H, p: *const c_void) -> bool {
         // live heap (the C caller's contract).
         Ok(page) => unsafe {
             shared::shared_has_part(h, (*page).heap())
-                && (p as usize - (*page).page_start as usize).is_multiple_of((*page).block_size)
+                && (p as usize - (*page).page_start() as usize).is_multiple_of((*page).block_size)
         },
         Err(_) => false,
     }

@@ -23,7 +23,7 @@
 //! Memory overhead ([`Heap::metadata`] gives the figures of the target): the heap's own
 //! metadata (queues, direct table, thread context) lives in the static, outside the
 //! regions; in the regions, each 8 KiB segment starts with a header (the metadata of its
-//! pages), rounded up to 32 bytes.
+//! pages), rounded up to 16 bytes; it holds no entries for the slices it covers whole.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
@@ -47,8 +47,8 @@ pub struct Metadata {
     pub heap: usize,
     /// The metadata of one page (in its segment's header).
     pub page: usize,
-    /// The header of a segment of small pages (16 slices of 512 bytes), before rounding up to
-    /// 32 bytes.
+    /// The header of a segment of small pages (16 slices of 512 bytes, no entries for those
+    /// it covers), before rounding up to 16 bytes.
     pub small_segment_header: usize,
     /// The header of a segment of medium pages (2 of 4 KiB), before rounding.
     pub medium_segment_header: usize,
@@ -369,7 +369,4 @@ unsafe impl GlobalAlloc for Heap {
     }
 }
 
-const _: () = assert!(
-    MIN_OS_PAGE % (4 * WORD) == 0,
-    "blocks keep 16-byte alignment"
-);
+const _: () = assert!(MIN_OS_PAGE % 16 == 0, "blocks keep 16-byte alignment");

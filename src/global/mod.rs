@@ -6,6 +6,9 @@ use core::alloc::Layout;
 use crate::heap::RawHeap;
 use crate::size_class::WORD;
 
+// (not with `embedded`: its page entries have no remote-free list, and per-CPU heaps free
+// into each other's pages; per-core heaps on a microcontroller take `small` alone)
+#[cfg(not(feature = "embedded"))]
 pub mod percpu;
 
 #[cfg(all(feature = "std", any(unix, windows)))]
@@ -46,6 +49,7 @@ pub(crate) unsafe fn heap_alloc(
 /// # Safety
 /// As `GlobalAlloc::realloc`, with `heap`/`owner` the caller's heap and owner token.
 #[inline]
+#[cfg_attr(feature = "embedded", allow(dead_code))] // used by global/percpu.rs
 pub(crate) unsafe fn heap_realloc(
     heap: *mut RawHeap,
     owner: usize,

@@ -30,7 +30,7 @@ struct State {
 
 /// A page source that carves regions out of one fixed range of memory, first fit, and
 /// takes them back (coalescing). It never commits or decommits: the memory is always
-/// usable. Running out makes `alloc` return `None`. Its page is 4 KiB (32 bytes in the
+/// usable. Running out makes `alloc` return `None`. Its page is 4 KiB (16 bytes in the
 /// small geometry).
 pub struct RegionSource {
     state: spin::Mutex<State>,

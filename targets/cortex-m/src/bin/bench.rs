@@ -577,7 +577,7 @@ fn main() -> ! {
     {
         let m = shardalloc::embedded::Heap::metadata();
         hprintln!(
-            "metadata shardalloc: Heap static {} bytes, page entry {} bytes, header of an 8 KiB segment {} bytes (rounded up to 32)",
+            "metadata shardalloc: Heap static {} bytes, page entry {} bytes, header of an 8 KiB segment {} bytes (rounded up to 16)",
             m.heap,
             m.page,
             m.small_segment_header
