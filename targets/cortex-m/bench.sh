@@ -64,6 +64,7 @@ table() { # board out-file heap-description
     awk -v board="$1" -v heapdesc="$3" '
     $1 == "bench" { header = $0 }
     $1 == "timing" { timing = $0 }
+    $1 == "fill" && $2 == "seeds" { seeds = $3 }
     $1 == "result" {
         name = $2; key = $3
         if (!(name in seen)) { seen[name] = 1; order[++n] = name }
@@ -107,7 +108,7 @@ table() { # board out-file heap-description
                 if (v[a, "worst" lives[l] "_failed"] > 0) printf " [%d allocs failed]", v[a, "worst" lives[l] "_failed"] }
             printf " |\n"
         }
-        printf "\nLive bytes (requested) at the first null, mean of 16 seeded fills (higher is better); in brackets peer ÷ shardalloc (above 1: the peer holds more)\n\n"
+        printf "\nLive bytes (requested) at the first null, mean of %d seeded fills (higher is better); in brackets peer ÷ shardalloc (above 1: the peer holds more)\n\n", seeds
         printf "| fill%s |\n|---%s|\n", cols, sep
         split("small_fill mixed_fill", fs, " ")
         split("small blocks, 8-32 B|mixed, 70% 8-64 B, 25% 65-512 B, 5% 513-2048 B", fl, "|")
