@@ -52,10 +52,21 @@ pub(crate) unsafe fn free_nonnull(p: *mut u8, owner: usize) {
     // check finds the page, which is not looked up again
     #[cfg(feature = "secure")]
     {
-        let Some(segment) = crate::segment::checked_segment(p) else {
+        // `checked_segment`, inline: hosted, the segment map alone (a set entry means a live
+        // segment starts there; its cookie would only repeat that, as the C `free` argues);
+        // elsewhere the cookie (`p` points into mapped memory, the contract of `no_std`
+        // builds).
+        let segment = ptr_segment(p);
+        #[cfg(feature = "std")]
+        let ours = crate::segment_map::contains(segment as usize);
+        #[cfg(not(feature = "std"))]
+        // SAFETY: `p` points into mapped memory (see above), and so does the start of its
+        // `SEGMENT_SIZE`-aligned chunk.
+        let ours = unsafe { (*segment).is_valid_cookie() };
+        if !ours {
             return crate::secure::report(crate::secure::ErrorKind::InvalidFree, p as usize, None);
-        };
-        // SAFETY: `checked_segment` found the live segment of `p`'s chunk (`ptr_segment`).
+        }
+        // SAFETY: a live segment starts at `p`'s chunk (`ptr_segment`), checked just above.
         unsafe { secure_free_in(p, segment, owner) }
     }
     #[cfg(not(feature = "secure"))]

@@ -586,24 +586,36 @@ impl Page {
         while gcd(stride, n) != 1 {
             stride -= 1;
         }
-        let at = |k: usize| start.wrapping_add((first + k * stride) % n * bsize) as *mut Block;
+        // block `(first + k * stride) % n` is the `k`-th: its index kept incrementally (a
+        // division per block cost larson 3% of secure mode's instructions)
+        let at = |i: usize| start.wrapping_add(i * bsize) as *mut Block;
         let scrub = !self.is_zero_init;
+        let mut i = first;
         for k in 0..n {
-            let b = at(k);
-            let next = if k + 1 < n {
-                at(k + 1)
-            } else {
-                ptr::null_mut()
-            };
+            let b = at(i);
+            i += stride;
+            if i >= n {
+                i -= n;
+            }
+            let next = if k + 1 < n { at(i) } else { ptr::null_mut() };
             if scrub {
-                let words = (bsize / WORD).min(Self::SCRUB_CHECK_WORDS);
-                // SAFETY: the block is ours (caller), `words * WORD <= bsize` bytes.
-                unsafe { ptr::write_bytes(b as *mut usize, 0, words) };
+                // the words that `written_after_free` reads (the link is written below)
+                let w = b as *mut usize;
+                // SAFETY: the block is ours (caller), at least as many words as written.
+                unsafe {
+                    if bsize >= 4 * WORD {
+                        w.add(1).write(0);
+                        w.add(2).write(0);
+                        w.add(3).write(0);
+                    } else if bsize >= 2 * WORD {
+                        w.add(1).write(0);
+                    }
+                }
             }
             // SAFETY: as above.
             unsafe { self.set_next(b, next) };
         }
-        at(0)
+        at(first)
     }
 
     /// Moves the remote frees (`thread_free`) onto `local_free`.
