@@ -25,7 +25,7 @@
 # Miri's default, Stacked Borrows. Why: under Stacked Borrows that test's memory grew
 # without bound (1.7 GB after 10 s, past 10 GB after 80 s, past 20 GB when let run),
 # while with the aliasing checks off (-Zmiri-disable-stacked-borrows) it stayed at 200 MB
-# and under Tree Borrows at 300-400 MB: the blow-up is Stacked Borrows' borrow stacks on
+# and under Tree Borrows at 0.3-3 GB: the blow-up is Stacked Borrows' borrow stacks on
 # the region, whose pointers are all wildcard ones (integer addresses, exposed
 # provenance), and whose tags therefore can never be popped or collected. Tree Borrows
 # also checks more here, not less: it reported a write to page 0's metadata (inside the
