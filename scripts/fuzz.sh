@@ -6,7 +6,8 @@
 #   bash scripts/fuzz.sh [SECONDS_PER_TARGET] [FEATURES]
 #
 # SECONDS_PER_TARGET: default 60. FEATURES: the shardalloc build fuzzed, a feature of the
-# fuzz crate (default `debug-mode`; the `misuse` target needs a build that reports misuse).
+# fuzz crate (default `debug-mode`; `secure` fuzzes the secure build: `ops` with its checks
+# aborting on any report, `misuse` without the overflow case, which only debug mode sees).
 # Seeds come from fuzz/corpus/<target> (kept in the repository, small); what a run finds
 # goes to target/fuzz-corpus/<target> (not committed). `FUZZ_MINIMIZE=1` then shrinks the
 # union back into fuzz/corpus/<target> (`cargo fuzz cmin`). A crash leaves its input in

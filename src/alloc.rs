@@ -11,7 +11,7 @@ use crate::abandon::{reclaim_one, Reclaim, RECLAIM_MAX};
 use crate::collect::{heap_collect, Collect};
 use crate::free::{heap_collect_retired, heap_delayed_free_partial, usable_size};
 use crate::heap::{heap_check, page_sync_stats, OwnedHeap, RawHeap};
-use crate::page::{Delayed, Page, FLAG_HAS_ALIGNED};
+use crate::page::{Block, Delayed, Page, FLAG_HAS_ALIGNED};
 use crate::page_queue::page_to_full;
 use crate::segment::{kind_for, ptr_segment, Segment, SegmentKind};
 use crate::segment_alloc as segment;
@@ -25,27 +25,47 @@ use crate::size_class::*;
 /// bytes.
 #[inline(always)]
 unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
+    // Secure mode: the link and the scrubbed words are checked first; anything wrong (a
+    // report to make) goes out of line as a tail call, so that the common path makes no
+    // call that it must save registers around.
     // SAFETY: the calling thread owns the page (caller), so nothing else writes it.
-    let page = unsafe { &mut *page };
-    let block = page.free;
+    let pg = unsafe { &mut *page };
+    let block = pg.free;
     // SAFETY: `block` is a free block of the page (not null, caller): ours to read and to
     // hand out, at least `size` bytes long.
     unsafe {
         #[cfg(not(feature = "secure"))]
         {
-            page.free = (*block).next;
+            pg.free = (*block).next;
         }
         #[cfg(feature = "secure")]
         {
-            page.free = page.next_of(block);
-            page.check_scrubbed(block);
-        }
-        if zero {
-            if page.free_is_zero() {
-                (*block).next = ptr::null_mut();
-            } else {
-                ptr::write_bytes(block as *mut u8, 0, size);
+            let link = pg.keys.decode((*block).next as usize);
+            if (link != 0 && !pg.in_area(link)) || pg.written_after_free(block) {
+                return page_pop_reported(page, size, zero);
             }
+            pg.free = link as *mut Block;
+            // no fresh block shows an address
+            (*block).next = ptr::null_mut();
+        }
+        page_pop_rest(pg, block, size, zero)
+    }
+}
+
+/// The end of [`page_pop`] once `block` is off the list: zeroing (when asked), the count.
+///
+/// # Safety
+/// The calling thread owns `page`; `block` was just taken from its `free` list, at least
+/// `size` bytes long.
+#[inline(always)]
+unsafe fn page_pop_rest(page: &mut Page, block: *mut Block, size: usize, zero: bool) -> *mut u8 {
+    if zero {
+        if page.free_is_zero() {
+            // SAFETY: the block is ours (caller).
+            unsafe { (*block).next = ptr::null_mut() };
+        } else {
+            // SAFETY: the block is ours (caller), at least `size` bytes.
+            unsafe { ptr::write_bytes(block as *mut u8, 0, size) };
         }
     }
     page.used += 1;
@@ -56,6 +76,27 @@ unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
         crate::debug_mode::on_alloc(page, block as *mut u8, size, zero)
     };
     block as *mut u8
+}
+
+/// Secure mode: [`page_pop`] of a block whose link is corrupted or that was written after
+/// it was freed: reported (by `next_of` and `check_scrubbed`), then popped as usual (a
+/// corrupted list is cut at the block).
+///
+/// # Safety
+/// As [`page_pop`].
+#[cfg(feature = "secure")]
+#[cold]
+#[inline(never)]
+unsafe fn page_pop_reported(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
+    // SAFETY: the calling thread owns the page (caller), so nothing else writes it; its
+    // `free` block is ours to read and to hand out, at least `size` bytes long.
+    unsafe {
+        let pg = &mut *page;
+        let block = pg.free;
+        pg.free = pg.next_of(block);
+        pg.check_scrubbed(block);
+        page_pop_rest(pg, block, size, zero)
+    }
 }
 
 /// Allocates `size <= SMALL_SIZE_MAX` bytes: a table load, a list pop and a store.

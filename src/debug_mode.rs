@@ -22,9 +22,14 @@
 //! `#[cfg(feature = "debug-mode")]` hooks into this module, and the size lookups add
 //! [`PADDING_SIZE`], which is 0 then.
 //!
-//! Reports go to [`report`], this module's own small reporting point (a report hook, a
-//! count, and a line on stderr in hosted builds). The core's general error hook of secure
-//! mode is meant to take its place when the two are merged.
+//! Reports go through [`report`] to the core's one error hook: the handler of
+//! [`crate::secure::set_error_handler`] gets every report of debug mode too (as an
+//! [`crate::secure::ErrorKind`], with the requested size), counted in
+//! [`crate::secure::error_count`] and followed by an abort in abort mode
+//! ([`crate::secure::set_abort_on_error`]). [`set_report_hook`] installs a hook of debug
+//! mode's own, with the report's detail ([`Report`]), which then takes the handler's place
+//! for these reports (the C library's mimalloc-style messages use it). Without either,
+//! hosted builds write the detailed line to stderr.
 
 use core::fmt::{self, Write};
 use core::ptr;
@@ -106,8 +111,9 @@ pub type ReportHook = fn(&Report);
 static HOOK: AtomicUsize = AtomicUsize::new(0);
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 
-/// Installs `hook` for every later report (`None`: the default, a line on stderr in hosted
-/// builds, nothing elsewhere).
+/// Installs `hook` for every later report of debug mode, in place of the core's error
+/// handler (`None`: back to [`crate::secure::set_error_handler`]'s, or, when none is
+/// installed, a line on stderr in hosted builds, nothing elsewhere).
 pub fn set_report_hook(hook: Option<ReportHook>) {
     HOOK.store(hook.map_or(0, |h| h as usize), Ordering::Release);
 }
@@ -117,29 +123,38 @@ pub fn report_count() -> usize {
     COUNT.load(Ordering::Relaxed)
 }
 
-/// Reports a misuse found by debug mode: counts it, then calls the report hook, or writes
-/// a line to stderr (hosted builds) when there is none. Never allocates.
-///
-/// (Debug mode's own reporting point, until the core's error hook of secure mode replaces
-/// it; `kind`, `addr` and `size` are what such a hook needs.)
+/// Reports a misuse found by debug mode: counts it, then calls debug mode's report hook,
+/// or the core's error handler, or writes a line to stderr (hosted builds) when there is
+/// neither; then aborts in abort mode. Never allocates.
 #[cold]
 #[inline(never)]
 pub(crate) fn report(kind: ReportKind, addr: usize, size: usize) {
     let r = Report { kind, addr, size };
     COUNT.fetch_add(1, Ordering::Relaxed);
+    let core_kind = match kind {
+        ReportKind::BufferOverflow => crate::secure::ErrorKind::BufferOverflow,
+        ReportKind::DoubleFree => crate::secure::ErrorKind::DoubleFree,
+        ReportKind::InvalidFree | ReportKind::InteriorFree => crate::secure::ErrorKind::InvalidFree,
+    };
     let hook = HOOK.load(Ordering::Acquire);
+    if hook == 0 && crate::secure::handler_installed() {
+        // the one hook: counts, calls the handler, aborts in abort mode
+        return crate::secure::report(core_kind, addr, Some(size));
+    }
+    crate::secure::count_error();
     if hook != 0 {
         // SAFETY: `HOOK` holds 0 or a `ReportHook` stored by `set_report_hook`.
         let hook = unsafe { core::mem::transmute::<usize, ReportHook>(hook) };
         hook(&r);
-        return;
+    } else {
+        let mut line = Line {
+            buf: [0; 200],
+            len: 0,
+        };
+        let _ = writeln!(line, "shardalloc: error: {r}");
+        line.emit();
     }
-    let mut line = Line {
-        buf: [0; 200],
-        len: 0,
-    };
-    let _ = writeln!(line, "shardalloc: error: {r}");
-    line.emit();
+    crate::secure::abort_if_set(core_kind, addr);
 }
 
 /// A line formatted on the stack (a report must not allocate).

@@ -51,21 +51,117 @@ pub(crate) unsafe fn free_nonnull(p: *mut u8, owner: usize) {
     // secure mode: every free is checked first (a misuse is reported, then ignored); the
     // check finds the page, which is not looked up again
     #[cfg(feature = "secure")]
-    let checked = match free_check::secure_check(p, owner) {
-        Ok((page, _)) => page,
-        Err(kind) => return crate::secure::report(kind, p as usize, None),
-    };
+    {
+        // `checked_segment`, inline: hosted, the segment map alone (a set entry means a live
+        // segment starts there; its cookie would only repeat that, as the C `free` argues);
+        // elsewhere the cookie (`p` points into mapped memory, the contract of `no_std`
+        // builds).
+        let segment = ptr_segment(p);
+        #[cfg(feature = "std")]
+        let ours = crate::segment_map::contains(segment as usize);
+        #[cfg(not(feature = "std"))]
+        // SAFETY: `p` points into mapped memory (see above), and so does the start of its
+        // `SEGMENT_SIZE`-aligned chunk.
+        let ours = unsafe { (*segment).is_valid_cookie() };
+        if !ours {
+            return crate::secure::report(crate::secure::ErrorKind::InvalidFree, p as usize, None);
+        }
+        // SAFETY: a live segment starts at `p`'s chunk (`ptr_segment`), checked just above.
+        unsafe { secure_free_in(p, segment, owner) }
+    }
     #[cfg(not(feature = "secure"))]
-    let checked = ptr::null_mut();
+    {
+        #[cfg(feature = "debug-mode")]
+        // SAFETY: `p` is given to `free` (caller); a pointer that is not a live block of
+        // ours is reported and left alone.
+        if !unsafe { crate::debug_mode::on_free(p) } {
+            return;
+        }
+        // SAFETY: `p` is a live block (caller) of the segment `ptr_segment` finds.
+        unsafe { free_in_segment(p, ptr_segment(p), ptr::null_mut(), owner) }
+    }
+}
+
+/// Secure mode: the check of every free (`free_check::secure_check_in`), then the free.
+/// Every way out is a tail call (the report, the out-of-line cases, the free itself), so
+/// that the common path keeps to leaf code.
+///
+/// # Safety
+/// `segment` is the live segment whose first chunk holds `p` (the segment map or
+/// `checked_segment` found it); `p` itself may be anything (it is checked).
+#[cfg(feature = "secure")]
+#[inline(always)]
+unsafe fn secure_free_in(p: *mut u8, segment: *mut Segment, owner: usize) {
+    use free_check::Checked;
+    // SAFETY: `segment` is live and holds `p` (caller).
+    match unsafe { free_check::secure_check_in(p, segment) } {
+        // SAFETY: the check found `p` to be a live block of `page` in `segment`.
+        Checked::Block(page) => unsafe { free_checked(p, segment, page, owner) },
+        Checked::Bad(kind) => crate::secure::report(kind, p as usize, None),
+        // SAFETY: as above.
+        Checked::Outside => unsafe { report_outside(p, segment) },
+        // SAFETY: the check found `block` (holding `p`) in `page`, in use in `segment`.
+        Checked::MaybeFree(page, block) => unsafe {
+            free_maybe_double(p, segment, page, block, owner)
+        },
+    }
+}
+
+/// Secure mode: reports a free of `p` outside the blocks of its page (double or invalid,
+/// see `free_check::outside_blocks`).
+///
+/// # Safety
+/// As `free_check::secure_check_in`.
+#[cfg(feature = "secure")]
+#[cold]
+#[inline(never)]
+unsafe fn report_outside(p: *mut u8, segment: *mut Segment) {
+    // SAFETY: as this function's contract.
+    let kind = unsafe { free_check::outside_blocks(p, segment) };
+    crate::secure::report(kind, p as usize, None);
+}
+
+/// Secure mode: the free of block `block` (holding `p`) whose first word looks like a
+/// link of its page: reported as a double free if it is on a free list (or, for other
+/// threads' pages, on the link's word: see `free_check::free_already`), else freed.
+///
+/// # Safety
+/// `page` is in use in the live segment `segment`, `block` one of its handed-out blocks
+/// holding `p`, which the caller gives up if it is live.
+#[cfg(feature = "secure")]
+#[cold]
+#[inline(never)]
+unsafe fn free_maybe_double(
+    p: *mut u8,
+    segment: *mut Segment,
+    page: *mut Page,
+    block: *mut Block,
+    owner: usize,
+) {
+    // SAFETY: as this function's contract.
+    if unsafe { free_check::free_already(&*page, segment, block, owner) } {
+        return crate::secure::report(crate::secure::ErrorKind::DoubleFree, p as usize, None);
+    }
+    // SAFETY: `p` is a live block of `page` (not free: just checked), given up (caller).
+    unsafe { free_checked(p, segment, page, owner) }
+}
+
+/// Secure mode: the free of `p` once the check passed (debug mode's check too, when on).
+///
+/// # Safety
+/// `p` is a live block (or an aligned pointer into one) of `page` in `segment`, given up
+/// by the caller.
+#[cfg(feature = "secure")]
+#[inline(always)]
+unsafe fn free_checked(p: *mut u8, segment: *mut Segment, page: *mut Page, owner: usize) {
     #[cfg(feature = "debug-mode")]
     // SAFETY: `p` is given to `free` (caller); a pointer that is not a live block of ours
     // is reported and left alone.
     if !unsafe { crate::debug_mode::on_free(p) } {
         return;
     }
-    // SAFETY: `p` is a live block (caller) of the segment `ptr_segment` finds; in secure
-    // mode `checked` is its page.
-    unsafe { free_in_segment(p, ptr_segment(p), checked, owner) }
+    // SAFETY: as this function's contract.
+    unsafe { free_in_segment(p, segment, page, owner) }
 }
 
 /// [`free_nonnull`] of a pointer whose segment the caller found (the C `free`, through the
@@ -84,19 +180,18 @@ pub(crate) unsafe fn free_nonnull_in(p: *mut u8, segment: *mut Segment, owner: u
         return unsafe { free_nonnull(p, owner) };
     }
     // secure mode checks every free first, here without a second lookup of the segment
-    // that the caller found (the check finds the page: not looked up again below)
+    // that the caller found (the check finds the page: not looked up again)
     #[cfg(feature = "secure")]
     // SAFETY: `segment` is live and holds `p` in its first chunk (caller).
-    let checked = match unsafe { free_check::secure_check_in(p, segment, owner) } {
-        Ok((page, _)) => page,
-        Err(kind) => return crate::secure::report(kind, p as usize, None),
-    };
+    unsafe {
+        secure_free_in(p, segment, owner)
+    }
     #[cfg(not(feature = "secure"))]
-    let checked = ptr::null_mut();
-    debug_assert!(segment == ptr_segment(p));
-    // SAFETY: `p` is a live block of `segment` (caller); in secure mode `checked` is its
-    // page.
-    unsafe { free_in_segment(p, segment, checked, owner) }
+    {
+        debug_assert!(segment == ptr_segment(p));
+        // SAFETY: `p` is a live block of `segment` (caller).
+        unsafe { free_in_segment(p, segment, ptr::null_mut(), owner) }
+    }
 }
 
 /// The rest of [`free_nonnull`] and [`free_nonnull_in`] once `p`'s segment is known: its
@@ -109,17 +204,18 @@ pub(crate) unsafe fn free_nonnull_in(p: *mut u8, segment: *mut Segment, owner: u
 #[inline(always)]
 unsafe fn free_in_segment(p: *mut u8, segment: *mut Segment, checked: *mut Page, owner: usize) {
     // SAFETY: `p` is a live block (caller) of `segment`, which is therefore live: its
-    // header (and the page table in it) stays readable while the block lives.
-    let segment = unsafe { &*segment };
+    // header (and the page table in it) stays readable while the block lives. (The header
+    // is read through `segment` and never borrowed for longer than a read: page 0's
+    // metadata lies inside the `Segment` struct and is written below.)
     debug_assert!(
-        segment.is_valid_cookie(),
+        unsafe { (*segment).is_valid_cookie() },
         "free of a pointer not from shardalloc"
     );
     let page = if cfg!(feature = "secure") {
         checked
     } else {
         // SAFETY: `p` points into one of the segment's pages.
-        unsafe { segment.page_of(p) }
+        unsafe { (*segment).page_of(p) }
     };
     // SAFETY: `p` is a live block of `page` in `segment` (above), given up (caller).
     unsafe { free_in_page(p, segment, page, owner) }
@@ -131,11 +227,16 @@ unsafe fn free_in_segment(p: *mut u8, segment: *mut Segment, checked: *mut Page,
 /// `p` is a live block (or an aligned pointer into one) of `page`, in `segment`, given up
 /// by the caller; `owner` is the calling thread's owner token.
 #[inline(always)]
-unsafe fn free_in_page(p: *mut u8, segment: &Segment, page: *mut Page, owner: usize) {
+unsafe fn free_in_page(p: *mut u8, segment: *mut Segment, page: *mut Page, owner: usize) {
     // Two separate branches, each passing `local` as a constant: the owner token is then
     // compared once and not kept for a `sete`, so its load folds into the comparison (one
-    // instruction less on every free).
-    if segment.owner.load(Ordering::Relaxed) != owner {
+    // instruction less on every free). (`segment` stays a raw pointer: a `&Segment`
+    // argument would be a protected shared borrow of page 0's metadata, which lies in the
+    // `Segment` struct and which the free writes: undefined behaviour that Miri's Tree
+    // Borrows reported.)
+    // SAFETY: the segment is live (caller); `owner` is an atomic, read through a borrow of
+    // that field alone.
+    if unsafe { (*segment).owner.load(Ordering::Relaxed) } != owner {
         // SAFETY: as above; the calling thread does not own the page.
         return unsafe { free_generic(p, page, false) };
     }
@@ -150,6 +251,14 @@ unsafe fn free_in_page(p: *mut u8, segment: &Segment, page: *mut Page, owner: us
         // SAFETY: the calling thread owns the page.
         if unsafe { (*page).local_free } == p as *mut Block {
             return free_check::double_free(p);
+        }
+        // Secure mode: a block that needs a `memset` to be zeroed is freed out of line,
+        // so that this path makes no call that it must save registers around.
+        #[cfg(feature = "secure")]
+        // SAFETY: the calling thread owns the page (its `block_size` is set while in use).
+        if unsafe { (*page).block_size } > Page::SCRUB_INLINE_MAX {
+            // SAFETY: as for `push_local` below.
+            return unsafe { free_local_zeroing(page, p) };
         }
         // SAFETY: the calling thread owns the page (`local`), so nothing else writes its
         // `local_free` and `used`; the block is given up by the caller, so its first word
@@ -168,6 +277,23 @@ unsafe fn free_in_page(p: *mut u8, segment: &Segment, page: *mut Page, owner: us
     } else {
         // SAFETY: as above; the calling thread owns the page.
         unsafe { free_generic(p, page, true) };
+    }
+}
+
+/// Secure mode: the local free of [`free_in_page`] into a page whose blocks are larger
+/// than [`Page::SCRUB_INLINE_MAX`] (zeroed by `memset`), out of line.
+///
+/// # Safety
+/// As [`push_local`]; the page is neither full nor holds aligned blocks.
+#[cfg(feature = "secure")]
+#[inline(never)]
+unsafe fn free_local_zeroing(page: *mut Page, p: *mut u8) {
+    // SAFETY: as this function's contract.
+    unsafe {
+        push_local(page, p);
+        if (*page).used == 0 {
+            page_retire(page);
+        }
     }
 }
 

@@ -109,6 +109,21 @@ pub(crate) unsafe fn in_list(page: &Page, mut head: *mut Block, b: *mut Block) -
     false
 }
 
+/// What secure mode's check of a pointer given to `free` found (see [`secure_check_in`]).
+#[cfg(feature = "secure")]
+pub(crate) enum Checked {
+    /// A live block (its page): to be freed.
+    Block(*mut Page),
+    /// Not a block to free: a double free, an invalid pointer (to be reported).
+    Bad(ErrorKind),
+    /// Not in the blocks handed out by the page of its slice: a double free or an invalid
+    /// one, which [`outside_blocks`] tells apart (out of line).
+    Outside,
+    /// A block whose first word decodes to a link of its page, as a free block's does:
+    /// free already, unless the walk of [`free_already`] says otherwise (rare: out of line).
+    MaybeFree(*mut Page, *mut Block),
+}
+
 /// Secure mode: checks a pointer given to `free` (or `realloc`, `usable_size`, a sized
 /// free) by a thread with owner token `owner`: returns its page and block, or what is
 /// wrong with it — `DoubleFree` for a block that is free already (or in a page that was
@@ -119,78 +134,106 @@ pub(crate) unsafe fn in_list(page: &Page, mut head: *mut Block, b: *mut Block) -
 /// `p` must point into mapped memory (the segment cookie tells a segment from other
 /// memory).
 #[cfg(feature = "secure")]
-#[inline(always)]
+#[cfg_attr(not(feature = "override"), allow(dead_code))] // the C API's checked entry points
 pub(crate) fn secure_check(p: *mut u8, owner: usize) -> Result<(*mut Page, *mut Block), ErrorKind> {
-    use crate::segment::{checked_page_in, checked_segment};
+    use crate::segment::checked_segment;
     let segment = checked_segment(p).ok_or(ErrorKind::InvalidFree)?;
     // SAFETY: `checked_segment` found a live segment here (segment map and cookie), and
     // `p` lies after its start (`ptr_segment`).
-    let page = unsafe { checked_page_in(p, segment) };
-    // SAFETY: as above.
-    unsafe { secure_check_page(p, segment, page, owner) }
+    match unsafe { secure_check_in(p, segment) } {
+        Checked::Block(page) => {
+            // SAFETY: as above: a page in use whose blocks hold `p`.
+            let block = unsafe { (*page).block_of(p) };
+            Ok((page, block))
+        }
+        Checked::Bad(kind) => Err(kind),
+        // SAFETY: as above.
+        Checked::Outside => Err(unsafe { outside_blocks(p, segment) }),
+        Checked::MaybeFree(page, block) => {
+            // SAFETY: as above; `MaybeFree` gives a page in use of the live segment and a
+            // block of it.
+            if unsafe { free_already(&*page, segment, block, owner) } {
+                Err(ErrorKind::DoubleFree)
+            } else {
+                Ok((page, block))
+            }
+        }
+    }
 }
 
-/// [`secure_check`] of a pointer whose segment the caller found in the segment map (the
-/// C `free`): the same checks without a second lookup of the segment.
+/// The common path of secure mode's check of every free, for a pointer whose segment the
+/// caller found (the segment map, and the cookie where there is no map): about 20
+/// instructions, with no call and nothing that needs saved registers (the paths of
+/// `free` that use it stay leaf code), as mimalloc's `mi_check_is_double_free`:
+/// - the page from the segment's slice table (as the unchecked `free` finds it);
+/// - the pointer's offset in the page below `handed` (one compare: a page not in use has
+///   `handed == 0`, and a pointer below `page_start`, into metadata, wraps to a huge
+///   offset), and a multiple of the block size (a multiply by the inverse, no division:
+///   `secure::Divisor`), or inside a block of a page with aligned blocks;
+/// - the block's first word decoded with the page's keys: only when it is null or a
+///   link into the page (as a free block's is; a live block's first word by a
+///   2^-50-ish chance) is the block `MaybeFree`, for the caller to confirm out of line.
+///
+/// Failures are sorted out (double or invalid) out of line.
 ///
 /// # Safety
-/// `segment` is a live segment whose first chunk holds `p` (`segment_map::free_contains`).
+/// `segment` is a live segment whose first chunk holds `p` (or `p` is its end: a huge
+/// block aligned to more than a segment), as `ptr_segment` or the segment map find it.
 #[cfg(feature = "secure")]
 #[inline(always)]
-pub(crate) unsafe fn secure_check_in(
-    p: *mut u8,
-    segment: *mut crate::segment::Segment,
-    owner: usize,
-) -> Result<(*mut Page, *mut Block), ErrorKind> {
-    // SAFETY: `segment` is live and `p` lies after its start (caller).
-    let page = unsafe { crate::segment::checked_page_in(p, segment) };
-    // SAFETY: as above.
-    unsafe { secure_check_page(p, segment, page, owner) }
-}
-
-/// The rest of [`secure_check`] once the page lookup answered.
-///
-/// # Safety
-/// `segment` is live, `p` lies after its start, and `page` is `checked_page_in(p, segment)`.
-#[cfg(feature = "secure")]
-#[inline(always)]
-unsafe fn secure_check_page(
-    p: *mut u8,
-    segment: *mut crate::segment::Segment,
-    page: Result<*mut Page, crate::segment::NotInBlocks>,
-    owner: usize,
-) -> Result<(*mut Page, *mut Block), ErrorKind> {
-    use crate::segment::NotInBlocks;
-    let page = match page {
-        Ok(page) => page,
-        // the page emptied and was freed: its blocks were all free already
-        Err(NotInBlocks::PageNotInUse) => return Err(ErrorKind::DoubleFree),
-        Err(_) => return Err(ErrorKind::InvalidFree),
-    };
-    // SAFETY: `checked_page` found the page in use in a live segment: its metadata is
-    // readable, and `block_size`, `page_start`, the keys and `flags & FLAG_HAS_ALIGNED`
-    // are set before any of its blocks was handed out.
+pub(crate) unsafe fn secure_check_in(p: *mut u8, segment: *mut crate::segment::Segment) -> Checked {
+    use crate::segment::SLICES;
+    use crate::size_class::SMALL_PAGE_SHIFT;
+    // SAFETY: the segment is live (caller); its slice table maps every slice of its first
+    // chunk to a page entry in its header (`fill_slice_pages`), readable.
+    let page = unsafe { (*segment).slice_pages[(p as usize >> SMALL_PAGE_SHIFT) & (SLICES - 1)] };
+    // SAFETY: as above: a page entry of the live segment's header.
     let pg = unsafe { &*page };
-    let off = p as usize - pg.page_start as usize;
+    let off = (p as usize).wrapping_sub(pg.page_start() as usize);
+    if off >= pg.handed {
+        return Checked::Outside;
+    }
     let block = if pg.div.divides(off) {
         p as *mut Block
     } else if pg.flags & FLAG_HAS_ALIGNED != 0 {
         pg.block_of(p)
     } else {
-        return Err(ErrorKind::InvalidFree);
+        return Checked::Bad(ErrorKind::InvalidFree);
     };
-    // SAFETY: `block` is a block of the page, inside its handed-out blocks: readable.
+    // SAFETY: `block` is a block of the page, inside its handed-out blocks (`handed`):
+    // readable.
     let first = unsafe { (*block).next } as usize;
     let link = pg.keys.decode(first);
-    // SAFETY: the segment is live and `page` is in use in it, `block` a block of it (above).
-    if (link == 0 || pg.in_area(link)) && unsafe { free_already(pg, segment, block, owner) } {
-        return Err(ErrorKind::DoubleFree);
+    if link == 0 || pg.in_area(link) {
+        return Checked::MaybeFree(page, block);
     }
-    Ok((page, block))
+    Checked::Block(page)
+}
+
+/// Why `p`, whose offset in the page of its slice is not below the page's `handed`
+/// ([`Checked::Outside`]), is
+/// not a block to free: a double free when its page is not in use (the page emptied and
+/// was freed: its blocks were all free already), an invalid free otherwise.
+///
+/// # Safety
+/// As [`secure_check_in`].
+#[cfg(feature = "secure")]
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn outside_blocks(
+    p: *mut u8,
+    segment: *mut crate::segment::Segment,
+) -> ErrorKind {
+    use crate::segment::{checked_page_in, NotInBlocks};
+    // SAFETY: the segment is live and `p` lies after its start (the caller's contract).
+    match unsafe { checked_page_in(p, segment) } {
+        Err(NotInBlocks::PageNotInUse) => ErrorKind::DoubleFree,
+        _ => ErrorKind::InvalidFree,
+    }
 }
 
 /// Secure mode, for a block whose first word decodes to a link of its page (as a free
-/// block's does): whether it is free already. For the calling thread's own pages the lists
+/// block's does: [`Checked::MaybeFree`]): whether it is free already. For the calling thread's own pages the lists
 /// are walked to confirm it; for other threads' pages (whose lists are not ours to read)
 /// the link says so (a live block's first word decodes into its page by a 2^-50-ish
 /// chance). Out of line: rare, and its loops would cost the common path of `free`
@@ -201,7 +244,7 @@ unsafe fn secure_check_page(
 #[cfg(feature = "secure")]
 #[cold]
 #[inline(never)]
-unsafe fn free_already(
+pub(crate) unsafe fn free_already(
     pg: &Page,
     segment: *mut crate::segment::Segment,
     block: *mut Block,

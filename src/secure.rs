@@ -3,7 +3,9 @@
 //!
 //! # The error hook
 //! Misuse that the allocator detects (a double free, a free of a pointer that is not a
-//! block, a corrupted free list, a write after free, ...) is reported through [`report`]:
+//! block, a corrupted free list, a write after free, debug mode's overflows, ...) is
+//! reported through [`report`], the one error hook of every build (debug mode's reports
+//! come here too unless `debug_mode::set_report_hook` takes them):
 //! the kind of error, the address, and a size when one is known. `report` counts it, calls
 //! the installed handler ([`set_error_handler`]; the C library installs one that prints
 //! through mimalloc's `show_errors` / `mi_register_error` machinery), and then, in abort
@@ -90,7 +92,19 @@ pub fn abort_on_error() -> bool {
     ABORT.load(Ordering::Relaxed)
 }
 
-/// How many errors were reported so far.
+/// Whether a handler is installed (`set_error_handler`).
+#[cfg_attr(not(feature = "debug-mode"), allow(dead_code))]
+pub(crate) fn handler_installed() -> bool {
+    HANDLER.load(Ordering::Relaxed) != 0
+}
+
+/// Counts an error reported by another way than [`report`] (debug mode's own hook).
+#[cfg_attr(not(feature = "debug-mode"), allow(dead_code))]
+pub(crate) fn count_error() {
+    ERRORS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many errors were reported so far (by every mode).
 pub fn error_count() -> usize {
     ERRORS.load(Ordering::Relaxed)
 }

@@ -153,5 +153,5 @@ fn rust_debug_mode_tests() {
     );
     let text = show(&out);
     assert!(out.status.success(), "debug_mode_rust failed:\n{text}");
-    assert!(text.contains("test result: ok. 7 passed"), "{text}");
+    assert!(text.contains("test result: ok. 8 passed"), "{text}");
 }

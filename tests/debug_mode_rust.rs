@@ -237,3 +237,74 @@ fn first_class_heaps_and_threads_keep_the_padding() {
     });
     assert_eq!(n, 0);
 }
+
+// The core's error handler (`secure::set_error_handler`) is the one hook of every mode:
+// without a report hook of debug mode's own, debug mode's reports reach it.
+static CORE_KIND: AtomicUsize = AtomicUsize::new(0);
+static CORE_ADDR: AtomicUsize = AtomicUsize::new(0);
+static CORE_SIZE: AtomicUsize = AtomicUsize::new(0);
+static CORE_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+fn core_handler(kind: shardalloc::secure::ErrorKind, addr: usize, size: Option<usize>) {
+    use shardalloc::secure::ErrorKind as K;
+    let k = match kind {
+        K::BufferOverflow => 1,
+        K::DoubleFree => 2,
+        K::InvalidFree => 3,
+        _ => 4,
+    };
+    CORE_KIND.store(k, SeqCst);
+    CORE_ADDR.store(addr, SeqCst);
+    CORE_SIZE.store(size.unwrap_or(usize::MAX), SeqCst);
+    CORE_CALLS.fetch_add(1, SeqCst);
+}
+
+#[test]
+fn reports_reach_the_core_error_handler_without_a_report_hook() {
+    let _g = SERIAL.lock().unwrap();
+    debug_mode::set_report_hook(None);
+    shardalloc::secure::set_error_handler(Some(core_handler));
+    let calls = CORE_CALLS.load(SeqCst);
+    let errors = shardalloc::secure::error_count();
+    let reports = debug_mode::report_count();
+    // SAFETY: the write one past the end is the misuse under test (into the padding); the
+    // second free is a double free, reported and ignored.
+    let p = unsafe {
+        let p = shardalloc::alloc(21, 8, false);
+        *p.add(21) = 0x42;
+        shardalloc::free(p);
+        p
+    };
+    assert_eq!(
+        CORE_CALLS.load(SeqCst) - calls,
+        1,
+        "the overflow reached the handler"
+    );
+    assert_eq!(CORE_KIND.load(SeqCst), 1, "reported as a buffer overflow");
+    assert_eq!(CORE_ADDR.load(SeqCst), p as usize);
+    assert_eq!(CORE_SIZE.load(SeqCst), 21, "with the requested size");
+    // SAFETY: the misuse under test: a double free, reported and ignored.
+    unsafe { shardalloc::free(p) };
+    assert_eq!(CORE_CALLS.load(SeqCst) - calls, 2);
+    assert_eq!(CORE_KIND.load(SeqCst), 2, "reported as a double free");
+    assert_eq!(
+        shardalloc::secure::error_count() - errors,
+        2,
+        "counted by the core"
+    );
+    assert_eq!(debug_mode::report_count() - reports, 2, "and by debug mode");
+    // with a report hook of debug mode's own, that hook takes the report instead
+    // SAFETY: as above: the write into the padding is the misuse under test.
+    let (n, _) = reports_of(|| unsafe {
+        let q = shardalloc::alloc(21, 8, false);
+        *q.add(21) = 0x42;
+        shardalloc::free(q);
+    });
+    assert_eq!(n, 1);
+    assert_eq!(
+        CORE_CALLS.load(SeqCst) - calls,
+        2,
+        "not also the core's handler"
+    );
+    shardalloc::secure::set_error_handler(None);
+}

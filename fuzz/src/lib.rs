@@ -145,8 +145,14 @@ pub fn reports() -> usize {
     shardalloc::debug_mode::report_count()
 }
 
+/// The number of reports the secure build has made (the core's error counter).
+#[cfg(all(feature = "secure", not(feature = "debug-mode")))]
+pub fn reports() -> usize {
+    shardalloc::secure::error_count()
+}
+
 /// Without a checking build there is nothing that reports.
-#[cfg(not(feature = "debug-mode"))]
+#[cfg(not(any(feature = "debug-mode", feature = "secure")))]
 pub fn reports() -> usize {
     0
 }
@@ -389,10 +395,10 @@ pub mod misuse {
     //! report nothing.
     use super::*;
 
-    #[cfg(not(feature = "debug-mode"))]
+    #[cfg(not(any(feature = "debug-mode", feature = "secure")))]
     compile_error!(
         "the misuse target needs a build that checks: run it with `--features debug-mode` \
-         (scripts/fuzz.sh does)"
+         (scripts/fuzz.sh does) or `--features secure`"
     );
 
     struct Live {
@@ -425,7 +431,14 @@ pub mod misuse {
     /// Runs the program `data` on this thread (and a helper thread for remote double frees).
     pub fn run(data: &[u8]) {
         // reports are counted, not printed (thousands a second)
+        #[cfg(feature = "debug-mode")]
         shardalloc::debug_mode::set_report_hook(Some(|_| {}));
+        #[cfg(feature = "secure")]
+        {
+            // report and go on (secure mode aborts by default)
+            shardalloc::secure::set_abort_on_error(false);
+            shardalloc::secure::set_error_handler(Some(|_, _, _| {}));
+        }
         let mut input = Input::new(data);
         let mut live: Vec<Live> = Vec::new();
         let mut seed = 0u8;
@@ -482,7 +495,8 @@ pub mod misuse {
                     verify(b.p, b.size, b.seed, "after an interior free");
                 }
                 // heap overflow of 1–8 bytes (within the block's padding), then its free
-                7 if !live.is_empty() => {
+                // (debug mode's canary; secure mode does not see a write within a block)
+                7 if cfg!(feature = "debug-mode") && !live.is_empty() => {
                     let b = live.swap_remove(pick % live.len());
                     let n = 1 + input.byte() as usize % 8;
                     let v = input.byte();
