@@ -59,13 +59,17 @@ unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
 /// `size` bytes long.
 #[inline(always)]
 unsafe fn page_pop_rest(page: &mut Page, block: *mut Block, size: usize, zero: bool) -> *mut u8 {
+    debug_assert!(size <= page.block_size, "a block smaller than its request");
     if zero {
         if page.free_is_zero() {
             // SAFETY: the block is ours (caller).
             unsafe { (*block).next = ptr::null_mut() };
         } else {
-            // SAFETY: the block is ours (caller), at least `size` bytes.
-            unsafe { ptr::write_bytes(block as *mut u8, 0, size) };
+            // The whole block, not only `size` bytes: a zeroing `realloc` that grows within
+            // the block returns it as it is, and its bytes beyond the old size must read as
+            // zero (as mimalloc's `mi_zalloc` zeroes the block for `mi_rezalloc`).
+            // SAFETY: the block is ours (caller), `block_size` bytes long.
+            unsafe { ptr::write_bytes(block as *mut u8, 0, page.block_size) };
         }
     }
     page.used += 1;
@@ -884,8 +888,15 @@ unsafe fn malloc_overaligned(
         crate::debug_mode::set_requested(aligned, size)
     };
     if zero {
-        // SAFETY: `aligned + size <= p + padded`: inside the block.
-        unsafe { ptr::write_bytes(aligned, 0, size) };
+        // every usable byte from `aligned` on (see `page_pop_rest`: a zeroing `realloc`
+        // may grow within the block)
+        // SAFETY: `aligned` lies in the live block just allocated, which has that many
+        // usable bytes from it.
+        unsafe {
+            let usable = crate::free::usable_size(aligned);
+            debug_assert!(size <= usable, "an aligned block smaller than its request");
+            ptr::write_bytes(aligned, 0, usable)
+        };
     }
     aligned
 }
@@ -926,7 +937,10 @@ pub(crate) fn moves_to_huge(usable: usize, new_size: usize) -> bool {
 
 /// Re-allocates `p` (null: allocate) to `new_size` bytes aligned to `align`; in place when
 /// the block still fits and is not too wasteful; when it moves to grow, with headroom
-/// ([`realloc_growth_size`]). Null on failure (then `p` is untouched).
+/// ([`realloc_growth_size`]). Null on failure (then `p` is untouched). With `zero`, the
+/// bytes past the old size read as zero when `p` came from a zeroing allocation or
+/// realloc (mimalloc's `mi_rezalloc` rule): zeroing allocations zero their whole usable
+/// block, and a zeroing realloc keeps the usable bytes past `new_size` zero.
 ///
 /// # Safety
 /// `heap` is the calling thread's heap, `owner` its owner token; `p` is null or a live
@@ -946,6 +960,12 @@ pub(crate) unsafe fn realloc(
     // SAFETY: `p` is a live block (caller).
     let size = unsafe { usable_size(p) };
     if new_size <= size && new_size >= size / 2 && p as usize & (align - 1) == 0 {
+        if zero && new_size < size {
+            // a zeroing realloc that grows within the block later must find zeros here
+            // SAFETY: `p + new_size .. p + size` are usable bytes of the live block `p`,
+            // which the caller gives us to resize: past `new_size` nothing is kept.
+            unsafe { ptr::write_bytes(p.add(new_size), 0, size - new_size) };
+        }
         #[cfg(feature = "debug-mode")]
         // SAFETY: `p` is live and given to us (caller); `new_size <= size` fits.
         unsafe {
@@ -1018,8 +1038,12 @@ pub(crate) unsafe fn realloc(
     // blocks; `p` is given up by the caller (freed with our owner token).
     unsafe {
         ptr::copy_nonoverlapping(p, q, keep);
-        if zero && new_size > keep {
-            ptr::write_bytes(q.add(keep), 0, new_size - keep);
+        if zero {
+            // every usable byte past the old ones, the headroom too (see `page_pop_rest`)
+            let usable = usable_size(q);
+            if usable > keep {
+                ptr::write_bytes(q.add(keep), 0, usable - keep);
+            }
         }
         crate::free::free(p, owner);
         #[cfg(feature = "debug-mode")]

@@ -184,6 +184,10 @@ pub mod ops {
         seed: u8,
         /// 0: the thread default heap; 1, 2: a shared heap; 3: the thread's private heap
         heap: u8,
+        /// From a zeroing allocation, and zeroing reallocs since: a zeroing realloc then
+        /// promises zeros past the old size (mimalloc's `mi_rezalloc` rule: only for blocks
+        /// allocated zeroed)
+        zeroed: bool,
     }
 
     /// What the threads share: blocks in transit (freed by whichever thread takes them)
@@ -244,7 +248,7 @@ pub mod ops {
             }
         }
         fill(p, size, seed);
-        Some(Live { p: p as usize, size, align, seed, heap })
+        Some(Live { p: p as usize, size, align, seed, heap, zeroed: zero })
     }
 
     fn thread(data: &[u8], shared: &Shared) {
@@ -298,7 +302,7 @@ pub mod ops {
                     assert_eq!(q as usize % b.align, 0, "realloc lost the alignment");
                     check_usable(q, size);
                     verify_prefix(q, b.size, b.size.min(size), b.seed, "after realloc");
-                    if zero && size > b.size {
+                    if zero && b.zeroed && size > b.size {
                         // SAFETY: `q` holds `size` bytes.
                         let s = unsafe { std::slice::from_raw_parts(q.add(b.size), size - b.size) };
                         let n = s.len().min(4096);
@@ -306,7 +310,7 @@ pub mod ops {
                     }
                     fill(q, size, seed);
                     bytes = bytes + size - b.size;
-                    live[i] = Live { p: q as usize, size, seed, ..b };
+                    live[i] = Live { p: q as usize, size, seed, zeroed: zero && b.zeroed, ..b };
                 }
                 // free
                 6 | 7 if !live.is_empty() => {

@@ -481,6 +481,9 @@ pub(crate) unsafe fn free_in_segment(p: *mut u8, segment: *mut crate::segment::S
 }
 
 /// Re-allocates to `new_size` bytes aligned to `align`; null on failure (`p` stays valid).
+/// With `zero`, the bytes past the old size read as zero when `p` came from a zeroing
+/// [`alloc`] or `realloc` (mimalloc's `mi_rezalloc` rule; the usable bytes of a block
+/// allocated without zeroing hold whatever they held).
 ///
 /// # Safety
 /// `p` is null or a live block of this allocator; `align` is a power of two.
