@@ -42,6 +42,7 @@
 //!   growing region absorbs a kept one);
 //! - `mapped_pages` = the number of pages of the window currently mapped by this source.
 
+use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 
 use x86_64::instructions::{interrupts, tlb};
@@ -843,8 +844,8 @@ where
         if self.flush_all_ok && batch.len > FLUSH_ALL_ABOVE {
             tlb::flush_all();
         } else {
-            for &page in &batch.pages[..batch.len] {
-                tlb::flush(VirtAddr::new(page));
+            for i in 0..batch.len {
+                tlb::flush(VirtAddr::new(batch.get(i).1));
             }
         }
         if let Some(shootdown) = self.shootdown {
@@ -854,7 +855,8 @@ where
         let Some(p) = self.paging.as_mut() else {
             return;
         };
-        for &frame in &batch.frames[..batch.len] {
+        for i in 0..batch.len {
+            let frame = batch.get(i).0;
             // SAFETY: the frame was unmapped from its only mapping and every CPU has flushed
             // its TLB since (this CPU above, the others by the shootdown): nothing refers
             // to it.
@@ -1037,30 +1039,35 @@ impl Bitmap {
 }
 
 /// Frames unmapped but not yet given back (waiting for the TLB shootdown).
+///
+/// Invariant: `entries[..len]` are initialised. The rest is left uninitialised: zeroing
+/// the array on every `unmap_range` would cost more than unmapping a few pages.
 struct FrameBatch {
-    frames: [PhysFrame<Size4KiB>; BATCH],
-    /// The pages they were mapped at (to flush).
-    pages: [u64; BATCH],
+    /// A frame and the page it was mapped at (to flush).
+    entries: [MaybeUninit<(PhysFrame<Size4KiB>, u64)>; BATCH],
     len: usize,
 }
 
 impl FrameBatch {
     fn new() -> Self {
-        // A placeholder; only `frames[..len]` is ever read.
-        let zero = PhysFrame::containing_address(x86_64::PhysAddr::new(0));
         FrameBatch {
-            frames: [zero; BATCH],
-            pages: [0; BATCH],
+            entries: [const { MaybeUninit::uninit() }; BATCH],
             len: 0,
         }
     }
 
     /// Adds a frame unmapped from the page at `page`; true when the batch is full.
     fn push(&mut self, f: PhysFrame<Size4KiB>, page: u64) -> bool {
-        self.frames[self.len] = f;
-        self.pages[self.len] = page;
+        self.entries[self.len].write((f, page));
         self.len += 1;
         self.len == BATCH
+    }
+
+    /// Entry `i` (below `len`).
+    fn get(&self, i: usize) -> (PhysFrame<Size4KiB>, u64) {
+        assert!(i < self.len);
+        // SAFETY: entries below `len` were written by `push` (the invariant).
+        unsafe { self.entries[i].assume_init() }
     }
 }
 
