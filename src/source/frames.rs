@@ -1057,6 +1057,7 @@ impl FrameBatch {
     }
 
     /// Adds a frame unmapped from the page at `page`; true when the batch is full.
+    #[inline]
     fn push(&mut self, f: PhysFrame<Size4KiB>, page: u64) -> bool {
         self.entries[self.len].write((f, page));
         self.len += 1;
@@ -1064,6 +1065,7 @@ impl FrameBatch {
     }
 
     /// Entry `i` (below `len`).
+    #[inline]
     fn get(&self, i: usize) -> (PhysFrame<Size4KiB>, u64) {
         assert!(i < self.len);
         // SAFETY: entries below `len` were written by `push` (the invariant).

@@ -351,15 +351,29 @@ fn source_calls(icount: bool) {
     };
     let mut c = [0u64; 2];
     for _ in 0..2 {
+        let (free0, mapped0) = (mem::PHYS.free_frames(), mem::SOURCE.stats().mapped_pages);
         let t0 = apic::rdtsc();
         // SAFETY: the range is the region's own, which nothing else uses.
         let ok = unsafe { mem::SOURCE.commit(r.ptr, SIZE) }.is_ok();
         let t1 = apic::rdtsc();
         assert!(ok, "bench: the page source could not map 2 MiB");
+        let mapped1 = mem::SOURCE.stats().mapped_pages;
+        // every page is mapped and written (the write faults if it is not)
+        for page in (0..SIZE).step_by(4096) {
+            // SAFETY: inside the committed region, which nothing else uses.
+            unsafe { r.ptr.as_ptr().add(page).write_volatile(1) };
+        }
+        let t2 = apic::rdtsc();
         // SAFETY: as above; nothing is live in the range.
         unsafe { mem::SOURCE.decommit(r.ptr, SIZE) };
-        let t2 = apic::rdtsc();
-        c = [t1 - t0, t2 - t1];
+        let t3 = apic::rdtsc();
+        c = [t1 - t0, t3 - t2];
+        // (the page tables the commit may have added stay: at most a few frames)
+        let (free1, mapped2) = (mem::PHYS.free_frames(), mem::SOURCE.stats().mapped_pages);
+        assert!(
+            mapped1 == mapped0 + SIZE / 4096 && mapped2 == mapped0 && free1 + 4 >= free0,
+            "bench: the page source's commit/decommit of 2 MiB: mapped pages {mapped0} -> {mapped1} -> {mapped2}, free frames {free0} -> {free1}"
+        );
     }
     // SAFETY: the region came from `alloc` with this size, and is no longer used.
     unsafe { mem::SOURCE.free(r.ptr, SIZE) };
