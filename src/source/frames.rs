@@ -3,9 +3,13 @@
 //! Segments are reserved in a virtual *window* that nothing else maps (for example
 //! `0xFFFF_9000_0000_0000`, a few GiB to 64 GiB long). Reserving only takes address space:
 //! a bitmap of 64 KiB granules records which parts of the window are taken. `commit` maps
-//! fresh frames with [`Mapper::map_to`] (not zeroed: the source reports them so, and the
-//! allocator zeroes what a caller asks to be zeroed); `decommit` unmaps them and gives the
-//! frames back to the [`FrameDeallocator`], so freed memory really returns to the kernel.
+//! fresh frames (not zeroed: the source reports them so, and the allocator zeroes what a
+//! caller asks to be zeroed); `decommit` unmaps them and gives the frames back to the
+//! [`FrameDeallocator`], so freed memory really returns to the kernel. Both work a level-1
+//! page table at a time ([`PageTables`]): one walk per 512 pages, consecutive entries
+//! written or cleared, one TLB flush per batch of unmapped pages; where a level-1 table
+//! does not exist yet (or the mapper does not reach its tables) they go through
+//! [`Mapper::map_to`] and [`Mapper::unmap`] page by page.
 //!
 //! `remap` resizes a region without copying its contents (the kernel's `mremap`): it grows
 //! in place by mapping frames behind the region when the window is free there, shrinks by
