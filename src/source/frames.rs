@@ -3,9 +3,13 @@
 //! Segments are reserved in a virtual *window* that nothing else maps (for example
 //! `0xFFFF_9000_0000_0000`, a few GiB to 64 GiB long). Reserving only takes address space:
 //! a bitmap of 64 KiB granules records which parts of the window are taken. `commit` maps
-//! fresh frames with [`Mapper::map_to`] (not zeroed: the source reports them so, and the
-//! allocator zeroes what a caller asks to be zeroed); `decommit` unmaps them and gives the
-//! frames back to the [`FrameDeallocator`], so freed memory really returns to the kernel.
+//! fresh frames (not zeroed: the source reports them so, and the allocator zeroes what a
+//! caller asks to be zeroed); `decommit` unmaps them and gives the frames back to the
+//! [`FrameDeallocator`], so freed memory really returns to the kernel. Both work a level-1
+//! page table at a time ([`PageTables`]): one walk per 512 pages, consecutive entries
+//! written or cleared, one TLB flush per batch of unmapped pages; where a level-1 table
+//! does not exist yet (or the mapper does not reach its tables) they go through
+//! [`Mapper::map_to`] and [`Mapper::unmap`] page by page.
 //!
 //! `remap` resizes a region without copying its contents (the kernel's `mremap`): it grows
 //! in place by mapping frames behind the region when the window is free there, shrinks by
@@ -42,12 +46,14 @@
 //!   growing region absorbs a kept one);
 //! - `mapped_pages` = the number of pages of the window currently mapped by this source.
 
+use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 
-use x86_64::instructions::interrupts;
-use x86_64::registers::control::Cr3;
+use x86_64::instructions::{interrupts, tlb};
+use x86_64::registers::control::{Cr3, Cr4, Cr4Flags};
 use x86_64::registers::model_specific::{Efer, EferFlags};
-use x86_64::structures::paging::mapper::MapToError;
+use x86_64::structures::paging::mapper::{MapToError, MappedPageTable, PageTableFrameMapping};
+use x86_64::structures::paging::page_table::PageTableEntry;
 use x86_64::structures::paging::{
     FrameAllocator, FrameDeallocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags,
     PhysFrame, Size4KiB,
@@ -66,6 +72,12 @@ pub const MAX_WINDOW: usize = 64 << 30;
 const WORDS: usize = MAX_WINDOW / GRANULE / 64;
 /// Frames unmapped before one TLB shootdown and hand-back (kept on the stack).
 const BATCH: usize = 64;
+/// A local TLB flush of more pages than this reloads CR3 instead of one `invlpg` per page
+/// (Linux's `tlb_single_page_flush_ceiling` is 33); only without PCIDs, where reloading
+/// CR3 keeps the address space as it is.
+const FLUSH_ALL_ABOVE: usize = 32;
+/// Bytes one level-1 page table maps.
+const L1_SPAN: u64 = 512 * PAGE as u64;
 /// Freed regions kept mapped at most (see [`FrameSource::set_keep_limit`]).
 const KEEP_SLOTS: usize = 4;
 /// Non-forced collects a kept region survives before it goes back.
@@ -74,6 +86,71 @@ const KEEP_ROUNDS: u32 = 8;
 /// Flushes stale translations of `[start, start + size)` on every *other* CPU, returning once
 /// they are gone. See the module docs for the constraints.
 pub type TlbShootdown = fn(start: VirtAddr, size: usize);
+
+/// A [`Mapper`] whose level-1 page tables the source can reach directly: unmapping a run of
+/// pages then walks the four levels once per level-1 table (512 pages) and clears
+/// consecutive entries, with one TLB flush per batch of pages, instead of a walk and an
+/// `invlpg` per page through [`Mapper::unmap`].
+///
+/// Implemented for the `x86_64` crate's [`OffsetPageTable`] and [`MappedPageTable`]; a
+/// mapper of one's own implements it with an empty body (`impl PageTables for M {}`), and
+/// the source then unmaps page by page through [`Mapper::unmap`].
+pub trait PageTables: Mapper<Size4KiB> {
+    /// The level-1 table that holds `page`'s entry, or `None` when the levels above do
+    /// not map it with a table (or the mapper cannot reach its tables: the default).
+    fn level_1_table(&mut self, page: Page<Size4KiB>) -> Option<&mut PageTable> {
+        let _ = page;
+        None
+    }
+}
+
+/// Walks from `level_4` down to the level-1 table of `page`; `table_at` gives the address
+/// at which a page-table frame can be written.
+///
+/// # Safety
+/// `level_4` is a valid level-4 table whose lower tables `table_at` maps writable, and no
+/// other reference to those tables is in use.
+unsafe fn walk_to_level_1<'a>(
+    level_4: &'a mut PageTable,
+    page: Page<Size4KiB>,
+    table_at: impl Fn(PhysFrame) -> *mut PageTable,
+) -> Option<&'a mut PageTable> {
+    let mut table = level_4;
+    for index in [page.p4_index(), page.p3_index(), page.p2_index()] {
+        let entry: &PageTableEntry = &table[index];
+        // `frame()` fails on an entry that is not present or maps a huge page
+        let frame = entry.frame().ok()?;
+        // SAFETY: the entry is present and points to the next level's table (not a huge
+        // page), which `table_at` maps writable (the caller); the caller holds the only
+        // reference into this hierarchy, so the table is not aliased.
+        table = unsafe { &mut *table_at(frame) };
+    }
+    Some(table)
+}
+
+impl PageTables for OffsetPageTable<'_> {
+    fn level_1_table(&mut self, page: Page<Size4KiB>) -> Option<&mut PageTable> {
+        let offset = self.phys_offset();
+        // SAFETY: an `OffsetPageTable` was created over a valid hierarchy with all physical
+        // memory mapped at `offset` (its `new`'s contract), and `&mut self` is the only way
+        // into it.
+        unsafe {
+            walk_to_level_1(self.level_4_table_mut(), page, |f| {
+                (offset + f.start_address().as_u64()).as_mut_ptr()
+            })
+        }
+    }
+}
+
+impl<P: PageTableFrameMapping> PageTables for MappedPageTable<'_, P> {
+    fn level_1_table(&mut self, page: Page<Size4KiB>) -> Option<&mut PageTable> {
+        let map = self.page_table_frame_mapping() as *const P;
+        // SAFETY: a `MappedPageTable` was created over a valid hierarchy whose tables its
+        // frame mapping maps (its `new`'s contract); the mapping is a separate field from
+        // the level-4 table, so reading it while the table is borrowed aliases nothing.
+        unsafe { walk_to_level_1(self.level_4_table_mut(), page, |f| (*map).frame_to_pointer(f)) }
+    }
+}
 
 /// Counters of a [`FrameSource`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -203,6 +280,8 @@ struct Inner<M, A> {
     /// No free granule lies below this one.
     hint: usize,
     flags: PageTableFlags,
+    /// Whether a local flush of many pages may reload CR3 (no PCIDs).
+    flush_all_ok: bool,
     shootdown: Option<TlbShootdown>,
     /// Freed regions kept mapped: their granules stay set in `used`, their pages mapped.
     kept: [Kept; KEEP_SLOTS],
@@ -221,7 +300,7 @@ pub struct FrameSource<M, A> {
 
 impl<M, A> FrameSource<M, A>
 where
-    M: Mapper<Size4KiB> + Send,
+    M: PageTables + Send,
     A: FrameAllocator<Size4KiB> + FrameDeallocator<Size4KiB> + Send,
 {
     /// An empty source: every `alloc` fails until [`init`](Self::init) gives it a mapper,
@@ -237,6 +316,7 @@ where
                 full: Bitmap([0; WORDS]),
                 hint: 0,
                 flags: PageTableFlags::empty(),
+                flush_all_ok: false,
                 shootdown: None,
                 kept: [Kept::EMPTY; KEEP_SLOTS],
                 keep_limit: 0,
@@ -289,6 +369,7 @@ where
             s.window_start = start;
             s.granules = window_size / GRANULE;
             s.flags = flags;
+            s.flush_all_ok = !Cr4::read().contains(Cr4Flags::PCID);
         });
     }
 
@@ -426,7 +507,7 @@ where
 
 impl<M, A> Default for FrameSource<M, A>
 where
-    M: Mapper<Size4KiB> + Send,
+    M: PageTables + Send,
     A: FrameAllocator<Size4KiB> + FrameDeallocator<Size4KiB> + Send,
 {
     fn default() -> Self {
@@ -436,7 +517,7 @@ where
 
 impl<M, A> Inner<M, A>
 where
-    M: Mapper<Size4KiB>,
+    M: PageTables,
     A: FrameAllocator<Size4KiB> + FrameDeallocator<Size4KiB>,
 {
     /// Finds `n` free granules starting at a multiple of `align` (in granules) and takes
@@ -627,6 +708,10 @@ where
         let mut failed = false;
         let end = start + (size / PAGE * PAGE) as u64;
         let mut addr = start;
+        // the level-1 table of the 2 MiB at `table_base` (walked once per table), if the
+        // mapper reaches it; `u64::MAX`: none walked yet
+        let mut table_base = u64::MAX;
+        let mut table: Option<*mut PageTable> = None;
         while addr < end {
             let g = ((addr - self.window_start) as usize) / GRANULE;
             if self.full.get(g) {
@@ -641,6 +726,33 @@ where
             let page = Page::<Size4KiB>::containing_address(VirtAddr::new(addr));
             addr += PAGE as u64;
             let addr = addr - PAGE as u64;
+            if addr & !(L1_SPAN - 1) != table_base {
+                table_base = addr & !(L1_SPAN - 1);
+                table = p.mapper.level_1_table(page).map(|t| t as *mut PageTable);
+            }
+            if let Some(t) = table {
+                // SAFETY: the table was reached through the mapper for this 2 MiB, and the
+                // source never frees page tables (nor does `map_to`, the only other call
+                // on the mapper meanwhile, which only adds tables where none are): it
+                // stays valid, and only this source (under its lock) writes its entries
+                // for the window.
+                let entry = unsafe { &mut (&mut *t)[((addr >> 12) & 511) as usize] };
+                if entry.flags().contains(PageTableFlags::PRESENT) {
+                    continue;
+                }
+                let Some(frame) = p.frames.allocate_frame() else {
+                    failed = true;
+                    break;
+                };
+                // A not-present entry made present needs no TLB flush (no CPU caches
+                // translations from not-present entries).
+                entry.set_frame(frame, flags);
+                // SAFETY: the page was just mapped writable to a frame nobody else uses.
+                unsafe { (addr as *mut u64).write(chain) };
+                chain = addr;
+                self.stats.mapped_pages += 1;
+                continue;
+            }
             // (no page of a granule never touched is mapped: no page-table walk to ask)
             if self.touched.get(g) && p.mapper.translate_page(page).is_ok() {
                 continue;
@@ -649,6 +761,8 @@ where
                 failed = true;
                 break;
             };
+            // the next page walks again: this one may have added its level-1 table
+            table_base = u64::MAX;
             // SAFETY: the page lies in the window, which only this source maps (init's
             // contract), and is unmapped (checked above); the frame is unused RAM fresh from
             // the frame allocator, so mapping it aliases nothing.
@@ -716,18 +830,27 @@ where
             return;
         };
         if let Ok((frame, flush)) = p.mapper.unmap(page) {
-            flush.flush();
+            // (flushed with the batch, before its frames go back)
+            flush.ignore();
             self.stats.mapped_pages -= 1;
-            if batch.push(frame) {
+            if batch.push(frame, page.start_address().as_u64()) {
                 self.finish_batch(batch, start, size);
             }
         }
     }
 
-    /// Flushes the other CPUs' TLBs, then gives the batch's frames back.
+    /// Flushes this CPU's and the other CPUs' TLBs of the batch's pages, then gives the
+    /// batch's frames back.
     fn finish_batch(&mut self, batch: &mut FrameBatch, start: u64, size: usize) {
         if batch.len == 0 {
             return;
+        }
+        if self.flush_all_ok && batch.len > FLUSH_ALL_ABOVE {
+            tlb::flush_all();
+        } else {
+            for i in 0..batch.len {
+                tlb::flush(VirtAddr::new(batch.get(i).1));
+            }
         }
         if let Some(shootdown) = self.shootdown {
             self.stats.shootdowns += 1;
@@ -736,12 +859,53 @@ where
         let Some(p) = self.paging.as_mut() else {
             return;
         };
-        for &frame in &batch.frames[..batch.len] {
+        for i in 0..batch.len {
+            let frame = batch.get(i).0;
             // SAFETY: the frame was unmapped from its only mapping and every CPU has flushed
-            // its TLB since (shootdown above, local flush at unmap): nothing refers to it.
+            // its TLB since (this CPU above, the others by the shootdown): nothing refers
+            // to it.
             unsafe { p.frames.deallocate_frame(frame) };
         }
         batch.len = 0;
+    }
+
+    /// Unmaps the mapped pages of `[from, to)` (page-aligned, inside `[start, start +
+    /// size)`), queueing their frames in `batch` (handed back when it fills up): one
+    /// page-table walk per level-1 table, whose entries it clears in a row.
+    fn unmap_pages(&mut self, from: u64, to: u64, batch: &mut FrameBatch, start: u64, size: usize) {
+        let mut a = from;
+        while a < to {
+            let table_end = to.min((a & !(L1_SPAN - 1)) + L1_SPAN);
+            let Some(p) = self.paging.as_mut() else {
+                return;
+            };
+            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(a));
+            let Some(table) = p.mapper.level_1_table(page) else {
+                // no table to reach directly: page by page through the mapper
+                while a < table_end {
+                    let page = Page::<Size4KiB>::containing_address(VirtAddr::new(a));
+                    self.unmap_page(page, batch, start, size);
+                    a += PAGE as u64;
+                }
+                continue;
+            };
+            while a < table_end {
+                let entry = &mut table[((a >> 12) & 511) as usize];
+                a += PAGE as u64;
+                if !entry.flags().contains(PageTableFlags::PRESENT) {
+                    continue;
+                }
+                let frame = PhysFrame::containing_address(entry.addr());
+                entry.set_unused();
+                self.stats.mapped_pages -= 1;
+                if batch.push(frame, a - PAGE as u64) {
+                    break; // (the table is borrowed from the mapper: hand back below)
+                }
+            }
+            if batch.len == BATCH {
+                self.finish_batch(batch, start, size);
+            }
+        }
     }
 
     /// Unmaps every mapped page of `[start, start + size)` and gives the frames back.
@@ -753,22 +917,22 @@ where
         let last = self.granule_of(end - 1);
         self.full.set_range(g, last + 1, false);
         while g <= last {
-            let g_start = self.window_start + (g * GRANULE) as u64;
-            let g_end = g_start + GRANULE as u64;
-            if self.touched.get(g) {
-                let from = g_start.max(start);
-                let to = g_end.min(end);
-                let mut a = from;
-                while a < to {
-                    let page = Page::<Size4KiB>::containing_address(VirtAddr::new(a));
-                    self.unmap_page(page, &mut batch, start, size);
-                    a += PAGE as u64;
-                }
-                if from == g_start && to == g_end {
-                    self.touched.set_range(g, g + 1, false);
-                }
+            // a run of touched granules at a time (untouched ones map nothing)
+            let Some(first) = self.touched.first_set(g, last + 1) else {
+                break;
+            };
+            let run_end = self.touched.first_clear_from(first, last + 1);
+            let g_start = self.window_start + (first * GRANULE) as u64;
+            let g_end = self.window_start + (run_end * GRANULE) as u64;
+            let (from, to) = (g_start.max(start), g_end.min(end));
+            self.unmap_pages(from, to, &mut batch, start, size);
+            // granules covered whole are untouched now
+            let whole_first = first + usize::from(from > g_start);
+            let whole_end = run_end - usize::from(to < g_end);
+            if whole_first < whole_end {
+                self.touched.set_range(whole_first, whole_end, false);
             }
-            g += 1;
+            g = run_end;
         }
         self.finish_batch(&mut batch, start, size);
     }
@@ -776,7 +940,7 @@ where
 
 impl<M, A> Inner<M, A>
 where
-    M: Mapper<Size4KiB>,
+    M: PageTables,
     A: FrameAllocator<Size4KiB> + FrameDeallocator<Size4KiB>,
 {
     /// Takes granules `[first + old_n, first + new_n)` if they are all free (the region
@@ -879,26 +1043,37 @@ impl Bitmap {
 }
 
 /// Frames unmapped but not yet given back (waiting for the TLB shootdown).
+///
+/// Invariant: `entries[..len]` are initialised. The rest is left uninitialised: zeroing
+/// the array on every `unmap_range` would cost more than unmapping a few pages.
 struct FrameBatch {
-    frames: [PhysFrame<Size4KiB>; BATCH],
+    /// A frame and the page it was mapped at (to flush).
+    entries: [MaybeUninit<(PhysFrame<Size4KiB>, u64)>; BATCH],
     len: usize,
 }
 
 impl FrameBatch {
     fn new() -> Self {
-        // A placeholder; only `frames[..len]` is ever read.
-        let zero = PhysFrame::containing_address(x86_64::PhysAddr::new(0));
         FrameBatch {
-            frames: [zero; BATCH],
+            entries: [const { MaybeUninit::uninit() }; BATCH],
             len: 0,
         }
     }
 
-    /// Adds a frame; true when the batch is full.
-    fn push(&mut self, f: PhysFrame<Size4KiB>) -> bool {
-        self.frames[self.len] = f;
+    /// Adds a frame unmapped from the page at `page`; true when the batch is full.
+    #[inline]
+    fn push(&mut self, f: PhysFrame<Size4KiB>, page: u64) -> bool {
+        self.entries[self.len].write((f, page));
         self.len += 1;
         self.len == BATCH
+    }
+
+    /// Entry `i` (below `len`).
+    #[inline]
+    fn get(&self, i: usize) -> (PhysFrame<Size4KiB>, u64) {
+        assert!(i < self.len);
+        // SAFETY: entries below `len` were written by `push` (the invariant).
+        unsafe { self.entries[i].assume_init() }
     }
 }
 
@@ -917,7 +1092,7 @@ impl FrameBatch {
 // - all methods take the lock, so any CPU may call them at any time.
 unsafe impl<M, A> PageSource for FrameSource<M, A>
 where
-    M: Mapper<Size4KiB> + Send,
+    M: PageTables + Send,
     A: FrameAllocator<Size4KiB> + FrameDeallocator<Size4KiB> + Send,
 {
     fn config(&self) -> SourceConfig {

@@ -237,6 +237,7 @@ pub fn run(args: &super::Args) {
     );
     if args.verbose {
         calls(args.icount);
+        source_calls(args.icount);
     }
     // two TSC reads with nothing between: subtracted from every counted call
     let empty = (0..16).map(|_| span(|| ()).1).min().unwrap_or(0);
@@ -335,6 +336,53 @@ fn calls(icount: bool) {
             c[2] as f64 / 1000.0
         );
     }
+}
+
+/// The count of the page source's own calls, per 4 KiB page: mapping 2 MiB (512 pages)
+/// with one `commit` and unmapping it with one `decommit` (frames given back, TLBs
+/// flushed), twice, the second time counted.
+fn source_calls(icount: bool) {
+    const SIZE: usize = 2 << 20;
+    // SAFETY: a page-multiple size and a power-of-two alignment; the region is only
+    // committed, decommitted and freed here.
+    let Some(r) = (unsafe { mem::SOURCE.alloc(SIZE, 4096, false) }) else {
+        println!("bench: page source: no 2 MiB region to count its calls");
+        return;
+    };
+    let mut c = [0u64; 2];
+    for _ in 0..2 {
+        let (free0, mapped0) = (mem::PHYS.free_frames(), mem::SOURCE.stats().mapped_pages);
+        let t0 = apic::rdtsc();
+        // SAFETY: the range is the region's own, which nothing else uses.
+        let ok = unsafe { mem::SOURCE.commit(r.ptr, SIZE) }.is_ok();
+        let t1 = apic::rdtsc();
+        assert!(ok, "bench: the page source could not map 2 MiB");
+        let mapped1 = mem::SOURCE.stats().mapped_pages;
+        // every page is mapped and written (the write faults if it is not)
+        for page in (0..SIZE).step_by(4096) {
+            // SAFETY: inside the committed region, which nothing else uses.
+            unsafe { r.ptr.as_ptr().add(page).write_volatile(1) };
+        }
+        let t2 = apic::rdtsc();
+        // SAFETY: as above; nothing is live in the range.
+        unsafe { mem::SOURCE.decommit(r.ptr, SIZE) };
+        let t3 = apic::rdtsc();
+        c = [t1 - t0, t3 - t2];
+        // (the page tables the commit may have added stay: at most a few frames)
+        let (free1, mapped2) = (mem::PHYS.free_frames(), mem::SOURCE.stats().mapped_pages);
+        assert!(
+            mapped1 == mapped0 + SIZE / 4096 && mapped2 == mapped0 && free1 + 4 >= free0,
+            "bench: the page source's commit/decommit of 2 MiB: mapped pages {mapped0} -> {mapped1} -> {mapped2}, free frames {free0} -> {free1}"
+        );
+    }
+    // SAFETY: the region came from `alloc` with this size, and is no longer used.
+    unsafe { mem::SOURCE.free(r.ptr, SIZE) };
+    println!(
+        "bench: page source: {} per 4 KiB page: commit {:.1}, decommit {:.1} (2 MiB at once)",
+        if icount { "instructions" } else { "cycles" },
+        c[0] as f64 / 512.0,
+        c[1] as f64 / 512.0
+    );
 }
 
 /// Count per call of each workload (rows) and allocator (columns, as `NAMES`).
