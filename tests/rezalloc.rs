@@ -27,7 +27,9 @@ fn dirty_blocks(usable: usize) {
 
 fn all_zero(p: *const u8, from: usize, to: usize) -> bool {
     // SAFETY: callers pass a live block with at least `to` usable bytes.
-    unsafe { std::slice::from_raw_parts(p.add(from), to - from) }.iter().all(|&b| b == 0)
+    unsafe { std::slice::from_raw_parts(p.add(from), to - from) }
+        .iter()
+        .all(|&b| b == 0)
 }
 
 #[test]
@@ -40,7 +42,10 @@ fn rezalloc_in_place_grows_into_zeros() {
             assert!(!p.is_null());
             // SAFETY: live block.
             let usable = unsafe { shardalloc::usable_size(p) };
-            assert!(all_zero(p, 0, usable), "zeroed block of {size} (align {align}) not zero to its usable size {usable}");
+            assert!(
+                all_zero(p, 0, usable),
+                "zeroed block of {size} (align {align}) not zero to its usable size {usable}"
+            );
             // the program writes its `size` bytes
             // SAFETY: `size` bytes of the live block.
             unsafe { std::ptr::write_bytes(p, 0x55, size) };
@@ -48,7 +53,10 @@ fn rezalloc_in_place_grows_into_zeros() {
             // SAFETY: a live block from a zeroing allocation, with its alignment.
             let q = unsafe { shardalloc::realloc(p, usable, align, true) };
             assert!(!q.is_null());
-            assert!(all_zero(q, size, usable), "rezalloc {size} -> {usable} (align {align}): tail not zero");
+            assert!(
+                all_zero(q, size, usable),
+                "rezalloc {size} -> {usable} (align {align}): tail not zero"
+            );
             // shrinks in place, the program writes, grows again
             let small = usable / 2 + 1;
             // SAFETY: `usable` bytes of the live block `q`.
@@ -61,14 +69,21 @@ fn rezalloc_in_place_grows_into_zeros() {
             // SAFETY: as above.
             let s = unsafe { shardalloc::realloc(r, usable, align, true) };
             assert!(!s.is_null());
-            assert!(all_zero(s, small, usable), "rezalloc {usable} -> {small} -> {usable} (align {align}): tail not zero");
+            assert!(
+                all_zero(s, small, usable),
+                "rezalloc {usable} -> {small} -> {usable} (align {align}): tail not zero"
+            );
             // and moving to grow: zeros past the old size up to the new usable size
             // SAFETY: as above.
             let t = unsafe { shardalloc::realloc(s, 4 * usable, align, true) };
             assert!(!t.is_null());
             // SAFETY: live block.
             let tu = unsafe { shardalloc::usable_size(t) };
-            assert!(all_zero(t, usable, tu), "rezalloc {usable} -> {}: tail not zero", 4 * usable);
+            assert!(
+                all_zero(t, usable, tu),
+                "rezalloc {usable} -> {}: tail not zero",
+                4 * usable
+            );
             // SAFETY: live block, freed once.
             unsafe { shardalloc::free(t) };
         }

@@ -148,7 +148,11 @@ impl<P: PageTableFrameMapping> PageTables for MappedPageTable<'_, P> {
         // SAFETY: a `MappedPageTable` was created over a valid hierarchy whose tables its
         // frame mapping maps (its `new`'s contract); the mapping is a separate field from
         // the level-4 table, so reading it while the table is borrowed aliases nothing.
-        unsafe { walk_to_level_1(self.level_4_table_mut(), page, |f| (*map).frame_to_pointer(f)) }
+        unsafe {
+            walk_to_level_1(self.level_4_table_mut(), page, |f| {
+                (*map).frame_to_pointer(f)
+            })
+        }
     }
 }
 
