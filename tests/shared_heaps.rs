@@ -146,8 +146,12 @@ fn one_heap_many_threads() {
     }
     let after = pages();
     eprintln!("pages after destroy from another thread and collections: {after}");
+    // The three parts held ~190 pages. The count is the process's: meanwhile the four
+    // threads' default heaps may each take a page of a size class they had not used yet
+    // (boxed jobs, channel blocks, `eprintln!`'s buffers: under Wine once 3 pages, 41 -> 44),
+    // so a few pages more than `base` are not the parts'.
     assert!(
-        after <= base + 2,
+        after <= base + 8,
         "destroyed parts kept their pages: {base} -> {after}"
     );
 
