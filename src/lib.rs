@@ -9,7 +9,7 @@
 //! | layer | files |
 //! |---|---|
 //! | C API | `c_api/` (feature `override`) |
-//! | which heap serves the caller | `global/hosted.rs` (+ `global/tls.rs`), `global/percpu.rs`, `global/embedded.rs`, `global/mod.rs` |
+//! | which heap serves the caller | `global/hosted.rs` (+ `global/tls.rs`), `global/percpu.rs`, `global/embedded.rs` (+ `global/embedded_runs.rs`), `global/mod.rs` |
 //! | thread data | `thread.rs`: a thread's (CPU's) data, thread exit; `shared.rs`: heaps shared by threads (hosted) |
 //! | first-class heaps | `first_class.rs`: new, delete, destroy, visit |
 //! | allocation | `alloc.rs`: malloc fast and generic paths, fresh pages, huge, aligned, realloc |

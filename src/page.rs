@@ -84,6 +84,11 @@ fn same_segment(a: usize, b: usize) -> bool {
 /// `Page::flags` bits. They share one byte so that `free` tests both with one compare.
 pub(crate) const FLAG_IN_FULL: u8 = 1;
 pub(crate) const FLAG_HAS_ALIGNED: u8 = 2;
+/// `embedded`: the page's one block is a run of `embedded::Heap`, cut into chunks of any
+/// size (`global/embedded_runs.rs`); its frees go there, not to the page (a page flag, so
+/// that the free fast path, which tests `flags != 0`, leaves such frees to the slow path).
+#[cfg(feature = "embedded")]
+pub(crate) const FLAG_RUN: u8 = 4;
 
 /// Small geometry: the bit of `Page::retire_expire` that says the page ran out and left
 /// the full queue again (see there).

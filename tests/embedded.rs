@@ -342,24 +342,25 @@ fn embedded_heap_in_16k() {
     assert_eq!(HEAP.used(), 0);
 
     // a page that empties is kept, retired, in its size class's queue (here a page of one
-    // 448-byte block); taken up again by the allocation fast path and run out, it goes to
+    // 6140-byte block, a size above the runs', the class of 6 KiB); taken up again by the allocation fast path and run out, it goes to
     // the full queue; when its block is freed there, it must leave the full queue, or no
     // allocation and no out-of-memory sweep of empty pages finds it again, and its memory
     // is lost to every other size (a fill of 16-byte blocks reaches less)
     let reference = fill_up(16);
     let reached = reference.len();
     free_all(reference);
-    let l448 = layout(448, 8);
+    let l6k = layout(6140, 8);
     // SAFETY: non-zero layouts; each block is freed once, with its layout.
     unsafe {
-        let a = HEAP.alloc(l448);
+        let a = HEAP.alloc(l6k);
         assert!(!a.is_null());
-        HEAP.dealloc(a, l448); // the page empties: retired
-        let b = HEAP.alloc(l448); // the same page again, on the fast path
-        let c = HEAP.alloc(l448); // it ran out: to the full queue, `c` from a fresh page
+        HEAP.dealloc(a, l6k); // the page empties: retired
+        let b = HEAP.alloc(l6k); // the same page again
+        let c = HEAP.alloc(l6k); // it ran out: to the full queue, `c` from a fresh page
         assert!(!b.is_null() && !c.is_null() && b != c);
-        HEAP.dealloc(b, l448); // the page empties in the full queue
-        HEAP.dealloc(c, l448);
+        assert_eq!(a, b, "the retired page was not taken up again");
+        HEAP.dealloc(b, l6k); // the page empties in the full queue
+        HEAP.dealloc(c, l6k);
     }
     assert_eq!(HEAP.used(), 0);
     let again = fill_up(16);
@@ -374,6 +375,8 @@ fn embedded_heap_in_16k() {
     );
     free_all(again);
     assert_eq!(HEAP.used(), 0);
+
+    runs();
 
     // a second region: more memory, also usable
     let before = fill_up(64);
@@ -394,4 +397,112 @@ fn embedded_heap_in_16k() {
     free_all(after);
     assert_eq!(HEAP.used(), 0);
     assert_eq!(HEAP.free(), SIZE + added);
+}
+
+/// Blocks of 129 bytes to ~6 KiB are cut to size from runs of slices (the heap's
+/// `embedded_runs`): packed at two-word granularity, coalesced when freed, given back to
+/// the size classes when a run empties; out of memory, a small request takes a free chunk.
+fn runs() {
+    const W: usize = size_of::<usize>();
+    let chunk = |size: usize| (size + W).div_ceil(2 * W) * (2 * W);
+    let reference = fill_up(16);
+    let reached = reference.len();
+    free_all(reference);
+    let base = HEAP.usage();
+    // SAFETY: non-zero layouts; each block is freed once, with its layout.
+    unsafe {
+        let (l300, l700, l1000, l2000) = (
+            layout(300, 8),
+            layout(700, 4),
+            layout(1000, 8),
+            layout(2000, 8),
+        );
+        // packed: the 700-byte block follows the 300-byte one at the 300 bytes' chunk (a
+        // size class would round 300 to 320 and give 700 a page of its own class)
+        let a = HEAP.alloc(l300);
+        let b = HEAP.alloc(l700);
+        assert!(!a.is_null() && !b.is_null());
+        assert_eq!(b as usize - a as usize, chunk(300), "runs: not packed");
+        assert_eq!(a as usize % (2 * W), 0, "a chunk not aligned to two words");
+        fill(a, 300, 1);
+        fill(b, 700, 2);
+        let u = HEAP.usage();
+        assert_eq!(u.live, chunk(300) + chunk(700), "{u:?}");
+        assert_eq!(u.live, HEAP.used());
+        assert_eq!(
+            u.live + u.free_in_pages + u.headers + u.unused,
+            SIZE,
+            "{u:?}"
+        );
+        // coalescing: c after b; free a, then b: one free chunk where a and b were, which a
+        // 1000-byte block takes (at a's place, best fit: the chunk after c is larger)
+        let c = HEAP.alloc(l1000);
+        assert_eq!(c as usize - b as usize, chunk(700));
+        fill(c, 1000, 3);
+        HEAP.dealloc(a, l300);
+        assert!(check(b, 700, 2));
+        HEAP.dealloc(b, l700);
+        let d = HEAP.alloc(l1000);
+        assert_eq!(d, a, "the freed neighbours were not coalesced");
+        assert!(check(c, 1000, 3), "a neighbour's free changed a live chunk");
+        // realloc across the two kinds, contents kept: a class block into a run, a chunk to
+        // a larger chunk, a chunk shrinking in place, a chunk back into a size class
+        let mut p = HEAP.alloc(layout(100, 8));
+        fill(p, 100, 4);
+        p = HEAP.realloc(p, layout(100, 8), 2000);
+        assert!(!p.is_null() && check(p, 100, 4));
+        fill(p, 2000, 5);
+        let q = HEAP.realloc(p, l2000, 1500);
+        assert_eq!(q, p, "a chunk shrinking by a quarter moved");
+        p = HEAP.realloc(p, layout(1500, 8), 3000);
+        assert!(!p.is_null() && check(p, 1500, 5));
+        p = HEAP.realloc(p, layout(3000, 8), 64);
+        assert!(!p.is_null() && check(p, 64, 5));
+        HEAP.dealloc(p, layout(64, 8));
+        // zeroed: a chunk that held data reads as zero
+        HEAP.dealloc(d, l1000);
+        let z = HEAP.alloc_zeroed(l1000);
+        assert!(
+            !z.is_null() && (0..1000).all(|i| *z.add(i) == 0),
+            "alloc_zeroed: not zero"
+        );
+        HEAP.dealloc(z, l1000);
+        HEAP.dealloc(c, l1000);
+    }
+    // every run emptied went back: no chunk bytes live, and the slices serve the size
+    // classes again (a 16-byte fill reaches as far as before)
+    assert_eq!(HEAP.used(), 0);
+    let u = HEAP.usage();
+    assert_eq!((u.live, u.headers), (0, base.headers), "{u:?}");
+    let again = fill_up(16);
+    assert!(
+        again.len() >= reached,
+        "runs kept slices: {} 16-byte blocks after, {reached} before",
+        again.len()
+    );
+    free_all(again);
+    // out of memory, a small request takes a free chunk: one 200-byte chunk live in a run,
+    // then a fill of 24-byte blocks: once the size classes have no room, its blocks come
+    // from the run (within its 6 KiB), until it is full too
+    // SAFETY: a non-zero layout; freed with it.
+    let r = unsafe { HEAP.alloc(layout(200, 8)) };
+    assert!(!r.is_null());
+    let v = fill_up(24);
+    let in_run = v
+        .iter()
+        .filter(|(p, _)| (*p as usize).abs_diff(r as usize) < 6144)
+        .filter(|(p, _)| (*p as usize).abs_diff(r as usize) % chunk(24) == chunk(200) % chunk(24))
+        .count();
+    eprintln!(
+        "24-byte fill with a run live: {} blocks, {in_run} in the run",
+        v.len()
+    );
+    assert!(
+        in_run >= 100,
+        "the fill took only {in_run} chunks of the run"
+    );
+    free_all(v);
+    // SAFETY: the live block, with its layout.
+    unsafe { HEAP.dealloc(r, layout(200, 8)) };
+    assert_eq!(HEAP.used(), 0);
 }

@@ -30,10 +30,13 @@ use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::ptr;
 
+use super::embedded_runs::{Runs, GRAIN, RUN_MAX, RUN_MIN};
 use crate::alloc::malloc_small_try;
 use crate::domain::Domain;
 use crate::free::{free_single_owner, free_single_owner_slow};
 use crate::heap::{for_each_page, OwnedHeap, RawHeap};
+use crate::page::{Page, FLAG_RUN};
+use crate::segment::ptr_segment;
 use crate::segment::{adopt_segment_phase, SegmentsTld};
 use crate::size_class::{wsize_from_size, MIN_OS_PAGE, SEGMENT_MASK, SMALL_SIZE_MAX, WORD};
 use crate::source::RegionSource;
@@ -86,6 +89,8 @@ pub struct Heap {
 struct State {
     domain: Domain,
     td: ThreadData,
+    /// Blocks of [`RUN_MIN`] bytes and more: cut to size from runs of slices.
+    runs: Runs,
 }
 
 // SAFETY: `state` is written once by `init` (inside a critical section, before `ready` is
@@ -134,6 +139,7 @@ impl Heap {
             unsafe {
                 let source: &'static RegionSource = &self.source;
                 ptr::write(ptr::addr_of_mut!((*state).domain), Domain::new(source));
+                ptr::write(ptr::addr_of_mut!((*state).runs), Runs::new());
                 let domain: &'static Domain = &*ptr::addr_of!((*state).domain);
                 thread_data_init(ptr::addr_of_mut!((*state).td), domain);
             }
@@ -199,8 +205,9 @@ impl Heap {
             let owned = unsafe { OwnedHeap::new(heap) };
             for_each_page(owned, |page, _| {
                 // SAFETY: a page of our heap's queues, live; every free of this heap is a
-                // local free (one owner), so `used` counts its live blocks exactly.
-                used += unsafe { (*page).used as usize * (*page).block_size };
+                // local free (one owner), so `used` counts its live blocks exactly (a run
+                // counts its chunks in use).
+                used += unsafe { page_usage(page).0 };
             });
             used
         })
@@ -230,15 +237,9 @@ impl Heap {
             for_each_page(owned, |page, _| {
                 // SAFETY: a page of our heap's queues, live; every free of this heap is a
                 // local free (one owner), so `used` counts its live blocks exactly.
-                let (used, reserved, size) = unsafe {
-                    (
-                        (*page).used as usize,
-                        (*page).reserved as usize,
-                        (*page).block_size,
-                    )
-                };
-                u.live += used * size;
-                u.free_in_pages += (reserved - used) * size;
+                let (live, free) = unsafe { page_usage(page) };
+                u.live += live;
+                u.free_in_pages += free;
             });
             let state = self.state.get() as *mut State;
             // SAFETY: `ready` (checked by `heap()`) says `state` is written; the critical
@@ -268,17 +269,81 @@ impl Heap {
         }
     }
 
+    /// The runs of the heap (once `init` ran; used inside a critical section).
+    #[inline(always)]
+    fn runs(&self) -> *mut Runs {
+        let state = self.state.get() as *mut State;
+        // (a pointer only: `state` is written when `heap()` gave a heap)
+        // SAFETY: the field's address, no read.
+        unsafe { ptr::addr_of_mut!((*state).runs) }
+    }
+
+    /// Every allocation but the inline fast path's (inside the caller's critical section,
+    /// `heap` from `heap()`): blocks of [`RUN_MIN`]..=[`RUN_MAX`] bytes from runs, else
+    /// (and when the runs have no room) from the size classes; when those have no room,
+    /// a free chunk of a run that holds the request.
+    ///
+    /// # Safety
+    /// `heap` is the initialised heap, the critical section the caller's.
+    unsafe fn alloc_in(&self, heap: *mut RawHeap, layout: Layout, zero: bool) -> *mut u8 {
+        let (size, align) = (layout.size(), layout.align());
+        // (debug mode pads every block and checks the padding at free: runs do not)
+        let runs = !cfg!(feature = "debug-mode") && align <= GRAIN && size <= RUN_MAX;
+        if runs && size >= RUN_MIN {
+            // SAFETY: the heap is initialised and ours (caller), `size <= RUN_MAX`.
+            let p = unsafe { (*self.runs()).alloc(heap, size, true) };
+            if !p.is_null() {
+                if zero {
+                    // SAFETY: a fresh chunk of at least `size` bytes.
+                    unsafe { ptr::write_bytes(p, 0, size) };
+                }
+                return p;
+            }
+        }
+        // SAFETY: the heap is initialised and ours (caller); a `Layout`'s alignment is a
+        // power of two.
+        let p = unsafe { crate::global::heap_alloc(heap, size, align, zero) };
+        // (the blocks of a size class are aligned to its size's lowest bit up to 16 bytes,
+        // a promise a chunk keeps only up to `GRAIN`)
+        let natural = (1usize << size.trailing_zeros().min(4)).max(align);
+        if !p.is_null() || !runs || natural > GRAIN {
+            return p;
+        }
+        // SAFETY: as above.
+        let p = unsafe { (*self.runs()).alloc(heap, size, false) };
+        if zero && !p.is_null() {
+            // SAFETY: a fresh chunk of at least `size` bytes.
+            unsafe { ptr::write_bytes(p, 0, size) };
+        }
+        p
+    }
+
     /// The rest of `alloc` (inside its critical section): every size and alignment.
     #[cold]
     #[inline(never)]
     fn alloc_slow(&self, layout: Layout) -> *mut u8 {
         match self.heap() {
             // SAFETY: the heap is initialised and the caller's critical section makes it
-            // ours; a `Layout`'s alignment is a power of two.
-            Some(heap) => unsafe {
-                crate::global::heap_alloc(heap, layout.size(), layout.align(), false)
-            },
+            // ours.
+            Some(heap) => unsafe { self.alloc_in(heap, layout, false) },
             None => ptr::null_mut(),
+        }
+    }
+
+    /// Frees `p` (inside the caller's critical section): a chunk of a run, or a block.
+    ///
+    /// # Safety
+    /// `p` is a live block of this heap; `heap` as in [`Heap::alloc_in`].
+    unsafe fn free_in(&self, heap: *mut RawHeap, p: *mut u8) {
+        // SAFETY: `p` is a live block of this heap (caller): its segment and page are live
+        // and ours (the critical section), and a page with `FLAG_RUN` is a run.
+        unsafe {
+            if (*(*ptr_segment(p)).page_of(p)).flags & FLAG_RUN != 0 {
+                (*self.runs()).free(heap, p);
+            } else {
+                // the owner token takes the local path
+                free_single_owner_slow(p, (*heap).owner)
+            }
         }
     }
 
@@ -288,21 +353,37 @@ impl Heap {
     fn dealloc_slow(&self, p: *mut u8) {
         if let Some(heap) = self.heap() {
             // SAFETY: `p` is a live block of this heap (GlobalAlloc's contract); the
-            // caller's critical section makes the heap ours, and its owner token takes the
-            // local path.
-            unsafe { free_single_owner_slow(p, (*heap).owner) }
+            // caller's critical section makes the heap ours.
+            unsafe { self.free_in(heap, p) }
         }
     }
 
     fn alloc_layout(&self, layout: Layout, zero: bool) -> *mut u8 {
         critical_section::with(|_| match self.heap() {
-            // SAFETY: the heap is initialised and the critical section makes it ours; a
-            // `Layout`'s alignment is a power of two.
-            Some(heap) => unsafe {
-                crate::global::heap_alloc(heap, layout.size(), layout.align(), zero)
-            },
+            // SAFETY: the heap is initialised and the critical section makes it ours.
+            Some(heap) => unsafe { self.alloc_in(heap, layout, zero) },
             None => ptr::null_mut(),
         })
+    }
+}
+
+/// Bytes of a page in live blocks and in free blocks (of a run: in its chunks in use and
+/// in its free chunks).
+///
+/// # Safety
+/// `page` is a live page of the heap, which the caller's critical section makes ours.
+unsafe fn page_usage(page: *const Page) -> (usize, usize) {
+    // SAFETY: the page is live and ours (caller); a page with `FLAG_RUN` is a run.
+    unsafe {
+        if (*page).flags & FLAG_RUN != 0 {
+            return Runs::run_usage(page);
+        }
+        let (used, reserved, size) = (
+            (*page).used as usize,
+            (*page).reserved as usize,
+            (*page).block_size,
+        );
+        (used * size, (reserved - used) * size)
     }
 }
 
@@ -358,13 +439,48 @@ unsafe impl GlobalAlloc for Heap {
         })
     }
 
+    /// A chunk of a run, or a block that becomes one (a size of [`RUN_MIN`]..=[`RUN_MAX`]
+    /// bytes), stays when it still fits and is at least half used, else moves; other
+    /// blocks take the core's realloc.
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        critical_section::with(|_| match self.heap() {
-            // SAFETY: as `dealloc`; a `Layout`'s alignment is a power of two.
-            Some(heap) => unsafe {
-                crate::alloc::realloc(heap, (*heap).owner, p, new_size, layout.align(), false)
-            },
-            None => ptr::null_mut(),
+        critical_section::with(|_| {
+            let Some(heap) = self.heap() else {
+                return ptr::null_mut();
+            };
+            // SAFETY: `p` is a live block of this heap (GlobalAlloc's contract), so its
+            // segment and page are live and ours (the critical section).
+            let in_run = unsafe { (*(*ptr_segment(p)).page_of(p)).flags & FLAG_RUN != 0 };
+            let to_run = (RUN_MIN..=RUN_MAX).contains(&new_size) && layout.align() <= GRAIN;
+            if !in_run && (!to_run || cfg!(feature = "debug-mode")) {
+                // SAFETY: as `dealloc`; a `Layout`'s alignment is a power of two.
+                return unsafe {
+                    crate::alloc::realloc(heap, (*heap).owner, p, new_size, layout.align(), false)
+                };
+            }
+            let old = if in_run {
+                // SAFETY: `p` is a live chunk of a run (its page says so).
+                unsafe { Runs::usable_size(p) }
+            } else {
+                // SAFETY: `p` is a live block of the size classes.
+                unsafe { crate::free::usable_size(p) }
+            };
+            if in_run && new_size <= old && new_size >= old / 2 {
+                return p;
+            }
+            let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+                return ptr::null_mut();
+            };
+            // SAFETY: the heap is initialised and ours (the critical section).
+            let q = unsafe { self.alloc_in(heap, new_layout, false) };
+            if !q.is_null() {
+                // SAFETY: `p` holds `old` usable bytes, `q` at least `new_size`; distinct
+                // live blocks; `p` is given up (the caller's contract).
+                unsafe {
+                    ptr::copy_nonoverlapping(p, q, old.min(new_size));
+                    self.free_in(heap, p);
+                }
+            }
+            q
         })
     }
 }

@@ -20,6 +20,8 @@ pub(crate) mod tls;
 
 #[cfg(feature = "embedded")]
 pub mod embedded;
+#[cfg(feature = "embedded")]
+mod embedded_runs;
 
 /// Allocates for `layout` from `heap`. Null when out of memory or when `heap` is the
 /// empty heap (the caller then initialises the thread and retries).
