@@ -348,12 +348,13 @@ pub(crate) unsafe fn free_single_owner(p: *mut u8) -> bool {
 /// The rest of the embedded heap's free (after [`free_single_owner`] said no): a free into
 /// a full page takes it back to its size class's queue at once (at its end, without the
 /// delayed-free state changes of `page_unfull`: a heap with one owner has no remote
-/// frees); anything else goes through [`free`].
+/// frees); anything else goes through [`free`]. Returns false, having done nothing, for
+/// a chunk of a run (a page with `FLAG_RUN`: `embedded::Heap` frees it into the run).
 ///
 /// # Safety
 /// As [`free_single_owner`]; `owner` is the heap's owner token.
 #[cfg(feature = "embedded")]
-pub(crate) unsafe fn free_single_owner_slow(p: *mut u8, owner: usize) {
+pub(crate) unsafe fn free_single_owner_slow(p: *mut u8, owner: usize) -> bool {
     // SAFETY: as in `free_single_owner`: the page is live and ours, the block given up.
     unsafe {
         let page = (*ptr_segment(p)).page_of(p);
@@ -370,9 +371,13 @@ pub(crate) unsafe fn free_single_owner_slow(p: *mut u8, owner: usize) {
             if was_empty {
                 (*h).direct_update(bin);
             }
-            return;
+            return true;
         }
-        free(p, owner)
+        if (*page).flags & crate::page::FLAG_RUN != 0 {
+            return false;
+        }
+        free(p, owner);
+        true
     }
 }
 

@@ -258,6 +258,25 @@ impl Heap {
         })
     }
 
+    /// TEMP diagnostics: pages (block_size, used, reserved, area) and segments (slices_used, first, capacity).
+    #[doc(hidden)]
+    pub fn zz_diag(&self, mut pg: impl FnMut(usize, usize, usize, usize), mut sg: impl FnMut(u32, usize, usize)) {
+        critical_section::with(|_| {
+            let Some(heap) = self.heap() else { return };
+            let owned = unsafe { OwnedHeap::new(heap) };
+            for_each_page(owned, |page, _| unsafe {
+                if (*page).flags & FLAG_RUN != 0 { let (l, f) = Runs::run_usage(page); pg(1, l, l + f, crate::segment_alloc::page_size(page)); return; }
+                pg((*page).block_size, (*page).used as usize, (*page).reserved as usize, crate::segment_alloc::page_size(page));
+            });
+            let state = self.state.get() as *mut State;
+            unsafe {
+                SegmentsTld::for_each(ptr::addr_of_mut!((*state).td.tld.segments), |s| {
+                    sg((*s).slices_used as u32, (*s).first_page, (*s).capacity);
+                });
+            }
+        })
+    }
+
     /// The sizes of the heap's metadata on this target.
     pub const fn metadata() -> Metadata {
         Metadata {
@@ -285,11 +304,12 @@ impl Heap {
     ///
     /// # Safety
     /// `heap` is the initialised heap, the critical section the caller's.
+    #[inline(always)]
     unsafe fn alloc_in(&self, heap: *mut RawHeap, layout: Layout, zero: bool) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
         // (debug mode pads every block and checks the padding at free: runs do not)
-        let runs = !cfg!(feature = "debug-mode") && align <= GRAIN && size <= RUN_MAX;
-        if runs && size >= RUN_MIN {
+        let runs = !cfg!(feature = "debug-mode") && align <= GRAIN;
+        if runs && size >= RUN_MIN && size <= RUN_MAX {
             // SAFETY: the heap is initialised and ours (caller), `size <= RUN_MAX`.
             let p = unsafe { (*self.runs()).alloc(heap, size, true) };
             if !p.is_null() {
@@ -303,13 +323,27 @@ impl Heap {
         // SAFETY: the heap is initialised and ours (caller); a `Layout`'s alignment is a
         // power of two.
         let p = unsafe { crate::global::heap_alloc(heap, size, align, zero) };
-        // (the blocks of a size class are aligned to its size's lowest bit up to 16 bytes,
-        // a promise a chunk keeps only up to `GRAIN`)
-        let natural = (1usize << size.trailing_zeros().min(4)).max(align);
-        if !p.is_null() || !runs || natural > GRAIN {
+        if !p.is_null() || !runs {
             return p;
         }
         // SAFETY: as above.
+        unsafe { self.alloc_chunk_at_null(heap, size, zero) }
+    }
+
+    /// The size classes had no room for `size` bytes (of an alignment up to `GRAIN`): a
+    /// free chunk of a run that holds them, else null.
+    ///
+    /// # Safety
+    /// As [`Heap::alloc_in`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn alloc_chunk_at_null(&self, heap: *mut RawHeap, size: usize, zero: bool) -> *mut u8 {
+        // (the blocks of a size class are aligned to its size's lowest bit up to 16 bytes,
+        // a promise a chunk keeps only up to `GRAIN`)
+        if size > RUN_MAX || 1usize << size.trailing_zeros().min(4) > GRAIN {
+            return ptr::null_mut();
+        }
+        // SAFETY: the heap is initialised and ours (caller), `size <= RUN_MAX`.
         let p = unsafe { (*self.runs()).alloc(heap, size, false) };
         if zero && !p.is_null() {
             // SAFETY: a fresh chunk of at least `size` bytes.
@@ -334,15 +368,14 @@ impl Heap {
     ///
     /// # Safety
     /// `p` is a live block of this heap; `heap` as in [`Heap::alloc_in`].
+    #[inline(always)]
     unsafe fn free_in(&self, heap: *mut RawHeap, p: *mut u8) {
-        // SAFETY: `p` is a live block of this heap (caller): its segment and page are live
-        // and ours (the critical section), and a page with `FLAG_RUN` is a run.
+        // SAFETY: `p` is a live block of this heap (caller), the heap ours (the critical
+        // section); the owner token takes the local path, and a block that it leaves is a
+        // chunk of a run.
         unsafe {
-            if (*(*ptr_segment(p)).page_of(p)).flags & FLAG_RUN != 0 {
+            if !free_single_owner_slow(p, (*heap).owner) {
                 (*self.runs()).free(heap, p);
-            } else {
-                // the owner token takes the local path
-                free_single_owner_slow(p, (*heap).owner)
             }
         }
     }

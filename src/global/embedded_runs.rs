@@ -100,6 +100,7 @@ impl Runs {
     /// # Safety
     /// `heap` is the embedded heap, initialised and owned by the caller (inside its
     /// critical section); `size <= RUN_MAX`.
+    #[inline(never)]
     pub(crate) unsafe fn alloc(&mut self, heap: *mut RawHeap, size: usize, grow: bool) -> *mut u8 {
         debug_assert!(size <= RUN_MAX);
         let need = Self::chunk_size(size);
@@ -222,6 +223,7 @@ impl Runs {
     /// # Safety
     /// `p` is a live chunk of a run of this heap (its page has `FLAG_RUN`); `heap` as in
     /// [`Runs::alloc`].
+    #[inline(never)]
     pub(crate) unsafe fn free(&mut self, heap: *mut RawHeap, p: *mut u8) {
         // SAFETY: `p` is a live chunk (caller): its header, its neighbours' headers and its
         // run's first word are in the run, which is live and ours.
