@@ -258,25 +258,6 @@ impl Heap {
         })
     }
 
-    /// TEMP diagnostics: pages (block_size, used, reserved, area) and segments (slices_used, first, capacity).
-    #[doc(hidden)]
-    pub fn zz_diag(&self, mut pg: impl FnMut(usize, usize, usize, usize), mut sg: impl FnMut(u32, usize, usize)) {
-        critical_section::with(|_| {
-            let Some(heap) = self.heap() else { return };
-            let owned = unsafe { OwnedHeap::new(heap) };
-            for_each_page(owned, |page, _| unsafe {
-                if (*page).flags & FLAG_RUN != 0 { let (l, f) = Runs::run_usage(page); pg(1, l, l + f, crate::segment_alloc::page_size(page)); return; }
-                pg((*page).block_size, (*page).used as usize, (*page).reserved as usize, crate::segment_alloc::page_size(page));
-            });
-            let state = self.state.get() as *mut State;
-            unsafe {
-                SegmentsTld::for_each(ptr::addr_of_mut!((*state).td.tld.segments), |s| {
-                    sg((*s).slices_used as u32, (*s).first_page, (*s).capacity);
-                });
-            }
-        })
-    }
-
     /// The sizes of the heap's metadata on this target.
     pub const fn metadata() -> Metadata {
         Metadata {
