@@ -55,6 +55,11 @@ const RUN_SLICES_MAX: usize = 12;
 /// The largest request served from runs.
 pub(crate) const RUN_MAX: usize = RUN_SLICES_MAX * SMALL_PAGE_SIZE - GRAIN - HDR;
 
+/// Free chunks that an allocation looks at, at most, before it takes a new run (the list
+/// holds the most recently freed first): a bound on the worst call that does not depend on
+/// the chunks free. Out of memory, every free chunk is looked at.
+const FIT_LOOK: usize = 32;
+
 /// Chunk header bits (the size is a multiple of [`GRAIN`], so its low bits are free).
 const FREE: usize = 1;
 const PREV_FREE: usize = 2;
@@ -107,7 +112,9 @@ impl Runs {
     pub(crate) unsafe fn alloc(&mut self, heap: *mut RawHeap, size: usize, grow: bool) -> *mut u8 {
         debug_assert!(size <= RUN_MAX);
         let need = Self::chunk_size(size);
-        let mut c = self.best_fit(need);
+        // (with `grow`, a bounded look: the worst call does not grow with the chunks free;
+        // without, memory is out and every free chunk is worth a look)
+        let mut c = self.best_fit(need, if grow { FIT_LOOK } else { usize::MAX });
         if c.is_null() && grow {
             // SAFETY: forwarding the caller's heap.
             c = unsafe { self.new_run(heap, need) };
@@ -142,12 +149,15 @@ impl Runs {
         }
     }
 
-    /// The smallest free chunk of at least `need` bytes (the first of exactly `need`).
-    fn best_fit(&self, need: usize) -> *mut FreeChunk {
+    /// The smallest free chunk of at least `need` bytes among the first `look` of the list
+    /// (the first of exactly `need`).
+    fn best_fit(&self, need: usize, look: usize) -> *mut FreeChunk {
         let mut best: *mut FreeChunk = ptr::null_mut();
         let mut best_size = usize::MAX;
         let mut c = self.free;
-        while !c.is_null() {
+        let mut left = look;
+        while !c.is_null() && left > 0 {
+            left -= 1;
             // SAFETY: chunks of the list are free chunks of live runs (the invariant).
             let size = unsafe { (*c).header } & SIZE_MASK;
             if size >= need && size < best_size {
