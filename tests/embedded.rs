@@ -505,4 +505,109 @@ fn runs() {
     // SAFETY: the live block, with its layout.
     unsafe { HEAP.dealloc(r, layout(200, 8)) };
     assert_eq!(HEAP.used(), 0);
+
+    // seeded stress across runs and size classes: sizes of both (and above the runs'),
+    // alignments 1-32 (above two words: the size classes), realloc between them and zeroed
+    // blocks, contents checked; `usage()` adds up at every step (debug builds also check
+    // the runs' invariants at every call)
+    let seed = 0x5eed_0002_u64;
+    let mut rng = Rng(seed);
+    let mut live: Vec<(*mut u8, Layout, u8)> = Vec::new();
+    let mut moved = 0;
+    for op in 0..6_000 {
+        let r = rng.next();
+        if live.len() < 40 && r % 3 != 0 {
+            let size = match (r >> 8) % 8 {
+                0..=2 => 1 + (rng.next() % 128) as usize,
+                3..=6 => 129 + (rng.next() % 2000) as usize,
+                _ => 2000 + (rng.next() % 4300) as usize,
+            };
+            let l = layout(size, 1 << ((r >> 16) % 6));
+            let zeroed = (r >> 24) % 4 == 0;
+            // SAFETY: a non-zero layout.
+            let p = unsafe {
+                if zeroed {
+                    HEAP.alloc_zeroed(l)
+                } else {
+                    HEAP.alloc(l)
+                }
+            };
+            if p.is_null() {
+                continue; // full for now: frees come
+            }
+            assert_eq!(
+                p as usize % l.align(),
+                0,
+                "seed {seed:#x}, op {op}: misaligned"
+            );
+            if zeroed {
+                // SAFETY: a live block of `size` bytes.
+                assert!(
+                    (0..size).all(|i| unsafe { *p.add(i) } == 0),
+                    "seed {seed:#x}, op {op}: alloc_zeroed({size}) not zero"
+                );
+            }
+            let tag = op as u8;
+            fill(p, size, tag);
+            live.push((p, l, tag));
+        } else if !live.is_empty() && r % 5 == 0 {
+            let i = (rng.next() as usize) % live.len();
+            let (p, l, tag) = live[i];
+            let new_size = match rng.next() % 3 {
+                0 => 1 + (rng.next() % 128) as usize,
+                1 => 129 + (rng.next() % 2000) as usize,
+                _ => l.size() / 2 + 1,
+            };
+            // SAFETY: a live block of HEAP with its layout; a non-zero new size.
+            let q = unsafe { HEAP.realloc(p, l, new_size) };
+            if q.is_null() {
+                assert!(
+                    check(p, l.size(), tag),
+                    "seed {seed:#x}, op {op}: failed realloc"
+                );
+                continue;
+            }
+            moved += usize::from(q != p);
+            assert!(
+                check(q, l.size().min(new_size), tag),
+                "seed {seed:#x}, op {op}: realloc lost the contents"
+            );
+            fill(q, new_size, tag);
+            live[i] = (q, layout(new_size, l.align()), tag);
+        } else if !live.is_empty() {
+            let (p, l, tag) = live.swap_remove((rng.next() as usize) % live.len());
+            assert!(
+                check(p, l.size(), tag),
+                "seed {seed:#x}, op {op}: block corrupted"
+            );
+            // SAFETY: a live block of HEAP.
+            unsafe { HEAP.dealloc(p, l) };
+        }
+        let u = HEAP.usage();
+        assert_eq!(
+            u.live + u.free_in_pages + u.headers + u.unused,
+            SIZE,
+            "seed {seed:#x}, op {op}: {u:?}"
+        );
+    }
+    eprintln!(
+        "runs stress: {moved} reallocs moved, {} live at the end",
+        live.len()
+    );
+    for (p, l, tag) in live.drain(..) {
+        assert!(
+            check(p, l.size(), tag),
+            "seed {seed:#x}: block corrupted at the end"
+        );
+        // SAFETY: a live block of HEAP.
+        unsafe { HEAP.dealloc(p, l) };
+    }
+    assert_eq!(HEAP.used(), 0);
+    let again = fill_up(16);
+    assert!(
+        again.len() >= reached,
+        "seed {seed:#x}: after the stress, {} 16-byte blocks, {reached} before",
+        again.len()
+    );
+    free_all(again);
 }
