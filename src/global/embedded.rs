@@ -24,6 +24,8 @@
 //! metadata (queues, direct table, thread context) lives in the static, outside the
 //! regions; in the regions, each 8 KiB segment starts with a header (the metadata of its
 //! pages), rounded up to 16 bytes; it holds no entries for the slices it covers whole.
+//! Blocks of 129 bytes to 6 KiB come from runs (`embedded_runs.rs`): a word before each,
+//! and two per run (a count and an end marker).
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
@@ -63,10 +65,12 @@ pub struct Metadata {
 /// memory given to the heap (as usable after alignment).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
-    /// In live blocks, whole (a request rounded up to its size class): [`Heap::used`].
+    /// In live blocks, whole (a request rounded up to its size class; a chunk of a run with
+    /// its header word): [`Heap::used`].
     pub live: usize,
     /// In free blocks of pages that are in use (or kept empty in their size class's queue):
-    /// room for requests of those size classes (and of smaller ones, when memory runs out).
+    /// room for requests of those size classes (and of smaller ones, when memory runs out);
+    /// and in the free chunks of runs.
     pub free_in_pages: usize,
     /// In segment headers (the metadata of the segments' pages), as laid out.
     pub headers: usize,
@@ -194,7 +198,8 @@ impl Heap {
         Some(unsafe { ptr::addr_of_mut!((*state).td.heap) })
     }
 
-    /// Bytes in live blocks (whole blocks: a request is rounded up to its size class).
+    /// Bytes in live blocks (whole blocks: a request is rounded up to its size class, or
+    /// to a chunk of a run with its header word).
     pub fn used(&self) -> usize {
         critical_section::with(|_| {
             let Some(heap) = self.heap() else {
