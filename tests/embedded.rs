@@ -377,6 +377,7 @@ fn embedded_heap_in_16k() {
     assert_eq!(HEAP.used(), 0);
 
     runs();
+    run_misuse();
 
     // a second region: more memory, also usable
     let before = fill_up(64);
@@ -610,4 +611,76 @@ fn runs() {
         again.len()
     );
     free_all(again);
+}
+
+/// The default build's cheap checks on chunks of runs: a double free and a pointer that
+/// cannot be a chunk (misaligned, or a header word whose size leaves the run) are reported
+/// through the error hook and ignored; the heap goes on as if they never happened.
+fn run_misuse() {
+    use shardalloc::secure::{set_error_handler, ErrorKind};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static DOUBLE: AtomicUsize = AtomicUsize::new(0);
+    static INVALID: AtomicUsize = AtomicUsize::new(0);
+    fn hook(kind: ErrorKind, _addr: usize, _size: Option<usize>) {
+        match kind {
+            ErrorKind::DoubleFree => DOUBLE.fetch_add(1, Ordering::Relaxed),
+            ErrorKind::InvalidFree => INVALID.fetch_add(1, Ordering::Relaxed),
+            _ => panic!("unexpected report {kind:?}"),
+        };
+    }
+    set_error_handler(Some(hook));
+    let (used, free) = (HEAP.used(), HEAP.free());
+    let l = layout(300, 8);
+    // SAFETY: non-zero layouts; the misuses below are the ones the checks promise to catch
+    // (the hook reports them and the frees are ignored); every real block is freed once.
+    unsafe {
+        let (a, b, c, x) = (HEAP.alloc(l), HEAP.alloc(l), HEAP.alloc(l), HEAP.alloc(l));
+        assert!(!a.is_null() && !b.is_null() && !c.is_null() && !x.is_null());
+        fill(a, 300, 1);
+        fill(x, 300, 4);
+        HEAP.dealloc(b, l);
+        HEAP.dealloc(b, l); // double free
+        assert_eq!(
+            DOUBLE.load(Ordering::Relaxed),
+            1,
+            "double free of a chunk not reported"
+        );
+        HEAP.dealloc(c, l); // coalesced into b's chunk
+        HEAP.dealloc(c, l); // double free of a chunk that no longer starts a free chunk
+        assert_eq!(
+            DOUBLE.load(Ordering::Relaxed),
+            2,
+            "double free after coalescing not reported"
+        );
+        ptr::write_bytes(a, 0xff, 64);
+        HEAP.dealloc(a.add(32), l); // interior: its "header" is 0xff.. (a size past the run)
+        HEAP.dealloc(a.add(3), l); // misaligned
+        assert_eq!(
+            INVALID.load(Ordering::Relaxed),
+            2,
+            "interior frees of a chunk not reported"
+        );
+        assert!(check(x, 300, 4), "a neighbour's contents changed");
+        // the freed chunks come back once each, not twice
+        let (d, e, f) = (HEAP.alloc(l), HEAP.alloc(l), HEAP.alloc(l));
+        assert!(!d.is_null() && !e.is_null() && !f.is_null());
+        assert!(d != e && e != f && d != f);
+        for p in [a, x, d, e, f] {
+            HEAP.dealloc(p, l);
+        }
+    }
+    set_error_handler(None);
+    assert_eq!(
+        (HEAP.used(), HEAP.free()),
+        (used, free),
+        "the misuses changed the heap's counts"
+    );
+    // and a fill reaches as far as before
+    let again = fill_up(16);
+    let reached = again.len();
+    free_all(again);
+    assert!(
+        reached * 16 + 4096 > free,
+        "after the misuses a fill reached {reached} blocks of 16 bytes only"
+    );
 }

@@ -33,6 +33,7 @@ use core::ptr;
 
 use crate::heap::RawHeap;
 use crate::page::{Page, FLAG_RUN};
+use crate::secure::ErrorKind;
 use crate::segment::ptr_segment;
 use crate::size_class::{SMALL_PAGE_SIZE, SMALL_SIZE_MAX, WORD};
 
@@ -233,18 +234,38 @@ impl Runs {
     /// Frees the chunk whose payload is `p` (of a run); a run that empties goes back to the
     /// core.
     ///
+    /// The default build's cheap checks (as for blocks of the size classes): a chunk that is
+    /// already free (a double free) and a pointer whose header word cannot be a chunk's (not
+    /// `GRAIN`-aligned, or a size that leaves the run: an interior or foreign pointer into
+    /// the run) are reported through [`crate::secure::report`] and the free is ignored, so
+    /// that the run's lists are never built from a misuse. An interior pointer whose word
+    /// before happens to look like a chunk header is not caught.
+    ///
     /// # Safety
-    /// `p` is a live chunk of a run of this heap (its page has `FLAG_RUN`); `heap` as in
-    /// [`Runs::alloc`].
+    /// `p` lies in a run of this heap (its page has `FLAG_RUN`), given up by the caller;
+    /// `heap` as in [`Runs::alloc`].
     #[inline(never)]
     pub(crate) unsafe fn free(&mut self, heap: *mut RawHeap, p: *mut u8) {
-        // SAFETY: `p` is a live chunk (caller): its header, its neighbours' headers and its
-        // run's first word are in the run, which is live and ours.
+        // SAFETY: `p` lies in a live run of ours (caller), whose first word and chunk area
+        // bound the checks below; once they pass, `p` is a chunk in use: its header, its
+        // neighbours' headers and the run's first word are in the run.
         unsafe {
             let mut c = p.sub(HDR) as *mut FreeChunk;
+            let page = (*ptr_segment(p)).page_of(p);
+            let run = (*page).page_start() as usize;
+            let first = run + RUN_HEAD;
+            let end = run + (*page).block_size - HDR;
+            if (p as usize) % GRAIN != 0 || (c as usize) < first {
+                return crate::secure::report(ErrorKind::InvalidFree, p as usize, None);
+            }
             let h = (*c).header;
-            debug_assert!(h & FREE == 0, "runs: double free");
             let mut size = h & SIZE_MASK;
+            if size < MIN_CHUNK || size > end - c as usize {
+                return crate::secure::report(ErrorKind::InvalidFree, p as usize, None);
+            }
+            if h & FREE != 0 {
+                return crate::secure::report(ErrorKind::DoubleFree, p as usize, None);
+            }
             *run_live(c as *mut u8) -= size;
             let n = (c as *mut u8).add(size) as *mut FreeChunk;
             if (*n).header & FREE != 0 {
@@ -252,18 +273,19 @@ impl Runs {
                 size += (*n).header & SIZE_MASK;
             }
             if h & PREV_FREE != 0 {
+                // (its own header keeps saying "free", so that a second free of `p` is
+                // seen until the memory is handed out again)
+                (*c).header = h | FREE;
                 let psize = *((c as *mut u8).sub(WORD) as *const usize);
                 c = (c as *mut u8).sub(psize) as *mut FreeChunk;
                 self.unlink(c);
                 size += psize;
             }
-            let page = (*ptr_segment(c as *const u8)).page_of(c as *const u8);
-            let run = (*page).page_start();
             if size == (*page).block_size - RUN_HEAD - HDR {
                 // the whole run is free: back to the core
                 debug_assert_eq!(*(run as *const usize), 0);
                 (*page).flags &= !FLAG_RUN;
-                crate::free::free(run, (*heap).owner);
+                crate::free::free(run as *mut u8, (*heap).owner);
                 return;
             }
             set_free(c, size, 0);
