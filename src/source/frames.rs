@@ -36,7 +36,9 @@
 //! frames go back at a bounded cost per call, never in one long purge; all of them with a
 //! forced collect or [`FrameSource::release_lazy`]), when mapping would fail without their
 //! frames, when the limit has no room for more, and when their region is freed or
-//! resized. Parts of a decommit that cover a granule only partly are unmapped at once.
+//! resized. Parts of a decommit that cover a granule only partly are unmapped at once; a
+//! commit of part of a lazy granule takes the whole granule back (its other pages stay
+//! mapped until they are decommitted again or their region is freed).
 //!
 //! Multi-CPU kernels must tell the source how to flush the other CPUs' TLBs
 //! ([`FrameSource::set_tlb_shootdown`]): after pages are unmapped, their frames are handed
@@ -762,10 +764,14 @@ where
         n
     }
 
-    /// Before `[start, start + size)` is committed or unmapped: a lazy granule it covers
-    /// partly is unmapped whole (a lazy granule holds no live data), those it covers whole
-    /// are no longer lazy (their pages stay mapped). Returns how many it covered whole.
-    fn claim_lazy(&mut self, start: u64, size: usize) -> usize {
+    /// Before `[start, start + size)` is committed (`unmap_partial == false`) or unmapped:
+    /// the lazy granules it covers whole are no longer lazy (their pages stay mapped); one
+    /// it covers partly is no longer lazy either when committing (its other pages stay
+    /// mapped, the region's, until decommitted again or freed: the allocator commits a
+    /// page's memory a few KiB at a time, and unmapping the rest would undo what the next
+    /// commit maps again), and is unmapped whole when unmapping (a lazy granule holds no
+    /// live data). Returns how many granules stopped being lazy without being unmapped.
+    fn claim_lazy(&mut self, start: u64, size: usize, unmap_partial: bool) -> usize {
         if self.stats.lazy == 0 {
             return 0;
         }
@@ -775,13 +781,18 @@ where
             return 0;
         }
         let (from, to) = self.whole_granules(start, size);
+        let mut kept = 0;
         for g in [first, last] {
             if (g < from || g >= to) && self.lazy.get(g) {
                 self.forget_lazy(g, g + 1);
-                self.unmap_range(self.window_start + (g * GRANULE) as u64, GRANULE);
+                if unmap_partial {
+                    self.unmap_range(self.window_start + (g * GRANULE) as u64, GRANULE);
+                } else {
+                    kept += 1;
+                }
             }
         }
-        self.forget_lazy(from, to)
+        kept + self.forget_lazy(from, to)
     }
 
     /// Decommits `[start, start + size)`: the granules it covers whole and that have pages
@@ -1138,7 +1149,7 @@ where
 
     /// Unmaps every mapped page of `[start, start + size)` and gives the frames back.
     fn unmap_range(&mut self, start: u64, size: usize) {
-        self.claim_lazy(start, size);
+        self.claim_lazy(start, size, true);
         self.stats.decommits += 1;
         let mut batch = FrameBatch::new();
         let end = start + size as u64;
@@ -1429,7 +1440,7 @@ where
                 return Err(SourceError);
             }
             // lazy granules are still mapped: nothing to map there
-            s.stats.lazy_reused += s.claim_lazy(start, size);
+            s.stats.lazy_reused += s.claim_lazy(start, size, false);
             s.map_range_or_drop_kept(start, size).map(|()| false)
         })
     }
@@ -1542,7 +1553,7 @@ where
                 s.unmap_range(start, size);
                 true
             } else {
-                s.claim_lazy(start, size);
+                s.claim_lazy(start, size, false);
                 s.map_range(start, size).is_ok()
             }
         })
