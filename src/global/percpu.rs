@@ -331,6 +331,24 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         })
     }
 
+    /// Allocates `size` bytes (word-aligned) through the generic path, with interrupts held
+    /// off, after the fast paths missed: straight to `malloc_generic`, without trying the
+    /// direct table's page and its own frees again as [`alloc_slow`](Self::alloc_slow)'s
+    /// `malloc` would (nothing else allocates from this heap between the two: interrupt
+    /// handlers use the heaps of deeper levels; remote frees wait in `thread_free`, which
+    /// the generic path collects). About 50 instructions fewer per slow allocation.
+    ///
+    /// # Safety
+    /// `heap` is the calling context's heap, not null.
+    #[cold]
+    #[inline(never)]
+    unsafe fn alloc_generic(&self, heap: *mut RawHeap, size: usize) -> *mut u8 {
+        // SAFETY: the caller's heap (caller), which nothing else on this CPU enters
+        // meanwhile (`without_interrupts`); no alignment beyond the word's.
+        self.cpu
+            .without_interrupts(|| unsafe { crate::alloc::malloc_generic(heap, size, false, 0) })
+    }
+
     /// Frees `p` when the fast path could not.
     ///
     /// # Safety
@@ -398,6 +416,8 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
                 if !p.is_null() {
                     return p;
                 }
+                // SAFETY: `heap` is the caller's heap (as above), and the fast paths missed.
+                return unsafe { self.alloc_generic(heap, layout.size()) };
             }
         } else if ctx.unmasked && layout.align() <= MIN_OS_PAGE {
             // page-aligned buffers and the like: a block of their class when it happens to
