@@ -943,6 +943,16 @@ where
             return Err(SourceError);
         };
         self.stats.commits += 1;
+        // every granule the range touches mapped whole already (a huge block growing over
+        // a kept region, a page committed again): nothing to map, nothing to mark (a
+        // granule mapped whole is touched, and stays full)
+        let (g0, g1) = (
+            ((start - self.window_start) / GRANULE as u64) as usize,
+            ((start + size as u64 - 1 - self.window_start) / GRANULE as u64) as usize + 1,
+        );
+        if self.full.first_clear_from(g0, g1) == g1 {
+            return Ok(());
+        }
         let mut chain: u64 = 0;
         let mut failed = false;
         let end = start + (size / PAGE * PAGE) as u64;
