@@ -606,8 +606,10 @@ impl Os {
     /// purged ones whose time ran out go back to the source; with `force`, every cached
     /// region goes back at once.
     pub(crate) fn cache_collect(&self, force: bool) {
-        self.source.collect(force);
+        // (the source collects last, so that what the cache gives back now is collected
+        // too: a source that keeps freed or decommitted memory mapped for reuse)
         if self.cache.is_empty() {
+            self.source.collect(force);
             return; // the common case, without touching the lock
         }
         let now = self.now();
@@ -629,6 +631,7 @@ impl Os {
         if !force {
             self.cache_trim(now);
         }
+        self.source.collect(force);
     }
 
     /// # Safety

@@ -27,6 +27,19 @@
 //! collects ([`PageSource::collect`]: after a few rounds, or all at once when forced), and
 //! whenever mapping or reserving would fail without their frames or address space.
 //!
+//! Decommitted memory is kept mapped the same way, under the same limit (the kernel's
+//! `MADV_FREE`): a `decommit` of whole granules only marks them *lazy* (their pages stay
+//! mapped, their frames stay taken), so the allocator's purges of emptied pages cost a few
+//! bitmap operations, and a `commit` of a lazy granule finds its pages mapped. Lazy
+//! granules are really unmapped, their frames returned, when the allocator collects (those
+//! that lived through [`KEEP_ROUNDS`] collects, at most [`LAZY_DROP`] granules per collect:
+//! frames go back at a bounded cost per call, never in one long purge; all of them with a
+//! forced collect or [`FrameSource::release_lazy`]), when mapping would fail without their
+//! frames, when the limit has no room for more, and when their region is freed or
+//! resized. Parts of a decommit that cover a granule only partly are unmapped at once; a
+//! commit of part of a lazy granule takes the whole granule back (its other pages stay
+//! mapped until they are decommitted again or their region is freed).
+//!
 //! Multi-CPU kernels must tell the source how to flush the other CPUs' TLBs
 //! ([`FrameSource::set_tlb_shootdown`]): after pages are unmapped, their frames are handed
 //! back only once every CPU has dropped its stale translations, or a CPU could still write
@@ -44,7 +57,12 @@
 //! - a granule whose bit in `full` is set has all its pages mapped by this source (the
 //!   converse need not hold: `full` only lets mapping skip granules quickly, as when a
 //!   growing region absorbs a kept one);
-//! - `mapped_pages` = the number of pages of the window currently mapped by this source.
+//! - `mapped_pages` = the number of pages of the window currently mapped by this source;
+//! - a granule's bit in `lazy` is set only if it lies in a live region, was wholly
+//!   decommitted since it was last committed, and holds no live data (its pages may still
+//!   be mapped); `stats.lazy` = the set bits × [`GRANULE`]; every set bit lies in the
+//!   granules of an entry of the `lazy_log` ring (entries may also cover clear bits);
+//! - `stats.kept + stats.lazy <= keep_limit`.
 
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
@@ -80,8 +98,14 @@ const FLUSH_ALL_ABOVE: usize = 32;
 const L1_SPAN: u64 = 512 * PAGE as u64;
 /// Freed regions kept mapped at most (see [`FrameSource::set_keep_limit`]).
 const KEEP_SLOTS: usize = 4;
-/// Non-forced collects a kept region survives before it goes back.
+/// Non-forced collects a kept region (or a lazy granule) survives before it goes back.
 const KEEP_ROUNDS: u32 = 8;
+/// Lazy granules unmapped at most per non-forced collect (a granule is 16 pages: about a
+/// thousand instructions of unmapping each).
+pub const LAZY_DROP: usize = 2;
+/// Runs of lazy granules remembered in order (the oldest go back first; a decommit that
+/// finds the ring full unmaps the oldest run first).
+const LAZY_SLOTS: usize = 64;
 
 /// Flushes stale translations of `[start, start + size)` on every *other* CPU, returning once
 /// they are gone. See the module docs for the constraints.
@@ -179,6 +203,22 @@ pub struct FrameStats {
     pub kept: usize,
     /// Allocations served by a kept region.
     pub kept_reused: usize,
+    /// Bytes of decommitted granules still mapped ("lazy", see the module docs; their
+    /// pages count in `mapped_pages`; the limit of `set_keep_limit` applies to `kept +
+    /// lazy`).
+    pub lazy: usize,
+    /// Decommits that kept granules mapped (lazy).
+    pub lazy_decommits: usize,
+    /// Granules committed again while lazy (their pages still mapped: nothing to map).
+    pub lazy_reused: usize,
+}
+
+/// A run of granules made lazy by one decommit, with the collect round it happened in.
+#[derive(Clone, Copy)]
+struct LazyRun {
+    first: usize,
+    n: usize,
+    round: u64,
 }
 
 /// A freed region kept mapped (`size == 0`: an empty slot).
@@ -289,6 +329,14 @@ struct Inner<M, A> {
     shootdown: Option<TlbShootdown>,
     /// Freed regions kept mapped: their granules stay set in `used`, their pages mapped.
     kept: [Kept; KEEP_SLOTS],
+    /// Decommitted granules still mapped (see the module docs).
+    lazy: Bitmap,
+    /// Runs of lazy granules, oldest first: a ring of `lazy_len` entries from `lazy_head`.
+    lazy_log: [LazyRun; LAZY_SLOTS],
+    lazy_head: usize,
+    lazy_len: usize,
+    /// Non-forced collects so far (the age of lazy runs).
+    round: u64,
     /// Most bytes kept (0: none).
     keep_limit: usize,
     stats: FrameStats,
@@ -323,6 +371,15 @@ where
                 flush_all_ok: false,
                 shootdown: None,
                 kept: [Kept::EMPTY; KEEP_SLOTS],
+                lazy: Bitmap([0; WORDS]),
+                lazy_log: [LazyRun {
+                    first: 0,
+                    n: 0,
+                    round: 0,
+                }; LAZY_SLOTS],
+                lazy_head: 0,
+                lazy_len: 0,
+                round: 0,
                 keep_limit: 0,
                 stats: FrameStats {
                     mapped_pages: 0,
@@ -334,6 +391,9 @@ where
                     shootdowns: 0,
                     kept: 0,
                     kept_reused: 0,
+                    lazy: 0,
+                    lazy_decommits: 0,
+                    lazy_reused: 0,
                 },
             }),
         }
@@ -383,16 +443,23 @@ where
         self.with(|s| s.shootdown = Some(f));
     }
 
-    /// Keeps up to `bytes` of freed regions mapped for reuse (see the module docs); 0 (the
-    /// default) gives every freed region back at once. Lowering the limit gives back what
-    /// is kept now.
+    /// Keeps up to `bytes` of freed regions and decommitted granules mapped for reuse (see
+    /// the module docs); 0 (the default) gives every freed region and decommitted page
+    /// back at once. Lowering the limit gives back what is kept now.
     pub fn set_keep_limit(&self, bytes: usize) {
         self.with(|s| {
             s.keep_limit = bytes;
-            if s.stats.kept > bytes {
+            if s.stats.kept + s.stats.lazy > bytes {
                 s.drop_all_kept();
             }
         });
+    }
+
+    /// Unmaps every decommitted granule still mapped (lazy) and gives its frames back now,
+    /// as a forced collect does (without giving back kept regions): for a kernel that
+    /// needs the frames elsewhere.
+    pub fn release_lazy(&self) {
+        self.with(|s| s.drop_all_lazy());
     }
 
     /// The counters now.
@@ -570,7 +637,8 @@ where
         }
         loop {
             let free_slot = self.kept.iter().position(|k| k.size == 0);
-            if let Some(i) = free_slot.filter(|_| self.stats.kept + held <= self.keep_limit) {
+            let room = self.stats.kept + self.stats.lazy + held <= self.keep_limit;
+            if let Some(i) = free_slot.filter(|_| room) {
                 self.kept[i] = Kept {
                     start,
                     size,
@@ -661,9 +729,9 @@ where
         self.release(self.granule_of(k.start), k.size.div_ceil(GRANULE));
     }
 
-    /// Gives every kept region back; whether there was any.
+    /// Gives every kept region and lazy granule back; whether there was any.
     fn drop_all_kept(&mut self) -> bool {
-        let mut any = false;
+        let mut any = self.drop_all_lazy();
         for i in 0..KEEP_SLOTS {
             if self.kept[i].size > 0 {
                 self.drop_kept(i);
@@ -671,6 +739,173 @@ where
             }
         }
         any
+    }
+
+    /// Granules `[from, to)` that `[start, start + size)` covers whole (`from >= to`: none).
+    fn whole_granules(&self, start: u64, size: usize) -> (usize, usize) {
+        let off = start - self.window_start;
+        (
+            off.div_ceil(GRANULE as u64) as usize,
+            ((off + size as u64) / GRANULE as u64) as usize,
+        )
+    }
+
+    /// Clears the lazy bits of granules `[from, to)`: their mapped pages are their region's
+    /// again. Returns how many were lazy.
+    fn forget_lazy(&mut self, from: usize, to: usize) -> usize {
+        if self.stats.lazy == 0 || from >= to {
+            return 0;
+        }
+        let n = self.lazy.count(from, to);
+        if n > 0 {
+            self.lazy.set_range(from, to, false);
+            self.stats.lazy -= n * GRANULE;
+        }
+        n
+    }
+
+    /// Before `[start, start + size)` is committed (`unmap_partial == false`) or unmapped:
+    /// the lazy granules it covers whole are no longer lazy (their pages stay mapped); one
+    /// it covers partly is no longer lazy either when committing (its other pages stay
+    /// mapped, the region's, until decommitted again or freed: the allocator commits a
+    /// page's memory a few KiB at a time, and unmapping the rest would undo what the next
+    /// commit maps again), and is unmapped whole when unmapping (a lazy granule holds no
+    /// live data). Returns how many granules stopped being lazy without being unmapped.
+    fn claim_lazy(&mut self, start: u64, size: usize, unmap_partial: bool) -> usize {
+        if self.stats.lazy == 0 {
+            return 0;
+        }
+        let first = self.granule_of(start);
+        let last = self.granule_of(start + size as u64 - 1);
+        if self.lazy.first_set(first, last + 1).is_none() {
+            return 0;
+        }
+        let (from, to) = self.whole_granules(start, size);
+        let mut kept = 0;
+        for g in [first, last] {
+            if (g < from || g >= to) && self.lazy.get(g) {
+                self.forget_lazy(g, g + 1);
+                if unmap_partial {
+                    self.unmap_range(self.window_start + (g * GRANULE) as u64, GRANULE);
+                } else {
+                    kept += 1;
+                }
+            }
+        }
+        kept + self.forget_lazy(from, to)
+    }
+
+    /// Decommits `[start, start + size)`: the granules it covers whole and that have pages
+    /// mapped become lazy (stay mapped) if the limit has room for them, the rest is
+    /// unmapped now.
+    fn decommit_lazy(&mut self, start: u64, size: usize) {
+        let (from, to) = self.whole_granules(start, size);
+        let room = from < to && {
+            let more = self.touched.count(from, to) - self.lazy.count(from, to);
+            self.stats.kept + self.stats.lazy + more * GRANULE <= self.keep_limit
+        };
+        if !room {
+            self.unmap_range(start, size);
+            return;
+        }
+        let (a, b) = (
+            self.window_start + (from * GRANULE) as u64,
+            self.window_start + (to * GRANULE) as u64,
+        );
+        if start < a {
+            self.unmap_range(start, (a - start) as usize);
+        }
+        let end = start + size as u64;
+        if b < end {
+            self.unmap_range(b, (end - b) as usize);
+        }
+        // lazy: the touched granules of the run (untouched ones have nothing mapped)
+        let mut added = 0;
+        for w in from / 64..to.div_ceil(64) {
+            let lo = (w * 64).max(from) - w * 64;
+            let hi = (to - w * 64).min(64);
+            let mask = if hi - lo == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << (hi - lo)) - 1) << lo
+            };
+            let new = self.touched.0[w] & mask & !self.lazy.0[w];
+            self.lazy.0[w] |= new;
+            added += new.count_ones() as usize;
+        }
+        if added == 0 {
+            return;
+        }
+        self.stats.lazy += added * GRANULE;
+        self.stats.lazy_decommits += 1;
+        if self.lazy_len == LAZY_SLOTS {
+            self.drop_oldest_lazy(usize::MAX);
+        }
+        let i = (self.lazy_head + self.lazy_len) % LAZY_SLOTS;
+        self.lazy_log[i] = LazyRun {
+            first: from,
+            n: to - from,
+            round: self.round,
+        };
+        self.lazy_len += 1;
+    }
+
+    /// Unmaps up to `max` lazy granules of the oldest run of the ring (giving their frames
+    /// back); the run leaves the ring once none of its granules is lazy. Returns how many
+    /// it unmapped.
+    fn drop_oldest_lazy(&mut self, max: usize) -> usize {
+        let r = self.lazy_log[self.lazy_head];
+        let end = r.first + r.n;
+        let (mut g, mut done) = (r.first, 0);
+        while done < max {
+            let Some(a) = self.lazy.first_set(g, end) else {
+                g = end;
+                break;
+            };
+            let b = self
+                .lazy
+                .first_clear_from(a, end)
+                .min(a.saturating_add(max - done));
+            self.forget_lazy(a, b);
+            self.unmap_range(self.window_start + (a * GRANULE) as u64, (b - a) * GRANULE);
+            done += b - a;
+            g = b;
+        }
+        if g >= end {
+            self.lazy_head = (self.lazy_head + 1) % LAZY_SLOTS;
+            self.lazy_len -= 1;
+        } else {
+            self.lazy_log[self.lazy_head].first = g;
+            self.lazy_log[self.lazy_head].n = end - g;
+        }
+        done
+    }
+
+    /// Unmaps every lazy granule and gives its frame back; whether there was any.
+    fn drop_all_lazy(&mut self) -> bool {
+        let any = self.stats.lazy > 0;
+        while self.lazy_len > 0 {
+            self.drop_oldest_lazy(usize::MAX);
+        }
+        debug_assert_eq!(self.stats.lazy, 0, "a lazy granule outside the ring");
+        any
+    }
+
+    /// A collect: the lazy runs that lived through `KEEP_ROUNDS` collects go back, at most
+    /// [`LAZY_DROP`] granules (all with `force`).
+    fn collect_lazy(&mut self, force: bool) {
+        if force {
+            self.drop_all_lazy();
+            return;
+        }
+        self.round += 1;
+        let mut budget = LAZY_DROP;
+        while budget > 0
+            && self.lazy_len > 0
+            && self.lazy_log[self.lazy_head].round + KEEP_ROUNDS as u64 <= self.round
+        {
+            budget -= self.drop_oldest_lazy(budget);
+        }
     }
 
     /// [`map_range`](Self::map_range), giving kept regions back and trying once more when
@@ -708,6 +943,16 @@ where
             return Err(SourceError);
         };
         self.stats.commits += 1;
+        // every granule the range touches mapped whole already (a huge block growing over
+        // a kept region, a page committed again): nothing to map, nothing to mark (a
+        // granule mapped whole is touched, and stays full)
+        let (g0, g1) = (
+            ((start - self.window_start) / GRANULE as u64) as usize,
+            ((start + size as u64 - 1 - self.window_start) / GRANULE as u64) as usize + 1,
+        );
+        if self.full.first_clear_from(g0, g1) == g1 {
+            return Ok(());
+        }
         let mut chain: u64 = 0;
         let mut failed = false;
         let end = start + (size / PAGE * PAGE) as u64;
@@ -914,6 +1159,7 @@ where
 
     /// Unmaps every mapped page of `[start, start + size)` and gives the frames back.
     fn unmap_range(&mut self, start: u64, size: usize) {
+        self.claim_lazy(start, size, true);
         self.stats.decommits += 1;
         let mut batch = FrameBatch::new();
         let end = start + size as u64;
@@ -1091,7 +1337,11 @@ impl FrameBatch {
 // - `remap` keeps the region's frames (and so its contents) in order at the old or a new
 //   place of the window, maps fresh frames behind them, and gives the old place back only
 //   after every CPU flushed its translations of it.
-// - `decommit` and `free` unmap only pages inside the given range.
+// - `decommit` and `free` unmap only pages inside the given range, or pages of granules
+//   the allocator decommitted whole before (lazy ones), which hold no live data (and any
+//   call may unmap those); a lazy granule stays mapped to its own frames, so nothing else
+//   can reach them until it is unmapped, and `commit` of it hands them back as they are
+//   (reported not zeroed, as every commit is).
 // - no method allocates: all state is in `self`, and frames come from the frame allocator.
 // - all methods take the lock, so any CPU may call them at any time.
 unsafe impl<M, A> PageSource for FrameSource<M, A>
@@ -1164,6 +1414,9 @@ where
             let n = size.div_ceil(GRANULE);
             s.stats.reserved -= n * GRANULE;
             s.stats.regions -= 1;
+            // (its lazy granules' pages are kept with it or unmapped with it)
+            let first = s.granule_of(start);
+            s.forget_lazy(first, first + n);
             if !s.keep(start, size) {
                 s.unmap_range(start, size);
                 s.release(s.granule_of(start), n);
@@ -1177,6 +1430,7 @@ where
 
     fn collect(&self, force: bool) {
         self.with(|s| {
+            s.collect_lazy(force);
             for i in 0..KEEP_SLOTS {
                 if s.kept[i].size == 0 {
                     continue;
@@ -1195,6 +1449,8 @@ where
             if !s.in_window(start, size) {
                 return Err(SourceError);
             }
+            // lazy granules are still mapped: nothing to map there
+            s.stats.lazy_reused += s.claim_lazy(start, size, false);
             s.map_range_or_drop_kept(start, size).map(|()| false)
         })
     }
@@ -1203,7 +1459,7 @@ where
         let start = ptr.as_ptr() as u64;
         self.with(|s| {
             if s.in_window(start, size) {
-                s.unmap_range(start, size);
+                s.decommit_lazy(start, size);
             }
         });
         true
@@ -1228,6 +1484,8 @@ where
             }
             let first = s.granule_of(start);
             let (old_n, new_n) = (old_size.div_ceil(GRANULE), new_size.div_ceil(GRANULE));
+            // (lazy granules' pages stay mapped, the region's again, and move with it)
+            s.forget_lazy(first, first + old_n);
             let region = |at: u64| Region {
                 // SAFETY: the window lies in canonical, non-null address space (init).
                 ptr: unsafe { NonNull::new_unchecked(at as *mut u8) },
@@ -1305,6 +1563,7 @@ where
                 s.unmap_range(start, size);
                 true
             } else {
+                s.claim_lazy(start, size, false);
                 s.map_range(start, size).is_ok()
             }
         })

@@ -118,6 +118,7 @@ pub fn run(_args: &super::Args) {
     unsafe { alloc::alloc::dealloc(p, l) };
     println!("smoke: Box, Vec, String, BTreeMap, alignments to 4 MiB, zeroed, realloc: fine");
     grow_and_keep();
+    lazy_decommit();
     grow_in_place();
 }
 
@@ -222,6 +223,54 @@ fn grow_and_keep() {
         s1.kept >> 10,
         s2.kept_reused - s1.kept_reused,
         s3.mapped_pages
+    );
+}
+
+/// The page source's lazy decommit: a decommit of whole 64 KiB granules keeps their pages
+/// mapped (counted in `lazy`), a commit of them maps nothing, and a forced collect unmaps
+/// them and gives their frames back.
+fn lazy_decommit() {
+    use crate::heap;
+    use crate::mem::{PHYS, SOURCE};
+    use shardalloc::PageSource;
+    const SIZE: usize = 256 << 10;
+    heap::collect_all(true);
+    // SAFETY: a page-multiple size, page alignment; the region is used only here.
+    let r = unsafe { SOURCE.alloc(SIZE, 4096, true) }.expect("smoke: no region for lazy");
+    let s0 = SOURCE.stats();
+    assert_eq!(s0.lazy, 0, "smoke: a forced collect left lazy granules");
+    // SAFETY: the range is the region's own, committed, nothing live in it.
+    unsafe { SOURCE.decommit(r.ptr, SIZE) };
+    let s1 = SOURCE.stats();
+    assert!(
+        s1.lazy == SIZE && s1.mapped_pages == s0.mapped_pages,
+        "smoke: a decommit of 4 whole granules did not keep them mapped (lazy): {s0:?} then {s1:?}"
+    );
+    // SAFETY: as above.
+    assert!(unsafe { SOURCE.commit(r.ptr, SIZE) }.is_ok());
+    // SAFETY: committed again, ours.
+    unsafe { r.ptr.as_ptr().add(SIZE - 1).write_volatile(7) };
+    let s2 = SOURCE.stats();
+    assert!(
+        s2.lazy == 0 && s2.lazy_reused == s1.lazy_reused + 4 && s2.mapped_pages == s0.mapped_pages,
+        "smoke: committing lazy granules mapped pages again: {s1:?} then {s2:?}"
+    );
+    // SAFETY: as above.
+    unsafe { SOURCE.decommit(r.ptr, SIZE) };
+    let free0 = PHYS.free_frames();
+    heap::collect_all(true);
+    let s3 = SOURCE.stats();
+    assert!(
+        s3.lazy == 0
+            && s3.mapped_pages + SIZE / 4096 <= s2.mapped_pages
+            && PHYS.free_frames() >= free0 + SIZE / 4096,
+        "smoke: a forced collect did not give lazy granules back: {s2:?} then {s3:?}"
+    );
+    // SAFETY: the region came from `alloc` with this size and is no longer used.
+    unsafe { SOURCE.free(r.ptr, SIZE) };
+    println!(
+        "smoke: lazy decommit: {} KiB kept mapped, committed again with nothing to map, given back at a forced collect",
+        SIZE >> 10
     );
 }
 
