@@ -801,6 +801,14 @@ impl Page {
         }
     }
 
+    /// Whether blocks freed by other threads wait on `thread_free` (a relaxed look: one
+    /// that arrives a moment later is collected on a later slow path, as ever).
+    #[cfg(not(feature = "small"))]
+    #[inline(always)]
+    pub(crate) fn thread_free_pending(&self) -> bool {
+        !tf_block(self.xthread_free.load(Ordering::Relaxed)).is_null()
+    }
+
     /// When `free` is empty, makes the owner's frees (`local_free`) the blocks to allocate
     /// from; returns whether it did. The owner's part of collecting, without the atomic
     /// remote frees.
