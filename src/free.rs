@@ -521,7 +521,7 @@ unsafe fn free_block_mt(page: *mut Page, block: *mut Block) {
     if !heap.is_null() {
         // SAFETY: the heap is live (above); its delayed list is a lock-free stack that any
         // thread may push to, and the block is ours to give.
-        unsafe { (*heap).push_delayed(block) };
+        unsafe { (*heap).push_delayed(pg, block) };
     }
     pg.delayed_freeing_done();
     if heap.is_null() {
@@ -563,11 +563,36 @@ pub(crate) fn heap_delayed_free(heap: OwnedHeap, all: bool) {
             // by their freeing threads (pushed with release, taken with acquire): their
             // pages are live and ours, and the blocks ours to relink.
             unsafe {
-                let next = (*block).next;
                 let page = (*ptr_segment(block as *const u8)).page_of(block as *const u8);
+                let Some(next) = (*page).delayed_next_of(block) else {
+                    // secure mode: the block's mark was overwritten (a write after free):
+                    // neither it nor the rest of the list is touched again (leaked)
+                    crate::secure::report(
+                        crate::secure::ErrorKind::CorruptFreeList,
+                        block as usize,
+                        Some((*page).block_size),
+                    );
+                    break;
+                };
+                // secure mode: a link that does not lead into a segment of ours (a write
+                // after free changed it: it decodes far away) is reported and not
+                // followed; this block, whose mark is intact, is still freed
+                #[cfg(feature = "secure")]
+                let next = if next.is_null()
+                    || crate::segment::checked_segment(next as *mut u8).is_some()
+                {
+                    next
+                } else {
+                    crate::secure::report(
+                        crate::secure::ErrorKind::CorruptFreeList,
+                        block as usize,
+                        Some((*page).block_size),
+                    );
+                    ptr::null_mut()
+                };
                 if (*page).is_delayed_freeing() {
                     // the remote thread still holds the page state: later
-                    h.push_delayed(block);
+                    h.push_delayed(&*page, block);
                     retry = true;
                 } else {
                     (*page).collect(false);
