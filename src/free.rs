@@ -281,7 +281,10 @@ unsafe fn free_in_page(p: *mut u8, segment: *mut Segment, page: *mut Page, owner
 }
 
 /// Secure mode: the local free of [`free_in_page`] into a page whose blocks are larger
-/// than [`Page::SCRUB_INLINE_MAX`] (zeroed by `memset`), out of line.
+/// than [`Page::SCRUB_INLINE_MAX`] (zeroed by `memset`), out of line. The block is pushed
+/// first and zeroed last (the zeroing leaves its link word alone), so that the `memset`
+/// is a tail call and this function saves no registers; a block that empties a page that
+/// is not retired already is zeroed before the page retires (retiring may free the page).
 ///
 /// # Safety
 /// As [`push_local`]; the page is neither full nor holds aligned blocks.
@@ -290,10 +293,17 @@ unsafe fn free_in_page(p: *mut u8, segment: *mut Segment, page: *mut Page, owner
 unsafe fn free_local_zeroing(page: *mut Page, p: *mut u8) {
     // SAFETY: as this function's contract.
     unsafe {
-        push_local(page, p);
-        if (*page).used == 0 {
-            page_retire(page);
+        if (*page).used <= 1 && (*page).retire_expire == 0 {
+            // the page empties and may be freed (`page_retire_slow`): zero first
+            push_local(page, p);
+            return page_retire_slow(page);
         }
+        // (a page that empties while it is retired stays as it is: `page_retire`)
+        let block = p as *mut Block;
+        (*page).set_next(block, (*page).local_free);
+        (*page).local_free = block;
+        (*page).used -= 1;
+        (*page).scrub_large(block);
     }
 }
 

@@ -583,6 +583,21 @@ impl Page {
             // SAFETY: the block is the caller's to write, `bs` bytes.
             return unsafe { zero_small(b as *mut u8, bs) };
         }
+        // SAFETY: as this function's contract.
+        unsafe { self.scrub_large(b) }
+    }
+
+    /// [`Page::scrub`] of a block larger than [`Page::SCRUB_INLINE_MAX`]: one `memset`,
+    /// in tail position (the caller's frame can end with a jump to it), but for blocks
+    /// over [`Page::SCRUB_CHUNK`] bytes (out of line). It writes nothing in the block's
+    /// first word, so it may run after the block's link was written.
+    ///
+    /// # Safety
+    /// `b` is a block of this page given up by the caller, larger than
+    /// [`Page::SCRUB_INLINE_MAX`].
+    #[cfg(feature = "secure")]
+    #[inline(always)]
+    pub(crate) unsafe fn scrub_large(&self, b: *mut Block) {
         let n = if self.block_size <= Self::SCRUB_FULL_MAX {
             self.block_size - WORD
         } else {
@@ -643,14 +658,14 @@ impl Page {
     #[inline(always)]
     pub(crate) unsafe fn written_after_free(&self, b: *mut Block) -> bool {
         let w = b as *const usize;
+        // (secure mode's blocks are at least two words: `size_class::MIN_BIN`)
+        debug_assert!(self.block_size >= 2 * WORD);
         // SAFETY: words `1..4` (`1..2`) of a block of at least 4 (2) words of ours.
         let acc = unsafe {
             if self.block_size >= 4 * WORD {
                 w.add(1).read() | w.add(2).read() | w.add(3).read()
-            } else if self.block_size >= 2 * WORD {
-                w.add(1).read()
             } else {
-                0
+                w.add(1).read()
             }
         };
         acc != 0
@@ -1173,7 +1188,24 @@ unsafe fn zero_small(b: *mut u8, bs: usize) {
 /// `p` is valid for writes of `n` bytes.
 #[cfg(feature = "secure")]
 #[inline(always)]
-unsafe fn zero(mut p: *mut u8, mut n: usize) {
+unsafe fn zero(p: *mut u8, n: usize) {
+    if n > Page::SCRUB_CHUNK {
+        // SAFETY: as this function's contract.
+        return unsafe { zero_chunks(p, n) };
+    }
+    // SAFETY: the `n` bytes from `p` are writable (caller).
+    unsafe { ptr::write_bytes(p, 0, n) };
+}
+
+/// [`zero`] of more than [`Page::SCRUB_CHUNK`] bytes, out of line (its loop keeps values
+/// in saved registers, which [`zero`]'s callers then need not save).
+///
+/// # Safety
+/// As [`zero`].
+#[cfg(feature = "secure")]
+#[cold]
+#[inline(never)]
+unsafe fn zero_chunks(mut p: *mut u8, mut n: usize) {
     while n > Page::SCRUB_CHUNK {
         // SAFETY: `SCRUB_CHUNK < n` bytes from `p` are writable (caller).
         unsafe { ptr::write_bytes(p, 0, Page::SCRUB_CHUNK) };
