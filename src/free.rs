@@ -524,9 +524,24 @@ unsafe fn free_block_mt(page: *mut Page, block: *mut Block) {
     if unsafe { pg.thread_free_push(block) } {
         return;
     }
-    // The page is full and its owner waits for news. The heap stays alive while we are
-    // `DelayedFreeing` (its owner waits for us before it abandons or deletes the heap, see
-    // `Page::use_delayed_free`).
+    // SAFETY: as this function's contract; `thread_free_push` said the page is full.
+    unsafe { free_block_delayed(pg, block) }
+}
+
+/// The rest of [`free_block_mt`] for a page that is full and whose owner waits for news
+/// (`thread_free_push` returned false and set `DelayedFreeing`): the block goes onto the
+/// owning heap's delayed list. Out of line (rare: once per full page), so that the common
+/// remote free keeps few values live across its calls.
+///
+/// # Safety
+/// `block` is a live block of `pg`, given up by the caller (and scrubbed in secure mode);
+/// the page's state is `DelayedFreeing`, set by the caller's `thread_free_push`.
+#[cfg(not(feature = "embedded"))]
+#[cold]
+#[inline(never)]
+unsafe fn free_block_delayed(pg: &Page, block: *mut Block) {
+    // The heap stays alive while we are `DelayedFreeing` (its owner waits for us before it
+    // abandons or deletes the heap, see `Page::use_delayed_free`).
     let heap = pg.xheap.load(Ordering::Acquire);
     if !heap.is_null() {
         // SAFETY: the heap is live (above); its delayed list is a lock-free stack that any
@@ -536,9 +551,14 @@ unsafe fn free_block_mt(page: *mut Page, block: *mut Block) {
     pg.delayed_freeing_done();
     if heap.is_null() {
         // no heap to tell (cannot happen for a page in a full queue, which has a heap):
-        // keep the block by freeing it normally
+        // keep the block by pushing it onto `thread_free` (the state is `NoDelayedFree`
+        // now, so the push succeeds unless the owner set `UseDelayedFree` again meanwhile)
         // SAFETY: as above, the block is still ours to give.
-        unsafe { free_block_mt(page, block) };
+        if !unsafe { pg.thread_free_push(block) } {
+            // (full again meanwhile: `DelayedFreeing` once more)
+            // SAFETY: as above.
+            unsafe { free_block_delayed(pg, block) };
+        }
     }
 }
 
