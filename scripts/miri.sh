@@ -18,37 +18,62 @@
 #   which Miri does not interpret;
 # - size_class's `round_trip_and_waste_bound` (2 million sizes: hours under Miri) is
 #   skipped by name;
-# - the kernel and firmware scenarios (QEMU) and the embedded heap's host test, which
-#   needs `--no-default-features --features embedded` (run below as a second step).
+# - the kernel and firmware scenarios (QEMU). (The embedded heap's host test needs
+#   `--no-default-features --features embedded`: run below as a step of its own.)
 #
-# tests/region_core.rs runs under Tree Borrows (-Zmiri-tree-borrows), the other two under
-# Miri's default, Stacked Borrows. Why: under Stacked Borrows that test's memory grew
-# without bound (1.7 GB after 10 s, past 10 GB after 80 s, past 20 GB when let run),
-# while with the aliasing checks off (-Zmiri-disable-stacked-borrows) it stayed at 200 MB
-# and under Tree Borrows at 0.3-3 GB: the blow-up is Stacked Borrows' borrow stacks on
-# the region, whose pointers are all wildcard ones (integer addresses, exposed
-# provenance), and whose tags therefore can never be popped or collected. Tree Borrows
-# also checks more here, not less: it reported a write to page 0's metadata (inside the
-# `Segment` struct) while `free` held a protected `&Segment` argument, which Stacked
-# Borrows, lenient with wildcard pointers, had let through (fixed in src/free.rs).
-# The embedded test takes about a minute and a half.
+# tests/region_core.rs runs twice: with 100 operations a run and the aliasing checks off
+# (-Zmiri-disable-stacked-borrows: every other check of Miri on: bounds, use after free,
+# uninitialised reads, alignment, data races between the two threads), and with 12
+# operations a run under Tree Borrows (-Zmiri-tree-borrows), the aliasing model, on the
+# same kinds of operation and sizes (the test reads the count from SHARDALLOC_MIRI_OPS,
+# set with -Zmiri-env-set). Why not all under an aliasing model: under Stacked Borrows
+# that test's memory grew without bound (1.7 GB after 10 s, past 20 GB when let run): its
+# borrow stacks on the region, whose pointers are all wildcard ones (integer addresses,
+# exposed provenance), are never popped or collected. Tree Borrows stays at 0.3-3 GB but
+# checks every wildcard access against the region's exposed tags, ten times the cost of
+# the aliasing-free run (40 operations: about ten minutes a run on a loaded machine, and
+# more than six more for the end of the run, against one minute and ten seconds), so it
+# gets fewer operations. Tree Borrows also checks more here, not less: it reported a write
+# to page 0's metadata (inside the `Segment` struct) while `free` held a protected
+# `&Segment` argument, which Stacked Borrows, lenient with wildcard pointers, had let
+# through (fixed in src/free.rs). -Zmiri-ignore-leaks for that test: it leaks its region
+# and allocator on purpose (`Box::leak`, for the `'static` a global allocator has).
+# The size-class and embedded tests run under Miri's default, Stacked Borrows, with fewer
+# sizes and operations under `cfg(miri)` (said in each test).
+#
+# Each step prints its wall time; the whole script took 1703 s at 6790765 on a loaded
+# machine (README, Security: what it reported).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! cargo +nightly miri --version >/dev/null 2>&1; then
     echo "miri.sh: Miri is not installed: rustup +nightly component add miri rust-src" >&2
     exit 1
 fi
-export MIRIFLAGS="-Zmiri-permissive-provenance ${1:-}"
+base="-Zmiri-permissive-provenance ${1:-}"
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
 status=0
-echo "== miri: tests/region_core.rs (MIRIFLAGS=$MIRIFLAGS -Zmiri-tree-borrows)"
-MIRIFLAGS="$MIRIFLAGS -Zmiri-tree-borrows" \
-    cargo +nightly miri test --target-dir target/miri --test region_core || status=1
-echo "== miri: size_class unit tests"
-cargo +nightly miri test --target-dir target/miri --lib -- --skip round_trip_and_waste_bound || status=1
-echo "== miri: embedded::Heap (tests/embedded.rs, small geometry)"
-cargo +nightly miri test --target-dir target/miri --no-default-features --features embedded \
-    --test embedded || status=1
+step() {
+    local name=$1 flags=$2
+    shift 2
+    echo "== miri: $name (MIRIFLAGS=$base $flags)"
+    local t0=$SECONDS
+    if MIRIFLAGS="$base $flags" cargo +nightly miri test --target-dir target/miri "$@"; then
+        echo "== miri: $name: clean, $((SECONDS - t0)) s"
+    else
+        echo "== miri: $name: FAILED, $((SECONDS - t0)) s"
+        status=1
+    fi
+}
+step "tests/region_core.rs, 100 operations a run, aliasing checks off" \
+    "-Zmiri-disable-stacked-borrows -Zmiri-ignore-leaks -Zmiri-env-set=SHARDALLOC_MIRI_OPS=100" \
+    --test region_core
+step "tests/region_core.rs, 12 operations a run, Tree Borrows" \
+    "-Zmiri-tree-borrows -Zmiri-ignore-leaks -Zmiri-env-set=SHARDALLOC_MIRI_OPS=12" \
+    --test region_core
+step "size_class unit tests" "" --lib -- --skip round_trip_and_waste_bound
+step "embedded::Heap (tests/embedded.rs, small geometry)" "" \
+    --no-default-features --features embedded --test embedded
+echo "== miri: all steps in $SECONDS s"
 if [ $status -ne 0 ]; then
     echo "miri.sh: Miri reported errors (see above)" >&2
 fi

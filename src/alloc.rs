@@ -42,7 +42,7 @@ unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
         {
             let link = pg.keys.decode((*block).next as usize);
             if (link != 0 && !pg.in_area(link)) || pg.written_after_free(block) {
-                return page_pop_reported(page, size, zero);
+                return page_pop_reported(page, size, zero).as_ptr();
             }
             pg.free = link as *mut Block;
             // no fresh block shows an address
@@ -84,14 +84,16 @@ unsafe fn page_pop_rest(page: &mut Page, block: *mut Block, size: usize, zero: b
 
 /// Secure mode: [`page_pop`] of a block whose link is corrupted or that was written after
 /// it was freed: reported (by `next_of` and `check_scrubbed`), then popped as usual (a
-/// corrupted list is cut at the block).
+/// corrupted list is cut at the block). The result is `NonNull`, so that callers that test
+/// `page_pop`'s result for null (a miss) need not keep anything across this call: it is a
+/// tail call, and the allocation fast path saves no register.
 ///
 /// # Safety
 /// As [`page_pop`].
 #[cfg(feature = "secure")]
 #[cold]
 #[inline(never)]
-unsafe fn page_pop_reported(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
+unsafe fn page_pop_reported(page: *mut Page, size: usize, zero: bool) -> ptr::NonNull<u8> {
     // SAFETY: the calling thread owns the page (caller), so nothing else writes it; its
     // `free` block is ours to read and to hand out, at least `size` bytes long.
     unsafe {
@@ -99,7 +101,9 @@ unsafe fn page_pop_reported(page: *mut Page, size: usize, zero: bool) -> *mut u8
         let block = pg.free;
         pg.free = pg.next_of(block);
         pg.check_scrubbed(block);
-        page_pop_rest(pg, block, size, zero)
+        let p = page_pop_rest(pg, block, size, zero);
+        // a block of the page: never null
+        ptr::NonNull::new_unchecked(p)
     }
 }
 

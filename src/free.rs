@@ -281,7 +281,10 @@ unsafe fn free_in_page(p: *mut u8, segment: *mut Segment, page: *mut Page, owner
 }
 
 /// Secure mode: the local free of [`free_in_page`] into a page whose blocks are larger
-/// than [`Page::SCRUB_INLINE_MAX`] (zeroed by `memset`), out of line.
+/// than [`Page::SCRUB_INLINE_MAX`] (zeroed by `memset`), out of line. The block is pushed
+/// first and zeroed last (the zeroing leaves its link word alone), so that the `memset`
+/// is a tail call and this function saves no registers; a block that empties a page that
+/// is not retired already is zeroed before the page retires (retiring may free the page).
 ///
 /// # Safety
 /// As [`push_local`]; the page is neither full nor holds aligned blocks.
@@ -290,10 +293,17 @@ unsafe fn free_in_page(p: *mut u8, segment: *mut Segment, page: *mut Page, owner
 unsafe fn free_local_zeroing(page: *mut Page, p: *mut u8) {
     // SAFETY: as this function's contract.
     unsafe {
-        push_local(page, p);
-        if (*page).used == 0 {
-            page_retire(page);
+        if (*page).used <= 1 && (*page).retire_expire == 0 {
+            // the page empties and may be freed (`page_retire_slow`): zero first
+            push_local(page, p);
+            return page_retire_slow(page);
         }
+        // (a page that empties while it is retired stays as it is: `page_retire`)
+        let block = p as *mut Block;
+        (*page).set_next(block, (*page).local_free);
+        (*page).local_free = block;
+        (*page).used -= 1;
+        (*page).scrub_large(block);
     }
 }
 
@@ -519,21 +529,41 @@ unsafe fn free_block_mt(page: *mut Page, block: *mut Block) {
     if unsafe { pg.thread_free_push(block) } {
         return;
     }
-    // The page is full and its owner waits for news. The heap stays alive while we are
-    // `DelayedFreeing` (its owner waits for us before it abandons or deletes the heap, see
-    // `Page::use_delayed_free`).
+    // SAFETY: as this function's contract; `thread_free_push` said the page is full.
+    unsafe { free_block_delayed(pg, block) }
+}
+
+/// The rest of [`free_block_mt`] for a page that is full and whose owner waits for news
+/// (`thread_free_push` returned false and set `DelayedFreeing`): the block goes onto the
+/// owning heap's delayed list. Out of line (rare: once per full page), so that the common
+/// remote free keeps few values live across its calls.
+///
+/// # Safety
+/// `block` is a live block of `pg`, given up by the caller (and scrubbed in secure mode);
+/// the page's state is `DelayedFreeing`, set by the caller's `thread_free_push`.
+#[cfg(not(feature = "embedded"))]
+#[cold]
+#[inline(never)]
+unsafe fn free_block_delayed(pg: &Page, block: *mut Block) {
+    // The heap stays alive while we are `DelayedFreeing` (its owner waits for us before it
+    // abandons or deletes the heap, see `Page::use_delayed_free`).
     let heap = pg.xheap.load(Ordering::Acquire);
     if !heap.is_null() {
         // SAFETY: the heap is live (above); its delayed list is a lock-free stack that any
         // thread may push to, and the block is ours to give.
-        unsafe { (*heap).push_delayed(block) };
+        unsafe { (*heap).push_delayed(pg, block) };
     }
     pg.delayed_freeing_done();
     if heap.is_null() {
         // no heap to tell (cannot happen for a page in a full queue, which has a heap):
-        // keep the block by freeing it normally
+        // keep the block by pushing it onto `thread_free` (the state is `NoDelayedFree`
+        // now, so the push succeeds unless the owner set `UseDelayedFree` again meanwhile)
         // SAFETY: as above, the block is still ours to give.
-        unsafe { free_block_mt(page, block) };
+        if !unsafe { pg.thread_free_push(block) } {
+            // (full again meanwhile: `DelayedFreeing` once more)
+            // SAFETY: as above.
+            unsafe { free_block_delayed(pg, block) };
+        }
     }
 }
 
@@ -568,11 +598,36 @@ pub(crate) fn heap_delayed_free(heap: OwnedHeap, all: bool) {
             // by their freeing threads (pushed with release, taken with acquire): their
             // pages are live and ours, and the blocks ours to relink.
             unsafe {
-                let next = (*block).next;
                 let page = (*ptr_segment(block as *const u8)).page_of(block as *const u8);
+                let Some(next) = (*page).delayed_next_of(block) else {
+                    // secure mode: the block's mark was overwritten (a write after free):
+                    // neither it nor the rest of the list is touched again (leaked)
+                    crate::secure::report(
+                        crate::secure::ErrorKind::CorruptFreeList,
+                        block as usize,
+                        Some((*page).block_size),
+                    );
+                    break;
+                };
+                // secure mode: a link that does not lead into a segment of ours (a write
+                // after free changed it: it decodes far away) is reported and not
+                // followed; this block, whose mark is intact, is still freed
+                #[cfg(feature = "secure")]
+                let next = if next.is_null()
+                    || crate::segment::checked_segment(next as *mut u8).is_some()
+                {
+                    next
+                } else {
+                    crate::secure::report(
+                        crate::secure::ErrorKind::CorruptFreeList,
+                        block as usize,
+                        Some((*page).block_size),
+                    );
+                    ptr::null_mut()
+                };
                 if (*page).is_delayed_freeing() {
                     // the remote thread still holds the page state: later
-                    h.push_delayed(block);
+                    h.push_delayed(&*page, block);
                     retry = true;
                 } else {
                     (*page).collect(false);

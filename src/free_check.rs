@@ -234,9 +234,10 @@ pub(crate) unsafe fn outside_blocks(
 
 /// Secure mode, for a block whose first word decodes to a link of its page (as a free
 /// block's does: [`Checked::MaybeFree`]): whether it is free already. For the calling thread's own pages the lists
-/// are walked to confirm it; for other threads' pages (whose lists are not ours to read)
-/// the link says so (a live block's first word decodes into its page by a 2^-50-ish
-/// chance). Out of line: rare, and its loops would cost the common path of `free`
+/// are walked to confirm it (and a block on the heap's delayed list, which is on no list of
+/// its page, is told by its mark: `Page::set_delayed_next`); for other threads' pages
+/// (whose lists are not ours to read) the link says so (a live block's first word decodes
+/// into its page by a 2^-50-ish chance). Out of line: rare, and its loops would cost the common path of `free`
 /// registers that it then saves and restores.
 ///
 /// # Safety
@@ -255,9 +256,11 @@ pub(crate) unsafe fn free_already(
     let local = unsafe { (*segment).owner.load(Ordering::Relaxed) } == owner;
     // SAFETY (of the walks): the calling thread owns the page (`local`); the walks are
     // bounded.
+    // (a block on the heap's delayed list carries that list's mark: `Page::is_delayed_block`)
     !local
         || unsafe {
-            in_list(pg, pg.free, block)
+            pg.is_delayed_block(block)
+                || in_list(pg, pg.free, block)
                 || in_list(pg, pg.local_free, block)
                 || in_list(pg, pg.thread_free_list(), block)
         }

@@ -384,15 +384,16 @@ impl RawHeap {
         self.pages_direct = [empty_page(); PAGES_DIRECT];
     }
 
-    /// Pushes a block freed into a full page by another thread (lock-free stack).
+    /// Pushes a block of `page` freed into that full page by another thread (lock-free
+    /// stack; the link as `Page::set_delayed_next` stores it).
     ///
     /// # Safety
-    /// `block` is a block of a page of this heap, given up by the caller.
-    pub(crate) unsafe fn push_delayed(&self, block: *mut Block) {
+    /// `block` is a block of `page`, a page of this heap, given up by the caller.
+    pub(crate) unsafe fn push_delayed(&self, page: &Page, block: *mut Block) {
         let mut head = self.thread_delayed_free.load(Ordering::Relaxed);
         loop {
             // SAFETY: the block is ours until the CAS publishes it.
-            unsafe { (*block).next = head };
+            unsafe { page.set_delayed_next(block, head) };
             match self.thread_delayed_free.compare_exchange_weak(
                 head,
                 block,

@@ -498,6 +498,71 @@ impl Page {
         unsafe { (*b).next = next };
     }
 
+    /// Stores `next` as the link of block `b` of this page on its heap's delayed list
+    /// (`RawHeap::push_delayed`, a list of blocks of many pages). Secure mode writes two
+    /// words: the first is `b`'s own address encoded with this page's keys — it decodes
+    /// into the page, as a free block's link does, so that secure mode's check of every
+    /// free sees the block as free (a double free of a block on the delayed list is
+    /// caught), and no free-list link is ever its own block (lists have no cycles), which
+    /// tells it from those ([`Page::is_delayed_block`]) — and the second is `next`, encoded
+    /// with this page's keys (secure mode's blocks are at least two words:
+    /// `size_class::MIN_BIN`). Otherwise the first word is `next`, plain.
+    ///
+    /// # Safety
+    /// `b` is a block of this page that the caller may write.
+    #[inline(always)]
+    pub(crate) unsafe fn set_delayed_next(&self, b: *mut Block, next: *mut Block) {
+        #[cfg(feature = "secure")]
+        // SAFETY: the caller may write `b`, a block of at least two words (`MIN_BIN`).
+        unsafe {
+            debug_assert!(self.block_size >= 2 * WORD);
+            let w = b as *mut usize;
+            w.write(self.keys.encode(b as usize));
+            w.add(1).write(self.keys.encode(next as usize));
+        }
+        #[cfg(not(feature = "secure"))]
+        // SAFETY: the caller may write `b`.
+        unsafe {
+            (*b).next = next
+        };
+    }
+
+    /// The link that [`Page::set_delayed_next`] stored in block `b`: `Some(next)`, or, in
+    /// secure mode, `None` when block `b` does not carry the delayed list's mark (its first
+    /// word was written after the block was freed). The caller checks `next` before it
+    /// follows it (a write after free may have changed it; secure mode's encoding makes
+    /// such a change decode far away, outside every segment).
+    ///
+    /// # Safety
+    /// `b` is a block of this page on its heap's delayed list, which the caller may read.
+    #[inline(always)]
+    pub(crate) unsafe fn delayed_next_of(&self, b: *mut Block) -> Option<*mut Block> {
+        #[cfg(feature = "secure")]
+        // SAFETY: `b` is a readable block of at least two words (caller, `MIN_BIN`).
+        unsafe {
+            if !self.is_delayed_block(b) {
+                return None;
+            }
+            Some(self.keys.decode((b as *const usize).add(1).read()) as *mut Block)
+        }
+        #[cfg(not(feature = "secure"))]
+        // SAFETY: `b` is readable (caller).
+        Some(unsafe { (*b).next })
+    }
+
+    /// Secure mode: whether block `b`'s first word is the delayed list's mark (see
+    /// [`Page::set_delayed_next`]): `b` is on its heap's delayed list, free. (A live
+    /// block's first word is the mark by a 2^-64 chance: the keys are secret.)
+    ///
+    /// # Safety
+    /// `b` is a block of this page, readable.
+    #[cfg(feature = "secure")]
+    #[inline(always)]
+    pub(crate) unsafe fn is_delayed_block(&self, b: *mut Block) -> bool {
+        // SAFETY: `b` is readable (caller).
+        self.keys.decode(unsafe { (*b).next } as usize) == b as usize
+    }
+
     /// Secure mode: whether `p` lies in the page's blocks (reserved ones included: they
     /// lie in the page, never in metadata). For a decoded link this is the whole check: a
     /// changed link decodes to an address far away (see `secure::Keys`), and an attacker
@@ -523,6 +588,21 @@ impl Page {
             // SAFETY: the block is the caller's to write, `bs` bytes.
             return unsafe { zero_small(b as *mut u8, bs) };
         }
+        // SAFETY: as this function's contract.
+        unsafe { self.scrub_large(b) }
+    }
+
+    /// [`Page::scrub`] of a block larger than [`Page::SCRUB_INLINE_MAX`]: one `memset`,
+    /// in tail position (the caller's frame can end with a jump to it), but for blocks
+    /// over [`Page::SCRUB_CHUNK`] bytes (out of line). It writes nothing in the block's
+    /// first word, so it may run after the block's link was written.
+    ///
+    /// # Safety
+    /// `b` is a block of this page given up by the caller, larger than
+    /// [`Page::SCRUB_INLINE_MAX`].
+    #[cfg(feature = "secure")]
+    #[inline(always)]
+    pub(crate) unsafe fn scrub_large(&self, b: *mut Block) {
         let n = if self.block_size <= Self::SCRUB_FULL_MAX {
             self.block_size - WORD
         } else {
@@ -583,14 +663,14 @@ impl Page {
     #[inline(always)]
     pub(crate) unsafe fn written_after_free(&self, b: *mut Block) -> bool {
         let w = b as *const usize;
+        // (secure mode's blocks are at least two words: `size_class::MIN_BIN`)
+        debug_assert!(self.block_size >= 2 * WORD);
         // SAFETY: words `1..4` (`1..2`) of a block of at least 4 (2) words of ours.
         let acc = unsafe {
             if self.block_size >= 4 * WORD {
                 w.add(1).read() | w.add(2).read() | w.add(3).read()
-            } else if self.block_size >= 2 * WORD {
-                w.add(1).read()
             } else {
-                0
+                w.add(1).read()
             }
         };
         acc != 0
@@ -1121,7 +1201,24 @@ unsafe fn zero_small(b: *mut u8, bs: usize) {
 /// `p` is valid for writes of `n` bytes.
 #[cfg(feature = "secure")]
 #[inline(always)]
-unsafe fn zero(mut p: *mut u8, mut n: usize) {
+unsafe fn zero(p: *mut u8, n: usize) {
+    if n > Page::SCRUB_CHUNK {
+        // SAFETY: as this function's contract.
+        return unsafe { zero_chunks(p, n) };
+    }
+    // SAFETY: the `n` bytes from `p` are writable (caller).
+    unsafe { ptr::write_bytes(p, 0, n) };
+}
+
+/// [`zero`] of more than [`Page::SCRUB_CHUNK`] bytes, out of line (its loop keeps values
+/// in saved registers, which [`zero`]'s callers then need not save).
+///
+/// # Safety
+/// As [`zero`].
+#[cfg(feature = "secure")]
+#[cold]
+#[inline(never)]
+unsafe fn zero_chunks(mut p: *mut u8, mut n: usize) {
     while n > Page::SCRUB_CHUNK {
         // SAFETY: `SCRUB_CHUNK < n` bytes from `p` are writable (caller).
         unsafe { ptr::write_bytes(p, 0, Page::SCRUB_CHUNK) };

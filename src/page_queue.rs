@@ -12,9 +12,10 @@ use crate::size_class::*;
 /// front of a queue costs no size-class arithmetic.
 const DIRECT_RANGE: [(u16, u16); BIN_HUGE] = {
     let mut t = [(0u16, 0u16); BIN_HUGE];
-    let mut bin = 1;
+    // (bins below `MIN_BIN` hold no pages: their entries are the first bin's)
+    let mut bin = MIN_BIN;
     while bin < BIN_HUGE {
-        let start = if bin == 1 {
+        let start = if bin == MIN_BIN {
             0
         } else {
             bin_size(bin - 1) / WORD + 1

@@ -86,6 +86,22 @@ const CASES: &[Case] = &[
         ..case("double_free_cross_thread_full", Any, Any, Report)
     },
     Case {
+        note: "default and checked: another thread's lists are not theirs to read; secure: \
+               the block waits on the owner heap's delayed list, which marks it (the report \
+               must come at the second free: MISUSE-PASSED)",
+        ..case("double_free_cross_thread_delayed", Any, Any, Report)
+    },
+    Case {
+        note: "as double_free_cross_thread_delayed, with 8-byte requests (secure mode's \
+               blocks are at least two words, for the delayed list's mark and link)",
+        ..case("double_free_cross_thread_delayed_small", Any, Any, Report)
+    },
+    Case {
+        note: "default and checked: the owner's lists do not hold a block of the delayed \
+               list; secure: its mark says it is free",
+        ..case("double_free_delayed_then_owner", Any, Any, Report)
+    },
+    Case {
         note: "default: a word-alignment test on every free is not among its cheap checks",
         ..case("unaligned_free", Any, Report, Report)
     },
@@ -364,6 +380,22 @@ fn judge(case: &Case, build: Build, out: &Output) -> Result<(), String> {
     }
     if want == Report && !reported {
         return Err("misuse not reported".into());
+    }
+    // programs that print MISUSE-PASSED right after the misuse: the report must come at
+    // the misuse itself, not later (e.g. when the allocator trips over what it did)
+    if want == Report {
+        if let Some(passed) = err.find("MISUSE-PASSED") {
+            let first = [
+                err.find("MISUSE-REPORTED"),
+                err.find("shardalloc: aborting"),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            if first.is_none_or(|r| r > passed) {
+                return Err("reported only after the misuse returned (MISUSE-PASSED)".into());
+            }
+        }
     }
     match build {
         Build::Secure if want == Report => {

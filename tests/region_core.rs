@@ -14,12 +14,24 @@ use std::alloc::{GlobalAlloc, Layout};
 use shardalloc::source::RegionSource;
 use shardalloc::{PageSource, PerCpuAlloc, SingleCpu};
 
-/// Operations per run: Miri interprets every instruction (about a million times slower),
-/// and under Tree Borrows (scripts/miri.sh) every access through the region's wildcard
-/// pointers is checked against the region's exposed tags: 400 operations per run did not
-/// finish in 13 minutes there; 150 keep every kind of operation and size (the same
-/// checks, fewer of them).
-const OPS: usize = if cfg!(miri) { 150 } else { 50_000 };
+/// Operations per run: 50,000; under Miri, `SHARDALLOC_MIRI_OPS` (set by scripts/miri.sh
+/// with `-Zmiri-env-set`), else 40. Miri interprets every instruction (about a million
+/// times slower), and under Tree Borrows every access through the region's wildcard
+/// pointers is checked against the region's exposed tags, which costs ten times more
+/// again here (40 operations: about a minute a run with the aliasing checks off, ten with
+/// Tree Borrows, and the end of the run — the last frees, `check`, `collect` — more than
+/// six): scripts/miri.sh runs this file twice, with more operations without the aliasing
+/// model and with a few under Tree Borrows (the same kinds of operation and sizes, the
+/// same checks, fewer of them).
+fn ops() -> usize {
+    if !cfg!(miri) {
+        return 50_000;
+    }
+    std::env::var("SHARDALLOC_MIRI_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40)
+}
 
 /// xorshift64*: seeded, reproducible.
 struct Rng(u64);
@@ -200,9 +212,9 @@ fn run(a: &'static PerCpuAlloc<SingleCpu, 1>, seed: u64, ops: usize) {
 fn random_operations_on_a_region() {
     let seed = seed();
     let a = allocator(if cfg!(miri) { 12 } else { 64 });
-    run(a, seed, OPS);
+    run(a, seed, ops());
     // and again on the same (now collected) allocator: pages and segments are reused
-    run(a, seed ^ 0x9e37, OPS);
+    run(a, seed ^ 0x9e37, ops());
 }
 
 #[test]
@@ -222,9 +234,9 @@ fn two_threads_share_one_cpu_heap() {
             // SAFETY: blocks of `a` with this layout, freed once, by this thread.
             unsafe { a.dealloc(p as *mut u8, layout) };
         }
-        run(a, seed ^ 7, OPS / 4);
+        run(a, seed ^ 7, ops() / 4);
     });
-    run(a, seed ^ 11, OPS / 4);
+    run(a, seed ^ 11, ops() / 4);
     t.join().unwrap();
     a.check();
 }

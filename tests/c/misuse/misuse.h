@@ -7,7 +7,9 @@
      PROGRAM_ACCESS(...)) prints "PROGRAM-FAULT" and exits 77: the intended outcome when a
      freed large block is unmapped or protected. Any other SIGSEGV/SIGBUS (inside the
      allocator) is left to kill the process, which the test reports as a crash.
-   - DONE() prints "MISUSE-DONE": the program ran on after its misuse. */
+   - DONE() prints "MISUSE-DONE": the program ran on after its misuse.
+   - A program may print "MISUSE-PASSED" right after its misuse: a build that must report
+     it must do so before that line (at the misuse, not later). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <signal.h>
