@@ -657,13 +657,15 @@ pub(crate) unsafe fn page_free_in(ctx: Option<&mut SegmentsTld>, page: *mut Page
     pg.reset();
     let idx = pg.segment_idx();
     let dirty = pg.is_committed || pg.partial_commit() > 0;
+    #[cfg(feature = "small")]
+    if kind == SegmentKind::Small {
+        // SAFETY: the segment is live and the calling thread's or popped by it; `pg` is no
+        // longer used, so no reference into the header is alive.
+        unsafe { span_release(segment, idx) };
+    }
     // SAFETY: the segment is live and the calling thread's or popped by it, so no other
     // thread writes its header; `pg` is no longer used, so this is the only reference into it.
     let seg = unsafe { &mut *segment };
-    #[cfg(feature = "small")]
-    if kind == SegmentKind::Small {
-        span_release(seg, idx);
-    }
     seg.used -= 1;
     if seg.used == 0 {
         // SAFETY: that was its last page in use; the segment is `ctx`'s or popped by the
@@ -1191,60 +1193,62 @@ unsafe fn span_claim(
     idx: usize,
     k: usize,
 ) -> *mut Page {
-    // SAFETY: the segment is live and ours (the contract); no other reference into its
-    // header is alive while this one is used.
-    let seg = unsafe { &mut *segment };
-    // SAFETY: `os` was set at creation from the owner's `&'static Os`.
-    let os: &'static Os = unsafe { &*seg.os };
-    for j in 0..k {
-        let (start, size) = seg.page_area(idx + j);
-        // SAFETY: `idx + j < capacity` (the run was found inside the segment); the entry is
-        // not in use, so only we refer to it.
-        let entry = unsafe { &mut *seg.page(idx + j) };
-        if !entry.is_committed {
-            // SAFETY: a slice of the segment's live region from `os`, page aligned.
-            match unsafe { os.commit(NonNull::new_unchecked(start), size) } {
-                Some(zero) => {
-                    entry.is_committed = true;
-                    entry.is_zero_init = zero;
-                    seg.committed += size;
+    // The header is reached through `segment` (raw) for every access, never through a
+    // `&mut Segment` held across them: in the small geometry the first page entries lie
+    // inside the `Segment` struct's bytes, so a write to an entry (through `Segment::page`'s
+    // pointer) would invalidate such a reference (Miri's aliasing models report it).
+    // SAFETY: the segment is live and ours (the contract), so no other thread reads or
+    // writes its header; `idx + j < capacity` (the run was found inside the segment) and
+    // those entries are not in use, so only we refer to them; the shared references made
+    // for the `page_area`/`page`/`has_room` calls end with each call; `os` was set at
+    // creation from the owner's `&'static Os`; the commit is of a slice of the segment's
+    // live region from `os`, page aligned.
+    unsafe {
+        let os: &'static Os = &*(*segment).os;
+        for j in 0..k {
+            let (start, size) = (*segment).page_area(idx + j);
+            let entry = (*segment).page(idx + j);
+            if !(*entry).is_committed {
+                match os.commit(NonNull::new_unchecked(start), size) {
+                    Some(zero) => {
+                        (*entry).is_committed = true;
+                        (*entry).is_zero_init = zero;
+                        (*segment).committed += size;
+                    }
+                    None => return ptr::null_mut(), // nothing marked yet: a clean failure
                 }
-                None => return ptr::null_mut(), // nothing marked yet: a clean failure
             }
         }
+        let head_zero = (0..k).all(|j| (*(*segment).page(idx + j)).is_zero_init);
+        for j in 1..k {
+            (*(*segment).page(idx + j)).span_offset = j as u8;
+        }
+        let head = (*segment).page(idx);
+        let mask = crate::segment::slice_mask(idx, idx + k);
+        (*head).is_zero_init = head_zero;
+        (*head).segment_in_use = true;
+        (*segment).slices_used |= mask;
+        (*segment).purge_mask &= !mask;
+        (*segment).used += 1;
+        if !(*segment).has_room() {
+            ctx.free_queue_remove(segment);
+        }
+        os.stats.pages.add(1);
+        head
     }
-    let head_zero = (0..k).all(|j| {
-        // SAFETY: as above.
-        unsafe { (*seg.page(idx + j)).is_zero_init }
-    });
-    for j in 1..k {
-        // SAFETY: as above.
-        unsafe { (*seg.page(idx + j)).span_offset = j as u8 };
-    }
-    // SAFETY: as above.
-    let head = unsafe { &mut *seg.page(idx) };
-    head.is_zero_init = head_zero;
-    head.segment_in_use = true;
-    seg.slices_used |= crate::segment::slice_mask(idx, idx + k);
-    seg.purge_mask &= !crate::segment::slice_mask(idx, idx + k);
-    seg.used += 1;
-    if !seg.has_room() {
-        // SAFETY: a segment of `ctx`; `seg` is not used after this.
-        unsafe { ctx.free_queue_remove(segment) };
-    }
-    os.stats.pages.add(1);
-    // SAFETY: the head entry lies in the live header.
-    unsafe { seg.page(idx) }
 }
 
 /// Frees the slices of the page whose entry is `idx` (its metadata already reset).
 #[cfg(feature = "small")]
-fn span_release(seg: &mut Segment, idx: usize) {
-    let k = span_len(seg, idx);
-    for j in 1..k {
-        // SAFETY: `idx + j < capacity` (`span_len` stays inside): entries of the live header,
-        // the calling thread's.
-        unsafe { (*seg.page(idx + j)).span_offset = 0 };
+unsafe fn span_release(segment: *mut Segment, idx: usize) {
+    // Through the raw pointer, as in `span_claim` (entries may lie inside the struct).
+    // SAFETY: the segment is live and the calling thread's (caller); `idx + j < capacity`
+    // (`span_len` stays inside): entries of its header, which only this thread touches.
+    unsafe {
+        let k = span_len(&*segment, idx);
+        for j in 1..k {
+            (*(*segment).page(idx + j)).span_offset = 0;
+        }
+        (*segment).slices_used &= !crate::segment::slice_mask(idx, idx + k);
     }
-    seg.slices_used &= !crate::segment::slice_mask(idx, idx + k);
 }
