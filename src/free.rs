@@ -829,17 +829,27 @@ pub(crate) fn heap_collect_retired(heap: OwnedHeap, force: bool) {
 /// `p` is a live block of this allocator.
 #[cfg_attr(feature = "debug-mode", allow(unreachable_code))] // (the requested size there)
 pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
-    // SAFETY: `p` is a live block (caller): its segment and page are live, and the page's
-    // block size and flags are set before the block was handed out.
-    let page = unsafe { &*(*ptr_segment(p)).page_of(p) };
     #[cfg(feature = "debug-mode")]
-    // SAFETY: `p` is a live block of `page` (above).
-    return unsafe { crate::debug_mode::usable_size(page, p) };
-    if page.flags & FLAG_HAS_ALIGNED != 0 {
-        let block = page.block_of(p as *mut u8) as usize;
-        page.block_size - (p as usize - block)
-    } else {
-        page.block_size
+    // SAFETY: `p` is a live block (caller): its segment and page are live.
+    return unsafe { crate::debug_mode::usable_size(&*(*ptr_segment(p)).page_of(p), p) };
+    // Any thread may ask (`malloc_usable_size`, `realloc`, `PerCpuAlloc` on another CPU)
+    // while the page's owner writes its entry (`used`, the free lists, `flags`): so no
+    // reference to the segment or the entry is made, and only fields fixed while the block
+    // is live are read, through raw pointers (the block size and where the blocks start).
+    // Reading `FLAG_HAS_ALIGNED` would race with the owner's writes of `flags`: the offset
+    // into the block is computed for every page instead (0 for a block start, the common
+    // case; an aligned pointer inside a block gets the bytes from it to the block's end).
+    // SAFETY: `p` is a live block, or an aligned pointer into one (caller): its segment and
+    // page are live and the page in use, and the page's block size and start were set
+    // before the block was handed out and stay while it lives.
+    unsafe {
+        let page = Segment::page_of_raw(ptr_segment(p), p);
+        let size = (*page).block_size;
+        #[cfg(not(feature = "small"))]
+        let start = (*page).page_start as usize;
+        #[cfg(feature = "small")]
+        let start = crate::segment::page_start_of(page) as usize;
+        size - (p as usize - start) % size
     }
 }
 

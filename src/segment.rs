@@ -348,35 +348,48 @@ impl Page {
     /// Index of this page (its entry) in its segment: from the entry's address.
     #[inline]
     pub(crate) fn segment_idx(&self) -> usize {
-        let segment = ptr_segment(self as *const Page as *const u8) as usize;
-        let first = segment + core::mem::offset_of!(Segment, pages);
-        // SAFETY: an entry lies in the live header of its segment (see `page_start`), whose
-        // `first_page` is fixed while it lives; the read makes no reference.
-        let first_page = unsafe { (*(segment as *const Segment)).first_page };
-        (self as *const Page as usize - first) / core::mem::size_of::<Page>() + first_page
+        segment_idx_of(self)
     }
 
     /// Address of the first block: `Segment::page_area(segment_idx).0`, read through the
     /// raw header pointer (no `&Segment` is made: the caller may hold `&mut` to the entry).
     #[inline]
     pub(crate) fn page_start(&self) -> *mut u8 {
-        let segment = ptr_segment(self as *const Page as *const u8);
-        let base = segment as usize;
-        // SAFETY: a page entry (other than the `Page::EMPTY` sentinel, whose blocks are never
-        // asked for) lies in the live header of its segment, which `ptr_segment` finds from
-        // any address inside it; these fields are written when the header is and not
-        // changed while the entry is in use; the reads make no reference.
-        let (kind, page_shift, info_size) =
-            unsafe { ((*segment).kind, (*segment).page_shift, (*segment).info_size) };
-        let idx = self.segment_idx();
-        if matches!(kind, SegmentKind::Small | SegmentKind::Medium)
-            && idx != info_size >> page_shift
-        {
-            (base + (idx << page_shift)) as *mut u8
-        } else {
-            // the page in which the header ends, and the one page of a large or huge segment
-            (base + info_size) as *mut u8
-        }
+        page_start_of(self)
+    }
+}
+
+/// [`Page::segment_idx`] from the entry's address alone (no reference to the entry).
+#[cfg(feature = "small")]
+#[inline]
+pub(crate) fn segment_idx_of(page: *const Page) -> usize {
+    let segment = ptr_segment(page as *const u8) as usize;
+    let first = segment + core::mem::offset_of!(Segment, pages);
+    // SAFETY: an entry lies in the live header of its segment (see `page_start_of`), whose
+    // `first_page` is fixed while it lives; the read makes no reference.
+    let first_page = unsafe { (*(segment as *const Segment)).first_page };
+    (page as usize - first) / core::mem::size_of::<Page>() + first_page
+}
+
+/// [`Page::page_start`] from the entry's address alone (no reference to the entry: a
+/// thread that does not own the page may ask, e.g. `free::usable_size`).
+#[cfg(feature = "small")]
+#[inline]
+pub(crate) fn page_start_of(page: *const Page) -> *mut u8 {
+    let segment = ptr_segment(page as *const u8);
+    let base = segment as usize;
+    // SAFETY: a page entry (other than the `Page::EMPTY` sentinel, whose blocks are never
+    // asked for) lies in the live header of its segment, which `ptr_segment` finds from
+    // any address inside it; these fields are written when the header is and not
+    // changed while the entry is in use; the reads make no reference.
+    let (kind, page_shift, info_size) =
+        unsafe { ((*segment).kind, (*segment).page_shift, (*segment).info_size) };
+    let idx = segment_idx_of(page);
+    if matches!(kind, SegmentKind::Small | SegmentKind::Medium) && idx != info_size >> page_shift {
+        (base + (idx << page_shift)) as *mut u8
+    } else {
+        // the page in which the header ends, and the one page of a large or huge segment
+        (base + info_size) as *mut u8
     }
 }
 
@@ -384,6 +397,41 @@ impl Segment {
     /// Marks the header as a segment's at its (new) address.
     pub(crate) fn set_cookie(&mut self) {
         self.cookie = SEGMENT_COOKIE ^ (self as *const Segment as usize);
+    }
+
+    /// [`Segment::page_of`] without a reference to the header: every read is of a field
+    /// that is fixed while the segment lives (the slice table; small geometry: the page
+    /// shift, the first entry, a page's `span_offset` while it is in use), through the raw
+    /// pointer, so that a thread that does not own the segment may ask while the owner
+    /// writes the header's other fields (a `&Segment` would be a read of all of them: a
+    /// data race under Rust's memory model, which Miri reports).
+    ///
+    /// # Safety
+    /// `seg` is a live segment and `p` points into one of its pages in use.
+    #[inline(always)]
+    pub(crate) unsafe fn page_of_raw(seg: *const Segment, p: *const u8) -> *mut Page {
+        #[cfg(not(feature = "small"))]
+        {
+            let slice = (p as usize >> SMALL_PAGE_SHIFT) & (SLICES - 1);
+            // SAFETY: the slice table is written when the header is (at creation or a
+            // move) and fixed while the segment lives (caller); an array place indexed in
+            // bounds (masked), no reference made.
+            unsafe { (*seg).slice_pages[slice] }
+        }
+        #[cfg(feature = "small")]
+        // SAFETY: `page_shift` and `first_page` are fixed while the segment lives; the
+        // entry of `p`'s slice lies in the header (`p` is in a page in use, caller), and its
+        // `span_offset` is fixed while that page is in use and never reaches before the
+        // page's own entry.
+        unsafe {
+            let base = seg as usize;
+            let idx = (p as usize - base) >> (*seg).page_shift;
+            let entry = (base
+                + core::mem::offset_of!(Segment, pages)
+                + (idx - (*seg).first_page) * core::mem::size_of::<Page>())
+                as *mut Page;
+            entry.sub((*entry).span_offset as usize)
+        }
     }
 
     /// The page containing block pointer `p`.
