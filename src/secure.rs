@@ -29,7 +29,7 @@
 //!   thread the page's lists are walked to confirm it).
 //! - Fresh free lists are linked in a random order ([`random`]).
 
-use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 /// What went wrong (see [`report`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -70,7 +70,9 @@ impl ErrorKind {
 pub type ErrorHandler = fn(ErrorKind, usize, Option<usize>);
 
 /// The installed handler (a `fn` pointer as `usize`; 0 = the default).
-static HANDLER: AtomicUsize = AtomicUsize::new(0);
+/// The handler as a pointer (null: none), so that the function pointer keeps its
+/// provenance on the way through (an integer would lose it: Miri reports the call).
+static HANDLER: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 /// Abort after a report (hosted builds).
 static ABORT: AtomicBool = AtomicBool::new(cfg!(feature = "secure"));
 /// Errors reported so far.
@@ -78,7 +80,10 @@ static ERRORS: AtomicUsize = AtomicUsize::new(0);
 
 /// Installs the error handler (`None`: the default one).
 pub fn set_error_handler(handler: Option<ErrorHandler>) {
-    HANDLER.store(handler.map_or(0, |f| f as usize), Ordering::Release);
+    HANDLER.store(
+        handler.map_or(core::ptr::null_mut(), |f| f as *mut ()),
+        Ordering::Release,
+    );
 }
 
 /// Whether a report aborts the process (hosted builds; `no_std` handlers decide for
@@ -95,7 +100,7 @@ pub fn abort_on_error() -> bool {
 /// Whether a handler is installed (`set_error_handler`).
 #[cfg_attr(not(feature = "debug-mode"), allow(dead_code))]
 pub(crate) fn handler_installed() -> bool {
-    HANDLER.load(Ordering::Relaxed) != 0
+    !HANDLER.load(Ordering::Relaxed).is_null()
 }
 
 /// Counts an error reported by another way than [`report`] (debug mode's own hook).
@@ -115,10 +120,11 @@ pub fn error_count() -> usize {
 pub fn report(kind: ErrorKind, addr: usize, size: Option<usize>) {
     ERRORS.fetch_add(1, Ordering::Relaxed);
     let h = HANDLER.load(Ordering::Acquire);
-    if h != 0 {
-        // SAFETY: `HANDLER` only ever holds 0 or an `ErrorHandler` stored by
-        // `set_error_handler`.
-        let f = unsafe { core::mem::transmute::<usize, ErrorHandler>(h) };
+    if !h.is_null() {
+        // SAFETY: `HANDLER` only ever holds null or an `ErrorHandler` stored by
+        // `set_error_handler` (a function pointer cast to a data pointer of the same size,
+        // with its provenance).
+        let f = unsafe { core::mem::transmute::<*mut (), ErrorHandler>(h) };
         f(kind, addr, size);
     } else {
         #[cfg(feature = "std")]
