@@ -407,9 +407,15 @@ impl Segment {
     /// data race under Rust's memory model, which Miri reports).
     ///
     /// # Safety
-    /// `seg` is a live segment and `p` points into one of its pages in use.
+    /// `seg` is a live segment and `p` points into one of its pages (in use, when the
+    /// calling thread does not own the segment).
     #[inline(always)]
     pub(crate) unsafe fn page_of_raw(seg: *const Segment, p: *const u8) -> *mut Page {
+        // Default geometry: one load from the slice table, where `(p - seg) >> page_shift`
+        // then a multiplication by the size of `Page` took four instructions more. The
+        // slice is `p`'s offset into its `SEGMENT_SIZE`-aligned chunk: `p` lies in the
+        // segment's first chunk, or exactly at its end (a huge block aligned to more than
+        // a segment starts there: offset 0 then, page 0, its page).
         #[cfg(not(feature = "small"))]
         {
             let slice = (p as usize >> SMALL_PAGE_SHIFT) & (SLICES - 1);
@@ -419,10 +425,13 @@ impl Segment {
             unsafe { (*seg).slice_pages[slice] }
         }
         #[cfg(feature = "small")]
+        // Small geometry: a page spans several slices; the entry of a later slice says how
+        // far back the page's own entry is (two more instructions).
         // SAFETY: `page_shift` and `first_page` are fixed while the segment lives; the
-        // entry of `p`'s slice lies in the header (`p` is in a page in use, caller), and its
-        // `span_offset` is fixed while that page is in use and never reaches before the
-        // page's own entry.
+        // entry of `p`'s slice lies in the header (`p` is in one of its pages, caller), and
+        // its `span_offset` is fixed while that page is in use (the owner changes it only
+        // when it claims or releases the page) and never reaches before the page's own
+        // entry.
         unsafe {
             let base = seg as usize;
             let idx = (p as usize - base) >> (*seg).page_shift;
@@ -440,36 +449,23 @@ impl Segment {
     /// `self` is a live segment and `p` points into one of its pages.
     #[inline(always)]
     pub(crate) unsafe fn page_of(&self, p: *const u8) -> *mut Page {
-        // Default geometry: one load from the slice table, where `(p - self) >> page_shift`
-        // then a multiplication by the size of `Page` took four instructions more. The
-        // slice is `p`'s offset into its `SEGMENT_SIZE`-aligned chunk: `p` lies in the
-        // segment's first chunk, or exactly at its end (a huge block aligned to more than
-        // a segment starts there: offset 0 then, page 0, its page).
+        // SAFETY: `self` is live and `p` in one of its pages (this function's contract),
+        // what `page_of_raw` asks.
+        let page = unsafe { Segment::page_of_raw(self, p) };
         #[cfg(not(feature = "small"))]
-        {
-            let slice = (p as usize >> SMALL_PAGE_SHIFT) & (SLICES - 1);
-            let page = self.slice_pages[slice];
-            debug_assert!(
-                page == {
-                    let idx = (p as usize - self as *const Segment as usize) >> self.page_shift;
-                    // SAFETY: (debug check) the header holds `capacity` pages.
-                    unsafe { self.page(idx.min(self.capacity - 1)) }
-                },
-                "slice table out of date"
-            );
-            page
-        }
+        debug_assert!(
+            page == {
+                let idx = (p as usize - self as *const Segment as usize) >> self.page_shift;
+                // SAFETY: (debug check) the header holds `capacity` pages.
+                unsafe { self.page(idx.min(self.capacity - 1)) }
+            },
+            "slice table out of date"
+        );
         #[cfg(feature = "small")]
-        {
-            let idx = (p as usize - self as *const Segment as usize) >> self.page_shift;
-            debug_assert!(idx < self.capacity);
-            // SAFETY: the header holds `capacity` pages and `idx < capacity`.
-            let entry = unsafe { self.page(idx) };
-            // Small geometry: a page spans several slices; the entry of a later slice says
-            // how far back the page's own entry is (two more instructions).
-            // SAFETY: `entry` is in the header; `span_offset` never reaches before entry 0.
-            unsafe { entry.sub((*entry).span_offset as usize) }
-        }
+        debug_assert!(
+            ((p as usize - self as *const Segment as usize) >> self.page_shift) < self.capacity
+        );
+        page
     }
 
     /// Writes [`Segment::slice_pages`] for the header at its (new) address, from

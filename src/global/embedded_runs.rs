@@ -266,7 +266,7 @@ impl Runs {
             if h & FREE != 0 {
                 return crate::secure::report(ErrorKind::DoubleFree, p as usize, None);
             }
-            *run_live(c as *mut u8) -= size;
+            *(run as *mut usize) -= size;
             let n = (c as *mut u8).add(size) as *mut FreeChunk;
             if (*n).header & FREE != 0 {
                 self.unlink(n);
