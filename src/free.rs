@@ -749,8 +749,7 @@ unsafe fn page_retire_default(page: *mut Page) {
                     (*h).pages[bin].list.first == page && (*h).pages[bin].list.last == page
                 );
                 (*page).retire_expire = retire_cycles(bsize);
-                (*h).retired_min = (*h).retired_min.min(bin);
-                (*h).retired_max = (*h).retired_max.max(bin);
+                (*h).retired |= 1u128 << bin;
                 return;
             }
         }
@@ -786,15 +785,14 @@ pub(crate) fn heap_free_empty_pages(heap: OwnedHeap) -> usize {
 pub(crate) fn heap_collect_retired(heap: OwnedHeap, force: bool) {
     let h = heap.as_ptr();
     // SAFETY: the token proves the heap is live and ours.
-    let (lo, hi) = unsafe { ((*h).retired_min, (*h).retired_max) };
-    if lo > hi {
-        return;
-    }
-    let mut min = BIN_FULL;
-    let mut max = 0;
-    for bin in lo..=hi.min(BIN_HUGE - 1) {
+    let mut bins = unsafe { (*h).retired };
+    let mut keep = 0u128;
+    while bins != 0 {
+        let bin = bins.trailing_zeros() as usize;
+        bins &= bins - 1;
         // SAFETY: the heap is ours, and so are the pages in its queues: the first page of
-        // queue `bin` is live and nothing else writes it.
+        // queue `bin` (a bin below `BIN_HUGE`: only those are set) is live and nothing
+        // else writes it.
         unsafe {
             let page = (*h).pages[bin].first();
             if page.is_null() || (*page).retire_expire == 0 {
@@ -805,8 +803,7 @@ pub(crate) fn heap_collect_retired(heap: OwnedHeap, force: bool) {
                 if force || (*page).retire_expire == 0 {
                     page_free(heap, page, bin); // all its blocks are free
                 } else {
-                    min = min.min(bin);
-                    max = max.max(bin);
+                    keep |= 1u128 << bin;
                 }
             } else {
                 (*page).retire_expire = 0;
@@ -814,10 +811,7 @@ pub(crate) fn heap_collect_retired(heap: OwnedHeap, force: bool) {
         }
     }
     // SAFETY: as above.
-    unsafe {
-        (*h).retired_min = min;
-        (*h).retired_max = max;
-    }
+    unsafe { (*h).retired = keep };
 }
 
 // ---------------------------------------------------------------------------------------

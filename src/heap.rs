@@ -118,8 +118,10 @@ impl Tld {
 ///   `page_count` is the number of pages in all queues;
 /// - `owner == tld.owner()`, and `NO_OWNER` for the empty heap (and dead heaps, whose
 ///   `tld` is null);
-/// - a page with `retire_expire != 0` is alone in a queue whose bin is in
-///   `retired_min..=retired_max`.
+/// - a page with `retire_expire != 0` is alone in a queue whose bin's bit is set in
+///   `retired`.
+const _: () = assert!(BIN_HUGE <= 128, "`RawHeap::retired` has a bit per bin below BIN_HUGE");
+
 #[repr(C)]
 pub(crate) struct RawHeap {
     /// Direct table for small sizes, indexed by size in words (first: the fast path).
@@ -132,9 +134,12 @@ pub(crate) struct RawHeap {
     /// Blocks freed by other threads into full pages (see `Delayed`).
     pub thread_delayed_free: AtomicPtr<Block>,
     pub page_count: usize,
-    /// Range of bins that may hold retired pages.
-    pub retired_min: usize,
-    pub retired_max: usize,
+    /// The bins that may hold a retired page, one bit each (bit `b` for bin `b`; bins
+    /// below `BIN_HUGE` only): the countdown of retired pages
+    /// (`free::heap_collect_retired`, on every fresh page) looks at these bins alone, where
+    /// a range from the lowest to the highest such bin made it walk some 50 bins per fresh
+    /// page under mstress.
+    pub retired: u128,
     /// Next heap of the same thread.
     pub next: *mut RawHeap,
     /// The shared heap this heap is a part of (null: none). Hosted only.
@@ -293,8 +298,7 @@ pub(crate) static EMPTY_HEAP: Immutable<RawHeap> = Immutable(RawHeap {
     pages: initial_queues(),
     thread_delayed_free: AtomicPtr::new(ptr::null_mut()),
     page_count: 0,
-    retired_min: BIN_FULL,
-    retired_max: 0,
+    retired: 0,
     next: ptr::null_mut(),
     #[cfg(feature = "std")]
     shared: ptr::null(),
@@ -355,8 +359,7 @@ impl RawHeap {
             pages: initial_queues(),
             thread_delayed_free: AtomicPtr::new(ptr::null_mut()),
             page_count: 0,
-            retired_min: BIN_FULL,
-            retired_max: 0,
+            retired: 0,
             next: tld_ref.heaps,
             #[cfg(feature = "std")]
             shared: ptr::null(),
