@@ -109,6 +109,11 @@ impl Tld {
     }
 }
 
+const _: () = assert!(
+    BIN_HUGE <= 128,
+    "`RawHeap::retired` has a bit per bin below BIN_HUGE"
+);
+
 /// Heap metadata.
 ///
 /// Invariants (checked by [`heap_check`] in debug builds):
@@ -120,8 +125,6 @@ impl Tld {
 ///   `tld` is null);
 /// - a page with `retire_expire != 0` is alone in a queue whose bin's bit is set in
 ///   `retired`.
-const _: () = assert!(BIN_HUGE <= 128, "`RawHeap::retired` has a bit per bin below BIN_HUGE");
-
 #[repr(C)]
 pub(crate) struct RawHeap {
     /// Direct table for small sizes, indexed by size in words (first: the fast path).
