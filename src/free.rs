@@ -749,7 +749,7 @@ unsafe fn page_retire_default(page: *mut Page) {
                     (*h).pages[bin].list.first == page && (*h).pages[bin].list.last == page
                 );
                 (*page).retire_expire = retire_cycles(bsize);
-                (*h).retired |= 1u128 << bin;
+                (*h).retired[bin / 64] |= 1 << (bin % 64);
                 return;
             }
         }
@@ -784,34 +784,40 @@ pub(crate) fn heap_free_empty_pages(heap: OwnedHeap) -> usize {
 /// Frees retired pages whose time ran out (all of them with `force`).
 pub(crate) fn heap_collect_retired(heap: OwnedHeap, force: bool) {
     let h = heap.as_ptr();
-    // SAFETY: the token proves the heap is live and ours.
-    let mut bins = unsafe { (*h).retired };
-    let mut keep = 0u128;
-    while bins != 0 {
-        let bin = bins.trailing_zeros() as usize;
-        bins &= bins - 1;
-        // SAFETY: the heap is ours, and so are the pages in its queues: the first page of
-        // queue `bin` (a bin below `BIN_HUGE`: only those are set) is live and nothing
-        // else writes it.
-        unsafe {
-            let page = (*h).pages[bin].first();
-            if page.is_null() || (*page).retire_expire == 0 {
-                continue;
-            }
-            if (*page).all_free() {
-                (*page).retire_expire -= 1;
-                if force || (*page).retire_expire == 0 {
-                    page_free(heap, page, bin); // all its blocks are free
-                } else {
-                    keep |= 1u128 << bin;
+    for word in 0..2 {
+        // SAFETY: the token proves the heap is live and ours.
+        let mut bins = unsafe { (*h).retired[word] };
+        if bins == 0 {
+            continue;
+        }
+        let mut keep = 0u64;
+        while bins != 0 {
+            let bit = bins.trailing_zeros() as usize;
+            bins &= bins - 1;
+            let bin = word * 64 + bit;
+            // SAFETY: the heap is ours, and so are the pages in its queues: the first page
+            // of queue `bin` (a bin below `BIN_HUGE`: only those are set) is live and
+            // nothing else writes it.
+            unsafe {
+                let page = (*h).pages[bin].first();
+                if page.is_null() || (*page).retire_expire == 0 {
+                    continue;
                 }
-            } else {
-                (*page).retire_expire = 0;
+                if (*page).all_free() {
+                    (*page).retire_expire -= 1;
+                    if force || (*page).retire_expire == 0 {
+                        page_free(heap, page, bin); // all its blocks are free
+                    } else {
+                        keep |= 1 << bit;
+                    }
+                } else {
+                    (*page).retire_expire = 0;
+                }
             }
         }
+        // SAFETY: as above.
+        unsafe { (*h).retired[word] = keep };
     }
-    // SAFETY: as above.
-    unsafe { (*h).retired = keep };
 }
 
 // ---------------------------------------------------------------------------------------

@@ -137,12 +137,12 @@ pub(crate) struct RawHeap {
     /// Blocks freed by other threads into full pages (see `Delayed`).
     pub thread_delayed_free: AtomicPtr<Block>,
     pub page_count: usize,
-    /// The bins that may hold a retired page, one bit each (bit `b` for bin `b`; bins
-    /// below `BIN_HUGE` only): the countdown of retired pages
+    /// The bins that may hold a retired page, one bit each (bit `b % 64` of word `b / 64`
+    /// for bin `b`; bins below `BIN_HUGE` only): the countdown of retired pages
     /// (`free::heap_collect_retired`, on every fresh page) looks at these bins alone, where
     /// a range from the lowest to the highest such bin made it walk some 50 bins per fresh
     /// page under mstress.
-    pub retired: u128,
+    pub retired: [u64; 2],
     /// Next heap of the same thread.
     pub next: *mut RawHeap,
     /// The shared heap this heap is a part of (null: none). Hosted only.
@@ -301,7 +301,7 @@ pub(crate) static EMPTY_HEAP: Immutable<RawHeap> = Immutable(RawHeap {
     pages: initial_queues(),
     thread_delayed_free: AtomicPtr::new(ptr::null_mut()),
     page_count: 0,
-    retired: 0,
+    retired: [0; 2],
     next: ptr::null_mut(),
     #[cfg(feature = "std")]
     shared: ptr::null(),
@@ -362,7 +362,7 @@ impl RawHeap {
             pages: initial_queues(),
             thread_delayed_free: AtomicPtr::new(ptr::null_mut()),
             page_count: 0,
-            retired: 0,
+            retired: [0; 2],
             next: tld_ref.heaps,
             #[cfg(feature = "std")]
             shared: ptr::null(),
