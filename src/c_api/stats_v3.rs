@@ -416,12 +416,18 @@ unsafe fn json_out(m: &MiStats, buf_size: usize, buf: *mut c_char) -> *mut c_cha
     } else {
         let mut n = Counter(0);
         let _ = write_json(&mut n, m);
+        // The second pass reads the process's figures again (elapsed time, CPU times, page
+        // faults, RSS): each of those 8 numbers may have grown meanwhile, by at most the
+        // 20 digits of a u64. Without that room the second pass ran out of buffer now and
+        // then (elapsed_msecs 999 -> 1000) and the JSON came back null (the c_api test's
+        // stats case failed under load).
+        let cap = n.0 + 8 * 20 + 1;
         // SAFETY: `None` is the default heap, the only precondition.
-        let p = unsafe { super::semantics::malloc(None, n.0 + 1) };
+        let p = unsafe { super::semantics::malloc(None, cap) };
         if p.is_null() {
             return ptr::null_mut();
         }
-        (p, n.0 + 1, true)
+        (p, cap, true)
     };
     // SAFETY: `out` is writable for `cap` bytes: the caller's buffer (this function's
     // contract) or the block just allocated.
