@@ -520,7 +520,7 @@ unsafe fn free_generic(p: *mut u8, page: *mut Page, local: bool) {
 }
 
 /// How many blocks a full page must have free (in `local_free`) before an owner's free
-/// moves it back to its size-class queue: a sixteenth of its blocks, 1 to 8.
+/// moves it back to its size-class queue: an eighth of its blocks (odd), 1 to 16.
 ///
 /// mimalloc moves a full page back at its first free. Where every page of a class is
 /// nearly full (many live objects of a few sizes, freed and allocated at random: a
@@ -528,7 +528,7 @@ unsafe fn free_generic(p: *mut u8, page: *mut Page, local: bool) {
 /// its one block and moved it to the full queue again: about 750 instructions under
 /// QEMU's count for every free into a full page (the kernel bench's slab workload: 8,000
 /// such frees a run). Waiting for a few frees shares that cost among them; a full page
-/// then holds at most 7 free blocks nobody allocates (under a sixteenth of its blocks).
+/// then holds at most 15 free blocks nobody allocates (at most an eighth of its blocks).
 /// Remote frees into a full page still move it back at once (`heap_delayed_free`: after
 /// the first, the page's later remote frees go to `thread_free`, which only a page in a
 /// queue gets back). The small geometry (pages of a few blocks) keeps mimalloc's rule.
@@ -537,7 +537,7 @@ pub(crate) fn unfull_at(capacity: crate::page::BlockCount) -> crate::page::Block
     if cfg!(feature = "small") {
         1
     } else {
-        (capacity / 16).clamp(1, 8)
+        (capacity >> 3 | 1).min(16)
     }
 }
 
