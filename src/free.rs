@@ -520,7 +520,7 @@ unsafe fn free_generic(p: *mut u8, page: *mut Page, local: bool) {
 }
 
 /// How many blocks a full page must have free (in `local_free`) before an owner's free
-/// moves it back to its size-class queue: an eighth of its blocks (odd), 1 to 16.
+/// moves it back to its size-class queue: one more than an eighth of its blocks, at most 16.
 ///
 /// mimalloc moves a full page back at its first free. Where every page of a class is
 /// nearly full (many live objects of a few sizes, freed and allocated at random: a
@@ -537,7 +537,7 @@ pub(crate) fn unfull_at(capacity: crate::page::BlockCount) -> crate::page::Block
     if cfg!(feature = "small") {
         1
     } else {
-        (capacity >> 3 | 1).min(16)
+        ((capacity >> 3) + 1).min(16)
     }
 }
 
