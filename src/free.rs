@@ -427,9 +427,9 @@ unsafe fn free_into_full_try(page: *mut Page, p: *mut u8) -> bool {
 }
 
 /// The part of [`free`] that needs no bookkeeping: a local free into a page that holds no
-/// aligned blocks and is not full (or stays full: [`unfull_at`]), and that does not empty (or empties again while it is
-/// retired and alone in its queue). Returns false, having changed
-/// nothing, when `p` needs more (the caller then calls `free`, e.g. after masking
+/// aligned blocks and is not full (or stays full: [`unfull_at`]), and that does not empty
+/// (or empties again while it is retired and alone in its queue). Returns false, having
+/// changed nothing, when `p` needs more (the caller then calls `free`, e.g. after masking
 /// interrupts: `PerCpuAlloc` runs this part with interrupts on).
 ///
 /// # Safety
