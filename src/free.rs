@@ -22,7 +22,7 @@ use crate::free_check;
 use crate::free_check::in_list;
 use crate::heap::queue_bin_of;
 use crate::heap::OwnedHeap;
-use crate::page::{Block, Page, FLAG_HAS_ALIGNED};
+use crate::page::{Block, Page, FLAG_HAS_ALIGNED, FLAG_IN_FULL};
 use crate::page_queue::{page_free, page_unfull};
 use crate::segment::{checked_page, ptr_segment, NotInBlocks, Segment};
 use crate::size_class::*;
@@ -391,10 +391,45 @@ pub(crate) unsafe fn free_single_owner_slow(p: *mut u8, owner: usize) -> bool {
     }
 }
 
-/// The part of [`free`] that needs no bookkeeping: a local free into a page that is neither
-/// full nor holds aligned blocks, and that does not empty (or empties again while it is
-/// retired and alone in its queue). Returns false, having changed
-/// nothing, when `p` needs more (the caller then calls `free`, e.g. after masking
+/// [`free_local_try`] for a page whose flags are not 0: a free into a full page that
+/// leaves it in the full queue with nothing else to do (it holds no aligned blocks and
+/// stays full after this free, see [`unfull_at`]) pushes `p` onto `local_free`; false
+/// otherwise, having changed nothing. Out of line (a tail call): the common free's test
+/// stays one compare.
+///
+/// # Safety
+/// The calling context owns `page`, the page of `p`, a live block given up by the caller.
+#[cold]
+#[inline(never)]
+#[cfg_attr(feature = "embedded", allow(dead_code))] // used by global/percpu.rs
+unsafe fn free_into_full_try(page: *mut Page, p: *mut u8) -> bool {
+    // SAFETY: the caller owns the page: nothing else writes these fields; the block is
+    // given up by the caller. (A page that would empty has `capacity - used + 1 ==
+    // capacity >= unfull_at(capacity)`: it goes the long way.)
+    unsafe {
+        if (*page).flags != FLAG_IN_FULL
+            || (*page).capacity - (*page).used + 1 >= unfull_at((*page).capacity)
+        {
+            return false;
+        }
+        #[cfg(feature = "debug-mode")]
+        if !crate::debug_mode::on_free(p) {
+            return true;
+        }
+        #[cfg(not(any(feature = "secure", feature = "bench-unchecked")))]
+        if (*page).local_free == p as *mut Block {
+            free_check::double_free(p);
+            return true; // reported and ignored
+        }
+        push_local(page, p);
+    }
+    true
+}
+
+/// The part of [`free`] that needs no bookkeeping: a local free into a page that holds no
+/// aligned blocks and is not full (or stays full: [`unfull_at`]), and that does not empty
+/// (or empties again while it is retired and alone in its queue). Returns false, having
+/// changed nothing, when `p` needs more (the caller then calls `free`, e.g. after masking
 /// interrupts: `PerCpuAlloc` runs this part with interrupts on).
 ///
 /// # Safety
@@ -418,8 +453,10 @@ pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
     // its `flags`, `local_free`, `used` and `retire_expire`; the block is given up by the
     // caller.
     unsafe {
+        // a full page takes the free here while it stays full (see `unfull_at`): the
+        // free that moves it back to its queue goes the long way
         if (*page).flags != 0 {
-            return false;
+            return free_into_full_try(page, p);
         }
         // A page that empties retires: here only in `page_retire`'s inline case (already
         // retired and alone in its queue: restart its countdown), which touches nothing
@@ -475,19 +512,42 @@ unsafe fn free_generic(p: *mut u8, page: *mut Page, local: bool) {
         }
         // SAFETY: the calling thread owns the page, which has a heap (pages in use by an
         // owner are in its heap's queues); `block` is a live block of it.
-        unsafe { free_block_local(page, block) };
+        unsafe { free_block_local(page, block, true) };
     } else {
         // SAFETY: `block` is a live block of the page, given up by the caller.
         unsafe { free_block_mt(page, block) };
     }
 }
 
+/// How many blocks a full page must have free (in `local_free`) before an owner's free
+/// moves it back to its size-class queue: one more than an eighth of its blocks, at most 16.
+///
+/// mimalloc moves a full page back at its first free. Where every page of a class is
+/// nearly full (many live objects of a few sizes, freed and allocated at random: a
+/// kernel's slab caches), that first free moved the page back, the next allocation took
+/// its one block and moved it to the full queue again: about 750 instructions under
+/// QEMU's count for every free into a full page (the kernel bench's slab workload: 8,000
+/// such frees a run). Waiting for a few frees shares that cost among them; a full page
+/// then holds at most 15 free blocks nobody allocates (at most an eighth of its blocks).
+/// Remote frees into a full page still move it back at once (`heap_delayed_free`: after
+/// the first, the page's later remote frees go to `thread_free`, which only a page in a
+/// queue gets back). The small geometry (pages of a few blocks) keeps mimalloc's rule.
+#[inline(always)]
+pub(crate) fn unfull_at(capacity: crate::page::BlockCount) -> crate::page::BlockCount {
+    if cfg!(feature = "small") {
+        1
+    } else {
+        ((capacity >> 3) + 1).min(16)
+    }
+}
+
 /// A free by the page's owner: onto `local_free`; the page retires when it empties, and
-/// leaves the full queue when it was full.
+/// leaves the full queue when it was full (`lazy`: once it has [`unfull_at`] blocks free;
+/// otherwise at once).
 ///
 /// # Safety
 /// The calling thread owns `page`, which has a heap; `block` is a live block of it.
-pub(crate) unsafe fn free_block_local(page: *mut Page, block: *mut Block) {
+pub(crate) unsafe fn free_block_local(page: *mut Page, block: *mut Block, lazy: bool) {
     // SAFETY: the calling thread owns the page (caller), so nothing else writes these
     // fields; the block is given up by the caller, so its first word is ours.
     let (used, in_full) = unsafe {
@@ -501,7 +561,10 @@ pub(crate) unsafe fn free_block_local(page: *mut Page, block: *mut Block) {
     if used == 0 {
         // SAFETY: as above; the page has a heap (caller).
         unsafe { page_retire(page) };
-    } else if in_full {
+    } else if in_full
+        // SAFETY: as above.
+        && (!lazy || unsafe { (*page).capacity - used >= unfull_at((*page).capacity) })
+    {
         // SAFETY: whoever owns a page owns its heap, so the token holds.
         let heap = unsafe { OwnedHeap::new((*page).heap()) };
         // SAFETY: `page` is a page of that heap.
@@ -631,7 +694,7 @@ pub(crate) fn heap_delayed_free(heap: OwnedHeap, all: bool) {
                     retry = true;
                 } else {
                     (*page).collect(false);
-                    free_block_local(page, block);
+                    free_block_local(page, block, false);
                 }
                 block = next;
             }

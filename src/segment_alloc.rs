@@ -45,6 +45,10 @@ const HUGE_RESERVE_MIN: usize = 16 << 20;
 /// table walk per page at every commit that touches it (~2,000 instructions a step).
 const HUGE_COMMIT_STEP: usize = 64 << 10;
 
+/// The most a huge block growing in its reserved room commits ahead of its new size (see
+/// `huge_remap`): physical memory a growing buffer may hold unused, for fewer commits.
+const HUGE_AHEAD_MAX: usize = 2 << 20;
+
 /// Allocates a segment for `ctx`'s owner. For huge segments, `huge_size` is the block
 /// size and `huge_align` its alignment. Null when out of memory.
 fn segment_alloc(
@@ -874,14 +878,32 @@ pub(crate) unsafe fn huge_remap(
         && new_seg_size <= region_size
         && seg.guard == 0
     {
-        let new_seg_size = stepped;
-        if new_seg_size > committed {
-            // SAFETY: `[committed, new_seg_size)` lies inside the segment's live region
-            // (`new_seg_size <= region_size`, and the segment is its region: checked
-            // above), after its committed part; both ends are multiples of the OS page.
+        // A block that grows here tends to grow again (a `Vec` doubling): it gets its new
+        // size again ahead, at most `HUGE_AHEAD_MAX` (so a doubling buffer commits at every
+        // other doubling up to 2 MiB, and the steps between stay in place at the top of
+        // `realloc`: ~45 instructions instead of ~470 under QEMU's count); without the
+        // memory for that, only what it asked for.
+        let ahead = align_up(
+            new_seg_size.saturating_add(new_seg_size.min(HUGE_AHEAD_MAX)),
+            HUGE_COMMIT_STEP,
+        )
+        .min(region_size);
+        let mut new_seg_size = stepped;
+        for target in [ahead, stepped] {
+            if target <= committed {
+                new_seg_size = target;
+                break;
+            }
+            // SAFETY: `[committed, target)` lies inside the segment's live region
+            // (`target <= region_size`, and the segment is its region: checked above),
+            // after its committed part; both ends are multiples of the OS page.
             let at = unsafe { NonNull::new_unchecked((segment as *mut u8).add(committed)) };
             // SAFETY: as just said.
-            if unsafe { os.commit(at, new_seg_size - committed) }.is_none() {
+            if unsafe { os.commit(at, target - committed) }.is_some() {
+                new_seg_size = target;
+                break;
+            }
+            if target == stepped {
                 return ptr::null_mut();
             }
         }
