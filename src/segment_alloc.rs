@@ -46,8 +46,10 @@ const HUGE_RESERVE_MIN: usize = 16 << 20;
 const HUGE_COMMIT_STEP: usize = 64 << 10;
 
 /// What the size of a huge segment is rounded up to: the allocation granularity; over a
-/// source without reserve (its memory faults in on first touch, `mmap`), a large OS page,
-/// so that a huge segment (advised for large OS pages) ends where one does.
+/// source of OS memory without reserve (`mmap`: memory faults in on first touch, and a
+/// purge makes it read as zero), a large OS page, so that a huge segment (advised for
+/// large OS pages) ends where one does. (Not over plain memory, a `RegionSource`, where
+/// the rounding would be memory taken from the region for nothing.)
 ///
 /// A huge block's header comes first, so a segment of exactly its block's size ends
 /// 4 KiB into a large OS page; touching the block's last bytes faults that page in
@@ -57,7 +59,7 @@ const HUGE_COMMIT_STEP: usize = 64 << 10;
 /// ~9,000 of its ~35,000 page faults). The rounding costs no memory until it is touched.
 fn huge_grain(cfg: crate::source::SourceConfig) -> usize {
     let gran = cfg.alloc_granularity.max(cfg.page_size);
-    if CACHE_SEGMENTS && !cfg.has_reserve {
+    if CACHE_SEGMENTS && !cfg.has_reserve && cfg.decommit_zeroes {
         gran.max(LARGE_OS_PAGE)
     } else {
         gran
