@@ -5,7 +5,7 @@
 //! A cached region goes through two stages (as an arena's free memory in mimalloc):
 //! - **resident**: as the segment left it, for a short while (ten purge delays); a new
 //!   segment that takes it touches memory that is already there;
-//! - **purged**: then its memory is purged (all but its first OS page, which holds its
+//! - **purged**: then its memory is purged (all but the OS page that holds its
 //!   bookkeeping) and the region stays mapped a while longer (a hundred purge delays),
 //!   so that threads that come and go still reuse its address space without mapping calls;
 //!   then it goes back to the source.
@@ -29,6 +29,7 @@
 
 use crate::list::{Linked, Links, List};
 use crate::sync::{AtomicI64, AtomicUsize, Ordering};
+use core::mem::size_of;
 use core::ptr;
 
 /// A cached region, as handed in and out.
@@ -42,19 +43,37 @@ pub(crate) struct Cached {
     pub expire: u64,
     /// Domain time at which it came into the cache.
     pub since: u64,
-    /// Its memory (but the first OS page) was purged.
+    /// Its memory (but the OS page of its node, see `node_of`) was purged.
     pub purged: bool,
     /// The region was last advised for large OS pages (it held a huge block).
     pub large: bool,
 }
 
-/// The bookkeeping of a cached region, written at its start.
+/// The bookkeeping of a cached region, written at its start, or at its end for a region
+/// last advised for large OS pages (see [`node_of`]).
 ///
-/// Invariant: `cached.ptr` is the node's own address, and the node is in the cache's list
-/// of its stage (`resident` or `purged`, as `cached.purged` says).
-struct Node {
+/// Invariant: the node's own address is `node_of(&cached)`, and the node is in the cache's
+/// list of its stage (`resident` or `purged`, as `cached.purged` says).
+pub(crate) struct Node {
     links: Links<Node>,
     cached: Cached,
+}
+
+/// Where the node of a cached region lies: at its start, or for a region last advised for
+/// large OS pages in its last bytes (inside its last OS page: a node is far smaller than
+/// one, and the region's end is page aligned). A purged region keeps the OS page of its
+/// node (`Os::cache_purge`), and the kernel then keeps that 2 MiB's page table: its other
+/// 511 pages fault in 4 KiB at a time when the region is reused. At the start, that is the
+/// first 2 MiB of every huge block that reuses a purged region (large-realloc: ~5,500 of
+/// its page faults); at the end, where a huge block's region ends (on a large OS page,
+/// see `segment_alloc::huge_grain`), only a block that fills its region touches it.
+pub(crate) fn node_of(c: &Cached) -> *mut Node {
+    if c.large {
+        let end = c.ptr as usize + c.size - size_of::<Node>();
+        (end & !(core::mem::align_of::<Node>() - 1)) as *mut Node
+    } else {
+        c.ptr as *mut Node
+    }
 }
 
 /// The kind of the cache's lists (a node is in one of them at a time).
@@ -71,7 +90,7 @@ unsafe impl Linked<Stage> for Node {
 /// What the caller must do with a region that `take_due` handed out.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Due {
-    /// Purge its memory (but the first OS page), then `put` it back as purged.
+    /// Purge its memory (but its node's OS page), then `put` it back as purged.
     Purge,
     /// Give it back to the source.
     Free,
@@ -114,8 +133,16 @@ impl Lists {
     }
 
     /// The smallest region of `min..=max` bytes in the list of one stage (the largest with
-    /// `largest`), the newest of equal ones.
-    fn best_fit(&self, purged: bool, min: usize, max: usize, largest: bool) -> *mut Node {
+    /// `largest`), the newest of equal ones; with `large`, only one whose `large` flag is
+    /// that.
+    fn best_fit(
+        &self,
+        purged: bool,
+        min: usize,
+        max: usize,
+        largest: bool,
+        large: Option<bool>,
+    ) -> *mut Node {
         let first = if purged {
             self.purged.first
         } else {
@@ -126,9 +153,16 @@ impl Lists {
         let mut n = first;
         while !n.is_null() {
             // SAFETY: `n` is a member of the list (walked from its first), live.
-            let (size, next) = unsafe { ((*n).cached.size, List::<Node, Stage>::next(n)) };
+            let (size, flag, next) = unsafe {
+                (
+                    (*n).cached.size,
+                    (*n).cached.large,
+                    List::<Node, Stage>::next(n),
+                )
+            };
             let better = best.is_null() || (size > best_size) == largest;
-            if size >= min && size <= max && better && size != best_size {
+            let kind = large.is_none_or(|l| l == flag);
+            if size >= min && size <= max && better && size != best_size && kind {
                 best = n;
                 best_size = size;
                 if size == if largest { max } else { min } {
@@ -211,15 +245,35 @@ impl RegionCache {
     }
 
     /// Takes the smallest cached region of `min..=max` bytes (the largest with `largest`), a
-    /// resident one if one fits.
-    pub(crate) fn take(&self, min: usize, max: usize, largest: bool) -> Option<Cached> {
+    /// resident one if one fits (one last advised for large OS pages as `large` says
+    /// first); else a purged one advised as `large` says, else (only for `large == false`)
+    /// any purged one.
+    ///
+    /// A purged region faults its memory in again, and how depends on its past: where it
+    /// was touched with small OS pages the kernel keeps its page tables, so that it faults
+    /// in 4 KiB at a time even once advised for large ones (512 faults per 2 MiB where a
+    /// fresh mapping takes one). So a huge block (`large`) takes no purged region that held
+    /// small pages, and other segments take purged regions of huge blocks last.
+    pub(crate) fn take(
+        &self,
+        min: usize,
+        max: usize,
+        largest: bool,
+        large: bool,
+    ) -> Option<Cached> {
         if self.is_empty() {
             return None;
         }
         let mut c = self.inner.lock();
-        let mut n = c.best_fit(false, min, max, largest);
+        let mut n = c.best_fit(false, min, max, largest, Some(large));
         if n.is_null() {
-            n = c.best_fit(true, min, max, largest);
+            n = c.best_fit(false, min, max, largest, None);
+        }
+        if n.is_null() {
+            n = c.best_fit(true, min, max, largest, Some(large));
+        }
+        if n.is_null() && !large {
+            n = c.best_fit(true, min, max, largest, None);
         }
         if n.is_null() {
             return None;
@@ -230,14 +284,40 @@ impl RegionCache {
         Some(e)
     }
 
+    /// Takes the cached region that starts at `ptr`, if one does.
+    pub(crate) fn take_at(&self, ptr: *mut u8) -> Option<Cached> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut c = self.inner.lock();
+        for first in [c.resident.first, c.purged.first] {
+            let mut n = first;
+            while !n.is_null() {
+                // SAFETY: `n` is a member of the list (walked from its first), live.
+                let (start, next) = unsafe { ((*n).cached.ptr, List::<Node, Stage>::next(n)) };
+                if start == ptr {
+                    // SAFETY: `n` was found in one of the lists.
+                    let e = unsafe { c.remove(n) };
+                    self.publish(&c);
+                    return Some(e);
+                }
+                n = next;
+            }
+        }
+        None
+    }
+
     /// Keeps `entry` (in the stage `entry.purged` says, until `entry.expire`).
     ///
     /// # Safety
     /// `entry` is a region of ours (from the source, unused, not in the cache), committed
-    /// and writable at least in its first `size_of::<Node>()` bytes, aligned for a `Node`;
-    /// the cache owns it from now on.
+    /// and writable where its node goes ([`node_of`]: its first `size_of::<Node>()` bytes,
+    /// or for `entry.large` its last ones), at least a node's size; it starts aligned for a
+    /// `Node` and its size is a multiple of a `Node`'s alignment; the cache owns it from
+    /// now on.
     pub(crate) unsafe fn put(&self, entry: Cached) {
-        let node = entry.ptr as *mut Node;
+        debug_assert!(entry.size >= size_of::<Node>());
+        let node = node_of(&entry);
         // SAFETY: the region is ours and writable at its start (the `# Safety` contract):
         // the node is written before the region becomes reachable through the lists.
         unsafe {

@@ -68,6 +68,13 @@ const CACHE_PEAK_DIV: usize = 2;
 /// many purge delays (100 to 200 ms with the default delay).
 const PEAK_WINDOW_MULT: u64 = CACHE_MULT_MIN as u64;
 
+/// A cached region is split (`Os::cache_split`) only when the rest that stays cached is
+/// at least as large as the part taken, or at least this large: a pile of small rests that
+/// fit no request would hold address space (and resident memory) for nothing (the
+/// replaced huge blocks of 5-25 MiB of tests/huge_reuse.rs reserved 1.4-1.6 times their
+/// live bytes at the peak with every rest kept, 1.1-1.25 with this bound).
+const SPLIT_REST_MIN: usize = 16 << 20;
+
 /// The most bytes of live (not cached) regions held in the last one or two windows of
 /// time: a sliding maximum over two buckets, `cur` since `start` and `prev` the window
 /// before. Updated with relaxed atomics on slow paths (a region mapped or taken out of the
@@ -397,9 +404,70 @@ impl Os {
 
     /// A cached region of `min..=max` bytes (sources without reserve), the smallest (the
     /// largest with `largest`), and whether it was last advised for large OS pages. It
-    /// stays counted as reserved, and counts as committed in full from now on.
-    fn cache_take_ex(&self, min: usize, max: usize, largest: bool) -> Option<(Region, bool)> {
-        let c = self.cache.take(min, max, largest)?;
+    /// stays counted as reserved, and counts as committed in full from now on. With
+    /// `split = Some((keep, at))`, a region larger than `keep` bytes is split where the
+    /// source allows (see [`Os::cache_split`]): the caller gets its first `keep` bytes.
+    fn cache_take_ex(
+        &self,
+        min: usize,
+        max: usize,
+        largest: bool,
+        large: bool,
+        split: Option<(usize, usize)>,
+    ) -> Option<(Region, bool)> {
+        let mut c = self.cache.take(min, max, largest, large)?;
+        let node = crate::cache::node_of(&c) as usize;
+        if let Some((keep, at)) = split {
+            // SAFETY: `c` was just taken out of the cache; `keep` and `at` are the caller's.
+            unsafe { self.cache_split(&mut c, keep, at) };
+        }
+        // SAFETY: `c` was taken out of the cache (and split), ours alone and unused.
+        if large && !unsafe { self.drop_node_page(&mut c, node) } {
+            return None;
+        }
+        Some(self.cache_taken(c))
+    }
+
+    /// A purged region taken for a huge block: purges the large OS page (2 MiB) around the
+    /// page that held its node (`node`), when that lies in `c`. That page was kept while
+    /// the rest was purged, and a large OS page with one page in it keeps its page table:
+    /// the block would fault the other 511 pages in 4 KiB at a time (one fault with the
+    /// page table gone: the kernel frees an emptied one when a purge covers all of it).
+    /// Returns false when the region is no longer usable (a purge that needed a recommit
+    /// that failed): it was given back to the source.
+    ///
+    /// # Safety
+    /// `c` was taken out of the cache, ours alone and unused; `node` is where its node was.
+    unsafe fn drop_node_page(&self, c: &mut Cached, node: usize) -> bool {
+        const LARGE_PAGE: usize = 2 << 20;
+        let from = node & !(LARGE_PAGE - 1);
+        let start = c.ptr as usize;
+        if !c.purged || from < start || from + LARGE_PAGE > start + c.size {
+            return true;
+        }
+        // SAFETY: inside a cached region: not null.
+        let at = unsafe { NonNull::new_unchecked(from as *mut u8) };
+        if self.config().has_reserve || !self.source.splits_regions(at) {
+            return true;
+        }
+        // SAFETY: the range lies inside the region, which is ours and unused (the
+        // `# Safety` contract); page aligned and sized.
+        if unsafe { self.decommit(at, LARGE_PAGE) } {
+            c.committed -= LARGE_PAGE;
+            // SAFETY: as just said.
+            if unsafe { self.commit(at, LARGE_PAGE) }.is_none() {
+                // SAFETY: taken out of the cache, ours alone and unused.
+                unsafe { self.free_cached(*c) };
+                return false;
+            }
+            c.committed += LARGE_PAGE;
+        }
+        true
+    }
+
+    /// Counts a region taken out of the cache as live: committed in full, in the recent
+    /// peak; a purged one tells the resident stage to last longer.
+    fn cache_taken(&self, c: Cached) -> (Region, bool) {
         if c.purged {
             // purged too early: it was needed again (and now faults back in)
             let m = self.cache_mult.load(Ordering::Relaxed);
@@ -415,17 +483,121 @@ impl Os {
             committed: true,
             zeroed: false,
         };
-        Some((region, c.large))
+        (region, c.large)
+    }
+
+    /// Splits the region `c`, just taken out of the cache, when it is larger than `keep`
+    /// bytes and the source allows (`splits_regions`; the whole region counted as
+    /// committed): `c` keeps its first `keep` bytes, the part from `at` on goes back into
+    /// the cache as a region of its own, at the stage and age `c` had (its memory is as
+    /// resident as it was), and what lies between goes back to the source. Instead of
+    /// shrinking a cached region by `remap`, which gives its whole tail back to the OS for
+    /// the next large block to fault in again (large-realloc: a 32 MiB buffer's region
+    /// shrunk to 6 MiB for the next buffer, which then grew back to 32 MiB a page fault at
+    /// a time). Returns whether it split.
+    ///
+    /// # Safety
+    /// `c` was taken out of the cache (ours alone, unused); `keep <= at` are multiples of
+    /// the OS page, `keep` non-zero, and `at` a multiple of the alignment of cached
+    /// regions (so the rest starts aligned as they do).
+    unsafe fn cache_split(&self, c: &mut Cached, keep: usize, at: usize) -> bool {
+        debug_assert!(keep > 0 && keep <= at);
+        if keep >= c.size || c.committed != c.size {
+            return false;
+        }
+        if at < c.size && c.size - at < keep.min(SPLIT_REST_MIN) {
+            return false; // a rest this small would rarely fit a request: shrink instead
+        }
+        // SAFETY: cached regions came from the source, never null.
+        if !self
+            .source
+            .splits_regions(unsafe { NonNull::new_unchecked(c.ptr) })
+        {
+            return false;
+        }
+        if at < c.size {
+            let rest = Cached {
+                ptr: c.ptr.wrapping_add(at),
+                size: c.size - at,
+                committed: c.size - at,
+                ..*c
+            };
+            // SAFETY: the rest is a region of its own now (the source splits regions),
+            // ours alone and unused (`c` was taken out of the cache: the `# Safety`
+            // contract); it starts aligned as cached regions are, and is writable where
+            // its node goes (the source has no reserve: its memory is always usable, a
+            // purged page faults in).
+            unsafe { self.cache.put(rest) };
+        }
+        let gap = at.min(c.size) - keep;
+        if gap > 0 {
+            // SAFETY: `[keep, at)` is a region of its own now (the source splits regions),
+            // inside `c` (ours alone and unused), committed in full; page aligned and sized.
+            unsafe { self.free(NonNull::new_unchecked(c.ptr.add(keep)), gap, gap) };
+        }
+        c.size = keep;
+        c.committed = keep;
+        true
+    }
+
+    /// Joins to the live region `start`/`size` (committed in full, ours) the cached region
+    /// that starts where it ends, or its first `need` bytes rounded up to `align` when it
+    /// is larger (split, see [`Os::cache_split`]), where the source splits and joins
+    /// regions. Returns how many bytes the region grew by (its memory: as resident as it
+    /// was in the cache, no page moves, no call to the source) and whether they were last
+    /// advised for large OS pages; None when no cached region there has `need` bytes.
+    ///
+    /// # Safety
+    /// `start`/`size` are exactly a live region from `alloc` (or a join of them), committed
+    /// in full; on success the caller's region is `size +` the bytes returned, and it
+    /// counts that many more bytes committed. `align` is the alignment of cached regions.
+    pub(crate) unsafe fn cache_join(
+        &self,
+        start: NonNull<u8>,
+        size: usize,
+        need: usize,
+        align: usize,
+    ) -> Option<(usize, bool)> {
+        if need == 0 || self.cache.is_empty() || !self.source.splits_regions(start) {
+            return None;
+        }
+        let end = start.as_ptr().wrapping_add(size);
+        let mut c = self.cache.take_at(end)?;
+        // SAFETY: a cached region, never null.
+        let joinable = self
+            .source
+            .splits_regions(unsafe { NonNull::new_unchecked(end) });
+        if !joinable || c.size < need || c.committed != c.size {
+            // SAFETY: taken out of the cache just above, unchanged and unused.
+            unsafe { self.cache.put(c) };
+            return None;
+        }
+        let node = crate::cache::node_of(&c) as usize;
+        let at = need.div_ceil(align).saturating_mul(align);
+        // SAFETY: taken out of the cache just above; `at` (non-zero: `need` is) is a
+        // multiple of `align`, the alignment of cached regions.
+        unsafe { self.cache_split(&mut c, at, at) };
+        // SAFETY: as above (a huge block grows into it).
+        if !unsafe { self.drop_node_page(&mut c, node) } {
+            return None;
+        }
+        let (r, large) = self.cache_taken(c);
+        Some((r.size, large))
     }
 
     /// A cached region of at least `size` bytes (aligned to `align`) for a huge block: the
-    /// smallest one of `size..=size * 3 / 2` bytes, whole; else, with the source's `remap`,
-    /// the smallest larger one shrunk in place, or the largest one of at least half the
-    /// size grown (in place, or moved: its pages move, nothing is copied and nothing faults
-    /// in again). Resized regions get `size` rounded up to `grain` (a large OS page, so that
-    /// resizing does not split one). A program that replaces huge blocks of varying sizes
-    /// then reuses their memory instead of mapping and faulting in every block, and the
-    /// cache does not fill up with regions that fit no request.
+    /// smallest one of `size..=size * 3 / 2` bytes, whole; else the smallest larger one,
+    /// split where the source allows (its rest stays cached, resident: [`Os::cache_split`])
+    /// or else shrunk with the source's `remap`; else the largest one of at least half the
+    /// size, joined with the cached region that follows it where the source allows
+    /// ([`Os::cache_join`]), or else grown with `remap` (in place, or moved: its pages move,
+    /// nothing is copied and nothing faults in again). Resized regions get `size` rounded
+    /// up to `grain` (a large OS page, so that resizing does not split one). A program that
+    /// replaces huge blocks of varying sizes then reuses their memory instead of mapping and
+    /// faulting in every block, and the cache does not fill up with regions that fit no
+    /// request. (`exact`: a region of `size` bytes exactly, for a segment that is not huge;
+    /// it is split or resized, never joined, and it prefers regions not advised for large
+    /// OS pages; a huge block's prefers those that were, see `RegionCache::take`.)
     ///
     /// # Safety
     /// `size` and `grain` are non-zero multiples of the allocation granularity, `align` a
@@ -445,11 +617,19 @@ impl Os {
         } else {
             size.saturating_add(size / 2)
         };
-        if let Some(r) = self.cache_take_ex(size, fit, false) {
+        if let Some(r) = self.cache_take_ex(size, fit, false, !exact, None) {
             return Some(r);
         }
         let target = size.div_ceil(grain).saturating_mul(grain);
-        if let Some((r, large)) = self.cache_take_ex(fit + 1, usize::MAX, false) {
+        // (the rest starts where a segment may: at a multiple of `align`)
+        let split_at = size.div_ceil(align).saturating_mul(align);
+        let keep = if exact { size } else { target.min(split_at) };
+        if let Some((r, large)) =
+            self.cache_take_ex(fit + 1, usize::MAX, false, !exact, Some((keep, split_at)))
+        {
+            if r.size == keep {
+                return Some((r, large)); // split: the rest stayed cached
+            }
             // SAFETY: `r` is a whole committed region from `alloc` (taken out of the cache,
             // counted committed in full), ours alone; `target` is a multiple of the
             // granularity and `align` as the caller says.
@@ -462,7 +642,21 @@ impl Os {
                 }
             }
         }
-        let (r, large) = self.cache_take_ex(size / 2, size - 1, true)?;
+        let (r, large) = self.cache_take_ex(size / 2, size - 1, true, !exact, None)?;
+        if !exact {
+            // SAFETY: `r` is a whole region, committed in full, ours alone (taken out of
+            // the cache); `align` is the caller's.
+            let joined = unsafe { self.cache_join(r.ptr, r.size, size - r.size, align) };
+            if let Some((joined, joined_large)) = joined {
+                // (the caller advises a huge block's region whole for large OS pages when
+                // the flag says that some of it was not)
+                let grown = Region {
+                    size: r.size + joined,
+                    ..r
+                };
+                return Some((grown, large && joined_large));
+            }
+        }
         // SAFETY: as above.
         match unsafe { self.remap(r.ptr, r.size, r.size, target, align) } {
             Some(grown) => Some((grown, large)),
@@ -554,8 +748,8 @@ impl Os {
         self.live_peak.note(live, now, window)
     }
 
-    /// Purges a region taken out of the cache's resident stage (all but its first OS page,
-    /// which holds the node) and puts it back as purged; gives it back to the source when
+    /// Purges a region taken out of the cache's resident stage (all but the OS page that
+    /// holds its node) and puts it back as purged; gives it back to the source when
     /// purged memory would need a recommit.
     ///
     /// # Safety
@@ -563,10 +757,13 @@ impl Os {
     unsafe fn cache_purge(&self, mut e: Cached, now: u64) {
         let keep = self.page_size();
         if e.size > keep {
-            // SAFETY: taken out of the cache, so ours alone and unused; the range after its
-            // first page lies inside the region, page aligned and sized.
+            // the node's page is kept: the first, or the last of a region of a huge block
+            // (see `cache::node_of`)
+            let from = if e.large { 0 } else { keep };
+            // SAFETY: taken out of the cache, so ours alone and unused; the range without
+            // the node's page lies inside the region, page aligned and sized.
             let needs_recommit =
-                unsafe { self.decommit(NonNull::new_unchecked(e.ptr.add(keep)), e.size - keep) };
+                unsafe { self.decommit(NonNull::new_unchecked(e.ptr.add(from)), e.size - keep) };
             if needs_recommit {
                 // no longer usable as it is (the cache serves committed memory)
                 e.committed -= e.size - keep;
@@ -577,7 +774,7 @@ impl Os {
         }
         e.purged = true;
         e.expire = now.saturating_add(self.cache_delay(true));
-        // SAFETY: taken out of the cache, so ours alone and unused; its first page was kept
+        // SAFETY: taken out of the cache, so ours alone and unused; its node's page was kept
         // committed.
         unsafe { self.cache.put(e) };
     }

@@ -193,6 +193,11 @@ unsafe impl<S: PageSource + 'static> PageSource for ProcessSource<S> {
         self.os.grows_by_remap()
     }
 
+    fn splits_regions(&self, ptr: NonNull<u8>) -> bool {
+        // an arena region is its `RegionSource`'s, which frees whole regions only
+        self.arena_of(ptr).is_none() && self.os.splits_regions(ptr)
+    }
+
     fn collect(&self, force: bool) {
         self.os.collect(force)
     }

@@ -221,6 +221,14 @@ unsafe impl PageSource for Mmap {
         let _ = (ptr, size, large);
     }
 
+    fn splits_regions(&self, _ptr: NonNull<u8>) -> bool {
+        // every region is anonymous memory mapped here: `munmap`, `madvise` and `mremap`
+        // take any page range of it, whichever `mmap` calls mapped its parts. `mremap` of a
+        // range that spans two mappings the kernel did not merge (their advice differs)
+        // fails with EFAULT, and `remap` then returns None, as it may.
+        true
+    }
+
     unsafe fn protect(&self, ptr: NonNull<u8>, size: usize, protect: bool) -> bool {
         let prot = if protect {
             libc::PROT_NONE

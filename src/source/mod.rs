@@ -176,6 +176,19 @@ pub unsafe trait PageSource: Sync {
         false
     }
 
+    /// Whether the live region at `ptr` may be split, at multiples of the OS page, into
+    /// regions of their own, and joined with a live region that starts where it ends and
+    /// for which this holds too: every piece and every joined region is then a live region
+    /// for all the other methods (freed, purged, advised, remapped on its own), as an
+    /// anonymous mapping is (`munmap` and `madvise` act on page ranges, whatever calls
+    /// mapped them). The allocator relies on this for soundness (it frees the pieces on
+    /// their own), so a source says `true` only where it holds. `remap` of a joined region
+    /// may fail (return `None`). The default: no.
+    fn splits_regions(&self, ptr: NonNull<u8>) -> bool {
+        let _ = ptr;
+        false
+    }
+
     /// Gives back memory the source keeps for reuse on its own (freed regions it keeps
     /// mapped, say): what it has kept a while, or all of it with `force`. The allocator
     /// calls it when it collects (every few slow paths, and when asked to give back
