@@ -512,7 +512,14 @@ unsafe fn block_of_raw(page: *const Page, p: *mut u8) -> *mut Block {
         let start = (*page).page_start as usize;
         #[cfg(feature = "small")]
         let start = crate::segment::page_start_of(page) as usize;
-        p.wrapping_sub((p as usize - start) % size) as *mut Block
+        let off = p as usize - start;
+        // secure mode: the page's divisibility test (a multiply) spares the division for
+        // a block start, the common case (the divisor is fixed while the page is in use)
+        #[cfg(feature = "secure")]
+        if (*page).div.divides(off) {
+            return p as *mut Block;
+        }
+        p.wrapping_sub(off % size) as *mut Block
     }
 }
 

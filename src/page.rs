@@ -642,11 +642,12 @@ impl Page {
         unsafe { zero((b as *mut u8).add(WORD), n) };
     }
 
-    /// Secure mode: blocks up to this size are zeroed by inline stores (at most eight
+    /// Secure mode: blocks up to this size are zeroed by inline stores (at most sixteen
     /// 16-byte ones, overlapping), not by a call to `memset`: fewer instructions for these
-    /// sizes, and no call on the path of `free`.
+    /// sizes (no call, no `memset` dispatch, no out-of-line free around it), and no call
+    /// on the path of `free`.
     #[cfg(feature = "secure")]
-    pub(crate) const SCRUB_INLINE_MAX: usize = 128;
+    pub(crate) const SCRUB_INLINE_MAX: usize = 256;
 
     /// Secure mode: the most bytes [`Page::scrub`] gives one `memset`. glibc's x86_64
     /// `memset` switches to `rep stosb` above 2 KiB (`x86_rep_stosb_threshold`), which is
@@ -1183,7 +1184,7 @@ impl PageQueue {
 }
 
 /// Secure mode: zeroes bytes `WORD..bs` of block `b` (`bs` a multiple of `WORD`, at
-/// most [`Page::SCRUB_INLINE_MAX`]) with at most eight 16-byte stores that may overlap,
+/// most [`Page::SCRUB_INLINE_MAX`]) with at most sixteen 16-byte stores that may overlap,
 /// and no loop or call (what `memset` does for these sizes, inline).
 ///
 /// # Safety
@@ -1198,7 +1199,7 @@ unsafe fn zero_small(b: *mut u8, bs: usize) {
     // SAFETY: every store below lies in `[b + WORD, b + bs)`: the stores from `s` cover
     // at most `n` bytes from it, those ending at `e` at most `n` bytes before it, and each
     // group covers `[s, e)` whole for the `n` it runs at (two of 8 bytes up to 16, two,
-    // four and eight of 16 up to 32, 64 and 128 bytes).
+    // four, eight and sixteen of 16 up to 32, 64, 128 and 256 bytes).
     unsafe {
         let s = b.add(WORD);
         let e = b.add(bs);
@@ -1225,6 +1226,17 @@ unsafe fn zero_small(b: *mut u8, bs: usize) {
         (s.add(48) as *mut V).write_unaligned(Z);
         (e.sub(48) as *mut V).write_unaligned(Z);
         (e.sub(64) as *mut V).write_unaligned(Z);
+        if n <= 128 {
+            return;
+        }
+        (s.add(64) as *mut V).write_unaligned(Z);
+        (s.add(80) as *mut V).write_unaligned(Z);
+        (s.add(96) as *mut V).write_unaligned(Z);
+        (s.add(112) as *mut V).write_unaligned(Z);
+        (e.sub(80) as *mut V).write_unaligned(Z);
+        (e.sub(96) as *mut V).write_unaligned(Z);
+        (e.sub(112) as *mut V).write_unaligned(Z);
+        (e.sub(128) as *mut V).write_unaligned(Z);
     }
 }
 
