@@ -62,7 +62,7 @@ pub(crate) unsafe fn free_nonnull(p: *mut u8, owner: usize) {
         #[cfg(not(feature = "std"))]
         // SAFETY: `p` points into mapped memory (see above), and so does the start of its
         // `SEGMENT_SIZE`-aligned chunk.
-        let ours = unsafe { (*segment).is_valid_cookie() };
+        let ours = unsafe { Segment::cookie_valid_raw(segment) };
         if !ours {
             return crate::secure::report(crate::secure::ErrorKind::InvalidFree, p as usize, None);
         }
@@ -208,7 +208,7 @@ unsafe fn free_in_segment(p: *mut u8, segment: *mut Segment, checked: *mut Page,
     // is read through `segment` and never borrowed for longer than a read: page 0's
     // metadata lies inside the `Segment` struct and is written below.)
     debug_assert!(
-        unsafe { (*segment).is_valid_cookie() },
+        unsafe { Segment::cookie_valid_raw(segment) },
         "free of a pointer not from shardalloc"
     );
     // (`page_of_raw`, no `&Segment`: the free may come from a thread that does not own

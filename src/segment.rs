@@ -317,7 +317,7 @@ pub(crate) fn checked_segment(p: *const u8) -> Option<*mut Segment> {
     // readable; elsewhere `p` points into mapped memory (the contract above), and so does
     // the start of its `SEGMENT_SIZE`-aligned chunk. The cookie tells a segment header from
     // other memory.
-    if unsafe { (*segment).is_valid_cookie() } {
+    if unsafe { Segment::cookie_valid_raw(segment) } {
         Some(segment)
     } else {
         None
@@ -585,6 +585,20 @@ impl Segment {
 
     pub(crate) fn is_valid_cookie(&self) -> bool {
         self.cookie == SEGMENT_COOKIE ^ (self as *const Segment as usize)
+    }
+
+    /// [`Segment::is_valid_cookie`] without a reference to the header: threads that do not
+    /// own the segment check it while its owner writes page entries that lie inside the
+    /// `Segment` struct (a `&Segment` would claim to read them: a data race, which Miri's
+    /// `remote_frees_while_the_owner_allocates` reported on `free`'s debug check).
+    ///
+    /// # Safety
+    /// `seg` points to readable memory of at least a `Segment` header's first words.
+    #[inline(always)]
+    pub(crate) unsafe fn cookie_valid_raw(seg: *const Segment) -> bool {
+        // SAFETY: readable (caller); a read of the `cookie` field alone, which is written
+        // only when the segment is made, moved or freed, never while blocks of it live.
+        unsafe { (*seg).cookie == SEGMENT_COOKIE ^ (seg as usize) }
     }
 
     /// Pages that can hold blocks.
