@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Miri (nightly) on the core's tests over the region source: tests/region_core.rs
-# (`PerCpuAlloc<SingleCpu>` on a `RegionSource`, one and two threads) and the size-class
-# unit tests. Not part of `cargo test` or scripts/test.sh. Fails when Miri is missing or
+# (`PerCpuAlloc<SingleCpu>` on a `RegionSource`, one and two threads; and
+# `PerCpuAlloc<TwoCpus, 2, 2>`, two threads with a heap each freeing each other's blocks
+# while the owner allocates: remote frees, the delayed list of full pages) and the
+# size-class unit tests. Not part of `cargo test` or scripts/test.sh. Fails when Miri is missing or
 # reports undefined behaviour.
 #
 #   bash scripts/miri.sh [extra MIRIFLAGS]

@@ -62,7 +62,7 @@ pub(crate) unsafe fn free_nonnull(p: *mut u8, owner: usize) {
         #[cfg(not(feature = "std"))]
         // SAFETY: `p` points into mapped memory (see above), and so does the start of its
         // `SEGMENT_SIZE`-aligned chunk.
-        let ours = unsafe { (*segment).is_valid_cookie() };
+        let ours = unsafe { Segment::cookie_valid_raw(segment) };
         if !ours {
             return crate::secure::report(crate::secure::ErrorKind::InvalidFree, p as usize, None);
         }
@@ -208,14 +208,17 @@ unsafe fn free_in_segment(p: *mut u8, segment: *mut Segment, checked: *mut Page,
     // is read through `segment` and never borrowed for longer than a read: page 0's
     // metadata lies inside the `Segment` struct and is written below.)
     debug_assert!(
-        unsafe { (*segment).is_valid_cookie() },
+        unsafe { Segment::cookie_valid_raw(segment) },
         "free of a pointer not from shardalloc"
     );
+    // (`page_of_raw`, no `&Segment`: the free may come from a thread that does not own
+    // the segment, while its owner writes page entries that lie inside the `Segment`
+    // struct; a reference would claim to read them: a data race, which Miri reports)
     let page = if cfg!(feature = "secure") {
         checked
     } else {
         // SAFETY: `p` points into one of the segment's pages.
-        unsafe { (*segment).page_of(p) }
+        unsafe { Segment::page_of_raw(segment, p) }
     };
     // SAFETY: `p` is a live block of `page` in `segment` (above), given up (caller).
     unsafe { free_in_page(p, segment, page, owner) }
@@ -303,7 +306,7 @@ unsafe fn free_local_zeroing(page: *mut Page, p: *mut u8) {
         (*page).set_next(block, (*page).local_free);
         (*page).local_free = block;
         (*page).used -= 1;
-        (*page).scrub_large(block);
+        Page::scrub_large(page, block);
     }
 }
 
@@ -319,7 +322,7 @@ unsafe fn push_local(page: *mut Page, p: *mut u8) {
     // `used`, or the block.
     unsafe {
         #[cfg(feature = "secure")]
-        (*page).scrub(block);
+        Page::scrub(page, block);
         (*page).set_next(block, (*page).local_free);
         (*page).local_free = block;
         (*page).used -= 1;
@@ -442,13 +445,16 @@ pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
     if cfg!(feature = "secure") {
         return false;
     }
-    // SAFETY: `p` is a live block (caller), so its segment header is readable.
-    let segment = unsafe { &*ptr_segment(p) };
-    if segment.owner.load(Ordering::Relaxed) != owner {
+    // (no `&Segment` before the owner test: the segment may be another context's, which
+    // writes its page entries, inside the `Segment` struct, meanwhile: as `free_in_segment`)
+    let segment = ptr_segment(p);
+    // SAFETY: `p` is a live block (caller), so its segment header is readable; a borrow of
+    // the atomic `owner` field alone.
+    if unsafe { (*segment).owner.load(Ordering::Relaxed) } != owner {
         return false;
     }
-    // SAFETY: `p` points into one of the segment's pages.
-    let page = unsafe { segment.page_of(p) };
+    // SAFETY: `p` points into one of the segment's pages, owned by the calling context.
+    let page = unsafe { (*segment).page_of(p) };
     // SAFETY: the calling context owns the page (owner checked), so nothing else writes
     // its `flags`, `local_free`, `used` and `retire_expire`; the block is given up by the
     // caller.
@@ -497,15 +503,26 @@ pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
 #[cold]
 #[inline(never)]
 unsafe fn free_generic(p: *mut u8, page: *mut Page, local: bool) {
-    // SAFETY: the page of a live block is live; `FLAG_HAS_ALIGNED` is set before a pointer
-    // into a block is handed out, so any thread that frees one sees it.
+    if !local {
+        // A thread that does not own the page makes no `&Page` and reads no `flags`: the
+        // owner writes the entry meanwhile (`used`, the lists, `FLAG_IN_FULL` in the byte
+        // that also holds `FLAG_HAS_ALIGNED`), and either would be a data race (Miri
+        // reports it). The block start is computed for every remote free instead (as
+        // `usable_size` does), from fields fixed while the page is in use.
+        // SAFETY: `p` is a live block, or an aligned pointer into one, of `page` (caller).
+        let block = unsafe { block_of_raw(page, p) };
+        // SAFETY: `block` is a live block of the page, given up by the caller.
+        return unsafe { free_block_mt(page, block) };
+    }
+    // SAFETY: the page of a live block is live, and the calling thread owns it (`local`):
+    // nothing else writes its fields.
     let pg = unsafe { &*page };
     let block = if pg.flags & FLAG_HAS_ALIGNED != 0 {
         pg.block_of(p)
     } else {
         p as *mut Block
     };
-    if local {
+    {
         if cfg!(any(debug_assertions, feature = "debug-mode")) {
             // SAFETY: the calling thread owns the page (`local`).
             unsafe { pg.check() };
@@ -513,9 +530,33 @@ unsafe fn free_generic(p: *mut u8, page: *mut Page, local: bool) {
         // SAFETY: the calling thread owns the page, which has a heap (pages in use by an
         // owner are in its heap's queues); `block` is a live block of it.
         unsafe { free_block_local(page, block, true) };
-    } else {
-        // SAFETY: `block` is a live block of the page, given up by the caller.
-        unsafe { free_block_mt(page, block) };
+    }
+}
+
+/// The start of the block of `page` that holds `p` (a block start or an aligned pointer
+/// into a block), from the page's block size and start only, without a reference to the
+/// entry or a read of its `flags` (any thread may call it: see `free_generic`).
+///
+/// # Safety
+/// `p` is a live block, or an aligned pointer into one, of `page`: the page is in use, and
+/// its block size and start were set before the block was handed out and stay meanwhile.
+#[inline(always)]
+unsafe fn block_of_raw(page: *const Page, p: *mut u8) -> *mut Block {
+    // SAFETY: as this function's contract: reads of fields fixed while the page is in use.
+    unsafe {
+        let size = (*page).block_size;
+        #[cfg(not(feature = "small"))]
+        let start = (*page).page_start as usize;
+        #[cfg(feature = "small")]
+        let start = crate::segment::page_start_of(page) as usize;
+        let off = p as usize - start;
+        // secure mode: the page's divisibility test (a multiply) spares the division for
+        // a block start, the common case (the divisor is fixed while the page is in use)
+        #[cfg(feature = "secure")]
+        if (*page).div.divides(off) {
+            return p as *mut Block;
+        }
+        p.wrapping_sub(off % size) as *mut Block
     }
 }
 
@@ -552,7 +593,7 @@ pub(crate) unsafe fn free_block_local(page: *mut Page, block: *mut Block, lazy: 
     // fields; the block is given up by the caller, so its first word is ours.
     let (used, in_full) = unsafe {
         #[cfg(feature = "secure")]
-        (*page).scrub(block);
+        Page::scrub(page, block);
         (*page).set_next(block, (*page).local_free);
         (*page).local_free = block;
         (*page).used -= 1;
@@ -580,20 +621,20 @@ pub(crate) unsafe fn free_block_local(page: *mut Page, block: *mut Block, lazy: 
 /// `block` is a live block of `page`, given up by the caller.
 #[cfg(not(feature = "embedded"))]
 unsafe fn free_block_mt(page: *mut Page, block: *mut Block) {
-    // SAFETY: the page of a live block is live until the block is freed, and we only use
-    // its atomic fields (any thread may).
-    let pg = unsafe { &*page };
+    // (the page stays a raw pointer: its owner writes the entry meanwhile, and only its
+    // atomic fields and those fixed while it is in use are read here)
     #[cfg(feature = "secure")]
-    // SAFETY: `block` is a live block of the page, given up by the caller: ours to write.
+    // SAFETY: `block` is a live block of the page, given up by the caller: ours to write;
+    // the page of a live block is in use.
     unsafe {
-        pg.scrub(block)
+        Page::scrub(page, block)
     };
     // SAFETY: `block` is a live block of the page, given up by the caller.
-    if unsafe { pg.thread_free_push(block) } {
+    if unsafe { Page::thread_free_push(page, block) } {
         return;
     }
     // SAFETY: as this function's contract; `thread_free_push` said the page is full.
-    unsafe { free_block_delayed(pg, block) }
+    unsafe { free_block_delayed(page, block) }
 }
 
 /// The rest of [`free_block_mt`] for a page that is full and whose owner waits for news
@@ -607,25 +648,27 @@ unsafe fn free_block_mt(page: *mut Page, block: *mut Block) {
 #[cfg(not(feature = "embedded"))]
 #[cold]
 #[inline(never)]
-unsafe fn free_block_delayed(pg: &Page, block: *mut Block) {
+unsafe fn free_block_delayed(page: *mut Page, block: *mut Block) {
     // The heap stays alive while we are `DelayedFreeing` (its owner waits for us before it
     // abandons or deletes the heap, see `Page::use_delayed_free`).
-    let heap = pg.xheap.load(Ordering::Acquire);
+    // SAFETY: the page is in use (caller); a borrow of its atomic field alone.
+    let heap = unsafe { (*page).xheap.load(Ordering::Acquire) };
     if !heap.is_null() {
         // SAFETY: the heap is live (above); its delayed list is a lock-free stack that any
         // thread may push to, and the block is ours to give.
-        unsafe { (*heap).push_delayed(pg, block) };
+        unsafe { crate::heap::RawHeap::push_delayed(heap, page, block) };
     }
-    pg.delayed_freeing_done();
+    // SAFETY: the page is in use (caller), in the state `DelayedFreeing` that we set.
+    unsafe { Page::delayed_freeing_done(page) };
     if heap.is_null() {
         // no heap to tell (cannot happen for a page in a full queue, which has a heap):
         // keep the block by pushing it onto `thread_free` (the state is `NoDelayedFree`
         // now, so the push succeeds unless the owner set `UseDelayedFree` again meanwhile)
         // SAFETY: as above, the block is still ours to give.
-        if !unsafe { pg.thread_free_push(block) } {
+        if !unsafe { Page::thread_free_push(page, block) } {
             // (full again meanwhile: `DelayedFreeing` once more)
             // SAFETY: as above.
-            unsafe { free_block_delayed(pg, block) };
+            unsafe { free_block_delayed(page, block) };
         }
     }
 }
@@ -690,7 +733,7 @@ pub(crate) fn heap_delayed_free(heap: OwnedHeap, all: bool) {
                 };
                 if (*page).is_delayed_freeing() {
                     // the remote thread still holds the page state: later
-                    h.push_delayed(&*page, block);
+                    crate::heap::RawHeap::push_delayed(h, page, block);
                     retry = true;
                 } else {
                     (*page).collect(false);

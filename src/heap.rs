@@ -393,14 +393,21 @@ impl RawHeap {
     /// Pushes a block of `page` freed into that full page by another thread (lock-free
     /// stack; the link as `Page::set_delayed_next` stores it).
     ///
+    /// Raw pointers, no references: remote frees call this while the heap's owner writes
+    /// the heap and the page's entry (a `&RawHeap` or `&Page` would claim to read all of
+    /// them: a data race); only the heap's atomic list head and the page's keys are read.
+    ///
     /// # Safety
-    /// `block` is a block of `page`, a page of this heap, given up by the caller.
-    pub(crate) unsafe fn push_delayed(&self, page: &Page, block: *mut Block) {
-        let mut head = self.thread_delayed_free.load(Ordering::Relaxed);
+    /// `heap` is live; `block` is a block of `page`, a page in use of that heap, given up
+    /// by the caller.
+    pub(crate) unsafe fn push_delayed(heap: *const RawHeap, page: *const Page, block: *mut Block) {
+        // SAFETY: the heap is live (caller); a borrow of its atomic field alone.
+        let list = unsafe { &(*heap).thread_delayed_free };
+        let mut head = list.load(Ordering::Relaxed);
         loop {
-            // SAFETY: the block is ours until the CAS publishes it.
-            unsafe { page.set_delayed_next(block, head) };
-            match self.thread_delayed_free.compare_exchange_weak(
+            // SAFETY: the block is ours until the CAS publishes it; the page is in use.
+            unsafe { Page::set_delayed_next(page, block, head) };
+            match list.compare_exchange_weak(
                 head,
                 block,
                 Ordering::Release,

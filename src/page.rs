@@ -492,10 +492,25 @@ impl Page {
     /// `b` is a block of this page that the caller may write.
     #[inline(always)]
     pub(crate) unsafe fn set_next(&self, b: *mut Block, next: *mut Block) {
+        // SAFETY: the caller may write `b`; `self` is a page.
+        unsafe { (*b).next = Page::encode_link(self, next) };
+    }
+
+    /// `next` as a link of `page`'s lists stores it: encoded with the page's keys in secure
+    /// mode, as it is otherwise. Reads nothing but the keys (any thread may call it).
+    ///
+    /// # Safety
+    /// `page` is a page in use (its keys are fixed meanwhile).
+    #[inline(always)]
+    pub(crate) unsafe fn encode_link(page: *const Page, next: *mut Block) -> *mut Block {
         #[cfg(feature = "secure")]
-        let next = self.keys.encode(next as usize) as *mut Block;
-        // SAFETY: the caller may write `b`.
-        unsafe { (*b).next = next };
+        // SAFETY: the page is live (caller); a read of its keys field alone.
+        return unsafe { (*page).keys }.encode(next as usize) as *mut Block;
+        #[cfg(not(feature = "secure"))]
+        {
+            let _ = page;
+            next
+        }
     }
 
     /// Stores `next` as the link of block `b` of this page on its heap's delayed list
@@ -510,19 +525,27 @@ impl Page {
     ///
     /// # Safety
     /// `b` is a block of this page that the caller may write.
+    /// A raw `page`: the caller is a thread that does not own the page (as
+    /// `thread_free_push`), or its owner.
+    ///
+    /// # Safety
+    /// `page` is a page in use; `b` is a block of it that the caller may write.
     #[inline(always)]
-    pub(crate) unsafe fn set_delayed_next(&self, b: *mut Block, next: *mut Block) {
+    pub(crate) unsafe fn set_delayed_next(page: *const Page, b: *mut Block, next: *mut Block) {
         #[cfg(feature = "secure")]
-        // SAFETY: the caller may write `b`, a block of at least two words (`MIN_BIN`).
+        // SAFETY: the caller may write `b`, a block of at least two words (`MIN_BIN`); the
+        // page's keys and block size are fixed while it is in use.
         unsafe {
-            debug_assert!(self.block_size >= 2 * WORD);
+            debug_assert!((*page).block_size >= 2 * WORD);
+            let keys = (*page).keys;
             let w = b as *mut usize;
-            w.write(self.keys.encode(b as usize));
-            w.add(1).write(self.keys.encode(next as usize));
+            w.write(keys.encode(b as usize));
+            w.add(1).write(keys.encode(next as usize));
         }
         #[cfg(not(feature = "secure"))]
         // SAFETY: the caller may write `b`.
         unsafe {
+            let _ = page;
             (*b).next = next
         };
     }
@@ -580,16 +603,21 @@ impl Page {
     ///
     /// # Safety
     /// `b` is a block of this page given up by the caller.
+    /// A raw `page` (remote frees scrub too: as `thread_free_push`).
+    ///
+    /// # Safety
+    /// `page` is a page in use; `b` is a block of it given up by the caller.
     #[cfg(feature = "secure")]
     #[inline(always)]
-    pub(crate) unsafe fn scrub(&self, b: *mut Block) {
-        let bs = self.block_size;
+    pub(crate) unsafe fn scrub(page: *const Page, b: *mut Block) {
+        // SAFETY: the page is live (caller); its block size is fixed while it is in use.
+        let bs = unsafe { (*page).block_size };
         if bs <= Self::SCRUB_INLINE_MAX {
             // SAFETY: the block is the caller's to write, `bs` bytes.
             return unsafe { zero_small(b as *mut u8, bs) };
         }
         // SAFETY: as this function's contract.
-        unsafe { self.scrub_large(b) }
+        unsafe { Page::scrub_large(page, b) }
     }
 
     /// [`Page::scrub`] of a block larger than [`Page::SCRUB_INLINE_MAX`]: one `memset`,
@@ -598,13 +626,15 @@ impl Page {
     /// first word, so it may run after the block's link was written.
     ///
     /// # Safety
-    /// `b` is a block of this page given up by the caller, larger than
+    /// `page` is a page in use; `b` is a block of it given up by the caller, larger than
     /// [`Page::SCRUB_INLINE_MAX`].
     #[cfg(feature = "secure")]
     #[inline(always)]
-    pub(crate) unsafe fn scrub_large(&self, b: *mut Block) {
-        let n = if self.block_size <= Self::SCRUB_FULL_MAX {
-            self.block_size - WORD
+    pub(crate) unsafe fn scrub_large(page: *const Page, b: *mut Block) {
+        // SAFETY: the page is live (caller); its block size is fixed while it is in use.
+        let bs = unsafe { (*page).block_size };
+        let n = if bs <= Self::SCRUB_FULL_MAX {
+            bs - WORD
         } else {
             (Self::SCRUB_CHECK_WORDS - 1) * WORD
         };
@@ -612,11 +642,12 @@ impl Page {
         unsafe { zero((b as *mut u8).add(WORD), n) };
     }
 
-    /// Secure mode: blocks up to this size are zeroed by inline stores (at most eight
+    /// Secure mode: blocks up to this size are zeroed by inline stores (at most sixteen
     /// 16-byte ones, overlapping), not by a call to `memset`: fewer instructions for these
-    /// sizes, and no call on the path of `free`.
+    /// sizes (no call, no `memset` dispatch, no out-of-line free around it), and no call
+    /// on the path of `free`.
     #[cfg(feature = "secure")]
-    pub(crate) const SCRUB_INLINE_MAX: usize = 128;
+    pub(crate) const SCRUB_INLINE_MAX: usize = 256;
 
     /// Secure mode: the most bytes [`Page::scrub`] gives one `memset`. glibc's x86_64
     /// `memset` switches to `rep stosb` above 2 KiB (`x86_rep_stosb_threshold`), which is
@@ -975,27 +1006,30 @@ impl Page {
     /// news (`UseDelayedFree`): then the state is now `DelayedFreeing`, and the caller
     /// pushes the block onto the heap's delayed list and calls `delayed_freeing_done`.
     ///
+    /// A raw `page`, not `&self`: the caller is not the page's owner, which writes the
+    /// entry's other fields meanwhile (a `&Page` would claim to read them all: a data race
+    /// that Miri reports); only `xthread_free` (atomic) and the keys (fixed while the page
+    /// is in use) are reached.
+    ///
     /// # Safety
-    /// `block` is a live block of this page, given up by the caller.
+    /// `page` is a page in use and `block` a live block of it, given up by the caller.
     #[inline]
     #[cfg(not(feature = "embedded"))]
-    pub(crate) unsafe fn thread_free_push(&self, block: *mut Block) -> bool {
-        let mut tf = self.xthread_free.load(Ordering::Relaxed);
+    pub(crate) unsafe fn thread_free_push(page: *const Page, block: *mut Block) -> bool {
+        // SAFETY: the page is live (caller); a borrow of its atomic field alone.
+        let xtf = unsafe { &(*page).xthread_free };
+        let mut tf = xtf.load(Ordering::Relaxed);
         loop {
             let use_delayed = tf_delayed(tf) == Delayed::UseDelayedFree;
             let new = if use_delayed {
                 tf_make(tf_block(tf), Delayed::DelayedFreeing)
             } else {
-                // SAFETY: the block is ours to write until the CAS publishes it.
-                unsafe { self.set_next(block, tf_block(tf)) };
+                // SAFETY: the block is ours to write until the CAS publishes it; the keys
+                // are fixed while the page is in use.
+                unsafe { (*block).next = Page::encode_link(page, tf_block(tf)) };
                 tf_make(block, tf_delayed(tf))
             };
-            match self.xthread_free.compare_exchange_weak(
-                tf,
-                new,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
+            match xtf.compare_exchange_weak(tf, new, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => return !use_delayed,
                 Err(cur) => tf = cur,
             }
@@ -1003,20 +1037,20 @@ impl Page {
     }
 
     /// Ends the `DelayedFreeing` state that a `thread_free_push` returning false began:
-    /// remote frees go to `thread_free` again.
+    /// remote frees go to `thread_free` again. (A raw `page`: as `thread_free_push`.)
+    ///
+    /// # Safety
+    /// `page` is a page in use.
     #[cfg(not(feature = "embedded"))]
-    pub(crate) fn delayed_freeing_done(&self) {
+    pub(crate) unsafe fn delayed_freeing_done(page: *const Page) {
+        // SAFETY: the page is live (caller); a borrow of its atomic field alone.
+        let xtf = unsafe { &(*page).xthread_free };
         // nobody else changes the state while we are `DelayedFreeing`
-        let mut tf = self.xthread_free.load(Ordering::Relaxed);
+        let mut tf = xtf.load(Ordering::Relaxed);
         loop {
             debug_assert_eq!(tf_delayed(tf), Delayed::DelayedFreeing);
             let new = tf_make(tf_block(tf), Delayed::NoDelayedFree);
-            match self.xthread_free.compare_exchange_weak(
-                tf,
-                new,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
+            match xtf.compare_exchange_weak(tf, new, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(cur) => tf = cur,
             }
@@ -1150,7 +1184,7 @@ impl PageQueue {
 }
 
 /// Secure mode: zeroes bytes `WORD..bs` of block `b` (`bs` a multiple of `WORD`, at
-/// most [`Page::SCRUB_INLINE_MAX`]) with at most eight 16-byte stores that may overlap,
+/// most [`Page::SCRUB_INLINE_MAX`]) with at most sixteen 16-byte stores that may overlap,
 /// and no loop or call (what `memset` does for these sizes, inline).
 ///
 /// # Safety
@@ -1165,7 +1199,7 @@ unsafe fn zero_small(b: *mut u8, bs: usize) {
     // SAFETY: every store below lies in `[b + WORD, b + bs)`: the stores from `s` cover
     // at most `n` bytes from it, those ending at `e` at most `n` bytes before it, and each
     // group covers `[s, e)` whole for the `n` it runs at (two of 8 bytes up to 16, two,
-    // four and eight of 16 up to 32, 64 and 128 bytes).
+    // four, eight and sixteen of 16 up to 32, 64, 128 and 256 bytes).
     unsafe {
         let s = b.add(WORD);
         let e = b.add(bs);
@@ -1192,6 +1226,17 @@ unsafe fn zero_small(b: *mut u8, bs: usize) {
         (s.add(48) as *mut V).write_unaligned(Z);
         (e.sub(48) as *mut V).write_unaligned(Z);
         (e.sub(64) as *mut V).write_unaligned(Z);
+        if n <= 128 {
+            return;
+        }
+        (s.add(64) as *mut V).write_unaligned(Z);
+        (s.add(80) as *mut V).write_unaligned(Z);
+        (s.add(96) as *mut V).write_unaligned(Z);
+        (s.add(112) as *mut V).write_unaligned(Z);
+        (e.sub(80) as *mut V).write_unaligned(Z);
+        (e.sub(96) as *mut V).write_unaligned(Z);
+        (e.sub(112) as *mut V).write_unaligned(Z);
+        (e.sub(128) as *mut V).write_unaligned(Z);
     }
 }
 

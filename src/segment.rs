@@ -260,6 +260,39 @@ pub(crate) unsafe fn adopt_segment_phase(start: usize) -> usize {
     phase
 }
 
+/// `no_std` builds (no segment map): the lowest and highest address at which a segment
+/// header was made so far ([`Segment::set_cookie`]). [`checked_segment`] reads no cookie
+/// outside `[lo, hi]`: a pointer that secure mode decodes from a corrupted link (e.g. a
+/// delayed-free list's, which leads to another page, so that it cannot be bounded to the
+/// block's own page) lands almost surely far outside it, where the memory may not be
+/// mapped. Inside the span the source may have unmapped a freed segment (the frame
+/// source does): a corrupted link decodes there with a chance of about span / 2^64.
+#[cfg(not(feature = "std"))]
+static SEGMENT_SPAN_LO: crate::sync::AtomicUsize = crate::sync::AtomicUsize::new(usize::MAX);
+/// See [`SEGMENT_SPAN_LO`].
+#[cfg(not(feature = "std"))]
+static SEGMENT_SPAN_HI: crate::sync::AtomicUsize = crate::sync::AtomicUsize::new(0);
+
+/// Widens the span of segment headers to `segment` (see [`SEGMENT_SPAN_LO`]).
+#[cfg(not(feature = "std"))]
+fn note_segment_span(segment: usize) {
+    // (relaxed: the header is published to other threads by whatever publishes the
+    // segment's blocks, which orders these stores before any check of its blocks)
+    if segment < SEGMENT_SPAN_LO.load(Ordering::Relaxed) {
+        SEGMENT_SPAN_LO.fetch_min(segment, Ordering::Relaxed);
+    }
+    if segment > SEGMENT_SPAN_HI.load(Ordering::Relaxed) {
+        SEGMENT_SPAN_HI.fetch_max(segment, Ordering::Relaxed);
+    }
+}
+
+/// Whether a segment header may start at `segment`: inside the span of those made so far.
+#[cfg(not(feature = "std"))]
+fn in_segment_span(segment: usize) -> bool {
+    segment >= SEGMENT_SPAN_LO.load(Ordering::Relaxed)
+        && segment <= SEGMENT_SPAN_HI.load(Ordering::Relaxed)
+}
+
 /// The segment of `p` if `p` points into a live segment of this process (hosted builds
 /// check the segment map first, so that `p` may be any pointer; elsewhere `p` must point
 /// into mapped memory and only the cookie is checked).
@@ -273,11 +306,18 @@ pub(crate) fn checked_segment(p: *const u8) -> Option<*mut Segment> {
     if !crate::segment_map::contains(segment as usize) {
         return None;
     }
+    // Elsewhere, no map: a chunk outside the span of the segments made so far is no
+    // segment, and its cookie is not read (a pointer decoded from a corrupted link, say,
+    // which lands anywhere in the address space: see `note_segment_span`).
+    #[cfg(not(feature = "std"))]
+    if !in_segment_span(segment as usize) {
+        return None;
+    }
     // SAFETY: hosted, the segment map says a live segment starts here, so its header is
     // readable; elsewhere `p` points into mapped memory (the contract above), and so does
     // the start of its `SEGMENT_SIZE`-aligned chunk. The cookie tells a segment header from
     // other memory.
-    if unsafe { (*segment).is_valid_cookie() } {
+    if unsafe { Segment::cookie_valid_raw(segment) } {
         Some(segment)
     } else {
         None
@@ -397,6 +437,8 @@ impl Segment {
     /// Marks the header as a segment's at its (new) address.
     pub(crate) fn set_cookie(&mut self) {
         self.cookie = SEGMENT_COOKIE ^ (self as *const Segment as usize);
+        #[cfg(not(feature = "std"))]
+        note_segment_span(self as *const Segment as usize);
     }
 
     /// [`Segment::page_of`] without a reference to the header: every read is of a field
@@ -543,6 +585,20 @@ impl Segment {
 
     pub(crate) fn is_valid_cookie(&self) -> bool {
         self.cookie == SEGMENT_COOKIE ^ (self as *const Segment as usize)
+    }
+
+    /// [`Segment::is_valid_cookie`] without a reference to the header: threads that do not
+    /// own the segment check it while its owner writes page entries that lie inside the
+    /// `Segment` struct (a `&Segment` would claim to read them: a data race, which Miri's
+    /// `remote_frees_while_the_owner_allocates` reported on `free`'s debug check).
+    ///
+    /// # Safety
+    /// `seg` points to readable memory of at least a `Segment` header's first words.
+    #[inline(always)]
+    pub(crate) unsafe fn cookie_valid_raw(seg: *const Segment) -> bool {
+        // SAFETY: readable (caller); a read of the `cookie` field alone, which is written
+        // only when the segment is made, moved or freed, never while blocks of it live.
+        unsafe { (*seg).cookie == SEGMENT_COOKIE ^ (seg as usize) }
     }
 
     /// Pages that can hold blocks.

@@ -2,7 +2,9 @@
 //! allocator's type, one CPU) on a `RegionSource` over memory from a `Vec`, driven by a
 //! seeded random mix of allocations (plain, zeroed, aligned, small to huge), reallocations
 //! and frees, every block's contents checked, the heap's invariants checked
-//! (`PerCpuAlloc::check` in debug builds), and a second thread sharing the allocator.
+//! (`PerCpuAlloc::check` in debug builds), a second thread sharing the allocator, and two
+//! threads on two "CPUs" (`PerCpuAlloc<TwoCpus, 2, 2>`: a heap each) freeing each other's
+//! blocks (remote frees, into full pages too) while the owner allocates.
 //!
 //! Small enough to run under Miri: `scripts/miri.sh` runs this file (with the
 //! `embedded::Heap` tests) under `cargo +nightly miri test`, which checks every pointer
@@ -12,7 +14,7 @@
 use std::alloc::{GlobalAlloc, Layout};
 
 use shardalloc::source::RegionSource;
-use shardalloc::{PageSource, PerCpuAlloc, SingleCpu};
+use shardalloc::{CpuLocal, PageSource, PerCpuAlloc, SingleCpu};
 
 /// Operations per run: 50,000; under Miri, `SHARDALLOC_MIRI_OPS` (set by scripts/miri.sh
 /// with `-Zmiri-env-set`), else 40. Miri interprets every instruction (about a million
@@ -128,7 +130,11 @@ fn fill(b: &Blk) {
 }
 
 /// `ops` random operations on `a`, then everything freed.
-fn run(a: &'static PerCpuAlloc<SingleCpu, 1>, seed: u64, ops: usize) {
+fn run<C: CpuLocal, const CPUS: usize, const LEVELS: usize>(
+    a: &'static PerCpuAlloc<C, CPUS, LEVELS>,
+    seed: u64,
+    ops: usize,
+) {
     let mut rng = Rng(seed | 1);
     let mut live: Vec<Blk> = Vec::new();
     for id in 0..ops {
@@ -238,5 +244,139 @@ fn two_threads_share_one_cpu_heap() {
     });
     run(a, seed ^ 11, ops() / 4);
     t.join().unwrap();
+    a.check();
+}
+
+thread_local! {
+    /// The "CPU" of the calling thread for [`TwoCpus`] (0 unless the thread says else).
+    static CPU: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Two CPUs, one thread on each: a thread's CPU is what it set in [`CPU`], and
+/// `without_interrupts` takes that CPU's lock (there are no interrupts; the lock stands for
+/// masking them). `interrupt_level` is always 0, so with `LEVELS == 2` the fast paths of
+/// `PerCpuAlloc` run without the lock, as on a kernel whose interrupt handlers do not
+/// allocate: a free of the other CPU's block takes the remote path (`free_local_try`, then
+/// one CAS onto the page's `thread_free`, or the owner heap's delayed list for a full
+/// page) while that CPU's thread allocates from the same pages.
+struct TwoCpus {
+    locks: [std::sync::Mutex<()>; 2],
+}
+
+// SAFETY: each CPU index is used by one thread of the test at a time (the test sets `CPU`
+// to 1 in the one thread it spawns; every other thread is CPU 0 and the test runs one
+// such thread on this allocator), so nothing else on a CPU enters the allocator while its
+// lock is held, and no interrupt handler allocates (there are none).
+unsafe impl CpuLocal for TwoCpus {
+    fn cpu_index(&self) -> usize {
+        CPU.with(|c| c.get())
+    }
+
+    fn without_interrupts<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _g = self.locks[self.cpu_index()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        f()
+    }
+}
+
+fn allocator_two_cpus(mib: usize) -> &'static PerCpuAlloc<TwoCpus, 2, 2> {
+    // as `allocator`
+    let mem: &'static mut [u8] = Box::leak(vec![0u8; mib << 20].into_boxed_slice());
+    let src: &'static RegionSource = Box::leak(Box::new(RegionSource::new(mem)));
+    Box::leak(Box::new(PerCpuAlloc::new(
+        src as &dyn PageSource,
+        TwoCpus {
+            locks: [std::sync::Mutex::new(()), std::sync::Mutex::new(())],
+        },
+    )))
+}
+
+#[test]
+fn remote_frees_while_the_owner_allocates() {
+    // CPU 0 (this thread) allocates 1000-byte blocks (64 KiB pages of 65: they fill and go
+    // to the full queue) and hands them over in batches to CPU 1, which checks and frees
+    // them (remote frees: `thread_free`, or the delayed list for a full page) while CPU 0
+    // goes on allocating and freeing blocks of its own from the same pages; then CPU 0
+    // must get blocks that CPU 1 freed back from its allocations (the remote frees reached
+    // their owner), and both run the random mix meanwhile at the end.
+    let seed = seed();
+    let a = allocator_two_cpus(if cfg!(miri) { 16 } else { 64 });
+    let n = if cfg!(miri) { 96 } else { 20_000 };
+    let layout = Layout::from_size_align(1000, 8).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<(usize, usize)>>();
+    let freer = std::thread::spawn(move || {
+        CPU.with(|c| c.set(1));
+        let mut freed = std::collections::HashSet::new();
+        let mut frees = 0;
+        for batch in rx {
+            for (p, id) in batch {
+                let b = Blk {
+                    p: p as *mut u8,
+                    layout,
+                    id,
+                };
+                check(&b, layout.size(), seed);
+                // SAFETY: a block of `a` with this layout, handed over by its only user,
+                // freed once.
+                unsafe { a.dealloc(b.p, layout) };
+                freed.insert(p);
+                frees += 1;
+            }
+        }
+        run(a, seed ^ 3, ops() / 4);
+        (freed, frees)
+    });
+    let mut rng = Rng(seed | 1);
+    let mut batch = Vec::new();
+    let mut own: Vec<Blk> = Vec::new();
+    for id in 0..n {
+        // SAFETY: a non-zero size.
+        let p = unsafe { a.alloc(layout) };
+        assert!(!p.is_null(), "out of memory (SEED={seed})");
+        let b = Blk { p, layout, id };
+        fill(&b);
+        batch.push((p as usize, id));
+        if batch.len() == 8 {
+            tx.send(std::mem::take(&mut batch)).unwrap();
+        }
+        // the owner's own blocks, of this size too, allocated and freed meanwhile
+        if rng.below(2) == 0 {
+            // SAFETY: a non-zero size.
+            let q = unsafe { a.alloc(layout) };
+            assert!(!q.is_null(), "out of memory (SEED={seed})");
+            let c = Blk {
+                p: q,
+                layout,
+                id: n + id,
+            };
+            fill(&c);
+            own.push(c);
+        } else if !own.is_empty() {
+            let c = own.swap_remove(rng.below(own.len()));
+            check(&c, layout.size(), seed);
+            // SAFETY: a live block of ours with its layout, freed once.
+            unsafe { a.dealloc(c.p, layout) };
+        }
+    }
+    tx.send(batch).unwrap();
+    drop(tx);
+    let (freed, frees) = freer.join().unwrap();
+    assert_eq!(frees, n, "every block handed over was freed by CPU 1");
+    // the owner allocates again: blocks that CPU 1 freed come back to it
+    let again: Vec<*mut u8> = (0..n)
+        // SAFETY: a non-zero size.
+        .map(|_| unsafe { a.alloc(layout) })
+        .collect();
+    let reused = again.iter().filter(|&&p| freed.contains(&(p as usize))).count();
+    assert!(
+        reused > 0,
+        "none of {n} blocks freed by the other CPU came back to their owner (SEED={seed})"
+    );
+    for p in again.into_iter().chain(own.into_iter().map(|b| b.p)) {
+        // SAFETY: live blocks of ours with this layout, freed once.
+        unsafe { a.dealloc(p, layout) };
+    }
+    run(a, seed ^ 5, ops() / 4);
     a.check();
 }
