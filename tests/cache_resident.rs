@@ -27,8 +27,10 @@ const DELAY_MS: i64 = 50;
 /// peak is forgotten two windows after it.
 const PEAK_WINDOW_MS: u64 = 10 * DELAY_MS as u64;
 
-/// Fills `PER_THREAD` bytes with small blocks (every page touched), then frees them all.
-fn fill_and_empty(seed: u64) {
+/// Fills `PER_THREAD` bytes with small blocks (every page touched), waits at `all_full`
+/// until the round's other threads have filled theirs (so that the round holds
+/// `THREADS * PER_THREAD` at once however the threads are scheduled), then frees them all.
+fn fill_and_empty(seed: u64, all_full: &std::sync::Barrier) {
     let mut rng = common::Rng::new(seed);
     let mut blocks = Vec::new();
     let mut bytes = 0;
@@ -40,6 +42,7 @@ fn fill_and_empty(seed: u64) {
         blocks.push(p as usize);
         bytes += size;
     }
+    all_full.wait();
     for p in blocks {
         unsafe { shardalloc::free(p as *mut u8) };
     }
@@ -59,10 +62,12 @@ fn cache_keeps_little_resident_after_thread_churn() {
     let base = rss();
     let mut high = 0;
     for round in 0..ROUNDS {
+        let all_full = std::sync::Arc::new(std::sync::Barrier::new(THREADS));
         let threads: Vec<_> = (0..THREADS)
             .map(|t| {
                 let s = seed ^ ((round * THREADS + t) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-                std::thread::spawn(move || fill_and_empty(s))
+                let all_full = all_full.clone();
+                std::thread::spawn(move || fill_and_empty(s, &all_full))
             })
             .collect();
         for t in threads {
