@@ -873,7 +873,14 @@ fn huge_page_alloc(heap: OwnedHeap, size: usize, align: usize) -> *mut Page {
 pub(crate) unsafe fn mark_aligned(block: *mut u8) {
     // SAFETY: the block is live, so its page is; the calling thread owns the page (it just
     // allocated from it), so it may write the flags.
-    unsafe { (*(*ptr_segment(block)).page_of(block)).flags |= FLAG_HAS_ALIGNED };
+    unsafe {
+        let page = (*ptr_segment(block)).page_of(block);
+        if (*page).flags & FLAG_HAS_ALIGNED == 0 {
+            (*page).flags |= FLAG_HAS_ALIGNED;
+            #[cfg(not(feature = "embedded"))]
+            (*page).set_aligned_tag(true);
+        }
+    }
 }
 
 /// Alignments below this are served by over-allocating within a size class; above it, a

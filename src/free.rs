@@ -507,9 +507,20 @@ unsafe fn free_generic(p: *mut u8, page: *mut Page, local: bool) {
         // A thread that does not own the page makes no `&Page` and reads no `flags`: the
         // owner writes the entry meanwhile (`used`, the lists, `FLAG_IN_FULL` in the byte
         // that also holds `FLAG_HAS_ALIGNED`), and either would be a data race (Miri
-        // reports it). The block start is computed for every remote free instead (as
-        // `usable_size` does), from fields fixed while the page is in use.
-        // SAFETY: `p` is a live block, or an aligned pointer into one, of `page` (caller).
+        // reports it). The page's `XHEAP_ALIGNED` tag (an atomic) says whether `p` may be
+        // inside a block; if so, the block start comes from fields fixed while the page is
+        // in use (as `usable_size` finds it).
+        // SAFETY: `p` is a live block, or an aligned pointer into one, of `page` (caller),
+        // so the page is in use.
+        #[cfg(not(feature = "embedded"))]
+        let block = if unsafe { Page::has_aligned_raw(page) } {
+            // SAFETY: as above.
+            unsafe { block_of_raw(page, p) }
+        } else {
+            p as *mut Block
+        };
+        #[cfg(feature = "embedded")]
+        // SAFETY: as above.
         let block = unsafe { block_of_raw(page, p) };
         // SAFETY: `block` is a live block of the page, given up by the caller.
         return unsafe { free_block_mt(page, block) };
@@ -652,7 +663,8 @@ unsafe fn free_block_delayed(page: *mut Page, block: *mut Block) {
     // The heap stays alive while we are `DelayedFreeing` (its owner waits for us before it
     // abandons or deletes the heap, see `Page::use_delayed_free`).
     // SAFETY: the page is in use (caller); a borrow of its atomic field alone.
-    let heap = unsafe { (*page).xheap.load(Ordering::Acquire) };
+    let heap = unsafe { (*page).xheap.load(Ordering::Acquire) }
+        .map_addr(|a| a & !crate::page::XHEAP_ALIGNED);
     if !heap.is_null() {
         // SAFETY: the heap is live (above); its delayed list is a lock-free stack that any
         // thread may push to, and the block is ours to give.
@@ -809,6 +821,8 @@ unsafe fn page_retire_slow(page: *mut Page) {
     // `bin` the page is.
     unsafe {
         (*page).flags &= !FLAG_HAS_ALIGNED;
+        #[cfg(not(feature = "embedded"))]
+        (*page).set_aligned_tag(false);
         let heap = OwnedHeap::new((*page).heap());
         let bin = queue_bin_of(page);
         if bin == BIN_HUGE {
@@ -840,6 +854,7 @@ unsafe fn page_retire_default(page: *mut Page) {
     // SAFETY: the page and heap are ours (above); the page is in queue `bin` of the heap.
     unsafe {
         (*page).flags &= !FLAG_HAS_ALIGNED;
+        (*page).set_aligned_tag(false);
         // Alone in its queue (a page in use is always in its heap's queue `queue_bin_of`,
         // so null links say it is that queue's only page), a small or medium size class:
         // it stays. The cheap tests come first, the segment's kind (huge?) and the bin

@@ -407,12 +407,7 @@ impl RawHeap {
         loop {
             // SAFETY: the block is ours until the CAS publishes it; the page is in use.
             unsafe { Page::set_delayed_next(page, block, head) };
-            match list.compare_exchange_weak(
-                head,
-                block,
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
+            match list.compare_exchange_weak(head, block, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(cur) => head = cur,
             }

@@ -84,6 +84,15 @@ fn same_segment(a: usize, b: usize) -> bool {
 /// `Page::flags` bits. They share one byte so that `free` tests both with one compare.
 pub(crate) const FLAG_IN_FULL: u8 = 1;
 pub(crate) const FLAG_HAS_ALIGNED: u8 = 2;
+/// The low bit of `Page::xheap` (heaps are word-aligned): a copy of `FLAG_HAS_ALIGNED` that
+/// any thread may read. A remote free must not read `flags`, which the owner writes
+/// meanwhile (`FLAG_IN_FULL`: a data race); one atomic load of `xheap` tells it whether the
+/// pointer is a block start, without the division that finds the block start of an
+/// aligned pointer. Set by the owner before it hands out the first pointer into a block
+/// (so a thread that got such a pointer sees it), cleared with `FLAG_HAS_ALIGNED` when the
+/// page has no live block.
+#[cfg(not(feature = "embedded"))]
+pub(crate) const XHEAP_ALIGNED: usize = 1;
 /// `embedded`: the page's one block is a run of `embedded::Heap`, cut into chunks of any
 /// size (`global/embedded_runs.rs`); its frees go there, not to the page (a page flag, so
 /// that the free fast path, which tests `flags != 0`, leaves such frees to the slow path).
@@ -162,8 +171,10 @@ pub(crate) struct Page {
     pub span_offset: u8,
     /// Remote frees (block list | `Delayed` state in the low 2 bits).
     pub xthread_free: AtomicUsize,
-    /// The owning heap (null when abandoned or unused). Remote frees read it to reach
-    /// the heap's delayed-free list (the one upward reference of the core).
+    /// The owning heap (null when abandoned or unused), with [`XHEAP_ALIGNED`] in its low
+    /// bit. Remote frees read it to reach the heap's delayed-free list (the one upward
+    /// reference of the core), and its tag to know whether a pointer may be inside a block.
+    /// Only the page's owner writes it.
     pub xheap: AtomicPtr<RawHeap>,
     /// Links in the heap's page queue.
     pub links: Links<Page>,
@@ -360,14 +371,44 @@ impl Page {
     #[cfg(not(feature = "embedded"))]
     #[inline(always)]
     pub(crate) fn heap(&self) -> *mut RawHeap {
-        self.xheap.load(Ordering::Relaxed)
+        self.xheap
+            .load(Ordering::Relaxed)
+            .map_addr(|a| a & !XHEAP_ALIGNED)
     }
 
-    /// Gives the page to `heap` (null: to no heap). (`embedded`: defined in `heap.rs`.)
+    /// Gives the page to `heap` (null: to no heap), keeping its `XHEAP_ALIGNED` tag (a
+    /// page that changes heaps keeps its blocks). Called by the page's owner only (the one
+    /// writer of `xheap`). (`embedded`: defined in `heap.rs`.)
     #[cfg(not(feature = "embedded"))]
     #[inline(always)]
     pub(crate) fn set_heap(&self, heap: *mut RawHeap) {
-        self.xheap.store(heap, Ordering::Release);
+        debug_assert!(heap.addr() & XHEAP_ALIGNED == 0, "a heap is word-aligned");
+        let tag = self.xheap.load(Ordering::Relaxed).addr() & XHEAP_ALIGNED;
+        self.xheap
+            .store(heap.map_addr(|a| a | tag), Ordering::Release);
+    }
+
+    /// Sets or clears the `XHEAP_ALIGNED` tag (with `FLAG_HAS_ALIGNED`, by the owner).
+    #[cfg(not(feature = "embedded"))]
+    #[inline(always)]
+    pub(crate) fn set_aligned_tag(&self, on: bool) {
+        let heap = self.heap();
+        self.xheap.store(
+            heap.map_addr(|a| a | if on { XHEAP_ALIGNED } else { 0 }),
+            Ordering::Release,
+        );
+    }
+
+    /// Whether `page` may hold pointers into blocks (its `XHEAP_ALIGNED` tag), for any
+    /// thread: no reference to the entry is made (its owner writes it meanwhile).
+    ///
+    /// # Safety
+    /// `page` is a page entry in use.
+    #[cfg(not(feature = "embedded"))]
+    #[inline(always)]
+    pub(crate) unsafe fn has_aligned_raw(page: *const Page) -> bool {
+        // SAFETY: the entry is in use (caller); a borrow of its atomic field alone.
+        unsafe { (*page).xheap.load(Ordering::Relaxed).addr() & XHEAP_ALIGNED != 0 }
     }
 
     #[inline(always)]
@@ -742,6 +783,10 @@ impl Page {
         #[cfg(not(feature = "embedded"))]
         self.xthread_free
             .store(Delayed::NoDelayedFree as usize, Ordering::Release);
+        // a fresh page: no pointer into a block yet (`flags` is 0), so no tag
+        #[cfg(not(feature = "embedded"))]
+        self.xheap.store(heap, Ordering::Release);
+        #[cfg(feature = "embedded")]
         self.set_heap(heap);
     }
 

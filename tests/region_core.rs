@@ -368,7 +368,10 @@ fn remote_frees_while_the_owner_allocates() {
         // SAFETY: a non-zero size.
         .map(|_| unsafe { a.alloc(layout) })
         .collect();
-    let reused = again.iter().filter(|&&p| freed.contains(&(p as usize))).count();
+    let reused = again
+        .iter()
+        .filter(|&&p| freed.contains(&(p as usize)))
+        .count();
     assert!(
         reused > 0,
         "none of {n} blocks freed by the other CPU came back to their owner (SEED={seed})"
