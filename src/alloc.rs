@@ -1149,19 +1149,37 @@ pub(crate) unsafe fn realloc(
             {
                 let page = (*segment).page_of(p);
                 if (*page).page_start() == p && (*heap).is_initialized() && (*page).heap() == heap {
-                    // the segment header (and so the page) may move: out of the queue
-                    // meanwhile
-                    (*heap).queue_remove(page, BIN_HUGE);
-                    // (the segment is ours, so its owner data is our thread context's)
-                    let moved =
-                        segment::huge_remap(&mut (*(*heap).tld).segments, page, padded(new_size));
-                    let page = if moved.is_null() { page } else { moved };
-                    (*heap).queue_push(page);
-                    if !moved.is_null() {
+                    // growth into the room reserved behind the block: the header stays
+                    // where it is, so the page stays in its queue (~40 instructions
+                    // fewer a growth step than taking it out and back)
+                    // (`Some(false)`: the room is there, the memory to commit it is not; a
+                    // remap would find the same, so the block moves below)
+                    let reserved = segment::huge_grow_reserved(page, padded(new_size));
+                    if reserved == Some(true) {
                         #[cfg(feature = "debug-mode")]
-                        // the block's end moved: its padding too (it holds `new_size` and it)
-                        crate::debug_mode::set_requested((*moved).page_start(), new_size);
-                        return (*moved).page_start();
+                        // the block's end moved: its padding too (as below)
+                        crate::debug_mode::set_requested(p, new_size);
+                        return p;
+                    }
+                    if reserved.is_none() {
+                        // the segment header (and so the page) may move: out of the queue
+                        // meanwhile
+                        (*heap).queue_remove(page, BIN_HUGE);
+                        // (the segment is ours, so its owner data is our thread context's)
+                        let moved = segment::huge_remap(
+                            &mut (*(*heap).tld).segments,
+                            page,
+                            padded(new_size),
+                        );
+                        let page = if moved.is_null() { page } else { moved };
+                        (*heap).queue_push(page);
+                        if !moved.is_null() {
+                            #[cfg(feature = "debug-mode")]
+                            // the block's end moved: its padding too (it holds `new_size`
+                            // and it)
+                            crate::debug_mode::set_requested((*moved).page_start(), new_size);
+                            return (*moved).page_start();
+                        }
                     }
                 }
             }

@@ -850,6 +850,95 @@ pub(crate) fn segments_purge(ctx: &mut SegmentsTld, force: bool) {
     unsafe { SegmentsTld::for_each(ctx, purge) };
 }
 
+/// Grows the huge block of `page` into the address space its segment reserved behind it
+/// (see `segment_alloc_sized`), committing what it covers now: the segment header stays
+/// where it is, so nothing that links to it changes (its page may stay in its heap's
+/// queue). `None` when the segment has no such room for `new_size` bytes (then
+/// [`huge_remap`] may still resize it), `Some(false)` when the room is there but the
+/// source has no memory to commit it, `Some(true)` when the block holds `new_size` bytes
+/// now.
+///
+/// (The first try of [`huge_remap`], and `alloc::realloc`'s before it takes the page out
+/// of its queue: a `Vec` doubling to 8 MiB grows here at every other step.)
+///
+/// # Safety
+/// `page` is the page of a live huge segment owned by the calling thread, whose one block
+/// is live and owned by the caller; no reference into the segment header is live.
+pub(crate) unsafe fn huge_grow_reserved(page: *mut Page, new_size: usize) -> Option<bool> {
+    // SAFETY: `page` is the page of a live segment (the `# Safety` contract); `page_start`
+    // is fixed while the segment stays where it is.
+    let segment = ptr_segment(unsafe { (*page).page_start() });
+    // SAFETY: the segment is live and the calling thread's (the `# Safety` contract), so no
+    // other thread writes its header; this shared reference ends before it is written.
+    let seg = unsafe { &*segment };
+    debug_assert_eq!(seg.kind, SegmentKind::Huge);
+    if seg.region != segment as *mut u8 {
+        return None; // alignment front part: no room reserved
+    }
+    // SAFETY: `os` was set at creation from the owner's `&'static Os`.
+    let os: &'static Os = unsafe { &*seg.os };
+    let cfg = os.config();
+    let gran = cfg.alloc_granularity.max(cfg.page_size).max(MIN_OS_PAGE);
+    let want = seg
+        .info_size
+        .checked_add(new_size)?
+        .checked_add(seg.guard)?;
+    let new_seg_size = align_up(want, huge_grain(cfg).max(gran));
+    let (region_size, committed) = (seg.region_size, seg.committed);
+    // (Not with guard pages, which sit at the end.)
+    let stepped = align_up(new_seg_size, HUGE_COMMIT_STEP).min(region_size);
+    if !(region_size > seg.segment_size
+        && new_seg_size >= seg.segment_size
+        && new_seg_size <= region_size
+        && seg.guard == 0)
+    {
+        return None;
+    }
+    // A block that grows here tends to grow again (a `Vec` doubling): it gets its new
+    // size again ahead, at most `HUGE_AHEAD_MAX` (so a doubling buffer commits at every
+    // other doubling up to 2 MiB, and the steps between stay in place at the top of
+    // `realloc`: ~45 instructions instead of ~470 under QEMU's count); without the
+    // memory for that, only what it asked for.
+    let ahead = align_up(
+        new_seg_size.saturating_add(new_seg_size.min(HUGE_AHEAD_MAX)),
+        HUGE_COMMIT_STEP,
+    )
+    .min(region_size);
+    let mut new_seg_size = stepped;
+    for target in [ahead, stepped] {
+        if target <= committed {
+            new_seg_size = target;
+            break;
+        }
+        // SAFETY: `[committed, target)` lies inside the segment's live region
+        // (`target <= region_size`, and the segment is its region: checked above),
+        // after its committed part; both ends are multiples of the OS page.
+        let at = unsafe { NonNull::new_unchecked((segment as *mut u8).add(committed)) };
+        // SAFETY: as just said.
+        if unsafe { os.commit(at, target - committed) }.is_some() {
+            new_seg_size = target;
+            break;
+        }
+        if target == stepped {
+            return Some(false);
+        }
+    }
+    // SAFETY: the segment is the calling thread's and no reference into its header is
+    // live (the `# Safety` contract; `seg` is no longer used): the links to its page (a
+    // heap queue) are raw pointers, and neither they nor the header move.
+    let seg = unsafe { &mut *segment };
+    seg.committed = committed.max(new_seg_size);
+    seg.segment_size = new_seg_size;
+    let psize = seg.page_area(0).1;
+    // SAFETY: the page's metadata lies in the live header; its block is the caller's.
+    let pg = unsafe { &mut *page };
+    let delta = psize as i64 - pg.block_size as i64;
+    pg.block_size = psize;
+    os.stats.huge.add(delta);
+    os.stats.allocated.add(delta * pg.stat_used() as i64);
+    Some(true)
+}
+
 /// Resizes the huge block of `page` by moving or resizing its segment with the source's
 /// `remap` (no copy), so that its block holds `new_size` bytes. Returns the page at its
 /// new place (its block starts at its `page_start`), or null when the source cannot (the
@@ -867,6 +956,14 @@ pub(crate) unsafe fn huge_remap(
     // SAFETY: `page` is the page of a live segment (the `# Safety` contract); `page_start`
     // is fixed while the segment stays where it is.
     let segment = ptr_segment(unsafe { (*page).page_start() });
+    // growth into the reserved room first (the header stays where it is)
+    // SAFETY: the `# Safety` contract, which asks more than `huge_grow_reserved`'s; no
+    // reference into the header is live yet.
+    match unsafe { huge_grow_reserved(page, new_size) } {
+        Some(true) => return page,
+        Some(false) => return ptr::null_mut(),
+        None => {}
+    }
     // SAFETY: the segment is live and the calling thread's (the `# Safety` contract), so no
     // other thread writes its header; this shared reference ends before it is unlinked.
     let seg = unsafe { &*segment };
@@ -888,59 +985,6 @@ pub(crate) unsafe fn huge_remap(
     };
     let new_seg_size = align_up(want, huge_grain(cfg).max(gran));
     let (region_size, committed) = (seg.region_size, seg.committed);
-    // Growth into the address space the segment reserved behind its block (see
-    // `segment_alloc_sized`): commit what the block covers now; the header stays where it
-    // is, so nothing that links to it changes. (Not with guard pages, which sit at the end.)
-    let stepped = align_up(new_seg_size, HUGE_COMMIT_STEP).min(region_size);
-    if region_size > seg.segment_size
-        && new_seg_size >= seg.segment_size
-        && new_seg_size <= region_size
-        && seg.guard == 0
-    {
-        // A block that grows here tends to grow again (a `Vec` doubling): it gets its new
-        // size again ahead, at most `HUGE_AHEAD_MAX` (so a doubling buffer commits at every
-        // other doubling up to 2 MiB, and the steps between stay in place at the top of
-        // `realloc`: ~45 instructions instead of ~470 under QEMU's count); without the
-        // memory for that, only what it asked for.
-        let ahead = align_up(
-            new_seg_size.saturating_add(new_seg_size.min(HUGE_AHEAD_MAX)),
-            HUGE_COMMIT_STEP,
-        )
-        .min(region_size);
-        let mut new_seg_size = stepped;
-        for target in [ahead, stepped] {
-            if target <= committed {
-                new_seg_size = target;
-                break;
-            }
-            // SAFETY: `[committed, target)` lies inside the segment's live region
-            // (`target <= region_size`, and the segment is its region: checked above),
-            // after its committed part; both ends are multiples of the OS page.
-            let at = unsafe { NonNull::new_unchecked((segment as *mut u8).add(committed)) };
-            // SAFETY: as just said.
-            if unsafe { os.commit(at, target - committed) }.is_some() {
-                new_seg_size = target;
-                break;
-            }
-            if target == stepped {
-                return ptr::null_mut();
-            }
-        }
-        // SAFETY: the segment is the calling thread's and its page in no queue (the
-        // `# Safety` contract): no other reference into its header is live (`seg` is no
-        // longer used).
-        let seg = unsafe { &mut *segment };
-        seg.committed = committed.max(new_seg_size);
-        seg.segment_size = new_seg_size;
-        let psize = seg.page_area(0).1;
-        // SAFETY: the page's metadata lies in the live header; its block is the caller's.
-        let pg = unsafe { &mut *page };
-        let delta = psize as i64 - pg.block_size as i64;
-        pg.block_size = psize;
-        os.stats.huge.add(delta);
-        os.stats.allocated.add(delta * pg.stat_used() as i64);
-        return page;
-    }
     // Growth into the cached region that follows the segment's (a source that splits and
     // joins regions, see `Os::cache_join`): its memory becomes the block's as it is, still
     // resident, where a remap would move the block to fresh memory that faults in (the
