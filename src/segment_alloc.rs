@@ -931,12 +931,17 @@ pub(crate) unsafe fn huge_grow_reserved(page: *mut Page, new_size: usize) -> Opt
     seg.segment_size = new_seg_size;
     let psize = seg.page_area(0).1;
     // SAFETY: the page's metadata lies in the live header; its block is the caller's.
-    let pg = unsafe { &mut *page };
+    huge_set_block_size(os, unsafe { &mut *page }, psize);
+    Some(true)
+}
+
+/// Sets the block size of a huge segment's page to `psize` (its block grew or moved) and
+/// moves the statistics of huge and allocated bytes by the difference.
+fn huge_set_block_size(os: &Os, pg: &mut Page, psize: usize) {
     let delta = psize as i64 - pg.block_size as i64;
     pg.block_size = psize;
     os.stats.huge.add(delta);
     os.stats.allocated.add(delta * pg.stat_used() as i64);
-    Some(true)
 }
 
 /// Resizes the huge block of `page` by moving or resizing its segment with the source's
@@ -1022,11 +1027,7 @@ pub(crate) unsafe fn huge_remap(
             seg.segment_size = seg.region_size; // the block gets the whole region
             let psize = seg.page_area(0).1;
             // SAFETY: the page's metadata lies in the live header; its block is the caller's.
-            let pg = unsafe { &mut *page };
-            let delta = psize as i64 - pg.block_size as i64;
-            pg.block_size = psize;
-            os.stats.huge.add(delta);
-            os.stats.allocated.add(delta * pg.stat_used() as i64);
+            huge_set_block_size(os, unsafe { &mut *page }, psize);
             return page;
         }
     }
@@ -1094,15 +1095,11 @@ pub(crate) unsafe fn huge_remap(
     // block is the caller's (the `# Safety` contract), so nothing else refers to it; `seg`
     // is no longer used.
     let pg = unsafe { &mut *page };
-    let old_bsize = pg.block_size;
     #[cfg(not(feature = "small"))]
     {
         pg.page_start = start;
     }
-    pg.block_size = psize;
-    let delta = psize as i64 - old_bsize as i64;
-    os.stats.huge.add(delta);
-    os.stats.allocated.add(delta * pg.stat_used() as i64);
+    huge_set_block_size(os, pg, psize);
     #[cfg(feature = "secure")]
     // SAFETY: the moved segment's guard pages (its new end) hold no data.
     unsafe {
