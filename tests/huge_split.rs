@@ -16,19 +16,13 @@
 #[global_allocator]
 static GLOBAL: shardalloc::ShardAlloc = shardalloc::ShardAlloc::new();
 
+mod common;
+use common::minor_faults;
+
 const MB: usize = 1 << 20;
 const PAGE: usize = 4096;
 /// Segments (and cached regions) are aligned to this (`size_class::SEGMENT_SIZE`).
 const SEGMENT: usize = 4 * MB;
-
-/// Minor page faults of the calling thread so far.
-fn minor_faults() -> i64 {
-    // SAFETY: rusage is plain data; getrusage fills it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a rusage.
-    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) }, 0);
-    ru.ru_minflt
-}
 
 /// Writes a byte into every page of `p[..n]`.
 fn touch(p: *mut u8, n: usize, v: u8) {

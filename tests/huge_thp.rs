@@ -18,16 +18,11 @@
 #[global_allocator]
 static GLOBAL: shardalloc::ShardAlloc = shardalloc::ShardAlloc::new();
 
+mod common;
+use common::minor_faults;
+
 const MB: usize = 1 << 20;
 const PAGE: usize = 4096;
-
-fn minor_faults() -> i64 {
-    // SAFETY: rusage is plain data; getrusage fills it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a rusage.
-    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) }, 0);
-    ru.ru_minflt
-}
 
 fn touch(p: *mut u8, from: usize, to: usize, v: u8) {
     for off in (from..to).step_by(PAGE) {

@@ -8,17 +8,11 @@
 #[global_allocator]
 static GLOBAL: shardalloc::ShardAlloc = shardalloc::ShardAlloc::new();
 
+mod common;
+use common::minor_faults;
+
 const MB: usize = 1 << 20;
 const PAGE: usize = 4096;
-
-/// Minor page faults of the calling thread so far.
-fn minor_faults() -> i64 {
-    // SAFETY: rusage is plain data; getrusage fills it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a rusage.
-    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) }, 0);
-    ru.ru_minflt
-}
 
 fn word(page: usize) -> u64 {
     (page as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed

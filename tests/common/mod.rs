@@ -94,6 +94,16 @@ impl Blk {
     }
 }
 
+/// Minor page faults of the calling thread so far (`getrusage(RUSAGE_THREAD)`).
+#[cfg(target_os = "linux")]
+pub fn minor_faults() -> i64 {
+    // SAFETY: rusage is plain data; getrusage fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage.
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) }, 0);
+    ru.ru_minflt
+}
+
 /// The resident set of the process, in bytes (from `/proc/self/statm`).
 #[cfg(unix)]
 pub fn rss() -> usize {
