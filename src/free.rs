@@ -515,13 +515,13 @@ unsafe fn free_generic(p: *mut u8, page: *mut Page, local: bool) {
         #[cfg(not(feature = "embedded"))]
         let block = if unsafe { Page::has_aligned_raw(page) } {
             // SAFETY: as above.
-            unsafe { Page::block_of_raw(page, p) }
+            unsafe { block_of_raw(page, p) }
         } else {
             p as *mut Block
         };
         #[cfg(feature = "embedded")]
         // SAFETY: as above.
-        let block = unsafe { Page::block_of_raw(page, p) };
+        let block = unsafe { block_of_raw(page, p) };
         // SAFETY: `block` is a live block of the page, given up by the caller.
         return unsafe { free_block_mt(page, block) };
     }
@@ -540,6 +540,33 @@ unsafe fn free_generic(p: *mut u8, page: *mut Page, local: bool) {
     // SAFETY: the calling thread owns the page, which has a heap (pages in use by an
     // owner are in its heap's queues); `block` is a live block of it.
     unsafe { free_block_local(page, block, true) };
+}
+
+/// The start of the block of `page` that holds `p` (a block start or an aligned pointer
+/// into a block), from the page's block size and start only, without a reference to the
+/// entry or a read of its `flags` (any thread may call it: see `free_generic`).
+///
+/// # Safety
+/// `p` is a live block, or an aligned pointer into one, of `page`: the page is in use, and
+/// its block size and start were set before the block was handed out and stay meanwhile.
+#[inline(always)]
+unsafe fn block_of_raw(page: *const Page, p: *mut u8) -> *mut Block {
+    // SAFETY: as this function's contract: reads of fields fixed while the page is in use.
+    unsafe {
+        let size = (*page).block_size;
+        #[cfg(not(feature = "small"))]
+        let start = (*page).page_start as usize;
+        #[cfg(feature = "small")]
+        let start = crate::segment::page_start_of(page) as usize;
+        let off = p as usize - start;
+        // secure mode: the page's divisibility test (a multiply) spares the division for
+        // a block start, the common case (the divisor is fixed while the page is in use)
+        #[cfg(feature = "secure")]
+        if (*page).div.divides(off) {
+            return p as *mut Block;
+        }
+        p.wrapping_sub(off % size) as *mut Block
+    }
 }
 
 /// How many blocks a full page must have free (in `local_free`) before an owner's free

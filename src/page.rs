@@ -475,35 +475,9 @@ impl Page {
     /// allocation).
     #[inline]
     pub(crate) fn block_of(&self, p: *mut u8) -> *mut Block {
-        // SAFETY: `self` is a reference to the entry, so the entry is live and readable.
-        unsafe { Self::block_of_raw(self, p) }
-    }
-
-    /// [`Page::block_of`] without a reference to the entry: any thread may call it (a
-    /// remote free, while the owner writes the entry: only fields fixed while the page is
-    /// in use are read, never `flags`). Secure mode first tries the page's divisibility
-    /// test (a multiply), which spares the division for a block start.
-    ///
-    /// # Safety
-    /// `page` is a live page entry; for a meaningful result, `p` points into one of its
-    /// blocks and the page is in use (its block size and start then stay as they are).
-    #[inline(always)]
-    pub(crate) unsafe fn block_of_raw(page: *const Page, p: *mut u8) -> *mut Block {
-        // SAFETY: `page` is live (caller); reads of plain fields through the raw pointer,
-        // no reference made.
-        unsafe {
-            let size = (*page).block_size;
-            #[cfg(not(feature = "small"))]
-            let start = (*page).page_start as usize;
-            #[cfg(feature = "small")]
-            let start = crate::segment::page_start_of(page) as usize;
-            let off = p as usize - start;
-            #[cfg(feature = "secure")]
-            if (*page).div.divides(off) {
-                return p as *mut Block;
-            }
-            p.wrapping_sub(off % size) as *mut Block
-        }
+        let diff = p as usize - self.page_start() as usize;
+        let adjust = diff % self.block_size;
+        p.wrapping_sub(adjust) as *mut Block
     }
 
     /// The link stored in free block `b` of this page. Secure mode decodes it and checks
