@@ -101,7 +101,7 @@ pub fn minor_faults() -> i64 {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a valid pointer to a rusage.
     assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) }, 0);
-    ru.ru_minflt
+    ru.ru_minflt as i64
 }
 
 /// The resident set of the process, in bytes (from `/proc/self/statm`).
