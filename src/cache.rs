@@ -246,8 +246,8 @@ impl RegionCache {
 
     /// Takes the smallest cached region of `min..=max` bytes (the largest with `largest`), a
     /// resident one if one fits (one last advised for large OS pages as `large` says
-    /// first); else a purged one advised as `large` says, else (only for `large == false`)
-    /// any purged one.
+    /// first); else, with `purged`, a purged one advised as `large` says, else (only for
+    /// `large == false`) any purged one.
     ///
     /// A purged region faults its memory in again, and how depends on its past: where it
     /// was touched with small OS pages the kernel keeps its page tables, so that it faults
@@ -260,6 +260,7 @@ impl RegionCache {
         max: usize,
         largest: bool,
         large: bool,
+        purged: bool,
     ) -> Option<Cached> {
         if self.is_empty() {
             return None;
@@ -269,10 +270,10 @@ impl RegionCache {
         if n.is_null() {
             n = c.best_fit(false, min, max, largest, None);
         }
-        if n.is_null() {
+        if n.is_null() && purged {
             n = c.best_fit(true, min, max, largest, Some(large));
         }
-        if n.is_null() && !large {
+        if n.is_null() && purged && !large {
             n = c.best_fit(true, min, max, largest, None);
         }
         if n.is_null() {
