@@ -825,7 +825,11 @@ impl Os {
     /// segments resident between them, and one that stopped needing them gets its memory
     /// back after ten purge delays, as before.
     fn cache_delay(&self, purged: bool) -> u64 {
-        let delay = self.purge_delay().max(1) as u64;
+        let delay = self.purge_delay();
+        if delay < 0 && !purged {
+            return u64::MAX; // never purge: resident until reused or a forced collection
+        }
+        let delay = delay.max(1) as u64;
         let mult = if purged {
             CACHE_MULT_MAX
         } else {

@@ -414,9 +414,10 @@ unsafe fn segment_free(ctx: Option<&mut SegmentsTld>, segment: *mut Segment) {
         && !os.config().has_reserve
         && region == segment as *mut u8
         && size <= CACHE_SIZE_MAX
-        && os.purge_delay() >= 0
     {
-        // keep it a while: the next segment reuses it without faulting memory in
+        // keep it a while: the next segment reuses it without faulting memory in (with a
+        // negative purge delay, "never purge", it stays resident until it is reused or a
+        // forced collection gives it back, as mimalloc keeps its arenas' memory)
         // SAFETY: `region`/`size` are exactly the segment's region from `os`, counted with
         // `committed` committed bytes, and unused from now on: the segment has no page in
         // use and nothing refers to it (the `# Safety` contract).

@@ -2,7 +2,8 @@
 //! with 0 at once (the `purged` statistic and the resident set move during the frees),
 //! with a long delay not before it ran out (however many slow paths and unforced
 //! collections pass), then at a forced `collect`, or at an unforced one once the delay
-//! has passed.
+//! has passed; with a negative delay never (emptied segments stay cached, resident, until
+//! reused or a forced `collect`).
 //! One test function, alone in its binary: the hosted domain and the resident set are the
 //! process's, so nothing else may allocate or purge meanwhile.
 
@@ -180,5 +181,57 @@ fn purge_delay_decides_when_memory_is_purged() {
         mib(late)
     );
     free_all(kept);
+
+    // 4. a negative delay, "never purge": segments that empty stay mapped and resident in
+    //    the segment cache (as mimalloc keeps its arenas' memory), so a second round of the
+    //    same allocations maps nothing new and nothing is purged; a forced collection still
+    //    gives them back
+    shardalloc::DOMAIN.set_purge_delay(-1);
+    shardalloc::collect(true);
+    let p0 = purged();
+    let round = || {
+        let blocks: Vec<usize> = (0..BYTES / 1000)
+            .map(|_| {
+                let p = unsafe { shardalloc::alloc(1000, 8, false) };
+                assert!(!p.is_null());
+                unsafe { p.write_bytes(7, 1000) };
+                p as usize
+            })
+            .collect();
+        for b in blocks {
+            unsafe { shardalloc::free(b as *mut u8) };
+        }
+    };
+    round();
+    traffic();
+    std::thread::sleep(Duration::from_millis(100));
+    shardalloc::collect(false);
+    let mapped = shardalloc::stats().reserved.total;
+    round();
+    let mapped_again = shardalloc::stats().reserved.total - mapped;
+    let never = purged() - p0;
+    eprintln!(
+        "delay -1: purged {:.1} MiB; the second round mapped {:.1} MiB",
+        mib(never),
+        mib(mapped_again)
+    );
+    assert!(
+        never < (BYTES / 16) as i64,
+        "delay -1: {:.1} MiB purged",
+        mib(never)
+    );
+    assert!(
+        mapped_again < (BYTES / 8) as i64,
+        "delay -1: the second round mapped {:.1} MiB again (emptied segments were unmapped)",
+        mib(mapped_again)
+    );
+    let before = shardalloc::stats().reserved.current;
+    shardalloc::collect(true);
+    let after = shardalloc::stats().reserved.current;
+    assert!(
+        after + (BYTES / 2) as i64 <= before,
+        "delay -1: collect(true) gave back only {:.1} MiB of the cached segments",
+        mib(before - after)
+    );
     shardalloc::DOMAIN.set_purge_delay(10);
 }
