@@ -14,7 +14,7 @@ use crate::list::Links;
 use crate::os::Os;
 use crate::page::Page;
 use crate::segment::{
-    align_up, kind_for, ptr_segment, Segment, SegmentKind, SegmentsTld, ABANDONED,
+    align_up, kind_for, ptr_segment, HugeSpare, Segment, SegmentKind, SegmentsTld, ABANDONED,
 };
 use crate::size_class::*;
 use crate::sync::{AtomicUsize, Ordering};
@@ -48,6 +48,11 @@ const HUGE_COMMIT_STEP: usize = 64 << 10;
 /// The most a huge block growing in its reserved room commits ahead of its new size (see
 /// `huge_remap`): physical memory a growing buffer may hold unused, for fewer commits.
 const HUGE_AHEAD_MAX: usize = 2 << 20;
+
+/// The most committed memory an owner keeps in its spare huge region (see [`HugeSpare`]):
+/// an emptied huge segment with more goes back to the source at once. 16 MiB: a buffer
+/// grown to 8 MiB and its room ahead (`HUGE_AHEAD_MAX`) fit.
+pub(crate) const HUGE_SPARE_MAX: usize = 16 << 20;
 
 /// What the size of a huge segment is rounded up to: the allocation granularity; over a
 /// source of OS memory without reserve (`mmap`: memory faults in on first touch, and a
@@ -195,6 +200,17 @@ fn segment_alloc_sized(
             segment_size = align_up(segment_size, HUGE_COMMIT_STEP).min(region_size);
         }
     }
+    // The owner's spare huge region (its last emptied huge segment, committed as far as it
+    // was), when the block fits in it: no `alloc`, and no `commit` up to what it holds
+    // committed (the block grows into that room without committing, `huge_grow_reserved`).
+    // (Its room ahead may be less than a fresh reservation's: growth beyond it remaps.)
+    let spare = if reserved && ctx.huge_spare.size >= segment_size {
+        let s = ctx.huge_spare;
+        ctx.huge_spare = HugeSpare::NONE;
+        Some(s)
+    } else {
+        None
+    };
     // a recently emptied segment region, still resident (sources without reserve)
     // (any cached region may serve, resized: a huge block's region becomes a segment of
     // small pages and the other way round, so that the cache holds no region that fits no
@@ -219,8 +235,21 @@ fn segment_alloc_sized(
     // its last segment needed (huge: large)
     let huge = kind == SegmentKind::Huge;
     let mut advise = huge;
-    let region = match cached {
-        Some((r, large)) => {
+    // committed bytes from the segment's start that came with the region (a spare's)
+    let mut committed = 0;
+    let region = match (spare, cached) {
+        (Some(s), _) => {
+            advise = false; // advised as a huge segment's when it was made
+            committed = s.committed;
+            crate::source::Region {
+                // SAFETY: a spare's region is a live region from the source, not null.
+                ptr: unsafe { NonNull::new_unchecked(s.region) },
+                size: s.size,
+                committed: false,
+                zeroed: false,
+            }
+        }
+        (None, Some((r, large))) => {
             if huge {
                 segment_size = r.size; // the block gets the whole region
             }
@@ -229,7 +258,7 @@ fn segment_alloc_sized(
         }
         // SAFETY: size is a non-zero multiple of the allocation granularity, align a power
         // of two at least the OS page.
-        None => match unsafe { os.alloc(region_size, region_align, commit_all && !reserved) } {
+        (None, None) => match unsafe { os.alloc(region_size, region_align, commit_all && !reserved) } {
             Some(r) => r,
             // without the room ahead (address space or the memory limit may not allow it)
             // SAFETY: as above.
@@ -257,29 +286,39 @@ fn segment_alloc_sized(
         unsafe { os.advise_large_pages(seg_nn, segment_size, huge) };
     }
     let mut zeroed = region.zeroed;
-    let mut committed = if region.committed { region.size } else { 0 };
-    if !region.committed {
-        // commit the header (and for huge segments, everything)
+    if region.committed {
+        committed = region.size;
+    } else {
+        // commit the header (and for huge segments, everything), past what is committed
+        // already (a spare's)
         let n = if commit_all { segment_size } else { info_size };
-        // SAFETY: the range lies at the start of the segment, in the live region just
-        // allocated; it starts `SEGMENT_SIZE`-aligned and `n` is a multiple of the OS page.
-        match unsafe { os.commit(seg_nn, n) } {
-            Some(z) => zeroed = z,
-            None => {
-                // SAFETY: giving back exactly the region just allocated, unused, with
-                // nothing of it counted as committed.
-                unsafe { os.free(region.ptr, region.size, 0) };
-                return ptr::null_mut();
+        if n > committed {
+            // SAFETY: `committed < n`, both multiples of the OS page, and the range
+            // `[seg_ptr + committed, seg_ptr + n)` lies in the live region just obtained.
+            let from = unsafe { NonNull::new_unchecked(seg_ptr.add(committed)) };
+            // SAFETY: as just said; it starts and ends on OS page boundaries.
+            match unsafe { os.commit(from, n - committed) } {
+                // (a spare's header is not fresh memory, whatever its tail reads as)
+                Some(z) => zeroed = z && committed == 0,
+                None => {
+                    // SAFETY: giving back exactly the region just obtained, unused, with
+                    // `committed` bytes of it counted as committed.
+                    unsafe { os.free(region.ptr, region.size, committed) };
+                    return ptr::null_mut();
+                }
             }
+            committed = n;
         }
-        committed = n;
     }
     let segment = seg_ptr as *mut Segment;
     // The header `[seg_ptr, seg_ptr + header)` is committed (`header <= info_size`, and at
     // least `info_size` bytes from `seg_ptr` were committed above or came committed) and
     // ours alone: the region was just obtained and the segment is not published (linked, or
     // put in the segment map) before every field is written.
-    if !zeroed {
+    // (A segment of one page, large or huge, is its header struct alone, which is written
+    // whole just below: nothing to zero. In the small geometry a header may hold page
+    // entries that are not written.)
+    if !zeroed && (capacity > 1 || cfg!(feature = "small")) {
         // SAFETY: the header range is committed and writable, and ours alone (the region
         // was just obtained, the segment is not published yet).
         unsafe { ptr::write_bytes(seg_ptr, 0, header) };
@@ -394,7 +433,20 @@ unsafe fn segment_free(ctx: Option<&mut SegmentsTld>, segment: *mut Segment) {
         // SAFETY: the segment's guard pages, in its live region, hold no data.
         unsafe { protect_guards(os, segment, false) };
     }
-    if let Some(ctx) = ctx {
+    // An emptied huge segment that is its region whole, over a source that reserves and
+    // grows by remap, becomes its owner's spare (see [`HugeSpare`]) if it has none, with
+    // its committed memory, at most `HUGE_SPARE_MAX` of it, and if emptied memory may be
+    // kept at all (a purge delay of 0 purges at once)
+    let spare = large
+        && seg.guard == 0
+        && region == segment as *mut u8
+        && committed <= HUGE_SPARE_MAX
+        && os.purge_delay() != 0
+        && ctx.as_deref().is_some_and(|c| c.huge_spare.size == 0)
+        && os.config().has_reserve
+        && os.source.grows_by_remap();
+    let mut ctx = ctx;
+    if let Some(ctx) = ctx.as_deref_mut() {
         #[cfg(feature = "small")]
         ctx.source_grew();
         // SAFETY: `segment` is a live segment of `ctx` (the `# Safety` contract).
@@ -408,6 +460,22 @@ unsafe fn segment_free(ctx: Option<&mut SegmentsTld>, segment: *mut Segment) {
     unsafe { (*segment).cookie = 0 };
     #[cfg(feature = "std")]
     crate::segment_map::set(segment as usize, false);
+    if spare {
+        if let Some(ctx) = ctx {
+            let delay = os.purge_delay();
+            ctx.huge_spare = HugeSpare {
+                region,
+                size,
+                committed,
+                expire: if delay < 0 {
+                    u64::MAX
+                } else {
+                    os.now().saturating_add(delay as u64)
+                },
+            };
+            return;
+        }
+    }
     // SAFETY: a segment's region is a region from the source (or the cache), never null.
     let region_nn = unsafe { NonNull::new_unchecked(region) };
     if CACHE_SEGMENTS
@@ -840,8 +908,27 @@ unsafe fn purge_run(
     }
 }
 
-/// Purges every segment of `ctx`'s owner whose purge delay ran out (all with `force`).
+/// Gives the owner's spare huge region (see [`HugeSpare`]) back to the source if its
+/// delay ran out, or with `force`.
+pub(crate) fn huge_spare_release(ctx: &mut SegmentsTld, force: bool) {
+    let s = ctx.huge_spare;
+    if s.size == 0 || (!force && ctx.os().now() < s.expire) {
+        return;
+    }
+    ctx.huge_spare = HugeSpare::NONE;
+    // SAFETY: the spare is a live region of the owner's `os` that nothing uses (the
+    // `SegmentsTld` invariants), `s.committed` bytes of it counted as committed; it is
+    // forgotten just above, so it goes back once.
+    unsafe {
+        ctx.os()
+            .free(NonNull::new_unchecked(s.region), s.size, s.committed)
+    };
+}
+
+/// Purges every segment of `ctx`'s owner whose purge delay ran out (all with `force`), and
+/// its spare huge region likewise.
 pub(crate) fn segments_purge(ctx: &mut SegmentsTld, force: bool) {
+    huge_spare_release(ctx, force);
     let purge = |s: *mut Segment| {
         // SAFETY: `for_each` hands out segments of `ctx`, the calling thread's.
         unsafe { segment_purge(s, force) }

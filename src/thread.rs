@@ -125,6 +125,8 @@ pub(crate) unsafe fn thread_done(tld: *mut Tld) {
             }
         });
         debug_assert!((*segments).is_empty(), "segments left after thread done");
+        // (and its spare huge region, which no segment is)
+        crate::segment_alloc::huge_spare_release(&mut *segments, true);
     }
     let mut heap = heaps;
     while !heap.is_null() {
