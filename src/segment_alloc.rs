@@ -200,17 +200,18 @@ fn segment_alloc_sized(
             segment_size = align_up(segment_size, HUGE_COMMIT_STEP).min(region_size);
         }
     }
-    // The owner's spare huge region (its last emptied huge segment, committed as far as it
-    // was), when the block fits in it: no `alloc`, and no `commit` up to what it holds
-    // committed (the block grows into that room without committing, `huge_grow_reserved`).
-    // (Its room ahead may be less than a fresh reservation's: growth beyond it remaps.)
-    let spare = if reserved && ctx.huge_spare.size >= segment_size {
-        let s = ctx.huge_spare;
-        ctx.huge_spare = HugeSpare::NONE;
-        Some(s)
-    } else {
-        None
-    };
+    // The owner's spare huge region (its last emptied huge segment, its header kept and
+    // committed as far as it was), when the block fits in it: no `alloc`, no `commit` up to
+    // what it holds committed (the block grows into that room without committing,
+    // `huge_grow_committed`), and the header is written only where it changes. (Its room
+    // ahead may be less than a fresh reservation's: growth beyond it remaps.)
+    if reserved && ctx.huge_spare.size >= segment_size {
+        // SAFETY: a reserved huge segment over this source; the spare is `ctx`'s.
+        let s = unsafe { huge_spare_revive(ctx, segment_size, info_size) };
+        if !s.is_null() {
+            return s;
+        }
+    }
     // a recently emptied segment region, still resident (sources without reserve)
     // (any cached region may serve, resized: a huge block's region becomes a segment of
     // small pages and the other way round, so that the cache holds no region that fits no
@@ -235,21 +236,8 @@ fn segment_alloc_sized(
     // its last segment needed (huge: large)
     let huge = kind == SegmentKind::Huge;
     let mut advise = huge;
-    // committed bytes from the segment's start that came with the region (a spare's)
-    let mut committed = 0;
-    let region = match (spare, cached) {
-        (Some(s), _) => {
-            advise = false; // advised as a huge segment's when it was made
-            committed = s.committed;
-            crate::source::Region {
-                // SAFETY: a spare's region is a live region from the source, not null.
-                ptr: unsafe { NonNull::new_unchecked(s.region) },
-                size: s.size,
-                committed: false,
-                zeroed: false,
-            }
-        }
-        (None, Some((r, large))) => {
+    let region = match cached {
+        Some((r, large)) => {
             if huge {
                 segment_size = r.size; // the block gets the whole region
             }
@@ -258,7 +246,7 @@ fn segment_alloc_sized(
         }
         // SAFETY: size is a non-zero multiple of the allocation granularity, align a power
         // of two at least the OS page.
-        (None, None) => match unsafe { os.alloc(region_size, region_align, commit_all && !reserved) } {
+        None => match unsafe { os.alloc(region_size, region_align, commit_all && !reserved) } {
             Some(r) => r,
             // without the room ahead (address space or the memory limit may not allow it)
             // SAFETY: as above.
@@ -286,29 +274,22 @@ fn segment_alloc_sized(
         unsafe { os.advise_large_pages(seg_nn, segment_size, huge) };
     }
     let mut zeroed = region.zeroed;
-    if region.committed {
-        committed = region.size;
-    } else {
-        // commit the header (and for huge segments, everything), past what is committed
-        // already (a spare's)
+    let mut committed = if region.committed { region.size } else { 0 };
+    if !region.committed {
+        // commit the header (and for huge segments, everything)
         let n = if commit_all { segment_size } else { info_size };
-        if n > committed {
-            // SAFETY: `committed < n`, both multiples of the OS page, and the range
-            // `[seg_ptr + committed, seg_ptr + n)` lies in the live region just obtained.
-            let from = unsafe { NonNull::new_unchecked(seg_ptr.add(committed)) };
-            // SAFETY: as just said; it starts and ends on OS page boundaries.
-            match unsafe { os.commit(from, n - committed) } {
-                // (a spare's header is not fresh memory, whatever its tail reads as)
-                Some(z) => zeroed = z && committed == 0,
-                None => {
-                    // SAFETY: giving back exactly the region just obtained, unused, with
-                    // `committed` bytes of it counted as committed.
-                    unsafe { os.free(region.ptr, region.size, committed) };
-                    return ptr::null_mut();
-                }
+        // SAFETY: the range lies at the start of the segment, in the live region just
+        // allocated; it starts `SEGMENT_SIZE`-aligned and `n` is a multiple of the OS page.
+        match unsafe { os.commit(seg_nn, n) } {
+            Some(z) => zeroed = z,
+            None => {
+                // SAFETY: giving back exactly the region just allocated, unused, with
+                // nothing of it counted as committed.
+                unsafe { os.free(region.ptr, region.size, 0) };
+                return ptr::null_mut();
             }
-            committed = n;
         }
+        committed = n;
     }
     let segment = seg_ptr as *mut Segment;
     // The header `[seg_ptr, seg_ptr + header)` is committed (`header <= info_size`, and at
@@ -401,6 +382,85 @@ fn segment_alloc_sized(
     unsafe { ctx.free_queue_push(segment) };
     #[cfg(feature = "std")]
     crate::segment_map::set(seg_ptr as usize, true);
+    os.stats.segments.add(1);
+    segment
+}
+
+/// Makes the owner's spare huge region (see [`HugeSpare`]) its segment again, for a block
+/// that needs `segment_size` bytes of segment with a header of `info_size` bytes: its
+/// header, kept when it was parked, is written only where it changes, and memory is
+/// committed only past what the spare holds committed. The spare is taken either way;
+/// null when its header does not fit the request (it goes back to the source then) or
+/// when there is no memory to commit.
+///
+/// # Safety
+/// `ctx` is the calling thread's segment data, with a spare (`huge_spare.size >=
+/// segment_size`); the request is for a huge segment over `ctx`'s source, whose block
+/// starts right after its header (no alignment front part, no guard pages).
+unsafe fn huge_spare_revive(
+    ctx: &mut SegmentsTld,
+    segment_size: usize,
+    info_size: usize,
+) -> *mut Segment {
+    let s = ctx.huge_spare;
+    ctx.huge_spare = HugeSpare::NONE;
+    let os = ctx.os();
+    let segment = s.region as *mut Segment;
+    // SAFETY: a spare is a region of `os` nothing else uses, which starts with the header
+    // of the huge segment it was, kept as that segment left it (`segment_free`): live
+    // memory, committed (its header lies in its committed part), ours alone.
+    let seg = unsafe { &mut *segment };
+    debug_assert!(seg.kind == SegmentKind::Huge && seg.capacity == 1 && seg.used == 0);
+    debug_assert!(seg.region == s.region && seg.region_size == s.size && seg.guard == 0);
+    let mut committed = s.committed;
+    // SAFETY: a spare's region is never null.
+    let region_nn = unsafe { NonNull::new_unchecked(s.region) };
+    if seg.info_size != info_size || segment_size > s.size {
+        // (another header layout: not for this request)
+        // SAFETY: the spare's region, from `os`, with `committed` bytes counted as
+        // committed, unused; forgotten above, so given back once.
+        unsafe { os.free(region_nn, s.size, committed) };
+        return ptr::null_mut();
+    }
+    if segment_size > committed {
+        // SAFETY: `[committed, segment_size)` lies in the live region (`segment_size <=
+        // s.size`), after its committed part; both ends are multiples of the OS page.
+        let from = unsafe { NonNull::new_unchecked(s.region.add(committed)) };
+        // SAFETY: as just said.
+        if unsafe { os.commit(from, segment_size - committed) }.is_none() {
+            // SAFETY: as above.
+            unsafe { os.free(region_nn, s.size, committed) };
+            return ptr::null_mut();
+        }
+        committed = segment_size;
+    }
+    seg.segment_size = segment_size;
+    seg.committed = committed;
+    seg.in_free_queue = false;
+    seg.free_links = Links::new();
+    seg.all_links = Links::new();
+    seg.abandoned_next = ptr::null_mut();
+    seg.purge_mask = 0;
+    // The spare's committed memory beyond the block stays with it for its growth, a
+    // purge delay long (then `segment_purge` decommits what the block has not grown into:
+    // a long-lived small block does not keep the spare's megabytes).
+    seg.purge_expire = 0;
+    if committed > segment_size {
+        let delay = os.purge_delay();
+        if delay > 0 {
+            seg.purge_expire = os.now().saturating_add(delay as u64).max(1);
+        }
+    }
+    seg.set_cookie();
+    // (its page was reset when it was freed: blank, committed, not known zero)
+    // SAFETY: the header is written (`seg` is no longer used); the segment is new to `ctx`,
+    // in no list.
+    unsafe {
+        ctx.link(segment);
+        ctx.free_queue_push(segment);
+    }
+    #[cfg(feature = "std")]
+    crate::segment_map::set(segment as usize, true);
     os.stats.segments.add(1);
     segment
 }
@@ -793,6 +853,10 @@ pub(crate) unsafe fn segment_purge(segment: *mut Segment, force: bool) {
         // before the pages are borrowed.
         let seg = unsafe { &*segment };
         if seg.purge_mask == 0 {
+            if seg.kind == SegmentKind::Huge && seg.purge_expire != 0 {
+                // SAFETY: as this function's contract; `seg` is no longer used.
+                unsafe { huge_purge_tail(segment, force) };
+            }
             return;
         }
         // SAFETY: `os` was set at creation from the owner's `&'static Os`.
@@ -853,6 +917,41 @@ pub(crate) unsafe fn segment_purge(segment: *mut Segment, force: bool) {
     let seg = unsafe { &mut *segment };
     seg.committed -= decommitted;
     seg.purge_mask = 0;
+}
+
+/// Decommits the committed memory of a huge segment past its block (what a block that
+/// took a spare region got with it, see `huge_spare_revive`) once its purge delay ran out
+/// (`purge_expire`, not 0), or with `force`.
+///
+/// # Safety
+/// The calling thread owns the huge segment (or popped it); no reference into its header
+/// is live.
+unsafe fn huge_purge_tail(segment: *mut Segment, force: bool) {
+    // SAFETY: the segment is live and the calling thread's (the `# Safety` contract), so no
+    // other thread writes its header; no other reference into it is live.
+    let seg = unsafe { &mut *segment };
+    // SAFETY: `os` was set at creation from the owner's `&'static Os`.
+    let os: &'static Os = unsafe { &*seg.os };
+    if !force && os.now() < seg.purge_expire {
+        return;
+    }
+    seg.purge_expire = 0;
+    let (end, committed) = (seg.segment_size, seg.committed.min(seg.region_size));
+    if committed <= end || seg.region != segment as *mut u8 || seg.guard != 0 {
+        return;
+    }
+    // SAFETY: `[end, committed)` lies in the segment's live region (the segment is its
+    // region), past its block, committed, and holds no data; both ends are multiples of
+    // the OS page.
+    let needs_recommit = unsafe {
+        os.decommit(
+            NonNull::new_unchecked((segment as *mut u8).add(end)),
+            committed - end,
+        )
+    };
+    if needs_recommit {
+        seg.committed = end;
+    }
 }
 
 /// Adjacent committed ranges of pages not in use, purged together (see `segment_purge`).
@@ -1020,6 +1119,52 @@ pub(crate) unsafe fn huge_grow_reserved(page: *mut Page, new_size: usize) -> Opt
     // SAFETY: the page's metadata lies in the live header; its block is the caller's.
     huge_set_block_size(os, unsafe { &mut *page }, psize);
     Some(true)
+}
+
+/// Grows the huge block of `page` to hold `new_size` bytes within the memory its segment
+/// has committed already (a spare region's, or room committed ahead): only the segment
+/// header and the statistics change, no call to the source, so the caller needs no lock
+/// and may run with interrupts on. It takes the room a growing block gets ahead (as
+/// [`huge_grow_reserved`]) as far as it is committed. False when the committed memory
+/// does not hold `new_size` bytes (then [`huge_grow_reserved`] may commit more).
+///
+/// # Safety
+/// `page` is the page of a live huge segment owned by the calling context, whose one
+/// block is live and owned by the caller; no reference into the segment header is live.
+#[inline(always)]
+pub(crate) unsafe fn huge_grow_committed(page: *mut Page, new_size: usize) -> bool {
+    // SAFETY: `page` is the page of a live segment (the `# Safety` contract); `page_start`
+    // is fixed while the segment stays where it is.
+    let segment = ptr_segment(unsafe { (*page).page_start() });
+    // SAFETY: the segment is live and the calling context's (the `# Safety` contract), so
+    // nothing else writes its header; no other reference into it is live.
+    let seg = unsafe { &mut *segment };
+    debug_assert_eq!(seg.kind, SegmentKind::Huge);
+    let committed = seg.committed.min(seg.region_size);
+    let Some(want) = seg.info_size.checked_add(new_size) else {
+        return false;
+    };
+    // (whole slices, as `huge_grow_reserved`'s steps; a guard page would sit at the end)
+    let stepped = align_up(want, HUGE_COMMIT_STEP);
+    if seg.region != segment as *mut u8
+        || seg.guard != 0
+        || stepped > committed
+        || stepped < seg.segment_size
+    {
+        return false;
+    }
+    let ahead = align_up(
+        stepped.saturating_add(stepped.min(HUGE_AHEAD_MAX)),
+        HUGE_COMMIT_STEP,
+    );
+    seg.segment_size = ahead.min(committed);
+    let psize = seg.page_area(0).1;
+    // SAFETY: `os` was set at creation from the owner's `&'static Os`.
+    let os: &Os = unsafe { &*seg.os };
+    // SAFETY: the page's metadata lies in the live header (`seg` is no longer used); its
+    // block is the caller's.
+    huge_set_block_size(os, unsafe { &mut *page }, psize);
+    true
 }
 
 /// Sets the block size of a huge segment's page to `psize` (its block grew or moved) and

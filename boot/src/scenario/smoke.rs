@@ -213,6 +213,20 @@ fn grow_and_keep() {
         s2.mapped_pages <= s1.mapped_pages + bytes / 4096 / 4,
         "smoke: the second Vec did not reuse the kept region: {s1:?} then {s2:?}"
     );
+    // A small buffer that takes the kept region (moving into a huge block at 16 KiB) keeps
+    // its committed memory only a purge delay long: a forced collect decommits what the
+    // block has not grown into, while the block and its region stay.
+    let mut small: Vec<u8> = Vec::with_capacity(8192);
+    small.resize(8192, 7);
+    small.push(8); // 8 KiB -> 16 KiB: into a huge block
+    heap::collect_all(true);
+    let s2b = SOURCE.stats();
+    assert!(
+        s2b.regions == s2.regions && s2b.mapped_pages + bytes / 4096 / 2 <= s2.mapped_pages,
+        "smoke: a small block in the kept region kept its memory past a forced collect: {s2:?} then {s2b:?}"
+    );
+    assert!(small[..8192].iter().all(|&b| b == 7) && small[8192] == 8);
+    drop(small);
     heap::collect_all(true);
     let s3 = SOURCE.stats();
     assert!(
