@@ -676,53 +676,19 @@ impl Segment {
     }
 }
 
-/// The region of an emptied huge segment that its owner keeps, still committed as far as
-/// `committed`, for its next huge block (`size == 0`: none). Only over a source that
-/// reserves and grows by remap (a kernel's frames source): a buffer grown to megabytes,
-/// dropped and grown again (a `Vec` per request) then maps, unmaps and asks the source for
-/// nothing. Bounded: one per owner, at most `segment_alloc::HUGE_SPARE_MAX` committed; it
-/// goes back to the source when its purge delay runs out (the owner's slow paths look),
-/// with a forced collection (which an allocation that finds no memory makes before it
-/// fails), and when the owner is done.
-#[derive(Clone, Copy)]
-pub(crate) struct HugeSpare {
-    /// Start of the region (a segment's start: `SEGMENT_SIZE`-aligned, from `alloc`).
-    pub(crate) region: *mut u8,
-    /// The region's size as the source gave it (what `free` takes back); 0: no spare.
-    pub(crate) size: usize,
-    /// Bytes from its start that are committed (counted as such by the `Os`).
-    pub(crate) committed: usize,
-    /// When (`Os::now`) it goes back to the source.
-    pub(crate) expire: u64,
-}
-
-impl HugeSpare {
-    pub(crate) const NONE: HugeSpare = HugeSpare {
-        region: ptr::null_mut(),
-        size: 0,
-        committed: 0,
-        expire: 0,
-    };
-}
-
 /// What an owner (a thread or CPU) keeps about its segments: the segment layer's whole
 /// context. Its address is the owner token stored in the segments it owns, so it must not
 /// move while it owns segments.
 ///
 /// Invariants: `all` holds exactly the segments whose `owner` is this one's address
 /// ([`SegmentsTld::owner`]), `count` of them;
-/// `small_free`/`medium_free` hold those of them with `in_free_queue`; `huge_spare`, when
-/// its size is not 0, is a region of `os` that no segment and no one else uses (see
-/// [`HugeSpare`]).
+/// `small_free`/`medium_free` hold those of them with `in_free_queue`.
 pub(crate) struct SegmentsTld {
     small_free: List<Segment, FreeQueue>,
     medium_free: List<Segment, FreeQueue>,
     all: List<Segment, AllSegments>,
     count: usize,
     os: *const Os,
-    /// The region of this owner's last emptied huge segment, kept for its next huge block
-    /// (sources that grow by remap only: a kernel's frames; see `segment_alloc`).
-    pub(crate) huge_spare: HugeSpare,
     /// Small geometry: the source failed to give a segment of this many slices since a
     /// segment was last given back or memory added (`SMALL_PAGES_PER_SEGMENT + 1`: no
     /// failure known), so a page that finds no room asks it only for shorter ones: out of
@@ -744,7 +710,6 @@ impl SegmentsTld {
             all: List::new(),
             count: 0,
             os,
-            huge_spare: HugeSpare::NONE,
             #[cfg(feature = "small")]
             source_fails_from: SMALL_PAGES_PER_SEGMENT + 1,
             #[cfg(feature = "small")]

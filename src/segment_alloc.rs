@@ -14,7 +14,7 @@ use crate::list::Links;
 use crate::os::Os;
 use crate::page::Page;
 use crate::segment::{
-    align_up, kind_for, ptr_segment, HugeSpare, Segment, SegmentKind, SegmentsTld, ABANDONED,
+    align_up, kind_for, ptr_segment, Segment, SegmentKind, SegmentsTld, ABANDONED,
 };
 use crate::size_class::*;
 use crate::sync::{AtomicUsize, Ordering};
@@ -49,9 +49,21 @@ const HUGE_COMMIT_STEP: usize = 64 << 10;
 /// `huge_remap`): physical memory a growing buffer may hold unused, for fewer commits.
 const HUGE_AHEAD_MAX: usize = 2 << 20;
 
-/// The most committed memory an owner keeps in its spare huge region (see [`HugeSpare`]):
-/// an emptied huge segment with more goes back to the source at once. 16 MiB: a buffer
-/// grown to 8 MiB and its room ahead (`HUGE_AHEAD_MAX`) fit.
+/// The spare huge region (`Os::huge_spare`): the region of the last emptied huge segment,
+/// kept with its header and its committed memory for the next huge block of any heap of
+/// the allocator. Only over a source that reserves and grows by remap (a kernel's frames
+/// source): a buffer grown to megabytes, dropped and grown again (a `Vec` per request)
+/// then maps, unmaps and asks the source for nothing. Bounded: one per allocator, at most
+/// `HUGE_SPARE_MAX` committed; it goes back to the source once no block used its memory
+/// for a purge delay (any heap's slow path looks), with any heap's forced collection
+/// (which an allocation that finds no memory makes before it fails), and when the domain
+/// gives its memory back. While parked, its header is the emptied segment's (cookie
+/// cleared: no pointer finds it), its `purge_expire` the time it goes back; whoever swaps
+/// it out of `Os::huge_spare` owns it.
+///
+/// The most committed memory the spare holds: an emptied huge segment with more goes
+/// back to the source at once. 16 MiB: a buffer grown to 8 MiB and its room ahead
+/// (`HUGE_AHEAD_MAX`) fit.
 pub(crate) const HUGE_SPARE_MAX: usize = 16 << 20;
 
 /// What the size of a huge segment is rounded up to: the allocation granularity; over a
@@ -95,6 +107,43 @@ fn segment_alloc_sized(
     huge_align: usize,
     small_pages: usize,
 ) -> *mut Segment {
+    // The owner's spare huge region (its last emptied huge segment, its header kept and
+    // committed as far as it was), when the block fits in it: no `alloc`, no `commit` up to
+    // what it holds committed (the block grows into that room without committing,
+    // `huge_grow_committed`), and the header is written only where it changes. (Its room
+    // ahead may be less than a fresh reservation's: growth beyond it remaps.) A spare
+    // exists only over a source that reserves and grows by remap, without guard pages;
+    // its block starts after its header, at a page boundary: for alignments up to a page.
+    if kind == SegmentKind::Huge
+        && huge_align <= MIN_OS_PAGE
+        && !ctx.os().huge_spare.load(Ordering::Relaxed).is_null()
+    {
+        let spare = huge_spare_take(ctx.os());
+        if !spare.is_null() {
+            // SAFETY: a spare taken is ours alone, and starts with the header of the
+            // segment it was (see `HUGE_SPARE_MAX`); `info_size` is fixed in it.
+            let (info_size, size) = unsafe { ((*spare).info_size, (*spare).region_size) };
+            let segment_size = info_size
+                .checked_add(huge_size)
+                .map(|s| align_up(s, HUGE_COMMIT_STEP));
+            #[cfg(feature = "secure")]
+            let segment_size = segment_size.filter(|_| ctx.os().guard_size() == 0);
+            match segment_size.filter(|&s| s <= size) {
+                Some(segment_size) => {
+                    // SAFETY: the spare is ours and holds `segment_size` bytes; a huge
+                    // segment without front part or guard pages, its block after the
+                    // spare's header.
+                    let s = unsafe { huge_spare_revive(ctx, spare, segment_size) };
+                    if !s.is_null() {
+                        return s;
+                    }
+                }
+                // not for this request: it stays for another
+                // SAFETY: taken just above, unchanged.
+                None => unsafe { huge_spare_put(ctx.os(), spare) },
+            }
+        }
+    }
     let os = ctx.os();
     let cfg = os.config();
     let os_page = os.page_size();
@@ -198,18 +247,6 @@ fn segment_alloc_sized(
             reserved = true;
             // the block gets whole slices (see `HUGE_COMMIT_STEP`)
             segment_size = align_up(segment_size, HUGE_COMMIT_STEP).min(region_size);
-        }
-    }
-    // The owner's spare huge region (its last emptied huge segment, its header kept and
-    // committed as far as it was), when the block fits in it: no `alloc`, no `commit` up to
-    // what it holds committed (the block grows into that room without committing,
-    // `huge_grow_committed`), and the header is written only where it changes. (Its room
-    // ahead may be less than a fresh reservation's: growth beyond it remaps.)
-    if reserved && ctx.huge_spare.size >= segment_size {
-        // SAFETY: a reserved huge segment over this source; the spare is `ctx`'s.
-        let s = unsafe { huge_spare_revive(ctx, segment_size, info_size) };
-        if !s.is_null() {
-            return s;
         }
     }
     // a recently emptied segment region, still resident (sources without reserve)
@@ -386,54 +423,94 @@ fn segment_alloc_sized(
     segment
 }
 
-/// Makes the owner's spare huge region (see [`HugeSpare`]) its segment again, for a block
-/// that needs `segment_size` bytes of segment with a header of `info_size` bytes: its
-/// header, kept when it was parked, is written only where it changes, and memory is
-/// committed only past what the spare holds committed. The spare is taken either way;
-/// null when its header does not fit the request (it goes back to the source then) or
-/// when there is no memory to commit.
+/// Takes the spare huge region (see [`HUGE_SPARE_MAX`]): its segment header, or null when
+/// there is none. The caller owns it then (its region, with `committed` bytes counted as
+/// committed), and gives it back to the source, revives it or puts it back.
+fn huge_spare_take(os: &Os) -> *mut Segment {
+    let s = os.huge_spare.swap(ptr::null_mut(), Ordering::Acquire);
+    if !s.is_null() {
+        os.huge_spare_committed.store(0, Ordering::Relaxed);
+    }
+    s as *mut Segment
+}
+
+/// Makes `segment` (a parked huge segment's header, its `purge_expire` the time it goes
+/// back) the spare huge region, or gives its region back to the source when there is one
+/// already.
 ///
 /// # Safety
-/// `ctx` is the calling thread's segment data, with a spare (`huge_spare.size >=
-/// segment_size`); the request is for a huge segment over `ctx`'s source, whose block
-/// starts right after its header (no alignment front part, no guard pages).
+/// `segment` is the header of an emptied huge segment of `os` that is its region whole
+/// (no front part, no guard pages), with `committed` bytes counted as committed; it is the
+/// caller's alone and unused from now on.
+unsafe fn huge_spare_put(os: &Os, segment: *mut Segment) {
+    // SAFETY: the header is the caller's (the `# Safety` contract).
+    let committed = unsafe { (*segment).committed };
+    match os.huge_spare.compare_exchange(
+        ptr::null_mut(),
+        segment as *mut u8,
+        Ordering::Release,
+        Ordering::Relaxed,
+    ) {
+        // (a hint: whoever reads it may find the spare taken meanwhile)
+        Ok(_) => os.huge_spare_committed.store(committed, Ordering::Relaxed),
+        // SAFETY: the region, from `os`, counted with `committed` committed bytes, unused
+        // (the `# Safety` contract), given back once.
+        Err(_) => unsafe { huge_spare_free(os, segment) },
+    }
+}
+
+/// Gives a spare huge region taken out of `Os::huge_spare` (or never put there) back to
+/// the source.
+///
+/// # Safety
+/// As [`huge_spare_put`].
+unsafe fn huge_spare_free(os: &Os, segment: *mut Segment) {
+    // SAFETY: the header is the caller's (the `# Safety` contract); a segment's region is
+    // never null.
+    unsafe {
+        let (size, committed) = ((*segment).region_size, (*segment).committed);
+        os.free(NonNull::new_unchecked(segment as *mut u8), size, committed);
+    }
+}
+
+/// Revives the spare huge region `spare` (taken by the caller) as a segment of `ctx`, for
+/// a block that needs `segment_size` bytes of segment: its header, kept when it was
+/// parked, is written only where it changes, and memory is committed only past what it
+/// holds committed. Null when there is no memory to commit (its region went back to the
+/// source then).
+///
+/// # Safety
+/// `spare` was taken by the caller ([`huge_spare_take`]) and holds `segment_size` bytes
+/// (`<= region_size`); `ctx` is the calling thread's segment data, over the source the
+/// spare came from.
 unsafe fn huge_spare_revive(
     ctx: &mut SegmentsTld,
+    spare: *mut Segment,
     segment_size: usize,
-    info_size: usize,
 ) -> *mut Segment {
-    let s = ctx.huge_spare;
-    ctx.huge_spare = HugeSpare::NONE;
     let os = ctx.os();
-    let segment = s.region as *mut Segment;
-    // SAFETY: a spare is a region of `os` nothing else uses, which starts with the header
-    // of the huge segment it was, kept as that segment left it (`segment_free`): live
-    // memory, committed (its header lies in its committed part), ours alone.
+    let segment = spare;
+    // SAFETY: a spare taken is a region of `os` nothing else uses, which starts with the
+    // header of the huge segment it was, kept as that segment left it (`segment_free`):
+    // live memory, committed (its header lies in its committed part), ours alone.
     let seg = unsafe { &mut *segment };
     debug_assert!(seg.kind == SegmentKind::Huge && seg.capacity == 1 && seg.used == 0);
-    debug_assert!(seg.region == s.region && seg.region_size == s.size && seg.guard == 0);
-    let mut committed = s.committed;
-    // SAFETY: a spare's region is never null.
-    let region_nn = unsafe { NonNull::new_unchecked(s.region) };
-    if seg.info_size != info_size || segment_size > s.size {
-        // (another header layout: not for this request)
-        // SAFETY: the spare's region, from `os`, with `committed` bytes counted as
-        // committed, unused; forgotten above, so given back once.
-        unsafe { os.free(region_nn, s.size, committed) };
-        return ptr::null_mut();
-    }
+    debug_assert!(seg.region == segment as *mut u8 && seg.guard == 0);
+    debug_assert!(segment_size <= seg.region_size);
+    let mut committed = seg.committed;
     if segment_size > committed {
         // SAFETY: `[committed, segment_size)` lies in the live region (`segment_size <=
-        // s.size`), after its committed part; both ends are multiples of the OS page.
-        let from = unsafe { NonNull::new_unchecked(s.region.add(committed)) };
+        // region_size`), after its committed part; both ends are multiples of the OS page.
+        let from = unsafe { NonNull::new_unchecked((segment as *mut u8).add(committed)) };
         // SAFETY: as just said.
         if unsafe { os.commit(from, segment_size - committed) }.is_none() {
-            // SAFETY: as above.
-            unsafe { os.free(region_nn, s.size, committed) };
+            // SAFETY: ours, unused, counted with `committed` bytes (not changed above).
+            unsafe { huge_spare_free(os, segment) };
             return ptr::null_mut();
         }
         committed = segment_size;
     }
+    seg.owner.store(ctx.owner(), Ordering::Relaxed);
     seg.segment_size = segment_size;
     seg.committed = committed;
     seg.in_free_queue = false;
@@ -493,16 +570,17 @@ unsafe fn segment_free(ctx: Option<&mut SegmentsTld>, segment: *mut Segment) {
         // SAFETY: the segment's guard pages, in its live region, hold no data.
         unsafe { protect_guards(os, segment, false) };
     }
-    // An emptied huge segment that is its region whole, over a source that reserves and
-    // grows by remap, becomes its owner's spare (see [`HugeSpare`]) if it has none, with
-    // its committed memory, at most `HUGE_SPARE_MAX` of it, and if emptied memory may be
-    // kept at all (a purge delay of 0 purges at once)
+    // An emptied huge segment of an owner that is its region whole, over a source that
+    // reserves and grows by remap, becomes the spare huge region (see `HUGE_SPARE_MAX`)
+    // if there is none, with its committed memory, at most `HUGE_SPARE_MAX` of it, and if
+    // emptied memory may be kept at all (a purge delay of 0 purges at once)
     let spare = large
         && seg.guard == 0
         && region == segment as *mut u8
         && committed <= HUGE_SPARE_MAX
+        && ctx.is_some()
         && os.purge_delay() != 0
-        && ctx.as_deref().is_some_and(|c| c.huge_spare.size == 0)
+        && os.huge_spare.load(Ordering::Relaxed).is_null()
         && os.config().has_reserve
         && os.source.grows_by_remap();
     let mut ctx = ctx;
@@ -521,20 +599,24 @@ unsafe fn segment_free(ctx: Option<&mut SegmentsTld>, segment: *mut Segment) {
     #[cfg(feature = "std")]
     crate::segment_map::set(segment as usize, false);
     if spare {
-        if let Some(ctx) = ctx {
-            let delay = os.purge_delay();
-            ctx.huge_spare = HugeSpare {
-                region,
-                size,
-                committed,
-                expire: if delay < 0 {
+        // Committed memory goes back once no block used it for a purge delay: a segment
+        // whose committed tail was waiting for its purge (`huge_purge_tail`) keeps that
+        // time (a spare taken by small blocks one after the other, none growing into it,
+        // is not kept for ever); else from now.
+        // SAFETY: the header is live and ours (the `# Safety` contract); the region is
+        // unused from now on, `committed` bytes of it counted as committed.
+        unsafe {
+            if (*segment).purge_expire == 0 {
+                let delay = os.purge_delay();
+                (*segment).purge_expire = if delay < 0 {
                     u64::MAX
                 } else {
-                    os.now().saturating_add(delay as u64)
-                },
-            };
-            return;
+                    os.now().saturating_add(delay as u64).max(1)
+                };
+            }
+            huge_spare_put(os, segment);
         }
+        return;
     }
     // SAFETY: a segment's region is a region from the source (or the cache), never null.
     let region_nn = unsafe { NonNull::new_unchecked(region) };
@@ -1007,27 +1089,30 @@ unsafe fn purge_run(
     }
 }
 
-/// Gives the owner's spare huge region (see [`HugeSpare`]) back to the source if its
-/// delay ran out, or with `force`.
-pub(crate) fn huge_spare_release(ctx: &mut SegmentsTld, force: bool) {
-    let s = ctx.huge_spare;
-    if s.size == 0 || (!force && ctx.os().now() < s.expire) {
+/// Gives the spare huge region (see [`HUGE_SPARE_MAX`]) back to the source if no block used
+/// its memory for a purge delay, or with `force`.
+pub(crate) fn huge_spare_release(os: &Os, force: bool) {
+    if os.huge_spare.load(Ordering::Relaxed).is_null() {
         return;
     }
-    ctx.huge_spare = HugeSpare::NONE;
-    // SAFETY: the spare is a live region of the owner's `os` that nothing uses (the
-    // `SegmentsTld` invariants), `s.committed` bytes of it counted as committed; it is
-    // forgotten just above, so it goes back once.
+    let s = huge_spare_take(os);
+    if s.is_null() {
+        return;
+    }
+    // SAFETY: taken: ours alone, its header kept (`huge_spare_put`'s contract).
     unsafe {
-        ctx.os()
-            .free(NonNull::new_unchecked(s.region), s.size, s.committed)
-    };
+        if force || os.now() >= (*s).purge_expire {
+            huge_spare_free(os, s);
+        } else {
+            huge_spare_put(os, s);
+        }
+    }
 }
 
 /// Purges every segment of `ctx`'s owner whose purge delay ran out (all with `force`), and
-/// its spare huge region likewise.
+/// the spare huge region likewise.
 pub(crate) fn segments_purge(ctx: &mut SegmentsTld, force: bool) {
-    huge_spare_release(ctx, force);
+    huge_spare_release(ctx.os(), force);
     let purge = |s: *mut Segment| {
         // SAFETY: `for_each` hands out segments of `ctx`, the calling thread's.
         unsafe { segment_purge(s, force) }
@@ -1158,6 +1243,9 @@ pub(crate) unsafe fn huge_grow_committed(page: *mut Page, new_size: usize) -> bo
         HUGE_COMMIT_STEP,
     );
     seg.segment_size = ahead.min(committed);
+    if seg.segment_size >= committed {
+        seg.purge_expire = 0; // no committed tail left to purge (see `huge_purge_tail`)
+    }
     let psize = seg.page_area(0).1;
     // SAFETY: `os` was set at creation from the owner's `&'static Os`.
     let os: &Os = unsafe { &*seg.os };

@@ -170,7 +170,7 @@ fn grow_in_place() {
 }
 
 /// A `Vec` grown by doubling past the medium sizes gets a huge segment of its own and grows
-/// by remap; dropped, its region stays mapped (the heap keeps its last emptied huge
+/// by remap; dropped, its region stays mapped (the allocator keeps its last emptied huge
 /// segment's region, up to 16 MiB committed, as its spare; larger ones the page source
 /// keeps, up to a sixteenth of RAM, `mem::init`), the next one reuses it without mapping
 /// it again, and a forced collect gives it back.
