@@ -27,8 +27,8 @@ use crate::domain::Domain;
 use crate::heap::{heap_check, OwnedHeap, RawHeap};
 use crate::segment::{ptr_segment, SegmentKind, NO_OWNER};
 use crate::size_class::{
-    padded, MAX_ALIGN_SIZE, MEDIUM_OBJ_SIZE_MAX, MIN_OS_PAGE, SMALL_OBJ_SIZE_MAX,
-    SMALL_SIZE_MAX, WORD,
+    padded, MAX_ALIGN_SIZE, MEDIUM_OBJ_SIZE_MAX, MIN_OS_PAGE, SMALL_OBJ_SIZE_MAX, SMALL_SIZE_MAX,
+    WORD,
 };
 use crate::source::PageSource;
 use crate::stats::Stats;
@@ -542,25 +542,23 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
             }
         }
         // A buffer of 1 KiB or more that doubles, while the allocator holds a spare huge
-        // region of a megabyte or more (the last big buffer's, mapped, its header kept: see
+        // region of several megabytes (the last big buffer's, mapped, its header kept: see
         // `segment_alloc::HUGE_SPARE_MAX`), moves into it at once: that move costs about what a move
         // between two size classes does, and it is the buffer's last copy (it then grows in
         // place through the committed room), where the size classes would copy it again at
         // 4, 8 and 16 KiB. Without a spare, the usual rules below (a huge segment from
         // 8 KiB on).
+        // (the spare's size is a hint: another CPU may take the spare meanwhile; the block
+        // then becomes huge the usual way)
         if size >= SPARE_MOVE_MIN
             && new_size / 2 >= size
             && new_size < MEDIUM_OBJ_SIZE_MAX
+            && self.domain.os.huge_spare_committed.load(Ordering::Relaxed) >= SPARE_MOVE_COMMITTED
             && layout.align() <= MAX_ALIGN_SIZE
             && self.context().unmasked
         {
             let heap = self.heap_of(self.context());
-            // (a hint: another CPU may take the spare meanwhile; the block then becomes
-            // huge the usual way)
-            if !heap.is_null()
-                && self.domain.os.huge_spare_committed.load(Ordering::Relaxed)
-                    >= SPARE_MOVE_COMMITTED
-            {
+            if !heap.is_null() {
                 let q = self.cpu.without_interrupts(|| {
                     // SAFETY: the caller's heap, with interrupts held off; a huge block
                     // (`huge_align` given) of at least `new_size` bytes.
