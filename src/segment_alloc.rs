@@ -1217,6 +1217,7 @@ pub(crate) unsafe fn huge_grow_reserved(page: *mut Page, new_size: usize) -> Opt
 /// `page` is the page of a live huge segment owned by the calling context, whose one
 /// block is live and owned by the caller; no reference into the segment header is live.
 #[inline(always)]
+#[cfg_attr(feature = "embedded", allow(dead_code))] // used by global/percpu.rs
 pub(crate) unsafe fn huge_grow_committed(page: *mut Page, new_size: usize) -> bool {
     // SAFETY: `page` is the page of a live segment (the `# Safety` contract); `page_start`
     // is fixed while the segment stays where it is.
