@@ -7,7 +7,7 @@
 //!
 //! Nothing here knows segments, pages or heaps: it deals in regions and byte ranges.
 
-use crate::sync::{AtomicIsize, AtomicUsize, Ordering};
+use crate::sync::{AtomicIsize, AtomicPtr, AtomicUsize, Ordering};
 use core::ptr::NonNull;
 
 use crate::cache::{Cached, Due, RegionCache};
@@ -45,6 +45,11 @@ pub(crate) struct Os {
     /// until the first guard page was asked for, then `GUARDS_YES` or `GUARDS_NO`.
     #[cfg(feature = "secure")]
     guards: crate::sync::AtomicU8,
+    /// The spare huge region: the region of an emptied huge segment kept for the next huge
+    /// block of any heap (null: none), and the bytes it holds committed (a hint for who
+    /// looks without taking it). Taken by a swap; see `segment_alloc::huge_spare_take`.
+    pub(crate) huge_spare: AtomicPtr<u8>,
+    pub(crate) huge_spare_committed: AtomicUsize,
 }
 
 #[cfg(feature = "secure")]
@@ -140,6 +145,8 @@ impl Os {
             live_peak: LivePeak::new(),
             #[cfg(feature = "secure")]
             guards: crate::sync::AtomicU8::new(GUARDS_UNKNOWN),
+            huge_spare: AtomicPtr::new(core::ptr::null_mut()),
+            huge_spare_committed: AtomicUsize::new(0),
         }
     }
 

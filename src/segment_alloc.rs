@@ -49,6 +49,23 @@ const HUGE_COMMIT_STEP: usize = 64 << 10;
 /// `huge_remap`): physical memory a growing buffer may hold unused, for fewer commits.
 const HUGE_AHEAD_MAX: usize = 2 << 20;
 
+/// The spare huge region (`Os::huge_spare`): the region of the last emptied huge segment,
+/// kept with its header and its committed memory for the next huge block of any heap of
+/// the allocator. Only over a source that reserves and grows by remap (a kernel's frames
+/// source): a buffer grown to megabytes, dropped and grown again (a `Vec` per request)
+/// then maps, unmaps and asks the source for nothing. Bounded: one per allocator, at most
+/// `HUGE_SPARE_MAX` committed; it goes back to the source once no block used its memory
+/// for a purge delay (any heap's slow path looks), with any heap's forced collection
+/// (which an allocation that finds no memory makes before it fails), and when the domain
+/// gives its memory back. While parked, its header is the emptied segment's (cookie
+/// cleared: no pointer finds it), its `purge_expire` the time it goes back; whoever swaps
+/// it out of `Os::huge_spare` owns it.
+///
+/// The most committed memory the spare holds: an emptied huge segment with more goes
+/// back to the source at once. 16 MiB: a buffer grown to 8 MiB and its room ahead
+/// (`HUGE_AHEAD_MAX`) fit.
+pub(crate) const HUGE_SPARE_MAX: usize = 16 << 20;
+
 /// What the size of a huge segment is rounded up to: the allocation granularity; over a
 /// source of OS memory without reserve (`mmap`: memory faults in on first touch, and a
 /// purge makes it read as zero), a large OS page, so that a huge segment (advised for
@@ -90,6 +107,43 @@ fn segment_alloc_sized(
     huge_align: usize,
     small_pages: usize,
 ) -> *mut Segment {
+    // The owner's spare huge region (its last emptied huge segment, its header kept and
+    // committed as far as it was), when the block fits in it: no `alloc`, no `commit` up to
+    // what it holds committed (the block grows into that room without committing,
+    // `huge_grow_committed`), and the header is written only where it changes. (Its room
+    // ahead may be less than a fresh reservation's: growth beyond it remaps.) A spare
+    // exists only over a source that reserves and grows by remap, without guard pages;
+    // its block starts after its header, at a page boundary: for alignments up to a page.
+    if kind == SegmentKind::Huge
+        && huge_align <= MIN_OS_PAGE
+        && !ctx.os().huge_spare.load(Ordering::Relaxed).is_null()
+    {
+        let spare = huge_spare_take(ctx.os());
+        if !spare.is_null() {
+            // SAFETY: a spare taken is ours alone, and starts with the header of the
+            // segment it was (see `HUGE_SPARE_MAX`); `info_size` is fixed in it.
+            let (info_size, size) = unsafe { ((*spare).info_size, (*spare).region_size) };
+            let segment_size = info_size
+                .checked_add(huge_size)
+                .map(|s| align_up(s, HUGE_COMMIT_STEP));
+            #[cfg(feature = "secure")]
+            let segment_size = segment_size.filter(|_| ctx.os().guard_size() == 0);
+            match segment_size.filter(|&s| s <= size) {
+                Some(segment_size) => {
+                    // SAFETY: the spare is ours and holds `segment_size` bytes; a huge
+                    // segment without front part or guard pages, its block after the
+                    // spare's header.
+                    let s = unsafe { huge_spare_revive(ctx, spare, segment_size) };
+                    if !s.is_null() {
+                        return s;
+                    }
+                }
+                // not for this request: it stays for another
+                // SAFETY: taken just above, unchanged.
+                None => unsafe { huge_spare_put(ctx.os(), spare) },
+            }
+        }
+    }
     let os = ctx.os();
     let cfg = os.config();
     let os_page = os.page_size();
@@ -279,7 +333,10 @@ fn segment_alloc_sized(
     // least `info_size` bytes from `seg_ptr` were committed above or came committed) and
     // ours alone: the region was just obtained and the segment is not published (linked, or
     // put in the segment map) before every field is written.
-    if !zeroed {
+    // (A segment of one page, large or huge, is its header struct alone, which is written
+    // whole just below: nothing to zero. In the small geometry a header may hold page
+    // entries that are not written.)
+    if !zeroed && (capacity > 1 || cfg!(feature = "small")) {
         // SAFETY: the header range is committed and writable, and ours alone (the region
         // was just obtained, the segment is not published yet).
         unsafe { ptr::write_bytes(seg_ptr, 0, header) };
@@ -366,6 +423,125 @@ fn segment_alloc_sized(
     segment
 }
 
+/// Takes the spare huge region (see [`HUGE_SPARE_MAX`]): its segment header, or null when
+/// there is none. The caller owns it then (its region, with `committed` bytes counted as
+/// committed), and gives it back to the source, revives it or puts it back.
+fn huge_spare_take(os: &Os) -> *mut Segment {
+    let s = os.huge_spare.swap(ptr::null_mut(), Ordering::Acquire);
+    if !s.is_null() {
+        os.huge_spare_committed.store(0, Ordering::Relaxed);
+    }
+    s as *mut Segment
+}
+
+/// Makes `segment` (a parked huge segment's header, its `purge_expire` the time it goes
+/// back) the spare huge region, or gives its region back to the source when there is one
+/// already.
+///
+/// # Safety
+/// `segment` is the header of an emptied huge segment of `os` that is its region whole
+/// (no front part, no guard pages), with `committed` bytes counted as committed; it is the
+/// caller's alone and unused from now on.
+unsafe fn huge_spare_put(os: &Os, segment: *mut Segment) {
+    // SAFETY: the header is the caller's (the `# Safety` contract).
+    let committed = unsafe { (*segment).committed };
+    match os.huge_spare.compare_exchange(
+        ptr::null_mut(),
+        segment as *mut u8,
+        Ordering::Release,
+        Ordering::Relaxed,
+    ) {
+        // (a hint: whoever reads it may find the spare taken meanwhile)
+        Ok(_) => os.huge_spare_committed.store(committed, Ordering::Relaxed),
+        // SAFETY: the region, from `os`, counted with `committed` committed bytes, unused
+        // (the `# Safety` contract), given back once.
+        Err(_) => unsafe { huge_spare_free(os, segment) },
+    }
+}
+
+/// Gives a spare huge region taken out of `Os::huge_spare` (or never put there) back to
+/// the source.
+///
+/// # Safety
+/// As [`huge_spare_put`].
+unsafe fn huge_spare_free(os: &Os, segment: *mut Segment) {
+    // SAFETY: the header is the caller's (the `# Safety` contract); a segment's region is
+    // never null.
+    unsafe {
+        let (size, committed) = ((*segment).region_size, (*segment).committed);
+        os.free(NonNull::new_unchecked(segment as *mut u8), size, committed);
+    }
+}
+
+/// Revives the spare huge region `spare` (taken by the caller) as a segment of `ctx`, for
+/// a block that needs `segment_size` bytes of segment: its header, kept when it was
+/// parked, is written only where it changes, and memory is committed only past what it
+/// holds committed. Null when there is no memory to commit (its region went back to the
+/// source then).
+///
+/// # Safety
+/// `spare` was taken by the caller ([`huge_spare_take`]) and holds `segment_size` bytes
+/// (`<= region_size`); `ctx` is the calling thread's segment data, over the source the
+/// spare came from.
+unsafe fn huge_spare_revive(
+    ctx: &mut SegmentsTld,
+    spare: *mut Segment,
+    segment_size: usize,
+) -> *mut Segment {
+    let os = ctx.os();
+    let segment = spare;
+    // SAFETY: a spare taken is a region of `os` nothing else uses, which starts with the
+    // header of the huge segment it was, kept as that segment left it (`segment_free`):
+    // live memory, committed (its header lies in its committed part), ours alone.
+    let seg = unsafe { &mut *segment };
+    debug_assert!(seg.kind == SegmentKind::Huge && seg.capacity == 1 && seg.used == 0);
+    debug_assert!(seg.region == segment as *mut u8 && seg.guard == 0);
+    debug_assert!(segment_size <= seg.region_size);
+    let mut committed = seg.committed;
+    if segment_size > committed {
+        // SAFETY: `[committed, segment_size)` lies in the live region (`segment_size <=
+        // region_size`), after its committed part; both ends are multiples of the OS page.
+        let from = unsafe { NonNull::new_unchecked((segment as *mut u8).add(committed)) };
+        // SAFETY: as just said.
+        if unsafe { os.commit(from, segment_size - committed) }.is_none() {
+            // SAFETY: ours, unused, counted with `committed` bytes (not changed above).
+            unsafe { huge_spare_free(os, segment) };
+            return ptr::null_mut();
+        }
+        committed = segment_size;
+    }
+    seg.owner.store(ctx.owner(), Ordering::Relaxed);
+    seg.segment_size = segment_size;
+    seg.committed = committed;
+    seg.in_free_queue = false;
+    seg.free_links = Links::new();
+    seg.all_links = Links::new();
+    seg.abandoned_next = ptr::null_mut();
+    seg.purge_mask = 0;
+    // The spare's committed memory beyond the block stays with it for its growth, a
+    // purge delay long (then `segment_purge` decommits what the block has not grown into:
+    // a long-lived small block does not keep the spare's megabytes).
+    seg.purge_expire = 0;
+    if committed > segment_size {
+        let delay = os.purge_delay();
+        if delay > 0 {
+            seg.purge_expire = os.now().saturating_add(delay as u64).max(1);
+        }
+    }
+    seg.set_cookie();
+    // (its page was reset when it was freed: blank, committed, not known zero)
+    // SAFETY: the header is written (`seg` is no longer used); the segment is new to `ctx`,
+    // in no list.
+    unsafe {
+        ctx.link(segment);
+        ctx.free_queue_push(segment);
+    }
+    #[cfg(feature = "std")]
+    crate::segment_map::set(segment as usize, true);
+    os.stats.segments.add(1);
+    segment
+}
+
 /// Gives an empty segment back to the source (or to the region cache). Its owner, if any,
 /// forgets it: `ctx` is the segment's owner data (`None` for an abandoned segment), passed
 /// down by the caller (the header keeps no pointer to it, see [`Segment`]).
@@ -394,7 +570,21 @@ unsafe fn segment_free(ctx: Option<&mut SegmentsTld>, segment: *mut Segment) {
         // SAFETY: the segment's guard pages, in its live region, hold no data.
         unsafe { protect_guards(os, segment, false) };
     }
-    if let Some(ctx) = ctx {
+    // An emptied huge segment of an owner that is its region whole, over a source that
+    // reserves and grows by remap, becomes the spare huge region (see `HUGE_SPARE_MAX`)
+    // if there is none, with its committed memory, at most `HUGE_SPARE_MAX` of it, and if
+    // emptied memory may be kept at all (a purge delay of 0 purges at once)
+    let spare = large
+        && seg.guard == 0
+        && region == segment as *mut u8
+        && committed <= HUGE_SPARE_MAX
+        && ctx.is_some()
+        && os.purge_delay() != 0
+        && os.huge_spare.load(Ordering::Relaxed).is_null()
+        && os.config().has_reserve
+        && os.source.grows_by_remap();
+    let mut ctx = ctx;
+    if let Some(ctx) = ctx.as_deref_mut() {
         #[cfg(feature = "small")]
         ctx.source_grew();
         // SAFETY: `segment` is a live segment of `ctx` (the `# Safety` contract).
@@ -408,6 +598,26 @@ unsafe fn segment_free(ctx: Option<&mut SegmentsTld>, segment: *mut Segment) {
     unsafe { (*segment).cookie = 0 };
     #[cfg(feature = "std")]
     crate::segment_map::set(segment as usize, false);
+    if spare {
+        // Committed memory goes back once no block used it for a purge delay: a segment
+        // whose committed tail was waiting for its purge (`huge_purge_tail`) keeps that
+        // time (a spare taken by small blocks one after the other, none growing into it,
+        // is not kept for ever); else from now.
+        // SAFETY: the header is live and ours (the `# Safety` contract); the region is
+        // unused from now on, `committed` bytes of it counted as committed.
+        unsafe {
+            if (*segment).purge_expire == 0 {
+                let delay = os.purge_delay();
+                (*segment).purge_expire = if delay < 0 {
+                    u64::MAX
+                } else {
+                    os.now().saturating_add(delay as u64).max(1)
+                };
+            }
+            huge_spare_put(os, segment);
+        }
+        return;
+    }
     // SAFETY: a segment's region is a region from the source (or the cache), never null.
     let region_nn = unsafe { NonNull::new_unchecked(region) };
     if CACHE_SEGMENTS
@@ -726,6 +936,10 @@ pub(crate) unsafe fn segment_purge(segment: *mut Segment, force: bool) {
         // before the pages are borrowed.
         let seg = unsafe { &*segment };
         if seg.purge_mask == 0 {
+            if seg.kind == SegmentKind::Huge && seg.purge_expire != 0 {
+                // SAFETY: as this function's contract; `seg` is no longer used.
+                unsafe { huge_purge_tail(segment, force) };
+            }
             return;
         }
         // SAFETY: `os` was set at creation from the owner's `&'static Os`.
@@ -788,6 +1002,41 @@ pub(crate) unsafe fn segment_purge(segment: *mut Segment, force: bool) {
     seg.purge_mask = 0;
 }
 
+/// Decommits the committed memory of a huge segment past its block (what a block that
+/// took a spare region got with it, see `huge_spare_revive`) once its purge delay ran out
+/// (`purge_expire`, not 0), or with `force`.
+///
+/// # Safety
+/// The calling thread owns the huge segment (or popped it); no reference into its header
+/// is live.
+unsafe fn huge_purge_tail(segment: *mut Segment, force: bool) {
+    // SAFETY: the segment is live and the calling thread's (the `# Safety` contract), so no
+    // other thread writes its header; no other reference into it is live.
+    let seg = unsafe { &mut *segment };
+    // SAFETY: `os` was set at creation from the owner's `&'static Os`.
+    let os: &'static Os = unsafe { &*seg.os };
+    if !force && os.now() < seg.purge_expire {
+        return;
+    }
+    seg.purge_expire = 0;
+    let (end, committed) = (seg.segment_size, seg.committed.min(seg.region_size));
+    if committed <= end || seg.region != segment as *mut u8 || seg.guard != 0 {
+        return;
+    }
+    // SAFETY: `[end, committed)` lies in the segment's live region (the segment is its
+    // region), past its block, committed, and holds no data; both ends are multiples of
+    // the OS page.
+    let needs_recommit = unsafe {
+        os.decommit(
+            NonNull::new_unchecked((segment as *mut u8).add(end)),
+            committed - end,
+        )
+    };
+    if needs_recommit {
+        seg.committed = end;
+    }
+}
+
 /// Adjacent committed ranges of pages not in use, purged together (see `segment_purge`).
 struct PurgeRun {
     start: *mut u8,
@@ -841,8 +1090,30 @@ unsafe fn purge_run(
     }
 }
 
-/// Purges every segment of `ctx`'s owner whose purge delay ran out (all with `force`).
+/// Gives the spare huge region (see [`HUGE_SPARE_MAX`]) back to the source if no block used
+/// its memory for a purge delay, or with `force`.
+pub(crate) fn huge_spare_release(os: &Os, force: bool) {
+    if os.huge_spare.load(Ordering::Relaxed).is_null() {
+        return;
+    }
+    let s = huge_spare_take(os);
+    if s.is_null() {
+        return;
+    }
+    // SAFETY: taken: ours alone, its header kept (`huge_spare_put`'s contract).
+    unsafe {
+        if force || os.now() >= (*s).purge_expire {
+            huge_spare_free(os, s);
+        } else {
+            huge_spare_put(os, s);
+        }
+    }
+}
+
+/// Purges every segment of `ctx`'s owner whose purge delay ran out (all with `force`), and
+/// the spare huge region likewise.
 pub(crate) fn segments_purge(ctx: &mut SegmentsTld, force: bool) {
+    huge_spare_release(ctx.os(), force);
     let purge = |s: *mut Segment| {
         // SAFETY: `for_each` hands out segments of `ctx`, the calling thread's.
         unsafe { segment_purge(s, force) }
@@ -934,6 +1205,56 @@ pub(crate) unsafe fn huge_grow_reserved(page: *mut Page, new_size: usize) -> Opt
     // SAFETY: the page's metadata lies in the live header; its block is the caller's.
     huge_set_block_size(os, unsafe { &mut *page }, psize);
     Some(true)
+}
+
+/// Grows the huge block of `page` to hold `new_size` bytes within the memory its segment
+/// has committed already (a spare region's, or room committed ahead): only the segment
+/// header and the statistics change, no call to the source, so the caller needs no lock
+/// and may run with interrupts on. It takes the room a growing block gets ahead (as
+/// [`huge_grow_reserved`]) as far as it is committed. False when the committed memory
+/// does not hold `new_size` bytes (then [`huge_grow_reserved`] may commit more).
+///
+/// # Safety
+/// `page` is the page of a live huge segment owned by the calling context, whose one
+/// block is live and owned by the caller; no reference into the segment header is live.
+#[inline(always)]
+#[cfg_attr(feature = "embedded", allow(dead_code))] // used by global/percpu.rs
+pub(crate) unsafe fn huge_grow_committed(page: *mut Page, new_size: usize) -> bool {
+    // SAFETY: `page` is the page of a live segment (the `# Safety` contract); `page_start`
+    // is fixed while the segment stays where it is.
+    let segment = ptr_segment(unsafe { (*page).page_start() });
+    // SAFETY: the segment is live and the calling context's (the `# Safety` contract), so
+    // nothing else writes its header; no other reference into it is live.
+    let seg = unsafe { &mut *segment };
+    debug_assert_eq!(seg.kind, SegmentKind::Huge);
+    let committed = seg.committed.min(seg.region_size);
+    let Some(want) = seg.info_size.checked_add(new_size) else {
+        return false;
+    };
+    // (whole slices, as `huge_grow_reserved`'s steps; a guard page would sit at the end)
+    let stepped = align_up(want, HUGE_COMMIT_STEP);
+    if seg.region != segment as *mut u8
+        || seg.guard != 0
+        || stepped > committed
+        || stepped < seg.segment_size
+    {
+        return false;
+    }
+    let ahead = align_up(
+        stepped.saturating_add(stepped.min(HUGE_AHEAD_MAX)),
+        HUGE_COMMIT_STEP,
+    );
+    seg.segment_size = ahead.min(committed);
+    if seg.segment_size >= committed {
+        seg.purge_expire = 0; // no committed tail left to purge (see `huge_purge_tail`)
+    }
+    let psize = seg.page_area(0).1;
+    // SAFETY: `os` was set at creation from the owner's `&'static Os`.
+    let os: &Os = unsafe { &*seg.os };
+    // SAFETY: the page's metadata lies in the live header (`seg` is no longer used); its
+    // block is the caller's.
+    huge_set_block_size(os, unsafe { &mut *page }, psize);
+    true
 }
 
 /// Sets the block size of a huge segment's page to `psize` (its block grew or moved) and

@@ -152,6 +152,7 @@ pub(crate) unsafe fn thread_done(tld: *mut Tld) {
 pub(crate) unsafe fn discard_domain(domain: &Domain) {
     // SAFETY: as this function's contract.
     unsafe { domain.discard_all() };
+    crate::segment_alloc::huge_spare_release(&domain.os, true);
     while let Some(block) = domain.thread_block_take() {
         // SAFETY: a cached thread-data block: a whole region of the thread-data size from
         // this domain's source, committed in full and unused.
