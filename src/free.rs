@@ -746,7 +746,7 @@ pub(crate) fn heap_delayed_free(heap: OwnedHeap, all: bool) {
                     crate::heap::RawHeap::push_delayed(h, page, block);
                     retry = true;
                 } else {
-                    (*page).collect(false);
+                    Page::collect(page, false);
                     free_block_local(page, block, false);
                 }
                 block = next;
