@@ -139,7 +139,7 @@ unsafe fn free_maybe_double(
     owner: usize,
 ) {
     // SAFETY: as this function's contract.
-    if unsafe { free_check::free_already(&*page, segment, block, owner) } {
+    if unsafe { free_check::free_already(page, segment, block, owner) } {
         return crate::secure::report(crate::secure::ErrorKind::DoubleFree, p as usize, None);
     }
     // SAFETY: `p` is a live block of `page` (not free: just checked), given up (caller).

@@ -189,9 +189,12 @@ pub(crate) struct Page {
     pub area: usize,
     /// Secure mode: `capacity * block_size`, the bytes of the blocks handed out so far
     /// (0 in a page not in use): `free`'s check tests a pointer's offset against it with
-    /// one compare (`free_check::secure_check`).
+    /// one compare (`free_check::secure_check`). Atomic (relaxed: plain loads and stores)
+    /// because the check runs on remote frees too, while the owner extends the page: a
+    /// thread that got a block saw `handed` cover it (the block reached it after the
+    /// store), and a larger value only widens what it accepts to blocks handed out since.
     #[cfg(feature = "secure")]
-    pub handed: usize,
+    pub handed: crate::sync::AtomicUsize,
 }
 /// The small geometry's layout of the same fields (see the default one for their
 /// meaning): pointers and sizes first, then the counts as 16 bits (a page holds at most
@@ -292,7 +295,7 @@ impl Page {
         #[cfg(feature = "secure")]
         area: 0,
         #[cfg(feature = "secure")]
-        handed: 0,
+        handed: crate::sync::AtomicUsize::new(0),
     };
 
     /// Address of the first block. (Small geometry: defined in `segment.rs`, from the
@@ -810,7 +813,7 @@ impl Page {
                 (*page).keys = Keys::random();
                 (*page).div = Divisor::new(block_size);
                 (*page).area = reserved * block_size;
-                (*page).handed = 0;
+                (*page).handed.store(0, crate::sync::Ordering::Relaxed);
             }
             #[cfg(not(feature = "embedded"))]
             (*page)
@@ -874,7 +877,10 @@ impl Page {
             (*page).capacity += extend as BlockCount;
             #[cfg(feature = "secure")]
             {
-                (*page).handed = (*page).capacity as usize * bsize;
+                (*page).handed.store(
+                    (*page).capacity as usize * bsize,
+                    crate::sync::Ordering::Relaxed,
+                );
             }
         }
     }
@@ -1245,7 +1251,7 @@ impl Page {
         assert!(self.used <= self.capacity && self.capacity <= self.reserved);
         #[cfg(feature = "secure")]
         assert_eq!(
-            self.handed,
+            self.handed.load(crate::sync::Ordering::Relaxed),
             self.capacity as usize * self.block_size,
             "page.handed"
         );
