@@ -72,6 +72,15 @@ step "tests/region_core.rs, 100 operations a run, aliasing checks off" \
 step "tests/region_core.rs, 12 operations a run, Tree Borrows" \
     "-Zmiri-tree-borrows -Zmiri-ignore-leaks -Zmiri-env-set=SHARDALLOC_MIRI_OPS=12" \
     --test region_core
+# Secure mode (`--features secure`): its check of every free runs on the remote frees of
+# `remote_frees_while_the_owner_allocates` too, reading the page entry that the owner
+# writes meanwhile (only fields fixed while the page is in use, and atomics: Miri's data
+# race checks say whether that holds); the region source cannot protect memory, so the
+# guard pages are not made (as in every region-source build). Aliasing checks off, as the
+# first step (its cost: secure mode's work on every operation).
+step "tests/region_core.rs --features secure, 40 operations a run, aliasing checks off" \
+    "-Zmiri-disable-stacked-borrows -Zmiri-ignore-leaks -Zmiri-env-set=SHARDALLOC_MIRI_OPS=40" \
+    --features secure --test region_core
 step "size_class unit tests" "" --lib -- --skip round_trip_and_waste_bound
 step "embedded::Heap (tests/embedded.rs, small geometry)" "" \
     --no-default-features --features embedded --test embedded
