@@ -219,9 +219,11 @@ pub(crate) unsafe fn secure_check_in(p: *mut u8, segment: *mut crate::segment::S
     };
     // SAFETY: `block` is a block of the page, inside its handed-out blocks (`handed`):
     // readable; the keys and `area` are fixed while the page is in use.
-    let (first, keys, area) = unsafe { ((*block).next as usize, (*page).keys, (*page).area) };
-    let link = keys.decode(first);
-    if link == 0 || link.wrapping_sub(start) < area {
+    let first = unsafe { (*block).next } as usize;
+    // SAFETY: as above (a borrow of the `keys` field alone).
+    let link = unsafe { (*page).keys.decode(first) };
+    // SAFETY: as above.
+    if link == 0 || link.wrapping_sub(start) < unsafe { (*page).area } {
         return Checked::MaybeFree(page, block);
     }
     Checked::Block(page)
