@@ -9,7 +9,7 @@ use crate::sync::{AtomicUsize, Ordering};
 use core::ptr;
 
 use crate::os::Os;
-use crate::page::{Delayed, FLAG_IN_FULL};
+use crate::page::{Delayed, Page, FLAG_IN_FULL};
 use crate::segment::{Segment, SegmentsTld};
 #[cfg(feature = "std")]
 use crate::segment_alloc::segment_discard;
@@ -147,19 +147,20 @@ pub(crate) fn reclaim_one(ctx: &mut SegmentsTld, abandoned: &Abandoned) -> Recla
         let page = unsafe { (*segment).page(i) };
         // SAFETY: the page metadata lies in the header of our live segment. Its pages in use
         // have no heap, so only remote frees touch them meanwhile, and only `xthread_free`,
-        // atomically. The reference is not used once the page is given back.
-        let pg = unsafe { &mut *page };
-        if !pg.segment_in_use {
-            continue;
+        // atomically: the entry is reached through the raw pointer (no `&mut Page`, which
+        // would claim that field too), the calling thread owning the segment now.
+        unsafe {
+            if !(*page).segment_in_use {
+                continue;
+            }
+            // the page was never-delayed while abandoned; it has no heap to notify
+            (*page).use_delayed_free(Delayed::NoDelayedFree, true);
+            Page::collect(page, false);
+            (*page).flags &= !FLAG_IN_FULL;
         }
-        // the page was never-delayed while abandoned; it has no heap to notify
-        pg.use_delayed_free(Delayed::NoDelayedFree, true);
-        // SAFETY: the calling thread owns the page's segment now.
-        unsafe { pg.collect(false) };
-        pg.flags &= !FLAG_IN_FULL;
         // SAFETY: the page is in use, in no heap queue, and all its blocks are free; its
         // segment is `ctx`'s (adopted above), and `ctx` is passed down.
-        if pg.all_free() && unsafe { page_free_in(Some(&mut *ctx), page) } {
+        if unsafe { (*page).all_free() } && unsafe { page_free_in(Some(&mut *ctx), page) } {
             return Reclaim::Freed; // that was its last page
         }
     }
@@ -188,17 +189,17 @@ pub(crate) fn abandoned_collect(abandoned: &Abandoned) {
             let page = unsafe { (*segment).page(i) };
             // SAFETY: the page metadata lies in the header of the popped segment. Its pages
             // have no heap, so only remote frees touch them meanwhile, and only
-            // `xthread_free`, atomically. The reference is not used once the page is given
-            // back.
-            let pg = unsafe { &mut *page };
-            if !pg.segment_in_use {
-                continue;
+            // `xthread_free`, atomically: the entry is reached through the raw pointer (no
+            // `&mut Page`), the calling thread having popped the segment.
+            unsafe {
+                if !(*page).segment_in_use {
+                    continue;
+                }
+                Page::collect(page, false);
             }
-            // SAFETY: the calling thread popped the page's segment, so it has it alone.
-            unsafe { pg.collect(false) };
             // SAFETY: the page is in use, in no heap queue, and all its blocks are free;
             // its segment was popped by the calling thread and has no owner (`None`).
-            if pg.all_free() && unsafe { page_free_in(None, page) } {
+            if unsafe { (*page).all_free() } && unsafe { page_free_in(None, page) } {
                 freed = true;
                 break;
             }

@@ -28,27 +28,27 @@ unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
     // Secure mode: the link and the scrubbed words are checked first; anything wrong (a
     // report to make) goes out of line as a tail call, so that the common path makes no
     // call that it must save registers around.
-    // SAFETY: the calling thread owns the page (caller), so nothing else writes it.
-    let pg = unsafe { &mut *page };
-    let block = pg.free;
-    // SAFETY: `block` is a free block of the page (not null, caller): ours to read and to
-    // hand out, at least `size` bytes long.
+    // SAFETY: the calling thread owns the page (caller), so nothing else writes its
+    // non-atomic fields; they are reached through the raw pointer, without a `&mut Page`
+    // (other threads CAS its `xthread_free` meanwhile); `block` is a free block of the page
+    // (not null, caller): ours to read and to hand out, at least `size` bytes long.
     unsafe {
+        let block = (*page).free;
         #[cfg(not(feature = "secure"))]
         {
-            pg.free = (*block).next;
+            (*page).free = (*block).next;
         }
         #[cfg(feature = "secure")]
         {
-            let link = pg.keys.decode((*block).next as usize);
-            if (link != 0 && !pg.in_area(link)) || pg.written_after_free(block) {
+            let link = (*page).keys.decode((*block).next as usize);
+            if (link != 0 && !(*page).in_area(link)) || (*page).written_after_free(block) {
                 return page_pop_reported(page, size, zero).as_ptr();
             }
-            pg.free = link as *mut Block;
+            (*page).free = link as *mut Block;
             // no fresh block shows an address
             (*block).next = ptr::null_mut();
         }
-        page_pop_rest(pg, block, size, zero)
+        page_pop_rest(page, block, size, zero)
     }
 }
 
@@ -58,27 +58,32 @@ unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
 /// The calling thread owns `page`; `block` was just taken from its `free` list, at least
 /// `size` bytes long.
 #[inline(always)]
-unsafe fn page_pop_rest(page: &mut Page, block: *mut Block, size: usize, zero: bool) -> *mut u8 {
-    debug_assert!(size <= page.block_size, "a block smaller than its request");
-    if zero {
-        if page.free_is_zero() {
-            // SAFETY: the block is ours (caller).
-            unsafe { (*block).next = ptr::null_mut() };
-        } else {
-            // The whole block, not only `size` bytes: a zeroing `realloc` that grows within
-            // the block returns it as it is, and its bytes beyond the old size must read as
-            // zero (as mimalloc's `mi_zalloc` zeroes the block for `mi_rezalloc`).
-            // SAFETY: the block is ours (caller), `block_size` bytes long.
-            unsafe { ptr::write_bytes(block as *mut u8, 0, page.block_size) };
-        }
-    }
-    page.used += 1;
-    #[cfg(feature = "debug-mode")]
-    // SAFETY: the block was just popped by the page's owner and holds `size` bytes and the
-    // padding (callers look pages up by `padded(size)`).
+unsafe fn page_pop_rest(page: *mut Page, block: *mut Block, size: usize, zero: bool) -> *mut u8 {
+    // SAFETY: the calling thread owns the page (caller): its non-atomic fields are reached
+    // through the raw pointer, no `&mut Page` made (as `page_pop`); the block is ours
+    // (caller), `block_size` bytes long.
     unsafe {
-        crate::debug_mode::on_alloc(page, block as *mut u8, size, zero)
-    };
+        debug_assert!(
+            size <= (*page).block_size,
+            "a block smaller than its request"
+        );
+        if zero {
+            if (*page).free_is_zero() {
+                (*block).next = ptr::null_mut();
+            } else {
+                // The whole block, not only `size` bytes: a zeroing `realloc` that grows
+                // within the block returns it as it is, and its bytes beyond the old size
+                // must read as zero (as mimalloc's `mi_zalloc` zeroes the block for
+                // `mi_rezalloc`).
+                ptr::write_bytes(block as *mut u8, 0, (*page).block_size);
+            }
+        }
+        (*page).used += 1;
+        // debug mode: the block was just popped by the page's owner and holds `size` bytes
+        // and the padding (callers look pages up by `padded(size)`).
+        #[cfg(feature = "debug-mode")]
+        crate::debug_mode::on_alloc(page, block as *mut u8, size, zero);
+    }
     block as *mut u8
 }
 
@@ -97,11 +102,10 @@ unsafe fn page_pop_reported(page: *mut Page, size: usize, zero: bool) -> ptr::No
     // SAFETY: the calling thread owns the page (caller), so nothing else writes it; its
     // `free` block is ours to read and to hand out, at least `size` bytes long.
     unsafe {
-        let pg = &mut *page;
-        let block = pg.free;
-        pg.free = pg.next_of(block);
-        pg.check_scrubbed(block);
-        let p = page_pop_rest(pg, block, size, zero);
+        let block = (*page).free;
+        (*page).free = (*page).next_of(block);
+        (*page).check_scrubbed(block);
+        let p = page_pop_rest(page, block, size, zero);
         // a block of the page: never null
         ptr::NonNull::new_unchecked(p)
     }
@@ -146,7 +150,7 @@ pub(crate) unsafe fn malloc_small_miss(heap: *mut RawHeap, size: usize, zero: bo
     // list holds blocks of `size`'s class.
     unsafe {
         let page = (*heap).pages_direct[wsize_from_size(padded(size))];
-        if !(*page).local_free.is_null() && (*page).take_local_free() {
+        if !(*page).local_free.is_null() && Page::take_local_free(page) {
             return page_pop(page, size, zero);
         }
         let next = small_next_page(heap, page, size);
@@ -222,7 +226,7 @@ unsafe fn malloc_small_local(heap: *mut RawHeap, size: usize, zero: bool) -> *mu
         }
         let tld = (*heap).tld;
         let heartbeat = (*tld).heartbeat + 1;
-        if heartbeat % 16 == 0 || !(*page).take_local_free() {
+        if heartbeat % 16 == 0 || !Page::take_local_free(page) {
             return ptr::null_mut();
         }
         (*tld).heartbeat = heartbeat;
@@ -291,7 +295,7 @@ unsafe fn malloc_refill(heap: *mut RawHeap, page: *mut Page, size: usize, zero: 
         }
         if local {
             // (`free` is empty: checked above)
-            (*page).take_local_free();
+            Page::take_local_free(page);
             if !(*page).has_free() {
                 // a corrupted head: the generic path reports and drops it
                 return malloc_generic(heap, size, zero, 0);
@@ -299,7 +303,7 @@ unsafe fn malloc_refill(heap: *mut RawHeap, page: *mut Page, size: usize, zero: 
         } else {
             // the blocks are committed (`is_committed`), `free` is empty and there is
             // room (`capacity < reserved`), as `extend_free` requires
-            (*page).extend_free();
+            Page::extend_free(page);
         }
         (*tld).heartbeat = heartbeat;
         (*tld).domain().os.tick();
@@ -334,7 +338,7 @@ unsafe fn small_next_page(heap: *mut RawHeap, page: *mut Page, size: usize) -> *
             return ptr::null_mut();
         }
         let next = (*page).links.next;
-        if next.is_null() || !((*next).immediate_available() || (*next).take_local_free()) {
+        if next.is_null() || !((*next).immediate_available() || Page::take_local_free(next)) {
             return ptr::null_mut();
         }
         let bin = bin(size);
@@ -446,7 +450,9 @@ pub(crate) unsafe fn malloc_local(heap: *mut RawHeap, size: usize, align: usize)
     // `size`'s class.
     unsafe {
         let page = fast_page(heap, psize);
-        if !page.is_null() && (*page).take_local_free() && (*page).free as usize & (align - 1) == 0
+        if !page.is_null()
+            && Page::take_local_free(page)
+            && (*page).free as usize & (align - 1) == 0
         {
             return page_pop(page, size, false);
         }
@@ -602,7 +608,7 @@ pub(crate) unsafe fn malloc_generic(
     // `size`; the heap's thread context is ours.
     unsafe {
         debug_assert!(!(*page).free.is_null());
-        if (*page).drop_corrupt_head() {
+        if Page::drop_corrupt_head(page) {
             // the head of its `free` list was corrupted (reported, dropped): look again
             return malloc_generic(heap.as_ptr(), size, zero, huge_align);
         }
@@ -639,7 +645,7 @@ fn larger_class_page(heap: OwnedHeap, size: usize) -> *mut Page {
             if page.is_null() || (*page).block_size & (align - 1) != 0 {
                 continue;
             }
-            (*page).collect(false);
+            Page::collect(page, false);
             if (*page).immediate_available()
                 || ((*page).capacity < (*page).reserved && page_extend(page))
             {
@@ -672,7 +678,7 @@ fn find_free_page(heap: OwnedHeap, bin: usize) -> *mut Page {
     unsafe {
         let page = (*h).pages[bin].first();
         if !page.is_null() {
-            (*page).collect(false);
+            Page::collect(page, false);
             if (*page).immediate_available() {
                 // already at the front of its queue, where the direct table looks
                 (*page).retire_expire = 0;
@@ -723,7 +729,7 @@ fn queue_page_with_room(heap: OwnedHeap, bin: usize) -> *mut Page {
         let mut page = (*h).pages[bin].first();
         while !page.is_null() {
             let next = (*page).links.next;
-            (*page).collect(false);
+            Page::collect(page, false);
             if (*page).immediate_available() {
                 break;
             }
@@ -796,7 +802,7 @@ fn page_fresh(heap: OwnedHeap, block_size: usize, huge: Option<usize>) -> *mut P
     unsafe {
         let psize = segment::page_size(page);
         let bsize = if huge.is_some() { psize } else { block_size };
-        (*page).init(heap.as_ptr(), bsize, psize);
+        Page::init(page, heap.as_ptr(), bsize, psize);
         if !page_extend(page) {
             // out of memory committing its first blocks: give the page back (through our
             // segment context, which `tld` borrows)
@@ -844,7 +850,7 @@ unsafe fn page_extend(page: *mut Page) -> bool {
         return false;
     }
     // SAFETY: the new blocks are committed now, `free` is empty and there is room (caller).
-    unsafe { (*page).extend_free() };
+    unsafe { Page::extend_free(page) };
     true
 }
 

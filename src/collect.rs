@@ -7,7 +7,7 @@ use core::ptr;
 use crate::abandon::abandoned_collect;
 use crate::free::{heap_collect_retired, heap_delayed_free};
 use crate::heap::{for_each_page, page_sync_stats, OwnedHeap};
-use crate::page::Delayed;
+use crate::page::{Delayed, Page};
 use crate::page_queue::page_free;
 use crate::segment_alloc::segments_purge;
 
@@ -44,7 +44,7 @@ pub(crate) fn heap_collect(heap: OwnedHeap, mode: Collect) {
             // keeps both lists, abandoned or not (whoever allocates from it takes
             // `local_free` when `free` runs out). A dying thread skipping that walk
             // saved about half of its exit's instructions under mstress.
-            (*page).collect(mode == Collect::Force);
+            Page::collect(page, mode == Collect::Force);
             if (*page).all_free() {
                 page_free(heap, page, bin);
             } else {

@@ -154,7 +154,7 @@ pub(crate) fn heap_visit(
             // SAFETY: a page in our heap's queues is live and ours; collecting with
             // `force` leaves every free block in `free`.
             unsafe {
-                (*page).collect(true);
+                Page::collect(page, true);
                 go_on = page_visit(page, blocks, &mut f);
             }
         }

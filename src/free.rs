@@ -139,7 +139,7 @@ unsafe fn free_maybe_double(
     owner: usize,
 ) {
     // SAFETY: as this function's contract.
-    if unsafe { free_check::free_already(&*page, segment, block, owner) } {
+    if unsafe { free_check::free_already(page, segment, block, owner) } {
         return crate::secure::report(crate::secure::ErrorKind::DoubleFree, p as usize, None);
     }
     // SAFETY: `p` is a live block of `page` (not free: just checked), given up (caller).
@@ -746,7 +746,7 @@ pub(crate) fn heap_delayed_free(heap: OwnedHeap, all: bool) {
                     crate::heap::RawHeap::push_delayed(h, page, block);
                     retry = true;
                 } else {
-                    (*page).collect(false);
+                    Page::collect(page, false);
                     free_block_local(page, block, false);
                 }
                 block = next;

@@ -22,7 +22,9 @@
 //! Every list walk here is bounded: it stops at a link that leaves the page's blocks and
 //! after `capacity` steps, so a list corrupted by an overflow cannot crash or hang a check.
 
-use crate::page::{Block, Page, FLAG_HAS_ALIGNED};
+#[cfg(not(feature = "secure"))]
+use crate::page::FLAG_HAS_ALIGNED;
+use crate::page::{Block, Page};
 #[cfg(not(feature = "secure"))]
 use crate::secure::report;
 use crate::secure::ErrorKind;
@@ -152,7 +154,7 @@ pub(crate) fn secure_check(p: *mut u8, owner: usize) -> Result<(*mut Page, *mut 
         Checked::MaybeFree(page, block) => {
             // SAFETY: as above; `MaybeFree` gives a page in use of the live segment and a
             // block of it.
-            if unsafe { free_already(&*page, segment, block, owner) } {
+            if unsafe { free_already(page, segment, block, owner) } {
                 Err(ErrorKind::DoubleFree)
             } else {
                 Ok((page, block))
@@ -187,24 +189,41 @@ pub(crate) unsafe fn secure_check_in(p: *mut u8, segment: *mut crate::segment::S
     // SAFETY: the segment is live (caller); its slice table maps every slice of its first
     // chunk to a page entry in its header (`fill_slice_pages`), readable.
     let page = unsafe { (*segment).slice_pages[(p as usize >> SMALL_PAGE_SHIFT) & (SLICES - 1)] };
-    // SAFETY: as above: a page entry of the live segment's header.
-    let pg = unsafe { &*page };
-    let off = (p as usize).wrapping_sub(pg.page_start() as usize);
-    if off >= pg.handed {
+    // No `&Page`: the check runs on remote frees too, while the page's owner writes the
+    // entry's other fields (a reference would claim to read them all: a data race). The
+    // fields read are fixed while the page is in use (`page_start`, `div`, `block_size`,
+    // `keys`, `area`: set before its first block was handed out, and the block reached
+    // this thread after that), or atomic (`handed`; the `XHEAP_ALIGNED` tag of `xheap`,
+    // which stands for `flags`' `FLAG_HAS_ALIGNED` here).
+    // SAFETY: as above: a page entry of the live segment's header, its fields reached
+    // through the raw pointer.
+    let (start, handed) = unsafe {
+        (
+            (*page).page_start as usize,
+            (*page).handed.load(crate::sync::Ordering::Relaxed),
+        )
+    };
+    let off = (p as usize).wrapping_sub(start);
+    if off >= handed {
         return Checked::Outside;
     }
-    let block = if pg.div.divides(off) {
+    // SAFETY: as above (`div` is fixed while the page is in use; a borrow of it alone).
+    let block = if unsafe { (*page).div.divides(off) } {
         p as *mut Block
-    } else if pg.flags & FLAG_HAS_ALIGNED != 0 {
-        pg.block_of(p)
+    // SAFETY: as above.
+    } else if unsafe { Page::has_aligned_raw(page) } {
+        // SAFETY: as above (`block_size` is fixed while the page is in use).
+        p.wrapping_sub(off % unsafe { (*page).block_size }) as *mut Block
     } else {
         return Checked::Bad(ErrorKind::InvalidFree);
     };
     // SAFETY: `block` is a block of the page, inside its handed-out blocks (`handed`):
-    // readable.
+    // readable; the keys and `area` are fixed while the page is in use.
     let first = unsafe { (*block).next } as usize;
-    let link = pg.keys.decode(first);
-    if link == 0 || pg.in_area(link) {
+    // SAFETY: as above (a borrow of the `keys` field alone).
+    let link = unsafe { (*page).keys.decode(first) };
+    // SAFETY: as above.
+    if link == 0 || link.wrapping_sub(start) < unsafe { (*page).area } {
         return Checked::MaybeFree(page, block);
     }
     Checked::Block(page)
@@ -246,7 +265,7 @@ pub(crate) unsafe fn outside_blocks(
 #[cold]
 #[inline(never)]
 pub(crate) unsafe fn free_already(
-    pg: &Page,
+    page: *mut Page,
     segment: *mut crate::segment::Segment,
     block: *mut Block,
     owner: usize,
@@ -254,16 +273,21 @@ pub(crate) unsafe fn free_already(
     use crate::sync::Ordering;
     // SAFETY: the segment is live (caller).
     let local = unsafe { (*segment).owner.load(Ordering::Relaxed) } == owner;
-    // SAFETY (of the walks): the calling thread owns the page (`local`); the walks are
-    // bounded.
+    if !local {
+        // another thread's page: no `&Page` (its owner writes the entry meanwhile)
+        return true;
+    }
+    // SAFETY: the calling thread owns the page (`local`), so nothing else writes the
+    // fields a shared reference reads (remote frees change only the atomic
+    // `xthread_free`); the walks are bounded.
     // (a block on the heap's delayed list carries that list's mark: `Page::is_delayed_block`)
-    !local
-        || unsafe {
-            pg.is_delayed_block(block)
-                || in_list(pg, pg.free, block)
-                || in_list(pg, pg.local_free, block)
-                || in_list(pg, pg.thread_free_list(), block)
-        }
+    unsafe {
+        let pg = &*page;
+        pg.is_delayed_block(block)
+            || in_list(pg, pg.free, block)
+            || in_list(pg, pg.local_free, block)
+            || in_list(pg, pg.thread_free_list(), block)
+    }
 }
 
 /// Secure mode: whether `size`, given to a sized free of block `p` (checked by

@@ -462,11 +462,14 @@ pub(crate) unsafe fn page_sync_stats(page: *mut Page, tld: &mut Tld) {
     let _ = (page, tld);
     #[cfg(not(feature = "embedded"))]
     {
-        // SAFETY: the caller owns the page, so nothing else writes it.
-        let p = unsafe { &mut *page };
-        if p.used != p.stat_used {
-            let delta = (p.used as i64 - p.stat_used as i64) * p.block_size as i64;
-            p.stat_used = p.used;
+        // SAFETY: the caller owns the page, so nothing else writes these fields; a raw
+        // pointer, no `&mut Page` (remote frees CAS its `xthread_free` meanwhile).
+        let (used, stat_used, block_size) =
+            unsafe { ((*page).used, (*page).stat_used, (*page).block_size) };
+        if used != stat_used {
+            let delta = (used as i64 - stat_used as i64) * block_size as i64;
+            // SAFETY: as above.
+            unsafe { (*page).stat_used = used };
             if delta > 0 {
                 tld.stat_allocated += delta;
             } else {

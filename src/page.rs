@@ -189,9 +189,12 @@ pub(crate) struct Page {
     pub area: usize,
     /// Secure mode: `capacity * block_size`, the bytes of the blocks handed out so far
     /// (0 in a page not in use): `free`'s check tests a pointer's offset against it with
-    /// one compare (`free_check::secure_check`).
+    /// one compare (`free_check::secure_check`). Atomic (relaxed: plain loads and stores)
+    /// because the check runs on remote frees too, while the owner extends the page: a
+    /// thread that got a block saw `handed` cover it (the block reached it after the
+    /// store), and a larger value only widens what it accepts to blocks handed out since.
     #[cfg(feature = "secure")]
-    pub handed: usize,
+    pub handed: crate::sync::AtomicUsize,
 }
 /// The small geometry's layout of the same fields (see the default one for their
 /// meaning): pointers and sizes first, then the counts as 16 bits (a page holds at most
@@ -292,7 +295,7 @@ impl Page {
         #[cfg(feature = "secure")]
         area: 0,
         #[cfg(feature = "secure")]
-        handed: 0,
+        handed: crate::sync::AtomicUsize::new(0),
     };
 
     /// Address of the first block. (Small geometry: defined in `segment.rs`, from the
@@ -315,14 +318,20 @@ impl Page {
     }
 
     /// Sets [`Page::free_is_zero`] (`embedded`: not kept; false is always safe).
+    ///
+    /// # Safety
+    /// `page` is a live page entry of the calling thread (its owner).
     #[inline(always)]
-    pub(crate) fn set_free_is_zero(&mut self, zero: bool) {
+    pub(crate) unsafe fn set_free_is_zero(page: *mut Page, zero: bool) {
         #[cfg(not(feature = "embedded"))]
-        {
-            self.free_is_zero = zero;
+        // SAFETY: `page` is a live page entry that the calling thread owns (the `# Safety`
+        // contract); a raw write, no reference to the entry (other threads change its
+        // atomic fields meanwhile).
+        unsafe {
+            (*page).free_is_zero = zero;
         }
         #[cfg(feature = "embedded")]
-        let _ = zero;
+        let _ = (page, zero);
     }
 
     /// `used` as of the last statistics synchronisation. (`embedded`: not kept, always 0:
@@ -356,14 +365,23 @@ impl Page {
 
     /// Sets [`Page::partial_commit`] (the small geometry has no partly committed pages:
     /// only 0 may be set there).
+    ///
+    /// # Safety
+    /// `page` is a live page entry of the calling thread (its owner).
     #[inline(always)]
-    pub(crate) fn set_partial_commit(&mut self, bytes: usize) {
+    pub(crate) unsafe fn set_partial_commit(page: *mut Page, bytes: usize) {
         #[cfg(not(feature = "small"))]
-        {
-            self.partial_commit = bytes;
+        // SAFETY: `page` is a live page entry that the calling thread owns (the `# Safety`
+        // contract); a raw write, no reference to the entry (other threads change its
+        // atomic fields meanwhile).
+        unsafe {
+            (*page).partial_commit = bytes;
         }
         #[cfg(feature = "small")]
-        debug_assert_eq!(bytes, 0, "a partly committed page in the small geometry");
+        {
+            let _ = page;
+            debug_assert_eq!(bytes, 0, "a partly committed page in the small geometry");
+        }
     }
 
     /// The owning heap (null when abandoned or unused). (`embedded`: defined in
@@ -451,14 +469,22 @@ impl Page {
 
     /// The slow path's half of [`Page::has_free`]: when the head of `free` is corrupted,
     /// reports it, drops the list (its blocks are lost, never followed) and returns true.
+    ///
+    /// # Safety
+    /// `page` is a live page entry of the calling thread (its owner).
     #[inline]
-    pub(crate) fn drop_corrupt_head(&mut self) -> bool {
-        if self.free.is_null() || self.has_free() {
-            return false;
+    pub(crate) unsafe fn drop_corrupt_head(page: *mut Page) -> bool {
+        // SAFETY: `page` is a live page entry that the calling thread owns (the `# Safety`
+        // contract): its fields are reached through the raw pointer, no reference to the
+        // entry is made (other threads change its atomic fields meanwhile).
+        unsafe {
+            if (*page).free.is_null() || (*page).has_free() {
+                return false;
+            }
+            (*page).corrupt_link((*page).free);
+            (*page).free = ptr::null_mut();
+            true
         }
-        self.corrupt_link(self.free);
-        self.free = ptr::null_mut();
-        true
     }
 
     /// The queue bin this page belongs to (given its flags and size).
@@ -754,40 +780,51 @@ impl Page {
     ///
     /// # Safety
     /// The page is claimed from its segment and in no queue.
-    pub(crate) unsafe fn init(&mut self, heap: *mut RawHeap, block_size: usize, page_size: usize) {
-        debug_assert!(self.segment_in_use);
-        debug_assert!(block_size >= WORD && block_size % WORD == 0);
-        self.block_size = block_size;
-        let reserved = page_size / block_size;
-        debug_assert!(reserved >= 1 && reserved <= BlockCount::MAX as usize);
-        self.reserved = reserved as BlockCount;
-        self.capacity = 0;
-        self.used = 0;
-        #[cfg(not(feature = "embedded"))]
-        {
-            self.stat_used = 0;
+    pub(crate) unsafe fn init(
+        page: *mut Page,
+        heap: *mut RawHeap,
+        block_size: usize,
+        page_size: usize,
+    ) {
+        // SAFETY: `page` is a live page entry that the calling thread owns (the `# Safety`
+        // contract): its fields are reached through the raw pointer, no reference to the
+        // entry is made (other threads change its atomic fields meanwhile).
+        unsafe {
+            debug_assert!((*page).segment_in_use);
+            debug_assert!(block_size >= WORD && block_size % WORD == 0);
+            (*page).block_size = block_size;
+            let reserved = page_size / block_size;
+            debug_assert!(reserved >= 1 && reserved <= BlockCount::MAX as usize);
+            (*page).reserved = reserved as BlockCount;
+            (*page).capacity = 0;
+            (*page).used = 0;
+            #[cfg(not(feature = "embedded"))]
+            {
+                (*page).stat_used = 0;
+            }
+            (*page).flags = 0;
+            (*page).retire_expire = 0;
+            (*page).free = ptr::null_mut();
+            (*page).local_free = ptr::null_mut();
+            Page::set_free_is_zero(page, false);
+            (*page).links = Links::new();
+            #[cfg(feature = "secure")]
+            {
+                (*page).keys = Keys::random();
+                (*page).div = Divisor::new(block_size);
+                (*page).area = reserved * block_size;
+                (*page).handed.store(0, crate::sync::Ordering::Relaxed);
+            }
+            #[cfg(not(feature = "embedded"))]
+            (*page)
+                .xthread_free
+                .store(Delayed::NoDelayedFree as usize, Ordering::Release);
+            // a fresh page: no pointer into a block yet (`flags` is 0), so no tag
+            #[cfg(not(feature = "embedded"))]
+            (*page).xheap.store(heap, Ordering::Release);
+            #[cfg(feature = "embedded")]
+            (*page).set_heap(heap);
         }
-        self.flags = 0;
-        self.retire_expire = 0;
-        self.free = ptr::null_mut();
-        self.local_free = ptr::null_mut();
-        self.set_free_is_zero(false);
-        self.links = Links::new();
-        #[cfg(feature = "secure")]
-        {
-            self.keys = Keys::random();
-            self.div = Divisor::new(block_size);
-            self.area = reserved * block_size;
-            self.handed = 0;
-        }
-        #[cfg(not(feature = "embedded"))]
-        self.xthread_free
-            .store(Delayed::NoDelayedFree as usize, Ordering::Release);
-        // a fresh page: no pointer into a block yet (`flags` is 0), so no tag
-        #[cfg(not(feature = "embedded"))]
-        self.xheap.store(heap, Ordering::Release);
-        #[cfg(feature = "embedded")]
-        self.set_heap(heap);
     }
 
     /// How many blocks the next `extend_free` adds.
@@ -801,42 +838,50 @@ impl Page {
     ///
     /// # Safety
     /// The blocks it adds are committed, `free` is empty and `capacity < reserved`.
-    pub(crate) unsafe fn extend_free(&mut self) {
-        debug_assert!(self.free.is_null());
-        debug_assert!(self.capacity < self.reserved);
-        let bsize = self.block_size;
-        let extend = self.extend_count();
-        let start = self
-            .page_start()
-            .wrapping_add(self.capacity as usize * bsize);
-        #[cfg(not(feature = "secure"))]
-        // SAFETY: blocks `capacity .. capacity + extend` lie inside the committed page,
-        // are unused (never handed out since the page was initialised), and each is at
-        // least one word, so writing their `next` words is in bounds and races with no one.
+    pub(crate) unsafe fn extend_free(page: *mut Page) {
+        // SAFETY: `page` is a live page entry that the calling thread owns (the `# Safety`
+        // contract): its fields are reached through the raw pointer, no reference to the
+        // entry is made (other threads change its atomic fields meanwhile).
         unsafe {
-            let mut block = start as *mut Block;
-            for i in 1..extend {
-                let next = start.add(i * bsize) as *mut Block;
-                (*block).next = next;
-                block = next;
+            debug_assert!((*page).free.is_null());
+            debug_assert!((*page).capacity < (*page).reserved);
+            let bsize = (*page).block_size;
+            let extend = (*page).extend_count();
+            let start = (*page)
+                .page_start()
+                .wrapping_add((*page).capacity as usize * bsize);
+            #[cfg(not(feature = "secure"))]
+            // SAFETY: blocks `capacity .. capacity + extend` lie inside the committed page,
+            // are unused (never handed out since the page was initialised), and each is at
+            // least one word, so writing their `next` words is in bounds and races with no one.
+            {
+                let mut block = start as *mut Block;
+                for i in 1..extend {
+                    let next = start.add(i * bsize) as *mut Block;
+                    (*block).next = next;
+                    block = next;
+                }
+                (*block).next = ptr::null_mut();
             }
-            (*block).next = ptr::null_mut();
-        }
-        #[cfg(not(feature = "secure"))]
-        {
-            self.free = start as *mut Block;
-        }
-        #[cfg(feature = "secure")]
-        // SAFETY: as above: the blocks are in the committed page and ours alone.
-        unsafe {
-            self.free = self.extend_free_shuffled(start, extend);
-        }
-        // fresh blocks of zeroed memory read as zero but for the `next` word
-        self.set_free_is_zero(self.is_zero_init);
-        self.capacity += extend as BlockCount;
-        #[cfg(feature = "secure")]
-        {
-            self.handed = self.capacity as usize * bsize;
+            #[cfg(not(feature = "secure"))]
+            {
+                (*page).free = start as *mut Block;
+            }
+            #[cfg(feature = "secure")]
+            // SAFETY: as above: the blocks are in the committed page and ours alone.
+            {
+                (*page).free = Page::extend_free_shuffled(page, start, extend);
+            }
+            // fresh blocks of zeroed memory read as zero but for the `next` word
+            Page::set_free_is_zero(page, (*page).is_zero_init);
+            (*page).capacity += extend as BlockCount;
+            #[cfg(feature = "secure")]
+            {
+                (*page).handed.store(
+                    (*page).capacity as usize * bsize,
+                    crate::sync::Ordering::Relaxed,
+                );
+            }
         }
     }
 
@@ -848,53 +893,58 @@ impl Page {
     /// # Safety
     /// As `extend_free`: the `n` blocks from `start` are in the committed page, ours alone.
     #[cfg(feature = "secure")]
-    unsafe fn extend_free_shuffled(&mut self, start: *mut u8, n: usize) -> *mut Block {
-        fn gcd(mut a: usize, mut b: usize) -> usize {
-            while b != 0 {
-                (a, b) = (b, a % b);
+    unsafe fn extend_free_shuffled(page: *mut Page, start: *mut u8, n: usize) -> *mut Block {
+        // SAFETY: `page` is a live page entry that the calling thread owns (the `# Safety`
+        // contract): its fields are reached through the raw pointer, no reference to the
+        // entry is made (other threads change its atomic fields meanwhile).
+        unsafe {
+            fn gcd(mut a: usize, mut b: usize) -> usize {
+                while b != 0 {
+                    (a, b) = (b, a % b);
+                }
+                a
             }
-            a
-        }
-        let bsize = self.block_size;
-        let first = secure::random() % n;
-        let mut stride = if n > 1 {
-            1 + secure::random() % (n - 1)
-        } else {
-            1
-        };
-        while gcd(stride, n) != 1 {
-            stride -= 1;
-        }
-        // block `(first + k * stride) % n` is the `k`-th: its index kept incrementally (a
-        // division per block cost larson 3% of secure mode's instructions)
-        let at = |i: usize| start.wrapping_add(i * bsize) as *mut Block;
-        let scrub = !self.is_zero_init;
-        let mut i = first;
-        for k in 0..n {
-            let b = at(i);
-            i += stride;
-            if i >= n {
-                i -= n;
+            let bsize = (*page).block_size;
+            let first = secure::random() % n;
+            let mut stride = if n > 1 {
+                1 + secure::random() % (n - 1)
+            } else {
+                1
+            };
+            while gcd(stride, n) != 1 {
+                stride -= 1;
             }
-            let next = if k + 1 < n { at(i) } else { ptr::null_mut() };
-            if scrub {
-                // the words that `written_after_free` reads (the link is written below)
-                let w = b as *mut usize;
-                // SAFETY: the block is ours (caller), at least as many words as written.
-                unsafe {
-                    if bsize >= 4 * WORD {
-                        w.add(1).write(0);
-                        w.add(2).write(0);
-                        w.add(3).write(0);
-                    } else if bsize >= 2 * WORD {
-                        w.add(1).write(0);
+            // block `(first + k * stride) % n` is the `k`-th: its index kept incrementally (a
+            // division per block cost larson 3% of secure mode's instructions)
+            let at = |i: usize| start.wrapping_add(i * bsize) as *mut Block;
+            let scrub = !(*page).is_zero_init;
+            let mut i = first;
+            for k in 0..n {
+                let b = at(i);
+                i += stride;
+                if i >= n {
+                    i -= n;
+                }
+                let next = if k + 1 < n { at(i) } else { ptr::null_mut() };
+                if scrub {
+                    // the words that `written_after_free` reads (the link is written below)
+                    let w = b as *mut usize;
+                    // SAFETY: the block is ours (caller), at least as many words as written.
+                    {
+                        if bsize >= 4 * WORD {
+                            w.add(1).write(0);
+                            w.add(2).write(0);
+                            w.add(3).write(0);
+                        } else if bsize >= 2 * WORD {
+                            w.add(1).write(0);
+                        }
                     }
                 }
+                // SAFETY: as above.
+                (*page).set_next(b, next);
             }
-            // SAFETY: as above.
-            unsafe { self.set_next(b, next) };
+            at(first)
         }
-        at(first)
     }
 
     /// Moves the remote frees (`thread_free`) onto `local_free`.
@@ -902,58 +952,63 @@ impl Page {
     /// # Safety
     /// Called by the page's owner (or by a thread that owns the page's abandoned segment).
     #[cfg(not(feature = "embedded"))]
-    unsafe fn thread_free_collect(&mut self) {
-        let mut tf = self.xthread_free.load(Ordering::Relaxed);
-        loop {
-            if tf_block(tf).is_null() {
-                return;
-            }
-            let new = tf_make(ptr::null_mut(), tf_delayed(tf));
-            match self.xthread_free.compare_exchange_weak(
-                tf,
-                new,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(cur) => tf = cur,
-            }
-        }
-        let head = tf_block(tf);
-        let mut count: BlockCount = 1;
-        // SAFETY: the list was taken whole by the CAS above; its blocks are blocks of this
-        // page freed by other threads (pushed with release ordering, read after acquire).
+    unsafe fn thread_free_collect(page: *mut Page) {
+        // SAFETY: `page` is a live page entry that the calling thread owns (the `# Safety`
+        // contract): its fields are reached through the raw pointer, no reference to the
+        // entry is made (other threads change its atomic fields meanwhile).
         unsafe {
-            let mut tail = head;
+            let mut tf = (*page).xthread_free.load(Ordering::Relaxed);
             loop {
-                // (the default build reads these links unchecked: remote frees are the
-                // hot path of producer/consumer programs, and this walk runs once per
-                // remote free; the count bound below still stops a cycle)
-                #[cfg(not(feature = "secure"))]
-                let next = (*tail).next;
-                #[cfg(feature = "secure")]
-                let next = self.next_of(tail);
-                if next.is_null() {
-                    break;
+                if tf_block(tf).is_null() {
+                    return;
                 }
-                if count >= self.capacity {
-                    // longer than the page: a cycle, from a block freed twice by other
-                    // threads (reported; the list is cut here, never walked forever)
-                    self.corrupt_link(tail);
-                    break;
+                let new = tf_make(ptr::null_mut(), tf_delayed(tf));
+                match (*page).xthread_free.compare_exchange_weak(
+                    tf,
+                    new,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(cur) => tf = cur,
                 }
-                tail = next;
-                count += 1;
             }
-            self.set_next(tail, self.local_free);
-        }
-        self.local_free = head;
-        if self.used >= count {
-            self.used -= count;
-        } else {
-            // more remote frees than blocks in use: double frees (reported above or by
-            // the checks of `free`)
-            self.used = 0;
+            let head = tf_block(tf);
+            let mut count: BlockCount = 1;
+            // SAFETY: the list was taken whole by the CAS above; its blocks are blocks of this
+            // page freed by other threads (pushed with release ordering, read after acquire).
+            {
+                let mut tail = head;
+                loop {
+                    // (the default build reads these links unchecked: remote frees are the
+                    // hot path of producer/consumer programs, and this walk runs once per
+                    // remote free; the count bound below still stops a cycle)
+                    #[cfg(not(feature = "secure"))]
+                    let next = (*tail).next;
+                    #[cfg(feature = "secure")]
+                    let next = (*page).next_of(tail);
+                    if next.is_null() {
+                        break;
+                    }
+                    if count >= (*page).capacity {
+                        // longer than the page: a cycle, from a block freed twice by other
+                        // threads (reported; the list is cut here, never walked forever)
+                        (*page).corrupt_link(tail);
+                        break;
+                    }
+                    tail = next;
+                    count += 1;
+                }
+                (*page).set_next(tail, (*page).local_free);
+            }
+            (*page).local_free = head;
+            if (*page).used >= count {
+                (*page).used -= count;
+            } else {
+                // more remote frees than blocks in use: double frees (reported above or by
+                // the checks of `free`)
+                (*page).used = 0;
+            }
         }
     }
 
@@ -968,15 +1023,23 @@ impl Page {
     /// When `free` is empty, makes the owner's frees (`local_free`) the blocks to allocate
     /// from; returns whether it did. The owner's part of collecting, without the atomic
     /// remote frees.
+    ///
+    /// # Safety
+    /// `page` is a live page entry of the calling thread (its owner).
     #[inline(always)]
-    pub(crate) fn take_local_free(&mut self) -> bool {
-        if !self.free.is_null() || self.local_free.is_null() {
-            return false;
+    pub(crate) unsafe fn take_local_free(page: *mut Page) -> bool {
+        // SAFETY: `page` is a live page entry that the calling thread owns (the `# Safety`
+        // contract): its fields are reached through the raw pointer, no reference to the
+        // entry is made (other threads change its atomic fields meanwhile).
+        unsafe {
+            if !(*page).free.is_null() || (*page).local_free.is_null() {
+                return false;
+            }
+            (*page).free = (*page).local_free;
+            (*page).local_free = ptr::null_mut();
+            Page::set_free_is_zero(page, false);
+            true
         }
-        self.free = self.local_free;
-        self.local_free = ptr::null_mut();
-        self.set_free_is_zero(false);
-        true
     }
 
     /// Collects the page's free lists: remote frees onto `local_free`, and `local_free`
@@ -984,30 +1047,35 @@ impl Page {
     ///
     /// # Safety
     /// Called by the page's owner.
-    pub(crate) unsafe fn collect(&mut self, force: bool) {
-        // SAFETY: the calling thread owns the page (the `# Safety` contract), as
-        // `thread_free_collect` requires.
-        unsafe { self.thread_free_collect() };
-        if self.local_free.is_null() || self.take_local_free() {
-            return;
-        }
-        if force {
-            // append `free` after `local_free`
-            let mut tail = self.local_free;
-            // SAFETY: `local_free` is a list of this page's blocks, owned by the caller.
-            unsafe {
-                loop {
-                    let next = self.next_of(tail);
-                    if next.is_null() {
-                        break;
-                    }
-                    tail = next;
-                }
-                self.set_next(tail, self.free);
+    pub(crate) unsafe fn collect(page: *mut Page, force: bool) {
+        // SAFETY: `page` is a live page entry that the calling thread owns (the `# Safety`
+        // contract): its fields are reached through the raw pointer, no reference to the
+        // entry is made (other threads change its atomic fields meanwhile).
+        unsafe {
+            // SAFETY: the calling thread owns the page (the `# Safety` contract), as
+            // `thread_free_collect` requires.
+            Page::thread_free_collect(page);
+            if (*page).local_free.is_null() || Page::take_local_free(page) {
+                return;
             }
-            self.free = self.local_free;
-            self.local_free = ptr::null_mut();
-            self.set_free_is_zero(false);
+            if force {
+                // append `free` after `local_free`
+                let mut tail = (*page).local_free;
+                // SAFETY: `local_free` is a list of this page's blocks, owned by the caller.
+                {
+                    loop {
+                        let next = (*page).next_of(tail);
+                        if next.is_null() {
+                            break;
+                        }
+                        tail = next;
+                    }
+                    (*page).set_next(tail, (*page).free);
+                }
+                (*page).free = (*page).local_free;
+                (*page).local_free = ptr::null_mut();
+                Page::set_free_is_zero(page, false);
+            }
         }
     }
 
@@ -1117,7 +1185,7 @@ impl Page {
     /// `embedded`: no remote frees, nothing to collect.
     #[cfg(feature = "embedded")]
     #[inline(always)]
-    unsafe fn thread_free_collect(&mut self) {}
+    unsafe fn thread_free_collect(_page: *mut Page) {}
 
     /// `embedded`: no remote frees, so no delayed-free state to set.
     #[cfg(feature = "embedded")]
@@ -1150,17 +1218,25 @@ impl Page {
 
     /// Makes the page unused again, keeping what describes its memory (start, index,
     /// commit state); its memory no longer reads as zero.
-    pub(crate) fn reset(&mut self) {
-        *self = Page {
-            #[cfg(not(feature = "small"))]
-            page_start: self.page_start,
-            #[cfg(not(feature = "small"))]
-            segment_idx: self.segment_idx,
-            is_committed: self.is_committed,
-            #[cfg(not(feature = "small"))]
-            partial_commit: self.partial_commit,
-            ..Page::EMPTY
-        };
+    ///
+    /// # Safety
+    /// `page` is a live page entry of the calling thread (its owner).
+    pub(crate) unsafe fn reset(page: *mut Page) {
+        // SAFETY: `page` is a live page entry that the calling thread owns (the `# Safety`
+        // contract): its fields are reached through the raw pointer, no reference to the
+        // entry is made (other threads change its atomic fields meanwhile).
+        unsafe {
+            *page = Page {
+                #[cfg(not(feature = "small"))]
+                page_start: (*page).page_start,
+                #[cfg(not(feature = "small"))]
+                segment_idx: (*page).segment_idx,
+                is_committed: (*page).is_committed,
+                #[cfg(not(feature = "small"))]
+                partial_commit: (*page).partial_commit,
+                ..Page::EMPTY
+            };
+        }
     }
 
     /// Checks the page invariants (debug builds).
@@ -1175,7 +1251,7 @@ impl Page {
         assert!(self.used <= self.capacity && self.capacity <= self.reserved);
         #[cfg(feature = "secure")]
         assert_eq!(
-            self.handed,
+            self.handed.load(crate::sync::Ordering::Relaxed),
             self.capacity as usize * self.block_size,
             "page.handed"
         );

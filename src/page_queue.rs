@@ -115,7 +115,7 @@ pub(crate) unsafe fn page_to_full(heap: OwnedHeap, page: *mut Page, bin: usize) 
         (*h).queue_push(page);
         (*page).use_delayed_free(Delayed::UseDelayedFree, false);
         // a remote free may have landed just before the state switched
-        (*page).collect(false);
+        Page::collect(page, false);
         if (*page).immediate_available() {
             page_unfull(heap, page);
         }

@@ -119,7 +119,7 @@ pub(crate) struct Segment {
     pub slice_pages: [*mut Page; SLICES],
     /// Page metadata; really `capacity` entries (the header is sized for them); read
     /// them with [`Segment::page`].
-    pub pages: [Page; 1],
+    pub pages: [Page; 0],
 }
 
 /// Entries of [`Segment::slice_pages`]: the small pages a segment has room for.
@@ -193,7 +193,7 @@ pub(crate) const fn header_size(kind: SegmentKind) -> usize {
         SegmentKind::Medium => MEDIUM_PAGES_PER_SEGMENT,
         SegmentKind::Large | SegmentKind::Huge => 1,
     };
-    let full = core::mem::size_of::<Segment>() + (pages - 1) * core::mem::size_of::<Page>();
+    let full = core::mem::size_of::<Segment>() + pages * core::mem::size_of::<Page>();
     // Small geometry: without the entries of the slices that the header covers (as
     // `segment_alloc_sized` lays it out; the sources of fixed memory have 16-byte pages).
     #[cfg(feature = "small")]

@@ -152,7 +152,7 @@ fn segment_alloc_sized(
         SegmentKind::Medium => (MEDIUM_PAGES_PER_SEGMENT, MEDIUM_PAGE_SHIFT),
         SegmentKind::Large | SegmentKind::Huge => (1, usize::BITS as usize - 1),
     };
-    let header = size_of::<Segment>() + (capacity - 1) * size_of::<Page>();
+    let header = size_of::<Segment>() + capacity * size_of::<Page>();
     // secure mode: a guard page ends the header, and one ends large and huge segments
     // (see `Segment::guard`)
     #[cfg(feature = "secure")]
@@ -373,7 +373,7 @@ fn segment_alloc_sized(
                 slices_used: 0,
                 #[cfg(not(feature = "small"))]
                 slice_pages: [ptr::null_mut(); crate::segment::SLICES],
-                pages: [Page::EMPTY],
+                pages: [],
             },
         );
         (*segment).set_cookie();
@@ -834,20 +834,22 @@ pub(crate) unsafe fn page_commit(page: *mut Page, bytes: usize) -> bool {
     } else {
         None
     };
-    // SAFETY: as for the first reference to the page; `seg` is no longer used, so this is
-    // the only reference into the header.
-    let p = unsafe { &mut *page };
-    if let Some(zero) = grown {
-        if !zero {
-            p.is_zero_init = false;
+    // SAFETY: as for the first reference to the page; `seg` is no longer used. Raw
+    // accesses, no `&mut Page`: the page is in use, and remote frees CAS its
+    // `xthread_free` meanwhile.
+    unsafe {
+        if let Some(zero) = grown {
+            if !zero {
+                (*page).is_zero_init = false;
+            }
         }
-    }
-    let committed = if grown.is_some() { need } else { partial };
-    if committed == area {
-        p.is_committed = true;
-        p.set_partial_commit(0);
-    } else {
-        p.set_partial_commit(committed);
+        let committed = if grown.is_some() { need } else { partial };
+        if committed == area {
+            (*page).is_committed = true;
+            Page::set_partial_commit(page, 0);
+        } else {
+            Page::set_partial_commit(page, committed);
+        }
     }
     true
 }
@@ -888,7 +890,8 @@ pub(crate) unsafe fn page_free_in(ctx: Option<&mut SegmentsTld>, page: *mut Page
     if kind == SegmentKind::Huge {
         os.stats.huge.sub(pg.block_size as i64);
     }
-    pg.reset();
+    // SAFETY: as above: the page is ours and no block of it is in use.
+    unsafe { Page::reset(pg) };
     let idx = pg.segment_idx();
     let dirty = pg.is_committed || pg.partial_commit() > 0;
     #[cfg(feature = "small")]
@@ -1078,7 +1081,8 @@ unsafe fn purge_run(
         let page = unsafe { &mut *(*segment).page(idx) };
         if needs_recommit {
             page.is_committed = false;
-            page.set_partial_commit(0);
+            // SAFETY: the page is ours and not in use (above).
+            unsafe { Page::set_partial_commit(page, 0) };
         } else if decommit_zeroes {
             page.is_zero_init = true;
         }

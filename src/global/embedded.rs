@@ -430,7 +430,7 @@ unsafe impl GlobalAlloc for Heap {
                     // raw read of `local_free` stops there before a `&mut` is made).
                     unsafe {
                         let page = (*heap).pages_direct[wsize_from_size(layout.size())];
-                        if !(*page).local_free.is_null() && (*page).take_local_free() {
+                        if !(*page).local_free.is_null() && Page::take_local_free(page) {
                             return malloc_small_try(heap, layout.size());
                         }
                     }
