@@ -584,7 +584,7 @@ unsafe fn block_of_raw(page: *const Page, p: *mut u8) -> *mut Block {
 /// queue gets back). The small geometry (pages of a few blocks) keeps mimalloc's rule.
 #[inline(always)]
 pub(crate) fn unfull_at(capacity: crate::page::BlockCount) -> crate::page::BlockCount {
-    if cfg!(feature = "small") {
+    if cfg!(any(feature = "small", feature = "std")) {
         1
     } else {
         ((capacity >> 3) + 1).min(16)

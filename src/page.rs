@@ -790,9 +790,17 @@ impl Page {
         self.set_heap(heap);
     }
 
-    /// How many blocks the next `extend_free` adds.
+    /// How many blocks the next `extend_free` adds: `MAX_EXTEND_SIZE` bytes of them (at
+    /// least `MIN_EXTEND`), and hosted, at least as many as the page holds already, so
+    /// that a page's free list grows 4, 4, 8, 16 KiB ... (as rusty_alloc's): each growth
+    /// is a trip through the allocation slow path, and the blocks carved but unused stay
+    /// bounded by those carved before. (Hosted only: a kernel commits frames for what is
+    /// carved, and the small geometry's pages hold one growth.)
     pub(crate) fn extend_count(&self) -> usize {
-        let extend = (MAX_EXTEND_SIZE / self.block_size).max(MIN_EXTEND);
+        let mut extend = (MAX_EXTEND_SIZE / self.block_size).max(MIN_EXTEND);
+        if cfg!(feature = "std") {
+            extend = extend.max(self.capacity as usize);
+        }
         extend.min((self.reserved - self.capacity) as usize)
     }
 
