@@ -107,6 +107,13 @@ unsafe fn page_pop_reported(page: *mut Page, size: usize, zero: bool) -> ptr::No
     }
 }
 
+/// The generic path's periodic bookkeeping (purging segments' expired free pages, the
+/// segment cache's expired entries) runs on every `HEARTBEAT_PERIOD`th slow-path
+/// allocation of a thread (`Tld::heartbeat`); the shortcuts of a miss
+/// ([`malloc_small_local`], [`malloc_refill`]) leave those to the generic path. Purges are
+/// due by time (`Os::purge_delay`), so this only bounds how often the clock is looked at.
+const HEARTBEAT_PERIOD: u64 = 64;
+
 /// Allocates `size <= SMALL_SIZE_MAX` bytes: a table load, a list pop and a store.
 /// About 8 instructions when the page has a free block.
 ///
@@ -190,8 +197,8 @@ pub(crate) unsafe fn malloc_small_miss(heap: *mut RawHeap, size: usize, zero: bo
 /// direct table's page has run out of `free` blocks but holds blocks its owner freed
 /// (`local_free`), which become its `free` list (what the generic path's first step,
 /// `find_free_page`, would do with that page, at the head of its queue). The generic
-/// path's bookkeeping still runs regularly: on every 16th miss (`heartbeat`, whose
-/// multiples of 16 are where it purges), whenever remote frees wait on the heap's
+/// path's bookkeeping still runs regularly: on every [`HEARTBEAT_PERIOD`]th miss
+/// (`heartbeat`, whose multiples of it are where it purges), whenever remote frees wait on the heap's
 /// delayed list, and for pages with nothing in `local_free` (which often only need their
 /// free list grown: [`malloc_refill`]); remote frees into this page
 /// (`thread_free`) wait until then, as frees into any other page do. In a loop of
@@ -222,7 +229,7 @@ unsafe fn malloc_small_local(heap: *mut RawHeap, size: usize, zero: bool) -> *mu
         }
         let tld = (*heap).tld;
         let heartbeat = (*tld).heartbeat + 1;
-        if heartbeat % 16 == 0 || !(*page).take_local_free() {
+        if heartbeat % HEARTBEAT_PERIOD == 0 || !(*page).take_local_free() {
             return ptr::null_mut();
         }
         (*tld).heartbeat = heartbeat;
@@ -236,9 +243,10 @@ unsafe fn malloc_small_local(heap: *mut RawHeap, size: usize, zero: bool) -> *mu
         // emptying costs a load and a branch, not a retirement. The countdown
         // (`heap_collect_retired`) takes it off retirement if it holds blocks when it
         // looks, and frees it only if it is empty then, as for any retired page.
-        let p = page_pop(page, size, zero);
-        page_sync_stats(page, &mut *tld);
-        p
+        // (no `page_sync_stats`: the page's count of blocks in use reaches the statistics
+        // when the generic path, a queue walk, a retirement or a collection next takes it
+        // up, as for the blocks the fast path hands out)
+        page_pop(page, size, zero)
     }
 }
 
@@ -246,10 +254,10 @@ unsafe fn malloc_small_local(heap: *mut RawHeap, size: usize, zero: bool) -> *mu
 /// the head of the size class's queue for medium and large ones), taken without the
 /// generic path when that page only needs refilling: its own frees (`local_free`) become
 /// its free list (as in [`malloc_small_local`]), or, with none, its free list grows by
-/// `MAX_EXTEND_SIZE` bytes of blocks when its memory is committed (growing is writing
+/// `MAX_EXTEND_SIZE` bytes of blocks or more (`Page::extend_count`) when its memory is committed (growing is writing
 /// links) and no remote frees wait on it (they are taken first, on the generic path): what
 /// `find_free_page` would do with that page, with `malloc_small_local`'s bookkeeping rules
-/// (the generic path runs on every 16th miss and whenever remote frees wait on the heap's
+/// (the generic path runs on every [`HEARTBEAT_PERIOD`]th miss and whenever remote frees wait on the heap's
 /// delayed list). Else, and for a null page, the generic path runs (from here: a tail call
 /// for the caller, so that the callers' commoner cases save no register). xmalloc: 22.6K
 /// of its 25.7K generic calls only grew the page's free list; mstress's medium sizes went
@@ -286,7 +294,7 @@ unsafe fn malloc_refill(heap: *mut RawHeap, page: *mut Page, size: usize, zero: 
         }
         let tld = (*heap).tld;
         let heartbeat = (*tld).heartbeat + 1;
-        if heartbeat % 16 == 0 {
+        if heartbeat % HEARTBEAT_PERIOD == 0 {
             return malloc_generic(heap, size, zero, 0);
         }
         if local {
@@ -304,10 +312,8 @@ unsafe fn malloc_refill(heap: *mut RawHeap, page: *mut Page, size: usize, zero: 
         (*tld).heartbeat = heartbeat;
         (*tld).domain().os.tick();
         // (the page keeps its place at the front of its queue; a retired page stays
-        // retired, as in `malloc_small_local`)
-        let p = page_pop(page, size, zero);
-        page_sync_stats(page, &mut *tld);
-        p
+        // retired, and its statistics wait, as in `malloc_small_local`)
+        page_pop(page, size, zero)
     }
 }
 
@@ -568,7 +574,7 @@ pub(crate) unsafe fn malloc_generic(
     let heartbeat = tld.heartbeat;
     os.tick();
     heap_delayed_free_partial(heap);
-    if heartbeat % 16 == 0 {
+    if heartbeat % HEARTBEAT_PERIOD == 0 {
         // SAFETY: as above (no other reference to the context is alive here).
         segment::segments_purge(unsafe { &mut (*heap.tld()).segments }, false);
         os.cache_collect(false);
