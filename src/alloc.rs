@@ -28,6 +28,16 @@ unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
     // Secure mode: the link and the scrubbed words are checked first; anything wrong (a
     // report to make) goes out of line as a tail call, so that the common path makes no
     // call that it must save registers around.
+    // A block to zero by `memset` comes from a function of its own, a tail call: so that
+    // the callers that inline this (the allocation misses of `GlobalAlloc`) make no call
+    // that they must save registers around, zeroing or not. (Secure and debug mode check
+    // and fill blocks here: they take the general form.)
+    #[cfg(not(any(feature = "secure", feature = "debug-mode")))]
+    // SAFETY: the calling thread owns the page, which has a free block of at least `size`
+    // bytes (caller).
+    if zero && unsafe { !(*page).free_is_zero() } {
+        return unsafe { page_pop_zeroing(page).as_ptr() };
+    }
     // SAFETY: the calling thread owns the page (caller), so nothing else writes it.
     let pg = unsafe { &mut *page };
     let block = pg.free;
@@ -49,6 +59,32 @@ unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
             (*block).next = ptr::null_mut();
         }
         page_pop_rest(pg, block, size, zero)
+    }
+}
+
+/// [`page_pop`] of a block to zero by `memset` (the page's free blocks are not known to be
+/// zero): out of line, so that `page_pop` stays free of calls. (It pops the block itself:
+/// a function that returned its argument would let the compiler keep that argument in a
+/// saved register across the call, as it did, instead of making it a tail call; and the
+/// result is `NonNull`, as `page_pop_reported`'s, so that callers that test `page_pop`'s
+/// result for null keep nothing across the call either.)
+///
+/// # Safety
+/// As [`page_pop`].
+#[cfg(not(any(feature = "secure", feature = "debug-mode")))]
+#[inline(never)]
+unsafe fn page_pop_zeroing(page: *mut Page) -> ptr::NonNull<u8> {
+    // SAFETY: the calling thread owns the page (caller), so nothing else writes it; its
+    // `free` block (not null, caller) is ours to hand out, `block_size` bytes long.
+    unsafe {
+        let pg = &mut *page;
+        let block = pg.free;
+        pg.free = (*block).next;
+        pg.used += 1;
+        // The whole block, not only the bytes asked for: as `page_pop_rest`.
+        ptr::write_bytes(block as *mut u8, 0, pg.block_size);
+        // a block of the page: never null
+        ptr::NonNull::new_unchecked(block as *mut u8)
     }
 }
 
