@@ -290,7 +290,7 @@ unsafe fn malloc_small_local(heap: *mut RawHeap, size: usize, zero: bool) -> *mu
 /// the head of the size class's queue for medium and large ones), taken without the
 /// generic path when that page only needs refilling: its own frees (`local_free`) become
 /// its free list (as in [`malloc_small_local`]), or, with none, its free list grows by
-/// `MAX_EXTEND_SIZE` bytes of blocks or more (`Page::extend_count`) when its memory is committed (growing is writing
+/// `MAX_EXTEND_SIZE` bytes of blocks when its memory is committed (growing is writing
 /// links) and no remote frees wait on it (they are taken first, on the generic path): what
 /// `find_free_page` would do with that page, with `malloc_small_local`'s bookkeeping rules
 /// (the generic path runs on every [`HEARTBEAT_PERIOD`]th miss and whenever remote frees wait on the heap's

@@ -790,21 +790,9 @@ impl Page {
         self.set_heap(heap);
     }
 
-    /// How many blocks the next `extend_free` adds: `MAX_EXTEND_SIZE` bytes of them (at
-    /// least `MIN_EXTEND`), and hosted, as many as the page holds already up to twice
-    /// that, so that a page's free list grows 4, 4, 8, 8, 8 KiB ... (rusty_alloc's
-    /// doubling, capped): each growth is a trip through the allocation slow path (larson,
-    /// `valgrind --tool=callgrind benches/target/release/bench-shardalloc larson --quick`:
-    /// 131.3M -> 125.9M instructions), and the blocks carved but unused (written, so
-    /// resident) stay under 4 KiB more a page than with 4 KiB growths (uncapped, or capped
-    /// at 16 KiB, peak resident sets of stress32 and scale-1 rose a few percent). (Hosted
-    /// only: a kernel commits frames for what is carved, and the small geometry's pages
-    /// hold one growth.)
+    /// How many blocks the next `extend_free` adds.
     pub(crate) fn extend_count(&self) -> usize {
-        let mut extend = (MAX_EXTEND_SIZE / self.block_size).max(MIN_EXTEND);
-        if cfg!(feature = "std") {
-            extend = extend.max((self.capacity as usize).min(2 * extend));
-        }
+        let extend = (MAX_EXTEND_SIZE / self.block_size).max(MIN_EXTEND);
         extend.min((self.reserved - self.capacity) as usize)
     }
 
