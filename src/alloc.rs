@@ -28,6 +28,16 @@ unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
     // Secure mode: the link and the scrubbed words are checked first; anything wrong (a
     // report to make) goes out of line as a tail call, so that the common path makes no
     // call that it must save registers around.
+    // A block to zero by `memset` comes from a function of its own, a tail call: so that
+    // the callers that inline this (the allocation misses of `GlobalAlloc`) make no call
+    // that they must save registers around, zeroing or not. (Secure and debug mode check
+    // and fill blocks here: they take the general form.)
+    #[cfg(not(any(feature = "secure", feature = "debug-mode")))]
+    // SAFETY: the calling thread owns the page, which has a free block of at least `size`
+    // bytes (caller); its non-atomic `flags` are read through the raw pointer.
+    if zero && unsafe { !(*page).free_is_zero() } {
+        return unsafe { page_pop_zeroing(page).as_ptr() };
+    }
     // SAFETY: the calling thread owns the page (caller), so nothing else writes its
     // non-atomic fields; they are reached through the raw pointer, without a `&mut Page`
     // (other threads CAS its `xthread_free` meanwhile); `block` is a free block of the page
@@ -49,6 +59,33 @@ unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
             (*block).next = ptr::null_mut();
         }
         page_pop_rest(page, block, size, zero)
+    }
+}
+
+/// [`page_pop`] of a block to zero by `memset` (the page's free blocks are not known to be
+/// zero): out of line, so that `page_pop` stays free of calls. (It pops the block itself:
+/// a function that returned its argument would let the compiler keep that argument in a
+/// saved register across the call, as it did, instead of making it a tail call; and the
+/// result is `NonNull`, as `page_pop_reported`'s, so that callers that test `page_pop`'s
+/// result for null keep nothing across the call either.)
+///
+/// # Safety
+/// As [`page_pop`].
+#[cfg(not(any(feature = "secure", feature = "debug-mode")))]
+#[inline(never)]
+unsafe fn page_pop_zeroing(page: *mut Page) -> ptr::NonNull<u8> {
+    // SAFETY: the calling thread owns the page (caller), so nothing else writes it; its
+    // `free` block (not null, caller) is ours to hand out, `block_size` bytes long.
+    // Its non-atomic fields are reached through the raw pointer, without a `&mut Page`:
+    // other threads CAS its `xthread_free` meanwhile.
+    unsafe {
+        let block = (*page).free;
+        (*page).free = (*block).next;
+        (*page).used += 1;
+        // The whole block, not only the bytes asked for: as `page_pop_rest`.
+        ptr::write_bytes(block as *mut u8, 0, (*page).block_size);
+        // a block of the page: never null
+        ptr::NonNull::new_unchecked(block as *mut u8)
     }
 }
 
@@ -110,6 +147,13 @@ unsafe fn page_pop_reported(page: *mut Page, size: usize, zero: bool) -> ptr::No
         ptr::NonNull::new_unchecked(p)
     }
 }
+
+/// The generic path's periodic bookkeeping (purging segments' expired free pages, the
+/// segment cache's expired entries) runs on every `HEARTBEAT_PERIOD`th slow-path
+/// allocation of a thread (`Tld::heartbeat`); the shortcuts of a miss
+/// ([`malloc_small_local`], [`malloc_refill`]) leave those to the generic path. Purges are
+/// due by time (`Os::purge_delay`), so this only bounds how often the clock is looked at.
+const HEARTBEAT_PERIOD: u64 = 64;
 
 /// Allocates `size <= SMALL_SIZE_MAX` bytes: a table load, a list pop and a store.
 /// About 8 instructions when the page has a free block.
@@ -194,8 +238,8 @@ pub(crate) unsafe fn malloc_small_miss(heap: *mut RawHeap, size: usize, zero: bo
 /// direct table's page has run out of `free` blocks but holds blocks its owner freed
 /// (`local_free`), which become its `free` list (what the generic path's first step,
 /// `find_free_page`, would do with that page, at the head of its queue). The generic
-/// path's bookkeeping still runs regularly: on every 16th miss (`heartbeat`, whose
-/// multiples of 16 are where it purges), whenever remote frees wait on the heap's
+/// path's bookkeeping still runs regularly: on every [`HEARTBEAT_PERIOD`]th miss
+/// (`heartbeat`, whose multiples of it are where it purges), whenever remote frees wait on the heap's
 /// delayed list, and for pages with nothing in `local_free` (which often only need their
 /// free list grown: [`malloc_refill`]); remote frees into this page
 /// (`thread_free`) wait until then, as frees into any other page do. In a loop of
@@ -226,7 +270,7 @@ unsafe fn malloc_small_local(heap: *mut RawHeap, size: usize, zero: bool) -> *mu
         }
         let tld = (*heap).tld;
         let heartbeat = (*tld).heartbeat + 1;
-        if heartbeat % 16 == 0 || !Page::take_local_free(page) {
+        if heartbeat % HEARTBEAT_PERIOD == 0 || !Page::take_local_free(page) {
             return ptr::null_mut();
         }
         (*tld).heartbeat = heartbeat;
@@ -240,9 +284,10 @@ unsafe fn malloc_small_local(heap: *mut RawHeap, size: usize, zero: bool) -> *mu
         // emptying costs a load and a branch, not a retirement. The countdown
         // (`heap_collect_retired`) takes it off retirement if it holds blocks when it
         // looks, and frees it only if it is empty then, as for any retired page.
-        let p = page_pop(page, size, zero);
-        page_sync_stats(page, &mut *tld);
-        p
+        // (no `page_sync_stats`: the page's count of blocks in use reaches the statistics
+        // when the generic path, a queue walk, a retirement or a collection next takes it
+        // up, as for the blocks the fast path hands out)
+        page_pop(page, size, zero)
     }
 }
 
@@ -253,7 +298,7 @@ unsafe fn malloc_small_local(heap: *mut RawHeap, size: usize, zero: bool) -> *mu
 /// `MAX_EXTEND_SIZE` bytes of blocks when its memory is committed (growing is writing
 /// links) and no remote frees wait on it (they are taken first, on the generic path): what
 /// `find_free_page` would do with that page, with `malloc_small_local`'s bookkeeping rules
-/// (the generic path runs on every 16th miss and whenever remote frees wait on the heap's
+/// (the generic path runs on every [`HEARTBEAT_PERIOD`]th miss and whenever remote frees wait on the heap's
 /// delayed list). Else, and for a null page, the generic path runs (from here: a tail call
 /// for the caller, so that the callers' commoner cases save no register). xmalloc: 22.6K
 /// of its 25.7K generic calls only grew the page's free list; mstress's medium sizes went
@@ -290,7 +335,7 @@ unsafe fn malloc_refill(heap: *mut RawHeap, page: *mut Page, size: usize, zero: 
         }
         let tld = (*heap).tld;
         let heartbeat = (*tld).heartbeat + 1;
-        if heartbeat % 16 == 0 {
+        if heartbeat % HEARTBEAT_PERIOD == 0 {
             return malloc_generic(heap, size, zero, 0);
         }
         if local {
@@ -308,10 +353,8 @@ unsafe fn malloc_refill(heap: *mut RawHeap, page: *mut Page, size: usize, zero: 
         (*tld).heartbeat = heartbeat;
         (*tld).domain().os.tick();
         // (the page keeps its place at the front of its queue; a retired page stays
-        // retired, as in `malloc_small_local`)
-        let p = page_pop(page, size, zero);
-        page_sync_stats(page, &mut *tld);
-        p
+        // retired, and its statistics wait, as in `malloc_small_local`)
+        page_pop(page, size, zero)
     }
 }
 
@@ -574,7 +617,7 @@ pub(crate) unsafe fn malloc_generic(
     let heartbeat = tld.heartbeat;
     os.tick();
     heap_delayed_free_partial(heap);
-    if heartbeat % 16 == 0 {
+    if heartbeat % HEARTBEAT_PERIOD == 0 {
         // SAFETY: as above (no other reference to the context is alive here).
         segment::segments_purge(unsafe { &mut (*heap.tld()).segments }, false);
         os.cache_collect(false);
@@ -1142,6 +1185,34 @@ pub(crate) unsafe fn realloc(
             crate::debug_mode::set_requested(p, new_size)
         };
         return p;
+    }
+    // A block shrinking below half its size, to a size the short path above serves (no
+    // zeroing, an alignment that every block has or that `malloc` gives by size), moves
+    // the same way: what the general path below does with it too, through
+    // `malloc_aligned`'s tests (sh8bench's halving `realloc`s took it 4,900 times; a
+    // `Layout` of align 8 and an odd size failed `malloc_aligned`'s first test).
+    if new_size < size / 2
+        && !zero
+        && new_size < REALLOC_FAST_MAX
+        && (align <= WORD || (align <= MAX_ALIGN_SIZE && new_size & (align - 1) == 0 && new_size >= align))
+    {
+        // SAFETY: forwarding the caller's heap; every block is word-aligned, and a block of
+        // a multiple of `align <= MAX_ALIGN_SIZE` bytes (at least `align`) is aligned to
+        // `align` (as `malloc_aligned`'s first test).
+        let q = unsafe { malloc(heap, new_size, false) };
+        if !q.is_null() {
+            // SAFETY: `p` holds `size > new_size` bytes and `q` at least `new_size`, and
+            // they are distinct blocks; `p` is given up by the caller (freed with our owner
+            // token).
+            unsafe {
+                ptr::copy_nonoverlapping(p, q, new_size);
+                crate::free::free(p, owner);
+                #[cfg(feature = "debug-mode")]
+                crate::debug_mode::set_requested(q, new_size);
+            }
+            return q;
+        }
+        // out of memory: the general path below fails alike
     }
     // a huge block of ours grows or shrinks by remapping its segment, or grows into the
     // room its segment reserved: no copy (blocks of medium sizes may be huge too, see

@@ -581,10 +581,15 @@ unsafe fn block_of_raw(page: *const Page, p: *mut u8) -> *mut Block {
 /// then holds at most 15 free blocks nobody allocates (at most an eighth of its blocks).
 /// Remote frees into a full page still move it back at once (`heap_delayed_free`: after
 /// the first, the page's later remote frees go to `thread_free`, which only a page in a
-/// queue gets back). The small geometry (pages of a few blocks) keeps mimalloc's rule.
+/// queue gets back). The small geometry (pages of a few blocks) keeps mimalloc's rule, and
+/// so does the hosted build (`std`): there the wait cost more than it saved, a call out of
+/// line for each free into a full page (scale-1: 18.6K such calls against 1.2K moves
+/// back; `valgrind --tool=callgrind benches/target/release/bench-shardalloc scale-1
+/// --quick` 83.62M -> 83.29M instructions, sh8bench 92.39M -> 91.12M, larson 131.71M ->
+/// 131.31M).
 #[inline(always)]
 pub(crate) fn unfull_at(capacity: crate::page::BlockCount) -> crate::page::BlockCount {
-    if cfg!(feature = "small") {
+    if cfg!(any(feature = "small", feature = "std")) {
         1
     } else {
         ((capacity >> 3) + 1).min(16)

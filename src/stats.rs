@@ -3,8 +3,9 @@
 //! Counters are updated on slow paths only (page and segment events), never on the
 //! malloc/free fast path, so they stay on in release builds at no measurable cost.
 //! Block-level counts (`allocated`) are synchronised per page whenever the owning heap
-//! touches the page on a slow path (collect, retire, refill, thread exit), so they can lag
-//! the truth by the blocks handed out from pages since their last slow-path event; and
+//! takes the page up on its generic path (collect, retire, queue walks, thread exit; not
+//! the short refills of a page from its own frees or fresh blocks), so they can lag the
+//! truth by the blocks handed out from pages since their last such event; and
 //! each thread adds its changes to the shared counters in batches of 256 KiB (at once on
 //! collection, thread exit, and when the thread itself reads the statistics).
 
