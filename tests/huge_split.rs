@@ -17,20 +17,12 @@
 static GLOBAL: shardalloc::ShardAlloc = shardalloc::ShardAlloc::new();
 
 mod common;
-use common::minor_faults;
+use common::{minor_faults, touch_pages as touch};
 
 const MB: usize = 1 << 20;
 const PAGE: usize = 4096;
 /// Segments (and cached regions) are aligned to this (`size_class::SEGMENT_SIZE`).
 const SEGMENT: usize = 4 * MB;
-
-/// Writes a byte into every page of `p[..n]`.
-fn touch(p: *mut u8, n: usize, v: u8) {
-    for off in (0..n).step_by(PAGE) {
-        // SAFETY: `off < n`, inside the caller's block.
-        unsafe { p.add(off).write(v) };
-    }
-}
 
 fn reserved_total() -> i64 {
     shardalloc::stats().reserved.total

@@ -27,18 +27,23 @@ fn purged() -> i64 {
     shardalloc::stats().purged
 }
 
-/// Fills `BYTES` with 1000-byte blocks (written), then frees all but the first block of
-/// each segment: their pages empty. Returns the survivors, and the resident set before
-/// the frees.
-fn empty_pages() -> (Vec<usize>, usize) {
-    let blocks: Vec<usize> = (0..BYTES / 1000)
+/// `BYTES` of 1000-byte blocks, written.
+fn fill() -> Vec<usize> {
+    (0..BYTES / 1000)
         .map(|_| {
             let p = unsafe { shardalloc::alloc(1000, 8, false) };
             assert!(!p.is_null());
             unsafe { p.write_bytes(7, 1000) };
             p as usize
         })
-        .collect();
+        .collect()
+}
+
+/// Fills `BYTES` with 1000-byte blocks (written), then frees all but the first block of
+/// each segment: their pages empty. Returns the survivors, and the resident set before
+/// the frees.
+fn empty_pages() -> (Vec<usize>, usize) {
+    let blocks = fill();
     let high = rss();
     let kept = common::free_all_but_one_per_segment(&blocks);
     (kept, high)
@@ -199,15 +204,7 @@ fn never_purge(mib: impl Fn(i64) -> f64) {
     shardalloc::collect(true);
     let p0 = purged();
     let round = || {
-        let blocks: Vec<usize> = (0..BYTES / 1000)
-            .map(|_| {
-                let p = unsafe { shardalloc::alloc(1000, 8, false) };
-                assert!(!p.is_null());
-                unsafe { p.write_bytes(7, 1000) };
-                p as usize
-            })
-            .collect();
-        for b in blocks {
+        for b in fill() {
             unsafe { shardalloc::free(b as *mut u8) };
         }
     };

@@ -142,3 +142,11 @@ pub fn free_all_but_one_per_segment(blocks: &[usize]) -> Vec<usize> {
     }
     kept
 }
+
+/// Writes `v` into one byte of every 4 KiB page of `p[..n]` (to fault the pages in).
+pub fn touch_pages(p: *mut u8, n: usize, v: u8) {
+    for off in (0..n).step_by(4096) {
+        // SAFETY: `off < n`, inside the caller's block of `n` bytes.
+        unsafe { p.add(off).write(v) };
+    }
+}
