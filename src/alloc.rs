@@ -1194,8 +1194,7 @@ pub(crate) unsafe fn realloc(
     if new_size < size / 2
         && !zero
         && new_size < REALLOC_FAST_MAX
-        && (align <= WORD
-            || (align <= MAX_ALIGN_SIZE && new_size & (align - 1) == 0 && new_size >= align))
+        && crate::size_class::aligned_by_size(new_size, align)
     {
         // SAFETY: forwarding the caller's heap; every block is word-aligned, and a block of
         // a multiple of `align <= MAX_ALIGN_SIZE` bytes (at least `align`) is aligned to

@@ -110,6 +110,14 @@ pub const MIN_OS_PAGE: usize = 16;
 /// Every block of a size that is a multiple of this is aligned to it.
 pub const MAX_ALIGN_SIZE: usize = 16;
 
+/// Whether every block of `size` bytes is aligned to `align` (a power of two): blocks are
+/// word-aligned, and aligned to `MAX_ALIGN_SIZE` when their size is a multiple of it, so
+/// `malloc(size)` serves such a request as it is.
+#[inline(always)]
+pub const fn aligned_by_size(size: usize, align: usize) -> bool {
+    align <= WORD || (align <= MAX_ALIGN_SIZE && size & (align - 1) == 0 && size >= align)
+}
+
 /// Bin of huge blocks (one block per segment): after the bin of the largest large block
 /// (73 in the default geometry, as mimalloc's; fewer in the small one, which keeps the
 /// heap's queue table small).

@@ -388,11 +388,9 @@ unsafe fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
 /// `align` is a power of two.
 #[inline(always)]
 pub unsafe fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
-    use crate::size_class::{MAX_ALIGN_SIZE, SMALL_SIZE_MAX, WORD};
-    // Blocks are word-aligned, and aligned to `MAX_ALIGN_SIZE` when their size is a multiple
-    // of it: 16-byte alignment (hashbrown's tables, `u128`) takes the fast path too.
-    let aligned =
-        align <= WORD || (align <= MAX_ALIGN_SIZE && size & (align - 1) == 0 && size >= align);
+    use crate::size_class::{aligned_by_size, SMALL_SIZE_MAX};
+    // 16-byte alignment (hashbrown's tables, `u128`) takes the fast path too.
+    let aligned = aligned_by_size(size, align);
     if aligned && size <= SMALL_SIZE_MAX {
         // SAFETY: the default heap belongs to this thread (or is the empty heap); `size` is
         // small.
@@ -415,10 +413,8 @@ pub unsafe fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
 /// `align` is a power of two.
 #[inline(never)]
 unsafe fn alloc_miss(size: usize, align: usize, zero: bool) -> *mut u8 {
-    use crate::size_class::{MAX_ALIGN_SIZE, SMALL_SIZE_MAX, WORD};
-    let aligned =
-        align <= WORD || (align <= MAX_ALIGN_SIZE && size & (align - 1) == 0 && size >= align);
-    if aligned {
+    use crate::size_class::{aligned_by_size, SMALL_SIZE_MAX};
+    if aligned_by_size(size, align) {
         let heap = default_heap();
         // SAFETY: the default heap is live (or the static empty heap): readable.
         if unsafe { (*heap).is_initialized() } {
