@@ -160,9 +160,14 @@ struct Run {
     outcome: Outcome,
     /// Wall time of the whole process (start-up included), seen by the runner.
     wall_ns: u64,
-    /// User + system CPU time of the process.
+    /// User + system CPU time of the process, and each of the two.
     cpu_ns: u64,
+    user_ns: u64,
+    sys_ns: u64,
     maxrss_kb: u64,
+    /// Minor page faults of the process (`ru_minflt`): with `sys_ns`, what thread churn and
+    /// purging cost in the kernel.
+    minflt: u64,
 }
 
 type Measured = (
@@ -232,7 +237,7 @@ fn run_one(bin: &Path, workload: &str, quick: bool, timeout: Duration) -> Run {
     }
     let (exited, signal, out, err, wall, ru, timed_out) = spawn_measured(bin, &args, timeout);
     let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
-    let cpu_ns = tv(ru.ru_utime) + tv(ru.ru_stime);
+    let (user_ns, sys_ns) = (tv(ru.ru_utime), tv(ru.ru_stime));
     let outcome = if timed_out {
         Outcome::Timeout
     } else if exited != Some(0) {
@@ -266,8 +271,11 @@ fn run_one(bin: &Path, workload: &str, quick: bool, timeout: Duration) -> Run {
     Run {
         outcome,
         wall_ns: wall.as_nanos() as u64,
-        cpu_ns,
+        cpu_ns: user_ns + sys_ns,
+        user_ns,
+        sys_ns,
         maxrss_kb: ru.ru_maxrss as u64,
+        minflt: ru.ru_minflt as u64,
     }
 }
 
@@ -275,7 +283,12 @@ fn run_one(bin: &Path, workload: &str, quick: bool, timeout: Duration) -> Run {
 
 #[derive(Clone, Debug)]
 enum Cell {
-    Ok { time_ms: f64, rss_mib: f64 },
+    Ok {
+        time_ms: f64,
+        rss_mib: f64,
+        cpu_ms: f64,
+        faults: f64,
+    },
     Failed(String),
 }
 
@@ -292,6 +305,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn summarize(runs: &[Run], expected_check: Option<u64>) -> Cell {
     let mut times = Vec::new();
     let mut rss = Vec::new();
+    let mut cpu = Vec::new();
+    let mut faults = Vec::new();
     for r in runs {
         match &r.outcome {
             Outcome::Ok { time_ns, check } => {
@@ -302,6 +317,8 @@ fn summarize(runs: &[Run], expected_check: Option<u64>) -> Cell {
                 }
                 times.push(*time_ns as f64 / 1e6);
                 rss.push(r.maxrss_kb as f64 / 1024.0);
+                cpu.push(r.cpu_ns as f64 / 1e6);
+                faults.push(r.minflt as f64);
             }
             Outcome::Failed(why) => return Cell::Failed(why.clone()),
             Outcome::Timeout => return Cell::Failed("timeout".into()),
@@ -314,6 +331,8 @@ fn summarize(runs: &[Run], expected_check: Option<u64>) -> Cell {
     Cell::Ok {
         time_ms: median(times),
         rss_mib: median(rss),
+        cpu_ms: median(cpu),
+        faults: median(faults),
     }
 }
 
@@ -450,7 +469,7 @@ fn main() {
     let t_start = Instant::now();
     let mut runs: BTreeMap<(usize, usize), Vec<Run>> = BTreeMap::new();
     let mut csv =
-        String::from("rep,workload,allocator,status,time_ns,wall_ns,cpu_ns,maxrss_kb,check\n");
+        String::from("rep,workload,allocator,status,time_ns,wall_ns,cpu_ns,maxrss_kb,check,user_ns,sys_ns,minflt\n");
     for rep in 0..o.reps {
         for (wi, w) in workloads.iter().enumerate() {
             for (ai, a) in allocs.iter().enumerate() {
@@ -464,7 +483,10 @@ fn main() {
                         outcome: Outcome::Skipped,
                         wall_ns: 0,
                         cpu_ns: 0,
+                        user_ns: 0,
+                        sys_ns: 0,
                         maxrss_kb: 0,
+                        minflt: 0,
                     }
                 } else {
                     run_one(&bins.join(format!("bench-{a}")), w.name, o.quick, o.timeout)
@@ -490,9 +512,12 @@ fn main() {
                         a,
                         match &r.outcome {
                             Outcome::Ok { time_ns, .. } => format!(
-                                "{:>9.1} ms {:>8.1} MiB",
+                                "{:>9.1} ms {:>8.1} MiB  user {:.2} s sys {:.2} s {:>7} faults",
                                 *time_ns as f64 / 1e6,
-                                r.maxrss_kb as f64 / 1024.0
+                                r.maxrss_kb as f64 / 1024.0,
+                                r.user_ns as f64 / 1e9,
+                                r.sys_ns as f64 / 1e9,
+                                r.minflt
                             ),
                             _ => status.clone(),
                         }
@@ -500,7 +525,7 @@ fn main() {
                 }
                 writeln!(
                     csv,
-                    "{},{},{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{},{},{},{}",
                     rep + 1,
                     w.name,
                     a,
@@ -509,7 +534,10 @@ fn main() {
                     r.wall_ns,
                     r.cpu_ns,
                     r.maxrss_kb,
-                    check
+                    check,
+                    r.user_ns,
+                    r.sys_ns,
+                    r.minflt
                 )
                 .unwrap();
                 prev.push(r);
@@ -600,14 +628,24 @@ fn main() {
 enum Measure {
     Time,
     Memory,
+    /// User + system CPU time of the process.
+    Cpu,
+    /// Minor page faults of the process.
+    Faults,
 }
 
 fn value(c: &Cell, m: Measure) -> Option<f64> {
     match c {
-        Cell::Ok { time_ms, rss_mib } => Some(if m == Measure::Time {
-            *time_ms
-        } else {
-            *rss_mib
+        Cell::Ok {
+            time_ms,
+            rss_mib,
+            cpu_ms,
+            faults,
+        } => Some(match m {
+            Measure::Time => *time_ms,
+            Measure::Memory => *rss_mib,
+            Measure::Cpu => *cpu_ms,
+            Measure::Faults => *faults,
         }),
         Cell::Failed(_) => None,
     }
@@ -754,6 +792,19 @@ fn report(
             Measure::Memory,
             "Peak memory",
             "peak RSS in MiB (`wait4` maxrss, median)",
+        ),
+        (
+            Measure::Cpu,
+            "CPU time",
+            "user + system CPU time of the process in ms (`wait4`, median; on 2 cores a \
+             multi-threaded workload's CPU time is less disturbed by other work than its wall \
+             time; `runs.csv` has user and system time apart)",
+        ),
+        (
+            Measure::Faults,
+            "Page faults",
+            "minor page faults of the process (`wait4` minflt, median): first touches of fresh \
+             memory and touches of purged memory; with huge OS pages one fault maps 2 MiB",
         ),
     ] {
         writeln!(
