@@ -166,8 +166,9 @@ pub(crate) unsafe fn malloc_small(heap: *mut RawHeap, size: usize, zero: bool) -
     // SAFETY: the heap is the caller's (or the never-written empty heap); its direct-table
     // entry is a live page of it, or the empty page, whose `free` is null.
     let page = unsafe { (*heap).pages_direct[wsize_from_size(padded(size))] };
-    // SAFETY: as above, the page is readable.
-    if unsafe { !(*page).has_free() } {
+    // SAFETY: as above, the page is readable, a page of the direct table (the calling
+    // thread's, or the empty page).
+    if unsafe { !Page::has_free_direct(page) } {
         // SAFETY: forwarding the caller's heap; `size` is small and its page has no free
         // block.
         return unsafe { malloc_small_miss(heap, size, zero) };
@@ -418,8 +419,9 @@ pub(crate) unsafe fn malloc_small_fast(heap: *mut RawHeap, size: usize, zero: bo
     // SAFETY: the heap is the caller's (or the never-written empty heap); its direct-table
     // entry is a live page of it, or the empty page, whose `free` is null.
     let page = unsafe { (*heap).pages_direct[wsize_from_size(padded(size))] };
-    // SAFETY: as above, the page is readable.
-    if unsafe { !(*page).has_free() } {
+    // SAFETY: as above, the page is readable, a page of the direct table (the calling
+    // thread's, or the empty page).
+    if unsafe { !Page::has_free_direct(page) } {
         return ptr::null_mut();
     }
     // SAFETY: a page of the caller's heap with a free block of its size class, which
@@ -439,8 +441,9 @@ pub(crate) unsafe fn malloc_small_try(heap: *mut RawHeap, size: usize) -> *mut u
     // SAFETY: as in `malloc_small`: the entry is a live page of the caller's heap or the
     // never-written empty page, whose `free` is null.
     let page = unsafe { (*heap).pages_direct[wsize_from_size(padded(size))] };
-    // SAFETY: as above, the page is readable.
-    if unsafe { !(*page).has_free() } {
+    // SAFETY: as above, the page is readable, a page of the direct table (the calling
+    // thread's, or the empty page).
+    if unsafe { !Page::has_free_direct(page) } {
         return ptr::null_mut();
     }
     // SAFETY: a page of the caller's heap with a free block of `size`'s class.
