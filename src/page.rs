@@ -75,7 +75,6 @@ fn tf_make(block: *mut Block, d: Delayed) -> usize {
 ///
 /// The small geometry aligns segments to a phase (`segment::ptr_segment`) and has no
 /// such test: always true there (its heaps are fixed memory, with no OS to fault).
-#[cfg(not(feature = "secure"))]
 #[inline(always)]
 fn same_segment(a: usize, b: usize) -> bool {
     cfg!(feature = "small") || (a ^ b) < crate::size_class::SEGMENT_SIZE
@@ -469,25 +468,28 @@ impl Page {
         !self.free.is_null()
     }
 
-    /// The allocation fast path's test: `free` holds a block to pop. In the default build
-    /// (not the small geometry) it also checks the head: a head outside the page's
-    /// segment is a link that an overflow or a write after free overwrote. One test does
-    /// both (an empty list's null also fails it), so it costs two instructions more than
-    /// the null test it replaces; the slow path tells the two apart ([`Page::has_free`]
-    /// is false for a non-null head only when it is corrupted, reported there).
-    /// (`free - 1`, as `segment::ptr_segment`: a huge block aligned to more than a segment
-    /// starts one segment size into its own.) Secure mode checks every link as it is
-    /// read instead (`next_of`).
+    /// The allocation fast path's test: `free` holds a block to pop. It also checks the
+    /// head (not in the small geometry): a head outside the page's segment is a link that
+    /// an overflow or a write after free overwrote. One test does both (an empty list's
+    /// null also fails it), so it costs two instructions more than the null test it
+    /// replaces; the slow path tells the two apart ([`Page::has_free`] is false for a
+    /// non-null head only when it is corrupted, reported there). (`free - 1`, as
+    /// `segment::ptr_segment`: a huge block aligned to more than a segment starts one
+    /// segment size into its own.) Secure mode's pop stores the decoded link of the block
+    /// it hands out as the head without a test of its own: this test is its check (a
+    /// changed link decodes to an address far away, `secure::Keys`, outside the segment
+    /// but by a 2^-40-ish chance), so that a corrupted link is reported before it is
+    /// followed, one allocation later.
     #[inline(always)]
     pub(crate) fn has_free(&self) -> bool {
-        #[cfg(not(any(feature = "secure", feature = "small", feature = "bench-unchecked")))]
+        #[cfg(not(any(feature = "small", feature = "bench-unchecked")))]
         {
             same_segment(
                 (self.free as usize).wrapping_sub(1),
                 self as *const Page as usize,
             )
         }
-        #[cfg(any(feature = "secure", feature = "small", feature = "bench-unchecked"))]
+        #[cfg(any(feature = "small", feature = "bench-unchecked"))]
         !self.free.is_null()
     }
 
@@ -508,9 +510,9 @@ impl Page {
     /// at 0), so its bits 16–47 are not zero, and the empty page's `page_start` is
     /// [`EMPTY_PAGE_START`]. A false answer sends the allocation to the slow path, which
     /// tells the cases apart with `has_free` (a head in the segment but not in this
-    /// page's slot, which no small page has, would be popped there). Elsewhere (secure
-    /// mode, the small geometry, big-endian or 32-bit targets, Miri, which cannot read a
-    /// part of a pointer as an integer) it is `has_free`.
+    /// page's slot, which no small page has, would be popped there). Elsewhere (the small
+    /// geometry, big-endian or 32-bit targets, Miri, which cannot read a part of a pointer
+    /// as an integer) it is `has_free`.
     ///
     /// # Safety
     /// `page` is a page of the direct table of the calling thread's heap (or the empty
@@ -518,7 +520,7 @@ impl Page {
     #[inline(always)]
     pub(crate) unsafe fn has_free_direct(page: *const Page) -> bool {
         #[cfg(all(
-            not(any(feature = "secure", feature = "small", feature = "bench-unchecked", miri)),
+            not(any(feature = "small", feature = "bench-unchecked", miri)),
             target_endian = "little",
             target_pointer_width = "64"
         ))]
@@ -532,7 +534,7 @@ impl Page {
             head.read_unaligned() == start.read_unaligned()
         }
         #[cfg(not(all(
-            not(any(feature = "secure", feature = "small", feature = "bench-unchecked", miri)),
+            not(any(feature = "small", feature = "bench-unchecked", miri)),
             target_endian = "little",
             target_pointer_width = "64"
         )))]
