@@ -7,7 +7,8 @@
 //!   `mi_check_is_double_free` idea — walk the lists only when the block's first word
 //!   looks like a link into its page — were on the owner's generic path, and cost 3% of
 //!   the instructions of `xmalloc`, whose remote frees share that function: not run.) The allocation fast path checks the head of the
-//!   list it pops (`Page::has_free`), and the walks of the lists check each link
+//!   list it pops (`Page::has_free_direct` for small sizes: the head in its page's 64 KiB
+//!   slot; `Page::has_free`: in its segment), and the walks of the lists check each link
 //!   (`Page::next_of`), so a link overwritten with an address outside the segment is
 //!   reported and never followed. Misuse is reported through [`crate::secure::report`]
 //!   and ignored.
