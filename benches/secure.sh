@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # The cost of secure mode (cargo feature `secure`) and of the default build's checks.
-#   benches/secure.sh [--reps N] [--workload a,b] [--no-callgrind] [--no-time] [--quick]
+#   benches/secure.sh [--reps N] [--cg-reps N] [--workload a,b] [--no-callgrind] [--no-time] [--quick]
 #
 # 1. Instructions (callgrind, deterministic) of every workload of benches/ at --quick size,
 #    under bench-shardalloc built three ways in the same run: without the default build's
 #    cheap checks (shardalloc's feature `bench-unchecked`, for this measurement only), as
 #    is (the default build), and with `secure`: per-workload ratios default/unchecked (the
 #    cost of the default checks) and secure/default, and their geometric means.
+#    Valgrind runs one thread at a time; `--fair-sched=yes` hands the CPU round-robin, and
+#    a multi-threaded workload (more than one thread in `--list`) still varies from run to
+#    run (which thread frees which block, how often the slow path runs: rptest's default
+#    build varied by 3 %, mstress's by 1 %, more than the checks cost), so each build of
+#    those runs --cg-reps times (default 3) and its median is taken; single-threaded ones
+#    give the same count every run and run once.
 # 2. Wall time of the same workloads at full size (or --quick), default and secure runs
 #    interleaved, N repetitions (default 3), medians: ratios and geomean. The machine is
 #    shared: read this table second.
@@ -18,6 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 reps=3
+cg_reps=3
 workloads=""
 do_cg=1
 do_time=1
@@ -26,6 +33,7 @@ args="$*"
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) reps=$2; shift ;;
+        --cg-reps) cg_reps=$2; shift ;;
         --workload) workloads=$2; shift ;;
         --no-callgrind) do_cg=0 ;;
         --no-time) do_time=0 ;;
@@ -59,8 +67,22 @@ commit=$(git -C .. rev-parse --short HEAD)$(git -C .. diff --quiet HEAD -- src C
 
 # instructions of a command under callgrind (the "Collected" total, all threads)
 ir() {
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" 2>&1 >/dev/null |
+    valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file=/dev/null "$@" 2>&1 >/dev/null |
         sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+}
+# the median of N runs of `ir` (N odd); the runs go to stderr
+ir_median() { # n cmd...
+    local n=$1 i v all=()
+    shift
+    for i in $(seq "$n"); do
+        v=$(ir "$@")
+        all+=("$v")
+    done
+    [ "$n" -gt 1 ] && echo "  $(basename "$1") $2: ${all[*]}" >&2
+    printf '%s\n' "${all[@]}" | sort -n | sed -n "$(((n + 1) / 2))p"
+}
+threads_of() { # workload -> its thread count (from --list)
+    "$out/bench-default" --list | awk -F'\t' -v w="$1" '$1 == w { print $2 }'
 }
 
 report="$out/report.md"
@@ -73,7 +95,7 @@ report="$out/report.md"
 
 if [ $do_cg = 1 ]; then
     {
-        echo "## Instructions per workload (callgrind, --quick size)"
+        echo "## Instructions per workload (callgrind --fair-sched=yes, --quick size; multi-threaded workloads: median of $cg_reps runs)"
         echo
         echo "| workload | unchecked | default | secure | default/unchecked | secure/default |"
         echo "|---|---:|---:|---:|---:|---:|"
@@ -82,9 +104,11 @@ if [ $do_cg = 1 ]; then
     logsum_u=0
     n=0
     for w in ${workloads//,/ }; do
-        u=$(ir "$out/bench-unchecked" "$w" --quick)
-        d=$(ir "$out/bench-default" "$w" --quick)
-        s=$(ir "$out/bench-secure" "$w" --quick)
+        k=1
+        [ "$(threads_of "$w")" -gt 1 ] && k=$cg_reps
+        u=$(ir_median "$k" "$out/bench-unchecked" "$w" --quick)
+        d=$(ir_median "$k" "$out/bench-default" "$w" --quick)
+        s=$(ir_median "$k" "$out/bench-secure" "$w" --quick)
         r=$(python3 -c "print(f'{$s/$d:.4f}')")
         ru=$(python3 -c "print(f'{$d/$u:.4f}')")
         echo "| $w | $u | $d | $s | $ru | $r |" >>"$report"

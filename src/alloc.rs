@@ -25,9 +25,9 @@ use crate::size_class::*;
 /// bytes.
 #[inline(always)]
 unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
-    // Secure mode: the link and the scrubbed words are checked first; anything wrong (a
-    // report to make) goes out of line as a tail call, so that the common path makes no
-    // call that it must save registers around.
+    // Secure mode: the scrubbed words are checked first (the link is checked as the next
+    // head); anything wrong (a report to make) goes out of line as a tail call, so that
+    // the common path makes no call that it must save registers around.
     // A block to zero by `memset` comes from a function of its own, a tail call: so that
     // the callers that inline this (the allocation misses of `GlobalAlloc`) make no call
     // that they must save registers around, zeroing or not. (Secure and debug mode check
@@ -50,11 +50,13 @@ unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
         }
         #[cfg(feature = "secure")]
         {
-            let link = (*page).keys.decode((*block).next as usize);
-            if (link != 0 && !(*page).in_area(link)) || (*page).written_after_free(block) {
+            if (*page).written_after_free(block) {
                 return page_pop_reported(page, size, zero).as_ptr();
             }
-            (*page).free = link as *mut Block;
+            // The decoded link becomes the head unchecked: the next pop's test of the head
+            // (`Page::has_free`, `Page::has_free_direct`) is its check, before it is
+            // followed (a changed link decodes far away: `secure::Keys`).
+            (*page).free = (*page).keys.decode((*block).next as usize) as *mut Block;
             // no fresh block shows an address
             (*block).next = ptr::null_mut();
         }
@@ -124,9 +126,9 @@ unsafe fn page_pop_rest(page: *mut Page, block: *mut Block, size: usize, zero: b
     block as *mut u8
 }
 
-/// Secure mode: [`page_pop`] of a block whose link is corrupted or that was written after
-/// it was freed: reported (by `next_of` and `check_scrubbed`), then popped as usual (a
-/// corrupted list is cut at the block). The result is `NonNull`, so that callers that test
+/// Secure mode: [`page_pop`] of a block that was written after it was freed: reported (by
+/// `check_scrubbed`; a corrupted link too, by `next_of`), then popped as usual (a corrupted
+/// list is cut at the block). The result is `NonNull`, so that callers that test
 /// `page_pop`'s result for null (a miss) need not keep anything across this call: it is a
 /// tail call, and the allocation fast path saves no register.
 ///
@@ -166,8 +168,9 @@ pub(crate) unsafe fn malloc_small(heap: *mut RawHeap, size: usize, zero: bool) -
     // SAFETY: the heap is the caller's (or the never-written empty heap); its direct-table
     // entry is a live page of it, or the empty page, whose `free` is null.
     let page = unsafe { (*heap).pages_direct[wsize_from_size(padded(size))] };
-    // SAFETY: as above, the page is readable.
-    if unsafe { !(*page).has_free() } {
+    // SAFETY: as above, the page is readable, a page of the direct table (the calling
+    // thread's, or the empty page).
+    if unsafe { !Page::has_free_direct(page) } {
         // SAFETY: forwarding the caller's heap; `size` is small and its page has no free
         // block.
         return unsafe { malloc_small_miss(heap, size, zero) };
@@ -418,8 +421,9 @@ pub(crate) unsafe fn malloc_small_fast(heap: *mut RawHeap, size: usize, zero: bo
     // SAFETY: the heap is the caller's (or the never-written empty heap); its direct-table
     // entry is a live page of it, or the empty page, whose `free` is null.
     let page = unsafe { (*heap).pages_direct[wsize_from_size(padded(size))] };
-    // SAFETY: as above, the page is readable.
-    if unsafe { !(*page).has_free() } {
+    // SAFETY: as above, the page is readable, a page of the direct table (the calling
+    // thread's, or the empty page).
+    if unsafe { !Page::has_free_direct(page) } {
         return ptr::null_mut();
     }
     // SAFETY: a page of the caller's heap with a free block of its size class, which
@@ -439,8 +443,9 @@ pub(crate) unsafe fn malloc_small_try(heap: *mut RawHeap, size: usize) -> *mut u
     // SAFETY: as in `malloc_small`: the entry is a live page of the caller's heap or the
     // never-written empty page, whose `free` is null.
     let page = unsafe { (*heap).pages_direct[wsize_from_size(padded(size))] };
-    // SAFETY: as above, the page is readable.
-    if unsafe { !(*page).has_free() } {
+    // SAFETY: as above, the page is readable, a page of the direct table (the calling
+    // thread's, or the empty page).
+    if unsafe { !Page::has_free_direct(page) } {
         return ptr::null_mut();
     }
     // SAFETY: a page of the caller's heap with a free block of `size`'s class.

@@ -99,7 +99,7 @@ unsafe fn secure_free_in(p: *mut u8, segment: *mut Segment, owner: usize) {
         Checked::Block(page) => unsafe { free_checked(p, segment, page, owner) },
         Checked::Bad(kind) => crate::secure::report(kind, p as usize, None),
         // SAFETY: as above.
-        Checked::Outside => unsafe { report_outside(p, segment) },
+        Checked::Outside => unsafe { free_outside(p, segment, owner) },
         // SAFETY: the check found `block` (holding `p`) in `page`, in use in `segment`.
         Checked::MaybeFree(page, block) => unsafe {
             free_maybe_double(p, segment, page, block, owner)
@@ -107,18 +107,34 @@ unsafe fn secure_free_in(p: *mut u8, segment: *mut Segment, owner: usize) {
     }
 }
 
-/// Secure mode: reports a free of `p` outside the blocks of its page (double or invalid,
-/// see `free_check::outside_blocks`).
+/// Secure mode: the free of `p` that the common check did not find to be the start of a
+/// block handed out by its page (`free_check::secure_check_in`'s `Outside`): the full
+/// check (`free_check::secure_check_full`) finds the block of an aligned pointer, which is
+/// freed, or tells a double from an invalid free (see `free_check::outside_blocks`), which
+/// is reported. Out of line.
 ///
 /// # Safety
-/// As `free_check::secure_check_in`.
+/// As `free_check::secure_check_in`; `owner` is the calling thread's owner token.
 #[cfg(feature = "secure")]
 #[cold]
 #[inline(never)]
-unsafe fn report_outside(p: *mut u8, segment: *mut Segment) {
+unsafe fn free_outside(p: *mut u8, segment: *mut Segment, owner: usize) {
+    use free_check::Checked;
     // SAFETY: as this function's contract.
-    let kind = unsafe { free_check::outside_blocks(p, segment) };
-    crate::secure::report(kind, p as usize, None);
+    match unsafe { free_check::secure_check_full(p, segment) } {
+        // SAFETY: the check found `p` in a live block of `page` in `segment`.
+        Checked::Block(page) => unsafe { free_checked(p, segment, page, owner) },
+        Checked::Bad(kind) => crate::secure::report(kind, p as usize, None),
+        Checked::Outside => {
+            // SAFETY: as this function's contract.
+            let kind = unsafe { free_check::outside_blocks(p, segment) };
+            crate::secure::report(kind, p as usize, None)
+        }
+        // SAFETY: the check found `block` (holding `p`) in `page`, in use in `segment`.
+        Checked::MaybeFree(page, block) => unsafe {
+            free_maybe_double(p, segment, page, block, owner)
+        },
+    }
 }
 
 /// Secure mode: the free of block `block` (holding `p`) whose first word looks like a
@@ -297,9 +313,10 @@ unsafe fn free_local_zeroing(page: *mut Page, p: *mut u8) {
     // SAFETY: as this function's contract.
     unsafe {
         if (*page).used <= 1 && (*page).retire_expire == 0 {
-            // the page empties and may be freed (`page_retire_slow`): zero first
-            push_local(page, p);
-            return page_retire_slow(page);
+            // the page empties and may be freed (`page_retire_slow`): zero first (out of
+            // line: inline, its calls made this function save three registers on every
+            // call)
+            return free_local_zeroing_retire(page, p);
         }
         // (a page that empties while it is retired stays as it is: `page_retire`)
         let block = p as *mut Block;
@@ -307,6 +324,22 @@ unsafe fn free_local_zeroing(page: *mut Page, p: *mut u8) {
         (*page).local_free = block;
         (*page).used -= 1;
         Page::scrub_large(page, block);
+    }
+}
+
+/// [`free_local_zeroing`] of a block that empties its page, not retired yet: zeroed and
+/// pushed, then the page retires (which may free it).
+///
+/// # Safety
+/// As [`free_local_zeroing`].
+#[cfg(feature = "secure")]
+#[cold]
+#[inline(never)]
+unsafe fn free_local_zeroing_retire(page: *mut Page, p: *mut u8) {
+    // SAFETY: as this function's contract.
+    unsafe {
+        push_local(page, p);
+        page_retire_slow(page)
     }
 }
 

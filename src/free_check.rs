@@ -7,7 +7,8 @@
 //!   `mi_check_is_double_free` idea — walk the lists only when the block's first word
 //!   looks like a link into its page — were on the owner's generic path, and cost 3% of
 //!   the instructions of `xmalloc`, whose remote frees share that function: not run.) The allocation fast path checks the head of the
-//!   list it pops (`Page::has_free`), and the walks of the lists check each link
+//!   list it pops (`Page::has_free_direct` for small sizes: the head in its page's 64 KiB
+//!   slot; `Page::has_free`: in its segment), and the walks of the lists check each link
 //!   (`Page::next_of`), so a link overwritten with an address outside the segment is
 //!   reported and never followed. Misuse is reported through [`crate::secure::report`]
 //!   and ignored.
@@ -118,8 +119,9 @@ pub(crate) enum Checked {
     Block(*mut Page),
     /// Not a block to free: a double free, an invalid pointer (to be reported).
     Bad(ErrorKind),
-    /// Not in the blocks handed out by the page of its slice: a double free or an invalid
-    /// one, which [`outside_blocks`] tells apart (out of line).
+    /// Not the start of a block handed out by the page of its slice: an aligned pointer
+    /// inside one, a double free or an invalid one, which [`secure_check_full`] tells
+    /// apart (out of line).
     Outside,
     /// A block whose first word decodes to a link of its page, as a free block's does:
     /// free already, unless the walk of [`free_already`] says otherwise (rare: out of line).
@@ -142,7 +144,7 @@ pub(crate) fn secure_check(p: *mut u8, owner: usize) -> Result<(*mut Page, *mut 
     let segment = checked_segment(p).ok_or(ErrorKind::InvalidFree)?;
     // SAFETY: `checked_segment` found a live segment here (segment map and cookie), and
     // `p` lies after its start (`ptr_segment`).
-    match unsafe { secure_check_in(p, segment) } {
+    match unsafe { secure_check_full(p, segment) } {
         Checked::Block(page) => {
             // SAFETY: as above: a page in use whose blocks hold `p`.
             let block = unsafe { (*page).block_of(p) };
@@ -163,20 +165,59 @@ pub(crate) fn secure_check(p: *mut u8, owner: usize) -> Result<(*mut Page, *mut 
     }
 }
 
+/// The page entry of the slice of `segment` that holds `p`.
+///
+/// # Safety
+/// As [`secure_check_in`].
+#[cfg(feature = "secure")]
+#[inline(always)]
+unsafe fn slice_page(p: *mut u8, segment: *mut crate::segment::Segment) -> *mut Page {
+    use crate::segment::SLICES;
+    use crate::size_class::SMALL_PAGE_SHIFT;
+    // SAFETY: the segment is live (caller); its slice table maps every slice of its first
+    // chunk to a page entry in its header (`fill_slice_pages`), readable.
+    unsafe { (*segment).slice_pages[(p as usize >> SMALL_PAGE_SHIFT) & (SLICES - 1)] }
+}
+
+/// The end of both checks once `block`, a block handed out by `page`, is found: its first
+/// word decoded with the page's keys, for a block that may be free already (see
+/// [`secure_check_in`]).
+///
+/// # Safety
+/// `page` is a page in use (its keys, `page_start` and `area` fixed meanwhile), `block` one
+/// of its handed-out blocks (readable).
+#[cfg(feature = "secure")]
+#[inline(always)]
+unsafe fn check_first_word(page: *mut Page, block: *mut Block, start: usize) -> Checked {
+    // SAFETY: `block` is a block of the page, inside its handed-out blocks: readable; the
+    // keys and `area` are fixed while the page is in use (borrows of those fields alone).
+    unsafe {
+        let link = (*page).keys.decode((*block).next as usize);
+        if link == 0 || link.wrapping_sub(start) < (*page).area {
+            return Checked::MaybeFree(page, block);
+        }
+    }
+    Checked::Block(page)
+}
+
 /// The common path of secure mode's check of every free, for a pointer whose segment the
-/// caller found (the segment map, and the cookie where there is no map): about 20
+/// caller found (the segment map, and the cookie where there is no map): about 15
 /// instructions, with no call and nothing that needs saved registers (the paths of
 /// `free` that use it stay leaf code), as mimalloc's `mi_check_is_double_free`:
 /// - the page from the segment's slice table (as the unchecked `free` finds it);
-/// - the pointer's offset in the page below `handed` (one compare: a page not in use has
-///   `handed == 0`, and a pointer below `page_start`, into metadata, wraps to a huge
-///   offset), and a multiple of the block size (a multiply by the inverse, no division:
-///   `secure::Divisor`), or inside a block of a page with aligned blocks;
+/// - the pointer's offset in the page divided by the block size (a multiply by its
+///   inverse and a rotation, `secure::Divisor::quotient`: no division), compared with the
+///   page's `handed` count of blocks: one compare passes exactly the starts of the blocks
+///   handed out (a page not in use has `handed == 0`; a pointer below `page_start`, into
+///   metadata, wraps to a huge offset; an offset that is not a multiple of the block size
+///   gives a quotient above every count);
 /// - the block's first word decoded with the page's keys: only when it is null or a
 ///   link into the page (as a free block's is; a live block's first word by a
 ///   2^-50-ish chance) is the block `MaybeFree`, for the caller to confirm out of line.
 ///
-/// Failures are sorted out (double or invalid) out of line.
+/// Anything else is `Outside`: the caller runs [`secure_check_full`] out of line, which
+/// tells an aligned pointer inside a block (a page with aligned blocks) from a double or
+/// an invalid free.
 ///
 /// # Safety
 /// `segment` is a live segment whose first chunk holds `p` (or `p` is its end: a huge
@@ -184,27 +225,56 @@ pub(crate) fn secure_check(p: *mut u8, owner: usize) -> Result<(*mut Page, *mut 
 #[cfg(feature = "secure")]
 #[inline(always)]
 pub(crate) unsafe fn secure_check_in(p: *mut u8, segment: *mut crate::segment::Segment) -> Checked {
-    use crate::segment::SLICES;
-    use crate::size_class::SMALL_PAGE_SHIFT;
-    // SAFETY: the segment is live (caller); its slice table maps every slice of its first
-    // chunk to a page entry in its header (`fill_slice_pages`), readable.
-    let page = unsafe { (*segment).slice_pages[(p as usize >> SMALL_PAGE_SHIFT) & (SLICES - 1)] };
+    // SAFETY: as this function's contract.
+    let page = unsafe { slice_page(p, segment) };
     // No `&Page`: the check runs on remote frees too, while the page's owner writes the
     // entry's other fields (a reference would claim to read them all: a data race). The
-    // fields read are fixed while the page is in use (`page_start`, `div`, `block_size`,
-    // `keys`, `area`: set before its first block was handed out, and the block reached
-    // this thread after that), or atomic (`handed`; the `XHEAP_ALIGNED` tag of `xheap`,
-    // which stands for `flags`' `FLAG_HAS_ALIGNED` here).
+    // fields read are fixed while the page is in use (`page_start`, `div`, `keys`, `area`:
+    // set before its first block was handed out, and the block reached this thread after
+    // that), or atomic (`handed`).
     // SAFETY: as above: a page entry of the live segment's header, its fields reached
-    // through the raw pointer.
-    let (start, handed) = unsafe {
+    // through the raw pointer (borrows of `div` and `handed` alone).
+    let (start, handed, q) = unsafe {
+        let start = (*page).page_start as usize;
+        (
+            start,
+            (*page).handed.load(crate::sync::Ordering::Relaxed),
+            (*page).div.quotient((p as usize).wrapping_sub(start)),
+        )
+    };
+    if q >= handed {
+        return Checked::Outside;
+    }
+    // SAFETY: `p` is the start of a block the page handed out (`q < handed`).
+    unsafe { check_first_word(page, p as *mut Block, start) }
+}
+
+/// Secure mode's full check of a pointer given to `free` ([`secure_check_in`]'s
+/// `Outside`, and the C API's checked entry points): as `secure_check_in`, but a pointer
+/// inside a block of a page with aligned blocks is found too (its block), and a pointer
+/// that is not a block start below `handed` is `Bad(InvalidFree)` when it lies in the
+/// handed-out blocks (an interior pointer), else `Outside` (a double or invalid free,
+/// which [`outside_blocks`] tells apart). Out of line.
+///
+/// # Safety
+/// As [`secure_check_in`].
+#[cfg(feature = "secure")]
+#[inline(never)]
+pub(crate) unsafe fn secure_check_full(
+    p: *mut u8,
+    segment: *mut crate::segment::Segment,
+) -> Checked {
+    // SAFETY: as this function's contract.
+    let page = unsafe { slice_page(p, segment) };
+    // SAFETY: as in `secure_check_in` (`block_size` is fixed while the page is in use).
+    let (start, handed_bytes) = unsafe {
         (
             (*page).page_start as usize,
-            (*page).handed.load(crate::sync::Ordering::Relaxed),
+            (*page).handed.load(crate::sync::Ordering::Relaxed) * (*page).block_size,
         )
     };
     let off = (p as usize).wrapping_sub(start);
-    if off >= handed {
+    if off >= handed_bytes {
         return Checked::Outside;
     }
     // SAFETY: as above (`div` is fixed while the page is in use; a borrow of it alone).
@@ -217,16 +287,8 @@ pub(crate) unsafe fn secure_check_in(p: *mut u8, segment: *mut crate::segment::S
     } else {
         return Checked::Bad(ErrorKind::InvalidFree);
     };
-    // SAFETY: `block` is a block of the page, inside its handed-out blocks (`handed`):
-    // readable; the keys and `area` are fixed while the page is in use.
-    let first = unsafe { (*block).next } as usize;
-    // SAFETY: as above (a borrow of the `keys` field alone).
-    let link = unsafe { (*page).keys.decode(first) };
-    // SAFETY: as above.
-    if link == 0 || link.wrapping_sub(start) < unsafe { (*page).area } {
-        return Checked::MaybeFree(page, block);
-    }
-    Checked::Block(page)
+    // SAFETY: `block` is a block of the page, inside its handed-out blocks.
+    unsafe { check_first_word(page, block, start) }
 }
 
 /// Why `p`, whose offset in the page of its slice is not below the page's `handed`

@@ -270,7 +270,7 @@ pub(crate) struct Immutable<T>(pub T);
 // free block, the empty heap no `tld`).
 unsafe impl<T> Sync for Immutable<T> {}
 
-pub(crate) static EMPTY_PAGE: Immutable<Page> = Immutable(Page::EMPTY);
+pub(crate) static EMPTY_PAGE: Immutable<Page> = Immutable(Page::EMPTY_DIRECT);
 
 /// The page that empty direct-table entries point to: no free block, never written.
 #[inline(always)]

@@ -75,11 +75,17 @@ fn tf_make(block: *mut Block, d: Delayed) -> usize {
 ///
 /// The small geometry aligns segments to a phase (`segment::ptr_segment`) and has no
 /// such test: always true there (its heaps are fixed memory, with no OS to fault).
-#[cfg(not(feature = "secure"))]
 #[inline(always)]
 fn same_segment(a: usize, b: usize) -> bool {
     cfg!(feature = "small") || (a ^ b) < crate::size_class::SEGMENT_SIZE
 }
+
+/// The `page_start` of the empty page ([`Page::EMPTY_DIRECT`]): an address whose bits
+/// 16–47 are not zero, so that [`Page::has_free_direct`] fails for its null `free` (a
+/// page in use has such bits too: it starts at or above 4 MiB). Never dereferenced: the
+/// empty page has no blocks.
+#[cfg(not(feature = "small"))]
+pub(crate) const EMPTY_PAGE_START: *mut u8 = ptr::without_provenance_mut(usize::MAX << 16);
 
 /// `Page::flags` bits. They share one byte so that `free` tests both with one compare.
 pub(crate) const FLAG_IN_FULL: u8 = 1;
@@ -200,14 +206,21 @@ pub(crate) struct Page {
     /// Secure mode: `reserved * block_size`, the bytes of the page's blocks.
     #[cfg(feature = "secure")]
     pub area: usize,
-    /// Secure mode: `capacity * block_size`, the bytes of the blocks handed out so far
-    /// (0 in a page not in use): `free`'s check tests a pointer's offset against it with
-    /// one compare (`free_check::secure_check`). Atomic (relaxed: plain loads and stores)
+    /// Secure mode: `capacity`, the blocks handed out so far (0 in a page not in use):
+    /// `free`'s check tests a pointer's offset, divided by `div` (a multiply, which gives
+    /// a number above any count for an offset that is not a multiple of the block size),
+    /// against it with one compare (`free_check::secure_check_in`). Atomic (relaxed: plain loads and stores)
     /// because the check runs on remote frees too, while the owner extends the page: a
     /// thread that got a block saw `handed` cover it (the block reached it after the
     /// store), and a larger value only widens what it accepts to blocks handed out since.
     #[cfg(feature = "secure")]
     pub handed: crate::sync::AtomicUsize,
+    /// Secure mode: the offsets in a block of the second and third words that
+    /// [`Page::written_after_free`] reads after the first (16 and 24; for blocks under 32
+    /// bytes their last word instead): a load each, where telling the block sizes apart
+    /// cost a compare and a branch on every allocation. Fixed while the page is in use.
+    #[cfg(feature = "secure")]
+    pub scrub_check: [u8; 2],
 }
 /// The small geometry's layout of the same fields (see the default one for their
 /// meaning): pointers and sizes first, then the counts as 16 bits (a page holds at most
@@ -309,6 +322,16 @@ impl Page {
         area: 0,
         #[cfg(feature = "secure")]
         handed: crate::sync::AtomicUsize::new(0),
+        #[cfg(feature = "secure")]
+        scrub_check: [WORD as u8; 2],
+    };
+
+    /// The page that empty direct-table entries point to (`heap::EMPTY_PAGE`): an unused
+    /// page whose `page_start` is [`EMPTY_PAGE_START`] (see [`Page::has_free_direct`]).
+    pub(crate) const EMPTY_DIRECT: Page = Page {
+        #[cfg(not(feature = "small"))]
+        page_start: EMPTY_PAGE_START,
+        ..Page::EMPTY
     };
 
     /// Address of the first block. (Small geometry: defined in `segment.rs`, from the
@@ -458,26 +481,80 @@ impl Page {
         !self.free.is_null()
     }
 
-    /// The allocation fast path's test: `free` holds a block to pop. In the default build
-    /// (not the small geometry) it also checks the head: a head outside the page's
-    /// segment is a link that an overflow or a write after free overwrote. One test does
-    /// both (an empty list's null also fails it), so it costs two instructions more than
-    /// the null test it replaces; the slow path tells the two apart ([`Page::has_free`]
-    /// is false for a non-null head only when it is corrupted, reported there).
-    /// (`free - 1`, as `segment::ptr_segment`: a huge block aligned to more than a segment
-    /// starts one segment size into its own.) Secure mode checks every link as it is
-    /// read instead (`next_of`).
+    /// The allocation fast path's test: `free` holds a block to pop. It also checks the
+    /// head (not in the small geometry): a head outside the page's segment is a link that
+    /// an overflow or a write after free overwrote. One test does both (an empty list's
+    /// null also fails it), so it costs two instructions more than the null test it
+    /// replaces; the slow path tells the two apart ([`Page::has_free`] is false for a
+    /// non-null head only when it is corrupted, reported there). (`free - 1`, as
+    /// `segment::ptr_segment`: a huge block aligned to more than a segment starts one
+    /// segment size into its own.) Secure mode's pop stores the decoded link of the block
+    /// it hands out as the head without a test of its own: this test is its check (a
+    /// changed link decodes to an address far away, `secure::Keys`, outside the segment
+    /// but by a 2^-40-ish chance), so that a corrupted link is reported before it is
+    /// followed, one allocation later.
     #[inline(always)]
     pub(crate) fn has_free(&self) -> bool {
-        #[cfg(not(any(feature = "secure", feature = "small", feature = "bench-unchecked")))]
+        #[cfg(not(any(feature = "small", feature = "bench-unchecked")))]
         {
             same_segment(
                 (self.free as usize).wrapping_sub(1),
                 self as *const Page as usize,
             )
         }
-        #[cfg(any(feature = "secure", feature = "small", feature = "bench-unchecked"))]
+        #[cfg(any(feature = "small", feature = "bench-unchecked"))]
         !self.free.is_null()
+    }
+
+    /// [`Page::has_free`] for a page of the direct table (`alloc::malloc_small`: blocks of
+    /// at most `SMALL_SIZE_MAX` bytes, so a small page, which lies in one
+    /// `SMALL_PAGE_SIZE`-aligned slot of its segment), one instruction cheaper in the default
+    /// build: bits 16–47 of the head of `free` are compared with those of `page_start`, two
+    /// 32-bit loads at byte 2 of each field (little-endian) and one compare, where
+    /// `has_free`'s test takes a copy, an `xor` and a compare of the head already loaded.
+    /// A small page's blocks share those bits with its `page_start` (its slot is 64 KiB,
+    /// `SMALL_PAGE_SHIFT == 16`), so a true answer says the head lies in the page's own slot
+    /// (for the 48-bit addresses of x86_64 and aarch64): a stricter test than `has_free`'s
+    /// (the head's segment) for every head whose top 16 bits are right (those of a user
+    /// program's addresses are 0, a higher-half kernel's all 1; a head that an overflow made
+    /// with bits 16–47 right and the top bits wrong, one in 2^32 random values, is
+    /// non-canonical and faults when the pop reads it: not reported). An empty list's null
+    /// fails it: a page in use starts at or above 4 MiB (a segment is 4 MiB-aligned and not
+    /// at 0), so its bits 16–47 are not zero, and the empty page's `page_start` is
+    /// [`EMPTY_PAGE_START`]. A false answer sends the allocation to the slow path, which
+    /// tells the cases apart with `has_free` (a head in the segment but not in this
+    /// page's slot, which no small page has, would be popped there). Elsewhere (the small
+    /// geometry, big-endian or 32-bit targets, Miri, which cannot read a part of a pointer
+    /// as an integer) it is `has_free`.
+    ///
+    /// # Safety
+    /// `page` is a page of the direct table of the calling thread's heap (or the empty
+    /// page): readable, its `free` and `page_start` written by the calling thread only.
+    #[inline(always)]
+    pub(crate) unsafe fn has_free_direct(page: *const Page) -> bool {
+        #[cfg(all(
+            not(any(feature = "small", feature = "bench-unchecked", miri)),
+            target_endian = "little",
+            target_pointer_width = "64"
+        ))]
+        // SAFETY: the page entry is readable (caller); each read is 4 bytes inside a
+        // pointer field of it (bytes 2–5 of 8), unaligned reads of plain memory.
+        unsafe {
+            use crate::size_class::{SMALL_OBJ_SIZE_MAX, SMALL_PAGE_SHIFT, SMALL_SIZE_MAX};
+            const _: () = assert!(SMALL_PAGE_SHIFT == 16 && SMALL_SIZE_MAX <= SMALL_OBJ_SIZE_MAX);
+            let head = (ptr::addr_of!((*page).free) as *const u8).add(2) as *const u32;
+            let start = (ptr::addr_of!((*page).page_start) as *const u8).add(2) as *const u32;
+            head.read_unaligned() == start.read_unaligned()
+        }
+        #[cfg(not(all(
+            not(any(feature = "small", feature = "bench-unchecked", miri)),
+            target_endian = "little",
+            target_pointer_width = "64"
+        )))]
+        // SAFETY: the page entry is readable (caller).
+        unsafe {
+            (*page).has_free()
+        }
     }
 
     /// The slow path's half of [`Page::has_free`]: when the head of `free` is corrupted,
@@ -676,13 +753,11 @@ impl Page {
         p.wrapping_sub(self.page_start() as usize) < self.area
     }
 
-    /// Secure mode: zeroes a block being freed past its link word — whole up to
-    /// [`Page::SCRUB_FULL_MAX`] bytes, else the words [`Page::check_scrubbed`] samples —
-    /// so that reads after free see no old data (in blocks up to that size) and a write
-    /// after free is caught when the block is handed out again.
-    ///
-    /// # Safety
-    /// `b` is a block of this page given up by the caller.
+    /// Secure mode: zeroes a block being freed — whole up to [`Page::SCRUB_FULL_MAX`]
+    /// bytes, else the words [`Page::check_scrubbed`] samples — so that reads after free
+    /// see no old data (in blocks up to that size) and a write after free is caught when
+    /// the block is handed out again. It may zero the link word too (blocks up to
+    /// [`Page::SCRUB_INLINE_MAX`]): the caller writes the block's link after it.
     /// A raw `page` (remote frees scrub too: as `thread_free_push`).
     ///
     /// # Safety
@@ -773,16 +848,17 @@ impl Page {
     #[cfg(feature = "secure")]
     #[inline(always)]
     pub(crate) unsafe fn written_after_free(&self, b: *mut Block) -> bool {
-        let w = b as *const usize;
+        let w = b as *const u8;
         // (secure mode's blocks are at least two words: `size_class::MIN_BIN`)
         debug_assert!(self.block_size >= 2 * WORD);
-        // SAFETY: words `1..4` (`1..2`) of a block of at least 4 (2) words of ours.
+        let [o2, o3] = self.scrub_check;
+        debug_assert!(o2 as usize <= self.block_size - WORD && o3 as usize <= self.block_size - WORD);
+        // SAFETY: words 1, 2 and 3 of a block of ours, or its last word for those of a
+        // block of fewer words (`scrub_check`): all inside the block, word-aligned.
         let acc = unsafe {
-            if self.block_size >= 4 * WORD {
-                w.add(1).read() | w.add(2).read() | w.add(3).read()
-            } else {
-                w.add(1).read()
-            }
+            (w.add(WORD) as *const usize).read()
+                | (w.add(o2 as usize) as *const usize).read()
+                | (w.add(o3 as usize) as *const usize).read()
         };
         acc != 0
     }
@@ -827,6 +903,8 @@ impl Page {
                 (*page).div = Divisor::new(block_size);
                 (*page).area = reserved * block_size;
                 (*page).handed.store(0, crate::sync::Ordering::Relaxed);
+                let last = block_size - WORD;
+                (*page).scrub_check = [last.min(2 * WORD) as u8, last.min(3 * WORD) as u8];
             }
             #[cfg(not(feature = "embedded"))]
             (*page)
@@ -890,10 +968,9 @@ impl Page {
             (*page).capacity += extend as BlockCount;
             #[cfg(feature = "secure")]
             {
-                (*page).handed.store(
-                    (*page).capacity as usize * bsize,
-                    crate::sync::Ordering::Relaxed,
-                );
+                (*page)
+                    .handed
+                    .store((*page).capacity as usize, crate::sync::Ordering::Relaxed);
             }
         }
     }
@@ -931,6 +1008,7 @@ impl Page {
             // division per block cost larson 3% of secure mode's instructions)
             let at = |i: usize| start.wrapping_add(i * bsize) as *mut Block;
             let scrub = !(*page).is_zero_init;
+            let [o2, o3] = (*page).scrub_check;
             let mut i = first;
             for k in 0..n {
                 let b = at(i);
@@ -941,16 +1019,13 @@ impl Page {
                 let next = if k + 1 < n { at(i) } else { ptr::null_mut() };
                 if scrub {
                     // the words that `written_after_free` reads (the link is written below)
-                    let w = b as *mut usize;
-                    // SAFETY: the block is ours (caller), at least as many words as written.
+                    let w = b as *mut u8;
+                    // SAFETY: the block is ours (caller); `scrub_check`'s offsets are those
+                    // of words inside it.
                     {
-                        if bsize >= 4 * WORD {
-                            w.add(1).write(0);
-                            w.add(2).write(0);
-                            w.add(3).write(0);
-                        } else if bsize >= 2 * WORD {
-                            w.add(1).write(0);
-                        }
+                        (w.add(WORD) as *mut usize).write(0);
+                        (w.add(o2 as usize) as *mut usize).write(0);
+                        (w.add(o3 as usize) as *mut usize).write(0);
                     }
                 }
                 // SAFETY: as above.
@@ -1265,7 +1340,7 @@ impl Page {
         #[cfg(feature = "secure")]
         assert_eq!(
             self.handed.load(crate::sync::Ordering::Relaxed),
-            self.capacity as usize * self.block_size,
+            self.capacity as usize,
             "page.handed"
         );
         let end = self.page_start() as usize + self.capacity as usize * self.block_size;
@@ -1317,9 +1392,11 @@ impl PageQueue {
     }
 }
 
-/// Secure mode: zeroes bytes `WORD..bs` of block `b` (`bs` a multiple of `WORD`, at
-/// most [`Page::SCRUB_INLINE_MAX`]) with at most sixteen 16-byte stores that may overlap,
-/// and no loop or call (what `memset` does for these sizes, inline).
+/// Secure mode: zeroes block `b`, link word included (`bs` a multiple of `WORD`, from
+/// two words to [`Page::SCRUB_INLINE_MAX`]), with at most sixteen 16-byte stores that may
+/// overlap, and no loop or call (what `memset` does for these sizes, inline). (Its callers
+/// write the link after it. Leaving the link word out, as `scrub_large` does, took a test
+/// of its own for blocks under 24 bytes and three more instructions on every free.)
 ///
 /// # Safety
 /// `b` is valid for writes of `bs` bytes.
@@ -1328,45 +1405,35 @@ impl PageQueue {
 unsafe fn zero_small(b: *mut u8, bs: usize) {
     type V = [u64; 2];
     const Z: V = [0, 0];
-    debug_assert!(bs % WORD == 0 && bs <= Page::SCRUB_INLINE_MAX);
-    let n = bs - WORD;
-    // SAFETY: every store below lies in `[b + WORD, b + bs)`: the stores from `s` cover
-    // at most `n` bytes from it, those ending at `e` at most `n` bytes before it, and each
-    // group covers `[s, e)` whole for the `n` it runs at (two of 8 bytes up to 16, two,
-    // four, eight and sixteen of 16 up to 32, 64, 128 and 256 bytes).
+    debug_assert!(bs % WORD == 0 && (2 * WORD..=Page::SCRUB_INLINE_MAX).contains(&bs));
+    // SAFETY: every store below lies in `[b, b + bs)` (`bs >= 16`: secure mode's blocks are
+    // at least two words, `size_class::MIN_BIN`): the stores from `b` cover at most `bs`
+    // bytes from it, those ending at `e` at most `bs` bytes before it, and each group
+    // covers `[b, e)` whole for the `bs` it runs at (two, four, eight and sixteen stores of
+    // 16 bytes up to 32, 64, 128 and 256 bytes).
     unsafe {
-        let s = b.add(WORD);
         let e = b.add(bs);
-        if n < 16 {
-            if n >= 8 {
-                (s as *mut u64).write_unaligned(0);
-                (e.sub(8) as *mut u64).write_unaligned(0);
-            } else if n >= 4 {
-                (s as *mut u32).write_unaligned(0);
-            }
-            return;
-        }
-        (s as *mut V).write_unaligned(Z);
+        (b as *mut V).write_unaligned(Z);
         (e.sub(16) as *mut V).write_unaligned(Z);
-        if n <= 32 {
+        if bs <= 32 {
             return;
         }
-        (s.add(16) as *mut V).write_unaligned(Z);
+        (b.add(16) as *mut V).write_unaligned(Z);
         (e.sub(32) as *mut V).write_unaligned(Z);
-        if n <= 64 {
+        if bs <= 64 {
             return;
         }
-        (s.add(32) as *mut V).write_unaligned(Z);
-        (s.add(48) as *mut V).write_unaligned(Z);
+        (b.add(32) as *mut V).write_unaligned(Z);
+        (b.add(48) as *mut V).write_unaligned(Z);
         (e.sub(48) as *mut V).write_unaligned(Z);
         (e.sub(64) as *mut V).write_unaligned(Z);
-        if n <= 128 {
+        if bs <= 128 {
             return;
         }
-        (s.add(64) as *mut V).write_unaligned(Z);
-        (s.add(80) as *mut V).write_unaligned(Z);
-        (s.add(96) as *mut V).write_unaligned(Z);
-        (s.add(112) as *mut V).write_unaligned(Z);
+        (b.add(64) as *mut V).write_unaligned(Z);
+        (b.add(80) as *mut V).write_unaligned(Z);
+        (b.add(96) as *mut V).write_unaligned(Z);
+        (b.add(112) as *mut V).write_unaligned(Z);
         (e.sub(80) as *mut V).write_unaligned(Z);
         (e.sub(96) as *mut V).write_unaligned(Z);
         (e.sub(112) as *mut V).write_unaligned(Z);

@@ -19,8 +19,8 @@
 //!
 //! # Secure mode (feature `secure`)
 //! - Free-list links (`Block::next` in a page's `free`, `local_free` and `thread_free`)
-//!   are stored encoded with per-page keys, as mimalloc's `mi_ptr_encode`, but with a
-//!   multiply in place of its rotation ([`Keys`]): `(p ^ k1) * m + k0`. A decoded link must be null or the start of a block of the
+//!   are stored encoded with per-page keys, as mimalloc's `mi_ptr_encode` (two keys), but
+//!   with a multiply in place of its rotation ([`Keys`]): `(p ^ k) * m`. A decoded link must be null or the start of a block of the
 //!   same page, or it is reported and not followed: an overflow that overwrites a link
 //!   cannot steer allocation to an address of its choice (e.g. the allocator's metadata,
 //!   which lives in the segment header, outside every page's blocks).
@@ -244,36 +244,41 @@ fn os_seed() -> usize {
         ^ (os_seed as fn() -> usize as usize)
 }
 
-/// The keys of a page's link encoding: `[add, xor, mul, mul⁻¹]` (`mul` odd, `mul⁻¹` its
-/// inverse modulo 2^BITS).
+/// The keys of a page's link encoding: `[xor, mul, mul⁻¹]` (`mul` odd, `mul⁻¹` its inverse
+/// modulo 2^BITS).
 ///
-/// `encode(p) = (p ^ xor) * mul + add`. Unlike mimalloc's rotate-and-xor, the multiply
-/// spreads any change of a stored link over all the bits above it once decoded: an
-/// overflow that changes even the lowest byte of a link decodes to an address far outside
-/// the page (all but a 2^-40-ish chance), so it is caught, not followed.
+/// `encode(p) = (p ^ xor) * mul`. Unlike mimalloc's rotate-and-xor, the multiply spreads
+/// any change of a stored link over all the bits above it once decoded: an overflow that
+/// changes even the lowest byte of a link decodes to an address far outside the page (all
+/// but a 2^-40-ish chance), so it is caught, not followed. (Two keys, as mimalloc's: an
+/// added third key, `(p ^ xor) * mul + add`, cost an instruction at every encode and
+/// decode — three a malloc/free pair — and hid nothing the multiply does not: a stored
+/// link reveals neither key without the pointer it encodes.) `decode`'s last step is the
+/// `xor`, whose flags tell a null link (the end of a list) at no extra instruction.
 #[cfg(feature = "secure")]
 #[derive(Clone, Copy)]
-pub(crate) struct Keys(pub [usize; 4]);
+pub(crate) struct Keys(pub [usize; 3]);
 
 #[cfg(feature = "secure")]
 impl Keys {
-    pub(crate) const ZERO: Keys = Keys([0, 0, 1, 1]);
+    pub(crate) const ZERO: Keys = Keys([0, 1, 1]);
 
     pub(crate) fn random() -> Keys {
         let mul = random() | 1;
-        Keys([random(), random(), mul, inverse(mul)])
+        // (the `xor` key with its top bit set: a live block's first word of 0, common,
+        // decodes to it, never into a page of the lower half; and a null link is never
+        // stored as 0)
+        Keys([random() | 1 << (usize::BITS - 1), mul, inverse(mul)])
     }
 
     #[inline(always)]
     pub(crate) fn encode(self, p: usize) -> usize {
-        (p ^ self.0[1])
-            .wrapping_mul(self.0[2])
-            .wrapping_add(self.0[0])
+        (p ^ self.0[0]).wrapping_mul(self.0[1])
     }
 
     #[inline(always)]
     pub(crate) fn decode(self, x: usize) -> usize {
-        x.wrapping_sub(self.0[0]).wrapping_mul(self.0[3]) ^ self.0[1]
+        x.wrapping_mul(self.0[2]) ^ self.0[0]
     }
 }
 
@@ -322,7 +327,15 @@ impl Divisor {
     /// `n % d == 0`.
     #[inline(always)]
     pub(crate) fn divides(self, n: usize) -> bool {
-        n.wrapping_mul(self.inv).rotate_right(self.shift) <= self.limit
+        self.quotient(n) <= self.limit
+    }
+
+    /// `n / d` when `d` divides `n`, else a number above `limit` (`(2^BITS - 1) / d`): so
+    /// for any `k <= limit`, `quotient(n) < k` iff `n` is one of `0, d, .., (k - 1) * d`
+    /// (one compare tests both that `n` is a multiple of `d` and that it is below `k * d`).
+    #[inline(always)]
+    pub(crate) fn quotient(self, n: usize) -> usize {
+        n.wrapping_mul(self.inv).rotate_right(self.shift)
     }
 }
 
@@ -336,6 +349,17 @@ mod tests {
             let div = Divisor::new(d);
             for n in (0..20 * d).step_by(1.max(d / 7)) {
                 assert_eq!(div.divides(n), n % d == 0, "d={d} n={n}");
+            }
+        }
+    }
+
+    #[test]
+    fn quotient_below_k_iff_a_multiple_below_k_times_d() {
+        for d in [1usize, 8, 16, 24, 48, 80, 112, 640, 1 << 20, 3 * 1024 + 8] {
+            let div = Divisor::new(d);
+            let k = 37;
+            for n in (0..60 * d).step_by(1.max(d / 7)).chain([usize::MAX - 7, 0usize.wrapping_sub(d)]) {
+                assert_eq!(div.quotient(n) < k, n % d == 0 && n < k * d, "d={d} n={n}");
             }
         }
     }
