@@ -24,7 +24,7 @@ use core::ptr;
 
 use crate::collect::{heap_collect, Collect};
 use crate::domain::Domain;
-use crate::heap::{heap_check, OwnedHeap, RawHeap};
+use crate::heap::{empty_heap, heap_check, OwnedHeap, RawHeap};
 use crate::segment::{ptr_segment, SegmentKind, NO_OWNER};
 use crate::size_class::{
     padded, MAX_ALIGN_SIZE, MEDIUM_OBJ_SIZE_MAX, MIN_OS_PAGE, SMALL_OBJ_SIZE_MAX, SMALL_SIZE_MAX,
@@ -46,8 +46,10 @@ const GROWTH_QUAD_STEPS_MAX: usize = 16 << 10;
 ///
 /// # Safety
 /// Implementors guarantee:
-/// - `cpu_index` is the calling CPU's, two CPUs never report the same index at the same
-///   time, and code inside the allocator is not moved to another CPU;
+/// - `cpu_index` is the calling CPU's, below the `CPUS` of every `PerCpuAlloc<_, CPUS, _>`
+///   that uses the implementation (the fast paths index the heap table with it unchecked;
+///   debug builds check), two CPUs never report the same index at the same time, and code
+///   inside the allocator is not moved to another CPU;
 /// - `without_interrupts(f)` runs `f` so that nothing else that can allocate (an interrupt
 ///   handler, another task preempting this one) runs on this CPU during `f`;
 /// - `interrupt_level` is the caller's nesting depth on this CPU: 0 in task context, one
@@ -121,8 +123,10 @@ unsafe impl CpuLocal for SingleCpu {
 pub struct PerCpuAlloc<C: CpuLocal, const CPUS: usize, const LEVELS: usize = 1> {
     domain: Domain,
     cpu: C,
-    /// `heaps[cpu][level]`, made on first use. Slot `[c][l]` is written only by code at
-    /// (c, l), or at (c, ≥ l) with interrupts off for the last level.
+    /// `heaps[cpu][level]`, made on first use: the static empty heap until then (whose
+    /// direct table holds only the empty page and whose owner token is `NO_OWNER`, so
+    /// the fast paths miss on it without a test of their own). Slot `[c][l]` is written
+    /// only by code at (c, l), or at (c, ≥ l) with interrupts off for the last level.
     heaps: [[AtomicPtr<RawHeap>; LEVELS]; CPUS],
 }
 
@@ -159,7 +163,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         PerCpuAlloc {
             domain: Domain::with_clock(source, clock),
             cpu,
-            heaps: [const { [const { AtomicPtr::new(ptr::null_mut()) }; LEVELS] }; CPUS],
+            heaps: [const { [const { AtomicPtr::new(empty_heap()) }; LEVELS] }; CPUS],
         }
     }
 
@@ -191,13 +195,40 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         }
     }
 
-    /// The heap of `ctx` if it exists (null otherwise, and for a CPU index out of range).
+    /// The heap of `ctx` if it exists, else the empty heap (also for a CPU index out of
+    /// range).
     #[inline(always)]
     fn heap_of(&self, ctx: Context) -> *mut RawHeap {
         match self.heaps.get(ctx.cpu) {
             Some(levels) => levels[ctx.level].load(Ordering::Relaxed),
-            None => ptr::null_mut(),
+            None => empty_heap(),
         }
+    }
+
+    /// The caller's heap slot when the caller's level has a heap of its own (then the fast
+    /// paths run with interrupts on), else `None`. The fast paths' way to [`context`]
+    /// (Self::context): the level first (a call at the last level or deeper, or any call
+    /// with `LEVELS == 1`, reads nothing more), then the CPU, whose range `CpuLocal`
+    /// guarantees: two loads and a compare on x86_64.
+    #[inline(always)]
+    fn unmasked_slot(&self) -> Option<&AtomicPtr<RawHeap>> {
+        if LEVELS == 1 {
+            return None;
+        }
+        let level = self.cpu.interrupt_level();
+        if level >= LEVELS - 1 {
+            return None;
+        }
+        let cpu = self.cpu.cpu_index();
+        debug_assert!(cpu < CPUS, "CpuLocal::cpu_index {cpu} out of range (CPUS = {CPUS})");
+        // SAFETY: `cpu < CPUS` (the `CpuLocal` contract) and `level < LEVELS - 1`.
+        Some(unsafe { self.heaps.get_unchecked(cpu).get_unchecked(level) })
+    }
+
+    /// Whether `heap` (from a slot) has been made: not the empty heap.
+    #[inline(always)]
+    fn is_made(heap: *mut RawHeap) -> bool {
+        heap != empty_heap()
     }
 
     /// The heaps of the caller's CPU at the caller's level and deeper (the ones that are
@@ -211,7 +242,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         };
         for slot in &levels[ctx.level..] {
             let heap = slot.load(Ordering::Acquire);
-            if !heap.is_null() {
+            if Self::is_made(heap) {
                 // SAFETY: a heap of this CPU at the caller's level or deeper: code at a
                 // deeper level runs only while it interrupts the caller, which it cannot
                 // now (interrupts are off), and has returned from every call it made.
@@ -241,7 +272,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
             return ptr::null_mut();
         };
         let heap = levels[ctx.level].load(Ordering::Acquire);
-        if !heap.is_null() {
+        if Self::is_made(heap) {
             return heap;
         }
         // SAFETY: a `PerCpuAlloc` that allocates neither moves nor is dropped afterwards
@@ -259,16 +290,12 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         heap
     }
 
-    /// The owner token of the heap of `ctx` (`NO_OWNER` before it exists).
+    /// The owner token of the heap of `ctx` (`NO_OWNER` before it exists: the empty
+    /// heap's).
     #[inline(always)]
     fn owner_of(&self, ctx: Context) -> usize {
-        let heap = self.heap_of(ctx);
-        if heap.is_null() {
-            NO_OWNER
-        } else {
-            // SAFETY: a heap stays alive once made.
-            unsafe { (*heap).owner }
-        }
+        // SAFETY: a heap stays alive once made; the empty heap is a static.
+        unsafe { (*self.heap_of(ctx)).owner }
     }
 
     /// Whether `owner` is the token of another heap of the caller's CPU.
@@ -279,7 +306,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         levels.iter().any(|h| {
             let h = h.load(Ordering::Acquire);
             // SAFETY: a heap stays alive once made.
-            !h.is_null() && unsafe { (*h).owner } == owner
+            Self::is_made(h) && unsafe { (*h).owner } == owner
         })
     }
 
@@ -339,15 +366,23 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
     /// handlers use the heaps of deeper levels; remote frees wait in `thread_free`, which
     /// the generic path collects). About 50 instructions fewer per slow allocation.
     ///
+    /// The caller's first allocation (its slot still holds the empty heap) goes to
+    /// [`alloc_slow`](Self::alloc_slow), which makes the heap.
+    ///
     /// # Safety
-    /// `heap` is the calling context's heap, not null.
+    /// `heap` is the calling context's slot's heap (the empty heap before it is made);
+    /// `layout.align() <= WORD`.
     #[cold]
     #[inline(never)]
-    unsafe fn alloc_generic(&self, heap: *mut RawHeap, size: usize) -> *mut u8 {
+    unsafe fn alloc_generic(&self, heap: *mut RawHeap, layout: Layout) -> *mut u8 {
+        if !Self::is_made(heap) {
+            return self.alloc_slow(layout, false);
+        }
         // SAFETY: the caller's heap (caller), which nothing else on this CPU enters
         // meanwhile (`without_interrupts`); no alignment beyond the word's.
-        self.cpu
-            .without_interrupts(|| unsafe { crate::alloc::malloc_generic(heap, size, false, 0) })
+        self.cpu.without_interrupts(|| unsafe {
+            crate::alloc::malloc_generic(heap, layout.size(), false, 0)
+        })
     }
 
     /// Frees `p` when the fast path could not.
@@ -394,13 +429,15 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
 {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ctx = self.context();
-        if ctx.unmasked && layout.align() <= WORD {
-            let heap = self.heap_of(ctx);
-            if !heap.is_null() {
+        // (the slot's heap is the empty heap until the first slow path makes it: the fast
+        // paths below then miss, and `alloc_generic` or `alloc_slow` makes it)
+        if let Some(slot) = self.unmasked_slot() {
+            if layout.align() <= WORD {
+                let heap = slot.load(Ordering::Relaxed);
                 let p = if layout.size() <= SMALL_SIZE_MAX {
-                    // SAFETY: the caller's heap, which no other code enters until this call
-                    // returns (the `CpuLocal` contract); the size is small.
+                    // SAFETY: the caller's heap (or the empty heap), which no other code
+                    // enters until this call returns (the `CpuLocal` contract); the size is
+                    // small.
                     unsafe { crate::alloc::malloc_small_try(heap, layout.size()) }
                 } else {
                     // SAFETY: as above; medium and large sizes take the head page of their
@@ -417,14 +454,13 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
                 if !p.is_null() {
                     return p;
                 }
-                // SAFETY: `heap` is the caller's heap (as above), and the fast paths missed.
-                return unsafe { self.alloc_generic(heap, layout.size()) };
-            }
-        } else if ctx.unmasked && layout.align() <= MIN_OS_PAGE {
-            // page-aligned buffers and the like: a block of their class when it happens to
-            // be aligned (see `alloc::malloc_aligned` for the others)
-            let heap = self.heap_of(ctx);
-            if !heap.is_null() {
+                // SAFETY: `heap` is the caller's slot's heap (as above), the alignment the
+                // word's, and the fast paths missed.
+                return unsafe { self.alloc_generic(heap, layout) };
+            } else if layout.align() <= MIN_OS_PAGE {
+                // page-aligned buffers and the like: a block of their class when it happens
+                // to be aligned (see `alloc::malloc_aligned` for the others)
+                let heap = slot.load(Ordering::Relaxed);
                 // SAFETY: as above; a `Layout`'s alignment is a power of two.
                 let p = unsafe {
                     crate::alloc::malloc_try_aligned(heap, layout.size(), layout.align())
@@ -449,15 +485,14 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
 
     #[inline]
     unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
-        if p.is_null() {
-            return;
-        }
-        let ctx = self.context();
-        if ctx.unmasked {
-            let heap = self.heap_of(ctx);
+        // (never null: `p` is a block of ours, the GlobalAlloc contract)
+        debug_assert!(!p.is_null(), "GlobalAlloc::dealloc of null");
+        if let Some(slot) = self.unmasked_slot() {
+            let heap = slot.load(Ordering::Relaxed);
             // SAFETY: `p` is a live block of ours (GlobalAlloc contract); the heap is the
-            // caller's, which no other code enters until this call returns.
-            if !heap.is_null() && unsafe { crate::free::free_local_try(p, (*heap).owner) } {
+            // caller's, which no other code enters until this call returns, or the empty
+            // heap (a static), whose owner token `NO_OWNER` owns no segment.
+            if unsafe { crate::free::free_local_try(p, (*heap).owner) } {
                 return;
             }
         }
@@ -523,7 +558,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
             let heap = if ctx.unmasked {
                 self.heap_of(ctx)
             } else {
-                ptr::null_mut()
+                empty_heap()
             };
             let segment = ptr_segment(p);
             // SAFETY: as above; a heap stays alive once made; a huge segment has one page,
@@ -532,7 +567,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
             // is the only writer of its header.
             unsafe {
                 let page = (*segment).page(0);
-                if !heap.is_null()
+                if Self::is_made(heap)
                     && (*segment).owner.load(Ordering::Relaxed) == (*heap).owner
                     && (*page).page_start() == p
                     && crate::segment_alloc::huge_grow_committed(page, padded(new_size))
@@ -558,7 +593,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
             && self.context().unmasked
         {
             let heap = self.heap_of(self.context());
-            if !heap.is_null() {
+            if Self::is_made(heap) {
                 let q = self.cpu.without_interrupts(|| {
                     // SAFETY: the caller's heap, with interrupts held off; a huge block
                     // (`huge_align` given) of at least `new_size` bytes.
