@@ -378,10 +378,15 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         if !Self::is_made(heap) {
             return self.alloc_slow(layout, false);
         }
+        let size = layout.size();
         // SAFETY: the caller's heap (caller), which nothing else on this CPU enters
         // meanwhile (`without_interrupts`); no alignment beyond the word's.
         self.cpu.without_interrupts(|| unsafe {
-            crate::alloc::malloc_generic(heap, layout.size(), false, 0)
+            if size <= SMALL_SIZE_MAX {
+                crate::alloc::malloc_small_miss(heap, size, false)
+            } else {
+                crate::alloc::malloc(heap, size, false)
+            }
         })
     }
 
