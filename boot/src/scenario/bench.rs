@@ -119,6 +119,29 @@ fn inside<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Markers for an instruction profile of shardalloc's counted runs: a QEMU TCG plugin that
+/// counts the instructions of every translation block only between a call of
+/// `bench_profile_on` and one of `bench_profile_off` (their addresses from `nm`) sees
+/// what shardalloc's counted calls ran, function by function
+/// (`targets/x86_64-qemu/profile.sh`).
+#[inline(never)]
+#[no_mangle]
+extern "C" fn bench_profile_on() {
+    core::hint::black_box(&PROFILE_MARK).store(1, Ordering::SeqCst);
+}
+#[inline(never)]
+#[no_mangle]
+extern "C" fn bench_profile_off() {
+    core::hint::black_box(&PROFILE_MARK).store(2, Ordering::SeqCst);
+}
+static PROFILE_MARK: AtomicU64 = AtomicU64::new(0);
+fn profile_on() {
+    bench_profile_on()
+}
+fn profile_off() {
+    bench_profile_off()
+}
+
 /// An allocator whose calls are counted into `INSIDE`: the instructions inside
 /// `alloc`/`dealloc`/`realloc` (the dynamic call and return included), not the workload's
 /// own (its random numbers, its writes, its content checks). The same wrapper around
@@ -281,7 +304,13 @@ pub fn run(args: &super::Args) {
                 HIST_SUM[k].store(0, Ordering::SeqCst);
             }
             COUNTING.store(true, Ordering::SeqCst);
+            if a == SHARDALLOC {
+                profile_on();
+            }
             let n2 = f(allocator(a), &mut rng());
+            if a == SHARDALLOC {
+                profile_off();
+            }
             COUNTING.store(false, Ordering::SeqCst);
             assert_eq!(n, n2, "bench: a workload made other calls when counted");
             let counted = CALLS.load(Ordering::SeqCst);
