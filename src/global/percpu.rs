@@ -14,9 +14,10 @@
 //! default) every call masks interrupts: one heap per CPU.
 //!
 //! Frees from any CPU and level are allowed: a block of another heap goes to its page's
-//! `thread_free` list with one CAS. Such a free into a heap of the *same* CPU is masked:
-//! a full page's owner waits for a remote free that is between its two steps, and if the
-//! owner interrupted that free on the same CPU it would wait forever.
+//! `thread_free` list with one CAS, with interrupts masked: a full page's owner waits for
+//! a remote free that is between its two steps, and if the owner interrupted that free on
+//! the same CPU it would wait forever (masking every remote free costs less than telling
+//! the heaps of this CPU from the others').
 
 use crate::sync::{AtomicPtr, Ordering};
 use core::alloc::{GlobalAlloc, Layout};
@@ -24,6 +25,7 @@ use core::ptr;
 
 use crate::collect::{heap_collect, Collect};
 use crate::domain::Domain;
+use crate::free::LocalFree;
 use crate::heap::{empty_heap, heap_check, OwnedHeap, RawHeap};
 use crate::segment::{ptr_segment, SegmentKind, NO_OWNER};
 use crate::size_class::{
@@ -298,18 +300,6 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         unsafe { (*self.heap_of(ctx)).owner }
     }
 
-    /// Whether `owner` is the token of another heap of the caller's CPU.
-    fn owned_on_this_cpu(&self, ctx: Context, owner: usize) -> bool {
-        let Some(levels) = self.heaps.get(ctx.cpu) else {
-            return false;
-        };
-        levels.iter().any(|h| {
-            let h = h.load(Ordering::Acquire);
-            // SAFETY: a heap stays alive once made.
-            Self::is_made(h) && unsafe { (*h).owner } == owner
-        })
-    }
-
     /// Frees empty pages and purges memory of the calling context's heap and of the
     /// heaps of deeper interrupt levels of this CPU; `force` purges at once and returns
     /// emptied segments of other heaps too.
@@ -413,44 +403,65 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         })
     }
 
-    /// Frees `p` when the fast path could not.
+    /// `dealloc` into a page with flags (full, or holding aligned blocks): a full page
+    /// that stays full takes the free onto its `local_free` (with interrupts on, as the
+    /// fast path), else [`dealloc_slow`](Self::dealloc_slow). Out of line, and called with
+    /// nothing to keep across the call: `dealloc`'s only call (see `alloc_miss`).
     ///
     /// # Safety
-    /// `p` is a live block of this allocator, given up by the caller.
-    #[cold]
+    /// As `dealloc_slow`; `page` is the page of `p`, owned by the caller's heap `heap`.
     #[inline(never)]
-    unsafe fn dealloc_slow(&self, p: *mut u8) {
-        // (worked out again here rather than passed: the fast path then keeps nothing on
-        // the stack for this call)
-        let ctx = self.context();
-        // SAFETY: `p` is live (caller), so its segment header is readable.
-        let owner = unsafe { (*ptr_segment(p)).owner.load(Ordering::Relaxed) };
-        if owner != NO_OWNER && owner == self.owner_of(ctx) {
-            self.cpu.without_interrupts(|| {
+    unsafe fn dealloc_flagged(&self, p: *mut u8, page: *mut crate::page::Page, heap: *mut RawHeap) {
+        // SAFETY: the caller's page (caller), which no other code enters until this call
+        // returns (the `CpuLocal` contract); `p` is given up.
+        if unsafe { crate::free::free_into_full_try(page, p) } {
+            return;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.dealloc_slow(p, heap) }
+    }
+
+    /// Frees `p` when the fast path could not, with interrupts held off: a free into the
+    /// caller's heap that needs bookkeeping, or a remote free (one CAS, into another
+    /// heap's page). Remote frees are masked too: when the owner is a heap of this CPU
+    /// that the caller interrupted, a full page's owner may wait for a remote free
+    /// between its two steps, forever if the free could be interrupted by it (see the
+    /// module documentation); masking them all costs a few instructions where telling
+    /// the heaps of this CPU apart cost a look at each of them.
+    ///
+    /// # Safety
+    /// `p` is a live block of this allocator, given up by the caller; `heap` is the
+    /// caller's slot's heap (the empty heap before it is made) when the caller's level
+    /// has a heap of its own, null otherwise.
+    #[inline(never)]
+    unsafe fn dealloc_slow(&self, p: *mut u8, heap: *mut RawHeap) {
+        self.cpu.without_interrupts(|| {
+            // (the fast path passes the heap it looked at; the last level works it out)
+            // SAFETY: a heap stays alive once made; the empty heap is a static.
+            let mine = if heap.is_null() {
+                self.owner_of(self.context())
+            } else {
+                unsafe { (*heap).owner }
+            };
+            // SAFETY: `p` is live (caller), so its segment header is readable.
+            let owner = unsafe { (*ptr_segment(p)).owner.load(Ordering::Relaxed) };
+            if owner == mine {
+                // (never `NO_OWNER`: no segment has that owner)
                 // SAFETY: `p` is a live block of the caller's heap, which nothing else on
                 // this CPU enters meanwhile.
                 unsafe { crate::free::free(p, owner) }
-            })
-        } else if !ctx.unmasked || self.owned_on_this_cpu(ctx, owner) {
-            // A heap of this CPU may be the interrupted one: see the module documentation.
-            self.cpu.without_interrupts(|| {
+            } else {
                 // SAFETY: `NO_OWNER` owns no segment: this takes the atomic path.
                 unsafe { crate::free::free(p, NO_OWNER) }
-            })
-        } else {
-            // Another CPU's heap: one CAS, safe from any context; if its owner waits for
-            // this free while an interrupt handler runs here, it waits only that long.
-            // SAFETY: as above.
-            unsafe { crate::free::free(p, NO_OWNER) }
-        }
+            }
+        })
     }
 }
 
 // SAFETY: every heap is used by its (CPU, level) only: levels below `LEVELS - 1` are never
 // re-entered (deeper levels use other heaps, the `CpuLocal` contract), the last level only
 // with interrupts off; state shared between heaps is reached only with interrupts off (slow
-// paths) or through atomics (remote frees, masked when the owner may be interrupted on
-// this CPU). Blocks are as large and aligned as the layout asks (see
+// paths, remote frees). Blocks are as large and aligned as the layout asks (see
 // `alloc::malloc_aligned`).
 unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
     for PerCpuAlloc<C, CPUS, LEVELS>
@@ -510,17 +521,25 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
     unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
         // (never null: `p` is a block of ours, the GlobalAlloc contract)
         debug_assert!(!p.is_null(), "GlobalAlloc::dealloc of null");
+        let mut heap = ptr::null_mut();
         if let Some(slot) = self.unmasked_slot() {
-            let heap = slot.load(Ordering::Relaxed);
+            heap = slot.load(Ordering::Relaxed);
             // SAFETY: `p` is a live block of ours (GlobalAlloc contract); the heap is the
             // caller's, which no other code enters until this call returns, or the empty
             // heap (a static), whose owner token `NO_OWNER` owns no segment.
-            if unsafe { crate::free::free_local_try(p, (*heap).owner) } {
-                return;
+            match unsafe { crate::free::free_local_try(p, (*heap).owner) } {
+                LocalFree::Done => return,
+                LocalFree::Flagged(page) => {
+                    // SAFETY: as above; `page` is the page of `p`, the caller's.
+                    unsafe { self.dealloc_flagged(p, page, heap) };
+                    // (not a tail call: see `alloc_miss`)
+                    return core::hint::black_box(());
+                }
+                LocalFree::No => {}
             }
         }
-        // SAFETY: as above.
-        unsafe { self.dealloc_slow(p) }
+        // SAFETY: as above; `heap` is the slot's heap when the level has one, else null.
+        unsafe { self.dealloc_slow(p, heap) }
     }
 
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
