@@ -495,16 +495,11 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
                 // page-aligned buffers and the like: a block of their class when it happens
                 // to be aligned (see `alloc::malloc_aligned` for the others)
                 let heap = slot.load(Ordering::Relaxed);
+                // (or the page's own frees, when the first is aligned)
                 // SAFETY: as above; a `Layout`'s alignment is a power of two.
                 let p = unsafe {
-                    crate::alloc::malloc_try_aligned(heap, layout.size(), layout.align())
+                    crate::alloc::malloc_try_aligned_local(heap, layout.size(), layout.align())
                 };
-                if !p.is_null() {
-                    return p;
-                }
-                // the page's own frees when the first is aligned (as in the branch above)
-                // SAFETY: as above.
-                let p = unsafe { crate::alloc::malloc_local(heap, layout.size(), layout.align()) };
                 if !p.is_null() {
                     return p;
                 }
