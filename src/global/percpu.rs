@@ -445,14 +445,15 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
             };
             // SAFETY: `p` is live (caller), so its segment header is readable.
             let owner = unsafe { (*ptr_segment(p)).owner.load(Ordering::Relaxed) };
+            // (`p` is not null: a block of ours)
             if owner == mine {
                 // (never `NO_OWNER`: no segment has that owner)
                 // SAFETY: `p` is a live block of the caller's heap, which nothing else on
                 // this CPU enters meanwhile.
-                unsafe { crate::free::free(p, owner) }
+                unsafe { crate::free::free_nonnull(p, owner) }
             } else {
                 // SAFETY: `NO_OWNER` owns no segment: this takes the atomic path.
-                unsafe { crate::free::free(p, NO_OWNER) }
+                unsafe { crate::free::free_nonnull(p, NO_OWNER) }
             }
         })
     }
