@@ -427,18 +427,29 @@ pub(crate) unsafe fn free_single_owner_slow(p: *mut u8, owner: usize) -> bool {
     }
 }
 
+/// [`free_local_try`]'s answer.
+#[cfg_attr(feature = "embedded", allow(dead_code))] // used by global/percpu.rs
+pub(crate) enum LocalFree {
+    /// Freed.
+    Done,
+    /// Not freed: the page's flags are not 0 (a full page, or one with aligned blocks);
+    /// [`free_into_full_try`] may take it (out of line: the common free's test stays one
+    /// compare).
+    Flagged(*mut Page),
+    /// Not freed: `p` needs the full path ([`free`]).
+    No,
+}
+
 /// [`free_local_try`] for a page whose flags are not 0: a free into a full page that
 /// leaves it in the full queue with nothing else to do (it holds no aligned blocks and
 /// stays full after this free, see [`unfull_at`]) pushes `p` onto `local_free`; false
-/// otherwise, having changed nothing. Out of line (a tail call): the common free's test
-/// stays one compare.
+/// otherwise, having changed nothing.
 ///
 /// # Safety
 /// The calling context owns `page`, the page of `p`, a live block given up by the caller.
-#[cold]
-#[inline(never)]
+#[inline]
 #[cfg_attr(feature = "embedded", allow(dead_code))] // used by global/percpu.rs
-unsafe fn free_into_full_try(page: *mut Page, p: *mut u8) -> bool {
+pub(crate) unsafe fn free_into_full_try(page: *mut Page, p: *mut u8) -> bool {
     // SAFETY: the caller owns the page: nothing else writes these fields; the block is
     // given up by the caller. (A page that would empty has `capacity - used + 1 ==
     // capacity >= unfull_at(capacity)`: it goes the long way.)
@@ -463,20 +474,21 @@ unsafe fn free_into_full_try(page: *mut Page, p: *mut u8) -> bool {
 }
 
 /// The part of [`free`] that needs no bookkeeping: a local free into a page that holds no
-/// aligned blocks and is not full (or stays full: [`unfull_at`]), and that does not empty
-/// (or empties again while it is retired and alone in its queue). Returns false, having
-/// changed nothing, when `p` needs more (the caller then calls `free`, e.g. after masking
-/// interrupts: `PerCpuAlloc` runs this part with interrupts on).
+/// aligned blocks and is not full, and that does not empty (or empties again while it is
+/// retired and alone in its queue). Returns `Flagged` for a page with flags (the caller
+/// then tries [`free_into_full_try`]: a full page that stays full, see [`unfull_at`]) and
+/// `No`, having changed nothing, when `p` needs more (the caller then calls `free`, e.g.
+/// after masking interrupts: `PerCpuAlloc` runs this part with interrupts on).
 ///
 /// # Safety
 /// `p` is a live block (or an aligned pointer into one) of this allocator; `owner` is
 /// the calling context's owner token.
 #[inline(always)]
 #[cfg_attr(feature = "embedded", allow(dead_code))] // used by global/percpu.rs
-pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
+pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> LocalFree {
     // secure mode: `free` checks every pointer; this shortcut would skip that
     if cfg!(feature = "secure") {
-        return false;
+        return LocalFree::No;
     }
     // (no `&Segment` before the owner test: the segment may be another context's, which
     // writes its page entries, inside the `Segment` struct, meanwhile: as `free_in_segment`)
@@ -484,7 +496,7 @@ pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
     // SAFETY: `p` is a live block (caller), so its segment header is readable; a borrow of
     // the atomic `owner` field alone.
     if unsafe { (*segment).owner.load(Ordering::Relaxed) } != owner {
-        return false;
+        return LocalFree::No;
     }
     // SAFETY: `p` points into one of the segment's pages, owned by the calling context.
     let page = unsafe { (*segment).page_of(p) };
@@ -495,7 +507,7 @@ pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
         // a full page takes the free here while it stays full (see `unfull_at`): the
         // free that moves it back to its queue goes the long way
         if (*page).flags != 0 {
-            return free_into_full_try(page, p);
+            return LocalFree::Flagged(page);
         }
         // A page that empties retires: here only in `page_retire`'s inline case (already
         // retired and alone in its queue: restart its countdown), which touches nothing
@@ -506,13 +518,13 @@ pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
                 || !(*page).links.next.is_null()
                 || !(*page).links.prev.is_null())
         {
-            return false;
+            return LocalFree::No;
         }
-        // (checked here, once the free is sure to go this way: a `false` above makes the
+        // (checked here, once the free is sure to go this way: a `No` above makes the
         // caller call `free`, which checks)
         #[cfg(feature = "debug-mode")]
         if !crate::debug_mode::on_free(p) {
-            return true;
+            return LocalFree::Done;
         }
         debug_assert!(
             (p as usize - (*page).page_start() as usize).is_multiple_of((*page).block_size),
@@ -521,14 +533,14 @@ pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> bool {
         #[cfg(not(any(feature = "secure", feature = "bench-unchecked")))]
         if (*page).local_free == p as *mut Block {
             free_check::double_free(p);
-            return true; // reported and ignored
+            return LocalFree::Done; // reported and ignored
         }
         push_local(page, p);
         if empties {
             (*page).retire_expire = retire_cycles((*page).block_size);
         }
     }
-    true
+    LocalFree::Done
 }
 
 /// # Safety

@@ -28,9 +28,20 @@ unsafe impl CpuLocal for KernelCpus {
         cpu::current()
     }
 
+    /// As `x86_64::instructions::interrupts::without_interrupts`, with `f` called from
+    /// one place: that function calls it in two branches (interrupts on, off), so the
+    /// compiler keeps `f` out of line and the allocator's slow paths paid a call and a
+    /// closure on the stack. `cli` with interrupts off already changes nothing.
     #[inline(always)]
     fn without_interrupts<R>(&self, f: impl FnOnce() -> R) -> R {
-        x86_64::instructions::interrupts::without_interrupts(f)
+        use x86_64::instructions::interrupts;
+        let enabled = interrupts::are_enabled();
+        interrupts::disable();
+        let r = f();
+        if enabled {
+            interrupts::enable();
+        }
+        r
     }
 
     #[inline(always)]

@@ -14,9 +14,10 @@
 //! default) every call masks interrupts: one heap per CPU.
 //!
 //! Frees from any CPU and level are allowed: a block of another heap goes to its page's
-//! `thread_free` list with one CAS. Such a free into a heap of the *same* CPU is masked:
-//! a full page's owner waits for a remote free that is between its two steps, and if the
-//! owner interrupted that free on the same CPU it would wait forever.
+//! `thread_free` list with one CAS, with interrupts masked: a full page's owner waits for
+//! a remote free that is between its two steps, and if the owner interrupted that free on
+//! the same CPU it would wait forever (masking every remote free costs less than telling
+//! the heaps of this CPU from the others').
 
 use crate::sync::{AtomicPtr, Ordering};
 use core::alloc::{GlobalAlloc, Layout};
@@ -24,7 +25,8 @@ use core::ptr;
 
 use crate::collect::{heap_collect, Collect};
 use crate::domain::Domain;
-use crate::heap::{heap_check, OwnedHeap, RawHeap};
+use crate::free::LocalFree;
+use crate::heap::{empty_heap, heap_check, OwnedHeap, RawHeap};
 use crate::segment::{ptr_segment, SegmentKind, NO_OWNER};
 use crate::size_class::{
     padded, MAX_ALIGN_SIZE, MEDIUM_OBJ_SIZE_MAX, MIN_OS_PAGE, SMALL_OBJ_SIZE_MAX, SMALL_SIZE_MAX,
@@ -46,8 +48,10 @@ const GROWTH_QUAD_STEPS_MAX: usize = 16 << 10;
 ///
 /// # Safety
 /// Implementors guarantee:
-/// - `cpu_index` is the calling CPU's, two CPUs never report the same index at the same
-///   time, and code inside the allocator is not moved to another CPU;
+/// - `cpu_index` is the calling CPU's, below the `CPUS` of every `PerCpuAlloc<_, CPUS, _>`
+///   that uses the implementation (the fast paths index the heap table with it unchecked;
+///   debug builds check), two CPUs never report the same index at the same time, and code
+///   inside the allocator is not moved to another CPU;
 /// - `without_interrupts(f)` runs `f` so that nothing else that can allocate (an interrupt
 ///   handler, another task preempting this one) runs on this CPU during `f`;
 /// - `interrupt_level` is the caller's nesting depth on this CPU: 0 in task context, one
@@ -121,8 +125,10 @@ unsafe impl CpuLocal for SingleCpu {
 pub struct PerCpuAlloc<C: CpuLocal, const CPUS: usize, const LEVELS: usize = 1> {
     domain: Domain,
     cpu: C,
-    /// `heaps[cpu][level]`, made on first use. Slot `[c][l]` is written only by code at
-    /// (c, l), or at (c, ≥ l) with interrupts off for the last level.
+    /// `heaps[cpu][level]`, made on first use: the static empty heap until then (whose
+    /// direct table holds only the empty page and whose owner token is `NO_OWNER`, so
+    /// the fast paths miss on it without a test of their own). Slot `[c][l]` is written
+    /// only by code at (c, l), or at (c, ≥ l) with interrupts off for the last level.
     heaps: [[AtomicPtr<RawHeap>; LEVELS]; CPUS],
 }
 
@@ -159,7 +165,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         PerCpuAlloc {
             domain: Domain::with_clock(source, clock),
             cpu,
-            heaps: [const { [const { AtomicPtr::new(ptr::null_mut()) }; LEVELS] }; CPUS],
+            heaps: [const { [const { AtomicPtr::new(empty_heap()) }; LEVELS] }; CPUS],
         }
     }
 
@@ -191,13 +197,40 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         }
     }
 
-    /// The heap of `ctx` if it exists (null otherwise, and for a CPU index out of range).
+    /// The heap of `ctx` if it exists, else the empty heap (also for a CPU index out of
+    /// range).
     #[inline(always)]
     fn heap_of(&self, ctx: Context) -> *mut RawHeap {
         match self.heaps.get(ctx.cpu) {
             Some(levels) => levels[ctx.level].load(Ordering::Relaxed),
-            None => ptr::null_mut(),
+            None => empty_heap(),
         }
+    }
+
+    /// The caller's heap slot when the caller's level has a heap of its own (then the fast
+    /// paths run with interrupts on), else `None`. The fast paths' way to [`context`]
+    /// (Self::context): the level first (a call at the last level or deeper, or any call
+    /// with `LEVELS == 1`, reads nothing more), then the CPU, whose range `CpuLocal`
+    /// guarantees: two loads and a compare on x86_64.
+    #[inline(always)]
+    fn unmasked_slot(&self) -> Option<&AtomicPtr<RawHeap>> {
+        if LEVELS == 1 {
+            return None;
+        }
+        let level = self.cpu.interrupt_level();
+        if level >= LEVELS - 1 {
+            return None;
+        }
+        let cpu = self.cpu.cpu_index();
+        debug_assert!(cpu < CPUS, "CpuLocal::cpu_index {cpu} out of range (CPUS = {CPUS})");
+        // SAFETY: `cpu < CPUS` (the `CpuLocal` contract) and `level < LEVELS - 1`.
+        Some(unsafe { self.heaps.get_unchecked(cpu).get_unchecked(level) })
+    }
+
+    /// Whether `heap` (from a slot) has been made: not the empty heap.
+    #[inline(always)]
+    fn is_made(heap: *mut RawHeap) -> bool {
+        heap != empty_heap()
     }
 
     /// The heaps of the caller's CPU at the caller's level and deeper (the ones that are
@@ -211,7 +244,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         };
         for slot in &levels[ctx.level..] {
             let heap = slot.load(Ordering::Acquire);
-            if !heap.is_null() {
+            if Self::is_made(heap) {
                 // SAFETY: a heap of this CPU at the caller's level or deeper: code at a
                 // deeper level runs only while it interrupts the caller, which it cannot
                 // now (interrupts are off), and has returned from every call it made.
@@ -241,7 +274,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
             return ptr::null_mut();
         };
         let heap = levels[ctx.level].load(Ordering::Acquire);
-        if !heap.is_null() {
+        if Self::is_made(heap) {
             return heap;
         }
         // SAFETY: a `PerCpuAlloc` that allocates neither moves nor is dropped afterwards
@@ -259,28 +292,12 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         heap
     }
 
-    /// The owner token of the heap of `ctx` (`NO_OWNER` before it exists).
+    /// The owner token of the heap of `ctx` (`NO_OWNER` before it exists: the empty
+    /// heap's).
     #[inline(always)]
     fn owner_of(&self, ctx: Context) -> usize {
-        let heap = self.heap_of(ctx);
-        if heap.is_null() {
-            NO_OWNER
-        } else {
-            // SAFETY: a heap stays alive once made.
-            unsafe { (*heap).owner }
-        }
-    }
-
-    /// Whether `owner` is the token of another heap of the caller's CPU.
-    fn owned_on_this_cpu(&self, ctx: Context, owner: usize) -> bool {
-        let Some(levels) = self.heaps.get(ctx.cpu) else {
-            return false;
-        };
-        levels.iter().any(|h| {
-            let h = h.load(Ordering::Acquire);
-            // SAFETY: a heap stays alive once made.
-            !h.is_null() && unsafe { (*h).owner } == owner
-        })
+        // SAFETY: a heap stays alive once made; the empty heap is a static.
+        unsafe { (*self.heap_of(ctx)).owner }
     }
 
     /// Frees empty pages and purges memory of the calling context's heap and of the
@@ -332,6 +349,29 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         })
     }
 
+    /// The fast path's miss for a word-aligned `layout`: the page's own frees, still with
+    /// interrupts on (`local_free` is written only by this heap's context), else the
+    /// generic path. Called, not jumped to (`alloc` passes the result through
+    /// `black_box`): with frame pointers (as the kernel builds), a function without a
+    /// call sets up its frame on entry, and `alloc`'s only call then gets the frame set
+    /// up on its own path, where a hit sets up none (3 instructions fewer a hit, 4 more
+    /// a miss).
+    ///
+    /// # Safety
+    /// `heap` is the calling context's slot's heap (the empty heap before it is made);
+    /// `layout.align() <= WORD`.
+    #[inline(never)]
+    unsafe fn alloc_miss(&self, heap: *mut RawHeap, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's heap (or the empty heap), which no other code enters until
+        // this call returns (the `CpuLocal` contract).
+        let p = unsafe { crate::alloc::malloc_local(heap, layout.size(), WORD) };
+        if !p.is_null() {
+            return p;
+        }
+        // SAFETY: as the caller's contract; the fast paths missed.
+        unsafe { self.alloc_generic(heap, layout) }
+    }
+
     /// Allocates `size` bytes (word-aligned) through the generic path, with interrupts held
     /// off, after the fast paths missed: straight to `malloc_generic`, without trying the
     /// direct table's page and its own frees again as [`alloc_slow`](Self::alloc_slow)'s
@@ -339,68 +379,105 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
     /// handlers use the heaps of deeper levels; remote frees wait in `thread_free`, which
     /// the generic path collects). About 50 instructions fewer per slow allocation.
     ///
-    /// # Safety
-    /// `heap` is the calling context's heap, not null.
-    #[cold]
-    #[inline(never)]
-    unsafe fn alloc_generic(&self, heap: *mut RawHeap, size: usize) -> *mut u8 {
-        // SAFETY: the caller's heap (caller), which nothing else on this CPU enters
-        // meanwhile (`without_interrupts`); no alignment beyond the word's.
-        self.cpu
-            .without_interrupts(|| unsafe { crate::alloc::malloc_generic(heap, size, false, 0) })
-    }
-
-    /// Frees `p` when the fast path could not.
+    /// The caller's first allocation (its slot still holds the empty heap) goes to
+    /// [`alloc_slow`](Self::alloc_slow), which makes the heap.
     ///
     /// # Safety
-    /// `p` is a live block of this allocator, given up by the caller.
+    /// `heap` is the calling context's slot's heap (the empty heap before it is made);
+    /// `layout.align() <= WORD`.
     #[cold]
     #[inline(never)]
-    unsafe fn dealloc_slow(&self, p: *mut u8) {
-        // (worked out again here rather than passed: the fast path then keeps nothing on
-        // the stack for this call)
-        let ctx = self.context();
-        // SAFETY: `p` is live (caller), so its segment header is readable.
-        let owner = unsafe { (*ptr_segment(p)).owner.load(Ordering::Relaxed) };
-        if owner != NO_OWNER && owner == self.owner_of(ctx) {
-            self.cpu.without_interrupts(|| {
+    unsafe fn alloc_generic(&self, heap: *mut RawHeap, layout: Layout) -> *mut u8 {
+        if !Self::is_made(heap) {
+            return self.alloc_slow(layout, false);
+        }
+        let size = layout.size();
+        // SAFETY: the caller's heap (caller), which nothing else on this CPU enters
+        // meanwhile (`without_interrupts`); no alignment beyond the word's.
+        self.cpu.without_interrupts(|| unsafe {
+            if size <= SMALL_SIZE_MAX {
+                crate::alloc::malloc_small_miss(heap, size, false)
+            } else {
+                crate::alloc::malloc(heap, size, false)
+            }
+        })
+    }
+
+    /// `dealloc` into a page with flags (full, or holding aligned blocks): a full page
+    /// that stays full takes the free onto its `local_free` (with interrupts on, as the
+    /// fast path), else [`dealloc_slow`](Self::dealloc_slow). Out of line, and called with
+    /// nothing to keep across the call: `dealloc`'s only call (see `alloc_miss`).
+    ///
+    /// # Safety
+    /// As `dealloc_slow`; `page` is the page of `p`, owned by the caller's heap `heap`.
+    #[inline(never)]
+    unsafe fn dealloc_flagged(&self, p: *mut u8, page: *mut crate::page::Page, heap: *mut RawHeap) {
+        // SAFETY: the caller's page (caller), which no other code enters until this call
+        // returns (the `CpuLocal` contract); `p` is given up.
+        if unsafe { crate::free::free_into_full_try(page, p) } {
+            return;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.dealloc_slow(p, heap) }
+    }
+
+    /// Frees `p` when the fast path could not, with interrupts held off: a free into the
+    /// caller's heap that needs bookkeeping, or a remote free (one CAS, into another
+    /// heap's page). Remote frees are masked too: when the owner is a heap of this CPU
+    /// that the caller interrupted, a full page's owner may wait for a remote free
+    /// between its two steps, forever if the free could be interrupted by it (see the
+    /// module documentation); masking them all costs a few instructions where telling
+    /// the heaps of this CPU apart cost a look at each of them.
+    ///
+    /// # Safety
+    /// `p` is a live block of this allocator, given up by the caller; `heap` is the
+    /// caller's slot's heap (the empty heap before it is made) when the caller's level
+    /// has a heap of its own, null otherwise.
+    #[inline(never)]
+    unsafe fn dealloc_slow(&self, p: *mut u8, heap: *mut RawHeap) {
+        self.cpu.without_interrupts(|| {
+            // (the fast path passes the heap it looked at; the last level works it out)
+            // SAFETY: a heap stays alive once made; the empty heap is a static.
+            let mine = if heap.is_null() {
+                self.owner_of(self.context())
+            } else {
+                unsafe { (*heap).owner }
+            };
+            // SAFETY: `p` is live (caller), so its segment header is readable.
+            let owner = unsafe { (*ptr_segment(p)).owner.load(Ordering::Relaxed) };
+            // (`p` is not null: a block of ours)
+            if owner == mine {
+                // (never `NO_OWNER`: no segment has that owner)
                 // SAFETY: `p` is a live block of the caller's heap, which nothing else on
                 // this CPU enters meanwhile.
-                unsafe { crate::free::free(p, owner) }
-            })
-        } else if !ctx.unmasked || self.owned_on_this_cpu(ctx, owner) {
-            // A heap of this CPU may be the interrupted one: see the module documentation.
-            self.cpu.without_interrupts(|| {
+                unsafe { crate::free::free_nonnull(p, owner) }
+            } else {
                 // SAFETY: `NO_OWNER` owns no segment: this takes the atomic path.
-                unsafe { crate::free::free(p, NO_OWNER) }
-            })
-        } else {
-            // Another CPU's heap: one CAS, safe from any context; if its owner waits for
-            // this free while an interrupt handler runs here, it waits only that long.
-            // SAFETY: as above.
-            unsafe { crate::free::free(p, NO_OWNER) }
-        }
+                unsafe { crate::free::free_nonnull(p, NO_OWNER) }
+            }
+        })
     }
 }
 
 // SAFETY: every heap is used by its (CPU, level) only: levels below `LEVELS - 1` are never
 // re-entered (deeper levels use other heaps, the `CpuLocal` contract), the last level only
 // with interrupts off; state shared between heaps is reached only with interrupts off (slow
-// paths) or through atomics (remote frees, masked when the owner may be interrupted on
-// this CPU). Blocks are as large and aligned as the layout asks (see
+// paths, remote frees). Blocks are as large and aligned as the layout asks (see
 // `alloc::malloc_aligned`).
 unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
     for PerCpuAlloc<C, CPUS, LEVELS>
 {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ctx = self.context();
-        if ctx.unmasked && layout.align() <= WORD {
-            let heap = self.heap_of(ctx);
-            if !heap.is_null() {
+        // (the slot's heap is the empty heap until the first slow path makes it: the fast
+        // paths below then miss, and `alloc_generic` or `alloc_slow` makes it)
+        if let Some(slot) = self.unmasked_slot() {
+            if layout.align() <= WORD {
+                let heap = slot.load(Ordering::Relaxed);
                 let p = if layout.size() <= SMALL_SIZE_MAX {
-                    // SAFETY: the caller's heap, which no other code enters until this call
-                    // returns (the `CpuLocal` contract); the size is small.
+                    // SAFETY: the caller's heap (or the empty heap), which no other code
+                    // enters until this call returns (the `CpuLocal` contract); the size is
+                    // small.
                     unsafe { crate::alloc::malloc_small_try(heap, layout.size()) }
                 } else {
                     // SAFETY: as above; medium and large sizes take the head page of their
@@ -410,31 +487,20 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
                 if !p.is_null() {
                     return p;
                 }
-                // the page's own frees, still with interrupts on (`local_free` is written
-                // only by this heap's context)
-                // SAFETY: as above.
-                let p = unsafe { crate::alloc::malloc_local(heap, layout.size(), WORD) };
-                if !p.is_null() {
-                    return p;
-                }
-                // SAFETY: `heap` is the caller's heap (as above), and the fast paths missed.
-                return unsafe { self.alloc_generic(heap, layout.size()) };
-            }
-        } else if ctx.unmasked && layout.align() <= MIN_OS_PAGE {
-            // page-aligned buffers and the like: a block of their class when it happens to
-            // be aligned (see `alloc::malloc_aligned` for the others)
-            let heap = self.heap_of(ctx);
-            if !heap.is_null() {
+                // SAFETY: `heap` is the caller's slot's heap (as above), the alignment the
+                // word's, and the fast path missed.
+                let p = unsafe { self.alloc_miss(heap, layout) };
+                // (not a tail call: see `alloc_miss`)
+                return core::hint::black_box(p);
+            } else if layout.align() <= MIN_OS_PAGE {
+                // page-aligned buffers and the like: a block of their class when it happens
+                // to be aligned (see `alloc::malloc_aligned` for the others)
+                let heap = slot.load(Ordering::Relaxed);
+                // (or the page's own frees, when the first is aligned)
                 // SAFETY: as above; a `Layout`'s alignment is a power of two.
                 let p = unsafe {
-                    crate::alloc::malloc_try_aligned(heap, layout.size(), layout.align())
+                    crate::alloc::malloc_try_aligned_local(heap, layout.size(), layout.align())
                 };
-                if !p.is_null() {
-                    return p;
-                }
-                // the page's own frees when the first is aligned (as in the branch above)
-                // SAFETY: as above.
-                let p = unsafe { crate::alloc::malloc_local(heap, layout.size(), layout.align()) };
                 if !p.is_null() {
                     return p;
                 }
@@ -449,20 +515,27 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
 
     #[inline]
     unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
-        if p.is_null() {
-            return;
-        }
-        let ctx = self.context();
-        if ctx.unmasked {
-            let heap = self.heap_of(ctx);
+        // (never null: `p` is a block of ours, the GlobalAlloc contract)
+        debug_assert!(!p.is_null(), "GlobalAlloc::dealloc of null");
+        let mut heap = ptr::null_mut();
+        if let Some(slot) = self.unmasked_slot() {
+            heap = slot.load(Ordering::Relaxed);
             // SAFETY: `p` is a live block of ours (GlobalAlloc contract); the heap is the
-            // caller's, which no other code enters until this call returns.
-            if !heap.is_null() && unsafe { crate::free::free_local_try(p, (*heap).owner) } {
-                return;
+            // caller's, which no other code enters until this call returns, or the empty
+            // heap (a static), whose owner token `NO_OWNER` owns no segment.
+            match unsafe { crate::free::free_local_try(p, (*heap).owner) } {
+                LocalFree::Done => return,
+                LocalFree::Flagged(page) => {
+                    // SAFETY: as above; `page` is the page of `p`, the caller's.
+                    unsafe { self.dealloc_flagged(p, page, heap) };
+                    // (not a tail call: see `alloc_miss`)
+                    return core::hint::black_box(());
+                }
+                LocalFree::No => {}
             }
         }
-        // SAFETY: as above.
-        unsafe { self.dealloc_slow(p) }
+        // SAFETY: as above; `heap` is the slot's heap when the level has one, else null.
+        unsafe { self.dealloc_slow(p, heap) }
     }
 
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -523,7 +596,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
             let heap = if ctx.unmasked {
                 self.heap_of(ctx)
             } else {
-                ptr::null_mut()
+                empty_heap()
             };
             let segment = ptr_segment(p);
             // SAFETY: as above; a heap stays alive once made; a huge segment has one page,
@@ -532,7 +605,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
             // is the only writer of its header.
             unsafe {
                 let page = (*segment).page(0);
-                if !heap.is_null()
+                if Self::is_made(heap)
                     && (*segment).owner.load(Ordering::Relaxed) == (*heap).owner
                     && (*page).page_start() == p
                     && crate::segment_alloc::huge_grow_committed(page, padded(new_size))
@@ -558,7 +631,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
             && self.context().unmasked
         {
             let heap = self.heap_of(self.context());
-            if !heap.is_null() {
+            if Self::is_made(heap) {
                 let q = self.cpu.without_interrupts(|| {
                     // SAFETY: the caller's heap, with interrupts held off; a huge block
                     // (`huge_align` given) of at least `new_size` bytes.

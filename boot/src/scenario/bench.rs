@@ -76,6 +76,12 @@ static RUNNING: AtomicUsize = AtomicUsize::new(usize::MAX);
 static COUNTING: AtomicBool = AtomicBool::new(false);
 /// The count of an empty span (two TSC reads with nothing between), measured at the start.
 static SPAN_EMPTY: AtomicU64 = AtomicU64::new(0);
+/// Buckets of the counted calls by their count (`verbose`: where a workload's instructions
+/// go): bucket `k` holds the calls that counted `[2^k, 2^(k+1))` (bucket 0 also 0), as the
+/// number of calls and their sum.
+static HIST_CALLS: [AtomicU64; HIST_BUCKETS] = [const { AtomicU64::new(0) }; HIST_BUCKETS];
+static HIST_SUM: [AtomicU64; HIST_BUCKETS] = [const { AtomicU64::new(0) }; HIST_BUCKETS];
+const HIST_BUCKETS: usize = 24;
 
 /// The count of running `f`: from a TSC read just before it to one just after.
 #[inline(always)]
@@ -99,15 +105,41 @@ fn inside<R>(f: impl FnOnce() -> R) -> R {
     RUNNING.store(cpu, Ordering::SeqCst);
     let (r, t) = span(f);
     if RUNNING.load(Ordering::SeqCst) == cpu {
-        INSIDE.fetch_add(
-            t.saturating_sub(SPAN_EMPTY.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
+        let t = t.saturating_sub(SPAN_EMPTY.load(Ordering::Relaxed));
+        INSIDE.fetch_add(t, Ordering::Relaxed);
         CALLS.fetch_add(1, Ordering::Relaxed);
+        let k = ((u64::BITS - t.leading_zeros()) as usize)
+            .saturating_sub(1)
+            .min(HIST_BUCKETS - 1);
+        HIST_CALLS[k].fetch_add(1, Ordering::Relaxed);
+        HIST_SUM[k].fetch_add(t, Ordering::Relaxed);
     } else {
         SKIPPED.fetch_add(1, Ordering::Relaxed);
     }
     r
+}
+
+/// Markers for an instruction profile of shardalloc's counted runs: a QEMU TCG plugin that
+/// counts the instructions of every translation block only between a call of
+/// `bench_profile_on` and one of `bench_profile_off` (their addresses from `nm`) sees
+/// what shardalloc's counted calls ran, function by function
+/// (`targets/x86_64-qemu/profile.sh`).
+#[inline(never)]
+#[no_mangle]
+extern "C" fn bench_profile_on() {
+    core::hint::black_box(&PROFILE_MARK).store(1, Ordering::SeqCst);
+}
+#[inline(never)]
+#[no_mangle]
+extern "C" fn bench_profile_off() {
+    core::hint::black_box(&PROFILE_MARK).store(2, Ordering::SeqCst);
+}
+static PROFILE_MARK: AtomicU64 = AtomicU64::new(0);
+fn profile_on() {
+    bench_profile_on()
+}
+fn profile_off() {
+    bench_profile_off()
 }
 
 /// An allocator whose calls are counted into `INSIDE`: the instructions inside
@@ -267,8 +299,18 @@ pub fn run(args: &super::Args) {
             INSIDE.store(0, Ordering::SeqCst);
             CALLS.store(0, Ordering::SeqCst);
             SKIPPED.store(0, Ordering::SeqCst);
+            for k in 0..HIST_BUCKETS {
+                HIST_CALLS[k].store(0, Ordering::SeqCst);
+                HIST_SUM[k].store(0, Ordering::SeqCst);
+            }
             COUNTING.store(true, Ordering::SeqCst);
+            if a == SHARDALLOC {
+                profile_on();
+            }
             let n2 = f(allocator(a), &mut rng());
+            if a == SHARDALLOC {
+                profile_off();
+            }
             COUNTING.store(false, Ordering::SeqCst);
             assert_eq!(n, n2, "bench: a workload made other calls when counted");
             let counted = CALLS.load(Ordering::SeqCst);
@@ -282,6 +324,26 @@ pub fn run(args: &super::Args) {
             inside[w][a] = INSIDE.load(Ordering::SeqCst) as f64 / counted.max(1) as f64;
             if a == SHARDALLOC {
                 ops[w] = n.max(1);
+            }
+            if args.verbose && (a == SHARDALLOC || a == TALC_IRQOFF) {
+                // where the instructions go: calls by their count, as calls and share
+                print!("bench: {}: {}: calls by count:", WORKLOADS[w].0, NAMES[a]);
+                let total = INSIDE.load(Ordering::SeqCst).max(1);
+                for k in 0..HIST_BUCKETS {
+                    let c = HIST_CALLS[k].load(Ordering::SeqCst);
+                    if c > 0 {
+                        let sum = HIST_SUM[k].load(Ordering::SeqCst);
+                        print!(
+                            " [{}..{}) {} calls, {:.1} each, {}%;",
+                            if k == 0 { 0 } else { 1u64 << k },
+                            1u64 << (k + 1),
+                            c,
+                            sum as f64 / c as f64,
+                            sum * 100 / total
+                        );
+                    }
+                }
+                println!();
             }
             let s1 = mem::SOURCE.stats();
             if a == SHARDALLOC && args.verbose {
