@@ -1099,10 +1099,85 @@ const REALLOC_FAST_MAX: usize = if SMALL_OBJ_SIZE_MAX / 2 < MEDIUM_OBJ_SIZE_MAX 
 /// realloc (mimalloc's `mi_rezalloc` rule): zeroing allocations zero their whole usable
 /// block, and a zeroing realloc keeps the usable bytes past `new_size` zero.
 ///
+/// This is the common case alone; the rest is [`realloc_general`] (a tail call). A block
+/// of a page of the calling thread's with no flag set (not full, no aligned pointer into a
+/// block: `flags`, written by that thread alone, read here without a race, as `free`'s
+/// local path reads it) starts at its block, so its usable size is the block size; such a
+/// block that still fits (and is not too wasteful) stays, and one that grows to a size of
+/// the direct table or of a small page's medium classes, by the common rules (no zeroing,
+/// an alignment that `malloc` gives by size: as `malloc_aligned`'s first test), moves at
+/// once: `malloc` inlined, the copy, the local free of its page (found once). None of
+/// `realloc_general`'s special cases applies to it: it is not a huge block (checked: its
+/// segment's kind), and its new size stays below the medium limit and below twice 8 KiB,
+/// so that it neither becomes huge nor doubles from 8 KiB on ([`moves_to_huge`]:
+/// `size < new_size <= grow < SMALL_OBJ_SIZE_MAX / 2`). cfrac's strings and fixed-heap's
+/// `Vec`s grow this way some 250,000 times a run each: with the general function's tests
+/// and the page looked up twice this cost 90 instructions a move (rusty_alloc 55).
+///
 /// # Safety
 /// `heap` is the calling thread's heap, `owner` its owner token; `p` is null or a live
 /// block; `align` is a power of two.
+#[inline]
 pub(crate) unsafe fn realloc(
+    heap: *mut RawHeap,
+    owner: usize,
+    p: *mut u8,
+    new_size: usize,
+    align: usize,
+    zero: bool,
+) -> *mut u8 {
+    #[cfg(not(any(feature = "secure", feature = "debug-mode")))]
+    if !p.is_null() && !zero {
+        let segment = ptr_segment(p);
+        // SAFETY: `p` is a live block (caller): its segment and page are live; the owner
+        // is atomic; the page's `flags` and `block_size` are read only when the page is
+        // ours (its owner is the only writer).
+        unsafe {
+            let page = Segment::page_of_raw(segment, p);
+            if (*segment).owner.load(Ordering::Relaxed) == owner && (*page).flags == 0 {
+                let size = (*page).block_size;
+                if new_size > size {
+                    // `realloc_growth_size` below the medium limit (beyond, the test fails)
+                    let grow = new_size.max(2 * size);
+                    if grow < REALLOC_FAST_MAX
+                        && align <= WORD
+                        && (*segment).kind != SegmentKind::Huge
+                    {
+                        // every block is word-aligned; a miss of the fast path allocates
+                        // on the general path (so that nothing but the copy is a call here)
+                        let q = if grow <= SMALL_SIZE_MAX {
+                            malloc_small_fast(heap, grow, false)
+                        } else {
+                            malloc_queue_try(heap, grow, false)
+                        };
+                        if !q.is_null() {
+                            // `p` holds `size` bytes and `q` at least `grow > size`, and
+                            // they are distinct blocks; `p` is given up by the caller,
+                            // freed into its page, which is ours (above)
+                            ptr::copy_nonoverlapping(p, q, size);
+                            crate::free::free_local_block(p, page);
+                            return q;
+                        }
+                    }
+                } else if new_size >= size / 2 && p as usize & (align - 1) == 0 {
+                    return p;
+                }
+            }
+        }
+    }
+    // SAFETY: forwarding the caller's contract.
+    unsafe { realloc_general(heap, owner, p, new_size, align, zero) }
+}
+
+const _: () = assert!(REALLOC_FAST_MAX <= MEDIUM_OBJ_SIZE_MAX);
+
+/// [`realloc`] of the cases its common path leaves: null, zeroing, debug mode, blocks of
+/// other threads' pages or of pages with flags, shrinking, large or over-aligned growth.
+///
+/// # Safety
+/// As [`realloc`].
+#[inline(never)]
+unsafe fn realloc_general(
     heap: *mut RawHeap,
     owner: usize,
     p: *mut u8,
@@ -1115,13 +1190,9 @@ pub(crate) unsafe fn realloc(
         return unsafe { malloc_aligned(heap, new_size, align, zero) };
     }
     let segment = ptr_segment(p);
-    // The usable size. A block of a page of the calling thread's, which has handed out no
-    // aligned pointer into a block (`FLAG_HAS_ALIGNED`, written by that thread alone: read
-    // here without a race, as `free`'s local path reads `flags`), starts at its block:
-    // its usable size is the block size, without `usable_size`'s division (a `div` of
-    // some 25 cycles and 11 instructions on every `realloc`: fixed-heap's `Vec`s grow by
-    // `realloc` 267,000 times). Else, and in debug mode (the requested size), the general
-    // computation.
+    // The usable size: as in `realloc` for a block of a page of ours without aligned
+    // pointers into blocks; else, and in debug mode (the requested size), the general
+    // computation (a division).
     // SAFETY: `p` is a live block (caller): its segment and page are live; the owner is
     // atomic; the page's `flags` and `block_size` are read only when the page is ours.
     let size = unsafe {
@@ -1135,15 +1206,8 @@ pub(crate) unsafe fn realloc(
             usable_size(p)
         }
     };
-    // A block growing to a size of the direct table or of a small page's medium classes,
-    // by the common rules (no zeroing, an alignment that `malloc` gives by size: as
-    // `malloc_aligned`'s first test), moves at once: `malloc` inlined, the copy, the free.
-    // None of the special cases below applies to it: it does not fit in place (it grows),
-    // it is not a huge block (checked: its segment's kind), and its new size stays below
-    // the medium limit and below twice 8 KiB, so that it neither becomes huge nor doubles
-    // from 8 KiB on ([`moves_to_huge`]: `size < new_size <= grow < SMALL_OBJ_SIZE_MAX / 2`).
-    // fixed-heap's `Vec`s take it 267,000 times: the tests and calls below, and the call to
-    // `malloc_aligned` with its own alignment tests, cost some 60 instructions a move.
+    // A block growing by `realloc`'s common rules that its common path left (a full page
+    // of ours; a block of another thread's page): the same short move
     if new_size > size && !zero {
         let grow = realloc_growth_size(size, new_size);
         if grow < REALLOC_FAST_MAX
@@ -1152,14 +1216,10 @@ pub(crate) unsafe fn realloc(
             // SAFETY: `p` is live (caller), so is its segment header.
             && unsafe { (*segment).kind } != SegmentKind::Huge
         {
-            // SAFETY: forwarding the caller's heap; `grow` is a multiple of `align`, at
-            // most `MAX_ALIGN_SIZE`, which every block of that size is aligned to (as
-            // `malloc_aligned`'s first test).
+            // SAFETY: as in `realloc`.
             let q = unsafe { malloc(heap, grow, false) };
             if !q.is_null() {
-                // SAFETY: `p` holds `size` bytes and `q` at least `grow > size`, and they
-                // are distinct blocks; `p` is given up by the caller (freed with our
-                // owner token).
+                // SAFETY: as in `realloc`.
                 unsafe {
                     ptr::copy_nonoverlapping(p, q, size);
                     crate::free::free(p, owner);
