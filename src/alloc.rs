@@ -74,6 +74,20 @@ unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
 #[cfg(not(any(feature = "secure", feature = "debug-mode")))]
 #[inline(never)]
 unsafe fn page_pop_zeroing(page: *mut Page) -> ptr::NonNull<u8> {
+    // SAFETY: as this function's contract.
+    unsafe { page_pop_zeroing_inline(page) }
+}
+
+/// [`page_pop_zeroing`] inline, for a caller whose pop is its last act (the zeroing
+/// allocation of `GlobalAlloc`): the `memset` is then its tail call, and the call and
+/// return of `page_pop_zeroing` are saved (some 3 instructions of every zeroing
+/// allocation: cfrac allocates 459,000 zeroed vectors).
+///
+/// # Safety
+/// As [`page_pop`].
+#[cfg(not(any(feature = "secure", feature = "debug-mode")))]
+#[inline(always)]
+unsafe fn page_pop_zeroing_inline(page: *mut Page) -> ptr::NonNull<u8> {
     // SAFETY: the calling thread owns the page (caller), so nothing else writes it; its
     // `free` block (not null, caller) is ours to hand out, `block_size` bytes long.
     // Its non-atomic fields are reached through the raw pointer, without a `&mut Page`:
@@ -421,6 +435,12 @@ pub(crate) unsafe fn malloc_small_fast(heap: *mut RawHeap, size: usize, zero: bo
     // SAFETY: as above, the page is readable.
     if unsafe { !(*page).has_free() } {
         return ptr::null_mut();
+    }
+    // (the hosted `alloc`'s pop is its last act: the zeroing is its tail call)
+    #[cfg(not(any(feature = "secure", feature = "debug-mode")))]
+    // SAFETY: a page of the caller's heap with a free block (above); its flags are ours.
+    if zero && unsafe { !(*page).free_is_zero() } {
+        return unsafe { page_pop_zeroing_inline(page).as_ptr() };
     }
     // SAFETY: a page of the caller's heap with a free block of its size class, which
     // holds `size` bytes (the table maps `size` to that class).
