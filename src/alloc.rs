@@ -781,12 +781,13 @@ fn find_free_page(heap: OwnedHeap, bin: usize) -> *mut Page {
 /// fresh one.
 #[inline(never)]
 fn find_free_page_slow(heap: OwnedHeap, bin: usize) -> *mut Page {
-    let mut page = queue_page_with_room(heap, bin);
+    // (`find_free_page` collected the queue's first page just now)
+    let mut page = queue_page_with_room(heap, bin, true);
     // None: take over segments of exited threads first, and look again (their pages of
     // this size class come to the backing heap, often with room: a thread pool's threads
     // then reuse each other's pages instead of each starting a page of its own)
     if page.is_null() && reclaim_abandoned(heap, kind_for(bin_size(bin))) > 0 {
-        page = queue_page_with_room(heap, bin);
+        page = queue_page_with_room(heap, bin, false);
     }
     if page.is_null() {
         // before taking a fresh page, free retired pages whose time ran out (retirement
@@ -808,16 +809,23 @@ fn find_free_page_slow(heap: OwnedHeap, bin: usize) -> *mut Page {
 
 /// The first page of queue `bin` with room, after moving the pages without room to the
 /// full queue (and extending a page whose free list can grow); null when there is none.
-/// The page found goes to the front of its queue, where the direct table looks.
-fn queue_page_with_room(heap: OwnedHeap, bin: usize) -> *mut Page {
+/// The page found goes to the front of its queue, where the direct table looks. With
+/// `first_collected`, the caller has just collected the queue's first page (and found no
+/// block on it): it is not collected again (a remote free that arrived since waits for the
+/// next collection, as one a moment later would).
+fn queue_page_with_room(heap: OwnedHeap, bin: usize, first_collected: bool) -> *mut Page {
     let h = heap.as_ptr();
     // SAFETY: the token proves the heap is ours, and with it the pages in its queues and
     // its thread context: nothing else writes them.
     unsafe {
         let mut page = (*h).pages[bin].first();
+        let mut collect = !first_collected;
         while !page.is_null() {
             let next = (*page).links.next;
-            Page::collect(page, false);
+            if collect {
+                Page::collect(page, false);
+            }
+            collect = true;
             if (*page).immediate_available() {
                 break;
             }
