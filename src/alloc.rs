@@ -76,6 +76,20 @@ unsafe fn page_pop(page: *mut Page, size: usize, zero: bool) -> *mut u8 {
 #[cfg(not(any(feature = "secure", feature = "debug-mode")))]
 #[inline(never)]
 unsafe fn page_pop_zeroing(page: *mut Page) -> ptr::NonNull<u8> {
+    // SAFETY: as this function's contract.
+    unsafe { page_pop_zeroing_inline(page) }
+}
+
+/// [`page_pop_zeroing`] inline, for a caller whose pop is its last act (the zeroing
+/// allocation of `GlobalAlloc`): the `memset` is then its tail call, and the call and
+/// return of `page_pop_zeroing` are saved (some 3 instructions of every zeroing
+/// allocation: cfrac allocates 459,000 zeroed vectors).
+///
+/// # Safety
+/// As [`page_pop`].
+#[cfg(not(any(feature = "secure", feature = "debug-mode")))]
+#[inline(always)]
+unsafe fn page_pop_zeroing_inline(page: *mut Page) -> ptr::NonNull<u8> {
     // SAFETY: the calling thread owns the page (caller), so nothing else writes it; its
     // `free` block (not null, caller) is ours to hand out, `block_size` bytes long.
     // Its non-atomic fields are reached through the raw pointer, without a `&mut Page`:
@@ -314,6 +328,14 @@ unsafe fn malloc_small_local(heap: *mut RawHeap, size: usize, zero: bool) -> *mu
 #[cfg(not(feature = "small"))]
 #[inline(never)]
 unsafe fn malloc_refill(heap: *mut RawHeap, page: *mut Page, size: usize, zero: bool) -> *mut u8 {
+    // The tests here, the refill in a function of its own: every way out of this one is a
+    // tail call, so it saves no register, and a page that cannot be refilled (the most
+    // common case, a page used up with nothing freed into it yet: rptest's 35,000 generic
+    // calls) goes to the generic path without the refill's saved registers (some 30
+    // instructions a time). (Inline in its callers, these tests cost `alloc_miss` one more
+    // instruction on its commonest way, the small-size miss that takes the page's own
+    // frees: 0.4 instructions an iteration of the C fast-path loop of `benches/run.sh
+    // --callgrind`.)
     // SAFETY: as in `malloc_small_local`: the page is null or a live page of the caller's
     // heap (the empty page of the never-written empty heap has no own frees and no room to
     // grow, so nothing below that writes is reached for it), its lists its own to change;
@@ -336,13 +358,33 @@ unsafe fn malloc_refill(heap: *mut RawHeap, page: *mut Page, size: usize, zero: 
         {
             return malloc_generic(heap, size, zero, 0);
         }
-        let tld = (*heap).tld;
-        let heartbeat = (*tld).heartbeat + 1;
-        if heartbeat % HEARTBEAT_PERIOD == 0 {
+        if ((*(*heap).tld).heartbeat + 1) % HEARTBEAT_PERIOD == 0 {
             return malloc_generic(heap, size, zero, 0);
         }
+        malloc_refill_page(heap, page, size, zero, local)
+    }
+}
+
+/// The refill of [`malloc_refill`] once its tests passed: `page`'s own frees become its
+/// free list (`local`), or its free list grows, and a block is popped.
+///
+/// # Safety
+/// As [`malloc_refill`], whose tests passed: `page` is not null, its `free` list is empty,
+/// it has own frees (`local`) or room to grow in committed memory, and no remote frees wait
+/// on it when it grows.
+#[cfg(not(feature = "small"))]
+#[inline(never)]
+unsafe fn malloc_refill_page(
+    heap: *mut RawHeap,
+    page: *mut Page,
+    size: usize,
+    zero: bool,
+    local: bool,
+) -> *mut u8 {
+    // SAFETY: as this function's contract.
+    unsafe {
         if local {
-            // (`free` is empty: checked above)
+            // (`free` is empty: checked by the caller)
             Page::take_local_free(page);
             if !(*page).has_free() {
                 // a corrupted head: the generic path reports and drops it
@@ -353,7 +395,8 @@ unsafe fn malloc_refill(heap: *mut RawHeap, page: *mut Page, size: usize, zero: 
             // room (`capacity < reserved`), as `extend_free` requires
             Page::extend_free(page);
         }
-        (*tld).heartbeat = heartbeat;
+        let tld = (*heap).tld;
+        (*tld).heartbeat += 1;
         (*tld).domain().os.tick();
         // (the page keeps its place at the front of its queue; a retired page stays
         // retired, and its statistics wait, as in `malloc_small_local`)
@@ -425,6 +468,12 @@ pub(crate) unsafe fn malloc_small_fast(heap: *mut RawHeap, size: usize, zero: bo
     // thread's, or the empty page).
     if unsafe { !Page::has_free_direct(page) } {
         return ptr::null_mut();
+    }
+    // (the hosted `alloc`'s pop is its last act: the zeroing is its tail call)
+    #[cfg(not(any(feature = "secure", feature = "debug-mode")))]
+    // SAFETY: a page of the caller's heap with a free block (above); its flags are ours.
+    if zero && unsafe { !(*page).free_is_zero() } {
+        return unsafe { page_pop_zeroing_inline(page).as_ptr() };
     }
     // SAFETY: a page of the caller's heap with a free block of its size class, which
     // holds `size` bytes (the table maps `size` to that class).
@@ -754,12 +803,13 @@ fn find_free_page(heap: OwnedHeap, bin: usize) -> *mut Page {
 /// fresh one.
 #[inline(never)]
 fn find_free_page_slow(heap: OwnedHeap, bin: usize) -> *mut Page {
-    let mut page = queue_page_with_room(heap, bin);
+    // (`find_free_page` collected the queue's first page just now)
+    let mut page = queue_page_with_room(heap, bin, true);
     // None: take over segments of exited threads first, and look again (their pages of
     // this size class come to the backing heap, often with room: a thread pool's threads
     // then reuse each other's pages instead of each starting a page of its own)
     if page.is_null() && reclaim_abandoned(heap, kind_for(bin_size(bin))) > 0 {
-        page = queue_page_with_room(heap, bin);
+        page = queue_page_with_room(heap, bin, false);
     }
     if page.is_null() {
         // before taking a fresh page, free retired pages whose time ran out (retirement
@@ -781,16 +831,23 @@ fn find_free_page_slow(heap: OwnedHeap, bin: usize) -> *mut Page {
 
 /// The first page of queue `bin` with room, after moving the pages without room to the
 /// full queue (and extending a page whose free list can grow); null when there is none.
-/// The page found goes to the front of its queue, where the direct table looks.
-fn queue_page_with_room(heap: OwnedHeap, bin: usize) -> *mut Page {
+/// The page found goes to the front of its queue, where the direct table looks. With
+/// `first_collected`, the caller has just collected the queue's first page (and found no
+/// block on it): it is not collected again (a remote free that arrived since waits for the
+/// next collection, as one a moment later would).
+fn queue_page_with_room(heap: OwnedHeap, bin: usize, first_collected: bool) -> *mut Page {
     let h = heap.as_ptr();
     // SAFETY: the token proves the heap is ours, and with it the pages in its queues and
     // its thread context: nothing else writes them.
     unsafe {
         let mut page = (*h).pages[bin].first();
+        let mut collect = !first_collected;
         while !page.is_null() {
             let next = (*page).links.next;
-            Page::collect(page, false);
+            if collect {
+                Page::collect(page, false);
+            }
+            collect = true;
             if (*page).immediate_available() {
                 break;
             }
@@ -1117,10 +1174,85 @@ const REALLOC_FAST_MAX: usize = if SMALL_OBJ_SIZE_MAX / 2 < MEDIUM_OBJ_SIZE_MAX 
 /// realloc (mimalloc's `mi_rezalloc` rule): zeroing allocations zero their whole usable
 /// block, and a zeroing realloc keeps the usable bytes past `new_size` zero.
 ///
+/// This is the common case alone; the rest is [`realloc_general`] (a tail call). A block
+/// of a page of the calling thread's with no flag set (not full, no aligned pointer into a
+/// block: `flags`, written by that thread alone, read here without a race, as `free`'s
+/// local path reads it) starts at its block, so its usable size is the block size; such a
+/// block that still fits (and is not too wasteful) stays, and one that grows to a size of
+/// the direct table or of a small page's medium classes, by the common rules (no zeroing,
+/// an alignment that `malloc` gives by size: as `malloc_aligned`'s first test), moves at
+/// once: `malloc` inlined, the copy, the local free of its page (found once). None of
+/// `realloc_general`'s special cases applies to it: it is not a huge block (checked: its
+/// segment's kind), and its new size stays below the medium limit and below twice 8 KiB,
+/// so that it neither becomes huge nor doubles from 8 KiB on ([`moves_to_huge`]:
+/// `size < new_size <= grow < SMALL_OBJ_SIZE_MAX / 2`). cfrac's strings and fixed-heap's
+/// `Vec`s grow this way some 250,000 times a run each: with the general function's tests
+/// and the page looked up twice this cost 90 instructions a move (rusty_alloc 55).
+///
 /// # Safety
 /// `heap` is the calling thread's heap, `owner` its owner token; `p` is null or a live
 /// block; `align` is a power of two.
+#[inline]
 pub(crate) unsafe fn realloc(
+    heap: *mut RawHeap,
+    owner: usize,
+    p: *mut u8,
+    new_size: usize,
+    align: usize,
+    zero: bool,
+) -> *mut u8 {
+    #[cfg(not(any(feature = "secure", feature = "debug-mode")))]
+    if !p.is_null() && !zero {
+        let segment = ptr_segment(p);
+        // SAFETY: `p` is a live block (caller): its segment and page are live; the owner
+        // is atomic; the page's `flags` and `block_size` are read only when the page is
+        // ours (its owner is the only writer).
+        unsafe {
+            let page = Segment::page_of_raw(segment, p);
+            if (*segment).owner.load(Ordering::Relaxed) == owner && (*page).flags == 0 {
+                let size = (*page).block_size;
+                if new_size > size {
+                    // `realloc_growth_size` below the medium limit (beyond, the test fails)
+                    let grow = new_size.max(2 * size);
+                    if grow < REALLOC_FAST_MAX
+                        && align <= WORD
+                        && (*segment).kind != SegmentKind::Huge
+                    {
+                        // every block is word-aligned; a miss of the fast path allocates
+                        // on the general path (so that nothing but the copy is a call here)
+                        let q = if grow <= SMALL_SIZE_MAX {
+                            malloc_small_fast(heap, grow, false)
+                        } else {
+                            malloc_queue_try(heap, grow, false)
+                        };
+                        if !q.is_null() {
+                            // `p` holds `size` bytes and `q` at least `grow > size`, and
+                            // they are distinct blocks; `p` is given up by the caller,
+                            // freed into its page, which is ours (above)
+                            ptr::copy_nonoverlapping(p, q, size);
+                            crate::free::free_local_block(p, page);
+                            return q;
+                        }
+                    }
+                } else if new_size >= size / 2 && p as usize & (align - 1) == 0 {
+                    return p;
+                }
+            }
+        }
+    }
+    // SAFETY: forwarding the caller's contract.
+    unsafe { realloc_general(heap, owner, p, new_size, align, zero) }
+}
+
+const _: () = assert!(REALLOC_FAST_MAX <= MEDIUM_OBJ_SIZE_MAX);
+
+/// [`realloc`] of the cases its common path leaves: null, zeroing, debug mode, blocks of
+/// other threads' pages or of pages with flags, shrinking, large or over-aligned growth.
+///
+/// # Safety
+/// As [`realloc`].
+#[inline(never)]
+unsafe fn realloc_general(
     heap: *mut RawHeap,
     owner: usize,
     p: *mut u8,
@@ -1133,13 +1265,9 @@ pub(crate) unsafe fn realloc(
         return unsafe { malloc_aligned(heap, new_size, align, zero) };
     }
     let segment = ptr_segment(p);
-    // The usable size. A block of a page of the calling thread's, which has handed out no
-    // aligned pointer into a block (`FLAG_HAS_ALIGNED`, written by that thread alone: read
-    // here without a race, as `free`'s local path reads `flags`), starts at its block:
-    // its usable size is the block size, without `usable_size`'s division (a `div` of
-    // some 25 cycles and 11 instructions on every `realloc`: fixed-heap's `Vec`s grow by
-    // `realloc` 267,000 times). Else, and in debug mode (the requested size), the general
-    // computation.
+    // The usable size: as in `realloc` for a block of a page of ours without aligned
+    // pointers into blocks; else, and in debug mode (the requested size), the general
+    // computation (a division).
     // SAFETY: `p` is a live block (caller): its segment and page are live; the owner is
     // atomic; the page's `flags` and `block_size` are read only when the page is ours.
     let size = unsafe {
@@ -1153,15 +1281,8 @@ pub(crate) unsafe fn realloc(
             usable_size(p)
         }
     };
-    // A block growing to a size of the direct table or of a small page's medium classes,
-    // by the common rules (no zeroing, an alignment that `malloc` gives by size: as
-    // `malloc_aligned`'s first test), moves at once: `malloc` inlined, the copy, the free.
-    // None of the special cases below applies to it: it does not fit in place (it grows),
-    // it is not a huge block (checked: its segment's kind), and its new size stays below
-    // the medium limit and below twice 8 KiB, so that it neither becomes huge nor doubles
-    // from 8 KiB on ([`moves_to_huge`]: `size < new_size <= grow < SMALL_OBJ_SIZE_MAX / 2`).
-    // fixed-heap's `Vec`s take it 267,000 times: the tests and calls below, and the call to
-    // `malloc_aligned` with its own alignment tests, cost some 60 instructions a move.
+    // A block growing by `realloc`'s common rules that its common path left (a full page
+    // of ours; a block of another thread's page): the same short move
     if new_size > size && !zero {
         let grow = realloc_growth_size(size, new_size);
         if grow < REALLOC_FAST_MAX
@@ -1170,14 +1291,10 @@ pub(crate) unsafe fn realloc(
             // SAFETY: `p` is live (caller), so is its segment header.
             && unsafe { (*segment).kind } != SegmentKind::Huge
         {
-            // SAFETY: forwarding the caller's heap; `grow` is a multiple of `align`, at
-            // most `MAX_ALIGN_SIZE`, which every block of that size is aligned to (as
-            // `malloc_aligned`'s first test).
+            // SAFETY: as in `realloc`.
             let q = unsafe { malloc(heap, grow, false) };
             if !q.is_null() {
-                // SAFETY: `p` holds `size` bytes and `q` at least `grow > size`, and they
-                // are distinct blocks; `p` is given up by the caller (freed with our
-                // owner token).
+                // SAFETY: as in `realloc`.
                 unsafe {
                     ptr::copy_nonoverlapping(p, q, size);
                     crate::free::free(p, owner);

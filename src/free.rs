@@ -299,6 +299,36 @@ unsafe fn free_in_page(p: *mut u8, segment: *mut Segment, page: *mut Page, owner
     }
 }
 
+/// The free of `realloc`'s moved block (`alloc::realloc`'s common path): `p` is a block
+/// of `page`, a page of the calling thread's that it found with no flag set before it
+/// allocated the new block (its owner cannot have changed since: only the owner gives a
+/// segment up). [`free_in_page`]'s local path without the owner test, its page already
+/// found: the page may have become full meanwhile (its flags are tested again).
+///
+/// # Safety
+/// The calling thread owns `page`; `p` is the start of a live block of it, given up by the
+/// caller.
+#[cfg(not(any(feature = "secure", feature = "debug-mode")))]
+#[inline(always)]
+pub(crate) unsafe fn free_local_block(p: *mut u8, page: *mut Page) {
+    // SAFETY: the calling thread owns the page (caller): the only writer of its `flags`,
+    // `local_free` and `used`; the block is given up by the caller, its first word ours.
+    unsafe {
+        if (*page).flags != 0 {
+            return free_generic(p, page, true);
+        }
+        // (the cheap check of the default build, as in `free_in_page`)
+        #[cfg(not(feature = "bench-unchecked"))]
+        if (*page).local_free == p as *mut Block {
+            return free_check::double_free(p);
+        }
+        push_local(page, p);
+        if (*page).used == 0 {
+            page_retire(page);
+        }
+    }
+}
+
 /// Secure mode: the local free of [`free_in_page`] into a page whose blocks are larger
 /// than [`Page::SCRUB_INLINE_MAX`] (zeroed by `memset`), out of line. The block is pushed
 /// first and zeroed last (the zeroing leaves its link word alone), so that the `memset`

@@ -112,7 +112,10 @@ pub(crate) unsafe fn page_to_full(heap: OwnedHeap, page: *mut Page, bin: usize) 
         debug_assert!(!(*page).in_full());
         (*h).queue_remove(page, bin);
         (*page).flags |= FLAG_IN_FULL;
-        (*h).queue_push(page);
+        // (`queue_push` without working out the bin: the full queue's, which has no
+        // direct-table entries to update)
+        (*h).pages[BIN_FULL].list.push_front(page);
+        (*h).page_count += 1;
         (*page).use_delayed_free(Delayed::UseDelayedFree, false);
         // a remote free may have landed just before the state switched
         Page::collect(page, false);
@@ -137,7 +140,11 @@ pub(crate) unsafe fn page_unfull(heap: OwnedHeap, page: *mut Page) {
         }
         (*h).queue_remove(page, BIN_FULL);
         (*page).flags &= !FLAG_IN_FULL;
-        let bin = queue_bin_of(page);
+        // the bin of its block size: only pages of the size-class queues go to the full
+        // queue (`page_to_full`), never huge ones (`queue_bin_of` would look at the
+        // segment's kind for those)
+        debug_assert!(queue_bin_of(page) != BIN_HUGE);
+        let bin = (*page).bin();
         (*h).queue_push_back(page, bin);
     }
 }
