@@ -6,7 +6,7 @@
 use crate::sync::Ordering;
 use core::ptr;
 
-use crate::abandon::{reclaim_one, Reclaim, RECLAIM_MAX};
+use crate::abandon::{reclaim_one, reclaim_suitable, Reclaim, RECLAIM_MAX};
 #[cfg(not(feature = "small"))]
 use crate::collect::{heap_collect, Collect};
 use crate::free::{heap_collect_retired, heap_delayed_free_partial, usable_size};
@@ -808,7 +808,7 @@ fn find_free_page_slow(heap: OwnedHeap, bin: usize) -> *mut Page {
     // None: take over segments of exited threads first, and look again (their pages of
     // this size class come to the backing heap, often with room: a thread pool's threads
     // then reuse each other's pages instead of each starting a page of its own)
-    if page.is_null() && reclaim_abandoned(heap, kind_for(bin_size(bin))) > 0 {
+    if page.is_null() && reclaim_abandoned(heap, kind_for(bin_size(bin)), bin_size(bin)) > 0 {
         page = queue_page_with_room(heap, bin, false);
     }
     if page.is_null() {
@@ -869,14 +869,27 @@ fn queue_page_with_room(heap: OwnedHeap, bin: usize, first_collected: bool) -> *
 }
 
 /// Takes over abandoned segments while the thread has no segment with a free page of
-/// `kind` (at most `RECLAIM_MAX` that still hold live blocks; emptied ones are freed on
-/// the way and do not count). Their pages in use go to the thread's backing heap. Returns
-/// how many segments were kept.
-fn reclaim_abandoned(heap: OwnedHeap, kind: SegmentKind) -> usize {
+/// `kind`. For a page of blocks of `block_size` (not 0): the first one that helps
+/// (`abandon::reclaim_suitable`). Else (huge pages): at most `RECLAIM_MAX` that still hold
+/// live blocks (emptied ones are freed on the way and do not count). Their pages in use go
+/// to the thread's backing heap. Returns how many segments were kept.
+fn reclaim_abandoned(heap: OwnedHeap, kind: SegmentKind, block_size: usize) -> usize {
     // SAFETY: the token proves the heap's thread context is live and ours; no other
     // reference to it is alive while this one is used.
     let tld = unsafe { &mut *heap.tld() };
     let abandoned = &tld.domain().abandoned;
+    if block_size != 0 {
+        if tld.segments.has_free_page(kind) {
+            return 0;
+        }
+        // SAFETY: the backing heap of our thread is initialised and ours.
+        let backing = unsafe { OwnedHeap::new(tld.heap_backing) };
+        let tries = (abandoned.count() / 10).clamp(RECLAIM_MAX, 1024);
+        return reclaim_suitable(&mut tld.segments, abandoned, block_size, kind, tries, |s| {
+            // SAFETY: the segment was just reclaimed by us.
+            unsafe { adopt_pages(backing, s) }
+        });
+    }
     let mut reclaimed = 0;
     while reclaimed < RECLAIM_MAX && !tld.segments.has_free_page(kind) {
         match reclaim_one(&mut tld.segments, abandoned) {
@@ -905,9 +918,12 @@ fn page_fresh(heap: OwnedHeap, block_size: usize, huge: Option<usize>) -> *mut P
     } else {
         kind_for(block_size)
     };
-    // Take over abandoned segments while there is no free page of this kind (a new large
-    // or huge page never comes from one, but emptied ones are freed on the way).
-    reclaim_abandoned(heap, kind);
+    // Huge pages: take over abandoned segments (a new huge page never comes from one, but
+    // emptied ones are freed on the way). Other sizes come here from `find_free_page_slow`,
+    // which has just looked for an abandoned segment that helps.
+    if huge.is_some() {
+        reclaim_abandoned(heap, kind, 0);
+    }
     // SAFETY: the token proves the heap's thread context is live and ours; no other
     // reference to it is alive while this one is used.
     let tld = unsafe { &mut *heap.tld() };

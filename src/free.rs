@@ -1003,6 +1003,20 @@ pub(crate) fn heap_collect_retired(heap: OwnedHeap, force: bool) {
                     continue;
                 }
                 if (*page).all_free() {
+                    // Blocks on `local_free`: the page was used since the last look (a
+                    // block allocated and freed again through paths that leave it retired,
+                    // `malloc_refill_page` and the fast paths): its countdown starts again,
+                    // as mimalloc's does when its generic path takes the page up. Else a
+                    // size class used in every round of a loop expires whenever other
+                    // classes make pages, and each page it re-makes counts the others down.
+                    // The blocks move to `free` so that the next look sees new uses only
+                    // (each block is walked once per move: bounded by the frees).
+                    if !force && !(*page).local_free.is_null() {
+                        Page::collect(page, true);
+                        (*page).retire_expire = retire_cycles((*page).block_size);
+                        keep |= 1 << bit;
+                        continue;
+                    }
                     (*page).retire_expire -= 1;
                     if force || (*page).retire_expire == 0 {
                         page_free(heap, page, bin); // all its blocks are free
