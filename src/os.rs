@@ -50,6 +50,9 @@ pub(crate) struct Os {
     /// looks without taking it). Taken by a swap; see `segment_alloc::huge_spare_take`.
     pub(crate) huge_spare: AtomicPtr<u8>,
     pub(crate) huge_spare_committed: AtomicUsize,
+    /// The most committed memory the spare huge region may hold (see
+    /// `Domain::set_spare_limit`; `segment_alloc::HUGE_SPARE_MAX` at most).
+    pub(crate) huge_spare_limit: AtomicUsize,
 }
 
 #[cfg(feature = "secure")]
@@ -147,6 +150,7 @@ impl Os {
             guards: crate::sync::AtomicU8::new(GUARDS_UNKNOWN),
             huge_spare: AtomicPtr::new(core::ptr::null_mut()),
             huge_spare_committed: AtomicUsize::new(0),
+            huge_spare_limit: AtomicUsize::new(crate::segment_alloc::HUGE_SPARE_MAX),
         }
     }
 
