@@ -87,9 +87,10 @@ impl Domain {
     /// until its purge delay runs out (and that heap's slow path looks), memory that the
     /// other CPUs' heaps cannot get back when they run short.
     pub fn set_spare_limit(&self, bytes: usize) {
-        self.os
-            .huge_spare_limit
-            .store(bytes.min(crate::segment_alloc::HUGE_SPARE_MAX), crate::sync::Ordering::Relaxed)
+        self.os.huge_spare_limit.store(
+            bytes.min(crate::segment_alloc::HUGE_SPARE_MAX),
+            crate::sync::Ordering::Relaxed,
+        )
     }
 
     /// Caps the bytes reserved from the page source (0 = no cap). Allocations that would
