@@ -88,7 +88,7 @@ impl Domain {
     /// other CPUs' heaps cannot get back when they run short.
     pub fn set_spare_limit(&self, bytes: usize) {
         self.os.huge_spare_limit.store(
-            bytes.min(crate::segment_alloc::HUGE_SPARE_MAX),
+            bytes.min(crate::os::HUGE_SPARE_MAX),
             crate::sync::Ordering::Relaxed,
         )
     }

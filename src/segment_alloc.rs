@@ -11,7 +11,7 @@ use core::mem::size_of;
 use core::ptr::{self, NonNull};
 
 use crate::list::Links;
-use crate::os::Os;
+use crate::os::{Os, HUGE_SPARE_MAX};
 use crate::page::Page;
 use crate::segment::{
     align_up, kind_for, ptr_segment, Segment, SegmentKind, SegmentsTld, ABANDONED,
@@ -61,12 +61,13 @@ const HUGE_AHEAD_MAX: usize = 2 << 20;
 /// cleared: no pointer finds it), its `purge_expire` the time it goes back; whoever swaps
 /// it out of `Os::huge_spare` owns it.
 ///
-/// The most committed memory the spare holds: an emptied huge segment with more goes
-/// back to the source at once. 16 MiB: a buffer grown to 8 MiB and its room ahead
-/// (`HUGE_AHEAD_MAX`) fit. A kernel with little RAM sets less (`Domain::set_spare_limit`):
-/// a block that takes the spare keeps its committed memory (for its growth) a purge delay
-/// long, in its heap's segment, where no other CPU's heap can get it back.
-pub(crate) const HUGE_SPARE_MAX: usize = 16 << 20;
+/// The most committed memory the spare holds is its limit, [`HUGE_SPARE_MAX`] by default
+/// (16 MiB: a buffer grown to 8 MiB and its room ahead, `HUGE_AHEAD_MAX`, fit): an emptied
+/// huge segment with more goes back to the source at once. A kernel with little RAM sets
+/// less (`Domain::set_spare_limit`): a block that takes the spare keeps its committed
+/// memory (for its growth) a purge delay long, in its heap's segment, where no other CPU's
+/// heap can get it back.
+const _: () = assert!(HUGE_SPARE_MAX >= 2 * HUGE_AHEAD_MAX);
 
 /// What the size of a huge segment is rounded up to: the allocation granularity; over a
 /// source of OS memory without reserve (`mmap`: memory faults in on first touch, and a
