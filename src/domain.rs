@@ -79,6 +79,20 @@ impl Domain {
         self.os.purge_delay()
     }
 
+    /// Caps the committed memory of the spare huge region (the last emptied huge segment,
+    /// kept mapped for the next huge block; over sources that grow by remap, as a kernel's
+    /// frames source): 16 MiB by default, which is also the most it can be. An emptied
+    /// huge segment holding more goes back to the source at once. A kernel with little RAM
+    /// sets less: a spare taken by a small block stays with that block's heap, committed,
+    /// until its purge delay runs out (and that heap's slow path looks), memory that the
+    /// other CPUs' heaps cannot get back when they run short.
+    pub fn set_spare_limit(&self, bytes: usize) {
+        self.os.huge_spare_limit.store(
+            bytes.min(crate::os::HUGE_SPARE_MAX),
+            crate::sync::Ordering::Relaxed,
+        )
+    }
+
     /// Caps the bytes reserved from the page source (0 = no cap). Allocations that would
     /// go beyond it fail (return null) instead.
     pub fn set_limit(&self, bytes: usize) {

@@ -50,7 +50,15 @@ pub(crate) struct Os {
     /// looks without taking it). Taken by a swap; see `segment_alloc::huge_spare_take`.
     pub(crate) huge_spare: AtomicPtr<u8>,
     pub(crate) huge_spare_committed: AtomicUsize,
+    /// The most committed memory the spare huge region may hold (see
+    /// `Domain::set_spare_limit`; [`HUGE_SPARE_MAX`] at most).
+    pub(crate) huge_spare_limit: AtomicUsize,
 }
+
+/// The most committed memory the spare huge region may hold, and its default limit (see
+/// `segment_alloc`'s spare paths and `Domain::set_spare_limit`). 16 MiB: a buffer grown to
+/// 8 MiB and its room ahead (`segment_alloc::HUGE_AHEAD_MAX`) fit.
+pub(crate) const HUGE_SPARE_MAX: usize = 16 << 20;
 
 #[cfg(feature = "secure")]
 const GUARDS_UNKNOWN: u8 = 0;
@@ -147,6 +155,7 @@ impl Os {
             guards: crate::sync::AtomicU8::new(GUARDS_UNKNOWN),
             huge_spare: AtomicPtr::new(core::ptr::null_mut()),
             huge_spare_committed: AtomicUsize::new(0),
+            huge_spare_limit: AtomicUsize::new(HUGE_SPARE_MAX),
         }
     }
 

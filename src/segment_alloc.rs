@@ -11,7 +11,7 @@ use core::mem::size_of;
 use core::ptr::{self, NonNull};
 
 use crate::list::Links;
-use crate::os::Os;
+use crate::os::{Os, HUGE_SPARE_MAX};
 use crate::page::Page;
 use crate::segment::{
     align_up, kind_for, ptr_segment, Segment, SegmentKind, SegmentsTld, ABANDONED,
@@ -61,10 +61,13 @@ const HUGE_AHEAD_MAX: usize = 2 << 20;
 /// cleared: no pointer finds it), its `purge_expire` the time it goes back; whoever swaps
 /// it out of `Os::huge_spare` owns it.
 ///
-/// The most committed memory the spare holds: an emptied huge segment with more goes
-/// back to the source at once. 16 MiB: a buffer grown to 8 MiB and its room ahead
-/// (`HUGE_AHEAD_MAX`) fit.
-pub(crate) const HUGE_SPARE_MAX: usize = 16 << 20;
+/// The most committed memory the spare holds is its limit, [`HUGE_SPARE_MAX`] by default
+/// (16 MiB: a buffer grown to 8 MiB and its room ahead, `HUGE_AHEAD_MAX`, fit): an emptied
+/// huge segment with more goes back to the source at once. A kernel with little RAM sets
+/// less (`Domain::set_spare_limit`): a block that takes the spare keeps its committed
+/// memory (for its growth) a purge delay long, in its heap's segment, where no other CPU's
+/// heap can get it back.
+const _: () = assert!(HUGE_SPARE_MAX >= 2 * HUGE_AHEAD_MAX);
 
 /// What the size of a huge segment is rounded up to: the allocation granularity; over a
 /// source of OS memory without reserve (`mmap`: memory faults in on first touch, and a
@@ -572,12 +575,13 @@ unsafe fn segment_free(ctx: Option<&mut SegmentsTld>, segment: *mut Segment) {
     }
     // An emptied huge segment of an owner that is its region whole, over a source that
     // reserves and grows by remap, becomes the spare huge region (see `HUGE_SPARE_MAX`)
-    // if there is none, with its committed memory, at most `HUGE_SPARE_MAX` of it, and if
+    // if there is none, with its committed memory, at most its limit of it (`Domain::
+    // set_spare_limit`, `HUGE_SPARE_MAX` by default), and if
     // emptied memory may be kept at all (a purge delay of 0 purges at once)
     let spare = large
         && seg.guard == 0
         && region == segment as *mut u8
-        && committed <= HUGE_SPARE_MAX
+        && committed <= os.huge_spare_limit.load(Ordering::Relaxed)
         && ctx.is_some()
         && os.purge_delay() != 0
         && os.huge_spare.load(Ordering::Relaxed).is_null()

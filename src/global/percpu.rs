@@ -557,10 +557,11 @@ const SPARE_MOVE_MIN: usize = 1024;
 /// The least memory the spare huge region holds committed for a doubling buffer to move
 /// into it before 8 KiB: a big buffer's region (one grown to several megabytes), for a
 /// buffer likely to grow as big again. Smaller spares wait for a block that becomes huge
-/// by the usual rules. (Measured: with 1 MiB, the kernel's `run=all` on 24 MiB and 4 CPUs
-/// ran out of memory in its stress scenario in about one boot in four, its committed peak
-/// 2-4 MiB higher than without these moves; with 4 MiB, 12 boots of 12 passed. Why the
-/// smaller spares raised the peak that much is not understood yet.)
+/// by the usual rules. (With 1 MiB, the kernel's `run=all` on 24 MiB and 4 CPUs ran out of
+/// memory in its stress scenario in about one boot in four: a small block that moved into
+/// a spare of several megabytes kept them committed in its CPU's heap for a purge delay,
+/// out of the other CPUs' reach. The kernel now bounds the spare by RAM,
+/// `Domain::set_spare_limit`.)
 const SPARE_MOVE_COMMITTED: usize = 4 << 20;
 
 impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, LEVELS> {
