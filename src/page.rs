@@ -852,7 +852,9 @@ impl Page {
         // (secure mode's blocks are at least two words: `size_class::MIN_BIN`)
         debug_assert!(self.block_size >= 2 * WORD);
         let [o2, o3] = self.scrub_check;
-        debug_assert!(o2 as usize <= self.block_size - WORD && o3 as usize <= self.block_size - WORD);
+        debug_assert!(
+            o2 as usize <= self.block_size - WORD && o3 as usize <= self.block_size - WORD
+        );
         // SAFETY: words 1, 2 and 3 of a block of ours, or its last word for those of a
         // block of fewer words (`scrub_check`): all inside the block, word-aligned.
         let acc = unsafe {

@@ -358,7 +358,10 @@ mod tests {
         for d in [1usize, 8, 16, 24, 48, 80, 112, 640, 1 << 20, 3 * 1024 + 8] {
             let div = Divisor::new(d);
             let k = 37;
-            for n in (0..60 * d).step_by(1.max(d / 7)).chain([usize::MAX - 7, 0usize.wrapping_sub(d)]) {
+            for n in (0..60 * d)
+                .step_by(1.max(d / 7))
+                .chain([usize::MAX - 7, 0usize.wrapping_sub(d)])
+            {
                 assert_eq!(div.quotient(n) < k, n % d == 0 && n < k * d, "d={d} n={n}");
             }
         }

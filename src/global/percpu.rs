@@ -222,7 +222,10 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
             return None;
         }
         let cpu = self.cpu.cpu_index();
-        debug_assert!(cpu < CPUS, "CpuLocal::cpu_index {cpu} out of range (CPUS = {CPUS})");
+        debug_assert!(
+            cpu < CPUS,
+            "CpuLocal::cpu_index {cpu} out of range (CPUS = {CPUS})"
+        );
         // SAFETY: `cpu < CPUS` (the `CpuLocal` contract) and `level < LEVELS - 1`.
         Some(unsafe { self.heaps.get_unchecked(cpu).get_unchecked(level) })
     }
