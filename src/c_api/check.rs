@@ -73,15 +73,15 @@ unsafe fn not_in_map(p: *mut u8) {
         // a live block of ours, not used afterwards.
         return unsafe { hosted::free_nonnull(p) };
     }
-    invalid_free(p, "not allocated by shardalloc");
+    invalid_free(p, "not allocated by shardalloc", "");
 }
 
 #[cold]
 #[inline(never)]
-fn invalid_free(p: *mut u8, why: &str) {
+fn invalid_free(p: *mut u8, why: &str, via: &str) {
     error(
         ::libc::EINVAL,
-        format_args!("invalid free of {p:p} ({why})"),
+        format_args!("invalid free of {p:p} ({why}){via}"),
     );
     crate::secure::abort_if_set(ErrorKind::InvalidFree, p as usize);
 }
@@ -97,19 +97,32 @@ unsafe fn free_checked(p: *mut u8) {
     if p.is_null() {
         return;
     }
+    if live_block_checked(p, "") {
+        // SAFETY: `check_block` found `p` to be a block (or inside an aligned block) of a
+        // page in use and, where the calling thread can see, not free already: a live
+        // block of ours, which the C caller does not use after `free` (its contract).
+        unsafe { hosted::free(p) }
+    }
+}
+
+/// Checked mode: whether `p` (not null) passes `check_block`, i.e. is a block of ours
+/// (or inside an aligned one) of a page in use and, where the calling thread can see, not
+/// free already. A pointer that fails is reported as a bad free, with `via` after the
+/// message (e.g. " (realloc)": `realloc` frees the block it moves, and must not read a
+/// freed one), and the caller leaves it alone.
+#[cold]
+#[inline(never)]
+pub(crate) fn live_block_checked(p: *mut u8, via: &str) -> bool {
     // SAFETY: `default_heap()` is the calling thread's live default heap or the static
     // empty heap, both readable `RawHeap`s.
     let owner = unsafe { (*hosted::default_heap()).owner };
     match check_block(p, owner) {
-        // SAFETY: `check_block` found `p` to be a block (or inside an aligned block) of a
-        // page in use and, where the calling thread can see, not free already: a live
-        // block of ours, which the C caller does not use after `free` (its contract).
-        Ok(()) => unsafe { hosted::free(p) },
+        Ok(()) => return true,
         Err(BadFree::DoubleFree) => {
-            error(::libc::EAGAIN, format_args!("double free of {p:p}"));
+            error(::libc::EAGAIN, format_args!("double free of {p:p}{via}"));
             crate::secure::abort_if_set(ErrorKind::DoubleFree, p as usize);
         }
-        Err(BadFree::NotBlockStart) => invalid_free(p, "not the start of a block"),
+        Err(BadFree::NotBlockStart) => invalid_free(p, "not the start of a block", via),
         Err(BadFree::NotInBlocks(why)) => invalid_free(
             p,
             match why {
@@ -118,6 +131,8 @@ unsafe fn free_checked(p: *mut u8) {
                 NotInBlocks::PageNotInUse => "in a page that is not in use: double free?",
                 NotInBlocks::OutsideBlocks => "outside the blocks of its page",
             },
+            via,
         ),
     }
+    false
 }

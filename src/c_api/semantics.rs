@@ -287,11 +287,22 @@ pub(crate) unsafe fn mallocn(heap: Option<*mut RawHeap>, count: usize, size: usi
     }
 }
 
-/// Checks a pointer handed to `realloc`-like functions: null or ours. Reports others
-/// (`EINVAL`) and returns false.
+/// Checks a pointer handed to `realloc`-like functions: null or ours, and in checked mode
+/// a live block (`check::live_block_checked`: `realloc` reads the block and frees it, so a
+/// block freed already is reported as the double free it is, not copied from and freed
+/// again). Reports others (`EINVAL`) and returns false.
 fn realloc_arg_ok(p: *mut u8, func: &str) -> bool {
-    if p.is_null() || checked_segment(p).is_some() {
+    if p.is_null() {
         return true;
+    }
+    if checked_segment(p).is_some() {
+        if !super::options::CHECK_FREE.load(core::sync::atomic::Ordering::Relaxed)
+            || super::check::live_block_checked(p, " (realloc)")
+        {
+            return true;
+        }
+        set_errno(::libc::EINVAL);
+        return false;
     }
     super::options::error(
         ::libc::EINVAL,
