@@ -239,6 +239,37 @@ pub(crate) fn reclaim_suitable(
     kept
 }
 
+/// Walks the pages in use of `segment`, a segment the calling thread popped from the
+/// abandoned list, collecting each page's remote frees first, and calls `f` with each
+/// until it returns true (then true).
+///
+/// # Safety
+/// `segment` was popped from the abandoned list by the calling thread and is live; `f`
+/// may free the page it is given only if it then returns true.
+unsafe fn collect_used_pages(segment: *mut Segment, mut f: impl FnMut(*mut Page) -> bool) -> bool {
+    // SAFETY: popped, so live and the calling thread's alone; `capacity` is fixed at the
+    // segment's creation.
+    let (first, capacity) = unsafe { ((*segment).first_entry(), (*segment).capacity) };
+    for i in first..capacity {
+        // SAFETY: `i < capacity`; the temporary `&Segment` ends at once.
+        let page = unsafe { (*segment).page(i) };
+        // SAFETY: the page metadata lies in the header of the popped segment. Its pages
+        // have no heap, so only remote frees touch them meanwhile, and only
+        // `xthread_free`, atomically: the entry is reached through the raw pointer (no
+        // `&mut Page`), the calling thread having popped the segment.
+        unsafe {
+            if !(*page).segment_in_use {
+                continue;
+            }
+            Page::collect(page, false);
+        }
+        if f(page) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Whether taking over `segment` gives a page for blocks of `block_size` in a segment of
 /// `kind`: a page of that size with room, a page all of whose blocks were freed (it is
 /// freed on reclaim), or a free page slot in a segment of that kind. Collects each page's
@@ -261,26 +292,18 @@ unsafe fn segment_helps(segment: *mut Segment, block_size: usize, kind: SegmentK
         return true;
     }
     let mut helps = false;
-    for i in first..capacity {
-        // SAFETY: `i < capacity`; the temporary `&Segment` ends at once.
-        let page = unsafe { (*segment).page(i) };
-        // SAFETY: the page entry lies in the header of the popped segment; only remote
-        // frees touch it meanwhile, atomically (caller): reached through the raw pointer.
-        unsafe {
-            if !(*page).segment_in_use {
-                continue;
-            }
-            Page::collect(page, false);
-            if (*page).all_free()
+    // SAFETY: popped by the calling thread and live (caller); `f` frees nothing.
+    unsafe {
+        collect_used_pages(segment, |page| {
+            // SAFETY: a page in use of the popped segment (`collect_used_pages`).
+            helps |= (*page).all_free()
                 || ((*page).block_size == block_size
                     && ((*page).immediate_available()
                         || !(*page).local_free.is_null()
-                        || (*page).capacity < (*page).reserved))
-            {
-                helps = true;
-            }
-        }
-    }
+                        || (*page).capacity < (*page).reserved));
+            false
+        })
+    };
     helps
 }
 
@@ -293,30 +316,15 @@ pub(crate) fn abandoned_collect(abandoned: &Abandoned) {
         let Some(segment) = abandoned.pop() else {
             break;
         };
-        // SAFETY: popped, so live and the calling thread's alone; `capacity` is fixed at
-        // the segment's creation.
-        let (first, capacity) = unsafe { ((*segment).first_entry(), (*segment).capacity) };
-        let mut freed = false;
-        for i in first..capacity {
-            // SAFETY: `i < capacity`; the temporary `&Segment` ends at once.
-            let page = unsafe { (*segment).page(i) };
-            // SAFETY: the page metadata lies in the header of the popped segment. Its pages
-            // have no heap, so only remote frees touch them meanwhile, and only
-            // `xthread_free`, atomically: the entry is reached through the raw pointer (no
-            // `&mut Page`), the calling thread having popped the segment.
-            unsafe {
-                if !(*page).segment_in_use {
-                    continue;
-                }
-                Page::collect(page, false);
-            }
-            // SAFETY: the page is in use, in no heap queue, and all its blocks are free;
-            // its segment was popped by the calling thread and has no owner (`None`).
-            if unsafe { (*page).all_free() } && unsafe { page_free_in(None, page) } {
-                freed = true;
-                break;
-            }
-        }
+        // SAFETY: popped by the calling thread, so live and its alone; `f` frees a page
+        // only when it then returns true.
+        let freed = unsafe {
+            collect_used_pages(segment, |page| {
+                // SAFETY: the page is in use, in no heap queue, and all its blocks are free;
+                // its segment was popped by the calling thread and has no owner (`None`).
+                (*page).all_free() && page_free_in(None, page)
+            })
+        };
         if !freed {
             // SAFETY: popped by the calling thread, which has it alone.
             unsafe { segment_purge(segment, true) };
