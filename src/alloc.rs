@@ -1262,6 +1262,40 @@ pub(crate) unsafe fn realloc(
 
 const _: () = assert!(REALLOC_FAST_MAX <= MEDIUM_OBJ_SIZE_MAX);
 
+/// [`realloc_general`]'s short move: a block of `alloc_size` bytes from `malloc`, the first
+/// `copy` bytes of `p` copied into it, `p` freed, the new block's request recorded as
+/// `new_size` in debug mode (headroom is not part of the request). Null when out of memory,
+/// `p` then untouched.
+///
+/// # Safety
+/// As [`realloc`]; `p` is live, not null, with at least `copy` usable bytes, and
+/// `copy <= alloc_size`.
+#[inline(always)]
+unsafe fn realloc_short_move(
+    heap: *mut RawHeap,
+    owner: usize,
+    p: *mut u8,
+    alloc_size: usize,
+    copy: usize,
+    new_size: usize,
+) -> *mut u8 {
+    let _ = new_size; // (read in debug mode only)
+                      // SAFETY: forwarding the caller's heap.
+    let q = unsafe { malloc(heap, alloc_size, false) };
+    if !q.is_null() {
+        // SAFETY: `p` holds at least `copy` bytes and `q` at least `alloc_size >= copy`;
+        // they are distinct blocks (`p` is live); `p` is given up by the caller (freed with
+        // its owner token).
+        unsafe {
+            ptr::copy_nonoverlapping(p, q, copy);
+            crate::free::free(p, owner);
+            #[cfg(feature = "debug-mode")]
+            crate::debug_mode::set_requested(q, new_size);
+        }
+    }
+    q
+}
+
 /// [`realloc`] of the cases its common path leaves: null, zeroing, debug mode, blocks of
 /// other threads' pages or of pages with flags, shrinking, large or over-aligned growth.
 ///
@@ -1307,17 +1341,9 @@ unsafe fn realloc_general(
             // SAFETY: `p` is live (caller), so is its segment header.
             && unsafe { (*segment).kind } != SegmentKind::Huge
         {
-            // SAFETY: as in `realloc`.
-            let q = unsafe { malloc(heap, grow, false) };
+            // SAFETY: as in `realloc`; `grow > size`, so the new block holds `p`'s bytes.
+            let q = unsafe { realloc_short_move(heap, owner, p, grow, size, new_size) };
             if !q.is_null() {
-                // SAFETY: as in `realloc`.
-                unsafe {
-                    ptr::copy_nonoverlapping(p, q, size);
-                    crate::free::free(p, owner);
-                    #[cfg(feature = "debug-mode")]
-                    // the headroom is not part of the request (as below)
-                    crate::debug_mode::set_requested(q, new_size);
-                }
                 return q;
             }
             // out of memory with the headroom: the general path below tries without it
@@ -1349,18 +1375,9 @@ unsafe fn realloc_general(
     {
         // SAFETY: forwarding the caller's heap; every block is word-aligned, and a block of
         // a multiple of `align <= MAX_ALIGN_SIZE` bytes (at least `align`) is aligned to
-        // `align` (as `malloc_aligned`'s first test).
-        let q = unsafe { malloc(heap, new_size, false) };
+        // `align` (as `malloc_aligned`'s first test); `p` holds `size > new_size` bytes.
+        let q = unsafe { realloc_short_move(heap, owner, p, new_size, new_size, new_size) };
         if !q.is_null() {
-            // SAFETY: `p` holds `size > new_size` bytes and `q` at least `new_size`, and
-            // they are distinct blocks; `p` is given up by the caller (freed with our owner
-            // token).
-            unsafe {
-                ptr::copy_nonoverlapping(p, q, new_size);
-                crate::free::free(p, owner);
-                #[cfg(feature = "debug-mode")]
-                crate::debug_mode::set_requested(q, new_size);
-            }
             return q;
         }
         // out of memory: the general path below fails alike
