@@ -466,6 +466,9 @@ pub(crate) enum LocalFree {
     /// [`free_into_full_try`] may take it (out of line: the common free's test stays one
     /// compare).
     Flagged(*mut Page),
+    /// Not freed: `p` is a block of this page of another owner's; [`free_remote_try`]
+    /// may take it (a push onto the page's `thread_free`).
+    Remote(*mut Page),
     /// Not freed: `p` needs the full path ([`free`]).
     No,
 }
@@ -523,13 +526,20 @@ pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> LocalFree {
     // (no `&Segment` before the owner test: the segment may be another context's, which
     // writes its page entries, inside the `Segment` struct, meanwhile: as `free_in_segment`)
     let segment = ptr_segment(p);
+    // (`page_of_raw`, read before the owner test: both answers need the page)
+    // SAFETY: `p` is a live block (caller): it points into one of the segment's pages, in
+    // use.
+    let page = unsafe { Segment::page_of_raw(segment, p) };
     // SAFETY: `p` is a live block (caller), so its segment header is readable; a borrow of
     // the atomic `owner` field alone.
     if unsafe { (*segment).owner.load(Ordering::Relaxed) } != owner {
-        return LocalFree::No;
+        // (debug mode checks every free first: through `free`)
+        return if cfg!(feature = "debug-mode") {
+            LocalFree::No
+        } else {
+            LocalFree::Remote(page)
+        };
     }
-    // SAFETY: `p` points into one of the segment's pages, owned by the calling context.
-    let page = unsafe { (*segment).page_of(p) };
     // SAFETY: the calling context owns the page (owner checked), so nothing else writes
     // its `flags`, `local_free`, `used` and `retire_expire`; the block is given up by the
     // caller.
@@ -571,6 +581,35 @@ pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> LocalFree {
         }
     }
     LocalFree::Done
+}
+
+/// The remote free of [`free_local_try`]'s `Remote` answer when it needs no more than one
+/// CAS: `p`'s block pushed onto its page's `thread_free` (as `free_block_mt`), unless the
+/// page is full and its owner waits for news (`UseDelayedFree`); then false, having
+/// changed nothing (the caller takes the full path, [`free`], which goes through the
+/// owner's delayed list). Never enters the `DelayedFreeing` state, which the owner may
+/// wait on: `PerCpuAlloc` runs it with interrupts on, where an interrupt handler on the
+/// same CPU may own the page.
+///
+/// # Safety
+/// `p` is a live block (or an aligned pointer into one) of `page`, given up by the caller,
+/// that the calling context does not own; not in secure or debug mode (their checks come
+/// first: `free_local_try` answers `No` there).
+#[cfg(not(feature = "embedded"))]
+#[inline(always)]
+pub(crate) unsafe fn free_remote_try(page: *mut Page, p: *mut u8) -> bool {
+    debug_assert!(!cfg!(any(feature = "secure", feature = "debug-mode")));
+    // SAFETY: `p` is a live block of `page` (caller), so the page is in use; reads of its
+    // atomic tag and fixed fields only, as `free_generic` does for a page another context
+    // owns.
+    unsafe {
+        let block = if Page::has_aligned_raw(page) {
+            block_of_raw(page, p)
+        } else {
+            p as *mut Block
+        };
+        Page::thread_free_push_unless_delayed(page, block)
+    }
 }
 
 /// # Safety
@@ -640,6 +679,10 @@ unsafe fn block_of_raw(page: *const Page, p: *mut u8) -> *mut Block {
         if (*page).div.divides(off) {
             return p as *mut Block;
         }
+        // (a page in use has blocks of a non-zero size: no panic branch for a zero
+        // divisor, which kept `PerCpuAlloc`'s remote free from being leaf code)
+        debug_assert!(size != 0, "page in use with block size 0");
+        let size = core::num::NonZeroUsize::new_unchecked(size);
         p.wrapping_sub(off % size) as *mut Block
     }
 }

@@ -1239,6 +1239,38 @@ impl Page {
         }
     }
 
+    /// [`thread_free_push`](Self::thread_free_push) that never begins `DelayedFreeing`:
+    /// returns false, having changed nothing, when the page is full and its heap waits for
+    /// news (`UseDelayedFree`). A caller that pushes this way never makes the owner wait
+    /// for it (`use_delayed_free` waits only while a remote free is `DelayedFreeing`), so
+    /// it may be interrupted by the owner anywhere (`PerCpuAlloc`: with interrupts on).
+    ///
+    /// # Safety
+    /// As `thread_free_push`.
+    #[inline(always)]
+    #[cfg(not(feature = "embedded"))]
+    pub(crate) unsafe fn thread_free_push_unless_delayed(
+        page: *const Page,
+        block: *mut Block,
+    ) -> bool {
+        // SAFETY: the page is live (caller); a borrow of its atomic field alone.
+        let xtf = unsafe { &(*page).xthread_free };
+        let mut tf = xtf.load(Ordering::Relaxed);
+        loop {
+            if tf_delayed(tf) == Delayed::UseDelayedFree {
+                return false;
+            }
+            // SAFETY: the block is ours to write until the CAS publishes it; the keys are
+            // fixed while the page is in use.
+            unsafe { (*block).next = Page::encode_link(page, tf_block(tf)) };
+            let new = tf_make(block, tf_delayed(tf));
+            match xtf.compare_exchange_weak(tf, new, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(cur) => tf = cur,
+            }
+        }
+    }
+
     /// Ends the `DelayedFreeing` state that a `thread_free_push` returning false began:
     /// remote frees go to `thread_free` again. (A raw `page`: as `thread_free_push`.)
     ///

@@ -14,9 +14,10 @@
 //! default) every call masks interrupts: one heap per CPU.
 //!
 //! Frees from any CPU and level are allowed: a block of another heap goes to its page's
-//! `thread_free` list with one CAS, with interrupts masked: a full page's owner waits for
-//! a remote free that is between its two steps, and if the owner interrupted that free on
-//! the same CPU it would wait forever (masking every remote free costs less than telling
+//! `thread_free` list with one CAS, with interrupts on. The first remote free into a full
+//! page (onto the owning heap's delayed list, in two steps) masks them: the page's owner
+//! waits for a remote free that is between its two steps, and if the owner interrupted
+//! that free on the same CPU it would wait forever (masking those costs less than telling
 //! the heaps of this CPU from the others').
 
 use crate::sync::{AtomicPtr, Ordering};
@@ -424,13 +425,30 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         unsafe { self.dealloc_slow(p, heap) }
     }
 
+    /// `dealloc` of a block of another heap: one CAS onto its page's `thread_free`, with
+    /// interrupts on, unless the page is full and its owner waits for news (see
+    /// `free::free_remote_try`), else [`dealloc_slow`](Self::dealloc_slow). Out of line
+    /// (a tail call): the local fast path in `dealloc` then sets up no frame.
+    ///
+    /// # Safety
+    /// As `dealloc_slow`; `p` is a block of `page`, not a page of the caller's heap `heap`.
+    #[inline(never)]
+    unsafe fn dealloc_remote(&self, p: *mut u8, page: *mut crate::page::Page, heap: *mut RawHeap) {
+        // SAFETY: `p` is a live block of `page`, given up, not the caller's heap's (caller).
+        if unsafe { crate::free::free_remote_try(page, p) } {
+            return;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.dealloc_slow(p, heap) }
+    }
+
     /// Frees `p` when the fast path could not, with interrupts held off: a free into the
-    /// caller's heap that needs bookkeeping, or a remote free (one CAS, into another
-    /// heap's page). Remote frees are masked too: when the owner is a heap of this CPU
-    /// that the caller interrupted, a full page's owner may wait for a remote free
-    /// between its two steps, forever if the free could be interrupted by it (see the
-    /// module documentation); masking them all costs a few instructions where telling
-    /// the heaps of this CPU apart cost a look at each of them.
+    /// caller's heap that needs bookkeeping, or a remote free into a full page (onto its
+    /// heap's delayed list), or any remote free at the last level. Those are masked:
+    /// when the owner is a heap of this CPU that the caller interrupted, a full page's
+    /// owner may wait for a remote free between its two steps, forever if the free could
+    /// be interrupted by it (see the module documentation); masking them all costs a few
+    /// instructions where telling the heaps of this CPU apart cost a look at each of them.
     ///
     /// # Safety
     /// `p` is a live block of this allocator, given up by the caller; `heap` is the
@@ -465,7 +483,8 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
 // SAFETY: every heap is used by its (CPU, level) only: levels below `LEVELS - 1` are never
 // re-entered (deeper levels use other heaps, the `CpuLocal` contract), the last level only
 // with interrupts off; state shared between heaps is reached only with interrupts off (slow
-// paths, remote frees). Blocks are as large and aligned as the layout asks (see
+// paths, remote frees through a heap's delayed list), except a page's `thread_free`, a
+// lock-free stack whose pushes make nobody wait. Blocks are as large and aligned as the layout asks (see
 // `alloc::malloc_aligned`).
 unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
     for PerCpuAlloc<C, CPUS, LEVELS>
@@ -533,6 +552,10 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
                     unsafe { self.dealloc_flagged(p, page, heap) };
                     // (not a tail call: see `alloc_miss`)
                     return core::hint::black_box(());
+                }
+                LocalFree::Remote(page) => {
+                    // SAFETY: as above; `p` is a block of `page`, not the caller's heap's.
+                    return unsafe { self.dealloc_remote(p, page, heap) };
                 }
                 LocalFree::No => {}
             }
