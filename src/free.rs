@@ -474,22 +474,22 @@ pub(crate) enum LocalFree {
 }
 
 /// [`free_local_try`] for a page whose flags are not 0: a free into a full page that
-/// leaves it in the full queue with nothing else to do (it holds no aligned blocks and
-/// stays full after this free, see [`unfull_at`]) pushes `p` onto `local_free`; false
-/// otherwise, having changed nothing.
+/// holds no aligned blocks and does not empty pushes `p` onto `local_free`, and the page
+/// goes back to its size class's queue once it has [`unfull_at`] blocks free
+/// (`page_unfull`: the heap's own queues, and the page's delayed-free state, which waits
+/// only for a remote free between its two steps); false otherwise, having changed
+/// nothing.
 ///
 /// # Safety
-/// The calling context owns `page`, the page of `p`, a live block given up by the caller.
+/// The calling context owns `page`, the page of `p`, a live block given up by the caller,
+/// and the page's heap, whose queues nothing else changes until this returns.
 #[inline]
 #[cfg_attr(feature = "embedded", allow(dead_code))] // used by global/percpu.rs
 pub(crate) unsafe fn free_into_full_try(page: *mut Page, p: *mut u8) -> bool {
-    // SAFETY: the caller owns the page: nothing else writes these fields; the block is
-    // given up by the caller. (A page that would empty has `capacity - used + 1 ==
-    // capacity >= unfull_at(capacity)`: it goes the long way.)
+    // SAFETY: the caller owns the page and its heap: nothing else writes these fields or
+    // the heap's queues; the block is given up by the caller.
     unsafe {
-        if (*page).flags != FLAG_IN_FULL
-            || (*page).capacity - (*page).used + 1 >= unfull_at((*page).capacity)
-        {
+        if (*page).flags != FLAG_IN_FULL || (*page).used <= 1 {
             return false;
         }
         #[cfg(feature = "debug-mode")]
@@ -502,6 +502,10 @@ pub(crate) unsafe fn free_into_full_try(page: *mut Page, p: *mut u8) -> bool {
             return true; // reported and ignored
         }
         push_local(page, p);
+        if (*page).capacity - (*page).used >= unfull_at((*page).capacity) {
+            // (a page in the full queue has a heap: its owner's, the caller's)
+            page_unfull(OwnedHeap::new((*page).heap()), page);
+        }
     }
     true
 }
@@ -509,7 +513,7 @@ pub(crate) unsafe fn free_into_full_try(page: *mut Page, p: *mut u8) -> bool {
 /// The part of [`free`] that needs no bookkeeping: a local free into a page that holds no
 /// aligned blocks and is not full, and that does not empty (or empties again while it is
 /// retired and alone in its queue). Returns `Flagged` for a page with flags (the caller
-/// then tries [`free_into_full_try`]: a full page that stays full, see [`unfull_at`]) and
+/// then tries [`free_into_full_try`]: a full page that does not empty) and
 /// `No`, having changed nothing, when `p` needs more (the caller then calls `free`, e.g.
 /// after masking interrupts: `PerCpuAlloc` runs this part with interrupts on).
 ///

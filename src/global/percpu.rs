@@ -408,8 +408,10 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
     }
 
     /// `dealloc` into a page with flags (full, or holding aligned blocks): a full page
-    /// that stays full takes the free onto its `local_free` (with interrupts on, as the
-    /// fast path), else [`dealloc_slow`](Self::dealloc_slow). Out of line, and called with
+    /// that does not empty takes the free onto its `local_free`, and goes back to its
+    /// queue when it has enough blocks free, with interrupts on (the heap's own queues,
+    /// which no other code changes meanwhile: the `CpuLocal` contract), else
+    /// [`dealloc_slow`](Self::dealloc_slow). Out of line, and called with
     /// nothing to keep across the call: `dealloc`'s only call (see `alloc_miss`).
     ///
     /// # Safety
