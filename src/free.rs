@@ -463,7 +463,7 @@ pub(crate) enum LocalFree {
     /// Freed.
     Done,
     /// Not freed: the page's flags are not 0 (a full page, or one with aligned blocks);
-    /// [`free_into_full_try`] may take it (out of line: the common free's test stays one
+    /// [`free_flagged_try`] may take it (out of line: the common free's test stays one
     /// compare).
     Flagged(*mut Page),
     /// Not freed: `p` is a block of this page of another owner's; [`free_remote_try`]
@@ -473,36 +473,45 @@ pub(crate) enum LocalFree {
     No,
 }
 
-/// [`free_local_try`] for a page whose flags are not 0: a free into a full page that
-/// holds no aligned blocks and does not empty pushes `p` onto `local_free`, and the page
-/// goes back to its size class's queue once it has [`unfull_at`] blocks free
-/// (`page_unfull`: the heap's own queues, and the page's delayed-free state, which waits
-/// only for a remote free between its two steps); false otherwise, having changed
-/// nothing.
+/// [`free_local_try`] for a page whose flags are not 0 (full, or holding aligned blocks):
+/// a free that does not empty the page pushes the block of `p` (found from the page's
+/// block size for an aligned pointer) onto `local_free`, and a full page goes back to its
+/// size class's queue once it has [`unfull_at`] blocks free (`page_unfull`: the heap's own
+/// queues, and the page's delayed-free state, which waits only for a remote free between
+/// its two steps); false otherwise, having changed nothing (a page that empties retires:
+/// the caller's long way).
 ///
 /// # Safety
-/// The calling context owns `page`, the page of `p`, a live block given up by the caller,
-/// and the page's heap, whose queues nothing else changes until this returns.
+/// The calling context owns `page`, the page of `p`, a live block (or an aligned pointer
+/// into one) given up by the caller, and the page's heap, whose queues nothing else
+/// changes until this returns.
 #[inline]
 #[cfg_attr(feature = "embedded", allow(dead_code))] // used by global/percpu.rs
-pub(crate) unsafe fn free_into_full_try(page: *mut Page, p: *mut u8) -> bool {
+pub(crate) unsafe fn free_flagged_try(page: *mut Page, p: *mut u8) -> bool {
     // SAFETY: the caller owns the page and its heap: nothing else writes these fields or
     // the heap's queues; the block is given up by the caller.
     unsafe {
-        if (*page).flags != FLAG_IN_FULL || (*page).used <= 1 {
+        if (*page).used <= 1 {
             return false;
         }
         #[cfg(feature = "debug-mode")]
         if !crate::debug_mode::on_free(p) {
             return true;
         }
+        let block = if (*page).flags & FLAG_HAS_ALIGNED != 0 {
+            (*page).block_of(p) as *mut u8
+        } else {
+            p
+        };
         #[cfg(not(any(feature = "secure", feature = "bench-unchecked")))]
-        if (*page).local_free == p as *mut Block {
+        if (*page).local_free == block as *mut Block {
             free_check::double_free(p);
             return true; // reported and ignored
         }
-        push_local(page, p);
-        if (*page).capacity - (*page).used >= unfull_at((*page).capacity) {
+        push_local(page, block);
+        if (*page).flags & FLAG_IN_FULL != 0
+            && (*page).capacity - (*page).used >= unfull_at((*page).capacity)
+        {
             // (a page in the full queue has a heap: its owner's, the caller's)
             page_unfull(OwnedHeap::new((*page).heap()), page);
         }
@@ -513,7 +522,7 @@ pub(crate) unsafe fn free_into_full_try(page: *mut Page, p: *mut u8) -> bool {
 /// The part of [`free`] that needs no bookkeeping: a local free into a page that holds no
 /// aligned blocks and is not full, and that does not empty (or empties again while it is
 /// retired and alone in its queue). Returns `Flagged` for a page with flags (the caller
-/// then tries [`free_into_full_try`]: a full page that does not empty) and
+/// then tries [`free_flagged_try`]: a page that does not empty) and
 /// `No`, having changed nothing, when `p` needs more (the caller then calls `free`, e.g.
 /// after masking interrupts: `PerCpuAlloc` runs this part with interrupts on).
 ///

@@ -407,10 +407,10 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         })
     }
 
-    /// `dealloc` into a page with flags (full, or holding aligned blocks): a full page
-    /// that does not empty takes the free onto its `local_free`, and goes back to its
-    /// queue when it has enough blocks free, with interrupts on (the heap's own queues,
-    /// which no other code changes meanwhile: the `CpuLocal` contract), else
+    /// `dealloc` into a page with flags (full, or holding aligned blocks): a page that
+    /// does not empty takes the free onto its `local_free`, and a full one goes back to
+    /// its queue when it has enough blocks free, with interrupts on (the heap's own
+    /// queues, which no other code changes meanwhile: the `CpuLocal` contract), else
     /// [`dealloc_slow`](Self::dealloc_slow). Out of line, and called with
     /// nothing to keep across the call: `dealloc`'s only call (see `alloc_miss`).
     ///
@@ -420,7 +420,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
     unsafe fn dealloc_flagged(&self, p: *mut u8, page: *mut crate::page::Page, heap: *mut RawHeap) {
         // SAFETY: the caller's page (caller), which no other code enters until this call
         // returns (the `CpuLocal` contract); `p` is given up.
-        if unsafe { crate::free::free_into_full_try(page, p) } {
+        if unsafe { crate::free::free_flagged_try(page, p) } {
             return;
         }
         // SAFETY: forwarded contract.
