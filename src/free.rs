@@ -596,6 +596,20 @@ pub(crate) unsafe fn free_local_try(p: *mut u8, owner: usize) -> LocalFree {
     LocalFree::Done
 }
 
+/// [`free_remote_try`] with one CAS and no loop, for a block that is not an aligned
+/// pointer into a larger block (see `Page::thread_free_push_once`): false, having changed
+/// nothing, when the caller must take the whole way.
+///
+/// # Safety
+/// As [`free_remote_try`].
+#[cfg(not(feature = "embedded"))]
+#[inline(always)]
+pub(crate) unsafe fn free_remote_once(page: *mut Page, p: *mut u8) -> bool {
+    // SAFETY: as `free_remote_try`: reads of the page's atomic tag; the block is `p` itself
+    // when the page holds no aligned blocks.
+    unsafe { !Page::has_aligned_raw(page) && Page::thread_free_push_once(page, p as *mut Block) }
+}
+
 /// The remote free of [`free_local_try`]'s `Remote` answer when it needs no more than one
 /// CAS: `p`'s block pushed onto its page's `thread_free` (as `free_block_mt`), unless the
 /// page is full and its owner waits for news (`UseDelayedFree`); then false, having

@@ -1244,6 +1244,30 @@ impl Page {
         }
     }
 
+    /// One try of [`thread_free_push_unless_delayed`](Self::thread_free_push_unless_delayed):
+    /// one CAS, no loop (so that a caller's fast path can hold it inline as leaf code);
+    /// false, having changed nothing, when it fails (another push or a collection came
+    /// between, or the page waits for news): the caller then takes the loop.
+    ///
+    /// # Safety
+    /// As `thread_free_push`.
+    #[inline(always)]
+    #[cfg(not(feature = "embedded"))]
+    pub(crate) unsafe fn thread_free_push_once(page: *const Page, block: *mut Block) -> bool {
+        // SAFETY: the page is live (caller); a borrow of its atomic field alone.
+        let xtf = unsafe { &(*page).xthread_free };
+        let tf = xtf.load(Ordering::Relaxed);
+        if tf_delayed(tf) == Delayed::UseDelayedFree {
+            return false;
+        }
+        // SAFETY: the block is ours to write until the CAS publishes it; the keys are fixed
+        // while the page is in use.
+        unsafe { (*block).next = Page::encode_link(page, tf_block(tf)) };
+        let new = tf_make(block, tf_delayed(tf));
+        xtf.compare_exchange(tf, new, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
     /// [`thread_free_push`](Self::thread_free_push) that never begins `DelayedFreeing`:
     /// returns false, having changed nothing, when the page is full and its heap waits for
     /// news (`UseDelayedFree`). A caller that pushes this way never makes the owner wait

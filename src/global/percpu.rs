@@ -595,7 +595,12 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
                     return core::hint::black_box(());
                 }
                 LocalFree::Remote(page) => {
+                    // the common remote free inline (one CAS), the rest out of line
                     // SAFETY: as above; `p` is a block of `page`, not the caller's heap's.
+                    if unsafe { crate::free::free_remote_once(page, p) } {
+                        return;
+                    }
+                    // SAFETY: as above.
                     return unsafe { self.dealloc_remote(p, page, heap) };
                 }
                 LocalFree::No => {}
