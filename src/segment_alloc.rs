@@ -1256,7 +1256,9 @@ pub(crate) unsafe fn huge_grow_committed(page: *mut Page, new_size: usize) -> bo
     if seg.segment_size >= committed {
         seg.purge_expire = 0; // no committed tail left to purge (see `huge_purge_tail`)
     }
-    let psize = seg.page_area(0).1;
+    // (`page_area(0)` of a huge segment without a guard page, written out: no call)
+    let psize = seg.segment_size - seg.info_size;
+    debug_assert_eq!(psize, seg.page_area(0).1);
     // SAFETY: `os` was set at creation from the owner's `&'static Os`.
     let os: &Os = unsafe { &*seg.os };
     // SAFETY: the page's metadata lies in the live header (`seg` is no longer used); its
@@ -1267,6 +1269,7 @@ pub(crate) unsafe fn huge_grow_committed(page: *mut Page, new_size: usize) -> bo
 
 /// Sets the block size of a huge segment's page to `psize` (its block grew or moved) and
 /// moves the statistics of huge and allocated bytes by the difference.
+#[inline(always)]
 fn huge_set_block_size(os: &Os, pg: &mut Page, psize: usize) {
     let delta = psize as i64 - pg.block_size as i64;
     pg.block_size = psize;
