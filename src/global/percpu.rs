@@ -662,7 +662,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
                 let q = self.cpu.without_interrupts(|| {
                     // SAFETY: the caller's heap, with interrupts held off; a huge block
                     // (`huge_align` given) of at least `new_size` bytes.
-                    unsafe { crate::alloc::malloc_generic(heap, new_size, false, MAX_ALIGN_SIZE) }
+                    unsafe { crate::alloc::malloc_huge(heap, new_size, MAX_ALIGN_SIZE) }
                 });
                 if !q.is_null() {
                     // SAFETY: `p` holds `layout.size()` bytes and `q` at least `new_size`;
