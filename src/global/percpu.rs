@@ -665,9 +665,17 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
                     unsafe { crate::alloc::malloc_huge(heap, new_size, MAX_ALIGN_SIZE) }
                 });
                 if !q.is_null() {
-                    // SAFETY: `p` holds `layout.size()` bytes and `q` at least `new_size`;
-                    // distinct blocks; `p` is given up by the caller.
+                    // SAFETY: `q` is a live huge block of the caller's heap (as the start
+                    // of `realloc_grow_huge`); `p` holds `layout.size()` bytes and `q` at
+                    // least `new_size`; distinct blocks; `p` is given up by the caller.
                     unsafe {
+                        // it moved because it doubles: its room ahead in the spare's
+                        // committed memory at once (as its next growth step would take
+                        // it), not at its next doubling
+                        let page = (*ptr_segment(q)).page(0);
+                        if (*page).page_start() == q {
+                            crate::segment_alloc::huge_grow_committed(page, padded(new_size));
+                        }
                         ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
                         self.dealloc(p, layout);
                     }
