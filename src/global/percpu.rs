@@ -627,6 +627,50 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         unsafe { self.realloc_move(p, layout, new_size, size) }
     }
 
+    /// The move of `p` into a block of `grown` bytes by the fast paths of `alloc` and
+    /// `dealloc`, inlined, the caller's heap looked up once (about 25 instructions fewer a
+    /// move than calling them); their slow paths as they take them. Null (nothing done)
+    /// when the allocation's fast path misses.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`; `slot` is the caller's heap slot (`unmasked_slot`),
+    /// `layout.align() <= WORD`, `grown >= new_size`.
+    #[inline(always)]
+    unsafe fn move_by_fast_paths(
+        &self,
+        slot: &AtomicPtr<RawHeap>,
+        p: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        grown: usize,
+    ) -> *mut u8 {
+        let heap = slot.load(Ordering::Relaxed);
+        // SAFETY: the caller's heap (or the empty heap, on which both miss), which no other
+        // code enters until this call returns (the `CpuLocal` contract); the alignment the
+        // word's, which every block has.
+        let q = unsafe {
+            if grown <= SMALL_SIZE_MAX {
+                crate::alloc::malloc_small_try(heap, grown)
+            } else {
+                crate::alloc::malloc_queue_try(heap, grown, false)
+            }
+        };
+        if !q.is_null() {
+            // SAFETY: `p` holds `layout.size()` bytes and `q` at least `new_size`; distinct
+            // blocks; `p` is given up by the caller, and freed as `dealloc` frees it (the
+            // heap is the caller's slot's, the empty heap's owner token owns no segment).
+            unsafe {
+                ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
+                match crate::free::free_local_try(p, (*heap).owner) {
+                    LocalFree::Done => {}
+                    LocalFree::Flagged(page) => self.dealloc_flagged(p, page, heap),
+                    LocalFree::No => self.dealloc_slow(p, heap),
+                }
+            }
+        }
+        q
+    }
+
     /// The part of `realloc` after the in-place test: out of line (a tail call), so that a
     /// block that stays where it is (a growing buffer inside its headroom) saves no
     /// registers: about 12 instructions fewer a call.
@@ -641,6 +685,24 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         new_size: usize,
         size: usize,
     ) -> *mut u8 {
+        // A small block (below the spare's least size, so none of the special cases below
+        // applies: neither huge nor becoming one) growing by the headroom rule below, or
+        // shrinking below half, first and alone (about 12 instructions fewer a move).
+        if size < SPARE_MOVE_MIN && new_size < SMALL_OBJ_SIZE_MAX / 2 && layout.align() <= WORD {
+            if let Some(slot) = self.unmasked_slot() {
+                const _: () = assert!(SPARE_MOVE_MIN <= GROWTH_QUAD_MAX);
+                let grown = if new_size > size {
+                    new_size.max(size * 4)
+                } else {
+                    new_size
+                };
+                // SAFETY: the caller's contract; the caller's slot; `grown >= new_size`.
+                let q = unsafe { self.move_by_fast_paths(slot, p, layout, new_size, grown) };
+                if !q.is_null() {
+                    return q;
+                }
+            }
+        }
         // A buffer of 1 KiB or more that doubles, while the allocator holds a spare huge
         // region of several megabytes (the last big buffer's, mapped, its header kept: see
         // `segment_alloc::HUGE_SPARE_MAX`), moves into it at once: that move costs about what a move
@@ -721,34 +783,10 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         } else {
             crate::alloc::realloc_growth_size(size, new_size)
         };
-        // The move by the fast paths of `alloc` and `dealloc`, inlined, the caller's heap
-        // looked up once (about 25 instructions fewer a move than calling them); their slow
-        // paths as they take them.
         if let (Some(slot), true) = (slot, layout.align() <= WORD) {
-            let heap = slot.load(Ordering::Relaxed);
-            // SAFETY: the caller's heap (or the empty heap, on which both miss), which no
-            // other code enters until this call returns (the `CpuLocal` contract); the
-            // alignment the word's, which every block has.
-            let q = unsafe {
-                if grown <= SMALL_SIZE_MAX {
-                    crate::alloc::malloc_small_try(heap, grown)
-                } else {
-                    crate::alloc::malloc_queue_try(heap, grown, false)
-                }
-            };
+            // SAFETY: the caller's contract; `slot` is the caller's, `grown >= new_size`.
+            let q = unsafe { self.move_by_fast_paths(slot, p, layout, new_size, grown) };
             if !q.is_null() {
-                // SAFETY: `p` holds `layout.size()` bytes and `q` at least `new_size`;
-                // distinct blocks; `p` is given up by the caller, and freed as `dealloc`
-                // frees it (the heap is the caller's slot's, the empty heap's owner token
-                // owns no segment).
-                unsafe {
-                    ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
-                    match crate::free::free_local_try(p, (*heap).owner) {
-                        LocalFree::Done => {}
-                        LocalFree::Flagged(page) => self.dealloc_flagged(p, page, heap),
-                        LocalFree::No => self.dealloc_slow(p, heap),
-                    }
-                }
                 return q;
             }
         }
