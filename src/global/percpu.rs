@@ -132,13 +132,12 @@ pub struct PerCpuAlloc<C: CpuLocal, const CPUS: usize, const LEVELS: usize = 1> 
     heaps: [[AtomicPtr<RawHeap>; LEVELS]; CPUS],
 }
 
-/// Where a call runs: its heap slot, and whether the slot is private to one level (then
-/// the fast paths run with interrupts on).
+/// Where a call runs: its heap slot. (Whether the slot is private to one level, so that
+/// the fast paths run with interrupts on: `unmasked_slot`.)
 #[derive(Clone, Copy)]
 struct Context {
     cpu: usize,
     level: usize,
-    unmasked: bool,
 }
 
 impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, LEVELS> {
@@ -179,11 +178,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
     fn context(&self) -> Context {
         let cpu = self.cpu.cpu_index();
         if LEVELS == 1 {
-            return Context {
-                cpu,
-                level: 0,
-                unmasked: false,
-            };
+            return Context { cpu, level: 0 };
         }
         let level = self.cpu.interrupt_level();
         Context {
@@ -193,7 +188,6 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
             } else {
                 LEVELS - 1
             },
-            unmasked: level < LEVELS - 1,
         }
     }
 
@@ -717,9 +711,11 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
             && new_size < MEDIUM_OBJ_SIZE_MAX
             && self.domain.os.huge_spare_committed.load(Ordering::Relaxed) >= SPARE_MOVE_COMMITTED
             && layout.align() <= MAX_ALIGN_SIZE
-            && self.context().unmasked
         {
-            let heap = self.heap_of(self.context());
+            let heap = match self.unmasked_slot() {
+                Some(slot) => slot.load(Ordering::Relaxed),
+                None => empty_heap(),
+            };
             if Self::is_made(heap) {
                 let q = self.cpu.without_interrupts(|| {
                     // SAFETY: the caller's heap, with interrupts held off; a huge block
@@ -739,7 +735,12 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
                             crate::segment_alloc::huge_grow_committed(page, padded(new_size));
                         }
                         ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
-                        self.dealloc(p, layout);
+                        // (freed as `dealloc` frees it, the heap looked up once)
+                        match crate::free::free_local_try(p, (*heap).owner) {
+                            LocalFree::Done => {}
+                            LocalFree::Flagged(page) => self.dealloc_flagged(p, page, heap),
+                            LocalFree::No => self.dealloc_slow(p, heap),
+                        }
                     }
                     return q;
                 }
