@@ -1218,9 +1218,14 @@ pub(crate) unsafe fn huge_grow_reserved(page: *mut Page, new_size: usize) -> Opt
 /// Grows the huge block of `page` to hold `new_size` bytes within the memory its segment
 /// has committed already (a spare region's, or room committed ahead): only the segment
 /// header and the statistics change, no call to the source, so the caller needs no lock
-/// and may run with interrupts on. It takes the room a growing block gets ahead (as
-/// [`huge_grow_reserved`]) as far as it is committed. False when the committed memory
-/// does not hold `new_size` bytes (then [`huge_grow_reserved`] may commit more).
+/// and may run with interrupts on. It takes room ahead as far as it is committed: three
+/// times its new size, at most `HUGE_AHEAD_MAX` ([`huge_grow_reserved`], which commits,
+/// takes once its new size): memory committed already, which a block that stops growing
+/// keeps while it lives instead of giving it back a purge delay later, for a doubling
+/// buffer a step here every third doubling instead of every other (the kernel bench's
+/// `Vec` growth through a spare region: 4 steps a round instead of 5, 127.7 -> 122.6
+/// instructions per call). False when the committed memory does not hold `new_size`
+/// bytes (then [`huge_grow_reserved`] may commit more).
 ///
 /// # Safety
 /// `page` is the page of a live huge segment owned by the calling context, whose one
@@ -1249,14 +1254,16 @@ pub(crate) unsafe fn huge_grow_committed(page: *mut Page, new_size: usize) -> bo
         return false;
     }
     let ahead = align_up(
-        stepped.saturating_add(stepped.min(HUGE_AHEAD_MAX)),
+        stepped.saturating_add(stepped.saturating_mul(3).min(HUGE_AHEAD_MAX)),
         HUGE_COMMIT_STEP,
     );
     seg.segment_size = ahead.min(committed);
     if seg.segment_size >= committed {
         seg.purge_expire = 0; // no committed tail left to purge (see `huge_purge_tail`)
     }
-    let psize = seg.page_area(0).1;
+    // (`page_area(0)` of a huge segment without a guard page, written out: no call)
+    let psize = seg.segment_size - seg.info_size;
+    debug_assert_eq!(psize, seg.page_area(0).1);
     // SAFETY: `os` was set at creation from the owner's `&'static Os`.
     let os: &Os = unsafe { &*seg.os };
     // SAFETY: the page's metadata lies in the live header (`seg` is no longer used); its
@@ -1267,6 +1274,7 @@ pub(crate) unsafe fn huge_grow_committed(page: *mut Page, new_size: usize) -> bo
 
 /// Sets the block size of a huge segment's page to `psize` (its block grew or moved) and
 /// moves the statistics of huge and allocated bytes by the difference.
+#[inline(always)]
 fn huge_set_block_size(os: &Os, pg: &mut Page, psize: usize) {
     let delta = psize as i64 - pg.block_size as i64;
     pg.block_size = psize;

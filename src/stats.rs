@@ -78,7 +78,11 @@ impl AtomicStatCount {
         let now = self.current.fetch_add(amount, Relaxed) + amount;
         if amount > 0 {
             self.total.fetch_add(amount, Relaxed);
-            self.peak.fetch_max(now, Relaxed);
+            // (the peak only grows: one that holds `now` already needs no read-modify-write,
+            // which costs a compare-exchange loop)
+            if now > self.peak.load(Relaxed) {
+                self.peak.fetch_max(now, Relaxed);
+            }
         } else {
             self.freed.fetch_sub(amount, Relaxed);
         }

@@ -133,13 +133,12 @@ pub struct PerCpuAlloc<C: CpuLocal, const CPUS: usize, const LEVELS: usize = 1> 
     heaps: [[AtomicPtr<RawHeap>; LEVELS]; CPUS],
 }
 
-/// Where a call runs: its heap slot, and whether the slot is private to one level (then
-/// the fast paths run with interrupts on).
+/// Where a call runs: its heap slot. (Whether the slot is private to one level, so that
+/// the fast paths run with interrupts on: `unmasked_slot`.)
 #[derive(Clone, Copy)]
 struct Context {
     cpu: usize,
     level: usize,
-    unmasked: bool,
 }
 
 impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, LEVELS> {
@@ -180,11 +179,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
     fn context(&self) -> Context {
         let cpu = self.cpu.cpu_index();
         if LEVELS == 1 {
-            return Context {
-                cpu,
-                level: 0,
-                unmasked: false,
-            };
+            return Context { cpu, level: 0 };
         }
         let level = self.cpu.interrupt_level();
         Context {
@@ -194,7 +189,6 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
             } else {
                 LEVELS - 1
             },
-            unmasked: level < LEVELS - 1,
         }
     }
 
@@ -618,8 +612,15 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
         if new_size <= size && (new_size >= size / 2 || new_size >= layout.size()) {
             return p; // `p` is aligned for `layout`, which keeps its alignment
         }
-        // SAFETY: as above; `size` is the usable size of `p`.
-        unsafe { self.realloc_move(p, layout, new_size, size) }
+        // SAFETY: as above; `size` is the usable size of `p` (a huge block holds more
+        // than 8 KiB)
+        unsafe {
+            if size >= SMALL_OBJ_SIZE_MAX / 2 && new_size > size {
+                self.realloc_grow_huge(p, layout, new_size, size)
+            } else {
+                self.realloc_move(p, layout, new_size, size)
+            }
+        }
     }
 }
 
@@ -637,6 +638,102 @@ const SPARE_MOVE_MIN: usize = 1024;
 const SPARE_MOVE_COMMITTED: usize = 4 << 20;
 
 impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, LEVELS> {
+    /// A huge block of the caller's heap growing into memory its segment has committed
+    /// already (a spare region's, room committed ahead of a growing buffer): the header
+    /// changes, nothing else, so with interrupts on (only this context writes its heap's
+    /// segments, as the fast paths; no lock, no source call). Else [`realloc_move`]
+    /// (Self::realloc_move), a tail call. A function of its own, entered for blocks that
+    /// may be huge (more than 8 KiB) and grow, that saves no registers: a `Vec` doubling
+    /// through a spare region takes it at every other step, about 70 instructions fewer
+    /// a step than inside `realloc_move` (its saved registers, the calls for the page's
+    /// area and the statistics).
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`; `size` is the usable size of `p`, at least
+    /// `SMALL_OBJ_SIZE_MAX / 2`, and `new_size > size`.
+    #[inline(never)]
+    unsafe fn realloc_grow_huge(
+        &self,
+        p: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        size: usize,
+    ) -> *mut u8 {
+        debug_assert!(size >= SMALL_OBJ_SIZE_MAX / 2 && new_size > size);
+        let segment = ptr_segment(p);
+        // SAFETY: `p` is live (GlobalAlloc contract), so is its segment's header, whose
+        // kind is fixed.
+        if !cfg!(feature = "debug-mode")
+            && layout.align() <= MAX_ALIGN_SIZE
+            && unsafe { (*segment).kind } == SegmentKind::Huge
+        {
+            if let Some(slot) = self.unmasked_slot() {
+                let heap = slot.load(Ordering::Relaxed);
+                // SAFETY: as above; a heap stays alive once made (the empty heap is a
+                // static whose owner token owns no segment); a huge segment has one page,
+                // whose block starts at its `page_start` (unless `p` points into it,
+                // aligned); the segment is the caller's heap's (its owner token), so the
+                // caller's context is the only writer of its header.
+                unsafe {
+                    let page = (*segment).page(0);
+                    if Self::is_made(heap)
+                        && (*segment).owner.load(Ordering::Relaxed) == (*heap).owner
+                        && (*page).page_start() == p
+                        && crate::segment_alloc::huge_grow_committed(page, padded(new_size))
+                    {
+                        return p;
+                    }
+                }
+            }
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.realloc_move(p, layout, new_size, size) }
+    }
+
+    /// The move of `p` into a block of `grown` bytes by the fast paths of `alloc` and
+    /// `dealloc`, inlined, the caller's heap looked up once (about 25 instructions fewer a
+    /// move than calling them); their slow paths as they take them. Null (nothing done)
+    /// when the allocation's fast path misses.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`; `slot` is the caller's heap slot (`unmasked_slot`),
+    /// `layout.align() <= WORD`, `grown >= new_size`.
+    #[inline(always)]
+    unsafe fn move_by_fast_paths(
+        &self,
+        slot: &AtomicPtr<RawHeap>,
+        p: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        grown: usize,
+    ) -> *mut u8 {
+        let heap = slot.load(Ordering::Relaxed);
+        // SAFETY: the caller's heap (or the empty heap, on which both miss), which no other
+        // code enters until this call returns (the `CpuLocal` contract); the alignment the
+        // word's, which every block has.
+        let q = unsafe {
+            if grown <= SMALL_SIZE_MAX {
+                crate::alloc::malloc_small_try(heap, grown)
+            } else {
+                crate::alloc::malloc_queue_try(heap, grown, false)
+            }
+        };
+        if !q.is_null() {
+            // SAFETY: `p` holds `layout.size()` bytes and `q` at least `new_size`; distinct
+            // blocks; `p` is given up by the caller, and freed as `dealloc` frees it (the
+            // heap is the caller's slot's, the empty heap's owner token owns no segment).
+            unsafe {
+                ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
+                match crate::free::free_local_try(p, (*heap).owner) {
+                    LocalFree::Done => {}
+                    LocalFree::Flagged(page) => self.dealloc_flagged(p, page, heap),
+                    LocalFree::No => self.dealloc_slow(p, heap),
+                }
+            }
+        }
+        q
+    }
+
     /// The part of `realloc` after the in-place test: out of line (a tail call), so that a
     /// block that stays where it is (a growing buffer inside its headroom) saves no
     /// registers: about 12 instructions fewer a call.
@@ -651,39 +748,21 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         new_size: usize,
         size: usize,
     ) -> *mut u8 {
-        // A huge block of the caller's heap growing into memory its segment has committed
-        // already (a spare region's, room committed ahead of a growing buffer): the header
-        // changes, nothing else, so with interrupts on (only this context writes its
-        // heap's segments, as the fast paths; no lock, no source call). About 180
-        // instructions fewer a growth step than the general path below.
-        // (a huge block holds more than 8 KiB)
-        // SAFETY: `p` is live (GlobalAlloc contract), so is its segment's header, whose
-        // kind and owner are read; the block is the caller's.
-        if size >= SMALL_OBJ_SIZE_MAX / 2
-            && !cfg!(feature = "debug-mode")
-            && new_size > size
-            && layout.align() <= MAX_ALIGN_SIZE
-            && unsafe { (*ptr_segment(p)).kind } == SegmentKind::Huge
-        {
-            let ctx = self.context();
-            let heap = if ctx.unmasked {
-                self.heap_of(ctx)
-            } else {
-                empty_heap()
-            };
-            let segment = ptr_segment(p);
-            // SAFETY: as above; a heap stays alive once made; a huge segment has one page,
-            // whose block starts at its `page_start` (unless `p` points into it, aligned);
-            // the segment is the caller's heap's (its owner token), so the caller's context
-            // is the only writer of its header.
-            unsafe {
-                let page = (*segment).page(0);
-                if Self::is_made(heap)
-                    && (*segment).owner.load(Ordering::Relaxed) == (*heap).owner
-                    && (*page).page_start() == p
-                    && crate::segment_alloc::huge_grow_committed(page, padded(new_size))
-                {
-                    return p;
+        // A small block (below the spare's least size, so none of the special cases below
+        // applies: neither huge nor becoming one) growing by the headroom rule below, or
+        // shrinking below half, first and alone (about 12 instructions fewer a move).
+        if size < SPARE_MOVE_MIN && new_size < SMALL_OBJ_SIZE_MAX / 2 && layout.align() <= WORD {
+            if let Some(slot) = self.unmasked_slot() {
+                const _: () = assert!(SPARE_MOVE_MIN <= GROWTH_QUAD_MAX);
+                let grown = if new_size > size {
+                    new_size.max(size * 4)
+                } else {
+                    new_size
+                };
+                // SAFETY: the caller's contract; the caller's slot; `grown >= new_size`.
+                let q = unsafe { self.move_by_fast_paths(slot, p, layout, new_size, grown) };
+                if !q.is_null() {
+                    return q;
                 }
             }
         }
@@ -701,33 +780,49 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
             && new_size < MEDIUM_OBJ_SIZE_MAX
             && self.domain.os.huge_spare_committed.load(Ordering::Relaxed) >= SPARE_MOVE_COMMITTED
             && layout.align() <= MAX_ALIGN_SIZE
-            && self.context().unmasked
         {
-            let heap = self.heap_of(self.context());
+            let heap = match self.unmasked_slot() {
+                Some(slot) => slot.load(Ordering::Relaxed),
+                None => empty_heap(),
+            };
             if Self::is_made(heap) {
                 let q = self.cpu.without_interrupts(|| {
                     // SAFETY: the caller's heap, with interrupts held off; a huge block
                     // (`huge_align` given) of at least `new_size` bytes.
-                    unsafe { crate::alloc::malloc_generic(heap, new_size, false, MAX_ALIGN_SIZE) }
+                    unsafe { crate::alloc::malloc_huge(heap, new_size, MAX_ALIGN_SIZE) }
                 });
                 if !q.is_null() {
-                    // SAFETY: `p` holds `layout.size()` bytes and `q` at least `new_size`;
-                    // distinct blocks; `p` is given up by the caller.
+                    // SAFETY: `q` is a live huge block of the caller's heap (as the start
+                    // of `realloc_grow_huge`); `p` holds `layout.size()` bytes and `q` at
+                    // least `new_size`; distinct blocks; `p` is given up by the caller.
                     unsafe {
+                        // it moved because it doubles: its room ahead in the spare's
+                        // committed memory at once (as its next growth step would take
+                        // it), not at its next doubling
+                        let page = (*ptr_segment(q)).page(0);
+                        if (*page).page_start() == q {
+                            crate::segment_alloc::huge_grow_committed(page, padded(new_size));
+                        }
                         ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
-                        self.dealloc(p, layout);
+                        // (freed as `dealloc` frees it, the heap looked up once)
+                        match crate::free::free_local_try(p, (*heap).owner) {
+                            LocalFree::Done => {}
+                            LocalFree::Flagged(page) => self.dealloc_flagged(p, page, heap),
+                            LocalFree::No => self.dealloc_slow(p, heap),
+                        }
                     }
                     return q;
                 }
             }
         }
+        let slot = self.unmasked_slot();
         if new_size >= MEDIUM_OBJ_SIZE_MAX
             || crate::alloc::moves_to_huge(size, new_size)
             // (a huge block holds more than 8 KiB)
             // SAFETY: `p` is live, so is its segment's header, whose kind is fixed
             || (size >= SMALL_OBJ_SIZE_MAX / 2
                 && unsafe { (*ptr_segment(p)).kind } == SegmentKind::Huge)
-            || !self.context().unmasked
+            || slot.is_none()
         {
             // a huge block may be resized by its page source without a copy, and a block
             // growing to the largest medium size or beyond, or a doubling buffer, may
@@ -758,6 +853,13 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         } else {
             crate::alloc::realloc_growth_size(size, new_size)
         };
+        if let (Some(slot), true) = (slot, layout.align() <= WORD) {
+            // SAFETY: the caller's contract; `slot` is the caller's, `grown >= new_size`.
+            let q = unsafe { self.move_by_fast_paths(slot, p, layout, new_size, grown) };
+            if !q.is_null() {
+                return q;
+            }
+        }
         // SAFETY: `grown >= new_size`, at most `MEDIUM_OBJ_SIZE_MAX` above it, so it makes a
         // layout with `layout.align()` as `new_size` does (GlobalAlloc contract).
         let new = unsafe { Layout::from_size_align_unchecked(grown, layout.align()) };
