@@ -756,8 +756,10 @@ impl Os {
         self.cache_trim(now);
     }
 
-    /// Bounds the cache's resident stage by the memory in use: while its bytes exceed
-    /// `1 / CACHE_RESIDENT_DIV` of the bytes of live (not cached) regions, and
+    /// Bounds the cache's resident stage by the memory in use: while the bytes of its
+    /// regions of at most a segment's size (`cache::TRIM_SIZE_MAX`: the larger ones held
+    /// huge blocks and keep their time) exceed `1 / CACHE_RESIDENT_DIV` of the bytes of
+    /// live (not cached) regions, and
     /// `1 / CACHE_PEAK_DIV` of what the live regions held at their recent peak beyond what
     /// they hold now, its oldest region is purged once it has been cached for one purge
     /// delay, as the emptied pages of a live segment are (rather than the ten to a hundred

@@ -1276,8 +1276,10 @@ fn huge_set_block_size(os: &Os, pg: &mut Page, psize: usize) {
 
 /// Resizes the huge block of `page` by moving or resizing its segment with the source's
 /// `remap` (no copy), so that its block holds `new_size` bytes. Returns the page at its
-/// new place (its block starts at its `page_start`), or null when the source cannot (the
-/// page is then untouched).
+/// new place (its block starts at its `page_start`), or null when the source cannot, or
+/// when a growth would fault in fresh memory while the cache holds a resident region of
+/// the new size (the caller then copies the block, into that region); the page is then
+/// untouched.
 ///
 /// # Safety
 /// `page` is the page of a huge segment owned by `ctx` (the calling thread's), whose one
