@@ -97,12 +97,30 @@ pub(crate) enum Due {
 }
 
 /// Invariants: `resident` and `purged` hold the cached regions of each stage, newest
-/// first; `bytes[0]`/`bytes[1]` are the sums of their sizes, `count` their number.
+/// first; `bytes[0]`/`bytes[1]` are the sums of their sizes, `count` their number;
+/// `trimmable` is the sum of the sizes of the resident ones of at most [`TRIM_SIZE_MAX`]
+/// bytes.
 struct Lists {
     resident: List<Node, Stage>,
     purged: List<Node, Stage>,
     bytes: [usize; 2],
     count: usize,
+    trimmable: usize,
+}
+
+/// The largest cached region that the bound on the resident stage purges early (see
+/// `Os::cache_trim`): a segment's, as the segments that exiting threads emptied are. A
+/// larger one held a huge block, and stays resident for its time (ten to a hundred purge
+/// delays), as mimalloc's arenas keep a freed block's memory that long: a program that
+/// frees a buffer that large tends to make another soon. (large-realloc: trimmed one purge
+/// delay after they came, the regions of its 4-34 MiB buffers were faulted in again by the
+/// next buffers; its run took 205-275 MiB of fresh pages from the kernel with them
+/// trimmed, 185-220 without, at the same peak RSS.)
+pub(crate) const TRIM_SIZE_MAX: usize = crate::size_class::SEGMENT_SIZE;
+
+/// Whether a cached region of `size` bytes counts in `Lists::trimmable` when resident.
+fn trimmable(size: usize) -> bool {
+    size <= TRIM_SIZE_MAX
 }
 
 // SAFETY: the cached regions are owned by the cache alone and only touched under its lock.
@@ -128,6 +146,9 @@ impl Lists {
         // SAFETY: `node` is a member of the list of its stage (the `Node` invariant).
         unsafe { self.list(c.purged).remove(node) };
         self.bytes[c.purged as usize] -= c.size;
+        if !c.purged && trimmable(c.size) {
+            self.trimmable -= c.size;
+        }
         self.count -= 1;
         c
     }
@@ -183,6 +204,8 @@ pub(crate) struct RegionCache {
     /// `inner.bytes[0]` and `inner.bytes[0] + inner.bytes[1]`, readable without the lock.
     resident_bytes: AtomicUsize,
     total_bytes: AtomicUsize,
+    /// `inner.trimmable`, readable without the lock.
+    trimmable_bytes: AtomicUsize,
     /// No region is due before this domain time (`i64::MAX` when empty); read without the
     /// lock, so that a collection with nothing due does not take it.
     next_due: AtomicI64,
@@ -196,10 +219,12 @@ impl RegionCache {
                 purged: List::new(),
                 bytes: [0, 0],
                 count: 0,
+                trimmable: 0,
             }),
             len: AtomicUsize::new(0),
             resident_bytes: AtomicUsize::new(0),
             total_bytes: AtomicUsize::new(0),
+            trimmable_bytes: AtomicUsize::new(0),
             next_due: AtomicI64::new(i64::MAX),
         }
     }
@@ -213,22 +238,35 @@ impl RegionCache {
         )
     }
 
-    /// Takes the oldest region of the resident stage if it came into the cache at
-    /// `before` or earlier.
+    /// Bytes of the resident regions of at most [`TRIM_SIZE_MAX`] bytes (read without the
+    /// lock).
+    pub(crate) fn trimmable_bytes(&self) -> usize {
+        self.trimmable_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Takes the oldest region of the resident stage of at most [`TRIM_SIZE_MAX`] bytes if
+    /// it came into the cache at `before` or earlier.
     pub(crate) fn take_oldest_resident(&self, before: u64) -> Option<Cached> {
         if self.is_empty() {
             return None;
         }
         let mut c = self.inner.lock();
-        let n = c.resident.last;
-        // SAFETY: a non-null `last` is a member, live.
-        if n.is_null() || unsafe { (*n).cached.since } > before {
-            return None;
+        let mut n = c.resident.last;
+        // (oldest first: from the last member back; newer ones came later, so the walk ends
+        // at the first one that came after `before`)
+        // SAFETY: a non-null `n` is a member, live: the last, or a member's `prev`.
+        while !n.is_null() && unsafe { (*n).cached.since } <= before {
+            // SAFETY: as just said.
+            if trimmable(unsafe { (*n).cached.size }) {
+                // SAFETY: `n` is a member of the resident list.
+                let e = unsafe { c.remove(n) };
+                self.publish(&c);
+                return Some(e);
+            }
+            // SAFETY: `n` is a member, live; its links are read through the pointer.
+            n = unsafe { (*<Node as Linked<Stage>>::links(n)).prev };
         }
-        // SAFETY: `n` is the resident list's last member.
-        let e = unsafe { c.remove(n) };
-        self.publish(&c);
-        Some(e)
+        None
     }
 
     /// Updates the lock-free mirrors of `c`'s counts.
@@ -237,6 +275,7 @@ impl RegionCache {
         self.resident_bytes.store(c.bytes[0], Ordering::Relaxed);
         self.total_bytes
             .store(c.bytes[0] + c.bytes[1], Ordering::Relaxed);
+        self.trimmable_bytes.store(c.trimmable, Ordering::Relaxed);
     }
 
     #[inline]
@@ -283,6 +322,16 @@ impl RegionCache {
         let e = unsafe { c.remove(n) };
         self.publish(&c);
         Some(e)
+    }
+
+    /// Whether a region of at least `min` bytes is in the resident stage (a look without
+    /// taking it: another thread may take it first).
+    pub(crate) fn has_resident(&self, min: usize) -> bool {
+        if self.is_empty() || self.resident_bytes.load(Ordering::Relaxed) < min {
+            return false;
+        }
+        let c = self.inner.lock();
+        !c.best_fit(false, min, usize::MAX, true, None).is_null()
     }
 
     /// Takes the cached region that starts at `ptr`, if one does.
@@ -334,6 +383,9 @@ impl RegionCache {
         // SAFETY: the node was just written and is in no list.
         unsafe { c.list(entry.purged).push_front(node) };
         c.bytes[entry.purged as usize] += entry.size;
+        if !entry.purged && trimmable(entry.size) {
+            c.trimmable += entry.size;
+        }
         c.count += 1;
         self.publish(&c);
         self.next_due

@@ -418,6 +418,13 @@ impl Os {
         unsafe { self.source.advise_large_pages(ptr, size, large) }
     }
 
+    /// Whether the cache holds a resident region of at least `size` bytes, one that
+    /// [`Os::cache_take_resized`] would serve a request of `size` bytes with, whole, split
+    /// or shrunk, without growing it into fresh memory.
+    pub(crate) fn cache_has_resident(&self, size: usize) -> bool {
+        self.cache.has_resident(size)
+    }
+
     /// A cached region of `min..=max` bytes (sources without reserve), the smallest (the
     /// largest with `largest`), and whether it was last advised for large OS pages. It
     /// stays counted as reserved, and counts as committed in full from now on. With
@@ -749,8 +756,10 @@ impl Os {
         self.cache_trim(now);
     }
 
-    /// Bounds the cache's resident stage by the memory in use: while its bytes exceed
-    /// `1 / CACHE_RESIDENT_DIV` of the bytes of live (not cached) regions, and
+    /// Bounds the cache's resident stage by the memory in use: while the bytes of its
+    /// regions of at most a segment's size (`cache::TRIM_SIZE_MAX`: the larger ones held
+    /// huge blocks and keep their time) exceed `1 / CACHE_RESIDENT_DIV` of the bytes of
+    /// live (not cached) regions, and
     /// `1 / CACHE_PEAK_DIV` of what the live regions held at their recent peak beyond what
     /// they hold now, its oldest region is purged once it has been cached for one purge
     /// delay, as the emptied pages of a live segment are (rather than the ten to a hundred
@@ -774,8 +783,8 @@ impl Os {
         }
         let before = now.saturating_sub(delay as u64);
         loop {
-            let (resident, total) = self.cache.bytes();
-            let live = self.reserved().saturating_sub(total);
+            let resident = self.cache.trimmable_bytes();
+            let live = self.reserved().saturating_sub(self.cache.bytes().1);
             let peak = self.note_live_at(now);
             if resident
                 <= (live / CACHE_RESIDENT_DIV).max(peak.saturating_sub(live) / CACHE_PEAK_DIV)
