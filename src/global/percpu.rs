@@ -690,6 +690,32 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         unsafe { self.realloc_move(p, layout, new_size, size) }
     }
 
+    /// Frees `p`, the old block of a `realloc` that moved, as `dealloc` does, with the heap
+    /// that the caller looked up already: its own page's fast path, a flagged page's, one
+    /// CAS onto another heap's page, else the slow path.
+    ///
+    /// # Safety
+    /// `p` is a live block of this allocator, given up by the caller; `heap` is the
+    /// caller's slot's heap (or the empty heap), which no other code enters until this
+    /// call returns (the `CpuLocal` contract).
+    #[inline(always)]
+    unsafe fn free_moved(&self, p: *mut u8, heap: *mut RawHeap) {
+        // SAFETY: as this function's contract; the empty heap's owner token owns no
+        // segment, so its frees take the remote or slow path.
+        unsafe {
+            match crate::free::free_local_try(p, (*heap).owner) {
+                LocalFree::Done => {}
+                LocalFree::Flagged(page) => self.dealloc_flagged(p, page, heap),
+                LocalFree::Remote(page) => {
+                    if !crate::free::free_remote_once(page, p) {
+                        self.dealloc_remote(p, page, heap)
+                    }
+                }
+                LocalFree::No => self.dealloc_slow(p, heap),
+            }
+        }
+    }
+
     /// The move of `p` into a block of `grown` bytes by the fast paths of `alloc` and
     /// `dealloc`, inlined, the caller's heap looked up once (about 25 instructions fewer a
     /// move than calling them); their slow paths as they take them. Null (nothing done)
@@ -724,11 +750,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
             // heap is the caller's slot's, the empty heap's owner token owns no segment).
             unsafe {
                 ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
-                match crate::free::free_local_try(p, (*heap).owner) {
-                    LocalFree::Done => {}
-                    LocalFree::Flagged(page) => self.dealloc_flagged(p, page, heap),
-                    LocalFree::No => self.dealloc_slow(p, heap),
-                }
+                self.free_moved(p, heap);
             }
         }
         q
@@ -805,11 +827,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
                         }
                         ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
                         // (freed as `dealloc` frees it, the heap looked up once)
-                        match crate::free::free_local_try(p, (*heap).owner) {
-                            LocalFree::Done => {}
-                            LocalFree::Flagged(page) => self.dealloc_flagged(p, page, heap),
-                            LocalFree::No => self.dealloc_slow(p, heap),
-                        }
+                        self.free_moved(p, heap);
                     }
                     return q;
                 }
