@@ -982,59 +982,76 @@ impl Page {
     /// number coprime to `n`), with the words that `check_scrubbed` reads zeroed when the
     /// memory may hold old data. Returns the first block.
     ///
+    /// One random word gives `first` and `stride` (each half of it scaled to its range by a
+    /// multiply and a shift, not a division), and the walk keeps the block's address, not
+    /// its index: a step is an add and, past the end, a subtract of the blocks' span (it
+    /// multiplied the index by the block size for every block). (With two `random()` calls,
+    /// two divisions and a multiply per block, this function took 12.0 million of larson's
+    /// 195.6 million instructions at `--quick`, and 11.4 of live-churn's 117.5.)
+    ///
     /// # Safety
     /// As `extend_free`: the `n` blocks from `start` are in the committed page, ours alone.
     #[cfg(feature = "secure")]
     unsafe fn extend_free_shuffled(page: *mut Page, start: *mut u8, n: usize) -> *mut Block {
+        fn gcd(mut a: usize, mut b: usize) -> usize {
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            a
+        }
+        const HALF: u32 = usize::BITS / 2;
+        // (`n` is at most `MAX_EXTEND_SIZE / WORD` blocks, far below 2^HALF: the products
+        // below do not overflow)
+        debug_assert!(n >= 1 && n < 1 << HALF);
+        let r = secure::random();
+        let lo = r & ((1 << HALF) - 1);
+        let hi = r >> HALF;
+        // `first` in `0..n`, `stride` in `1..n` (1 when `n == 1`)
+        let first = (lo * n) >> HALF;
+        let mut stride = 1 + ((hi * (n - 1)) >> HALF);
+        while gcd(stride, n) != 1 {
+            stride -= 1;
+        }
         // SAFETY: `page` is a live page entry that the calling thread owns (the `# Safety`
         // contract): its fields are reached through the raw pointer, no reference to the
         // entry is made (other threads change its atomic fields meanwhile).
-        unsafe {
-            fn gcd(mut a: usize, mut b: usize) -> usize {
-                while b != 0 {
-                    (a, b) = (b, a % b);
+        let (bsize, keys, scrub, [o2, o3]) = unsafe {
+            (
+                (*page).block_size,
+                (*page).keys,
+                !(*page).is_zero_init,
+                (*page).scrub_check,
+            )
+        };
+        let span = n * bsize;
+        let step = stride * bsize;
+        // the offset from `start` of block `(first + k * stride) % n`, kept from one `k` to
+        // the next
+        let mut off = first * bsize;
+        for k in 0..n {
+            let w = start.wrapping_add(off);
+            let next = if k + 1 < n {
+                off += step;
+                if off >= span {
+                    off -= span;
                 }
-                a
-            }
-            let bsize = (*page).block_size;
-            let first = secure::random() % n;
-            let mut stride = if n > 1 {
-                1 + secure::random() % (n - 1)
+                start.wrapping_add(off) as usize
             } else {
-                1
+                0
             };
-            while gcd(stride, n) != 1 {
-                stride -= 1;
-            }
-            // block `(first + k * stride) % n` is the `k`-th: its index kept incrementally (a
-            // division per block cost larson 3% of secure mode's instructions)
-            let at = |i: usize| start.wrapping_add(i * bsize) as *mut Block;
-            let scrub = !(*page).is_zero_init;
-            let [o2, o3] = (*page).scrub_check;
-            let mut i = first;
-            for k in 0..n {
-                let b = at(i);
-                i += stride;
-                if i >= n {
-                    i -= n;
-                }
-                let next = if k + 1 < n { at(i) } else { ptr::null_mut() };
+            // SAFETY: `w` is the start of one of the `n` blocks from `start`, which are ours
+            // (caller); `scrub_check`'s offsets are those of words inside a block.
+            unsafe {
                 if scrub {
                     // the words that `written_after_free` reads (the link is written below)
-                    let w = b as *mut u8;
-                    // SAFETY: the block is ours (caller); `scrub_check`'s offsets are those
-                    // of words inside it.
-                    {
-                        (w.add(WORD) as *mut usize).write(0);
-                        (w.add(o2 as usize) as *mut usize).write(0);
-                        (w.add(o3 as usize) as *mut usize).write(0);
-                    }
+                    (w.add(WORD) as *mut usize).write(0);
+                    (w.add(o2 as usize) as *mut usize).write(0);
+                    (w.add(o3 as usize) as *mut usize).write(0);
                 }
-                // SAFETY: as above.
-                (*page).set_next(b, next);
+                (w as *mut usize).write(keys.encode(next));
             }
-            at(first)
         }
+        start.wrapping_add(first * bsize) as *mut Block
     }
 
     /// Moves the remote frees (`thread_free`) onto `local_free`.
