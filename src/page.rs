@@ -1467,12 +1467,114 @@ unsafe fn zero_small(b: *mut u8, bs: usize) {
 #[cfg(feature = "secure")]
 #[inline(always)]
 unsafe fn zero(p: *mut u8, n: usize) {
+    // hosted x86_64 with AVX2 (nearly every machine): 32-byte stores, 256 bytes a loop
+    // round, no call to `memset` and no dispatch on the size in it (the blocks zeroed here
+    // are those of 264 bytes to 4 KiB: `Page::scrub_large`). Until the first such block
+    // has asked the CPU (`zero_probe`), and on a CPU without AVX2, out of line.
+    #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
+    if n >= 256 {
+        if HAS_AVX2.load(crate::sync::Ordering::Relaxed) {
+            // SAFETY: the CPU has AVX2 (`zero_probe` found it); the `n >= 256` bytes from
+            // `p` are writable (caller).
+            return unsafe { zero_avx2(p, n) };
+        }
+        // SAFETY: as this function's contract.
+        return unsafe { zero_probe(p, n) };
+    }
+    // SAFETY: as this function's contract.
+    unsafe { zero_portable(p, n) }
+}
+
+/// Secure mode, hosted x86_64: the CPU has AVX2 (set by [`zero_probe`]; false until then).
+#[cfg(all(feature = "secure", feature = "std", target_arch = "x86_64", not(miri)))]
+static HAS_AVX2: crate::sync::AtomicBool = crate::sync::AtomicBool::new(false);
+
+/// [`zero`] of at least 256 bytes while [`HAS_AVX2`] is false: asks the CPU (once it
+/// says yes, `zero` goes to [`zero_avx2`] directly), then zeroes.
+///
+/// # Safety
+/// As [`zero`].
+#[cfg(all(feature = "secure", feature = "std", target_arch = "x86_64", not(miri)))]
+#[inline(never)]
+unsafe fn zero_probe(p: *mut u8, n: usize) {
+    if std::arch::is_x86_feature_detected!("avx2") {
+        HAS_AVX2.store(true, crate::sync::Ordering::Relaxed);
+        // SAFETY: the CPU has AVX2 (just asked); `n >= 256` bytes from `p` are writable
+        // (caller).
+        return unsafe { zero_avx2(p, n) };
+    }
+    // SAFETY: as this function's contract.
+    unsafe { zero_portable(p, n) }
+}
+
+/// [`zero`] by `memset`, in pieces of at most [`Page::SCRUB_CHUNK`].
+///
+/// # Safety
+/// As [`zero`].
+#[cfg(feature = "secure")]
+#[inline(always)]
+unsafe fn zero_portable(p: *mut u8, n: usize) {
     if n > Page::SCRUB_CHUNK {
         // SAFETY: as this function's contract.
         return unsafe { zero_chunks(p, n) };
     }
     // SAFETY: the `n` bytes from `p` are writable (caller).
     unsafe { ptr::write_bytes(p, 0, n) };
+}
+
+/// [`zero`] with AVX2: 32-byte stores, eight a loop round while more than 256 bytes are
+/// left, then eight that end at `p + n` (overlapping what the loop zeroed). glibc's
+/// `memset` zeroes these sizes with the same stores, four a round, after a dispatch on
+/// the size and the CPU: a 600-byte block took it 52 instructions, this about 30.
+///
+/// # Safety
+/// The CPU has AVX2; `n >= 256`; the `n` bytes from `p` are writable.
+#[cfg(all(feature = "secure", feature = "std", target_arch = "x86_64", not(miri)))]
+#[target_feature(enable = "avx2")]
+#[inline(never)]
+unsafe fn zero_avx2(p: *mut u8, n: usize) {
+    use core::arch::x86_64::{__m256i, _mm256_storeu_si256};
+    debug_assert!(n >= 256);
+    // the zero vector from an `asm!` block, which the compiler cannot see through: with
+    // `_mm256_setzero_si256` it turned the stores below back into a call to `memset`
+    let z: __m256i;
+    // SAFETY: `vpxor` of a register with itself: reads and writes nothing else.
+    unsafe {
+        core::arch::asm!(
+            "vpxor {0}, {0}, {0}",
+            out(ymm_reg) z,
+            options(pure, nomem, nostack, preserves_flags)
+        )
+    };
+    let mut q = p;
+    let mut left = n;
+    // SAFETY: every store writes 32 bytes inside `[p, p + n)`: the loop's while more than
+    // 256 bytes are left from `q`, the last eight in the 256 bytes before `p + n`
+    // (`n >= 256`); unaligned stores (`storeu`).
+    unsafe {
+        while left > 256 {
+            let v = q as *mut __m256i;
+            _mm256_storeu_si256(v, z);
+            _mm256_storeu_si256(v.add(1), z);
+            _mm256_storeu_si256(v.add(2), z);
+            _mm256_storeu_si256(v.add(3), z);
+            _mm256_storeu_si256(v.add(4), z);
+            _mm256_storeu_si256(v.add(5), z);
+            _mm256_storeu_si256(v.add(6), z);
+            _mm256_storeu_si256(v.add(7), z);
+            q = q.add(256);
+            left -= 256;
+        }
+        let v = p.add(n - 256) as *mut __m256i;
+        _mm256_storeu_si256(v, z);
+        _mm256_storeu_si256(v.add(1), z);
+        _mm256_storeu_si256(v.add(2), z);
+        _mm256_storeu_si256(v.add(3), z);
+        _mm256_storeu_si256(v.add(4), z);
+        _mm256_storeu_si256(v.add(5), z);
+        _mm256_storeu_si256(v.add(6), z);
+        _mm256_storeu_si256(v.add(7), z);
+    }
 }
 
 /// [`zero`] of more than [`Page::SCRUB_CHUNK`] bytes, out of line (its loop keeps values
