@@ -1025,20 +1025,8 @@ impl Page {
         };
         let span = n * bsize;
         let step = stride * bsize;
-        // the offset from `start` of block `(first + k * stride) % n`, kept from one `k` to
-        // the next
-        let mut off = first * bsize;
-        for k in 0..n {
-            let w = start.wrapping_add(off);
-            let next = if k + 1 < n {
-                off += step;
-                if off >= span {
-                    off -= span;
-                }
-                start.wrapping_add(off) as usize
-            } else {
-                0
-            };
+        // block `w`'s scrubbed words and its link to `next`
+        let link = |w: *mut u8, next: usize| {
             // SAFETY: `w` is the start of one of the `n` blocks from `start`, which are ours
             // (caller); `scrub_check`'s offsets are those of words inside a block.
             unsafe {
@@ -1050,8 +1038,23 @@ impl Page {
                 }
                 (w as *mut usize).write(keys.encode(next));
             }
+        };
+        // the offset from `start` of block `(first + k * stride) % n`, kept from one `k` to
+        // the next
+        let mut off = first * bsize;
+        let head = start.wrapping_add(off);
+        let mut w = head;
+        for _ in 1..n {
+            off += step;
+            if off >= span {
+                off -= span;
+            }
+            let next = start.wrapping_add(off);
+            link(w, next as usize);
+            w = next;
         }
-        start.wrapping_add(first * bsize) as *mut Block
+        link(w, 0);
+        head as *mut Block
     }
 
     /// Moves the remote frees (`thread_free`) onto `local_free`.
