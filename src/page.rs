@@ -788,13 +788,17 @@ impl Page {
     pub(crate) unsafe fn scrub_large(page: *const Page, b: *mut Block) {
         // SAFETY: the page is live (caller); its block size is fixed while it is in use.
         let bs = unsafe { (*page).block_size };
-        let n = if bs <= Self::SCRUB_FULL_MAX {
-            bs - WORD
-        } else {
-            (Self::SCRUB_CHECK_WORDS - 1) * WORD
-        };
-        // SAFETY: the block is the caller's to write, at least `n + WORD` bytes long.
-        unsafe { zero((b as *mut u8).add(WORD), n) };
+        // SAFETY: the block is the caller's to write, `bs` bytes long.
+        let p = unsafe { (b as *mut u8).add(WORD) };
+        if bs > Self::SCRUB_FULL_MAX {
+            // SAFETY: as above: words 1, 2 and 3 of the block.
+            return unsafe { ptr::write_bytes(p, 0, (Self::SCRUB_CHECK_WORDS - 1) * WORD) };
+        }
+        // (`bs`, a multiple of a word above `SCRUB_INLINE_MAX`, is at least
+        // `SCRUB_INLINE_MAX + WORD`: `zero`'s `n` is at least 256)
+        const _: () = assert!(Page::SCRUB_INLINE_MAX >= 256);
+        // SAFETY: as above: the block's bytes after its first word.
+        unsafe { zero(p, bs - WORD) };
     }
 
     /// Secure mode: blocks up to this size are zeroed by inline stores (at most sixteen
@@ -1463,10 +1467,11 @@ unsafe fn zero_small(b: *mut u8, bs: usize) {
     }
 }
 
-/// Secure mode: zeroes `n` bytes from `p` in pieces of at most [`Page::SCRUB_CHUNK`].
+/// Secure mode: zeroes `n >= 256` bytes from `p` (with `memset`: in pieces of at most
+/// [`Page::SCRUB_CHUNK`]).
 ///
 /// # Safety
-/// `p` is valid for writes of `n` bytes.
+/// `p` is valid for writes of `n >= 256` bytes.
 #[cfg(feature = "secure")]
 #[inline(always)]
 unsafe fn zero(p: *mut u8, n: usize) {
@@ -1474,18 +1479,22 @@ unsafe fn zero(p: *mut u8, n: usize) {
     // round, no call to `memset` and no dispatch on the size in it (the blocks zeroed here
     // are those of 264 bytes to 4 KiB: `Page::scrub_large`). Until the first such block
     // has asked the CPU (`zero_probe`), and on a CPU without AVX2, out of line.
+    debug_assert!(n >= 256);
     #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
-    if n >= 256 {
+    {
         if HAS_AVX2.load(crate::sync::Ordering::Relaxed) {
             // SAFETY: the CPU has AVX2 (`zero_probe` found it); the `n >= 256` bytes from
             // `p` are writable (caller).
             return unsafe { zero_avx2(p, n) };
         }
         // SAFETY: as this function's contract.
-        return unsafe { zero_probe(p, n) };
+        unsafe { zero_probe(p, n) }
     }
+    #[cfg(not(all(feature = "std", target_arch = "x86_64", not(miri))))]
     // SAFETY: as this function's contract.
-    unsafe { zero_portable(p, n) }
+    unsafe {
+        zero_portable(p, n)
+    }
 }
 
 /// Secure mode, hosted x86_64: the CPU has AVX2 (set by [`zero_probe`]; false until then).
