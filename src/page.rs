@@ -1537,7 +1537,8 @@ unsafe fn zero_portable(p: *mut u8, n: usize) {
 /// [`zero`] with AVX2: 32-byte stores, eight a loop round while more than 256 bytes are
 /// left, then eight that end at `p + n` (overlapping what the loop zeroed). glibc's
 /// `memset` zeroes these sizes with the same stores, four a round, after a dispatch on
-/// the size and the CPU: a 600-byte block took it 52 instructions, this about 30.
+/// the size and the CPU: in larson (blocks of 8 to 1000 bytes) it took 52 instructions a
+/// block over 256 bytes, this 40.
 ///
 /// # Safety
 /// The CPU has AVX2; `n >= 256`; the `n` bytes from `p` are writable.
