@@ -1347,6 +1347,47 @@ pub(crate) unsafe fn realloc(
             }
         }
     }
+    // Secure mode: the same common path once the check of every free passed for `p` (its
+    // page found by the check, not looked up again); the moved block is freed as `free`
+    // frees it after that check (zeroed). Anything the check does not pass goes to
+    // `realloc_general`, whose free reports it, as before.
+    #[cfg(all(feature = "secure", not(feature = "debug-mode")))]
+    if !p.is_null() && !zero {
+        // SAFETY: `p` is not null.
+        if let Some((segment, page)) = unsafe { crate::free::secure_live_block(p) } {
+            // SAFETY: `p` is the start of a live block of `page` in `segment` (checked);
+            // the owner is atomic; the page's `flags` and `block_size` are read only when
+            // the page is ours (its owner is the only writer).
+            unsafe {
+                if (*segment).owner.load(Ordering::Relaxed) == owner && (*page).flags == 0 {
+                    let size = (*page).block_size;
+                    if new_size > size {
+                        let grow = new_size.max(2 * size);
+                        if grow < REALLOC_FAST_MAX
+                            && align <= WORD
+                            && (*segment).kind != SegmentKind::Huge
+                        {
+                            let q = if grow <= SMALL_SIZE_MAX {
+                                malloc_small_fast(heap, grow, false)
+                            } else {
+                                malloc_queue_try(heap, grow, false)
+                            };
+                            if !q.is_null() {
+                                // `p` holds `size` bytes and `q` at least `grow > size`,
+                                // distinct blocks; `p` is given up by the caller and
+                                // passed the check of every free (above)
+                                ptr::copy_nonoverlapping(p, q, size);
+                                crate::free::free_secure_checked(p, segment, page, owner);
+                                return q;
+                            }
+                        }
+                    } else if new_size >= size / 2 && p as usize & (align - 1) == 0 {
+                        return p;
+                    }
+                }
+            }
+        }
+    }
     // SAFETY: forwarding the caller's contract.
     unsafe { realloc_general(heap, owner, p, new_size, align, zero) }
 }

@@ -107,6 +107,56 @@ unsafe fn secure_free_in(p: *mut u8, segment: *mut Segment, owner: usize) {
     }
 }
 
+/// Secure mode: `realloc`'s common path's check of `p` (the check of every free,
+/// `free_check::secure_check_in`, as `free_nonnull` runs it): `p`'s segment and page when
+/// `p` is the start of a live block whose first word does not look like a link of its
+/// page; `None` for anything else (a double or invalid free, an aligned pointer inside a
+/// block, a block to look at closer), which the caller leaves to `realloc_general` (its
+/// free reports it, as before).
+///
+/// # Safety
+/// `p` is not null (anything else is checked).
+#[cfg(feature = "secure")]
+#[inline(always)]
+pub(crate) unsafe fn secure_live_block(p: *mut u8) -> Option<(*mut Segment, *mut Page)> {
+    let segment = ptr_segment(p);
+    // (as `free_nonnull`: hosted, the segment map; elsewhere the cookie, `p` pointing
+    // into mapped memory by the contract of `no_std` builds)
+    #[cfg(feature = "std")]
+    let ours = crate::segment_map::contains(segment as usize);
+    #[cfg(not(feature = "std"))]
+    // SAFETY: `p` points into mapped memory (see above), and so does the start of its
+    // `SEGMENT_SIZE`-aligned chunk.
+    let ours = unsafe { Segment::cookie_valid_raw(segment) };
+    if !ours {
+        return None;
+    }
+    // SAFETY: a live segment starts at `p`'s chunk (checked just above).
+    match unsafe { free_check::secure_check_in(p, segment) } {
+        free_check::Checked::Block(page) => Some((segment, page)),
+        _ => None,
+    }
+}
+
+/// Secure mode: the free of `p`, a live block of `page` in `segment` that
+/// [`secure_live_block`] passed (`realloc`'s common path, after its copy): as `free` after
+/// its check (the block is zeroed, pushed, its page retired when it empties).
+///
+/// # Safety
+/// `p` is a block of `page` in `segment` that `secure_live_block` passed, given up by the
+/// caller; `owner` is the calling thread's owner token.
+#[cfg(feature = "secure")]
+#[inline(always)]
+pub(crate) unsafe fn free_secure_checked(
+    p: *mut u8,
+    segment: *mut Segment,
+    page: *mut Page,
+    owner: usize,
+) {
+    // SAFETY: as this function's contract.
+    unsafe { free_checked(p, segment, page, owner) }
+}
+
 /// Secure mode: the free of `p` that the common check did not find to be the start of a
 /// block handed out by its page (`free_check::secure_check_in`'s `Outside`): the full
 /// check (`free_check::secure_check_full`) finds the block of an aligned pointer, which is
@@ -784,10 +834,42 @@ unsafe fn free_block_mt(page: *mut Page, block: *mut Block) {
     // atomic fields and those fixed while it is in use are read here)
     #[cfg(feature = "secure")]
     // SAFETY: `block` is a live block of the page, given up by the caller: ours to write;
-    // the page of a live block is in use.
+    // the page of a live block is in use (its `block_size` fixed meanwhile).
     unsafe {
+        // Secure mode: a block zeroed by a call (`Page::scrub_large`) is freed out of line,
+        // so that this path (`free_generic`'s remote free) makes no call it must save
+        // registers around (it saved three on every remote free)
+        if (*page).block_size > Page::SCRUB_INLINE_MAX {
+            return free_block_mt_zeroing(page, block);
+        }
         Page::scrub(page, block)
     };
+    // SAFETY: `block` is a live block of the page, given up by the caller.
+    unsafe { free_block_mt_push(page, block) }
+}
+
+/// Secure mode: [`free_block_mt`] of a block larger than `Page::SCRUB_INLINE_MAX` (zeroed
+/// by a call), out of line.
+///
+/// # Safety
+/// As [`free_block_mt`].
+#[cfg(all(feature = "secure", not(feature = "embedded")))]
+#[inline(never)]
+unsafe fn free_block_mt_zeroing(page: *mut Page, block: *mut Block) {
+    // SAFETY: as this function's contract (see `free_block_mt`).
+    unsafe {
+        Page::scrub_large(page, block);
+        free_block_mt_push(page, block)
+    }
+}
+
+/// The end of [`free_block_mt`]: the CAS onto `thread_free`, or the delayed list.
+///
+/// # Safety
+/// As [`free_block_mt`] (in secure mode `block` is scrubbed).
+#[cfg(not(feature = "embedded"))]
+#[inline(always)]
+unsafe fn free_block_mt_push(page: *mut Page, block: *mut Block) {
     // SAFETY: `block` is a live block of the page, given up by the caller.
     if unsafe { Page::thread_free_push(page, block) } {
         return;
