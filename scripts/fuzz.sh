@@ -22,9 +22,15 @@ if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz.sh: the nightly toolchain is missing (rustup toolchain install nightly)" >&2
     exit 1
 fi
+# cargo-fuzz (the `cargo fuzz` subcommand) is installed here when missing, from crates.io
+# with its lock file (a few minutes' build); without the network this fails with the reason.
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
-    echo "fuzz.sh: cargo-fuzz is missing (cargo install cargo-fuzz)" >&2
-    exit 1
+    echo "fuzz.sh: installing cargo-fuzz (cargo install cargo-fuzz --locked)"
+    if ! cargo install cargo-fuzz --locked || ! cargo +nightly fuzz --version; then
+        echo "fuzz.sh: cargo-fuzz is missing and could not be installed" \
+            "(cargo install cargo-fuzz --locked)" >&2
+        exit 1
+    fi
 fi
 
 cd fuzz

@@ -48,9 +48,21 @@
 # on a loaded machine, all clean (README, Security: what each run reported).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! cargo +nightly miri --version >/dev/null 2>&1; then
-    echo "miri.sh: Miri is not installed: rustup +nightly component add miri rust-src" >&2
+# Miri and the standard library's source (which Miri builds its sysroot from) are
+# components of the nightly toolchain: added here when missing (rustup, the toolchain's
+# own installer); without the toolchain or the network this fails with the reason.
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "miri.sh: the nightly toolchain is missing (rustup toolchain install nightly)" >&2
     exit 1
+fi
+if ! cargo +nightly miri --version >/dev/null 2>&1 ||
+    ! rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src'; then
+    echo "miri.sh: adding the nightly components miri and rust-src"
+    if ! rustup +nightly component add miri rust-src || ! cargo +nightly miri --version; then
+        echo "miri.sh: Miri is not installed and could not be added:" \
+            "rustup +nightly component add miri rust-src" >&2
+        exit 1
+    fi
 fi
 base="-Zmiri-permissive-provenance ${1:-}"
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
