@@ -11,7 +11,8 @@
 # Seeds come from fuzz/corpus/<target> (kept in the repository, small); what a run finds
 # goes to target/fuzz-corpus/<target> (not committed). `FUZZ_MINIMIZE=1` then shrinks the
 # union back into fuzz/corpus/<target> (`cargo fuzz cmin`). A crash leaves its input in
-# fuzz/artifacts/<target>/ and makes this script fail.
+# fuzz/artifacts/<target>/ and makes this script fail (artifacts of earlier runs, kept there,
+# are not counted again).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
@@ -41,8 +42,10 @@ summary=()
 for t in "${targets[@]}"; do
     work=../target/fuzz-corpus/$t
     mkdir -p "$work" "corpus/$t"
-    log=../target/fuzz-$t.log
+    log=../target/fuzz-$t-${features//,/+}.log # (one per build: the runs of both builds kept)
     echo "== fuzz $t for ${secs}s (features: $features)"
+    # (artifacts of earlier runs stay where they are and do not count for this one)
+    stamp=$(mktemp)
     set +e
     cargo +nightly fuzz run --features "$features" "$t" "$work" "corpus/$t" -- \
         -max_total_time="$secs" -max_len=1024 -print_final_stats=1 -timeout=60 \
@@ -51,7 +54,8 @@ for t in "${targets[@]}"; do
     set -e
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
     cov=$(grep -o 'cov: [0-9]* ft: [0-9]*' "$log" | tail -1 || echo 'cov: ?')
-    crashes=$(find "artifacts/$t" -type f 2>/dev/null | wc -l)
+    crashes=$(find "artifacts/$t" -type f -newer "$stamp" 2>/dev/null | wc -l)
+    rm -f "$stamp"
     line="$t: $runs runs in ${secs}s, $cov, exit $rc, crash artifacts: $crashes"
     summary+=("$line")
     if [ "$rc" -ne 0 ] || [ "$crashes" -ne 0 ]; then
