@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Miri (nightly) on the core's tests over the region source: tests/region_core.rs
-# (`PerCpuAlloc<SingleCpu>` on a `RegionSource`, one and two threads; and
-# `PerCpuAlloc<TwoCpus, 2, 2>`, two threads with a heap each freeing each other's blocks
-# while the owner allocates: remote frees, the delayed list of full pages) and the
-# size-class unit tests. Not part of `cargo test` or scripts/test.sh. Fails when Miri is missing or
-# reports undefined behaviour.
+# (`PerCpuAlloc<SingleCpu>` on a `RegionSource`, one and two threads, and realloc in place
+# and moving through `alloc::realloc`'s short path; `PerCpuAlloc<TwoCpus, 2, 2>`, two
+# threads with a heap each freeing each other's blocks while the owner allocates: remote
+# frees, the delayed list of full pages; and a CPU that goes offline,
+# `PerCpuAlloc::cpu_offline`, leaving live blocks whose abandoned segments a later heap takes
+# over, `abandon::reclaim_suitable` and `reclaim_one`, a huge block among them resized after)
+# and the size-class unit tests. Not part of `cargo test` or scripts/test.sh. Fails when
+# Miri is missing (and cannot be added) or reports undefined behaviour.
 #
 #   bash scripts/miri.sh [extra MIRIFLAGS]
 #

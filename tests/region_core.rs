@@ -503,17 +503,28 @@ fn check_ends(b: &Blk, end: usize, seed: u64) {
 
 #[test]
 fn a_cpu_goes_offline_and_its_segments_are_taken_over() {
-    // CPU 1 allocates small and medium blocks and one huge block, frees some, hands the rest to CPU 0 and goes offline: its segments with live
-    // blocks are abandoned (the stats count them). CPU 0 checks and frees some of them
+    // CPU 1 allocates small and medium blocks and one huge block, frees some, hands the
+    // rest to CPU 0 and goes offline: its segments with live blocks are abandoned (the
+    // stats count them). CPU 0 checks and frees some of them
     // meanwhile (remote frees into abandoned segments) and resizes the huge one (a foreign
     // block). Then CPU 1 comes back (a new thread on it, a new heap without segments) and
     // allocates: it takes the abandoned segments over (counted as reclaimed; small blocks
     // come from the old small segments: `reclaim_suitable`; a huge allocation takes the
     // others over: `reclaim_one`), grows the old huge block (now its own) in place or
     // not, and every block is checked and freed from one CPU or the other.
+    //
+    // Under Tree Borrows (scripts/miri.sh's step with 12 operations) without the huge
+    // blocks: with them the test did not end in 10 minutes there (3.4 GB and growing, not
+    // 3 million basic blocks interpreted in the first 80 s of CPU), where it takes 16 s
+    // with the aliasing checks off.
     use shardalloc::size_class::SEGMENT_SIZE;
     let seed = seed();
-    let a = allocator_two_cpus(if cfg!(miri) { 40 } else { 64 });
+    let with_huge = !cfg!(miri) || ops() >= 40;
+    let a = allocator_two_cpus(match (cfg!(miri), with_huge) {
+        (false, _) => 64,
+        (true, true) => 40,
+        (true, false) => 16,
+    });
     let mut rng = Rng(seed | 1);
     let small = Layout::from_size_align(48, 8).unwrap();
     let medium = Layout::from_size_align(20_000, 8).unwrap();
@@ -541,16 +552,18 @@ fn a_cpu_goes_offline_and_its_segments_are_taken_over() {
                 unsafe { a.dealloc(b.p, layout) };
             }
         }
-        // SAFETY: a non-zero size.
-        let h = unsafe { a.alloc(huge) };
-        assert!(!h.is_null(), "out of memory (SEED={seed})");
-        let hb = Blk {
-            p: h,
-            layout: huge,
-            id,
-        };
-        fill_ends(&hb);
-        kept.push((h as usize, huge, id));
+        if with_huge {
+            // SAFETY: a non-zero size.
+            let h = unsafe { a.alloc(huge) };
+            assert!(!h.is_null(), "out of memory (SEED={seed})");
+            let hb = Blk {
+                p: h,
+                layout: huge,
+                id,
+            };
+            fill_ends(&hb);
+            kept.push((h as usize, huge, id));
+        }
         a.cpu_offline();
         kept
     });
@@ -562,7 +575,7 @@ fn a_cpu_goes_offline_and_its_segments_are_taken_over() {
         .collect();
     // (every segment of a kept block, the huge one's and the small blocks' at least)
     assert!(
-        old_segments.len() >= 2
+        old_segments.len() >= 1 + usize::from(with_huge)
             && offline.abandoned - before.abandoned == old_segments.len() as i64,
         "CPU 1 went offline with live blocks in {} segments: {} abandoned (SEED={seed})",
         old_segments.len(),
@@ -626,15 +639,18 @@ fn a_cpu_goes_offline_and_its_segments_are_taken_over() {
             mine.push(b);
         }
         // a huge allocation takes the other abandoned segments over (`reclaim_one`)
-        // SAFETY: a non-zero size.
-        let h = unsafe { a.alloc(huge) };
-        assert!(!h.is_null(), "out of memory (SEED={seed})");
-        let hb = Blk {
-            p: h,
-            layout: huge,
-            id: 2_000_000,
-        };
-        fill_ends(&hb);
+        let hb = with_huge.then(|| {
+            // SAFETY: a non-zero size.
+            let h = unsafe { a.alloc(huge) };
+            assert!(!h.is_null(), "out of memory (SEED={seed})");
+            let hb = Blk {
+                p: h,
+                layout: huge,
+                id: 2_000_000,
+            };
+            fill_ends(&hb);
+            hb
+        });
         // the old blocks, now of this CPU's heap (or still abandoned): checked, the huge
         // one grown in two steps, the rest freed
         for (p, layout, id) in rest {
@@ -664,9 +680,11 @@ fn a_cpu_goes_offline_and_its_segments_are_taken_over() {
             // SAFETY: a live block with its layout, freed once.
             unsafe { a.dealloc(b.p, b.layout) };
         }
-        check_ends(&hb, huge.size(), seed);
-        // SAFETY: as above.
-        unsafe { a.dealloc(hb.p, hb.layout) };
+        if let Some(hb) = hb {
+            check_ends(&hb, huge.size(), seed);
+            // SAFETY: as above.
+            unsafe { a.dealloc(hb.p, hb.layout) };
+        }
         for b in mine {
             check(&b, small.size(), seed);
             // SAFETY: as above.
@@ -678,9 +696,10 @@ fn a_cpu_goes_offline_and_its_segments_are_taken_over() {
     });
     let in_old = second.join().unwrap();
     let after = a.domain().stats();
+    let want = 1 + i64::from(with_huge);
     assert!(
-        after.reclaimed >= offline.reclaimed + 2,
-        "the returning CPU took over {} abandoned segments, want 2 or more (SEED={seed})",
+        after.reclaimed >= offline.reclaimed + want,
+        "the returning CPU took over {} abandoned segments, want {want} or more (SEED={seed})",
         after.reclaimed - offline.reclaimed
     );
     assert!(
