@@ -48,7 +48,10 @@
 # sizes and operations under `cfg(miri)` (said in each test).
 #
 # Each step prints its wall time; at 76de502 the steps took 317, 2599, 218, 254 and 923 s
-# on a loaded machine, all clean (README, Security: what each run reported).
+# on a loaded machine, all clean (README, Security: what each run reported); at c0f788e
+# 417, 1865, 261, 366 and 430 s, all clean, with three tests in tests/region_core.rs (the
+# two added since, realloc and a CPU going offline, took 82, 1037 and 244 s more in the
+# first three steps, run alone at 7e8bb81 with their build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Miri and the standard library's source (which Miri builds its sysroot from) are
