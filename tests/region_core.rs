@@ -515,8 +515,9 @@ fn a_cpu_goes_offline_and_its_segments_are_taken_over() {
     //
     // Under Tree Borrows (scripts/miri.sh's step with 12 operations) without the huge
     // blocks: with them the test did not end in 10 minutes there (3.4 GB and growing, not
-    // 3 million basic blocks interpreted in the first 80 s of CPU), where it takes 16 s
-    // with the aliasing checks off.
+    // 3 million basic blocks interpreted in the first 80 s of CPU), where it takes under a
+    // minute with the aliasing checks off (without them, about 12 minutes under Tree
+    // Borrows on a loaded machine).
     use shardalloc::size_class::SEGMENT_SIZE;
     let seed = seed();
     let with_huge = !cfg!(miri) || ops() >= 40;
