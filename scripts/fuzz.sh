@@ -47,8 +47,13 @@ for t in "${targets[@]}"; do
     # (artifacts of earlier runs stay where they are and do not count for this one)
     stamp=$(mktemp)
     set +e
+    # -detect_leaks=0: shardalloc's memory comes from mmap, which LeakSanitizer does not
+    # see; what it saw was the harness's and glibc's: at 9351b1b, after 11,739 runs of `ops`
+    # (secure), a 32-byte node of `__cxa_thread_atexit_impl` (a thread-local destructor of a
+    # scoped thread, which `thread::scope` has joined before the thread ran its destructors
+    # and freed it); the input passes alone (fuzz/regressions/secure/ops-leak-tls-dtor).
     cargo +nightly fuzz run --features "$features" "$t" "$work" "corpus/$t" -- \
-        -max_total_time="$secs" -max_len=1024 -print_final_stats=1 -timeout=60 \
+        -max_total_time="$secs" -max_len=1024 -print_final_stats=1 -timeout=60 -detect_leaks=0 \
         >"$log" 2>&1
     rc=$?
     set -e
