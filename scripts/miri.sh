@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Miri (nightly) on the core's tests over the region source: tests/region_core.rs
-# (`PerCpuAlloc<SingleCpu>` on a `RegionSource`, one and two threads; and
-# `PerCpuAlloc<TwoCpus, 2, 2>`, two threads with a heap each freeing each other's blocks
-# while the owner allocates: remote frees, the delayed list of full pages) and the
-# size-class unit tests. Not part of `cargo test` or scripts/test.sh. Fails when Miri is missing or
-# reports undefined behaviour.
+# (`PerCpuAlloc<SingleCpu>` on a `RegionSource`, one and two threads, and realloc in place
+# and moving through `alloc::realloc`'s short path; `PerCpuAlloc<TwoCpus, 2, 2>`, two
+# threads with a heap each freeing each other's blocks while the owner allocates: remote
+# frees, the delayed list of full pages; and a CPU that goes offline,
+# `PerCpuAlloc::cpu_offline`, leaving live blocks whose abandoned segments a later heap takes
+# over, `abandon::reclaim_suitable` and `reclaim_one`, a huge block among them resized after)
+# and the size-class unit tests. Not part of `cargo test` or scripts/test.sh. Fails when
+# Miri is missing (and cannot be added) or reports undefined behaviour.
 #
 #   bash scripts/miri.sh [extra MIRIFLAGS]
 #
@@ -45,12 +48,27 @@
 # sizes and operations under `cfg(miri)` (said in each test).
 #
 # Each step prints its wall time; at 76de502 the steps took 317, 2599, 218, 254 and 923 s
-# on a loaded machine, all clean (README, Security: what each run reported).
+# on a loaded machine, all clean (README, Security: what each run reported); at c0f788e
+# 417, 1865, 261, 366 and 430 s, all clean, with three tests in tests/region_core.rs (the
+# two added since, realloc and a CPU going offline, took 82, 1037 and 244 s more in the
+# first three steps, run alone at 7e8bb81 with their build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! cargo +nightly miri --version >/dev/null 2>&1; then
-    echo "miri.sh: Miri is not installed: rustup +nightly component add miri rust-src" >&2
+# Miri and the standard library's source (which Miri builds its sysroot from) are
+# components of the nightly toolchain: added here when missing (rustup, the toolchain's
+# own installer); without the toolchain or the network this fails with the reason.
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "miri.sh: the nightly toolchain is missing (rustup toolchain install nightly)" >&2
     exit 1
+fi
+if ! cargo +nightly miri --version >/dev/null 2>&1 ||
+    ! rustup +nightly component list --installed 2>/dev/null | grep -q '^rust-src'; then
+    echo "miri.sh: adding the nightly components miri and rust-src"
+    if ! rustup +nightly component add miri rust-src || ! cargo +nightly miri --version; then
+        echo "miri.sh: Miri is not installed and could not be added:" \
+            "rustup +nightly component add miri rust-src" >&2
+        exit 1
+    fi
 fi
 base="-Zmiri-permissive-provenance ${1:-}"
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}

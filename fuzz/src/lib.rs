@@ -509,9 +509,13 @@ pub mod misuse {
                     // block's own (at least its 8-byte padding follows the request).
                     unsafe {
                         for j in 0..n {
-                            // never the padding fill itself (a write of it is invisible)
-                            let x = if v == 0xDE { 0x5A } else { v };
-                            *b.p.add(b.size + j) = x;
+                            // never the byte that is there (the padding's fill, or a byte of
+                            // its canary, which is the block's address mixed: a write of it
+                            // changes nothing, which no check can see; one overflow in 256
+                            // of a byte's wrote the canary's own byte, fuzz/regressions/
+                            // debug-mode/misuse-overflow-same-byte)
+                            let q = b.p.add(b.size + j);
+                            *q = if *q == v { !v } else { v };
                         }
                     }
                     must_report("overflow", || unsafe { shardalloc::free(b.p) });

@@ -316,6 +316,53 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         })
     }
 
+    /// The calling CPU goes offline (hot-unplug): its heaps, at every level, are collected
+    /// and given up, as an exiting thread's are in hosted programs. Their segments that
+    /// still hold live blocks go to the domain's abandoned list, from which the heaps of
+    /// the other CPUs (or of this one when it comes back: its next allocation makes a new
+    /// heap) take them over when they need pages (`abandon::reclaim_suitable`, and
+    /// `reclaim_one` for huge blocks); their thread data goes back to the domain. The
+    /// CPU's live blocks stay valid and may be freed, resized and read from any CPU, before
+    /// and after they are taken over.
+    ///
+    /// Call it in task context (level 0) on the CPU that goes offline; at a deeper level it
+    /// does nothing (the code it interrupted may be inside the allocator on this CPU's
+    /// heaps).
+    pub fn cpu_offline(&self) {
+        self.cpu.without_interrupts(|| {
+            let ctx = self.context();
+            if ctx.level != 0 {
+                return;
+            }
+            let Some(levels) = self.heaps.get(ctx.cpu) else {
+                return;
+            };
+            for slot in levels {
+                let heap = slot.load(Ordering::Acquire);
+                if !Self::is_made(heap) {
+                    continue;
+                }
+                // from now on this CPU's calls see the empty heap (and make a new one)
+                slot.store(empty_heap(), Ordering::Release);
+                // SAFETY: a heap of this CPU at level 0 or deeper: no call of this CPU is
+                // in the allocator while its task context is here with interrupts off
+                // (`for_each_quiet_heap`), and the slot no longer leads to it. It is the
+                // backing heap of thread data made by `heap` (its `tld` field), which no
+                // one else uses: its segments go to the domain (`thread_done`, which
+                // detaches their pages first, so that remote frees never touch the heap
+                // again), then the thread data goes back to the domain it came from.
+                unsafe {
+                    let tld = (*heap).tld;
+                    crate::thread::thread_done(tld);
+                    let td = (heap as *mut u8)
+                        .sub(core::mem::offset_of!(crate::thread::ThreadData, heap))
+                        as *mut crate::thread::ThreadData;
+                    crate::thread::thread_data_free(&self.domain, td);
+                }
+            }
+        })
+    }
+
     /// The usable size of a block of this allocator.
     ///
     /// # Safety
