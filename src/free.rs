@@ -116,7 +116,7 @@ unsafe fn secure_free_in(p: *mut u8, segment: *mut Segment, owner: usize) {
 ///
 /// # Safety
 /// `p` is not null (anything else is checked).
-#[cfg(feature = "secure")]
+#[cfg(all(feature = "secure", not(feature = "debug-mode")))]
 #[inline(always)]
 pub(crate) unsafe fn secure_live_block(p: *mut u8) -> Option<(*mut Segment, *mut Page)> {
     let segment = ptr_segment(p);
@@ -145,7 +145,7 @@ pub(crate) unsafe fn secure_live_block(p: *mut u8) -> Option<(*mut Segment, *mut
 /// # Safety
 /// `p` is a block of `page` in `segment` that `secure_live_block` passed, given up by the
 /// caller; `owner` is the calling thread's owner token.
-#[cfg(feature = "secure")]
+#[cfg(all(feature = "secure", not(feature = "debug-mode")))]
 #[inline(always)]
 pub(crate) unsafe fn free_secure_checked(
     p: *mut u8,

@@ -330,7 +330,7 @@ pub(crate) unsafe fn mi_realloc(heap: Option<*mut RawHeap>, p: *mut u8, size: us
     // allocates nothing and touches no queue of it); `p` is null or a live block of ours
     // (this function's contract; its segment was checked by `realloc_arg_ok`); 1 is a
     // power of two.
-    or_enomem(unsafe { crate::alloc::realloc(h, owner, p, size, 1, false) })
+    or_enomem(unsafe { crate::alloc::realloc(h, owner, p, usize::MAX, size, 1, false) })
 }
 
 /// `realloc` (glibc): `realloc(p, 0)` with `p != NULL` frees `p` and returns NULL.

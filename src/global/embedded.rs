@@ -473,7 +473,15 @@ unsafe impl GlobalAlloc for Heap {
             if !in_run && (!to_run || cfg!(feature = "debug-mode")) {
                 // SAFETY: as `dealloc`; a `Layout`'s alignment is a power of two.
                 return unsafe {
-                    crate::alloc::realloc(heap, (*heap).owner, p, new_size, layout.align(), false)
+                    crate::alloc::realloc(
+                        heap,
+                        (*heap).owner,
+                        p,
+                        layout.size(),
+                        new_size,
+                        layout.align(),
+                        false,
+                    )
                 };
             }
             let old = if in_run {
@@ -492,10 +500,11 @@ unsafe impl GlobalAlloc for Heap {
             // SAFETY: the heap is initialised and ours (the critical section).
             let q = unsafe { self.alloc_in(heap, new_layout, false) };
             if !q.is_null() {
-                // SAFETY: `p` holds `old` usable bytes, `q` at least `new_size`; distinct
-                // live blocks; `p` is given up (the caller's contract).
+                // SAFETY: `p` holds `old >= layout.size()` usable bytes, `q` at least
+                // `new_size`; distinct live blocks; `p` is given up (the caller's contract),
+                // which needs its first `layout.size()` bytes kept only.
                 unsafe {
-                    ptr::copy_nonoverlapping(p, q, old.min(new_size));
+                    ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
                     self.free_in(heap, p);
                 }
             }

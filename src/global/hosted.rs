@@ -496,7 +496,7 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize, zero: bool) -> 
     let heap = heap_initialized();
     // SAFETY: `heap` is this thread's heap (or the empty heap, whose allocations fail);
     // `p` is null or a live block and `align` a power of two (caller).
-    unsafe { crate::alloc::realloc(heap, (*heap).owner, p, new_size, align, zero) }
+    unsafe { crate::alloc::realloc(heap, (*heap).owner, p, usize::MAX, new_size, align, zero) }
 }
 
 /// The usable size of a block of this allocator.
@@ -750,7 +750,7 @@ impl Heap {
         let part = self.part();
         // SAFETY: the calling thread's part (or the empty heap, whose allocations fail);
         // `p` is null or a live block (caller); `align` is a power of two (checked).
-        unsafe { crate::alloc::realloc(part, (*part).owner, p, new_size, align, false) }
+        unsafe { crate::alloc::realloc(part, (*part).owner, p, usize::MAX, new_size, align, false) }
     }
 
     /// Whether `p` points into a page of this heap: into a block allocated from it, by any

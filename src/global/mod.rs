@@ -61,5 +61,15 @@ pub(crate) unsafe fn heap_realloc(
 ) -> *mut u8 {
     // SAFETY: the caller's heap and token; `p` is a live block of ours (GlobalAlloc's
     // contract) and a `Layout`'s alignment is a power of two.
-    unsafe { crate::alloc::realloc(heap, owner, p, new_size, layout.align(), false) }
+    unsafe {
+        crate::alloc::realloc(
+            heap,
+            owner,
+            p,
+            layout.size(),
+            new_size,
+            layout.align(),
+            false,
+        )
+    }
 }
