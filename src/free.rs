@@ -41,6 +41,27 @@ pub(crate) unsafe fn free(p: *mut u8, owner: usize) {
     unsafe { free_nonnull(p, owner) }
 }
 
+/// Secure mode: whether a live segment of ours starts at `segment` (`checked_segment`,
+/// inline): hosted, the segment map alone (a set entry means a live segment starts there;
+/// its cookie would only repeat that, as the C `free` argues); elsewhere the cookie.
+///
+/// # Safety
+/// In `no_std` builds `segment` is the start of the `SEGMENT_SIZE`-aligned chunk of a
+/// pointer into mapped memory (the contract of their `free`), so its header is readable.
+#[cfg(feature = "secure")]
+#[inline(always)]
+unsafe fn segment_is_ours(segment: *mut Segment) -> bool {
+    #[cfg(feature = "std")]
+    {
+        crate::segment_map::contains(segment as usize)
+    }
+    #[cfg(not(feature = "std"))]
+    // SAFETY: the chunk's start is in mapped memory (the contract above).
+    unsafe {
+        Segment::cookie_valid_raw(segment)
+    }
+}
+
 /// [`free`] of a pointer known not to be null (`GlobalAlloc::dealloc`, and the C `free`
 /// once the segment map has vouched for it): the null test is not repeated.
 ///
@@ -52,18 +73,10 @@ pub(crate) unsafe fn free_nonnull(p: *mut u8, owner: usize) {
     // check finds the page, which is not looked up again
     #[cfg(feature = "secure")]
     {
-        // `checked_segment`, inline: hosted, the segment map alone (a set entry means a live
-        // segment starts there; its cookie would only repeat that, as the C `free` argues);
-        // elsewhere the cookie (`p` points into mapped memory, the contract of `no_std`
-        // builds).
         let segment = ptr_segment(p);
-        #[cfg(feature = "std")]
-        let ours = crate::segment_map::contains(segment as usize);
-        #[cfg(not(feature = "std"))]
-        // SAFETY: `p` points into mapped memory (see above), and so does the start of its
-        // `SEGMENT_SIZE`-aligned chunk.
-        let ours = unsafe { Segment::cookie_valid_raw(segment) };
-        if !ours {
+        // SAFETY: `p` is a pointer the caller gave to `free`, into mapped memory in `no_std`
+        // builds (their contract).
+        if !unsafe { segment_is_ours(segment) } {
             return crate::secure::report(crate::secure::ErrorKind::InvalidFree, p as usize, None);
         }
         // SAFETY: a live segment starts at `p`'s chunk (`ptr_segment`), checked just above.
@@ -120,15 +133,9 @@ unsafe fn secure_free_in(p: *mut u8, segment: *mut Segment, owner: usize) {
 #[inline(always)]
 pub(crate) unsafe fn secure_live_block(p: *mut u8) -> Option<(*mut Segment, *mut Page)> {
     let segment = ptr_segment(p);
-    // (as `free_nonnull`: hosted, the segment map; elsewhere the cookie, `p` pointing
-    // into mapped memory by the contract of `no_std` builds)
-    #[cfg(feature = "std")]
-    let ours = crate::segment_map::contains(segment as usize);
-    #[cfg(not(feature = "std"))]
-    // SAFETY: `p` points into mapped memory (see above), and so does the start of its
-    // `SEGMENT_SIZE`-aligned chunk.
-    let ours = unsafe { Segment::cookie_valid_raw(segment) };
-    if !ours {
+    // SAFETY: `p` is a pointer given to `realloc`, into mapped memory in `no_std` builds
+    // (their contract).
+    if !unsafe { segment_is_ours(segment) } {
         return None;
     }
     // SAFETY: a live segment starts at `p`'s chunk (checked just above).
