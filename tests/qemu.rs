@@ -6,8 +6,9 @@
 //! - QEMU exit status 33 (the kernel's `isa-debug-exit` success) and a `PASS` line;
 //! - `cpus: N online` with N the `-smp` value (the kernel also fails the run itself when
 //!   an AP does not start), and `cpus: run at the same time: yes` with multi-threaded TCG
-//!   (the boot CPU saw the others' counters change thousands of times in 5 ms), `no` with
-//!   single-threaded TCG (where the vCPUs take turns);
+//!   (the boot CPU saw the others' counters change thousands of times in 5 ms; a boot
+//!   that fails on this alone, its host too busy to run the vCPUs at once, boots again, at
+//!   most three times in all), `no` with single-threaded TCG (where the vCPUs take turns);
 //! - `machine: NAME` with NAME the `-machine` type: the kernel names the machine from what
 //!   it finds (a PCI host bridge 8086:29c0 is q35; no PCI and hardware-reduced ACPI is
 //!   microvm), so a boot of one cannot pass for the other;
@@ -495,11 +496,30 @@ fn run_all(kernels: &[(Kernel, PathBuf)], boots: &[Boot]) -> Vec<String> {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(b) = boots.get(i) else { break };
                 let kernel = &kernels.iter().find(|(k, _)| *k == b.kernel).unwrap().1;
-                let o = boot(kernel, b, timeout);
+                let mut o = boot(kernel, b, timeout);
                 let mut bad = match b.expect {
                     Expect::Pass => check_pass(b, &o),
                     Expect::Panic(message) => check_panic(&o, message),
                 };
+                // A multi-threaded boot whose only fault is that its vCPUs did not overlap
+                // (the host had no second core free for those 5 ms: other work on the
+                // machine) boots again, at most twice: the overlap must still be seen, in
+                // one of the three boots, and every other check holds in each.
+                let mut tries = 1;
+                while tries < 3
+                    && matches!(b.expect, Expect::Pass)
+                    && b.tcg == Tcg::Multi
+                    && bad.len() == 1
+                    && bad[0].contains("but the kernel says: cpus: run at the same time: no")
+                {
+                    eprintln!(
+                        "qemu {}: the vCPUs did not overlap (a loaded host?): booting again",
+                        b.label()
+                    );
+                    tries += 1;
+                    o = boot(kernel, b, timeout);
+                    bad = check_pass(b, &o);
+                }
                 if o.timed_out {
                     bad.insert(0, format!("timed out after {} s", timeout.as_secs()));
                 }
