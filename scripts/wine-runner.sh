@@ -36,4 +36,10 @@ if [ ! -f "$shim" ]; then
     fi
     flock -u 9
 fi
+# One wineserver for a whole run of tests: by default it exits 3 s after its last client,
+# and a program started just then can find it going away ("wine client error:0: recvmsg:
+# Connection reset by peer", once in a clean-clone CI run, between two test programs of
+# tests/windows.rs). Started here persistent for 30 s after its last client; when one runs
+# already this returns at once.
+"${wine%64}server" -p30 >/dev/null 2>&1 || wineserver -p30 >/dev/null 2>&1 || true
 exec "$wine" "$@"
