@@ -150,18 +150,10 @@ unsafe fn reclaim_segment(ctx: &mut SegmentsTld, segment: *mut Segment) -> Recla
     unsafe { ctx.adopt(segment) };
     // SAFETY: the segment is live and now the calling thread's; `capacity` is fixed at its
     // creation.
-    let (first, capacity) = unsafe { ((*segment).first_entry(), (*segment).capacity) };
-    for i in first..capacity {
-        // SAFETY: `i < capacity`; the temporary `&Segment` ends at once.
-        let page = unsafe { (*segment).page(i) };
-        // SAFETY: the page metadata lies in the header of our live segment. Its pages in use
-        // have no heap, so only remote frees touch them meanwhile, and only `xthread_free`,
-        // atomically: the entry is reached through the raw pointer (no `&mut Page`, which
-        // would claim that field too), the calling thread owning the segment now.
+    let take = |page: *mut Page| {
+        // SAFETY: a page in use of our segment (`used_pages`); it has no heap, so only
+        // remote frees touch it meanwhile, and only `xthread_free`, atomically.
         unsafe {
-            if !(*page).segment_in_use {
-                continue;
-            }
             // the page was never-delayed while abandoned; it has no heap to notify
             (*page).use_delayed_free(Delayed::NoDelayedFree, true);
             Page::collect(page, false);
@@ -169,9 +161,12 @@ unsafe fn reclaim_segment(ctx: &mut SegmentsTld, segment: *mut Segment) -> Recla
         }
         // SAFETY: the page is in use, in no heap queue, and all its blocks are free; its
         // segment is `ctx`'s (adopted above), and `ctx` is passed down.
-        if unsafe { (*page).all_free() } && unsafe { page_free_in(Some(&mut *ctx), page) } {
-            return Reclaim::Freed; // that was its last page
-        }
+        unsafe { (*page).all_free() && page_free_in(Some(&mut *ctx), page) }
+    };
+    // SAFETY: the segment is live and now the calling thread's (adopted above); `take`
+    // frees a page only when it then returns true.
+    if unsafe { used_pages(segment, take) } {
+        return Reclaim::Freed; // that was its last page
     }
     // SAFETY: the segment is live (not freed above) and `ctx`'s.
     unsafe { ctx.requeue(segment) };
@@ -247,23 +242,33 @@ pub(crate) fn reclaim_suitable(
 /// `segment` was popped from the abandoned list by the calling thread and is live; `f`
 /// may free the page it is given only if it then returns true.
 unsafe fn collect_used_pages(segment: *mut Segment, mut f: impl FnMut(*mut Page) -> bool) -> bool {
-    // SAFETY: popped, so live and the calling thread's alone; `capacity` is fixed at the
-    // segment's creation.
+    let walk = |page: *mut Page| {
+        // SAFETY: a page in use of the popped segment (`used_pages`).
+        unsafe { Page::collect(page, false) };
+        f(page)
+    };
+    // SAFETY: as this function's contract.
+    unsafe { used_pages(segment, walk) }
+}
+
+/// Walks the pages in use of `segment` and calls `f` with each until it returns true
+/// (then true): the walk of [`reclaim_segment`] and [`collect_used_pages`].
+///
+/// # Safety
+/// `segment` is live and the calling thread's alone (popped from the abandoned list, or
+/// adopted after that); `f` may free the page it is given only if it then returns true.
+/// Its pages have no heap, so only remote frees touch them meanwhile, and only
+/// `xthread_free`, atomically: `f` reaches the entry through the raw pointer (no
+/// `&mut Page`).
+unsafe fn used_pages(segment: *mut Segment, mut f: impl FnMut(*mut Page) -> bool) -> bool {
+    // SAFETY: live and ours alone (caller); `capacity` is fixed at the segment's creation.
     let (first, capacity) = unsafe { ((*segment).first_entry(), (*segment).capacity) };
     for i in first..capacity {
         // SAFETY: `i < capacity`; the temporary `&Segment` ends at once.
         let page = unsafe { (*segment).page(i) };
-        // SAFETY: the page metadata lies in the header of the popped segment. Its pages
-        // have no heap, so only remote frees touch them meanwhile, and only
-        // `xthread_free`, atomically: the entry is reached through the raw pointer (no
-        // `&mut Page`), the calling thread having popped the segment.
-        unsafe {
-            if !(*page).segment_in_use {
-                continue;
-            }
-            Page::collect(page, false);
-        }
-        if f(page) {
+        // SAFETY: the page metadata lies in the header of the live segment; a read of a
+        // field only its owner (the calling thread) writes.
+        if unsafe { (*page).segment_in_use } && f(page) {
             return true;
         }
     }

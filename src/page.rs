@@ -1635,28 +1635,21 @@ unsafe fn zero_avx2(p: *mut u8, n: usize) {
     // 256 bytes are left from `q`, the last eight in the 256 bytes before `p + n`
     // (`n >= 256`); unaligned stores (`storeu`).
     unsafe {
+        // the 256 bytes from `$at`: eight 32-byte stores
+        macro_rules! zero_256 {
+            ($at:expr) => {{
+                let v = $at as *mut __m256i;
+                for k in 0..8 {
+                    _mm256_storeu_si256(v.add(k), z);
+                }
+            }};
+        }
         while left > 256 {
-            let v = q as *mut __m256i;
-            _mm256_storeu_si256(v, z);
-            _mm256_storeu_si256(v.add(1), z);
-            _mm256_storeu_si256(v.add(2), z);
-            _mm256_storeu_si256(v.add(3), z);
-            _mm256_storeu_si256(v.add(4), z);
-            _mm256_storeu_si256(v.add(5), z);
-            _mm256_storeu_si256(v.add(6), z);
-            _mm256_storeu_si256(v.add(7), z);
+            zero_256!(q);
             q = q.add(256);
             left -= 256;
         }
-        let v = p.add(n - 256) as *mut __m256i;
-        _mm256_storeu_si256(v, z);
-        _mm256_storeu_si256(v.add(1), z);
-        _mm256_storeu_si256(v.add(2), z);
-        _mm256_storeu_si256(v.add(3), z);
-        _mm256_storeu_si256(v.add(4), z);
-        _mm256_storeu_si256(v.add(5), z);
-        _mm256_storeu_si256(v.add(6), z);
-        _mm256_storeu_si256(v.add(7), z);
+        zero_256!(p.add(n - 256));
     }
 }
 
