@@ -46,13 +46,15 @@ command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install va
 
 out=target/secure
 mkdir -p "$out"
-# the two builds of the same bench binary
+# the three builds of the same bench binary; the default one last, so that
+# target/release/bench-shardalloc is the default build again afterwards (benches/run.sh,
+# the runner and callgrind by hand use it)
 cargo build --release --quiet --features shardalloc,shardalloc/bench-unchecked --bin bench-shardalloc
 cp target/release/bench-shardalloc "$out/bench-unchecked"
-cargo build --release --quiet --features shardalloc --bin bench-shardalloc
-cp target/release/bench-shardalloc "$out/bench-default"
 cargo build --release --quiet --features shardalloc,shardalloc/secure --bin bench-shardalloc
 cp target/release/bench-shardalloc "$out/bench-secure"
+cargo build --release --quiet --features shardalloc --bin bench-shardalloc
+cp target/release/bench-shardalloc "$out/bench-default"
 # the two C libraries
 cargo rustc --release --quiet --features override --lib --crate-type cdylib \
     --manifest-path ../Cargo.toml --target-dir "$out/lib-default"
