@@ -654,7 +654,9 @@ impl Os {
             return None;
         }
         // SAFETY: the caller's contract, passed on.
-        if let Some(r) = unsafe { self.cache_take_resized_in(size, align, grain, exact, grows, false) } {
+        if let Some(r) =
+            unsafe { self.cache_take_resized_in(size, align, grain, exact, grows, false) }
+        {
             return Some(r);
         }
         // SAFETY: as above.
