@@ -1538,6 +1538,7 @@ unsafe fn realloc_general(
     // a huge block of ours grows or shrinks by remapping its segment, or grows into the
     // room its segment reserved: no copy (blocks of medium sizes may be huge too, see
     // below)
+    let mut remapped = false;
     if (new_size >= MEDIUM_OBJ_SIZE_MAX || new_size > size) && align <= MAX_ALIGN_SIZE && !zero {
         // SAFETY: `p` is live (caller), so are its segment and page; the page is written
         // only when its heap is ours (checked first).
@@ -1564,6 +1565,7 @@ unsafe fn realloc_general(
                         // meanwhile
                         (*heap).queue_remove(page, BIN_HUGE);
                         // (the segment is ours, so its owner data is our thread context's)
+                        remapped = true;
                         let moved = segment::huge_remap(
                             &mut (*(*heap).tld).segments,
                             page,
@@ -1608,6 +1610,13 @@ unsafe fn realloc_general(
     if q.is_null() {
         // SAFETY: as above, without the headroom.
         q = unsafe { malloc_aligned(heap, new_size, align, false) };
+    }
+    if remapped {
+        // the hint `huge_remap` may have left for the allocation just made (a growing huge
+        // block's next region), when that allocation did not take it
+        // SAFETY: the heap is initialised (checked before `huge_remap`), so its `tld` is
+        // live, and the calling thread's.
+        unsafe { (*(*heap).tld).segments.huge_grows = false };
     }
     if q.is_null() {
         return q;

@@ -700,6 +700,11 @@ pub(crate) struct SegmentsTld {
     /// 0: the class's shortest page).
     #[cfg(feature = "small")]
     pub(crate) span_grow: usize,
+    /// The next huge segment is for a huge block that grows out of its region (set by
+    /// `segment_alloc::huge_remap` when the block moves into a resident cached region,
+    /// taken by the next huge segment, cleared by `realloc` after its allocation): it may
+    /// take a cached region up to twice its size whole (see `Os::cache_take_resized`).
+    pub(crate) huge_grows: bool,
 }
 
 impl SegmentsTld {
@@ -714,6 +719,7 @@ impl SegmentsTld {
             source_fails_from: SMALL_PAGES_PER_SEGMENT + 1,
             #[cfg(feature = "small")]
             span_grow: 0,
+            huge_grows: false,
         }
     }
 

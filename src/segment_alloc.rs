@@ -256,6 +256,7 @@ fn segment_alloc_sized(
     // (any cached region may serve, resized: a huge block's region becomes a segment of
     // small pages and the other way round, so that the cache holds no region that fits no
     // request; a huge block also takes a region up to half as large again, whole)
+    let grows = kind == SegmentKind::Huge && core::mem::take(&mut ctx.huge_grows);
     let cached = if !cfg.has_reserve && front == 0 {
         // SAFETY: `region_size` is a non-zero multiple of the allocation granularity
         // (rounded up above), and so is a large OS page; `region_align` is `SEGMENT_SIZE`,
@@ -266,6 +267,7 @@ fn segment_alloc_sized(
                 region_align,
                 LARGE_OS_PAGE,
                 kind != SegmentKind::Huge,
+                grows,
             )
         }
     } else {
@@ -1378,11 +1380,14 @@ pub(crate) unsafe fn huge_remap(
     // large-realloc's growing vectors faulted in 218 of the ~330 MiB of fresh pages its run
     // took from the kernel (`perf record -e kmem:mm_page_alloc`), and its time in the
     // kernel went mostly to zeroing them (`clear_page_erms`).
+    // (The block then takes a larger resident region whole, to grow on in it, see
+    // `SegmentsTld::huge_grows`.)
     if CACHE_SEGMENTS
         && new_seg_size > region_size
         && !cfg.has_reserve
         && os.cache_has_resident(new_seg_size)
     {
+        ctx.huge_grows = true;
         return ptr::null_mut();
     }
     if new_seg_size > region_size && committed < region_size {
