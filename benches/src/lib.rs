@@ -254,6 +254,11 @@ pub fn bench_main_direct(alloc: &str, direct: Option<fn(u64) -> u64>) {
 #[macro_export]
 macro_rules! bench_binary {
     ($name:expr, $ty:ty, $init:expr; direct = $malloc:expr, $free:expr) => {
+        $crate::bench_binary!($name, $ty, $init; direct = $malloc, $free; before = {}, after = {});
+    };
+    // `before`/`after`: run in `main` around the workload (switches for looking into a run)
+    ($name:expr, $ty:ty, $init:expr; direct = $malloc:expr, $free:expr;
+        before = $before:block, after = $after:block) => {
         #[global_allocator]
         static GLOBAL: $ty = $init;
 
@@ -263,7 +268,9 @@ macro_rules! bench_binary {
         }
 
         fn main() {
-            $crate::bench_main_direct($name, Some(direct_fastpath))
+            $before
+            $crate::bench_main_direct($name, Some(direct_fastpath));
+            $after
         }
     };
     ($name:expr, $ty:ty, $init:expr) => {

@@ -7,25 +7,16 @@
 //! - `SHARDBENCH_STATS=1`: shardalloc's statistics after the workload, on stderr (segments
 //!   made, bytes purged, segments abandoned and reclaimed...).
 
-#[global_allocator]
-static GLOBAL: shardalloc::ShardAlloc = shardalloc::ShardAlloc::new();
-
-#[inline(never)]
-fn direct_fastpath(n: u64) -> u64 {
-    shardbench::util::fastpath_with(
-        n,
-        |size| {
-            // SAFETY: 8 is a power of two.
-            unsafe { shardalloc::alloc(size, 8, false) }
-        },
-        |p: *mut u8| {
-            // SAFETY: p came from shardalloc::alloc and is freed once.
-            unsafe { shardalloc::free(p) }
-        },
-    )
-}
-
-fn main() {
+shardbench::bench_binary!("shardalloc", shardalloc::ShardAlloc, shardalloc::ShardAlloc::new();
+direct = |size| {
+    // SAFETY: 8 is a power of two.
+    unsafe { shardalloc::alloc(size, 8, false) }
+},
+|p: *mut u8| {
+    // SAFETY: p came from shardalloc::alloc and is freed once.
+    unsafe { shardalloc::free(p) }
+};
+before = {
     if let Ok(ms) = std::env::var("SHARDBENCH_PURGE_DELAY") {
         let Ok(ms) = ms.parse::<i64>() else {
             eprintln!("SHARDBENCH_PURGE_DELAY={ms:?}: not a number of milliseconds");
@@ -33,8 +24,9 @@ fn main() {
         };
         shardalloc::DOMAIN.set_purge_delay(ms);
     }
-    shardbench::bench_main_direct("shardalloc", Some(direct_fastpath));
+},
+after = {
     if std::env::var_os("SHARDBENCH_STATS").is_some_and(|v| v != "0") {
         eprintln!("{}", shardalloc::stats());
     }
-}
+});
