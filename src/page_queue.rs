@@ -9,28 +9,23 @@ use crate::size_class::*;
 
 /// The direct-table entries of each bin below `BIN_HUGE`: `[start, end)` (empty for the
 /// bins beyond the table), worked out at compile time so that moving a page to or from the
-/// front of a queue costs no size-class arithmetic.
+/// front of a queue costs no size-class arithmetic. (Each entry `w` goes to `bin(w * WORD)`:
+/// bins below `MIN_BIN`, the tiny odd bins that `ALIGN2W` skips and those beyond the
+/// table get none; the table may end inside a bin when `debug-mode` adds the padding's
+/// words.)
 const DIRECT_RANGE: [(u16, u16); BIN_HUGE] = {
     let mut t = [(0u16, 0u16); BIN_HUGE];
-    // (bins below `MIN_BIN` hold no pages: their entries are the first bin's)
-    let mut bin = MIN_BIN;
-    while bin < BIN_HUGE {
-        let start = if bin == MIN_BIN {
-            0
-        } else {
-            bin_size(bin - 1) / WORD + 1
-        };
-        if start < PAGES_DIRECT {
-            // (the table ends inside a bin when `debug-mode` adds the padding's words)
-            let end = bin_size(bin) / WORD + 1;
-            let end = if end < PAGES_DIRECT {
-                end
+    let mut w = 0;
+    while w < PAGES_DIRECT {
+        let b = bin(w * WORD);
+        if b < BIN_HUGE {
+            if t[b].0 >= t[b].1 {
+                t[b] = (w as u16, w as u16 + 1);
             } else {
-                PAGES_DIRECT
-            };
-            t[bin] = (start as u16, end as u16);
+                t[b].1 = w as u16 + 1;
+            }
         }
-        bin += 1;
+        w += 1;
     }
     t
 };

@@ -226,7 +226,9 @@ unsafe fn raw_realloc_at(
 // the C semantics
 
 /// `malloc`: a block of at least `size` bytes (16-byte aligned when `size` is a multiple
-/// of 16); `malloc(0)` is a unique non-null block.
+/// of 16, and on 64-bit targets whenever `size` is above 8, as glibc's and mimalloc's: the
+/// tiny classes step by 16 bytes, `size_class::ALIGN2W`); `malloc(0)` is a unique non-null
+/// block.
 ///
 /// # Safety
 /// `heap` is `None` (the calling thread's default heap), a heap of the calling thread, or
