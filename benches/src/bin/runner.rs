@@ -44,6 +44,9 @@ struct Opts {
     /// `--out` was given (else the directory depends on whether the run is complete).
     out_given: bool,
     callgrind: bool,
+    /// MiB of huge OS pages made resident and given back before every run (0: none); see
+    /// [`warm_huge_pages`].
+    warm_mib: usize,
 }
 
 fn parse_opts() -> Opts {
@@ -57,6 +60,7 @@ fn parse_opts() -> Opts {
         out: here.join("results"),
         out_given: false,
         callgrind: false,
+        warm_mib: 512,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -92,6 +96,10 @@ fn parse_opts() -> Opts {
                 o.workloads = Some(list(val(i)));
                 i += 1;
             }
+            "--warm" => {
+                o.warm_mib = val(i).parse().expect("--warm MIB");
+                i += 1;
+            }
             "--out" => {
                 o.out = PathBuf::from(val(i));
                 o.out_given = true;
@@ -99,7 +107,7 @@ fn parse_opts() -> Opts {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: runner [--quick] [--reps N] [--timeout SECS] [--alloc a,b] [--workload x,y] [--out DIR] [--callgrind]\n\
+                    "usage: runner [--quick] [--reps N] [--timeout SECS] [--alloc a,b] [--workload x,y] [--out DIR] [--warm MIB] [--callgrind]\n\
                      allocators: {}\nworkloads: {}",
                     ALLOCATORS.join(", "),
                     WORKLOADS.iter().map(|w| w.name).collect::<Vec<_>>().join(", ")
@@ -228,6 +236,70 @@ fn spawn_measured(bin: &Path, args: &[&str], timeout: Duration) -> Measured {
     let exited = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
     let signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
     (exited, signal, out, err, wall, ru, timed_out)
+}
+
+/// Makes `mib` MiB of transparent huge pages resident and gives them back, just before a
+/// run, so that every run finds the machine's free huge pages in the same state.
+///
+/// Why: this machine is a VM whose free memory the host takes back after a few seconds
+/// (free page reporting, which reports free blocks of 2 MiB and more). A 2 MiB page that
+/// was reported costs several milliseconds to fault in again (a process touching 512 MiB
+/// of huge pages after 4 s of quiet: 1.0-1.5 s), a 4 KiB one barely more than usual. So
+/// the first run after a pause or after a run that used little memory, if it uses huge
+/// pages (C mimalloc advises its arenas for them, shardalloc its huge blocks), took
+/// several times its usual time: large-realloc after 4 s of quiet, mimalloc v2 0.53 s
+/// (0.45 s system) against 0.09 s run again at once, shardalloc 0.21 s against 0.08 s;
+/// after this warm-up 0.08-0.11 s and 0.07-0.09 s. With allocators run in a fixed order,
+/// the same allocator paid it in every repetition.
+/// The pages are touched one per 4 KiB (so small pages are warmed too where huge ones are
+/// refused) and unmapped at once, which returns them to the kernel's free lists. This runs
+/// in a child process of its own (the runner started again with `--warm-child MIB`): a
+/// child inherits its parent's peak resident set in `ru_maxrss` (Linux keeps the forked
+/// copy's high-water mark across `exec`), so the runner's own must stay small.
+fn warm_huge_pages(mib: usize) {
+    if mib == 0 {
+        return;
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    match Command::new(exe)
+        .args(["--warm-child", &mib.to_string()])
+        .stdin(Stdio::null())
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        other => eprintln!("note: the huge-page warm-up failed ({other:?}); the run goes on"),
+    }
+}
+
+/// The body of [`warm_huge_pages`], in its own process.
+fn warm_child(mib: usize) {
+    const HUGE: usize = 2 << 20;
+    let size = mib << 20;
+    // SAFETY: a fresh private anonymous mapping; nothing else refers to it, and it is
+    // unmapped whole below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size + HUGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return; // only a warm-up: the run goes on without it
+    }
+    let start = (p as usize + HUGE - 1) & !(HUGE - 1);
+    // SAFETY: `[start, start + size)` lies inside the mapping (it has `HUGE` bytes of slack
+    // for the alignment); advice and one-byte writes to our own fresh memory.
+    unsafe {
+        libc::madvise(start as *mut libc::c_void, size, libc::MADV_HUGEPAGE);
+        for off in (0..size).step_by(4096) {
+            std::ptr::write_volatile((start + off) as *mut u8, 1);
+        }
+        libc::munmap(p, size + HUGE);
+    }
 }
 
 fn run_one(bin: &Path, workload: &str, quick: bool, timeout: Duration) -> Run {
@@ -392,6 +464,11 @@ fn cpu_model() -> String {
 // ------------------------------------------------------------------ main benchmark
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 3 && args[1] == "--warm-child" {
+        warm_child(args[2].parse().expect("--warm-child MIB"));
+        return;
+    }
     let o = parse_opts();
     let bins = bin_dir();
     let allocs: Vec<&str> = ALLOCATORS
@@ -472,7 +549,12 @@ fn main() {
         String::from("rep,workload,allocator,status,time_ns,wall_ns,cpu_ns,maxrss_kb,check,user_ns,sys_ns,minflt\n");
     for rep in 0..o.reps {
         for (wi, w) in workloads.iter().enumerate() {
-            for (ai, a) in allocs.iter().enumerate() {
+            // the order of the allocators turns by one from workload to workload and from
+            // repetition to repetition, so that no allocator always runs first (after
+            // another workload) or right after the same peer
+            for k in 0..allocs.len() {
+                let ai = (k + wi + rep) % allocs.len();
+                let a = &allocs[ai];
                 let prev = runs.entry((wi, ai)).or_default();
                 // After a timeout or failure, later repetitions of that pair are skipped.
                 let give_up = prev
@@ -489,6 +571,7 @@ fn main() {
                         minflt: 0,
                     }
                 } else {
+                    warm_huge_pages(o.warm_mib);
                     run_one(&bins.join(format!("bench-{a}")), w.name, o.quick, o.timeout)
                 };
                 let (status, tns, check) = match &r.outcome {
@@ -774,6 +857,14 @@ fn report(
         )
         .unwrap();
     }
+    writeln!(
+        md,
+        "- the allocators' order turns by one from workload to workload and repetition to \
+         repetition; before every run the runner made {} MiB of huge OS pages resident and \
+         gave them back (`--warm`; benches/README.md says why)",
+        o.warm_mib
+    )
+    .unwrap();
     writeln!(
         md,
         "- every figure is from a real run; `runs.csv` has each run. Ratios are to {reference} \
