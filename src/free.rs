@@ -1092,6 +1092,22 @@ unsafe fn page_retire_default(page: *mut Page) {
     unsafe {
         (*page).flags &= !FLAG_HAS_ALIGNED;
         (*page).set_aligned_tag(false);
+        // A solo page (`alloc::malloc_solo`): the heap keeps one empty solo page, the last
+        // of its huge queue, for its next solo block (a claim and a free of a page fewer
+        // for each growing buffer; its committed memory is what its block grew to), until
+        // its countdown frees it (`heap_collect_retired`). Others go back to their segment.
+        if (*page).flags & crate::page::FLAG_SOLO != 0 {
+            let last = (*h).pages[BIN_HUGE].list.last;
+            if last == page || !crate::alloc::is_spare_solo(last) {
+                if last != page {
+                    (*h).queue_remove(page, BIN_HUGE);
+                    (*h).queue_push_back(page, BIN_HUGE);
+                }
+                (*page).retire_expire = retire_cycles((*page).block_size);
+                (*h).retired[BIN_HUGE / 64] |= 1 << (BIN_HUGE % 64);
+                return;
+            }
+        }
         // Alone in its queue (a page in use is always in its heap's queue `queue_bin_of`,
         // so null links say it is that queue's only page), a small or medium size class:
         // it stays. The cheap tests come first, the segment's kind (huge?) and the bin
@@ -1154,10 +1170,16 @@ pub(crate) fn heap_collect_retired(heap: OwnedHeap, force: bool) {
             bins &= bins - 1;
             let bin = word * 64 + bit;
             // SAFETY: the heap is ours, and so are the pages in its queues: the first page
-            // of queue `bin` (a bin below `BIN_HUGE`: only those are set) is live and
+            // of queue `bin` (a bin below `BIN_HUGE`, or the last of `BIN_HUGE`) is live and
             // nothing else writes it.
             unsafe {
-                let page = (*h).pages[bin].first();
+                // (the huge queue's retired page is its spare solo page, its last: see
+                // `page_retire_default`)
+                let page = if bin == BIN_HUGE {
+                    (*h).pages[bin].list.last
+                } else {
+                    (*h).pages[bin].first()
+                };
                 if page.is_null() || (*page).retire_expire == 0 {
                     continue;
                 }

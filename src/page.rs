@@ -104,6 +104,13 @@ pub(crate) const XHEAP_ALIGNED: usize = 1;
 /// that the free fast path, which tests `flags != 0`, leaves such frees to the slow path).
 #[cfg(feature = "embedded")]
 pub(crate) const FLAG_RUN: u8 = 4;
+/// A solo page (`alloc::malloc_solo`, the kernel's growing buffers): a small page with one
+/// block (`reserved == 1`) whose size grows in place through the page's area, committed
+/// as it grows (`alloc::solo_grow`). It lives in its heap's huge queue (`queue_bin_of`), as
+/// a huge page's one block does, so no size class allocates from it, and it goes back to
+/// its segment when its block is freed; its frees take the slow path (`flags != 0`).
+#[cfg(not(feature = "small"))]
+pub(crate) const FLAG_SOLO: u8 = 8;
 
 /// Small geometry: the bit of `Page::retire_expire` that says the page ran out and left
 /// the full queue again (see there).

@@ -662,7 +662,7 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
         // SAFETY: as above; `size` is the usable size of `p` (a huge block holds more
         // than 8 KiB)
         unsafe {
-            if size >= SMALL_OBJ_SIZE_MAX / 2 && new_size > size {
+            if size >= GROW_IN_PLACE_MIN && new_size > size {
                 self.realloc_grow_huge(p, layout, new_size, size)
             } else {
                 self.realloc_move(p, layout, new_size, size)
@@ -670,6 +670,19 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
         }
     }
 }
+
+/// The least usable size of a block that may grow in place: a huge block holds more than
+/// 8 KiB, a solo block at least an OS page (`PerCpuAlloc::realloc_grow_huge`).
+const GROW_IN_PLACE_MIN: usize = if cfg!(feature = "small") {
+    SMALL_OBJ_SIZE_MAX / 2
+} else {
+    MIN_OS_PAGE
+};
+
+/// The least size with headroom (`grown`) of a block that moves to grow into a solo block
+/// of its own page (`PerCpuAlloc::realloc_solo`) instead of a size class.
+#[cfg(not(feature = "small"))]
+const SOLO_MIN: usize = 2048;
 
 /// The least usable size of a doubling buffer that moves into its heap's spare huge region
 /// (see `PerCpuAlloc::realloc_move`).
@@ -697,7 +710,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
     ///
     /// # Safety
     /// As `GlobalAlloc::realloc`; `size` is the usable size of `p`, at least
-    /// `SMALL_OBJ_SIZE_MAX / 2`, and `new_size > size`.
+    /// `GROW_IN_PLACE_MIN`, and `new_size > size`.
     #[inline(never)]
     unsafe fn realloc_grow_huge(
         &self,
@@ -706,7 +719,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         new_size: usize,
         size: usize,
     ) -> *mut u8 {
-        debug_assert!(size >= SMALL_OBJ_SIZE_MAX / 2 && new_size > size);
+        debug_assert!(size >= GROW_IN_PLACE_MIN && new_size > size);
         let segment = ptr_segment(p);
         // SAFETY: `p` is live (GlobalAlloc contract), so is its segment's header, whose
         // kind is fixed.
@@ -732,6 +745,36 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
                     }
                 }
             }
+        }
+        // a solo block growing (in a small segment): in place when its page has the room
+        // SAFETY: as above.
+        #[cfg(not(feature = "small"))]
+        if unsafe { (*segment).kind } == SegmentKind::Small && layout.align() <= MAX_ALIGN_SIZE {
+            // SAFETY: the caller's contract.
+            return unsafe { self.realloc_grow_solo(p, layout, new_size, size) };
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.realloc_move(p, layout, new_size, size) }
+    }
+
+    /// A solo block of the caller's heap growing in place (see `realloc_solo`), else
+    /// [`realloc_move`](Self::realloc_move), a tail call; out of line, so that
+    /// `realloc_grow_huge` saves no registers.
+    ///
+    /// # Safety
+    /// As `realloc_grow_huge`; `p` lies in a small segment.
+    #[cfg(not(feature = "small"))]
+    #[inline(never)]
+    unsafe fn realloc_grow_solo(
+        &self,
+        p: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        size: usize,
+    ) -> *mut u8 {
+        // SAFETY: the caller's contract; a block of at least 4 KiB that grows.
+        if unsafe { self.solo_grow_in_place(p, new_size) } {
+            return p;
         }
         // SAFETY: the caller's contract.
         unsafe { self.realloc_move(p, layout, new_size, size) }
@@ -803,6 +846,86 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         q
     }
 
+    /// Moves `p`, growing to `new_size` bytes, into a solo block (`alloc::malloc_solo`: a
+    /// small page of its own, committed as far as the block reaches), where its next
+    /// growth steps stay in place ([`solo_grow_in_place`](Self::solo_grow_in_place)) up
+    /// to the page's size instead of moving through the size classes: a buffer built up
+    /// in steps from a few bytes to tens of kilobytes copied its bytes at 2, 8 and 32 KiB
+    /// of headroom, now once into the solo block. Null (nothing done) when no solo block
+    /// could be made (the heap not made yet, out of memory): the caller moves `p` by the
+    /// size classes.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`; `slot` is the caller's heap slot (`unmasked_slot`),
+    /// `layout.align() <= WORD`, `size < new_size <= SOLO_SIZE_MAX`.
+    #[cfg(not(feature = "small"))]
+    #[inline(never)]
+    unsafe fn realloc_solo(
+        &self,
+        slot: &AtomicPtr<RawHeap>,
+        p: *mut u8,
+        layout: Layout,
+        new_size: usize,
+    ) -> *mut u8 {
+        let heap = slot.load(Ordering::Relaxed);
+        if !Self::is_made(heap) {
+            return ptr::null_mut();
+        }
+        let q = self.cpu.without_interrupts(|| {
+            // SAFETY: the caller's heap, with interrupts held off (the page claim reaches
+            // the segments and the source); `0 < new_size <= SOLO_SIZE_MAX`.
+            unsafe { crate::alloc::malloc_solo(heap, new_size) }
+        });
+        if !q.is_null() {
+            // SAFETY: `p` holds `layout.size()` bytes and `q` at least `new_size`; distinct
+            // blocks; `p` is given up by the caller, and freed as `dealloc` frees it (the
+            // heap looked up once).
+            unsafe {
+                ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
+                self.free_moved(p, heap);
+            }
+        }
+        q
+    }
+
+    /// Grows `p` in place to `new_size` bytes when it is a solo block of the caller's heap
+    /// (`alloc::solo_grow`: its page's only block, the room behind it unused) and its page
+    /// has the room. False (nothing done) otherwise.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`; `p` holds at least `MIN_OS_PAGE` bytes.
+    #[cfg(not(feature = "small"))]
+    #[inline]
+    unsafe fn solo_grow_in_place(&self, p: *mut u8, new_size: usize) -> bool {
+        let Some(slot) = self.unmasked_slot() else {
+            return false;
+        };
+        let heap = slot.load(Ordering::Relaxed);
+        let segment = ptr_segment(p);
+        // SAFETY: `p` is live (GlobalAlloc contract), so is its segment's header (its kind
+        // is fixed, its owner atomic) and, for a small segment, its page; a heap stays
+        // alive once made (the empty heap is a static whose owner token owns no segment);
+        // a segment of the caller's heap (its owner token) has its page entries written by
+        // the caller's context alone.
+        unsafe {
+            if (*segment).owner.load(Ordering::Relaxed) != (*heap).owner
+            {
+                return false;
+            }
+            let page = (*segment).page_of(p);
+            if (*page).flags & crate::page::FLAG_SOLO == 0 || (*page).page_start() != p {
+                return false;
+            }
+            // Into committed memory with interrupts on: the page and the heap's statistics
+            // are the caller's context's alone (only deeper levels, with other heaps,
+            // interrupt it). A commit reaches the source: with interrupts off.
+            crate::alloc::solo_grow(heap, page, new_size, false)
+                || self
+                    .cpu
+                    .without_interrupts(|| crate::alloc::solo_grow(heap, page, new_size, true))
+        }
+    }
+
     /// The part of `realloc` after the in-place test: out of line (a tail call), so that a
     /// block that stays where it is (a growing buffer inside its headroom) saves no
     /// registers: about 12 instructions fewer a call.
@@ -828,6 +951,14 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
                 } else {
                     new_size
                 };
+                #[cfg(not(feature = "small"))]
+                if grown >= SOLO_MIN && new_size > size {
+                    // SAFETY: the caller's contract; a growth to at most 8 KiB.
+                    let q = unsafe { self.realloc_solo(slot, p, layout, new_size) };
+                    if !q.is_null() {
+                        return q;
+                    }
+                }
                 // SAFETY: the caller's contract; the caller's slot; `grown >= new_size`.
                 let q = unsafe { self.move_by_fast_paths(slot, p, layout, new_size, grown) };
                 if !q.is_null() {
@@ -919,6 +1050,14 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
             crate::alloc::realloc_growth_size(size, new_size)
         };
         if let (Some(slot), true) = (slot, layout.align() <= WORD) {
+            #[cfg(not(feature = "small"))]
+            if grown >= SOLO_MIN && new_size > size && new_size <= crate::alloc::SOLO_SIZE_MAX {
+                // SAFETY: the caller's contract; the caller's slot.
+                let q = unsafe { self.realloc_solo(slot, p, layout, new_size) };
+                if !q.is_null() {
+                    return q;
+                }
+            }
             // SAFETY: the caller's contract; `slot` is the caller's, `grown >= new_size`.
             let q = unsafe { self.move_by_fast_paths(slot, p, layout, new_size, grown) };
             if !q.is_null() {
