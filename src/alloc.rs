@@ -1238,7 +1238,14 @@ pub(crate) unsafe fn solo_grow(
         if bsize <= (*page).block_size {
             return true;
         }
-        if bsize > segment::page_size(page)
+        // (the pages of a small segment but its first fill `SMALL_PAGE_SIZE`, aligned to it)
+        let room = if (*page).page_start() as usize % SMALL_PAGE_SIZE == 0 {
+            SMALL_PAGE_SIZE
+        } else {
+            segment::page_size(page)
+        };
+        debug_assert_eq!(room, segment::page_size(page));
+        if bsize > room
             || (!solo_committed(page, bsize) && (!commit || !segment::page_commit(page, bsize)))
         {
             return false;

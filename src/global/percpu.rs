@@ -660,7 +660,7 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
             return p; // `p` is aligned for `layout`, which keeps its alignment
         }
         // SAFETY: as above; `size` is the usable size of `p` (a huge block holds more
-        // than 8 KiB)
+        // than 8 KiB, a solo block at least 4 KiB)
         unsafe {
             if size >= GROW_IN_PLACE_MIN && new_size > size {
                 self.realloc_grow_huge(p, layout, new_size, size)
@@ -671,12 +671,15 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
     }
 }
 
-/// The least usable size of a block that may grow in place: a huge block holds more than
-/// 8 KiB, a solo block at least an OS page (`PerCpuAlloc::realloc_grow_huge`).
-const GROW_IN_PLACE_MIN: usize = if cfg!(feature = "small") {
-    SMALL_OBJ_SIZE_MAX / 2
-} else {
+/// Solo blocks (`alloc::malloc_solo`) exist: not in the small geometry.
+const SOLO: bool = !cfg!(feature = "small");
+
+/// The least usable size of a block that may grow in place (`realloc_grow_huge`): a huge
+/// block holds more than 8 KiB, a solo block at least an OS page.
+const GROW_IN_PLACE_MIN: usize = if SOLO {
     MIN_OS_PAGE
+} else {
+    SMALL_OBJ_SIZE_MAX / 2
 };
 
 /// The least size with headroom (`grown`) of a block that moves to grow into a solo block
@@ -746,10 +749,10 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
                 }
             }
         }
-        // a solo block growing (in a small segment): in place when its page has the room
+        // a solo block growing by less than double (in a small segment): in place when
+        // its page has the room
         // SAFETY: as above.
-        #[cfg(not(feature = "small"))]
-        if unsafe { (*segment).kind } == SegmentKind::Small && layout.align() <= MAX_ALIGN_SIZE {
+        if SOLO && new_size / 2 < size && unsafe { (*segment).kind } == SegmentKind::Small {
             // SAFETY: the caller's contract.
             return unsafe { self.realloc_grow_solo(p, layout, new_size, size) };
         }
@@ -757,13 +760,14 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         unsafe { self.realloc_move(p, layout, new_size, size) }
     }
 
-    /// A solo block of the caller's heap growing in place (see `realloc_solo`), else
-    /// [`realloc_move`](Self::realloc_move), a tail call; out of line, so that
-    /// `realloc_grow_huge` saves no registers.
+    /// A block of a small segment that may be solo (at least 4 KiB, growing by less than
+    /// double: a buffer built up in steps) growing: in place when it is a solo block of the
+    /// caller's heap whose page has the room (see `realloc_solo`), else
+    /// [`realloc_move`](Self::realloc_move), a tail call. Out of line, so that
+    /// `realloc_grow_huge` saves no registers for it.
     ///
     /// # Safety
-    /// As `realloc_grow_huge`; `p` lies in a small segment.
-    #[cfg(not(feature = "small"))]
+    /// As `realloc_grow_huge`.
     #[inline(never)]
     unsafe fn realloc_grow_solo(
         &self,
@@ -773,7 +777,8 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         size: usize,
     ) -> *mut u8 {
         // SAFETY: the caller's contract; a block of at least 4 KiB that grows.
-        if unsafe { self.solo_grow_in_place(p, new_size) } {
+        #[cfg(not(feature = "small"))]
+        if layout.align() <= MAX_ALIGN_SIZE && unsafe { self.solo_grow_in_place(p, new_size) } {
             return p;
         }
         // SAFETY: the caller's contract.
@@ -908,8 +913,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         // a segment of the caller's heap (its owner token) has its page entries written by
         // the caller's context alone.
         unsafe {
-            if (*segment).owner.load(Ordering::Relaxed) != (*heap).owner
-            {
+            if (*segment).owner.load(Ordering::Relaxed) != (*heap).owner {
                 return false;
             }
             let page = (*segment).page_of(p);
@@ -952,7 +956,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
                     new_size
                 };
                 #[cfg(not(feature = "small"))]
-                if grown >= SOLO_MIN && new_size > size {
+                if grown >= SOLO_MIN && new_size > size && new_size < size * 2 {
                     // SAFETY: the caller's contract; a growth to at most 8 KiB.
                     let q = unsafe { self.realloc_solo(slot, p, layout, new_size) };
                     if !q.is_null() {
@@ -1051,7 +1055,11 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         };
         if let (Some(slot), true) = (slot, layout.align() <= WORD) {
             #[cfg(not(feature = "small"))]
-            if grown >= SOLO_MIN && new_size > size && new_size <= crate::alloc::SOLO_SIZE_MAX {
+            if grown >= SOLO_MIN
+                && new_size > size
+                && new_size < size.saturating_mul(2)
+                && new_size <= crate::alloc::SOLO_SIZE_MAX
+            {
                 // SAFETY: the caller's contract; the caller's slot.
                 let q = unsafe { self.realloc_solo(slot, p, layout, new_size) };
                 if !q.is_null() {
