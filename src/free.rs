@@ -1092,21 +1092,8 @@ unsafe fn page_retire_default(page: *mut Page) {
     unsafe {
         (*page).flags &= !FLAG_HAS_ALIGNED;
         (*page).set_aligned_tag(false);
-        // A solo page (`alloc::malloc_solo`): the heap keeps one empty solo page, the last
-        // of its huge queue, for its next solo block (a claim and a free of a page fewer
-        // for each growing buffer; its committed memory is what its block grew to), until
-        // its countdown frees it (`heap_collect_retired`). Others go back to their segment.
-        if (*page).flags & crate::page::FLAG_SOLO != 0 {
-            let last = (*h).pages[BIN_HUGE].list.last;
-            if last == page || !crate::alloc::is_spare_solo(last) {
-                if last != page {
-                    (*h).queue_remove(page, BIN_HUGE);
-                    (*h).queue_push_back(page, BIN_HUGE);
-                }
-                (*page).retire_expire = retire_cycles((*page).block_size);
-                (*h).retired[BIN_HUGE / 64] |= 1 << (BIN_HUGE % 64);
-                return;
-            }
+        if (*page).flags & crate::page::FLAG_SOLO != 0 && solo_retire(h, page) {
+            return;
         }
         // Alone in its queue (a page in use is always in its heap's queue `queue_bin_of`,
         // so null links say it is that queue's only page), a small or medium size class:
@@ -1130,6 +1117,33 @@ unsafe fn page_retire_default(page: *mut Page) {
         // all its blocks are free (it retires)
         page_free(heap, page, queue_bin_of(page));
     }
+}
+
+/// A solo page (`alloc::malloc_solo`) that empties: the heap keeps one empty solo page,
+/// the last of its huge queue, for its next solo block (a claim and a free of a page fewer
+/// for each growing buffer; its committed memory is what its block grew to), until its
+/// countdown frees it (`heap_collect_retired`). True when `page` is kept; others go back
+/// to their segment. Out of line: `page_retire_default` stays as small as it was.
+///
+/// # Safety
+/// As `page_retire`; `h` is the page's heap, `page` a solo page of it, in its huge queue.
+#[cfg(not(feature = "small"))]
+#[inline(never)]
+unsafe fn solo_retire(h: *mut crate::heap::RawHeap, page: *mut Page) -> bool {
+    // SAFETY: the calling thread owns the page and its heap (caller).
+    unsafe {
+        let last = (*h).pages[BIN_HUGE].list.last;
+        if last != page && crate::alloc::is_spare_solo(last) {
+            return false;
+        }
+        if last != page {
+            (*h).queue_remove(page, BIN_HUGE);
+            (*h).queue_push_back(page, BIN_HUGE);
+        }
+        (*page).retire_expire = retire_cycles((*page).block_size);
+        (*h).retired[BIN_HUGE / 64] |= 1 << (BIN_HUGE % 64);
+    }
+    true
 }
 
 /// Small geometry, out of memory: frees the empty pages the heap keeps in its size-class

@@ -594,7 +594,7 @@ impl Page {
     }
 
     /// The queue bin this page belongs to (given its flags and size).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn bin(&self) -> usize {
         if self.in_full() {
             BIN_FULL

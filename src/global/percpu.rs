@@ -950,19 +950,21 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         if size < SPARE_MOVE_MIN && new_size < SMALL_OBJ_SIZE_MAX / 2 && layout.align() <= WORD {
             if let Some(slot) = self.unmasked_slot() {
                 const _: () = assert!(SPARE_MOVE_MIN <= GROWTH_QUAD_MAX);
-                let grown = if new_size > size {
-                    new_size.max(size * 4)
-                } else {
-                    new_size
-                };
+                // (a growth by less than double from `SOLO_MIN / 4`: `grown` is four times
+                // the size, at least `SOLO_MIN`; one unsigned compare for both ends)
                 #[cfg(not(feature = "small"))]
-                if grown >= SOLO_MIN && new_size > size && new_size < size * 2 {
+                if new_size.wrapping_sub(size + 1) < size - 1 && size >= SOLO_MIN / 4 {
                     // SAFETY: the caller's contract; a growth to at most 8 KiB.
                     let q = unsafe { self.realloc_solo(slot, p, layout, new_size) };
                     if !q.is_null() {
                         return q;
                     }
                 }
+                let grown = if new_size > size {
+                    new_size.max(size * 4)
+                } else {
+                    new_size
+                };
                 // SAFETY: the caller's contract; the caller's slot; `grown >= new_size`.
                 let q = unsafe { self.move_by_fast_paths(slot, p, layout, new_size, grown) };
                 if !q.is_null() {
@@ -1055,9 +1057,9 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         };
         if let (Some(slot), true) = (slot, layout.align() <= WORD) {
             #[cfg(not(feature = "small"))]
-            if grown >= SOLO_MIN
+            if new_size < size.saturating_mul(2)
                 && new_size > size
-                && new_size < size.saturating_mul(2)
+                && grown >= SOLO_MIN
                 && new_size <= crate::alloc::SOLO_SIZE_MAX
             {
                 // SAFETY: the caller's contract; the caller's slot.
