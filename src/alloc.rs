@@ -1123,7 +1123,7 @@ pub(crate) unsafe fn malloc_solo(heap: *mut RawHeap, size: usize) -> *mut u8 {
     // the heap's spare solo page (`free::page_retire_default`) first
     // SAFETY: the heap is ours, and so are the pages of its queues.
     let spare = unsafe { (*heap).pages[BIN_HUGE].list.last };
-    if is_spare_solo(spare) {
+    if Page::is_spare_solo(spare) {
         // SAFETY: an empty solo page of our heap (its one block free, collected or on its
         // `free` or `local_free` list), in its huge queue; its segment is ours.
         unsafe {
@@ -1195,16 +1195,6 @@ pub(crate) unsafe fn malloc_solo(heap: *mut RawHeap, size: usize) -> *mut u8 {
 unsafe fn solo_committed(page: *mut Page, bytes: usize) -> bool {
     // SAFETY: the caller's page: nothing else writes these fields.
     unsafe { (*page).is_committed || (*page).partial_commit() >= bytes }
-}
-
-/// Whether `page` (null or a page of the calling thread's heap) is an empty solo page: the
-/// heap's spare, which [`malloc_solo`] takes up again.
-#[cfg(not(feature = "small"))]
-pub(crate) fn is_spare_solo(page: *mut Page) -> bool {
-    // SAFETY: a page of the caller's heap (caller): live, its fields written by the caller
-    // alone (`used` counts remote frees until they are collected).
-    !page.is_null()
-        && unsafe { (*page).flags & crate::page::FLAG_SOLO != 0 && (*page).used == 0 }
 }
 
 /// Grows the solo block `p` (see [`malloc_solo`]) in place to hold `new_size` bytes, if

@@ -1092,14 +1092,17 @@ unsafe fn page_retire_default(page: *mut Page) {
     unsafe {
         (*page).flags &= !FLAG_HAS_ALIGNED;
         (*page).set_aligned_tag(false);
-        if (*page).flags & crate::page::FLAG_SOLO != 0 && solo_retire(h, page) {
-            return;
-        }
         // Alone in its queue (a page in use is always in its heap's queue `queue_bin_of`,
         // so null links say it is that queue's only page), a small or medium size class:
         // it stays. The cheap tests come first, the segment's kind (huge?) and the bin
-        // after them.
+        // after them. (A solo page, at most 64 KiB, may stay too: `solo_retire`.)
         let bsize = (*page).block_size;
+        if bsize <= MEDIUM_OBJ_SIZE_MAX
+            && (*page).flags & crate::page::FLAG_SOLO != 0
+            && solo_retire(h, page)
+        {
+            return;
+        }
         if bsize <= MEDIUM_OBJ_SIZE_MAX
             && (*page).links.next.is_null()
             && (*page).links.prev.is_null()
@@ -1133,7 +1136,7 @@ unsafe fn solo_retire(h: *mut crate::heap::RawHeap, page: *mut Page) -> bool {
     // SAFETY: the calling thread owns the page and its heap (caller).
     unsafe {
         let last = (*h).pages[BIN_HUGE].list.last;
-        if last != page && crate::alloc::is_spare_solo(last) {
+        if last != page && Page::is_spare_solo(last) {
             return false;
         }
         if last != page {

@@ -593,6 +593,15 @@ impl Page {
         }
     }
 
+    /// Whether `page` (null or a page of the calling thread's heap) is an empty solo page
+    /// (`FLAG_SOLO`): the heap's spare, which `alloc::malloc_solo` takes up again.
+    #[cfg(not(feature = "small"))]
+    pub(crate) fn is_spare_solo(page: *mut Page) -> bool {
+        // SAFETY: a page of the caller's heap (caller): live, its fields written by the
+        // caller alone (`used` counts remote frees until they are collected).
+        !page.is_null() && unsafe { (*page).flags & FLAG_SOLO != 0 && (*page).used == 0 }
+    }
+
     /// The queue bin this page belongs to (given its flags and size).
     #[inline(always)]
     pub(crate) fn bin(&self) -> usize {

@@ -662,11 +662,15 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
         // SAFETY: as above; `size` is the usable size of `p` (a huge block holds more
         // than 8 KiB, a solo block at least 4 KiB)
         unsafe {
-            if size >= GROW_IN_PLACE_MIN && new_size > size {
-                self.realloc_grow_huge(p, layout, new_size, size)
-            } else {
-                self.realloc_move(p, layout, new_size, size)
+            if new_size > size && size >= GROW_MIN {
+                if size >= GROW_IN_PLACE_MIN {
+                    return self.realloc_grow_huge(p, layout, new_size, size);
+                }
+                if SOLO && new_size / 2 < size {
+                    return self.realloc_grow_solo(p, layout, new_size, size);
+                }
             }
+            self.realloc_move(p, layout, new_size, size)
         }
     }
 }
@@ -682,10 +686,29 @@ const GROW_IN_PLACE_MIN: usize = if SOLO {
     SMALL_OBJ_SIZE_MAX / 2
 };
 
+/// The least usable size of a growing block that `realloc` sends elsewhere than
+/// `realloc_move`: one that may grow in place, or become solo (`realloc_grow_solo`).
+const GROW_MIN: usize = if SOLO {
+    SOLO_MIN / 4
+} else {
+    GROW_IN_PLACE_MIN
+};
+
 /// The least size with headroom (`grown`) of a block that moves to grow into a solo block
-/// of its own page (`PerCpuAlloc::realloc_solo`) instead of a size class.
+/// of its own page (`PerCpuAlloc::realloc_solo`) instead of a size class: a block that
+/// grew before ([`grew_before`]) and grows again by less than double, a buffer built up
+/// step by step. (Blocks that double, as `Vec`'s, and blocks resized once keep to the size
+/// classes and huge blocks: a solo block costs a page claim when the heap has no spare.)
 #[cfg(not(feature = "small"))]
 const SOLO_MIN: usize = 2048;
+
+/// Whether a block of usable size `size` holding `layout` has more room than its size
+/// class gives (`good_size`): it grew before, by `realloc`'s headroom.
+#[cfg(not(feature = "small"))]
+#[inline(always)]
+fn grew_before(layout: Layout, size: usize) -> bool {
+    crate::size_class::good_size(layout.size()) < size
+}
 
 /// The least usable size of a doubling buffer that moves into its heap's spare huge region
 /// (see `PerCpuAlloc::realloc_move`).
@@ -760,14 +783,16 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         unsafe { self.realloc_move(p, layout, new_size, size) }
     }
 
-    /// A block of a small segment that may be solo (at least 4 KiB, growing by less than
-    /// double: a buffer built up in steps) growing: in place when it is a solo block of the
-    /// caller's heap whose page has the room (see `realloc_solo`), else
-    /// [`realloc_move`](Self::realloc_move), a tail call. Out of line, so that
-    /// `realloc_grow_huge` saves no registers for it.
+    /// A block of at least `SOLO_MIN / 4` bytes, not huge, growing by less than double (a
+    /// buffer built up in steps): in place when it is a solo block of the caller's heap
+    /// whose page has the room, else into a new solo block when it grew before (see
+    /// `realloc_solo`), else [`realloc_move`](Self::realloc_move), a tail call. Out of
+    /// line, so that `realloc`, `realloc_grow_huge` and `realloc_move` save no registers
+    /// for it.
     ///
     /// # Safety
-    /// As `realloc_grow_huge`.
+    /// As `GlobalAlloc::realloc`; `size` is the usable size of `p`, at least
+    /// `SOLO_MIN / 4`, and `size < new_size < 2 * size`.
     #[inline(never)]
     unsafe fn realloc_grow_solo(
         &self,
@@ -776,10 +801,30 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         new_size: usize,
         size: usize,
     ) -> *mut u8 {
-        // SAFETY: the caller's contract; a block of at least 4 KiB that grows.
         #[cfg(not(feature = "small"))]
-        if layout.align() <= MAX_ALIGN_SIZE && unsafe { self.solo_grow_in_place(p, new_size) } {
-            return p;
+        {
+            // SAFETY: the caller's contract; a block of at least 4 KiB that grows.
+            if size >= MIN_OS_PAGE
+                && layout.align() <= MAX_ALIGN_SIZE
+                && unsafe { self.solo_grow_in_place(p, new_size) }
+            {
+                return p;
+            }
+            // A block that grew before and grows again by less than double (from
+            // `SOLO_MIN / 4`: its headroom, four or two times its size, is at least
+            // `SOLO_MIN`) moves into a solo block.
+            if layout.align() <= WORD
+                && new_size <= crate::alloc::SOLO_SIZE_MAX
+                && grew_before(layout, size)
+            {
+                if let Some(slot) = self.unmasked_slot() {
+                    // SAFETY: the caller's contract; the caller's slot.
+                    let q = unsafe { self.realloc_solo(slot, p, layout, new_size) };
+                    if !q.is_null() {
+                        return q;
+                    }
+                }
+            }
         }
         // SAFETY: the caller's contract.
         unsafe { self.realloc_move(p, layout, new_size, size) }
@@ -950,16 +995,6 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         if size < SPARE_MOVE_MIN && new_size < SMALL_OBJ_SIZE_MAX / 2 && layout.align() <= WORD {
             if let Some(slot) = self.unmasked_slot() {
                 const _: () = assert!(SPARE_MOVE_MIN <= GROWTH_QUAD_MAX);
-                // (a growth by less than double from `SOLO_MIN / 4`: `grown` is four times
-                // the size, at least `SOLO_MIN`; one unsigned compare for both ends)
-                #[cfg(not(feature = "small"))]
-                if new_size.wrapping_sub(size + 1) < size - 1 && size >= SOLO_MIN / 4 {
-                    // SAFETY: the caller's contract; a growth to at most 8 KiB.
-                    let q = unsafe { self.realloc_solo(slot, p, layout, new_size) };
-                    if !q.is_null() {
-                        return q;
-                    }
-                }
                 let grown = if new_size > size {
                     new_size.max(size * 4)
                 } else {
@@ -1056,18 +1091,6 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
             crate::alloc::realloc_growth_size(size, new_size)
         };
         if let (Some(slot), true) = (slot, layout.align() <= WORD) {
-            #[cfg(not(feature = "small"))]
-            if new_size < size.saturating_mul(2)
-                && new_size > size
-                && grown >= SOLO_MIN
-                && new_size <= crate::alloc::SOLO_SIZE_MAX
-            {
-                // SAFETY: the caller's contract; the caller's slot.
-                let q = unsafe { self.realloc_solo(slot, p, layout, new_size) };
-                if !q.is_null() {
-                    return q;
-                }
-            }
             // SAFETY: the caller's contract; `slot` is the caller's, `grown >= new_size`.
             let q = unsafe { self.move_by_fast_paths(slot, p, layout, new_size, grown) };
             if !q.is_null() {
