@@ -1112,8 +1112,7 @@ pub(crate) const SOLO_SIZE_MAX: usize = SMALL_PAGE_SIZE / 2;
 pub(crate) unsafe fn malloc_solo(heap: *mut RawHeap, size: usize) -> *mut u8 {
     debug_assert!(size > 0 && size <= SOLO_SIZE_MAX);
     // SAFETY: the heap is the caller's or the static empty heap: readable.
-    if cfg!(any(feature = "secure", feature = "debug-mode"))
-        || !unsafe { (*heap).is_initialized() }
+    if cfg!(any(feature = "secure", feature = "debug-mode")) || !unsafe { (*heap).is_initialized() }
     {
         return ptr::null_mut();
     }
@@ -1184,6 +1183,49 @@ pub(crate) unsafe fn malloc_solo(heap: *mut RawHeap, size: usize) -> *mut u8 {
         page_sync_stats(page, &mut *owned.tld());
         p
     }
+}
+
+/// [`solo_grow`]'s common case alone, with no call: `page` is not its segment's first
+/// (every other page of a small segment fills `SMALL_PAGE_SIZE`, aligned to it) and holds
+/// the new size committed already. False (nothing changed) otherwise: `solo_grow` then
+/// handles it.
+///
+/// # Safety
+/// As [`solo_grow`].
+#[cfg(not(feature = "small"))]
+#[inline(always)]
+pub(crate) unsafe fn solo_grow_committed(
+    heap: *mut RawHeap,
+    page: *mut Page,
+    new_size: usize,
+) -> bool {
+    // SAFETY: as in `solo_grow`.
+    unsafe {
+        let bsize = (new_size + MIN_OS_PAGE - 1) & !(MIN_OS_PAGE - 1);
+        if (*page).page_start() as usize % SMALL_PAGE_SIZE != 0
+            || bsize > SMALL_PAGE_SIZE
+            || !solo_committed(page, bsize)
+            // the block is the page's only one: nothing else lies in the page
+            || (*page).capacity != 1
+            || (*page).reserved != 1
+            || (*page).used != 1
+        {
+            return false;
+        }
+        let old = (*page).block_size;
+        if bsize > old {
+            // the statistics: as in `solo_grow`
+            #[cfg(not(feature = "embedded"))]
+            if (*page).stat_used == 1 {
+                (*OwnedHeap::new(heap).tld()).stat_allocated += (bsize - old) as i64;
+            }
+            (*page).block_size = bsize;
+        }
+        if cfg!(debug_assertions) {
+            (*page).check();
+        }
+    }
+    true
 }
 
 /// Whether the first `bytes` of `page`'s memory are committed.

@@ -1095,14 +1095,8 @@ unsafe fn page_retire_default(page: *mut Page) {
         // Alone in its queue (a page in use is always in its heap's queue `queue_bin_of`,
         // so null links say it is that queue's only page), a small or medium size class:
         // it stays. The cheap tests come first, the segment's kind (huge?) and the bin
-        // after them. (A solo page, at most 64 KiB, may stay too: `solo_retire`.)
+        // after them.
         let bsize = (*page).block_size;
-        if bsize <= MEDIUM_OBJ_SIZE_MAX
-            && (*page).flags & crate::page::FLAG_SOLO != 0
-            && solo_retire(h, page)
-        {
-            return;
-        }
         if bsize <= MEDIUM_OBJ_SIZE_MAX
             && (*page).links.next.is_null()
             && (*page).links.prev.is_null()
@@ -1117,7 +1111,10 @@ unsafe fn page_retire_default(page: *mut Page) {
                 return;
             }
         }
-        // all its blocks are free (it retires)
+        // all its blocks are free (it retires; a solo page may stay: `solo_retire`)
+        if (*page).flags & crate::page::FLAG_SOLO != 0 && solo_retire(h, page) {
+            return;
+        }
         page_free(heap, page, queue_bin_of(page));
     }
 }
@@ -1252,7 +1249,8 @@ pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
     // case; an aligned pointer inside a block gets the bytes from it to the block's end).
     // SAFETY: `p` is a live block, or an aligned pointer into one (caller): its segment and
     // page are live and the page in use, and the page's block size and start were set
-    // before the block was handed out and stay while it lives.
+    // before the block was handed out and stay while it lives (a solo page's block size
+    // grows, `alloc::solo_grow`, only in a `realloc` of its one block, by its holder).
     unsafe {
         let page = Segment::page_of_raw(ptr_segment(p), p);
         let size = (*page).block_size;

@@ -743,7 +743,11 @@ fn a_growing_buffer_grows_in_place_into_free_memory() {
         // SAFETY: a non-zero size.
         let p = unsafe { a.alloc(layout) };
         assert!(!p.is_null(), "out of memory (SEED={seed})");
-        let mut b = Blk { p, layout, id: round };
+        let mut b = Blk {
+            p,
+            layout,
+            id: round,
+        };
         fill(&b);
         let mut solo_at = None;
         while b.layout.size() < 70 << 10 {
@@ -761,7 +765,10 @@ fn a_growing_buffer_grows_in_place_into_free_memory() {
             fill(&b);
             // SAFETY: a live block of ours.
             let usable = unsafe { a.usable_size(q) };
-            assert!(usable >= new, "usable size {usable} below {new} (SEED={seed})");
+            assert!(
+                usable >= new,
+                "usable size {usable} below {new} (SEED={seed})"
+            );
             if solo && new > 512 && new < 48 << 10 {
                 // from the solo move on (at 593 bytes: a block of 512 growing by less than
                 // double) to near its page's end: in place
@@ -806,7 +813,11 @@ fn a_growing_buffer_grows_in_place_into_free_memory() {
             let o = unsafe { a.alloc(l) };
             assert!(!o.is_null(), "out of memory (SEED={seed})");
             id += 1;
-            let o = Blk { p: o, layout: l, id };
+            let o = Blk {
+                p: o,
+                layout: l,
+                id,
+            };
             fill(&o);
             others.push(o);
             if rng.below(3) == 0 {

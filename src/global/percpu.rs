@@ -786,15 +786,52 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
     /// A block of at least `SOLO_MIN / 4` bytes, not huge, growing by less than double (a
     /// buffer built up in steps): in place when it is a solo block of the caller's heap
     /// whose page has the room, else into a new solo block when it grew before (see
-    /// `realloc_solo`), else [`realloc_move`](Self::realloc_move), a tail call. Out of
-    /// line, so that `realloc`, `realloc_grow_huge` and `realloc_move` save no registers
-    /// for it.
+    /// `realloc_solo`), else [`realloc_move`](Self::realloc_move). Out of line, so that
+    /// `realloc`, `realloc_grow_huge` and `realloc_move` save no registers for it; the
+    /// common step (a solo block of a page after its segment's first growing into memory
+    /// committed already) makes no call, so saves none either: the rest is
+    /// [`realloc_grow_solo_slow`](Self::realloc_grow_solo_slow), a tail call.
     ///
     /// # Safety
     /// As `GlobalAlloc::realloc`; `size` is the usable size of `p`, at least
     /// `SOLO_MIN / 4`, and `size < new_size < 2 * size`.
     #[inline(never)]
     unsafe fn realloc_grow_solo(
+        &self,
+        p: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        size: usize,
+    ) -> *mut u8 {
+        #[cfg(not(feature = "small"))]
+        if size >= MIN_OS_PAGE && layout.align() <= MAX_ALIGN_SIZE {
+            if let Some(slot) = self.unmasked_slot() {
+                let heap = slot.load(Ordering::Relaxed);
+                let segment = ptr_segment(p);
+                // SAFETY: as in `solo_grow_in_place`.
+                unsafe {
+                    if (*segment).owner.load(Ordering::Relaxed) == (*heap).owner {
+                        let page = (*segment).page_of(p);
+                        if (*page).flags & crate::page::FLAG_SOLO != 0
+                            && (*page).page_start() == p
+                            && crate::alloc::solo_grow_committed(heap, page, new_size)
+                        {
+                            return p;
+                        }
+                    }
+                }
+            }
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.realloc_grow_solo_slow(p, layout, new_size, size) }
+    }
+
+    /// The rest of [`realloc_grow_solo`](Self::realloc_grow_solo).
+    ///
+    /// # Safety
+    /// As `realloc_grow_solo`.
+    #[inline(never)]
+    unsafe fn realloc_grow_solo_slow(
         &self,
         p: *mut u8,
         layout: Layout,
