@@ -699,7 +699,6 @@ const GROW_MIN: usize = if SOLO {
 /// grew before ([`grew_before`]) and grows again by less than double, a buffer built up
 /// step by step. (Blocks that double, as `Vec`'s, and blocks resized once keep to the size
 /// classes and huge blocks: a solo block costs a page claim when the heap has no spare.)
-#[cfg(not(feature = "small"))]
 const SOLO_MIN: usize = 2048;
 
 /// Whether a block of usable size `size` holding `layout` has more room than its size
