@@ -1111,9 +1111,10 @@ unsafe fn page_retire_default(page: *mut Page) {
                 return;
             }
         }
-        // all its blocks are free (it retires; a solo page may stay: `solo_retire`)
-        if (*page).flags & crate::page::FLAG_SOLO != 0 && solo_retire(h, page) {
-            return;
+        // all its blocks are free (it retires; a solo page may stay: `solo_retire`, a tail
+        // call)
+        if (*page).flags & crate::page::FLAG_SOLO != 0 {
+            return solo_retire(heap, page);
         }
         page_free(heap, page, queue_bin_of(page));
     }
@@ -1122,19 +1123,22 @@ unsafe fn page_retire_default(page: *mut Page) {
 /// A solo page (`alloc::malloc_solo`) that empties: the heap keeps one empty solo page,
 /// the last of its huge queue, for its next solo block (a claim and a free of a page fewer
 /// for each growing buffer; its committed memory is what its block grew to), until its
-/// countdown frees it (`heap_collect_retired`). True when `page` is kept; others go back
-/// to their segment. Out of line: `page_retire_default` stays as small as it was.
+/// countdown frees it (`heap_collect_retired`); others go back to their segment. Out of
+/// line: `page_retire_default` stays as small as it was.
 ///
 /// # Safety
-/// As `page_retire`; `h` is the page's heap, `page` a solo page of it, in its huge queue.
+/// As `page_retire`; `heap` is the page's heap, `page` a solo page of it, in its huge
+/// queue, all its blocks free.
 #[cfg(not(feature = "small"))]
 #[inline(never)]
-unsafe fn solo_retire(h: *mut crate::heap::RawHeap, page: *mut Page) -> bool {
+unsafe fn solo_retire(heap: OwnedHeap, page: *mut Page) {
+    let h = heap.as_ptr();
     // SAFETY: the calling thread owns the page and its heap (caller).
     unsafe {
         let last = (*h).pages[BIN_HUGE].list.last;
         if last != page && Page::is_spare_solo(last) {
-            return false;
+            page_free(heap, page, BIN_HUGE);
+            return;
         }
         if last != page {
             (*h).queue_remove(page, BIN_HUGE);
@@ -1143,7 +1147,6 @@ unsafe fn solo_retire(h: *mut crate::heap::RawHeap, page: *mut Page) -> bool {
         (*page).retire_expire = retire_cycles((*page).block_size);
         (*h).retired[BIN_HUGE / 64] |= 1 << (BIN_HUGE % 64);
     }
-    true
 }
 
 /// Small geometry, out of memory: frees the empty pages the heap keeps in its size-class
