@@ -1092,6 +1092,210 @@ fn huge_page_alloc(heap: OwnedHeap, size: usize, align: usize) -> *mut Page {
     page
 }
 
+/// Solo blocks: the most bytes one is made with (`malloc_solo`). It then grows in place up
+/// to its page's area (`solo_grow`): 64 KiB, or page 0's room after the segment header.
+#[cfg(not(feature = "small"))]
+pub(crate) const SOLO_SIZE_MAX: usize = SMALL_PAGE_SIZE / 2;
+
+/// A solo block of at least `size` bytes (at most [`SOLO_SIZE_MAX`]), word-aligned: a
+/// small page of its own, in the heap's huge queue (`page::FLAG_SOLO`), holding one block
+/// of `size` rounded up to the OS page, committed that far. The block grows in place into
+/// the rest of its page ([`solo_grow`]), which no other block uses, without a copy: for a
+/// kernel's buffers that grow step by step (`PerCpuAlloc::realloc`), as a huge block grows
+/// into its reserved room, at the cost of a page claim and its free. Null when out of
+/// memory, in secure and debug builds (whose checks know size classes and huge blocks
+/// only) and for a heap not initialised: the caller allocates otherwise.
+///
+/// # Safety
+/// `heap` is the calling thread's heap (or the empty heap); `0 < size <= SOLO_SIZE_MAX`.
+#[cfg(not(feature = "small"))]
+pub(crate) unsafe fn malloc_solo(heap: *mut RawHeap, size: usize) -> *mut u8 {
+    debug_assert!(size > 0 && size <= SOLO_SIZE_MAX);
+    // SAFETY: the heap is the caller's or the static empty heap: readable.
+    if cfg!(any(feature = "secure", feature = "debug-mode")) || !unsafe { (*heap).is_initialized() }
+    {
+        return ptr::null_mut();
+    }
+    // SAFETY: an initialised heap of the calling thread (caller).
+    let owned = unsafe { OwnedHeap::new(heap) };
+    let bsize = (size + MIN_OS_PAGE - 1) & !(MIN_OS_PAGE - 1);
+    // the heap's spare solo page (`free::page_retire_default`) first
+    // SAFETY: the heap is ours, and so are the pages of its queues.
+    let spare = unsafe { (*heap).pages[BIN_HUGE].list.last };
+    if Page::is_spare_solo(spare) {
+        // SAFETY: an empty solo page of our heap (its one block free, collected or on its
+        // `free` or `local_free` list), in its huge queue; its segment is ours.
+        unsafe {
+            if bsize <= segment::page_size(spare)
+                && (solo_committed(spare, bsize) || segment::page_commit(spare, bsize))
+            {
+                // (its statistics counted its block freed, at its old size)
+                page_sync_stats(spare, &mut *owned.tld());
+                (*spare).block_size = bsize;
+                (*spare).capacity = 0;
+                (*spare).free = ptr::null_mut();
+                (*spare).local_free = ptr::null_mut();
+                (*spare).retire_expire = 0;
+                Page::set_free_is_zero(spare, false);
+                Page::extend_free(spare);
+                (*spare).use_delayed_free(Delayed::UseDelayedFree, false);
+                if cfg!(debug_assertions) {
+                    (*spare).check();
+                }
+                let p = page_pop(spare, size, false);
+                page_sync_stats(spare, &mut *owned.tld());
+                return p;
+            }
+        }
+    }
+    // SAFETY: the token proves the heap's thread context is live and ours; no other
+    // reference to it is alive while this one is used.
+    let tld = unsafe { &mut *owned.tld() };
+    let page = segment::page_alloc_solo(&mut tld.segments);
+    if page.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: the page was just claimed for us: in use, in no queue, with no blocks, none
+    // of its memory committed by the claim; its segment is ours.
+    unsafe {
+        let psize = segment::page_size(page);
+        if bsize > psize {
+            segment::page_free_in(Some(&mut tld.segments), page);
+            return ptr::null_mut();
+        }
+        Page::init(page, heap, bsize, psize);
+        // one block, whatever its size: the rest of the page is its room to grow
+        (*page).reserved = 1;
+        (*page).flags = crate::page::FLAG_SOLO;
+        // (commits the block's bytes: `capacity + extend_count() == 1` block)
+        if !page_extend(page) {
+            segment::page_free_in(Some(&mut tld.segments), page);
+            return ptr::null_mut();
+        }
+        // its one block is handed out at once: a remote free goes to our delayed list, as
+        // a huge page's
+        (*page).use_delayed_free(Delayed::UseDelayedFree, false);
+        (*heap).queue_push(page);
+        if cfg!(debug_assertions) {
+            (*page).check();
+        }
+        let p = page_pop(page, size, false);
+        page_sync_stats(page, &mut *owned.tld());
+        p
+    }
+}
+
+/// [`solo_grow`]'s common case alone, with no call: `page` is not its segment's first
+/// (every other page of a small segment fills `SMALL_PAGE_SIZE`, aligned to it) and holds
+/// the new size committed already. False (nothing changed) otherwise: `solo_grow` then
+/// handles it.
+///
+/// # Safety
+/// As [`solo_grow`].
+#[cfg(not(feature = "small"))]
+#[inline(always)]
+pub(crate) unsafe fn solo_grow_committed(
+    heap: *mut RawHeap,
+    page: *mut Page,
+    new_size: usize,
+) -> bool {
+    // SAFETY: as in `solo_grow`.
+    unsafe {
+        let bsize = (new_size + MIN_OS_PAGE - 1) & !(MIN_OS_PAGE - 1);
+        if (*page).page_start() as usize % SMALL_PAGE_SIZE != 0
+            || bsize > SMALL_PAGE_SIZE
+            || !solo_committed(page, bsize)
+            // the block is the page's only one: nothing else lies in the page
+            || (*page).capacity != 1
+            || (*page).reserved != 1
+            || (*page).used != 1
+        {
+            return false;
+        }
+        let old = (*page).block_size;
+        if bsize > old {
+            // the statistics: as in `solo_grow`
+            #[cfg(not(feature = "embedded"))]
+            if (*page).stat_used == 1 {
+                (*OwnedHeap::new(heap).tld()).stat_allocated += (bsize - old) as i64;
+            }
+            (*page).block_size = bsize;
+        }
+        if cfg!(debug_assertions) {
+            (*page).check();
+        }
+    }
+    true
+}
+
+/// Whether the first `bytes` of `page`'s memory are committed.
+///
+/// # Safety
+/// `page` is a page of the calling thread's.
+#[cfg(not(feature = "small"))]
+#[inline(always)]
+unsafe fn solo_committed(page: *mut Page, bytes: usize) -> bool {
+    // SAFETY: the caller's page: nothing else writes these fields.
+    unsafe { (*page).is_committed || (*page).partial_commit() >= bytes }
+}
+
+/// Grows the solo block `p` (see [`malloc_solo`]) in place to hold `new_size` bytes, if
+/// its page has the room: the block is the page's only one (checked), so the bytes behind
+/// it up to the page's end hold no block; they are committed up to `new_size` rounded up
+/// to the OS page. False (nothing changed) when the page is too small or the memory
+/// cannot be committed, or needs committing and `commit` is false (the kernel then calls
+/// again with interrupts off: a commit reaches the page source).
+///
+/// # Safety
+/// `heap` is the calling thread's heap; `page` is the page of `p`, a live block of it with
+/// `FLAG_SOLO`, whose first byte `p` is.
+#[cfg(not(feature = "small"))]
+#[inline]
+pub(crate) unsafe fn solo_grow(
+    heap: *mut RawHeap,
+    page: *mut Page,
+    new_size: usize,
+    commit: bool,
+) -> bool {
+    // SAFETY: the page is a live page of the caller's heap (caller): nothing else writes
+    // these fields (remote frees use `xthread_free`, untouched here); its segment is ours.
+    unsafe {
+        debug_assert!((*page).flags & crate::page::FLAG_SOLO != 0);
+        // the block is the page's one block, in use: nothing else lies in the page
+        if (*page).capacity != 1 || (*page).reserved != 1 || (*page).used != 1 {
+            debug_assert!(false, "solo page with more than its one block");
+            return false;
+        }
+        let bsize = (new_size + MIN_OS_PAGE - 1) & !(MIN_OS_PAGE - 1);
+        if bsize <= (*page).block_size {
+            return true;
+        }
+        // (the pages of a small segment but its first fill `SMALL_PAGE_SIZE`, aligned to it)
+        let room = if (*page).page_start() as usize % SMALL_PAGE_SIZE == 0 {
+            SMALL_PAGE_SIZE
+        } else {
+            segment::page_size(page)
+        };
+        debug_assert_eq!(room, segment::page_size(page));
+        if bsize > room
+            || (!solo_committed(page, bsize) && (!commit || !segment::page_commit(page, bsize)))
+        {
+            return false;
+        }
+        // the statistics: the block counted (synchronised) at its old size is counted at
+        // its new one (the next synchronisation flushes them)
+        #[cfg(not(feature = "embedded"))]
+        if (*page).stat_used == 1 {
+            (*OwnedHeap::new(heap).tld()).stat_allocated += (bsize - (*page).block_size) as i64;
+        }
+        (*page).block_size = bsize;
+        if cfg!(debug_assertions) {
+            (*page).check();
+        }
+    }
+    true
+}
+
 // ---------------------------------------------------------------------------------------
 // alignment, realloc
 

@@ -1111,8 +1111,41 @@ unsafe fn page_retire_default(page: *mut Page) {
                 return;
             }
         }
-        // all its blocks are free (it retires)
+        // all its blocks are free (it retires; a solo page may stay: `solo_retire`, a tail
+        // call)
+        if (*page).flags & crate::page::FLAG_SOLO != 0 {
+            return solo_retire(heap, page);
+        }
         page_free(heap, page, queue_bin_of(page));
+    }
+}
+
+/// A solo page (`alloc::malloc_solo`) that empties: the heap keeps one empty solo page,
+/// the last of its huge queue, for its next solo block (a claim and a free of a page fewer
+/// for each growing buffer; its committed memory is what its block grew to), until its
+/// countdown frees it (`heap_collect_retired`); others go back to their segment. Out of
+/// line: `page_retire_default` stays as small as it was.
+///
+/// # Safety
+/// As `page_retire`; `heap` is the page's heap, `page` a solo page of it, in its huge
+/// queue, all its blocks free.
+#[cfg(not(feature = "small"))]
+#[inline(never)]
+unsafe fn solo_retire(heap: OwnedHeap, page: *mut Page) {
+    let h = heap.as_ptr();
+    // SAFETY: the calling thread owns the page and its heap (caller).
+    unsafe {
+        let last = (*h).pages[BIN_HUGE].list.last;
+        if last != page && Page::is_spare_solo(last) {
+            page_free(heap, page, BIN_HUGE);
+            return;
+        }
+        if last != page {
+            (*h).queue_remove(page, BIN_HUGE);
+            (*h).queue_push_back(page, BIN_HUGE);
+        }
+        (*page).retire_expire = retire_cycles((*page).block_size);
+        (*h).retired[BIN_HUGE / 64] |= 1 << (BIN_HUGE % 64);
     }
 }
 
@@ -1154,10 +1187,16 @@ pub(crate) fn heap_collect_retired(heap: OwnedHeap, force: bool) {
             bins &= bins - 1;
             let bin = word * 64 + bit;
             // SAFETY: the heap is ours, and so are the pages in its queues: the first page
-            // of queue `bin` (a bin below `BIN_HUGE`: only those are set) is live and
+            // of queue `bin` (a bin below `BIN_HUGE`, or the last of `BIN_HUGE`) is live and
             // nothing else writes it.
             unsafe {
-                let page = (*h).pages[bin].first();
+                // (the huge queue's retired page is its spare solo page, its last: see
+                // `page_retire_default`)
+                let page = if bin == BIN_HUGE {
+                    (*h).pages[bin].list.last
+                } else {
+                    (*h).pages[bin].first()
+                };
                 if page.is_null() || (*page).retire_expire == 0 {
                     continue;
                 }
@@ -1213,7 +1252,8 @@ pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
     // case; an aligned pointer inside a block gets the bytes from it to the block's end).
     // SAFETY: `p` is a live block, or an aligned pointer into one (caller): its segment and
     // page are live and the page in use, and the page's block size and start were set
-    // before the block was handed out and stay while it lives.
+    // before the block was handed out and stay while it lives (a solo page's block size
+    // grows, `alloc::solo_grow`, only in a `realloc` of its one block, by its holder).
     unsafe {
         let page = Segment::page_of_raw(ptr_segment(p), p);
         let size = (*page).block_size;

@@ -426,6 +426,10 @@ pub(crate) unsafe fn queue_bin_of(page: *mut Page) -> usize {
     if page.in_full() {
         return BIN_FULL;
     }
+    #[cfg(not(feature = "small"))]
+    if page.flags & crate::page::FLAG_SOLO != 0 {
+        return BIN_HUGE;
+    }
     // SAFETY: a live page lies in the header of its live segment, whose kind never changes.
     let huge = unsafe { (*ptr_segment(page.page_start())).kind == SegmentKind::Huge };
     if huge {

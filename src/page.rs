@@ -104,6 +104,13 @@ pub(crate) const XHEAP_ALIGNED: usize = 1;
 /// that the free fast path, which tests `flags != 0`, leaves such frees to the slow path).
 #[cfg(feature = "embedded")]
 pub(crate) const FLAG_RUN: u8 = 4;
+/// A solo page (`alloc::malloc_solo`, the kernel's growing buffers): a small page with one
+/// block (`reserved == 1`) whose size grows in place through the page's area, committed
+/// as it grows (`alloc::solo_grow`). It lives in its heap's huge queue (`queue_bin_of`), as
+/// a huge page's one block does, so no size class allocates from it, and it goes back to
+/// its segment when its block is freed; its frees take the slow path (`flags != 0`).
+#[cfg(not(feature = "small"))]
+pub(crate) const FLAG_SOLO: u8 = 8;
 
 /// Small geometry: the bit of `Page::retire_expire` that says the page ran out and left
 /// the full queue again (see there).
@@ -586,8 +593,17 @@ impl Page {
         }
     }
 
+    /// Whether `page` (null or a page of the calling thread's heap) is an empty solo page
+    /// (`FLAG_SOLO`): the heap's spare, which `alloc::malloc_solo` takes up again.
+    #[cfg(not(feature = "small"))]
+    pub(crate) fn is_spare_solo(page: *mut Page) -> bool {
+        // SAFETY: a page of the caller's heap (caller): live, its fields written by the
+        // caller alone (`used` counts remote frees until they are collected).
+        !page.is_null() && unsafe { (*page).flags & FLAG_SOLO != 0 && (*page).used == 0 }
+    }
+
     /// The queue bin this page belongs to (given its flags and size).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn bin(&self) -> usize {
         if self.in_full() {
             BIN_FULL

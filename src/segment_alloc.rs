@@ -671,13 +671,14 @@ pub(crate) unsafe fn segment_discard(segment: *mut Segment) {
     unsafe { os.free(NonNull::new_unchecked(region), size, committed) };
 }
 
-/// Claims the first free page of `segment` (committing it unless it is a large page,
-/// which commits as its blocks are made). Null when out of memory.
+/// Claims the first free page of `segment` (committing it unless it is a large page or
+/// `lazy`, which commit as their blocks are made or grow: `page_commit`). Null when out of
+/// memory.
 ///
 /// # Safety
 /// `segment` is a segment of `ctx`, the calling thread's, and has a page that is not in
 /// use.
-unsafe fn page_claim(ctx: &mut SegmentsTld, segment: *mut Segment) -> *mut Page {
+unsafe fn page_claim(ctx: &mut SegmentsTld, segment: *mut Segment, lazy: bool) -> *mut Page {
     // SAFETY: `segment` is live and the calling thread's (the `# Safety` contract), so no
     // other thread writes its header; this shared reference ends before anything writes it.
     let seg = unsafe { &*segment };
@@ -700,16 +701,22 @@ unsafe fn page_claim(ctx: &mut SegmentsTld, segment: *mut Segment) -> *mut Page 
     // longer used.
     let pg = unsafe { &mut *page };
     let mut newly_committed = 0;
-    if !pg.is_committed && kind != SegmentKind::Large {
-        // SAFETY: the page's area lies after the segment header, so it is not null.
-        let start = unsafe { NonNull::new_unchecked(start) };
+    if !pg.is_committed && kind != SegmentKind::Large && !lazy {
+        // (a solo page freed before its purge keeps its first `partial` bytes committed)
+        let partial = pg.partial_commit();
+        // SAFETY: the page's area lies after the segment header, so it is not null, and
+        // `partial` is less than its size (or the page would be committed).
+        let start = unsafe { NonNull::new_unchecked(start.add(partial)) };
         // SAFETY: the page's area lies inside the segment's live region from `os`; page
-        // areas start and end on OS page boundaries (the header size is page aligned).
-        match unsafe { os.commit(start, size) } {
+        // areas start and end on OS page boundaries (the header size is page aligned), and
+        // `partial` is a multiple of the OS page.
+        match unsafe { os.commit(start, size - partial) } {
             Some(zero) => {
                 pg.is_committed = true;
-                pg.is_zero_init = zero;
-                newly_committed = size;
+                pg.is_zero_init = zero && partial == 0;
+                // SAFETY: the page is ours and not in use.
+                unsafe { Page::set_partial_commit(pg, 0) };
+                newly_committed = size - partial;
             }
             None => return ptr::null_mut(),
         }
@@ -760,14 +767,14 @@ pub(crate) fn page_alloc(
     if !queued.is_null() {
         // SAFETY: segments in `ctx`'s free queues are `ctx`'s and have a free page (the
         // `SegmentsTld` and `Segment` invariants); `ctx` is the calling thread's (a `&mut`).
-        return unsafe { page_claim(ctx, queued) };
+        return unsafe { page_claim(ctx, queued, false) };
     }
     let s = segment_alloc(ctx, kind, block_size, huge_align.unwrap_or(0));
     if s.is_null() {
         return s as *mut Page;
     }
     // SAFETY: `s` is a fresh segment of `ctx` with every page free.
-    let page = unsafe { page_claim(ctx, s) };
+    let page = unsafe { page_claim(ctx, s, false) };
     if page.is_null() {
         // out of memory committing its first page: do not keep it empty
         // SAFETY: `s` is `ctx`'s and has no page in use (its one claim failed); nothing
@@ -775,6 +782,29 @@ pub(crate) fn page_alloc(
         unsafe { segment_free(Some(ctx), s) };
     }
     page
+}
+
+/// Claims a small page for a solo block (`alloc::malloc_solo`: one block that grows in
+/// place through the page) without committing it: its block commits what it holds
+/// (`page_commit`), so that a solo block costs its own size in memory, not the page's.
+/// Null when out of memory.
+#[cfg(not(feature = "small"))]
+pub(crate) fn page_alloc_solo(ctx: &mut SegmentsTld) -> *mut Page {
+    let queued = match ctx.free_queue(SegmentKind::Small) {
+        Some(q) => q.first,
+        None => ptr::null_mut(),
+    };
+    if !queued.is_null() {
+        // SAFETY: as in `page_alloc`.
+        return unsafe { page_claim(ctx, queued, true) };
+    }
+    let s = segment_alloc(ctx, SegmentKind::Small, SMALL_OBJ_SIZE_MAX, 0);
+    if s.is_null() {
+        return s as *mut Page;
+    }
+    // SAFETY: `s` is a fresh segment of `ctx` with every page free (a lazy claim commits
+    // nothing, so it does not fail).
+    unsafe { page_claim(ctx, s, true) }
 }
 
 /// The usable size of a claimed page's memory.

@@ -710,3 +710,173 @@ fn a_cpu_goes_offline_and_its_segments_are_taken_over() {
     a.check();
     a.collect(true);
 }
+
+#[test]
+fn a_growing_buffer_grows_in_place_into_free_memory() {
+    // `PerCpuAlloc<TwoCpus, 2, 2>` (a heap of its own at level 0: its realloc's unmasked
+    // paths): a buffer grown by small steps (x1.5 + 8) from 8 bytes moves into a solo block
+    // (`alloc::malloc_solo`, a small page of its own) once it passes 512 bytes, then grows
+    // in place (same address, contents kept) through its page. Between the steps, other
+    // blocks of the sizes it grows through are allocated and filled: none of them may lie
+    // in the bytes the buffer holds after a step (the memory it grew into was free), and
+    // all keep their contents (the growth took none of theirs). Past its page (64 KiB) the
+    // buffer moves, contents kept. Later buffers reuse a freed one's memory (the heap's
+    // spare solo page), every other one freed by the other CPU (a remote free).
+    // (secure and debug builds keep to size classes and huge blocks, whose checks know
+    // them; the small geometry has no room for solo pages)
+    let solo = !cfg!(any(
+        feature = "secure",
+        feature = "debug-mode",
+        feature = "small"
+    ));
+    let seed = seed();
+    let a = allocator_two_cpus(if cfg!(miri) { 12 } else { 32 });
+    let mut rng = Rng(seed | 1);
+    let rounds = if cfg!(miri) { 2 } else { 20 };
+    // past the 64 KiB page; under Miri (every byte written is interpreted) to 15 KiB, past
+    // its first three OS pages
+    let top = if cfg!(miri) { 15 << 10 } else { 70 << 10 };
+    let mut others: Vec<Blk> = Vec::new();
+    let mut id = 1_000_000;
+    let mut in_place_steps = 0;
+    let mut first_solo = None;
+    let mut solo_reused = 0;
+    for round in 0..rounds {
+        let layout = Layout::from_size_align(8, 8).unwrap();
+        // SAFETY: a non-zero size.
+        let p = unsafe { a.alloc(layout) };
+        assert!(!p.is_null(), "out of memory (SEED={seed})");
+        let mut b = Blk {
+            p,
+            layout,
+            id: round,
+        };
+        fill(&b);
+        let mut solo_at = None;
+        while b.layout.size() < top {
+            let old = b.layout.size();
+            let new = old + old / 2 + 8;
+            // SAFETY: a live block with its layout; a non-zero size.
+            let q = unsafe { a.realloc(b.p, b.layout, new) };
+            assert!(!q.is_null(), "out of memory (SEED={seed})");
+            b = Blk {
+                p: q,
+                layout: Layout::from_size_align(new, 8).unwrap(),
+                id: b.id,
+            };
+            check(&b, old, seed);
+            fill(&b);
+            // SAFETY: a live block of ours.
+            let usable = unsafe { a.usable_size(q) };
+            assert!(
+                usable >= new,
+                "usable size {usable} below {new} (SEED={seed})"
+            );
+            if solo && new > 512 && new < 48 << 10 {
+                // from the solo move on (at 593 bytes: a block of 512 growing by less than
+                // double) to near its page's end: in place
+                match solo_at {
+                    None => {
+                        solo_at = Some(q);
+                        if first_solo.is_none() {
+                            first_solo = Some(q);
+                        } else if first_solo == Some(q) {
+                            solo_reused += 1;
+                        }
+                    }
+                    Some(at) => {
+                        assert_eq!(
+                            q, at,
+                            "a solo buffer of {old} bytes growing to {new} moved (SEED={seed})"
+                        );
+                        in_place_steps += 1;
+                    }
+                }
+            }
+            if new > 64 << 10 {
+                assert!(
+                    solo_at != Some(q),
+                    "a buffer grew past its 64 KiB page in place (SEED={seed})"
+                );
+            }
+            // the bytes it holds now held no other block (whatever their age)
+            for o in &others {
+                let (s, e) = (o.p as usize, o.p as usize + o.layout.size());
+                assert!(
+                    e <= q as usize || s >= q as usize + usable,
+                    "block {} ({s:#x}..{e:#x}) lies in the buffer's {usable} bytes at {q:?} \
+                     (SEED={seed})",
+                    o.id
+                );
+            }
+            // another block of about the buffer's size, some of them freed again
+            let size = (new / 2 + rng.below(new)).min(80 << 10).max(1);
+            let l = Layout::from_size_align(size, 8).unwrap();
+            // SAFETY: a non-zero size.
+            let o = unsafe { a.alloc(l) };
+            assert!(!o.is_null(), "out of memory (SEED={seed})");
+            id += 1;
+            let o = Blk {
+                p: o,
+                layout: l,
+                id,
+            };
+            fill(&o);
+            others.push(o);
+            if rng.below(3) == 0 {
+                let o = others.swap_remove(rng.below(others.len()));
+                check(&o, o.layout.size(), seed);
+                // SAFETY: a live block with its layout, freed once.
+                unsafe { a.dealloc(o.p, o.layout) };
+            }
+        }
+        for o in &others {
+            check(o, o.layout.size(), seed);
+        }
+        assert_eq!(
+            solo_at.is_some(),
+            solo,
+            "round {round}: a solo block? (SEED={seed})"
+        );
+        // SAFETY: a live block with its layout, freed once.
+        let free = move || unsafe { a.dealloc(b.p, b.layout) };
+        if round % 2 == 1 {
+            // a remote free: the other CPU's thread frees it into this CPU's heap
+            let p = b.p as usize;
+            std::thread::spawn(move || {
+                CPU.with(|c| c.set(1));
+                let b = Blk {
+                    p: p as *mut u8,
+                    layout: b.layout,
+                    id: b.id,
+                };
+                // SAFETY: as above, handed over to this thread.
+                unsafe { a.dealloc(b.p, b.layout) };
+            })
+            .join()
+            .unwrap();
+        } else {
+            free();
+        }
+        a.check();
+    }
+    if solo {
+        // 897 to 35,049 bytes: ten steps a buffer (Miri: to 15,569, eight)
+        assert_eq!(
+            in_place_steps,
+            rounds * if cfg!(miri) { 8 } else { 10 },
+            "steps in place from the solo move to 48 KiB (SEED={seed})"
+        );
+        assert!(
+            solo_reused > 0,
+            "no solo buffer took the memory of a freed one (SEED={seed})"
+        );
+    }
+    for o in others.drain(..) {
+        check(&o, o.layout.size(), seed);
+        // SAFETY: live blocks with their layouts, freed once.
+        unsafe { a.dealloc(o.p, o.layout) };
+    }
+    a.check();
+    a.collect(true);
+}

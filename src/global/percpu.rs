@@ -660,15 +660,53 @@ unsafe impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> GlobalAlloc
             return p; // `p` is aligned for `layout`, which keeps its alignment
         }
         // SAFETY: as above; `size` is the usable size of `p` (a huge block holds more
-        // than 8 KiB)
+        // than 8 KiB, a solo block at least 4 KiB)
         unsafe {
-            if size >= SMALL_OBJ_SIZE_MAX / 2 && new_size > size {
-                self.realloc_grow_huge(p, layout, new_size, size)
-            } else {
-                self.realloc_move(p, layout, new_size, size)
+            if new_size > size && size >= GROW_MIN {
+                if size >= GROW_IN_PLACE_MIN {
+                    return self.realloc_grow_huge(p, layout, new_size, size);
+                }
+                if SOLO && new_size / 2 < size {
+                    return self.realloc_grow_solo(p, layout, new_size, size);
+                }
             }
+            self.realloc_move(p, layout, new_size, size)
         }
     }
+}
+
+/// Solo blocks (`alloc::malloc_solo`) exist: not in the small geometry.
+const SOLO: bool = !cfg!(feature = "small");
+
+/// The least usable size of a block that may grow in place (`realloc_grow_huge`): a huge
+/// block holds more than 8 KiB, a solo block at least an OS page.
+const GROW_IN_PLACE_MIN: usize = if SOLO {
+    MIN_OS_PAGE
+} else {
+    SMALL_OBJ_SIZE_MAX / 2
+};
+
+/// The least usable size of a growing block that `realloc` sends elsewhere than
+/// `realloc_move`: one that may grow in place, or become solo (`realloc_grow_solo`).
+const GROW_MIN: usize = if SOLO {
+    SOLO_MIN / 4
+} else {
+    GROW_IN_PLACE_MIN
+};
+
+/// The least size with headroom (`grown`) of a block that moves to grow into a solo block
+/// of its own page (`PerCpuAlloc::realloc_solo`) instead of a size class: a block that
+/// grew before ([`grew_before`]) and grows again by less than double, a buffer built up
+/// step by step. (Blocks that double, as `Vec`'s, and blocks resized once keep to the size
+/// classes and huge blocks: a solo block costs a page claim when the heap has no spare.)
+const SOLO_MIN: usize = 2048;
+
+/// Whether a block of usable size `size` holding `layout` has more room than its size
+/// class gives (`good_size`): it grew before, by `realloc`'s headroom.
+#[cfg(not(feature = "small"))]
+#[inline(always)]
+fn grew_before(layout: Layout, size: usize) -> bool {
+    crate::size_class::good_size(layout.size()) < size
 }
 
 /// The least usable size of a doubling buffer that moves into its heap's spare huge region
@@ -697,7 +735,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
     ///
     /// # Safety
     /// As `GlobalAlloc::realloc`; `size` is the usable size of `p`, at least
-    /// `SMALL_OBJ_SIZE_MAX / 2`, and `new_size > size`.
+    /// `GROW_IN_PLACE_MIN`, and `new_size > size`.
     #[inline(never)]
     unsafe fn realloc_grow_huge(
         &self,
@@ -706,7 +744,7 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
         new_size: usize,
         size: usize,
     ) -> *mut u8 {
-        debug_assert!(size >= SMALL_OBJ_SIZE_MAX / 2 && new_size > size);
+        debug_assert!(size >= GROW_IN_PLACE_MIN && new_size > size);
         let segment = ptr_segment(p);
         // SAFETY: `p` is live (GlobalAlloc contract), so is its segment's header, whose
         // kind is fixed.
@@ -729,6 +767,97 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
                         && crate::segment_alloc::huge_grow_committed(page, padded(new_size))
                     {
                         return p;
+                    }
+                }
+            }
+        }
+        // a solo block growing by less than double (in a small segment): in place when
+        // its page has the room
+        // SAFETY: as above.
+        if SOLO && new_size / 2 < size && unsafe { (*segment).kind } == SegmentKind::Small {
+            // SAFETY: the caller's contract.
+            return unsafe { self.realloc_grow_solo(p, layout, new_size, size) };
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.realloc_move(p, layout, new_size, size) }
+    }
+
+    /// A block of at least `SOLO_MIN / 4` bytes, not huge, growing by less than double (a
+    /// buffer built up in steps): in place when it is a solo block of the caller's heap
+    /// whose page has the room, else into a new solo block when it grew before (see
+    /// `realloc_solo`), else [`realloc_move`](Self::realloc_move). Out of line, so that
+    /// `realloc`, `realloc_grow_huge` and `realloc_move` save no registers for it; the
+    /// common step (a solo block of a page after its segment's first growing into memory
+    /// committed already) makes no call, so saves none either: the rest is
+    /// [`realloc_grow_solo_slow`](Self::realloc_grow_solo_slow), a tail call.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`; `size` is the usable size of `p`, at least
+    /// `SOLO_MIN / 4`, and `size < new_size < 2 * size`.
+    #[inline(never)]
+    unsafe fn realloc_grow_solo(
+        &self,
+        p: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        size: usize,
+    ) -> *mut u8 {
+        #[cfg(not(feature = "small"))]
+        if size >= MIN_OS_PAGE && layout.align() <= MAX_ALIGN_SIZE {
+            if let Some(slot) = self.unmasked_slot() {
+                let heap = slot.load(Ordering::Relaxed);
+                let segment = ptr_segment(p);
+                // SAFETY: as in `solo_grow_in_place`.
+                unsafe {
+                    if (*segment).owner.load(Ordering::Relaxed) == (*heap).owner {
+                        let page = (*segment).page_of(p);
+                        if (*page).flags & crate::page::FLAG_SOLO != 0
+                            && (*page).page_start() == p
+                            && crate::alloc::solo_grow_committed(heap, page, new_size)
+                        {
+                            return p;
+                        }
+                    }
+                }
+            }
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.realloc_grow_solo_slow(p, layout, new_size, size) }
+    }
+
+    /// The rest of [`realloc_grow_solo`](Self::realloc_grow_solo).
+    ///
+    /// # Safety
+    /// As `realloc_grow_solo`.
+    #[inline(never)]
+    unsafe fn realloc_grow_solo_slow(
+        &self,
+        p: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        size: usize,
+    ) -> *mut u8 {
+        #[cfg(not(feature = "small"))]
+        {
+            // SAFETY: the caller's contract; a block of at least 4 KiB that grows.
+            if size >= MIN_OS_PAGE
+                && layout.align() <= MAX_ALIGN_SIZE
+                && unsafe { self.solo_grow_in_place(p, new_size) }
+            {
+                return p;
+            }
+            // A block that grew before and grows again by less than double (from
+            // `SOLO_MIN / 4`: its headroom, four or two times its size, is at least
+            // `SOLO_MIN`) moves into a solo block.
+            if layout.align() <= WORD
+                && new_size <= crate::alloc::SOLO_SIZE_MAX
+                && grew_before(layout, size)
+            {
+                if let Some(slot) = self.unmasked_slot() {
+                    // SAFETY: the caller's contract; the caller's slot.
+                    let q = unsafe { self.realloc_solo(slot, p, layout, new_size) };
+                    if !q.is_null() {
+                        return q;
                     }
                 }
             }
@@ -801,6 +930,85 @@ impl<C: CpuLocal, const CPUS: usize, const LEVELS: usize> PerCpuAlloc<C, CPUS, L
             }
         }
         q
+    }
+
+    /// Moves `p`, growing to `new_size` bytes, into a solo block (`alloc::malloc_solo`: a
+    /// small page of its own, committed as far as the block reaches), where its next
+    /// growth steps stay in place ([`solo_grow_in_place`](Self::solo_grow_in_place)) up
+    /// to the page's size instead of moving through the size classes: a buffer built up
+    /// in steps from a few bytes to tens of kilobytes copied its bytes at 2, 8 and 32 KiB
+    /// of headroom, now once into the solo block. Null (nothing done) when no solo block
+    /// could be made (the heap not made yet, out of memory): the caller moves `p` by the
+    /// size classes.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`; `slot` is the caller's heap slot (`unmasked_slot`),
+    /// `layout.align() <= WORD`, `size < new_size <= SOLO_SIZE_MAX`.
+    #[cfg(not(feature = "small"))]
+    #[inline(never)]
+    unsafe fn realloc_solo(
+        &self,
+        slot: &AtomicPtr<RawHeap>,
+        p: *mut u8,
+        layout: Layout,
+        new_size: usize,
+    ) -> *mut u8 {
+        let heap = slot.load(Ordering::Relaxed);
+        if !Self::is_made(heap) {
+            return ptr::null_mut();
+        }
+        let q = self.cpu.without_interrupts(|| {
+            // SAFETY: the caller's heap, with interrupts held off (the page claim reaches
+            // the segments and the source); `0 < new_size <= SOLO_SIZE_MAX`.
+            unsafe { crate::alloc::malloc_solo(heap, new_size) }
+        });
+        if !q.is_null() {
+            // SAFETY: `p` holds `layout.size()` bytes and `q` at least `new_size`; distinct
+            // blocks; `p` is given up by the caller, and freed as `dealloc` frees it (the
+            // heap looked up once).
+            unsafe {
+                ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
+                self.free_moved(p, heap);
+            }
+        }
+        q
+    }
+
+    /// Grows `p` in place to `new_size` bytes when it is a solo block of the caller's heap
+    /// (`alloc::solo_grow`: its page's only block, the room behind it unused) and its page
+    /// has the room. False (nothing done) otherwise.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`; `p` holds at least `MIN_OS_PAGE` bytes.
+    #[cfg(not(feature = "small"))]
+    #[inline]
+    unsafe fn solo_grow_in_place(&self, p: *mut u8, new_size: usize) -> bool {
+        let Some(slot) = self.unmasked_slot() else {
+            return false;
+        };
+        let heap = slot.load(Ordering::Relaxed);
+        let segment = ptr_segment(p);
+        // SAFETY: `p` is live (GlobalAlloc contract), so is its segment's header (its kind
+        // is fixed, its owner atomic) and, for a small segment, its page; a heap stays
+        // alive once made (the empty heap is a static whose owner token owns no segment);
+        // a segment of the caller's heap (its owner token) has its page entries written by
+        // the caller's context alone.
+        unsafe {
+            if (*segment).owner.load(Ordering::Relaxed) != (*heap).owner {
+                return false;
+            }
+            let page = (*segment).page_of(p);
+            if (*page).flags & crate::page::FLAG_SOLO == 0 || (*page).page_start() != p {
+                return false;
+            }
+            // Into committed memory with interrupts on: the page and the heap's statistics
+            // are the caller's context's alone (only deeper levels, with other heaps,
+            // interrupt it). A commit reaches the source: with interrupts off.
+            crate::alloc::solo_grow(heap, page, new_size, false)
+                || self
+                    .cpu
+                    .without_interrupts(|| crate::alloc::solo_grow(heap, page, new_size, true))
+        }
     }
 
     /// The part of `realloc` after the in-place test: out of line (a tail call), so that a
