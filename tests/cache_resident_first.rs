@@ -27,12 +27,7 @@ const SEGMENT: usize = 4 * MB;
 
 #[test]
 fn resident_cached_regions_serve_before_purged_ones() {
-    // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) },
-        0,
-        "PR_SET_THP_DISABLE failed"
-    );
+    common::thp_off();
     shardalloc::collect(true);
 
     // 1. a large block's segment goes to the cache and is purged there: resident for ten

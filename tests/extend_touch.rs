@@ -15,6 +15,8 @@
 #[global_allocator]
 static GLOBAL: shardalloc::ShardAlloc = shardalloc::ShardAlloc::new();
 
+mod common;
+
 const PAGE: usize = 4096;
 
 /// Whether the OS page at `addr` (page aligned) is resident.
@@ -29,12 +31,7 @@ fn resident(addr: usize) -> bool {
 
 #[test]
 fn first_block_of_a_large_class_touches_one_os_page() {
-    // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) },
-        0,
-        "PR_SET_THP_DISABLE failed"
-    );
+    common::thp_off();
     // A thread of its own, so that its heap has no page of these classes yet; cached
     // regions go back first, so that its segments are fresh mappings (nothing resident).
     std::thread::spawn(|| {

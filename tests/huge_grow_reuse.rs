@@ -25,12 +25,7 @@ const ROUNDS: usize = 6;
 
 #[test]
 fn growing_huge_block_takes_resident_region_whole() {
-    // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) },
-        0,
-        "PR_SET_THP_DISABLE failed"
-    );
+    common::thp_off();
     shardalloc::DOMAIN.set_purge_delay(60_000);
     shardalloc::collect(true);
 

@@ -30,12 +30,7 @@ fn reserved_total() -> i64 {
 
 #[test]
 fn huge_regions_are_split_and_joined_resident() {
-    // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integers.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) },
-        0,
-        "PR_SET_THP_DISABLE failed"
-    );
+    common::thp_off();
     shardalloc::DOMAIN.set_purge_delay(60_000);
     shardalloc::collect(true);
 

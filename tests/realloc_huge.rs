@@ -94,9 +94,7 @@ fn grow(what: &str) -> (*mut u8, usize, usize) {
 
 #[test]
 fn huge_realloc_grows_without_copying() {
-    // SAFETY: prctl with PR_SET_THP_DISABLE only sets a flag of this process.
-    let r = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-    assert_eq!(r, 0, "prctl(PR_SET_THP_DISABLE)");
+    common::thp_off();
 
     let (p, size, in_place) = grow("in place");
     unsafe { shardalloc::free(p) };

@@ -47,9 +47,7 @@ fn read_pages(p: *const u8, n: usize) -> u64 {
 
 #[test]
 fn a_moved_huge_block_copies_only_its_bytes_in_use() {
-    // SAFETY: prctl with PR_SET_THP_DISABLE only sets a flag of this process.
-    let r = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-    assert_eq!(r, 0, "prctl(PR_SET_THP_DISABLE)");
+    common::thp_off();
 
     // a region of 48 MiB, resident, that the cache will hold (it caches regions of up to
     // 16 segments, 64 MiB; freed below, once the block
