@@ -739,7 +739,8 @@ fn a_growing_buffer_grows_in_place_into_free_memory() {
     let mut others: Vec<Blk> = Vec::new();
     let mut id = 1_000_000;
     let mut in_place_steps = 0;
-    let mut first_solo = None;
+    // the solo blocks of the earlier rounds (all freed by now)
+    let mut earlier_solo: Vec<*mut u8> = Vec::new();
     let mut solo_reused = 0;
     for round in 0..rounds {
         let layout = Layout::from_size_align(8, 8).unwrap();
@@ -778,11 +779,10 @@ fn a_growing_buffer_grows_in_place_into_free_memory() {
                 match solo_at {
                     None => {
                         solo_at = Some(q);
-                        if first_solo.is_none() {
-                            first_solo = Some(q);
-                        } else if first_solo == Some(q) {
+                        if earlier_solo.contains(&q) {
                             solo_reused += 1;
                         }
+                        earlier_solo.push(q);
                     }
                     Some(at) => {
                         assert_eq!(
@@ -867,9 +867,14 @@ fn a_growing_buffer_grows_in_place_into_free_memory() {
             rounds * if cfg!(miri) { 8 } else { 10 },
             "steps in place from the solo move to 48 KiB (SEED={seed})"
         );
+        // (a freed solo block's page is kept as the heap's spare, or goes back to its
+        // segment: either way a later buffer's solo block lies where an earlier one did;
+        // 17-19 of the 19 later rounds in 30 seeds)
         assert!(
-            solo_reused > 0,
-            "no solo buffer took the memory of a freed one (SEED={seed})"
+            solo_reused >= rounds / 2,
+            "only {solo_reused} of {} later solo buffers took the memory of a freed one \
+             (SEED={seed})",
+            rounds - 1
         );
     }
     for o in others.drain(..) {
