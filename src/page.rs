@@ -1163,9 +1163,9 @@ impl Page {
     unsafe fn thread_free_collect(page: *mut Page, force: bool) {
         #[cfg(any(feature = "secure", feature = "debug-mode"))]
         let _ = force; // (the walk collects every block)
-        // SAFETY: `page` is a live page entry that the calling thread owns (the `# Safety`
-        // contract): its fields are reached through the raw pointer, no reference to the
-        // entry is made (other threads change its atomic fields meanwhile).
+                       // SAFETY: `page` is a live page entry that the calling thread owns (the `# Safety`
+                       // contract): its fields are reached through the raw pointer, no reference to the
+                       // entry is made (other threads change its atomic fields meanwhile).
         unsafe {
             let mut tf = (*page).xthread_free.load(Ordering::Relaxed);
             loop {
