@@ -1160,6 +1160,7 @@ impl Page {
     /// # Safety
     /// Called by the page's owner (or by a thread that owns the page's abandoned segment).
     #[cfg(not(feature = "embedded"))]
+    #[inline(never)]
     unsafe fn thread_free_collect(page: *mut Page, force: bool) {
         #[cfg(any(feature = "secure", feature = "debug-mode"))]
         let _ = force; // (the walk collects every block)
@@ -1312,13 +1313,20 @@ impl Page {
     ///
     /// # Safety
     /// Called by the page's owner.
+    #[inline(always)]
     pub(crate) unsafe fn collect(page: *mut Page, force: bool) {
         // SAFETY: `page` is a live page entry that the calling thread owns (the `# Safety`
         // contract): its fields are reached through the raw pointer, no reference to the
         // entry is made (other threads change its atomic fields meanwhile).
         unsafe {
             // SAFETY: the calling thread owns the page (the `# Safety` contract), as
-            // `thread_free_collect` requires.
+            // `thread_free_collect` requires. (The look at the list inline, the collection
+            // out of line: most calls find no remote frees.)
+            #[cfg(not(feature = "embedded"))]
+            if !tf_is_empty((*page).xthread_free.load(Ordering::Relaxed)) {
+                Page::thread_free_collect(page, force);
+            }
+            #[cfg(feature = "embedded")]
             Page::thread_free_collect(page, force);
             if (*page).local_free.is_null() || Page::take_local_free(page) {
                 return;
