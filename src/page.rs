@@ -48,8 +48,9 @@ pub(crate) enum Delayed {
 #[cfg(not(feature = "embedded"))]
 const DELAYED_MASK: usize = 3;
 
-/// 64-bit targets: the top 16 bits of `Page::xthread_free` count the blocks on the
-/// remote-free list (65,535: not known), and bits 2-47 hold the head block's address
+/// 64-bit targets: the top 16 bits of `Page::xthread_free` count the blocks pushed on the
+/// remote-free list since the owner last took it or counted its blocks out of `used`
+/// (65,535: not known), and bits 2-47 hold the head block's address
 /// (hosted: user-space addresses, below 2^47; a kernel's (`target_os = "none"`) are
 /// sign-extended from bit 47: x86-64 higher-half addresses). A remote free adds one as it
 /// pushes, in the same CAS; so the owner collects the list without walking it to count its
@@ -60,8 +61,13 @@ const DELAYED_MASK: usize = 3;
 const TF_COUNT_SHIFT: u32 = 48;
 #[cfg(all(not(feature = "embedded"), target_pointer_width = "64"))]
 const TF_COUNT_ONE: usize = 1 << TF_COUNT_SHIFT;
-#[cfg(all(not(feature = "embedded"), target_pointer_width = "64"))]
-const TF_COUNT_MASK: usize = !(TF_COUNT_ONE - 1);
+/// (32-bit targets: no count bits, and no count: `tf_count` is always None.)
+#[cfg(not(feature = "embedded"))]
+const TF_COUNT_MASK: usize = if cfg!(target_pointer_width = "64") {
+    !((1usize << 48) - 1)
+} else {
+    0
+};
 /// The bits of the head block's address.
 #[cfg(not(feature = "embedded"))]
 const TF_BLOCK_MASK: usize = if cfg!(target_pointer_width = "64") {
@@ -218,11 +224,14 @@ const MIN_EXTEND: usize = if cfg!(all(feature = "std", not(feature = "secure")))
 /// Page metadata. It lives in the segment header, not in the page's memory.
 ///
 /// Invariants (checked by [`Page::check`] in debug builds):
-/// - `used + |free| + |local_free| == capacity <= reserved`;
-/// - `used - |thread_free|` = blocks live in the page (blocks in `thread_free` were
-///   freed by other threads and are counted in `used` until collected);
-/// - 64-bit targets: the count in `xthread_free`'s top bits is `|thread_free|`, or 65,535 (not
-///   known, which only double frees reach);
+/// - `used + |free| + |local_free| + (|thread_free| - count) == capacity <= reserved`,
+///   where `count` (64-bit targets: the top bits of `xthread_free`) is the number of blocks
+///   of `thread_free` that `used` still counts: the blocks pushed since the list was last
+///   taken or counted out of `used` (`Page::thread_free_collect`); elsewhere, and in
+///   secure and debug mode, `count == |thread_free|`. 65,535: not known (only double frees
+///   push so many);
+/// - `used - count` = blocks live in the page (blocks in `thread_free` were freed by other
+///   threads);
 /// - every block of the lists lies in `[page_start, page_start + capacity * block_size)`
 ///   at a multiple of `block_size`;
 /// - `flags & FLAG_IN_FULL` iff the page is in its heap's full queue;
@@ -273,7 +282,8 @@ pub(crate) struct Page {
     /// `span_offset` entries before it (0 for the page's own entry). Always 0 otherwise.
     pub span_offset: u8,
     /// Remote frees: block list | `Delayed` state in the low 2 bits | on 64-bit targets,
-    /// the list's length in the top 16 bits (`TF_COUNT_SHIFT`; 65,535: not known).
+    /// in the top 16 bits (`TF_COUNT_SHIFT`), how many of the list's blocks `used` still
+    /// counts (65,535: not known).
     pub xthread_free: AtomicUsize,
     /// The owning heap (null when abandoned or unused), with [`XHEAP_ALIGNED`] in its low
     /// bit. Remote frees read it to reach the heap's delayed-free list (the one upward
@@ -1162,28 +1172,61 @@ impl Page {
     #[cfg(not(feature = "embedded"))]
     #[inline(never)]
     unsafe fn thread_free_collect(page: *mut Page, force: bool) {
+        // SAFETY: the caller owns the page (the `# Safety` contract), as `check` requires.
+        unsafe { Page::thread_free_collect_inner(page, force) };
+        // (debug builds: the invariants, the remote-free list's count included)
+        // SAFETY: as above; no reference to the entry outlives the call.
+        unsafe { (*page).check() };
+    }
+
+    /// [`thread_free_collect`](Self::thread_free_collect) without the check.
+    ///
+    /// # Safety
+    /// As `thread_free_collect`.
+    #[cfg(not(feature = "embedded"))]
+    #[inline(always)]
+    unsafe fn thread_free_collect_inner(page: *mut Page, force: bool) {
+        // (secure and debug mode: the walk collects every block)
         #[cfg(any(feature = "secure", feature = "debug-mode"))]
-        let _ = force; // (the walk collects every block)
-                       // SAFETY: `page` is a live page entry that the calling thread owns (the `# Safety`
-                       // contract): its fields are reached through the raw pointer, no reference to the
-                       // entry is made (other threads change its atomic fields meanwhile).
+        let _ = force;
+        // SAFETY: `page` is a live page entry that the calling thread owns (the `# Safety`
+        // contract): its fields are reached through the raw pointer, no reference to the
+        // entry is made (other threads change its atomic fields meanwhile).
         unsafe {
             let mut tf = (*page).xthread_free.load(Ordering::Relaxed);
             loop {
                 if tf_is_empty(tf) {
                     return;
                 }
-                // The remote frees stay where they are when the page has blocks to hand out
-                // (`free`) and keeps blocks in use either way: `used` counts them until
-                // they are collected, when `free` runs out (or at a forced collection, which
-                // must leave every free block in `free`).
+                // While the page has blocks in `free` and in `local_free` (nowhere to put a
+                // third list without walking one), the remote frees are counted out of
+                // `used` and stay on the list, its count cleared: they are collected when
+                // `free` runs out (or by a forced collection, which must leave every free
+                // block in `free`). So `used` is exact at once, and a page whose last
+                // blocks its owner then frees is empty at once.
                 #[cfg(not(any(feature = "secure", feature = "debug-mode")))]
-                if !force
-                    && !(*page).free.is_null()
-                    && !(*page).local_free.is_null()
-                    && tf_count(tf).is_some_and(|c| c < (*page).used as usize)
-                {
-                    return;
+                if !force && !(*page).free.is_null() && !(*page).local_free.is_null() {
+                    match tf_count(tf) {
+                        Some(0) => return, // counted out already
+                        Some(c) if c <= (*page).used as usize => {
+                            match (*page).xthread_free.compare_exchange_weak(
+                                tf,
+                                tf & !TF_COUNT_MASK,
+                                Ordering::AcqRel,
+                                Ordering::Relaxed,
+                            ) {
+                                Ok(_) => {
+                                    (*page).used -= c as BlockCount;
+                                    return;
+                                }
+                                Err(cur) => {
+                                    tf = cur;
+                                    continue;
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
                 }
                 // (an empty list has no count either)
                 let new = tf & DELAYED_MASK;
@@ -1200,17 +1243,18 @@ impl Page {
             let head = tf_block(tf);
             // (at least the head: a page with remote frees has blocks)
             let capacity = (*page).capacity.max(1);
-            // With the count the pushes kept, the list is collected without a walk of its
-            // blocks (not in secure mode, which checks every link, nor in debug mode): it
-            // becomes `local_free` when that is empty, or `local_free` moves to an empty
-            // `free` first; when both lists hold blocks and these are the last blocks in
-            // use, the page starts afresh, empty (its free lists grow again from its start).
-            // Else (forced) the walk below. A count above `used` is a double free's: the
-            // walk reports the cycle such a list has, and cuts it.
+            // With the count the pushes kept (the blocks pushed since the list was last
+            // counted out, see above), the list is collected without a walk of its blocks
+            // (not in secure mode, which checks every link, nor in debug mode): it becomes
+            // `local_free` when that is empty, or `local_free` moves to an empty `free`
+            // first; when both lists hold blocks and these are the last blocks in use, the
+            // page starts afresh, empty (its free lists grow again from its start). Else
+            // (forced) the walk below. A count above `used` is a double free's: the walk
+            // reports the cycle such a list has, and cuts it.
             #[cfg(not(any(feature = "secure", feature = "debug-mode")))]
-            if let Some(count) = tf_count(tf) {
-                let count = count as BlockCount;
-                if count <= (*page).used && count <= capacity {
+            let counted = match tf_count(tf) {
+                Some(count) if count <= (*page).used as usize && count <= capacity as usize => {
+                    let count = count as BlockCount;
                     if (*page).local_free.is_null() {
                         (*page).local_free = head;
                         (*page).used -= count;
@@ -1233,8 +1277,12 @@ impl Page {
                         Page::set_free_is_zero(page, false);
                         return;
                     }
+                    Some(count)
                 }
-            }
+                _ => None,
+            };
+            #[cfg(any(feature = "secure", feature = "debug-mode"))]
+            let counted: Option<BlockCount> = None;
             // (counted down from the page's capacity: one test a block, where counting up
             // and comparing with the capacity took three more instructions a remote free)
             let mut left: BlockCount = capacity - 1;
@@ -1264,7 +1312,10 @@ impl Page {
                 }
                 (*page).set_next(tail, (*page).local_free);
             }
-            let count = capacity - left;
+            // (the walk's length, when the pushes' count is not known: only double frees
+            // make it so, and blocks counted out before may then be counted twice: `used`
+            // stops at 0, as for any double free)
+            let count = counted.unwrap_or(capacity - left);
             (*page).local_free = head;
             if (*page).used >= count {
                 (*page).used -= count;
@@ -1601,14 +1652,12 @@ impl Page {
                 b = unsafe { self.next_of(b) };
             }
         }
-        assert_eq!(
-            self.used + n,
-            self.capacity,
-            "used + |free| + |local_free| == capacity"
-        );
-        // the remote-free list's count, when known, is its length (the list from a head
-        // loaded once stays as it is: pushes put new heads before it, and only the owner,
-        // the caller, takes it)
+        // The remote-free list: its count, when known, is the number of its blocks that
+        // `used` still counts (the list from a head loaded once stays as it is: pushes put
+        // new heads before it, and only the owner, the caller, takes it or clears its
+        // count); the others were counted out of `used` while they stay on the list.
+        #[allow(unused_mut)]
+        let mut counted_out: BlockCount = 0;
         #[cfg(not(feature = "embedded"))]
         {
             let tf = self.xthread_free.load(Ordering::Acquire);
@@ -1623,10 +1672,16 @@ impl Page {
                 }
                 // (a longer list has a cycle: a double free, reported when collected)
                 if len <= self.capacity as usize {
-                    assert_eq!(len, count, "thread_free count");
+                    assert!(count <= len, "thread_free count above its length");
+                    counted_out = (len - count) as BlockCount;
                 }
             }
         }
+        assert_eq!(
+            self.used + n + counted_out,
+            self.capacity,
+            "used + |free| + |local_free| + (|thread_free| - count) == capacity"
+        );
     }
 }
 

@@ -75,7 +75,10 @@ fn remote_frees_collected_by_count_hand_out_each_block_once() {
             let mut remote = Vec::new();
             let all_remote = rng.below(4) == 0; // at times, the last blocks in use go remote
             for (&p, &(sz, t)) in live.iter() {
-                assert!(holds(p, sz, t), "seed {seed}, round {round}: block {p:#x} changed");
+                assert!(
+                    holds(p, sz, t),
+                    "seed {seed}, round {round}: block {p:#x} changed"
+                );
                 match rng.below(10) {
                     _ if all_remote => remote.push(p),
                     0..=2 => local.push(p),
@@ -147,7 +150,11 @@ fn remote_frees_collected_by_count_hand_out_each_block_once() {
                 to_freer.send(theirs.to_vec()).unwrap();
                 done.recv().unwrap();
                 heap.collect(false);
-                assert_eq!(heap.stats().blocks, 0, "seed {seed}, round {round}: blocks left");
+                assert_eq!(
+                    heap.stats().blocks,
+                    0,
+                    "seed {seed}, round {round}: blocks left"
+                );
             }
         }
         // pages are reused: the most the heap held is bounded by its live blocks, not by
