@@ -261,18 +261,38 @@ unsafe fn collect_used_pages(segment: *mut Segment, mut f: impl FnMut(*mut Page)
 /// `xthread_free`, atomically: `f` reaches the entry through the raw pointer (no
 /// `&mut Page`).
 unsafe fn used_pages(segment: *mut Segment, mut f: impl FnMut(*mut Page) -> bool) -> bool {
-    // SAFETY: live and ours alone (caller); `capacity` is fixed at the segment's creation.
-    let (first, capacity) = unsafe { ((*segment).first_entry(), (*segment).capacity) };
-    for i in first..capacity {
-        // SAFETY: `i < capacity`; the temporary `&Segment` ends at once.
-        let page = unsafe { (*segment).page(i) };
-        // SAFETY: the page metadata lies in the header of the live segment; a read of a
-        // field only its owner (the calling thread) writes.
-        if unsafe { (*page).segment_in_use } && f(page) {
-            return true;
+    // (default geometry: the bits of the pages in use)
+    #[cfg(not(feature = "small"))]
+    {
+        // SAFETY: live and ours alone (caller); `f` may free only the page it is given,
+        // which clears that page's bit, a bit already taken from `mask`.
+        let mut mask = unsafe { (*segment).slices_used };
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            // SAFETY: a bit of a page in use: `i < capacity`; the `&Segment` ends at once.
+            let page = unsafe { (*segment).page(i) };
+            if f(page) {
+                return true;
+            }
         }
+        false
     }
-    false
+    #[cfg(feature = "small")]
+    {
+        // SAFETY: live and ours alone (caller); `capacity` is fixed at the segment's creation.
+        let (first, capacity) = unsafe { ((*segment).first_entry(), (*segment).capacity) };
+        for i in first..capacity {
+            // SAFETY: `i < capacity`; the temporary `&Segment` ends at once.
+            let page = unsafe { (*segment).page(i) };
+            // SAFETY: the page metadata lies in the header of the live segment; a read of a
+            // field only its owner (the calling thread) writes.
+            if unsafe { (*page).segment_in_use } && f(page) {
+                return true;
+            }
+        }
+        false
+    }
 }
 
 /// Whether taking over `segment` gives a page for blocks of `block_size` in a segment of

@@ -109,6 +109,10 @@ pub(crate) struct Segment {
     pub purge_mask: SliceBits,
     /// Small geometry: the slices (512-byte pages) in use by pages; a page is a run of
     /// slices, its metadata in the entry of its first slice (see `Page::span_offset`).
+    /// Default geometry: the pages in use (bit `i` set iff page `i`'s `segment_in_use`),
+    /// so that a page claim takes the first free page in a few instructions, not a walk of
+    /// the entries (a kernel's solo pages paid about 300 instructions for it), and walks
+    /// of the pages in use skip the others.
     pub slices_used: SliceBits,
     /// The page of each `SMALL_PAGE_SIZE` slice of the segment's first `SEGMENT_SIZE`
     /// bytes (default geometry), so that [`Segment::page_of`] is one table load: entry `i`
@@ -158,6 +162,18 @@ pub(crate) type SliceBits = u64;
 pub(crate) type SliceBits = u32;
 #[cfg(feature = "small")]
 const _: () = assert!(SMALL_PAGES_PER_SEGMENT <= SliceBits::BITS as usize);
+
+/// The bits of pages `from..to` (default geometry: `Segment::slices_used`).
+#[cfg(not(feature = "small"))]
+#[inline]
+pub(crate) const fn page_mask(from: usize, to: usize) -> SliceBits {
+    let upto = if to >= SliceBits::BITS as usize {
+        SliceBits::MAX
+    } else {
+        (1 << to) - 1
+    };
+    upto & !((1 << from) - 1)
+}
 
 /// The bits of slices `from..to` (small geometry).
 #[cfg(feature = "small")]
@@ -655,6 +671,12 @@ impl Segment {
         for i in self.first_entry()..self.capacity {
             // SAFETY: i < capacity; the caller owns the segment, so no one writes its pages.
             let page = unsafe { &*self.page(i) };
+            #[cfg(not(feature = "small"))]
+            assert_eq!(
+                self.slices_used & (1 << i) != 0,
+                page.segment_in_use,
+                "pages in use mask"
+            );
             if page.segment_in_use {
                 used += 1;
                 assert!(

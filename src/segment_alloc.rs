@@ -683,6 +683,18 @@ unsafe fn page_claim(ctx: &mut SegmentsTld, segment: *mut Segment, lazy: bool) -
     // other thread writes its header; this shared reference ends before anything writes it.
     let seg = unsafe { &*segment };
     debug_assert_eq!(seg.owner.load(Ordering::Relaxed), ctx.owner());
+    // (default geometry: the first clear bit of the pages in use; small geometry, whose
+    // pages are runs of slices claimed elsewhere: the first entry not in use)
+    #[cfg(not(feature = "small"))]
+    let idx = {
+        let free = !seg.slices_used & crate::segment::page_mask(seg.first_page, seg.capacity);
+        if free == 0 {
+            debug_assert!(false, "segment in a free queue without a free page");
+            return ptr::null_mut();
+        }
+        free.trailing_zeros() as usize
+    };
+    #[cfg(feature = "small")]
     let Some(idx) = (seg.first_page..seg.capacity).find(|&i| {
         // SAFETY: `i < capacity`; the page metadata lies in the live header.
         !unsafe { (*seg.page(i)).segment_in_use }
@@ -727,6 +739,10 @@ unsafe fn page_claim(ctx: &mut SegmentsTld, segment: *mut Segment, lazy: bool) -
     let seg = unsafe { &mut *segment };
     seg.committed += newly_committed;
     seg.purge_mask &= !(1 << idx);
+    #[cfg(not(feature = "small"))]
+    {
+        seg.slices_used |= 1 << idx;
+    }
     seg.used += 1;
     if seg.used == seg.usable_pages() {
         // SAFETY: `segment` is a live segment of `ctx` (the `# Safety` contract); `seg` is
@@ -939,6 +955,10 @@ pub(crate) unsafe fn page_free_in(ctx: Option<&mut SegmentsTld>, page: *mut Page
     // SAFETY: the segment is live and the calling thread's or popped by it, so no other
     // thread writes its header; `pg` is no longer used, so this is the only reference into it.
     let seg = unsafe { &mut *segment };
+    #[cfg(not(feature = "small"))]
+    {
+        seg.slices_used &= !(1 << idx);
+    }
     seg.used -= 1;
     if seg.used == 0 {
         // SAFETY: that was its last page in use; the segment is `ctx`'s or popped by the
