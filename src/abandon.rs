@@ -266,7 +266,10 @@ unsafe fn used_pages(segment: *mut Segment, mut f: impl FnMut(*mut Page) -> bool
     {
         // SAFETY: live and ours alone (caller); `f` may free only the page it is given,
         // which clears that page's bit, a bit already taken from `mask`.
-        let mut mask = unsafe { (*segment).slices_used };
+        let mut mask = unsafe {
+            (*segment).slices_used
+                & crate::segment::page_mask((*segment).first_page, (*segment).capacity)
+        };
         while mask != 0 {
             let i = mask.trailing_zeros() as usize;
             mask &= mask - 1;

@@ -109,10 +109,11 @@ pub(crate) struct Segment {
     pub purge_mask: SliceBits,
     /// Small geometry: the slices (512-byte pages) in use by pages; a page is a run of
     /// slices, its metadata in the entry of its first slice (see `Page::span_offset`).
-    /// Default geometry: the pages in use (bit `i` set iff page `i`'s `segment_in_use`),
-    /// so that a page claim takes the first free page in a few instructions, not a walk of
-    /// the entries (a kernel's solo pages paid about 300 instructions for it), and walks
-    /// of the pages in use skip the others.
+    /// Default geometry: the pages in use, and those the segment does not have (bit `i`
+    /// clear iff `first_page <= i < capacity` and page `i` is not `segment_in_use`), so
+    /// that a page claim takes the first clear bit in a few instructions, not a walk of the
+    /// entries (a kernel's solo pages paid about 300 instructions for it), and walks of the
+    /// pages in use (`slices_used & page_mask(first_page, capacity)`) skip the others.
     pub slices_used: SliceBits,
     /// The page of each `SMALL_PAGE_SIZE` slice of the segment's first `SEGMENT_SIZE`
     /// bytes (default geometry), so that [`Segment::page_of`] is one table load: entry `i`
@@ -674,7 +675,7 @@ impl Segment {
             #[cfg(not(feature = "small"))]
             assert_eq!(
                 self.slices_used & (1 << i) != 0,
-                page.segment_in_use,
+                page.segment_in_use || i < self.first_page,
                 "pages in use mask"
             );
             if page.segment_in_use {
@@ -686,6 +687,12 @@ impl Segment {
             }
         }
         assert_eq!(used, self.used, "segment used count");
+        #[cfg(not(feature = "small"))]
+        assert_eq!(
+            !self.slices_used & !page_mask(self.first_page, self.capacity),
+            0,
+            "pages the segment does not have count as in use"
+        );
         let owner = self.owner.load(Ordering::Relaxed);
         assert_ne!(owner, NO_OWNER, "segment owned by no-owner token");
         if owner != ABANDONED {

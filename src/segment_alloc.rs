@@ -375,7 +375,11 @@ fn segment_alloc_sized(
                 abandoned_next: ptr::null_mut(),
                 purge_mask: 0,
                 purge_expire: 0,
+                #[cfg(feature = "small")]
                 slices_used: 0,
+                // (the pages it does not have count as in use: see the field)
+                #[cfg(not(feature = "small"))]
+                slices_used: !crate::segment::page_mask(first_page, capacity),
                 #[cfg(not(feature = "small"))]
                 slice_pages: [ptr::null_mut(); crate::segment::SLICES],
                 pages: [],
@@ -687,7 +691,7 @@ unsafe fn page_claim(ctx: &mut SegmentsTld, segment: *mut Segment, lazy: bool) -
     // pages are runs of slices claimed elsewhere: the first entry not in use)
     #[cfg(not(feature = "small"))]
     let idx = {
-        let free = !seg.slices_used & crate::segment::page_mask(seg.first_page, seg.capacity);
+        let free = !seg.slices_used;
         if free == 0 {
             debug_assert!(false, "segment in a free queue without a free page");
             return ptr::null_mut();
