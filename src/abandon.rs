@@ -268,7 +268,7 @@ unsafe fn used_pages(segment: *mut Segment, mut f: impl FnMut(*mut Page) -> bool
         // which clears that page's bit, a bit already taken from `mask`.
         let mut mask = unsafe {
             (*segment).slices_used
-                & crate::segment::page_mask((*segment).first_page, (*segment).capacity)
+                & crate::segment::slice_mask((*segment).first_page, (*segment).capacity)
         };
         while mask != 0 {
             let i = mask.trailing_zeros() as usize;

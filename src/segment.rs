@@ -113,7 +113,7 @@ pub(crate) struct Segment {
     /// clear iff `first_page <= i < capacity` and page `i` is not `segment_in_use`), so
     /// that a page claim takes the first clear bit in a few instructions, not a walk of the
     /// entries (a kernel's solo pages paid about 300 instructions for it), and walks of the
-    /// pages in use (`slices_used & page_mask(first_page, capacity)`) skip the others.
+    /// pages in use (`slices_used & slice_mask(first_page, capacity)`) skip the others.
     pub slices_used: SliceBits,
     /// The page of each `SMALL_PAGE_SIZE` slice of the segment's first `SEGMENT_SIZE`
     /// bytes (default geometry), so that [`Segment::page_of`] is one table load: entry `i`
@@ -164,20 +164,8 @@ pub(crate) type SliceBits = u32;
 #[cfg(feature = "small")]
 const _: () = assert!(SMALL_PAGES_PER_SEGMENT <= SliceBits::BITS as usize);
 
-/// The bits of pages `from..to` (default geometry: `Segment::slices_used`).
-#[cfg(not(feature = "small"))]
-#[inline]
-pub(crate) const fn page_mask(from: usize, to: usize) -> SliceBits {
-    let upto = if to >= SliceBits::BITS as usize {
-        SliceBits::MAX
-    } else {
-        (1 << to) - 1
-    };
-    upto & !((1 << from) - 1)
-}
-
-/// The bits of slices `from..to` (small geometry).
-#[cfg(feature = "small")]
+/// The bits of slices `from..to` (small geometry), of pages `from..to` (default geometry):
+/// of `Segment::slices_used`.
 #[inline]
 pub(crate) const fn slice_mask(from: usize, to: usize) -> SliceBits {
     let upto = if to >= SliceBits::BITS as usize {
@@ -689,7 +677,7 @@ impl Segment {
         assert_eq!(used, self.used, "segment used count");
         #[cfg(not(feature = "small"))]
         assert_eq!(
-            !self.slices_used & !page_mask(self.first_page, self.capacity),
+            !self.slices_used & !slice_mask(self.first_page, self.capacity),
             0,
             "pages the segment does not have count as in use"
         );

@@ -379,7 +379,7 @@ fn segment_alloc_sized(
                 slices_used: 0,
                 // (the pages it does not have count as in use: see the field)
                 #[cfg(not(feature = "small"))]
-                slices_used: !crate::segment::page_mask(first_page, capacity),
+                slices_used: !crate::segment::slice_mask(first_page, capacity),
                 #[cfg(not(feature = "small"))]
                 slice_pages: [ptr::null_mut(); crate::segment::SLICES],
                 pages: [],

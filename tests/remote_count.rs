@@ -30,6 +30,27 @@ fn holds(p: usize, size: usize, tag: u64) -> bool {
     common::verify(p as *const u8, size, tag)
 }
 
+/// Allocates a block of `size` from `heap`, checks that it is not one of the live blocks,
+/// fills it with a pattern of a new tag and records it.
+fn alloc_new(
+    heap: &shardalloc::Heap,
+    size: usize,
+    live: &mut HashMap<usize, (usize, u64)>,
+    tag: &mut u64,
+    seed: u64,
+    round: usize,
+) {
+    let p = heap.alloc(size, 8) as usize;
+    assert_ne!(p, 0, "seed {seed}: out of memory");
+    assert!(
+        !live.contains_key(&p),
+        "seed {seed}, round {round}: block {p:#x} handed out while live"
+    );
+    *tag += 1;
+    fill(p, size, *tag);
+    live.insert(p, (size, *tag));
+}
+
 #[test]
 fn remote_frees_collected_by_count_hand_out_each_block_once() {
     let seed = common::seed("remote_frees_collected_by_count_hand_out_each_block_once");
@@ -57,18 +78,8 @@ fn remote_frees_collected_by_count_hand_out_each_block_once() {
             // allocate a burst of one or two classes
             let size = SIZES[rng.below(SIZES.len() as u64) as usize];
             let n = 50 + rng.below(600) as usize;
-            let mut fresh = Vec::with_capacity(n);
             for _ in 0..n {
-                let p = heap.alloc(size, 8) as usize;
-                assert_ne!(p, 0, "seed {seed}: out of memory");
-                assert!(
-                    !live.contains_key(&p),
-                    "seed {seed}, round {round}: block {p:#x} handed out while live"
-                );
-                tag += 1;
-                fill(p, size, tag);
-                live.insert(p, (size, tag));
-                fresh.push(p);
+                alloc_new(&heap, size, &mut live, &mut tag, seed, round);
             }
             // of all live blocks: some freed here (local), some by the other thread (remote)
             let mut local = Vec::new();
@@ -103,15 +114,7 @@ fn remote_frees_collected_by_count_hand_out_each_block_once() {
                     // allocate until the pages with room run out and are collected
                     let more = 20 + rng.below(200) as usize;
                     for _ in 0..more {
-                        let p = heap.alloc(size, 8) as usize;
-                        assert_ne!(p, 0, "seed {seed}: out of memory");
-                        assert!(
-                            !live.contains_key(&p),
-                            "seed {seed}, round {round}: block {p:#x} handed out while live"
-                        );
-                        tag += 1;
-                        fill(p, size, tag);
-                        live.insert(p, (size, tag));
+                        alloc_new(&heap, size, &mut live, &mut tag, seed, round);
                     }
                 }
                 _ => {}
