@@ -197,7 +197,13 @@ unsafe fn page_visit(
     let mut free_map = [0u64; MAX_BLOCKS / 64];
     let mut b = p.free;
     while !b.is_null() {
-        let i = (b as usize - p.page_start() as usize) / bsize;
+        let i = (b as usize).wrapping_sub(p.page_start() as usize) / bsize;
+        if i >= cap || free_map[i / 64] & (1 << (i % 64)) != 0 {
+            // a block outside the page, or one met before (a cycle): a corrupted list,
+            // from a double free; the walk stops here
+            p.corrupt_link(b);
+            break;
+        }
         free_map[i / 64] |= 1 << (i % 64);
         // SAFETY: `b` is a free block of the page (its `free` list holds only those).
         b = unsafe { p.next_of(b) };

@@ -1387,12 +1387,20 @@ impl Page {
                 let mut tail = (*page).local_free;
                 // SAFETY: `local_free` is a list of this page's blocks, owned by the caller.
                 {
+                    // (bounded: a list longer than the page has a cycle, from a double free;
+                    // reported, and cut where the walk stops, by the link set below)
+                    let mut left = (*page).capacity;
                     loop {
                         let next = (*page).next_of(tail);
                         if next.is_null() {
                             break;
                         }
+                        if left == 0 {
+                            (*page).corrupt_link(tail);
+                            break;
+                        }
                         tail = next;
+                        left -= 1;
                     }
                     (*page).set_next(tail, (*page).free);
                 }

@@ -86,6 +86,12 @@ const CASES: &[Case] = &[
         ..case("double_free_cross_thread_full", Any, Any, Report)
     },
     Case {
+        note: "default and checked: the owner collects remote frees by their count, without \
+               a walk, so a cycle may reach its own lists; its forced walks of them are \
+               bounded (reported when they meet the cycle)",
+        ..case("double_free_cross_thread_collect", Any, Any, Report)
+    },
+    Case {
         note: "default and checked: another thread's lists are not theirs to read; secure: \
                the block waits on the owner heap's delayed list, which marks it (the report \
                must come at the second free: MISUSE-PASSED)",
