@@ -1165,7 +1165,9 @@ impl Page {
         head as *mut Block
     }
 
-    /// Moves the remote frees (`thread_free`) onto `local_free`.
+    /// Collects the remote frees (`thread_free`): they move onto the page's own lists, or
+    /// (not `force`, while `free` and `local_free` both hold blocks) are counted out of
+    /// `used` and stay on the list; either way `used` counts them no more.
     ///
     /// # Safety
     /// Called by the page's owner (or by a thread that owns the page's abandoned segment).
@@ -1359,8 +1361,8 @@ impl Page {
 
     /// Collects the page's free lists: remote frees onto `local_free`, and `local_free`
     /// onto `free` when `free` is empty (or always, with `force`). Without `force`, remote
-    /// frees may stay on `thread_free` (counted in `used`) while the page has blocks in
-    /// `free` and in `local_free` and blocks in use (see `thread_free_collect`).
+    /// frees may stay on `thread_free`, counted out of `used`, while the page has blocks in
+    /// `free` and in `local_free` (see `thread_free_collect`).
     ///
     /// # Safety
     /// Called by the page's owner.
