@@ -39,7 +39,8 @@ fn page_size() -> usize {
 /// for each fault), and all faults went through the one mapping's lock. A mapping per region
 /// cut the time of the thread-churn workloads by 5-10 % (`benches/`: larson 0.91, stress32
 /// 0.94, rptest 0.95, scale-8 0.89 of before, medians of 7-15 alternating runs), with
-/// the same page faults and peak RSS. The address space used doubles: the area (2 TiB to
+/// the same page faults and median peak RSS (README, Performance: sh8bench's upper quartile
+/// rose, its RSS set by thread timing). The address space used doubles: the area (2 TiB to
 /// 4 TiB) holds 256 Ki segments of 4 MiB before the hints wrap around.
 /// (64-bit address spaces only: a 32-bit one has no such empty area.)
 #[cfg(target_pointer_width = "64")]
