@@ -12,8 +12,9 @@ cargo build --release --quiet
 # C mimalloc v2: the `mimalloc` crate builds v2's sources with its feature `v2`, in a build
 # of its own (bench-mimalloc-v3 above has v3's)
 cargo build --release --quiet --features mimalloc-v2 --bin bench-mimalloc-v2
-rm -f target/release/bench-shardalloc
-if cargo build --release --quiet --features shardalloc --bin bench-shardalloc 2>target/shardalloc-build.log; then
+rm -f target/release/bench-shardalloc target/release/bench-shardalloc-thp
+if cargo build --release --quiet --features shardalloc --bin bench-shardalloc --bin bench-shardalloc-thp \
+    2>target/shardalloc-build.log; then
     echo "shardalloc: built" >&2
 else
     echo "shardalloc: does NOT build (see benches/target/shardalloc-build.log); running the peers only" >&2

@@ -99,6 +99,25 @@ impl Domain {
         self.os.set_limit(bytes)
     }
 
+    /// Large OS pages for every segment made from now on (off by default; huge blocks,
+    /// over 2 MiB, always get them): the page source advises each new segment region for
+    /// them (`PageSource::advise_large_pages`; Linux: `madvise(MADV_HUGEPAGE)`, so a first
+    /// touch maps 2 MiB where transparent huge pages are on in `madvise` or `always` mode),
+    /// as C mimalloc's `allow_large_os_pages` option and its arenas' huge-page advice do.
+    /// It trades memory for page faults: touching one block of a segment's 2 MiB half
+    /// makes all of it resident. `benches/run.sh`'s `shardalloc-thp` column measures both
+    /// (about half the time of the thread-churn workloads' page faults, about twice their
+    /// peak resident memory). Segments made earlier, and regions cached from them, keep
+    /// their advice until they are reused.
+    pub fn set_large_os_pages(&self, on: bool) {
+        self.os.set_large_os_pages(on)
+    }
+
+    /// Whether new segments get large OS pages (see [`set_large_os_pages`](Domain::set_large_os_pages)).
+    pub fn large_os_pages(&self) -> bool {
+        self.os.large_os_pages()
+    }
+
     /// The cap on reserved bytes (0 = none).
     pub fn limit(&self) -> usize {
         self.os.limit()

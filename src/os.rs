@@ -53,6 +53,9 @@ pub(crate) struct Os {
     /// The most committed memory the spare huge region may hold (see
     /// `Domain::set_spare_limit`; [`HUGE_SPARE_MAX`] at most).
     pub(crate) huge_spare_limit: AtomicUsize,
+    /// 1: segments made from now on are advised for large OS pages, not only huge ones
+    /// (see `Domain::set_large_os_pages`); 0: huge ones only.
+    large_os_pages: AtomicUsize,
 }
 
 /// The most committed memory the spare huge region may hold, and its default limit (see
@@ -156,6 +159,7 @@ impl Os {
             huge_spare: AtomicPtr::new(core::ptr::null_mut()),
             huge_spare_committed: AtomicUsize::new(0),
             huge_spare_limit: AtomicUsize::new(HUGE_SPARE_MAX),
+            large_os_pages: AtomicUsize::new(0),
         }
     }
 
@@ -232,6 +236,17 @@ impl Os {
 
     pub(crate) fn limit(&self) -> usize {
         self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Whether segments made from now on are advised for large OS pages (huge segments
+    /// always are).
+    #[inline]
+    pub(crate) fn large_os_pages(&self) -> bool {
+        self.large_os_pages.load(Ordering::Relaxed) != 0
+    }
+
+    pub(crate) fn set_large_os_pages(&self, on: bool) {
+        self.large_os_pages.store(on as usize, Ordering::Relaxed)
     }
 
     pub(crate) fn set_limit(&self, bytes: usize) {

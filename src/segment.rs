@@ -74,6 +74,10 @@ pub(crate) struct Segment {
     pub kind: SegmentKind,
     /// In the owner's free queue (see `free_links`). (Beside `kind`: one padded word for both.)
     pub in_free_queue: bool,
+    /// The region was advised for large OS pages when the segment was made: huge segments,
+    /// and every segment made while [`Os::large_os_pages`](crate::os::Os::large_os_pages)
+    /// is on. The cache keeps the region's advice with it.
+    pub large_pages: bool,
     /// Number of pages, and how many are in use.
     pub capacity: usize,
     pub used: usize,

@@ -277,13 +277,16 @@ fn segment_alloc_sized(
     // advised, a fresh other one keeps the default; a cached region was last advised as
     // its last segment needed (huge: large)
     let huge = kind == SegmentKind::Huge;
-    let mut advise = huge;
+    // large OS pages for this segment: a huge block's, and any segment's when the domain
+    // asks for them (`Domain::set_large_os_pages`)
+    let large_pages = huge || os.large_os_pages();
+    let mut advise = large_pages;
     let region = match cached {
         Some((r, large)) => {
             if huge {
                 segment_size = r.size; // the block gets the whole region
             }
-            advise = large != huge;
+            advise = large != large_pages;
             r
         }
         // SAFETY: size is a non-zero multiple of the allocation granularity, align a power
@@ -307,13 +310,14 @@ fn segment_alloc_sized(
     // SAFETY: `seg_ptr` is inside the region, not null.
     let seg_nn = unsafe { NonNull::new_unchecked(seg_ptr) };
     // A huge block (over 2 MiB) is touched in big pieces: large OS pages save most of its
-    // page faults. Other segments keep small OS pages, so that touching a few blocks does
-    // not make 2 MiB resident (measured: large pages too raised the peak RSS of mstress
-    // from 25 to 82 MiB). A cached region that changes its use is told so.
+    // page faults. Other segments keep small OS pages by default, so that touching a few
+    // blocks does not make 2 MiB resident (measured: large pages too raised the peak RSS of
+    // mstress from 25 to 82 MiB); `Domain::set_large_os_pages` trades that memory for
+    // fewer page faults. A cached region that changes its use is told so.
     if advise {
         // SAFETY: the segment range lies inside the region just obtained; it starts
         // `SEGMENT_SIZE`-aligned and `segment_size` is a multiple of the OS page.
-        unsafe { os.advise_large_pages(seg_nn, segment_size, huge) };
+        unsafe { os.advise_large_pages(seg_nn, segment_size, large_pages) };
     }
     let mut zeroed = region.zeroed;
     let mut committed = if region.committed { region.size } else { 0 };
@@ -371,6 +375,7 @@ fn segment_alloc_sized(
                 os,
                 free_links: Links::new(),
                 in_free_queue: false,
+                large_pages,
                 all_links: Links::new(),
                 abandoned_next: ptr::null_mut(),
                 purge_mask: 0,
@@ -572,7 +577,7 @@ unsafe fn segment_free(ctx: Option<&mut SegmentsTld>, segment: *mut Segment) {
     // SAFETY: `os` was set at creation from the owner's `&'static Os`.
     let os: &'static Os = unsafe { &*seg.os };
     let (region, size, committed) = (seg.region, seg.region_size, seg.committed);
-    let large = seg.kind == SegmentKind::Huge; // advised for large OS pages at its creation
+    let large = seg.large_pages; // advised for large OS pages at its creation
     #[cfg(feature = "secure")]
     if seg.guard > 0 {
         // the region may serve another segment (the cache), with its guards elsewhere

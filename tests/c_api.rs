@@ -475,6 +475,34 @@ fn v3_api_cases() {
         "{}",
         show(&out)
     );
+    // large OS pages for every segment, by mimalloc's legacy name
+    let out = run_ok(
+        &exe,
+        &["large-os-pages"],
+        &[("MIMALLOC_LARGE_OS_PAGES", "1")],
+        60,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 cases, 0 failed checks"),
+        "{}",
+        show(&out)
+    );
+    // without it, the same case fails (the advice is not there by accident)
+    let out = spawn_output(
+        Command::new("timeout")
+            .arg("60")
+            .arg(&exe)
+            .arg("large-os-pages")
+            .env_remove("LD_LIBRARY_PATH")
+            .env_remove("MIMALLOC_LARGE_OS_PAGES")
+            .env_remove("MIMALLOC_ALLOW_LARGE_OS_PAGES"),
+    );
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("mapping_has_flag(p, \"hg\") == 1"),
+        "{}",
+        show(&out)
+    );
 }
 
 /// mimalloc v3.4.3's other headers, unchanged: `mimalloc-override.h` in C, and

@@ -7,7 +7,9 @@
 //! `check.rs`), `show_stats` (statistics at exit), `verbose`, `purge_delay` (alias
 //! `reset_delay`, and mimalloc 2.0's `decommit_delay`: the domain's purge delay in ms; -1
 //! never purges), `max_errors`, `max_warnings`, `reserve_os_memory` (an arena at start,
-//! `init.rs`) and `disallow_os_alloc` (the process's page source asks only its arenas).
+//! `init.rs`), `disallow_os_alloc` (the process's page source asks only its arenas) and
+//! `allow_large_os_pages` (alias `large_os_pages`: every new segment advised for
+//! transparent huge pages, `Domain::set_large_os_pages`).
 //! The others are kept (`mi_option_get` returns what was set) and have no effect: [`has_effect`] says which, and `mi_options_print` shows
 //! it; include/README-capi.md says why for each. Beyond mimalloc: `SHARDALLOC_LIMIT` (or
 //! `MIMALLOC_LIMIT`), a cap on the memory reserved from the OS, in bytes with an optional
@@ -26,6 +28,7 @@ use crate::global::hosted::DOMAIN;
 pub(crate) const SHOW_ERRORS: usize = 0;
 pub(crate) const SHOW_STATS: usize = 1;
 pub(crate) const VERBOSE: usize = 2;
+pub(crate) const ALLOW_LARGE_OS_PAGES: usize = 6;
 pub(crate) const RESERVE_OS_MEMORY: usize = 9;
 pub(crate) const PURGE_DELAY: usize = 15;
 pub(crate) const DISALLOW_OS_ALLOC: usize = 17;
@@ -118,6 +121,7 @@ pub(crate) fn has_effect(opt: usize) -> bool {
             | SHOW_STATS
             | VERBOSE
             | PURGE_DELAY
+            | ALLOW_LARGE_OS_PAGES
             | MAX_ERRORS
             | MAX_WARNINGS
             | RESERVE_OS_MEMORY
@@ -192,6 +196,7 @@ fn apply(opt: usize) {
         }
         PURGE_DELAY => DOMAIN.set_purge_delay(if v < 0 { -1 } else { v }),
         DISALLOW_OS_ALLOC => crate::global::hosted::PROCESS_SOURCE.set_os_allowed(v == 0),
+        ALLOW_LARGE_OS_PAGES => DOMAIN.set_large_os_pages(v != 0),
         _ => {}
     }
 }

@@ -207,6 +207,49 @@ static void case_env_options(void) {
   CHECK(mi_option_get(mi_option_purge_delay) == 77);    // legacy name
 }
 
+// MIMALLOC_LARGE_OS_PAGES=1 (mimalloc's legacy name of allow_large_os_pages): a segment
+// made now (a new thread's first block) lies in a mapping advised MADV_HUGEPAGE: its
+// VmFlags in /proc/self/smaps show "hg".
+static int mapping_has_flag(const void* p, const char* flag) {
+  FILE* f = fopen("/proc/self/smaps", "r");
+  if (!f) return -1;
+  char line[512];
+  int inside = 0, found = 0;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long lo, hi;
+    if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+      inside = lo <= (uintptr_t)p && (uintptr_t)p < hi;
+    } else if (inside && strncmp(line, "VmFlags:", 8) == 0) {
+      char want[8]; snprintf(want, sizeof want, " %s", flag);
+      for (char* q = line + 7; (q = strstr(q, want)) != NULL; q++) {
+        if (q[strlen(want)] == ' ' || q[strlen(want)] == '\n') found = 1;
+      }
+      break;
+    }
+  }
+  fclose(f);
+  return found;
+}
+
+static void* first_block_of_thread(void* arg) {
+  (void)arg;
+  char* p = mi_malloc(1000);
+  if (p) memset(p, 5, 1000);
+  return p;
+}
+
+static void case_large_os_pages(void) {
+  CHECK(mi_option_is_enabled(mi_option_allow_large_os_pages));
+  capture_reset();
+  mi_options_print_out(capture, NULL);
+  CHECK(strstr(captured, "option 'allow_large_os_pages': 1\n") != NULL);   // acted on: unmarked
+  pthread_t th; void* p = NULL;
+  pthread_create(&th, NULL, first_block_of_thread, NULL);
+  pthread_join(th, &p);
+  CHECK(p != NULL && mapping_has_flag(p, "hg") == 1);
+  mi_free(p);
+}
+
 static int bin_of(size_t size) {
   for (int b = 1; b < (int)MI_BIN_HUGE; b++) if (mi_stats_get_bin_size(b) >= size) return b;
   return -1;
@@ -702,6 +745,7 @@ static const test_case cases[] = {
   {"theaps", case_theaps, 1},
   {"options", case_options, 1},
   {"env-options", case_env_options, 0},
+  {"large-os-pages", case_large_os_pages, 0},
   {"stats", case_stats, 1},
   {"subprocs", case_subprocs, 1},
   {"arena-malloc", case_arena_malloc, 1},               // before any other shared arena

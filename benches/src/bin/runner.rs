@@ -23,6 +23,7 @@ const ALLOCATORS: &[&str] = &[
     "shardalloc",
     "mimalloc-v3",
     "mimalloc-v2",
+    "shardalloc-thp",
     "rusty_alloc",
     "jemalloc",
     "snmalloc",
