@@ -50,7 +50,7 @@ pub(crate) struct Cached {
 }
 
 /// The bookkeeping of a cached region, written at its start, or at its end for a region
-/// last advised for large OS pages (see [`node_of`]).
+/// of a huge block (see [`node_of`]).
 ///
 /// Invariant: the node's own address is `node_of(&cached)`, and the node is in the cache's
 /// list of its stage (`resident` or `purged`, as `cached.purged` says).
@@ -59,16 +59,26 @@ pub(crate) struct Node {
     cached: Cached,
 }
 
-/// Where the node of a cached region lies: at its start, or for a region last advised for
-/// large OS pages in its last bytes (inside its last OS page: a node is far smaller than
-/// one, and the region's end is page aligned). A purged region keeps the OS page of its
-/// node (`Os::cache_purge`), and the kernel then keeps that 2 MiB's page table: its other
-/// 511 pages fault in 4 KiB at a time when the region is reused. At the start, that is the
-/// first 2 MiB of every huge block that reuses a purged region (large-realloc: ~5,500 of
-/// its page faults); at the end, where a huge block's region ends (on a large OS page,
-/// see `segment_alloc::huge_grain`), only a block that fills its region touches it.
+/// Where the node of a cached region lies: at its start, or for a region larger than a
+/// segment last advised for large OS pages (one that held a huge block) in its last bytes
+/// (inside its last OS page: a node is far smaller than one, and the region's end is page
+/// aligned). A purged region keeps the OS page of its node (`Os::cache_purge`), and the
+/// kernel then keeps that 2 MiB's page table: its other 511 pages fault in 4 KiB at a time
+/// when the region is reused. At the start, that is the first 2 MiB of every huge block
+/// that reuses a purged region (large-realloc: ~5,500 of its page faults); at the end,
+/// where a huge block's region ends (on a large OS page, see `segment_alloc::huge_grain`),
+/// only a block that fills its region touches it. A region of one segment advised for
+/// large OS pages (`Domain::set_large_os_pages`) keeps its node at the start, in the
+/// segment header's page: written at its end, the node made the segment's untouched last
+/// 2 MiB resident as a huge page (cache-scratch: 20 MiB for 5 segments of a few pages).
+#[inline]
+pub(crate) fn node_at_end(c: &Cached) -> bool {
+    c.large && c.size > crate::size_class::SEGMENT_SIZE
+}
+
+/// The node's address (see [`node_at_end`]).
 pub(crate) fn node_of(c: &Cached) -> *mut Node {
-    if c.large {
+    if node_at_end(c) {
         let end = c.ptr as usize + c.size - size_of::<Node>();
         (end & !(core::mem::align_of::<Node>() - 1)) as *mut Node
     } else {
@@ -362,7 +372,7 @@ impl RegionCache {
     /// # Safety
     /// `entry` is a region of ours (from the source, unused, not in the cache), committed
     /// and writable where its node goes ([`node_of`]: its first `size_of::<Node>()` bytes,
-    /// or for `entry.large` its last ones), at least a node's size; it starts aligned for a
+    /// or with [`node_at_end`] its last ones), at least a node's size; it starts aligned for a
     /// `Node` and its size is a multiple of a `Node`'s alignment; the cache owns it from
     /// now on.
     pub(crate) unsafe fn put(&self, entry: Cached) {

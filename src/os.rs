@@ -849,7 +849,11 @@ impl Os {
         if e.size > keep {
             // the node's page is kept: the first, or the last of a region of a huge block
             // (see `cache::node_of`)
-            let from = if e.large { 0 } else { keep };
+            let from = if crate::cache::node_at_end(&e) {
+                0
+            } else {
+                keep
+            };
             // SAFETY: taken out of the cache, so ours alone and unused; the range without
             // the node's page lies inside the region, page aligned and sized.
             let needs_recommit =
