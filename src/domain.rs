@@ -106,7 +106,7 @@ impl Domain {
     /// as C mimalloc's `allow_large_os_pages` option and its arenas' huge-page advice do.
     /// It trades memory for page faults: touching one block of a segment's 2 MiB half
     /// makes all of it resident. `benches/run.sh`'s `shardalloc-thp` column measures both
-    /// (at 98f3ef7, over its 18 workloads: 0.85 of the default's time, 2.48 times its peak
+    /// (at 11af934, over its 18 workloads: 0.86 of the default's time, 2.18 times its peak
     /// resident memory). Segments made earlier keep their advice, also when another thread
     /// takes them over; a cached region gets the advice of the segment made in it.
     pub fn set_large_os_pages(&self, on: bool) {
