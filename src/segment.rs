@@ -72,7 +72,8 @@ pub(crate) struct Segment {
     /// `SEGMENT_COOKIE ^ address`, to recognise a segment header.
     pub cookie: usize,
     pub kind: SegmentKind,
-    /// In the owner's free queue (see `free_links`). (Beside `kind`: one padded word for both.)
+    /// In the owner's free queue (see `free_links`). (Beside `kind` and `large_pages`: one
+    /// padded word for the three.)
     pub in_free_queue: bool,
     /// The region was advised for large OS pages when the segment was made: huge segments,
     /// and every segment made while [`Os::large_os_pages`](crate::os::Os::large_os_pages)

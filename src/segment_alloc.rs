@@ -274,8 +274,9 @@ fn segment_alloc_sized(
         None
     };
     // whether the region's advice on large OS pages must change: a fresh huge segment is
-    // advised, a fresh other one keeps the default; a cached region was last advised as
-    // its last segment needed (huge: large)
+    // advised (and with `Domain::set_large_os_pages`, any fresh segment), a fresh other
+    // one keeps the default; a cached region was last advised as its last segment was
+    // (`Segment::large_pages`)
     let huge = kind == SegmentKind::Huge;
     // large OS pages for this segment: a huge block's, and any segment's when the domain
     // asks for them (`Domain::set_large_os_pages`)
