@@ -6,10 +6,12 @@
 //! thread's first segment has them too (Rust's runtime allocates before `main`).
 
 /// Runs before the Rust runtime's first allocation (the dynamic loader calls `.init_array`
-/// entries before `main`).
+/// entries before `main`; ELF targets. Elsewhere `before` turns it on, after the runtime's
+/// first allocations.)
 extern "C" fn large_os_pages_on() {
     shardalloc::DOMAIN.set_large_os_pages(true);
 }
+#[cfg(target_os = "linux")]
 #[used]
 #[unsafe(link_section = ".init_array")]
 static LARGE_OS_PAGES_ON: extern "C" fn() = large_os_pages_on;
@@ -24,6 +26,9 @@ direct = |size| {
     unsafe { shardalloc::free(p) }
 };
 before = {
+    if cfg!(not(target_os = "linux")) {
+        large_os_pages_on();
+    }
     assert!(shardalloc::DOMAIN.large_os_pages(), "large OS pages were not turned on");
 },
 after = {
