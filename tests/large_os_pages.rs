@@ -11,6 +11,16 @@
 #[global_allocator]
 static GLOBAL: shardalloc::ShardAlloc = shardalloc::ShardAlloc::new();
 
+/// The address range of a mapping's first line in `/proc/self/maps` or `smaps`
+/// (`lo-hi perms ...`); None for smaps' other lines.
+fn range_of(line: &str) -> Option<(usize, usize)> {
+    let (lo, hi) = line.split_whitespace().next()?.split_once('-')?;
+    Some((
+        usize::from_str_radix(lo, 16).ok()?,
+        usize::from_str_radix(hi, 16).ok()?,
+    ))
+}
+
 /// The `VmFlags` and `AnonHugePages` lines of the mapping that holds `p`.
 fn mapping_of(p: *const u8) -> (Vec<String>, String) {
     let smaps = std::fs::read_to_string("/proc/self/smaps").expect("read /proc/self/smaps");
@@ -18,13 +28,9 @@ fn mapping_of(p: *const u8) -> (Vec<String>, String) {
     let mut inside = false;
     let mut huge = String::new();
     for line in smaps.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if let Some((lo, hi)) = first.split_once('-') {
-            if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
-            {
-                inside = lo <= a && a < hi;
-                continue;
-            }
+        if let Some((lo, hi)) = range_of(line) {
+            inside = lo <= a && a < hi;
+            continue;
         }
         if !inside {
             continue;
@@ -130,12 +136,7 @@ fn segments_made_while_on_are_advised_for_huge_pages() {
 fn mapping_bounds(addr: usize) -> (usize, usize) {
     let maps = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
     for line in maps.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        let (lo, hi) = first.split_once('-').expect("maps line");
-        let (lo, hi) = (
-            usize::from_str_radix(lo, 16).unwrap(),
-            usize::from_str_radix(hi, 16).unwrap(),
-        );
+        let (lo, hi) = range_of(line).expect("a /proc/self/maps line starts with its range");
         if lo <= addr && addr < hi {
             return (lo, hi);
         }
